@@ -1,0 +1,37 @@
+"""ament_python build of dehaze_ros (colcon build); also an ordinary pip-installable package."""
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "dehaze_ros"
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*", "training", "training.*"]),
+    # The shipped checkpoint travels inside the Python package so that `pip install` and
+    # `colcon build` both find it next to the code (engine looks there first).
+    package_data={PACKAGE: ["checkpoints/*.pt", "checkpoints/*.md"]},
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.rviz")),
+        (f"share/{PACKAGE}/config/train", glob("config/train/*.yaml")),
+        (f"share/{PACKAGE}/checkpoints", glob(f"{PACKAGE}/checkpoints/*.pt")),
+    ],
+    install_requires=["setuptools"],
+    zip_safe=False,
+    maintainer="dehaze_ros developers",
+    maintainer_email="dev@dehaze-ros.invalid",
+    description="Learned dehazing + metric depth for ROS 2 (DIACMPN) with offline training.",
+    license="Apache-2.0",
+    tests_require=["pytest"],
+    entry_points={
+        "console_scripts": [
+            "dehaze_node = dehaze_ros.dehaze_node:main",
+            "sample_camera = dehaze_ros.sample_camera:main",
+            "dehaze_benchmark = dehaze_ros.benchmark:main",
+        ],
+    },
+)
