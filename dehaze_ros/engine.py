@@ -1,0 +1,271 @@
+"""DehazeEngine: one frame in, dehazed image and depth out. Knows nothing of ROS.
+
+The node converts messages to numpy, calls :meth:`DehazeEngine.process`, and publishes; training
+evaluation runs through the same engine so reported numbers describe what is deployed.
+
+Speed: ``max_side`` runs the networks on a downscaled copy. The dehazed output is then rebuilt
+at full resolution as ``hazy_full + upsample(dehazed_small - hazy_small)``: the networks predict
+a residual (J = I + f(I)) that is smooth compared with the image, so upsampling the *correction*
+instead of the *image* keeps the input's fine detail. Depth is upsampled bilinearly.
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from dehaze_ros.checkpoint import Checkpoint, build_models, load_checkpoint
+from dehaze_ros.dcp import dehaze_dcp
+
+MODELS = ("checkpoint", "dcp")
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "default.pt"
+
+
+class EngineError(RuntimeError):
+    """The engine could not be set up as configured (device, precision, checkpoint)."""
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    model: str = "checkpoint"          # "checkpoint": DIACMPN weights; "dcp": Dark Channel Prior
+    checkpoint: str = ""               # path; "" = the checkpoint shipped with the package
+    device: str = "auto"               # auto | cpu | cuda | cuda:N
+    precision: str = "auto"            # auto | fp32 | fp16 | bf16 (half precision on CUDA only)
+    max_side: int = 0                  # run the networks with the longer side at most this; 0 = native
+    warmup: int = 1                    # warm-up passes after loading (first CUDA/oneDNN calls are slow)
+    num_threads: int = 0               # torch CPU threads; 0 = torch's default
+
+    def validate(self) -> None:
+        if self.model not in MODELS:
+            raise ValueError(f"model must be one of {MODELS}, got {self.model!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        device = self.device
+        if not (device in ("auto", "cpu", "cuda") or
+                (device.startswith("cuda:") and device[5:].isdigit())):
+            raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}")
+        for name in ("max_side", "warmup", "num_threads"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if 0 < self.max_side < 32:
+            raise ValueError(f"max_side must be 0 (native) or at least 32, got {self.max_side}")
+
+
+@dataclass
+class EngineResult:
+    dehazed: np.ndarray | None        # H x W x 3 uint8 RGB, input size
+    depth: np.ndarray | None          # H x W float32, input size, in depth_units
+    depth_units: str                  # "meters" | "relative"
+    timings_ms: dict[str, float]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise EngineError(f"device {name!r} requested but CUDA is not available "
+                              "(torch.cuda.is_available() is False); use device:=cpu or auto")
+        index = int(name[5:]) if ":" in name else 0
+        if index >= torch.cuda.device_count():
+            raise EngineError(f"device {name!r} requested but only {torch.cuda.device_count()} "
+                              "CUDA device(s) exist")
+    return torch.device(name)
+
+
+def resolve_precision(name: str, device: torch.device) -> torch.dtype:
+    if device.type != "cuda":
+        if name in ("fp16", "bf16"):
+            raise EngineError(f"precision {name} needs a CUDA device; on {device} use fp32 or auto")
+        return torch.float32
+    if name == "auto":
+        return torch.float16
+    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[name]
+
+
+def as_rgb_uint8(image: np.ndarray) -> np.ndarray:
+    """Validate and convert a frame to H x W x 3 uint8 RGB (gray and RGBA accepted)."""
+    if not isinstance(image, np.ndarray):
+        raise ValueError(f"image must be a numpy array, got {type(image).__name__}")
+    if image.dtype == np.uint16:  # mono16 / rgb16 cameras: keep the top 8 bits of range
+        image = (image >> 8).astype(np.uint8)
+    if image.dtype != np.uint8:
+        raise ValueError(f"image dtype must be uint8 (or uint16), got {image.dtype}")
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[..., 0]
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=2)
+    elif image.ndim == 3 and image.shape[2] == 4:
+        image = image[..., :3]
+    elif not (image.ndim == 3 and image.shape[2] == 3):
+        raise ValueError(f"image must be H x W (gray), H x W x 3 (RGB) or H x W x 4 (RGBA), "
+                         f"got shape {image.shape}")
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise ValueError(f"image is empty: shape {image.shape}")
+    return np.ascontiguousarray(image)
+
+
+def scaled_size(height: int, width: int, max_side: int) -> tuple[int, int]:
+    """(height, width) with the longer side at most ``max_side``; unchanged when already smaller."""
+    longest = max(height, width)
+    if max_side <= 0 or longest <= max_side:
+        return height, width
+    scale = max_side / longest
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+class DehazeEngine:
+    """Loads a model once, then dehazes frames and estimates their depth."""
+
+    def __init__(self, config: EngineConfig = EngineConfig()):
+        config.validate()
+        self.config = config
+        self.checkpoint: Checkpoint | None = None
+        self.dehazer: torch.nn.Module | None = None
+        self.depth_net: torch.nn.Module | None = None
+        if config.num_threads:
+            torch.set_num_threads(config.num_threads)
+        if config.model == "dcp":
+            self.device, self.dtype = torch.device("cpu"), torch.float32
+            self.depth_units = "relative"
+            self.depth_range = (0.0, float("inf"))
+        else:
+            self.device = resolve_device(config.device)
+            self.dtype = resolve_precision(config.precision, self.device)
+            path = Path(config.checkpoint) if config.checkpoint else DEFAULT_CHECKPOINT
+            self.checkpoint = load_checkpoint(path, map_location="cpu")
+            self.dehazer, self.depth_net = build_models(self.checkpoint)
+            self.dehazer.to(self.device)
+            if self.depth_net is not None:
+                self.depth_net.to(self.device)
+            self.depth_units = self.checkpoint.depth_units
+            self.depth_range = self.checkpoint.depth_range_m
+        for _ in range(config.warmup):
+            self.process(np.zeros((240, 320, 3), dtype=np.uint8))
+
+    @property
+    def model_name(self) -> str:
+        if self.checkpoint is None:
+            return "dcp"
+        return str(self.checkpoint.model_config.get("name", "custom"))
+
+    def describe(self) -> dict:
+        return {
+            "model": self.model_name,
+            "checkpoint": self.checkpoint.path if self.checkpoint else "",
+            "device": str(self.device),
+            "precision": str(self.dtype).replace("torch.", ""),
+            "max_side": self.config.max_side,
+            "depth_units": self.depth_units,
+            "depth_range_m": list(self.depth_range),
+        }
+
+    def close(self) -> None:
+        """Drop the networks and give cached GPU memory back."""
+        self.dehazer = self.depth_net = None
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def _sync(self) -> None:
+        # Per-stage timings are only honest when queued CUDA work has finished.
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def _autocast(self):
+        if self.device.type == "cuda" and self.dtype != torch.float32:
+            return torch.autocast("cuda", dtype=self.dtype)
+        return contextlib.nullcontext()
+
+    def process(self, image: np.ndarray, want_dehazed: bool = True,
+                want_depth: bool = True) -> EngineResult:
+        start = time.perf_counter()
+        rgb = as_rgb_uint8(image)
+        height, width = rgb.shape[:2]
+        if self.config.model == "dcp":
+            return self._process_dcp(rgb, want_dehazed, want_depth, start)
+        if self.dehazer is None:
+            raise EngineError("engine is closed")
+
+        small_h, small_w = scaled_size(height, width, self.config.max_side)
+        small = rgb if (small_h, small_w) == (height, width) else cv2.resize(
+            rgb, (small_w, small_h), interpolation=cv2.INTER_AREA)
+        timings: dict[str, float] = {}
+        with torch.inference_mode(), self._autocast():
+            hazy = torch.from_numpy(small).to(self.device).permute(2, 0, 1)[None].float().div_(255.0)
+            self._sync()
+            timings["preprocess"] = (time.perf_counter() - start) * 1e3
+            mark = time.perf_counter()
+            branch_depth = None
+            if self.depth_net is None and want_depth:
+                dehazed_t, branch_depth = self.dehazer.forward_with_depth(hazy)
+            else:
+                dehazed_t = self.dehazer(hazy)
+            dehazed_t = dehazed_t.float().clamp_(0.0, 1.0)
+            self._sync()
+            timings["dehaze"] = (time.perf_counter() - mark) * 1e3
+            depth_t = None
+            if want_depth:
+                mark = time.perf_counter()
+                # Deployment depth is E(D(I)): the depth net sees the dehazed image, as in training.
+                depth_t = branch_depth if self.depth_net is None else self.depth_net(dehazed_t)
+                depth_t = depth_t.float()
+                self._sync()
+                timings["depth"] = (time.perf_counter() - mark) * 1e3
+            mark = time.perf_counter()
+            correction = (dehazed_t - hazy)[0].permute(1, 2, 0).cpu().numpy() if want_dehazed else None
+            depth_small = depth_t[0, 0].cpu().numpy() if depth_t is not None else None
+
+        dehazed = None
+        if correction is not None:
+            if (small_h, small_w) != (height, width):
+                correction = cv2.resize(correction, (width, height), interpolation=cv2.INTER_LINEAR)
+            dehazed = np.clip(rgb.astype(np.float32) + correction * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        depth = None
+        if depth_small is not None:
+            if (small_h, small_w) != (height, width):
+                depth_small = cv2.resize(depth_small, (width, height), interpolation=cv2.INTER_LINEAR)
+            depth = self._apply_depth_range(depth_small.astype(np.float32, copy=False))
+        timings["postprocess"] = (time.perf_counter() - mark) * 1e3
+        timings["total"] = (time.perf_counter() - start) * 1e3
+        return EngineResult(dehazed, depth, self.depth_units, timings)
+
+    def _apply_depth_range(self, depth: np.ndarray) -> np.ndarray:
+        """REP-117: beyond the trained range is +inf (too far) or -inf (too close), not a number."""
+        near, far = self.depth_range
+        depth = depth.copy()
+        depth[depth > far] = np.inf
+        depth[depth < near] = -np.inf
+        return depth
+
+    def _process_dcp(self, rgb: np.ndarray, want_dehazed: bool, want_depth: bool,
+                     start: float) -> EngineResult:
+        height, width = rgb.shape[:2]
+        small_h, small_w = scaled_size(height, width, self.config.max_side)
+        small = rgb if (small_h, small_w) == (height, width) else cv2.resize(
+            rgb, (small_w, small_h), interpolation=cv2.INTER_AREA)
+        mark = time.perf_counter()
+        result = dehaze_dcp(small)
+        timings = {"preprocess": (mark - start) * 1e3, "dehaze": (time.perf_counter() - mark) * 1e3}
+        mark = time.perf_counter()
+        dehazed = depth = None
+        if want_dehazed:
+            if (small_h, small_w) == (height, width):
+                dehazed = (result.dehazed * 255.0 + 0.5).astype(np.uint8)
+            else:
+                # Full-resolution inverse ASM with the upsampled transmission keeps the detail.
+                transmission = cv2.resize(result.transmission, (width, height), interpolation=cv2.INTER_LINEAR)
+                full = (rgb.astype(np.float32) / 255.0 - result.airlight) / transmission[..., None] + result.airlight
+                dehazed = (np.clip(full, 0, 1) * 255.0 + 0.5).astype(np.uint8)
+        if want_depth:
+            depth = result.relative_depth
+            if (small_h, small_w) != (height, width):
+                depth = cv2.resize(depth, (width, height), interpolation=cv2.INTER_LINEAR)
+        timings["postprocess"] = (time.perf_counter() - mark) * 1e3
+        timings["total"] = (time.perf_counter() - start) * 1e3
+        return EngineResult(dehazed, depth, "relative", timings)
