@@ -1,0 +1,121 @@
+"""Latency of every model variant and of DCP, through the engine, on this machine's device.
+
+    python -m dehaze_ros.benchmark [--device auto] [--sizes 320x240,640x480,1280x720]
+
+Each cell runs the whole ``DehazeEngine.process`` (conversion, dehazing, depth, resizing back) on
+a rendered hazy frame, after one warm-up pass: what the node pays per frame. The weights are
+randomly initialised (speed does not depend on their values). A cell stops after ``--max-runs``
+runs or when ``--budget-s`` seconds are spent, with at least one timed run, so that the paper-size
+model at 1280x720 on a 2-core CPU does not take an hour; the ``runs`` column says how many
+runs each median stands on.
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dehaze_ros.checkpoint import save_checkpoint
+from dehaze_ros.engine import DehazeEngine, EngineConfig, resolve_device, scaled_size
+from dehaze_ros.haze import synthesize_haze
+from dehaze_ros.models import (PRESETS, build_dehazer, build_depth_net, count_macs,
+                               count_parameters)
+from dehaze_ros.scenes import SceneRenderer
+
+
+def parse_sizes(text: str) -> list[tuple[int, int]]:
+    sizes = []
+    for item in text.split(","):
+        try:
+            width, height = (int(v) for v in item.lower().split("x"))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"size {item!r} is not WIDTHxHEIGHT") from None
+        sizes.append((width, height))
+    return sizes
+
+
+def hazy_frame(width: int, height: int) -> np.ndarray:
+    frame = SceneRenderer(width, height, seed=1).render(2.0)
+    hazy, _ = synthesize_haze(frame.rgb, frame.depth_m, 0.06, [0.85, 0.86, 0.9])
+    return (hazy * 255 + 0.5).astype(np.uint8)
+
+
+def time_engine(engine: DehazeEngine, image: np.ndarray, max_runs: int, budget_s: float) -> list[float]:
+    engine.process(image)  # warm-up at this size (allocator, oneDNN/cuDNN kernel choice)
+    latencies: list[float] = []
+    started = time.perf_counter()
+    while len(latencies) < max_runs and (not latencies or time.perf_counter() - started < budget_s):
+        latencies.append(engine.process(image).timings_ms["total"])
+    return latencies
+
+
+def write_random_checkpoint(name: str, folder: Path) -> tuple[Path, int, object]:
+    config = PRESETS[name]
+    dehazer, depth_net = build_dehazer(config), build_depth_net(config)
+    path = folder / f"{name}.pt"
+    save_checkpoint(path, model_config=config.to_dict(), dehazer_state=dehazer.state_dict(),
+                    depth_net_state=depth_net.state_dict(), provenance={"note": "benchmark, random"})
+    return path, count_parameters(dehazer) + count_parameters(depth_net), (dehazer, depth_net)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    parser.add_argument("--precision", default="auto", help="auto | fp32 | fp16 | bf16")
+    parser.add_argument("--sizes", type=parse_sizes, default=parse_sizes("320x240,640x480,1280x720"))
+    parser.add_argument("--variants", default=",".join(PRESETS), help="comma-separated presets")
+    parser.add_argument("--rt-max-side", type=int, default=320,
+                        help="extra rows for diacmpn-rt with the engine's max_side (0 = none)")
+    parser.add_argument("--max-runs", type=int, default=20)
+    parser.add_argument("--budget-s", type=float, default=8.0, help="time budget per cell")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    variants = [v for v in args.variants.split(",") if v]
+    unknown = [v for v in variants if v not in PRESETS]
+    if unknown:
+        parser.error(f"unknown variants {unknown}; presets: {list(PRESETS)}")
+
+    print(f"# device: {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else platform.processor() or platform.machine()}), "
+          f"torch {torch.__version__}, threads {torch.get_num_threads()}, precision {args.precision}")
+    print("| model | input | internal | params (M) | GMACs | median ms | p95 ms | frames/s | runs |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|")
+    images = {size: hazy_frame(*size) for size in args.sizes}
+
+    def row(label, size, internal, params, gmacs, latencies):
+        median, p95 = np.median(latencies), np.percentile(latencies, 95)
+        params_text = f"{params / 1e6:.2f}" if params else "-"
+        gmacs_text = f"{gmacs:.1f}" if gmacs is not None else "-"
+        print(f"| {label} | {size[0]}x{size[1]} | {internal[1]}x{internal[0]} | {params_text} | {gmacs_text} | "
+              f"{median:.1f} | {p95:.1f} | {1000 / median:.1f} | {len(latencies)} |", flush=True)
+
+    for size in args.sizes:
+        engine = DehazeEngine(EngineConfig(model="dcp", warmup=0))
+        row("dcp", size, size[::-1], 0, None, time_engine(engine, images[size], args.max_runs, args.budget_s))
+
+    with tempfile.TemporaryDirectory() as folder:
+        for name in variants:
+            path, params, (dehazer, depth_net) = write_random_checkpoint(name, Path(folder))
+            settings = [0] + ([args.rt_max_side] if name == "diacmpn-rt" and args.rt_max_side else [])
+            for max_side in settings:
+                engine = DehazeEngine(EngineConfig(checkpoint=str(path), device=args.device,
+                                                   precision=args.precision, max_side=max_side, warmup=0))
+                label = name if not max_side else f"{name} (max_side {max_side})"
+                for size in args.sizes:
+                    internal = scaled_size(size[1], size[0], max_side)
+                    shape = (1, 3, internal[0], internal[1])
+                    gmacs = (count_macs(dehazer, shape) + count_macs(depth_net, shape)) / 1e9
+                    row(label, size, internal, params, gmacs,
+                        time_engine(engine, images[size], args.max_runs, args.budget_s))
+                engine.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+"""The depth network E of DIACMPN: image -> metric depth, from dilated residual dense blocks.
+
+Layout (widths from ``ModelConfig.depth_net_channels``, four entries in the presets): a dense
+block at full resolution, then per entry a stride-2 conv and a dense block; back up with one
+stride-2 transposed conv per level and a dense block; a last transposed conv gives one channel.
+The decoder adds the encoder's features of the same scale before each dense block (parameter
+free; the public code has no skips and its depth maps blur across object edges).
+
+Conventions (ARCHITECTURE.md): input RGB in [0, 1], mapped to [-1, 1] inside (the public
+training data range); any height and width (reflect-padded to a multiple of 2**levels and
+cropped back); output depth in metres, B x 1 x H x W.
+
+Output parametrisation: the last layer predicts ``log(depth / depth_scale_m)`` and the output is
+``depth_scale_m * exp(log_depth)``, so depth is positive by construction, the network works in
+the scale in which 0.5 m and 80 m are equally far from the start value (``depth_scale_m`` when
+the head outputs 0; the head starts near 0), and a relative error costs the same at every
+distance. Train with a loss on ``log_depth`` (e.g. scale-invariant log or L1 of log): it is
+returned by ``DepthNet.log_depth`` and equals ``log(depth_m / depth_scale_m)``. The exponent is
+clamped to +-LOG_DEPTH_LIMIT only so that a diverging network cannot return inf; the clamp is
+far beyond any real scene (10 m * e^15 = 3.3e7 m).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dehaze_ros.models.blocks import pad_to_multiple
+
+LOG_DEPTH_LIMIT = 15.0
+
+
+class DilatedResidualDenseBlock(nn.Module):
+    """Densely connected dilated 3x3 convs, fused by a 1x1 conv and added to the input.
+
+    Dilation 2 doubles each conv's reach at the same cost, which depth (a large-context
+    quantity) needs; the dense connections let the fuse conv mix every receptive field size.
+    The fused residual is added linearly, as in RDN's residual dense block. (The public code puts
+    a ReLU there: on the one-channel depth map a fuse output below zero everywhere then blocks
+    every gradient, and the refinement never trains; test_models catches that.)
+    """
+
+    def __init__(self, channels: int, growth: int, layers: int):
+        super().__init__()
+        self.layers = nn.ModuleList(
+            nn.Conv2d(channels + index * growth, growth, 3, padding=2, dilation=2) for index in range(layers))
+        self.fuse = nn.Conv2d(channels + layers * growth, channels, 1)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        dense = features
+        for conv in self.layers:
+            dense = torch.cat([dense, F.relu(conv(dense), inplace=True)], dim=1)
+        return features + self.fuse(dense)
+
+
+class DepthNet(nn.Module):
+    """Encoder-decoder of dilated residual dense blocks; ``forward(image) -> depth_m``."""
+
+    def __init__(self, channels: tuple[int, ...] = (24, 48, 96, 128), growth: int = 32,
+                 dense_layers: int = 5, depth_scale_m: float = 10.0):
+        super().__init__()
+        self.depth_scale_m = depth_scale_m
+        self.size_multiple = 2 ** len(channels)
+        widths = (3, *channels)
+        self.input_block = DilatedResidualDenseBlock(3, growth, dense_layers)
+        self.downsamples = nn.ModuleList(
+            nn.Conv2d(widths[level], widths[level + 1], 3, stride=2, padding=1) for level in range(len(channels)))
+        self.encoder_blocks = nn.ModuleList(
+            DilatedResidualDenseBlock(width, growth, dense_layers) for width in channels)
+        # Decoder, coarse to fine: up from level+1 to level, then a dense block at that level.
+        self.upsamples = nn.ModuleList(
+            nn.ConvTranspose2d(channels[level + 1], channels[level], 4, stride=2, padding=1)
+            for level in reversed(range(len(channels) - 1)))
+        self.decoder_blocks = nn.ModuleList(
+            DilatedResidualDenseBlock(channels[level], growth, dense_layers)
+            for level in reversed(range(len(channels) - 1)))
+        self.log_depth_head = nn.ConvTranspose2d(channels[0], 1, 4, stride=2, padding=1)
+        nn.init.trunc_normal_(self.log_depth_head.weight, std=0.02)
+        nn.init.zeros_(self.log_depth_head.bias)
+        self.to(memory_format=torch.channels_last)  # see the dehazer's docstring, "Memory layout"
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.metres_from_log_depth(self.log_depth(image))
+
+    def log_depth(self, image: torch.Tensor) -> torch.Tensor:
+        """``log(depth_m / depth_scale_m)``, B x 1 x H x W, unclamped (for losses and the dehazer)."""
+        if image.dim() != 4 or image.shape[1] != 3:
+            raise ValueError(f"DepthNet expects a B x 3 x H x W RGB batch, got shape {tuple(image.shape)}")
+        height, width = image.shape[-2:]
+        signed = pad_to_multiple(image * 2.0 - 1.0, self.size_multiple).contiguous(memory_format=torch.channels_last)
+        features = self.input_block(signed)
+        skips = []
+        for downsample, block in zip(self.downsamples, self.encoder_blocks):
+            skips.append(features)
+            features = block(downsample(features))
+        # skips[0] is the 3-channel full-resolution map: the head's output has no skip to add.
+        for upsample, block, skip in zip(self.upsamples, self.decoder_blocks, reversed(skips[1:])):
+            features = block(upsample(features) + skip)
+        return self.log_depth_head(features)[..., :height, :width]
+
+    def metres_from_log_depth(self, log_depth: torch.Tensor) -> torch.Tensor:
+        # float32: under fp16 autocast exp() overflows already at 11.
+        return self.depth_scale_m * torch.exp(log_depth.float().clamp(-LOG_DEPTH_LIMIT, LOG_DEPTH_LIMIT))

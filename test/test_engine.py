@@ -1,0 +1,169 @@
+"""Engine and checkpoints: round trips through real files, every loading error, input checks."""
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+
+from dehaze_ros.checkpoint import (CHECKPOINT_FORMAT_VERSION, CheckpointError, atomic_torch_save,
+                                   build_models, load_checkpoint, save_checkpoint)
+from dehaze_ros.engine import DehazeEngine, EngineConfig, EngineError, as_rgb_uint8, scaled_size
+from dehaze_ros.models import build_dehazer, build_depth_net, get_model_config
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="module")
+def rt_checkpoint(tmp_path_factory):
+    """A real checkpoint of randomly initialised diacmpn-rt networks, written to disk."""
+    torch.manual_seed(0)
+    config = get_model_config("diacmpn-rt")
+    dehazer, depth_net = build_dehazer(config), build_depth_net(config)
+    path = tmp_path_factory.mktemp("ckpt") / "rt.pt"
+    save_checkpoint(path, model_config=config.to_dict(), dehazer_state=dehazer.state_dict(),
+                    depth_net_state=depth_net.state_dict(), depth_units="meters",
+                    depth_range_m=(0.1, 80.0), provenance={"note": "random init, test"},
+                    metrics={"psnr": 0.0})
+    return path, dehazer.eval(), depth_net.eval()
+
+
+def test_checkpoint_round_trip_gives_identical_outputs(rt_checkpoint):
+    path, dehazer, depth_net = rt_checkpoint
+    ckpt = load_checkpoint(path)
+    assert ckpt.depth_units == "meters" and ckpt.depth_range_m == (0.1, 80.0)
+    assert ckpt.provenance["note"] == "random init, test"
+    loaded_dehazer, loaded_depth = build_models(ckpt)
+    image = torch.rand(1, 3, 45, 61)
+    with torch.inference_mode():
+        torch.testing.assert_close(loaded_dehazer(image), dehazer(image), rtol=0, atol=0)
+        torch.testing.assert_close(loaded_depth(image), depth_net(image), rtol=0, atol=0)
+
+
+def test_engine_output_equals_model_output_at_native_size(rt_checkpoint):
+    path, dehazer, depth_net = rt_checkpoint
+    engine = DehazeEngine(EngineConfig(checkpoint=str(path), device="cpu", warmup=0))
+    rgb = np.random.default_rng(0).integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    result = engine.process(rgb)
+    with torch.inference_mode():
+        hazy = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255
+        expected = dehazer(hazy).clamp(0, 1)
+        expected_depth = depth_net(expected)[0, 0].numpy()
+    expected_rgb = (expected[0].permute(1, 2, 0).numpy() * 255)
+    assert result.dehazed.shape == (37, 53, 3) and result.dehazed.dtype == np.uint8
+    assert np.abs(result.dehazed.astype(np.float32) - expected_rgb).max() <= 1.0
+    finite = np.isfinite(result.depth)
+    np.testing.assert_allclose(result.depth[finite], expected_depth[finite], rtol=1e-5)
+    assert result.depth_units == "meters"
+    assert set(result.timings_ms) >= {"dehaze", "depth", "total"}
+    assert engine.describe()["model"] == "diacmpn-rt"
+
+
+def test_engine_max_side_returns_input_resolution_and_skips_unwanted_work(rt_checkpoint):
+    path, _, _ = rt_checkpoint
+    engine = DehazeEngine(EngineConfig(checkpoint=str(path), max_side=64, warmup=0))
+    result = engine.process(np.full((120, 200), 128, dtype=np.uint8), want_depth=False)
+    assert result.dehazed.shape == (120, 200, 3) and result.depth is None
+    assert "depth" not in result.timings_ms
+    result = engine.process(np.zeros((120, 200, 4), dtype=np.uint8), want_dehazed=False)
+    assert result.dehazed is None and result.depth.shape == (120, 200)
+
+
+def test_engine_depth_outside_trained_range_is_rep117_inf(rt_checkpoint, tmp_path):
+    path, _, _ = rt_checkpoint
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["depth"]["range_m"] = [1e6, 2e6]  # every prediction is "too close" for this range
+    narrow = tmp_path / "narrow.pt"
+    torch.save(ckpt, narrow)
+    depth = DehazeEngine(EngineConfig(checkpoint=str(narrow), warmup=0)).process(
+        np.zeros((20, 20, 3), np.uint8)).depth
+    assert np.all(np.isneginf(depth))
+
+
+def test_checkpoint_errors_say_what_is_wrong(rt_checkpoint, tmp_path):
+    path, _, _ = rt_checkpoint
+    with pytest.raises(CheckpointError, match="not found: .*missing.pt"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"this is not a zip archive")
+    with pytest.raises(CheckpointError, match="could not be read"):
+        load_checkpoint(garbage)
+
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="corrupt, truncated"):
+        load_checkpoint(truncated)
+
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"state_dict": {}}, foreign)
+    with pytest.raises(CheckpointError, match="not a dehaze_ros checkpoint"):
+        load_checkpoint(foreign)
+
+    payload = torch.load(path, weights_only=True)
+    payload["format_version"] = CHECKPOINT_FORMAT_VERSION + 1
+    future = tmp_path / "future.pt"
+    torch.save(payload, future)
+    with pytest.raises(CheckpointError, match="format version"):
+        load_checkpoint(future)
+
+    payload = torch.load(path, weights_only=True)
+    first_key = sorted(payload["dehazer"])[0]
+    del payload["dehazer"][first_key]
+    payload["dehazer"]["not_a_layer.weight"] = torch.zeros(1)
+    mismatched = tmp_path / "mismatched.pt"
+    torch.save(payload, mismatched)
+    with pytest.raises(CheckpointError) as excinfo:
+        build_models(load_checkpoint(mismatched))
+    assert first_key in str(excinfo.value) and "not_a_layer.weight" in str(excinfo.value)
+
+    with pytest.raises(CheckpointError, match="not found"):
+        DehazeEngine(EngineConfig(checkpoint=str(tmp_path / "nope.pt")))
+
+
+def test_atomic_save_keeps_old_file_when_writing_fails(tmp_path):
+    target = tmp_path / "last.pt"
+    atomic_torch_save({"step": 1}, target)
+
+    class Unpicklable:
+        def __reduce__(self):
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        atomic_torch_save({"step": 2, "bad": Unpicklable()}, target)
+    assert torch.load(target, weights_only=True) == {"step": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"], "no temp file may be left behind"
+    assert zipfile.is_zipfile(target)
+
+
+def test_engine_config_and_input_validation():
+    for bad, message in [(dict(model="yolo"), "model must be one of"),
+                         (dict(precision="int8"), "precision must be one of"),
+                         (dict(device="tpu"), "device must be"),
+                         (dict(max_side=8), "max_side"),
+                         (dict(warmup=-1), "warmup")]:
+        with pytest.raises(ValueError, match=message):
+            DehazeEngine(EngineConfig(**bad))
+    if not torch.cuda.is_available():
+        with pytest.raises(EngineError, match="CUDA is not available"):
+            DehazeEngine(EngineConfig(device="cuda"))
+        with pytest.raises(EngineError, match="needs a CUDA device"):
+            DehazeEngine(EngineConfig(device="cpu", precision="fp16", checkpoint="unused.pt"))
+    with pytest.raises(ValueError, match="numpy array"):
+        as_rgb_uint8([[1, 2, 3]])
+    with pytest.raises(ValueError, match="float64"):
+        as_rgb_uint8(np.zeros((4, 4, 3)))
+    with pytest.raises(ValueError, match=r"\(4, 4, 2\)"):
+        as_rgb_uint8(np.zeros((4, 4, 2), np.uint8))
+    with pytest.raises(ValueError, match="empty"):
+        as_rgb_uint8(np.zeros((0, 4, 3), np.uint8))
+    gray = as_rgb_uint8(np.arange(6, dtype=np.uint8).reshape(2, 3))
+    assert gray.shape == (2, 3, 3) and np.all(gray[..., 0] == gray[..., 2])
+    assert as_rgb_uint8(np.full((2, 2), 65535, np.uint16)).max() == 255
+    assert scaled_size(480, 640, 320) == (240, 320) and scaled_size(100, 50, 320) == (100, 50)
+
+
+def test_dcp_engine_reports_relative_depth():
+    engine = DehazeEngine(EngineConfig(model="dcp", warmup=0))
+    result = engine.process(np.full((30, 40, 3), 200, np.uint8))
+    assert result.depth_units == "relative" and engine.describe()["model"] == "dcp"
+    assert result.dehazed.shape == (30, 40, 3) and np.isfinite(result.depth).all()
