@@ -1,0 +1,122 @@
+"""Metric depth image + pinhole intrinsics -> coloured point cloud (sensor_msgs/PointCloud2).
+
+Points are in the camera's optical frame (REP-103: x right, y down, z forward), so the cloud
+carries the image's frame_id unchanged:
+
+    X = (u - cx) * Z / fx,    Y = (v - cy) * Z / fy,    Z = depth(u, v)
+
+Only finite, positive depths become points (REP-117 NaN / +-inf are skipped); the cloud is
+unorganised and dense (height 1, no NaN points), which keeps messages small for DDS and RViz.
+Colour is packed the PCL/RViz way: one float32 field ``rgb`` whose bits are 0x00RRGGBB.
+
+No rclpy import: sensor_msgs is imported where a message is built, so the maths is tested alone.
+"""
+from __future__ import annotations
+
+import array
+
+import numpy as np
+
+# x, y, z as float32, then the packed colour; 16 bytes a point keeps rows aligned.
+POINT_DTYPE = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("rgb", "<u4")])
+
+
+class IntrinsicsError(ValueError):
+    """CameraInfo cannot be used to project pixels (uncalibrated or inconsistent)."""
+
+
+def intrinsics_from_camera_info(camera_info, width: int, height: int) -> tuple[float, float, float, float]:
+    """(fx, fy, cx, cy) for an image of ``width`` x ``height`` from a sensor_msgs/CameraInfo.
+
+    The projection matrix P describes the rectified image and is what image_pipeline's depth
+    tools use; K is the fallback when P is all zero. When the image size differs from the
+    calibrated size (binning or a resized stream), the intrinsics are scaled to the image.
+    """
+    projection = np.asarray(camera_info.p, dtype=np.float64).reshape(3, 4)
+    matrix = projection[:, :3] if np.any(projection[:, :3]) else np.asarray(
+        camera_info.k, dtype=np.float64).reshape(3, 3)
+    fx, fy, cx, cy = matrix[0, 0], matrix[1, 1], matrix[0, 2], matrix[1, 2]
+    if fx <= 0 or fy <= 0:
+        raise IntrinsicsError(
+            f"camera_info has no usable focal length (fx={fx}, fy={fy}): the camera is "
+            "uncalibrated (K and P are zero)")
+    calibrated_w, calibrated_h = int(camera_info.width), int(camera_info.height)
+    if calibrated_w > 0 and calibrated_h > 0 and (calibrated_w, calibrated_h) != (width, height):
+        scale_x, scale_y = width / calibrated_w, height / calibrated_h
+        fx, cx = fx * scale_x, cx * scale_x
+        fy, cy = fy * scale_y, cy * scale_y
+    return float(fx), float(fy), float(cx), float(cy)
+
+
+def depth_to_points(depth_m: np.ndarray, fx: float, fy: float, cx: float, cy: float,
+                    decimation: int = 1, colors_rgb: np.ndarray | None = None
+                    ) -> tuple[np.ndarray, np.ndarray | None]:
+    """Back-project every ``decimation``-th pixel (rows and columns) with valid depth.
+
+    Returns (xyz N x 3 float32 metres, rgb N x 3 uint8 or None), rows in image scan order.
+    """
+    if depth_m.ndim != 2:
+        raise ValueError(f"depth must be H x W, got shape {depth_m.shape}")
+    if decimation < 1:
+        raise ValueError(f"decimation must be >= 1, got {decimation}")
+    if colors_rgb is not None and colors_rgb.shape[:2] != depth_m.shape:
+        raise ValueError(f"colours {colors_rgb.shape} do not match depth {depth_m.shape}")
+    depth = depth_m[::decimation, ::decimation]
+    rows = np.arange(0, depth_m.shape[0], decimation, dtype=np.float32)
+    cols = np.arange(0, depth_m.shape[1], decimation, dtype=np.float32)
+    with np.errstate(invalid="ignore"):
+        valid = np.isfinite(depth) & (depth > 0)
+    row_index, col_index = np.nonzero(valid)
+    z = depth[row_index, col_index].astype(np.float32)
+    x = (cols[col_index] - np.float32(cx)) * z / np.float32(fx)
+    y = (rows[row_index] - np.float32(cy)) * z / np.float32(fy)
+    xyz = np.stack([x, y, z], axis=1).astype(np.float32, copy=False)
+    rgb = None
+    if colors_rgb is not None:
+        rgb = colors_rgb[::decimation, ::decimation][row_index, col_index]
+    return xyz, rgb
+
+
+def pack_rgb(rgb: np.ndarray) -> np.ndarray:
+    """N x 3 uint8 -> N uint32 0x00RRGGBB (read as float32 'rgb' by PCL and RViz)."""
+    rgb = rgb.astype(np.uint32)
+    return (rgb[:, 0] << 16) | (rgb[:, 1] << 8) | rgb[:, 2]
+
+
+def make_pointcloud2(header, xyz: np.ndarray, rgb: np.ndarray | None = None):
+    """An unorganised, dense PointCloud2 with fields x, y, z (float32) and rgb (packed float32)."""
+    from sensor_msgs.msg import PointCloud2, PointField
+
+    points = np.zeros(len(xyz), dtype=POINT_DTYPE)
+    points["x"], points["y"], points["z"] = xyz[:, 0], xyz[:, 1], xyz[:, 2]
+    if rgb is not None:
+        points["rgb"] = pack_rgb(rgb)
+    msg = PointCloud2()
+    msg.header = header
+    msg.height, msg.width = 1, len(points)
+    msg.fields = [
+        PointField(name="x", offset=0, datatype=PointField.FLOAT32, count=1),
+        PointField(name="y", offset=4, datatype=PointField.FLOAT32, count=1),
+        PointField(name="z", offset=8, datatype=PointField.FLOAT32, count=1),
+        PointField(name="rgb", offset=12, datatype=PointField.FLOAT32, count=1),
+    ]
+    msg.is_bigendian = False
+    msg.point_step = POINT_DTYPE.itemsize
+    msg.row_step = msg.point_step * msg.width
+    msg.is_dense = True
+    data = array.array("B")
+    data.frombytes(points.tobytes())
+    msg.data = data
+    return msg
+
+
+def pointcloud2_to_arrays(msg) -> tuple[np.ndarray, np.ndarray]:
+    """Read back a cloud written by make_pointcloud2: (xyz N x 3 float32, rgb N x 3 uint8)."""
+    names = [field.name for field in msg.fields]
+    if names != ["x", "y", "z", "rgb"] or msg.point_step != POINT_DTYPE.itemsize:
+        raise ValueError(f"not an x,y,z,rgb cloud of {POINT_DTYPE.itemsize}-byte points: {names}")
+    points = np.frombuffer(memoryview(msg.data).cast("B"), dtype=POINT_DTYPE)
+    xyz = np.stack([points["x"], points["y"], points["z"]], axis=1)
+    packed = points["rgb"]
+    rgb = np.stack([(packed >> 16) & 255, (packed >> 8) & 255, packed & 255], axis=1).astype(np.uint8)
+    return xyz, rgb

@@ -1,0 +1,148 @@
+"""The node's pure parts without DDS: point cloud geometry, fixed-range colormap, parameter table."""
+import math
+
+import numpy as np
+import pytest
+
+sensor_msgs = pytest.importorskip("sensor_msgs.msg", reason="sensor_msgs (ROS message package) missing")
+
+from dehaze_ros.colormap import depth_to_colormap  # noqa: E402
+from dehaze_ros.node_config import (PARAMETERS, ConfigError, NodeConfig,  # noqa: E402
+                                    resolve_model)
+from dehaze_ros.pointcloud import (IntrinsicsError, depth_to_points,  # noqa: E402
+                                   intrinsics_from_camera_info, make_pointcloud2,
+                                   pointcloud2_to_arrays)
+
+
+def camera_info(width, height, fx, fy, cx, cy, use_projection=True):
+    info = sensor_msgs.CameraInfo(width=width, height=height)
+    info.k = [fx, 0.0, cx, 0.0, fy, cy, 0.0, 0.0, 1.0]
+    if use_projection:
+        info.p = [fx, 0.0, cx, 0.0, 0.0, fy, cy, 0.0, 0.0, 0.0, 1.0, 0.0]
+    return info
+
+
+def test_known_depth_and_intrinsics_give_known_points():
+    depth = np.full((4, 6), 2.0, dtype=np.float32)
+    depth[1, 3] = 4.0
+    xyz, _ = depth_to_points(depth, fx=100.0, fy=50.0, cx=2.0, cy=1.0)
+    assert xyz.shape == (24, 3) and xyz.dtype == np.float32
+    # Pixel (u=3, v=1) at 4 m: X = (3-2)*4/100, Y = (1-1)*4/50 = 0.
+    np.testing.assert_allclose(xyz[1 * 6 + 3], [0.04, 0.0, 4.0], rtol=1e-6)
+    # Pixel (u=0, v=3) at 2 m: X = (0-2)*2/100 = -0.04, Y = (3-1)*2/50 = 0.08 (y points down).
+    np.testing.assert_allclose(xyz[3 * 6 + 0], [-0.04, 0.08, 2.0], rtol=1e-6)
+
+
+def test_invalid_depth_is_skipped_and_decimation_counts():
+    depth = np.full((10, 10), 3.0, dtype=np.float32)
+    depth[0, 0], depth[0, 2], depth[2, 0], depth[4, 4] = np.nan, np.inf, -np.inf, 0.0
+    xyz, rgb = depth_to_points(depth, 10, 10, 5, 5, decimation=2,
+                               colors_rgb=np.zeros((10, 10, 3), np.uint8))
+    # 5 x 5 sampled pixels, 4 of them invalid (NaN, +inf, -inf, zero) -> 21 points.
+    assert len(xyz) == 21 and len(rgb) == 21
+    assert np.isfinite(xyz).all() and (xyz[:, 2] > 0).all()
+
+
+def test_pointcloud2_fields_layout_and_colour_round_trip():
+    depth = np.array([[1.0, 2.0], [np.nan, 3.0]], dtype=np.float32)
+    colours = np.array([[[255, 0, 0], [0, 255, 0]], [[1, 2, 3], [10, 20, 30]]], dtype=np.uint8)
+    xyz, rgb = depth_to_points(depth, 1.0, 1.0, 0.0, 0.0, colors_rgb=colours)
+    header = sensor_msgs.Image().header
+    header.frame_id = "camera_optical_frame"
+    msg = make_pointcloud2(header, xyz, rgb)
+    assert [f.name for f in msg.fields] == ["x", "y", "z", "rgb"]
+    assert all(f.datatype == sensor_msgs.PointField.FLOAT32 and f.count == 1 for f in msg.fields)
+    assert [f.offset for f in msg.fields] == [0, 4, 8, 12]
+    assert (msg.height, msg.width, msg.point_step, msg.row_step) == (1, 3, 16, 48)
+    assert msg.is_dense and len(msg.data) == 48
+    back_xyz, back_rgb = pointcloud2_to_arrays(msg)
+    np.testing.assert_array_equal(back_xyz, xyz)
+    np.testing.assert_array_equal(back_rgb, [[255, 0, 0], [0, 255, 0], [10, 20, 30]])
+
+
+def test_intrinsics_prefer_projection_and_scale_to_the_image():
+    info = camera_info(640, 480, 500.0, 500.0, 320.0, 240.0)
+    info.k = [1.0] * 9  # raw K differs; P describes the rectified image the node sees
+    assert intrinsics_from_camera_info(info, 640, 480) == (500.0, 500.0, 320.0, 240.0)
+    assert intrinsics_from_camera_info(info, 320, 240) == (250.0, 250.0, 160.0, 120.0)
+    only_k = camera_info(640, 480, 400.0, 410.0, 300.0, 200.0, use_projection=False)
+    assert intrinsics_from_camera_info(only_k, 640, 480) == (400.0, 410.0, 300.0, 200.0)
+    with pytest.raises(IntrinsicsError, match="uncalibrated"):
+        intrinsics_from_camera_info(sensor_msgs.CameraInfo(width=640, height=480), 640, 480)
+
+
+def test_colormap_range_is_fixed_not_per_frame():
+    near_frame = np.full((2, 2), 5.0, np.float32)
+    mixed_frame = np.array([[5.0, 40.0], [1.0, 5.0]], np.float32)
+    # 5 m has the same colour whatever else is in view: no per-frame min-max stretch.
+    np.testing.assert_array_equal(depth_to_colormap(near_frame, 0.5, 50.0)[0, 0],
+                                  depth_to_colormap(mixed_frame, 0.5, 50.0)[0, 0])
+    coloured = depth_to_colormap(mixed_frame, 0.5, 50.0)
+    assert coloured.dtype == np.uint8 and coloured.shape == (2, 2, 3)
+    # Near is red (BGR: R high), far is blue.
+    assert coloured[1, 0, 2] > coloured[1, 0, 0]
+    assert coloured[0, 1, 0] > coloured[0, 1, 2]
+
+
+def test_colormap_rep117_values():
+    depth = np.array([[np.nan, np.inf, -np.inf, 50.0, 0.5]], np.float32)
+    coloured = depth_to_colormap(depth, 0.5, 50.0)
+    assert coloured[0, 0].tolist() == [0, 0, 0]                      # unknown: black
+    assert coloured[0, 1].tolist() == coloured[0, 3].tolist()        # too far = farthest colour
+    assert coloured[0, 2].tolist() == coloured[0, 4].tolist()        # too close = nearest colour
+    with pytest.raises(ValueError, match="far > near"):
+        depth_to_colormap(depth, 5.0, 5.0)
+
+
+def test_node_config_defaults_match_the_parameter_table():
+    config = NodeConfig()
+    assert {spec.name for spec in PARAMETERS} == set(config.__dataclass_fields__)
+    for spec in PARAMETERS:
+        assert getattr(config, spec.name) == spec.default, spec.name
+        assert spec.description and spec.stage in ("startup", "configure", "live")
+    config.validate()
+
+
+@pytest.mark.parametrize("changes, problem", [
+    ({"model": "yolo"}, "model must be one of checkpoint, dcp"),
+    ({"colormap_min_m": 10.0, "colormap_max_m": 5.0}, "must be smaller than colormap_max_m"),
+    ({"point_decimation": 0}, "point_decimation must be >= 1"),
+    ({"device": "gpu"}, "device must be auto, cpu, cuda or cuda:N"),
+    ({"max_side": 16}, "max_side must be 0 (native) or at least 32"),
+    ({"max_rate_hz": "fast"}, "max_rate_hz must be a number"),
+    ({"input_transport": "theora"}, "input_transport must be one of raw, compressed"),
+])
+def test_node_config_validation_names_the_problem(changes, problem):
+    with pytest.raises(ConfigError) as error:
+        NodeConfig(**changes).validate()
+    assert problem in str(error.value)
+
+
+def test_invalid_config_lists_every_problem_at_once():
+    with pytest.raises(ConfigError) as error:
+        NodeConfig(model="x", point_decimation=0).validate()
+    assert "model" in str(error.value) and "point_decimation" in str(error.value)
+
+
+def test_resolve_model_explicit_path_default_and_dcp(tmp_path, monkeypatch):
+    import dehaze_ros.node_config as node_config
+
+    assert resolve_model(NodeConfig(model="dcp")).model == "dcp"
+    explicit = resolve_model(NodeConfig(checkpoint=str(tmp_path / "mine.pt")))
+    assert explicit == node_config.ModelChoice("checkpoint", str(tmp_path / "mine.pt"))
+    # No shipped checkpoint anywhere: fall back to dcp and say where it looked.
+    monkeypatch.setattr(node_config, "default_checkpoint_candidates", lambda: [tmp_path / "none.pt"])
+    fallback = resolve_model(NodeConfig())
+    assert fallback.model == "dcp" and str(tmp_path / "none.pt") in fallback.warning
+    shipped = tmp_path / "default.pt"
+    shipped.write_bytes(b"x")
+    monkeypatch.setattr(node_config, "default_checkpoint_candidates", lambda: [shipped])
+    assert resolve_model(NodeConfig()) == node_config.ModelChoice("checkpoint", str(shipped))
+
+
+def test_haze_strength_drifts_between_its_bounds():
+    from dehaze_ros.sample_camera import haze_strength
+
+    values = [haze_strength(t, 0.02, 0.08, 30.0) for t in np.linspace(0, 60, 121)]
+    assert math.isclose(min(values), 0.02) and math.isclose(max(values), 0.08)
+    assert math.isclose(haze_strength(15.0, 0.02, 0.08, 30.0), 0.08)
