@@ -7,10 +7,11 @@ STAMP  := $(VENV)/.installed
 REQS   := requirements.txt requirements-ros-pypi.txt requirements-dev.txt
 
 # Large images between processes need Fast DDS's LARGE_DATA transports (METHOD.md: the default
-# transports delivered 0 of 80 best-effort 640x480 frames between two processes here).
-# Discovery stays on this host so demo and tests never talk to other machines.
+# transports delivered 0 of 80 best-effort 640x480 frames between two processes here). The demo
+# and the tests additionally load config/fastdds_localhost.xml (dehaze_ros.demo.local_dds_environment):
+# loopback-only discovery with 16 MiB shared memory, because ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
+# would replace LARGE_DATA with a 512 KiB shared-memory segment that 640x480 frames do not fit.
 export FASTDDS_BUILTIN_TRANSPORTS ?= LARGE_DATA
-export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
 export PYTHONUNBUFFERED := 1
 
 .PHONY: demo test benchmark venv clean

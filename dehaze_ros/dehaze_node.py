@@ -1,0 +1,621 @@
+"""dehaze_node: a lifecycle node that dehazes a camera stream and estimates its metric depth.
+
+Lifecycle (rclpy.lifecycle; `autostart` drives it to active by itself):
+  configure   validate parameters, load the model and warm it up, create the publishers.
+              A missing or bad checkpoint, or a bad parameter, returns FAILURE with a message
+              naming the problem (log and /diagnostics); the process stays up.
+  activate    create the input subscriptions and start the processing thread.
+  deactivate  destroy the subscriptions and stop the thread: nothing is published.
+  cleanup     destroy the publishers and free the model (and the CUDA cache).
+
+Threading: the subscription callback only stores the newest message in a one-slot mailbox (a
+frame it replaces unprocessed is counted as dropped) and returns, so the executor stays free
+for lifecycle services, camera_info, parameters and diagnostics. One worker thread takes the
+newest frame, runs the engine and publishes. A dedicated thread, rather than a timer in a
+second callback group of a MultiThreadedExecutor, wakes the moment a frame arrives (no polling
+period added to the latency), needs no executor change, and runs inference while the GIL is
+released by torch/OpenCV. rclpy publishers are safe to use from that thread.
+
+Relative depth (model dcp): its depth is an optical depth -ln(t) with no unit. depth/image is
+a REP-118 topic whose consumers (costmaps, depth_image_proc) read metres, so by default the node
+does NOT publish relative depth on depth/image nor build `points` from it; depth/colormap still
+shows it (on its own fixed relative range). `publish_relative_depth:=true` publishes it anyway.
+Diagnostics and a one-time warning say which case is in force.
+"""
+from __future__ import annotations
+
+import copy
+import statistics
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.executors import ExternalShutdownException
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.qos import (QoSDurabilityPolicy, QoSHistoryPolicy, QoSProfile,
+                       QoSReliabilityPolicy)
+from rclpy.qos_overriding_options import QoSOverridingOptions
+from rclpy.time import Time
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+
+from dehaze_ros import image_conversion
+from dehaze_ros.colormap import depth_to_colormap
+from dehaze_ros.image_conversion import ImageConversionError
+from dehaze_ros.node_config import (SPECS, ConfigError, NodeConfig, declare_node_parameters,
+                                    read_node_config, resolve_model)
+from dehaze_ros.pointcloud import (IntrinsicsError, depth_to_points, intrinsics_from_camera_info,
+                                   make_pointcloud2)
+
+NODE_NAME = "dehaze_node"
+LATENCY_WINDOW = 200          # recent frames the latency statistics cover
+LOG_THROTTLE_S = 5.0          # the same problem is logged at most this often
+
+
+def input_qos(reliability: str) -> QoSProfile:
+    """Sensor-data QoS (best effort, keep last 1): a late frame is worth less than a new one."""
+    return QoSProfile(
+        history=QoSHistoryPolicy.KEEP_LAST, depth=1,
+        reliability=(QoSReliabilityPolicy.RELIABLE if reliability == "reliable"
+                     else QoSReliabilityPolicy.BEST_EFFORT),
+        durability=QoSDurabilityPolicy.VOLATILE)
+
+
+# Reliable outputs: RViz and most tools subscribe reliable, and a reliable publisher also serves
+# best-effort subscribers. Depth 2 keeps one frame in flight per slow subscriber, not a backlog.
+OUTPUT_QOS = QoSProfile(history=QoSHistoryPolicy.KEEP_LAST, depth=2,
+                        reliability=QoSReliabilityPolicy.RELIABLE,
+                        durability=QoSDurabilityPolicy.VOLATILE)
+
+
+@dataclass
+class PendingFrame:
+    msg: Image | CompressedImage
+    received_at: float  # time.monotonic() in the subscription callback
+
+
+class LatestFrameSlot:
+    """A one-frame mailbox between the subscription callback and the worker: newest wins."""
+
+    def __init__(self):
+        self._condition = threading.Condition()
+        self._frame: PendingFrame | None = None
+        self._closed = False
+
+    def put(self, frame: PendingFrame) -> bool:
+        """Store ``frame``; True when it replaced a frame the worker never took (a drop)."""
+        with self._condition:
+            replaced = self._frame is not None
+            self._frame = frame
+            self._condition.notify()
+            return replaced
+
+    def take(self, timeout: float) -> PendingFrame | None:
+        with self._condition:
+            if self._frame is None and not self._closed:
+                self._condition.wait(timeout)
+            frame, self._frame = self._frame, None
+            return frame
+
+    def close(self) -> None:
+        with self._condition:
+            self._closed = True
+            self._frame = None
+            self._condition.notify_all()
+
+
+class FrameStats:
+    """Counters and latency samples, written by the callbacks and the worker under one lock."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.received = 0          # frames that reached the subscription callback
+        self.processed = 0         # frames whose outputs were published
+        self.dropped = 0           # replaced by a newer frame before the worker took them
+        self.invalid = 0           # bad data: wrong size, unknown encoding, corrupt JPEG, ...
+        self.skipped = 0           # nobody subscribed to any output
+        self.failed = 0            # the engine raised
+        self.last_problem = ""
+        self.last_received_at: float | None = None
+        self.processing_ms: deque[float] = deque(maxlen=LATENCY_WINDOW)  # receive -> published
+        self.stamp_age_ms: deque[float] = deque(maxlen=LATENCY_WINDOW)   # header stamp -> published
+        self.inference_ms: deque[float] = deque(maxlen=LATENCY_WINDOW)   # engine.process
+
+
+def _percentile(samples, fraction: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
+
+
+@dataclass(frozen=True)
+class OutputDemand:
+    """Which outputs someone is listening to (and are switched on) for the frame at hand."""
+    dehazed: bool
+    dehazed_info: bool
+    depth: bool
+    depth_info: bool
+    colormap: bool
+    points: bool
+
+    @property
+    def needs_engine(self) -> bool:
+        return self.dehazed or self.depth or self.colormap or self.points
+
+    @property
+    def needs_depth(self) -> bool:
+        return self.depth or self.colormap or self.points
+
+    @property
+    def needs_dehazed_pixels(self) -> bool:
+        return self.dehazed or self.points  # the cloud is coloured with the dehazed image
+
+
+class DehazeNode(LifecycleNode):
+
+    def __init__(self, **kwargs):
+        super().__init__(NODE_NAME, **kwargs)
+        self._refused_parameters = {problem.split(":", 1)[0]: problem
+                                    for problem in declare_node_parameters(self)}
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        startup = read_node_config(self)
+        self._autostart = startup.autostart
+        self._config: NodeConfig | None = None   # set by configure, replaced on live changes
+        self._engine = None
+        self._engine_info: dict = {}
+        self._configure_error = ""
+        self._outputs: dict[str, object] = {}
+        self._inputs: list = []
+        self._camera_info: CameraInfo | None = None
+        self._input_topic = ""
+        self._slot = LatestFrameSlot()
+        self._worker: threading.Thread | None = None
+        self._stop_worker = threading.Event()
+        self._stats = FrameStats()
+        self._state_label = "unconfigured"
+        self._active_since: float | None = None
+        self._last_logged: dict[str, float] = {}
+        self._log_lock = threading.Lock()
+        # Diagnostics run in every state, so /diagnostics also says *why* nothing is published.
+        self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._diagnostics_period = startup.diagnostics_period
+        self._previous_counts = (0, 0, time.monotonic())
+        self._diagnostics_timer = self.create_timer(self._diagnostics_period, self._publish_diagnostics)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def start_up(self) -> None:
+        """What `autostart` does: configure, then activate when configure succeeded."""
+        if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+            self.trigger_activate()
+
+    @property
+    def autostart(self) -> bool:
+        return self._autostart
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._configure_error = ""
+        try:
+            if self._refused_parameters:
+                raise ConfigError("start-up parameter values refused: "
+                                  + "; ".join(self._refused_parameters.values()))
+            config = read_node_config(self)
+            config.validate()
+            choice = resolve_model(config)
+            if choice.warning:
+                self.get_logger().warning(choice.warning)
+            # Imported here: torch loads in ~1 s, and a node that only declares parameters
+            # (lifecycle managers, `--help`-like use) should not pay for it.
+            from dehaze_ros.engine import DehazeEngine, EngineConfig
+            engine = DehazeEngine(EngineConfig(
+                model=choice.model, checkpoint=choice.checkpoint, device=config.device,
+                precision=config.precision, max_side=config.max_side, warmup=config.warmup,
+                num_threads=config.num_threads))
+        except Exception as exc:  # noqa: BLE001 - any failure to set up must be FAILURE, not a crash
+            self._configure_error = f"configure failed: {exc}"
+            self.get_logger().error(self._configure_error)
+            return TransitionCallbackReturn.FAILURE
+
+        self._engine = engine
+        self._engine_info = engine.describe()
+        self._config = config
+        self._stats = FrameStats()
+        options = QoSOverridingOptions.with_default_policies()
+        for topic, msg_type in (("dehazed/image", Image), ("dehazed/camera_info", CameraInfo),
+                                ("depth/image", Image), ("depth/camera_info", CameraInfo),
+                                ("depth/colormap", Image), ("points", PointCloud2)):
+            self._outputs[topic] = self.create_lifecycle_publisher(
+                msg_type, topic, OUTPUT_QOS, qos_overriding_options=options)
+        info = self._engine_info
+        self.get_logger().info(
+            f"configured: model {info['model']} on {info['device']} ({info['precision']}), "
+            f"depth in {info['depth_units']}"
+            + (f", checkpoint {info['checkpoint']}" if info.get("checkpoint") else ""))
+        if info["depth_units"] != "meters":
+            self.get_logger().warning(self._relative_depth_note(config))
+        self._state_label = "inactive"
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        result = super().on_activate(state)  # enables the lifecycle publishers
+        if result != TransitionCallbackReturn.SUCCESS:
+            return result
+        config = self._config
+        qos = input_qos(config.input_reliability)
+        options = QoSOverridingOptions.with_default_policies()
+        if config.input_transport == "compressed":
+            # image_transport's naming: the compressed stream lives under the (remapped) image topic.
+            resolve = getattr(self, "resolve_topic_name", None)
+            base = resolve("image") if resolve else "image"
+            self._input_topic = f"{base}/compressed"
+            image_sub = self.create_subscription(CompressedImage, self._input_topic, self._on_image,
+                                                 qos, qos_overriding_options=options)
+        else:
+            image_sub = self.create_subscription(Image, "image", self._on_image, qos,
+                                                 qos_overriding_options=options)
+        self._input_topic = image_sub.topic_name
+        info_sub = self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, qos,
+                                            qos_overriding_options=options)
+        self._inputs = [image_sub, info_sub]
+        self._slot = LatestFrameSlot()
+        self._stop_worker.clear()
+        self._worker = threading.Thread(target=self._worker_loop, name="dehaze_worker", daemon=True)
+        self._worker.start()
+        self._active_since = time.monotonic()
+        self._state_label = "active"
+        self.get_logger().info(f"active: listening on {self._input_topic} "
+                               f"({config.input_transport}, {config.input_reliability})")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_processing()
+        self._state_label = "inactive"
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release_everything()
+        self._state_label = "unconfigured"
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release_everything()
+        self._state_label = "finalized"
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release_everything()
+        self._state_label = "unconfigured"
+        return TransitionCallbackReturn.SUCCESS
+
+    def _stop_processing(self) -> None:
+        for subscription in self._inputs:
+            self.destroy_subscription(subscription)
+        self._inputs = []
+        self._stop_worker.set()
+        self._slot.close()
+        if self._worker is not None:
+            self._worker.join()  # at most one inference: the worker checks the flag per frame
+            self._worker = None
+        self._active_since = None
+
+    def _release_everything(self) -> None:
+        self._stop_processing()
+        for publisher in self._outputs.values():
+            self.destroy_lifecycle_publisher(publisher)
+        self._outputs = {}
+        if self._engine is not None:
+            self._engine.close()
+            self._engine = None
+        self._config = None
+        self._camera_info = None
+
+    def stop(self) -> None:
+        """Stop the worker and free the model; for main()'s shutdown path."""
+        self._release_everything()
+
+    # -- parameters -----------------------------------------------------------------------------
+
+    def _on_set_parameters(self, parameters) -> SetParametersResult:
+        changes = {}
+        for parameter in parameters:
+            spec = SPECS.get(parameter.name)
+            if spec is None:
+                continue  # use_sim_time, qos_overrides.*: rclpy's own
+            if spec.stage == "configure" and self._engine is not None:
+                return SetParametersResult(successful=False, reason=(
+                    f"{parameter.name} is applied at configure: change it while the node is "
+                    "unconfigured (deactivate, cleanup, set it, configure)"))
+            value = parameter.value
+            if isinstance(spec.default, float) and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            changes[parameter.name] = value
+        if not changes:
+            return SetParametersResult(successful=True)
+        candidate = (self._config or read_node_config(self)).replace(**changes)
+        try:
+            candidate.validate()
+        except ConfigError as exc:
+            return SetParametersResult(successful=False, reason=str(exc))
+        for name in changes:
+            self._refused_parameters.pop(name, None)
+        if self._config is not None:
+            self._config = candidate  # live: the worker reads the new config with the next frame
+        return SetParametersResult(successful=True)
+
+    # -- input ----------------------------------------------------------------------------------
+
+    def _on_image(self, msg) -> None:
+        now = time.monotonic()
+        replaced = self._slot.put(PendingFrame(msg, now))
+        with self._stats.lock:
+            self._stats.received += 1
+            self._stats.last_received_at = now
+            if replaced:
+                self._stats.dropped += 1
+
+    def _on_camera_info(self, msg: CameraInfo) -> None:
+        self._camera_info = msg
+
+    # -- processing (worker thread) -------------------------------------------------------------
+
+    def _worker_loop(self) -> None:
+        next_start = 0.0
+        while not self._stop_worker.is_set():
+            delay = next_start - time.monotonic()
+            if delay > 0 and self._stop_worker.wait(delay):
+                break
+            frame = self._slot.take(timeout=0.25)
+            # Read after the wait: a live parameter change applies to the very next frame.
+            config = self._config
+            if frame is None or config is None or self._stop_worker.is_set():
+                continue
+            started = time.monotonic()
+            next_start = started + (1.0 / config.max_rate_hz if config.max_rate_hz > 0 else 0.0)
+            try:
+                self._process_frame(frame, config)
+            except Exception as exc:  # noqa: BLE001 - a bad frame or engine error must not end the thread
+                if not self.context.ok():
+                    break  # Ctrl-C took the context away mid-frame: a normal exit, not an error
+                with self._stats.lock:
+                    self._stats.failed += 1
+                    self._stats.last_problem = f"processing failed: {type(exc).__name__}: {exc}"
+                self._log_throttled("error", f"failed:{type(exc).__name__}",
+                                    f"processing a frame failed: {type(exc).__name__}: {exc}")
+
+    def _subscribed(self, topic: str) -> bool:
+        publisher = self._outputs.get(topic)
+        return publisher is not None and publisher.get_subscription_count() > 0
+
+    def _demand(self, config: NodeConfig, metric: bool) -> OutputDemand:
+        depth_allowed = metric or config.publish_relative_depth
+        have_info = self._camera_info is not None
+        return OutputDemand(
+            dehazed=config.publish_dehazed and self._subscribed("dehazed/image"),
+            dehazed_info=config.publish_dehazed and have_info and self._subscribed("dehazed/camera_info"),
+            depth=config.publish_depth and depth_allowed and self._subscribed("depth/image"),
+            depth_info=(config.publish_depth and depth_allowed and have_info
+                        and self._subscribed("depth/camera_info")),
+            colormap=config.publish_colormap and self._subscribed("depth/colormap"),
+            points=(config.publish_points and depth_allowed and have_info
+                    and self._subscribed("points")),
+        )
+
+    def _decode(self, msg) -> tuple[np.ndarray, str]:
+        if isinstance(msg, CompressedImage):
+            return image_conversion.compressed_to_numpy(msg)
+        return image_conversion.image_to_numpy(msg), msg.encoding
+
+    def _process_frame(self, frame: PendingFrame, config: NodeConfig) -> None:
+        engine = self._engine
+        metric = engine.depth_units == "meters"
+        demand = self._demand(config, metric)
+        camera_info = self._camera_info
+        header = frame.msg.header
+        if not demand.needs_engine:
+            if demand.dehazed_info or demand.depth_info:
+                self._publish_camera_info(camera_info, header, demand)
+            with self._stats.lock:
+                self._stats.skipped += 1
+            return
+        try:
+            image, encoding = self._decode(frame.msg)
+            rgb = image_conversion.to_rgb8(image, encoding)
+        except ImageConversionError as exc:
+            self._report_bad_frame(str(exc))
+            return
+
+        result = engine.process(rgb, want_dehazed=demand.needs_dehazed_pixels,
+                                want_depth=demand.needs_depth)
+
+        if demand.dehazed:
+            out_encoding = image_conversion.output_encoding(encoding)
+            dehazed = image_conversion.rgb8_to_encoding(
+                result.dehazed, out_encoding, image_conversion.alpha_channel(image, encoding))
+            self._outputs["dehazed/image"].publish(
+                image_conversion.numpy_to_image(dehazed, out_encoding, header))
+        self._publish_camera_info(camera_info, header, demand)
+        if demand.depth:
+            self._outputs["depth/image"].publish(
+                image_conversion.numpy_to_image(result.depth.astype(np.float32, copy=False), "32FC1", header))
+        if demand.colormap:
+            if metric:
+                colored = depth_to_colormap(result.depth, config.colormap_min_m, config.colormap_max_m)
+            else:
+                colored = depth_to_colormap(result.depth, 0.0, config.colormap_relative_max, log_scale=False)
+            self._outputs["depth/colormap"].publish(
+                image_conversion.numpy_to_image(colored, "bgr8", header))
+        if demand.points:
+            self._publish_points(result, camera_info, header, config)
+
+        finished = time.monotonic()
+        stamp_age_ms = None
+        if header.stamp.sec or header.stamp.nanosec:
+            stamp_age_ms = (self.get_clock().now() - Time.from_msg(header.stamp)).nanoseconds / 1e6
+        with self._stats.lock:
+            self._stats.processed += 1
+            self._stats.processing_ms.append((finished - frame.received_at) * 1e3)
+            self._stats.inference_ms.append(result.timings_ms.get("total", 0.0))
+            if stamp_age_ms is not None:
+                self._stats.stamp_age_ms.append(stamp_age_ms)
+
+    def _publish_camera_info(self, camera_info: CameraInfo | None, header, demand: OutputDemand) -> None:
+        if camera_info is None or not (demand.dehazed_info or demand.depth_info):
+            return
+        restamped = copy.copy(camera_info)  # shallow: only the header is replaced
+        restamped.header = header
+        if demand.dehazed_info:
+            self._outputs["dehazed/camera_info"].publish(restamped)
+        if demand.depth_info:
+            self._outputs["depth/camera_info"].publish(restamped)
+
+    def _publish_points(self, result, camera_info: CameraInfo, header, config: NodeConfig) -> None:
+        height, width = result.depth.shape
+        try:
+            fx, fy, cx, cy = intrinsics_from_camera_info(camera_info, width, height)
+        except IntrinsicsError as exc:
+            self._log_throttled("warning", "intrinsics", f"points not published: {exc}")
+            return
+        xyz, rgb = depth_to_points(result.depth, fx, fy, cx, cy, config.point_decimation, result.dehazed)
+        self._outputs["points"].publish(make_pointcloud2(header, xyz, rgb))
+
+    def _report_bad_frame(self, problem: str) -> None:
+        with self._stats.lock:
+            self._stats.invalid += 1
+            self._stats.last_problem = f"bad frame: {problem}"
+        self._log_throttled("error", problem, f"dropped a frame from {self._input_topic}: {problem}")
+
+    def _log_throttled(self, level: str, key: str, text: str) -> None:
+        now = time.monotonic()
+        with self._log_lock:
+            last = self._last_logged.get(key)
+            if last is not None and now - last < LOG_THROTTLE_S:
+                return
+            if len(self._last_logged) > 256:  # messages carry sizes: keep the table bounded
+                self._last_logged.clear()
+            self._last_logged[key] = now
+        getattr(self.get_logger(), level)(text)
+
+    # -- diagnostics ----------------------------------------------------------------------------
+
+    def _relative_depth_note(self, config: NodeConfig) -> str:
+        if config.publish_relative_depth:
+            return ("depth is RELATIVE (model dcp): depth/image and points carry unitless optical "
+                    "depth, not metres (publish_relative_depth is true)")
+        return ("depth is RELATIVE (model dcp): depth/image and points are not published; "
+                "depth/colormap shows it. Use a checkpoint for metric depth, or set "
+                "publish_relative_depth:=true")
+
+    def _publish_diagnostics(self) -> None:
+        now = time.monotonic()
+        stats = self._stats
+        with stats.lock:
+            received, processed = stats.received, stats.processed
+            counts = dict(received=stats.received, processed=stats.processed, dropped=stats.dropped,
+                          invalid=stats.invalid, skipped=stats.skipped, failed=stats.failed)
+            processing = list(stats.processing_ms)
+            stamp_age = list(stats.stamp_age_ms)
+            inference = list(stats.inference_ms)
+            last_problem = stats.last_problem
+            last_received_at = stats.last_received_at
+        previous_received, previous_processed, previous_time = self._previous_counts
+        elapsed = max(now - previous_time, 1e-6)
+        input_rate = max(0, received - previous_received) / elapsed
+        output_rate = max(0, processed - previous_processed) / elapsed
+        self._previous_counts = (received, processed, now)
+
+        status = DiagnosticStatus()
+        status.name = f"{self.get_fully_qualified_name()}: dehazing"
+        status.hardware_id = str(self._engine_info.get("device", "none"))
+        level, messages = DiagnosticStatus.OK, []
+        config = self._config
+        if self._state_label == "unconfigured":
+            if self._configure_error:
+                level, messages = DiagnosticStatus.ERROR, [self._configure_error]
+            else:
+                level, messages = DiagnosticStatus.WARN, ["unconfigured: waiting for configure"]
+        elif self._state_label == "inactive":
+            messages = ["inactive: not processing (activate to start)"]
+        elif self._state_label == "active":
+            silent_for = now - (last_received_at or self._active_since or now)
+            no_input_after = max(2.0, 2.0 * self._diagnostics_period)
+            if silent_for > no_input_after:
+                level = DiagnosticStatus.WARN
+                never = "no frame received" if last_received_at is None else "no new frame"
+                messages.append(
+                    f"NO INPUT: {never} on {self._input_topic} for {silent_for:.1f} s; check the "
+                    "topic remapping, the publisher's QoS, and FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA "
+                    "for large images")
+            else:
+                messages.append(f"processing {output_rate:.1f} Hz of {input_rate:.1f} Hz input")
+            if self._camera_info is None:
+                messages.append("no camera_info received: points and camera_info outputs are off")
+            if last_problem:
+                messages.append(f"last problem: {last_problem}")
+        if config is not None and self._engine_info.get("depth_units") not in (None, "meters"):
+            level = max(level, DiagnosticStatus.WARN)
+            messages.append(self._relative_depth_note(config))
+        if level == DiagnosticStatus.OK and counts["invalid"] and last_problem:
+            level = DiagnosticStatus.WARN
+        status.level = level
+        status.message = "; ".join(messages)
+
+        def ms(samples, fraction):
+            return f"{_percentile(samples, fraction):.1f}" if samples else "n/a"
+
+        values = {
+            "state": self._state_label,
+            "input topic": self._input_topic or "(not subscribed)",
+            "input rate (Hz)": f"{input_rate:.2f}",
+            "output rate (Hz)": f"{output_rate:.2f}",
+            "frames received": str(counts["received"]),
+            "frames processed": str(counts["processed"]),
+            "frames dropped (newer frame arrived)": str(counts["dropped"]),
+            "frames invalid (bad data)": str(counts["invalid"]),
+            "frames skipped (no subscribers)": str(counts["skipped"]),
+            "frames failed (engine error)": str(counts["failed"]),
+            "latency receive->publish median (ms)": ms(processing, 0.5),
+            "latency receive->publish p95 (ms)": ms(processing, 0.95),
+            "latency stamp->publish median (ms)": ms(stamp_age, 0.5),
+            "latency stamp->publish p95 (ms)": ms(stamp_age, 0.95),
+            "inference median (ms)": f"{statistics.median(inference):.1f}" if inference else "n/a",
+            "last problem": last_problem or "none",
+        }
+        for key in ("model", "device", "precision", "depth_units", "checkpoint", "max_side"):
+            if key in self._engine_info:
+                values[key.replace("_", " ")] = str(self._engine_info[key])
+        status.values = [KeyValue(key=key, value=value) for key, value in values.items()]
+        array = DiagnosticArray()
+        array.header.stamp = self.get_clock().now().to_msg()
+        array.status = [status]
+        self._diagnostics_pub.publish(array)
+
+
+def main(args=None) -> int:
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = DehazeNode()
+        if node.autostart:
+            node.start_up()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except Exception:
+        # Ctrl-C shuts the context down from the signal handler, possibly while a callback is
+        # publishing: that error is part of a normal exit. Anything else is a real failure.
+        if rclpy.ok():
+            raise
+    finally:
+        if node is not None:
+            node.stop()
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

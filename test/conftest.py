@@ -1,0 +1,41 @@
+"""pytest fixtures shared by the test modules; the DDS environment is set before rclpy loads."""
+from __future__ import annotations
+
+import pytest
+
+from ros_helpers import NodeProcess, RosProbe, configure_dds_environment
+
+configure_dds_environment()
+
+
+@pytest.fixture(scope="session")
+def ros_context():
+    rclpy = pytest.importorskip("rclpy", reason="rclpy is not installed (pip install -r requirements-ros-pypi.txt)")
+    from rclpy.context import Context
+
+    context = Context()
+    rclpy.init(context=context)
+    yield context
+    rclpy.try_shutdown(context=context)
+
+
+@pytest.fixture
+def probe(ros_context, request):
+    ros_probe = RosProbe(ros_context, f"probe_{abs(hash(request.node.name)) % 10**8}")
+    yield ros_probe
+    ros_probe.destroy()
+
+
+@pytest.fixture
+def start_node():
+    """Factory: start_node(module, ros_args, name) -> NodeProcess; all stopped after the test."""
+    started: list[NodeProcess] = []
+
+    def start(module: str, ros_args: list[str], name: str = "node") -> NodeProcess:
+        process = NodeProcess(module, ros_args, name)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.stop()

@@ -1,0 +1,115 @@
+"""dehaze_node under test: a node process, small frames with known intrinsics, every output recorded.
+
+Imports ROS messages at the top, so only the node test modules import it (conftest.py does not).
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+
+from dehaze_ros.image_conversion import rgb8_to_encoding
+from ros_helpers import NodeProcess, RosProbe, latest_diagnostics, stamp_of
+
+WIDTH, HEIGHT = 160, 120
+FX, FY, CX, CY = 120.0, 118.0, 79.5, 59.5
+DECIMATION = 2
+OUTPUT_TOPICS = {"dehazed/image": Image, "dehazed/camera_info": CameraInfo, "depth/image": Image,
+                 "depth/camera_info": CameraInfo, "depth/colormap": Image, "points": PointCloud2}
+
+
+def hazy_rgb(seed: int = 0) -> np.ndarray:
+    y, x = np.mgrid[0:HEIGHT, 0:WIDTH]
+    rng = np.random.default_rng(seed)
+    base = np.dstack([x * 1.5, y * 2.0, (x + y) * 0.8]) + rng.normal(0, 6, (HEIGHT, WIDTH, 3))
+    return np.clip(base * 0.6 + 90, 0, 255).astype(np.uint8)  # low contrast, bright: hazy-looking
+
+
+def frame_in(encoding: str, rgb: np.ndarray) -> np.ndarray:
+    """The test image in any supported camera encoding."""
+    if encoding == "mono16":
+        return rgb8_to_encoding(rgb, "mono8").astype(np.uint16) * 257
+    return rgb8_to_encoding(rgb, encoding)
+
+
+def make_camera_info(header) -> CameraInfo:
+    info = CameraInfo(width=WIDTH, height=HEIGHT, distortion_model="plumb_bob")
+    info.header = header
+    info.d = [0.0] * 5
+    info.k = [FX, 0.0, CX, 0.0, FY, CY, 0.0, 0.0, 1.0]
+    info.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+    info.p = [FX, 0.0, CX, 0.0, 0.0, FY, CY, 0.0, 0.0, 0.0, 1.0, 0.0]
+    return info
+
+
+class DehazeNodeHarness:
+    """A dehaze_node process plus this process's publishers and recorders in its namespace."""
+
+    def __init__(self, context, namespace: str, extra_args: list[str], compressed: bool = False):
+        self.namespace = namespace
+        self.process = NodeProcess("dehaze_ros.dehaze_node", [
+            "-r", f"__ns:={namespace}", "-p", "num_threads:=1", "-p", "warmup:=0",
+            "-p", f"point_decimation:={DECIMATION}", "-p", "diagnostics_period:=0.5", *extra_args],
+            name=namespace.strip("/"))
+        self.probe = RosProbe(context, f"probe_{namespace.strip('/')}")
+        self.compressed = compressed
+        image_type, image_topic = ((CompressedImage, f"{namespace}/image/compressed") if compressed
+                                   else (Image, f"{namespace}/image"))
+        self.image_pub = self.probe.publisher(image_type, image_topic)
+        self.info_pub = self.probe.publisher(CameraInfo, f"{namespace}/camera_info")
+        self.outputs = {topic: self.probe.record(msg_type, f"{namespace}/{topic}")
+                        for topic, msg_type in OUTPUT_TOPICS.items()}
+        self.diagnostics = self.probe.record(DiagnosticArray, "/diagnostics", depth=20)
+        self.next_stamp = 1000
+
+    def wait_until_ready(self, timeout: float = 90.0) -> None:
+        ready = self.probe.spin_until(
+            lambda: (self.image_pub.get_subscription_count() > 0
+                     and self.probe.node.count_publishers(f"{self.namespace}/points") > 0)
+            or not self.process.alive, timeout)
+        assert self.process.alive, f"dehaze_node exited:\n{self.process.log()}"
+        assert ready, f"dehaze_node not active after {timeout} s:\n{self.process.log()}"
+
+    def header(self, frame_id: str = "camera_optical_frame"):
+        header = Image().header
+        self.next_stamp += 1
+        header.stamp.sec, header.stamp.nanosec = self.next_stamp, 123_000
+        header.frame_id = frame_id
+        return header
+
+    def outputs_for(self, stamp) -> dict:
+        found = {}
+        for topic, records in self.outputs.items():
+            for _, msg in reversed(records):
+                if stamp_of(msg) == stamp:
+                    found[topic] = msg
+                    break
+        return found
+
+    def send_until_processed(self, msg, wanted=("dehazed/image",), timeout: float = 30.0) -> dict:
+        """Publish (again every second: best effort may drop one) until the outputs arrive."""
+        stamp = stamp_of(msg)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.info_pub.publish(make_camera_info(msg.header))
+            self.image_pub.publish(msg)
+            if self.probe.spin_until(lambda: set(wanted) <= set(self.outputs_for(stamp)), 1.0):
+                self.probe.spin_for(0.3)  # the other outputs of the same frame
+                return self.outputs_for(stamp)
+        raise AssertionError(f"no {wanted} for stamp {stamp} within {timeout} s; node log:\n"
+                             f"{self.process.log()[-3000:]}")
+
+    def diagnostics_after(self, predicate, timeout: float = 15.0) -> dict:
+        prefix = f"{self.namespace}/dehaze_node"
+        ok = self.probe.spin_until(
+            lambda: (values := latest_diagnostics(self.diagnostics, prefix)) is not None and predicate(values),
+            timeout)
+        values = latest_diagnostics(self.diagnostics, prefix)
+        assert ok, f"diagnostics never matched; last: {values}"
+        return values
+
+    def close(self) -> None:
+        self.process.stop()
+        self.probe.destroy()

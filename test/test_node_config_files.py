@@ -1,0 +1,152 @@
+"""config/dehaze.yaml, launch/dehaze.launch.py and config/dehaze.rviz agree with what the node declares.
+
+The file checks read the files (they run everywhere); the params-file check starts the node and
+lets rcl parse the YAML; the LaunchDescription is built where launch_ros is installed.
+"""
+from __future__ import annotations
+
+import ast
+import importlib.util
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dehaze_ros.node_config import PARAMETERS, SPECS
+
+ROOT = Path(__file__).resolve().parents[1]
+YAML_PATH = ROOT / "config" / "dehaze.yaml"
+LAUNCH_PATH = ROOT / "launch" / "dehaze.launch.py"
+RVIZ_PATH = ROOT / "config" / "dehaze.rviz"
+NODE_SOURCE = ROOT / "dehaze_ros" / "dehaze_node.py"
+
+
+def yaml_parameters() -> dict:
+    document = yaml.safe_load(YAML_PATH.read_text())
+    assert list(document) == ["/**"], "parameters must apply to the node under any name: `/**:`"
+    return document["/**"]["ros__parameters"]
+
+
+def launch_tree() -> ast.Module:
+    return ast.parse(LAUNCH_PATH.read_text())
+
+
+def launch_arguments() -> dict:
+    """The launch file's ARGUMENTS table: name -> default (literal defaults only)."""
+    for node in ast.walk(launch_tree()):
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "ARGUMENTS":
+            table = {}
+            for key, value in zip(node.value.keys, node.value.values):
+                default = value.elts[0]
+                table[ast.literal_eval(key)] = (ast.literal_eval(default)
+                                                if isinstance(default, ast.Constant) else None)
+            return table
+    raise AssertionError("launch file has no ARGUMENTS table")
+
+
+def launch_parameter_overrides() -> list[str]:
+    """Keys of the dict literal passed in LifecycleNode(parameters=[..., {...}])."""
+    for node in ast.walk(launch_tree()):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "LifecycleNode":
+            parameters = next(kw.value for kw in node.keywords if kw.arg == "parameters")
+            overrides = [item for item in parameters.elts if isinstance(item, ast.Dict)]
+            return [ast.literal_eval(key) for override in overrides for key in override.keys]
+    raise AssertionError("launch file starts no LifecycleNode")
+
+
+def test_yaml_lists_every_declared_parameter_at_its_default_with_a_comment():
+    values = yaml_parameters()
+    assert set(values) == set(SPECS), (
+        f"missing from YAML: {sorted(set(SPECS) - set(values))}; "
+        f"not declared by the node: {sorted(set(values) - set(SPECS))}")
+    for spec in PARAMETERS:
+        assert values[spec.name] == spec.default, spec.name
+        assert type(values[spec.name]) is type(spec.default), f"{spec.name}: YAML type differs"
+    lines = YAML_PATH.read_text().splitlines()
+    for index, line in enumerate(lines):
+        match = re.match(r"^    (\w+):", line)
+        if match:
+            assert lines[index - 1].strip().startswith("#"), f"{match.group(1)} has no comment above it"
+
+
+def test_launch_overrides_are_declared_parameters_with_matching_defaults():
+    arguments = launch_arguments()
+    overrides = launch_parameter_overrides()
+    assert overrides, "the launch file passes no parameter overrides"
+    yaml_values = yaml_parameters()
+    for name in overrides:
+        assert name in SPECS, f"launch sets {name!r}, which dehaze_node does not declare"
+        assert name in arguments, f"launch override {name!r} has no launch argument of that name"
+        # Launch arguments override the params file: equal defaults keep the YAML authoritative.
+        assert arguments[name] == yaml_values[name], name
+    assert set(arguments) - set(overrides) == {
+        "image", "camera_info", "namespace", "params_file", "sample_camera", "rviz"}
+
+
+def test_launch_remaps_exactly_the_topics_the_node_subscribes():
+    source = NODE_SOURCE.read_text()
+    for topic in ("image", "camera_info"):
+        assert re.search(rf'create_subscription\([^)]*"{topic}"', source), topic
+    assert '("image", config["image"]), ("camera_info", config["camera_info"])' in LAUNCH_PATH.read_text()
+
+
+def test_rviz_shows_the_input_and_the_node_outputs_in_the_camera_frame():
+    config = yaml.safe_load(RVIZ_PATH.read_text())
+    manager = config["Visualization Manager"]
+    topics = {display["Topic"]["Value"]: display for display in manager["Displays"] if "Topic" in display}
+    assert set(topics) == {"image", "dehazed/image", "depth/colormap", "points"}
+    assert topics["points"]["Color Transformer"] == "RGB8"
+    assert topics["image"]["Topic"]["Reliability Policy"] == "Best Effort"  # matches camera QoS
+    from dehaze_ros.sample_camera import CAMERA_PARAMETERS
+    assert manager["Global Options"]["Fixed Frame"] == CAMERA_PARAMETERS["frame_id"][0]
+
+
+def test_launch_description_builds():
+    pytest.importorskip("launch_ros", reason="launch_ros is not installed here (it is on a ROS 2 "
+                                             "install); the file checks above still ran")
+    from launch import LaunchDescription
+    from launch.actions import DeclareLaunchArgument
+
+    spec = importlib.util.spec_from_file_location("dehaze_launch", LAUNCH_PATH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    description = module.generate_launch_description()
+    assert isinstance(description, LaunchDescription)
+    declared = {entity.name for entity in description.entities if isinstance(entity, DeclareLaunchArgument)}
+    assert declared == set(launch_arguments())
+
+
+def test_params_file_loads_into_the_node(ros_context, start_node, probe):
+    from lifecycle_msgs.msg import State, Transition
+    from lifecycle_msgs.srv import ChangeState, GetState
+    from rcl_interfaces.srv import DescribeParameters, GetParameters
+    from rclpy.parameter import parameter_value_to_python
+
+    # model:=dcp after the file: -p wins, and configure needs no weights. The rest comes from YAML.
+    node = start_node("dehaze_ros.dehaze_node", [
+        "-r", "__ns:=/params_file", "--params-file", str(YAML_PATH), "-p", "model:=dcp",
+        "-p", "autostart:=false", "-p", "num_threads:=1"], name="params_file")
+    names = [spec.name for spec in PARAMETERS]
+    response = probe.call(GetParameters, "/params_file/dehaze_node/get_parameters",
+                          GetParameters.Request(names=names), timeout=90)
+    loaded = {name: parameter_value_to_python(value) for name, value in zip(names, response.values)}
+    expected = dict(yaml_parameters(), model="dcp", autostart=False, num_threads=1)
+    assert loaded == expected
+
+    described = probe.call(DescribeParameters, "/params_file/dehaze_node/describe_parameters",
+                           DescribeParameters.Request(names=names)).descriptors
+    for spec, descriptor in zip(PARAMETERS, described):
+        assert descriptor.description == spec.description
+        assert descriptor.read_only == (spec.stage == "startup"), spec.name
+        if isinstance(spec.default, int) and not isinstance(spec.default, bool) and spec.minimum is not None:
+            assert descriptor.integer_range[0].from_value == spec.minimum, spec.name
+        if isinstance(spec.default, float) and spec.minimum is not None:
+            assert descriptor.floating_point_range[0].to_value == spec.maximum, spec.name
+
+    request = ChangeState.Request()
+    request.transition = Transition(id=Transition.TRANSITION_CONFIGURE)
+    assert probe.call(ChangeState, "/params_file/dehaze_node/change_state", request).success
+    state = probe.call(GetState, "/params_file/dehaze_node/get_state", GetState.Request()).current_state
+    assert state.id == State.PRIMARY_STATE_INACTIVE
+    assert node.alive

@@ -1,0 +1,167 @@
+"""dehaze_node's lifecycle and parameters, driven from this process through the real services
+(~/change_state, ~/get_state, ~/set_parameters), with the node in its own process."""
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("rclpy", reason="rclpy is not installed (pip install -r requirements-ros-pypi.txt)")
+pytest.importorskip("dehaze_ros.models", reason="dehaze_ros.models is needed for the test checkpoint")
+
+from lifecycle_msgs.msg import State, Transition  # noqa: E402
+from lifecycle_msgs.srv import ChangeState, GetState  # noqa: E402
+from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue  # noqa: E402
+from rcl_interfaces.srv import SetParameters  # noqa: E402
+
+from dehaze_ros.image_conversion import numpy_to_image  # noqa: E402
+from node_harness import DehazeNodeHarness, frame_in, hazy_rgb  # noqa: E402
+from ros_helpers import write_tiny_checkpoint  # noqa: E402
+
+
+def change_state(node: DehazeNodeHarness, transition_id: int) -> bool:
+    request = ChangeState.Request()
+    request.transition = Transition(id=transition_id)
+    return node.probe.call(ChangeState, f"{node.namespace}/dehaze_node/change_state", request).success
+
+
+def get_state(node: DehazeNodeHarness) -> int:
+    return node.probe.call(GetState, f"{node.namespace}/dehaze_node/get_state", GetState.Request()).current_state.id
+
+
+def set_parameter(node: DehazeNodeHarness, name: str, value):
+    kinds = {bool: (ParameterType.PARAMETER_BOOL, "bool_value"), int: (ParameterType.PARAMETER_INTEGER, "integer_value"),
+             float: (ParameterType.PARAMETER_DOUBLE, "double_value"), str: (ParameterType.PARAMETER_STRING, "string_value")}
+    kind, field = kinds[type(value)]
+    parameter_value = ParameterValue(type=kind)
+    setattr(parameter_value, field, value)
+    request = SetParameters.Request(parameters=[Parameter(name=name, value=parameter_value)])
+    return node.probe.call(SetParameters, f"{node.namespace}/dehaze_node/set_parameters", request).results[0]
+
+
+def frame_message(node: DehazeNodeHarness):
+    return numpy_to_image(frame_in("rgb8", hazy_rgb()), "rgb8", node.header())
+
+
+def wait_for_services(node: DehazeNodeHarness) -> None:
+    assert node.probe.spin_until(lambda: node.probe.node.count_publishers("/diagnostics") > 0
+                                 or not node.process.alive, 90), node.process.log()
+    assert node.process.alive, node.process.log()
+
+
+@pytest.fixture
+def checkpoint(tmp_path):
+    return write_tiny_checkpoint(tmp_path / "tiny.pt")
+
+
+@pytest.fixture
+def harness_factory(ros_context):
+    made = []
+
+    def make(namespace, args):
+        harness = DehazeNodeHarness(ros_context, namespace, args)
+        made.append(harness)
+        return harness
+
+    yield make
+    for harness in made:
+        harness.close()
+
+
+def test_bad_values_and_checkpoints_fail_configure_with_the_reason_then_recover(
+        harness_factory, checkpoint, tmp_path):
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"not a checkpoint at all")
+    missing = tmp_path / "missing" / "model.pt"
+    node = harness_factory("/lc_fail", ["-p", "autostart:=false", "-p", f"checkpoint:={missing}",
+                                        "-p", "point_decimation:=500"])
+    wait_for_services(node)
+    assert get_state(node) == State.PRIMARY_STATE_UNCONFIGURED
+
+    # 1. A start-up value out of range: the node came up anyway, configure says why it fails.
+    assert not change_state(node, Transition.TRANSITION_CONFIGURE)
+    assert get_state(node) == State.PRIMARY_STATE_UNCONFIGURED
+    values = node.diagnostics_after(lambda v: "point_decimation" in v["message"])
+    assert "point_decimation: 500 is outside [1, 64]" in values["message"] and values["level"] == "2"
+
+    # 2. Fixed: now the missing checkpoint is the problem, named with its path.
+    assert set_parameter(node, "point_decimation", 3).successful
+    assert not change_state(node, Transition.TRANSITION_CONFIGURE)
+    values = node.diagnostics_after(lambda v: "checkpoint not found" in v["message"])
+    assert str(missing) in values["message"]
+    assert f"checkpoint not found: {missing}" in node.process.log()
+
+    # 3. A corrupt file: named, with what is wrong with it.
+    assert set_parameter(node, "checkpoint", str(corrupt)).successful
+    assert not change_state(node, Transition.TRANSITION_CONFIGURE)
+    values = node.diagnostics_after(lambda v: str(corrupt) in v["message"])
+    assert "could not be read" in values["message"]
+
+    # 4. A good checkpoint: configure and activate succeed in the same process.
+    assert set_parameter(node, "checkpoint", str(checkpoint)).successful
+    assert change_state(node, Transition.TRANSITION_CONFIGURE)
+    assert get_state(node) == State.PRIMARY_STATE_INACTIVE
+    assert change_state(node, Transition.TRANSITION_ACTIVATE)
+    assert get_state(node) == State.PRIMARY_STATE_ACTIVE
+    node.send_until_processed(frame_message(node))
+    assert node.process.alive
+
+
+def test_deactivate_stops_outputs_and_parameters_follow_their_stage(harness_factory, checkpoint):
+    node = harness_factory("/lc_cycle", ["-p", f"checkpoint:={checkpoint}"])
+    node.wait_until_ready()
+    node.send_until_processed(frame_message(node), wanted=("dehazed/image", "depth/image"))
+
+    # Configure-time parameters are refused while configured; live ones apply to the next frame.
+    refused = set_parameter(node, "model", "dcp")
+    assert not refused.successful and "unconfigured" in refused.reason
+    assert not set_parameter(node, "point_decimation", 0).successful  # outside the declared range
+    assert not set_parameter(node, "input_transport", "compressed").successful  # read-only
+    assert set_parameter(node, "publish_depth", False).successful
+    outputs = node.send_until_processed(frame_message(node), wanted=("dehazed/image", "points"))
+    assert "depth/image" not in outputs and "depth/camera_info" not in outputs
+    assert set_parameter(node, "publish_depth", True).successful
+
+    assert change_state(node, Transition.TRANSITION_DEACTIVATE)
+    assert get_state(node) == State.PRIMARY_STATE_INACTIVE
+    counts = {topic: len(records) for topic, records in node.outputs.items()}
+    for _ in range(10):
+        node.image_pub.publish(frame_message(node))
+        node.probe.spin_for(0.2)
+    assert {topic: len(records) for topic, records in node.outputs.items()} == counts, \
+        "an inactive node published"
+    assert node.diagnostics_after(lambda v: v["state"] == "inactive")["message"].startswith("inactive")
+
+    assert change_state(node, Transition.TRANSITION_ACTIVATE)
+    node.send_until_processed(frame_message(node))
+
+    # cleanup frees the model; configure builds it again (publishers, QoS parameters and all).
+    assert change_state(node, Transition.TRANSITION_DEACTIVATE)
+    assert change_state(node, Transition.TRANSITION_CLEANUP)
+    assert get_state(node) == State.PRIMARY_STATE_UNCONFIGURED
+    assert set_parameter(node, "max_side", 64).successful  # allowed now: applied at configure
+    assert change_state(node, Transition.TRANSITION_CONFIGURE)
+    assert change_state(node, Transition.TRANSITION_ACTIVATE)
+    outputs = node.send_until_processed(frame_message(node), wanted=("dehazed/image", "depth/image"))
+    assert outputs["depth/image"].width == 160  # max_side shrinks the network input, not the output
+    node.diagnostics_after(lambda v: v.get("max side") == "64")
+
+
+def test_dcp_relative_depth_policy_and_no_input_warning(harness_factory):
+    node = harness_factory("/lc_dcp", ["-p", "model:=dcp"])
+    node.wait_until_ready()
+    # Nothing published yet: diagnostics say so plainly.
+    values = node.diagnostics_after(lambda v: "NO INPUT" in v["message"], timeout=20)
+    assert "/lc_dcp/image" in values["message"] and values["level"] == "1"
+
+    # Relative depth: colormap yes, metric topics no (by default).
+    outputs = node.send_until_processed(frame_message(node), wanted=("dehazed/image", "depth/colormap"))
+    node.probe.spin_for(1.0)
+    assert "depth/image" not in outputs and "points" not in outputs
+    assert not node.outputs["depth/image"] and not node.outputs["points"]
+    values = node.diagnostics_after(lambda v: "RELATIVE" in v["message"])
+    assert values["depth units"] == "relative" and values["model"] == "dcp"
+
+    # Opt in: the relative values are published, and say so.
+    assert set_parameter(node, "publish_relative_depth", True).successful
+    outputs = node.send_until_processed(frame_message(node), wanted=("depth/image", "points"))
+    assert outputs["depth/image"].encoding == "32FC1"
+    node.diagnostics_after(lambda v: "unitless" in v["message"])

@@ -1,0 +1,73 @@
+"""sample_camera in its own process: a hazy stream with CameraInfo, from the renderer or a folder."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+pytest.importorskip("rclpy", reason="rclpy is not installed (pip install -r requirements-ros-pypi.txt)")
+
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: E402
+
+from dehaze_ros.image_conversion import compressed_to_numpy, image_to_numpy  # noqa: E402
+from dehaze_ros.scenes import intrinsics  # noqa: E402
+from ros_helpers import stamp_of  # noqa: E402
+
+
+def test_scene_stream_with_camera_info_compressed_copy_and_ground_truth(start_node, probe):
+    camera = start_node("dehaze_ros.sample_camera", [
+        "-r", "__ns:=/cam_scene", "-p", "width:=96", "-p", "height:=64", "-p", "rate_hz:=8.0",
+        "-p", "publish_compressed:=true", "-p", "frame_id:=test_optical_frame"], name="cam_scene")
+    images = probe.record(Image, "/cam_scene/image", reliable=False)
+    infos = probe.record(CameraInfo, "/cam_scene/camera_info", reliable=False)
+    compressed = probe.record(CompressedImage, "/cam_scene/image/compressed", reliable=False)
+    depth = probe.record(Image, "/cam_scene/ground_truth/depth", reliable=False)
+    assert probe.spin_until(lambda: len(images) >= 3 and depth and compressed, 60), camera.log()
+
+    _, image = images[-1]
+    assert (image.width, image.height, image.encoding) == (96, 64, "rgb8")
+    assert image.header.frame_id == "test_optical_frame"
+    pixels = image_to_numpy(image)
+    assert pixels.std() > 5  # a rendered scene, not a blank frame
+    stamps = [stamp_of(msg) for _, msg in images]
+    assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps)
+
+    # CameraInfo carries the header of its image (the two may arrive in either order).
+    def info_with_an_image_stamp():
+        image_stamps = {stamp_of(msg) for _, msg in images}
+        return next((msg for _, msg in infos if stamp_of(msg) in image_stamps), None)
+
+    assert probe.spin_until(lambda: info_with_an_image_stamp() is not None, 10)
+    info = info_with_an_image_stamp()
+    assert info.header.frame_id == "test_optical_frame" and (info.width, info.height) == (96, 64)
+    np.testing.assert_allclose(np.reshape(info.k, (3, 3)), intrinsics(96, 64))
+
+    _, jpeg = compressed[-1]
+    decoded, encoding = compressed_to_numpy(jpeg)
+    assert encoding == "rgb8" and decoded.shape == (64, 96, 3)
+
+    _, ground_truth = depth[-1]
+    depth_m = image_to_numpy(ground_truth)
+    assert ground_truth.encoding == "32FC1" and depth_m.shape == (64, 96)
+    assert np.isfinite(depth_m).any() and (depth_m[np.isfinite(depth_m)] > 0).all()
+
+
+def test_folder_source_loops_over_its_images(start_node, probe, tmp_path):
+    colours = [(0, 0, 255), (0, 255, 0)]  # BGR on disk: red, then green
+    for index, colour in enumerate(colours):
+        cv2.imwrite(str(tmp_path / f"frame_{index}.png"), np.full((20, 30, 3), colour, np.uint8))
+    camera = start_node("dehaze_ros.sample_camera", [
+        "-r", "__ns:=/cam_folder", "-p", "source:=folder", "-p", f"path:={tmp_path}",
+        "-p", "rate_hz:=10.0", "-p", "encoding:=bgr8"], name="cam_folder")
+    images = probe.record(Image, "/cam_folder/image", reliable=False)
+    assert probe.spin_until(lambda: len(images) >= 5, 60), camera.log()
+    firsts = [image_to_numpy(msg)[0, 0].tolist() for _, msg in images]
+    assert {tuple(value) for value in firsts} == {tuple(colour) for colour in colours}  # both, looped
+    assert images[-1][1].encoding == "bgr8" and (images[-1][1].width, images[-1][1].height) == (30, 20)
+
+
+def test_bad_source_exits_with_a_message(start_node, tmp_path):
+    camera = start_node("dehaze_ros.sample_camera", [
+        "-p", "source:=folder", "-p", f"path:={tmp_path / 'nowhere'}"], name="cam_bad")
+    assert camera.process.wait(60) == 2
+    assert f"source folder {tmp_path / 'nowhere'} does not exist" in camera.log()
