@@ -1,0 +1,323 @@
+"""`make demo`: the sample camera and the dehaze node as two processes over DDS, recorded.
+
+    python -m dehaze_ros.demo [--duration 20] [--model auto|checkpoint|dcp] [--output demo_output]
+
+Starts `sample_camera` (procedural hazy stream) and `dehaze_node` as separate processes, the
+way `ros2 launch` would, and a recorder node here that subscribes to the camera and to the
+node's outputs. After the first dehazed frame it records for `--duration` seconds and writes
+
+    demo_output/mosaic_NN.png   hazy | dehazed | depth colormap, a few moments of the run
+    demo_output/demo.mp4        every recorded mosaic
+    demo_output/logs/*.log      what the two child processes printed
+
+then prints one summary line (frames in/out/dropped, end-to-end latency from the camera's
+header stamp to the recorder's receipt, output rate). Children are stopped with SIGINT (a
+clean rclpy shutdown), killed if they do not exit within 10 s: nothing is left running.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+NAMESPACE = "/dehaze_demo"
+PROFILE_NAME = "fastdds_localhost.xml"
+STARTUP_TIMEOUT_S = 90.0
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--duration", type=float, default=20.0, help="seconds to record after the first output")
+    parser.add_argument("--model", choices=("auto", "checkpoint", "dcp"), default="auto",
+                        help="auto: the shipped checkpoint when there is one, else dcp")
+    parser.add_argument("--checkpoint", default="", help="checkpoint path (model checkpoint); empty = shipped one")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    parser.add_argument("--max-side", type=int, default=0, help="dehaze_node max_side (0 = native)")
+    parser.add_argument("--width", type=int, default=640)
+    parser.add_argument("--height", type=int, default=480)
+    parser.add_argument("--rate", type=float, default=10.0, help="camera frame rate requested (Hz)")
+    parser.add_argument("--mosaics", type=int, default=4, help="PNG mosaics to save, spread over the run")
+    parser.add_argument("--output", type=Path, default=Path("demo_output"))
+    return parser.parse_args(argv)
+
+
+def find_localhost_profile() -> Path | None:
+    """config/fastdds_localhost.xml: in the installed share dir, or in the source tree."""
+    from dehaze_ros.node_config import package_file_candidates
+
+    return next((path for path in package_file_candidates("config", PROFILE_NAME) if path.is_file()), None)
+
+
+def local_dds_environment(base: dict[str, str] | None = None) -> dict[str, str]:
+    """An environment in which ROS 2 processes on this machine exchange camera-sized frames
+    over loopback and shared memory only (see config/fastdds_localhost.xml for the why).
+
+    A user's own Fast DDS profile is respected. FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA is set
+    too: the profile overrides it, and without the profile it is what large frames need.
+    """
+    env = dict(os.environ if base is None else base)
+    env.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
+    profile = find_localhost_profile()
+    if "FASTDDS_DEFAULT_PROFILES_FILE" not in env and profile is not None:
+        env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(profile)
+        # LOCALHOST would make rmw_fastrtps replace the profile's transports with a 512 KiB
+        # shared-memory segment; the profile itself already keeps discovery on 127.0.0.1.
+        env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "SYSTEM_DEFAULT"
+    else:
+        env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    return env
+
+
+def demo_environment() -> dict[str, str]:
+    """Environment for this process and the children (set before rclpy is imported)."""
+    env = local_dds_environment()
+    # A private domain unless the user chose one (to watch the demo in RViz, set ROS_DOMAIN_ID).
+    env.setdefault("ROS_DOMAIN_ID", str(random.SystemRandom().randint(101, 200)))
+    package_parent = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH", "")) if p)
+    env["PYTHONUNBUFFERED"] = "1"
+    env.setdefault("OPENBLAS_NUM_THREADS", "1")  # idle OpenBLAS threads busy-wait and steal cores
+    env.setdefault("RCUTILS_COLORIZED_OUTPUT", "0")
+    return env
+
+
+def choose_model(args: argparse.Namespace) -> tuple[str, str]:
+    from dehaze_ros.node_config import NodeConfig, resolve_model
+
+    if args.model == "dcp":
+        return "dcp", ""
+    choice = resolve_model(NodeConfig(model="checkpoint", checkpoint=args.checkpoint))
+    if args.model == "checkpoint" and choice.model != "checkpoint":
+        raise SystemExit(f"--model checkpoint: {choice.warning}")
+    return choice.model, choice.checkpoint
+
+
+def start_child(module: str, ros_args: list[str], env: dict, log_path: Path) -> subprocess.Popen:
+    log_file = open(log_path, "wb")
+    return subprocess.Popen([sys.executable, "-m", module, "--ros-args", *ros_args],
+                            stdout=log_file, stderr=subprocess.STDOUT, env=env)
+
+
+def stop_children(children: list[subprocess.Popen]) -> None:
+    for child in children:
+        if child.poll() is None:
+            child.send_signal(signal.SIGINT)
+    for child in children:
+        try:
+            child.wait(10)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait(5)
+
+
+def label_panel(panel: np.ndarray, text: str) -> None:
+    """Write ``text`` in the top-left corner, white on a dark box, readable on any image."""
+    import cv2
+
+    scale = max(0.4, panel.shape[1] / 1000)
+    (width, height), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+    cv2.rectangle(panel, (0, 0), (width + 12, height + baseline + 10), (0, 0, 0), thickness=-1)
+    cv2.putText(panel, text, (6, height + 5), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1,
+                cv2.LINE_AA)
+
+
+class Recorder:
+    """Subscribes to the camera and the outputs; keeps latencies and builds mosaics."""
+
+    def __init__(self, node, mosaic_writer, labels: tuple[str, str, str]):
+        from diagnostic_msgs.msg import DiagnosticArray
+        from rclpy.qos import QoSProfile, QoSReliabilityPolicy
+        from sensor_msgs.msg import Image
+
+        self.node = node
+        self.write_mosaic = mosaic_writer
+        self.labels = labels
+        self.recording = False
+        self.hazy: dict[tuple[int, int], np.ndarray] = {}
+        self.dehazed: dict[tuple[int, int], np.ndarray] = {}
+        self.colormap: dict[tuple[int, int], np.ndarray] = {}
+        self.camera_frames = 0
+        self.output_times: list[float] = []
+        self.latencies_ms: list[float] = []
+        self.first_output_at: float | None = None
+        self.diagnostics: dict[str, str] = {}
+        sensor = QoSProfile(depth=2, reliability=QoSReliabilityPolicy.BEST_EFFORT)
+        reliable = QoSProfile(depth=2, reliability=QoSReliabilityPolicy.RELIABLE)
+        node.create_subscription(Image, f"{NAMESPACE}/image", self.on_hazy, sensor)
+        node.create_subscription(Image, f"{NAMESPACE}/dehazed/image", self.on_dehazed, reliable)
+        node.create_subscription(Image, f"{NAMESPACE}/depth/colormap", self.on_colormap, reliable)
+        node.create_subscription(DiagnosticArray, "/diagnostics", self.on_diagnostics, 10)
+
+    @staticmethod
+    def key(msg) -> tuple[int, int]:
+        return msg.header.stamp.sec, msg.header.stamp.nanosec
+
+    @staticmethod
+    def as_bgr(msg) -> np.ndarray:
+        import cv2
+        from dehaze_ros.image_conversion import image_to_numpy, to_rgb8
+
+        return cv2.cvtColor(to_rgb8(image_to_numpy(msg), msg.encoding), cv2.COLOR_RGB2BGR)
+
+    def on_hazy(self, msg) -> None:
+        if self.recording:
+            self.camera_frames += 1
+        self.hazy[self.key(msg)] = self.as_bgr(msg)
+        self._trim(self.hazy)
+
+    def on_dehazed(self, msg) -> None:
+        now = time.time()
+        if self.first_output_at is None:
+            self.first_output_at = time.monotonic()
+        if not self.recording:
+            return
+        stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+        self.latencies_ms.append((now - stamp) * 1e3)
+        self.output_times.append(time.monotonic())
+        self.dehazed[self.key(msg)] = self.as_bgr(msg)
+        self._trim(self.dehazed)
+        self._try_mosaic(self.key(msg))
+
+    def on_colormap(self, msg) -> None:
+        if not self.recording:
+            return
+        self.colormap[self.key(msg)] = self.as_bgr(msg)
+        self._trim(self.colormap)
+        self._try_mosaic(self.key(msg))
+
+    def on_diagnostics(self, msg) -> None:
+        for status in msg.status:
+            if status.name.startswith(f"{NAMESPACE}/dehaze_node"):
+                self.diagnostics = {kv.key: kv.value for kv in status.values}
+                self.diagnostics["message"] = status.message
+
+    def _try_mosaic(self, key) -> None:
+        if key in self.hazy and key in self.dehazed and key in self.colormap:
+            panels = [self.hazy.pop(key), self.dehazed.pop(key), self.colormap.pop(key)]
+            for panel, label in zip(panels, self.labels):
+                label_panel(panel, label)
+            self.write_mosaic(np.hstack(panels))
+
+    @staticmethod
+    def _trim(frames: dict) -> None:
+        while len(frames) > 30:  # unmatched frames (e.g. a lost colormap) must not pile up
+            frames.pop(next(iter(frames)))
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    env = demo_environment()
+    os.environ.clear()
+    os.environ.update(env)  # this process runs a recorder node: same DDS setup as the children
+    import cv2
+    import rclpy
+    from rclpy.context import Context
+    from rclpy.executors import SingleThreadedExecutor
+
+    model, checkpoint = choose_model(args)
+    output = args.output
+    (output / "logs").mkdir(parents=True, exist_ok=True)
+    for old in list(output.glob("mosaic_*.png")) + [output / "demo.mp4"]:
+        old.unlink(missing_ok=True)
+
+    camera_args = ["-r", f"__ns:={NAMESPACE}", "-p", f"width:={args.width}", "-p", f"height:={args.height}",
+                   "-p", f"rate_hz:={float(args.rate)}"]
+    node_args = ["-r", f"__ns:={NAMESPACE}", "-p", f"model:={model}", "-p", f"device:={args.device}",
+                 "-p", f"max_side:={args.max_side}"]
+    if checkpoint:
+        node_args += ["-p", f"checkpoint:={checkpoint}"]
+    print(f"demo: {args.width}x{args.height} camera at {args.rate:g} Hz, model {model}"
+          + (f" ({checkpoint})" if checkpoint else "") + f", ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']}, "
+          f"recording {args.duration:g} s into {output}/", flush=True)
+
+    video = {"writer": None, "frames": 0, "saved": 0, "next_png": 0.0}
+    png_every = args.duration / max(1, args.mosaics)
+
+    def write_mosaic(mosaic: np.ndarray) -> None:
+        if video["writer"] is None:
+            height, width = mosaic.shape[:2]
+            video["writer"] = cv2.VideoWriter(str(output / "demo.mp4"), cv2.VideoWriter_fourcc(*"mp4v"),
+                                              float(args.rate), (width, height))
+        video["writer"].write(mosaic)
+        video["frames"] += 1
+        elapsed = time.monotonic() - recording_started
+        if video["saved"] < args.mosaics and elapsed >= video["next_png"]:
+            cv2.imwrite(str(output / f"mosaic_{video['saved']:02d}.png"), mosaic)
+            video["saved"] += 1
+            video["next_png"] += png_every
+
+    children: list[subprocess.Popen] = []
+    context = Context()
+    rclpy.init(context=context, args=[])
+    node = None
+    recording_started = 0.0
+    try:
+        children.append(start_child("dehaze_ros.dehaze_node", node_args, env, output / "logs" / "dehaze_node.log"))
+        children.append(start_child("dehaze_ros.sample_camera", camera_args, env, output / "logs" / "sample_camera.log"))
+        node = rclpy.create_node("demo_recorder", context=context)
+        executor = SingleThreadedExecutor(context=context)
+        executor.add_node(node)
+        depth_label = ("depth (relative, DCP)" if model == "dcp"
+                       else "depth colormap, 0.5-50 m log scale")
+        recorder = Recorder(node, write_mosaic, ("hazy input", f"dehazed ({model})", depth_label))
+
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while recorder.first_output_at is None:
+            if time.monotonic() > deadline or any(child.poll() is not None for child in children):
+                print(f"demo: no dehazed output within {STARTUP_TIMEOUT_S:.0f} s (or a process exited); "
+                      f"see {output}/logs/", file=sys.stderr)
+                return 1
+            executor.spin_once(timeout_sec=0.1)
+        executor.spin_once(timeout_sec=0.5)  # let the first colormap arrive before counting
+        before = dict(recorder.diagnostics)
+        recorder.recording = True
+        recording_started = time.monotonic()
+        while time.monotonic() - recording_started < args.duration:
+            executor.spin_once(timeout_sec=0.1)
+        recorder.recording = False
+        executor.spin_once(timeout_sec=1.2)  # one more diagnostics message covering the run
+        after = recorder.diagnostics
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown(context=context)
+        stop_children(children)
+        if video["writer"] is not None:
+            video["writer"].release()
+
+    def counter(diagnostics: dict, key: str) -> int:
+        try:
+            return int(diagnostics.get(key, "0"))
+        except ValueError:
+            return 0
+
+    def delta(key: str) -> int:
+        return counter(after, key) - counter(before, key)
+
+    dropped = delta("frames dropped (newer frame arrived)")
+    out = len(recorder.output_times)
+    if out >= 2:
+        fps = (out - 1) / (recorder.output_times[-1] - recorder.output_times[0])
+    else:
+        fps = 0.0
+    latencies = sorted(recorder.latencies_ms)
+    median = statistics.median(latencies) if latencies else float("nan")
+    p95 = latencies[min(len(latencies) - 1, int(round(0.95 * (len(latencies) - 1))))] if latencies else float("nan")
+    print(f"demo summary: model {after.get('model', model)} ({after.get('device', '?')}), {args.width}x{args.height}, "
+          f"{args.duration:g} s: frames in {recorder.camera_frames}, out {out}, dropped {dropped}; "
+          f"latency stamp->received median {median:.0f} ms, p95 {p95:.0f} ms; output {fps:.1f} fps; "
+          f"wrote {video['saved']} PNG + {video['frames']}-frame MP4 to {output}/", flush=True)
+    return 0 if out > 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
