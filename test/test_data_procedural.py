@@ -1,0 +1,92 @@
+"""Procedural source and the mixture: seeded, index-addressed, independent of DataLoader workers."""
+import cv2
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from training.config import SourceConfig, load_config
+from training.data import (ContinuingSampler, DataError, MixtureDataset, build_sources,
+                           build_training_dataset, build_validation_samples, worker_init)
+from training.data.procedural import ProceduralSource
+
+
+def test_procedural_samples_are_seeded_and_keep_sky_depth_infinite():
+    source = ProceduralSource("p", SourceConfig(kind="procedural"), "train")
+    first = source.train_sample(np.random.default_rng([0, 5]), 32)
+    again = source.train_sample(np.random.default_rng([0, 5]), 32)
+    other = source.train_sample(np.random.default_rng([0, 6]), 32)
+    np.testing.assert_array_equal(first.hazy, again.hazy)
+    assert not np.array_equal(first.clear, other.clear)
+    assert first.hazy.shape == (32, 32, 3) and first.depth_m.dtype == np.float32
+    assert np.all((first.depth_m > 0) | np.isnan(first.depth_m))
+    views = [source.train_sample(np.random.default_rng([1, i]), 24) for i in range(12)]
+    assert any(np.isposinf(view.depth_m).any() for view in views)  # outdoor scenes show sky
+
+
+def test_procedural_validation_views_are_fixed_and_not_training_views():
+    val = ProceduralSource("p", SourceConfig(kind="procedural", val_count=3), "val")
+    assert len(val) == 3 and val.scenes() == ["view0", "view1", "view2"]
+    a, b = val.eval_sample(1, 40), val.eval_sample(1, 40)
+    np.testing.assert_array_equal(a.hazy, b.hazy)
+    assert a.clear.shape == (30, 40, 3)
+    train = ProceduralSource("p", SourceConfig(kind="procedural"), "train")
+    train_views = [train.train_sample(np.random.default_rng([0, i]), 40).clear for i in range(8)]
+    assert not any(np.array_equal(view[:30], a.clear) for view in train_views)
+    with pytest.raises(IndexError):
+        val.eval_sample(3, 40)
+
+
+def test_mixture_follows_the_weights_and_every_index_is_reproducible():
+    config = load_config(None, ["data.sources.a={kind: procedural, weight: 3}",
+                                "data.sources.b={kind: procedural, weight: 1}", "data.crop=16"])
+    dataset = build_training_dataset(config.data, seed=7)
+    picks = [dataset.sample(i)[1] for i in range(400)]
+    share_a = picks.count(0) / len(picks)
+    assert 0.68 < share_a < 0.82
+    torch.testing.assert_close(dataset[123]["hazy"], dataset[123]["hazy"], rtol=0, atol=0)
+    other_seed = build_training_dataset(config.data, seed=8)
+    assert not torch.equal(dataset[0]["clear"], other_seed[0]["clear"])
+
+
+def test_batches_do_not_depend_on_the_number_of_workers_and_resume_from_an_index():
+    config = load_config(None, ["data.sources.p={kind: procedural}", "data.crop=16"])
+    dataset = build_training_dataset(config.data, seed=0)
+
+    def batches(workers, start, count):
+        extra = {"worker_init_fn": worker_init, "multiprocessing_context": "spawn"} if workers else {}
+        loader = DataLoader(dataset, batch_size=2, sampler=ContinuingSampler(start), num_workers=workers,
+                            generator=torch.Generator(), **extra)
+        iterator = iter(loader)
+        return [next(iterator) for _ in range(count)]
+
+    serial = batches(0, 0, 3)
+    parallel = batches(2, 0, 3)
+    resumed = batches(0, 4, 1)   # data position 4 = the third batch
+    for one, two in zip(serial, parallel):
+        for key in ("hazy", "clear", "depth", "has_depth", "source"):
+            torch.testing.assert_close(one[key], two[key], rtol=0, atol=0, equal_nan=True)
+    torch.testing.assert_close(resumed[0]["hazy"], serial[2]["hazy"], rtol=0, atol=0)
+    assert serial[0]["hazy"].shape == (2, 3, 16, 16) and serial[0]["depth"].shape == (2, 1, 16, 16)
+
+
+def test_mixture_rejects_bad_weights_and_sources_without_training_items(tmp_path):
+    with pytest.raises(ValueError, match="weights"):
+        MixtureDataset([ProceduralSource("p", SourceConfig(kind="procedural"), "train")], [0.0], 16, 0)
+    root = tmp_path / "reside"
+    (root / "hazy").mkdir(parents=True)
+    (root / "GT").mkdir()
+    cv2.imwrite(str(root / "GT" / "1.png"), np.zeros((8, 8, 3), np.uint8))
+    cv2.imwrite(str(root / "hazy" / "1_1.png"), np.zeros((8, 8, 3), np.uint8))
+    config = load_config(None, [f"data.root={tmp_path}",
+                                "data.sources.r={kind: reside, path: reside, val_scenes: ['1']}"])
+    with pytest.raises(DataError, match=r"no training items: every scene is held out \(val/test: 1\)"):
+        build_training_dataset(config.data, seed=0)
+
+
+def test_validation_set_spreads_over_items_of_every_source():
+    config = load_config(None, ["data.sources.p={kind: procedural, val_count: 5}", "data.val_max_images=3",
+                                "data.val_max_side=32"])
+    samples = build_validation_samples(config.data, seed=0)
+    assert [s.name for s in samples] == ["p/view0", "p/view2", "p/view4"]
+    assert build_sources(config.data, "train")[0].describe().startswith("procedural source 'p' (train)")

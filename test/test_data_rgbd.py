@@ -1,0 +1,151 @@
+"""RGB-D source on folders this test writes: Middlebury PFM + calib, 16-bit PNG/PGM, haze physics."""
+import cv2
+import numpy as np
+import pytest
+
+from training.config import HazeConfig, SourceConfig
+from training.data import DataError
+from training.data.common import fill_unknown_depth, synthesize_random_haze
+from training.data.io import read_pfm, write_pfm
+from training.data.rgbd import RgbdSource, load_rgbd_item, scan_rgbd_folder
+
+CALIB = """cam0=[700.0 0 30 ; 0 700.0 20 ; 0 0 1]
+cam1=[700.0 0 40 ; 0 700.0 20 ; 0 0 1]
+doffs=10.0
+baseline=200.0
+width=64
+height=48
+"""
+NO_DEGRADATION = dict(nonhomogeneous_prob=0.0, noise_prob=0.0, jpeg_prob=0.0, airlight_tint=0.0)
+
+
+def write_rgb(path, rgb):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), np.ascontiguousarray(rgb[..., ::-1]))
+
+
+def write_middlebury(folder, disparity):
+    folder.mkdir(parents=True)
+    write_rgb(folder / "im0.png", np.full((48, 64, 3), 120, np.uint8))
+    write_pfm(folder / "disp0GT.pfm", disparity)
+    (folder / "calib.txt").write_text(CALIB)
+
+
+@pytest.fixture()
+def rgbd_root(tmp_path):
+    root = tmp_path / "rgbd"
+    disparity = np.full((48, 64), 60.0, np.float32)
+    disparity[40:] = 130.0
+    disparity[:, :8] = np.inf  # unknown
+    for scene in ("Piano", "PianoL", "Pipes", "Teddy"):
+        write_middlebury(root / "middlebury2014" / scene, disparity)
+    frames = root / "frames" / "kinect"
+    for index in (1, 2):
+        write_rgb(frames / "color" / f"{index}.png", np.full((48, 64, 3), 90, np.uint8))
+        depth = np.full((48, 64), 1500 * index, np.uint16)
+        depth[:4, :4] = 0
+        (frames / "depth").mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(frames / "depth" / f"{index}.pgm"), depth)
+    tum = root / "frames" / "tum"
+    write_rgb(tum / "1.png", np.full((48, 64, 3), 60, np.uint8))
+    cv2.imwrite(str(tum / "1_depth.png"), np.full((48, 64), 10000, np.uint16))
+    write_rgb(root / "legacy" / "Art" / "view1.png", np.zeros((8, 8, 3), np.uint8))  # relative only
+    return root
+
+
+def test_pfm_round_trip_keeps_orientation(tmp_path):
+    image = np.arange(12, dtype=np.float32).reshape(3, 4)
+    image[0, 0] = np.inf
+    write_pfm(tmp_path / "x.pfm", image)
+    np.testing.assert_array_equal(read_pfm(tmp_path / "x.pfm"), image)
+
+
+def test_layouts_are_found_and_legacy_folders_reported(rgbd_root):
+    items, skipped = scan_rgbd_folder(rgbd_root, SourceConfig(kind="rgbd", depth_scales={"tum": 0.0002}), "r")
+    names = sorted(item.name for item in items)
+    assert names == ["Piano", "PianoL", "Pipes", "Teddy", "kinect/1", "kinect/2", "tum/1"]
+    assert "legacy/Art" in skipped
+    scenes = {item.name: item.scene for item in items}
+    assert scenes["PianoL"] == "Piano"            # a lighting variant is the same scene
+    assert scenes["kinect/2"] == "kinect"         # a frame sequence is one scene
+
+
+def test_middlebury_disparity_becomes_metres_and_unknown_becomes_nan(rgbd_root):
+    items, _ = scan_rgbd_folder(rgbd_root, SourceConfig(kind="rgbd"), "r")
+    piano = next(item for item in items if item.name == "Piano")
+    color, depth = load_rgbd_item(piano)
+    assert color.shape == (48, 64, 3)
+    # Z[mm] = baseline * f / (d + doffs) = 200 * 700 / (60 + 10) = 2000 mm
+    np.testing.assert_allclose(depth[10, 20], 2.0, rtol=1e-6)
+    np.testing.assert_allclose(depth[45, 20], 200 * 700 / 140 / 1000, rtol=1e-6)
+    assert np.isnan(depth[:, :8]).all()
+
+
+def test_16bit_depth_uses_the_folder_scale_and_zero_is_a_hole(rgbd_root):
+    config = SourceConfig(kind="rgbd", depth_scale=0.001, depth_scales={"tum": 0.0002})
+    items, _ = scan_rgbd_folder(rgbd_root, config, "r")
+    by_name = {item.name: item for item in items}
+    _, kinect = load_rgbd_item(by_name["kinect/2"])
+    assert kinect[10, 10] == pytest.approx(3.0) and np.isnan(kinect[:4, :4]).all()
+    _, tum = load_rgbd_item(by_name["tum/1"])
+    assert tum[10, 10] == pytest.approx(2.0)
+
+
+def test_variants_share_a_split_and_held_out_scenes_stay_out(rgbd_root):
+    config = SourceConfig(kind="rgbd", val_scenes=["PianoL", "Teddy"], exclude=["legacy"])
+    train = RgbdSource("r", config, "train", rgbd_root)
+    val = RgbdSource("r", config, "val", rgbd_root)
+    assert val.scenes() == ["Piano", "Teddy"]
+    assert sorted(item.name for item in val.items) == ["Piano", "PianoL", "Teddy"]
+    assert "Piano" not in train.scenes() and "Teddy" not in train.scenes()
+    rng = np.random.default_rng(0)
+    seen = {train.train_sample(rng, 16).name for _ in range(40)}
+    assert not any("Piano" in name or "Teddy" in name for name in seen)
+
+
+def test_synthesised_haze_follows_the_scattering_model():
+    clear = np.random.default_rng(0).uniform(0, 1, (32, 32, 3)).astype(np.float32)
+    depth = np.full((32, 32), 4.0, np.float32)
+    haze = HazeConfig(transmission_range=[0.3, 0.3], airlight_range=[0.9, 0.9], **NO_DEGRADATION)
+    hazy = synthesize_random_haze(clear, depth, haze, np.random.default_rng(0))
+    # At the median depth the transmission is the drawn one: I = 0.3 J + 0.9 (1 - 0.3).
+    np.testing.assert_allclose(hazy, clear * 0.3 + 0.9 * 0.7, atol=1e-5)
+
+
+def test_farther_pixels_get_more_haze_and_holes_are_not_sky():
+    clear = np.zeros((8, 16, 3), np.float32)
+    depth = np.tile(np.linspace(1, 10, 16, dtype=np.float32), (8, 1))
+    depth[:, 3] = np.nan
+    haze = HazeConfig(transmission_range=[0.5, 0.5], airlight_range=[1.0, 1.0], **NO_DEGRADATION)
+    hazy = synthesize_random_haze(clear, depth, haze, np.random.default_rng(0))
+    row = hazy[0, :, 0]
+    assert np.all(np.diff(np.delete(row, 3)) > 0)           # haze grows with distance
+    assert row[3] < 0.9                                      # the hole got a neighbour's depth, not airlight
+    filled = fill_unknown_depth(depth)
+    assert np.isfinite(filled).all() and filled[0, 3] in (depth[0, 2], depth[0, 4])
+
+
+def test_training_crop_depth_keeps_nan_for_unknown_pixels(rgbd_root):
+    config = SourceConfig(kind="rgbd", scale_range=[1.0, 1.0], exclude=["frames", "legacy"])
+    source = RgbdSource("r", config, "train", rgbd_root)
+    rng = np.random.default_rng(3)
+    unknown_seen = False
+    for _ in range(30):
+        sample = source.train_sample(rng, 40)  # a third of the crops reach the unknown columns
+        assert sample.has_depth and sample.depth_m.shape == (40, 40)
+        assert np.isfinite(sample.hazy).all() and 0 <= sample.hazy.min() and sample.hazy.max() <= 1
+        unknown_seen |= bool(np.isnan(sample.depth_m).any())
+    assert unknown_seen
+
+
+def test_mismatched_depth_and_empty_folders_are_errors(tmp_path):
+    frames = tmp_path / "bad" / "seq"
+    write_rgb(frames / "color" / "1.png", np.zeros((48, 64, 3), np.uint8))
+    (frames / "depth").mkdir(parents=True)
+    cv2.imwrite(str(frames / "depth" / "1.png"), np.ones((24, 32), np.uint16))
+    items, _ = scan_rgbd_folder(tmp_path / "bad", SourceConfig(kind="rgbd"), "r")
+    with pytest.raises(DataError, match="registered and the same size"):
+        load_rgbd_item(items[0])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no RGB-D pairs"):
+        RgbdSource("r", SourceConfig(kind="rgbd"), "train", tmp_path / "empty")

@@ -1,0 +1,90 @@
+"""The weighted mixture of sources, as an index-addressed, infinite, resumable stream.
+
+Sample ``i`` is a pure function of (seed, i): its generator is ``default_rng([seed, i])``, which
+picks the source, the item, the crop, the haze and the flips. Hence
+
+* the stream does not depend on the number of DataLoader workers or their scheduling;
+* the data position of a run is one integer (the next sample index), and resuming from it
+  continues the very same stream;
+* no global random state is touched, in the main process or in workers.
+"""
+from __future__ import annotations
+
+import signal
+from typing import Iterator
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from training.data.common import DataSource, Sample
+
+
+def sample_to_tensors(sample: Sample) -> dict[str, torch.Tensor]:
+    return {
+        "hazy": torch.from_numpy(np.ascontiguousarray(sample.hazy.transpose(2, 0, 1))),
+        "clear": torch.from_numpy(np.ascontiguousarray(sample.clear.transpose(2, 0, 1))),
+        "depth": torch.from_numpy(np.ascontiguousarray(sample.depth_m[None])),
+        "has_depth": torch.tensor(bool(sample.has_depth)),
+    }
+
+
+def random_flips(sample: Sample, rng: np.random.Generator, flips: bool, rot90: bool) -> Sample:
+    """Horizontal flips always keep a scene plausible. Vertical flips and 90-degree turns (the
+    paper's augmentation) put the floor on top, which a depth network learns from: opt-in."""
+    arrays = [sample.hazy, sample.clear, sample.depth_m]
+    if flips and rng.random() < 0.5:
+        arrays = [a[:, ::-1] for a in arrays]
+    if rot90:
+        if rng.random() < 0.5:
+            arrays = [a[::-1] for a in arrays]
+        turns = int(rng.integers(4))
+        arrays = [np.rot90(a, turns) for a in arrays]
+    return Sample(*(np.ascontiguousarray(a) for a in arrays), sample.has_depth, sample.name)
+
+
+class MixtureDataset(Dataset):
+    def __init__(self, sources: list[DataSource], weights: list[float], crop: int, seed: int,
+                 flips: bool = True, rot90: bool = False):
+        if not sources:
+            raise ValueError("a mixture needs at least one source")
+        if len(weights) != len(sources) or min(weights) < 0 or sum(weights) <= 0:
+            raise ValueError(f"mixture weights must be >= 0 with a positive sum, one per source, got {weights}")
+        self.sources = sources
+        self.probabilities = np.asarray(weights, dtype=np.float64) / float(sum(weights))
+        self.crop, self.seed, self.flips, self.rot90 = crop, seed, flips, rot90
+
+    def sample(self, index: int) -> tuple[Sample, int]:
+        rng = np.random.default_rng([self.seed, index])
+        which = int(rng.choice(len(self.sources), p=self.probabilities))
+        sample = self.sources[which].train_sample(rng, self.crop)
+        return random_flips(sample, rng, self.flips, self.rot90), which
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        sample, which = self.sample(int(index))
+        tensors = sample_to_tensors(sample)
+        tensors["source"] = torch.tensor(which)
+        return tensors
+
+
+class ContinuingSampler(Sampler[int]):
+    """Indices start, start+1, ... without end; ``start`` is the run's data position."""
+
+    def __init__(self, start: int = 0):
+        self.start = int(start)
+
+    def __iter__(self) -> Iterator[int]:
+        index = self.start
+        while True:
+            yield index
+            index += 1
+
+
+def worker_init(_worker_id: int) -> None:
+    # Ctrl-C reaches the whole process group. Workers ignore it, so the main process can finish
+    # the current step and write last.pt while the workers are still there to be shut down.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # One thread per worker: the workers are the parallelism; nested thread pools only contend.
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)

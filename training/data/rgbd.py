@@ -1,0 +1,164 @@
+"""Clear RGB + metric depth, hazed on the fly with the ASM. Layouts found anywhere below the path:
+
+* Middlebury 2014 scene folder: ``im0.png``, ``disp0GT.pfm`` (or ``disp0.pfm``), ``calib.txt``;
+  depth Z[mm] = baseline * f / (d + doffs), f = cam0[0][0]; unknown disparity (inf) -> NaN.
+  Variants of one scene (``PianoL`` of ``Piano``, ``PlaytableP``, ``MotorcycleE``: other
+  lighting, rectification or exposure) are one scene, so they never straddle a split.
+* Frame folder: ``color/`` + ``depth/`` with matching file names (NYU, ICL-NUIM, Redwood style).
+* Side-by-side files: ``N.png`` + ``N_depth.png`` (TUM style) or ``X_color.*`` + ``X_depth.*``.
+
+16-bit depth is multiplied by ``depth_scales[<folder name>]`` (else ``depth_scale``), 0 = hole;
+``.npy``/``.pfm`` depth is metres. A scene is a Middlebury scene or a whole frame folder (frames
+of one sequence see the same room, so they share a split). Folders with images but none of
+these layouts (e.g. Middlebury 2001-2006 with relative disparity only) are skipped and reported.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from training.config import SourceConfig
+from training.data.common import (DataSource, LruCache, Sample, is_excluded, random_crop,
+                                  require_folder, resize_max_side, split_scenes, stable_seed,
+                                  synthesize_random_haze, to_float)
+from training.data.io import (DEPTH_EXTENSIONS, IMAGE_EXTENSIONS, DataError, middlebury_depth_m,
+                              read_depth_m, read_middlebury_calib, read_pfm, read_rgb)
+
+MIDDLEBURY_VARIANT_SUFFIXES = ("E", "L", "P")
+
+
+@dataclass(frozen=True)
+class RgbdItem:
+    color: Path
+    depth: Path
+    calib: Path | None      # Middlebury: depth is disparity, converted with calib.txt
+    depth_scale: float      # metres per unit for 16-bit depth images
+    scene: str
+    name: str
+
+
+def _files_by_stem(folder: Path, extensions: tuple[str, ...]) -> dict[str, Path]:
+    return {p.stem: p for p in sorted(folder.iterdir()) if p.is_file() and p.suffix.lower() in extensions}
+
+
+def scan_rgbd_folder(root: Path, config: SourceConfig, source_name: str) -> tuple[list[RgbdItem], list[str]]:
+    """All RGB-D pairs below ``root`` and the folders that had images but no recognised layout."""
+    require_folder(root, source_name, "RGB-D folder")
+    middlebury: list[tuple[str, Path]] = []
+    items: list[RgbdItem] = []
+    skipped: list[str] = []
+    for folder_str, subfolders, files in os.walk(root):
+        folder = Path(folder_str)
+        relative = folder.relative_to(root).as_posix()
+        if relative != "." and is_excluded(relative, config.exclude):
+            subfolders[:] = []
+            continue
+        subfolders.sort()
+        names = set(files)
+        scale = config.depth_scales.get(folder.name, config.depth_scale)
+        disparity = next((n for n in ("disp0GT.pfm", "disp0.pfm") if n in names), None)
+        if "calib.txt" in names and "im0.png" in names and disparity:
+            middlebury.append((folder.name, folder))
+            continue
+        if "color" in subfolders and "depth" in subfolders:
+            colors = _files_by_stem(folder / "color", IMAGE_EXTENSIONS)
+            depths = _files_by_stem(folder / "depth", DEPTH_EXTENSIONS)
+            for stem in sorted(set(colors) & set(depths)):
+                items.append(RgbdItem(colors[stem], depths[stem], None, scale, folder.name,
+                                      f"{folder.name}/{stem}"))
+            subfolders[:] = [s for s in subfolders if s not in ("color", "depth")]
+            continue
+        by_stem = {Path(n).stem: folder / n for n in sorted(files)
+                   if Path(n).suffix.lower() in IMAGE_EXTENSIONS + DEPTH_EXTENSIONS}
+        found = 0
+        for stem, path in sorted(by_stem.items()):
+            if not stem.endswith("_depth"):
+                continue
+            base = stem[: -len("_depth")]
+            color = by_stem.get(base) or by_stem.get(f"{base}_color")
+            if color is not None and color.suffix.lower() in IMAGE_EXTENSIONS:
+                items.append(RgbdItem(color, path, None, scale, folder.name, f"{folder.name}/{base}"))
+                found += 1
+        if not found and any(Path(n).suffix.lower() in IMAGE_EXTENSIONS for n in files):
+            skipped.append(relative)
+    variants = {name for name, _ in middlebury}
+    for name, folder in middlebury:
+        disparity = "disp0GT.pfm" if (folder / "disp0GT.pfm").is_file() else "disp0.pfm"
+        items.append(RgbdItem(folder / "im0.png", folder / disparity, folder / "calib.txt", 1.0,
+                              middlebury_scene(name, variants), name))
+    return items, skipped
+
+
+def middlebury_scene(name: str, all_names: set[str]) -> str:
+    """``PianoL`` -> ``Piano`` when ``Piano`` exists too: variants of one scene are one scene."""
+    if name and name[-1] in MIDDLEBURY_VARIANT_SUFFIXES and name[:-1] in all_names:
+        return name[:-1]
+    return name
+
+
+def load_rgbd_item(item: RgbdItem) -> tuple[np.ndarray, np.ndarray]:
+    color = read_rgb(item.color)
+    if item.calib is not None:
+        depth = middlebury_depth_m(read_pfm(item.depth), read_middlebury_calib(item.calib))
+    else:
+        depth = read_depth_m(item.depth, item.depth_scale)
+    if depth.shape != color.shape[:2]:
+        raise DataError(f"depth {item.depth} is {depth.shape[1]}x{depth.shape[0]} but colour "
+                        f"{item.color} is {color.shape[1]}x{color.shape[0]}: they must be registered "
+                        "and the same size")
+    return color, depth
+
+
+class RgbdSource(DataSource):
+    kind = "rgbd"
+    has_depth = True
+
+    def __init__(self, name: str, config: SourceConfig, split: str, root: Path, cache_items: int = 64):
+        super().__init__(name, config, split)
+        all_items, self.skipped = scan_rgbd_folder(root, config, name)
+        if not all_items:
+            raise DataError(f"data source '{name}': no RGB-D pairs below {root} (expected Middlebury "
+                            "2014 scene folders, color/ + depth/ folders, or N.png + N_depth.png files)")
+        raw_names = {item.name: item.scene for item in all_items if item.calib is not None}
+
+        def canonical(scene: str) -> str:
+            return raw_names.get(scene, scene)
+        assignment = split_scenes([item.scene for item in all_items], config, name, canonical)
+        self.items = [item for item in all_items if item.scene in assignment[split]]
+        self._cache = LruCache(cache_items)
+
+    def scenes(self) -> list[str]:
+        return sorted({item.scene for item in self.items})
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def _load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        return self._cache.get(index, lambda: load_rgbd_item(self.items[index]))
+
+    def train_sample(self, rng: np.random.Generator, crop: int) -> Sample:
+        index = int(rng.integers(len(self.items)))
+        color, depth = self._load(index)
+        (color,), depth = random_crop([color], depth, crop, self.config.scale_range, rng)
+        clear = to_float(color)
+        hazy = synthesize_random_haze(clear, depth, self.config.haze, rng)
+        return Sample(hazy, clear, depth, True, f"{self.name}/{self.items[index].name}")
+
+    def eval_sample(self, index: int, max_side: int, seed: int = 0) -> Sample:
+        color, depth = self._load(index)
+        clear = to_float(resize_max_side(color, max_side))
+        depth = resize_max_side(depth, max_side, is_depth=True)
+        item = self.items[index]
+        rng = np.random.default_rng(stable_seed(seed, self.name, item.name))
+        hazy = synthesize_random_haze(clear, depth, self.config.haze, rng)
+        return Sample(hazy, clear, depth, True, f"{self.name}/{item.name}")
+
+    def describe(self) -> str:
+        text = super().describe()
+        if self.skipped:
+            text += f"; skipped (no metric RGB-D layout): {', '.join(self.skipped[:5])}"
+            text += f" and {len(self.skipped) - 5} more" if len(self.skipped) > 5 else ""
+        return text

@@ -1,0 +1,188 @@
+"""RGB + registered depth from rosbag2 recordings (sqlite3 or MCAP), read with ``rosbags``.
+
+The path is one bag folder (with ``metadata.yaml``) or a folder of bag folders; each bag is one
+scene for the train/val/test split. Colour: ``sensor_msgs/Image`` (rgb8, bgr8, mono8, ...) or
+``CompressedImage`` (jpeg/png). Depth: ``sensor_msgs/Image`` 32FC1 in metres or 16UC1 in
+millimetres (REP-118), registered to the colour camera (same size), e.g. a RealSense
+``aligned_depth_to_color`` topic. Pairs are matched by header stamp within ``max_time_diff_s``.
+
+Frames are read once, when the source is built, and kept losslessly compressed in memory (PNG for
+colour, zlib for float depth): random access during training without re-reading the bag.
+"""
+from __future__ import annotations
+
+import zlib
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from dehaze_ros.image_conversion import (ImageConversionError, compressed_to_numpy, image_to_numpy,
+                                         to_rgb8)
+from training.config import SourceConfig
+from training.data.common import (DataSource, LruCache, Sample, random_crop, require_folder,
+                                  resize_max_side, split_scenes, stable_seed,
+                                  synthesize_random_haze, to_float)
+from training.data.io import DataError
+
+IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
+PENDING_WINDOW_NS = 1_000_000_000   # unmatched messages older than this are dropped
+
+
+@dataclass(frozen=True)
+class BagFrame:
+    color_png: bytes
+    depth_zlib: bytes
+    height: int
+    width: int
+    scene: str
+    name: str
+
+    def decode(self) -> tuple[np.ndarray, np.ndarray]:
+        bgr = cv2.imdecode(np.frombuffer(self.color_png, np.uint8), cv2.IMREAD_COLOR)
+        depth = np.frombuffer(zlib.decompress(self.depth_zlib), np.float32).reshape(self.height, self.width)
+        return np.ascontiguousarray(bgr[..., ::-1]), depth.copy()
+
+
+def find_bags(path: Path, source_name: str) -> list[Path]:
+    require_folder(path, source_name, "rosbag2 path")
+    if (path / "metadata.yaml").is_file():
+        return [path]
+    bags = sorted(p.parent for p in path.glob("*/metadata.yaml"))
+    if not bags:
+        raise DataError(f"data source '{source_name}': {path} is neither a rosbag2 folder (with "
+                        "metadata.yaml) nor a folder of them")
+    return bags
+
+
+def _stamp_ns(msg, bag_time_ns: int) -> int:
+    header = getattr(msg, "header", None)
+    if header is not None:
+        stamp = int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+        if stamp > 0:
+            return stamp
+    return bag_time_ns  # drivers that leave the stamp empty: the recording time is all we have
+
+
+def decode_color(msg, msgtype: str) -> np.ndarray:
+    if msgtype.endswith("CompressedImage"):
+        image, encoding = compressed_to_numpy(msg)
+    else:
+        image, encoding = image_to_numpy(msg), msg.encoding
+    return to_rgb8(image, encoding)
+
+
+def decode_depth_m(msg, msgtype: str, topic: str) -> np.ndarray:
+    if msgtype.endswith("CompressedImage"):
+        raise DataError(f"depth topic {topic} is a CompressedImage (compressedDepth); record the raw "
+                        "depth topic (sensor_msgs/Image 32FC1 or 16UC1) instead")
+    image = image_to_numpy(msg)
+    if msg.encoding == "32FC1":
+        depth = image.astype(np.float32)
+    elif msg.encoding in ("16UC1", "mono16"):
+        depth = image.astype(np.float32) / 1000.0  # REP-118: 16-bit depth is millimetres
+    else:
+        raise DataError(f"depth topic {topic} has encoding {msg.encoding!r}; expected 32FC1 (metres) "
+                        "or 16UC1 (millimetres)")
+    depth = np.array(depth, dtype=np.float32)
+    depth[~np.isfinite(depth) | (depth <= 0)] = np.nan
+    return depth
+
+
+def read_bag_frames(bag: Path, config: SourceConfig, source_name: str) -> list[BagFrame]:
+    """Colour/depth pairs of one bag, matched by stamp, thinned by ``stride``, capped by ``max_frames``."""
+    from rosbags.rosbag2 import Reader
+    from rosbags.typesys import Stores, get_typestore
+
+    typestore = get_typestore(Stores.ROS2_HUMBLE)
+    frames: list[BagFrame] = []
+    pending = {"color": deque(), "depth": deque()}
+    pair_count = 0
+    with Reader(bag) as reader:
+        by_topic = {conn.topic: conn for conn in reader.connections}
+        for role, topic in (("color", config.color_topic), ("depth", config.depth_topic)):
+            conn = by_topic.get(topic)
+            if conn is None or conn.msgtype not in IMAGE_TYPES:
+                image_topics = sorted(t for t, c in by_topic.items() if c.msgtype in IMAGE_TYPES)
+                raise DataError(f"data source '{source_name}': bag {bag} has no image topic {topic!r} "
+                                f"({role}_topic); its image topics: {', '.join(image_topics) or 'none'}")
+        connections = [by_topic[config.color_topic], by_topic[config.depth_topic]]
+        tolerance_ns = int(config.max_time_diff_s * 1e9)
+        for conn, bag_time, raw in reader.messages(connections=connections):
+            role = "color" if conn.topic == config.color_topic else "depth"
+            msg = typestore.deserialize_cdr(raw, conn.msgtype)
+            try:
+                image = (decode_color(msg, conn.msgtype) if role == "color"
+                         else decode_depth_m(msg, conn.msgtype, conn.topic))
+            except ImageConversionError as exc:
+                raise DataError(f"bag {bag}, topic {conn.topic}: {exc}") from exc
+            stamp = _stamp_ns(msg, bag_time)
+            other = pending["depth" if role == "color" else "color"]
+            while other and other[0][0] < stamp - PENDING_WINDOW_NS:
+                other.popleft()
+            match = min(range(len(other)), key=lambda i: abs(other[i][0] - stamp), default=None)
+            if match is None or abs(other[match][0] - stamp) > tolerance_ns:
+                pending[role].append((stamp, image))
+                continue
+            _, partner = other[match]
+            for _ in range(match + 1):  # the partner and anything older cannot pair any more
+                other.popleft()
+            color, depth = (image, partner) if role == "color" else (partner, image)
+            if depth.shape != color.shape[:2]:
+                raise DataError(f"bag {bag}: depth {config.depth_topic} is {depth.shape[1]}x"
+                                f"{depth.shape[0]} but colour {config.color_topic} is "
+                                f"{color.shape[1]}x{color.shape[0]}; use a depth topic registered "
+                                "to the colour camera (e.g. aligned_depth_to_color)")
+            pair_count += 1
+            if (pair_count - 1) % config.stride:
+                continue
+            ok, png = cv2.imencode(".png", np.ascontiguousarray(color[..., ::-1]))
+            frames.append(BagFrame(png.tobytes(), zlib.compress(depth.tobytes(), 1), depth.shape[0],
+                                   depth.shape[1], bag.name, f"{bag.name}/{stamp}"))
+            if config.max_frames and len(frames) >= config.max_frames:
+                break
+    return frames
+
+
+class Rosbag2Source(DataSource):
+    kind = "rosbag2"
+    has_depth = True
+
+    def __init__(self, name: str, config: SourceConfig, split: str, root: Path, cache_items: int = 64):
+        super().__init__(name, config, split)
+        bags = find_bags(root, name)
+        assignment = split_scenes([bag.name for bag in bags], config, name)
+        self.frames: list[BagFrame] = []
+        for bag in bags:
+            if bag.name in assignment[split]:
+                self.frames.extend(read_bag_frames(bag, config, name))
+        self._cache = LruCache(cache_items)
+        if assignment[split] and not self.frames:
+            raise DataError(f"data source '{name}': no colour/depth pairs within "
+                            f"{config.max_time_diff_s} s in {', '.join(sorted(assignment[split]))}; "
+                            "check the topics and max_time_diff_s")
+
+    def scenes(self) -> list[str]:
+        return sorted({frame.scene for frame in self.frames})
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def train_sample(self, rng: np.random.Generator, crop: int) -> Sample:
+        index = int(rng.integers(len(self.frames)))
+        color, depth = self._cache.get(index, self.frames[index].decode)
+        (color,), depth = random_crop([color], depth, crop, self.config.scale_range, rng)
+        clear = to_float(color)
+        hazy = synthesize_random_haze(clear, depth, self.config.haze, rng)
+        return Sample(hazy, clear, depth, True, f"{self.name}/{self.frames[index].name}")
+
+    def eval_sample(self, index: int, max_side: int, seed: int = 0) -> Sample:
+        frame = self.frames[index]
+        color, depth = self._cache.get(index, frame.decode)
+        clear = to_float(resize_max_side(color, max_side))
+        depth = resize_max_side(depth, max_side, is_depth=True)
+        rng = np.random.default_rng(stable_seed(seed, self.name, frame.name))
+        hazy = synthesize_random_haze(clear, depth, self.config.haze, rng)
+        return Sample(hazy, clear, depth, True, f"{self.name}/{frame.name}")
