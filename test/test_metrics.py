@@ -1,0 +1,120 @@
+"""Metrics against values worked out by hand, and the properties the losses rely on."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from training import losses
+from training.metrics import depth_metrics, psnr, ssim
+
+
+def test_psnr_of_a_known_error():
+    target = np.full((8, 8, 3), 0.5)
+    assert psnr(target + 0.1, target) == pytest.approx(20.0)          # MSE 0.01
+    assert psnr(target, target) == math.inf
+    assert psnr(np.full((4, 4, 3), 255, np.uint8), np.zeros((4, 4, 3), np.uint8)) == pytest.approx(0.0)
+
+
+def test_ssim_of_identical_shifted_and_unrelated_images():
+    rng = np.random.default_rng(0)
+    image = rng.uniform(0, 1, (32, 32, 3))
+    assert ssim(image, image) == pytest.approx(1.0)
+    # Constant images differing by a shift: only the luminance term remains,
+    # (2 * 0.5 * 0.6 + C1) / (0.5^2 + 0.6^2 + C1) with C1 = 0.01^2.
+    c1 = 1e-4
+    assert ssim(np.full((16, 16, 3), 0.6), np.full((16, 16, 3), 0.5)) == pytest.approx(
+        (0.6 + c1) / (0.61 + c1), rel=1e-9)
+    assert ssim(image, rng.uniform(0, 1, (32, 32, 3))) < 0.1
+
+
+def test_depth_metrics_known_values_and_median_scaling():
+    target = np.array([[1.0, 2.0], [4.0, np.nan]])
+    pred = np.array([[2.0, 4.0], [8.0, 1.0]])   # twice too far everywhere
+    metrics = depth_metrics(pred, target)
+    assert metrics["valid_fraction"] == pytest.approx(0.75)
+    assert metrics["abs_rel"] == pytest.approx(1.0)
+    assert metrics["rmse"] == pytest.approx(math.sqrt((1 + 4 + 16) / 3))
+    assert metrics["delta1"] == 0.0
+    assert metrics["abs_rel_median"] == pytest.approx(0.0, abs=1e-12)   # right up to scale
+    assert metrics["delta1_median"] == 1.0 and metrics["median_scale"] == pytest.approx(0.5)
+    no_valid = depth_metrics(pred, np.full((2, 2), np.nan))
+    assert math.isnan(no_valid["abs_rel"]) and no_valid["valid_fraction"] == 0.0
+    clipped = depth_metrics(pred, target, max_m=3.0)                      # 4 m is out of range
+    assert clipped["valid_fraction"] == pytest.approx(0.5)
+
+
+def test_torch_ssim_loss_matches_the_metric():
+    rng = np.random.default_rng(1)
+    a, b = rng.uniform(0, 1, (24, 20, 3)), rng.uniform(0, 1, (24, 20, 3))
+    ta = torch.from_numpy(a.transpose(2, 0, 1))[None]
+    tb = torch.from_numpy(b.transpose(2, 0, 1))[None]
+    assert float(losses.ssim(ta, tb)[0]) == pytest.approx(ssim(a, b), rel=1e-9)
+
+
+def test_dehazing_difference_weights_are_normalised_and_peak_at_the_largest_error():
+    clear = torch.zeros(2, 3, 8, 8)
+    dehazed = torch.zeros(2, 3, 8, 8)
+    dehazed[0, :, 2, 5] = 0.6      # the worst pixel of image 0
+    dehazed[0, 0, 6, 1] = 0.3
+    dehazed[1, 1, 4, 4] = 0.2
+    mask = torch.ones(2, 1, 8, 8, dtype=torch.bool)
+    mask[1, :, 0, :] = False
+    weights = losses.dehazing_difference_weights(dehazed, clear, mask, temperature=0.1)
+    assert weights.shape == (2, 1, 8, 8)
+    torch.testing.assert_close(weights.flatten(1).sum(1), torch.ones(2))
+    assert weights[0, 0].argmax() == 2 * 8 + 5
+    assert weights[0, 0, 2, 5] > weights[0, 0, 6, 1] > weights[0, 0, 0, 0]
+    assert weights[1, 0, 4, 4] == weights[1].max() and (weights[1, 0, 0] == 0).all()
+    # The literal paper setting (T = 1): still a distribution with the same order, only flatter.
+    flat = losses.dehazing_difference_weights(dehazed, clear, mask, temperature=1.0)
+    torch.testing.assert_close(flat.flatten(1).sum(1), torch.ones(2))
+    assert flat[0, 0].argmax() == 2 * 8 + 5 and flat[0, 0, 2, 5] < weights[0, 0, 2, 5]
+
+
+def test_depth_loss_ignores_invalid_targets_without_nan_gradients():
+    pred = torch.full((2, 1, 4, 4), 3.0, requires_grad=True)
+    target = torch.full((2, 1, 4, 4), 3.0)
+    target[0, 0, 0, 0] = float("nan")
+    target[0, 0, 0, 1] = float("inf")
+    target[0, 0, 0, 2] = 0.0
+    target[1] = float("nan")                   # an image without any depth
+    mask = losses.valid_depth_mask(target, 0.1, 80.0)
+    assert int(mask.sum()) == 13
+    loss, parts = losses.depth_loss(pred, target, mask, 1.0, 1.0, 0.85)
+    loss.backward()
+    assert torch.isfinite(pred.grad).all()
+    assert float(parts["depth_l1"].detach()) == 0 and float(parts["depth_silog"].detach()) < 1e-3
+    empty, parts = losses.depth_loss(pred, target, torch.zeros_like(mask), 1.0, 1.0, 0.85)
+    assert float(empty.detach()) == 0.0 and parts == {}
+
+
+def test_silog_keeps_part_of_a_global_scale_error():
+    target = torch.rand(1, 1, 6, 6) * 5 + 1
+    mask = torch.ones_like(target, dtype=torch.bool)
+    exact, _ = losses.depth_loss(target.clone(), target, mask, 0.0, 1.0, 0.85)
+    scaled, _ = losses.depth_loss(target * 2, target, mask, 0.0, 1.0, 0.85)
+    invariant, _ = losses.depth_loss(target * 2, target, mask, 0.0, 1.0, 1.0)
+    assert float(exact) < 1e-3 and float(invariant) < 1e-3
+    assert float(scaled) == pytest.approx(math.sqrt(0.15) * math.log(2), rel=1e-4)
+
+
+def test_depth_perception_loss_weights_the_wrong_regions_and_reaches_the_prediction():
+    target = torch.full((1, 1, 4, 4), 2.0)
+    depth_of_dehazed = torch.full((1, 1, 4, 4), 2.0, requires_grad=True)
+    with torch.no_grad():
+        depth_of_dehazed[0, 0, 1, 1] = 4.0   # one region geometrically wrong
+    mask = torch.ones_like(target, dtype=torch.bool)
+    loss, weights = losses.depth_perception_loss(depth_of_dehazed, target, mask, temperature=0.1)
+    loss.backward()
+    assert weights[0, 0].argmax() == 5 and float(weights.sum()) == pytest.approx(1.0)
+    assert float(loss.detach()) > math.log(2) / 16          # more than the plain mean of the difference
+    assert depth_of_dehazed.grad[0, 0, 1, 1] > 0 and depth_of_dehazed.grad.abs().sum() > 0
+
+
+def test_cosine_schedule_warms_up_then_decays_to_the_floor():
+    values = [losses.cosine_with_warmup(step, 100, 10, 0.01) for step in range(101)]
+    assert values[0] == pytest.approx(0.1) and values[9] == pytest.approx(1.0)
+    assert max(values) == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(values[10:], values[11:]))
+    assert values[100] == pytest.approx(0.01)

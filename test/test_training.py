@@ -1,0 +1,300 @@
+"""The training loop on tiny procedural data (CPU): learning, alternation, resume, run folder, errors."""
+import os
+import signal
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from dehaze_ros.checkpoint import save_checkpoint
+from training import losses
+from training.config import load_config
+from training.train import Trainer, TrainingError, load_training_file, main, prepare
+
+SMOKE = Path(__file__).resolve().parent.parent / "config" / "train" / "smoke.yaml"
+QUIET = dict(log=lambda message: None)
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny networks gain nothing from threads, and on a shared 2-core machine a second OpenMP
+    thread that spins while another process holds the core made a step 100x slower here."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+
+def tiny_config(tmp_path, *overrides):
+    """The shipped smoke config (tiny diacmpn-rt variant, 32 px crops, CPU), redirected to tmp_path."""
+    return load_config(SMOKE, [f"train.out_dir={tmp_path}", *overrides])
+
+
+def parameters(module):
+    return {name: value.detach().clone() for name, value in module.state_dict().items()}
+
+
+def same(first, second):
+    return all(torch.equal(first[name], second[name]) for name in first)
+
+
+def fixed_batch(trainer, count=8):
+    samples = [trainer.dataset[10_000 + index] for index in range(count)]
+    return {key: torch.stack([sample[key] for sample in samples]) for key in samples[0]}
+
+
+@torch.no_grad()
+def held_out_losses(trainer, batch):
+    dehazed = trainer.dehazer(batch["hazy"]).clamp(0, 1)
+    mask = losses.valid_depth_mask(batch["depth"], 0.1, 80.0)
+    depth_loss, _ = losses.depth_loss(trainer.depth_net(dehazed), batch["depth"], mask, 0.1, 1.0, 0.85)
+    return float((dehazed - batch["clear"]).abs().mean()), float(depth_loss)
+
+
+def test_a_few_dozen_steps_lower_the_dehazing_and_depth_losses(tmp_path):
+    trainer = Trainer(tiny_config(tmp_path, "train.steps=40", "optim.lr_dehazer=2e-3", "optim.lr_depth=2e-3"),
+                      tmp_path / "run", **QUIET)
+    batch = fixed_batch(trainer)
+    l1_before, depth_before = held_out_losses(trainer, batch)
+    iterator = iter(trainer._loader())
+    for _ in range(40):
+        trainer.train_step(next(iterator))
+    l1_after, depth_after = held_out_losses(trainer, batch)
+    assert l1_after < 0.85 * l1_before
+    assert depth_after < 0.85 * depth_before
+    trainer.close()
+
+
+def test_alternating_steps_never_change_the_frozen_network(tmp_path):
+    trainer = Trainer(tiny_config(tmp_path), tmp_path / "run", **QUIET)
+    batch = fixed_batch(trainer, 4)
+    hazy, clear, depth = batch["hazy"], batch["clear"], batch["depth"]
+    mask = losses.valid_depth_mask(depth, 0.1, 80.0)
+    dehazer_before, depth_before = parameters(trainer.dehazer), parameters(trainer.depth_net)
+
+    dehazed, out = trainer.dehazer_step(hazy, clear, depth, mask)
+    assert {"dehazer/l1", "dehazer/ssim", "dehazer/depth_perception", "dehazer/branch_depth"} <= set(out.losses)
+    assert same(depth_before, parameters(trainer.depth_net))          # E frozen in D's step
+    assert not same(dehazer_before, parameters(trainer.dehazer))
+    assert all(p.grad is None for p in trainer.depth_net.parameters())
+    assert not dehazed.requires_grad
+
+    dehazer_after = parameters(trainer.dehazer)
+    out = trainer.depth_step(dehazed, clear, depth, mask)
+    assert {"depth/weighted_depth_silog", "depth/depth_silog"} <= set(out.losses)
+    assert same(dehazer_after, parameters(trainer.dehazer))           # D frozen in E's step
+    assert not same(depth_before, parameters(trainer.depth_net))
+    trainer.close()
+
+
+def test_joint_schedule_updates_both_networks_from_one_summed_loss(tmp_path):
+    trainer = Trainer(tiny_config(tmp_path, "train.schedule=joint"), tmp_path / "run", **QUIET)
+    dehazer_before, depth_before = parameters(trainer.dehazer), parameters(trainer.depth_net)
+    out = trainer.train_step(fixed_batch(trainer, 4))
+    assert {"joint/total", "joint/depth_weighted", "joint/depth_perception"} <= set(out.losses)
+    assert not same(dehazer_before, parameters(trainer.dehazer))
+    assert not same(depth_before, parameters(trainer.depth_net))
+    trainer.close()
+
+
+def test_switching_terms_off_reproduces_the_ablations(tmp_path):
+    trainer = Trainer(tiny_config(tmp_path, "loss.depth_perception=0", "loss.branch_depth=0",
+                                  "loss.depth_weighted=0"), tmp_path / "run", **QUIET)
+    out = trainer.train_step(fixed_batch(trainer, 4))
+    assert "dehazer/depth_perception" not in out.losses and "dehazer/branch_depth" not in out.losses
+    assert "depth/weighted_depth_silog" not in out.losses and "depth/depth_silog" in out.losses
+    trainer.close()
+
+
+def final_state(run_dir):
+    state = load_training_file(Path(run_dir) / "last.pt")
+    return {key: state[key] for key in ("step", "dehazer", "depth_net", "ema_dehazer", "ema_depth_net",
+                                        "optimizer_dehazer", "optimizer_depth", "scheduler_dehazer", "rng")}
+
+
+def assert_identical(first, second, path="state"):
+    if isinstance(first, torch.Tensor):
+        assert torch.equal(first, second), f"{path} differs"
+    elif isinstance(first, dict):
+        assert first.keys() == second.keys(), f"{path} keys differ"
+        for key in first:
+            assert_identical(first[key], second[key], f"{path}.{key}")
+    elif isinstance(first, (list, tuple)):
+        assert len(first) == len(second), f"{path} lengths differ"
+        for index, (a, b) in enumerate(zip(first, second)):
+            assert_identical(a, b, f"{path}[{index}]")
+    else:
+        assert first == second, f"{path}: {first!r} != {second!r}"
+
+
+def test_resume_after_ctrl_c_continues_bit_identically(tmp_path):
+    overrides = ("train.steps=10", "train.checkpoint_every=3", "train.val_every=5", "train.image_every=4")
+    straight = Trainer(tiny_config(tmp_path, *overrides), tmp_path / "straight", **QUIET)
+    straight.fit()
+    straight.close()
+
+    def press_ctrl_c(trainer):
+        if trainer.step == 4:
+            os.kill(os.getpid(), signal.SIGINT)   # the real signal, through the real handler
+    interrupted = Trainer(tiny_config(tmp_path, *overrides), tmp_path / "interrupted", **QUIET)
+    summary = interrupted.fit(on_step=press_ctrl_c)
+    interrupted.close()
+    assert summary["step"] == 4 and summary["reason"].startswith("stopped")
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler    # handler put back
+    assert load_training_file(tmp_path / "interrupted" / "last.pt")["step"] == 4
+
+    messages = []
+    resumed = prepare(None, [], str(tmp_path / "interrupted"), None, log=messages.append)
+    assert resumed.step == 4 and "resumed at step 4" in messages
+    resumed.fit()
+    resumed.close()
+    assert_identical(final_state(tmp_path / "straight"), final_state(tmp_path / "interrupted"))
+
+
+def test_run_folder_holds_config_states_and_tensorboard_logs(tmp_path):
+    config = tiny_config(tmp_path, "train.steps=6", "train.val_every=3", "train.image_every=3",
+                         "train.log_every=2", "train.run_name=logged")
+    trainer = Trainer(config, tmp_path / "logged", **QUIET)
+    trainer.fit()
+    trainer.close()
+    run = tmp_path / "logged"
+    assert load_config(run / "config.yaml").to_dict() == config.to_dict()
+    last = torch.load(run / "last.pt", weights_only=True)
+    best = torch.load(run / "best.pt", weights_only=True)
+    assert last["step"] == 6 and "optimizer_depth" in last and "rng" in last
+    assert "optimizer_dehazer" not in best and best["best"]["metric"] == "psnr"
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = EventAccumulator(str(run / "tb"), size_guidance={"images": 0, "scalars": 0}).Reload()
+    scalars = set(events.Tags()["scalars"])
+    assert {"train/dehazer/l1", "train/depth/depth_silog", "val/psnr", "val/abs_rel", "perf/images_per_s",
+            "perf/data_wait_share", "train/lr_dehazer"} <= scalars
+    images = events.Tags()["images"]
+    assert len(images) == 1
+    grid = events.Images(images[0])[-1]
+    decoded = cv2.imdecode(np.frombuffer(grid.encoded_image_string, np.uint8), cv2.IMREAD_COLOR)
+    assert decoded.shape[1] > 7 * 32          # seven tiles side by side
+    with pytest.raises(TrainingError, match="already holds a run"):
+        prepare(str(SMOKE), [f"train.out_dir={tmp_path}", "train.run_name=logged"], None, None, **QUIET)
+
+
+def write_reside_without_depth(root):
+    rng = np.random.default_rng(0)
+    for scene in ("1", "2", "3"):
+        clear = cv2.resize(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8), (64, 48))
+        (root / "GT").mkdir(parents=True, exist_ok=True)
+        (root / "hazy").mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(root / "GT" / f"{scene}.png"), clear)
+        cv2.imwrite(str(root / "hazy" / f"{scene}_1.png"), (clear * 0.6 + 90).astype(np.uint8))
+
+
+def test_without_depth_the_depth_terms_are_off_and_the_run_says_so(tmp_path):
+    write_reside_without_depth(tmp_path / "its")
+    messages = []
+    config = tiny_config(tmp_path, f"data.root={tmp_path}", "data.sources.procedural=null",
+                         "data.sources.its={kind: reside, path: its, val_scenes: ['3']}")
+    trainer = Trainer(config, tmp_path / "run", log=messages.append)
+    assert any("depth supervision OFF" in message for message in messages)
+    depth_before = parameters(trainer.depth_net)
+    out = trainer.train_step(next(iter(trainer._loader())))
+    assert set(out.losses) == {"dehazer/l1", "dehazer/ssim", "dehazer/total", "dehazer/grad_norm"}
+    assert same(depth_before, parameters(trainer.depth_net))
+    trainer.close()
+
+
+def test_a_teacher_checkpoint_supplies_depth_targets_for_data_without_depth(tmp_path):
+    write_reside_without_depth(tmp_path / "its")
+    donor = Trainer(tiny_config(tmp_path), tmp_path / "donor", **QUIET)
+    teacher_path = tmp_path / "teacher.pt"
+    save_checkpoint(teacher_path, model_config=donor.model_config.to_dict(),
+                    dehazer_state=donor.dehazer.state_dict(), depth_net_state=donor.depth_net.state_dict(),
+                    depth_units="meters")
+    donor.close()
+    messages = []
+    config = tiny_config(tmp_path, f"data.root={tmp_path}", "data.sources.procedural=null",
+                         "data.sources.its={kind: reside, path: its}", f"depth.teacher_checkpoint={teacher_path}")
+    trainer = Trainer(config, tmp_path / "run", log=messages.append)
+    assert any("its: depth from the teacher" in message for message in messages)
+    batch = next(iter(trainer._loader()))
+    assert not batch["has_depth"].any() and torch.isnan(batch["depth"]).all()
+    targets = trainer._depth_targets(batch["clear"], batch["depth"], batch["has_depth"])
+    assert torch.isfinite(targets).all() and (targets > 0).all()
+    depth_before = parameters(trainer.depth_net)
+    out = trainer.train_step(batch)
+    assert "depth/depth_silog" in out.losses and not same(depth_before, parameters(trainer.depth_net))
+    trainer.close()
+
+
+def test_time_budget_stops_early_with_a_resumable_last_state(tmp_path):
+    messages = []
+    trainer = Trainer(tiny_config(tmp_path, "train.steps=1000", "train.max_minutes=0.0005"),
+                      tmp_path / "run", log=messages.append)
+    summary = trainer.fit()
+    trainer.close()
+    assert summary["reason"].startswith("time budget") and 0 < summary["step"] < 1000
+    assert load_training_file(tmp_path / "run" / "last.pt")["step"] == summary["step"]
+    assert (tmp_path / "run" / "best.pt").exists()
+    assert any(f"--resume {tmp_path / 'run'}" in message for message in messages)
+
+
+def test_command_line_errors_say_what_is_wrong(tmp_path, capsys):
+    def run(*argv):
+        code = main(list(argv))
+        return code, capsys.readouterr().err
+
+    code, err = run("--config", str(SMOKE), "train.stpes=3")
+    assert code == 2 and "unknown config key 'train.stpes'; did you mean 'train.steps'" in err
+    code, err = run("--config", str(SMOKE), "train.steps=many")
+    assert code == 2 and "'train.steps' must be an integer, got 'many'" in err
+    code, err = run("--config", str(SMOKE), "train.schedule=sometimes")
+    assert code == 2 and "train.schedule must be one of ('alternating', 'joint')" in err
+    code, err = run("--config", str(SMOKE), f"data.root={tmp_path}", "data.sources.x={kind: rgbd, path: nowhere}")
+    assert code == 2 and f"{tmp_path / 'nowhere'} does not exist" in err
+    (tmp_path / "empty" / "hazy").mkdir(parents=True)
+    (tmp_path / "empty" / "GT").mkdir()
+    code, err = run("--config", str(SMOKE), f"data.root={tmp_path}", "data.sources.x={kind: reside, path: empty}")
+    assert code == 2 and "no hazy images in" in err
+    if not torch.cuda.is_available():
+        code, err = run("--config", str(SMOKE), "train.device=cuda")
+        assert code == 2 and "CUDA is not available" in err
+    code, err = run("--config", str(SMOKE), "train.precision=bf16")
+    assert code == 2 and "train.precision=bf16 needs a CUDA device" in err
+    code, err = run("--config", str(tmp_path / "missing.yaml"))
+    assert code == 2 and "config file not found" in err
+    code, err = run("--resume", str(tmp_path))
+    assert code == 2 and "needs config.yaml and last.pt" in err
+
+
+def test_resume_refuses_overrides_that_would_change_the_run(tmp_path):
+    trainer = Trainer(tiny_config(tmp_path, "train.steps=2"), tmp_path / "run", **QUIET)
+    trainer.fit()
+    trainer.close()
+    with pytest.raises(ValueError, match="cannot be applied to a resumed run"):
+        prepare(None, ["optim.lr_dehazer=0.1"], str(tmp_path / "run"), None, **QUIET)
+    resumed = prepare(None, ["train.max_minutes=5"], str(tmp_path / "run"), None, **QUIET)
+    assert resumed.config.train.max_minutes == 5 and resumed.step == 2
+    resumed.close()
+
+
+def test_config_inheritance_overrides_and_coercions(tmp_path):
+    t_config = load_config(SMOKE.parent / "diacmpn_t.yaml")
+    rt_config = load_config(SMOKE.parent / "diacmpn_rt.yaml")
+    assert t_config.name == "diacmpn_t" and t_config.model.preset == "diacmpn-t"
+    assert t_config.data.sources == rt_config.data.sources            # inherited data and splits
+    assert t_config.data.batch_size == 8 and rt_config.data.batch_size == 16
+    assert "Recycle" in rt_config.data.sources["rgbd"].test_scenes
+    (tmp_path / "child.yaml").write_text(f"inherit: {SMOKE}\noptim:\n  lr_depth: 1e-4\n")
+    child = load_config(tmp_path / "child.yaml", ["data.sources.extra={kind: procedural, weight: 2}",
+                                                  "data.sources.procedural=null", "train.run_name=2024"])
+    assert child.optim.lr_depth == 1e-4                 # YAML reads "1e-4" as text; still a number
+    assert child.optim.lr_dehazer == 1e-3               # inherited
+    assert list(child.data.sources) == ["extra"] and child.data.sources["extra"].weight == 2.0
+    assert child.train.run_name == "2024"
+    with pytest.raises(ValueError, match="data.sources.procedural.haze.jpeg_prob must lie in"):
+        load_config(tmp_path / "child.yaml", ["data.sources.procedural.haze.jpeg_prob=1.5"])
+    with pytest.raises(ValueError, match="'data.flips' must be true or false"):
+        load_config(tmp_path / "child.yaml", ["data.flips=3"])
+    with pytest.raises(ValueError, match="model: unknown ModelConfig keys"):
+        Trainer(load_config(SMOKE, ["model.overrides={stage_width: 3}"]), tmp_path / "run", **QUIET)

@@ -1,0 +1,129 @@
+"""training.evaluate end to end on sets this test writes: CSV, summary, grids, DCP, leakage warning."""
+import csv
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from dehaze_ros.checkpoint import save_checkpoint
+from dehaze_ros.models import build_dehazer, build_depth_net, get_model_config
+from training.config import load_config
+from training.data.io import write_pfm
+from training.evaluate import main
+from training.metrics import psnr
+from training.train import Trainer
+
+SMOKE = Path(__file__).resolve().parent.parent / "config" / "train" / "smoke.yaml"
+CALIB = "cam0=[300 0 40 ; 0 300 30 ; 0 0 1]\ncam1=[300 0 50 ; 0 300 30 ; 0 0 1]\ndoffs=5\nbaseline=150\n"
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny networks gain nothing from threads, and on a shared 2-core machine a second OpenMP
+    thread that spins while another process holds the core made a step 100x slower here."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+
+def smooth_image(seed, height, width):
+    coarse = np.random.default_rng(seed).integers(0, 256, (6, 8, 3), dtype=np.uint8)
+    return cv2.resize(coarse, (width, height), interpolation=cv2.INTER_LINEAR)
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("evaldata")
+    for scene in ("10", "11"):
+        clear = smooth_image(int(scene), 60, 80)
+        (root / "pairs" / "GT").mkdir(parents=True, exist_ok=True)
+        (root / "pairs" / "hazy").mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(root / "pairs" / "GT" / f"{scene}.png"), clear)
+        cv2.imwrite(str(root / "pairs" / "hazy" / f"{scene}_1.png"), (clear * 0.5 + 110).astype(np.uint8))
+    for index, scene in enumerate(("Alpha", "Beta", "Gamma")):
+        folder = root / "middlebury" / scene
+        folder.mkdir(parents=True)
+        cv2.imwrite(str(folder / "im0.png"), smooth_image(index, 60, 80))
+        disparity = np.tile(np.linspace(10, 40, 80, dtype=np.float32), (60, 1))
+        disparity[:5] = np.inf
+        write_pfm(folder / "disp0GT.pfm", disparity)
+        (folder / "calib.txt").write_text(CALIB)
+    (root / "photos").mkdir()
+    cv2.imwrite(str(root / "photos" / "street.jpg"), smooth_image(9, 90, 120))
+    return root
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    config = get_model_config("diacmpn-rt")
+    path = tmp_path_factory.mktemp("ckpt") / "rt.pt"
+    save_checkpoint(path, model_config=config.to_dict(), dehazer_state=build_dehazer(config).state_dict(),
+                    depth_net_state=build_depth_net(config).state_dict(), depth_units="meters")
+    return path
+
+
+def read_rows(out):
+    with open(out / "per_image.csv") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_model_and_dcp_on_paired_rgbd_and_unpaired_sets(data_root, checkpoint, tmp_path, capsys):
+    out = tmp_path / "eval"
+    code = main(["--checkpoint", str(checkpoint), "--data", str(data_root / "pairs"),
+                 "--data", f"rgbd:{data_root / 'middlebury'}", "--data", str(data_root / "photos"),
+                 "--baseline", "dcp", "--out", str(out), "--max-side", "64", "--device", "cpu"])
+    assert code == 0, capsys.readouterr().err
+    rows = read_rows(out)
+    # (2 pairs + 3 scenes) x (hazy input, model, dcp) + 1 photo x (model, dcp): no GT, no input row
+    assert len(rows) == 17
+    assert {(r["set"], r["method"]) for r in rows} >= {("pairs", "hazy input"), ("pairs", "dcp"),
+                                                       ("middlebury", "model (diacmpn-rt)")}
+    assert all(max(int(r["width"]), int(r["height"])) <= 64 for r in rows)   # --max-side
+    hazy_row = next(r for r in rows if r["set"] == "pairs" and r["image"] == "10_1.png" and r["method"] == "hazy input")
+    def at_64(path):
+        return cv2.resize(cv2.imread(str(path)), (64, 48), interpolation=cv2.INTER_AREA)
+    gt, hazy = at_64(data_root / "pairs" / "GT" / "10.png"), at_64(data_root / "pairs" / "hazy" / "10_1.png")
+    assert float(hazy_row["psnr"]) == pytest.approx(psnr(hazy, gt), abs=1e-3)
+    model_depth = [r for r in rows if r["set"] == "middlebury" and r["method"].startswith("model")]
+    dcp_depth = [r for r in rows if r["set"] == "middlebury" and r["method"] == "dcp"]
+    assert all(r["abs_rel"] and r["abs_rel_median"] and r["depth_units"] == "meters" for r in model_depth)
+    assert all(r["abs_rel"] == "" and r["abs_rel_median"] != "" for r in dcp_depth)   # relative depth
+    photo = [r for r in rows if r["set"] == "photos"]
+    assert len(photo) == 2 and all(r["psnr"] == "" for r in photo)
+    summary = (out / "summary.md").read_text()
+    assert "| set | method | n | PSNR dB |" in summary and "longer side at most 64 px" in summary
+    assert "| middlebury | dcp | 3 |" in summary
+    assert (out / "grids" / "middlebury" / "Alpha.png").is_file()
+    assert (out / "grids" / "photos" / "street.png").is_file()
+
+
+def test_a_run_file_is_exported_on_the_fly_and_training_scenes_are_flagged(data_root, tmp_path, capsys):
+    config = load_config(SMOKE, [f"train.out_dir={tmp_path}", "train.steps=2", f"data.root={data_root}",
+                                 "data.sources.mb={kind: rgbd, path: middlebury, val_scenes: [Gamma]}"])
+    trainer = Trainer(config, tmp_path / "run", log=lambda message: None)
+    trainer.fit()
+    trainer.close()
+    out = tmp_path / "eval"
+    assert main(["--checkpoint", str(tmp_path / "run" / "best.pt"), "--data", f"rgbd:{data_root / 'middlebury'}",
+                 "--out", str(out), "--max-side", "64", "--device", "cpu", "--grids", "0"]) == 0
+    captured = capsys.readouterr().out
+    assert "WARNING" in captured and "Alpha, Beta were used to TRAIN" in captured
+    assert "WARNING" in (out / "summary.md").read_text()
+    assert main(["--checkpoint", str(tmp_path / "run" / "best.pt"), "--data", f"rgbd:{data_root / 'middlebury'}",
+                 "--scenes", "Gamma", "--out", str(tmp_path / "held_out"), "--max-side", "64",
+                 "--device", "cpu", "--grids", "0"]) == 0
+    assert "WARNING" not in capsys.readouterr().out
+    assert len(read_rows(tmp_path / "held_out")) == 2   # Gamma only: hazy input + model
+
+
+def test_bad_arguments_are_reported(data_root, tmp_path, capsys):
+    assert main(["--data", str(data_root / "pairs"), "--out", str(tmp_path)]) == 2
+    assert "nothing to evaluate" in capsys.readouterr().err
+    assert main(["--baseline", "dcp", "--data", str(tmp_path / "nowhere")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["--checkpoint", str(tmp_path / "missing.pt"), "--data", str(data_root / "pairs")]) == 2
+    assert "not found" in capsys.readouterr().err

@@ -1,0 +1,352 @@
+"""Evaluate a checkpoint through the engine the node deploys, optionally beside the DCP baseline.
+
+    python -m training.evaluate --checkpoint dehaze_ros/checkpoints/default.pt \\
+        --data ../shared/data/sots_indoor --data ../shared/data/reside_outdoor \\
+        --data rgbd:../shared/data/rgbd/middlebury2014 --scenes Recycle,Playtable \\
+        --baseline dcp --out eval_output/default
+
+``--data`` (repeatable) is ``[kind:]PATH``; kind is found from the layout when left out:
+  reside  hazy/ + GT/ (or gt/, clear/), optional depth/   (file-name mapping as in training)
+  rgbd    clear RGB + metric depth, hazed with the ASM at a fixed, stated density (``--haze-t``)
+  images  hazy photographs without ground truth: image grids only
+Images are first resized so their longer side is at most ``--max-side`` (INTER_AREA; depth
+nearest) and every metric is computed at that resolution; ``--engine-max-side`` additionally
+runs the networks on a smaller copy, as a deployed node with ``max_side`` does.
+
+Outputs in ``--out``: per_image.csv, summary.md (means per set and method), grids/ (hazy |
+dehazed | DCP | GT | depth | GT depth). Metrics: see training.metrics. The rows "hazy input" score
+the input itself. DCP depth is relative (beta x metres): only its median-scaled depth metrics mean
+anything, the metric ones are left empty. ``--checkpoint`` also takes a run's best.pt/last.pt
+(its EMA weights are exported to a temporary file first).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import math
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import cv2
+import numpy as np
+
+from dehaze_ros.checkpoint import CheckpointError, load_checkpoint
+from dehaze_ros.engine import DehazeEngine, EngineConfig, EngineError
+from training.config import HazeConfig, SourceConfig
+from training.data.common import Sample, no_depth, resize_max_side, to_float
+from training.data.io import DataError, list_images, read_rgb
+from training.metrics import DEPTH_METRICS, depth_metrics, psnr, ssim
+from training.visualize import depth_tile, label_tile, make_grid, rgb_tile
+
+KINDS = ("reside", "rgbd", "images")
+CSV_COLUMNS = ("set", "image", "method", "width", "height", "psnr", "ssim", "abs_rel", "rmse", "delta1",
+               "abs_rel_median", "rmse_median", "delta1_median", "depth_units", "ms")
+
+
+@dataclass
+class EvalSet:
+    name: str
+    kind: str
+    path: Path
+    count: int
+    samples: Iterator[Sample]
+    scenes: list[str] = field(default_factory=list)
+
+
+def detect_kind(path: Path) -> str:
+    from training.data.reside import CLEAR_FOLDER_NAMES, HAZY_FOLDER_NAMES, find_subfolder
+    if find_subfolder(path, HAZY_FOLDER_NAMES) and find_subfolder(path, CLEAR_FOLDER_NAMES):
+        return "reside"
+    if list_images(path) and not any(p.is_dir() for p in path.iterdir()):
+        return "images"
+    return "rgbd"
+
+
+def parse_spec(spec: str) -> tuple[str, Path]:
+    kind, sep, rest = spec.partition(":")
+    if sep and kind in KINDS:
+        path = Path(rest)
+    else:
+        kind, path = "", Path(spec)
+    if not path.exists():
+        raise DataError(f"--data {spec}: {path} does not exist")
+    if not path.is_dir():
+        raise DataError(f"--data {spec}: {path} is not a folder")
+    return kind or detect_kind(path), path
+
+
+def open_set(spec: str, max_side: int, scenes: list[str], haze_t: float, seed: int) -> EvalSet:
+    kind, path = parse_spec(spec)
+    name = path.name
+    if kind == "images":
+        files = list_images(path)
+        if not files:
+            raise DataError(f"--data {spec}: no images in {path}")
+
+        def hazy_only() -> Iterator[Sample]:
+            for file in files:
+                hazy = to_float(resize_max_side(read_rgb(file), max_side))
+                yield Sample(hazy, np.full_like(hazy, np.nan), no_depth(*hazy.shape[:2]), False, file.name)
+        return EvalSet(name, kind, path, len(files), hazy_only())
+    # Evaluation haze is fixed and stated: one density, neutral airlight, no noise or JPEG.
+    haze = HazeConfig(transmission_range=[haze_t, haze_t], airlight_range=[0.9, 0.9], airlight_tint=0.0,
+                      nonhomogeneous_prob=0.0, noise_prob=0.0, jpeg_prob=0.0)
+    source_config = SourceConfig(kind=kind, path=str(path), haze=haze, test_scenes=list(scenes))
+    if kind == "reside":
+        from training.data.reside import ResideSource
+        source = ResideSource(name, source_config, "test" if scenes else "train", path, cache_items=0)
+    else:
+        from training.data.rgbd import RgbdSource
+        source = RgbdSource(name, source_config, "test" if scenes else "train", path, cache_items=0)
+    if len(source) == 0:
+        raise DataError(f"--data {spec}: no images found in {path}")
+
+    def samples() -> Iterator[Sample]:
+        for index in range(len(source)):
+            sample = source.eval_sample(index, max_side, seed)
+            sample.name = sample.name.split("/", 1)[1]
+            yield sample
+    return EvalSet(name, kind, path, len(source), samples(), source.scenes())
+
+
+def finite_depth(depth: np.ndarray, near: float, far: float) -> np.ndarray:
+    """REP-117 range markers back to numbers for scoring: +inf (beyond far) is far, -inf near.
+    Dropping them instead would hide exactly the pixels the model got wrong."""
+    depth = depth.astype(np.float64)
+    depth[np.isposinf(depth)] = far
+    depth[np.isneginf(depth)] = near
+    return depth
+
+
+def score(dehazed: np.ndarray, depth: np.ndarray | None, depth_units: str, sample: Sample,
+          depth_range: tuple[float, float]) -> dict:
+    row: dict = {}
+    if not np.isnan(sample.clear).all():
+        row["psnr"], row["ssim"] = psnr(dehazed, sample.clear), ssim(dehazed, sample.clear)
+    if depth is not None and sample.has_depth:
+        metrics = depth_metrics(finite_depth(depth, *depth_range), sample.depth_m)
+        for key in DEPTH_METRICS:
+            row[f"{key}_median"] = metrics[f"{key}_median"]
+            if depth_units == "meters":
+                row[key] = metrics[key]
+    row["depth_units"] = depth_units if depth is not None else ""
+    return row
+
+
+def summarise(rows: list[dict]) -> list[dict]:
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["set"], row["method"]), []).append(row)
+    summary = []
+    for (set_name, method), members in groups.items():
+        entry = {"set": set_name, "method": method, "n": len(members)}
+        for key in ("psnr", "ssim", "abs_rel", "rmse", "delta1", "abs_rel_median", "delta1_median", "ms"):
+            values = [r[key] for r in members if isinstance(r.get(key), float) and math.isfinite(r[key])]
+            entry[key] = float(np.mean(values)) if values else math.nan
+        summary.append(entry)
+    return summary
+
+
+def markdown_table(summary: list[dict]) -> str:
+    headers = ("set", "method", "n", "PSNR dB", "SSIM", "AbsRel", "RMSE m", "δ<1.25", "AbsRel (med)",
+               "δ<1.25 (med)", "ms/image")
+    keys = ("set", "method", "n", "psnr", "ssim", "abs_rel", "rmse", "delta1", "abs_rel_median",
+            "delta1_median", "ms")
+    formats = {"psnr": "{:.2f}", "ssim": "{:.3f}", "abs_rel": "{:.3f}", "rmse": "{:.3f}", "delta1": "{:.3f}",
+               "abs_rel_median": "{:.3f}", "delta1_median": "{:.3f}", "ms": "{:.0f}"}
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    for entry in summary:
+        cells = []
+        for key in keys:
+            value = entry[key]
+            if key in formats:
+                cells.append("–" if not math.isfinite(value) else formats[key].format(value))
+            else:
+                cells.append(str(value))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def training_overlap(checkpoint_provenance: dict, eval_set: EvalSet) -> list[str]:
+    """Scenes of this evaluation set that the checkpoint saw in training (by source path)."""
+    config = checkpoint_provenance.get("config") or {}
+    data = config.get("data") or {}
+    root = Path(data.get("root", "."))
+    trained = (checkpoint_provenance.get("data") or {}).get("train") or {}
+    overlap = []
+    for name, source in (data.get("sources") or {}).items():
+        if name not in trained or not source.get("path"):
+            continue
+        source_path = Path(source["path"]) if Path(source["path"]).is_absolute() else root / source["path"]
+        try:
+            trained_path, evaluated_path = source_path.resolve(), eval_set.path.resolve()
+            same = trained_path == evaluated_path or trained_path in evaluated_path.parents
+        except OSError:
+            same = False
+        if same:
+            overlap += sorted(set(trained[name].get("scenes", [])) & set(eval_set.scenes))
+    return overlap
+
+
+def resolve_checkpoint(path: str, workdir: Path) -> str:
+    """A deployable checkpoint path; a run's training file is exported (EMA weights) first."""
+    try:
+        load_checkpoint(path)
+        return path
+    except CheckpointError as exc:
+        from training.export import export_checkpoint
+        from training.train import TrainingError, load_training_file
+        try:
+            load_training_file(path)
+        except TrainingError:
+            raise exc from None
+        exported = workdir / "exported_for_evaluation.pt"
+        export_checkpoint(path, exported)
+        return str(exported)
+
+
+def evaluate(checkpoint: str | None, specs: list[str], out_dir: Path, baseline: str | None = None,
+             max_side: int = 1024, engine_max_side: int = 0, device: str = "auto", scenes: list[str] = (),
+             haze_t: float = 0.4, seed: int = 0, grids: int = 4, log=print) -> dict:
+    """Run every method on every set; write per_image.csv, summary.md and grids; return the summary."""
+    if not checkpoint and not baseline:
+        raise ValueError("nothing to evaluate: give --checkpoint and/or --baseline dcp")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    engines: dict[str, DehazeEngine] = {}
+    provenance: dict = {}
+    with tempfile.TemporaryDirectory() as workdir:
+        if checkpoint:
+            deployable = resolve_checkpoint(checkpoint, Path(workdir))
+            engines["model"] = DehazeEngine(EngineConfig(model="checkpoint", checkpoint=deployable, device=device,
+                                                         max_side=engine_max_side, warmup=1))
+            provenance = engines["model"].checkpoint.provenance
+        if baseline == "dcp":
+            engines["dcp"] = DehazeEngine(EngineConfig(model="dcp", max_side=engine_max_side, warmup=0))
+        sets = [open_set(spec, max_side, list(scenes), haze_t, seed) for spec in specs]
+        rows: list[dict] = []
+        warnings = []
+        for eval_set in sets:
+            overlap = training_overlap(provenance, eval_set) if provenance else []
+            if overlap:
+                warnings.append(f"{eval_set.name}: scenes {', '.join(overlap)} were used to TRAIN this checkpoint; "
+                                "its numbers on them are not a test result")
+                log("WARNING: " + warnings[-1])
+            log(f"{eval_set.name} ({eval_set.kind}, {eval_set.count} images)")
+            for index, sample in enumerate(eval_set.samples):
+                hazy_u8 = rgb_tile(sample.hazy)
+                height, width = hazy_u8.shape[:2]
+                base = {"set": eval_set.name, "image": sample.name, "width": width, "height": height}
+                has_ground_truth = not np.isnan(sample.clear).all()
+                if has_ground_truth:
+                    rows.append({**base, "method": "hazy input",
+                                 **score(hazy_u8, None, "", sample, (0.1, 80.0))})
+                outputs = {}
+                for method, engine in engines.items():
+                    start = time.perf_counter()
+                    result = engine.process(hazy_u8)
+                    elapsed_ms = (time.perf_counter() - start) * 1e3
+                    outputs[method] = result
+                    rows.append({**base, "method": method if method == "dcp" else f"model ({engine.model_name})",
+                                 "ms": elapsed_ms,
+                                 **score(result.dehazed, result.depth, result.depth_units, sample, engine.depth_range)})
+                if index < grids:
+                    save_grid(out_dir / "grids" / eval_set.name / f"{Path(sample.name).stem}.png", sample, outputs,
+                              engines.get("model"))
+        for engine in engines.values():
+            engine.close()
+    write_csv(out_dir / "per_image.csv", rows)
+    summary = summarise(rows)
+    header = [
+        "# Evaluation",
+        "",
+        f"- date: {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}",
+        f"- checkpoint: {checkpoint or '(none)'}"
+        + (f" (model {engines_description(provenance)})" if provenance else ""),
+        f"- baseline: {baseline or '(none)'}",
+        f"- resolution: longer side at most {max_side} px (metrics at that size); networks at "
+        f"{'the same size' if not engine_max_side else f'longer side {engine_max_side} px (engine max_side)'}",
+        f"- synthetic haze on RGB-D sets: transmission {haze_t} at the median depth, airlight 0.9, seed {seed}",
+        "- depth metrics: metric (metres) and after median scaling (med); DCP depth is relative: metric columns empty",
+        *[f"- WARNING: {text}" for text in warnings],
+        "",
+        markdown_table(summary),
+        "",
+    ]
+    (out_dir / "summary.md").write_text("\n".join(header))
+    log("\n" + markdown_table(summary))
+    log(f"\nwrote {out_dir / 'summary.md'}, {out_dir / 'per_image.csv'}, {out_dir / 'grids'}")
+    return {"summary": summary, "rows": rows, "warnings": warnings}
+
+
+def engines_description(provenance: dict) -> str:
+    model = (provenance.get("model_config") or {}).get("name", "?")
+    steps = provenance.get("steps", "?")
+    return f"{model}, {steps} steps, commit {str(provenance.get('git_commit', ''))[:12] or '?'}"
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({key: (f"{value:.6g}" if isinstance(value, float) else value)
+                             for key, value in row.items()})
+
+
+def save_grid(path: Path, sample: Sample, outputs: dict, model_engine: DehazeEngine | None) -> None:
+    near, far = model_engine.depth_range if model_engine is not None else (0.1, 80.0)
+    tiles = [label_tile(rgb_tile(sample.hazy), "hazy")]
+    for method, result in outputs.items():
+        tiles.append(label_tile(result.dehazed, method))
+    if not np.isnan(sample.clear).all():
+        tiles.append(label_tile(rgb_tile(sample.clear), "GT"))
+    model = outputs.get("model")
+    if model is not None and model.depth is not None:
+        if model.depth_units == "meters":
+            tiles.append(label_tile(depth_tile(model.depth, near, far), "depth (m)"))
+    if sample.has_depth:
+        tiles.append(label_tile(depth_tile(sample.depth_m, near, far), "GT depth"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), make_grid([tiles])[..., ::-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument("--checkpoint", help="deployable checkpoint, or a run's best.pt / last.pt")
+    parser.add_argument("--data", action="append", required=True, metavar="[KIND:]PATH",
+                        help="evaluation set (repeatable); KIND reside | rgbd | images")
+    parser.add_argument("--baseline", choices=["dcp"], help="also evaluate the Dark Channel Prior")
+    parser.add_argument("--out", help="output folder (default eval_output/<date-time>)")
+    parser.add_argument("--max-side", type=int, default=1024, help="longer image side for evaluation (px)")
+    parser.add_argument("--engine-max-side", type=int, default=0,
+                        help="run the networks at this longer side, as a node with max_side (0 = native)")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    parser.add_argument("--scenes", default="", help="only these scenes (comma separated) of reside/rgbd sets")
+    parser.add_argument("--haze-t", type=float, default=0.4,
+                        help="RGB-D sets: transmission at the median depth of the synthetic haze")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--grids", type=int, default=4, help="image grids per set")
+    args = parser.parse_args(argv)
+    out_dir = Path(args.out) if args.out else Path("eval_output") / f"{datetime.datetime.now():%Y%m%d-%H%M%S}"
+    if args.max_side < 32:
+        parser.error(f"--max-side must be at least 32, got {args.max_side}")
+    if not 0.0 < args.haze_t <= 1.0:
+        parser.error(f"--haze-t must lie in (0, 1], got {args.haze_t}")
+    scenes = [s for s in args.scenes.split(",") if s]
+    try:
+        evaluate(args.checkpoint, args.data, out_dir, args.baseline, args.max_side, args.engine_max_side,
+                 args.device, scenes, args.haze_t, args.seed, args.grids)
+    except (DataError, CheckpointError, EngineError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

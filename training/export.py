@@ -1,0 +1,91 @@
+"""Turn a run's best.pt (or last.pt) into the deployable checkpoint the engine and the node load.
+
+    python -m training.export runs/diacmpn_rt_20250101-120000/best.pt -o dehaze_ros/checkpoints/default.pt
+    python -m training.export RUN_DIR/best.pt -o out.pt --fp16        # half the file size
+
+Writes the EMA weights (``--raw`` for the optimiser's weights), no optimiser state, and the full
+metadata: model config, training config, data (scenes per split), steps, validation metrics, the
+git commit that trained and the one that exported, dates. The file loads with
+``dehaze_ros.checkpoint.load_checkpoint`` (``torch.load(weights_only=True)``).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import sys
+from pathlib import Path
+
+
+from dehaze_ros.checkpoint import load_checkpoint, save_checkpoint
+from training.train import TrainingError, git_commit, load_training_file
+
+
+def _maybe_half(state: dict, fp16: bool) -> dict:
+    if not fp16:
+        return state
+    # Storage only: the engine loads fp16 tensors into fp32 parameters (load_state_dict copies
+    # and converts), so precision at run time is still the engine's choice.
+    return {key: value.half() if value.is_floating_point() else value for key, value in state.items()}
+
+
+def export_checkpoint(training_file: str | Path, output: str | Path, use_ema: bool = True,
+                      fp16: bool = False) -> dict:
+    """Write the deployable checkpoint; returns a short summary."""
+    state = load_training_file(training_file)
+    provenance = dict(state.get("provenance") or {})
+    config = provenance.get("config") or {}
+    depth_cfg = config.get("depth", {})
+    depth_supervised = bool(provenance.get("depth_supervised", True))
+    prefix = "ema_" if use_ema else ""
+    best = state.get("best") or {}
+    provenance.update({
+        "source_file": str(Path(training_file).resolve()),
+        "weights": "ema" if use_ema else "raw",
+        "ema_decay": (config.get("train") or {}).get("ema_decay"),
+        "steps": int(state["step"]),
+        "samples_seen": int(state.get("samples_seen", 0)),
+        "training_minutes": round(float(state.get("elapsed_s", 0.0)) / 60.0, 2),
+        "trained_until": state.get("saved_at", ""),
+        "exported_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "export_git_commit": git_commit(),
+        "storage_dtype": "float16" if fp16 else "float32",
+        "selected_on": f"validation {best.get('metric', '')} at step {best.get('step', '')}" if best else "",
+    })
+    metrics = {f"val_{key}": float(value) for key, value in (best.get("metrics") or {}).items()}
+    save_checkpoint(
+        output,
+        model_config=provenance["model_config"],
+        dehazer_state=_maybe_half(state[f"{prefix}dehazer"], fp16),
+        depth_net_state=_maybe_half(state[f"{prefix}depth_net"], fp16),
+        # Without depth supervision E never learnt metres: say so rather than promise them.
+        depth_units="meters" if depth_supervised else "relative",
+        depth_range_m=(float(depth_cfg.get("min_m", 0.1)), float(depth_cfg.get("max_m", 80.0))),
+        provenance=provenance,
+        metrics=metrics,
+    )
+    load_checkpoint(output)  # read back: a file the engine cannot load must not look exported
+    return {"output": str(output), "steps": int(state["step"]), "weights": provenance["weights"],
+            "depth_units": "meters" if depth_supervised else "relative", "metrics": metrics,
+            "bytes": Path(output).stat().st_size}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.export", description=__doc__.split("\n\n")[0])
+    parser.add_argument("training_file", help="RUN_DIR/best.pt (or last.pt)")
+    parser.add_argument("-o", "--output", required=True, help="deployable checkpoint to write (.pt)")
+    parser.add_argument("--fp16", action="store_true", help="store weights as float16 (half the size)")
+    parser.add_argument("--raw", action="store_true", help="export the raw weights instead of the EMA weights")
+    args = parser.parse_args(argv)
+    try:
+        summary = export_checkpoint(args.training_file, args.output, use_ema=not args.raw, fp16=args.fp16)
+    except (TrainingError, ValueError, KeyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    metrics = ", ".join(f"{k} {v:.4g}" for k, v in summary["metrics"].items() if "/" not in k)
+    print(f"wrote {summary['output']} ({summary['bytes'] / 1e6:.2f} MB, {summary['weights']} weights after "
+          f"{summary['steps']} steps, depth in {summary['depth_units']}){'; ' + metrics if metrics else ''}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

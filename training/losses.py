@@ -1,0 +1,184 @@
+"""Loss terms of the alternating dual-task training (DIACMPN, CVPR 2024), in float32.
+
+Dehazing D:  reconstruction (L1 + (1 - SSIM)) + depth-difference perception (E applied to D's
+             output, compared with the depth target, weighted towards where they disagree)
+             + supervision of D's internal depth branch.
+Depth E:     depth loss on E(D(I)) weighted by the dehazing-difference map (softmax over pixels
+             of D's error summed over channels) + the same depth loss unweighted.
+
+Depth tensors are metres, B x 1 x H x W; a pixel counts only where the target is finite and
+inside [min_m, max_m] (NaN = unknown, +inf = sky: REP-117). Every depth loss is a weighted mean
+per image, and images without a single valid pixel are left out of the batch mean.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+LOG_FLOOR_M = 1e-3  # predictions are >= 0 by construction; log() needs a floor
+
+
+# --------------------------------------------------------------------------------------------
+# Structural similarity (Wang et al. 2004): Gaussian window 11, sigma 1.5, K1 0.01, K2 0.03
+
+def _gaussian_kernel(size: int, sigma: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    coords = torch.arange(size, dtype=torch.float64) - (size - 1) / 2.0
+    kernel = torch.exp(-(coords ** 2) / (2.0 * sigma ** 2))
+    return (kernel / kernel.sum()).to(dtype=dtype, device=device)
+
+
+def _filter(images: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """Separable 'valid' Gaussian filter of every channel (as Wang et al.'s reference code)."""
+    channels = images.shape[1]
+    horizontal = kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1)
+    vertical = kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1)
+    return F.conv2d(F.conv2d(images, horizontal, groups=channels), vertical, groups=channels)
+
+
+def ssim_map(pred: torch.Tensor, target: torch.Tensor, data_range: float = 1.0,
+             window: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    """Per-pixel SSIM, B x C x (H - w + 1) x (W - w + 1); the window shrinks for tiny images."""
+    if pred.shape != target.shape or pred.dim() != 4:
+        raise ValueError(f"SSIM needs two B x C x H x W tensors of one shape, got "
+                         f"{tuple(pred.shape)} and {tuple(target.shape)}")
+    window = min(window, pred.shape[-1], pred.shape[-2])
+    window -= 1 - window % 2  # odd
+    kernel = _gaussian_kernel(window, sigma * window / 11.0 if window < 11 else sigma,
+                              pred.dtype, pred.device)
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    mu_p, mu_t = _filter(pred, kernel), _filter(target, kernel)
+    var_p = _filter(pred * pred, kernel) - mu_p ** 2
+    var_t = _filter(target * target, kernel) - mu_t ** 2
+    cov = _filter(pred * target, kernel) - mu_p * mu_t
+    return ((2 * mu_p * mu_t + c1) * (2 * cov + c2)) / ((mu_p ** 2 + mu_t ** 2 + c1) * (var_p + var_t + c2))
+
+
+def ssim(pred: torch.Tensor, target: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
+    """Mean SSIM per image (over channels and pixels): a B-vector."""
+    return ssim_map(pred, target, data_range).flatten(1).mean(dim=1)
+
+
+def reconstruction_loss(dehazed: torch.Tensor, clear: torch.Tensor, l1_weight: float,
+                        ssim_weight: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    parts = {}
+    if l1_weight:
+        parts["l1"] = (dehazed - clear).abs().mean()
+    if ssim_weight:
+        parts["ssim"] = 1.0 - ssim(dehazed, clear).mean()
+    total = l1_weight * parts.get("l1", 0.0) + ssim_weight * parts.get("ssim", 0.0)
+    return total, parts
+
+
+# --------------------------------------------------------------------------------------------
+# Depth
+
+def valid_depth_mask(depth_m: torch.Tensor, min_m: float, max_m: float) -> torch.Tensor:
+    """True where the depth is a usable target: finite and inside [min_m, max_m]."""
+    return torch.isfinite(depth_m) & (depth_m >= min_m) & (depth_m <= max_m)
+
+
+def masked_softmax_weights(scores: torch.Tensor, mask: torch.Tensor, temperature: float) -> torch.Tensor:
+    """softmax(scores / T) over the valid pixels of each image: B x 1 x H x W, sums to 1 per image.
+
+    Invalid pixels get weight 0; an image without valid pixels gets all zeros.
+    """
+    batch = scores.shape[0]
+    logits = (scores.float() / temperature).reshape(batch, -1)
+    flat_mask = mask.reshape(batch, -1)
+    logits = logits.masked_fill(~flat_mask, float("-inf"))
+    empty = ~flat_mask.any(dim=1, keepdim=True)
+    logits = logits.masked_fill(empty, 0.0)  # avoid softmax over all -inf (NaN)
+    weights = torch.softmax(logits, dim=1) * flat_mask
+    return weights.reshape(scores.shape)
+
+
+def dehazing_difference_weights(dehazed: torch.Tensor, clear: torch.Tensor, mask: torch.Tensor,
+                                temperature: float) -> torch.Tensor:
+    """The paper's dehazing -> depth signal: softmax over all pixels of |J - GT| summed over
+    channels. Detached: it tells E where to look, it is not a path for gradients into D."""
+    error = (dehazed.detach().float() - clear.float()).abs().sum(dim=1, keepdim=True)
+    return masked_softmax_weights(error, mask, temperature)
+
+
+def _log_depth(depth_m: torch.Tensor) -> torch.Tensor:
+    return torch.log(depth_m.float().clamp_min(LOG_FLOOR_M))
+
+
+def _per_image_mean(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    return (values * weights).flatten(1).sum(dim=1)
+
+
+def depth_loss(pred_m: torch.Tensor, target_m: torch.Tensor, mask: torch.Tensor, l1_weight: float,
+               silog_weight: float, silog_lambda: float, pixel_weights: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """l1_weight * L1 (metres) + silog_weight * SILog, as weighted means over valid pixels.
+
+    SILog (Eigen et al. 2014): sqrt(E[g^2] - lambda E[g]^2), g = log pred - log target. lambda = 1
+    ignores a global scale error entirely; lambda < 1 keeps (1 - lambda) of it, so the term stays
+    scale-aware and the network must get metres right, not only relative depth.
+    ``pixel_weights`` (B x 1 x H x W) re-weight pixels (renormalised over the valid ones).
+    """
+    mask = mask & torch.isfinite(pred_m)
+    if pixel_weights is None:
+        weights = mask.float()
+    else:
+        weights = pixel_weights.float() * mask
+    totals = weights.flatten(1).sum(dim=1)
+    has_pixels = totals > 0
+    weights = weights / totals.clamp_min(1e-12).view(-1, 1, 1, 1)
+    # Invalid targets are replaced before any arithmetic so no NaN can reach a gradient.
+    target = torch.where(mask, target_m.float(), torch.ones_like(pred_m, dtype=torch.float32))
+    pred = torch.where(mask, pred_m.float(), torch.ones_like(pred_m, dtype=torch.float32))
+    parts = {}
+    total = pred_m.float().sum() * 0.0  # keeps the graph when no image has valid depth
+    if not has_pixels.any():
+        return total, parts
+    count = has_pixels.sum()
+    if l1_weight:
+        l1 = _per_image_mean((pred - target).abs(), weights)
+        parts["depth_l1"] = l1[has_pixels].sum() / count
+        total = total + l1_weight * parts["depth_l1"]
+    if silog_weight:
+        log_error = _log_depth(pred) - _log_depth(target)
+        mean_sq = _per_image_mean(log_error ** 2, weights)
+        mean = _per_image_mean(log_error, weights)
+        silog = torch.sqrt((mean_sq - silog_lambda * mean ** 2).clamp_min(1e-8))
+        parts["depth_silog"] = silog[has_pixels].sum() / count
+        total = total + silog_weight * parts["depth_silog"]
+    return total, parts
+
+
+def depth_difference(depth_of_dehazed_m: torch.Tensor, target_m: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """|log E(D(I)) - log d|: how far the dehazed image's geometry is from the ideal one's,
+    in log space so that 10 cm at 1 m counts like 1 m at 10 m. Zero where invalid."""
+    target = torch.where(mask, target_m.float(), torch.ones_like(target_m, dtype=torch.float32))
+    difference = (_log_depth(depth_of_dehazed_m) - _log_depth(target)).abs()
+    return torch.where(mask, difference, torch.zeros_like(difference))
+
+
+def depth_perception_loss(depth_of_dehazed_m: torch.Tensor, target_m: torch.Tensor, mask: torch.Tensor,
+                          temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The paper's depth -> dehazing signal, a loss on D through the frozen E.
+
+    The depth difference is averaged with weights softmax(difference / T) over valid pixels, so
+    regions whose depth is still wrong (where D's result is not yet geometrically right) dominate.
+    Returns (loss, weight map for logging).
+    """
+    difference = depth_difference(depth_of_dehazed_m, target_m, mask)
+    weights = masked_softmax_weights(difference.detach(), mask, temperature)
+    per_image = _per_image_mean(difference, weights)
+    has_pixels = mask.flatten(1).any(dim=1)
+    if not has_pixels.any():
+        return depth_of_dehazed_m.float().sum() * 0.0, weights
+    return per_image[has_pixels].mean(), weights
+
+
+def cosine_with_warmup(step: int, total_steps: int, warmup_steps: int, min_ratio: float) -> float:
+    """LR multiplier: linear warm-up from ~0 to 1, then cosine down to ``min_ratio``."""
+    if warmup_steps and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    span = max(1, total_steps - warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / span)
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))

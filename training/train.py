@@ -1,0 +1,859 @@
+"""Alternating dual-task training of the DIACMPN dehazer D and depth network E.
+
+    python -m training.train --config config/train/diacmpn_rt.yaml [key=value ...]
+    python -m training.train --resume runs/diacmpn_rt_20250101-120000 [--max-minutes 9]
+
+Each iteration of the ``alternating`` schedule (the paper's idea, really alternated):
+
+(a) dehazing step, E frozen: D's loss is reconstruction + depth-difference perception (E applied
+    to D's output against the depth target: gradients reach D through the frozen E) + supervision
+    of D's own depth branch where the data has depth;
+(b) depth step, D frozen and its output detached: E's loss on E(D(I)) weighted by the dehazing
+    difference map (where D is still wrong) + the same loss unweighted.
+
+``joint`` sums every term and takes one backward pass for both networks (the public code's
+scheme, kept as an ablation). E always sees D's output clamped to [0, 1], as in deployment.
+
+The run folder holds config.yaml (resolved), last.pt (full training state, written atomically
+every ``checkpoint_every`` steps, at the end, and on Ctrl-C), best.pt (weights chosen on the
+validation split), metrics.jsonl (validation history) and tb/ (TensorBoard).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import datetime
+import json
+import math
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from dehaze_ros.checkpoint import CheckpointError, atomic_torch_save, build_models, load_checkpoint
+from dehaze_ros.engine import EngineError, resolve_device
+from dehaze_ros.models import ModelConfig, build_dehazer, build_depth_net, count_parameters, get_model_config
+from training import losses
+from training.config import (ConfigError, TrainingConfig, check_resume_overrides, load_config,
+                             save_config)
+from training.data import (ContinuingSampler, DataError, build_sources, build_training_dataset,
+                           build_validation_samples, worker_init)
+from training.metrics import depth_metrics, psnr, ssim
+from training.visualize import training_grid
+
+TRAINING_STATE_FORMAT = "dehaze_ros.training_state"
+TRAINING_STATE_VERSION = 1
+HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "abs_rel": False}
+# What the progress bar shows (label -> loss key); TensorBoard gets every term.
+SHOWN_LOSSES = {"D": "dehazer/total", "l1": "dehazer/l1", "E": "depth/total", "silog": "depth/depth_silog",
+                "joint": "joint/total"}
+
+
+class TrainingError(RuntimeError):
+    """Training cannot start or continue as asked (bad run folder, unusable teacher, ...)."""
+
+
+# --------------------------------------------------------------------------------------------
+# Small pieces
+
+class ModelEma:
+    """Exponential moving average of a network's weights, for validation and export.
+
+    The decay ramps up as (1 + step) / (10 + step) so the average is not dominated by the random
+    initialisation in short runs.
+    """
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay = decay
+        self.module = copy.deepcopy(model).eval()
+        self.module.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, step: int) -> None:
+        decay = min(self.decay, (1.0 + step) / (10.0 + step))
+        ema_params = list(self.module.parameters())
+        params = [p.detach() for p in model.parameters()]
+        torch._foreach_lerp_(ema_params, params, 1.0 - decay)
+        for ema_buffer, buffer in zip(self.module.buffers(), model.buffers()):
+            ema_buffer.copy_(buffer)
+
+
+def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype, or None for fp32. auto: bf16 where the GPU has it, else fp16."""
+    if device.type != "cuda":
+        if name in ("bf16", "fp16"):
+            raise ConfigError(f"train.precision={name} needs a CUDA device; on {device} use fp32 or auto")
+        return None
+    if name == "fp32":
+        return None
+    if name == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}[name]
+
+
+def build_model_config(config: TrainingConfig) -> ModelConfig:
+    try:
+        preset = get_model_config(config.model.preset)
+        values = {**preset.to_dict(), **config.model.overrides}
+        if config.model.overrides and "name" not in config.model.overrides:
+            values["name"] = f"{preset.name}-custom"
+        return ModelConfig.from_dict(values)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"model: {exc}") from exc
+
+
+def git_commit() -> str:
+    """The commit of the code that trains, with '+dirty' for uncommitted changes ('' outside git)."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                                timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return f"{commit}+dirty" if commit and dirty else commit
+
+
+def rng_state() -> dict:
+    # Lists and tensors only: the state file must load with weights_only=True.
+    numpy_state = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": [numpy_state[0], numpy_state[1].tolist(), *numpy_state[2:]],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    python_state = state["python"]
+    random.setstate((python_state[0], tuple(python_state[1]), python_state[2]))
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), *rest))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def load_training_file(path: str | Path) -> dict:
+    """A last.pt / best.pt of a run, checked; raises TrainingError saying what is wrong."""
+    path = Path(path)
+    if not path.is_file():
+        raise TrainingError(f"training file not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise TrainingError(f"{path} could not be read ({type(exc).__name__}: {first_line}); the file "
+                            "is corrupt, truncated or not a training state") from exc
+    if not isinstance(state, dict) or state.get("format") != TRAINING_STATE_FORMAT:
+        raise TrainingError(f"{path} is not a dehaze_ros training state (last.pt/best.pt of a run "
+                            "folder); deployable checkpoints go to the engine directly")
+    if state.get("format_version") != TRAINING_STATE_VERSION:
+        raise TrainingError(f"{path} has training state version {state.get('format_version')}; "
+                            f"this code reads version {TRAINING_STATE_VERSION}")
+    return state
+
+
+def to_python(value):
+    """Plain floats/ints/lists (weights_only-safe, JSON-safe) from numpy and torch scalars."""
+    if isinstance(value, dict):
+        return {str(k): to_python(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_python(v) for v in value]
+    if isinstance(value, torch.Tensor):
+        return value.item() if value.numel() == 1 else value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, str):
+        return str(value)  # str subclasses (torch's TorchVersion) are not weights_only-loadable
+    return value
+
+
+@dataclass
+class StepOutput:
+    losses: dict[str, float] = field(default_factory=dict)
+    visuals: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------------
+# The trainer
+
+class Trainer:
+    """One training run: models, optimisers, data, and the loop. ``fit()`` trains; state in
+    ``state_dict()`` / ``load_state_dict()``; ``last.pt`` and ``best.pt`` in ``run_dir``."""
+
+    def __init__(self, config: TrainingConfig, run_dir: str | Path, log: Callable[[str], None] = print):
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.log = log
+        train = config.train
+        self.device = resolve_device(train.device)
+        self.amp_dtype = resolve_precision(train.precision, self.device)
+        if self.device.type == "cuda":
+            # Speed over bit-exactness on the GPU: fixed crop sizes make cuDNN autotuning pay off.
+            torch.backends.cudnn.benchmark = True
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+
+        random.seed(train.seed)
+        np.random.seed(train.seed % 2 ** 32)
+        torch.manual_seed(train.seed)
+        self.model_config = build_model_config(config)
+        self.dehazer = build_dehazer(self.model_config)
+        self.depth_net = build_depth_net(self.model_config)
+        if train.init_from:
+            self._init_from(train.init_from)
+        self.dehazer.to(self.device)
+        self.depth_net.to(self.device)
+        self.ema_dehazer = ModelEma(self.dehazer, train.ema_decay)
+        self.ema_depth_net = ModelEma(self.depth_net, train.ema_decay)
+
+        optim = config.optim
+        self.optimizer_dehazer = torch.optim.AdamW(self.dehazer.parameters(), lr=optim.lr_dehazer,
+                                                   betas=tuple(optim.betas), weight_decay=optim.weight_decay)
+        self.optimizer_depth = torch.optim.AdamW(self.depth_net.parameters(), lr=optim.lr_depth,
+                                                 betas=tuple(optim.betas), weight_decay=optim.weight_decay)
+
+        def lr_factor(step: int) -> float:
+            return losses.cosine_with_warmup(step, train.steps, optim.warmup_steps, optim.min_lr_ratio)
+        self.scheduler_dehazer = torch.optim.lr_scheduler.LambdaLR(self.optimizer_dehazer, lr_factor)
+        self.scheduler_depth = torch.optim.lr_scheduler.LambdaLR(self.optimizer_depth, lr_factor)
+        # Loss scaling only for fp16 (bf16 has fp32's range). One scaler per network: an overflow
+        # in one network's step must not skip the other's.
+        use_scaler = self.amp_dtype == torch.float16
+        self.scaler_dehazer = torch.amp.GradScaler("cuda", enabled=use_scaler)
+        self.scaler_depth = torch.amp.GradScaler("cuda", enabled=use_scaler)
+
+        self.train_sources = build_sources(config.data, "train")
+        self.dataset = build_training_dataset(config.data, train.seed, self.train_sources)
+        self.val_sources = build_sources(config.data, "val")
+        self.val_samples = build_validation_samples(config.data, train.seed, self.val_sources)
+        self.teacher = self._load_teacher(config.depth.teacher_checkpoint)
+        sources_with_depth = [s.name for s in self.train_sources if s.has_depth]
+        self.depth_available = bool(sources_with_depth) or self.teacher is not None
+        self.loss_weights = self._effective_loss_weights()
+
+        self.step = 0
+        self.best: dict = {}
+        self.elapsed_s = 0.0
+        self.git_commit = git_commit()
+        self._stop_requested = False
+        self._last_validated_step = -1
+        self._fit_started: float | None = None
+        self._writer = None
+        self._describe_setup(sources_with_depth)
+
+    # ---- setup helpers
+
+    def _init_from(self, path: str) -> None:
+        ckpt = load_checkpoint(path)
+        if ckpt.model_config != self.model_config.to_dict():
+            raise TrainingError(f"train.init_from={path} was trained with model_config "
+                                f"{ckpt.model_config.get('name')!r} that differs from this run's "
+                                f"{self.model_config.name!r}; use the same model.preset/overrides")
+        dehazer, depth_net = build_models(ckpt)
+        self.dehazer.load_state_dict(dehazer.state_dict())
+        if depth_net is not None:
+            self.depth_net.load_state_dict(depth_net.state_dict())
+
+    def _load_teacher(self, path: str) -> nn.Module | None:
+        if not path:
+            return None
+        ckpt = load_checkpoint(path)
+        if ckpt.depth_units != "meters":
+            raise TrainingError(f"depth.teacher_checkpoint={path} gives {ckpt.depth_units} depth; a "
+                                "teacher must give metres (depth units 'meters')")
+        if ckpt.depth_net_state is None:
+            raise TrainingError(f"depth.teacher_checkpoint={path} has no depth network; export one "
+                                "from a run trained with metric depth")
+        _, depth_net = build_models(ckpt)
+        # The teacher sees the clear image: the depth of the ideal image, as the paper compares.
+        return depth_net.to(self.device).eval().requires_grad_(False)
+
+    def _effective_loss_weights(self) -> dict[str, float]:
+        loss = self.config.loss
+        weights = {name: getattr(loss, name) for name in
+                   ("l1", "ssim", "depth_perception", "branch_depth", "depth_weighted", "depth_unweighted")}
+        if not self.depth_available:
+            for name in ("depth_perception", "branch_depth", "depth_weighted", "depth_unweighted"):
+                weights[name] = 0.0
+        return weights
+
+    def _describe_setup(self, sources_with_depth: list[str]) -> None:
+        cfg = self.config
+        self.log(f"run folder: {self.run_dir}")
+        self.log(f"device {self.device}, precision {self.amp_dtype or torch.float32}, schedule "
+                 f"{cfg.train.schedule}, {cfg.train.steps} steps of batch {cfg.data.batch_size} at "
+                 f"{cfg.data.crop}x{cfg.data.crop}")
+        self.log(f"model {self.model_config.name}: dehazer {count_parameters(self.dehazer):,} parameters, "
+                 f"depth net {count_parameters(self.depth_net):,}")
+        for source in self.train_sources + self.val_sources:
+            self.log("  " + source.describe())
+        self.log(f"validation: {len(self.val_samples)} images "
+                 f"({sum(s.has_depth for s in self.val_samples)} with depth)")
+        if not self.depth_available:
+            self.log("depth supervision OFF: no training source has depth and depth.teacher_checkpoint "
+                     "is empty; loss.depth_perception, branch_depth, depth_weighted and depth_unweighted "
+                     "are ignored and only the dehazer learns")
+        else:
+            without = [s.name for s in self.train_sources if not s.has_depth]
+            note = ""
+            if without:
+                note = (f"; {', '.join(without)}: depth from the teacher" if self.teacher is not None
+                        else f"; {', '.join(without)}: no depth, depth terms skip their samples")
+            self.log(f"depth supervision: metric depth from {', '.join(sources_with_depth) or 'the teacher'}{note}")
+        if not self.val_samples:
+            self.log("WARNING: no validation images (no source holds out val scenes): best.pt follows "
+                     "the last validation instead of being chosen on held-out data")
+
+    # ---- one iteration
+
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def _backward_and_step(self, loss: torch.Tensor, network: nn.Module, optimizer: torch.optim.Optimizer,
+                           scaler: torch.amp.GradScaler) -> float:
+        scaler.scale(loss).backward()
+        grad_norm = math.nan
+        if self.config.optim.grad_clip > 0:
+            scaler.unscale_(optimizer)
+            grad_norm = float(nn.utils.clip_grad_norm_(network.parameters(), self.config.optim.grad_clip))
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        return grad_norm
+
+    def _depth_targets(self, clear: torch.Tensor, depth: torch.Tensor, has_depth: torch.Tensor) -> torch.Tensor:
+        if self.teacher is None or bool(has_depth.all()):
+            return depth
+        with torch.no_grad(), self._autocast():
+            taught = self.teacher(clear).float()
+        return torch.where(has_depth.view(-1, 1, 1, 1), depth, taught)
+
+    def dehazer_step(self, hazy, clear, depth, mask, want_visuals: bool = False) -> tuple[torch.Tensor, StepOutput]:
+        """(a) Update D with E frozen. Returns D's output (detached) for the depth step."""
+        weights, loss_cfg = self.loss_weights, self.config.loss
+        self.dehazer.train().requires_grad_(True)
+        self.depth_net.eval().requires_grad_(False)
+        out = StepOutput()
+        with self._autocast():
+            dehazed, branch_depth = self.dehazer.forward_with_depth(hazy)
+            depth_of_dehazed = None
+            if weights["depth_perception"] and bool(mask.any()):
+                depth_of_dehazed = self.depth_net(dehazed.clamp(0.0, 1.0))
+        dehazed = dehazed.float()
+        total, parts = losses.reconstruction_loss(dehazed, clear, weights["l1"], weights["ssim"])
+        if depth_of_dehazed is not None:
+            perception, perception_weights = losses.depth_perception_loss(
+                depth_of_dehazed, depth, mask, loss_cfg.difference_temperature)
+            parts["depth_perception"] = perception
+            total = total + weights["depth_perception"] * perception
+            if want_visuals:
+                out.visuals["depth_difference"] = losses.depth_difference(depth_of_dehazed.detach(), depth, mask)
+        if weights["branch_depth"] and bool(mask.any()):
+            branch, _ = losses.depth_loss(branch_depth, depth, mask, loss_cfg.depth_l1, loss_cfg.depth_silog,
+                                          loss_cfg.silog_lambda)
+            parts["branch_depth"] = branch
+            total = total + weights["branch_depth"] * branch
+        grad_norm = self._backward_and_step(total, self.dehazer, self.optimizer_dehazer, self.scaler_dehazer)
+        out.losses = {f"dehazer/{k}": float(v.detach()) for k, v in parts.items()}
+        out.losses["dehazer/total"] = float(total.detach())
+        out.losses["dehazer/grad_norm"] = grad_norm
+        return dehazed.detach(), out
+
+    def depth_step(self, dehazed, clear, depth, mask, want_visuals: bool = False) -> StepOutput:
+        """(b) Update E with D frozen: E(D(I)) with D's output detached."""
+        weights, loss_cfg = self.loss_weights, self.config.loss
+        out = StepOutput()
+        if not (weights["depth_weighted"] or weights["depth_unweighted"]) or not bool(mask.any()):
+            return out  # nothing to learn from this batch: no optimiser step (Adam would still move)
+        self.dehazer.eval().requires_grad_(False)
+        self.depth_net.train().requires_grad_(True)
+        dehazed = dehazed.detach().clamp(0.0, 1.0)
+        difference_weights = losses.dehazing_difference_weights(dehazed, clear, mask, loss_cfg.difference_temperature)
+        with self._autocast():
+            depth_pred = self.depth_net(dehazed)
+        total = depth_pred.float().sum() * 0.0
+        if weights["depth_weighted"]:
+            weighted, parts = losses.depth_loss(depth_pred, depth, mask, loss_cfg.depth_l1, loss_cfg.depth_silog,
+                                                loss_cfg.silog_lambda, pixel_weights=difference_weights)
+            out.losses.update({f"depth/weighted_{k}": float(v.detach()) for k, v in parts.items()})
+            total = total + weights["depth_weighted"] * weighted
+        if weights["depth_unweighted"]:
+            plain, parts = losses.depth_loss(depth_pred, depth, mask, loss_cfg.depth_l1, loss_cfg.depth_silog,
+                                             loss_cfg.silog_lambda)
+            out.losses.update({f"depth/{k}": float(v.detach()) for k, v in parts.items()})
+            total = total + weights["depth_unweighted"] * plain
+        out.losses["depth/grad_norm"] = self._backward_and_step(total, self.depth_net, self.optimizer_depth,
+                                                                self.scaler_depth)
+        out.losses["depth/total"] = float(total.detach())
+        if want_visuals:
+            out.visuals.update(depth_pred=depth_pred.detach().float(), dehazing_weights=difference_weights)
+        return out
+
+    def joint_step(self, hazy, clear, depth, mask, want_visuals: bool = False) -> StepOutput:
+        """The ablation: all terms summed, one backward pass, both optimisers step."""
+        weights, loss_cfg = self.loss_weights, self.config.loss
+        self.dehazer.train().requires_grad_(True)
+        self.depth_net.train().requires_grad_(True)
+        out = StepOutput()
+        with self._autocast():
+            dehazed, branch_depth = self.dehazer.forward_with_depth(hazy)
+            depth_pred = self.depth_net(dehazed.clamp(0.0, 1.0))
+        dehazed = dehazed.float()
+        total, parts = losses.reconstruction_loss(dehazed, clear, weights["l1"], weights["ssim"])
+        difference_weights = losses.dehazing_difference_weights(dehazed, clear, mask, loss_cfg.difference_temperature)
+        if bool(mask.any()):
+            if weights["depth_perception"]:
+                parts["depth_perception"], _ = losses.depth_perception_loss(depth_pred, depth, mask,
+                                                                            loss_cfg.difference_temperature)
+                total = total + weights["depth_perception"] * parts["depth_perception"]
+            if weights["branch_depth"]:
+                parts["branch_depth"], _ = losses.depth_loss(branch_depth, depth, mask, loss_cfg.depth_l1,
+                                                             loss_cfg.depth_silog, loss_cfg.silog_lambda)
+                total = total + weights["branch_depth"] * parts["branch_depth"]
+            for name, pixel_weights in (("depth_weighted", difference_weights), ("depth_unweighted", None)):
+                if weights[name]:
+                    parts[name], _ = losses.depth_loss(depth_pred, depth, mask, loss_cfg.depth_l1,
+                                                       loss_cfg.depth_silog, loss_cfg.silog_lambda, pixel_weights)
+                    total = total + weights[name] * parts[name]
+        self.scaler_dehazer.scale(total).backward()
+        for network, optimizer, scaler, name in ((self.dehazer, self.optimizer_dehazer, self.scaler_dehazer, "dehazer"),
+                                                 (self.depth_net, self.optimizer_depth, self.scaler_dehazer, "depth")):
+            if self.config.optim.grad_clip > 0:
+                scaler.unscale_(optimizer)
+                out.losses[f"{name}/grad_norm"] = float(nn.utils.clip_grad_norm_(network.parameters(),
+                                                                               self.config.optim.grad_clip))
+            scaler.step(optimizer)
+            optimizer.zero_grad(set_to_none=True)
+        self.scaler_dehazer.update()
+        out.losses.update({f"joint/{k}": float(v.detach()) for k, v in parts.items()})
+        out.losses["joint/total"] = float(total.detach())
+        if want_visuals:
+            out.visuals.update(dehazed=dehazed.detach(), depth_pred=depth_pred.detach().float(),
+                               dehazing_weights=difference_weights)
+        return out
+
+    def train_step(self, batch: dict[str, torch.Tensor], want_visuals: bool = False) -> StepOutput:
+        non_blocking = self.device.type == "cuda"
+        hazy = batch["hazy"].to(self.device, non_blocking=non_blocking)
+        clear = batch["clear"].to(self.device, non_blocking=non_blocking)
+        depth = batch["depth"].to(self.device, non_blocking=non_blocking)
+        has_depth = batch["has_depth"].to(self.device, non_blocking=non_blocking)
+        depth = self._depth_targets(clear, depth, has_depth)
+        mask = losses.valid_depth_mask(depth, self.config.depth.min_m, self.config.depth.max_m)
+        if not self.depth_available:
+            mask = torch.zeros_like(mask)
+        if self.config.train.schedule == "alternating":
+            dehazed, out = self.dehazer_step(hazy, clear, depth, mask, want_visuals)
+            depth_out = self.depth_step(dehazed, clear, depth, mask, want_visuals)
+            out.losses.update(depth_out.losses)
+            out.visuals.update(depth_out.visuals)
+            out.visuals["dehazed"] = dehazed
+        else:
+            out = self.joint_step(hazy, clear, depth, mask, want_visuals)
+        with warnings.catch_warnings():
+            # The schedules follow iterations, also those in which E had no depth to learn from
+            # and did not step; torch warns about exactly that order, harmlessly here.
+            warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()`"))
+            self.scheduler_dehazer.step()
+            self.scheduler_depth.step()
+        self.ema_dehazer.update(self.dehazer, self.step)
+        self.ema_depth_net.update(self.depth_net, self.step)
+        self.step += 1
+        if want_visuals:
+            out.visuals.update(hazy=hazy, clear=clear, depth_target=torch.where(mask, depth, torch.nan))
+        return out
+
+    # ---- validation
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        """Mean metrics of the EMA networks on the validation images (whole images, one by one)."""
+        dehazer, depth_net = self.ema_dehazer.module.eval(), self.ema_depth_net.module.eval()
+        depth_cfg = self.config.depth
+        per_source: dict[str, list[dict]] = {}
+        for sample in self.val_samples:
+            hazy = torch.from_numpy(sample.hazy.transpose(2, 0, 1).copy())[None].to(self.device)
+            with self._autocast():
+                dehazed = dehazer(hazy).float().clamp(0.0, 1.0)
+                depth_pred = depth_net(dehazed).float()
+            dehazed_np = dehazed[0].permute(1, 2, 0).cpu().numpy()
+            result = {"psnr": psnr(dehazed_np, sample.clear), "ssim": ssim(dehazed_np, sample.clear)}
+            if sample.has_depth and self.depth_available:
+                metrics = depth_metrics(depth_pred[0, 0].cpu().numpy(), sample.depth_m,
+                                        depth_cfg.min_m, depth_cfg.max_m)
+                if metrics["valid_fraction"] > 0:
+                    result.update({k: metrics[k] for k in ("abs_rel", "rmse", "delta1", "abs_rel_median")})
+            per_source.setdefault(sample.name.split("/")[0], []).append(result)
+        summary: dict[str, float] = {}
+        everything = [r for results in per_source.values() for r in results]
+        for key in ("psnr", "ssim", "abs_rel", "rmse", "delta1", "abs_rel_median"):
+            values = [r[key] for r in everything if key in r and math.isfinite(r[key])]
+            if values:
+                summary[key] = float(np.mean(values))
+            for source, results in per_source.items():
+                values = [r[key] for r in results if key in r and math.isfinite(r[key])]
+                if values:
+                    summary[f"{key}/{source}"] = float(np.mean(values))
+        return summary
+
+    def _is_better(self, metrics: dict[str, float]) -> bool:
+        name = self.config.train.select_metric
+        if name not in metrics:
+            # e.g. abs_rel without validation depth: fall back to PSNR rather than never choosing.
+            name = "psnr"
+        value = metrics.get(name)
+        if value is None:
+            return not self.best
+        if not self.best or self.best.get("metric") != name:
+            return True
+        previous = self.best["value"]
+        return value > previous if HIGHER_IS_BETTER[name] else value < previous
+
+    # ---- state
+
+    @property
+    def training_seconds(self) -> float:
+        """Training wall time over all sessions of this run, up to now."""
+        running = time.monotonic() - self._fit_started if self._fit_started is not None else 0.0
+        return self.elapsed_s + running
+
+    def _weights(self) -> dict:
+        return {
+            "dehazer": self.dehazer.state_dict(),
+            "depth_net": self.depth_net.state_dict(),
+            "ema_dehazer": self.ema_dehazer.module.state_dict(),
+            "ema_depth_net": self.ema_depth_net.module.state_dict(),
+        }
+
+    def _provenance(self) -> dict:
+        return {
+            "config": self.config.to_dict(),
+            "model_config": self.model_config.to_dict(),
+            "git_commit": self.git_commit,
+            "torch": str(torch.__version__),
+            "run_dir": str(self.run_dir),
+            "data": {
+                "train": {s.name: {"kind": s.kind, "scenes": s.scenes(), "items": len(s)} for s in self.train_sources},
+                "val": {s.name: {"kind": s.kind, "scenes": s.scenes(), "items": len(s)} for s in self.val_sources},
+                "test_scenes": {name: list(src.test_scenes) for name, src in self.config.data.sources.items()},
+            },
+            "depth_supervised": self.depth_available,
+            "teacher_checkpoint": self.config.depth.teacher_checkpoint,
+        }
+
+    def state_dict(self, full: bool = True) -> dict:
+        state = {
+            "format": TRAINING_STATE_FORMAT,
+            "format_version": TRAINING_STATE_VERSION,
+            "step": self.step,
+            "samples_seen": self.step * self.config.data.batch_size,
+            "elapsed_s": self.training_seconds,
+            "best": to_python(self.best),
+            "saved_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "provenance": to_python(self._provenance()),
+            **self._weights(),
+        }
+        if full:
+            state.update({
+                "optimizer_dehazer": self.optimizer_dehazer.state_dict(),
+                "optimizer_depth": self.optimizer_depth.state_dict(),
+                "scheduler_dehazer": self.scheduler_dehazer.state_dict(),
+                "scheduler_depth": self.scheduler_depth.state_dict(),
+                "scaler_dehazer": self.scaler_dehazer.state_dict(),
+                "scaler_depth": self.scaler_depth.state_dict(),
+                "rng": rng_state(),
+            })
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        if "optimizer_dehazer" not in state:
+            raise TrainingError("this training file holds weights only (best.pt); resume reads last.pt")
+        self.dehazer.load_state_dict(state["dehazer"])
+        self.depth_net.load_state_dict(state["depth_net"])
+        self.ema_dehazer.module.load_state_dict(state["ema_dehazer"])
+        self.ema_depth_net.module.load_state_dict(state["ema_depth_net"])
+        self.optimizer_dehazer.load_state_dict(state["optimizer_dehazer"])
+        self.optimizer_depth.load_state_dict(state["optimizer_depth"])
+        self.scheduler_dehazer.load_state_dict(state["scheduler_dehazer"])
+        self.scheduler_depth.load_state_dict(state["scheduler_depth"])
+        self.scaler_dehazer.load_state_dict(state["scaler_dehazer"])
+        self.scaler_depth.load_state_dict(state["scaler_depth"])
+        set_rng_state(state["rng"])
+        self.step = int(state["step"])
+        self.elapsed_s = float(state.get("elapsed_s", 0.0))
+        self.best = dict(state.get("best") or {})
+
+    def save_last(self) -> Path:
+        path = self.run_dir / "last.pt"
+        atomic_torch_save(self.state_dict(full=True), path)
+        return path
+
+    def save_best(self) -> Path:
+        path = self.run_dir / "best.pt"
+        atomic_torch_save(self.state_dict(full=False), path)
+        return path
+
+    # ---- the loop
+
+    def _workers(self) -> int:
+        workers = self.config.data.workers
+        if workers >= 0:
+            return workers
+        if self.device.type != "cuda":
+            return 0  # CPU runs are smoke tests: worker start-up would cost more than it saves
+        return max(2, min(12, (os.cpu_count() or 4) - 2))
+
+    def _loader(self) -> DataLoader:
+        workers = self._workers()
+        extra = {}
+        if workers:
+            # Spawned, not forked: by now this process runs threads (torch's and OpenCV's pools,
+            # pin-memory, TensorBoard), and a fork can copy a lock that one of them held into the
+            # child, where no thread will ever release it. Forked workers stalled that way on the
+            # GPU machine; spawned ones start clean, once (persistent), for a few seconds each.
+            extra = {"persistent_workers": True, "prefetch_factor": 4, "worker_init_fn": worker_init,
+                     "multiprocessing_context": "spawn"}
+        return DataLoader(self.dataset, batch_size=self.config.data.batch_size,
+                          sampler=ContinuingSampler(self.step * self.config.data.batch_size),
+                          num_workers=workers, pin_memory=self.device.type == "cuda",
+                          # Its own generator: creating the loader must not draw from the global
+                          # torch RNG, or a resumed run would diverge from an uninterrupted one.
+                          generator=torch.Generator(), **extra)
+
+    @property
+    def writer(self):
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+            self._writer = SummaryWriter(log_dir=str(self.run_dir / "tb"), purge_step=self.step or None)
+        return self._writer
+
+    def request_stop(self, *_args) -> None:
+        if self._stop_requested:
+            raise KeyboardInterrupt  # second Ctrl-C: stop at once
+        self._stop_requested = True
+        tqdm.write("stop requested: finishing this step and writing last.pt (Ctrl-C again to abort)")
+
+    def _run_validation(self) -> None:
+        self._last_validated_step = self.step
+        if not self.val_samples:
+            metrics, better = {}, True
+        else:
+            metrics = self.validate()
+            better = self._is_better(metrics)
+        for key, value in metrics.items():
+            self.writer.add_scalar(f"val/{key}", value, self.step)
+        record = {"step": self.step, **metrics}
+        if better:
+            name = self.config.train.select_metric if self.config.train.select_metric in metrics else "psnr"
+            self.best = {"metric": name, "value": metrics.get(name, math.nan), "step": self.step, "metrics": metrics}
+            self.save_best()
+            record["best"] = True
+        with open(self.run_dir / "metrics.jsonl", "a") as handle:
+            handle.write(json.dumps(to_python(record)) + "\n")
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if "/" not in k)
+        tqdm.write(f"step {self.step}: validation {shown or '(no images)'}{'  -> best.pt' if better else ''}")
+
+    def _log_images(self, out: StepOutput) -> None:
+        v = out.visuals
+        grid = training_grid(v["hazy"], v.get("dehazed"), v["clear"], v.get("depth_pred"), v.get("depth_target"),
+                             v.get("dehazing_weights"), v.get("depth_difference"),
+                             self.config.depth.min_m, self.config.depth.max_m)
+        self.writer.add_image("train/hazy|dehazed|GT|depth|depth GT|dehaze diff|depth diff", grid,
+                              self.step, dataformats="HWC")
+
+    def fit(self, budget_start: float | None = None, on_step: Callable[["Trainer"], None] | None = None) -> dict:
+        """Train until ``train.steps``, the time budget, or a stop request; returns a summary."""
+        cfg = self.config.train
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(self.config, self.run_dir / "config.yaml")
+        budget_start = time.monotonic() if budget_start is None else budget_start
+        budget_s = cfg.max_minutes * 60.0
+        in_main_thread = self._install_sigint()
+        previous_deterministic = torch.are_deterministic_algorithms_enabled()
+        if self.device.type == "cpu" and cfg.deterministic:
+            torch.use_deterministic_algorithms(True)
+        loader = self._loader()
+        interactive = sys.stderr.isatty()
+        progress = tqdm(total=cfg.steps, initial=self.step, dynamic_ncols=True, disable=not interactive,
+                        desc=self.config.name)
+        reason = "finished"
+        self._fit_started = last_print = time.monotonic()
+        window_images, window_data_s, window_start = 0, 0.0, time.monotonic()
+        reserve_s = 15.0  # time kept for the final validation and last.pt; grows with measurements
+        first_logged_step = (self.step // cfg.log_every + 1) * cfg.log_every
+        try:
+            if self.step >= cfg.steps:
+                reason = "already finished"
+            iterator = iter(loader) if self.step < cfg.steps else None
+            while self.step < cfg.steps:
+                fetch_start = time.monotonic()
+                batch = next(iterator)
+                window_data_s += time.monotonic() - fetch_start
+                want_visuals = (self.step + 1) % cfg.image_every == 0
+                out = self.train_step(batch, want_visuals)
+                window_images += batch["hazy"].shape[0]
+                if on_step is not None:
+                    on_step(self)
+                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                    now = time.monotonic()
+                    window_s = max(now - window_start, 1e-9)
+                    throughput, data_share = window_images / window_s, window_data_s / window_s
+                    for key, value in out.losses.items():
+                        if math.isfinite(value):
+                            self.writer.add_scalar(f"train/{key}", value, self.step)
+                    self.writer.add_scalar("train/lr_dehazer", self.scheduler_dehazer.get_last_lr()[0], self.step)
+                    self.writer.add_scalar("train/lr_depth", self.scheduler_depth.get_last_lr()[0], self.step)
+                    self.writer.add_scalar("perf/images_per_s", throughput, self.step)
+                    self.writer.add_scalar("perf/data_wait_share", data_share, self.step)
+                    shown = {label: out.losses[key] for label, key in SHOWN_LOSSES.items() if key in out.losses}
+                    progress.set_postfix({**{k: f"{v:.4f}" for k, v in shown.items()},
+                                          "img/s": f"{throughput:.1f}", "data": f"{data_share:.0%}"}, refresh=False)
+                    if not interactive and (now - last_print > 30 or self.step == first_logged_step):
+                        print(f"step {self.step}/{cfg.steps} " + " ".join(f"{k} {v:.4f}" for k, v in shown.items())
+                              + f" | {throughput:.1f} img/s, data wait {data_share:.0%}", flush=True)
+                        last_print = now
+                    window_images, window_data_s, window_start = 0, 0.0, now
+                if want_visuals:
+                    self._log_images(out)
+                progress.update(1)
+                housekeeping_start = time.monotonic()
+                if self.step % cfg.checkpoint_every == 0:
+                    self.save_last()
+                    reserve_s = max(reserve_s, 2 * (time.monotonic() - housekeeping_start) + 5.0)
+                if self.step % cfg.val_every == 0 or self.step == cfg.steps:
+                    mark = time.monotonic()
+                    self._run_validation()
+                    reserve_s = max(reserve_s, 2 * (time.monotonic() - mark) + 5.0)
+                # Throughput counts training only: saving and validating are not the data pipeline.
+                window_start += time.monotonic() - housekeeping_start
+                if self._stop_requested:
+                    reason = "stopped on request (Ctrl-C)"
+                    break
+                if budget_s and time.monotonic() - budget_start + min(reserve_s, 0.2 * budget_s) >= budget_s:
+                    reason = f"time budget of {cfg.max_minutes:g} min reached"
+                    break
+        finally:
+            # Workers stop here, not whenever the garbage collector gets to them: the final
+            # validation and last.pt should not compete with prefetching that nobody will use.
+            iterator = loader = None
+            progress.close()
+            self.elapsed_s, self._fit_started = self.training_seconds, None
+            if in_main_thread:
+                signal.signal(signal.SIGINT, self._previous_sigint)
+            torch.use_deterministic_algorithms(previous_deterministic)
+        # A run stopped by its time budget validates its final weights (they may be the best so
+        # far). Ctrl-C does not: the user wants out, and the resumed run validates on schedule.
+        stopped_by_user = reason.startswith("stopped")
+        if self.step > 0 and self._last_validated_step != self.step and (
+                not stopped_by_user or not (self.run_dir / "best.pt").exists()):
+            self._run_validation()
+        last = self.save_last()
+        if self._writer is not None:
+            self._writer.flush()
+        minutes = self.elapsed_s / 60.0
+        self.log(f"{reason} at step {self.step}/{cfg.steps} ({minutes:.1f} min of training in all); "
+                 f"state: {last}; best: {self.best.get('metric', '-')} {self.best.get('value', math.nan):.4g} "
+                 f"at step {self.best.get('step', '-')}")
+        if self.step < cfg.steps:
+            self.log(f"continue with: python -m training.train --resume {self.run_dir}")
+        return {"reason": reason, "step": self.step, "best": self.best, "last": str(last)}
+
+    def _install_sigint(self) -> bool:
+        try:
+            self._previous_sigint = signal.signal(signal.SIGINT, self.request_stop)
+            return True
+        except ValueError:  # not the main thread: signals cannot be handled here
+            return False
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+
+def new_run_dir(config: TrainingConfig) -> Path:
+    name = config.train.run_name or f"{config.name}_{datetime.datetime.now():%Y%m%d-%H%M%S}"
+    return Path(config.train.out_dir) / name
+
+
+def prepare(config_path: str | None, overrides: list[str], resume: str | None,
+            run_dir: str | None, log: Callable[[str], None] = print) -> Trainer:
+    """A Trainer for a new run (config + overrides) or a resumed one (run folder)."""
+    if resume:
+        resume_dir = Path(resume)
+        if not (resume_dir / "last.pt").is_file() or not (resume_dir / "config.yaml").is_file():
+            raise TrainingError(f"cannot resume {resume_dir}: it needs config.yaml and last.pt (a run "
+                                "folder written by training.train)")
+        check_resume_overrides(overrides)
+        config = load_config(resume_dir / "config.yaml", overrides)
+        trainer = Trainer(config, resume_dir, log=log)
+        trainer.load_state_dict(load_training_file(resume_dir / "last.pt"))
+        log(f"resumed at step {trainer.step}")
+        return trainer
+    if not config_path:
+        raise ConfigError("give --config FILE for a new run, or --resume RUN_DIR to continue one")
+    config = load_config(config_path, overrides)
+    target = Path(run_dir) if run_dir else new_run_dir(config)
+    if (target / "last.pt").exists():
+        raise TrainingError(f"{target} already holds a run (last.pt); continue it with --resume {target} "
+                            "or choose another train.run_name / --run-dir")
+    return Trainer(config, target, log=log)
+
+
+def main(argv: list[str] | None = None) -> int:
+    budget_start = time.monotonic()
+    parser = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="YAML training config (config/train/*.yaml)")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in this folder exactly")
+    parser.add_argument("--run-dir", help="folder of a new run (default: train.out_dir/<name>_<date-time>)")
+    parser.add_argument("--max-minutes", type=float, help="wall-clock budget (same as train.max_minutes=)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="config overrides, e.g. train.steps=2000 data.root=/data data.sources.rgbd.weight=0.5")
+    args = parser.parse_args(argv)
+    overrides = list(args.overrides)
+    if args.max_minutes is not None:
+        overrides.append(f"train.max_minutes={args.max_minutes}")
+    try:
+        trainer = prepare(args.config, overrides, args.resume, args.run_dir)
+    except (ConfigError, DataError, TrainingError, CheckpointError, EngineError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        summary = trainer.fit(budget_start=budget_start)
+    except KeyboardInterrupt:
+        print("aborted by a second Ctrl-C; last.pt holds the last saved state", file=sys.stderr)
+        return 130
+    finally:
+        trainer.close()
+    # 130 like any program stopped by Ctrl-C (the state is saved); a time budget is a normal end.
+    return 130 if summary["reason"].startswith("stopped") else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
