@@ -10,7 +10,6 @@ from dehaze_ros.checkpoint import (CHECKPOINT_FORMAT_VERSION, CheckpointError, a
 from dehaze_ros.engine import DehazeEngine, EngineConfig, EngineError, as_rgb_uint8, scaled_size
 from dehaze_ros.models import build_dehazer, build_depth_net, get_model_config
 
-torch.set_num_threads(2)
 
 
 @pytest.fixture(scope="module")

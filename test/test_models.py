@@ -12,7 +12,6 @@ from dehaze_ros.models import (PRESETS, ModelConfig, build_dehazer, build_depth_
 from dehaze_ros.models.blocks import TokenMixer
 from dehaze_ros.models.depth_net import LOG_DEPTH_LIMIT
 
-torch.set_num_threads(2)
 
 PAPER_DEHAZER_PARAMS = 17.36e6
 PAPER_DEPTH_NET_PARAMS = 1.98e6
