@@ -1,16 +1,19 @@
 """DehazeEngine: one frame in, dehazed image and depth out. Knows nothing of ROS.
 
-The node converts messages to numpy, calls :meth:`DehazeEngine.process`, and publishes; training
-evaluation runs through the same engine so reported numbers describe what is deployed.
+The node converts messages to numpy, calls :meth:`DehazeEngine.process`, and publishes;
+``training.evaluate`` runs through the same engine, so the numbers it reports describe what is
+deployed (the in-training validation that picks best.pt calls the networks directly).
 
 Speed: ``max_side`` runs the networks on a downscaled copy. The dehazed output is then rebuilt
 at full resolution as ``hazy_full + upsample(dehazed_small - hazy_small)``: the networks predict
 a residual (J = I + f(I)) that is smooth compared with the image, so upsampling the *correction*
-instead of the *image* keeps the input's fine detail. Depth is upsampled bilinearly.
+instead of the *image* keeps the input's fine detail. Depth is upsampled nearest-neighbour:
+interpolating across a depth edge would invent "flying" points between foreground and background.
 """
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,7 +88,8 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype:
             raise EngineError(f"precision {name} needs a CUDA device; on {device} use fp32 or auto")
         return torch.float32
     if name == "auto":
-        return torch.float16
+        # The same rule as training's AMP, so the deployed precision is the validated one.
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[name]
 
 
@@ -139,8 +143,10 @@ class DehazeEngine:
             self.device = resolve_device(config.device)
             self.dtype = resolve_precision(config.precision, self.device)
             path = Path(config.checkpoint) if config.checkpoint else DEFAULT_CHECKPOINT
-            self.checkpoint = load_checkpoint(path, map_location="cpu")
-            self.dehazer, self.depth_net = build_models(self.checkpoint)
+            checkpoint = load_checkpoint(path, map_location="cpu")
+            self.dehazer, self.depth_net = build_models(checkpoint)
+            # Keep the metadata only: the state dicts would be a second copy of every weight.
+            self.checkpoint = dataclasses.replace(checkpoint, dehazer_state={}, depth_net_state=None)
             self.dehazer.to(self.device)
             if self.depth_net is not None:
                 self.depth_net.to(self.device)
@@ -229,16 +235,17 @@ class DehazeEngine:
         depth = None
         if depth_small is not None:
             if (small_h, small_w) != (height, width):
-                depth_small = cv2.resize(depth_small, (width, height), interpolation=cv2.INTER_LINEAR)
-            depth = self._apply_depth_range(depth_small.astype(np.float32, copy=False))
+                depth_small = cv2.resize(depth_small, (width, height), interpolation=cv2.INTER_NEAREST)
+            else:
+                depth_small = depth_small.copy()  # on CPU this is the tensor's own memory
+            depth = self._apply_depth_range(depth_small)
         timings["postprocess"] = (time.perf_counter() - mark) * 1e3
         timings["total"] = (time.perf_counter() - start) * 1e3
         return EngineResult(dehazed, depth, self.depth_units, timings)
 
     def _apply_depth_range(self, depth: np.ndarray) -> np.ndarray:
-        """REP-117: beyond the trained range is +inf (too far) or -inf (too close), not a number."""
+        """In place. REP-117: beyond the trained range is +inf (too far) or -inf (too close), not a number."""
         near, far = self.depth_range
-        depth = depth.copy()
         depth[depth > far] = np.inf
         depth[depth < near] = -np.inf
         return depth

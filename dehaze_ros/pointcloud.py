@@ -43,8 +43,10 @@ def intrinsics_from_camera_info(camera_info, width: int, height: int) -> tuple[f
     calibrated_w, calibrated_h = int(camera_info.width), int(camera_info.height)
     if calibrated_w > 0 and calibrated_h > 0 and (calibrated_w, calibrated_h) != (width, height):
         scale_x, scale_y = width / calibrated_w, height / calibrated_h
-        fx, cx = fx * scale_x, cx * scale_x
-        fy, cy = fy * scale_y, cy * scale_y
+        # Pixel centres sit at integer coordinates, so the principal point scales about the
+        # image corner at (-0.5, -0.5), not about (0, 0).
+        fx, cx = fx * scale_x, (cx + 0.5) * scale_x - 0.5
+        fy, cy = fy * scale_y, (cy + 0.5) * scale_y - 0.5
     return float(fx), float(fy), float(cx), float(cy)
 
 

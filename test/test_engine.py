@@ -1,6 +1,7 @@
 """Engine and checkpoints: round trips through real files, every loading error, input checks."""
 import zipfile
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -18,6 +19,10 @@ def rt_checkpoint(tmp_path_factory):
     torch.manual_seed(0)
     config = get_model_config("diacmpn-rt")
     dehazer, depth_net = build_dehazer(config), build_depth_net(config)
+    # The output projection starts at zero (the untrained dehazer is the identity); random
+    # weights make the correction non-zero so the tests see the dehazing path at all.
+    torch.nn.init.normal_(dehazer.output_projection.weight, std=0.05)
+    torch.nn.init.normal_(dehazer.output_projection.bias, std=0.05)
     path = tmp_path_factory.mktemp("ckpt") / "rt.pt"
     save_checkpoint(path, model_config=config.to_dict(), dehazer_state=dehazer.state_dict(),
                     depth_net_state=depth_net.state_dict(), depth_units="meters",
@@ -55,6 +60,28 @@ def test_engine_output_equals_model_output_at_native_size(rt_checkpoint):
     assert result.depth_units == "meters"
     assert set(result.timings_ms) >= {"dehaze", "depth", "total"}
     assert engine.describe()["model"] == "diacmpn-rt"
+
+
+def test_engine_max_side_rebuilds_full_resolution_from_the_small_correction(rt_checkpoint):
+    """Full-size output = hazy + upsampled (dehazed_small - hazy_small); depth nearest-upsampled."""
+    path, dehazer, depth_net = rt_checkpoint
+    engine = DehazeEngine(EngineConfig(checkpoint=str(path), max_side=64, warmup=0))
+    rgb = np.random.default_rng(1).integers(0, 256, (120, 200, 3), dtype=np.uint8)
+    result = engine.process(rgb)
+    small = cv2.resize(rgb, (64, 38), interpolation=cv2.INTER_AREA)
+    with torch.inference_mode():
+        hazy_small = torch.from_numpy(small).permute(2, 0, 1)[None].float() / 255
+        dehazed_small = dehazer(hazy_small).clamp(0, 1)
+        depth_small = depth_net(dehazed_small)[0, 0].numpy()
+    correction = (dehazed_small - hazy_small)[0].permute(1, 2, 0).numpy()
+    assert np.abs(correction).max() > 0.02, "the test needs a dehazer that changes the image"
+    expected = rgb + cv2.resize(correction, (200, 120), interpolation=cv2.INTER_LINEAR) * 255
+    assert np.abs(result.dehazed - np.clip(expected, 0, 255)).max() <= 1.0
+    expected_depth = cv2.resize(depth_small, (200, 120), interpolation=cv2.INTER_NEAREST)
+    finite = np.isfinite(result.depth)
+    np.testing.assert_allclose(result.depth[finite], expected_depth[finite], rtol=1e-5)
+    # Nearest upsampling invents no depth between neighbours: every value is a network output.
+    assert np.isin(result.depth[finite], depth_small).all()
 
 
 def test_engine_max_side_returns_input_resolution_and_skips_unwanted_work(rt_checkpoint):

@@ -64,7 +64,8 @@ def test_intrinsics_prefer_projection_and_scale_to_the_image():
     info = camera_info(640, 480, 500.0, 500.0, 320.0, 240.0)
     info.k = [1.0] * 9  # raw K differs; P describes the rectified image the node sees
     assert intrinsics_from_camera_info(info, 640, 480) == (500.0, 500.0, 320.0, 240.0)
-    assert intrinsics_from_camera_info(info, 320, 240) == (250.0, 250.0, 160.0, 120.0)
+    # Half resolution: pixel (0, 0) covers old pixels 0 and 1, so cx = (320 + 0.5) / 2 - 0.5.
+    assert intrinsics_from_camera_info(info, 320, 240) == (250.0, 250.0, 159.75, 119.75)
     only_k = camera_info(640, 480, 400.0, 410.0, 300.0, 200.0, use_projection=False)
     assert intrinsics_from_camera_info(only_k, 640, 480) == (400.0, 410.0, 300.0, 200.0)
     with pytest.raises(IntrinsicsError, match="uncalibrated"):
