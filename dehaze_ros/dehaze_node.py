@@ -3,7 +3,10 @@
 Lifecycle (rclpy.lifecycle; `autostart` drives it to active by itself):
   configure   validate parameters, load the model and warm it up, create the publishers.
               A missing or bad checkpoint, or a bad parameter, returns FAILURE with a message
-              naming the problem (log and /diagnostics); the process stays up.
+              naming the problem (log and /diagnostics); the process stays up. A bad value of
+              a read-only start-up parameter (autostart, input_*, diagnostics_period) cannot be
+              fixed at runtime, so it does not fail configure: the node logs an ERROR at
+              construction and runs with the default, and /diagnostics keeps reporting it.
   activate    create the input subscriptions and start the processing thread.
   deactivate  destroy the subscriptions and stop the thread: nothing is published.
   cleanup     destroy the publishers and free the model (and the CUDA cache).
@@ -51,6 +54,7 @@ from dehaze_ros.node_config import (SPECS, ConfigError, NodeConfig, declare_node
                                     read_node_config, resolve_model)
 from dehaze_ros.pointcloud import (IntrinsicsError, depth_to_points, intrinsics_from_camera_info,
                                    make_pointcloud2)
+from dehaze_ros.stats import percentile
 
 NODE_NAME = "dehaze_node"
 LATENCY_WINDOW = 200          # recent frames the latency statistics cover
@@ -127,11 +131,6 @@ class FrameStats:
         self.inference_ms: deque[float] = deque(maxlen=LATENCY_WINDOW)   # engine.process
 
 
-def _percentile(samples, fraction: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
-
-
 @dataclass(frozen=True)
 class OutputDemand:
     """Which outputs someone is listening to (and are switched on) for the frame at hand."""
@@ -159,8 +158,19 @@ class DehazeNode(LifecycleNode):
 
     def __init__(self, **kwargs):
         super().__init__(NODE_NAME, **kwargs)
-        self._refused_parameters = {problem.split(":", 1)[0]: problem
-                                    for problem in declare_node_parameters(self)}
+        refused = declare_node_parameters(self)
+        # A read-only value can never be corrected at runtime: failing configure over it would
+        # leave the node stuck until a restart. It runs with the default instead, and says so
+        # in the log and in every /diagnostics message.
+        self._startup_refusals = [f"{value}; using the default {value.spec.default!r}"
+                                  for value in refused if value.spec.stage == "startup"]
+        for text in self._startup_refusals:
+            self.get_logger().error(f"start-up parameter {text} (read-only: correct the launch "
+                                    "arguments or params file and restart to change it)")
+        # Configure-time and live values can be set while unconfigured: configure fails, naming
+        # them, until they are.
+        self._refused_parameters = {value.spec.name: str(value)
+                                    for value in refused if value.spec.stage != "startup"}
         self.add_on_set_parameters_callback(self._on_set_parameters)
         startup = read_node_config(self)
         self._autostart = startup.autostart
@@ -201,8 +211,8 @@ class DehazeNode(LifecycleNode):
         self._configure_error = ""
         try:
             if self._refused_parameters:
-                raise ConfigError("start-up parameter values refused: "
-                                  + "; ".join(self._refused_parameters.values()))
+                raise ConfigError("values given at start-up were refused (set them, then "
+                                  "configure again): " + "; ".join(self._refused_parameters.values()))
             config = read_node_config(self)
             config.validate()
             choice = resolve_model(config)
@@ -210,11 +220,8 @@ class DehazeNode(LifecycleNode):
                 self.get_logger().warning(choice.warning)
             # Imported here: torch loads in ~1 s, and a node that only declares parameters
             # (lifecycle managers, `--help`-like use) should not pay for it.
-            from dehaze_ros.engine import DehazeEngine, EngineConfig
-            engine = DehazeEngine(EngineConfig(
-                model=choice.model, checkpoint=choice.checkpoint, device=config.device,
-                precision=config.precision, max_side=config.max_side, warmup=config.warmup,
-                num_threads=config.num_threads))
+            from dehaze_ros.engine import DehazeEngine
+            engine = DehazeEngine(config.engine_config(choice))
         except Exception as exc:  # noqa: BLE001 - any failure to set up must be FAILURE, not a crash
             self._configure_error = f"configure failed: {exc}"
             self.get_logger().error(self._configure_error)
@@ -249,11 +256,9 @@ class DehazeNode(LifecycleNode):
         options = QoSOverridingOptions.with_default_policies()
         if config.input_transport == "compressed":
             # image_transport's naming: the compressed stream lives under the (remapped) image topic.
-            resolve = getattr(self, "resolve_topic_name", None)
-            base = resolve("image") if resolve else "image"
-            self._input_topic = f"{base}/compressed"
-            image_sub = self.create_subscription(CompressedImage, self._input_topic, self._on_image,
-                                                 qos, qos_overriding_options=options)
+            image_sub = self.create_subscription(
+                CompressedImage, f"{self.resolve_topic_name('image')}/compressed", self._on_image,
+                qos, qos_overriding_options=options)
         else:
             image_sub = self.create_subscription(Image, "image", self._on_image, qos,
                                                  qos_overriding_options=options)
@@ -560,11 +565,17 @@ class DehazeNode(LifecycleNode):
             messages.append(self._relative_depth_note(config))
         if level == DiagnosticStatus.OK and counts["invalid"] and last_problem:
             level = DiagnosticStatus.WARN
+        if self._startup_refusals:
+            # ERROR although frames may flow: the node is not doing what it was told (a misspelt
+            # input_transport listens on the wrong topic) until it is restarted.
+            level = max(level, DiagnosticStatus.ERROR)
+            messages.append("start-up parameters refused, running with defaults until restarted: "
+                            + "; ".join(self._startup_refusals))
         status.level = level
         status.message = "; ".join(messages)
 
         def ms(samples, fraction):
-            return f"{_percentile(samples, fraction):.1f}" if samples else "n/a"
+            return f"{percentile(samples, fraction):.1f}" if samples else "n/a"
 
         values = {
             "state": self._state_label,
@@ -583,6 +594,7 @@ class DehazeNode(LifecycleNode):
             "latency stamp->publish p95 (ms)": ms(stamp_age, 0.95),
             "inference median (ms)": f"{statistics.median(inference):.1f}" if inference else "n/a",
             "last problem": last_problem or "none",
+            "refused start-up parameters": "; ".join(self._startup_refusals) or "none",
         }
         for key in ("model", "device", "precision", "depth_units", "checkpoint", "max_side"):
             if key in self._engine_info:

@@ -13,10 +13,13 @@ node's outputs. After the first dehazed frame it records for `--duration` second
 then prints one summary line (frames in/out/dropped, end-to-end latency from the camera's
 header stamp to the recorder's receipt, output rate). Children are stopped with SIGINT (a
 clean rclpy shutdown), killed if they do not exit within 10 s: nothing is left running.
+Ctrl-C and SIGTERM stop the demo the same way. Each child runs in its own session and, on
+Linux, gets SIGTERM from the kernel if the demo dies without cleaning up (even by SIGKILL).
 """
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
 import random
 import signal
@@ -28,9 +31,12 @@ from pathlib import Path
 
 import numpy as np
 
+from dehaze_ros.stats import percentile
+
 NAMESPACE = "/dehaze_demo"
 PROFILE_NAME = "fastdds_localhost.xml"
 STARTUP_TIMEOUT_S = 90.0
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -101,21 +107,56 @@ def choose_model(args: argparse.Namespace) -> tuple[str, str]:
     return choice.model, choice.checkpoint
 
 
+def _parent_death_signal():
+    """A preexec_fn that makes a child get SIGTERM when the demo dies, even by SIGKILL (Linux).
+
+    The children run in their own sessions (so a terminal's Ctrl-C reaches only the demo, which
+    stops them in order), which also means nothing else would take them down with the demo.
+    None where prctl(PR_SET_PDEATHSIG) does not exist.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def set_death_signal() -> None:
+        # Runs between fork and exec: libc was loaded above, in the parent, so nothing here
+        # takes a lock another thread of the parent might hold. The signal survives exec.
+        prctl(ctypes.c_int(PR_SET_PDEATHSIG), ctypes.c_ulong(signal.SIGTERM))
+        if os.getppid() != parent:  # the demo died before prctl took effect
+            os._exit(1)
+
+    return set_death_signal
+
+
 def start_child(module: str, ros_args: list[str], env: dict, log_path: Path) -> subprocess.Popen:
-    log_file = open(log_path, "wb")
-    return subprocess.Popen([sys.executable, "-m", module, "--ros-args", *ros_args],
-                            stdout=log_file, stderr=subprocess.STDOUT, env=env)
+    # The child writes to its own copy of the descriptor: the demo's is closed at once.
+    with open(log_path, "wb") as log_file:
+        return subprocess.Popen([sys.executable, "-m", module, "--ros-args", *ros_args],
+                                stdout=log_file, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True, preexec_fn=_parent_death_signal())
+
+
+def _signal_group(child: subprocess.Popen, signum: int) -> None:
+    """Signal the child's whole process group (it leads one: start_new_session)."""
+    try:
+        os.killpg(child.pid, signum)
+    except ProcessLookupError:
+        pass  # already gone
 
 
 def stop_children(children: list[subprocess.Popen]) -> None:
     for child in children:
         if child.poll() is None:
-            child.send_signal(signal.SIGINT)
+            _signal_group(child, signal.SIGINT)
     for child in children:
         try:
             child.wait(10)
         except subprocess.TimeoutExpired:
-            child.kill()
+            _signal_group(child, signal.SIGKILL)
             child.wait(5)
 
 
@@ -213,8 +254,26 @@ class Recorder:
             frames.pop(next(iter(frames)))
 
 
+def _stop_like_ctrl_c(signum, frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    # SIGTERM (kill, a CI timeout, a service manager) stops the demo the way Ctrl-C does: the
+    # cleanup in run() stops the children and closes the video. Without a handler SIGTERM ends
+    # the process at once and the children would be left to their parent-death signal.
+    previous = signal.signal(signal.SIGTERM, _stop_like_ctrl_c)
+    try:
+        return run(args)
+    except KeyboardInterrupt:
+        print("demo: interrupted; the nodes were stopped", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run(args: argparse.Namespace) -> int:
     env = demo_environment()
     os.environ.clear()
     os.environ.update(env)  # this process runs a recorder node: same DDS setup as the children
@@ -309,9 +368,9 @@ def main(argv=None) -> int:
         fps = (out - 1) / (recorder.output_times[-1] - recorder.output_times[0])
     else:
         fps = 0.0
-    latencies = sorted(recorder.latencies_ms)
+    latencies = recorder.latencies_ms
     median = statistics.median(latencies) if latencies else float("nan")
-    p95 = latencies[min(len(latencies) - 1, int(round(0.95 * (len(latencies) - 1))))] if latencies else float("nan")
+    p95 = percentile(latencies, 0.95) if latencies else float("nan")
     print(f"demo summary: model {after.get('model', model)} ({after.get('device', '?')}), {args.width}x{args.height}, "
           f"{args.duration:g} s: frames in {recorder.camera_frames}, out {out}, dropped {dropped}; "
           f"latency stamp->received median {median:.0f} ms, p95 {p95:.0f} ms; output {fps:.1f} fps; "

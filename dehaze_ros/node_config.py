@@ -10,9 +10,12 @@ Every parameter has a *stage*, which says when a change takes effect:
                 flag would force a restart instead.
 * ``live``      applied to the next frame (publish switches, colormap range, decimation, rate).
 
-Values given at startup (``-p``, ``--params-file``) that fail the declared type or range do not
-crash the process: the parameter keeps its default, the problem is remembered, and configure
-fails with a message naming it, so a lifecycle manager sees FAILURE and the node stays up.
+Values given at startup (``-p``, ``--params-file``) that fail the table (type, range, choices)
+do not crash the process: the parameter is declared with its default and the refusal is
+returned to the node. What the node does with it depends on the stage. A ``startup`` value can
+never be corrected at runtime (read-only), so the node logs an ERROR, runs with the default and
+keeps saying so in /diagnostics; refusing to configure would leave it stuck until a restart. A
+``configure`` or ``live`` value can be set, so configure fails naming it until it is.
 """
 from __future__ import annotations
 
@@ -23,8 +26,9 @@ from pathlib import Path
 
 STAGES = ("startup", "configure", "live")
 PACKAGE = "dehaze_ros"
-PACKAGE_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "default.pt"
 _TYPE_NAMES = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
+# NodeConfig fields that are EngineConfig fields: the engine validates them (one set of rules).
+ENGINE_FIELDS = ("model", "checkpoint", "device", "precision", "max_side", "warmup", "num_threads")
 
 
 class ConfigError(ValueError):
@@ -41,18 +45,46 @@ class ParameterSpec:
     minimum: float | None = None
     maximum: float | None = None
 
+    @property
+    def allowed(self) -> str:
+        """The values the table accepts, in words: for error messages."""
+        if self.choices:
+            return "one of " + ", ".join(self.choices)
+        kind = _TYPE_NAMES[type(self.default)]
+        if self.minimum is not None:
+            return f"{kind} in [{self.minimum}, {self.maximum}]"
+        return kind
+
+    def problems(self, value) -> list[str]:
+        """What is wrong with ``value`` for this parameter (type, choices, range); [] if nothing."""
+        expected = type(self.default)
+        if expected is float and type(value) is int:
+            value = float(value)  # `-p colormap_max_m:=50` arrives as an integer
+        if type(value) is not expected:
+            return [f"{self.name} must be {_TYPE_NAMES[expected]}, got {value!r}"]
+        problems = []
+        if self.choices and value not in self.choices:
+            problems.append(f"{self.name} must be one of {', '.join(self.choices)}, got {value!r}")
+        if self.minimum is not None and value < self.minimum:
+            problems.append(f"{self.name} must be >= {self.minimum}, got {value}")
+        if self.maximum is not None and value > self.maximum:
+            problems.append(f"{self.name} must be <= {self.maximum}, got {value}")
+        return problems
+
 
 PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("autostart", True,
                   "Configure and activate on start-up; false waits for a lifecycle manager "
                   "(~/change_state).", "startup"),
     ParameterSpec("input_transport", "raw",
-                  "raw: subscribe to `image` (sensor_msgs/Image); compressed: subscribe to "
-                  "`<image>/compressed` (sensor_msgs/CompressedImage, jpeg or png).",
+                  "One of: raw, compressed. raw: subscribe to `image` (sensor_msgs/Image); "
+                  "compressed: subscribe to `<image>/compressed` (sensor_msgs/CompressedImage, "
+                  "jpeg or png).",
                   "startup", choices=("raw", "compressed")),
     ParameterSpec("input_reliability", "best_effort",
-                  "QoS reliability of the image and camera_info subscriptions. best_effort "
-                  "(sensor-data QoS) matches every publisher; reliable only matches reliable ones.",
+                  "One of: best_effort, reliable. QoS reliability of the image and camera_info "
+                  "subscriptions: best_effort (sensor-data QoS) matches every publisher; reliable "
+                  "only matches reliable ones.",
                   "startup", choices=("best_effort", "reliable")),
     ParameterSpec("diagnostics_period", 1.0,
                   "Seconds between /diagnostics messages (rates are averaged over this period).",
@@ -138,38 +170,38 @@ class NodeConfig:
 
     def validate(self) -> None:
         """Raise ConfigError listing every problem (types, choices, ranges, cross-field rules)."""
-        problems = []
+        problems, bad_fields = [], set()
         for spec in PARAMETERS:
-            value = getattr(self, spec.name)
-            expected = type(spec.default)
-            if expected is float and isinstance(value, int) and not isinstance(value, bool):
-                value = float(value)
-            if type(value) is not expected:
-                problems.append(f"{spec.name} must be {_TYPE_NAMES[expected]}, got {value!r}")
-                continue
-            if spec.choices and value not in spec.choices:
-                problems.append(f"{spec.name} must be one of {', '.join(spec.choices)}, got {value!r}")
-            if spec.minimum is not None and value < spec.minimum:
-                problems.append(f"{spec.name} must be >= {spec.minimum}, got {value}")
-            if spec.maximum is not None and value > spec.maximum:
-                problems.append(f"{spec.name} must be <= {spec.maximum}, got {value}")
-        if isinstance(self.colormap_min_m, (int, float)) and isinstance(self.colormap_max_m, (int, float)) \
+            found = spec.problems(getattr(self, spec.name))
+            if found:
+                bad_fields.add(spec.name)
+                problems += found
+        if not {"colormap_min_m", "colormap_max_m"} & bad_fields \
                 and not self.colormap_min_m < self.colormap_max_m:
             problems.append(f"colormap_min_m ({self.colormap_min_m}) must be smaller than "
                             f"colormap_max_m ({self.colormap_max_m})")
-        if isinstance(self.device, str):
-            device = self.device
-            if not (device in ("auto", "cpu", "cuda") or
-                    (device.startswith("cuda:") and device[5:].isdigit())):
-                problems.append(f"device must be auto, cpu, cuda or cuda:N, got {device!r}")
-        if isinstance(self.max_side, int) and 0 < self.max_side < 32:
-            problems.append(f"max_side must be 0 (native) or at least 32, got {self.max_side}")
+        # The engine's own rules (device names, the smallest max_side, ...) live in
+        # EngineConfig.validate; asked only when the table found its fields well-typed, so a
+        # problem is reported once. It names one problem at a time.
+        if not bad_fields & set(ENGINE_FIELDS):
+            try:
+                self.engine_config().validate()
+            except ValueError as exc:
+                problems.append(str(exc))
         if problems:
             raise ConfigError("invalid parameters: " + "; ".join(problems))
 
-    @property
-    def depth_outputs_wanted(self) -> bool:
-        return self.publish_depth or self.publish_colormap or self.publish_points
+    def engine_config(self, choice: ModelChoice | None = None):
+        """The dehaze_ros.engine.EngineConfig these parameters describe; model and checkpoint
+        from ``choice`` (resolve_model) when given, else as the parameters say."""
+        # Imported here: the engine imports torch (~1 s), which declaring parameters or reading
+        # this table (tests, docs, launch tooling) should not pay for.
+        from dehaze_ros.engine import EngineConfig
+
+        model, checkpoint = (choice.model, choice.checkpoint) if choice else (self.model, self.checkpoint)
+        return EngineConfig(model=model, checkpoint=checkpoint, device=self.device,
+                            precision=self.precision, max_side=self.max_side, warmup=self.warmup,
+                            num_threads=self.num_threads)
 
     def replace(self, **changes) -> "NodeConfig":
         return dataclasses.replace(self, **changes)
@@ -190,8 +222,11 @@ def package_file_candidates(*parts: str) -> list[Path]:
 
 
 def default_checkpoint_candidates() -> list[Path]:
-    """The shipped checkpoint: installed share dir, then next to the code."""
-    return package_file_candidates("checkpoints", "default.pt")[:-1] + [PACKAGE_CHECKPOINT]
+    """The shipped checkpoint: installed share dir, then the engine's default next to the code."""
+    from dehaze_ros.engine import DEFAULT_CHECKPOINT  # imports torch: only when a path is needed
+
+    # The source-tree candidate is dropped: checkpoints/ lives inside the package, not beside it.
+    return package_file_candidates("checkpoints", "default.pt")[:-1] + [DEFAULT_CHECKPOINT]
 
 
 @dataclass(frozen=True)
@@ -217,6 +252,16 @@ def resolve_model(config: NodeConfig) -> ModelChoice:
     return ModelChoice("dcp", "", warning=(
         f"no shipped checkpoint found (looked in: {looked}); falling back to model dcp (Dark Channel "
         "Prior, relative depth). Set the `checkpoint` parameter to a trained model for metric depth."))
+
+
+@dataclass(frozen=True)
+class RefusedValue:
+    """A value given at start-up that failed the table; the parameter was declared with its default."""
+    spec: ParameterSpec
+    given: object
+
+    def __str__(self) -> str:
+        return f"{self.spec.name}:={self.given!r} is not {self.spec.allowed}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -247,39 +292,32 @@ def _descriptor(spec: ParameterSpec):
     return descriptor
 
 
-def declare_node_parameters(node) -> list[str]:
-    """Declare every parameter on ``node``; return the start-up values that had to be refused."""
+def declare_node_parameters(node) -> list[RefusedValue]:
+    """Declare every parameter on ``node``; return the start-up values that had to be refused
+    (each is declared with its default instead, so the node comes up)."""
     from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 
     refused = []
-    # rclpy keeps the start-up values (-p, --params-file) in node._parameter_overrides; it has
-    # no public getter in Humble, and the refused value is worth naming in the error.
     for spec in PARAMETERS:
         descriptor = _descriptor(spec)
-        try:
+        # rclpy keeps the start-up values (-p, --params-file) in node._parameter_overrides, with
+        # no public getter. Checking them against the table here catches what a descriptor cannot
+        # express (choices) and keeps the refused value, to name it in the error.
+        override = node._parameter_overrides.get(spec.name)
+        if override is None:
             node.declare_parameter(spec.name, spec.default, descriptor)
             continue
-        except InvalidParameterTypeException:
-            given = node._parameter_overrides.get(spec.name)
-            given_value = getattr(given, "value", given)
-            # `-p colormap_max_m:=50` arrives as an integer: take it as the float it means.
-            if isinstance(spec.default, float) and isinstance(given_value, int) \
-                    and not isinstance(given_value, bool):
-                try:
-                    node.declare_parameter(spec.name, float(given_value), descriptor,
-                                           ignore_override=True)
-                    continue
-                except InvalidParameterValueException:
-                    problem = f"{spec.name}: {given_value} is outside [{spec.minimum}, {spec.maximum}]"
-            else:
-                problem = f"{spec.name}: {given_value!r} is not {_TYPE_NAMES[type(spec.default)]}"
-        except InvalidParameterValueException:
-            given = node._parameter_overrides.get(spec.name)
-            given_value = getattr(given, "value", given)
-            problem = f"{spec.name}: {given_value!r} is outside [{spec.minimum}, {spec.maximum}]"
-        # Keep the node up with the default; configure reports the refused value.
+        given = override.value
+        if not spec.problems(given):
+            # `-p colormap_max_m:=50` arrives as an integer: declare the float it means.
+            value = float(given) if isinstance(spec.default, float) else given
+            try:
+                node.declare_parameter(spec.name, value, descriptor, ignore_override=True)
+                continue
+            except (InvalidParameterTypeException, InvalidParameterValueException):
+                pass  # rclpy's own descriptor check disagreed: refuse it like the table would
         node.declare_parameter(spec.name, spec.default, descriptor, ignore_override=True)
-        refused.append(problem)
+        refused.append(RefusedValue(spec, given))
     return refused
 
 

@@ -210,8 +210,8 @@ class SampleCamera(Node):
         self.info_pub = self.create_publisher(CameraInfo, "camera_info", qos, qos_overriding_options=options)
         self.compressed_pub = None
         if value["publish_compressed"]:
-            resolve = getattr(self, "resolve_topic_name", None)
-            base = resolve("image") if resolve else "image"
+            # image_transport's naming: the compressed stream lives under the (remapped) image topic.
+            base = self.resolve_topic_name("image")
             self.compressed_pub = self.create_publisher(CompressedImage, f"{base}/compressed", qos,
                                                         qos_overriding_options=options)
         self.depth_pub = self.create_publisher(Image, "ground_truth/depth", qos)
@@ -235,7 +235,8 @@ class SampleCamera(Node):
         rgb, depth_m, clear = frame
         encoding = self.settings["encoding"]
         header_stamp = self.get_clock().now().to_msg()
-        image_msg = numpy_to_image(rgb8_to_encoding(rgb, encoding), encoding)
+        pixels = rgb8_to_encoding(rgb, encoding)  # one conversion for the raw and the compressed message
+        image_msg = numpy_to_image(pixels, encoding)
         image_msg.header.stamp = header_stamp
         image_msg.header.frame_id = self.settings["frame_id"]
         if self.camera_info is None:
@@ -246,8 +247,7 @@ class SampleCamera(Node):
         self.info_pub.publish(self.camera_info)
         if self.compressed_pub is not None:
             self.compressed_pub.publish(numpy_to_compressed(
-                rgb8_to_encoding(rgb, encoding), encoding, "jpeg", image_msg.header,
-                jpeg_quality=self.settings["jpeg_quality"]))
+                pixels, encoding, "jpeg", image_msg.header, jpeg_quality=self.settings["jpeg_quality"]))
         if depth_m is not None and self.depth_pub.get_subscription_count() > 0:
             self.depth_pub.publish(numpy_to_image(depth_m.astype(np.float32), "32FC1", image_msg.header))
         if clear is not None and self.clear_pub.get_subscription_count() > 0:

@@ -17,9 +17,11 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+LOG_TAIL_LINES = 40  # of a hung node's log, shown in the warning about it
 
 
 def configure_dds_environment() -> None:
@@ -47,29 +49,47 @@ class NodeProcess:
     """`python -m <module> --ros-args ...` in a child process, its output kept in a file."""
 
     def __init__(self, module: str, ros_args: list[str], name: str):
-        self.log_path = Path(tempfile.mkstemp(prefix=f"{name}.", suffix=".log")[1])
-        self._log_file = open(self.log_path, "wb")
+        descriptor, path = tempfile.mkstemp(prefix=f"{name}.", suffix=".log")
+        self.log_path = Path(path)
         self.command = [sys.executable, "-m", module, "--ros-args", *ros_args]
-        self.process = subprocess.Popen(self.command, stdout=self._log_file, stderr=subprocess.STDOUT,
-                                        env=child_env(), cwd=REPO_ROOT)
+        # The child writes through its own copy of the descriptor; ours is closed at once.
+        with os.fdopen(descriptor, "wb") as log_file:
+            self.process = subprocess.Popen(self.command, stdout=log_file, stderr=subprocess.STDOUT,
+                                            env=child_env(), cwd=REPO_ROOT)
 
     @property
     def alive(self) -> bool:
         return self.process.poll() is None
 
     def log(self) -> str:
+        if not self.log_path.exists():
+            return f"(log of {self.command[2]} removed when the process was stopped)"
         return self.log_path.read_text(errors="replace")
 
     def stop(self, timeout: float = 10.0) -> int:
-        """SIGINT (a clean rclpy shutdown), then SIGKILL if it does not exit in ``timeout``."""
+        """SIGINT (a clean rclpy shutdown), then SIGKILL if it does not exit in ``timeout``.
+
+        The log file is removed: a test that needs it reads log() before stopping, and the
+        harness puts it into its assertion messages. It is kept, with a pytest warning naming
+        it and showing its tail, when the process hung and had to be killed (nothing else
+        would show why), or when DEHAZE_TEST_KEEP_LOGS is set.
+        """
+        hung = False
         if self.alive:
             self.process.send_signal(signal.SIGINT)
             try:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:
+                hung = True
                 self.process.kill()
                 self.process.wait(5)
-        self._log_file.close()
+        if hung and self.log_path.exists():
+            tail = "\n".join(self.log().splitlines()[-LOG_TAIL_LINES:])
+            warnings.warn(f"{self.command[2]} did not stop within {timeout} s of SIGINT and was "
+                          f"killed; its log is kept at {self.log_path}. Last lines:\n{tail}",
+                          stacklevel=2)
+        elif not os.environ.get("DEHAZE_TEST_KEEP_LOGS"):
+            self.log_path.unlink(missing_ok=True)
         return self.process.returncode
 
 

@@ -1,9 +1,12 @@
 """`make demo` end to end, shortened: two node processes over DDS, recorded, and nothing left behind."""
 from __future__ import annotations
 
+import os
 import re
+import signal
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -13,6 +16,9 @@ import pytest
 pytest.importorskip("rclpy", reason="rclpy is not installed (pip install -r requirements-ros-pypi.txt)")
 
 from ros_helpers import REPO_ROOT, child_env  # noqa: E402
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
+                                reason="reads /proc to find leftovers; parent-death signal is Linux's")
 
 
 def processes_with_marker(marker: str) -> list[int]:
@@ -27,19 +33,56 @@ def processes_with_marker(marker: str) -> list[int]:
     return found
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc to find leftovers")
-def test_demo_records_mosaics_and_video_prints_a_summary_and_cleans_up(tmp_path):
-    marker = f"DEHAZE_DEMO_TEST_{uuid.uuid4().hex}"
+def assert_nothing_left(marker: str, timeout: float) -> None:
+    """No process with ``marker`` within ``timeout`` s; any leftover is killed, then reported."""
+    deadline = time.monotonic() + timeout
+    while (left := processes_with_marker(marker)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for pid in left:  # do not let a failing test leave nodes running on the machine
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert left == [], f"the demo left processes running: {left}"
+
+
+def start_demo(marker: str, output: Path, duration: float) -> subprocess.Popen:
     env = child_env()
     env[marker] = "1"
-    output = tmp_path / "demo_output"
-    result = subprocess.run(
-        [sys.executable, "-m", "dehaze_ros.demo", "--duration", "4", "--model", "dcp",
+    # Its own session and process group: a timeout can kill the demo and whatever shares its group.
+    return subprocess.Popen(
+        [sys.executable, "-m", "dehaze_ros.demo", "--duration", str(duration), "--model", "dcp",
          "--width", "160", "--height", "120", "--rate", "8", "--mosaics", "2", "--output", str(output)],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=240)
-    assert result.returncode == 0, result.stdout + result.stderr
-    summary = [line for line in result.stdout.splitlines() if line.startswith("demo summary:")]
-    assert len(summary) == 1, result.stdout
+        cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True)
+
+
+def kill_group(process: subprocess.Popen) -> None:
+    if process.poll() is not None:
+        return  # reaped: its pid may already belong to someone else
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def test_demo_records_mosaics_and_video_prints_a_summary_and_cleans_up(tmp_path):
+    marker = f"DEHAZE_DEMO_TEST_{uuid.uuid4().hex}"
+    output = tmp_path / "demo_output"
+    demo = start_demo(marker, output, duration=4)
+    try:
+        stdout, stderr = demo.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        kill_group(demo)
+        stdout, stderr = demo.communicate()
+        # The children run in sessions of their own: the kernel's parent-death signal stops them.
+        assert_nothing_left(marker, timeout=20)
+        pytest.fail(f"the demo did not finish in 240 s:\n{stdout}\n{stderr}")
+    finally:
+        kill_group(demo)  # pytest interrupted: the demo must not outlive it either
+    assert demo.returncode == 0, stdout + stderr
+    summary = [line for line in stdout.splitlines() if line.startswith("demo summary:")]
+    assert len(summary) == 1, stdout
     numbers = re.search(r"frames in (\d+), out (\d+), dropped (\d+); "
                         r"latency stamp->received median (\d+) ms, p95 (\d+) ms; output ([\d.]+) fps",
                         summary[0])
@@ -55,4 +98,38 @@ def test_demo_records_mosaics_and_video_prints_a_summary_and_cleans_up(tmp_path)
     video = cv2.VideoCapture(str(output / "demo.mp4"))
     assert video.isOpened() and int(video.get(cv2.CAP_PROP_FRAME_COUNT)) >= 1
     assert (output / "logs" / "dehaze_node.log").read_text().count("active: listening") == 1
-    assert processes_with_marker(marker) == [], "the demo left processes running"
+    assert_nothing_left(marker, timeout=0)  # the demo waited for its nodes before it exited
+
+
+def wait_for_nodes(marker: str, demo: subprocess.Popen, timeout: float) -> bool:
+    """True once both node processes run (the demo itself carries the marker too)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and demo.poll() is None:
+        if len([pid for pid in processes_with_marker(marker) if pid != demo.pid]) >= 2:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
+def test_stopping_the_demo_stops_its_nodes(tmp_path, how):
+    """SIGTERM: the demo stops its nodes itself, as on Ctrl-C. SIGKILL: no cleanup can run; the
+    parent-death signal the demo gave its nodes takes them down."""
+    marker = f"DEHAZE_DEMO_TEST_{uuid.uuid4().hex}"
+    demo = start_demo(marker, tmp_path / "demo_output", duration=600)
+    try:
+        started = wait_for_nodes(marker, demo, timeout=60)
+        if started:
+            time.sleep(2.0)  # into the nodes' start-up, where a real interruption would land
+            os.killpg(demo.pid, getattr(signal, how))
+        else:
+            kill_group(demo)
+        stdout, stderr = demo.communicate(timeout=60)
+    finally:
+        kill_group(demo)
+    assert started, f"the nodes never started:\n{stdout}\n{stderr}"
+    if how == "SIGTERM":
+        assert demo.returncode == 130 and "interrupted" in stderr, stdout + stderr
+    else:
+        assert demo.returncode == -signal.SIGKILL
+    assert_nothing_left(marker, timeout=20)

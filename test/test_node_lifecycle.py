@@ -76,11 +76,12 @@ def test_bad_values_and_checkpoints_fail_configure_with_the_reason_then_recover(
     wait_for_services(node)
     assert get_state(node) == State.PRIMARY_STATE_UNCONFIGURED
 
-    # 1. A start-up value out of range: the node came up anyway, configure says why it fails.
+    # 1. A value out of range given at start-up: the node came up anyway with the default, and
+    #    configure says why it fails (a live parameter: it can be set, unlike a read-only one).
     assert not change_state(node, Transition.TRANSITION_CONFIGURE)
     assert get_state(node) == State.PRIMARY_STATE_UNCONFIGURED
     values = node.diagnostics_after(lambda v: "point_decimation" in v["message"])
-    assert "point_decimation: 500 is outside [1, 64]" in values["message"] and values["level"] == "2"
+    assert "point_decimation:=500 is not an integer in [1, 64]" in values["message"] and values["level"] == "2"
 
     # 2. Fixed: now the missing checkpoint is the problem, named with its path.
     assert set_parameter(node, "point_decimation", 3).successful
@@ -103,6 +104,32 @@ def test_bad_values_and_checkpoints_fail_configure_with_the_reason_then_recover(
     assert get_state(node) == State.PRIMARY_STATE_ACTIVE
     node.send_until_processed(frame_message(node))
     assert node.process.alive
+
+
+def test_bad_read_only_values_fall_back_to_defaults_and_the_node_still_runs(harness_factory):
+    # Read-only parameters can never be set afterwards: refusing to configure over one would
+    # leave the node stuck. It must run with the defaults and say, loudly, what it refused.
+    node = harness_factory("/lc_startup", [
+        "-p", "model:=dcp", "-p", "autostart:=maybe", "-p", "input_transport:=foo",
+        "-p", "input_reliability:=sometimes", "-p", "diagnostics_period:=0"])
+    node.wait_until_ready()  # autostart (default true) configured and activated it
+    assert get_state(node) == State.PRIMARY_STATE_ACTIVE
+    refusals = ("autostart:='maybe' is not a boolean; using the default True",
+                "input_transport:='foo' is not one of raw, compressed; using the default 'raw'",
+                "input_reliability:='sometimes' is not one of best_effort, reliable; "
+                "using the default 'best_effort'",
+                "diagnostics_period:=0 is not a number in [0.1, 60.0]; using the default 1.0")
+    log_lines = node.process.log().splitlines()
+    for refusal in refusals:
+        lines = [line for line in log_lines if refusal in line]
+        assert lines and "ERROR" in lines[0], f"no ERROR line with {refusal!r}:\n{node.process.log()}"
+
+    values = node.diagnostics_after(lambda v: v["state"] == "active")
+    assert values["level"] == "2" and "start-up parameters refused" in values["message"]
+    for refusal in refusals:
+        assert refusal in values["refused start-up parameters"]
+    # The defaults are in force: raw images on `image`, best effort, processed.
+    node.send_until_processed(frame_message(node))
 
 
 def test_deactivate_stops_outputs_and_parameters_follow_their_stage(harness_factory, checkpoint):
