@@ -1,4 +1,5 @@
 """The training loop on tiny procedural data (CPU): learning, alternation, resume, run folder, errors."""
+import json
 import os
 import signal
 from pathlib import Path
@@ -129,6 +130,15 @@ def assert_identical(first, second, path="state"):
         assert first == second, f"{path}: {first!r} != {second!r}"
 
 
+def validations(run_dir):
+    return [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+
+
+def best_state(run_dir):
+    state = load_training_file(Path(run_dir) / "best.pt")
+    return {key: state[key] for key in ("step", "best", "dehazer", "depth_net", "ema_dehazer", "ema_depth_net")}
+
+
 def test_resume_after_ctrl_c_continues_bit_identically(tmp_path):
     overrides = ("train.steps=10", "train.checkpoint_every=3", "train.val_every=5", "train.image_every=4")
     straight = Trainer(tiny_config(tmp_path, *overrides), tmp_path / "straight", **QUIET)
@@ -144,6 +154,9 @@ def test_resume_after_ctrl_c_continues_bit_identically(tmp_path):
     assert summary["step"] == 4 and summary["reason"].startswith("stopped")
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler    # handler put back
     assert load_training_file(tmp_path / "interrupted" / "last.pt")["step"] == 4
+    # Ctrl-C does not validate (not even before the first validation): no extra entry, no best.pt
+    assert not (tmp_path / "interrupted" / "metrics.jsonl").exists()
+    assert not (tmp_path / "interrupted" / "best.pt").exists()
 
     messages = []
     resumed = prepare(None, [], str(tmp_path / "interrupted"), None, log=messages.append)
@@ -151,6 +164,24 @@ def test_resume_after_ctrl_c_continues_bit_identically(tmp_path):
     resumed.fit()
     resumed.close()
     assert_identical(final_state(tmp_path / "straight"), final_state(tmp_path / "interrupted"))
+    # ... and it validates at the same steps with the same numbers, and selects the same best.pt
+    assert [entry["step"] for entry in validations(tmp_path / "straight")] == [5, 10]
+    assert validations(tmp_path / "interrupted") == validations(tmp_path / "straight")
+    assert_identical(best_state(tmp_path / "straight"), best_state(tmp_path / "interrupted"))
+
+
+def test_ctrl_c_from_the_command_line_saves_last_state_and_exits_130(tmp_path, monkeypatch):
+    def press_ctrl_c(self, budget_start=None, on_step=None):
+        def at_step_2(trainer):
+            if trainer.step == 2:
+                os.kill(os.getpid(), signal.SIGINT)
+        return original_fit(self, budget_start, on_step=at_step_2)
+    original_fit = Trainer.fit
+    monkeypatch.setattr(Trainer, "fit", press_ctrl_c)
+    run = tmp_path / "run"
+    assert main(["--config", str(SMOKE), "--run-dir", str(run), "train.steps=10", "train.val_every=5"]) == 130
+    assert load_training_file(run / "last.pt")["step"] == 2
+    assert not (run / "best.pt").exists() and not (run / "metrics.jsonl").exists()
 
 
 def test_run_folder_holds_config_states_and_tensorboard_logs(tmp_path):
@@ -271,11 +302,26 @@ def test_resume_refuses_overrides_that_would_change_the_run(tmp_path):
     trainer = Trainer(tiny_config(tmp_path, "train.steps=2"), tmp_path / "run", **QUIET)
     trainer.fit()
     trainer.close()
+    run = tmp_path / "run"
     with pytest.raises(ValueError, match="cannot be applied to a resumed run"):
-        prepare(None, ["optim.lr_dehazer=0.1"], str(tmp_path / "run"), None, **QUIET)
-    resumed = prepare(None, ["train.max_minutes=5"], str(tmp_path / "run"), None, **QUIET)
+        prepare(None, ["optim.lr_dehazer=0.1"], str(run), None, **QUIET)
+    config_yaml = (run / "config.yaml").read_text()
+    validated = validations(run)
+    overrides = ["train.max_minutes=5", "train.log_every=1"]
+    resumed = prepare(None, overrides, str(run), None, **QUIET)
     assert resumed.config.train.max_minutes == 5 and resumed.step == 2
+    resumed.fit()
     resumed.close()
+    # The overrides held for that session only: config.yaml is the run's own, resumes.jsonl says
+    # what the session changed, and the next resume starts from the run's configuration again.
+    assert (run / "config.yaml").read_text() == config_yaml
+    record = json.loads((run / "resumes.jsonl").read_text().splitlines()[-1])
+    assert record["step"] == 2 and record["overrides"] == overrides
+    assert validations(run) == validated        # a finished run is not validated a second time
+    again = prepare(None, [], str(run), None, **QUIET)
+    assert again.config.train.max_minutes == trainer.config.train.max_minutes
+    assert again.config.train.log_every == trainer.config.train.log_every != 1
+    again.close()
 
 
 def test_config_inheritance_overrides_and_coercions(tmp_path):

@@ -123,7 +123,10 @@ def test_a_run_file_is_exported_on_the_fly_and_training_scenes_are_flagged(data_
 def test_bad_arguments_are_reported(data_root, tmp_path, capsys):
     assert main(["--data", str(data_root / "pairs"), "--out", str(tmp_path)]) == 2
     assert "nothing to evaluate" in capsys.readouterr().err
-    assert main(["--baseline", "dcp", "--data", str(tmp_path / "nowhere")]) == 2
+    out = tmp_path / "eval"
+    assert main(["--baseline", "dcp", "--data", str(tmp_path / "nowhere"), "--out", str(out)]) == 2
     assert "does not exist" in capsys.readouterr().err
-    assert main(["--checkpoint", str(tmp_path / "missing.pt"), "--data", str(data_root / "pairs")]) == 2
+    assert main(["--checkpoint", str(tmp_path / "missing.pt"), "--data", str(data_root / "pairs"),
+                 "--out", str(out)]) == 2
     assert "not found" in capsys.readouterr().err
+    assert not out.exists()          # inputs are checked before the output folder is created

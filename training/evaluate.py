@@ -216,10 +216,12 @@ def evaluate(checkpoint: str | None, specs: list[str], out_dir: Path, baseline: 
     """Run every method on every set; write per_image.csv, summary.md and grids; return the summary."""
     if not checkpoint and not baseline:
         raise ValueError("nothing to evaluate: give --checkpoint and/or --baseline dcp")
-    out_dir.mkdir(parents=True, exist_ok=True)
     engines: dict[str, DehazeEngine] = {}
     provenance: dict = {}
     with tempfile.TemporaryDirectory() as workdir:
+        # Every input is checked (sets opened, checkpoint loaded) before out_dir exists: a typo
+        # must not leave an empty output folder behind.
+        sets = [open_set(spec, max_side, list(scenes), haze_t, seed) for spec in specs]
         if checkpoint:
             deployable = resolve_checkpoint(checkpoint, Path(workdir))
             engines["model"] = DehazeEngine(EngineConfig(model="checkpoint", checkpoint=deployable, device=device,
@@ -227,7 +229,7 @@ def evaluate(checkpoint: str | None, specs: list[str], out_dir: Path, baseline: 
             provenance = engines["model"].checkpoint.provenance
         if baseline == "dcp":
             engines["dcp"] = DehazeEngine(EngineConfig(model="dcp", max_side=engine_max_side, warmup=0))
-        sets = [open_set(spec, max_side, list(scenes), haze_t, seed) for spec in specs]
+        out_dir.mkdir(parents=True, exist_ok=True)
         rows: list[dict] = []
         warnings = []
         for eval_set in sets:

@@ -14,9 +14,10 @@ Each iteration of the ``alternating`` schedule (the paper's idea, really alterna
 ``joint`` sums every term and takes one backward pass for both networks (the public code's
 scheme, kept as an ablation). E always sees D's output clamped to [0, 1], as in deployment.
 
-The run folder holds config.yaml (resolved), last.pt (full training state, written atomically
-every ``checkpoint_every`` steps, at the end, and on Ctrl-C), best.pt (weights chosen on the
-validation split), metrics.jsonl (validation history) and tb/ (TensorBoard).
+The run folder holds config.yaml (resolved, written once when the run starts), last.pt (full
+training state, written atomically every ``checkpoint_every`` steps, at the end, and on Ctrl-C),
+best.pt (weights chosen on the validation split), metrics.jsonl (validation history), resumes.jsonl
+(one line per resume, with its overrides) and tb/ (TensorBoard).
 """
 from __future__ import annotations
 
@@ -46,6 +47,7 @@ from tqdm import tqdm
 
 from dehaze_ros.checkpoint import CheckpointError, atomic_torch_save, build_models, load_checkpoint
 from dehaze_ros.engine import EngineError, resolve_device
+from dehaze_ros.engine import resolve_precision as engine_precision
 from dehaze_ros.models import ModelConfig, build_dehazer, build_depth_net, count_parameters, get_model_config
 from training import losses
 from training.config import (ConfigError, TrainingConfig, check_resume_overrides, load_config,
@@ -93,16 +95,15 @@ class ModelEma:
 
 
 def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype, or None for fp32. auto: bf16 where the GPU has it, else fp16."""
-    if device.type != "cuda":
-        if name in ("bf16", "fp16"):
-            raise ConfigError(f"train.precision={name} needs a CUDA device; on {device} use fp32 or auto")
-        return None
-    if name == "fp32":
-        return None
-    if name == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return {"bf16": torch.bfloat16, "fp16": torch.float16}[name]
+    """The autocast dtype, or None for fp32.
+
+    The engine's rule (auto: bf16 where the GPU supports it, else fp16; fp32 on the CPU), taken
+    from the engine itself so that a checkpoint is deployed in the precision it was validated in.
+    """
+    if device.type != "cuda" and name in ("bf16", "fp16"):
+        raise ConfigError(f"train.precision={name} needs a CUDA device; on {device} use fp32 or auto")
+    dtype = engine_precision(name, device)
+    return None if dtype == torch.float32 else dtype
 
 
 def build_model_config(config: TrainingConfig) -> ModelConfig:
@@ -200,10 +201,15 @@ class Trainer:
     """One training run: models, optimisers, data, and the loop. ``fit()`` trains; state in
     ``state_dict()`` / ``load_state_dict()``; ``last.pt`` and ``best.pt`` in ``run_dir``."""
 
-    def __init__(self, config: TrainingConfig, run_dir: str | Path, log: Callable[[str], None] = print):
+    def __init__(self, config: TrainingConfig, run_dir: str | Path, log: Callable[[str], None] = print,
+                 resumed_with: list[str] | None = None):
+        """``resumed_with``: None for a new run; for a resumed one, the overrides of this session
+        (already applied to ``config``): they hold for this process only, config.yaml keeps the
+        run's own configuration and resumes.jsonl records them."""
         self.config = config
         self.run_dir = Path(run_dir)
         self.log = log
+        self.resumed_with = None if resumed_with is None else list(resumed_with)
         train = config.train
         self.device = resolve_device(train.device)
         self.amp_dtype = resolve_precision(train.precision, self.device)
@@ -687,7 +693,15 @@ class Trainer:
         """Train until ``train.steps``, the time budget, or a stop request; returns a summary."""
         cfg = self.config.train
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(self.config, self.run_dir / "config.yaml")
+        if self.resumed_with is None:
+            save_config(self.config, self.run_dir / "config.yaml")
+        else:
+            # Not config.yaml: a resume's overrides (a time budget, workers) are for this session;
+            # written there they would silently become the defaults of every later resume.
+            record = {"step": self.step, "overrides": self.resumed_with,
+                      "at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+            with open(self.run_dir / "resumes.jsonl", "a") as handle:
+                handle.write(json.dumps(record) + "\n")
         budget_start = time.monotonic() if budget_start is None else budget_start
         budget_s = cfg.max_minutes * 60.0
         in_main_thread = self._install_sigint()
@@ -763,11 +777,14 @@ class Trainer:
             if in_main_thread:
                 signal.signal(signal.SIGINT, self._previous_sigint)
             torch.use_deterministic_algorithms(previous_deterministic)
-        # A run stopped by its time budget validates its final weights (they may be the best so
-        # far). Ctrl-C does not: the user wants out, and the resumed run validates on schedule.
+        # A run that ends or meets its time budget validates its final weights (they may be the
+        # best so far). Ctrl-C never does: the user wants out, and the resumed run validates on
+        # schedule, so an interrupted and resumed run validates (and selects best.pt) at exactly
+        # the steps of an uninterrupted one. Before its first validation such a run has no best.pt.
         stopped_by_user = reason.startswith("stopped")
-        if self.step > 0 and self._last_validated_step != self.step and (
-                not stopped_by_user or not (self.run_dir / "best.pt").exists()):
+        # A finished run validated its last step in the loop; resuming it adds no second entry.
+        if (self.step > 0 and self._last_validated_step != self.step and not stopped_by_user
+                and reason != "already finished"):
             self._run_validation()
         last = self.save_last()
         if self._writer is not None:
@@ -811,9 +828,10 @@ def prepare(config_path: str | None, overrides: list[str], resume: str | None,
                                 "folder written by training.train)")
         check_resume_overrides(overrides)
         config = load_config(resume_dir / "config.yaml", overrides)
-        trainer = Trainer(config, resume_dir, log=log)
+        trainer = Trainer(config, resume_dir, log=log, resumed_with=overrides)
         trainer.load_state_dict(load_training_file(resume_dir / "last.pt"))
-        log(f"resumed at step {trainer.step}")
+        log(f"resumed at step {trainer.step}" + (f" with {' '.join(overrides)} (this session only)"
+                                                   if overrides else ""))
         return trainer
     if not config_path:
         raise ConfigError("give --config FILE for a new run, or --resume RUN_DIR to continue one")

@@ -7,7 +7,10 @@ millimetres (REP-118), registered to the colour camera (same size), e.g. a RealS
 ``aligned_depth_to_color`` topic. Pairs are matched by header stamp within ``max_time_diff_s``.
 
 Frames are read once, when the source is built, and kept losslessly compressed in memory (PNG for
-colour, zlib for float depth): random access during training without re-reading the bag.
+colour, zlib for float depth): random access during training without re-reading the bag. While
+reading, messages are paired on their stamps first and only the pairs that are kept are decoded;
+unpaired messages wait in bounded queues (see ``StampPairer``), so a bag in which one topic stops
+does not pile up the other's frames.
 """
 from __future__ import annotations
 
@@ -28,7 +31,10 @@ from training.data.common import (DataSource, LruCache, Sample, random_crop, req
 from training.data.io import DataError
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
-PENDING_WINDOW_NS = 1_000_000_000   # unmatched messages older than this are dropped
+# An unmatched message waits at most this long (in stamp time) for its partner: a recorder writes
+# both topics of one instant well within a second of each other.
+PENDING_WINDOW_NS = 1_000_000_000
+MAX_PENDING = 128   # per topic: about 1 s of a fast camera; holds even if stamps stop advancing
 
 
 @dataclass(frozen=True)
@@ -91,6 +97,45 @@ def decode_depth_m(msg, msgtype: str, topic: str) -> np.ndarray:
     return depth
 
 
+class StampPairer:
+    """Pairs colour and depth messages by stamp, in recording order, holding only what can still pair.
+
+    Each topic's stamps are taken to increase (true of camera drivers). An unmatched message waits
+    in its role's queue and is dropped when
+      - a message of the other role arrives more than ``tolerance_ns`` after it: that message did
+        not pair with it, and the other role's later messages lie further away still;
+      - a message of its own role arrives more than ``window_ns`` after it: its partner would have
+        to be recorded that late (this bounds the queue when the other topic stops altogether);
+      - its queue grows beyond ``max_pending`` (the oldest goes first).
+    A matched message takes the other role's closest waiting message; that one and the older ones
+    before it cannot pair any more and are dropped.
+    """
+
+    def __init__(self, tolerance_ns: int, window_ns: int = PENDING_WINDOW_NS, max_pending: int = MAX_PENDING):
+        self.tolerance_ns = tolerance_ns
+        self.window_ns = max(window_ns, tolerance_ns)
+        self.max_pending = max_pending
+        self.pending: dict[str, deque] = {"color": deque(), "depth": deque()}
+
+    def add(self, role: str, stamp: int, item) -> tuple[tuple[int, object], tuple[int, object]] | None:
+        """((colour stamp, item), (depth stamp, item)) when ``item`` completes a pair, else None."""
+        own, other = self.pending[role], self.pending["depth" if role == "color" else "color"]
+        while own and own[0][0] < stamp - self.window_ns:
+            own.popleft()
+        while other and other[0][0] < stamp - self.tolerance_ns:
+            other.popleft()
+        match = min(range(len(other)), key=lambda i: abs(other[i][0] - stamp), default=None)
+        if match is None or abs(other[match][0] - stamp) > self.tolerance_ns:
+            own.append((stamp, item))
+            if len(own) > self.max_pending:
+                own.popleft()
+            return None
+        partner = other[match]
+        for _ in range(match + 1):
+            other.popleft()
+        return ((stamp, item), partner) if role == "color" else (partner, (stamp, item))
+
+
 def read_bag_frames(bag: Path, config: SourceConfig, source_name: str) -> list[BagFrame]:
     """Colour/depth pairs of one bag, matched by stamp, thinned by ``stride``, capped by ``max_frames``."""
     from rosbags.rosbag2 import Reader
@@ -98,7 +143,6 @@ def read_bag_frames(bag: Path, config: SourceConfig, source_name: str) -> list[B
 
     typestore = get_typestore(Stores.ROS2_HUMBLE)
     frames: list[BagFrame] = []
-    pending = {"color": deque(), "depth": deque()}
     pair_count = 0
     with Reader(bag) as reader:
         by_topic = {conn.topic: conn for conn in reader.connections}
@@ -109,35 +153,35 @@ def read_bag_frames(bag: Path, config: SourceConfig, source_name: str) -> list[B
                 raise DataError(f"data source '{source_name}': bag {bag} has no image topic {topic!r} "
                                 f"({role}_topic); its image topics: {', '.join(image_topics) or 'none'}")
         connections = [by_topic[config.color_topic], by_topic[config.depth_topic]]
-        tolerance_ns = int(config.max_time_diff_s * 1e9)
+        if connections[1].msgtype.endswith("CompressedImage"):
+            # Said now, not at the first kept pair: decoding waits for pairing (below).
+            raise DataError(f"bag {bag}: depth topic {config.depth_topic} is a CompressedImage "
+                            "(compressedDepth); record the raw depth topic (sensor_msgs/Image 32FC1 "
+                            "or 16UC1) instead")
+        pairer = StampPairer(int(config.max_time_diff_s * 1e9))
         for conn, bag_time, raw in reader.messages(connections=connections):
             role = "color" if conn.topic == config.color_topic else "depth"
+            # Deserialising is cheap (the pixel field is a view of the raw message, not a copy);
+            # decoding (JPEG/PNG, colour conversion, float depth) is not, so it waits until the
+            # pair is known to be kept.
             msg = typestore.deserialize_cdr(raw, conn.msgtype)
-            try:
-                image = (decode_color(msg, conn.msgtype) if role == "color"
-                         else decode_depth_m(msg, conn.msgtype, conn.topic))
-            except ImageConversionError as exc:
-                raise DataError(f"bag {bag}, topic {conn.topic}: {exc}") from exc
-            stamp = _stamp_ns(msg, bag_time)
-            other = pending["depth" if role == "color" else "color"]
-            while other and other[0][0] < stamp - PENDING_WINDOW_NS:
-                other.popleft()
-            match = min(range(len(other)), key=lambda i: abs(other[i][0] - stamp), default=None)
-            if match is None or abs(other[match][0] - stamp) > tolerance_ns:
-                pending[role].append((stamp, image))
+            pair = pairer.add(role, _stamp_ns(msg, bag_time), (msg, conn))
+            if pair is None:
                 continue
-            _, partner = other[match]
-            for _ in range(match + 1):  # the partner and anything older cannot pair any more
-                other.popleft()
-            color, depth = (image, partner) if role == "color" else (partner, image)
+            pair_count += 1
+            if (pair_count - 1) % config.stride:
+                continue
+            (stamp, (color_msg, color_conn)), (_, (depth_msg, depth_conn)) = pair
+            try:
+                color = decode_color(color_msg, color_conn.msgtype)
+                depth = decode_depth_m(depth_msg, depth_conn.msgtype, depth_conn.topic)
+            except ImageConversionError as exc:
+                raise DataError(f"bag {bag}, topics {color_conn.topic} / {depth_conn.topic}: {exc}") from exc
             if depth.shape != color.shape[:2]:
                 raise DataError(f"bag {bag}: depth {config.depth_topic} is {depth.shape[1]}x"
                                 f"{depth.shape[0]} but colour {config.color_topic} is "
                                 f"{color.shape[1]}x{color.shape[0]}; use a depth topic registered "
                                 "to the colour camera (e.g. aligned_depth_to_color)")
-            pair_count += 1
-            if (pair_count - 1) % config.stride:
-                continue
             ok, png = cv2.imencode(".png", np.ascontiguousarray(color[..., ::-1]))
             frames.append(BagFrame(png.tobytes(), zlib.compress(depth.tobytes(), 1), depth.shape[0],
                                    depth.shape[1], bag.name, f"{bag.name}/{stamp}"))
