@@ -65,6 +65,11 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
             torch.save(obj, tmp_file)
             tmp_file.flush()
             os.fsync(tmp_file.fileno())
+        # mkstemp creates the file 0600; give it the mode a plain open() would (0666 less the
+        # umask), so a checkpoint installed by colcon or shared in a run folder is readable.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp_name, 0o666 & ~umask)
         os.replace(tmp_name, target)
     except BaseException:
         # KeyboardInterrupt included: the old file stays intact, the partial one goes.

@@ -1,4 +1,5 @@
 """Engine and checkpoints: round trips through real files, every loading error, input checks."""
+import os
 import zipfile
 
 import cv2
@@ -148,7 +149,12 @@ def test_checkpoint_errors_say_what_is_wrong(rt_checkpoint, tmp_path):
 
 def test_atomic_save_keeps_old_file_when_writing_fails(tmp_path):
     target = tmp_path / "last.pt"
-    atomic_torch_save({"step": 1}, target)
+    previous_umask = os.umask(0o027)
+    try:
+        atomic_torch_save({"step": 1}, target)
+    finally:
+        os.umask(previous_umask)
+    assert target.stat().st_mode & 0o777 == 0o640, "mode of a plain open() under the umask, not mkstemp's 0600"
 
     class Unpicklable:
         def __reduce__(self):
