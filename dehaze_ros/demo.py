@@ -47,7 +47,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="auto: the shipped checkpoint when there is one, else dcp")
     parser.add_argument("--checkpoint", default="", help="checkpoint path (model checkpoint); empty = shipped one")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    parser.add_argument("--max-side", type=int, default=0, help="dehaze_node max_side (0 = native)")
+    parser.add_argument("--max-side", type=int, default=320,
+                        help="dehaze_node max_side (0 = native; default 320, the node's default)")
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=480)
     parser.add_argument("--rate", type=float, default=10.0, help="camera frame rate requested (Hz)")

@@ -100,11 +100,14 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("device", "auto",
                   "auto (CUDA when available), cpu, cuda or cuda:N.", "configure"),
     ParameterSpec("precision", "auto",
-                  "auto (fp16 on CUDA, fp32 on CPU), fp32, fp16 or bf16 (half precision needs CUDA).",
+                  "auto (bf16 on CUDA GPUs that support it, else fp16; fp32 on CPU), fp32, fp16 or bf16 "
+                  "(half precision needs CUDA).",
                   "configure", choices=("auto", "fp32", "fp16", "bf16")),
-    ParameterSpec("max_side", 0,
+    ParameterSpec("max_side", 320,
                   "Run the networks with the longer image side at most this many pixels (outputs "
-                  "keep the input size); 0 = native resolution. Trades detail for speed.",
+                  "keep the input size); 0 = native resolution. 320: the shipped checkpoint's "
+                  "training and validation resolution (its metric depth is best there) and CPU "
+                  "real time; 0 gives more dehazing detail where a GPU has the time.",
                   "configure", minimum=0, maximum=8192),
     ParameterSpec("num_threads", 0,
                   "torch CPU threads; 0 = torch's default (all cores).", "configure",
@@ -154,7 +157,7 @@ class NodeConfig:
     checkpoint: str = ""
     device: str = "auto"
     precision: str = "auto"
-    max_side: int = 0
+    max_side: int = 320
     num_threads: int = 0
     warmup: int = 1
     publish_dehazed: bool = True

@@ -150,3 +150,15 @@ def test_params_file_loads_into_the_node(ros_context, start_node, probe):
     state = probe.call(GetState, "/params_file/dehaze_node/get_state", GetState.Request()).current_state
     assert state.id == State.PRIMARY_STATE_INACTIVE
     assert node.alive
+
+
+def test_readme_parameter_table_matches_the_declared_parameters():
+    # The README's table is what users read: a default changed in code must change there too.
+    readme = (ROOT / "README.md").read_text()
+    rows = {match.group(1): match for match in
+            re.finditer(r"^\| `(\w+)` \| `([^`]*)` \| (\w+) \|", readme, re.MULTILINE)}
+    for spec in PARAMETERS:
+        assert spec.name in rows, f"README parameter table has no row for {spec.name}"
+        default = yaml.safe_load(rows[spec.name].group(2))
+        assert default == spec.default, f"README says {spec.name} defaults to {default!r}, the node {spec.default!r}"
+        assert rows[spec.name].group(3) == spec.stage, f"README gives {spec.name} the wrong stage"
