@@ -39,3 +39,18 @@ def start_node():
     yield start
     for process in started:
         process.stop()
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """torch on one CPU thread for a module (`pytestmark = pytest.mark.usefixtures(...)`).
+
+    Tiny networks gain nothing from threads, and on a shared 2-core machine a second OpenMP
+    thread that spins while another process holds the core made a training step 100x slower.
+    """
+    import torch  # here: the ROS-only test modules need not load torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -14,14 +14,7 @@ from training.train import Trainer, load_training_file
 
 SMOKE = Path(__file__).resolve().parent.parent / "config" / "train" / "smoke.yaml"
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny networks gain nothing from threads, and on a shared 2-core machine a second OpenMP
-    thread that spins while another process holds the core made a step 100x slower here."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")   # conftest.py: why
 
 
 

@@ -18,14 +18,7 @@ from training.train import Trainer
 SMOKE = Path(__file__).resolve().parent.parent / "config" / "train" / "smoke.yaml"
 CALIB = "cam0=[300 0 40 ; 0 300 30 ; 0 0 1]\ncam1=[300 0 50 ; 0 300 30 ; 0 0 1]\ndoffs=5\nbaseline=150\n"
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny networks gain nothing from threads, and on a shared 2-core machine a second OpenMP
-    thread that spins while another process holds the core made a step 100x slower here."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")   # conftest.py: why
 
 
 
