@@ -187,7 +187,9 @@ class Recorder:
         self.hazy: dict[tuple[int, int], np.ndarray] = {}
         self.dehazed: dict[tuple[int, int], np.ndarray] = {}
         self.colormap: dict[tuple[int, int], np.ndarray] = {}
-        self.camera_frames = 0
+        self.camera_frames = 0                     # camera frames received while recording
+        self.window_stamps: set[tuple[int, int]] = set()   # ... their stamps
+        self.outputs_of_window = 0                 # dehazed frames of those camera frames
         self.output_times: list[float] = []
         self.latencies_ms: list[float] = []
         self.first_output_at: float | None = None
@@ -213,6 +215,7 @@ class Recorder:
     def on_hazy(self, msg) -> None:
         if self.recording:
             self.camera_frames += 1
+            self.window_stamps.add(self.key(msg))
         self.hazy[self.key(msg)] = self.as_bgr(msg)
         self._trim(self.hazy)
 
@@ -220,6 +223,10 @@ class Recorder:
         now = time.time()
         if self.first_output_at is None:
             self.first_output_at = time.monotonic()
+        # Counted by stamp, also after the window closes: the output of the window's last camera
+        # frame arrives a latency later. So `out` and `in` are about the same frames.
+        if self.key(msg) in self.window_stamps:
+            self.outputs_of_window += 1
         if not self.recording:
             return
         stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
@@ -299,7 +306,7 @@ def run(args: argparse.Namespace) -> int:
           + (f" ({checkpoint})" if checkpoint else "") + f", ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']}, "
           f"recording {args.duration:g} s into {output}/", flush=True)
 
-    video = {"writer": None, "frames": 0, "saved": 0, "next_png": 0.0}
+    video = {"writer": None, "frames": 0, "mosaics": 0, "saved": 0, "next_png": 0.0}
     png_every = args.duration / max(1, args.mosaics)
 
     def write_mosaic(mosaic: np.ndarray) -> None:
@@ -307,9 +314,15 @@ def run(args: argparse.Namespace) -> int:
             height, width = mosaic.shape[:2]
             video["writer"] = cv2.VideoWriter(str(output / "demo.mp4"), cv2.VideoWriter_fourcc(*"mp4v"),
                                               float(args.rate), (width, height))
-        video["writer"].write(mosaic)
-        video["frames"] += 1
+        # The video runs at the camera rate and plays in real time: each mosaic fills the frame
+        # slots up to its arrival (repeated when the node runs slower than the camera).
         elapsed = time.monotonic() - recording_started
+        while True:
+            video["writer"].write(mosaic)
+            video["frames"] += 1
+            if video["frames"] >= elapsed * args.rate:
+                break
+        video["mosaics"] += 1
         if video["saved"] < args.mosaics and elapsed >= video["next_png"]:
             cv2.imwrite(str(output / f"mosaic_{video['saved']:02d}.png"), mosaic)
             video["saved"] += 1
@@ -344,7 +357,9 @@ def run(args: argparse.Namespace) -> int:
         while time.monotonic() - recording_started < args.duration:
             executor.spin_once(timeout_sec=0.1)
         recorder.recording = False
-        executor.spin_once(timeout_sec=1.2)  # one more diagnostics message covering the run
+        settle = time.monotonic() + 1.2  # one more diagnostics message covering the run, and the
+        while time.monotonic() < settle:  # outputs of the window's last frames
+            executor.spin_once(timeout_sec=0.1)
         after = recorder.diagnostics
     finally:
         if node is not None:
@@ -364,9 +379,10 @@ def run(args: argparse.Namespace) -> int:
         return counter(after, key) - counter(before, key)
 
     dropped = delta("frames dropped (newer frame arrived)")
-    out = len(recorder.output_times)
-    if out >= 2:
-        fps = (out - 1) / (recorder.output_times[-1] - recorder.output_times[0])
+    out = recorder.outputs_of_window
+    received = len(recorder.output_times)
+    if received >= 2:
+        fps = (received - 1) / (recorder.output_times[-1] - recorder.output_times[0])
     else:
         fps = 0.0
     latencies = recorder.latencies_ms
@@ -375,8 +391,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"demo summary: model {after.get('model', model)} ({after.get('device', '?')}), {args.width}x{args.height}, "
           f"{args.duration:g} s: frames in {recorder.camera_frames}, out {out}, dropped {dropped}; "
           f"latency stamp->received median {median:.0f} ms, p95 {p95:.0f} ms; output {fps:.1f} fps; "
-          f"wrote {video['saved']} PNG + {video['frames']}-frame MP4 to {output}/", flush=True)
-    return 0 if out > 0 else 1
+          f"wrote {video['saved']} PNG + MP4 of {video['mosaics']} mosaics ({video['frames'] / args.rate:.0f} s) "
+          f"to {output}/", flush=True)
+    return 0 if received > 0 else 1
 
 
 if __name__ == "__main__":
