@@ -120,6 +120,7 @@ class FrameStats:
         self.lock = threading.Lock()
         self.received = 0          # frames that reached the subscription callback
         self.processed = 0         # frames whose outputs were published
+        self.with_depth = 0        # ... of which the depth network ran for (someone wanted depth)
         self.dropped = 0           # replaced by a newer frame before the worker took them
         self.invalid = 0           # bad data: wrong size, unknown encoding, corrupt JPEG, ...
         self.skipped = 0           # nobody subscribed to any output
@@ -462,6 +463,8 @@ class DehazeNode(LifecycleNode):
             stamp_age_ms = (self.get_clock().now() - Time.from_msg(header.stamp)).nanoseconds / 1e6
         with self._stats.lock:
             self._stats.processed += 1
+            if result.depth is not None:
+                self._stats.with_depth += 1
             self._stats.processing_ms.append((finished - frame.received_at) * 1e3)
             self._stats.inference_ms.append(result.timings_ms.get("total", 0.0))
             if stamp_age_ms is not None:
@@ -519,7 +522,8 @@ class DehazeNode(LifecycleNode):
         stats = self._stats
         with stats.lock:
             received, processed = stats.received, stats.processed
-            counts = dict(received=stats.received, processed=stats.processed, dropped=stats.dropped,
+            counts = dict(received=stats.received, processed=stats.processed,
+                          with_depth=stats.with_depth, dropped=stats.dropped,
                           invalid=stats.invalid, skipped=stats.skipped, failed=stats.failed)
             processing = list(stats.processing_ms)
             stamp_age = list(stats.stamp_age_ms)
@@ -584,6 +588,7 @@ class DehazeNode(LifecycleNode):
             "output rate (Hz)": f"{output_rate:.2f}",
             "frames received": str(counts["received"]),
             "frames processed": str(counts["processed"]),
+            "frames processed with depth": str(counts["with_depth"]),
             "frames dropped (newer frame arrived)": str(counts["dropped"]),
             "frames invalid (bad data)": str(counts["invalid"]),
             "frames skipped (no subscribers)": str(counts["skipped"]),

@@ -47,7 +47,9 @@ def make_camera_info(header) -> CameraInfo:
 class DehazeNodeHarness:
     """A dehaze_node process plus this process's publishers and recorders in its namespace."""
 
-    def __init__(self, context, namespace: str, extra_args: list[str], compressed: bool = False):
+    def __init__(self, context, namespace: str, extra_args: list[str], compressed: bool = False,
+                 subscribe=tuple(OUTPUT_TOPICS)):
+        """``subscribe``: the outputs this process listens to (the node skips work for the rest)."""
         self.namespace = namespace
         self.process = NodeProcess("dehaze_ros.dehaze_node", [
             "-r", f"__ns:={namespace}", "-p", "num_threads:=1", "-p", "warmup:=0",
@@ -60,7 +62,7 @@ class DehazeNodeHarness:
         self.image_pub = self.probe.publisher(image_type, image_topic)
         self.info_pub = self.probe.publisher(CameraInfo, f"{namespace}/camera_info")
         self.outputs = {topic: self.probe.record(msg_type, f"{namespace}/{topic}")
-                        for topic, msg_type in OUTPUT_TOPICS.items()}
+                        for topic, msg_type in OUTPUT_TOPICS.items() if topic in subscribe}
         self.diagnostics = self.probe.record(DiagnosticArray, "/diagnostics", depth=20)
         self.next_stamp = 1000
 

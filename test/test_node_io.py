@@ -210,9 +210,44 @@ def test_corrupt_compressed_frame_is_reported_and_node_recovers(compressed_node)
 
 
 def test_diagnostics_describe_the_model_and_rates(raw_node):
+    raw_node.send_until_processed(numpy_to_image(hazy_rgb(4), "rgb8", raw_node.header()),
+                                  wanted=tuple(OUTPUT_TOPICS))
     values = raw_node.diagnostics_after(lambda values: values["state"] == "active")
     assert values["model"] == "diacmpn-rt" and values["device"] == "cpu"
     assert values["depth units"] == "meters"
-    for key in ("input rate (Hz)", "output rate (Hz)", "latency stamp->publish median (ms)",
-                "frames dropped (newer frame arrived)"):
+    # Frames went through with every output subscribed, so the depth network ran for each, and
+    # the latencies are numbers.
+    assert int(values["frames processed"]) > 0
+    assert values["frames processed with depth"] == values["frames processed"]
+    for key in ("latency stamp->publish median (ms)", "latency receive->publish p95 (ms)",
+                "inference median (ms)"):
+        assert float(values[key]) > 0, key
+    for key in ("input rate (Hz)", "output rate (Hz)", "frames dropped (newer frame arrived)"):
         assert key in values
+
+
+def test_work_nobody_subscribes_to_is_skipped(ros_context, checkpoint):
+    node = DehazeNodeHarness(ros_context, "/io_demand", ["-p", f"checkpoint:={checkpoint}"], subscribe=())
+    try:
+        node.wait_until_ready()
+        # 1. No output has a subscriber: frames are counted as skipped, nothing is computed.
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            header = node.header()
+            node.info_pub.publish(make_camera_info(header))
+            node.image_pub.publish(numpy_to_image(hazy_rgb(), "rgb8", header))
+            if node.probe.spin_until(lambda: (v := latest_diagnostics(node.diagnostics, "/io_demand/dehaze_node"))
+                                     is not None and int(v["frames skipped (no subscribers)"]) >= 3, 0.5):
+                break
+        values = node.diagnostics_after(lambda v: int(v["frames skipped (no subscribers)"]) >= 3)
+        assert values["frames processed"] == "0" and values["inference median (ms)"] == "n/a"
+
+        # 2. Only the dehazed image is wanted: the dehazer runs, the depth network does not.
+        node.outputs["dehazed/image"] = node.probe.record(Image, "/io_demand/dehazed/image")
+        node.probe.spin_until(lambda: node.probe.node.count_subscribers("/io_demand/dehazed/image") > 0, 10)
+        outputs = node.send_until_processed(numpy_to_image(hazy_rgb(1), "rgb8", node.header()))
+        assert set(outputs) == {"dehazed/image"}
+        values = node.diagnostics_after(lambda v: int(v["frames processed"]) >= 1)
+        assert values["frames processed with depth"] == "0", values
+    finally:
+        node.close()
