@@ -49,14 +49,16 @@ def test_outputs_have_the_input_size_and_depth_is_metric(networks, name, shape):
     with torch.inference_mode():
         dehazed, branch_depth_m = dehazer.forward_with_depth(hazy)
         depth_m = depth_net(hazy)
-        plain = dehazer(hazy) if name != "diacmpn-s" else dehazed  # s: one pass is enough
+        # forward() and forward_with_depth() agree (skipped for s: a second pass costs seconds)
+        plain = dehazer(hazy) if name != "diacmpn-s" else None
     batch, _, height, width = shape
     assert dehazed.shape == (batch, 3, height, width)
     assert branch_depth_m.shape == depth_m.shape == (batch, 1, height, width)
     assert branch_depth_m.dtype == depth_m.dtype == torch.float32
     for depth in (branch_depth_m, depth_m):
         assert torch.isfinite(depth).all() and (depth >= 0).all()
-    torch.testing.assert_close(plain, dehazed, rtol=0, atol=0)
+    if plain is not None:
+        torch.testing.assert_close(plain, dehazed, rtol=0, atol=0)
 
 
 def test_paper_configuration_has_the_papers_parameter_count():

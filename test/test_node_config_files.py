@@ -88,7 +88,22 @@ def test_launch_remaps_exactly_the_topics_the_node_subscribes():
     source = NODE_SOURCE.read_text()
     for topic in ("image", "camera_info"):
         assert re.search(rf'create_subscription\([^)]*"{topic}"', source), topic
-    assert '("image", config["image"]), ("camera_info", config["camera_info"])' in LAUNCH_PATH.read_text()
+    # The LifecycleNode's remappings: from the node's input names to the launch arguments of
+    # the same names (read from the launch file's syntax tree, not its formatting).
+    tree = launch_tree()
+    node_call = next(node for node in ast.walk(tree) if isinstance(node, ast.Call)
+                     and getattr(node.func, "id", "") == "LifecycleNode")
+    remappings = next(kw.value for kw in node_call.keywords if kw.arg == "remappings")
+    if isinstance(remappings, ast.Name):  # a variable assigned above
+        remappings = next(node.value for node in ast.walk(tree) if isinstance(node, ast.Assign)
+                          and getattr(node.targets[0], "id", "") == remappings.id)
+    pairs = {}
+    for item in remappings.elts:
+        source, target = item.elts
+        assert isinstance(target, ast.Subscript), ast.unparse(item)
+        pairs[ast.literal_eval(source)] = ast.literal_eval(target.slice)
+    assert pairs == {"image": "image", "camera_info": "camera_info"}
+    assert {"image", "camera_info"} <= set(launch_arguments())
 
 
 def test_rviz_shows_the_input_and_the_node_outputs_in_the_camera_frame():
