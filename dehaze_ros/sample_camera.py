@@ -13,7 +13,7 @@ publish_compressed), `camera_info`, and for the scene source `ground_truth/depth
 Intrinsics: the renderer's exact K for `scene`; a pinhole of `hfov_deg` for folders and videos.
 
 The timer runs at `rate_hz`; when rendering a frame takes longer than the period (640x480 costs
-about 0.13 s of one core here), frames go out as fast as they are made and the log says so once.
+about 0.15 s here), frames go out as fast as they are made and the log says so once.
 """
 from __future__ import annotations
 
