@@ -18,6 +18,22 @@ import cv2
 import numpy as np
 
 
+# The paper's parameters (patch 15, omega 0.95, t0 0.1) and the guided filter's eps. The same
+# values drive the network's DCP prior (dehaze_ros.models.dcp_prior), so the untrained network
+# starts exactly where this baseline is.
+PATCH = 15
+OMEGA = 0.95
+T_MIN = 0.1
+GUIDED_EPS = 1e-3
+AIRLIGHT_TOP_FRACTION = 0.001
+GRAY_WEIGHTS = (0.299, 0.587, 0.114)   # ITU-R BT.601, as cv2.COLOR_RGB2GRAY
+
+
+def guided_radius(height: int, width: int, patch: int = PATCH) -> int:
+    """4 patches (the paper's 60 px at 600 px width), scaled down for small images."""
+    return max(2, min(4 * patch, min(height, width) // 8))
+
+
 @dataclass(frozen=True)
 class DCPResult:
     dehazed: np.ndarray        # H x W x 3 float32 RGB [0, 1]
@@ -32,7 +48,7 @@ def dark_channel(image: np.ndarray, patch: int) -> np.ndarray:
     return cv2.erode(image.min(axis=2), kernel)
 
 
-def estimate_airlight(image: np.ndarray, dark: np.ndarray, top_fraction: float = 0.001) -> np.ndarray:
+def estimate_airlight(image: np.ndarray, dark: np.ndarray, top_fraction: float = AIRLIGHT_TOP_FRACTION) -> np.ndarray:
     """Mean colour of the brightest input pixels among the haziest 0.1% of the dark channel.
 
     Averaging the few brightest candidates (rather than taking the single brightest pixel) keeps a
@@ -62,9 +78,9 @@ def guided_filter(guide: np.ndarray, source: np.ndarray, radius: int, eps: float
     return box(gain) * guide + box(offset)
 
 
-def dehaze_dcp(image: np.ndarray, patch: int = 15, omega: float = 0.95, t_min: float = 0.1,
-               guided_radius: int = 0, guided_eps: float = 1e-3) -> DCPResult:
-    """Dehaze an RGB float32 [0, 1] (or uint8) image. ``guided_radius`` 0 = scale with the image.
+def dehaze_dcp(image: np.ndarray, patch: int = PATCH, omega: float = OMEGA, t_min: float = T_MIN,
+               radius: int = 0, guided_eps: float = GUIDED_EPS) -> DCPResult:
+    """Dehaze an RGB float32 [0, 1] (or uint8) image. ``radius`` 0 = ``guided_radius`` of the image.
 
     Defaults are the paper's (patch 15, omega 0.95, t0 0.1); the guided-filter radius is 4 patches
     (the paper's 60 px at 600 px width), scaled down for small images.
@@ -78,7 +94,7 @@ def dehaze_dcp(image: np.ndarray, patch: int = 15, omega: float = 0.95, t_min: f
     patch = max(1, min(patch, min(height, width) | 1))
     airlight = estimate_airlight(image, dark_channel(image, patch))
     raw_transmission = 1.0 - omega * dark_channel(image / airlight, patch)
-    radius = guided_radius or max(2, min(4 * patch, min(height, width) // 8))
+    radius = radius or guided_radius(height, width, patch)
     gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
     transmission = np.clip(guided_filter(gray, raw_transmission, radius, guided_eps), t_min, 1.0)
     dehazed = (image - airlight) / transmission[..., None] + airlight

@@ -1,11 +1,16 @@
 """Networks: shapes at odd sizes, padding/cropping, identity start, gradients, the paper's size,
 window attention against a direct computation, configs and their errors. CPU, small inputs."""
+import dataclasses
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+
+from dehaze_ros.dcp import dehaze_dcp
+from dehaze_ros.models.dehazer import START_AIRLIGHT, START_TRANSMISSION, T_MIN, recover_scene
 
 from dehaze_ros.models import (PRESETS, ModelConfig, build_dehazer, build_depth_net, count_macs,
                                count_parameters, get_model_config)
@@ -76,19 +81,71 @@ def test_presets_get_lighter_in_order(networks):
     assert sizes[0] > 4 * sizes[1] > 16 * sizes[2]
 
 
+def with_head(name: str, head: str) -> ModelConfig:
+    return dataclasses.replace(get_model_config(name), head=head)
+
+
 @pytest.mark.parametrize("name", ["diacmpn-t", "diacmpn-rt"])
-def test_untrained_dehazer_returns_its_input(networks, name):
+def test_untrained_residual_dehazer_returns_its_input(name):
+    torch.manual_seed(0)
+    dehazer = build_dehazer(with_head(name, "residual")).eval()
     hazy = torch.rand(1, 3, 37, 53)
     with torch.inference_mode():
-        torch.testing.assert_close(networks[name][0](hazy), hazy, rtol=0, atol=1e-6)
+        torch.testing.assert_close(dehazer(hazy), hazy, rtol=0, atol=1e-6)
+
+
+def hazy_scene(height: int = 60, width: int = 80, seed: int = 0):
+    """A textured scene with depth growing upwards, hazed with the ASM: (hazy, clear, t, A)."""
+    generator = torch.Generator().manual_seed(seed)
+    clear = torch.rand(1, 3, height, width, generator=generator) * 0.6 + 0.05
+    depth = torch.linspace(8.0, 1.0, height).view(1, 1, height, 1).expand(1, 1, height, width)
+    transmission = torch.exp(-0.25 * depth)
+    airlight = torch.tensor([0.85, 0.88, 0.9]).view(1, 3, 1, 1)
+    return clear * transmission + airlight * (1 - transmission), clear, transmission, airlight
+
+
+def test_asm_inverse_recovers_the_clear_image_from_the_true_transmission_and_airlight():
+    hazy, clear, transmission, airlight = hazy_scene()
+    assert transmission.min() > T_MIN
+    torch.testing.assert_close(recover_scene(hazy, transmission, airlight), clear, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["diacmpn-t", "diacmpn-rt"])
+def test_untrained_asm_dcp_dehazer_is_the_dark_channel_prior(name):
+    """The real-time presets start from the DCP: untrained, they give the numpy baseline's image
+    (up to the prior's stated border and tie differences), and their t and A are the DCP's."""
+    torch.manual_seed(0)
+    dehazer = build_dehazer(get_model_config(name)).eval()
+    hazy, _, _, _ = hazy_scene(75, 101)
+    with torch.inference_mode():
+        out = dehazer.forward_physics(hazy)
+    baseline = dehaze_dcp(hazy[0].permute(1, 2, 0).numpy())
+    ours = out.dehazed.clamp(0, 1)[0].permute(1, 2, 0).numpy()
+    assert np.abs(ours - baseline.dehazed).mean() < 0.005
+    np.testing.assert_allclose(out.airlight.reshape(3).numpy(), baseline.airlight, atol=1e-5)
+    np.testing.assert_allclose(out.transmission[0, 0].numpy(), np.minimum(baseline.transmission, 0.99),
+                               atol=0.02)
+    assert out.transmission.shape == (1, 1, 75, 101)
+
+
+def test_asm_head_without_prior_starts_from_its_stated_guess():
+    torch.manual_seed(0)
+    dehazer = build_dehazer(with_head("diacmpn-rt", "asm")).eval()
+    hazy, _, _, _ = hazy_scene()
+    with torch.inference_mode():
+        out = dehazer.forward_physics(hazy)
+    torch.testing.assert_close(out.transmission, torch.full_like(out.transmission, START_TRANSMISSION))
+    torch.testing.assert_close(out.dehazed, recover_scene(hazy, out.transmission, out.airlight))
+    torch.testing.assert_close(out.airlight, torch.full((1, 3, 1, 1), START_AIRLIGHT))
 
 
 @pytest.mark.parametrize("name", ["diacmpn-t", "diacmpn-rt"])
 def test_inner_padding_is_reflection_bottom_right_and_cropped_back(name):
     """An odd input must give exactly the top-left crop of the output for the input reflected up
-    to the network's multiple: catches another pad mode, padding on the wrong side, a wrong crop."""
+    to the network's multiple: catches another pad mode, padding on the wrong side, a wrong crop.
+    (The residual head: a DCP prior of the padded image is another prior, by design.)"""
     torch.manual_seed(0)
-    config = get_model_config(name)
+    config = with_head(name, "residual")
     dehazer, depth_net = with_random_output(build_dehazer(config)).eval(), build_depth_net(config).eval()
     hazy = torch.rand(1, 3, 37, 53)
     multiple = dehazer.size_multiple

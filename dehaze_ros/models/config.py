@@ -26,6 +26,16 @@ import typing
 from dataclasses import dataclass
 
 BACKBONE_STAGES = 5  # encoder full, 1/2, 1/4 resolution; decoder 1/2, full
+# The dehazer's output head (dehaze_ros.models.dehazer):
+#   residual  the paper's J = I + f(I);
+#   asm       the network predicts transmission t and airlight A, J = (I - A) / max(t, t0) + A;
+#   asm_dcp   asm, with the Dark Channel Prior's t and A as input and starting point: the network
+#             corrects them, and untrained it reproduces the DCP.
+HEADS = ("residual", "asm", "asm_dcp")
+# The canonical camera of the real-time presets: about the focal length of a 320 px wide image
+# of a 65-degree camera, so canonical metres are close to metres at the node's default
+# max_side (any value works if training and inference agree; the checkpoint records it).
+CANONICAL_FOCAL_PX = 250.0
 
 
 @dataclass(frozen=True)
@@ -49,6 +59,11 @@ class ModelConfig:
     depth_net_dense_layers: int = 5
     depth_refine_growth: int = 32  # dense block refining the branch's depth map inside D
     depth_scale_m: float = 10.0    # depth (m) when the log-depth head outputs 0
+    head: str = "residual"         # one of HEADS
+    # Metric depth in a canonical camera (Metric3D): the depth networks predict the depth an image
+    # would have if its focal length were this many pixels; metres = output * f / f_c, with f the
+    # focal length in pixels of the image the network ran on. 0 = plain metres (no camera model).
+    canonical_focal_px: float = 0.0
 
     def __post_init__(self) -> None:
         hints = typing.get_type_hints(type(self))
@@ -86,10 +101,19 @@ class ModelConfig:
                      if any(value < 1 for value in getattr(self, name))]
         if self.fusion_kernel_size < 1 or self.fusion_kernel_size % 2 == 0:
             problems.append(f"fusion_kernel_size must be odd and >= 1, got {self.fusion_kernel_size}")
+        if self.head not in HEADS:
+            problems.append(f"head must be one of {HEADS}, got {self.head!r}")
+        if not self.canonical_focal_px >= 0:
+            problems.append(f"canonical_focal_px must be >= 0 pixels (0 = plain metres), got {self.canonical_focal_px}")
         if not self.depth_scale_m > 0:
             problems.append(f"depth_scale_m must be > 0 metres, got {self.depth_scale_m}")
         if problems:
             raise ValueError(f"invalid ModelConfig {self.name!r}: " + "; ".join(problems))
+
+    @property
+    def physics_head(self) -> bool:
+        """The dehazer predicts transmission and airlight (and J through the scattering model)."""
+        return self.head != "residual"
 
     @property
     def uses_attention(self) -> bool:
@@ -144,6 +168,8 @@ PRESETS: dict[str, ModelConfig] = {
             depth_net_growth=16,
             depth_net_dense_layers=4,
             depth_refine_growth=16,
+            head="asm_dcp",
+            canonical_focal_px=CANONICAL_FOCAL_PX,
         ),
         ModelConfig(
             name="diacmpn-rt",
@@ -159,6 +185,8 @@ PRESETS: dict[str, ModelConfig] = {
             depth_net_growth=8,
             depth_net_dense_layers=2,
             depth_refine_growth=4,
+            head="asm_dcp",
+            canonical_focal_px=CANONICAL_FOCAL_PX,
         ),
     )
 }

@@ -16,8 +16,20 @@ Conventions (ARCHITECTURE.md): input hazy RGB in [0, 1], B x 3 x H x W, any H an
 the image is mapped to [-1, 1] (the range the paper's and DehazeFormer's networks use), padded
 by reflection to a multiple of ``size_multiple`` (4 x window for the attention windows at 1/4
 resolution, and 16 for the UNet's and the depth branch's down-sampling), and cropped back.
-Output is ``hazy + residual``: a dehazed image in [0, 1] units, not clamped. The output
-projection starts at zero, so an untrained D returns its input exactly.
+Output heads (``ModelConfig.head``), all giving a dehazed image in [0, 1] units, not clamped:
+
+* ``residual`` (the paper's): ``hazy + f(hazy)``. The output projection starts at zero, so an
+  untrained D returns its input exactly. Nothing keeps J physical where the data never went:
+  over sky it learns to subtract "haze" and paints dark bands.
+* ``asm``: the decoder predicts the transmission t (per pixel, through a sigmoid) and a pooled
+  head the airlight A (one RGB value per image), and J = (I - A) / max(t, t0) + A, the inverse
+  of the atmospheric scattering model. Where I is close to A (sky, dense haze), J stays close to
+  A instead of going dark.
+* ``asm_dcp``: as ``asm``, but the Dark Channel Prior's t and A (``models.dcp_prior``) are an
+  input (t joins the stem) and the starting point: the network predicts a correction of
+  logit(t_dcp) and of A_dcp, both zero-initialised, so an untrained D *is* the DCP and training
+  starts from its quality. ``forward_physics`` returns t and A too (the engine applies them at
+  full resolution; -ln t = beta * depth ties them to the depth task).
 
 Memory layout: weights and activations are channels-last (NHWC). The networks are narrow (8 to
 96 channels), and oneDNN runs such convolutions much faster on NHWC than on NCHW: on this
@@ -40,9 +52,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dataclasses import dataclass
+
+from dehaze_ros import dcp
 from dehaze_ros.models.blocks import (DehazeStage, PatchMerge, PatchSplit, SelectiveKernelFusion,
                                       pad_to_multiple)
 from dehaze_ros.models.config import ModelConfig
+from dehaze_ros.models.dcp_prior import dcp_prior
 from dehaze_ros.models.depth_net import DepthNet, DilatedResidualDenseBlock
 from dehaze_ros.models.unet import LEVELS as UNET_LEVELS
 from dehaze_ros.models.unet import StructureUNet
@@ -96,6 +112,24 @@ class ScaleFusion(nn.Module):
         return fused
 
 
+T_MIN = dcp.T_MIN                 # the inverse ASM's floor of t (the DCP's t0)
+PRIOR_T_MAX = 0.99                # logit(t_dcp) stays finite where the DCP says "no haze"
+# The asm head without the DCP starts from a plain guess: half transmission, light grey airlight.
+START_TRANSMISSION, START_AIRLIGHT = 0.5, 0.85
+
+
+def logit(values: torch.Tensor) -> torch.Tensor:
+    return torch.log(values) - torch.log1p(-values)
+
+
+@dataclass
+class DehazerOutput:
+    dehazed: torch.Tensor                    # B x 3 x H x W, [0, 1] units, not clamped
+    branch_log_depth: torch.Tensor           # B x 1 x H x W, the depth branch's log depth
+    transmission: torch.Tensor | None = None  # B x 1 x H x W in (0, 1) (physics heads)
+    airlight: torch.Tensor | None = None     # B x 3 x 1 x 1 (physics heads)
+
+
 class Dehazer(nn.Module):
     """DIACMPN's D: ``forward(hazy) -> dehazed``; ``forward_with_depth(hazy) -> (dehazed, depth_m)``."""
 
@@ -122,7 +156,10 @@ class Dehazer(nn.Module):
                                      config.depth_net_dense_layers, config.depth_scale_m)
         self.depth_refine = DilatedResidualDenseBlock(1, config.depth_refine_growth, config.depth_net_dense_layers)
 
-        self.stem = nn.Conv2d(3, full, 3, padding=1, padding_mode="reflect")
+        self.head = config.head
+        # asm_dcp: the stem also reads the DCP's transmission (as 2t - 1, the image's range).
+        stem_inputs = 4 if self.head == "asm_dcp" else 3
+        self.stem = nn.Conv2d(stem_inputs, full, 3, padding=1, padding_mode="reflect")
         self.encoder_full_input = nn.Conv2d(2 * full + 1, full, 1)   # stem + structure + depth
         self.encoder_full = stage(0)
         self.merge_to_half = PatchMerge(full, half)
@@ -146,25 +183,38 @@ class Dehazer(nn.Module):
         self.skip_fusion_full = SelectiveKernelFusion(full)
         self.decoder_full_input = nn.Conv2d(2 * full, full, 1)          # + structure
         self.decoder_full = stage(4)
-        self.output_projection = nn.Conv2d(full, 3, 3, padding=1, padding_mode="reflect")
+        # residual: 3 channels of f(I); physics heads: 1 channel, the logit of t (or its correction).
+        self.output_projection = nn.Conv2d(full, 3 if self.head == "residual" else 1, 3, padding=1,
+                                           padding_mode="reflect")
         nn.init.zeros_(self.output_projection.weight)
         nn.init.zeros_(self.output_projection.bias)
+        if self.head != "residual":
+            # Airlight from the pooled deepest features (A is global), as a correction of the
+            # start value (the DCP's A, or START_AIRLIGHT): zero-initialised.
+            self.airlight_head = nn.Linear(quarter, 3)
+            nn.init.zeros_(self.airlight_head.weight)
+            nn.init.zeros_(self.airlight_head.bias)
         self.to(memory_format=torch.channels_last)  # see the module docstring, "Memory layout"
 
     def forward(self, hazy: torch.Tensor) -> torch.Tensor:
-        return self._dehaze(hazy)[0]
+        return self.forward_physics(hazy).dehazed
 
     def forward_with_depth(self, hazy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(dehazed, depth in metres from the internal depth branch), both at the input size."""
-        dehazed, branch_log_depth = self._dehaze(hazy)
-        return dehazed, self.depth_branch.metres_from_log_depth(branch_log_depth)
+        """(dehazed, depth from the internal depth branch), both at the input size. The depth is
+        in the units the depth networks are trained in (metres, or canonical-camera metres)."""
+        out = self.forward_physics(hazy)
+        return out.dehazed, self.depth_branch.metres_from_log_depth(out.branch_log_depth)
 
-    def _dehaze(self, hazy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward_physics(self, hazy: torch.Tensor) -> DehazerOutput:
+        """Everything the head computes, cropped to the input size."""
         if hazy.dim() != 4 or hazy.shape[1] != 3:
             raise ValueError(f"Dehazer expects a B x 3 x H x W RGB batch, got shape {tuple(hazy.shape)}")
         height, width = hazy.shape[-2:]
         padded = pad_to_multiple(hazy, self.size_multiple).contiguous(memory_format=torch.channels_last)
         signed = padded * 2.0 - 1.0
+        # The prior of the image itself (padding would move its airlight and guided filter), padded.
+        prior = dcp_prior(hazy) if self.head == "asm_dcp" else None
+        prior_transmission = None if prior is None else pad_to_multiple(prior.transmission, self.size_multiple)
 
         structure_quarter, structure_half, structure_full = self.structure_branch(signed)
         structure_full = self.structure_to_full(structure_full)
@@ -173,7 +223,9 @@ class Dehazer(nn.Module):
         branch_log_depth = self.depth_branch.log_depth(padded)
         depth_features = self.depth_refine(branch_log_depth)
 
-        features = self.stem(signed)
+        stem_input = signed if prior is None else torch.cat(
+            [signed, prior_transmission.to(signed.dtype) * 2.0 - 1.0], dim=1)
+        features = self.stem(stem_input)
         encoded_full = self.encoder_full(
             self.encoder_full_input(torch.cat([features, structure_full, depth_features], dim=1)))
         features = self.merge_to_half(encoded_full)
@@ -191,7 +243,27 @@ class Dehazer(nn.Module):
         features = self.split_to_full(features)
         features = self.skip_fusion_full(features, self.skip_full(encoded_full)) + features
         features = self.decoder_full(self.decoder_full_input(torch.cat([features, structure_full], dim=1)))
-        residual = self.output_projection(features)
-        # J = I + f(I) in [-1, 1] units is I + f(I) / 2 in [0, 1] units.
-        dehazed = padded + residual / 2.0
-        return dehazed[..., :height, :width], branch_log_depth[..., :height, :width]
+        head_output = self.output_projection(features)
+        crop = (..., slice(0, height), slice(0, width))
+        if self.head == "residual":
+            # J = I + f(I) in [-1, 1] units is I + f(I) / 2 in [0, 1] units.
+            return DehazerOutput((padded + head_output / 2.0)[crop], branch_log_depth[crop])
+        airlight_correction = self.airlight_head(encoded_quarter.mean(dim=(2, 3))).float()[:, :, None, None]
+        if prior is None:
+            start_logit = math.log(START_TRANSMISSION / (1.0 - START_TRANSMISSION))
+            transmission = torch.sigmoid(head_output.float() + start_logit)
+            airlight = START_AIRLIGHT + airlight_correction
+        else:
+            prior_logit = logit(prior_transmission.clamp(T_MIN, PRIOR_T_MAX))
+            transmission = torch.sigmoid(prior_logit + head_output.float())
+            airlight = prior.airlight + airlight_correction
+        airlight = airlight.clamp(0.05, 1.0)
+        transmission, image = transmission[crop], padded[crop].float()
+        dehazed = recover_scene(image, transmission, airlight)
+        return DehazerOutput(dehazed, branch_log_depth[crop], transmission, airlight)
+
+
+def recover_scene(hazy: torch.Tensor, transmission: torch.Tensor, airlight: torch.Tensor,
+                  t_min: float = T_MIN) -> torch.Tensor:
+    """The inverse atmospheric scattering model, J = (I - A) / max(t, t_min) + A, in torch."""
+    return (hazy - airlight) / transmission.clamp_min(t_min) + airlight
