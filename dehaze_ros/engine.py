@@ -4,11 +4,18 @@ The node converts messages to numpy, calls :meth:`DehazeEngine.process`, and pub
 ``training.evaluate`` runs through the same engine, so the numbers it reports describe what is
 deployed (the in-training validation that picks best.pt calls the networks directly).
 
-Speed: ``max_side`` runs the networks on a downscaled copy. The dehazed output is then rebuilt
-at full resolution as ``hazy_full + upsample(dehazed_small - hazy_small)``: the networks predict
-a residual (J = I + f(I)) that is smooth compared with the image, so upsampling the *correction*
-instead of the *image* keeps the input's fine detail. Depth is upsampled nearest-neighbour:
-interpolating across a depth edge would invent "flying" points between foreground and background.
+Speed: ``max_side`` runs the networks on a downscaled copy, and the dehazed image is rebuilt at
+full resolution from it. Models with a physics head (and the DCP) predict transmission t and
+airlight A: t is upsampled and the scattering model inverted at full resolution,
+J = (I - A) / max(t, t0) + A, so the input's fine detail is kept and amplified by 1/t as the
+model says. The paper's residual head gives only J: ``hazy_full + upsample(dehazed_small -
+hazy_small)``. Depth is upsampled nearest-neighbour: interpolating across a depth edge would
+invent "flying" points between foreground and background.
+
+Metric depth: a checkpoint with a canonical camera (``canonical_focal_px``) gives metres for the
+focal length of the image the network ran on (dehaze_ros.camera). ``process`` takes the focal
+length of the input image (from CameraInfo); without one it assumes ``default_hfov_deg`` and
+says so in the result (``focal_assumed``).
 """
 from __future__ import annotations
 
@@ -22,6 +29,8 @@ import cv2
 import numpy as np
 import torch
 
+from dehaze_ros import dcp
+from dehaze_ros.camera import DEFAULT_HFOV_DEG, focal_from_hfov, metric_from_canonical
 from dehaze_ros.checkpoint import Checkpoint, build_models, load_checkpoint
 from dehaze_ros.dcp import dehaze_dcp
 
@@ -43,6 +52,7 @@ class EngineConfig:
     max_side: int = 0                  # run the networks with the longer side at most this; 0 = native
     warmup: int = 1                    # warm-up passes after loading (first CUDA/oneDNN calls are slow)
     num_threads: int = 0               # torch CPU threads; 0 = torch's default
+    default_hfov_deg: float = DEFAULT_HFOV_DEG   # focal length assumed when process() gets none
 
     def validate(self) -> None:
         if self.model not in MODELS:
@@ -58,6 +68,8 @@ class EngineConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if 0 < self.max_side < 32:
             raise ValueError(f"max_side must be 0 (native) or at least 32, got {self.max_side}")
+        if not 1.0 <= self.default_hfov_deg <= 179.0:
+            raise ValueError(f"default_hfov_deg must lie in [1, 179] degrees, got {self.default_hfov_deg}")
 
 
 @dataclass
@@ -66,6 +78,9 @@ class EngineResult:
     depth: np.ndarray | None          # H x W float32, input size, in depth_units
     depth_units: str                  # "meters" | "relative"
     timings_ms: dict[str, float]
+    # The metric scale rests on default_hfov_deg, not on a known focal length (canonical-camera
+    # checkpoints only; False where the scale needs no focal length).
+    focal_assumed: bool = False
 
 
 def resolve_device(name: str) -> torch.device:
@@ -82,10 +97,23 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def cpu_supports_bf16() -> bool:
+    """oneDNN has native bf16 kernels on this CPU (AVX512-BF16 or AMX): bf16 is faster, not emulated."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def resolve_precision(name: str, device: torch.device) -> torch.dtype:
     if device.type != "cuda":
-        if name in ("fp16", "bf16"):
-            raise EngineError(f"precision {name} needs a CUDA device; on {device} use fp32 or auto")
+        if name == "fp16":
+            raise EngineError(f"precision fp16 needs a CUDA device; on {device} use fp32, bf16 or auto")
+        if name == "bf16":
+            if not cpu_supports_bf16():
+                raise EngineError("precision bf16 on the CPU needs native bf16 support (AVX512-BF16 or "
+                                  "AMX), which this CPU lacks; use fp32 or auto")
+            return torch.bfloat16
         return torch.float32
     if name == "auto":
         # The same rule as training's AMP, so the deployed precision is the validated one.
@@ -113,6 +141,18 @@ def as_rgb_uint8(image: np.ndarray) -> np.ndarray:
     if image.shape[0] == 0 or image.shape[1] == 0:
         raise ValueError(f"image is empty: shape {image.shape}")
     return np.ascontiguousarray(image)
+
+
+def recover_full_resolution(rgb: np.ndarray, transmission: np.ndarray, airlight: np.ndarray,
+                            t_min: float = dcp.T_MIN) -> np.ndarray:
+    """J = (I - A) / max(t, t_min) + A at the size of ``rgb`` (uint8 H x W x 3) from a transmission
+    map of any size (bilinearly upsampled) and the airlight (3,): uint8 RGB."""
+    height, width = rgb.shape[:2]
+    if transmission.shape != (height, width):
+        transmission = cv2.resize(transmission, (width, height), interpolation=cv2.INTER_LINEAR)
+    airlight = np.asarray(airlight, dtype=np.float32).reshape(1, 1, 3)
+    full = (rgb.astype(np.float32) / 255.0 - airlight) / np.maximum(transmission, t_min)[..., None] + airlight
+    return (np.clip(full, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
 def scaled_size(height: int, width: int, max_side: int) -> tuple[int, int]:
@@ -184,12 +224,22 @@ class DehazeEngine:
             torch.cuda.synchronize(self.device)
 
     def _autocast(self):
-        if self.device.type == "cuda" and self.dtype != torch.float32:
-            return torch.autocast("cuda", dtype=self.dtype)
+        if self.dtype != torch.float32:
+            return torch.autocast(self.device.type, dtype=self.dtype)
         return contextlib.nullcontext()
 
-    def process(self, image: np.ndarray, want_dehazed: bool = True,
-                want_depth: bool = True) -> EngineResult:
+    @property
+    def canonical_focal_px(self) -> float:
+        return float(self.checkpoint.model_config.get("canonical_focal_px", 0.0)) if self.checkpoint else 0.0
+
+    @property
+    def physics_head(self) -> bool:
+        return bool(self.checkpoint) and self.checkpoint.model_config.get("head", "residual") != "residual"
+
+    def process(self, image: np.ndarray, want_dehazed: bool = True, want_depth: bool = True,
+                focal_px: float | None = None) -> EngineResult:
+        """``focal_px``: the horizontal focal length in pixels of ``image`` (CameraInfo's fx at
+        this image size); None assumes ``default_hfov_deg``."""
         start = time.perf_counter()
         rgb = as_rgb_uint8(image)
         height, width = rgb.shape[:2]
@@ -208,11 +258,10 @@ class DehazeEngine:
             timings["preprocess"] = (time.perf_counter() - start) * 1e3
             mark = time.perf_counter()
             branch_depth = None
+            out = self.dehazer.forward_physics(hazy)
             if self.depth_net is None and want_depth:
-                dehazed_t, branch_depth = self.dehazer.forward_with_depth(hazy)
-            else:
-                dehazed_t = self.dehazer(hazy)
-            dehazed_t = dehazed_t.float().clamp_(0.0, 1.0)
+                branch_depth = self.dehazer.depth_branch.metres_from_log_depth(out.branch_log_depth)
+            dehazed_t = out.dehazed.float().clamp_(0.0, 1.0)
             self._sync()
             timings["dehaze"] = (time.perf_counter() - mark) * 1e3
             depth_t = None
@@ -224,16 +273,27 @@ class DehazeEngine:
                 self._sync()
                 timings["depth"] = (time.perf_counter() - mark) * 1e3
             mark = time.perf_counter()
-            correction = (dehazed_t - hazy)[0].permute(1, 2, 0).cpu().numpy() if want_dehazed else None
+            physics = want_dehazed and out.transmission is not None and (small_h, small_w) != (height, width)
+            if physics:
+                transmission = out.transmission[0, 0].float().cpu().numpy()
+                airlight = out.airlight.float().reshape(3).cpu().numpy()
+            correction = (dehazed_t - hazy)[0].permute(1, 2, 0).cpu().numpy() if want_dehazed and not physics else None
             depth_small = depth_t[0, 0].cpu().numpy() if depth_t is not None else None
 
         dehazed = None
-        if correction is not None:
+        if physics:
+            dehazed = recover_full_resolution(rgb, transmission, airlight)
+        elif correction is not None:
             if (small_h, small_w) != (height, width):
                 correction = cv2.resize(correction, (width, height), interpolation=cv2.INTER_LINEAR)
             dehazed = np.clip(rgb.astype(np.float32) + correction * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        depth = None
+        depth, focal_assumed = None, False
         if depth_small is not None:
+            if self.canonical_focal_px:
+                focal_assumed = focal_px is None
+                focal = focal_from_hfov(width, self.config.default_hfov_deg) if focal_assumed else focal_px
+                # The network saw the downscaled image: its focal length is scaled alike.
+                depth_small = metric_from_canonical(depth_small, focal * small_w / width, self.canonical_focal_px)
             if (small_h, small_w) != (height, width):
                 depth_small = cv2.resize(depth_small, (width, height), interpolation=cv2.INTER_NEAREST)
             else:
@@ -241,7 +301,7 @@ class DehazeEngine:
             depth = self._apply_depth_range(depth_small)
         timings["postprocess"] = (time.perf_counter() - mark) * 1e3
         timings["total"] = (time.perf_counter() - start) * 1e3
-        return EngineResult(dehazed, depth, self.depth_units, timings)
+        return EngineResult(dehazed, depth, self.depth_units, timings, focal_assumed)
 
     def _apply_depth_range(self, depth: np.ndarray) -> np.ndarray:
         """In place. REP-117: beyond the trained range is +inf (too far) or -inf (too close), not a number."""
@@ -266,9 +326,7 @@ class DehazeEngine:
                 dehazed = (result.dehazed * 255.0 + 0.5).astype(np.uint8)
             else:
                 # Full-resolution inverse ASM with the upsampled transmission keeps the detail.
-                transmission = cv2.resize(result.transmission, (width, height), interpolation=cv2.INTER_LINEAR)
-                full = (rgb.astype(np.float32) / 255.0 - result.airlight) / transmission[..., None] + result.airlight
-                dehazed = (np.clip(full, 0, 1) * 255.0 + 0.5).astype(np.uint8)
+                dehazed = recover_full_resolution(rgb, result.transmission, result.airlight)
         if want_depth:
             depth = result.relative_depth
             if (small_h, small_w) != (height, width):

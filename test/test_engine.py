@@ -1,4 +1,5 @@
 """Engine and checkpoints: round trips through real files, every loading error, input checks."""
+import dataclasses
 import os
 import zipfile
 
@@ -9,27 +10,40 @@ import torch
 
 from dehaze_ros.checkpoint import (CHECKPOINT_FORMAT_VERSION, CheckpointError, atomic_torch_save,
                                    build_models, load_checkpoint, save_checkpoint)
+from dehaze_ros.camera import focal_from_hfov
 from dehaze_ros.engine import DehazeEngine, EngineConfig, EngineError, as_rgb_uint8, scaled_size
 from dehaze_ros.models import build_dehazer, build_depth_net, get_model_config
+from dehaze_ros.models.config import CANONICAL_FOCAL_PX
+from dehaze_ros.models.dehazer import T_MIN
 
 
 
-@pytest.fixture(scope="module")
-def rt_checkpoint(tmp_path_factory):
-    """A real checkpoint of randomly initialised diacmpn-rt networks, written to disk."""
+def write_checkpoint(path, config):
+    """A real checkpoint of randomly initialised networks, written to disk: (path, D, E)."""
     torch.manual_seed(0)
-    config = get_model_config("diacmpn-rt")
     dehazer, depth_net = build_dehazer(config), build_depth_net(config)
-    # The output projection starts at zero (the untrained dehazer is the identity); random
-    # weights make the correction non-zero so the tests see the dehazing path at all.
+    # The output projection starts at zero (the untrained dehazer is the identity or the DCP);
+    # random weights make the head's output non-zero so the tests see the network's path at all.
     torch.nn.init.normal_(dehazer.output_projection.weight, std=0.05)
     torch.nn.init.normal_(dehazer.output_projection.bias, std=0.05)
-    path = tmp_path_factory.mktemp("ckpt") / "rt.pt"
     save_checkpoint(path, model_config=config.to_dict(), dehazer_state=dehazer.state_dict(),
                     depth_net_state=depth_net.state_dict(), depth_units="meters",
                     depth_range_m=(0.1, 80.0), provenance={"note": "random init, test"},
                     metrics={"psnr": 0.0})
     return path, dehazer.eval(), depth_net.eval()
+
+
+@pytest.fixture(scope="module")
+def rt_checkpoint(tmp_path_factory):
+    """diacmpn-rt as shipped: physics head on the DCP prior, canonical-camera depth."""
+    return write_checkpoint(tmp_path_factory.mktemp("ckpt") / "rt.pt", get_model_config("diacmpn-rt"))
+
+
+@pytest.fixture(scope="module")
+def residual_checkpoint(tmp_path_factory):
+    """The paper's residual head, plain metres (no canonical camera)."""
+    config = dataclasses.replace(get_model_config("diacmpn-rt"), head="residual", canonical_focal_px=0.0)
+    return write_checkpoint(tmp_path_factory.mktemp("ckpt") / "residual.pt", config)
 
 
 def test_checkpoint_round_trip_gives_identical_outputs(rt_checkpoint):
@@ -52,23 +66,57 @@ def test_engine_output_equals_model_output_at_native_size(rt_checkpoint):
     with torch.inference_mode():
         hazy = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255
         expected = dehazer(hazy).clamp(0, 1)
-        expected_depth = depth_net(expected)[0, 0].numpy()
+        canonical_depth = depth_net(expected)[0, 0].numpy()
     expected_rgb = (expected[0].permute(1, 2, 0).numpy() * 255)
     assert result.dehazed.shape == (37, 53, 3) and result.dehazed.dtype == np.uint8
     assert np.abs(result.dehazed.astype(np.float32) - expected_rgb).max() <= 1.0
+    # No focal length given: metres for the assumed field of view, and the result says so.
+    assert result.focal_assumed
+    expected_depth = canonical_depth * focal_from_hfov(53, EngineConfig().default_hfov_deg) / CANONICAL_FOCAL_PX
     finite = np.isfinite(result.depth)
+    assert finite.mean() > 0.5
     np.testing.assert_allclose(result.depth[finite], expected_depth[finite], rtol=1e-5)
+    # A known focal length: depth scales with it (d = d_c * f / f_c).
+    known = engine.process(rgb, focal_px=250.0)
+    assert not known.focal_assumed
+    finite = np.isfinite(known.depth)
+    np.testing.assert_allclose(known.depth[finite], (canonical_depth * 250.0 / CANONICAL_FOCAL_PX)[finite],
+                               rtol=1e-5)
     assert result.depth_units == "meters"
     assert set(result.timings_ms) >= {"dehaze", "depth", "total"}
     assert engine.describe()["model"] == "diacmpn-rt"
 
 
-def test_engine_max_side_rebuilds_full_resolution_from_the_small_correction(rt_checkpoint):
-    """Full-size output = hazy + upsampled (dehazed_small - hazy_small); depth nearest-upsampled."""
+def test_engine_max_side_inverts_the_scattering_model_at_full_resolution(rt_checkpoint):
+    """Physics head below input resolution: t upsampled, J = (I - A) / max(t, t0) + A on the
+    full-resolution input; canonical depth converted with the focal length of the small image."""
     path, dehazer, depth_net = rt_checkpoint
     engine = DehazeEngine(EngineConfig(checkpoint=str(path), max_side=64, warmup=0))
     rgb = np.random.default_rng(1).integers(0, 256, (120, 200, 3), dtype=np.uint8)
+    result = engine.process(rgb, focal_px=180.0)
+    small = cv2.resize(rgb, (64, 38), interpolation=cv2.INTER_AREA)
+    with torch.inference_mode():
+        out = dehazer.forward_physics(torch.from_numpy(small).permute(2, 0, 1)[None].float() / 255)
+        canonical_small = depth_net(out.dehazed.clamp(0, 1))[0, 0].numpy()
+    transmission = cv2.resize(out.transmission[0, 0].numpy(), (200, 120), interpolation=cv2.INTER_LINEAR)
+    airlight = out.airlight.reshape(3).numpy()
+    expected = (rgb / 255.0 - airlight) / np.maximum(transmission, T_MIN)[..., None] + airlight
+    assert np.abs(result.dehazed - np.clip(expected, 0, 1) * 255).max() <= 1.0
+    metres_small = canonical_small * (180.0 * 64 / 200) / CANONICAL_FOCAL_PX
+    expected_depth = cv2.resize(metres_small, (200, 120), interpolation=cv2.INTER_NEAREST)
+    finite = np.isfinite(result.depth)
+    assert finite.mean() > 0.5
+    np.testing.assert_allclose(result.depth[finite], expected_depth[finite], rtol=1e-5)
+
+
+def test_engine_max_side_rebuilds_full_resolution_from_the_small_correction(residual_checkpoint):
+    """Residual head: full-size output = hazy + upsampled (dehazed_small - hazy_small); depth
+    nearest-upsampled, plain metres (no canonical camera, so no focal length involved)."""
+    path, dehazer, depth_net = residual_checkpoint
+    engine = DehazeEngine(EngineConfig(checkpoint=str(path), max_side=64, warmup=0))
+    rgb = np.random.default_rng(1).integers(0, 256, (120, 200, 3), dtype=np.uint8)
     result = engine.process(rgb)
+    assert not result.focal_assumed
     small = cv2.resize(rgb, (64, 38), interpolation=cv2.INTER_AREA)
     with torch.inference_mode():
         hazy_small = torch.from_numpy(small).permute(2, 0, 1)[None].float() / 255
