@@ -7,7 +7,7 @@ from training.config import HazeConfig, SourceConfig
 from training.data import DataError
 from training.data.common import fill_unknown_depth, synthesize_random_haze
 from training.data.io import read_pfm, write_pfm
-from training.data.rgbd import RgbdSource, load_rgbd_item, scan_rgbd_folder
+from training.data.rgbd import RELATIVE_MEDIAN_M, RgbdSource, load_rgbd_item, scan_rgbd_folder
 
 CALIB = """cam0=[700.0 0 30 ; 0 700.0 20 ; 0 0 1]
 cam1=[700.0 0 40 ; 0 700.0 20 ; 0 0 1]
@@ -149,3 +149,53 @@ def test_mismatched_depth_and_empty_folders_are_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="no RGB-D pairs"):
         RgbdSource("r", SourceConfig(kind="rgbd"), "train", tmp_path / "empty")
+
+
+def write_legacy(folder, disparity):
+    folder.mkdir(parents=True)
+    write_rgb(folder / "view1.png", np.full(disparity.shape + (3,), 100, np.uint8))
+    assert cv2.imwrite(str(folder / "disp1.png"), disparity)
+
+
+def test_legacy_middlebury_gives_relative_depth_that_trains_scale_free(tmp_path):
+    """Middlebury 2001-2006: 1 / disparity, unknown (0) -> NaN, median fixed, marked not metric."""
+    disparity = np.full((40, 50), 40, np.uint8)
+    disparity[:, 25:] = 80          # twice the disparity: half the depth
+    disparity[:3] = 0               # unknown
+    write_legacy(tmp_path / "legacy" / "Aloe", disparity)
+    source = RgbdSource("rgbd", SourceConfig(kind="rgbd", scale_range=[1.0, 1.0]), "train", tmp_path)
+    (item,) = source.items
+    assert item.relative and item.scene == "legacy/Aloe"
+    _, depth = load_rgbd_item(item)
+    assert np.isnan(depth[:3]).all()
+    np.testing.assert_allclose(depth[10, 5] / depth[10, 40], 2.0, rtol=1e-6)
+    np.testing.assert_allclose(np.nanmedian(depth), RELATIVE_MEDIAN_M, rtol=1e-5)
+    sample = source.train_sample(np.random.default_rng(0), 32)
+    assert not sample.metric_depth and not sample.focal_px > 0
+
+
+def test_samples_carry_the_focal_length_of_the_crop_as_the_network_sees_it(rgbd_root):
+    """calib.txt's f (700 px) times the crop's zoom; frame folders from focal_px_by_folder."""
+    config = SourceConfig(kind="rgbd", exclude=["legacy"], scale_range=[0.5, 0.5],
+                          focal_px_by_folder={"kinect": 520.0})
+    source = RgbdSource("rgbd", config, "train", rgbd_root)
+    focal = {item.name: item.focal_px for item in source.items}
+    assert focal["Piano"] == 700.0 and focal["kinect/1"] == 520.0 and focal["tum/1"] == 0.0
+    rng = np.random.default_rng(3)
+    for _ in range(6):
+        sample = source.train_sample(rng, 16)
+        item_focal = focal[sample.name.split("/", 1)[1]]
+        # scale 0.5: a 32-pixel window resized to 16 pixels halves the focal length
+        assert sample.focal_px == pytest.approx(item_focal * 0.5)
+    evaluation = source.eval_sample(0, 32)          # 64 px wide stored image, max_side 32
+    assert evaluation.focal_px == pytest.approx(focal[source.items[0].name] * 0.5)
+
+
+def test_val_items_hold_single_frames_out_of_training(rgbd_root):
+    config = SourceConfig(kind="rgbd", exclude=["legacy"], val_scenes=["Pipes"], val_items=["kinect/2"])
+    train = {item.name for item in RgbdSource("rgbd", config, "train", rgbd_root).items}
+    val = {item.name for item in RgbdSource("rgbd", config, "val", rgbd_root).items}
+    assert "kinect/2" in val and "kinect/2" not in train and "kinect/1" in train
+    assert "Pipes" in val and "Pipes" not in train
+    with pytest.raises(DataError, match="val_items names kinect/9"):
+        RgbdSource("rgbd", SourceConfig(kind="rgbd", val_items=["kinect/9"]), "train", rgbd_root)

@@ -9,6 +9,7 @@ from dehaze_ros.checkpoint import CheckpointError, load_checkpoint
 from dehaze_ros.engine import DehazeEngine, EngineConfig
 from dehaze_ros.models import ModelConfig, build_dehazer, build_depth_net
 from training.config import load_config
+from dehaze_ros.camera import focal_from_hfov
 from training.export import export_checkpoint, main
 from training.train import Trainer, load_training_file
 
@@ -26,6 +27,10 @@ def run_dir(tmp_path_factory):
     trainer.fit()
     trainer.close()
     return root / "run"
+
+
+def dehazer_config(run_dir) -> ModelConfig:
+    return ModelConfig.from_dict(load_training_file(run_dir / "best.pt")["provenance"]["model_config"])
 
 
 def training_models(run_dir, prefix="ema_"):
@@ -52,6 +57,10 @@ def test_engine_runs_the_exported_ema_weights_like_the_training_model(run_dir, t
         depth = depth_net(dehazed)[0, 0].numpy()
     expected = dehazed[0].permute(1, 2, 0).numpy() * 255
     assert np.abs(result.dehazed.astype(np.float32) - expected).max() <= 1.0
+    # Canonical-camera depth in metres for the assumed field of view (no focal length given).
+    canonical_focal = dehazer_config(run_dir).canonical_focal_px
+    assert canonical_focal > 0 and result.focal_assumed
+    depth = depth * focal_from_hfov(57, EngineConfig().default_hfov_deg) / canonical_focal
     finite = np.isfinite(result.depth)
     assert finite.any()
     np.testing.assert_allclose(result.depth[finite], depth[finite], rtol=1e-5)

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from dehaze_ros.camera import canonical_from_metric, focal_from_hfov, metric_from_canonical
 from training import losses
 from training.metrics import depth_metrics, psnr, ssim
 
@@ -118,3 +119,45 @@ def test_cosine_schedule_warms_up_then_decays_to_the_floor():
     assert max(values) == pytest.approx(1.0)
     assert all(a >= b for a, b in zip(values[10:], values[11:]))
     assert values[100] == pytest.approx(0.01)
+
+
+def test_depth_of_unknown_scale_trains_only_its_relative_shape():
+    """scale_known False: a prediction 3x too far costs (almost) nothing; known scale: it costs."""
+    target = torch.rand(2, 1, 8, 8) * 5 + 1
+    mask = torch.ones_like(target, dtype=torch.bool)
+    pred = target * 3.0
+    unknown, parts = losses.depth_loss(pred, target, mask, 1.0, 1.0, 0.5, scale_known=torch.tensor([False, False]))
+    known, _ = losses.depth_loss(pred, target, mask, 1.0, 1.0, 0.5, scale_known=torch.tensor([True, True]))
+    assert float(unknown) < 1e-3 and "depth_l1" not in parts
+    assert float(known) > 1.0
+    shape_error, _ = losses.depth_loss(target.flip(-1), target, mask, 0.0, 1.0, 0.5,
+                                       scale_known=torch.tensor([False, False]))
+    assert float(shape_error) > 0.1     # a wrong relative layout still costs
+
+
+def test_sky_must_be_predicted_beyond_the_far_end():
+    target = torch.full((2, 1, 4, 4), 5.0)
+    target[:, :, :2] = float("inf")       # sky in the top half
+    far = torch.tensor([80.0, 160.0])
+    near_sky = torch.full_like(target, 6.0, requires_grad=True)
+    loss = losses.sky_depth_loss(near_sky, target, far)
+    assert float(loss) > 1.0
+    loss.backward()
+    assert (near_sky.grad[:, :, :2] < 0).all() and (near_sky.grad[:, :, 2:] == 0).all()  # pushed farther
+    far_enough = torch.full_like(target, 1000.0)
+    assert float(losses.sky_depth_loss(far_enough, target, far)) == 0.0
+    assert float(losses.sky_depth_loss(near_sky, torch.full_like(target, 5.0), far)) == 0.0
+
+
+@pytest.mark.parametrize("zoom", [0.25, 0.5, 1.0, 2.0])
+def test_canonical_camera_round_trip_for_any_crop_zoom(zoom):
+    """A depth target converted for a crop's focal length and back is the original metres, and a
+    pinhole scene (size in pixels ~ f / d) has one canonical depth at every zoom."""
+    depth_m = np.array([0.5, 3.0, 40.0, np.inf], dtype=np.float32)
+    focal = 700.0 * zoom
+    canonical = canonical_from_metric(depth_m, focal, 250.0)
+    np.testing.assert_allclose(metric_from_canonical(canonical, focal, 250.0), depth_m, rtol=1e-6)
+    # Same pixels, same target: a 1 m object 100 px tall is at 7 m for f = 700 and at 3.5 m for
+    # f = 350; both images must teach the network one canonical depth.
+    assert canonical_from_metric(700.0 * zoom / 100.0, 700.0 * zoom, 250.0) == pytest.approx(2.5)
+    assert focal_from_hfov(640, 90.0) == pytest.approx(320.0)

@@ -43,7 +43,10 @@ def fixed_batch(trainer, count=8):
 def held_out_losses(trainer, batch):
     dehazed = trainer.dehazer(batch["hazy"]).clamp(0, 1)
     mask = losses.valid_depth_mask(batch["depth"], 0.1, 80.0)
-    depth_loss, _ = losses.depth_loss(trainer.depth_net(dehazed), batch["depth"], mask, 0.1, 1.0, 0.85)
+    # The networks learn depth in the canonical camera: compare in those units.
+    target, scale_known, _ = trainer._canonical_targets(batch["depth"], batch)
+    depth_loss, _ = losses.depth_loss(trainer.depth_net(dehazed), target, mask, 0.1, 1.0, 0.85,
+                                      scale_known=scale_known)
     return float((dehazed - batch["clear"]).abs().mean()), float(depth_loss)
 
 

@@ -61,9 +61,16 @@ class SourceConfig:
     val_scenes: list[str] = field(default_factory=list)   # scenes held out for validation
     test_scenes: list[str] = field(default_factory=list)  # scenes held out of training and validation
     val_fraction: float = 0.0            # without val_scenes: this share of scenes (stable hash)
+    # rgbd: single items (e.g. nyu_kinect/5) held out for validation although their scene trains:
+    # one frame per camera measures depth on every camera the data has.
+    val_items: list[str] = field(default_factory=list)
     exclude: list[str] = field(default_factory=list)  # glob patterns of sub-paths to skip
     depth_scale: float = 0.001           # metres per unit of 16-bit depth images (rgbd, reside depth/)
     depth_scales: dict[str, float] = field(default_factory=dict)  # per folder name, over depth_scale
+    # Focal length (px) of the stored images, for canonical-camera depth; 0 = unknown. rgbd:
+    # Middlebury 2014 reads calib.txt; frame folders use focal_px_by_folder, else focal_px.
+    focal_px: float = 0.0
+    focal_px_by_folder: dict[str, float] = field(default_factory=dict)
     scale_range: list[float] = field(default_factory=lambda: [0.5, 1.0])  # random resize before crop
     haze: HazeConfig = field(default_factory=HazeConfig)
     val_count: int = 8                   # procedural: number of fixed validation views
@@ -110,6 +117,7 @@ class LossConfig:
     depth_l1: float = 0.1                # inside every depth loss: metric L1 (metres)
     depth_silog: float = 1.0             # inside every depth loss: scale-invariant log term
     silog_lambda: float = 0.85           # < 1 keeps part of the scale error: a scale-aware term
+    sky_depth: float = 0.0               # E's hinge pushing sky (+inf targets) beyond depth.max_m
     # Softmax temperature of the difference maps. 1.0 is the literal paper formulation; errors in
     # [0, 1] then give nearly uniform weights, so a smaller value makes the weighting bite.
     difference_temperature: float = 0.2

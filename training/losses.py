@@ -111,14 +111,17 @@ def _per_image_mean(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor
 
 
 def depth_loss(pred_m: torch.Tensor, target_m: torch.Tensor, mask: torch.Tensor, l1_weight: float,
-               silog_weight: float, silog_lambda: float, pixel_weights: torch.Tensor | None = None
-               ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+               silog_weight: float, silog_lambda: float, pixel_weights: torch.Tensor | None = None,
+               scale_known: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """l1_weight * L1 (metres) + silog_weight * SILog, as weighted means over valid pixels.
 
     SILog (Eigen et al. 2014): sqrt(E[g^2] - lambda E[g]^2), g = log pred - log target. lambda = 1
     ignores a global scale error entirely; lambda < 1 keeps (1 - lambda) of it, so the term stays
     scale-aware and the network must get metres right, not only relative depth.
     ``pixel_weights`` (B x 1 x H x W) re-weight pixels (renormalised over the valid ones).
+    ``scale_known`` (B bools, default all True): where False, the target is right only up to a
+    scale (relative depth, or an unknown focal length): that image has no L1 term and SILog
+    with lambda = 1, which learns its relative depth and nothing of its scale.
     """
     mask = mask & torch.isfinite(pred_m)
     if pixel_weights is None:
@@ -136,18 +139,40 @@ def depth_loss(pred_m: torch.Tensor, target_m: torch.Tensor, mask: torch.Tensor,
     if not has_pixels.any():
         return total, parts
     count = has_pixels.sum()
-    if l1_weight:
+    if scale_known is None:
+        scale_known = torch.ones_like(has_pixels)
+    if l1_weight and (has_pixels & scale_known).any():
         l1 = _per_image_mean((pred - target).abs(), weights)
-        parts["depth_l1"] = l1[has_pixels].sum() / count
+        metric = has_pixels & scale_known
+        parts["depth_l1"] = l1[metric].sum() / metric.sum()
         total = total + l1_weight * parts["depth_l1"]
     if silog_weight:
         log_error = _log_depth(pred) - _log_depth(target)
         mean_sq = _per_image_mean(log_error ** 2, weights)
         mean = _per_image_mean(log_error, weights)
-        silog = torch.sqrt((mean_sq - silog_lambda * mean ** 2).clamp_min(1e-8))
+        lambdas = torch.where(scale_known, torch.full_like(mean, silog_lambda), torch.ones_like(mean))
+        silog = torch.sqrt((mean_sq - lambdas * mean ** 2).clamp_min(1e-8))
         parts["depth_silog"] = silog[has_pixels].sum() / count
         total = total + silog_weight * parts["depth_silog"]
     return total, parts
+
+
+SKY_MARGIN = 1.25   # sky must come out at least this factor beyond the far end of the range
+
+
+def sky_depth_loss(pred: torch.Tensor, target: torch.Tensor, far: torch.Tensor) -> torch.Tensor:
+    """Sky (target +inf, REP-117 "out of range") must be predicted beyond the trained range.
+
+    A hinge on log depth: zero once the prediction passes ``far * SKY_MARGIN`` (``far``: B, the
+    far end of the range in the target's units), so sky never becomes a finite depth *target*,
+    but a wall of sky a few metres ahead is penalised. Mean over sky pixels; 0 without sky.
+    """
+    sky = torch.isposinf(target)
+    if not bool(sky.any()):
+        return pred.float().sum() * 0.0
+    floor = torch.log(far.float().view(-1, 1, 1, 1) * SKY_MARGIN)
+    gap = F.relu(floor - _log_depth(pred))
+    return (gap * sky).sum() / sky.sum()
 
 
 def depth_difference(depth_of_dehazed_m: torch.Tensor, target_m: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -45,6 +45,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from dehaze_ros.camera import canonical_from_metric, metric_from_canonical
 from dehaze_ros.checkpoint import CheckpointError, atomic_torch_save, build_models, load_checkpoint
 from dehaze_ros.engine import EngineError, resolve_device
 from dehaze_ros.engine import resolve_precision as engine_precision
@@ -99,10 +100,17 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
 
     The engine's rule (auto: bf16 where the GPU supports it, else fp16; fp32 on the CPU), taken
     from the engine itself so that a checkpoint is deployed in the precision it was validated in.
+    bf16 autocast *training* on the CPU is refused: on this project's AVX512-BF16 CPU (torch
+    2.13) the first backward pass gave NaN gradients in both networks (the engine's bf16
+    inference is fine).
     """
     if device.type != "cuda" and name in ("bf16", "fp16"):
-        raise ConfigError(f"train.precision={name} needs a CUDA device; on {device} use fp32 or auto")
-    dtype = engine_precision(name, device)
+        raise ConfigError(f"train.precision={name} needs a CUDA device (bf16 training on the CPU gave NaN "
+                          f"gradients); on {device} use fp32 or auto")
+    try:
+        dtype = engine_precision(name, device)
+    except EngineError as exc:
+        raise ConfigError(f"train.precision={name}: {exc}") from exc
     return None if dtype == torch.float32 else dtype
 
 
@@ -186,6 +194,11 @@ def to_python(value):
     if isinstance(value, str):
         return str(value)  # str subclasses (torch's TorchVersion) are not weights_only-loadable
     return value
+
+
+def all_known(depth: torch.Tensor) -> torch.Tensor:
+    """Every image of the batch has depth of known scale (the default of the step methods)."""
+    return torch.ones(depth.shape[0], dtype=torch.bool, device=depth.device)
 
 
 @dataclass
@@ -297,9 +310,10 @@ class Trainer:
     def _effective_loss_weights(self) -> dict[str, float]:
         loss = self.config.loss
         weights = {name: getattr(loss, name) for name in
-                   ("l1", "ssim", "depth_perception", "branch_depth", "depth_weighted", "depth_unweighted")}
+                   ("l1", "ssim", "depth_perception", "branch_depth", "depth_weighted", "depth_unweighted",
+                    "sky_depth")}
         if not self.depth_available:
-            for name in ("depth_perception", "branch_depth", "depth_weighted", "depth_unweighted"):
+            for name in ("depth_perception", "branch_depth", "depth_weighted", "depth_unweighted", "sky_depth"):
                 weights[name] = 0.0
         return weights
 
@@ -356,29 +370,54 @@ class Trainer:
             taught = self.teacher(clear).float()
         return torch.where(has_depth.view(-1, 1, 1, 1), depth, taught)
 
-    def dehazer_step(self, hazy, clear, depth, mask, want_visuals: bool = False) -> tuple[torch.Tensor, StepOutput]:
+    def _canonical_targets(self, depth: torch.Tensor, batch: dict[str, torch.Tensor]
+                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Depth targets in the networks' units, per image whether their scale is known, and the
+        factor from metres to those units.
+
+        With a canonical camera (ModelConfig.canonical_focal_px) metres become canonical depth
+        (dehaze_ros.camera); an image of unknown focal length then has no known scale, like one
+        with relative depth, and trains only scale-invariant terms. The validity mask is taken
+        on metres before, so depth.min_m / max_m keep meaning metres.
+        """
+        scale_known = batch["metric_depth"].to(self.device)
+        canonical_focal = self.model_config.canonical_focal_px
+        if not canonical_focal:
+            return depth, scale_known, torch.ones_like(scale_known, dtype=torch.float32)
+        focal = batch["focal_px"].to(self.device).float()
+        has_focal = torch.isfinite(focal) & (focal > 0)
+        factor = torch.where(has_focal, canonical_from_metric(1.0, focal.clamp_min(1e-6), canonical_focal),
+                             torch.ones_like(focal))
+        return depth * factor.view(-1, 1, 1, 1), scale_known & has_focal, factor
+
+    def dehazer_step(self, hazy, clear, depth, mask, want_visuals: bool = False,
+                     scale_known: torch.Tensor | None = None) -> tuple[torch.Tensor, StepOutput]:
         """(a) Update D with E frozen. Returns D's output (detached) for the depth step."""
         weights, loss_cfg = self.loss_weights, self.config.loss
+        scale_known = all_known(depth) if scale_known is None else scale_known
         self.dehazer.train().requires_grad_(True)
         self.depth_net.eval().requires_grad_(False)
         out = StepOutput()
         with self._autocast():
             dehazed, branch_depth = self.dehazer.forward_with_depth(hazy)
             depth_of_dehazed = None
-            if weights["depth_perception"] and bool(mask.any()):
+            # The depth difference compares log depths directly: only images of known scale.
+            perception_mask = mask & scale_known.view(-1, 1, 1, 1)
+            if weights["depth_perception"] and bool(perception_mask.any()):
                 depth_of_dehazed = self.depth_net(dehazed.clamp(0.0, 1.0))
         dehazed = dehazed.float()
         total, parts = losses.reconstruction_loss(dehazed, clear, weights["l1"], weights["ssim"])
         if depth_of_dehazed is not None:
             perception, perception_weights = losses.depth_perception_loss(
-                depth_of_dehazed, depth, mask, loss_cfg.difference_temperature)
+                depth_of_dehazed, depth, perception_mask, loss_cfg.difference_temperature)
             parts["depth_perception"] = perception
             total = total + weights["depth_perception"] * perception
             if want_visuals:
-                out.visuals["depth_difference"] = losses.depth_difference(depth_of_dehazed.detach(), depth, mask)
+                out.visuals["depth_difference"] = losses.depth_difference(depth_of_dehazed.detach(), depth,
+                                                                          perception_mask)
         if weights["branch_depth"] and bool(mask.any()):
             branch, _ = losses.depth_loss(branch_depth, depth, mask, loss_cfg.depth_l1, loss_cfg.depth_silog,
-                                          loss_cfg.silog_lambda)
+                                          loss_cfg.silog_lambda, scale_known=scale_known)
             parts["branch_depth"] = branch
             total = total + weights["branch_depth"] * branch
         grad_norm = self._backward_and_step(total, self.dehazer, self.optimizer_dehazer, self.scaler_dehazer)
@@ -387,9 +426,11 @@ class Trainer:
         out.losses["dehazer/grad_norm"] = grad_norm
         return dehazed.detach(), out
 
-    def depth_step(self, dehazed, clear, depth, mask, want_visuals: bool = False) -> StepOutput:
+    def depth_step(self, dehazed, clear, depth, mask, want_visuals: bool = False,
+                   scale_known: torch.Tensor | None = None, sky_far: torch.Tensor | None = None) -> StepOutput:
         """(b) Update E with D frozen: E(D(I)) with D's output detached."""
         weights, loss_cfg = self.loss_weights, self.config.loss
+        scale_known = all_known(depth) if scale_known is None else scale_known
         out = StepOutput()
         if not (weights["depth_weighted"] or weights["depth_unweighted"]) or not bool(mask.any()):
             return out  # nothing to learn from this batch: no optimiser step (Adam would still move)
@@ -402,14 +443,19 @@ class Trainer:
         total = depth_pred.float().sum() * 0.0
         if weights["depth_weighted"]:
             weighted, parts = losses.depth_loss(depth_pred, depth, mask, loss_cfg.depth_l1, loss_cfg.depth_silog,
-                                                loss_cfg.silog_lambda, pixel_weights=difference_weights)
+                                                loss_cfg.silog_lambda, pixel_weights=difference_weights,
+                                                scale_known=scale_known)
             out.losses.update({f"depth/weighted_{k}": float(v.detach()) for k, v in parts.items()})
             total = total + weights["depth_weighted"] * weighted
         if weights["depth_unweighted"]:
             plain, parts = losses.depth_loss(depth_pred, depth, mask, loss_cfg.depth_l1, loss_cfg.depth_silog,
-                                             loss_cfg.silog_lambda)
+                                             loss_cfg.silog_lambda, scale_known=scale_known)
             out.losses.update({f"depth/{k}": float(v.detach()) for k, v in parts.items()})
             total = total + weights["depth_unweighted"] * plain
+        if weights["sky_depth"] and sky_far is not None:
+            sky = losses.sky_depth_loss(depth_pred, depth, sky_far)
+            out.losses["depth/sky"] = float(sky.detach())
+            total = total + weights["sky_depth"] * sky
         out.losses["depth/grad_norm"] = self._backward_and_step(total, self.depth_net, self.optimizer_depth,
                                                                 self.scaler_depth)
         out.losses["depth/total"] = float(total.detach())
@@ -417,9 +463,11 @@ class Trainer:
             out.visuals.update(depth_pred=depth_pred.detach().float(), dehazing_weights=difference_weights)
         return out
 
-    def joint_step(self, hazy, clear, depth, mask, want_visuals: bool = False) -> StepOutput:
+    def joint_step(self, hazy, clear, depth, mask, want_visuals: bool = False,
+                     scale_known: torch.Tensor | None = None) -> StepOutput:
         """The ablation: all terms summed, one backward pass, both optimisers step."""
         weights, loss_cfg = self.loss_weights, self.config.loss
+        scale_known = all_known(depth) if scale_known is None else scale_known
         self.dehazer.train().requires_grad_(True)
         self.depth_net.train().requires_grad_(True)
         out = StepOutput()
@@ -430,18 +478,21 @@ class Trainer:
         total, parts = losses.reconstruction_loss(dehazed, clear, weights["l1"], weights["ssim"])
         difference_weights = losses.dehazing_difference_weights(dehazed, clear, mask, loss_cfg.difference_temperature)
         if bool(mask.any()):
-            if weights["depth_perception"]:
-                parts["depth_perception"], _ = losses.depth_perception_loss(depth_pred, depth, mask,
+            perception_mask = mask & scale_known.view(-1, 1, 1, 1)
+            if weights["depth_perception"] and bool(perception_mask.any()):
+                parts["depth_perception"], _ = losses.depth_perception_loss(depth_pred, depth, perception_mask,
                                                                             loss_cfg.difference_temperature)
                 total = total + weights["depth_perception"] * parts["depth_perception"]
             if weights["branch_depth"]:
                 parts["branch_depth"], _ = losses.depth_loss(branch_depth, depth, mask, loss_cfg.depth_l1,
-                                                             loss_cfg.depth_silog, loss_cfg.silog_lambda)
+                                                             loss_cfg.depth_silog, loss_cfg.silog_lambda,
+                                                             scale_known=scale_known)
                 total = total + weights["branch_depth"] * parts["branch_depth"]
             for name, pixel_weights in (("depth_weighted", difference_weights), ("depth_unweighted", None)):
                 if weights[name]:
                     parts[name], _ = losses.depth_loss(depth_pred, depth, mask, loss_cfg.depth_l1,
-                                                       loss_cfg.depth_silog, loss_cfg.silog_lambda, pixel_weights)
+                                                       loss_cfg.depth_silog, loss_cfg.silog_lambda, pixel_weights,
+                                                       scale_known)
                     total = total + weights[name] * parts[name]
         self.scaler_dehazer.scale(total).backward()
         for network, optimizer, scaler, name in ((self.dehazer, self.optimizer_dehazer, self.scaler_dehazer, "dehazer"),
@@ -470,14 +521,17 @@ class Trainer:
         mask = losses.valid_depth_mask(depth, self.config.depth.min_m, self.config.depth.max_m)
         if not self.depth_available:
             mask = torch.zeros_like(mask)
+        depth, scale_known, to_network_units = self._canonical_targets(depth, batch)
+        # Sky must come out beyond the far end of the range, in each image's own units.
+        sky_far = self.config.depth.max_m * to_network_units
         if self.config.train.schedule == "alternating":
-            dehazed, out = self.dehazer_step(hazy, clear, depth, mask, want_visuals)
-            depth_out = self.depth_step(dehazed, clear, depth, mask, want_visuals)
+            dehazed, out = self.dehazer_step(hazy, clear, depth, mask, want_visuals, scale_known)
+            depth_out = self.depth_step(dehazed, clear, depth, mask, want_visuals, scale_known, sky_far)
             out.losses.update(depth_out.losses)
             out.visuals.update(depth_out.visuals)
             out.visuals["dehazed"] = dehazed
         else:
-            out = self.joint_step(hazy, clear, depth, mask, want_visuals)
+            out = self.joint_step(hazy, clear, depth, mask, want_visuals, scale_known)
         with warnings.catch_warnings():
             # The schedules follow iterations, also those in which E had no depth to learn from
             # and did not step; torch warns about exactly that order, harmlessly here.
@@ -506,9 +560,13 @@ class Trainer:
                 depth_pred = depth_net(dehazed).float()
             dehazed_np = dehazed[0].permute(1, 2, 0).cpu().numpy()
             result = {"psnr": psnr(dehazed_np, sample.clear), "ssim": ssim(dehazed_np, sample.clear)}
-            if sample.has_depth and self.depth_available:
-                metrics = depth_metrics(depth_pred[0, 0].cpu().numpy(), sample.depth_m,
-                                        depth_cfg.min_m, depth_cfg.max_m)
+            canonical_focal = self.model_config.canonical_focal_px
+            metric_known = sample.metric_depth and (not canonical_focal or sample.focal_px > 0)
+            if sample.has_depth and self.depth_available and metric_known:
+                predicted = depth_pred[0, 0].cpu().numpy()
+                if canonical_focal:
+                    predicted = metric_from_canonical(predicted, sample.focal_px, canonical_focal)
+                metrics = depth_metrics(predicted, sample.depth_m, depth_cfg.min_m, depth_cfg.max_m)
                 if metrics["valid_fraction"] > 0:
                     result.update({k: metrics[k] for k in ("abs_rel", "rmse", "delta1", "abs_rel_median")})
             per_source.setdefault(sample.name.split("/")[0], []).append(result)

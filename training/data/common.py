@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import math
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,12 @@ class Sample:
     depth_m: np.ndarray    # H x W float32 metres; NaN unknown, +inf sky (no depth at all: all NaN)
     has_depth: bool        # the source measured depth for this image
     name: str = ""         # source/scene/item, for logs and evaluation tables
+    # Focal length in pixels of *this* image (after every crop and resize); NaN or <= 0 = unknown. The
+    # depth networks learn depth in a canonical camera (ModelConfig.canonical_focal_px) from it.
+    focal_px: float = math.nan
+    # False: depth_m is right only up to an unknown scale (e.g. Middlebury 2001-2006 disparity);
+    # it then trains only scale-invariant terms.
+    metric_depth: bool = True
 
 
 def stable_fraction(text: str) -> float:
@@ -117,11 +124,12 @@ def resize_depth(depth: np.ndarray, width: int, height: int) -> np.ndarray:
 
 def random_crop(images: list[np.ndarray], depth: np.ndarray | None, crop: int,
                 scale_range: list[float], rng: np.random.Generator
-                ) -> tuple[list[np.ndarray], np.ndarray | None]:
+                ) -> tuple[list[np.ndarray], np.ndarray | None, float]:
     """The same random (scaled) square crop of aligned images and depth, output crop x crop.
 
     A crop of crop/scale source pixels is cut and resized to crop: the same as resizing the whole
     image by ``scale`` first, at a fraction of the cost. Images smaller than the crop are upscaled.
+    Returns the crops and the zoom (output pixels per source pixel) that multiplies focal lengths.
     """
     height, width = images[0].shape[:2]
     scale = float(rng.uniform(scale_range[0], scale_range[1]))
@@ -136,7 +144,12 @@ def random_crop(images: list[np.ndarray], depth: np.ndarray | None, crop: int,
         cropped = [resize_image(image, crop, crop) for image in cropped]
         if cropped_depth is not None:
             cropped_depth = resize_depth(cropped_depth, crop, crop)
-    return cropped, cropped_depth
+    return cropped, cropped_depth, crop / window
+
+
+def max_side_zoom(height: int, width: int, max_side: int) -> float:
+    """The zoom ``resize_max_side`` applies to an image of this size (1 when it keeps it)."""
+    return 1.0 if max(height, width) <= max_side else max_side / max(height, width)
 
 
 def resize_max_side(image: np.ndarray, max_side: int, is_depth: bool = False) -> np.ndarray:

@@ -10,6 +10,7 @@ picks the source, the item, the crop, the haze and the flips. Hence
 """
 from __future__ import annotations
 
+import dataclasses
 import signal
 from typing import Iterator
 
@@ -27,6 +28,8 @@ def sample_to_tensors(sample: Sample) -> dict[str, torch.Tensor]:
         "clear": torch.from_numpy(np.ascontiguousarray(sample.clear.transpose(2, 0, 1))),
         "depth": torch.from_numpy(np.ascontiguousarray(sample.depth_m[None])),
         "has_depth": torch.tensor(bool(sample.has_depth)),
+        "focal_px": torch.tensor(float(sample.focal_px), dtype=torch.float32),
+        "metric_depth": torch.tensor(bool(sample.metric_depth)),
     }
 
 
@@ -41,7 +44,9 @@ def random_flips(sample: Sample, rng: np.random.Generator, flips: bool, rot90: b
             arrays = [a[::-1] for a in arrays]
         turns = int(rng.integers(4))
         arrays = [np.rot90(a, turns) for a in arrays]
-    return Sample(*(np.ascontiguousarray(a) for a in arrays), sample.has_depth, sample.name)
+    hazy, clear, depth_m = (np.ascontiguousarray(a) for a in arrays)
+    # A flip keeps the focal length; a 90-degree turn swaps fx and fy, equal for square pixels.
+    return dataclasses.replace(sample, hazy=hazy, clear=clear, depth_m=depth_m)
 
 
 class MixtureDataset(Dataset):

@@ -34,7 +34,7 @@ class ProceduralSource(DataSource):
         frame = render_random_view(rng, crop, crop)
         clear = to_float(frame.rgb)
         hazy = synthesize_random_haze(clear, frame.depth_m, self.config.haze, rng)
-        return Sample(hazy, clear, frame.depth_m, True, f"{self.name}/random")
+        return Sample(hazy, clear, frame.depth_m, True, f"{self.name}/random", focal_px=float(frame.K[0, 0]))
 
     def eval_sample(self, index: int, max_side: int, seed: int = 0) -> Sample:
         if not 0 <= index < self.count:
@@ -44,4 +44,4 @@ class ProceduralSource(DataSource):
         frame = render_random_view(rng, width, height)
         clear = to_float(frame.rgb)
         hazy = synthesize_random_haze(clear, frame.depth_m, self.config.haze, rng)
-        return Sample(hazy, clear, frame.depth_m, True, f"{self.name}/view{index}")
+        return Sample(hazy, clear, frame.depth_m, True, f"{self.name}/view{index}", focal_px=float(frame.K[0, 0]))

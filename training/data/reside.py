@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from training.config import SourceConfig
-from training.data.common import (DataSource, LruCache, Sample, is_excluded, no_depth, random_crop,
-                                  require_folder, resize_max_side, split_scenes, to_float)
+from training.data.common import (DataSource, LruCache, Sample, is_excluded, max_side_zoom, no_depth,
+                                  random_crop, require_folder, resize_max_side, split_scenes, to_float)
 from training.data.io import DEPTH_EXTENSIONS, DataError, list_images, read_depth_m, read_rgb
 
 CLEAR_FOLDER_NAMES = ("GT", "gt", "clear", "Clear", "GT_images")
@@ -128,15 +128,16 @@ class ResideSource(DataSource):
     def train_sample(self, rng: np.random.Generator, crop: int) -> Sample:
         index = int(rng.integers(len(self.items)))
         hazy, clear, depth = self._load(index)
-        (hazy, clear), depth = random_crop([hazy, clear], depth, crop, self.config.scale_range, rng)
+        (hazy, clear), depth, zoom = random_crop([hazy, clear], depth, crop, self.config.scale_range, rng)
         depth = no_depth(crop, crop) if depth is None else depth
         return Sample(to_float(hazy), to_float(clear), depth, self.items[index].depth is not None,
-                      f"{self.name}/{self.items[index].hazy.name}")
+                      f"{self.name}/{self.items[index].hazy.name}", focal_px=self.config.focal_px * zoom)
 
     def eval_sample(self, index: int, max_side: int, seed: int = 0) -> Sample:
         hazy, clear, depth = self._load(index)
+        zoom = max_side_zoom(*hazy.shape[:2], max_side)
         hazy, clear = resize_max_side(hazy, max_side), resize_max_side(clear, max_side)
         depth = (no_depth(*hazy.shape[:2]) if depth is None
                  else resize_max_side(depth, max_side, is_depth=True))
         return Sample(to_float(hazy), to_float(clear), depth, self.items[index].depth is not None,
-                      f"{self.name}/{self.items[index].hazy.name}")
+                      f"{self.name}/{self.items[index].hazy.name}", focal_px=self.config.focal_px * zoom)

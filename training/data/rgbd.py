@@ -7,10 +7,20 @@
 * Frame folder: ``color/`` + ``depth/`` with matching file names (NYU, ICL-NUIM, Redwood style).
 * Side-by-side files: ``N.png`` + ``N_depth.png`` (TUM style) or ``X_color.*`` + ``X_depth.*``.
 
+* Middlebury 2001-2006 scene folder (relative depth only, no calibration): ``view1.png`` +
+  ``disp1.png`` (2005/06), ``imL.png`` + ``disp2.png`` (2003), ``im2.ppm`` + ``disp2.pgm``
+  (2001); 8-bit disparity, 0 = unknown. Depth is taken as 1 / disparity, scaled to a median of
+  RELATIVE_MEDIAN_M: right up to an unknown scale (and the unknown disparity offset of the
+  cropped 2005/06 pairs is ignored), so these samples train only scale-invariant depth terms
+  (``Sample.metric_depth`` False). Their haze needs no metres: it is set by the transmission at
+  the median depth.
+
 16-bit depth is multiplied by ``depth_scales[<folder name>]`` (else ``depth_scale``), 0 = hole;
-``.npy``/``.pfm`` depth is metres. A scene is a Middlebury scene or a whole frame folder (frames
-of one sequence see the same room, so they share a split). Folders with images but none of
-these layouts (e.g. Middlebury 2001-2006 with relative disparity only) are skipped and reported.
+``.npy``/``.pfm`` depth is metres. Focal lengths (for canonical-camera depth): Middlebury 2014
+from calib.txt, frame folders from ``focal_px_by_folder[<folder name>]`` (else ``focal_px``;
+0 = unknown). A scene is a Middlebury scene or a whole frame folder (frames of one sequence see
+the same room, so they share a split). Folders with images but none of these layouts are
+skipped and reported.
 """
 from __future__ import annotations
 
@@ -18,16 +28,20 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from training.config import SourceConfig
-from training.data.common import (DataSource, LruCache, Sample, is_excluded, random_crop,
+from training.data.common import (DataSource, LruCache, Sample, is_excluded, max_side_zoom, random_crop,
                                   require_folder, resize_max_side, split_scenes, stable_seed,
                                   synthesize_random_haze, to_float)
 from training.data.io import (DEPTH_EXTENSIONS, IMAGE_EXTENSIONS, DataError, middlebury_depth_m,
                               read_depth_m, read_middlebury_calib, read_pfm, read_rgb)
 
 MIDDLEBURY_VARIANT_SUFFIXES = ("E", "L", "P")
+# Middlebury 2001-2006: (colour, 8-bit disparity) file pairs, newest layout first.
+LEGACY_MIDDLEBURY_PAIRS = (("view1.png", "disp1.png"), ("imL.png", "disp2.png"), ("im2.ppm", "disp2.pgm"))
+RELATIVE_MEDIAN_M = 2.0   # relative depth is scaled to this median (inside depth.min_m..max_m)
 
 
 @dataclass(frozen=True)
@@ -38,6 +52,8 @@ class RgbdItem:
     depth_scale: float      # metres per unit for 16-bit depth images
     scene: str
     name: str
+    focal_px: float = 0.0   # of the stored image; 0 = unknown (Middlebury 2014: from calib)
+    relative: bool = False  # depth is 8-bit disparity without calibration (Middlebury 2001-2006)
 
 
 def _files_by_stem(folder: Path, extensions: tuple[str, ...]) -> dict[str, Path]:
@@ -59,16 +75,22 @@ def scan_rgbd_folder(root: Path, config: SourceConfig, source_name: str) -> tupl
         subfolders.sort()
         names = set(files)
         scale = config.depth_scales.get(folder.name, config.depth_scale)
+        focal = config.focal_px_by_folder.get(folder.name, config.focal_px)
         disparity = next((n for n in ("disp0GT.pfm", "disp0.pfm") if n in names), None)
         if "calib.txt" in names and "im0.png" in names and disparity:
             middlebury.append((folder.name, folder))
+            continue
+        legacy = next(((c, d) for c, d in LEGACY_MIDDLEBURY_PAIRS if c in names and d in names), None)
+        if legacy:
+            items.append(RgbdItem(folder / legacy[0], folder / legacy[1], None, 1.0, f"legacy/{folder.name}",
+                                  f"legacy/{folder.name}", relative=True))
             continue
         if "color" in subfolders and "depth" in subfolders:
             colors = _files_by_stem(folder / "color", IMAGE_EXTENSIONS)
             depths = _files_by_stem(folder / "depth", DEPTH_EXTENSIONS)
             for stem in sorted(set(colors) & set(depths)):
                 items.append(RgbdItem(colors[stem], depths[stem], None, scale, folder.name,
-                                      f"{folder.name}/{stem}"))
+                                      f"{folder.name}/{stem}", focal))
             subfolders[:] = [s for s in subfolders if s not in ("color", "depth")]
             continue
         by_stem = {Path(n).stem: folder / n for n in sorted(files)
@@ -80,15 +102,16 @@ def scan_rgbd_folder(root: Path, config: SourceConfig, source_name: str) -> tupl
             base = stem[: -len("_depth")]
             color = by_stem.get(base) or by_stem.get(f"{base}_color")
             if color is not None and color.suffix.lower() in IMAGE_EXTENSIONS:
-                items.append(RgbdItem(color, path, None, scale, folder.name, f"{folder.name}/{base}"))
+                items.append(RgbdItem(color, path, None, scale, folder.name, f"{folder.name}/{base}", focal))
                 found += 1
         if not found and any(Path(n).suffix.lower() in IMAGE_EXTENSIONS for n in files):
             skipped.append(relative)
     variants = {name for name, _ in middlebury}
     for name, folder in middlebury:
         disparity = "disp0GT.pfm" if (folder / "disp0GT.pfm").is_file() else "disp0.pfm"
-        items.append(RgbdItem(folder / "im0.png", folder / disparity, folder / "calib.txt", 1.0,
-                              middlebury_scene(name, variants), name))
+        calib = folder / "calib.txt"
+        items.append(RgbdItem(folder / "im0.png", folder / disparity, calib, 1.0,
+                              middlebury_scene(name, variants), name, read_middlebury_calib(calib)["f"]))
     return items, skipped
 
 
@@ -99,10 +122,25 @@ def middlebury_scene(name: str, all_names: set[str]) -> str:
     return name
 
 
+def relative_depth_from_disparity(path: Path) -> np.ndarray:
+    """1 / disparity of an 8-bit disparity image (0 = unknown -> NaN), median RELATIVE_MEDIAN_M."""
+    disparity = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if disparity is None:
+        raise DataError(f"cannot read disparity image {path}")
+    depth = np.full(disparity.shape, np.nan, dtype=np.float32)
+    known = disparity > 0
+    if not known.any():
+        raise DataError(f"disparity image {path} has no known pixel (all 0)")
+    depth[known] = 1.0 / disparity[known].astype(np.float32)
+    return depth * np.float32(RELATIVE_MEDIAN_M / np.median(depth[known]))
+
+
 def load_rgbd_item(item: RgbdItem) -> tuple[np.ndarray, np.ndarray]:
     color = read_rgb(item.color)
     if item.calib is not None:
         depth = middlebury_depth_m(read_pfm(item.depth), read_middlebury_calib(item.calib))
+    elif item.relative:
+        depth = relative_depth_from_disparity(item.depth)
     else:
         depth = read_depth_m(item.depth, item.depth_scale)
     if depth.shape != color.shape[:2]:
@@ -127,7 +165,14 @@ class RgbdSource(DataSource):
         def canonical(scene: str) -> str:
             return raw_names.get(scene, scene)
         assignment = split_scenes([item.scene for item in all_items], config, name, canonical)
-        self.items = [item for item in all_items if item.scene in assignment[split]]
+        unknown = sorted(set(config.val_items) - {item.name for item in all_items})
+        if unknown:
+            raise DataError(f"data.sources.{name}.val_items names {', '.join(unknown)}, not items of this "
+                            f"source; items look like: {', '.join(item.name for item in all_items[:5])}")
+        held_out = set(config.val_items)
+        self.items = [item for item in all_items
+                      if (item.scene in assignment[split] and item.name not in held_out)
+                      or (split == "val" and item.name in held_out and item.scene in assignment["train"])]
         self._cache = LruCache(cache_items)
 
     def scenes(self) -> list[str]:
@@ -142,23 +187,27 @@ class RgbdSource(DataSource):
     def train_sample(self, rng: np.random.Generator, crop: int) -> Sample:
         index = int(rng.integers(len(self.items)))
         color, depth = self._load(index)
-        (color,), depth = random_crop([color], depth, crop, self.config.scale_range, rng)
+        (color,), depth, zoom = random_crop([color], depth, crop, self.config.scale_range, rng)
         clear = to_float(color)
         hazy = synthesize_random_haze(clear, depth, self.config.haze, rng)
-        return Sample(hazy, clear, depth, True, f"{self.name}/{self.items[index].name}")
+        item = self.items[index]
+        return Sample(hazy, clear, depth, True, f"{self.name}/{item.name}", focal_px=item.focal_px * zoom,
+                      metric_depth=not item.relative)
 
     def eval_sample(self, index: int, max_side: int, seed: int = 0) -> Sample:
         color, depth = self._load(index)
+        zoom = max_side_zoom(*color.shape[:2], max_side)
         clear = to_float(resize_max_side(color, max_side))
         depth = resize_max_side(depth, max_side, is_depth=True)
         item = self.items[index]
         rng = np.random.default_rng(stable_seed(seed, self.name, item.name))
         hazy = synthesize_random_haze(clear, depth, self.config.haze, rng)
-        return Sample(hazy, clear, depth, True, f"{self.name}/{item.name}")
+        return Sample(hazy, clear, depth, True, f"{self.name}/{item.name}", focal_px=item.focal_px * zoom,
+                      metric_depth=not item.relative)
 
     def describe(self) -> str:
         text = super().describe()
         if self.skipped:
-            text += f"; skipped (no metric RGB-D layout): {', '.join(self.skipped[:5])}"
+            text += f"; skipped (no recognised RGB-D layout): {', '.join(self.skipped[:5])}"
             text += f" and {len(self.skipped) - 5} more" if len(self.skipped) > 5 else ""
         return text

@@ -25,8 +25,8 @@ import numpy as np
 from dehaze_ros.image_conversion import (ImageConversionError, compressed_to_numpy, image_to_numpy,
                                          to_rgb8)
 from training.config import SourceConfig
-from training.data.common import (DataSource, LruCache, Sample, random_crop, require_folder,
-                                  resize_max_side, split_scenes, stable_seed,
+from training.data.common import (DataSource, LruCache, Sample, max_side_zoom, random_crop,
+                                  require_folder, resize_max_side, split_scenes, stable_seed,
                                   synthesize_random_haze, to_float)
 from training.data.io import DataError
 
@@ -217,16 +217,18 @@ class Rosbag2Source(DataSource):
     def train_sample(self, rng: np.random.Generator, crop: int) -> Sample:
         index = int(rng.integers(len(self.frames)))
         color, depth = self._cache.get(index, self.frames[index].decode)
-        (color,), depth = random_crop([color], depth, crop, self.config.scale_range, rng)
+        (color,), depth, zoom = random_crop([color], depth, crop, self.config.scale_range, rng)
         clear = to_float(color)
         hazy = synthesize_random_haze(clear, depth, self.config.haze, rng)
-        return Sample(hazy, clear, depth, True, f"{self.name}/{self.frames[index].name}")
+        return Sample(hazy, clear, depth, True, f"{self.name}/{self.frames[index].name}",
+                      focal_px=self.config.focal_px * zoom)
 
     def eval_sample(self, index: int, max_side: int, seed: int = 0) -> Sample:
         frame = self.frames[index]
         color, depth = self._cache.get(index, frame.decode)
+        zoom = max_side_zoom(*color.shape[:2], max_side)
         clear = to_float(resize_max_side(color, max_side))
         depth = resize_max_side(depth, max_side, is_depth=True)
         rng = np.random.default_rng(stable_seed(seed, self.name, frame.name))
         hazy = synthesize_random_haze(clear, depth, self.config.haze, rng)
-        return Sample(hazy, clear, depth, True, f"{self.name}/{frame.name}")
+        return Sample(hazy, clear, depth, True, f"{self.name}/{frame.name}", focal_px=self.config.focal_px * zoom)
