@@ -45,7 +45,8 @@ from training.visualize import depth_tile, label_tile, make_grid, rgb_tile
 
 KINDS = ("reside", "rgbd", "images")
 CSV_COLUMNS = ("set", "image", "method", "width", "height", "psnr", "ssim", "abs_rel", "rmse", "delta1",
-               "abs_rel_median", "rmse_median", "delta1_median", "depth_units", "ms")
+               "abs_rel_median", "rmse_median", "delta1_median", "median_ratio", "sky_beyond", "depth_units",
+               "focal", "ms")
 
 
 @dataclass
@@ -80,7 +81,22 @@ def parse_spec(spec: str) -> tuple[str, Path]:
     return kind or detect_kind(path), path
 
 
-def open_set(spec: str, max_side: int, scenes: list[str], haze_t: float, seed: int) -> EvalSet:
+def parse_folder_values(text: str, option: str) -> dict[str, float]:
+    """``name=value,name=value`` (per-folder depth scales and focal lengths) -> dict."""
+    values = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, value = part.partition("=")
+        try:
+            values[name.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not name.strip():
+            raise ValueError(f"{option}: expected FOLDER=NUMBER[,FOLDER=NUMBER...], got {part!r}")
+    return values
+
+
+def open_set(spec: str, max_side: int, scenes: list[str], haze_t: float, seed: int,
+             items: list[str] = (), depth_scales: dict | None = None, focal_px: dict | None = None) -> EvalSet:
     kind, path = parse_spec(spec)
     name = path.name
     if kind == "images":
@@ -96,22 +112,29 @@ def open_set(spec: str, max_side: int, scenes: list[str], haze_t: float, seed: i
     # Evaluation haze is fixed and stated: one density, neutral airlight, no noise or JPEG.
     haze = HazeConfig(transmission_range=[haze_t, haze_t], airlight_range=[0.9, 0.9], airlight_tint=0.0,
                       nonhomogeneous_prob=0.0, noise_prob=0.0, jpeg_prob=0.0)
-    source_config = SourceConfig(kind=kind, path=str(path), haze=haze, test_scenes=list(scenes))
+    source_config = SourceConfig(kind=kind, path=str(path), haze=haze, test_scenes=list(scenes),
+                                 depth_scales=dict(depth_scales or {}), focal_px_by_folder=dict(focal_px or {}))
     if kind == "reside":
         from training.data.reside import ResideSource
         source = ResideSource(name, source_config, "test" if scenes else "train", path, cache_items=0)
     else:
         from training.data.rgbd import RgbdSource
         source = RgbdSource(name, source_config, "test" if scenes else "train", path, cache_items=0)
-    if len(source) == 0:
+    names = [getattr(item, "name", "") for item in getattr(source, "items", [])]
+    missing = sorted(set(items) - set(names))
+    if missing:
+        raise DataError(f"--data {spec}: --items {', '.join(missing)} not found; items look like "
+                        f"{', '.join(names[:4])}")
+    indices = [index for index, item_name in enumerate(names) if not items or item_name in items]
+    if not indices:
         raise DataError(f"--data {spec}: no images found in {path}")
 
     def samples() -> Iterator[Sample]:
-        for index in range(len(source)):
+        for index in indices:
             sample = source.eval_sample(index, max_side, seed)
             sample.name = sample.name.split("/", 1)[1]
             yield sample
-    return EvalSet(name, kind, path, len(source), samples(), source.scenes())
+    return EvalSet(name, kind, path, len(indices), samples(), source.scenes())
 
 
 def finite_depth(depth: np.ndarray, near: float, far: float) -> np.ndarray:
@@ -134,6 +157,12 @@ def score(dehazed: np.ndarray, depth: np.ndarray | None, depth_units: str, sampl
             row[f"{key}_median"] = metrics[f"{key}_median"]
             if depth_units == "meters":
                 row[key] = metrics[key]
+        if depth_units == "meters" and metrics.get("median_scale"):
+            row["median_ratio"] = 1.0 / metrics["median_scale"]      # predicted / true median
+        sky = np.isposinf(sample.depth_m)
+        if sky.any() and depth_units == "meters":
+            # REP-117: sky is beyond the range, +inf (a finite value is a wall of sky in `points`)
+            row["sky_beyond"] = float(np.mean(np.isposinf(depth[sky]) | (depth[sky] > depth_range[1])))
     row["depth_units"] = depth_units if depth is not None else ""
     return row
 
@@ -145,7 +174,8 @@ def summarise(rows: list[dict]) -> list[dict]:
     summary = []
     for (set_name, method), members in groups.items():
         entry = {"set": set_name, "method": method, "n": len(members)}
-        for key in ("psnr", "ssim", "abs_rel", "rmse", "delta1", "abs_rel_median", "delta1_median", "ms"):
+        for key in ("psnr", "ssim", "abs_rel", "rmse", "delta1", "abs_rel_median", "delta1_median",
+                    "median_ratio", "sky_beyond", "ms"):
             values = [r[key] for r in members if isinstance(r.get(key), float) and math.isfinite(r[key])]
             entry[key] = float(np.mean(values)) if values else math.nan
         summary.append(entry)
@@ -154,11 +184,12 @@ def summarise(rows: list[dict]) -> list[dict]:
 
 def markdown_table(summary: list[dict]) -> str:
     headers = ("set", "method", "n", "PSNR dB", "SSIM", "AbsRel", "RMSE m", "δ<1.25", "AbsRel (med)",
-               "δ<1.25 (med)", "ms/image")
+               "δ<1.25 (med)", "median pred/true", "sky beyond", "ms/image")
     keys = ("set", "method", "n", "psnr", "ssim", "abs_rel", "rmse", "delta1", "abs_rel_median",
-            "delta1_median", "ms")
+            "delta1_median", "median_ratio", "sky_beyond", "ms")
     formats = {"psnr": "{:.2f}", "ssim": "{:.3f}", "abs_rel": "{:.3f}", "rmse": "{:.3f}", "delta1": "{:.3f}",
-               "abs_rel_median": "{:.3f}", "delta1_median": "{:.3f}", "ms": "{:.0f}"}
+               "abs_rel_median": "{:.3f}", "delta1_median": "{:.3f}", "median_ratio": "{:.2f}",
+               "sky_beyond": "{:.2f}", "ms": "{:.0f}"}
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for entry in summary:
         cells = []
@@ -212,7 +243,8 @@ def resolve_checkpoint(path: str, workdir: Path) -> str:
 
 def evaluate(checkpoint: str | None, specs: list[str], out_dir: Path, baseline: str | None = None,
              max_side: int = 1024, engine_max_side: int = 0, device: str = "auto", scenes: list[str] = (),
-             haze_t: float = 0.4, seed: int = 0, grids: int = 4, log=print) -> dict:
+             haze_t: float = 0.4, seed: int = 0, grids: int = 4, log=print, items: list[str] = (),
+             depth_scales: dict | None = None, focal_px: dict | None = None) -> dict:
     """Run every method on every set; write per_image.csv, summary.md and grids; return the summary."""
     if not checkpoint and not baseline:
         raise ValueError("nothing to evaluate: give --checkpoint and/or --baseline dcp")
@@ -221,7 +253,8 @@ def evaluate(checkpoint: str | None, specs: list[str], out_dir: Path, baseline: 
     with tempfile.TemporaryDirectory() as workdir:
         # Every input is checked (sets opened, checkpoint loaded) before out_dir exists: a typo
         # must not leave an empty output folder behind.
-        sets = [open_set(spec, max_side, list(scenes), haze_t, seed) for spec in specs]
+        sets = [open_set(spec, max_side, list(scenes), haze_t, seed, list(items), depth_scales, focal_px)
+                for spec in specs]
         if checkpoint:
             deployable = resolve_checkpoint(checkpoint, Path(workdir))
             engines["model"] = DehazeEngine(EngineConfig(model="checkpoint", checkpoint=deployable, device=device,
@@ -250,11 +283,12 @@ def evaluate(checkpoint: str | None, specs: list[str], out_dir: Path, baseline: 
                 outputs = {}
                 for method, engine in engines.items():
                     start = time.perf_counter()
-                    result = engine.process(hazy_u8)
+                    # The image's own focal length where the set knows it (metric depth needs it).
+                    result = engine.process(hazy_u8, focal_px=sample.focal_px if sample.focal_px > 0 else None)
                     elapsed_ms = (time.perf_counter() - start) * 1e3
                     outputs[method] = result
                     rows.append({**base, "method": method if method == "dcp" else f"model ({engine.model_name})",
-                                 "ms": elapsed_ms,
+                                 "ms": elapsed_ms, "focal": "assumed" if result.focal_assumed else "known",
                                  **score(result.dehazed, result.depth, result.depth_units, sample, engine.depth_range)})
                 if index < grids:
                     save_grid(out_dir / "grids" / eval_set.name / f"{Path(sample.name).stem}.png", sample, outputs,
@@ -332,6 +366,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenes", default="", help="only these scenes (comma separated) of reside/rgbd sets")
     parser.add_argument("--haze-t", type=float, default=0.4,
                         help="RGB-D sets: transmission at the median depth of the synthetic haze")
+    parser.add_argument("--items", default="", help="only these items of rgbd sets, e.g. nyu_kinect/5,tum/2")
+    parser.add_argument("--depth-scales", default="",
+                        help="rgbd: metres per unit of 16-bit depth per folder, e.g. icl_nuim=0.0002,tum=0.0002")
+    parser.add_argument("--focal-px", default="",
+                        help="rgbd: focal length (px) per frame folder, e.g. nyu_kinect=518,tum=520.9 "
+                             "(Middlebury reads calib.txt; unknown: the engine assumes its field of view)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--grids", type=int, default=4, help="image grids per set")
     args = parser.parse_args(argv)
@@ -341,9 +381,12 @@ def main(argv: list[str] | None = None) -> int:
     if not 0.0 < args.haze_t <= 1.0:
         parser.error(f"--haze-t must lie in (0, 1], got {args.haze_t}")
     scenes = [s for s in args.scenes.split(",") if s]
+    items = [s for s in args.items.split(",") if s]
     try:
         evaluate(args.checkpoint, args.data, out_dir, args.baseline, args.max_side, args.engine_max_side,
-                 args.device, scenes, args.haze_t, args.seed, args.grids)
+                 args.device, scenes, args.haze_t, args.seed, args.grids, items=items,
+                 depth_scales=parse_folder_values(args.depth_scales, "--depth-scales"),
+                 focal_px=parse_folder_values(args.focal_px, "--focal-px"))
     except (DataError, CheckpointError, EngineError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# One GPU window of the device tool (about 9 minutes of training in a 15-minute budget): train
+# diacmpn-rt from the shipped weights, export the best EMA weights, evaluate them beside DCP, and
+# leave checkpoints, logs and tables in $OUT (what the device tool brings back).
+#
+#   bash training/gpu_campaign.sh --prepare      # here, once: copy the training data into .gpu_data/
+#   device run: bash training/gpu_campaign.sh    # carry [".gpu_data"], timeout_s 600
+#   bash training/gpu_campaign.sh --dry-run      # here, on the CPU: a few tiny steps of every stage
+#
+# Environment: PYTHON (default: .venv/bin/python here, python3 on the GPU machine), OUT (default
+# gpu_out), MINUTES (training budget, default 9), INIT (weights to start from; default the shipped
+# checkpoint when it has the preset's model config, else from scratch), BATCH (default 64).
+# The data pipeline hazes on the CPU workers (16 cores there), not on the GPU.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DATA=.gpu_data
+mode=${1:-run}
+if [[ $mode == --prepare ]]; then
+    # ~54 MB: what the training config reads (RGB-D scenes incl. Middlebury 2001-2006, RESIDE ITS);
+    # the device tool carries at most 64 MiB with the working tree.
+    mkdir -p "$DATA"
+    cp -r ../shared/data/rgbd ../shared/data/its_train "$DATA"/
+    rm -rf "$DATA"/rgbd/frames/redwood/other_formats
+    du -sh "$DATA"
+    exit 0
+fi
+
+if [[ -z ${PYTHON:-} ]]; then
+    if [[ -x .venv/bin/python ]]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
+fi
+OUT=${OUT:-gpu_out}
+MINUTES=${MINUTES:-9}
+BATCH=${BATCH:-64}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+
+overrides=(data.root="$DATA" data.batch_size="$BATCH" data.workers=-1 train.device=auto train.precision=auto
+           train.val_every=500 train.checkpoint_every=500)
+if [[ $mode == --dry-run ]]; then
+    # The CPU and the repository's own data layout: seconds, not minutes.
+    DATA=${DRY_RUN_DATA:-../shared/data}
+    MINUTES=1
+    overrides=(data.root="$DATA" data.batch_size=2 data.crop=48 data.workers=0 data.val_max_side=64
+               data.val_max_images=1 train.device=cpu train.steps=3 train.val_every=3 train.checkpoint_every=3
+               train.log_every=1)
+elif [[ ! -d $DATA ]]; then
+    echo "error: $DATA is missing: run 'bash training/gpu_campaign.sh --prepare' here and carry it" >&2
+    exit 2
+fi
+
+INIT=${INIT:-dehaze_ros/checkpoints/default.pt}
+init=()
+if [[ -f $INIT ]] && $PYTHON - "$INIT" <<'EOF'
+import sys
+from dehaze_ros.checkpoint import load_checkpoint
+from dehaze_ros.models import get_model_config
+sys.exit(0 if load_checkpoint(sys.argv[1]).model_config == get_model_config("diacmpn-rt").to_dict() else 1)
+EOF
+then
+    init=(train.init_from="$INIT")
+fi
+
+{
+    echo "== $(date -u +%FT%TZ) $($PYTHON -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else "")')"
+    $PYTHON -m training.train --config config/train/diacmpn_rt.yaml --run-dir "$OUT/run_rt" \
+        --max-minutes "$MINUTES" "${overrides[@]}" "${init[@]}"
+    $PYTHON -m training.export "$OUT/run_rt/best.pt" -o "$OUT/diacmpn_rt.pt"
+    $PYTHON -m training.evaluate --checkpoint "$OUT/diacmpn_rt.pt" --baseline dcp --engine-max-side 320 \
+        --data "$DATA/rgbd/middlebury2014" --scenes Pipes,Shelves,Teddy --grids 0 --out "$OUT/eval_val"
+    cp "$OUT/eval_val/summary.md" "$OUT/eval_val.md"
+    cp "$OUT/run_rt/metrics.jsonl" "$OUT/metrics_rt.jsonl"
+} 2>&1 | tee "$OUT/campaign.log"
+# The device tool brings back at most 8 files, 2 folders deep: keep the run folder's bulk out.
+[[ $mode == --dry-run ]] || rm -rf "$OUT/run_rt" "$OUT/eval_val"
