@@ -128,6 +128,72 @@ def _hash_noise(points: np.ndarray, cell_m: float) -> np.ndarray:
     return (value - np.floor(value)).astype(np.float32)
 
 
+# Corner c of a box takes hi on axis a where bit a of c is set; the 12 edges join corners one bit apart.
+_CORNER_BITS = ((np.arange(8)[:, None] >> np.arange(3)) & 1).astype(bool)
+_BOX_EDGES = np.array([(c, c | (1 << a)) for c in range(8) for a in range(3) if not c & (1 << a)])
+_NEAR_M = 1e-9  # any hit in front of the camera lies beyond this optical-axis distance
+
+
+def _ground_clip_height(scene: Scene, origin: np.ndarray) -> float:
+    """Height below which nothing is visible: an unbounded ground plane under the camera hides it."""
+    ground = scene.planes[0] if scene.planes else None
+    if (ground is not None and ground.max_height is None and np.array_equal(ground.normal, (0.0, 0.0, 1.0))
+            and origin[2] > ground.offset):
+        return float(ground.offset)
+    return -np.inf
+
+
+def _screen_rects(lo: np.ndarray, hi: np.ndarray, ground_z: float, origin: np.ndarray,
+                  rotation: np.ndarray, K: np.ndarray, width: int, height: int,
+                  sphere_radius: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel rectangles [v0, v1) x [u0, u1) outside which no ray hits the visible part of each box.
+
+    The visible part is the box above ``ground_z`` (a sphere's, when ``sphere_radius`` is given:
+    the cap above it, whose footprint is narrower than the sphere's), clipped to the half-space in
+    front of the camera; its image lies inside the bounding rectangle of its projected corners and
+    edge/near-plane crossings (one pixel of margin for rounding). Also returns the Euclidean
+    distance from the camera to each box: no hit can be nearer. Empty rectangles have v0 == v1.
+    """
+    rects = np.zeros((len(lo), 4), dtype=np.int64)
+    if len(lo) == 0:
+        return rects, np.zeros(0)
+    lo, hi = np.array(lo, dtype=np.float64), np.array(hi, dtype=np.float64)
+    if sphere_radius is not None and np.isfinite(ground_z):
+        center = (lo + hi) / 2
+        below = center[:, 2] < ground_z
+        half = np.sqrt(np.maximum(sphere_radius ** 2 - (ground_z - center[:, 2]) ** 2, 0.0))
+        lo[below, :2] = center[below, :2] - half[below, None]
+        hi[below, :2] = center[below, :2] + half[below, None]
+    lo[:, 2] = np.maximum(lo[:, 2], ground_z)
+    corners = np.where(_CORNER_BITS[None], hi[:, None, :], lo[:, None, :])
+    cam = (corners - origin) @ rotation  # N x 8 x (right, down, forward)
+    a, b = cam[:, _BOX_EDGES[:, 0]], cam[:, _BOX_EDGES[:, 1]]
+    crosses = (a[..., 2] < _NEAR_M) != (b[..., 2] < _NEAR_M)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        s = np.where(crosses, (_NEAR_M - a[..., 2]) / (b[..., 2] - a[..., 2]), 0.0)
+    points = np.concatenate([cam, a + s[..., None] * (b - a)], axis=1)
+    valid = np.concatenate([cam[..., 2] >= _NEAR_M, crosses], axis=1)
+    depth = np.maximum(points[..., 2], _NEAR_M)
+    u = K[0, 0] * points[..., 0] / depth + K[0, 2]
+    v = K[1, 1] * points[..., 1] / depth + K[1, 2]
+    u0 = np.floor(np.where(valid, u, np.inf).min(axis=1)) - 1
+    u1 = np.ceil(np.where(valid, u, -np.inf).max(axis=1)) + 2
+    v0 = np.floor(np.where(valid, v, np.inf).min(axis=1)) - 1
+    v1 = np.ceil(np.where(valid, v, -np.inf).max(axis=1)) + 2
+    visible = valid.any(axis=1) & (lo[:, 2] <= hi[:, 2]) & (u1 > 0) & (u0 < width) & (v1 > 0) & (v0 < height)
+    rects[visible] = np.stack([np.clip(v0, 0, height), np.clip(v1, 0, height),
+                               np.clip(u0, 0, width), np.clip(u1, 0, width)], axis=1)[visible].astype(np.int64)
+    rects[visible & ((rects[:, 0] >= rects[:, 1]) | (rects[:, 2] >= rects[:, 3])), 1] = 0
+    rects[~visible] = 0
+    gap = np.linalg.norm(np.maximum(np.maximum(lo - origin, origin - hi), 0.0), axis=1)
+    return rects, gap
+
+
+def _occluded(gap: float, window_t: np.ndarray) -> bool:
+    """True when every ray of the window already hit something nearer than the primitive can be."""
+    return bool(gap * (1.0 - 1e-9) > window_t.max())
+
+
 def render(scene: Scene, width: int, height: int, position: np.ndarray, yaw: float, pitch: float,
            K: np.ndarray | None = None) -> RenderedFrame:
     """Ray-cast ``scene`` from a camera at ``position`` (world, metres) with the given yaw/pitch."""
@@ -147,7 +213,12 @@ def render(scene: Scene, width: int, height: int, position: np.ndarray, yaw: flo
     # normals and textures are computed once, for the winning surface (pass 2).
     best_t = np.full(n_rays, np.inf)
     surface = np.full(n_rays, -1, dtype=np.int32)
+    # 2-D views of the same memory: a primitive is only tested against the pixels of its
+    # screen rectangle, which keeps scenes with hundreds of small, distant primitives cheap.
+    best_t_image, surface_image = best_t.reshape(height, width), surface.reshape(height, width)
+    dirs_image = dirs.reshape(height, width, 3)
     n_planes, n_boxes = len(scene.planes), len(scene.box_lo)
+    ground_z = _ground_clip_height(scene, origin)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         for index, plane in enumerate(scene.planes):
             denom = dirs @ plane.normal
@@ -158,23 +229,38 @@ def render(scene: Scene, width: int, height: int, position: np.ndarray, yaw: flo
             best_t[hit], surface[hit] = t[hit], index
         # Slab test with one contiguous array per axis: numpy reductions over a length-3 axis
         # are several times slower than elementwise minimum/maximum of three arrays.
-        inv_dirs = [np.ascontiguousarray(1.0 / dirs[:, axis]) for axis in range(3)]
-        for index, (lo, hi) in enumerate(zip(scene.box_lo, scene.box_hi)):
-            t_near, t_far = np.full(n_rays, -np.inf), best_t.copy()
+        inv_dirs = [np.ascontiguousarray(1.0 / dirs[:, axis]).reshape(height, width) for axis in range(3)]
+        rects, gaps = _screen_rects(scene.box_lo, scene.box_hi, ground_z, origin, rotation, K, width, height)
+        for index in np.flatnonzero(rects[:, 0] < rects[:, 1]):
+            lo, hi = scene.box_lo[index], scene.box_hi[index]
+            window = np.s_[rects[index, 0]:rects[index, 1], rects[index, 2]:rects[index, 3]]
+            window_t = best_t_image[window]
+            if _occluded(gaps[index], window_t):
+                continue
+            t_near, t_far = np.full(window_t.shape, -np.inf), window_t.copy()
             for axis in range(3):
-                t1 = (lo[axis] - origin[axis]) * inv_dirs[axis]
-                t2 = (hi[axis] - origin[axis]) * inv_dirs[axis]
+                t1 = (lo[axis] - origin[axis]) * inv_dirs[axis][window]
+                t2 = (hi[axis] - origin[axis]) * inv_dirs[axis][window]
                 np.maximum(t_near, np.minimum(t1, t2), out=t_near)
                 np.minimum(t_far, np.maximum(t1, t2), out=t_far)
             hit = (t_near <= t_far) & (t_near > _EPS)
-            best_t[hit], surface[hit] = t_near[hit], n_planes + index
-        for index, (center, radius) in enumerate(zip(scene.sphere_center, scene.sphere_radius)):
+            window_t[hit], surface_image[window][hit] = t_near[hit], n_planes + index
+        radius = scene.sphere_radius[:, None]
+        rects, gaps = _screen_rects(scene.sphere_center - radius, scene.sphere_center + radius, ground_z,
+                                    origin, rotation, K, width, height, sphere_radius=scene.sphere_radius)
+        for index in np.flatnonzero(rects[:, 0] < rects[:, 1]):
+            center, radius = scene.sphere_center[index], scene.sphere_radius[index]
+            window = np.s_[rects[index, 0]:rects[index, 1], rects[index, 2]:rects[index, 3]]
+            window_t = best_t_image[window]
+            if _occluded(gaps[index], window_t):
+                continue
             to_center = origin - center
-            b = dirs @ to_center
+            # A contiguous copy keeps the product bit-identical to the whole-image one (BLAS).
+            b = (np.ascontiguousarray(dirs_image[window]).reshape(-1, 3) @ to_center).reshape(window_t.shape)
             disc = b * b - (to_center @ to_center - radius * radius)
             t = -b - np.sqrt(np.maximum(disc, 0))
-            hit = (disc > 0) & (t > _EPS) & (t < best_t)
-            best_t[hit], surface[hit] = t[hit], n_planes + n_boxes + index
+            hit = (disc > 0) & (t > _EPS) & (t < window_t)
+            window_t[hit], surface_image[window][hit] = t[hit], n_planes + n_boxes + index
 
     # Pass 2: shading of the visible surfaces.
     color = np.empty((n_rays, 3), dtype=np.float32)
