@@ -1088,20 +1088,32 @@ class SceneRenderer:
 
     ``render(t)`` is a pure function of (seed, size, t): the same arguments give the same frame.
     The camera drives forward at ``speed_mps`` along a gently swaying path and loops every
-    ``loop_s`` seconds so the stream never runs out of scene.
+    ``loop_s`` seconds so the stream never runs out of scene. ``vehicle_scale=True`` drives it
+    down a vehicle-scale outdoor scene (random_outdoor_scene: roads, buildings, traffic, terrain
+    to kilometres), at the height of the car, truck or robot the scene was drawn with.
     """
 
     def __init__(self, width: int = 640, height: int = 480, seed: int = 0, indoor: bool = False,
-                 speed_mps: float = 1.5, loop_s: float = 60.0):
+                 speed_mps: float = 1.5, loop_s: float = 60.0, vehicle_scale: bool = False):
         if width <= 0 or height <= 0:
             raise ValueError(f"image size must be positive, got {width}x{height}")
+        if indoor and vehicle_scale:
+            raise ValueError("indoor=True and vehicle_scale=True exclude each other: choose one scene kind")
         self.width, self.height = int(width), int(height)
-        self.scene = random_scene(np.random.default_rng(seed), indoor=indoor)
+        rng = np.random.default_rng(seed)
+        if vehicle_scale:
+            self.scene = random_outdoor_scene(rng, path_length_m=abs(speed_mps) * loop_s)
+        else:
+            self.scene = random_scene(rng, indoor=indoor)
         self.K = intrinsics(self.width, self.height)
         self.speed_mps, self.loop_s = float(speed_mps), float(loop_s)
 
     def pose(self, t: float) -> tuple[np.ndarray, float, float]:
         t_loop = t % self.loop_s
+        if self.scene.eye is not None:  # along the lane or sidewalk it stands on, within its clear path
+            position = np.array([abs(self.speed_mps) * t_loop, self.scene.eye[0] + 0.25 * math.sin(0.2 * t),
+                                 self.scene.eye[1]])
+            return position, math.radians(3.0 * math.sin(0.25 * t)), math.radians(-2.0 + 1.0 * math.sin(0.4 * t))
         if self.scene.indoor:
             position = np.array([-1.0 + 0.1 * self.speed_mps * t_loop % 6.0, 0.8 * math.sin(0.3 * t), 1.5])
         else:

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from dehaze_ros.scenes import (_camera_rotation, intrinsics, outdoor_validation_views,
+from dehaze_ros.scenes import (SceneRenderer, _camera_rotation, intrinsics, outdoor_validation_views,
                                random_outdoor_scene, render, render_random_outdoor_view)
 
 
@@ -212,3 +212,16 @@ def test_mountain_peaks_are_hit_up_to_their_tops():
     assert np.isfinite(expected[: height // 2]).any(), "the peak rises above the image centre"
     np.testing.assert_array_equal(np.isinf(frame.depth_m), np.isinf(expected))
 
+
+def test_scene_renderer_drives_down_an_outdoor_scene():
+    renderer = SceneRenderer(48, 36, seed=2, vehicle_scale=True)
+    first, again = renderer.render(3.0), SceneRenderer(48, 36, seed=2, vehicle_scale=True).render(3.0)
+    np.testing.assert_array_equal(first.rgb, again.rgb)
+    np.testing.assert_array_equal(first.depth_m, again.depth_m)
+    assert not np.array_equal(first.depth_m, renderer.render(9.0).depth_m)
+    for t in np.arange(0.0, renderer.loop_s, 4.0):  # its path is kept clear: never inside an object
+        depth = renderer.render(float(t)).depth_m
+        assert depth[np.isfinite(depth)].min() > 0.3
+    assert SceneRenderer(48, 36, seed=2).scene.eye is None  # the default scene is unchanged
+    with pytest.raises(ValueError, match="exclude each other"):
+        SceneRenderer(48, 36, indoor=True, vehicle_scale=True)
