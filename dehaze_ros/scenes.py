@@ -1076,11 +1076,15 @@ def render_random_outdoor_view(rng: np.random.Generator, width: int, height: int
     return render(scene, width, height, position, math.radians(yaw), math.radians(pitch), K=K)
 
 
+def outdoor_validation_view(index: int, width: int, height: int, seed: int = 0) -> RenderedFrame:
+    """Outdoor validation view ``index``: depends only on (seed, index) and the image size, on a
+    seed stream that no training rng (default_rng(int)) uses."""
+    return render_random_outdoor_view(np.random.default_rng([_OUTDOOR_VALIDATION_STREAM, seed, index]), width, height)
+
+
 def outdoor_validation_views(count: int, width: int, height: int, seed: int = 0) -> list[RenderedFrame]:
-    """A fixed set of outdoor views with their depth, for validation: view i depends only on
-    (seed, i) and the image size, on a seed stream that no training rng (default_rng(int)) uses."""
-    return [render_random_outdoor_view(np.random.default_rng([_OUTDOOR_VALIDATION_STREAM, seed, index]), width, height)
-            for index in range(count)]
+    """A fixed set of outdoor views with their depth, for validation (``outdoor_validation_view``)."""
+    return [outdoor_validation_view(index, width, height, seed) for index in range(count)]
 
 
 class SceneRenderer:

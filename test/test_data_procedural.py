@@ -5,9 +5,10 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from training.config import SourceConfig, load_config
+from training.config import HazeConfig, SourceConfig, load_config
 from training.data import (ContinuingSampler, DataError, MixtureDataset, build_sources,
                            build_training_dataset, build_validation_samples, worker_init)
+from training.data.common import synthesize_random_haze
 from training.data.procedural import ProceduralSource
 
 
@@ -90,3 +91,29 @@ def test_validation_set_spreads_over_items_of_every_source():
     samples = build_validation_samples(config.data, seed=0)
     assert [s.name for s in samples] == ["p/view0", "p/view2", "p/view4"]
     assert build_sources(config.data, "train")[0].describe().startswith("procedural source 'p' (train)")
+
+
+def test_outdoor_share_mixes_vehicle_scale_scenes_with_their_own_fog():
+    config = SourceConfig(kind="procedural", outdoor_share=1.0, outdoor_val_count=2, val_count=1)
+    source = ProceduralSource("procedural", config, "train")
+    sample = source.train_sample(np.random.default_rng(5), 64)
+    assert sample.name == "procedural/outdoor" and sample.focal_px > 0
+    assert np.isposinf(sample.depth_m).any() and np.nanmax(sample.depth_m[np.isfinite(sample.depth_m)]) > 200
+    val = ProceduralSource("procedural", config, "val")
+    assert len(val) == 3 and val.scenes() == ["view0", "outdoor0", "outdoor1"]
+    names = [val.eval_sample(index, 64).name for index in range(3)]
+    assert names == ["procedural/view0", "procedural_outdoor/view0", "procedural_outdoor/view1"]
+    again = val.eval_sample(2, 64)
+    np.testing.assert_array_equal(again.hazy, val.eval_sample(2, 64).hazy)   # fixed views, fixed haze
+
+
+def test_fog_by_visibility_follows_koschmieder():
+    """visibility V: beta = 3.912 / V, so at distance V the transmission is 2% (Koschmieder)."""
+    haze = HazeConfig(visibility_range_m=[200.0, 200.0], airlight_range=[0.8, 0.8], airlight_tint=0.0,
+                      nonhomogeneous_prob=0.0, noise_prob=0.0, jpeg_prob=0.0)
+    clear = np.zeros((2, 3, 3), np.float32)
+    depth = np.array([[0.0, 200.0, np.inf], [100.0, 50.0, 10.0]], np.float32)
+    hazy = synthesize_random_haze(clear, depth, haze, np.random.default_rng(0))
+    expected_t = np.exp(-3.912 / 200.0 * np.nan_to_num(depth, posinf=1e9))
+    np.testing.assert_allclose(hazy[..., 0], 0.8 * (1 - expected_t), atol=1e-5)
+    assert hazy[0, 1, 0] == pytest.approx(0.8 * 0.98, abs=1e-4)

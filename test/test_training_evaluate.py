@@ -123,3 +123,19 @@ def test_bad_arguments_are_reported(data_root, tmp_path, capsys):
                  "--out", str(out)]) == 2
     assert "not found" in capsys.readouterr().err
     assert not out.exists()          # inputs are checked before the output folder is created
+
+
+def test_outdoor_views_score_sky_and_the_median_and_use_the_views_focal_length(checkpoint, tmp_path, capsys):
+    out = tmp_path / "outdoor"
+    code = main(["--checkpoint", str(checkpoint), "--data", "outdoor:2", "--out", str(out), "--max-side", "64",
+                 "--device", "cpu", "--visibility-m", "150", "--grids", "0"])
+    assert code == 0, capsys.readouterr().err
+    rows = [r for r in read_rows(out) if r["method"].startswith("model")]
+    assert [r["image"] for r in rows] == ["view0", "view1"]
+    for row in rows:
+        assert 0.0 <= float(row["sky_beyond"]) <= 1.0       # the views show sky (+inf)
+        assert float(row["median_ratio"]) > 0
+        assert row["focal"] == "known"                      # the renderer's K, not an assumed FOV
+    assert "visibility 150 m" in (out / "summary.md").read_text()
+    assert main(["--data", "outdoor:0", "--baseline", "dcp", "--out", str(tmp_path / "bad")]) == 2
+    assert "COUNT >= 1" in capsys.readouterr().err

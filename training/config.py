@@ -42,6 +42,9 @@ class HazeConfig:
     so a transmission range gives every depth range a useful spread of haze.
     """
     transmission_range: list[float] = field(default_factory=lambda: [0.15, 0.85])
+    # Metric scenes at vehicle scale: fog as it is reported, a visibility V (metres, log-uniform in
+    # this range), beta = 3.912 / V (Koschmieder, 2% contrast). Empty: density from transmission_range.
+    visibility_range_m: list[float] = field(default_factory=list)
     airlight_range: list[float] = field(default_factory=lambda: [0.7, 1.0])
     airlight_tint: float = 0.05          # per-channel spread of A around its grey level
     nonhomogeneous_prob: float = 0.3     # share of samples whose beta varies smoothly in space
@@ -74,6 +77,10 @@ class SourceConfig:
     scale_range: list[float] = field(default_factory=lambda: [0.5, 1.0])  # random resize before crop
     haze: HazeConfig = field(default_factory=HazeConfig)
     val_count: int = 8                   # procedural: number of fixed validation views
+    outdoor_share: float = 0.0           # procedural: share of vehicle-scale outdoor scenes in training
+    outdoor_val_count: int = 0           # procedural: fixed outdoor validation views (besides val_count)
+    outdoor_haze: HazeConfig = field(default_factory=lambda: HazeConfig(
+        visibility_range_m=[30.0, 5000.0], airlight_range=[0.6, 1.0]))  # procedural outdoor scenes
     color_topic: str = ""                # rosbag2: sensor_msgs/Image or CompressedImage topic
     depth_topic: str = ""                # rosbag2: sensor_msgs/Image 32FC1 (m) or 16UC1 (mm)
     max_time_diff_s: float = 0.02        # rosbag2: colour/depth pairing tolerance
@@ -420,6 +427,12 @@ def validate(config: TrainingConfig) -> None:
         _check(haze.noise_std_max >= 0 and haze.airlight_tint >= 0,
                f"{prefix}.haze.noise_std_max and airlight_tint must be >= 0")
         _check(source.val_count >= 0, f"{prefix}.val_count must be >= 0, got {source.val_count}")
+        _check(source.outdoor_val_count >= 0, f"{prefix}.outdoor_val_count must be >= 0, got {source.outdoor_val_count}")
+        _check(0.0 <= source.outdoor_share <= 1.0, f"{prefix}.outdoor_share must lie in [0, 1], got {source.outdoor_share}")
+        for key in ("haze", "outdoor_haze"):
+            visibility = getattr(source, key).visibility_range_m
+            if visibility:
+                _check_range(f"{prefix}.{key}.visibility_range_m", visibility, 1.0, 1e6)
         _check(source.stride >= 1, f"{prefix}.stride must be >= 1, got {source.stride}")
         _check(source.max_frames >= 0, f"{prefix}.max_frames must be >= 0, got {source.max_frames}")
         _check(source.max_time_diff_s > 0, f"{prefix}.max_time_diff_s must be > 0, got {source.max_time_diff_s}")

@@ -9,6 +9,8 @@
   reside  hazy/ + GT/ (or gt/, clear/), optional depth/   (file-name mapping as in training)
   rgbd    clear RGB + metric depth, hazed with the ASM at a fixed, stated density (``--haze-t``)
   images  hazy photographs without ground truth: image grids only
+  outdoor[:COUNT]  the renderer's fixed vehicle-scale outdoor views (no path), fog of visibility
+          ``--visibility-m``; sky is +inf, scored as "sky beyond" (REP-117)
 Images are first resized so their longer side is at most ``--max-side`` (INTER_AREA; depth
 nearest) and every metric is computed at that resolution; ``--engine-max-side`` additionally
 runs the networks on a smaller copy, as a deployed node with ``max_side`` does.
@@ -43,7 +45,8 @@ from training.data.io import DataError, list_images, read_rgb
 from training.metrics import DEPTH_METRICS, depth_metrics, psnr, ssim
 from training.visualize import depth_tile, label_tile, make_grid, rgb_tile
 
-KINDS = ("reside", "rgbd", "images")
+KINDS = ("reside", "rgbd", "images", "outdoor")
+OUTDOOR_DEFAULT_VIEWS = 8
 CSV_COLUMNS = ("set", "image", "method", "width", "height", "psnr", "ssim", "abs_rel", "rmse", "delta1",
                "abs_rel_median", "rmse_median", "delta1_median", "median_ratio", "sky_beyond", "depth_units",
                "focal", "ms")
@@ -70,6 +73,8 @@ def detect_kind(path: Path) -> str:
 
 def parse_spec(spec: str) -> tuple[str, Path]:
     kind, sep, rest = spec.partition(":")
+    if kind == "outdoor":
+        return kind, Path(rest or str(OUTDOOR_DEFAULT_VIEWS))
     if sep and kind in KINDS:
         path = Path(rest)
     else:
@@ -95,8 +100,31 @@ def parse_folder_values(text: str, option: str) -> dict[str, float]:
     return values
 
 
+def open_outdoor_set(spec: str, count_text: Path, max_side: int, seed: int, visibility_m: float) -> EvalSet:
+    """The renderer's fixed outdoor validation views (vehicle scale, sky +inf), fog of one visibility."""
+    from training.data.procedural import ProceduralSource
+    try:
+        count = int(str(count_text))
+    except ValueError:
+        count = -1
+    if count < 1:
+        raise DataError(f"--data {spec}: expected outdoor[:COUNT] with COUNT >= 1")
+    haze = HazeConfig(visibility_range_m=[visibility_m, visibility_m], airlight_range=[0.9, 0.9], airlight_tint=0.0,
+                      nonhomogeneous_prob=0.0, noise_prob=0.0, jpeg_prob=0.0)
+    source = ProceduralSource("outdoor", SourceConfig(kind="procedural", val_count=0, outdoor_val_count=count,
+                                                      outdoor_haze=haze), "val")
+
+    def samples() -> Iterator[Sample]:
+        for index in range(count):
+            sample = source.eval_sample(index, max_side, seed)
+            sample.name = sample.name.split("/", 1)[1]
+            yield sample
+    return EvalSet("outdoor", "outdoor", Path("."), count, samples(), source.scenes())
+
+
 def open_set(spec: str, max_side: int, scenes: list[str], haze_t: float, seed: int,
-             items: list[str] = (), depth_scales: dict | None = None, focal_px: dict | None = None) -> EvalSet:
+             items: list[str] = (), depth_scales: dict | None = None, focal_px: dict | None = None,
+             visibility_m: float = 300.0) -> EvalSet:
     kind, path = parse_spec(spec)
     name = path.name
     if kind == "images":
@@ -112,6 +140,8 @@ def open_set(spec: str, max_side: int, scenes: list[str], haze_t: float, seed: i
     # Evaluation haze is fixed and stated: one density, neutral airlight, no noise or JPEG.
     haze = HazeConfig(transmission_range=[haze_t, haze_t], airlight_range=[0.9, 0.9], airlight_tint=0.0,
                       nonhomogeneous_prob=0.0, noise_prob=0.0, jpeg_prob=0.0)
+    if kind == "outdoor":
+        return open_outdoor_set(spec, path, max_side, seed, visibility_m)
     source_config = SourceConfig(kind=kind, path=str(path), haze=haze, test_scenes=list(scenes),
                                  depth_scales=dict(depth_scales or {}), focal_px_by_folder=dict(focal_px or {}))
     if kind == "reside":
@@ -244,7 +274,7 @@ def resolve_checkpoint(path: str, workdir: Path) -> str:
 def evaluate(checkpoint: str | None, specs: list[str], out_dir: Path, baseline: str | None = None,
              max_side: int = 1024, engine_max_side: int = 0, device: str = "auto", scenes: list[str] = (),
              haze_t: float = 0.4, seed: int = 0, grids: int = 4, log=print, items: list[str] = (),
-             depth_scales: dict | None = None, focal_px: dict | None = None) -> dict:
+             depth_scales: dict | None = None, focal_px: dict | None = None, visibility_m: float = 300.0) -> dict:
     """Run every method on every set; write per_image.csv, summary.md and grids; return the summary."""
     if not checkpoint and not baseline:
         raise ValueError("nothing to evaluate: give --checkpoint and/or --baseline dcp")
@@ -253,8 +283,8 @@ def evaluate(checkpoint: str | None, specs: list[str], out_dir: Path, baseline: 
     with tempfile.TemporaryDirectory() as workdir:
         # Every input is checked (sets opened, checkpoint loaded) before out_dir exists: a typo
         # must not leave an empty output folder behind.
-        sets = [open_set(spec, max_side, list(scenes), haze_t, seed, list(items), depth_scales, focal_px)
-                for spec in specs]
+        sets = [open_set(spec, max_side, list(scenes), haze_t, seed, list(items), depth_scales, focal_px,
+                         visibility_m) for spec in specs]
         if checkpoint:
             deployable = resolve_checkpoint(checkpoint, Path(workdir))
             engines["model"] = DehazeEngine(EngineConfig(model="checkpoint", checkpoint=deployable, device=device,
@@ -306,7 +336,8 @@ def evaluate(checkpoint: str | None, specs: list[str], out_dir: Path, baseline: 
         f"- baseline: {baseline or '(none)'}",
         f"- resolution: longer side at most {max_side} px (metrics at that size); networks at "
         f"{'the same size' if not engine_max_side else f'longer side {engine_max_side} px (engine max_side)'}",
-        f"- synthetic haze on RGB-D sets: transmission {haze_t} at the median depth, airlight 0.9, seed {seed}",
+        f"- synthetic haze on RGB-D sets: transmission {haze_t} at the median depth, airlight 0.9, seed {seed}; "
+        f"outdoor views: visibility {visibility_m:g} m (beta = 3.912 / V)",
         "- depth metrics: metric (metres) and after median scaling (med); DCP depth is relative: metric columns empty",
         *[f"- WARNING: {text}" for text in warnings],
         "",
@@ -372,6 +403,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--focal-px", default="",
                         help="rgbd: focal length (px) per frame folder, e.g. nyu_kinect=518,tum=520.9 "
                              "(Middlebury reads calib.txt; unknown: the engine assumes its field of view)")
+    parser.add_argument("--visibility-m", type=float, default=300.0,
+                        help="outdoor views: fog visibility in metres (beta = 3.912 / V)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--grids", type=int, default=4, help="image grids per set")
     args = parser.parse_args(argv)
@@ -386,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
         evaluate(args.checkpoint, args.data, out_dir, args.baseline, args.max_side, args.engine_max_side,
                  args.device, scenes, args.haze_t, args.seed, args.grids, items=items,
                  depth_scales=parse_folder_values(args.depth_scales, "--depth-scales"),
-                 focal_px=parse_folder_values(args.focal_px, "--focal-px"))
+                 focal_px=parse_folder_values(args.focal_px, "--focal-px"), visibility_m=args.visibility_m)
     except (DataError, CheckpointError, EngineError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from dehaze_ros.scenes import render_random_view
+from dehaze_ros.scenes import outdoor_validation_view, render_random_outdoor_view, render_random_view
 from training.config import SourceConfig
 from training.data.common import DataSource, Sample, stable_seed, synthesize_random_haze, to_float
 
 VALIDATION_STREAM = "procedural-validation"
+OUTDOOR_NAME = "outdoor"   # outdoor validation views are reported as their own group
 
 
 class ProceduralSource(DataSource):
@@ -22,26 +23,40 @@ class ProceduralSource(DataSource):
 
     def __init__(self, name: str, config: SourceConfig, split: str):
         super().__init__(name, config, split)
-        self.count = config.val_count if split != "train" else 0
+        held_out = split != "train"
+        self.count = config.val_count if held_out else 0
+        self.outdoor_count = config.outdoor_val_count if held_out else 0
 
     def scenes(self) -> list[str]:
-        return [f"view{index}" for index in range(self.count)] if self.split != "train" else ["random"]
+        if self.split == "train":
+            return ["random"]
+        return ([f"view{index}" for index in range(self.count)]
+                + [f"{OUTDOOR_NAME}{index}" for index in range(self.outdoor_count)])
 
     def __len__(self) -> int:
-        return self.count if self.split != "train" else 1
+        return self.count + self.outdoor_count if self.split != "train" else 1
 
     def train_sample(self, rng: np.random.Generator, crop: int) -> Sample:
-        frame = render_random_view(rng, crop, crop)
+        outdoor = self.config.outdoor_share > 0 and rng.random() < self.config.outdoor_share
+        frame = (render_random_outdoor_view if outdoor else render_random_view)(rng, crop, crop)
         clear = to_float(frame.rgb)
-        hazy = synthesize_random_haze(clear, frame.depth_m, self.config.haze, rng)
-        return Sample(hazy, clear, frame.depth_m, True, f"{self.name}/random", focal_px=float(frame.K[0, 0]))
+        hazy = synthesize_random_haze(clear, frame.depth_m, self.config.outdoor_haze if outdoor else self.config.haze,
+                                      rng)
+        return Sample(hazy, clear, frame.depth_m, True, f"{self.name}/{OUTDOOR_NAME if outdoor else 'random'}",
+                      focal_px=float(frame.K[0, 0]))
 
     def eval_sample(self, index: int, max_side: int, seed: int = 0) -> Sample:
-        if not 0 <= index < self.count:
-            raise IndexError(f"procedural {self.split} view {index} of {self.count}")
-        rng = np.random.default_rng(stable_seed(VALIDATION_STREAM, self.split, seed, index))
+        if not 0 <= index < len(self) or self.split == "train":
+            raise IndexError(f"procedural {self.split} view {index} of {len(self)}")
         width, height = max_side, max(16, (max_side * 3) // 4)
-        frame = render_random_view(rng, width, height)
+        rng = np.random.default_rng(stable_seed(VALIDATION_STREAM, self.split, seed, index))
+        if index < self.count:
+            frame, haze, name = render_random_view(rng, width, height), self.config.haze, f"{self.name}/view{index}"
+        else:
+            # The renderer's own fixed outdoor validation stream.
+            outdoor_index = index - self.count
+            frame = outdoor_validation_view(outdoor_index, width, height, seed)
+            haze, name = self.config.outdoor_haze, f"{self.name}_{OUTDOOR_NAME}/view{outdoor_index}"
         clear = to_float(frame.rgb)
-        hazy = synthesize_random_haze(clear, frame.depth_m, self.config.haze, rng)
-        return Sample(hazy, clear, frame.depth_m, True, f"{self.name}/view{index}", focal_px=float(frame.K[0, 0]))
+        hazy = synthesize_random_haze(clear, frame.depth_m, haze, rng)
+        return Sample(hazy, clear, frame.depth_m, True, name, focal_px=float(frame.K[0, 0]))
