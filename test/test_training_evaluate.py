@@ -10,7 +10,8 @@ import torch
 from dehaze_ros.checkpoint import save_checkpoint
 from dehaze_ros.models import build_dehazer, build_depth_net, get_model_config
 from training.config import load_config
-from training.data.io import write_pfm
+from training.contact_sheet import write_sheets
+from training.data.io import DataError, write_pfm
 from training.evaluate import main
 from training.metrics import psnr
 from training.train import Trainer
@@ -139,3 +140,22 @@ def test_outdoor_views_score_sky_and_the_median_and_use_the_views_focal_length(c
     assert "visibility 150 m" in (out / "summary.md").read_text()
     assert main(["--data", "outdoor:0", "--baseline", "dcp", "--out", str(tmp_path / "bad")]) == 2
     assert "COUNT >= 1" in capsys.readouterr().err
+
+
+def test_contact_sheet_has_a_row_per_photo_in_pages(checkpoint, tmp_path):
+    photos = tmp_path / "photos" / "nested"
+    photos.mkdir(parents=True)
+    for index in range(3):
+        cv2.imwrite(str(photos / f"p{index}.png"), smooth_image(index, 40 + 10 * index, 60))
+    pages = write_sheets(str(checkpoint), tmp_path / "photos", tmp_path / "sheet" / "real", engine_max_side=32,
+                         per_page=2, tile_width=64, log=lambda text: None)
+    assert [page.name for page in pages] == ["real_1.jpg", "real_2.jpg"]
+    first, second = (cv2.imread(str(page)) for page in pages)
+    tile_height, padding = 48, 2
+    assert first.shape == (2 * (tile_height + padding) + padding, 4 * (64 + padding) + padding, 3)
+    assert second.shape[0] == tile_height + 2 * padding          # the third photo alone
+    with pytest.raises(DataError, match="is not a folder"):
+        write_sheets(str(checkpoint), tmp_path / "missing", tmp_path / "x")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no images below it"):
+        write_sheets(str(checkpoint), tmp_path / "empty", tmp_path / "x")
