@@ -662,8 +662,10 @@ def render(scene: Scene, width: int, height: int, position: np.ndarray, yaw: flo
     return RenderedFrame(rgb=rgb, depth_m=depth.reshape(height, width), K=K)
 
 
-def render_random_view(rng: np.random.Generator, width: int, height: int) -> RenderedFrame:
-    """A new random scene seen from a random pose: one training sample."""
+def render_random_view(rng: np.random.Generator, width: int, height: int,
+                       hfov_deg: float | None = None) -> RenderedFrame:
+    """A new random scene seen from a random pose: one training sample. ``hfov_deg`` None: the
+    default field of view of ``intrinsics``; the scene and pose do not depend on it."""
     scene = random_scene(rng)
     if scene.indoor:
         position = np.array([rng.uniform(-1.5, 1.0), rng.uniform(-1.0, 1.0), rng.uniform(1.0, 2.0)])
@@ -672,7 +674,8 @@ def render_random_view(rng: np.random.Generator, width: int, height: int) -> Ren
         position = np.array([rng.uniform(-2, 2), rng.uniform(-1.5, 1.5), rng.uniform(0.5, 3.0)])
         pitch = math.radians(rng.uniform(-12, 6))
     yaw = math.radians(rng.uniform(-30, 30))
-    return render(scene, width, height, position, yaw, pitch)
+    K = None if hfov_deg is None else intrinsics(width, height, hfov_deg)
+    return render(scene, width, height, position, yaw, pitch, K=K)
 
 
 # ---------------------------------------------------------------------------------------------

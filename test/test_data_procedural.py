@@ -96,9 +96,15 @@ def test_validation_set_spreads_over_items_of_every_source():
 def test_outdoor_share_mixes_vehicle_scale_scenes_with_their_own_fog():
     config = SourceConfig(kind="procedural", outdoor_share=1.0, outdoor_val_count=2, val_count=1)
     source = ProceduralSource("procedural", config, "train")
-    sample = source.train_sample(np.random.default_rng(5), 64)
-    assert sample.name == "procedural/outdoor" and sample.focal_px > 0
-    assert np.isposinf(sample.depth_m).any() and np.nanmax(sample.depth_m[np.isfinite(sample.depth_m)]) > 200
+    samples = [source.train_sample(np.random.default_rng(seed), 64) for seed in range(8)]
+    assert all(sample.name == "procedural/outdoor" for sample in samples)
+    assert any(np.isposinf(sample.depth_m).any() for sample in samples)
+    assert max(np.nanmax(s.depth_m[np.isfinite(s.depth_m)]) for s in samples) > 200
+    # A crop is a window of a deployed frame (256-640 px wide, 45-100 degrees): its focal length is
+    # that frame's, not the focal length of a 64 px image with the whole field of view (~46 px).
+    focal = [sample.focal_px for sample in samples]
+    assert min(focal) >= 256 / 2 / np.tan(np.radians(50)) - 1e-6 and max(focal) <= 640 / 2 / np.tan(np.radians(22.5))
+    assert len(set(np.round(focal))) == len(focal)
     val = ProceduralSource("procedural", config, "val")
     assert len(val) == 3 and val.scenes() == ["view0", "outdoor0", "outdoor1"]
     names = [val.eval_sample(index, 64).name for index in range(3)]

@@ -7,13 +7,30 @@ never renders (with probability 1: 64-bit seeds).
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
+from dehaze_ros.camera import focal_from_hfov
 from dehaze_ros.scenes import outdoor_validation_view, render_random_outdoor_view, render_random_view
 from training.config import SourceConfig
 from training.data.common import DataSource, Sample, stable_seed, synthesize_random_haze, to_float
 
 VALIDATION_STREAM = "procedural-validation"
+# A training crop stands for a window of a deployed frame, so its focal length must be a deployed
+# frame's: frames 256-640 px wide (the node's max_side 320 up to native VGA) with a horizontal
+# field of view of 45-100 degrees. Rendering the crop with its own full field of view instead
+# (f = 91 px at 128 px and 70 degrees) teaches canonical depths 2.5x those of the same scene at
+# deployment.
+FRAME_WIDTH_RANGE_PX = (256.0, 640.0)
+FRAME_HFOV_RANGE_DEG = (45.0, 100.0)
+
+
+def crop_field_of_view(rng: np.random.Generator, crop: int) -> float:
+    """The horizontal field of view (degrees) of a crop-wide window of a random deployed frame."""
+    width = rng.uniform(*FRAME_WIDTH_RANGE_PX)
+    focal = focal_from_hfov(int(round(width)), rng.uniform(*FRAME_HFOV_RANGE_DEG))
+    return math.degrees(2.0 * math.atan(crop / 2.0 / focal))
 OUTDOOR_NAME = "outdoor"   # outdoor validation views are reported as their own group
 
 
@@ -38,7 +55,8 @@ class ProceduralSource(DataSource):
 
     def train_sample(self, rng: np.random.Generator, crop: int) -> Sample:
         outdoor = self.config.outdoor_share > 0 and rng.random() < self.config.outdoor_share
-        frame = (render_random_outdoor_view if outdoor else render_random_view)(rng, crop, crop)
+        hfov = crop_field_of_view(rng, crop)
+        frame = (render_random_outdoor_view if outdoor else render_random_view)(rng, crop, crop, hfov_deg=hfov)
         clear = to_float(frame.rgb)
         hazy = synthesize_random_haze(clear, frame.depth_m, self.config.outdoor_haze if outdoor else self.config.haze,
                                       rng)
