@@ -81,6 +81,10 @@ class EngineResult:
     # The metric scale rests on default_hfov_deg, not on a known focal length (canonical-camera
     # checkpoints only; False where the scale needs no focal length).
     focal_assumed: bool = False
+    # Physics heads and DCP: the transmission (float32, at the resolution the model ran at, which
+    # is the input's when max_side does not shrink it) and the airlight (3,) RGB in [0, 1].
+    transmission: np.ndarray | None = None
+    airlight: np.ndarray | None = None
 
 
 def resolve_device(name: str) -> torch.device:
@@ -273,10 +277,11 @@ class DehazeEngine:
                 self._sync()
                 timings["depth"] = (time.perf_counter() - mark) * 1e3
             mark = time.perf_counter()
-            physics = want_dehazed and out.transmission is not None and (small_h, small_w) != (height, width)
-            if physics:
+            transmission = airlight = None
+            if out.transmission is not None:
                 transmission = out.transmission[0, 0].float().cpu().numpy()
                 airlight = out.airlight.float().reshape(3).cpu().numpy()
+            physics = want_dehazed and transmission is not None and (small_h, small_w) != (height, width)
             correction = (dehazed_t - hazy)[0].permute(1, 2, 0).cpu().numpy() if want_dehazed and not physics else None
             depth_small = depth_t[0, 0].cpu().numpy() if depth_t is not None else None
 
@@ -301,7 +306,7 @@ class DehazeEngine:
             depth = self._apply_depth_range(depth_small)
         timings["postprocess"] = (time.perf_counter() - mark) * 1e3
         timings["total"] = (time.perf_counter() - start) * 1e3
-        return EngineResult(dehazed, depth, self.depth_units, timings, focal_assumed)
+        return EngineResult(dehazed, depth, self.depth_units, timings, focal_assumed, transmission, airlight)
 
     def _apply_depth_range(self, depth: np.ndarray) -> np.ndarray:
         """In place. REP-117: beyond the trained range is +inf (too far) or -inf (too close), not a number."""
@@ -333,4 +338,5 @@ class DehazeEngine:
                 depth = cv2.resize(depth, (width, height), interpolation=cv2.INTER_LINEAR)
         timings["postprocess"] = (time.perf_counter() - mark) * 1e3
         timings["total"] = (time.perf_counter() - start) * 1e3
-        return EngineResult(dehazed, depth, "relative", timings)
+        return EngineResult(dehazed, depth, "relative", timings, transmission=result.transmission,
+                            airlight=result.airlight)

@@ -102,6 +102,8 @@ def test_engine_max_side_inverts_the_scattering_model_at_full_resolution(rt_chec
     airlight = out.airlight.reshape(3).numpy()
     expected = (rgb / 255.0 - airlight) / np.maximum(transmission, T_MIN)[..., None] + airlight
     assert np.abs(result.dehazed - np.clip(expected, 0, 1) * 255).max() <= 1.0
+    np.testing.assert_array_equal(result.transmission, out.transmission[0, 0].numpy())   # network resolution
+    np.testing.assert_array_equal(result.airlight, airlight)
     metres_small = canonical_small * (180.0 * 64 / 200) / CANONICAL_FOCAL_PX
     expected_depth = cv2.resize(metres_small, (200, 120), interpolation=cv2.INTER_NEAREST)
     finite = np.isfinite(result.depth)
