@@ -410,10 +410,10 @@ class DehazeNode(LifecycleNode):
                     and self._subscribed("points")),
         )
 
-    def _decode(self, msg) -> tuple[np.ndarray, str]:
+    def _decode(self, msg, max_pixels: int) -> tuple[np.ndarray, str]:
         if isinstance(msg, CompressedImage):
-            return image_conversion.compressed_to_numpy(msg)
-        return image_conversion.image_to_numpy(msg), msg.encoding
+            return image_conversion.compressed_to_numpy(msg, max_pixels)
+        return image_conversion.image_to_numpy(msg, max_pixels), msg.encoding
 
     def _process_frame(self, frame: PendingFrame, config: NodeConfig) -> None:
         engine = self._engine
@@ -421,6 +421,13 @@ class DehazeNode(LifecycleNode):
         demand = self._demand(config, metric)
         camera_info = self._camera_info
         header = frame.msg.header
+        try:
+            # From the message's fields or the PNG/JPEG header: nothing decoded or copied yet.
+            what, width, height = image_conversion.frame_size(frame.msg)
+            image_conversion.check_pixel_limit(width, height, config.max_input_pixels, what)
+        except ImageConversionError as exc:
+            self._report_bad_frame(str(exc))
+            return
         if not demand.needs_engine:
             if demand.dehazed_info or demand.depth_info:
                 self._publish_camera_info(camera_info, header, demand)
@@ -428,7 +435,7 @@ class DehazeNode(LifecycleNode):
                 self._stats.skipped += 1
             return
         try:
-            image, encoding = self._decode(frame.msg)
+            image, encoding = self._decode(frame.msg, config.max_input_pixels)
             rgb = image_conversion.to_rgb8(image, encoding)
         except ImageConversionError as exc:
             self._report_bad_frame(str(exc))

@@ -143,6 +143,13 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("max_rate_hz", 0.0,
                   "Process at most this many frames per second (newest frame wins); 0 = as fast "
                   "as frames arrive and the model allows.", "live", minimum=0.0, maximum=1000.0),
+    ParameterSpec("max_input_pixels", 4096 * 4096,
+                  "Drop frames with more pixels (width x height) than this as invalid, raw or "
+                  "compressed; a compressed frame's size is read from its PNG/JPEG header before "
+                  "anything is decoded, so a small file that declares a huge image costs nothing. "
+                  "Bounds the node's memory: a frame costs about 40 bytes a pixel while it is "
+                  "processed (about 0.7 GB at the default, 16777216 = 4096 x 4096).", "live",
+                  minimum=1, maximum=16384 * 16384),
 )
 SPECS = {spec.name: spec for spec in PARAMETERS}
 
@@ -170,6 +177,7 @@ class NodeConfig:
     colormap_relative_max: float = 2.3
     point_decimation: int = 4
     max_rate_hz: float = 0.0
+    max_input_pixels: int = 4096 * 4096
 
     def validate(self) -> None:
         """Raise ConfigError listing every problem (types, choices, ranges, cross-field rules)."""

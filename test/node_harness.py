@@ -8,6 +8,8 @@ import time
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+from rcl_interfaces.srv import SetParameters
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
 from dehaze_ros.image_conversion import rgb8_to_encoding
@@ -102,6 +104,32 @@ class DehazeNodeHarness:
                 return self.outputs_for(stamp)
         raise AssertionError(f"no {wanted} for stamp {stamp} within {timeout} s; node log:\n"
                              f"{self.process.log()[-3000:]}")
+
+    def send_until_counted(self, msg, counter: str, timeout: float = 20.0) -> dict:
+        """Publish ``msg`` (again while best effort loses it) until the /diagnostics counter
+        ``counter`` has grown; the diagnostics that show it."""
+        prefix = f"{self.namespace}/dehaze_node"
+        before = int(self.diagnostics_after(lambda values: True)[counter])
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.image_pub.publish(msg)
+            if self.probe.spin_until(lambda: (values := latest_diagnostics(self.diagnostics, prefix))
+                                     is not None and int(values[counter]) > before, 1.5):
+                break
+        return self.diagnostics_after(lambda values: int(values[counter]) > before)
+
+    def set_parameter(self, name: str, value):
+        """SetParameters over the node's service, with the ROS type of the Python value."""
+        kinds = {bool: (ParameterType.PARAMETER_BOOL, "bool_value"),
+                 int: (ParameterType.PARAMETER_INTEGER, "integer_value"),
+                 float: (ParameterType.PARAMETER_DOUBLE, "double_value"),
+                 str: (ParameterType.PARAMETER_STRING, "string_value")}
+        kind, field = kinds[type(value)]
+        parameter_value = ParameterValue(type=kind)
+        setattr(parameter_value, field, value)
+        request = SetParameters.Request(parameters=[Parameter(name=name, value=parameter_value)])
+        return self.probe.call(SetParameters, f"{self.namespace}/dehaze_node/set_parameters",
+                               request).results[0]
 
     def diagnostics_after(self, predicate, timeout: float = 15.0) -> dict:
         prefix = f"{self.namespace}/dehaze_node"

@@ -13,11 +13,13 @@ from __future__ import annotations
 import os
 import random
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
 import time
 import warnings
+import zlib
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -179,6 +181,20 @@ def write_tiny_checkpoint(path: Path) -> Path:
                     depth_units="meters", depth_range_m=(0.01, 1000.0),
                     provenance={"purpose": "tests: random initialisation, not trained"})
     return path
+
+
+def png_bomb(width: int, height: int) -> bytes:
+    """A valid 1-bit greyscale PNG of width x height zeros: tiny on disk, huge when decoded."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    row = b"\x00" * (1 + (width + 7) // 8)  # filter byte + packed bits
+    compressor = zlib.compressobj(9)
+    parts = [compressor.compress(row * 1000) for _ in range(height // 1000)]
+    parts += [compressor.compress(row * (height % 1000)), compressor.flush()]
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", b"".join(parts))
+            + chunk(b"IEND", b""))
 
 
 def stamp_of(msg) -> tuple[int, int]:

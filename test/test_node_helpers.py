@@ -72,6 +72,12 @@ def test_intrinsics_prefer_projection_and_scale_to_the_image():
         intrinsics_from_camera_info(sensor_msgs.CameraInfo(width=640, height=480), 640, 480)
 
 
+def test_pixel_limit_default_is_the_conversion_default():
+    from dehaze_ros.image_conversion import DEFAULT_MAX_PIXELS
+
+    assert NodeConfig().max_input_pixels == DEFAULT_MAX_PIXELS == 4096 * 4096
+
+
 def test_colormap_range_is_fixed_not_per_frame():
     near_frame = np.full((2, 2), 5.0, np.float32)
     mixed_frame = np.array([[5.0, 40.0], [1.0, 5.0]], np.float32)

@@ -7,6 +7,7 @@ Images are 160x120: the point here is encodings and headers, not size.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,14 +15,15 @@ import pytest
 pytest.importorskip("rclpy", reason="rclpy is not installed (pip install -r requirements-ros-pypi.txt)")
 pytest.importorskip("dehaze_ros.models", reason="dehaze_ros.models is needed for the test checkpoint")
 
-from sensor_msgs.msg import Image  # noqa: E402
+from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 
 from dehaze_ros.image_conversion import (image_to_numpy, numpy_to_compressed,  # noqa: E402
                                          numpy_to_image, output_encoding)
 from dehaze_ros.pointcloud import pointcloud2_to_arrays  # noqa: E402
 from node_harness import (CX, CY, DECIMATION, FX, FY, HEIGHT, OUTPUT_TOPICS, WIDTH,  # noqa: E402
                           DehazeNodeHarness, frame_in, hazy_rgb, make_camera_info)
-from ros_helpers import latest_diagnostics, stamp_of, write_tiny_checkpoint  # noqa: E402
+from ros_helpers import (latest_diagnostics, png_bomb, stamp_of,  # noqa: E402
+                         write_tiny_checkpoint)
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
@@ -251,3 +253,38 @@ def test_work_nobody_subscribes_to_is_skipped(ros_context, checkpoint):
         assert values["frames processed with depth"] == "0", values
     finally:
         node.close()
+
+
+def peak_memory_mb(pid: int) -> float:
+    """The process's peak resident set (VmHWM), in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmHWM for process {pid}")
+
+
+def test_decompression_bomb_is_refused_and_memory_stays_bounded(compressed_node):
+    # Issue 10: 109 KB of PNG declaring 30000 x 30000 pixels grew the node past 8 GB.
+    peak_before = peak_memory_mb(compressed_node.process.process.pid)
+    bomb = CompressedImage(header=compressed_node.header(), format="png")
+    bomb.data = png_bomb(30000, 30000)
+    values = compressed_node.send_until_counted(bomb, "frames invalid (bad data)")
+    assert "PNG image is 30000x30000 = 900.0 MP, over the limit of 16777216" in values["last problem"]
+    assert compressed_node.process.alive and not compressed_node.outputs_for(stamp_of(bomb))
+    # One decoded copy alone would be 858 MB; the node stays within what it needed before.
+    assert peak_memory_mb(compressed_node.process.process.pid) < peak_before + 100
+    compressed_node.send_until_processed(
+        numpy_to_compressed(frame_in("rgb8", hazy_rgb()), "rgb8", "jpeg", compressed_node.header()))
+
+
+def test_raw_frames_over_max_input_pixels_are_dropped(raw_node):
+    assert raw_node.set_parameter("max_input_pixels", WIDTH * HEIGHT - 1).successful  # live
+    try:
+        frame = numpy_to_image(hazy_rgb(), "rgb8", raw_node.header())
+        values = raw_node.send_until_counted(frame, "frames invalid (bad data)")
+        assert f"rgb8 image is {WIDTH}x{HEIGHT}" in values["last problem"]
+        assert f"over the limit of {WIDTH * HEIGHT - 1} pixels" in values["last problem"]
+        assert not raw_node.outputs_for(stamp_of(frame))
+    finally:
+        assert raw_node.set_parameter("max_input_pixels", 4096 * 4096).successful
+    raw_node.send_until_processed(numpy_to_image(hazy_rgb(), "rgb8", raw_node.header()))

@@ -9,8 +9,6 @@ pytest.importorskip("dehaze_ros.models", reason="dehaze_ros.models is needed for
 
 from lifecycle_msgs.msg import State, Transition  # noqa: E402
 from lifecycle_msgs.srv import ChangeState, GetState  # noqa: E402
-from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue  # noqa: E402
-from rcl_interfaces.srv import SetParameters  # noqa: E402
 
 from dehaze_ros.image_conversion import numpy_to_image  # noqa: E402
 from node_harness import DehazeNodeHarness, frame_in, hazy_rgb  # noqa: E402
@@ -28,13 +26,7 @@ def get_state(node: DehazeNodeHarness) -> int:
 
 
 def set_parameter(node: DehazeNodeHarness, name: str, value):
-    kinds = {bool: (ParameterType.PARAMETER_BOOL, "bool_value"), int: (ParameterType.PARAMETER_INTEGER, "integer_value"),
-             float: (ParameterType.PARAMETER_DOUBLE, "double_value"), str: (ParameterType.PARAMETER_STRING, "string_value")}
-    kind, field = kinds[type(value)]
-    parameter_value = ParameterValue(type=kind)
-    setattr(parameter_value, field, value)
-    request = SetParameters.Request(parameters=[Parameter(name=name, value=parameter_value)])
-    return node.probe.call(SetParameters, f"{node.namespace}/dehaze_node/set_parameters", request).results[0]
+    return node.set_parameter(name, value)
 
 
 def frame_message(node: DehazeNodeHarness):
