@@ -27,9 +27,12 @@ No rclpy import: everything here works on plain message objects, so it is tested
 from __future__ import annotations
 
 import array
+import os
 import re
 import struct
 import sys
+import tempfile
+import threading
 
 import cv2
 import numpy as np
@@ -257,6 +260,61 @@ def _jpeg_frame_size(data) -> tuple[int, int]:
         "corrupt or truncated data")
 
 
+class _StderrCapture:
+    """Lines that C libraries write to file descriptor 2 while a call runs, picked out.
+
+    libjpeg reports damage it has papered over (a scan that ends early, a bad Huffman code) only
+    as a warning on stderr, and OpenCV returns the grey-padded image as if nothing happened.
+    Pointing fd 2 at a temporary file for the length of one decode is the only way to see that
+    warning through OpenCV. Lines that are not asked for (another thread's log line written
+    meanwhile, OpenCV's own warnings) go on to the real stderr afterwards. One capture at a
+    time (a lock): fd 2 belongs to the whole process.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._file = None
+
+    def run(self, wanted: re.Pattern, function, *args):
+        """(function(*args), the lines matching ``wanted`` that were written to fd 2 meanwhile)."""
+        with self._lock:
+            try:
+                if self._file is None:
+                    self._file = tempfile.TemporaryFile()
+                saved = os.dup(2)
+            except OSError:  # no stderr at all (closed fd 2): call without looking
+                return function(*args), []
+            capture = self._file.fileno()
+            os.ftruncate(capture, 0)
+            os.lseek(capture, 0, os.SEEK_SET)
+            sys.stderr.flush()
+            os.dup2(capture, 2)
+            try:
+                result = function(*args)
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+                os.lseek(capture, 0, os.SEEK_SET)
+                lines = os.read(capture, 1 << 20).decode(errors="replace").splitlines(keepends=True)
+                others = "".join(line for line in lines if not wanted.match(line))
+                if others:
+                    os.write(2, others.encode())
+        return result, [line.rstrip("\n") for line in lines if wanted.match(line)]
+
+
+_STDERR = _StderrCapture()
+# libjpeg's warnings (jerror.h) that mean image data is missing or wrong. "extraneous bytes before
+# marker" is not among them: it comes after the last block was decoded, so the image is whole.
+_JPEG_DAMAGE = re.compile(r"(Corrupt JPEG data: (?!\d+ extraneous bytes)|Premature end of JPEG file"
+                          r"|Inconsistent progression sequence)")
+
+
+def _decode_jpeg_checked(encoded: np.ndarray) -> tuple[np.ndarray | None, str]:
+    """cv2.imdecode of JPEG bytes, and libjpeg's first damage warning ("" when none)."""
+    decoded, damage = _STDERR.run(_JPEG_DAMAGE, cv2.imdecode, encoded, cv2.IMREAD_UNCHANGED)
+    return decoded, damage[0] if damage else ""
+
+
 def frame_size(msg) -> tuple[str, int, int]:
     """(what, width, height) of a sensor_msgs/Image or CompressedImage from its fields or the
     codec's header: cheap, nothing decoded. ``what`` names it for messages ("PNG image",
@@ -275,7 +333,8 @@ def compressed_to_numpy(msg, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tup
     ``bgra8``, ``mono8`` or their 16-bit forms for PNG.
 
     Only PNG and JPEG are decoded, and only after their header says the image has at most
-    ``max_pixels`` pixels (None: no limit).
+    ``max_pixels`` pixels (None: no limit). A JPEG that libjpeg had to pad (truncated or corrupt
+    entropy-coded data) is refused, not returned grey-filled.
     """
     original, codec = _parse_compressed_format(msg.format)
     buffer = _buffer_of(msg.data)
@@ -286,18 +345,24 @@ def compressed_to_numpy(msg, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tup
     codec, width, height = compressed_size(buffer)
     check_pixel_limit(width, height, max_pixels, f"{codec.upper()} image")
     encoded = np.frombuffer(buffer, dtype=np.uint8)
+    damage = ""
     if codec == "jpeg":
-        # libjpeg decodes a truncated stream into a grey-padded image and only warns: a JPEG
-        # without its end-of-image marker (FF D9) is rejected here instead.
+        # Cheap first: a stream without its end-of-image marker (FF D9) was cut short.
         tail = bytes(buffer[-16:]).rstrip(b"\x00")
         if not tail.endswith(b"\xff\xd9"):
             raise ImageConversionError(
                 f"JPEG data is truncated or corrupt ({len(buffer)} bytes, no end-of-image marker)")
-    decoded = cv2.imdecode(encoded, cv2.IMREAD_UNCHANGED)
+        decoded, damage = _decode_jpeg_checked(encoded)
+    else:
+        decoded = cv2.imdecode(encoded, cv2.IMREAD_UNCHANGED)
     if decoded is None or decoded.size == 0:
         raise ImageConversionError(
             f"could not decode {len(buffer)} bytes as {codec} (format {msg.format!r}): "
             "corrupt or truncated data")
+    if damage:
+        raise ImageConversionError(
+            f"JPEG data is truncated or corrupt ({len(buffer)} bytes; libjpeg: {damage!r}): the "
+            "decoder filled the missing part with grey")
     bits = 16 if decoded.dtype == np.uint16 else 8
     if decoded.dtype not in (np.uint8, np.uint16):
         raise ImageConversionError(f"decoded image has unsupported dtype {decoded.dtype}")

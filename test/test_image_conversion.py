@@ -1,5 +1,6 @@
 """image_conversion on plain message objects (no DDS): cv_bridge semantics, both directions."""
 import array
+import os
 import re
 import struct
 import subprocess
@@ -230,6 +231,35 @@ def test_truncated_jpeg_is_rejected_not_grey_padded():
     msg.data = msg.data[: len(msg.data) // 2]
     with pytest.raises(ImageConversionError, match="truncated"):
         compressed_to_numpy(msg)
+
+
+def test_truncated_jpeg_ending_in_an_end_of_image_marker_is_rejected():
+    # The hostile case of issue 10: a third of the stream plus FF D9. libjpeg pads the missing
+    # two thirds with grey and only says so on stderr; OpenCV returns the padded image.
+    msg = numpy_to_compressed(smooth_image(480, 640), "rgb8", "jpeg")
+    msg.data = bytes(msg.data[: len(msg.data) // 3]) + b"\xff\xd9"
+    assert cv2.imdecode(np.frombuffer(bytes(msg.data), np.uint8), cv2.IMREAD_UNCHANGED).shape == (480, 640, 3)
+    with pytest.raises(ImageConversionError, match="JPEG data is truncated or corrupt .*premature end"):
+        compressed_to_numpy(msg)
+    # A whole stream with junk between the last scan and EOI is complete: still decoded.
+    whole = numpy_to_compressed(smooth_image(480, 640), "rgb8", "jpeg")
+    whole.data = bytes(whole.data[:-2]) + b"\x00" * 8 + b"\xff\xd9"
+    assert compressed_to_numpy(whole)[0].shape == (480, 640, 3)
+
+
+def test_jpeg_damage_check_passes_other_stderr_output_through(capfd):
+    # While libjpeg's messages are collected, fd 2 is a temporary file: whatever else is
+    # written there (another thread's log line) must reach the real stderr afterwards.
+    from dehaze_ros.image_conversion import _JPEG_DAMAGE, _STDERR
+
+    def decoder_and_another_thread():
+        os.write(2, b"[INFO] another thread's log line\n")
+        os.write(2, b"Corrupt JPEG data: premature end of data segment\n")
+        return "decoded"
+
+    result, damage = _STDERR.run(_JPEG_DAMAGE, decoder_and_another_thread)
+    assert result == "decoded" and damage == ["Corrupt JPEG data: premature end of data segment"]
+    assert capfd.readouterr().err == "[INFO] another thread's log line\n"
 
 
 def compressed(payload: bytes, fmt: str = "png"):

@@ -277,6 +277,18 @@ def test_decompression_bomb_is_refused_and_memory_stays_bounded(compressed_node)
         numpy_to_compressed(frame_in("rgb8", hazy_rgb()), "rgb8", "jpeg", compressed_node.header()))
 
 
+def test_truncated_jpeg_padded_with_an_end_marker_is_dropped(compressed_node):
+    # Issue 10: jpeg[:len//3] + FF D9 was decoded with two thirds grey and published.
+    truncated = numpy_to_compressed(frame_in("rgb8", hazy_rgb(5)), "rgb8", "jpeg", compressed_node.header())
+    truncated.data = bytes(truncated.data[: len(truncated.data) // 3]) + b"\xff\xd9"
+    values = compressed_node.send_until_counted(truncated, "frames invalid (bad data)")
+    assert "libjpeg: 'Corrupt JPEG data: premature end of data segment'" in values["last problem"]
+    compressed_node.probe.spin_for(0.5)
+    assert not compressed_node.outputs_for(stamp_of(truncated)), "the padded frame was published"
+    compressed_node.send_until_processed(
+        numpy_to_compressed(frame_in("rgb8", hazy_rgb()), "rgb8", "jpeg", compressed_node.header()))
+
+
 def test_raw_frames_over_max_input_pixels_are_dropped(raw_node):
     assert raw_node.set_parameter("max_input_pixels", WIDTH * HEIGHT - 1).successful  # live
     try:
