@@ -27,7 +27,6 @@ Diagnostics and a one-time warning say which case is in force.
 """
 from __future__ import annotations
 
-import copy
 import statistics
 import sys
 import threading
@@ -52,8 +51,8 @@ from dehaze_ros.colormap import depth_to_colormap
 from dehaze_ros.image_conversion import ImageConversionError
 from dehaze_ros.node_config import (SPECS, ConfigError, NodeConfig, declare_node_parameters,
                                     read_node_config, resolve_model)
-from dehaze_ros.pointcloud import (IntrinsicsError, depth_to_points, intrinsics_from_camera_info,
-                                   make_pointcloud2)
+from dehaze_ros.pointcloud import (IntrinsicsError, camera_info_for_image, depth_to_points,
+                                   intrinsics_from_camera_info, make_pointcloud2)
 from dehaze_ros.stats import percentile
 
 NODE_NAME = "dehaze_node"
@@ -430,7 +429,7 @@ class DehazeNode(LifecycleNode):
             return
         if not demand.needs_engine:
             if demand.dehazed_info or demand.depth_info:
-                self._publish_camera_info(camera_info, header, demand)
+                self._publish_camera_info(camera_info, header, demand, width, height)
             with self._stats.lock:
                 self._stats.skipped += 1
             return
@@ -450,7 +449,7 @@ class DehazeNode(LifecycleNode):
                 result.dehazed, out_encoding, image_conversion.alpha_channel(image, encoding))
             self._outputs["dehazed/image"].publish(
                 image_conversion.numpy_to_image(dehazed, out_encoding, header))
-        self._publish_camera_info(camera_info, header, demand)
+        self._publish_camera_info(camera_info, header, demand, rgb.shape[1], rgb.shape[0])
         if demand.depth:
             self._outputs["depth/image"].publish(
                 image_conversion.numpy_to_image(result.depth.astype(np.float32, copy=False), "32FC1", header))
@@ -477,15 +476,17 @@ class DehazeNode(LifecycleNode):
             if stamp_age_ms is not None:
                 self._stats.stamp_age_ms.append(stamp_age_ms)
 
-    def _publish_camera_info(self, camera_info: CameraInfo | None, header, demand: OutputDemand) -> None:
+    def _publish_camera_info(self, camera_info: CameraInfo | None, header, demand: OutputDemand,
+                             width: int, height: int) -> None:
         if camera_info is None or not (demand.dehazed_info or demand.depth_info):
             return
-        restamped = copy.copy(camera_info)  # shallow: only the header is replaced
-        restamped.header = header
+        # The outputs have the input image's size, which need not be the calibrated one
+        # (binning, a region of interest, a resized stream): describe the image published.
+        matching = camera_info_for_image(camera_info, width, height, header)
         if demand.dehazed_info:
-            self._outputs["dehazed/camera_info"].publish(restamped)
+            self._outputs["dehazed/camera_info"].publish(matching)
         if demand.depth_info:
-            self._outputs["depth/camera_info"].publish(restamped)
+            self._outputs["depth/camera_info"].publish(matching)
 
     def _publish_points(self, result, camera_info: CameraInfo, header, config: NodeConfig) -> None:
         height, width = result.depth.shape

@@ -92,12 +92,17 @@ class DehazeNodeHarness:
                     break
         return found
 
-    def send_until_processed(self, msg, wanted=("dehazed/image",), timeout: float = 30.0) -> dict:
-        """Publish (again every second: best effort may drop one) until the outputs arrive."""
+    def send_until_processed(self, msg, wanted=("dehazed/image",), timeout: float = 30.0,
+                             camera_info: CameraInfo | None = None) -> dict:
+        """Publish (again every second: best effort may drop one) until the outputs arrive.
+        ``camera_info`` goes with the frame (restamped); default: make_camera_info."""
         stamp = stamp_of(msg)
         deadline = time.monotonic() + timeout
+        if camera_info is None:
+            camera_info = make_camera_info(msg.header)
+        camera_info.header = msg.header
         while time.monotonic() < deadline:
-            self.info_pub.publish(make_camera_info(msg.header))
+            self.info_pub.publish(camera_info)
             self.image_pub.publish(msg)
             if self.probe.spin_until(lambda: set(wanted) <= set(self.outputs_for(stamp)), 1.0):
                 self.probe.spin_for(0.3)  # the other outputs of the same frame

@@ -300,3 +300,32 @@ def test_raw_frames_over_max_input_pixels_are_dropped(raw_node):
     finally:
         assert raw_node.set_parameter("max_input_pixels", 4096 * 4096).successful
     raw_node.send_until_processed(numpy_to_image(hazy_rgb(), "rgb8", raw_node.header()))
+
+
+def test_camera_info_outputs_describe_the_published_image(raw_node):
+    # Issue 10: a CameraInfo calibrated at twice the image size was republished unscaled, so
+    # depth_image_proc read 320x240 geometry beside a 160x120 depth image.
+    header = raw_node.header()
+    calibrated = make_camera_info(header)
+    calibrated.width, calibrated.height = 2 * WIDTH, 2 * HEIGHT
+    # Pixel centres: (c + 0.5) * 2 - 0.5 at twice the resolution.
+    calibrated.k = [2 * FX, 0.0, 2 * CX + 0.5, 0.0, 2 * FY, 2 * CY + 0.5, 0.0, 0.0, 1.0]
+    calibrated.p = [2 * FX, 0.0, 2 * CX + 0.5, 0.0, 0.0, 2 * FY, 2 * CY + 0.5, 0.0, 0.0, 0.0, 1.0, 0.0]
+    calibrated.d = [0.011, -0.022, 0.0, 0.0, 0.033]  # marks this CameraInfo apart from earlier ones
+    outputs = raw_node.send_until_processed(
+        numpy_to_image(hazy_rgb(6), "rgb8", header), camera_info=calibrated,
+        wanted=("dehazed/camera_info", "depth/camera_info", "depth/image", "points"))
+    for topic in ("dehazed/camera_info", "depth/camera_info"):
+        info = outputs[topic]
+        assert list(info.d) == [0.011, -0.022, 0.0, 0.0, 0.033], topic  # from the 320x240 calibration
+        assert (info.width, info.height) == (WIDTH, HEIGHT), topic
+        np.testing.assert_allclose(info.k, [FX, 0.0, CX, 0.0, FY, CY, 0.0, 0.0, 1.0], err_msg=topic)
+        np.testing.assert_allclose(info.p, [FX, 0.0, CX, 0.0, 0.0, FY, CY, 0.0, 0.0, 0.0, 1.0, 0.0])
+        assert (info.binning_x, info.binning_y, info.roi.width) == (0, 0, 0)
+        assert stamp_of(info) == stamp_of(outputs["depth/image"])
+    # points used the same geometry: back-projection with the published K.
+    depth = image_to_numpy(outputs["depth/image"])
+    xyz, _ = pointcloud2_to_arrays(outputs["points"])
+    sampled = depth[::DECIMATION, ::DECIMATION]
+    u = np.mgrid[0:HEIGHT:DECIMATION, 0:WIDTH:DECIMATION][1]
+    np.testing.assert_allclose(xyz[:, 0], ((u - CX) * sampled / FX).reshape(-1), rtol=1e-4, atol=1e-5)
