@@ -125,6 +125,8 @@ class FrameStats:
         self.skipped = 0           # nobody subscribed to any output
         self.failed = 0            # the engine raised
         self.last_problem = ""
+        self.last_problem_at: float | None = None   # time.monotonic() of the last invalid/failed frame
+        self.last_good_at: float | None = None      # ... of the last frame processed or skipped
         self.last_received_at: float | None = None
         self.processing_ms: deque[float] = deque(maxlen=LATENCY_WINDOW)  # receive -> published
         self.stamp_age_ms: deque[float] = deque(maxlen=LATENCY_WINDOW)   # header stamp -> published
@@ -193,7 +195,7 @@ class DehazeNode(LifecycleNode):
         # Diagnostics run in every state, so /diagnostics also says *why* nothing is published.
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._diagnostics_period = startup.diagnostics_period
-        self._previous_counts = (0, 0, time.monotonic())
+        self._previous_counts = (0, 0, 0, time.monotonic())
         self._diagnostics_timer = self.create_timer(self._diagnostics_period, self._publish_diagnostics)
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -231,6 +233,7 @@ class DehazeNode(LifecycleNode):
         self._engine_info = engine.describe()
         self._config = config
         self._stats = FrameStats()
+        self._previous_counts = (0, 0, 0, time.monotonic())
         options = QoSOverridingOptions.with_default_policies()
         for topic, msg_type in (("dehazed/image", Image), ("dehazed/camera_info", CameraInfo),
                                 ("depth/image", Image), ("depth/camera_info", CameraInfo),
@@ -388,6 +391,7 @@ class DehazeNode(LifecycleNode):
                 with self._stats.lock:
                     self._stats.failed += 1
                     self._stats.last_problem = f"processing failed: {type(exc).__name__}: {exc}"
+                    self._stats.last_problem_at = time.monotonic()
                 self._log_throttled("error", f"failed:{type(exc).__name__}",
                                     f"processing a frame failed: {type(exc).__name__}: {exc}")
 
@@ -432,6 +436,7 @@ class DehazeNode(LifecycleNode):
                 self._publish_camera_info(camera_info, header, demand, width, height)
             with self._stats.lock:
                 self._stats.skipped += 1
+                self._stats.last_good_at = time.monotonic()
             return
         try:
             image, encoding = self._decode(frame.msg, config.max_input_pixels)
@@ -469,6 +474,7 @@ class DehazeNode(LifecycleNode):
             stamp_age_ms = (self.get_clock().now() - Time.from_msg(header.stamp)).nanoseconds / 1e6
         with self._stats.lock:
             self._stats.processed += 1
+            self._stats.last_good_at = finished
             if result.depth is not None:
                 self._stats.with_depth += 1
             self._stats.processing_ms.append((finished - frame.received_at) * 1e3)
@@ -502,6 +508,7 @@ class DehazeNode(LifecycleNode):
         with self._stats.lock:
             self._stats.invalid += 1
             self._stats.last_problem = f"bad frame: {problem}"
+            self._stats.last_problem_at = time.monotonic()
         self._log_throttled("error", problem, f"dropped a frame from {self._input_topic}: {problem}")
 
     def _log_throttled(self, level: str, key: str, text: str) -> None:
@@ -537,12 +544,19 @@ class DehazeNode(LifecycleNode):
             stamp_age = list(stats.stamp_age_ms)
             inference = list(stats.inference_ms)
             last_problem = stats.last_problem
+            last_problem_at, last_good_at = stats.last_problem_at, stats.last_good_at
             last_received_at = stats.last_received_at
-        previous_received, previous_processed, previous_time = self._previous_counts
+        bad = counts["invalid"] + counts["failed"]
+        previous_received, previous_processed, previous_bad, previous_time = self._previous_counts
         elapsed = max(now - previous_time, 1e-6)
         input_rate = max(0, received - previous_received) / elapsed
         output_rate = max(0, processed - previous_processed) / elapsed
-        self._previous_counts = (received, processed, now)
+        self._previous_counts = (received, processed, bad, now)
+        # The level describes the recent window, the counters the whole run: one corrupt frame
+        # warns in the period it arrived and for as long as no good frame has followed it.
+        recent_bad = max(0, bad - previous_bad)
+        problem_is_current = last_problem_at is not None and (
+            recent_bad > 0 or last_good_at is None or last_good_at < last_problem_at)
 
         status = DiagnosticStatus()
         status.name = f"{self.get_fully_qualified_name()}: dehazing"
@@ -570,13 +584,14 @@ class DehazeNode(LifecycleNode):
                 messages.append(f"processing {output_rate:.1f} Hz of {input_rate:.1f} Hz input")
             if self._camera_info is None:
                 messages.append("no camera_info received: points and camera_info outputs are off")
-            if last_problem:
-                messages.append(f"last problem: {last_problem}")
+            if problem_is_current:
+                level = max(level, DiagnosticStatus.WARN)
+                messages.append(
+                    f"{recent_bad} bad frame(s) in the last {elapsed:.1f} s; last problem: {last_problem}"
+                    if recent_bad else f"no good frame since the last problem: {last_problem}")
         if config is not None and self._engine_info.get("depth_units") not in (None, "meters"):
             level = max(level, DiagnosticStatus.WARN)
             messages.append(self._relative_depth_note(config))
-        if level == DiagnosticStatus.OK and counts["invalid"] and last_problem:
-            level = DiagnosticStatus.WARN
         if self._startup_refusals:
             # ERROR although frames may flow: the node is not doing what it was told (a misspelt
             # input_transport listens on the wrong topic) until it is restarted.
@@ -607,6 +622,8 @@ class DehazeNode(LifecycleNode):
             "latency stamp->publish p95 (ms)": ms(stamp_age, 0.95),
             "inference median (ms)": f"{statistics.median(inference):.1f}" if inference else "n/a",
             "last problem": last_problem or "none",
+            "seconds since last problem": (f"{now - last_problem_at:.1f}" if last_problem_at is not None
+                                           else "n/a"),
             "refused start-up parameters": "; ".join(self._startup_refusals) or "none",
         }
         for key in ("model", "device", "precision", "depth_units", "checkpoint", "max_side"):

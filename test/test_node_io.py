@@ -329,3 +329,26 @@ def test_camera_info_outputs_describe_the_published_image(raw_node):
     sampled = depth[::DECIMATION, ::DECIMATION]
     u = np.mgrid[0:HEIGHT:DECIMATION, 0:WIDTH:DECIMATION][1]
     np.testing.assert_allclose(xyz[:, 0], ((u - CX) * sampled / FX).reshape(-1), rtol=1e-4, atol=1e-5)
+
+
+def test_diagnostics_warn_for_a_bad_frame_then_recover_to_ok(raw_node):
+    # Issue 10: one bad frame left /diagnostics at WARN for good.
+    bad = numpy_to_image(hazy_rgb(), "rgb8", raw_node.header())
+    bad.data = bad.data[:-5]
+    values = raw_node.send_until_counted(bad, "frames invalid (bad data)")
+    assert values["level"] == "1" and "bad frame(s) in the last" in values["message"], values
+    invalid = int(values["frames invalid (bad data)"])
+
+    def recovered():
+        header = raw_node.header()
+        raw_node.info_pub.publish(make_camera_info(header))
+        raw_node.image_pub.publish(numpy_to_image(hazy_rgb(), "rgb8", header))
+        values = latest_diagnostics(raw_node.diagnostics, "/io_raw/dehaze_node")
+        return values is not None and values["level"] == "0"
+
+    assert raw_node.probe.spin_until(recovered, 20), latest_diagnostics(raw_node.diagnostics, "/io_raw")
+    values = latest_diagnostics(raw_node.diagnostics, "/io_raw/dehaze_node")
+    # The cumulative counters and the last problem are still reported, as values.
+    assert int(values["frames invalid (bad data)"]) >= invalid
+    assert "data has" in values["last problem"] and float(values["seconds since last problem"]) > 0
+    assert "bad frame" not in values["message"]
