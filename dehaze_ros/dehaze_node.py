@@ -50,7 +50,7 @@ from dehaze_ros import image_conversion
 from dehaze_ros.colormap import depth_to_colormap
 from dehaze_ros.image_conversion import ImageConversionError
 from dehaze_ros.node_config import (SPECS, ConfigError, NodeConfig, declare_node_parameters,
-                                    read_node_config, resolve_model)
+                                    integers_as_floats, read_node_config, resolve_model)
 from dehaze_ros.pointcloud import (IntrinsicsError, camera_info_for_image, depth_to_points,
                                    intrinsics_from_camera_info, make_pointcloud2)
 from dehaze_ros.stats import percentile
@@ -326,6 +326,15 @@ class DehazeNode(LifecycleNode):
         self._release_everything()
 
     # -- parameters -----------------------------------------------------------------------------
+
+    # The parameter services call set_parameters_atomically; both entry points are covered so
+    # that an integer for a float parameter (`ros2 param set ... colormap_max_m 20`) is taken as
+    # the number it means instead of failing rclpy's type check.
+    def set_parameters(self, parameter_list):
+        return super().set_parameters(integers_as_floats(parameter_list))
+
+    def set_parameters_atomically(self, parameter_list):
+        return super().set_parameters_atomically(integers_as_floats(parameter_list))
 
     def _on_set_parameters(self, parameters) -> SetParametersResult:
         changes = {}

@@ -332,6 +332,22 @@ def declare_node_parameters(node) -> list[RefusedValue]:
     return refused
 
 
+def integers_as_floats(parameters: list) -> list:
+    """``parameters`` (rclpy Parameter objects) with INTEGER values of float parameters turned
+    into DOUBLE: `ros2 param set /dehaze_node colormap_max_m 20` sends an INTEGER, and rclpy
+    refuses a type other than the declared one before any callback of ours could accept it."""
+    from rclpy.parameter import Parameter
+
+    converted = []
+    for parameter in parameters:
+        spec = SPECS.get(parameter.name)
+        if (spec is not None and isinstance(spec.default, float)
+                and parameter.type_ == Parameter.Type.INTEGER):
+            parameter = Parameter(parameter.name, Parameter.Type.DOUBLE, float(parameter.value))
+        converted.append(parameter)
+    return converted
+
+
 def read_node_config(node) -> NodeConfig:
     """Current parameter values -> NodeConfig (not yet validated)."""
     values = {spec.name: node.get_parameter(spec.name).value for spec in PARAMETERS}

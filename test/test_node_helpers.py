@@ -8,7 +8,7 @@ sensor_msgs = pytest.importorskip("sensor_msgs.msg", reason="sensor_msgs (ROS me
 
 from dehaze_ros.colormap import depth_to_colormap  # noqa: E402
 from dehaze_ros.node_config import (PARAMETERS, ConfigError, NodeConfig,  # noqa: E402
-                                    resolve_model)
+                                    integers_as_floats, resolve_model)
 from dehaze_ros.pointcloud import (IntrinsicsError, camera_info_for_image,  # noqa: E402
                                    depth_to_points, intrinsics_from_camera_info,
                                    make_pointcloud2, pointcloud2_to_arrays)
@@ -105,6 +105,19 @@ def test_camera_info_is_rescaled_to_the_image_it_accompanies():
     assert (roi_out.width, roi_out.height, roi_out.roi.width) == (400, 300, 0)
     # Same size as calibrated: unchanged numbers.
     np.testing.assert_allclose(camera_info_for_image(info, 1280, 960).k, info.k)
+
+
+def test_integers_for_float_parameters_become_doubles():
+    from rclpy.parameter import Parameter
+
+    converted = integers_as_floats([
+        Parameter("colormap_max_m", Parameter.Type.INTEGER, 20),
+        Parameter("point_decimation", Parameter.Type.INTEGER, 3),
+        Parameter("colormap_min_m", Parameter.Type.STRING, "near"),
+        Parameter("use_sim_time", Parameter.Type.BOOL, True)])
+    assert [(p.type_, p.value) for p in converted] == [
+        (Parameter.Type.DOUBLE, 20.0), (Parameter.Type.INTEGER, 3),
+        (Parameter.Type.STRING, "near"), (Parameter.Type.BOOL, True)]
 
 
 def test_pixel_limit_default_is_the_conversion_default():

@@ -9,6 +9,8 @@ pytest.importorskip("dehaze_ros.models", reason="dehaze_ros.models is needed for
 
 from lifecycle_msgs.msg import State, Transition  # noqa: E402
 from lifecycle_msgs.srv import ChangeState, GetState  # noqa: E402
+from rcl_interfaces.msg import ParameterType  # noqa: E402
+from rcl_interfaces.srv import GetParameters  # noqa: E402
 
 from dehaze_ros.image_conversion import numpy_to_image  # noqa: E402
 from node_harness import DehazeNodeHarness, frame_in, hazy_rgb  # noqa: E402
@@ -184,3 +186,22 @@ def test_dcp_relative_depth_policy_and_no_input_warning(harness_factory):
     outputs = node.send_until_processed(frame_message(node), wanted=("depth/image", "points"))
     assert outputs["depth/image"].encoding == "32FC1"
     node.diagnostics_after(lambda v: "unitless" in v["message"])
+
+
+def test_integers_are_accepted_for_float_parameters(harness_factory):
+    # Issue 10: `ros2 param set /dehaze_node colormap_max_m 20` sends an INTEGER, which rclpy
+    # refused ("Wrong parameter type, expected '3' got '2'") before the node saw it.
+    node = harness_factory("/lc_types", ["-p", "model:=dcp", "-p", "autostart:=false",
+                                         "-p", "colormap_min_m:=1"])  # an integer at start-up
+    wait_for_services(node)
+    result = set_parameter(node, "colormap_max_m", 20)
+    assert result.successful, result.reason
+    response = node.probe.call(GetParameters, "/lc_types/dehaze_node/get_parameters",
+                               GetParameters.Request(names=["colormap_min_m", "colormap_max_m"]))
+    assert [(value.type, value.double_value) for value in response.values] == [
+        (ParameterType.PARAMETER_DOUBLE, 1.0), (ParameterType.PARAMETER_DOUBLE, 20.0)]
+    # Integers are numbers, still held to the range; other types are still refused.
+    refused = set_parameter(node, "colormap_max_m", 0)
+    assert not refused.successful and "out of range" in refused.reason, refused.reason
+    assert not set_parameter(node, "colormap_max_m", "far").successful
+    assert change_state(node, Transition.TRANSITION_CONFIGURE)
