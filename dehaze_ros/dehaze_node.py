@@ -10,6 +10,7 @@ Lifecycle (rclpy.lifecycle; `autostart` drives it to active by itself):
   activate    create the input subscriptions and start the processing thread.
   deactivate  destroy the subscriptions and stop the thread: nothing is published.
   cleanup     destroy the publishers and free the model (and the CUDA cache).
+  shutdown    from any state: release everything; main() then ends the process with status 0.
 
 Threading: the subscription callback only stores the newest message in a one-slot mailbox (a
 frame it replaces unprocessed is counted as dropped) and returns, so the executor stays free
@@ -38,7 +39,7 @@ import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.executors import ExternalShutdownException
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import (QoSDurabilityPolicy, QoSHistoryPolicy, QoSProfile,
                        QoSReliabilityPolicy)
@@ -192,6 +193,7 @@ class DehazeNode(LifecycleNode):
         self._active_since: float | None = None
         self._last_logged: dict[str, float] = {}
         self._log_lock = threading.Lock()
+        self.finalized = threading.Event()  # set by the shutdown transition: main() then exits
         # Diagnostics run in every state, so /diagnostics also says *why* nothing is published.
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._diagnostics_period = startup.diagnostics_period
@@ -290,8 +292,14 @@ class DehazeNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        # From any primary state. Finalized is final (no transition leaves it), so nothing is
+        # kept for later: outputs, worker, model, the diagnostics timer; main() sees `finalized`
+        # and ends the process, as the ROS 2 lifecycle demos do.
         self._release_everything()
+        self.destroy_timer(self._diagnostics_timer)
         self._state_label = "finalized"
+        self.get_logger().info("shutdown: finalized, everything released; the process exits")
+        self.finalized.set()
         return TransitionCallbackReturn.SUCCESS
 
     def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -647,12 +655,21 @@ class DehazeNode(LifecycleNode):
 
 def main(args=None) -> int:
     rclpy.init(args=args)
-    node = None
+    node = executor = None
     try:
         node = DehazeNode()
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
         if node.autostart:
             node.start_up()
-        rclpy.spin(node)
+        while rclpy.ok() and not node.finalized.is_set():
+            executor.spin_once(timeout_sec=0.5)
+        if node.finalized.is_set():
+            # The reply to the shutdown request was handed to DDS in the callback that set the
+            # flag; a moment more keeps the node (and its writer) alive while it is delivered.
+            deadline = time.monotonic() + 0.3
+            while rclpy.ok() and time.monotonic() < deadline:
+                executor.spin_once(timeout_sec=0.05)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except Exception:
@@ -664,6 +681,8 @@ def main(args=None) -> int:
         if node is not None:
             node.stop()
             node.destroy_node()
+        if executor is not None:
+            executor.shutdown()
         rclpy.try_shutdown()
     return 0
 

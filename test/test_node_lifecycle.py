@@ -188,6 +188,19 @@ def test_dcp_relative_depth_policy_and_no_input_warning(harness_factory):
     node.diagnostics_after(lambda v: "unitless" in v["message"])
 
 
+def test_shutdown_transition_from_active_ends_the_process_with_status_0(harness_factory, checkpoint):
+    # Issue 10: after shutdown the node sat in "finalized", reporting OK, and never exited.
+    node = harness_factory("/lc_shutdown", ["-p", f"checkpoint:={checkpoint}"])
+    node.wait_until_ready()
+    node.send_until_processed(frame_message(node))
+    assert change_state(node, Transition.TRANSITION_ACTIVE_SHUTDOWN)  # the reply arrives first
+    assert node.process.process.wait(timeout=20) == 0
+    log = node.process.log()
+    assert "shutdown: finalized" in log
+    for problem in ("ERROR", "Traceback", "Failed", "Exception ignored"):
+        assert problem not in log, log
+
+
 def test_integers_are_accepted_for_float_parameters(harness_factory):
     # Issue 10: `ros2 param set /dehaze_node colormap_max_m 20` sends an INTEGER, which rclpy
     # refused ("Wrong parameter type, expected '3' got '2'") before the node saw it.
