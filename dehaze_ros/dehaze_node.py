@@ -11,6 +11,7 @@ Lifecycle (rclpy.lifecycle; `autostart` drives it to active by itself):
   deactivate  destroy the subscriptions and stop the thread: nothing is published.
   cleanup     destroy the publishers and free the model (and the CUDA cache).
   shutdown    from any state: release everything; main() then ends the process with status 0.
+SIGINT and SIGTERM end it the same clean way at every phase (main()).
 
 Threading: the subscription callback only stores the newest message in a one-slot mailbox (a
 frame it replaces unprocessed is counted as dropped) and returns, so the executor stays free
@@ -28,9 +29,31 @@ Diagnostics and a one-time warning say which case is in force.
 """
 from __future__ import annotations
 
-import statistics
+import signal
 import sys
 import threading
+
+# Set by the first SIGINT or SIGTERM; main() and the start-up look at it at safe points.
+STOP_REQUESTED = threading.Event()
+
+
+def _request_stop(signum, frame) -> None:
+    """SIGINT/SIGTERM handler: the first asks for a clean stop; a second one interrupts whatever
+    runs (a model load that hangs, say) with KeyboardInterrupt."""
+    if STOP_REQUESTED.is_set():
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+    STOP_REQUESTED.set()
+
+
+if __name__ == "__main__":
+    # `python -m dehaze_ros.dehaze_node`: a signal while the modules below load is remembered and
+    # main() returns 0 at once, instead of Python's defaults (a KeyboardInterrupt traceback from
+    # inside an import; death by SIGTERM).
+    signal.signal(signal.SIGINT, _request_stop)
+    signal.signal(signal.SIGTERM, _request_stop)
+
+# The imports follow the guard on purpose: loading them is the phase it covers.
+import statistics
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -44,6 +67,7 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from rclpy.qos import (QoSDurabilityPolicy, QoSHistoryPolicy, QoSProfile,
                        QoSReliabilityPolicy)
 from rclpy.qos_overriding_options import QoSOverridingOptions
+from rclpy.signals import SignalHandlerOptions
 from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
@@ -202,9 +226,11 @@ class DehazeNode(LifecycleNode):
 
     # -- lifecycle ------------------------------------------------------------------------------
 
-    def start_up(self) -> None:
-        """What `autostart` does: configure, then activate when configure succeeded."""
-        if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+    def start_up(self, stop: threading.Event | None = None) -> None:
+        """What `autostart` does: configure, then activate when configure succeeded and no stop
+        was requested meanwhile (``stop``: configure loads the model, which takes seconds)."""
+        if (self.trigger_configure() == TransitionCallbackReturn.SUCCESS
+                and not (stop is not None and stop.is_set())):
             self.trigger_activate()
 
     @property
@@ -654,16 +680,32 @@ class DehazeNode(LifecycleNode):
 
 
 def main(args=None) -> int:
-    rclpy.init(args=args)
+    """Run the node until SIGINT, SIGTERM or the lifecycle shutdown transition; 0 in each case.
+
+    A signal only sets STOP_REQUESTED, which the start-up and the spin loop look at: nothing is
+    cut off half-way, so SIGTERM (what launch, systemd and docker send) and Ctrl-C end the
+    node the same clean way at every phase. rclpy's own handlers are not installed: they shut
+    the context down from another thread at once, and a configure still loading the model then
+    failed against the dead context ("Failed to complete transition", "Failed to publish log
+    message to rosout"); an exception raised into torch's import could even abort the
+    process. The price: a stop requested during configure waits for configure to return (about
+    a second for the shipped model; a second signal interrupts it), and the spin loop wakes every
+    0.1 s to look.
+    """
+    signal.signal(signal.SIGINT, _request_stop)
+    signal.signal(signal.SIGTERM, _request_stop)
+    if STOP_REQUESTED.is_set():
+        return 0  # a signal while the modules loaded: nothing is set up yet
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     node = executor = None
     try:
-        node = DehazeNode()
         executor = SingleThreadedExecutor()
+        node = DehazeNode()
         executor.add_node(node)
-        if node.autostart:
-            node.start_up()
-        while rclpy.ok() and not node.finalized.is_set():
-            executor.spin_once(timeout_sec=0.5)
+        if node.autostart and not STOP_REQUESTED.is_set():
+            node.start_up(STOP_REQUESTED)
+        while not STOP_REQUESTED.is_set() and not node.finalized.is_set() and rclpy.ok():
+            executor.spin_once(timeout_sec=0.1)
         if node.finalized.is_set():
             # The reply to the shutdown request was handed to DDS in the callback that set the
             # flag; a moment more keeps the node (and its writer) alive while it is delivered.
@@ -671,10 +713,10 @@ def main(args=None) -> int:
             while rclpy.ok() and time.monotonic() < deadline:
                 executor.spin_once(timeout_sec=0.05)
     except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        pass  # a second signal, or the context shut down from elsewhere
     except Exception:
-        # Ctrl-C shuts the context down from the signal handler, possibly while a callback is
-        # publishing: that error is part of a normal exit. Anything else is a real failure.
+        # An error because the context was shut down underneath is part of a normal exit.
+        # Anything else is a real failure.
         if rclpy.ok():
             raise
     finally:
