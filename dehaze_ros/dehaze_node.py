@@ -499,8 +499,12 @@ class DehazeNode(LifecycleNode):
                 image_conversion.numpy_to_image(dehazed, out_encoding, header))
         self._publish_camera_info(camera_info, header, demand, rgb.shape[1], rgb.shape[0])
         if demand.depth:
-            self._outputs["depth/image"].publish(
-                image_conversion.numpy_to_image(result.depth.astype(np.float32, copy=False), "32FC1", header))
+            depth = result.depth.astype(np.float32, copy=False)
+            if config.depth_inf_as_nan:
+                # For consumers that mishandle REP-117's infinities; the colormap and the cloud
+                # still tell too near from too far.
+                depth = np.where(np.isinf(depth), np.float32(np.nan), depth)
+            self._outputs["depth/image"].publish(image_conversion.numpy_to_image(depth, "32FC1", header))
         if demand.colormap:
             if metric:
                 colored = depth_to_colormap(result.depth, config.colormap_min_m, config.colormap_max_m)

@@ -150,6 +150,11 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
                   "Bounds the node's memory: a frame costs about 40 bytes a pixel while it is "
                   "processed (about 0.7 GB at the default, 16777216 = 4096 x 4096).", "live",
                   minimum=1, maximum=16384 * 16384),
+    ParameterSpec("depth_inf_as_nan", False,
+                  "Publish depth outside the model's range as NaN on depth/image instead of "
+                  "REP-117's +inf (too far) and -inf (too close), for consumers that mishandle "
+                  "infinities (some depthimage_to_laserscan versions and costmap layers). "
+                  "Off: REP-117.", "live"),
 )
 SPECS = {spec.name: spec for spec in PARAMETERS}
 
@@ -178,6 +183,7 @@ class NodeConfig:
     point_decimation: int = 4
     max_rate_hz: float = 0.0
     max_input_pixels: int = 4096 * 4096
+    depth_inf_as_nan: bool = False
 
     def validate(self) -> None:
         """Raise ConfigError listing every problem (types, choices, ranges, cross-field rules)."""

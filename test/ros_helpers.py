@@ -162,11 +162,12 @@ class RosProbe:
         self.executor.shutdown()
 
 
-def write_tiny_checkpoint(path: Path) -> Path:
+def write_tiny_checkpoint(path: Path, depth_range_m: tuple[float, float] = (0.01, 1000.0)) -> Path:
     """A randomly initialised diacmpn-rt checkpoint: real networks, metric depth, tiny and fast.
 
-    The depth range is wide on purpose: untrained depth lands anywhere, and the tests check
-    that depth is finite metres, not that it is accurate.
+    The depth range is wide by default: untrained depth lands anywhere, and the tests check
+    that depth is finite metres, not that it is accurate. A range the network cannot reach
+    makes every depth REP-117 out of range.
     """
     import torch
 
@@ -178,7 +179,7 @@ def write_tiny_checkpoint(path: Path) -> Path:
     save_checkpoint(path, model_config=config.to_dict(),
                     dehazer_state=build_dehazer(config).state_dict(),
                     depth_net_state=build_depth_net(config).state_dict(),
-                    depth_units="meters", depth_range_m=(0.01, 1000.0),
+                    depth_units="meters", depth_range_m=depth_range_m,
                     provenance={"purpose": "tests: random initialisation, not trained"})
     return path
 

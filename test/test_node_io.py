@@ -352,3 +352,21 @@ def test_diagnostics_warn_for_a_bad_frame_then_recover_to_ok(raw_node):
     assert int(values["frames invalid (bad data)"]) >= invalid
     assert "data has" in values["last problem"] and float(values["seconds since last problem"]) > 0
     assert "bad frame" not in values["message"]
+
+
+def test_out_of_range_depth_is_inf_by_default_and_nan_on_request(ros_context, tmp_path):
+    # Every prediction of the random network is nearer than this range: REP-117 -inf.
+    checkpoint = write_tiny_checkpoint(tmp_path / "far.pt", depth_range_m=(1e6, 2e6))
+    node = DehazeNodeHarness(ros_context, "/io_nan", ["-p", f"checkpoint:={checkpoint}"],
+                             subscribe=("depth/image", "depth/colormap"))
+    try:
+        node.wait_until_ready()
+        outputs = node.send_until_processed(numpy_to_image(hazy_rgb(), "rgb8", node.header()),
+                                            wanted=("depth/image",))
+        assert np.isneginf(image_to_numpy(outputs["depth/image"])).all()
+        assert node.set_parameter("depth_inf_as_nan", True).successful  # live
+        outputs = node.send_until_processed(numpy_to_image(hazy_rgb(), "rgb8", node.header()),
+                                            wanted=("depth/image", "depth/colormap"))
+        assert np.isnan(image_to_numpy(outputs["depth/image"])).all()
+    finally:
+        node.close()
