@@ -19,7 +19,9 @@ never leaves a half-written checkpoint where a good one was.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -112,14 +114,25 @@ def save_checkpoint(path: str | os.PathLike, *, model_config: dict, dehazer_stat
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Checkpoint:
     """Read and check a checkpoint; raise CheckpointError saying what is wrong with which file."""
     path = Path(path)
-    if not path.is_file():
+    if path.is_dir():
+        inside = sorted(child.name for child in path.glob("*.pt"))[:5]
+        raise CheckpointError(
+            f"checkpoint {path} is a directory, not a checkpoint file; give the path of the .pt "
+            "file" + (f" (it holds: {', '.join(inside)})" if inside else ""))
+    if not path.exists():
         raise CheckpointError(f"checkpoint not found: {path} (no such file)")
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
+        with open(path, "rb"):
+            pass
+    except OSError as exc:  # permissions: the OS's words are the right ones
+        raise CheckpointError(f"checkpoint {path} could not be read: {exc.strerror or exc}") from exc
+    try:
+        with warnings.catch_warnings():
+            # torch warns about pickle protocols of foreign files; the error below says it all.
+            warnings.simplefilter("ignore")
+            payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # truncated zip, random bytes, pickled code: all unreadable to us
-        raise CheckpointError(
-            f"checkpoint {path} could not be read ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
-            "the file is corrupt, truncated or not a torch checkpoint") from exc
+        raise CheckpointError(_unreadable_checkpoint_message(path, exc)) from exc
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise CheckpointError(
@@ -149,6 +162,35 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         provenance=payload.get("provenance", {}),
         metrics=payload.get("metrics", {}),
     )
+
+
+# How to make a file the node can load, for the end of every "this is not one" message.
+_HOW_TO_MAKE_ONE = ("a dehaze_ros checkpoint is written by training (`python -m training.train`, "
+                    "docs/training.md) and exported with `python -m training.export RUN_DIR/best.pt -o "
+                    "model.pt`")
+
+
+def _unreadable_checkpoint_message(path: Path, exc: Exception) -> str:
+    """Why torch.load(weights_only=True) refused ``path``, in words for a robot's operator.
+
+    torch's own text is not passed on when it is about the weights-only unpickler: it suggests
+    re-running with weights_only=False, which executes whatever code the file carries.
+    """
+    text = str(exc)
+    if "weights_only" in text or "Weights only" in text:
+        unsafe = re.search(r"GLOBAL ([\w.]+)", text)
+        if unsafe:
+            return (f"checkpoint {path} could not be read: it is not a dehaze_ros checkpoint and is "
+                    f"unsafe to load (it contains pickled Python objects, {unsafe.group(1)}, that "
+                    "would run code when loaded; dehaze_ros never loads such files); "
+                    + _HOW_TO_MAKE_ONE)
+        detail = "not a torch file"
+    elif "PytorchStreamReader" in text:  # a zip archive torch cannot read: say what is damaged
+        detail = "damaged archive: " + text.splitlines()[0].split(":", 1)[-1].strip()
+    else:  # torch's internals (IndexError, ...) mean nothing to the reader
+        detail = "not a torch file"
+    return (f"checkpoint {path} could not be read ({detail}): the file is corrupt, truncated or not "
+            f"a dehaze_ros checkpoint; " + _HOW_TO_MAKE_ONE)
 
 
 def _load_state_strict(module: torch.nn.Module, state: dict, what: str, path: str) -> None:

@@ -10,6 +10,8 @@ Lifecycle (rclpy.lifecycle; `autostart` drives it to active by itself):
   activate    create the input subscriptions and start the processing thread.
   deactivate  destroy the subscriptions and stop the thread: nothing is published.
   cleanup     destroy the publishers and free the model (and the CUDA cache).
+  shutdown    from any state: release everything; main() then ends the process with status 0.
+SIGINT and SIGTERM end it the same clean way at every phase (main()).
 
 Threading: the subscription callback only stores the newest message in a one-slot mailbox (a
 frame it replaces unprocessed is counted as dropped) and returns, so the executor stays free
@@ -27,10 +29,31 @@ Diagnostics and a one-time warning say which case is in force.
 """
 from __future__ import annotations
 
-import copy
-import statistics
+import signal
 import sys
 import threading
+
+# Set by the first SIGINT or SIGTERM; main() and the start-up look at it at safe points.
+STOP_REQUESTED = threading.Event()
+
+
+def _request_stop(signum, frame) -> None:
+    """SIGINT/SIGTERM handler: the first asks for a clean stop; a second one interrupts whatever
+    runs (a model load that hangs, say) with KeyboardInterrupt."""
+    if STOP_REQUESTED.is_set():
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+    STOP_REQUESTED.set()
+
+
+if __name__ == "__main__":
+    # `python -m dehaze_ros.dehaze_node`: a signal while the modules below load is remembered and
+    # main() returns 0 at once, instead of Python's defaults (a KeyboardInterrupt traceback from
+    # inside an import; death by SIGTERM).
+    signal.signal(signal.SIGINT, _request_stop)
+    signal.signal(signal.SIGTERM, _request_stop)
+
+# The imports follow the guard on purpose: loading them is the phase it covers.
+import statistics
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -39,11 +62,12 @@ import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.executors import ExternalShutdownException
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import (QoSDurabilityPolicy, QoSHistoryPolicy, QoSProfile,
                        QoSReliabilityPolicy)
 from rclpy.qos_overriding_options import QoSOverridingOptions
+from rclpy.signals import SignalHandlerOptions
 from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
@@ -51,9 +75,9 @@ from dehaze_ros import image_conversion
 from dehaze_ros.colormap import depth_to_colormap
 from dehaze_ros.image_conversion import ImageConversionError
 from dehaze_ros.node_config import (SPECS, ConfigError, NodeConfig, declare_node_parameters,
-                                    read_node_config, resolve_model)
-from dehaze_ros.pointcloud import (IntrinsicsError, depth_to_points, intrinsics_from_camera_info,
-                                   make_pointcloud2)
+                                    integers_as_floats, read_node_config, resolve_model)
+from dehaze_ros.pointcloud import (IntrinsicsError, camera_info_for_image, depth_to_points,
+                                   intrinsics_from_camera_info, make_pointcloud2)
 from dehaze_ros.stats import percentile
 
 NODE_NAME = "dehaze_node"
@@ -126,6 +150,8 @@ class FrameStats:
         self.skipped = 0           # nobody subscribed to any output
         self.failed = 0            # the engine raised
         self.last_problem = ""
+        self.last_problem_at: float | None = None   # time.monotonic() of the last invalid/failed frame
+        self.last_good_at: float | None = None      # ... of the last frame processed or skipped
         self.last_received_at: float | None = None
         self.processing_ms: deque[float] = deque(maxlen=LATENCY_WINDOW)  # receive -> published
         self.stamp_age_ms: deque[float] = deque(maxlen=LATENCY_WINDOW)   # header stamp -> published
@@ -191,17 +217,20 @@ class DehazeNode(LifecycleNode):
         self._active_since: float | None = None
         self._last_logged: dict[str, float] = {}
         self._log_lock = threading.Lock()
+        self.finalized = threading.Event()  # set by the shutdown transition: main() then exits
         # Diagnostics run in every state, so /diagnostics also says *why* nothing is published.
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._diagnostics_period = startup.diagnostics_period
-        self._previous_counts = (0, 0, time.monotonic())
+        self._previous_counts = (0, 0, 0, time.monotonic())
         self._diagnostics_timer = self.create_timer(self._diagnostics_period, self._publish_diagnostics)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
-    def start_up(self) -> None:
-        """What `autostart` does: configure, then activate when configure succeeded."""
-        if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+    def start_up(self, stop: threading.Event | None = None) -> None:
+        """What `autostart` does: configure, then activate when configure succeeded and no stop
+        was requested meanwhile (``stop``: configure loads the model, which takes seconds)."""
+        if (self.trigger_configure() == TransitionCallbackReturn.SUCCESS
+                and not (stop is not None and stop.is_set())):
             self.trigger_activate()
 
     @property
@@ -232,6 +261,7 @@ class DehazeNode(LifecycleNode):
         self._engine_info = engine.describe()
         self._config = config
         self._stats = FrameStats()
+        self._previous_counts = (0, 0, 0, time.monotonic())
         options = QoSOverridingOptions.with_default_policies()
         for topic, msg_type in (("dehazed/image", Image), ("dehazed/camera_info", CameraInfo),
                                 ("depth/image", Image), ("depth/camera_info", CameraInfo),
@@ -288,8 +318,14 @@ class DehazeNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        # From any primary state. Finalized is final (no transition leaves it), so nothing is
+        # kept for later: outputs, worker, model, the diagnostics timer; main() sees `finalized`
+        # and ends the process, as the ROS 2 lifecycle demos do.
         self._release_everything()
+        self.destroy_timer(self._diagnostics_timer)
         self._state_label = "finalized"
+        self.get_logger().info("shutdown: finalized, everything released; the process exits")
+        self.finalized.set()
         return TransitionCallbackReturn.SUCCESS
 
     def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -324,6 +360,15 @@ class DehazeNode(LifecycleNode):
         self._release_everything()
 
     # -- parameters -----------------------------------------------------------------------------
+
+    # The parameter services call set_parameters_atomically; both entry points are covered so
+    # that an integer for a float parameter (`ros2 param set ... colormap_max_m 20`) is taken as
+    # the number it means instead of failing rclpy's type check.
+    def set_parameters(self, parameter_list):
+        return super().set_parameters(integers_as_floats(parameter_list))
+
+    def set_parameters_atomically(self, parameter_list):
+        return super().set_parameters_atomically(integers_as_floats(parameter_list))
 
     def _on_set_parameters(self, parameters) -> SetParametersResult:
         changes = {}
@@ -389,6 +434,7 @@ class DehazeNode(LifecycleNode):
                 with self._stats.lock:
                     self._stats.failed += 1
                     self._stats.last_problem = f"processing failed: {type(exc).__name__}: {exc}"
+                    self._stats.last_problem_at = time.monotonic()
                 self._log_throttled("error", f"failed:{type(exc).__name__}",
                                     f"processing a frame failed: {type(exc).__name__}: {exc}")
 
@@ -410,10 +456,10 @@ class DehazeNode(LifecycleNode):
                     and self._subscribed("points")),
         )
 
-    def _decode(self, msg) -> tuple[np.ndarray, str]:
+    def _decode(self, msg, max_pixels: int) -> tuple[np.ndarray, str]:
         if isinstance(msg, CompressedImage):
-            return image_conversion.compressed_to_numpy(msg)
-        return image_conversion.image_to_numpy(msg), msg.encoding
+            return image_conversion.compressed_to_numpy(msg, max_pixels)
+        return image_conversion.image_to_numpy(msg, max_pixels), msg.encoding
 
     def _process_frame(self, frame: PendingFrame, config: NodeConfig) -> None:
         engine = self._engine
@@ -421,14 +467,22 @@ class DehazeNode(LifecycleNode):
         demand = self._demand(config, metric)
         camera_info = self._camera_info
         header = frame.msg.header
+        try:
+            # From the message's fields or the PNG/JPEG header: nothing decoded or copied yet.
+            what, width, height = image_conversion.frame_size(frame.msg)
+            image_conversion.check_pixel_limit(width, height, config.max_input_pixels, what)
+        except ImageConversionError as exc:
+            self._report_bad_frame(str(exc))
+            return
         if not demand.needs_engine:
             if demand.dehazed_info or demand.depth_info:
-                self._publish_camera_info(camera_info, header, demand)
+                self._publish_camera_info(camera_info, header, demand, width, height)
             with self._stats.lock:
                 self._stats.skipped += 1
+                self._stats.last_good_at = time.monotonic()
             return
         try:
-            image, encoding = self._decode(frame.msg)
+            image, encoding = self._decode(frame.msg, config.max_input_pixels)
             rgb = image_conversion.to_rgb8(image, encoding)
         except ImageConversionError as exc:
             self._report_bad_frame(str(exc))
@@ -443,10 +497,14 @@ class DehazeNode(LifecycleNode):
                 result.dehazed, out_encoding, image_conversion.alpha_channel(image, encoding))
             self._outputs["dehazed/image"].publish(
                 image_conversion.numpy_to_image(dehazed, out_encoding, header))
-        self._publish_camera_info(camera_info, header, demand)
+        self._publish_camera_info(camera_info, header, demand, rgb.shape[1], rgb.shape[0])
         if demand.depth:
-            self._outputs["depth/image"].publish(
-                image_conversion.numpy_to_image(result.depth.astype(np.float32, copy=False), "32FC1", header))
+            depth = result.depth.astype(np.float32, copy=False)
+            if config.depth_inf_as_nan:
+                # For consumers that mishandle REP-117's infinities; the colormap and the cloud
+                # still tell too near from too far.
+                depth = np.where(np.isinf(depth), np.float32(np.nan), depth)
+            self._outputs["depth/image"].publish(image_conversion.numpy_to_image(depth, "32FC1", header))
         if demand.colormap:
             if metric:
                 colored = depth_to_colormap(result.depth, config.colormap_min_m, config.colormap_max_m)
@@ -463,6 +521,7 @@ class DehazeNode(LifecycleNode):
             stamp_age_ms = (self.get_clock().now() - Time.from_msg(header.stamp)).nanoseconds / 1e6
         with self._stats.lock:
             self._stats.processed += 1
+            self._stats.last_good_at = finished
             if result.depth is not None:
                 self._stats.with_depth += 1
             self._stats.processing_ms.append((finished - frame.received_at) * 1e3)
@@ -470,15 +529,17 @@ class DehazeNode(LifecycleNode):
             if stamp_age_ms is not None:
                 self._stats.stamp_age_ms.append(stamp_age_ms)
 
-    def _publish_camera_info(self, camera_info: CameraInfo | None, header, demand: OutputDemand) -> None:
+    def _publish_camera_info(self, camera_info: CameraInfo | None, header, demand: OutputDemand,
+                             width: int, height: int) -> None:
         if camera_info is None or not (demand.dehazed_info or demand.depth_info):
             return
-        restamped = copy.copy(camera_info)  # shallow: only the header is replaced
-        restamped.header = header
+        # The outputs have the input image's size, which need not be the calibrated one
+        # (binning, a region of interest, a resized stream): describe the image published.
+        matching = camera_info_for_image(camera_info, width, height, header)
         if demand.dehazed_info:
-            self._outputs["dehazed/camera_info"].publish(restamped)
+            self._outputs["dehazed/camera_info"].publish(matching)
         if demand.depth_info:
-            self._outputs["depth/camera_info"].publish(restamped)
+            self._outputs["depth/camera_info"].publish(matching)
 
     def _publish_points(self, result, camera_info: CameraInfo, header, config: NodeConfig) -> None:
         height, width = result.depth.shape
@@ -494,6 +555,7 @@ class DehazeNode(LifecycleNode):
         with self._stats.lock:
             self._stats.invalid += 1
             self._stats.last_problem = f"bad frame: {problem}"
+            self._stats.last_problem_at = time.monotonic()
         self._log_throttled("error", problem, f"dropped a frame from {self._input_topic}: {problem}")
 
     def _log_throttled(self, level: str, key: str, text: str) -> None:
@@ -529,12 +591,19 @@ class DehazeNode(LifecycleNode):
             stamp_age = list(stats.stamp_age_ms)
             inference = list(stats.inference_ms)
             last_problem = stats.last_problem
+            last_problem_at, last_good_at = stats.last_problem_at, stats.last_good_at
             last_received_at = stats.last_received_at
-        previous_received, previous_processed, previous_time = self._previous_counts
+        bad = counts["invalid"] + counts["failed"]
+        previous_received, previous_processed, previous_bad, previous_time = self._previous_counts
         elapsed = max(now - previous_time, 1e-6)
         input_rate = max(0, received - previous_received) / elapsed
         output_rate = max(0, processed - previous_processed) / elapsed
-        self._previous_counts = (received, processed, now)
+        self._previous_counts = (received, processed, bad, now)
+        # The level describes the recent window, the counters the whole run: one corrupt frame
+        # warns in the period it arrived and for as long as no good frame has followed it.
+        recent_bad = max(0, bad - previous_bad)
+        problem_is_current = last_problem_at is not None and (
+            recent_bad > 0 or last_good_at is None or last_good_at < last_problem_at)
 
         status = DiagnosticStatus()
         status.name = f"{self.get_fully_qualified_name()}: dehazing"
@@ -562,13 +631,14 @@ class DehazeNode(LifecycleNode):
                 messages.append(f"processing {output_rate:.1f} Hz of {input_rate:.1f} Hz input")
             if self._camera_info is None:
                 messages.append("no camera_info received: points and camera_info outputs are off")
-            if last_problem:
-                messages.append(f"last problem: {last_problem}")
+            if problem_is_current:
+                level = max(level, DiagnosticStatus.WARN)
+                messages.append(
+                    f"{recent_bad} bad frame(s) in the last {elapsed:.1f} s; last problem: {last_problem}"
+                    if recent_bad else f"no good frame since the last problem: {last_problem}")
         if config is not None and self._engine_info.get("depth_units") not in (None, "meters"):
             level = max(level, DiagnosticStatus.WARN)
             messages.append(self._relative_depth_note(config))
-        if level == DiagnosticStatus.OK and counts["invalid"] and last_problem:
-            level = DiagnosticStatus.WARN
         if self._startup_refusals:
             # ERROR although frames may flow: the node is not doing what it was told (a misspelt
             # input_transport listens on the wrong topic) until it is restarted.
@@ -599,6 +669,8 @@ class DehazeNode(LifecycleNode):
             "latency stamp->publish p95 (ms)": ms(stamp_age, 0.95),
             "inference median (ms)": f"{statistics.median(inference):.1f}" if inference else "n/a",
             "last problem": last_problem or "none",
+            "seconds since last problem": (f"{now - last_problem_at:.1f}" if last_problem_at is not None
+                                           else "n/a"),
             "refused start-up parameters": "; ".join(self._startup_refusals) or "none",
         }
         for key in ("model", "device", "precision", "depth_units", "checkpoint", "max_side"):
@@ -612,24 +684,51 @@ class DehazeNode(LifecycleNode):
 
 
 def main(args=None) -> int:
-    rclpy.init(args=args)
-    node = None
+    """Run the node until SIGINT, SIGTERM or the lifecycle shutdown transition; 0 in each case.
+
+    A signal only sets STOP_REQUESTED, which the start-up and the spin loop look at: nothing is
+    cut off half-way, so SIGTERM (what launch, systemd and docker send) and Ctrl-C end the
+    node the same clean way at every phase. rclpy's own handlers are not installed: they shut
+    the context down from another thread at once, and a configure still loading the model then
+    failed against the dead context ("Failed to complete transition", "Failed to publish log
+    message to rosout"); an exception raised into torch's import could even abort the
+    process. The price: a stop requested during configure waits for configure to return (about
+    a second for the shipped model; a second signal interrupts it), and the spin loop wakes every
+    0.1 s to look.
+    """
+    signal.signal(signal.SIGINT, _request_stop)
+    signal.signal(signal.SIGTERM, _request_stop)
+    if STOP_REQUESTED.is_set():
+        return 0  # a signal while the modules loaded: nothing is set up yet
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    node = executor = None
     try:
+        executor = SingleThreadedExecutor()
         node = DehazeNode()
-        if node.autostart:
-            node.start_up()
-        rclpy.spin(node)
+        executor.add_node(node)
+        if node.autostart and not STOP_REQUESTED.is_set():
+            node.start_up(STOP_REQUESTED)
+        while not STOP_REQUESTED.is_set() and not node.finalized.is_set() and rclpy.ok():
+            executor.spin_once(timeout_sec=0.1)
+        if node.finalized.is_set():
+            # The reply to the shutdown request was handed to DDS in the callback that set the
+            # flag; a moment more keeps the node (and its writer) alive while it is delivered.
+            deadline = time.monotonic() + 0.3
+            while rclpy.ok() and time.monotonic() < deadline:
+                executor.spin_once(timeout_sec=0.05)
     except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        pass  # a second signal, or the context shut down from elsewhere
     except Exception:
-        # Ctrl-C shuts the context down from the signal handler, possibly while a callback is
-        # publishing: that error is part of a normal exit. Anything else is a real failure.
+        # An error because the context was shut down underneath is part of a normal exit.
+        # Anything else is a real failure.
         if rclpy.ok():
             raise
     finally:
         if node is not None:
             node.stop()
             node.destroy_node()
+        if executor is not None:
+            executor.shutdown()
         rclpy.try_shutdown()
     return 0
 

@@ -17,13 +17,22 @@ port crashes on numpy 2, so the node uses this module instead. The behaviour fol
 ``to_rgb8`` and ``rgb8_to_encoding`` map camera encodings to the engine's RGB uint8 frames and
 back. Bad data raises ``ImageConversionError`` (a ``ValueError``) that says what is wrong.
 
+Memory stays bounded whatever arrives: ``image_to_numpy`` and ``compressed_to_numpy`` refuse a
+frame of more than ``max_pixels`` pixels before allocating anything for it. For compressed data
+the size comes from the PNG IHDR chunk or the JPEG SOFn marker, parsed here (``compressed_size``),
+because a 100 KB PNG can declare 30000 x 30000 pixels and the codec would allocate all of them.
+
 No rclpy import: everything here works on plain message objects, so it is tested without DDS.
 """
 from __future__ import annotations
 
 import array
+import os
 import re
+import struct
 import sys
+import tempfile
+import threading
 
 import cv2
 import numpy as np
@@ -31,6 +40,11 @@ import numpy as np
 
 class ImageConversionError(ValueError):
     """A message cannot be turned into an image (or back): the text names the problem."""
+
+
+#: Frames with more pixels than this are refused unless the caller says otherwise: 4096 x 4096.
+#: The node passes its ``max_input_pixels`` parameter (same default).
+DEFAULT_MAX_PIXELS = 4096 * 4096
 
 
 # Named encodings of sensor_msgs/image_encodings.hpp: (numpy dtype, channels).
@@ -81,12 +95,25 @@ def _buffer_of(data) -> memoryview:
     return memoryview(np.asarray(data, dtype=np.uint8)).cast("B")
 
 
-def image_to_numpy(msg) -> np.ndarray:
-    """sensor_msgs/Image -> numpy array, as cv_bridge's ``imgmsg_to_cv2(msg, "passthrough")``."""
+def check_pixel_limit(width: int, height: int, max_pixels: int | None, what: str = "image") -> None:
+    """ImageConversionError when ``width * height`` exceeds ``max_pixels`` (None: no limit)."""
+    if max_pixels is not None and width * height > max_pixels:
+        raise ImageConversionError(
+            f"{what} is {width}x{height} = {width * height / 1e6:.1f} MP, over the limit of "
+            f"{max_pixels} pixels (parameter max_input_pixels); refused before decoding")
+
+
+def image_to_numpy(msg, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """sensor_msgs/Image -> numpy array, as cv_bridge's ``imgmsg_to_cv2(msg, "passthrough")``.
+
+    Frames of more than ``max_pixels`` pixels are refused (None: no limit): the array is a view,
+    but every later step (colour conversion, the engine) copies it.
+    """
     dtype, channels = encoding_layout(msg.encoding)
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
     if height == 0 or width == 0:
         raise ImageConversionError(f"image is empty ({width}x{height}, encoding {msg.encoding})")
+    check_pixel_limit(width, height, max_pixels, f"{msg.encoding} image")
     row_bytes = width * channels * dtype.itemsize
     if step < row_bytes:
         raise ImageConversionError(
@@ -153,7 +180,7 @@ def _parse_compressed_format(fmt: str) -> tuple[str, str]:
     elif "png" in text:
         codec = "png"
     elif text == "":
-        codec = ""  # unknown: let OpenCV sniff the bytes
+        codec = ""  # unknown: the bytes say (compressed_size)
     else:
         raise ImageConversionError(f"unsupported compressed format {fmt!r} (need jpeg or png)")
     # The encoding names keep their case (e.g. "8UC3"): take it from the original string.
@@ -162,30 +189,180 @@ def _parse_compressed_format(fmt: str) -> tuple[str, str]:
     return original, codec
 
 
-def compressed_to_numpy(msg) -> tuple[np.ndarray, str]:
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# Start-of-frame markers (ITU T.81 B.1.1.3): C0-C3, C5-C7, C9-CB, CD-CF. C4 (DHT), C8 (JPG) and
+# CC (DAC) share the range but are not frame headers.
+_JPEG_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+# Markers without a length field: TEM, RST0-7, SOI, EOI.
+_JPEG_STANDALONE_MARKERS = frozenset([0x01, *range(0xD0, 0xD8), 0xD8, 0xD9])
+
+
+def compressed_size(data) -> tuple[str, int, int]:
+    """(codec, width, height) from the header of PNG or JPEG bytes, without decoding anything.
+
+    PNG: the IHDR chunk, which the format requires first. JPEG: the first SOFn marker, reached
+    by walking the marker segments from SOI by their lengths. Anything else, or a header that
+    is cut short or malformed, raises ImageConversionError: data whose size is unknown is never
+    handed to a decoder.
+    """
+    head = bytes(data[:8])
+    if head == _PNG_SIGNATURE:
+        ihdr = bytes(data[8:8 + 8 + 13])
+        if len(ihdr) < 21 or ihdr[4:8] != b"IHDR":
+            raise ImageConversionError("could not decode PNG data: no IHDR chunk after the signature")
+        width, height = struct.unpack(">II", ihdr[8:16])
+        if width == 0 or height == 0:
+            raise ImageConversionError(f"could not decode PNG data: IHDR says {width}x{height}")
+        return "png", width, height
+    if head[:2] == b"\xff\xd8":
+        return ("jpeg", *_jpeg_frame_size(data))
+    raise ImageConversionError(
+        f"could not decode {len(data)} bytes: neither PNG nor JPEG (starts with {head[:4].hex(' ')})")
+
+
+def _jpeg_frame_size(data) -> tuple[int, int]:
+    view = memoryview(data).cast("B")
+    position, end = 2, len(view)
+    while position < end:
+        if view[position] != 0xFF:
+            raise ImageConversionError(
+                f"could not decode JPEG data: expected a marker at byte {position}, found "
+                f"0x{view[position]:02x} (corrupt header)")
+        while position < end and view[position] == 0xFF:  # fill bytes before a marker
+            position += 1
+        if position >= end:
+            break
+        marker = view[position]
+        position += 1
+        if marker in _JPEG_STANDALONE_MARKERS:
+            if marker == 0xD9:
+                break
+            continue
+        if position + 2 > end:
+            break
+        length = (view[position] << 8) | view[position + 1]
+        if length < 2:
+            raise ImageConversionError(f"could not decode JPEG data: marker 0x{marker:02x} has length {length}")
+        if marker in _JPEG_SOF_MARKERS:
+            if position + 7 > end:
+                break
+            height = (view[position + 3] << 8) | view[position + 4]
+            width = (view[position + 5] << 8) | view[position + 6]
+            if width == 0 or height == 0:
+                # Height 0 defers it to a DNL marker, which libjpeg does not support either.
+                raise ImageConversionError(f"could not decode JPEG data: frame header says {width}x{height}")
+            return width, height
+        if marker == 0xDA:  # start of scan before any frame header
+            raise ImageConversionError("could not decode JPEG data: scan data before the frame header (SOF)")
+        position += length
+    raise ImageConversionError(
+        f"could not decode {len(view)} bytes of JPEG data: no frame header (SOF marker) in them: "
+        "corrupt or truncated data")
+
+
+class _StderrCapture:
+    """Lines that C libraries write to file descriptor 2 while a call runs, picked out.
+
+    libjpeg reports damage it has papered over (a scan that ends early, a bad Huffman code) only
+    as a warning on stderr, and OpenCV returns the grey-padded image as if nothing happened.
+    Pointing fd 2 at a temporary file for the length of one decode is the only way to see that
+    warning through OpenCV. Lines that are not asked for (another thread's log line written
+    meanwhile, OpenCV's own warnings) go on to the real stderr afterwards. One capture at a
+    time (a lock): fd 2 belongs to the whole process.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._file = None
+
+    def run(self, wanted: re.Pattern, function, *args):
+        """(function(*args), the lines matching ``wanted`` that were written to fd 2 meanwhile)."""
+        with self._lock:
+            try:
+                if self._file is None:
+                    self._file = tempfile.TemporaryFile()
+                saved = os.dup(2)
+            except OSError:  # no stderr at all (closed fd 2): call without looking
+                return function(*args), []
+            capture = self._file.fileno()
+            os.ftruncate(capture, 0)
+            os.lseek(capture, 0, os.SEEK_SET)
+            sys.stderr.flush()
+            os.dup2(capture, 2)
+            try:
+                result = function(*args)
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+                os.lseek(capture, 0, os.SEEK_SET)
+                lines = os.read(capture, 1 << 20).decode(errors="replace").splitlines(keepends=True)
+                others = "".join(line for line in lines if not wanted.match(line))
+                if others:
+                    os.write(2, others.encode())
+        return result, [line.rstrip("\n") for line in lines if wanted.match(line)]
+
+
+_STDERR = _StderrCapture()
+# libjpeg's warnings (jerror.h) that mean image data is missing or wrong. "extraneous bytes before
+# marker" is not among them: it comes after the last block was decoded, so the image is whole.
+_JPEG_DAMAGE = re.compile(r"(Corrupt JPEG data: (?!\d+ extraneous bytes)|Premature end of JPEG file"
+                          r"|Inconsistent progression sequence)")
+
+
+def _decode_jpeg_checked(encoded: np.ndarray) -> tuple[np.ndarray | None, str]:
+    """cv2.imdecode of JPEG bytes, and libjpeg's first damage warning ("" when none)."""
+    decoded, damage = _STDERR.run(_JPEG_DAMAGE, cv2.imdecode, encoded, cv2.IMREAD_UNCHANGED)
+    return decoded, damage[0] if damage else ""
+
+
+def frame_size(msg) -> tuple[str, int, int]:
+    """(what, width, height) of a sensor_msgs/Image or CompressedImage from its fields or the
+    codec's header: cheap, nothing decoded. ``what`` names it for messages ("PNG image",
+    "bgr8 image"). ImageConversionError when the size cannot be known."""
+    if hasattr(msg, "format"):  # CompressedImage
+        codec, width, height = compressed_size(_buffer_of(msg.data))
+        return f"{codec.upper()} image", width, height
+    return f"{msg.encoding} image", int(msg.width), int(msg.height)
+
+
+def compressed_to_numpy(msg, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, str]:
     """sensor_msgs/CompressedImage -> (array, encoding), decoded with OpenCV.
 
     The encoding is the one the image had before compression when ``format`` says so
     (``"rgb8; jpeg compressed bgr8"`` -> RGB order), else what the codec holds: ``bgr8``,
     ``bgra8``, ``mono8`` or their 16-bit forms for PNG.
+
+    Only PNG and JPEG are decoded, and only after their header says the image has at most
+    ``max_pixels`` pixels (None: no limit). A JPEG that libjpeg had to pad (truncated or corrupt
+    entropy-coded data) is refused, not returned grey-filled.
     """
     original, codec = _parse_compressed_format(msg.format)
     buffer = _buffer_of(msg.data)
     if len(buffer) == 0:
         raise ImageConversionError(f"compressed image is empty (format {msg.format!r}, 0 bytes)")
+    # The bytes decide the codec (OpenCV sniffs them too); the format string only names the
+    # original encoding.
+    codec, width, height = compressed_size(buffer)
+    check_pixel_limit(width, height, max_pixels, f"{codec.upper()} image")
     encoded = np.frombuffer(buffer, dtype=np.uint8)
+    damage = ""
     if codec == "jpeg":
-        # libjpeg decodes a truncated stream into a grey-padded image and only warns: a JPEG
-        # without its end-of-image marker (FF D9) is rejected here instead.
+        # Cheap first: a stream without its end-of-image marker (FF D9) was cut short.
         tail = bytes(buffer[-16:]).rstrip(b"\x00")
         if not tail.endswith(b"\xff\xd9"):
             raise ImageConversionError(
                 f"JPEG data is truncated or corrupt ({len(buffer)} bytes, no end-of-image marker)")
-    decoded = cv2.imdecode(encoded, cv2.IMREAD_UNCHANGED)
+        decoded, damage = _decode_jpeg_checked(encoded)
+    else:
+        decoded = cv2.imdecode(encoded, cv2.IMREAD_UNCHANGED)
     if decoded is None or decoded.size == 0:
         raise ImageConversionError(
-            f"could not decode {len(buffer)} bytes as {codec or 'an image'} (format {msg.format!r}): "
+            f"could not decode {len(buffer)} bytes as {codec} (format {msg.format!r}): "
             "corrupt or truncated data")
+    if damage:
+        raise ImageConversionError(
+            f"JPEG data is truncated or corrupt ({len(buffer)} bytes; libjpeg: {damage!r}): the "
+            "decoder filled the missing part with grey")
     bits = 16 if decoded.dtype == np.uint16 else 8
     if decoded.dtype not in (np.uint8, np.uint16):
         raise ImageConversionError(f"decoded image has unsupported dtype {decoded.dtype}")

@@ -143,6 +143,18 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("max_rate_hz", 0.0,
                   "Process at most this many frames per second (newest frame wins); 0 = as fast "
                   "as frames arrive and the model allows.", "live", minimum=0.0, maximum=1000.0),
+    ParameterSpec("max_input_pixels", 4096 * 4096,
+                  "Drop frames with more pixels (width x height) than this as invalid, raw or "
+                  "compressed; a compressed frame's size is read from its PNG/JPEG header before "
+                  "anything is decoded, so a small file that declares a huge image costs nothing. "
+                  "Bounds the node's memory: a frame costs about 40 bytes a pixel while it is "
+                  "processed (about 0.7 GB at the default, 16777216 = 4096 x 4096).", "live",
+                  minimum=1, maximum=16384 * 16384),
+    ParameterSpec("depth_inf_as_nan", False,
+                  "Publish depth outside the model's range as NaN on depth/image instead of "
+                  "REP-117's +inf (too far) and -inf (too close), for consumers that mishandle "
+                  "infinities (some depthimage_to_laserscan versions and costmap layers). "
+                  "Off: REP-117.", "live"),
 )
 SPECS = {spec.name: spec for spec in PARAMETERS}
 
@@ -170,6 +182,8 @@ class NodeConfig:
     colormap_relative_max: float = 2.3
     point_decimation: int = 4
     max_rate_hz: float = 0.0
+    max_input_pixels: int = 4096 * 4096
+    depth_inf_as_nan: bool = False
 
     def validate(self) -> None:
         """Raise ConfigError listing every problem (types, choices, ranges, cross-field rules)."""
@@ -322,6 +336,22 @@ def declare_node_parameters(node) -> list[RefusedValue]:
         node.declare_parameter(spec.name, spec.default, descriptor, ignore_override=True)
         refused.append(RefusedValue(spec, given))
     return refused
+
+
+def integers_as_floats(parameters: list) -> list:
+    """``parameters`` (rclpy Parameter objects) with INTEGER values of float parameters turned
+    into DOUBLE: `ros2 param set /dehaze_node colormap_max_m 20` sends an INTEGER, and rclpy
+    refuses a type other than the declared one before any callback of ours could accept it."""
+    from rclpy.parameter import Parameter
+
+    converted = []
+    for parameter in parameters:
+        spec = SPECS.get(parameter.name)
+        if (spec is not None and isinstance(spec.default, float)
+                and parameter.type_ == Parameter.Type.INTEGER):
+            parameter = Parameter(parameter.name, Parameter.Type.DOUBLE, float(parameter.value))
+        converted.append(parameter)
+    return converted
 
 
 def read_node_config(node) -> NodeConfig:

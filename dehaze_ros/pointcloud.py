@@ -14,6 +14,7 @@ No rclpy import: sensor_msgs is imported where a message is built, so the maths 
 from __future__ import annotations
 
 import array
+import copy
 
 import numpy as np
 
@@ -25,29 +26,67 @@ class IntrinsicsError(ValueError):
     """CameraInfo cannot be used to project pixels (uncalibrated or inconsistent)."""
 
 
+def _pixel_transform(camera_info, width: int, height: int) -> np.ndarray:
+    """3 x 3 matrix taking pixel coordinates of the calibrated image to those of a
+    ``width`` x ``height`` image of the same view: K and P of that image are ``A @ K``, ``A @ P``.
+
+    The image covers the region of interest (the whole calibrated image when ``roi`` is unset)
+    at whatever resolution it has: binning, a resized stream or both. Pixel centres sit at
+    integer coordinates, so a scale s maps u to (u - x_offset + 0.5) * s - 0.5, not u * s.
+    Without a calibrated size (width/height 0) nothing can be scaled: identity.
+    """
+    roi = camera_info.roi
+    if roi.width > 0 and roi.height > 0:
+        x_offset, y_offset, region_w, region_h = roi.x_offset, roi.y_offset, roi.width, roi.height
+    else:
+        x_offset, y_offset = 0, 0
+        region_w, region_h = int(camera_info.width), int(camera_info.height)
+    if region_w <= 0 or region_h <= 0:
+        return np.eye(3)
+    scale_x, scale_y = width / region_w, height / region_h
+    return np.array([[scale_x, 0.0, (0.5 - x_offset) * scale_x - 0.5],
+                     [0.0, scale_y, (0.5 - y_offset) * scale_y - 0.5],
+                     [0.0, 0.0, 1.0]])
+
+
 def intrinsics_from_camera_info(camera_info, width: int, height: int) -> tuple[float, float, float, float]:
     """(fx, fy, cx, cy) for an image of ``width`` x ``height`` from a sensor_msgs/CameraInfo.
 
     The projection matrix P describes the rectified image and is what image_pipeline's depth
     tools use; K is the fallback when P is all zero. When the image size differs from the
-    calibrated size (binning or a resized stream), the intrinsics are scaled to the image.
+    calibrated size (binning, a region of interest or a resized stream), the intrinsics are
+    mapped to the image (``_pixel_transform``): the same numbers ``camera_info_for_image`` puts
+    in the CameraInfo published next to the image.
     """
     projection = np.asarray(camera_info.p, dtype=np.float64).reshape(3, 4)
     matrix = projection[:, :3] if np.any(projection[:, :3]) else np.asarray(
         camera_info.k, dtype=np.float64).reshape(3, 3)
-    fx, fy, cx, cy = matrix[0, 0], matrix[1, 1], matrix[0, 2], matrix[1, 2]
-    if fx <= 0 or fy <= 0:
+    if matrix[0, 0] <= 0 or matrix[1, 1] <= 0:
         raise IntrinsicsError(
-            f"camera_info has no usable focal length (fx={fx}, fy={fy}): the camera is "
-            "uncalibrated (K and P are zero)")
-    calibrated_w, calibrated_h = int(camera_info.width), int(camera_info.height)
-    if calibrated_w > 0 and calibrated_h > 0 and (calibrated_w, calibrated_h) != (width, height):
-        scale_x, scale_y = width / calibrated_w, height / calibrated_h
-        # Pixel centres sit at integer coordinates, so the principal point scales about the
-        # image corner at (-0.5, -0.5), not about (0, 0).
-        fx, cx = fx * scale_x, (cx + 0.5) * scale_x - 0.5
-        fy, cy = fy * scale_y, (cy + 0.5) * scale_y - 0.5
-    return float(fx), float(fy), float(cx), float(cy)
+            f"camera_info has no usable focal length (fx={matrix[0, 0]}, fy={matrix[1, 1]}): the "
+            "camera is uncalibrated (K and P are zero)")
+    matrix = _pixel_transform(camera_info, width, height) @ matrix
+    return float(matrix[0, 0]), float(matrix[1, 1]), float(matrix[0, 2]), float(matrix[1, 2])
+
+
+def camera_info_for_image(camera_info, width: int, height: int, header=None):
+    """A new CameraInfo that describes a ``width`` x ``height`` image of the camera ``camera_info``
+    was calibrated for: that width and height, K and P mapped to its pixels, no binning and no
+    region of interest (both are folded into K and P, as image_proc's resize does). D, R and
+    the distortion model are unchanged: they do not depend on the pixel grid.
+
+    Consumers such as depth_image_proc take the geometry of a depth image from the CameraInfo
+    beside it, so the two must agree. The input is not modified.
+    """
+    transform = _pixel_transform(camera_info, width, height)
+    info = copy.copy(camera_info)  # shallow; every field that changes is replaced, not mutated
+    info.header = camera_info.header if header is None else header
+    info.width, info.height = int(width), int(height)
+    info.k = (transform @ np.asarray(camera_info.k, dtype=np.float64).reshape(3, 3)).reshape(-1).tolist()
+    info.p = (transform @ np.asarray(camera_info.p, dtype=np.float64).reshape(3, 4)).reshape(-1).tolist()
+    info.binning_x = info.binning_y = 0
+    info.roi = type(camera_info.roi)()
+    return info
 
 
 def depth_to_points(depth_m: np.ndarray, fx: float, fy: float, cx: float, cy: float,

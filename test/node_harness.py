@@ -8,6 +8,8 @@ import time
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+from rcl_interfaces.srv import SetParameters
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
 from dehaze_ros.image_conversion import rgb8_to_encoding
@@ -90,18 +92,49 @@ class DehazeNodeHarness:
                     break
         return found
 
-    def send_until_processed(self, msg, wanted=("dehazed/image",), timeout: float = 30.0) -> dict:
-        """Publish (again every second: best effort may drop one) until the outputs arrive."""
+    def send_until_processed(self, msg, wanted=("dehazed/image",), timeout: float = 30.0,
+                             camera_info: CameraInfo | None = None) -> dict:
+        """Publish (again every second: best effort may drop one) until the outputs arrive.
+        ``camera_info`` goes with the frame (restamped); default: make_camera_info."""
         stamp = stamp_of(msg)
         deadline = time.monotonic() + timeout
+        if camera_info is None:
+            camera_info = make_camera_info(msg.header)
+        camera_info.header = msg.header
         while time.monotonic() < deadline:
-            self.info_pub.publish(make_camera_info(msg.header))
+            self.info_pub.publish(camera_info)
             self.image_pub.publish(msg)
             if self.probe.spin_until(lambda: set(wanted) <= set(self.outputs_for(stamp)), 1.0):
                 self.probe.spin_for(0.3)  # the other outputs of the same frame
                 return self.outputs_for(stamp)
         raise AssertionError(f"no {wanted} for stamp {stamp} within {timeout} s; node log:\n"
                              f"{self.process.log()[-3000:]}")
+
+    def send_until_counted(self, msg, counter: str, timeout: float = 20.0) -> dict:
+        """Publish ``msg`` (again while best effort loses it) until the /diagnostics counter
+        ``counter`` has grown; the diagnostics that show it."""
+        prefix = f"{self.namespace}/dehaze_node"
+        before = int(self.diagnostics_after(lambda values: True)[counter])
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.image_pub.publish(msg)
+            if self.probe.spin_until(lambda: (values := latest_diagnostics(self.diagnostics, prefix))
+                                     is not None and int(values[counter]) > before, 1.5):
+                break
+        return self.diagnostics_after(lambda values: int(values[counter]) > before)
+
+    def set_parameter(self, name: str, value):
+        """SetParameters over the node's service, with the ROS type of the Python value."""
+        kinds = {bool: (ParameterType.PARAMETER_BOOL, "bool_value"),
+                 int: (ParameterType.PARAMETER_INTEGER, "integer_value"),
+                 float: (ParameterType.PARAMETER_DOUBLE, "double_value"),
+                 str: (ParameterType.PARAMETER_STRING, "string_value")}
+        kind, field = kinds[type(value)]
+        parameter_value = ParameterValue(type=kind)
+        setattr(parameter_value, field, value)
+        request = SetParameters.Request(parameters=[Parameter(name=name, value=parameter_value)])
+        return self.probe.call(SetParameters, f"{self.namespace}/dehaze_node/set_parameters",
+                               request).results[0]
 
     def diagnostics_after(self, predicate, timeout: float = 15.0) -> dict:
         prefix = f"{self.namespace}/dehaze_node"

@@ -13,11 +13,13 @@ from __future__ import annotations
 import os
 import random
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
 import time
 import warnings
+import zlib
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -160,11 +162,12 @@ class RosProbe:
         self.executor.shutdown()
 
 
-def write_tiny_checkpoint(path: Path) -> Path:
+def write_tiny_checkpoint(path: Path, depth_range_m: tuple[float, float] = (0.01, 1000.0)) -> Path:
     """A randomly initialised diacmpn-rt checkpoint: real networks, metric depth, tiny and fast.
 
-    The depth range is wide on purpose: untrained depth lands anywhere, and the tests check
-    that depth is finite metres, not that it is accurate.
+    The depth range is wide by default: untrained depth lands anywhere, and the tests check
+    that depth is finite metres, not that it is accurate. A range the network cannot reach
+    makes every depth REP-117 out of range.
     """
     import torch
 
@@ -176,9 +179,23 @@ def write_tiny_checkpoint(path: Path) -> Path:
     save_checkpoint(path, model_config=config.to_dict(),
                     dehazer_state=build_dehazer(config).state_dict(),
                     depth_net_state=build_depth_net(config).state_dict(),
-                    depth_units="meters", depth_range_m=(0.01, 1000.0),
+                    depth_units="meters", depth_range_m=depth_range_m,
                     provenance={"purpose": "tests: random initialisation, not trained"})
     return path
+
+
+def png_bomb(width: int, height: int) -> bytes:
+    """A valid 1-bit greyscale PNG of width x height zeros: tiny on disk, huge when decoded."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    row = b"\x00" * (1 + (width + 7) // 8)  # filter byte + packed bits
+    compressor = zlib.compressobj(9)
+    parts = [compressor.compress(row * 1000) for _ in range(height // 1000)]
+    parts += [compressor.compress(row * (height % 1000)), compressor.flush()]
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", b"".join(parts))
+            + chunk(b"IEND", b""))
 
 
 def stamp_of(msg) -> tuple[int, int]:

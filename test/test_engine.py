@@ -197,6 +197,40 @@ def test_checkpoint_errors_say_what_is_wrong(rt_checkpoint, tmp_path):
         DehazeEngine(EngineConfig(checkpoint=str(tmp_path / "nope.pt")))
 
 
+class _RunsCode:
+    """Pickles to a call of os.system: what a malicious checkpoint carries."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_unreadable_checkpoints_never_offer_weights_only_false(tmp_path):
+    # Issue 10: a directory was "no such file", and foreign files repeated torch's hint to
+    # re-run with weights_only=False (arbitrary code execution) to the operator of a robot.
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    (folder / "best.pt").write_bytes(b"")
+    with pytest.raises(CheckpointError, match=r"is a directory, not a checkpoint file.*holds: best\.pt"):
+        load_checkpoint(folder)
+
+    marker = tmp_path / "code_ran"
+    malicious = tmp_path / "malicious.pt"
+    torch.save({"dehazer": _RunsCode(marker)}, malicious)
+    random_bytes = tmp_path / "random.pt"
+    random_bytes.write_bytes(np.random.default_rng(0).bytes(4096))
+    for path, problem in [(malicious, "unsafe to load .*posix.system"),
+                          (random_bytes, "not a dehaze_ros checkpoint")]:
+        with pytest.raises(CheckpointError, match=problem) as excinfo:
+            load_checkpoint(path)
+        message = str(excinfo.value)
+        assert str(path) in message and "training.export" in message  # how to make one
+        assert "weights_only" not in message and "Re-running" not in message, message
+    assert not marker.exists(), "loading the malicious checkpoint ran its code"
+
+
 def test_atomic_save_keeps_old_file_when_writing_fails(tmp_path):
     target = tmp_path / "last.pt"
     previous_umask = os.umask(0o027)

@@ -1,7 +1,12 @@
 """image_conversion on plain message objects (no DDS): cv_bridge semantics, both directions."""
 import array
+import os
 import re
+import struct
+import subprocess
 import sys
+import textwrap
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -10,9 +15,11 @@ import pytest
 sensor_msgs = pytest.importorskip("sensor_msgs.msg", reason="sensor_msgs (ROS message package) missing")
 
 from dehaze_ros.image_conversion import (CAMERA_ENCODINGS, ImageConversionError,  # noqa: E402
-                                         alpha_channel, compressed_to_numpy, encoding_layout,
+                                         alpha_channel, compressed_size, compressed_to_numpy,
+                                         encoding_layout,
                                          image_to_numpy, numpy_to_compressed, numpy_to_image,
                                          output_encoding, rgb8_to_encoding, to_rgb8)
+from ros_helpers import png_bomb  # noqa: E402
 
 RNG = np.random.default_rng(7)
 ROUND_TRIP_ENCODINGS = ["rgb8", "bgr8", "rgba8", "bgra8", "rgb16", "bgr16", "rgba16", "bgra16",
@@ -224,3 +231,107 @@ def test_truncated_jpeg_is_rejected_not_grey_padded():
     msg.data = msg.data[: len(msg.data) // 2]
     with pytest.raises(ImageConversionError, match="truncated"):
         compressed_to_numpy(msg)
+
+
+def test_truncated_jpeg_ending_in_an_end_of_image_marker_is_rejected():
+    # The hostile case of issue 10: a third of the stream plus FF D9. libjpeg pads the missing
+    # two thirds with grey and only says so on stderr; OpenCV returns the padded image.
+    msg = numpy_to_compressed(smooth_image(480, 640), "rgb8", "jpeg")
+    msg.data = bytes(msg.data[: len(msg.data) // 3]) + b"\xff\xd9"
+    assert cv2.imdecode(np.frombuffer(bytes(msg.data), np.uint8), cv2.IMREAD_UNCHANGED).shape == (480, 640, 3)
+    with pytest.raises(ImageConversionError, match="JPEG data is truncated or corrupt .*premature end"):
+        compressed_to_numpy(msg)
+    # A whole stream with junk between the last scan and EOI is complete: still decoded.
+    whole = numpy_to_compressed(smooth_image(480, 640), "rgb8", "jpeg")
+    whole.data = bytes(whole.data[:-2]) + b"\x00" * 8 + b"\xff\xd9"
+    assert compressed_to_numpy(whole)[0].shape == (480, 640, 3)
+
+
+def test_jpeg_damage_check_passes_other_stderr_output_through(capfd):
+    # While libjpeg's messages are collected, fd 2 is a temporary file: whatever else is
+    # written there (another thread's log line) must reach the real stderr afterwards.
+    from dehaze_ros.image_conversion import _JPEG_DAMAGE, _STDERR
+
+    def decoder_and_another_thread():
+        os.write(2, b"[INFO] another thread's log line\n")
+        os.write(2, b"Corrupt JPEG data: premature end of data segment\n")
+        return "decoded"
+
+    result, damage = _STDERR.run(_JPEG_DAMAGE, decoder_and_another_thread)
+    assert result == "decoded" and damage == ["Corrupt JPEG data: premature end of data segment"]
+    assert capfd.readouterr().err == "[INFO] another thread's log line\n"
+
+
+def compressed(payload: bytes, fmt: str = "png"):
+    msg = sensor_msgs.CompressedImage(format=fmt)
+    msg.data = array.array("B", payload)
+    return msg
+
+
+def test_sizes_come_from_the_png_and_jpeg_headers():
+    image = smooth_image(37, 53)
+    assert compressed_size(numpy_to_compressed(image, "rgb8", "png").data) == ("png", 53, 37)
+    assert compressed_size(numpy_to_compressed(image, "rgb8", "jpeg").data) == ("jpeg", 53, 37)
+    ok, progressive = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])  # SOF2
+    assert compressed_size(progressive.tobytes()) == ("jpeg", 53, 37)
+    # Segments before the frame header (an EXIF-sized APP1 with an FF C0 inside it) are skipped
+    # by their lengths, not searched for a marker.
+    baseline = numpy_to_compressed(image, "rgb8", "jpeg").data
+    decoy = b"\xff\xc0\x00\x11\x08\x75\x30\x75\x30" * 50
+    app1 = b"\xff\xe1" + struct.pack(">H", len(decoy) + 2) + decoy
+    assert compressed_size(bytes(baseline[:2]) + app1 + bytes(baseline[2:])) == ("jpeg", 53, 37)
+    for payload, problem in [(b"BM" + b"\x00" * 60, "neither PNG nor JPEG"),
+                             (b"\x89PNG\r\n\x1a\n", "no IHDR"),
+                             (b"\xff\xd8\xff\xe0\x00\x10JFIF", "no frame header"),
+                             (b"\xff\xd8\xff\xda\x00\x08" + b"\x00" * 8, "scan data before the frame header")]:
+        with pytest.raises(ImageConversionError, match=problem):
+            compressed_size(payload)
+
+
+def test_decompression_bomb_is_refused_before_anything_is_decoded():
+    small_bomb = compressed(png_bomb(3000, 2000))  # the same construction, decodable here
+    decoded, encoding = compressed_to_numpy(small_bomb, max_pixels=None)
+    assert decoded.shape == (2000, 3000) and encoding == "mono8"  # a real PNG of that size
+    with pytest.raises(ImageConversionError, match=r"3000x2000 = 6\.0 MP, over the limit of 1000000"):
+        compressed_to_numpy(small_bomb, max_pixels=1_000_000)
+
+    # Issue 10's bomb: 109 KB that decode to 900 MP (858 MB as mono8, 2.5 GB as rgb8). In a
+    # fresh process (its peak memory is its own), refused with the default limit, and the
+    # process never grows anywhere near one decoded copy.
+    script = textwrap.dedent("""
+        import array, sys
+        sys.path[:0] = [sys.argv[1], sys.argv[2]]
+        import sensor_msgs.msg
+        from ros_helpers import png_bomb
+        from dehaze_ros.image_conversion import ImageConversionError, compressed_to_numpy
+        msg = sensor_msgs.msg.CompressedImage(format="png")
+        msg.data = array.array("B", png_bomb(30000, 30000))
+        try:
+            compressed_to_numpy(msg)
+            print("DECODED")
+        except ImageConversionError as exc:
+            print("REFUSED", len(msg.data), exc)
+        # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent (pytest, with
+        # torch loaded) across fork and exec, VmHWM belongs to this process image alone.
+        hwm = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+        print("PEAK_MB", int(hwm.split()[1]) / 1024)
+    """)
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, "-c", script, str(root), str(root / "test")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    refused, peak = result.stdout.splitlines()
+    assert refused.startswith("REFUSED 1094") and "30000x30000 = 900.0 MP" in refused, refused
+    assert "over the limit of 16777216 pixels" in refused
+    assert float(peak.split()[1]) < 400, peak  # one decoded copy alone would be 858 MB
+
+
+def test_raw_frames_over_the_pixel_limit_are_refused_before_any_copy():
+    fits = raw_message("rgb8", 100, 100, 300, bytes(100 * 300))
+    assert image_to_numpy(fits, max_pixels=100 * 100).shape == (100, 100, 3)  # at the limit: fine
+    with pytest.raises(ImageConversionError, match=r"rgb8 image is 100x100 .* over the limit of 9999"):
+        image_to_numpy(fits, max_pixels=9999)
+    # A header that claims a huge frame is refused on its dimensions, whatever the data holds.
+    claims = raw_message("mono8", 30000, 30000, 30000, b"\x00" * 64)
+    with pytest.raises(ImageConversionError, match="30000x30000 = 900.0 MP, over the limit of 16777216"):
+        image_to_numpy(claims)

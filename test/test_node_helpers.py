@@ -8,10 +8,10 @@ sensor_msgs = pytest.importorskip("sensor_msgs.msg", reason="sensor_msgs (ROS me
 
 from dehaze_ros.colormap import depth_to_colormap  # noqa: E402
 from dehaze_ros.node_config import (PARAMETERS, ConfigError, NodeConfig,  # noqa: E402
-                                    resolve_model)
-from dehaze_ros.pointcloud import (IntrinsicsError, depth_to_points,  # noqa: E402
-                                   intrinsics_from_camera_info, make_pointcloud2,
-                                   pointcloud2_to_arrays)
+                                    integers_as_floats, resolve_model)
+from dehaze_ros.pointcloud import (IntrinsicsError, camera_info_for_image,  # noqa: E402
+                                   depth_to_points, intrinsics_from_camera_info,
+                                   make_pointcloud2, pointcloud2_to_arrays)
 
 
 def camera_info(width, height, fx, fy, cx, cy, use_projection=True):
@@ -70,6 +70,60 @@ def test_intrinsics_prefer_projection_and_scale_to_the_image():
     assert intrinsics_from_camera_info(only_k, 640, 480) == (400.0, 410.0, 300.0, 200.0)
     with pytest.raises(IntrinsicsError, match="uncalibrated"):
         intrinsics_from_camera_info(sensor_msgs.CameraInfo(width=640, height=480), 640, 480)
+
+
+def test_camera_info_is_rescaled_to_the_image_it_accompanies():
+    # Issue 10: a 1280x960 calibration (fx 1000, cx 639.5) beside 640x480 images.
+    info = camera_info(1280, 960, 1000.0, 1002.0, 639.5, 479.5)
+    info.p[3] = -1000.0 * 0.12  # Tx of a right stereo camera: -fx * baseline
+    info.d = [0.1, -0.2, 0.001, 0.002, 0.0]
+    info.distortion_model = "plumb_bob"
+    info.header.frame_id = "calibrated"
+    header = sensor_msgs.Image().header
+    header.frame_id = "frame"
+    out = camera_info_for_image(info, 640, 480, header)
+    assert (out.width, out.height) == (640, 480)
+    np.testing.assert_allclose(out.k, [500.0, 0, 319.5, 0, 501.0, 239.5, 0, 0, 1])
+    np.testing.assert_allclose(out.p, [500.0, 0, 319.5, -60.0, 0, 501.0, 239.5, 0, 0, 0, 1, 0])
+    assert list(out.d) == list(info.d) and out.distortion_model == "plumb_bob"
+    assert (out.binning_x, out.binning_y) == (0, 0) and out.roi.width == out.roi.height == 0
+    assert out.header.frame_id == "frame"
+    # The cloud and the published CameraInfo agree; the input was not touched.
+    assert intrinsics_from_camera_info(info, 640, 480) == (out.k[0], out.k[4], out.k[2], out.k[5])
+    assert info.width == 1280 and info.k[0] == 1000.0 and info.header.frame_id == "calibrated"
+
+    # The same image described by binning: the output no longer needs (or has) it.
+    binned = camera_info(1280, 960, 1000.0, 1002.0, 639.5, 479.5)
+    binned.binning_x = binned.binning_y = 2
+    np.testing.assert_allclose(camera_info_for_image(binned, 640, 480).k, out.k)
+
+    # A region of interest: the image is the 400x300 region at (200, 100), full resolution.
+    cropped = camera_info(1280, 960, 1000.0, 1002.0, 639.5, 479.5)
+    cropped.roi.x_offset, cropped.roi.y_offset, cropped.roi.width, cropped.roi.height = 200, 100, 400, 300
+    roi_out = camera_info_for_image(cropped, 400, 300)
+    np.testing.assert_allclose(roi_out.k, [1000.0, 0, 439.5, 0, 1002.0, 379.5, 0, 0, 1])
+    assert (roi_out.width, roi_out.height, roi_out.roi.width) == (400, 300, 0)
+    # Same size as calibrated: unchanged numbers.
+    np.testing.assert_allclose(camera_info_for_image(info, 1280, 960).k, info.k)
+
+
+def test_integers_for_float_parameters_become_doubles():
+    from rclpy.parameter import Parameter
+
+    converted = integers_as_floats([
+        Parameter("colormap_max_m", Parameter.Type.INTEGER, 20),
+        Parameter("point_decimation", Parameter.Type.INTEGER, 3),
+        Parameter("colormap_min_m", Parameter.Type.STRING, "near"),
+        Parameter("use_sim_time", Parameter.Type.BOOL, True)])
+    assert [(p.type_, p.value) for p in converted] == [
+        (Parameter.Type.DOUBLE, 20.0), (Parameter.Type.INTEGER, 3),
+        (Parameter.Type.STRING, "near"), (Parameter.Type.BOOL, True)]
+
+
+def test_pixel_limit_default_is_the_conversion_default():
+    from dehaze_ros.image_conversion import DEFAULT_MAX_PIXELS
+
+    assert NodeConfig().max_input_pixels == DEFAULT_MAX_PIXELS == 4096 * 4096
 
 
 def test_colormap_range_is_fixed_not_per_frame():

@@ -7,6 +7,7 @@ Images are 160x120: the point here is encodings and headers, not size.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,14 +15,15 @@ import pytest
 pytest.importorskip("rclpy", reason="rclpy is not installed (pip install -r requirements-ros-pypi.txt)")
 pytest.importorskip("dehaze_ros.models", reason="dehaze_ros.models is needed for the test checkpoint")
 
-from sensor_msgs.msg import Image  # noqa: E402
+from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 
 from dehaze_ros.image_conversion import (image_to_numpy, numpy_to_compressed,  # noqa: E402
                                          numpy_to_image, output_encoding)
 from dehaze_ros.pointcloud import pointcloud2_to_arrays  # noqa: E402
 from node_harness import (CX, CY, DECIMATION, FX, FY, HEIGHT, OUTPUT_TOPICS, WIDTH,  # noqa: E402
                           DehazeNodeHarness, frame_in, hazy_rgb, make_camera_info)
-from ros_helpers import latest_diagnostics, stamp_of, write_tiny_checkpoint  # noqa: E402
+from ros_helpers import (latest_diagnostics, png_bomb, stamp_of,  # noqa: E402
+                         write_tiny_checkpoint)
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
@@ -249,5 +251,122 @@ def test_work_nobody_subscribes_to_is_skipped(ros_context, checkpoint):
         assert set(outputs) == {"dehazed/image"}
         values = node.diagnostics_after(lambda v: int(v["frames processed"]) >= 1)
         assert values["frames processed with depth"] == "0", values
+    finally:
+        node.close()
+
+
+def peak_memory_mb(pid: int) -> float:
+    """The process's peak resident set (VmHWM), in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmHWM for process {pid}")
+
+
+def test_decompression_bomb_is_refused_and_memory_stays_bounded(compressed_node):
+    # Issue 10: 109 KB of PNG declaring 30000 x 30000 pixels grew the node past 8 GB.
+    peak_before = peak_memory_mb(compressed_node.process.process.pid)
+    bomb = CompressedImage(header=compressed_node.header(), format="png")
+    bomb.data = png_bomb(30000, 30000)
+    values = compressed_node.send_until_counted(bomb, "frames invalid (bad data)")
+    assert "PNG image is 30000x30000 = 900.0 MP, over the limit of 16777216" in values["last problem"]
+    assert compressed_node.process.alive and not compressed_node.outputs_for(stamp_of(bomb))
+    # One decoded copy alone would be 858 MB; the node stays within what it needed before.
+    assert peak_memory_mb(compressed_node.process.process.pid) < peak_before + 100
+    compressed_node.send_until_processed(
+        numpy_to_compressed(frame_in("rgb8", hazy_rgb()), "rgb8", "jpeg", compressed_node.header()))
+
+
+def test_truncated_jpeg_padded_with_an_end_marker_is_dropped(compressed_node):
+    # Issue 10: jpeg[:len//3] + FF D9 was decoded with two thirds grey and published.
+    truncated = numpy_to_compressed(frame_in("rgb8", hazy_rgb(5)), "rgb8", "jpeg", compressed_node.header())
+    truncated.data = bytes(truncated.data[: len(truncated.data) // 3]) + b"\xff\xd9"
+    values = compressed_node.send_until_counted(truncated, "frames invalid (bad data)")
+    assert "libjpeg: 'Corrupt JPEG data: premature end of data segment'" in values["last problem"]
+    compressed_node.probe.spin_for(0.5)
+    assert not compressed_node.outputs_for(stamp_of(truncated)), "the padded frame was published"
+    compressed_node.send_until_processed(
+        numpy_to_compressed(frame_in("rgb8", hazy_rgb()), "rgb8", "jpeg", compressed_node.header()))
+
+
+def test_raw_frames_over_max_input_pixels_are_dropped(raw_node):
+    assert raw_node.set_parameter("max_input_pixels", WIDTH * HEIGHT - 1).successful  # live
+    try:
+        frame = numpy_to_image(hazy_rgb(), "rgb8", raw_node.header())
+        values = raw_node.send_until_counted(frame, "frames invalid (bad data)")
+        assert f"rgb8 image is {WIDTH}x{HEIGHT}" in values["last problem"]
+        assert f"over the limit of {WIDTH * HEIGHT - 1} pixels" in values["last problem"]
+        assert not raw_node.outputs_for(stamp_of(frame))
+    finally:
+        assert raw_node.set_parameter("max_input_pixels", 4096 * 4096).successful
+    raw_node.send_until_processed(numpy_to_image(hazy_rgb(), "rgb8", raw_node.header()))
+
+
+def test_camera_info_outputs_describe_the_published_image(raw_node):
+    # Issue 10: a CameraInfo calibrated at twice the image size was republished unscaled, so
+    # depth_image_proc read 320x240 geometry beside a 160x120 depth image.
+    header = raw_node.header()
+    calibrated = make_camera_info(header)
+    calibrated.width, calibrated.height = 2 * WIDTH, 2 * HEIGHT
+    # Pixel centres: (c + 0.5) * 2 - 0.5 at twice the resolution.
+    calibrated.k = [2 * FX, 0.0, 2 * CX + 0.5, 0.0, 2 * FY, 2 * CY + 0.5, 0.0, 0.0, 1.0]
+    calibrated.p = [2 * FX, 0.0, 2 * CX + 0.5, 0.0, 0.0, 2 * FY, 2 * CY + 0.5, 0.0, 0.0, 0.0, 1.0, 0.0]
+    calibrated.d = [0.011, -0.022, 0.0, 0.0, 0.033]  # marks this CameraInfo apart from earlier ones
+    outputs = raw_node.send_until_processed(
+        numpy_to_image(hazy_rgb(6), "rgb8", header), camera_info=calibrated,
+        wanted=("dehazed/camera_info", "depth/camera_info", "depth/image", "points"))
+    for topic in ("dehazed/camera_info", "depth/camera_info"):
+        info = outputs[topic]
+        assert list(info.d) == [0.011, -0.022, 0.0, 0.0, 0.033], topic  # from the 320x240 calibration
+        assert (info.width, info.height) == (WIDTH, HEIGHT), topic
+        np.testing.assert_allclose(info.k, [FX, 0.0, CX, 0.0, FY, CY, 0.0, 0.0, 1.0], err_msg=topic)
+        np.testing.assert_allclose(info.p, [FX, 0.0, CX, 0.0, 0.0, FY, CY, 0.0, 0.0, 0.0, 1.0, 0.0])
+        assert (info.binning_x, info.binning_y, info.roi.width) == (0, 0, 0)
+        assert stamp_of(info) == stamp_of(outputs["depth/image"])
+    # points used the same geometry: back-projection with the published K.
+    depth = image_to_numpy(outputs["depth/image"])
+    xyz, _ = pointcloud2_to_arrays(outputs["points"])
+    sampled = depth[::DECIMATION, ::DECIMATION]
+    u = np.mgrid[0:HEIGHT:DECIMATION, 0:WIDTH:DECIMATION][1]
+    np.testing.assert_allclose(xyz[:, 0], ((u - CX) * sampled / FX).reshape(-1), rtol=1e-4, atol=1e-5)
+
+
+def test_diagnostics_warn_for_a_bad_frame_then_recover_to_ok(raw_node):
+    # Issue 10: one bad frame left /diagnostics at WARN for good.
+    bad = numpy_to_image(hazy_rgb(), "rgb8", raw_node.header())
+    bad.data = bad.data[:-5]
+    values = raw_node.send_until_counted(bad, "frames invalid (bad data)")
+    assert values["level"] == "1" and "bad frame(s) in the last" in values["message"], values
+    invalid = int(values["frames invalid (bad data)"])
+
+    def recovered():
+        header = raw_node.header()
+        raw_node.info_pub.publish(make_camera_info(header))
+        raw_node.image_pub.publish(numpy_to_image(hazy_rgb(), "rgb8", header))
+        values = latest_diagnostics(raw_node.diagnostics, "/io_raw/dehaze_node")
+        return values is not None and values["level"] == "0"
+
+    assert raw_node.probe.spin_until(recovered, 20), latest_diagnostics(raw_node.diagnostics, "/io_raw")
+    values = latest_diagnostics(raw_node.diagnostics, "/io_raw/dehaze_node")
+    # The cumulative counters and the last problem are still reported, as values.
+    assert int(values["frames invalid (bad data)"]) >= invalid
+    assert "data has" in values["last problem"] and float(values["seconds since last problem"]) > 0
+    assert "bad frame" not in values["message"]
+
+
+def test_out_of_range_depth_is_inf_by_default_and_nan_on_request(ros_context, tmp_path):
+    # Every prediction of the random network is nearer than this range: REP-117 -inf.
+    checkpoint = write_tiny_checkpoint(tmp_path / "far.pt", depth_range_m=(1e6, 2e6))
+    node = DehazeNodeHarness(ros_context, "/io_nan", ["-p", f"checkpoint:={checkpoint}"],
+                             subscribe=("depth/image", "depth/colormap"))
+    try:
+        node.wait_until_ready()
+        outputs = node.send_until_processed(numpy_to_image(hazy_rgb(), "rgb8", node.header()),
+                                            wanted=("depth/image",))
+        assert np.isneginf(image_to_numpy(outputs["depth/image"])).all()
+        assert node.set_parameter("depth_inf_as_nan", True).successful  # live
+        outputs = node.send_until_processed(numpy_to_image(hazy_rgb(), "rgb8", node.header()),
+                                            wanted=("depth/image", "depth/colormap"))
+        assert np.isnan(image_to_numpy(outputs["depth/image"])).all()
     finally:
         node.close()

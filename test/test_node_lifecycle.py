@@ -2,6 +2,9 @@
 (~/change_state, ~/get_state, ~/set_parameters), with the node in its own process."""
 from __future__ import annotations
 
+import signal
+import time
+
 import pytest
 
 pytest.importorskip("rclpy", reason="rclpy is not installed (pip install -r requirements-ros-pypi.txt)")
@@ -9,8 +12,8 @@ pytest.importorskip("dehaze_ros.models", reason="dehaze_ros.models is needed for
 
 from lifecycle_msgs.msg import State, Transition  # noqa: E402
 from lifecycle_msgs.srv import ChangeState, GetState  # noqa: E402
-from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue  # noqa: E402
-from rcl_interfaces.srv import SetParameters  # noqa: E402
+from rcl_interfaces.msg import ParameterType  # noqa: E402
+from rcl_interfaces.srv import GetParameters  # noqa: E402
 
 from dehaze_ros.image_conversion import numpy_to_image  # noqa: E402
 from node_harness import DehazeNodeHarness, frame_in, hazy_rgb  # noqa: E402
@@ -28,13 +31,7 @@ def get_state(node: DehazeNodeHarness) -> int:
 
 
 def set_parameter(node: DehazeNodeHarness, name: str, value):
-    kinds = {bool: (ParameterType.PARAMETER_BOOL, "bool_value"), int: (ParameterType.PARAMETER_INTEGER, "integer_value"),
-             float: (ParameterType.PARAMETER_DOUBLE, "double_value"), str: (ParameterType.PARAMETER_STRING, "string_value")}
-    kind, field = kinds[type(value)]
-    parameter_value = ParameterValue(type=kind)
-    setattr(parameter_value, field, value)
-    request = SetParameters.Request(parameters=[Parameter(name=name, value=parameter_value)])
-    return node.probe.call(SetParameters, f"{node.namespace}/dehaze_node/set_parameters", request).results[0]
+    return node.set_parameter(name, value)
 
 
 def frame_message(node: DehazeNodeHarness):
@@ -192,3 +189,59 @@ def test_dcp_relative_depth_policy_and_no_input_warning(harness_factory):
     outputs = node.send_until_processed(frame_message(node), wanted=("depth/image", "points"))
     assert outputs["depth/image"].encoding == "32FC1"
     node.diagnostics_after(lambda v: "unitless" in v["message"])
+
+
+def test_shutdown_transition_from_active_ends_the_process_with_status_0(harness_factory, checkpoint):
+    # Issue 10: after shutdown the node sat in "finalized", reporting OK, and never exited.
+    node = harness_factory("/lc_shutdown", ["-p", f"checkpoint:={checkpoint}"])
+    node.wait_until_ready()
+    node.send_until_processed(frame_message(node))
+    assert change_state(node, Transition.TRANSITION_ACTIVE_SHUTDOWN)  # the reply arrives first
+    assert node.process.process.wait(timeout=20) == 0
+    log = node.process.log()
+    assert "shutdown: finalized" in log
+    for problem in ("ERROR", "Traceback", "Failed", "Exception ignored"):
+        assert problem not in log, log
+
+
+def test_integers_are_accepted_for_float_parameters(harness_factory):
+    # Issue 10: `ros2 param set /dehaze_node colormap_max_m 20` sends an INTEGER, which rclpy
+    # refused ("Wrong parameter type, expected '3' got '2'") before the node saw it.
+    node = harness_factory("/lc_types", ["-p", "model:=dcp", "-p", "autostart:=false",
+                                         "-p", "colormap_min_m:=1"])  # an integer at start-up
+    wait_for_services(node)
+    result = set_parameter(node, "colormap_max_m", 20)
+    assert result.successful, result.reason
+    response = node.probe.call(GetParameters, "/lc_types/dehaze_node/get_parameters",
+                               GetParameters.Request(names=["colormap_min_m", "colormap_max_m"]))
+    assert [(value.type, value.double_value) for value in response.values] == [
+        (ParameterType.PARAMETER_DOUBLE, 1.0), (ParameterType.PARAMETER_DOUBLE, 20.0)]
+    # Integers are numbers, still held to the range; other types are still refused.
+    refused = set_parameter(node, "colormap_max_m", 0)
+    assert not refused.successful and "out of range" in refused.reason, refused.reason
+    assert not set_parameter(node, "colormap_max_m", "far").successful
+    assert change_state(node, Transition.TRANSITION_CONFIGURE)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize("when", [0.5, 1.5, "active"])
+def test_a_signal_at_any_phase_ends_the_node_cleanly(start_node, checkpoint, signum, when):
+    # Issue 10: SIGTERM 0.5 s and 1.5 s after launch (imports, configure loading the model)
+    # logged a failed transition, a rosout error and an Executor.__del__ traceback; SIGINT did
+    # not. Both must end the process with status 0 and nothing alarming in its output.
+    process = start_node("dehaze_ros.dehaze_node", [
+        "-r", "__ns:=/lc_signal", "-p", f"checkpoint:={checkpoint}", "-p", "num_threads:=1"],
+        name="signal")
+    if when == "active":
+        deadline = time.monotonic() + 60
+        while "active: listening" not in process.log() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert "active: listening" in process.log(), process.log()
+    else:
+        time.sleep(when)
+    process.process.send_signal(signum)
+    returncode = process.process.wait(timeout=30)
+    log = process.log()
+    assert returncode == 0, log
+    for problem in ("ERROR", "Traceback", "Failed", "Exception ignored", "KeyboardInterrupt"):
+        assert problem not in log, log
