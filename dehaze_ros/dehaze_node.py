@@ -150,6 +150,7 @@ class FrameStats:
         self.skipped = 0           # nobody subscribed to any output
         self.failed = 0            # the engine raised
         self.last_problem = ""
+        self.focal_assumed: bool | None = None      # last depth frame: metres from default_hfov_deg
         self.last_problem_at: float | None = None   # time.monotonic() of the last invalid/failed frame
         self.last_good_at: float | None = None      # ... of the last frame processed or skipped
         self.last_received_at: float | None = None
@@ -489,7 +490,7 @@ class DehazeNode(LifecycleNode):
             return
 
         result = engine.process(rgb, want_dehazed=demand.needs_dehazed_pixels,
-                                want_depth=demand.needs_depth)
+                                want_depth=demand.needs_depth, focal_px=self._focal_px(camera_info, rgb))
 
         if demand.dehazed:
             out_encoding = image_conversion.output_encoding(encoding)
@@ -524,10 +525,32 @@ class DehazeNode(LifecycleNode):
             self._stats.last_good_at = finished
             if result.depth is not None:
                 self._stats.with_depth += 1
+                self._stats.focal_assumed = result.focal_assumed
             self._stats.processing_ms.append((finished - frame.received_at) * 1e3)
             self._stats.inference_ms.append(result.timings_ms.get("total", 0.0))
             if stamp_age_ms is not None:
                 self._stats.stamp_age_ms.append(stamp_age_ms)
+
+    def _metric_scale_source(self, focal_assumed: bool | None, config: NodeConfig | None) -> str:
+        if self._engine_info.get("depth_units") != "meters" or focal_assumed is None:
+            return "n/a"
+        if not self._engine_info.get("canonical_focal_px"):
+            return "the checkpoint (no camera model: metres only near its training pixel scale)"
+        if focal_assumed:
+            hfov = f"{config.default_hfov_deg:g} deg" if config else "default_hfov_deg"
+            return f"assumed field of view ({hfov}, no usable camera_info)"
+        return "camera_info focal length"
+
+    @staticmethod
+    def _focal_px(camera_info: CameraInfo | None, rgb: np.ndarray) -> float | None:
+        """fx of this image from camera_info (scaled to its size), or None: the engine then
+        assumes default_hfov_deg for metric depth, and /diagnostics says so."""
+        if camera_info is None:
+            return None
+        try:
+            return intrinsics_from_camera_info(camera_info, rgb.shape[1], rgb.shape[0])[0]
+        except IntrinsicsError:
+            return None
 
     def _publish_camera_info(self, camera_info: CameraInfo | None, header, demand: OutputDemand,
                              width: int, height: int) -> None:
@@ -593,6 +616,7 @@ class DehazeNode(LifecycleNode):
             last_problem = stats.last_problem
             last_problem_at, last_good_at = stats.last_problem_at, stats.last_good_at
             last_received_at = stats.last_received_at
+            focal_assumed = stats.focal_assumed
         bad = counts["invalid"] + counts["failed"]
         previous_received, previous_processed, previous_bad, previous_time = self._previous_counts
         elapsed = max(now - previous_time, 1e-6)
@@ -636,6 +660,9 @@ class DehazeNode(LifecycleNode):
                 messages.append(
                     f"{recent_bad} bad frame(s) in the last {elapsed:.1f} s; last problem: {last_problem}"
                     if recent_bad else f"no good frame since the last problem: {last_problem}")
+        if focal_assumed and config is not None:
+            messages.append(f"metric depth assumes a {config.default_hfov_deg:g} degree field of view "
+                            "(no usable camera_info)")
         if config is not None and self._engine_info.get("depth_units") not in (None, "meters"):
             level = max(level, DiagnosticStatus.WARN)
             messages.append(self._relative_depth_note(config))
@@ -672,6 +699,7 @@ class DehazeNode(LifecycleNode):
             "seconds since last problem": (f"{now - last_problem_at:.1f}" if last_problem_at is not None
                                            else "n/a"),
             "refused start-up parameters": "; ".join(self._startup_refusals) or "none",
+            "metric scale from": self._metric_scale_source(focal_assumed, config),
         }
         for key in ("model", "device", "precision", "depth_units", "checkpoint", "max_side"):
             if key in self._engine_info:

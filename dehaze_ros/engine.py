@@ -214,6 +214,7 @@ class DehazeEngine:
             "max_side": self.config.max_side,
             "depth_units": self.depth_units,
             "depth_range_m": list(self.depth_range),
+            "canonical_focal_px": self.canonical_focal_px,
         }
 
     def close(self) -> None:

@@ -28,7 +28,8 @@ STAGES = ("startup", "configure", "live")
 PACKAGE = "dehaze_ros"
 _TYPE_NAMES = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
 # NodeConfig fields that are EngineConfig fields: the engine validates them (one set of rules).
-ENGINE_FIELDS = ("model", "checkpoint", "device", "precision", "max_side", "warmup", "num_threads")
+ENGINE_FIELDS = ("model", "checkpoint", "device", "precision", "max_side", "warmup", "num_threads",
+                 "default_hfov_deg")
 
 
 class ConfigError(ValueError):
@@ -101,7 +102,7 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
                   "auto (CUDA when available), cpu, cuda or cuda:N.", "configure"),
     ParameterSpec("precision", "auto",
                   "auto (bf16 on CUDA GPUs that support it, else fp16; fp32 on CPU), fp32, fp16 or bf16 "
-                  "(half precision needs CUDA).",
+                  "(fp16 needs CUDA; bf16 on a CPU needs native bf16, AVX512-BF16 or AMX).",
                   "configure", choices=("auto", "fp32", "fp16", "bf16")),
     ParameterSpec("max_side", 320,
                   "Run the networks with the longer image side at most this many pixels (outputs "
@@ -112,6 +113,12 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("num_threads", 0,
                   "torch CPU threads; 0 = torch's default (all cores).", "configure",
                   minimum=0, maximum=256),
+    ParameterSpec("default_hfov_deg", 70.0,
+                  "Horizontal field of view (degrees) assumed for metric depth while no camera_info "
+                  "has arrived: the networks' depth is in a canonical camera and becomes metres "
+                  "through the focal length, taken from camera_info when there is one. "
+                  "/diagnostics says which.",
+                  "configure", minimum=1.0, maximum=179.0),
     ParameterSpec("warmup", 1,
                   "Warm-up passes at configure, so the first real frame is not slow.",
                   "configure", minimum=0, maximum=20),
@@ -171,6 +178,7 @@ class NodeConfig:
     precision: str = "auto"
     max_side: int = 320
     num_threads: int = 0
+    default_hfov_deg: float = 70.0
     warmup: int = 1
     publish_dehazed: bool = True
     publish_depth: bool = True
@@ -218,7 +226,7 @@ class NodeConfig:
         model, checkpoint = (choice.model, choice.checkpoint) if choice else (self.model, self.checkpoint)
         return EngineConfig(model=model, checkpoint=checkpoint, device=self.device,
                             precision=self.precision, max_side=self.max_side, warmup=self.warmup,
-                            num_threads=self.num_threads)
+                            num_threads=self.num_threads, default_hfov_deg=self.default_hfov_deg)
 
     def replace(self, **changes) -> "NodeConfig":
         return dataclasses.replace(self, **changes)

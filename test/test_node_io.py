@@ -214,7 +214,9 @@ def test_corrupt_compressed_frame_is_reported_and_node_recovers(compressed_node)
 def test_diagnostics_describe_the_model_and_rates(raw_node):
     raw_node.send_until_processed(numpy_to_image(hazy_rgb(4), "rgb8", raw_node.header()),
                                   wanted=tuple(OUTPUT_TOPICS))
-    values = raw_node.diagnostics_after(lambda values: values["state"] == "active")
+    # The first status after the frame: one published before it was processed shows 0 frames.
+    values = raw_node.diagnostics_after(lambda values: values["state"] == "active"
+                                        and int(values["frames processed"]) > 0)
     assert values["model"] == "diacmpn-rt" and values["device"] == "cpu"
     assert values["depth units"] == "meters"
     # Frames went through with every output subscribed, so the depth network ran for each, and
@@ -368,5 +370,47 @@ def test_out_of_range_depth_is_inf_by_default_and_nan_on_request(ros_context, tm
         outputs = node.send_until_processed(numpy_to_image(hazy_rgb(), "rgb8", node.header()),
                                             wanted=("depth/image", "depth/colormap"))
         assert np.isnan(image_to_numpy(outputs["depth/image"])).all()
+    finally:
+        node.close()
+
+
+def test_metric_depth_follows_the_focal_length_in_camera_info(raw_node):
+    """Canonical-camera depth: the same pixels seen with twice the focal length are twice as far
+    (d = d_c * f / f_c); /diagnostics says where the metric scale comes from."""
+    image = hazy_rgb(7)
+    depths = []
+    for focal_scale in (1.0, 2.0):
+        header = raw_node.header()
+        info = make_camera_info(header)
+        info.k = [FX * focal_scale, 0.0, CX, 0.0, FY * focal_scale, CY, 0.0, 0.0, 1.0]
+        info.p = [FX * focal_scale, 0.0, CX, 0.0, 0.0, FY * focal_scale, CY, 0.0, 0.0, 0.0, 1.0, 0.0]
+        for _ in range(3):   # the node keeps the newest camera_info: let this one arrive first
+            raw_node.info_pub.publish(info)
+            raw_node.probe.spin_for(0.2)
+        outputs = raw_node.send_until_processed(numpy_to_image(image, "rgb8", header), camera_info=info,
+                                                wanted=("depth/image",))
+        depths.append(image_to_numpy(outputs["depth/image"]))
+    finite = np.isfinite(depths[0]) & np.isfinite(depths[1])
+    assert finite.mean() > 0.5
+    np.testing.assert_allclose(depths[1][finite], 2.0 * depths[0][finite], rtol=1e-4)
+    values = raw_node.diagnostics_after(lambda values: values["metric scale from"] != "n/a")
+    assert values["metric scale from"] == "camera_info focal length"
+
+
+def test_without_camera_info_metric_depth_rests_on_the_assumed_field_of_view(ros_context, checkpoint):
+    node = DehazeNodeHarness(ros_context, "/io_no_info",
+                             ["-p", f"checkpoint:={checkpoint}", "-p", "default_hfov_deg:=90"],
+                             subscribe=("depth/image",))
+    try:
+        node.wait_until_ready()
+        msg = numpy_to_image(hazy_rgb(7), "rgb8", node.header())
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not node.outputs_for(stamp_of(msg)):
+            node.image_pub.publish(msg)     # no camera_info at all
+            node.probe.spin_until(lambda: bool(node.outputs_for(stamp_of(msg))), 1.0)
+        assert node.outputs_for(stamp_of(msg)), node.process.log()[-2000:]
+        values = node.diagnostics_after(lambda values: values["metric scale from"] != "n/a")
+        assert values["metric scale from"] == "assumed field of view (90 deg, no usable camera_info)"
+        assert "assumes a 90 degree field of view" in values["message"]
     finally:
         node.close()
