@@ -124,7 +124,7 @@ def open_outdoor_set(spec: str, count_text: Path, max_side: int, seed: int, visi
 
 def open_set(spec: str, max_side: int, scenes: list[str], haze_t: float, seed: int,
              items: list[str] = (), depth_scales: dict | None = None, focal_px: dict | None = None,
-             visibility_m: float = 300.0) -> EvalSet:
+             visibility_m: float = 300.0, exclude: list[str] = ()) -> EvalSet:
     kind, path = parse_spec(spec)
     name = path.name
     if kind == "images":
@@ -143,7 +143,8 @@ def open_set(spec: str, max_side: int, scenes: list[str], haze_t: float, seed: i
     if kind == "outdoor":
         return open_outdoor_set(spec, path, max_side, seed, visibility_m)
     source_config = SourceConfig(kind=kind, path=str(path), haze=haze, test_scenes=list(scenes),
-                                 depth_scales=dict(depth_scales or {}), focal_px_by_folder=dict(focal_px or {}))
+                                 depth_scales=dict(depth_scales or {}), focal_px_by_folder=dict(focal_px or {}),
+                                 exclude=list(exclude))
     if kind == "reside":
         from training.data.reside import ResideSource
         source = ResideSource(name, source_config, "test" if scenes else "train", path, cache_items=0)
@@ -274,7 +275,8 @@ def resolve_checkpoint(path: str, workdir: Path) -> str:
 def evaluate(checkpoint: str | None, specs: list[str], out_dir: Path, baseline: str | None = None,
              max_side: int = 1024, engine_max_side: int = 0, device: str = "auto", scenes: list[str] = (),
              haze_t: float = 0.4, seed: int = 0, grids: int = 4, log=print, items: list[str] = (),
-             depth_scales: dict | None = None, focal_px: dict | None = None, visibility_m: float = 300.0) -> dict:
+             depth_scales: dict | None = None, focal_px: dict | None = None, visibility_m: float = 300.0,
+             exclude: list[str] = ()) -> dict:
     """Run every method on every set; write per_image.csv, summary.md and grids; return the summary."""
     if not checkpoint and not baseline:
         raise ValueError("nothing to evaluate: give --checkpoint and/or --baseline dcp")
@@ -284,7 +286,7 @@ def evaluate(checkpoint: str | None, specs: list[str], out_dir: Path, baseline: 
         # Every input is checked (sets opened, checkpoint loaded) before out_dir exists: a typo
         # must not leave an empty output folder behind.
         sets = [open_set(spec, max_side, list(scenes), haze_t, seed, list(items), depth_scales, focal_px,
-                         visibility_m) for spec in specs]
+                         visibility_m, list(exclude)) for spec in specs]
         if checkpoint:
             deployable = resolve_checkpoint(checkpoint, Path(workdir))
             engines["model"] = DehazeEngine(EngineConfig(model="checkpoint", checkpoint=deployable, device=device,
@@ -398,6 +400,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--haze-t", type=float, default=0.4,
                         help="RGB-D sets: transmission at the median depth of the synthetic haze")
     parser.add_argument("--items", default="", help="only these items of rgbd sets, e.g. nyu_kinect/5,tum/2")
+    parser.add_argument("--exclude", default="", help="rgbd: sub-folders to skip (comma separated globs)")
     parser.add_argument("--depth-scales", default="",
                         help="rgbd: metres per unit of 16-bit depth per folder, e.g. icl_nuim=0.0002,tum=0.0002")
     parser.add_argument("--focal-px", default="",
@@ -419,7 +422,8 @@ def main(argv: list[str] | None = None) -> int:
         evaluate(args.checkpoint, args.data, out_dir, args.baseline, args.max_side, args.engine_max_side,
                  args.device, scenes, args.haze_t, args.seed, args.grids, items=items,
                  depth_scales=parse_folder_values(args.depth_scales, "--depth-scales"),
-                 focal_px=parse_folder_values(args.focal_px, "--focal-px"), visibility_m=args.visibility_m)
+                 focal_px=parse_folder_values(args.focal_px, "--focal-px"), visibility_m=args.visibility_m,
+                 exclude=[s for s in args.exclude.split(",") if s])
     except (DataError, CheckpointError, EngineError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
