@@ -35,6 +35,7 @@ class Distributed:
     rank: int = 0
     local_rank: int = 0
     world_size: int = 1
+    local_world_size: int = 1             # processes on this machine (torchrun's LOCAL_WORLD_SIZE)
     launched: bool = False                # started by torchrun (the variables are set)
     device: torch.device | None = field(default=None, repr=False)  # set by start()
 
@@ -50,9 +51,11 @@ class Distributed:
                               "processes with torchrun (it sets all three), or unset them for one process")
         try:
             rank, local_rank, world_size = (int(environ[name]) for name in TORCHRUN_VARIABLES)
+            local_world_size = int(environ.get("LOCAL_WORLD_SIZE", world_size))
         except ValueError as exc:
             raise ConfigError(f"torchrun variables must be integers: {exc}") from None
-        return cls(rank=rank, local_rank=local_rank, world_size=world_size, launched=True)
+        return cls(rank=rank, local_rank=local_rank, world_size=world_size, local_world_size=local_world_size,
+                   launched=True)
 
     @property
     def is_main(self) -> bool:

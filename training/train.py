@@ -754,7 +754,8 @@ class Trainer:
             return workers
         if self.device.type != "cuda":
             return 0  # CPU runs are smoke tests: worker start-up would cost more than it saves
-        return max(2, min(12, (os.cpu_count() or 4) - 2))
+        # The machine's cores are shared by the processes torchrun started on it.
+        return max(2, min(12, ((os.cpu_count() or 4) - 2) // self.dist.local_world_size))
 
     def _loader(self) -> DataLoader:
         workers = self._workers()
