@@ -165,6 +165,10 @@ class TrainConfig:
     run_name: str = ""                   # "" = <config name>_<date-time>
     init_from: str = ""                  # start from a deployable checkpoint's weights
     deterministic: bool = True           # deterministic algorithms on CPU (bit-exact resume)
+    # Recorded, not a setting: the number of processes (torchrun's WORLD_SIZE) the run started
+    # with; data.batch_size is per process, so the global batch is batch_size * world_size.
+    # A resume may use another number: resumes.jsonl and last.pt record each session's.
+    world_size: int = 1
 
 
 @dataclass

@@ -14,6 +14,10 @@ Each iteration of the ``alternating`` schedule (the paper's idea, really alterna
 ``joint`` sums every term and takes one backward pass for both networks (the public code's
 scheme, kept as an ablation). E always sees D's output clamped to [0, 1], as in deployment.
 
+Under ``torchrun --nproc_per_node N -m training.train ...`` N processes train data-parallel
+(training/distributed.py, docs/training.md "Several GPUs or machines"); rank 0 alone validates
+and writes the run folder.
+
 The run folder holds config.yaml (resolved, written once when the run starts), last.pt (full
 training state, written atomically every ``checkpoint_every`` steps, at the end, and on Ctrl-C),
 best.pt (weights chosen on the validation split), metrics.jsonl (validation history), resumes.jsonl
@@ -47,7 +51,7 @@ from tqdm import tqdm
 
 from dehaze_ros.camera import canonical_from_metric, metric_from_canonical
 from dehaze_ros.checkpoint import CheckpointError, atomic_torch_save, build_models, load_checkpoint
-from dehaze_ros.engine import EngineError, resolve_device
+from dehaze_ros.engine import EngineError
 from dehaze_ros.engine import resolve_precision as engine_precision
 from dehaze_ros.models import ModelConfig, build_dehazer, build_depth_net, count_parameters, get_model_config
 from training import losses
@@ -55,6 +59,7 @@ from training.config import (ConfigError, TrainingConfig, check_resume_overrides
                              save_config)
 from training.data import (ContinuingSampler, DataError, build_sources, build_training_dataset,
                            build_validation_samples, worker_init)
+from training.distributed import Distributed
 from training.metrics import depth_metrics, psnr, ssim
 from training.visualize import training_grid
 
@@ -138,7 +143,9 @@ def git_commit() -> str:
     return f"{commit}+dirty" if commit and dirty else commit
 
 
-def rng_state() -> dict:
+def rng_state(cuda_device: torch.device | None = None) -> dict:
+    """``cuda_device``: only that GPU's generator (under torchrun, where every process touching
+    every GPU of the machine would open a CUDA context on each); None: all GPUs."""
     # Lists and tensors only: the state file must load with weights_only=True.
     numpy_state = np.random.get_state()
     state = {
@@ -147,17 +154,20 @@ def rng_state() -> dict:
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        state["cuda"] = ([torch.cuda.get_rng_state(cuda_device)] if cuda_device is not None
+                         else torch.cuda.get_rng_state_all())
     return state
 
 
-def set_rng_state(state: dict) -> None:
+def set_rng_state(state: dict, cuda_device: torch.device | None = None) -> None:
     python_state = state["python"]
     random.setstate((python_state[0], tuple(python_state[1]), python_state[2]))
     name, keys, *rest = state["numpy"]
     np.random.set_state((name, np.asarray(keys, dtype=np.uint32), *rest))
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
+    if "cuda" in state and torch.cuda.is_available() and cuda_device is not None:
+        torch.cuda.set_rng_state(state["cuda"][0], cuda_device)
+    elif "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
@@ -201,6 +211,25 @@ def all_known(depth: torch.Tensor) -> torch.Tensor:
     return torch.ones(depth.shape[0], dtype=torch.bool, device=depth.device)
 
 
+class DehazerWithDepth(nn.Module):
+    """D's ``forward_with_depth`` as ``forward``: DistributedDataParallel hooks ``forward`` only
+    (it prepares the gradient all-reduce there), and the dehazing step needs the branch depth."""
+
+    def __init__(self, dehazer: nn.Module):
+        super().__init__()
+        self.dehazer = dehazer
+
+    def forward(self, hazy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.dehazer.forward_with_depth(hazy)
+
+
+class _NoWriter:
+    """TensorBoard on ranks other than 0: writes nothing."""
+
+    def __getattr__(self, _name):
+        return lambda *args, **kwargs: None
+
+
 @dataclass
 class StepOutput:
     losses: dict[str, float] = field(default_factory=dict)
@@ -215,16 +244,24 @@ class Trainer:
     ``state_dict()`` / ``load_state_dict()``; ``last.pt`` and ``best.pt`` in ``run_dir``."""
 
     def __init__(self, config: TrainingConfig, run_dir: str | Path, log: Callable[[str], None] = print,
-                 resumed_with: list[str] | None = None):
+                 resumed_with: list[str] | None = None, dist: Distributed | None = None):
         """``resumed_with``: None for a new run; for a resumed one, the overrides of this session
         (already applied to ``config``): they hold for this process only, config.yaml keeps the
-        run's own configuration and resumes.jsonl records them."""
+        run's own configuration and resumes.jsonl records them. ``dist``: this process's place
+        under torchrun (default: the only process)."""
         self.config = config
         self.run_dir = Path(run_dir)
-        self.log = log
+        self.dist = Distributed() if dist is None else dist
+        self.log = log if self.dist.is_main else (lambda message: None)
         self.resumed_with = None if resumed_with is None else list(resumed_with)
         train = config.train
-        self.device = resolve_device(train.device)
+        self.device = self.dist.start(train.device)
+        if self.resumed_with is None:
+            if train.world_size not in (1, self.dist.world_size):
+                raise ConfigError(f"train.world_size={train.world_size} but this run has {self.dist.world_size} "
+                                  "process(es): the field is recorded by the trainer from torchrun; leave it out")
+            train.world_size = self.dist.world_size
+        self._rng_cuda_device = self.device if self.dist.launched and self.device.type == "cuda" else None
         self.amp_dtype = resolve_precision(train.precision, self.device)
         if self.device.type == "cuda":
             # Speed over bit-exactness on the GPU: fixed crop sizes make cuDNN autotuning pay off.
@@ -244,6 +281,14 @@ class Trainer:
         self.depth_net.to(self.device)
         self.ema_dehazer = ModelEma(self.dehazer, train.ema_decay)
         self.ema_depth_net = ModelEma(self.depth_net, train.ema_decay)
+        # What the steps call to run the network they train: under torchrun DistributedDataParallel
+        # around the plain module (which keeps serving EMA, state dicts, validation and the frozen
+        # forwards), else the plain module itself. Every rank built the same seeded weights (and
+        # DDP broadcasts rank 0's anyway), so the EMA copies above agree too. Every parameter of
+        # D takes part in its step (the depth branch feeds the encoder), so DDP need not search
+        # for unused ones; E in the joint ablation may have no depth term on a rank: search there.
+        self._dehazer_forward = self.dist.wrap(DehazerWithDepth(self.dehazer))
+        self._depth_net_forward = self.dist.wrap(self.depth_net, find_unused_parameters=train.schedule == "joint")
 
         optim = config.optim
         self.optimizer_dehazer = torch.optim.AdamW(self.dehazer.parameters(), lr=optim.lr_dehazer,
@@ -264,13 +309,16 @@ class Trainer:
         self.train_sources = build_sources(config.data, "train")
         self.dataset = build_training_dataset(config.data, train.seed, self.train_sources)
         self.val_sources = build_sources(config.data, "val")
-        self.val_samples = build_validation_samples(config.data, train.seed, self.val_sources)
+        # Only rank 0 validates.
+        self.val_samples = (build_validation_samples(config.data, train.seed, self.val_sources)
+                            if self.dist.is_main else [])
         self.teacher = self._load_teacher(config.depth.teacher_checkpoint)
         sources_with_depth = [s.name for s in self.train_sources if s.has_depth]
         self.depth_available = bool(sources_with_depth) or self.teacher is not None
         self.loss_weights = self._effective_loss_weights()
 
         self.step = 0
+        self.samples_seen = 0  # the data position: global sample index, over all ranks and sessions
         self.best: dict = {}
         self.elapsed_s = 0.0
         self.git_commit = git_commit()
@@ -323,6 +371,10 @@ class Trainer:
         self.log(f"device {self.device}, precision {self.amp_dtype or torch.float32}, schedule "
                  f"{cfg.train.schedule}, {cfg.train.steps} steps of batch {cfg.data.batch_size} at "
                  f"{cfg.data.crop}x{cfg.data.crop}")
+        if self.dist.launched:
+            world = self.dist.world_size
+            self.log(f"torchrun: {world} processes, global batch {world} x {cfg.data.batch_size} = "
+                     f"{world * cfg.data.batch_size}; learning rates as configured (not scaled)")
         self.log(f"model {self.model_config.name}: dehazer {count_parameters(self.dehazer):,} parameters, "
                  f"depth net {count_parameters(self.depth_net):,}")
         for source in self.train_sources + self.val_sources:
@@ -399,11 +451,15 @@ class Trainer:
         self.depth_net.eval().requires_grad_(False)
         out = StepOutput()
         with self._autocast():
-            dehazed, branch_depth = self.dehazer.forward_with_depth(hazy)
+            dehazed, branch_depth = self._dehazer_forward(hazy)
             depth_of_dehazed = None
             # The depth difference compares log depths directly: only images of known scale.
             perception_mask = mask & scale_known.view(-1, 1, 1, 1)
             if weights["depth_perception"] and bool(perception_mask.any()):
+                # The plain E, not its DDP wrapper: E is frozen (requires_grad False), gradients
+                # pass through its operations to D, and none reach E's parameters, so nothing of
+                # E is all-reduced in this step (a test counts). DDP has no part in a step in
+                # which its network does not train; no_sync() would not help, it only postpones.
                 depth_of_dehazed = self.depth_net(dehazed.clamp(0.0, 1.0))
         dehazed = dehazed.float()
         total, parts = losses.reconstruction_loss(dehazed, clear, weights["l1"], weights["ssim"])
@@ -432,14 +488,16 @@ class Trainer:
         weights, loss_cfg = self.loss_weights, self.config.loss
         scale_known = all_known(depth) if scale_known is None else scale_known
         out = StepOutput()
-        if not (weights["depth_weighted"] or weights["depth_unweighted"]) or not bool(mask.any()):
+        # Whether a batch has depth differs between ranks, and E's step must be taken by all or
+        # none (its gradients are all-reduced): a rank without depth adds a zero loss.
+        if not (weights["depth_weighted"] or weights["depth_unweighted"]) or not any(self.dist.any_rank(mask.any())):
             return out  # nothing to learn from this batch: no optimiser step (Adam would still move)
         self.dehazer.eval().requires_grad_(False)
         self.depth_net.train().requires_grad_(True)
         dehazed = dehazed.detach().clamp(0.0, 1.0)
         difference_weights = losses.dehazing_difference_weights(dehazed, clear, mask, loss_cfg.difference_temperature)
         with self._autocast():
-            depth_pred = self.depth_net(dehazed)
+            depth_pred = self._depth_net_forward(dehazed)
         total = depth_pred.float().sum() * 0.0
         if weights["depth_weighted"]:
             weighted, parts = losses.depth_loss(depth_pred, depth, mask, loss_cfg.depth_l1, loss_cfg.depth_silog,
@@ -472,8 +530,8 @@ class Trainer:
         self.depth_net.train().requires_grad_(True)
         out = StepOutput()
         with self._autocast():
-            dehazed, branch_depth = self.dehazer.forward_with_depth(hazy)
-            depth_pred = self.depth_net(dehazed.clamp(0.0, 1.0))
+            dehazed, branch_depth = self._dehazer_forward(hazy)
+            depth_pred = self._depth_net_forward(dehazed.clamp(0.0, 1.0))
         dehazed = dehazed.float()
         total, parts = losses.reconstruction_loss(dehazed, clear, weights["l1"], weights["ssim"])
         difference_weights = losses.dehazing_difference_weights(dehazed, clear, mask, loss_cfg.difference_temperature)
@@ -538,9 +596,13 @@ class Trainer:
             warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()`"))
             self.scheduler_dehazer.step()
             self.scheduler_depth.step()
+        # Parameters are equal on every rank after the all-reduced steps; BatchNorm statistics of
+        # each rank's own batch are not, until rank 0's are copied: then the EMA agrees too.
+        self.dist.broadcast_buffers((self.dehazer, self.depth_net))
         self.ema_dehazer.update(self.dehazer, self.step)
         self.ema_depth_net.update(self.depth_net, self.step)
         self.step += 1
+        self.samples_seen += hazy.shape[0] * self.dist.world_size
         if want_visuals:
             out.visuals.update(hazy=hazy, clear=clear, depth_target=torch.where(mask, depth, torch.nan))
         return out
@@ -632,7 +694,8 @@ class Trainer:
             "format": TRAINING_STATE_FORMAT,
             "format_version": TRAINING_STATE_VERSION,
             "step": self.step,
-            "samples_seen": self.step * self.config.data.batch_size,
+            "samples_seen": self.samples_seen,
+            "world_size": self.dist.world_size,   # of the session that wrote this file
             "elapsed_s": self.training_seconds,
             "best": to_python(self.best),
             "saved_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -647,7 +710,7 @@ class Trainer:
                 "scheduler_depth": self.scheduler_depth.state_dict(),
                 "scaler_dehazer": self.scaler_dehazer.state_dict(),
                 "scaler_depth": self.scaler_depth.state_dict(),
-                "rng": rng_state(),
+                "rng": rng_state(self._rng_cuda_device),
             })
         return state
 
@@ -664,19 +727,23 @@ class Trainer:
         self.scheduler_depth.load_state_dict(state["scheduler_depth"])
         self.scaler_dehazer.load_state_dict(state["scaler_dehazer"])
         self.scaler_depth.load_state_dict(state["scaler_depth"])
-        set_rng_state(state["rng"])
+        set_rng_state(state["rng"], self._rng_cuda_device)
         self.step = int(state["step"])
+        # The global data position; a resume with another number of processes continues from it.
+        self.samples_seen = int(state.get("samples_seen", self.step * self.config.data.batch_size))
         self.elapsed_s = float(state.get("elapsed_s", 0.0))
         self.best = dict(state.get("best") or {})
 
     def save_last(self) -> Path:
         path = self.run_dir / "last.pt"
-        atomic_torch_save(self.state_dict(full=True), path)
+        if self.dist.is_main:  # every rank holds the same state
+            atomic_torch_save(self.state_dict(full=True), path)
         return path
 
     def save_best(self) -> Path:
         path = self.run_dir / "best.pt"
-        atomic_torch_save(self.state_dict(full=False), path)
+        if self.dist.is_main:
+            atomic_torch_save(self.state_dict(full=False), path)
         return path
 
     # ---- the loop
@@ -687,7 +754,8 @@ class Trainer:
             return workers
         if self.device.type != "cuda":
             return 0  # CPU runs are smoke tests: worker start-up would cost more than it saves
-        return max(2, min(12, (os.cpu_count() or 4) - 2))
+        # The machine's cores are shared by the processes torchrun started on it.
+        return max(2, min(12, ((os.cpu_count() or 4) - 2) // self.dist.local_world_size))
 
     def _loader(self) -> DataLoader:
         workers = self._workers()
@@ -700,7 +768,8 @@ class Trainer:
             extra = {"persistent_workers": True, "prefetch_factor": 4, "worker_init_fn": worker_init,
                      "multiprocessing_context": "spawn"}
         return DataLoader(self.dataset, batch_size=self.config.data.batch_size,
-                          sampler=ContinuingSampler(self.step * self.config.data.batch_size),
+                          sampler=ContinuingSampler(self.samples_seen, self.config.data.batch_size,
+                                                    self.dist.rank, self.dist.world_size),
                           num_workers=workers, pin_memory=self.device.type == "cuda",
                           # Its own generator: creating the loader must not draw from the global
                           # torch RNG, or a resumed run would diverge from an uninterrupted one.
@@ -708,6 +777,8 @@ class Trainer:
 
     @property
     def writer(self):
+        if not self.dist.is_main:
+            return _NoWriter()
         if self._writer is None:
             from torch.utils.tensorboard import SummaryWriter
             self._writer = SummaryWriter(log_dir=str(self.run_dir / "tb"), purge_step=self.step or None)
@@ -750,13 +821,16 @@ class Trainer:
     def fit(self, budget_start: float | None = None, on_step: Callable[["Trainer"], None] | None = None) -> dict:
         """Train until ``train.steps``, the time budget, or a stop request; returns a summary."""
         cfg = self.config.train
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        if self.resumed_with is None:
+        writes_run_folder = self.dist.is_main  # rank 0 alone
+        if writes_run_folder:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        if writes_run_folder and self.resumed_with is None:
             save_config(self.config, self.run_dir / "config.yaml")
-        else:
+        elif writes_run_folder:
             # Not config.yaml: a resume's overrides (a time budget, workers) are for this session;
             # written there they would silently become the defaults of every later resume.
-            record = {"step": self.step, "overrides": self.resumed_with,
+            record = {"step": self.step, "overrides": self.resumed_with, "world_size": self.dist.world_size,
+                      "samples_seen": self.samples_seen,
                       "at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
             with open(self.run_dir / "resumes.jsonl", "a") as handle:
                 handle.write(json.dumps(record) + "\n")
@@ -767,7 +841,7 @@ class Trainer:
         if self.device.type == "cpu" and cfg.deterministic:
             torch.use_deterministic_algorithms(True)
         loader = self._loader()
-        interactive = sys.stderr.isatty()
+        interactive = sys.stderr.isatty() and self.dist.is_main
         progress = tqdm(total=cfg.steps, initial=self.step, dynamic_ncols=True, disable=not interactive,
                         desc=self.config.name)
         reason = "finished"
@@ -785,7 +859,7 @@ class Trainer:
                 window_data_s += time.monotonic() - fetch_start
                 want_visuals = (self.step + 1) % cfg.image_every == 0
                 out = self.train_step(batch, want_visuals)
-                window_images += batch["hazy"].shape[0]
+                window_images += batch["hazy"].shape[0] * self.dist.world_size  # the whole job's
                 if on_step is not None:
                     on_step(self)
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps:
@@ -802,7 +876,8 @@ class Trainer:
                     shown = {label: out.losses[key] for label, key in SHOWN_LOSSES.items() if key in out.losses}
                     progress.set_postfix({**{k: f"{v:.4f}" for k, v in shown.items()},
                                           "img/s": f"{throughput:.1f}", "data": f"{data_share:.0%}"}, refresh=False)
-                    if not interactive and (now - last_print > 30 or self.step == first_logged_step):
+                    if not interactive and self.dist.is_main and (now - last_print > 30
+                                                                   or self.step == first_logged_step):
                         print(f"step {self.step}/{cfg.steps} " + " ".join(f"{k} {v:.4f}" for k, v in shown.items())
                               + f" | {throughput:.1f} img/s, data wait {data_share:.0%}", flush=True)
                         last_print = now
@@ -814,16 +889,24 @@ class Trainer:
                 if self.step % cfg.checkpoint_every == 0:
                     self.save_last()
                     reserve_s = max(reserve_s, 2 * (time.monotonic() - housekeeping_start) + 5.0)
-                if self.step % cfg.val_every == 0 or self.step == cfg.steps:
+                validating = self.step % cfg.val_every == 0 or self.step == cfg.steps
+                if validating:
                     mark = time.monotonic()
-                    self._run_validation()
+                    if self.dist.is_main:
+                        self._run_validation()
                     reserve_s = max(reserve_s, 2 * (time.monotonic() - mark) + 5.0)
+                if validating or self.step % cfg.checkpoint_every == 0:
+                    self.dist.barrier()  # the other ranks wait while rank 0 validates and writes
                 # Throughput counts training only: saving and validating are not the data pipeline.
                 window_start += time.monotonic() - housekeeping_start
-                if self._stop_requested:
-                    reason = "stopped on request (Ctrl-C)"
+                out_of_time = budget_s and time.monotonic() - budget_start + min(reserve_s, 0.2 * budget_s) >= budget_s
+                # A signal reaches one rank or all, and clocks differ: all ranks stop at the same
+                # step or one would wait for the others forever (one small all-reduce per step).
+                stop_requested, out_of_time = self.dist.any_rank(self._stop_requested, out_of_time)
+                if stop_requested:
+                    reason = "stopped on request (Ctrl-C or SIGTERM)"
                     break
-                if budget_s and time.monotonic() - budget_start + min(reserve_s, 0.2 * budget_s) >= budget_s:
+                if out_of_time:
                     reason = f"time budget of {cfg.max_minutes:g} min reached"
                     break
         finally:
@@ -833,7 +916,8 @@ class Trainer:
             progress.close()
             self.elapsed_s, self._fit_started = self.training_seconds, None
             if in_main_thread:
-                signal.signal(signal.SIGINT, self._previous_sigint)
+                for signal_number, handler in self._previous_handlers.items():
+                    signal.signal(signal_number, handler)
             torch.use_deterministic_algorithms(previous_deterministic)
         # A run that ends or meets its time budget validates its final weights (they may be the
         # best so far). Ctrl-C never does: the user wants out, and the resumed run validates on
@@ -842,9 +926,12 @@ class Trainer:
         stopped_by_user = reason.startswith("stopped")
         # A finished run validated its last step in the loop; resuming it adds no second entry.
         if (self.step > 0 and self._last_validated_step != self.step and not stopped_by_user
-                and reason != "already finished"):
+                and reason != "already finished" and self.dist.is_main):
             self._run_validation()
         last = self.save_last()
+        # No rank leaves before last.pt is written: torchrun ends the whole job as soon as one
+        # process exits with an error status (130 after a stop request is one).
+        self.dist.barrier()
         if self._writer is not None:
             self._writer.flush()
         minutes = self.elapsed_s / 60.0
@@ -856,8 +943,10 @@ class Trainer:
         return {"reason": reason, "step": self.step, "best": self.best, "last": str(last)}
 
     def _install_sigint(self) -> bool:
+        """Ctrl-C and SIGTERM (a scheduler's stop, torchrun passing either on) finish the step."""
         try:
-            self._previous_sigint = signal.signal(signal.SIGINT, self.request_stop)
+            self._previous_handlers = {number: signal.signal(number, self.request_stop)
+                                       for number in (signal.SIGINT, signal.SIGTERM)}
             return True
         except ValueError:  # not the main thread: signals cannot be handled here
             return False
@@ -877,8 +966,10 @@ def new_run_dir(config: TrainingConfig) -> Path:
 
 
 def prepare(config_path: str | None, overrides: list[str], resume: str | None,
-            run_dir: str | None, log: Callable[[str], None] = print) -> Trainer:
-    """A Trainer for a new run (config + overrides) or a resumed one (run folder)."""
+            run_dir: str | None, log: Callable[[str], None] = print, dist: Distributed | None = None) -> Trainer:
+    """A Trainer for a new run (config + overrides) or a resumed one (run folder); ``dist`` is
+    this process's place under torchrun (``Distributed.from_environment()``), default alone.
+    Every rank reads the run folder here (on several machines it must be on a shared disk)."""
     if resume:
         resume_dir = Path(resume)
         if not (resume_dir / "last.pt").is_file() or not (resume_dir / "config.yaml").is_file():
@@ -886,19 +977,22 @@ def prepare(config_path: str | None, overrides: list[str], resume: str | None,
                                 "folder written by training.train)")
         check_resume_overrides(overrides)
         config = load_config(resume_dir / "config.yaml", overrides)
-        trainer = Trainer(config, resume_dir, log=log, resumed_with=overrides)
+        trainer = Trainer(config, resume_dir, log=log, resumed_with=overrides, dist=dist)
         trainer.load_state_dict(load_training_file(resume_dir / "last.pt"))
-        log(f"resumed at step {trainer.step}" + (f" with {' '.join(overrides)} (this session only)"
-                                                   if overrides else ""))
+        trainer.log(f"resumed at step {trainer.step}" + (f" with {' '.join(overrides)} (this session only)"
+                                                           if overrides else ""))
         return trainer
     if not config_path:
         raise ConfigError("give --config FILE for a new run, or --resume RUN_DIR to continue one")
     config = load_config(config_path, overrides)
     target = Path(run_dir) if run_dir else new_run_dir(config)
+    if dist is not None and dist.launched:
+        dist.start(config.train.device)
+        target = Path(dist.broadcast_object(str(target)))  # named after rank 0's clock
     if (target / "last.pt").exists():
         raise TrainingError(f"{target} already holds a run (last.pt); continue it with --resume {target} "
                             "or choose another train.run_name / --run-dir")
-    return Trainer(config, target, log=log)
+    return Trainer(config, target, log=log, dist=dist)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -915,18 +1009,25 @@ def main(argv: list[str] | None = None) -> int:
     overrides = list(args.overrides)
     if args.max_minutes is not None:
         overrides.append(f"train.max_minutes={args.max_minutes}")
+    dist = None
     try:
-        trainer = prepare(args.config, overrides, args.resume, args.run_dir)
+        # Under torchrun one of several processes; otherwise alone, with no distributed set-up.
+        dist = Distributed.from_environment()
+        trainer = prepare(args.config, overrides, args.resume, args.run_dir, dist=dist)
     except (ConfigError, DataError, TrainingError, CheckpointError, EngineError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        if dist is not None:
+            dist.stop()
         return 2
     try:
         summary = trainer.fit(budget_start=budget_start)
     except KeyboardInterrupt:
+        # No dist.stop() here: other ranks may be inside a collective; torchrun ends them.
         print("aborted by a second Ctrl-C; last.pt holds the last saved state", file=sys.stderr)
         return 130
     finally:
         trainer.close()
+    dist.stop()
     # 130 like any program stopped by Ctrl-C (the state is saved); a time budget is a normal end.
     return 130 if summary["reason"].startswith("stopped") else 0
 

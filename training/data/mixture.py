@@ -74,22 +74,33 @@ class MixtureDataset(Dataset):
 
 
 class ContinuingSampler(Sampler[int]):
-    """Indices start, start+1, ... without end; ``start`` is the run's data position."""
+    """Indices start, start+1, ... without end; ``start`` is the run's data position.
 
-    def __init__(self, start: int = 0):
-        self.start = int(start)
+    With several processes (``world_size`` > 1) the same stream is dealt out in per-process
+    batches of ``batch_size``: at data position P, rank r takes P + r*b ... P + r*b + b - 1 and
+    the position moves on by b * world_size. Every index is used once, by one rank, and the
+    ranks' batches together are the batch a single process of batch b * world_size would take.
+    """
+
+    def __init__(self, start: int = 0, batch_size: int = 1, rank: int = 0, world_size: int = 1):
+        if not 0 <= rank < world_size or batch_size < 1:
+            raise ValueError(f"need 0 <= rank < world_size and batch_size >= 1, got rank {rank}, "
+                             f"world_size {world_size}, batch_size {batch_size}")
+        self.start, self.batch_size, self.rank, self.world_size = int(start), batch_size, rank, world_size
 
     def __iter__(self) -> Iterator[int]:
-        index = self.start
+        position = self.start + self.rank * self.batch_size
         while True:
-            yield index
-            index += 1
+            yield from range(position, position + self.batch_size)
+            position += self.batch_size * self.world_size
 
 
 def worker_init(_worker_id: int) -> None:
-    # Ctrl-C reaches the whole process group. Workers ignore it, so the main process can finish
-    # the current step and write last.pt while the workers are still there to be shut down.
+    # Ctrl-C reaches the whole process group, and torchrun passes Ctrl-C or SIGTERM on to its
+    # workers' whole process groups. Workers ignore both, so the main process can finish the
+    # current step and write last.pt while the workers are still there to be shut down.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     # One thread per worker: the workers are the parallelism; nested thread pools only contend.
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
