@@ -53,7 +53,7 @@ T_LOW = 0.11                 # above the 0.1 floor (t0) that the DCP and the phy
 T_HIGH = 0.95                # below: -ln t >= 0.051, where noise of +-0.01 in t is a 20% error
 MIN_PIXELS = 200             # usable pixels needed for an estimate
 MIN_PIXEL_FRACTION = 0.005   # ... and at least this share of the frame
-MIN_DEPTH_SPREAD = 1.5       # 90th / 10th percentile of their depths
+MIN_DEPTH_SPREAD = 1.3       # 90th / 10th percentile of their depths (a frontal wall: ~1.0)
 MAJORITY = 0.5               # share of pixels with depth that must be clear (or opaque) to say so
 IQR_TO_SIGMA = 1.349         # interquartile range of a normal distribution, in standard deviations
 
