@@ -32,6 +32,7 @@ setup(
             "dehaze_node = dehaze_ros.dehaze_node:main",
             "sample_camera = dehaze_ros.sample_camera:main",
             "dehaze_benchmark = dehaze_ros.benchmark:main",
+            "process_bag = dehaze_ros.process_bag:main",
             "dehaze_train = training.train:main",
             "dehaze_evaluate = training.evaluate:main",
             "dehaze_export = training.export:main",

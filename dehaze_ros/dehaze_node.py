@@ -58,7 +58,6 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
-import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import SetParametersResult
@@ -69,20 +68,21 @@ from rclpy.qos import (QoSDurabilityPolicy, QoSHistoryPolicy, QoSProfile,
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from rclpy.signals import SignalHandlerOptions
 from rclpy.time import Time
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, Range
 
-from dehaze_ros import image_conversion
-from dehaze_ros.colormap import depth_to_colormap
+from dehaze_ros import frame_outputs, image_conversion, visibility
+from dehaze_ros.camera import focal_from_hfov
 from dehaze_ros.image_conversion import ImageConversionError
 from dehaze_ros.node_config import (SPECS, ConfigError, NodeConfig, declare_node_parameters,
                                     integers_as_floats, read_node_config, resolve_model)
-from dehaze_ros.pointcloud import (IntrinsicsError, camera_info_for_image, depth_to_points,
-                                   intrinsics_from_camera_info, make_pointcloud2)
+from dehaze_ros.pointcloud import IntrinsicsError, camera_info_for_image
 from dehaze_ros.stats import percentile
 
 NODE_NAME = "dehaze_node"
 LATENCY_WINDOW = 200          # recent frames the latency statistics cover
 LOG_THROTTLE_S = 5.0          # the same problem is logged at most this often
+VISIBILITY_NEEDS_METRES = ("visibility is not published: it needs metric depth and the model's "
+                           "depth is relative (model dcp); use a checkpoint")
 
 
 def input_qos(reliability: str) -> QoSProfile:
@@ -151,6 +151,8 @@ class FrameStats:
         self.failed = 0            # the engine raised
         self.last_problem = ""
         self.focal_assumed: bool | None = None      # last depth frame: metres from default_hfov_deg
+        self.with_visibility = 0   # frames whose visibility was estimated (someone subscribed)
+        self.visibility = None     # the last VisibilityEstimate
         self.last_problem_at: float | None = None   # time.monotonic() of the last invalid/failed frame
         self.last_good_at: float | None = None      # ... of the last frame processed or skipped
         self.last_received_at: float | None = None
@@ -168,14 +170,17 @@ class OutputDemand:
     depth_info: bool
     colormap: bool
     points: bool
+    visibility: bool = False
 
     @property
     def needs_engine(self) -> bool:
-        return self.dehazed or self.depth or self.colormap or self.points
+        return self.dehazed or self.depth or self.colormap or self.points or self.visibility
 
     @property
     def needs_depth(self) -> bool:
-        return self.depth or self.colormap or self.points
+        # Visibility is -ln(t) / depth: it needs the depth network even when no depth topic
+        # has a subscriber.
+        return self.depth or self.colormap or self.points or self.visibility
 
     @property
     def needs_dehazed_pixels(self) -> bool:
@@ -266,7 +271,8 @@ class DehazeNode(LifecycleNode):
         options = QoSOverridingOptions.with_default_policies()
         for topic, msg_type in (("dehazed/image", Image), ("dehazed/camera_info", CameraInfo),
                                 ("depth/image", Image), ("depth/camera_info", CameraInfo),
-                                ("depth/colormap", Image), ("points", PointCloud2)):
+                                ("depth/colormap", Image), ("points", PointCloud2),
+                                ("visibility", Range)):
             self._outputs[topic] = self.create_lifecycle_publisher(
                 msg_type, topic, OUTPUT_QOS, qos_overriding_options=options)
         info = self._engine_info
@@ -276,6 +282,8 @@ class DehazeNode(LifecycleNode):
             + (f", checkpoint {info['checkpoint']}" if info.get("checkpoint") else ""))
         if info["depth_units"] != "meters":
             self.get_logger().warning(self._relative_depth_note(config))
+            if config.publish_visibility:
+                self.get_logger().warning(VISIBILITY_NEEDS_METRES)
         self._state_label = "inactive"
         return TransitionCallbackReturn.SUCCESS
 
@@ -455,12 +463,9 @@ class DehazeNode(LifecycleNode):
             colormap=config.publish_colormap and self._subscribed("depth/colormap"),
             points=(config.publish_points and depth_allowed and have_info
                     and self._subscribed("points")),
+            # Relative depth has no metres, so no visibility: nothing to compute or publish.
+            visibility=config.publish_visibility and metric and self._subscribed("visibility"),
         )
-
-    def _decode(self, msg, max_pixels: int) -> tuple[np.ndarray, str]:
-        if isinstance(msg, CompressedImage):
-            return image_conversion.compressed_to_numpy(msg, max_pixels)
-        return image_conversion.image_to_numpy(msg, max_pixels), msg.encoding
 
     def _process_frame(self, frame: PendingFrame, config: NodeConfig) -> None:
         engine = self._engine
@@ -483,38 +488,36 @@ class DehazeNode(LifecycleNode):
                 self._stats.last_good_at = time.monotonic()
             return
         try:
-            image, encoding = self._decode(frame.msg, config.max_input_pixels)
+            image, encoding = frame_outputs.decode_frame(frame.msg, config.max_input_pixels)
             rgb = image_conversion.to_rgb8(image, encoding)
         except ImageConversionError as exc:
             self._report_bad_frame(str(exc))
             return
 
+        focal_px = frame_outputs.focal_px_for_image(camera_info, rgb.shape[1], rgb.shape[0])
         result = engine.process(rgb, want_dehazed=demand.needs_dehazed_pixels,
-                                want_depth=demand.needs_depth, focal_px=self._focal_px(camera_info, rgb))
+                                want_depth=demand.needs_depth, focal_px=focal_px)
 
         if demand.dehazed:
-            out_encoding = image_conversion.output_encoding(encoding)
-            dehazed = image_conversion.rgb8_to_encoding(
-                result.dehazed, out_encoding, image_conversion.alpha_channel(image, encoding))
             self._outputs["dehazed/image"].publish(
-                image_conversion.numpy_to_image(dehazed, out_encoding, header))
+                frame_outputs.dehazed_message(result.dehazed, image, encoding, header))
         self._publish_camera_info(camera_info, header, demand, rgb.shape[1], rgb.shape[0])
         if demand.depth:
-            depth = result.depth.astype(np.float32, copy=False)
-            if config.depth_inf_as_nan:
-                # For consumers that mishandle REP-117's infinities; the colormap and the cloud
-                # still tell too near from too far.
-                depth = np.where(np.isinf(depth), np.float32(np.nan), depth)
-            self._outputs["depth/image"].publish(image_conversion.numpy_to_image(depth, "32FC1", header))
+            self._outputs["depth/image"].publish(
+                frame_outputs.depth_message(result.depth, header, config.depth_inf_as_nan))
         if demand.colormap:
-            if metric:
-                colored = depth_to_colormap(result.depth, config.colormap_min_m, config.colormap_max_m)
-            else:
-                colored = depth_to_colormap(result.depth, 0.0, config.colormap_relative_max, log_scale=False)
-            self._outputs["depth/colormap"].publish(
-                image_conversion.numpy_to_image(colored, "bgr8", header))
+            self._outputs["depth/colormap"].publish(frame_outputs.colormap_message(
+                result.depth, header, metric, config.colormap_min_m, config.colormap_max_m,
+                config.colormap_relative_max))
         if demand.points:
             self._publish_points(result, camera_info, header, config)
+        estimate = None
+        if demand.visibility:
+            estimate = visibility.estimate_from_result(result, rgb, config.max_side, engine.depth_range)
+            if focal_px is None:
+                focal_px = focal_from_hfov(rgb.shape[1], config.default_hfov_deg)
+            self._outputs["visibility"].publish(visibility.range_message(
+                estimate, header, visibility.horizontal_fov_rad(focal_px, rgb.shape[1])))
 
         finished = time.monotonic()
         stamp_age_ms = None
@@ -526,6 +529,9 @@ class DehazeNode(LifecycleNode):
             if result.depth is not None:
                 self._stats.with_depth += 1
                 self._stats.focal_assumed = result.focal_assumed
+            if estimate is not None:
+                self._stats.with_visibility += 1
+                self._stats.visibility = estimate
             self._stats.processing_ms.append((finished - frame.received_at) * 1e3)
             self._stats.inference_ms.append(result.timings_ms.get("total", 0.0))
             if stamp_age_ms is not None:
@@ -541,17 +547,6 @@ class DehazeNode(LifecycleNode):
             return f"assumed field of view ({hfov}, no usable camera_info)"
         return "camera_info focal length"
 
-    @staticmethod
-    def _focal_px(camera_info: CameraInfo | None, rgb: np.ndarray) -> float | None:
-        """fx of this image from camera_info (scaled to its size), or None: the engine then
-        assumes default_hfov_deg for metric depth, and /diagnostics says so."""
-        if camera_info is None:
-            return None
-        try:
-            return intrinsics_from_camera_info(camera_info, rgb.shape[1], rgb.shape[0])[0]
-        except IntrinsicsError:
-            return None
-
     def _publish_camera_info(self, camera_info: CameraInfo | None, header, demand: OutputDemand,
                              width: int, height: int) -> None:
         if camera_info is None or not (demand.dehazed_info or demand.depth_info):
@@ -565,14 +560,13 @@ class DehazeNode(LifecycleNode):
             self._outputs["depth/camera_info"].publish(matching)
 
     def _publish_points(self, result, camera_info: CameraInfo, header, config: NodeConfig) -> None:
-        height, width = result.depth.shape
         try:
-            fx, fy, cx, cy = intrinsics_from_camera_info(camera_info, width, height)
+            cloud = frame_outputs.points_message(result.depth, result.dehazed, camera_info, header,
+                                                 config.point_decimation)
         except IntrinsicsError as exc:
             self._log_throttled("warning", "intrinsics", f"points not published: {exc}")
             return
-        xyz, rgb = depth_to_points(result.depth, fx, fy, cx, cy, config.point_decimation, result.dehazed)
-        self._outputs["points"].publish(make_pointcloud2(header, xyz, rgb))
+        self._outputs["points"].publish(cloud)
 
     def _report_bad_frame(self, problem: str) -> None:
         with self._stats.lock:
@@ -602,6 +596,26 @@ class DehazeNode(LifecycleNode):
                 "depth/colormap shows it. Use a checkpoint for metric depth, or set "
                 "publish_relative_depth:=true")
 
+    def _visibility_values(self, estimate, config: NodeConfig | None) -> dict[str, str]:
+        """The last visibility estimate, or why there is none, as diagnostics key-values."""
+        if config is not None and not config.publish_visibility:
+            note = "off (publish_visibility is false)"
+        elif self._engine_info and self._engine_info.get("depth_units") != "meters":
+            note = VISIBILITY_NEEDS_METRES
+        elif estimate is None:
+            note = "not computed yet (computed only while `visibility` has a subscriber)"
+        else:
+            low, high = estimate.interval_m
+            return {"visibility (m)": f"{estimate.visibility_m:.1f}",
+                    "visibility beta (1/m)": f"{estimate.beta_per_m:.5g}",
+                    "visibility valid": str(estimate.valid).lower(),
+                    "visibility status": estimate.status,
+                    "visibility interquartile (m)": f"{low:.1f} .. {high:.1f}",
+                    "visibility": estimate.describe(),
+                    "visibility transmission from": estimate.transmission_source or "n/a"}
+        return {"visibility (m)": "n/a", "visibility beta (1/m)": "n/a", "visibility valid": "false",
+                "visibility status": "none", "visibility": note}
+
     def _publish_diagnostics(self) -> None:
         now = time.monotonic()
         stats = self._stats
@@ -617,6 +631,7 @@ class DehazeNode(LifecycleNode):
             last_problem_at, last_good_at = stats.last_problem_at, stats.last_good_at
             last_received_at = stats.last_received_at
             focal_assumed = stats.focal_assumed
+            with_visibility, estimate = stats.with_visibility, stats.visibility
         bad = counts["invalid"] + counts["failed"]
         previous_received, previous_processed, previous_bad, previous_time = self._previous_counts
         elapsed = max(now - previous_time, 1e-6)
@@ -700,7 +715,9 @@ class DehazeNode(LifecycleNode):
                                            else "n/a"),
             "refused start-up parameters": "; ".join(self._startup_refusals) or "none",
             "metric scale from": self._metric_scale_source(focal_assumed, config),
+            "frames with visibility": str(with_visibility),
         }
+        values.update(self._visibility_values(estimate, config))
         for key in ("model", "device", "precision", "depth_units", "checkpoint", "max_side"):
             if key in self._engine_info:
                 values[key.replace("_", " ")] = str(self._engine_info[key])

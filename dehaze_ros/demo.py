@@ -9,6 +9,7 @@ node's outputs. After the first dehazed frame it records for `--duration` second
     demo_output/mosaic_NN.png   hazy | dehazed | depth colormap, a few moments of the run
     demo_output/demo.mp4        every recorded mosaic
     demo_output/logs/*.log      what the two child processes printed
+    demo_output/visibility.csv  the node's visibility estimate of every recorded frame
 
 then prints one summary line (frames in/out/dropped, end-to-end latency from the camera's
 header stamp to the recorder's receipt, output rate). Children are stopped with SIGINT (a
@@ -194,12 +195,15 @@ class Recorder:
         self.latencies_ms: list[float] = []
         self.first_output_at: float | None = None
         self.diagnostics: dict[str, str] = {}
+        self.visibility: list[tuple[float, float, float, float]] = []   # stamp, range, min, max
         sensor = QoSProfile(depth=2, reliability=QoSReliabilityPolicy.BEST_EFFORT)
         reliable = QoSProfile(depth=2, reliability=QoSReliabilityPolicy.RELIABLE)
         node.create_subscription(Image, f"{NAMESPACE}/image", self.on_hazy, sensor)
         node.create_subscription(Image, f"{NAMESPACE}/dehazed/image", self.on_dehazed, reliable)
         node.create_subscription(Image, f"{NAMESPACE}/depth/colormap", self.on_colormap, reliable)
         node.create_subscription(DiagnosticArray, "/diagnostics", self.on_diagnostics, 10)
+        from sensor_msgs.msg import Range
+        node.create_subscription(Range, f"{NAMESPACE}/visibility", self.on_visibility, reliable)
 
     @staticmethod
     def key(msg) -> tuple[int, int]:
@@ -242,6 +246,11 @@ class Recorder:
         self.colormap[self.key(msg)] = self.as_bgr(msg)
         self._trim(self.colormap)
         self._try_mosaic(self.key(msg))
+
+    def on_visibility(self, msg) -> None:
+        if self.recording:
+            stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+            self.visibility.append((stamp, msg.range, msg.min_range, msg.max_range))
 
     def on_diagnostics(self, msg) -> None:
         for status in msg.status:
@@ -393,7 +402,36 @@ def run(args: argparse.Namespace) -> int:
           f"latency stamp->received median {median:.0f} ms, p95 {p95:.0f} ms; output {fps:.1f} fps; "
           f"wrote {video['saved']} PNG + MP4 of {video['mosaics']} mosaics ({video['frames'] / args.rate:.0f} s) "
           f"to {output}/", flush=True)
+    print(visibility_summary(recorder.visibility, output, model), flush=True)
     return 0 if received > 0 else 1
+
+
+def visibility_summary(estimates: list[tuple[float, float, float, float]], output: Path, model: str) -> str:
+    """One line on the node's visibility estimates against the camera's drifting fog, and
+    visibility.csv with every estimate (to plot it following the drift)."""
+    import math
+
+    from dehaze_ros.sample_camera import CAMERA_PARAMETERS
+    from dehaze_ros.visibility import KOSCHMIEDER
+
+    with open(output / "visibility.csv", "w") as csv:
+        csv.write("stamp_s,visibility_m,min_range_m,max_range_m\n")
+        for row in estimates:
+            csv.write(",".join(f"{value:.3f}" for value in row) + "\n")
+    beta_min, beta_max = CAMERA_PARAMETERS["beta_min"][0], CAMERA_PARAMETERS["beta_max"][0]
+    truth = (f"the camera's fog drifts between {KOSCHMIEDER / beta_max:.0f} and "
+             f"{KOSCHMIEDER / beta_min:.0f} m over {CAMERA_PARAMETERS['beta_period_s'][0]:g} s")
+    if model == "dcp":
+        return f"demo visibility: none, model dcp gives relative depth and visibility needs metres ({truth})"
+    values = [row[1] for row in estimates]
+    finite = [value for value in values if math.isfinite(value)]
+    text = (f"demo visibility: {len(values)} estimates, {len(finite)} with a value, "
+            f"{sum(math.isnan(v) for v in values)} none, {sum(v == math.inf for v in values)} clear, "
+            f"{sum(v == -math.inf for v in values)} dense")
+    if finite:
+        text += (f"; {min(finite):.0f}-{max(finite):.0f} m, median {statistics.median(finite):.0f} m, "
+                 f"first {finite[0]:.0f} m, last {finite[-1]:.0f} m")
+    return text + f" ({truth}); written to {output}/visibility.csv"
 
 
 if __name__ == "__main__":

@@ -130,6 +130,13 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("publish_points", True,
                   "Publish points (PointCloud2 x,y,z,rgb in the camera frame; needs camera_info).",
                   "live"),
+    ParameterSpec("publish_visibility", True,
+                  "Publish visibility (sensor_msgs/Range, the input's header): the visual range "
+                  "V = 3.912 / beta in metres estimated from the frame's transmission and metric "
+                  "depth (-ln t = beta d); NaN when the frame gives no estimate, +inf when clear "
+                  "beyond max_range, -inf when denser than min_range. Also in /diagnostics. Needs "
+                  "metric depth (a checkpoint, not dcp); while `visibility` has a subscriber the "
+                  "depth network runs even if no depth topic has one.", "live"),
     ParameterSpec("publish_relative_depth", False,
                   "When the model's depth is relative (dcp), still publish it on depth/image and "
                   "points (values are then unitless, not metres). Off by default so consumers of "
@@ -184,6 +191,7 @@ class NodeConfig:
     publish_depth: bool = True
     publish_colormap: bool = True
     publish_points: bool = True
+    publish_visibility: bool = True
     publish_relative_depth: bool = False
     colormap_min_m: float = 0.5
     colormap_max_m: float = 50.0

@@ -92,6 +92,12 @@ def test_demo_records_mosaics_and_video_prints_a_summary_and_cleans_up(tmp_path)
     assert frames_out <= frames_in, "out counts the outputs of the frames counted in"
     assert int(numbers.group(4)) <= int(numbers.group(5))  # median <= p95
 
+    # The DCP has no metric depth, so no visibility: the demo says so (a checkpoint gives a CSV row
+    # per recorded frame).
+    assert "demo visibility: none, model dcp gives relative depth" in stdout, stdout
+    rows = (output / "visibility.csv").read_text().splitlines()
+    assert rows == ["stamp_s,visibility_m,min_range_m,max_range_m"]
+
     mosaics = sorted(output.glob("mosaic_*.png"))
     assert len(mosaics) == 2
     mosaic = cv2.imread(str(mosaics[0]))

@@ -44,7 +44,7 @@ def test_console_scripts_point_at_callable_mains():
     keywords = {kw.arg: kw.value for kw in setup_call().keywords}
     scripts = ast.literal_eval(keywords["entry_points"])["console_scripts"]
     names = {entry.split("=")[0].strip() for entry in scripts}
-    assert {"dehaze_node", "sample_camera"} <= names
+    assert {"dehaze_node", "sample_camera", "process_bag"} <= names
     for entry in scripts:
         module_name, function = entry.split("=")[1].strip().split(":")
         module = importlib.import_module(module_name)

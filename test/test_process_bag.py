@@ -1,0 +1,297 @@
+"""process_bag on bags this test writes with rosbags (sqlite3 and MCAP, raw and compressed).
+
+The input bags are written here with rosbags' Humble type store, independently of the code
+under test; the output is read back with rosbags and compared with the engine run directly on
+the same frames. Runs in this process (one torch thread), except the Ctrl-C tests, which send
+SIGINT / SIGTERM to a real process_bag process mid-run.
+"""
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+pytest.importorskip("rclpy", reason="process_bag serialises with rclpy (pip install -r requirements-ros-pypi.txt)")
+pytest.importorskip("dehaze_ros.models", reason="dehaze_ros.models is needed for the test checkpoint")
+
+from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime  # noqa: E402
+from rosbags.rosbag2 import Reader, StoragePlugin, Writer  # noqa: E402
+from rosbags.typesys import Stores, get_typestore  # noqa: E402
+
+from dehaze_ros import process_bag  # noqa: E402
+from dehaze_ros.engine import DehazeEngine, EngineConfig  # noqa: E402
+from dehaze_ros.image_conversion import compressed_to_numpy, image_to_numpy, to_rgb8  # noqa: E402
+from ros_helpers import REPO_ROOT, child_env, write_tiny_checkpoint  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+INPUT_TYPES = get_typestore(Stores.ROS2_HUMBLE)
+IMAGE, INFO, NOTES = "/cam/image_raw", "/cam/camera_info", "/cam/notes"
+WIDTH, HEIGHT = 64, 48
+FX, FY, CX, CY = 100.0, 98.0, 63.5, 47.5   # calibrated at twice the recorded size (binned stream)
+FRAMES = 3
+START_NS = 1_700_000_000 * 10**9
+CAMERA_QOS = [Qos(QosHistory.KEEP_LAST, 1, QosReliability.BEST_EFFORT, QosDurability.VOLATILE,
+                  QosTime(0, 0), QosTime(0, 0), QosLiveliness.AUTOMATIC, QosTime(0, 0), False)]
+ALL_OUTPUTS = ("/dehazed/image", "/dehazed/camera_info", "/depth/image", "/depth/camera_info",
+               "/depth/colormap", "/points", "/visibility")
+
+
+def header(index: int):
+    Header, Time = INPUT_TYPES.types["std_msgs/msg/Header"], INPUT_TYPES.types["builtin_interfaces/msg/Time"]
+    stamp = START_NS + index * 100_000_000 + 7
+    return Header(stamp=Time(sec=stamp // 10**9, nanosec=stamp % 10**9), frame_id=f"cam{index}")
+
+
+def hazy_frame(index: int, width: int = WIDTH, height: int = HEIGHT) -> np.ndarray:
+    y, x = np.mgrid[0:height, 0:width]
+    rgb = np.dstack([x * 2.0 + 10 * index, y * 3.0, (x + y) * 1.2 + 40])
+    return np.clip(rgb * 0.5 + 100, 0, 255).astype(np.uint8)
+
+
+def image_msg(index: int, pixels: np.ndarray, encoding: str):
+    Image = INPUT_TYPES.types["sensor_msgs/msg/Image"]
+    pixels = np.ascontiguousarray(pixels)
+    return Image(header=header(index), height=pixels.shape[0], width=pixels.shape[1], encoding=encoding,
+                 is_bigendian=0, step=pixels.strides[0], data=np.frombuffer(pixels.tobytes(), np.uint8))
+
+
+def compressed_msg(index: int, rgb: np.ndarray):
+    CompressedImage = INPUT_TYPES.types["sensor_msgs/msg/CompressedImage"]
+    ok, jpeg = cv2.imencode(".jpg", rgb[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])
+    return CompressedImage(header=header(index), format="rgb8; jpeg compressed bgr8",
+                           data=np.frombuffer(jpeg.tobytes(), np.uint8))
+
+
+def camera_info_msg(index: int):
+    CameraInfo = INPUT_TYPES.types["sensor_msgs/msg/CameraInfo"]
+    RegionOfInterest = INPUT_TYPES.types["sensor_msgs/msg/RegionOfInterest"]
+    return CameraInfo(header=header(index), height=2 * HEIGHT, width=2 * WIDTH, distortion_model="plumb_bob",
+                      d=np.zeros(5), k=np.array([FX, 0, CX, 0, FY, CY, 0, 0, 1], float),
+                      r=np.eye(3).reshape(-1), p=np.array([FX, 0, CX, 0, 0, FY, CY, 0, 0, 0, 1, 0], float),
+                      binning_x=0, binning_y=0,
+                      roi=RegionOfInterest(x_offset=0, y_offset=0, height=0, width=0, do_rectify=False))
+
+
+def write_input_bag(path: Path, storage=StoragePlugin.SQLITE3, compressed=False, frames=FRAMES,
+                    encoding="bgr8", image_topic=IMAGE, size=(WIDTH, HEIGHT), extra_topics=()) -> Path:
+    """Image (+ CameraInfo after it, as drivers often record it) and a notes topic per frame."""
+    image_type = "sensor_msgs/msg/CompressedImage" if compressed else "sensor_msgs/msg/Image"
+    String = INPUT_TYPES.types["std_msgs/msg/String"]
+    with Writer(path, version=9, storage_plugin=storage) as writer:
+        image_conn = writer.add_connection(image_topic, image_type, typestore=INPUT_TYPES,
+                                           offered_qos_profiles=CAMERA_QOS)
+        info_conn = writer.add_connection(INFO, "sensor_msgs/msg/CameraInfo", typestore=INPUT_TYPES,
+                                          offered_qos_profiles=CAMERA_QOS)
+        notes_conn = writer.add_connection(NOTES, "std_msgs/msg/String", typestore=INPUT_TYPES)
+        extra = [writer.add_connection(topic, "std_msgs/msg/String", typestore=INPUT_TYPES) for topic in extra_topics]
+        for index in range(frames):
+            stamp = START_NS + index * 100_000_000
+            rgb = hazy_frame(index, *size)
+            if compressed:
+                msg = compressed_msg(index, rgb)
+            elif encoding == "bgr8":
+                msg = image_msg(index, rgb[..., ::-1], "bgr8")
+            else:  # a depth image given as the camera: not something to dehaze
+                msg = image_msg(index, rgb[..., 0].astype(np.float32), encoding)
+            writer.write(image_conn, stamp, INPUT_TYPES.serialize_cdr(msg, image_type))
+            writer.write(info_conn, stamp + 1000, INPUT_TYPES.serialize_cdr(camera_info_msg(index),
+                                                                             "sensor_msgs/msg/CameraInfo"))
+            writer.write(notes_conn, stamp + 2000, INPUT_TYPES.serialize_cdr(String(data=f"note {index}"),
+                                                                              "std_msgs/msg/String"))
+            for conn in extra:
+                writer.write(conn, stamp, INPUT_TYPES.serialize_cdr(String(data="x"), "std_msgs/msg/String"))
+    return path
+
+
+def read_bag(path: Path) -> tuple[dict, dict, list]:
+    """(connections by topic, storage identifier, [(topic, bag time, raw)] in bag order)."""
+    with Reader(path) as reader:
+        connections = {conn.topic: conn for conn in reader.connections}
+        messages = [(conn.topic, timestamp, bytes(raw)) for conn, timestamp, raw in reader.messages()]
+    import yaml
+    storage = yaml.safe_load((path / "metadata.yaml").read_text())["rosbag2_bagfile_information"]["storage_identifier"]
+    return connections, storage, messages
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt")
+
+
+def run(*argv) -> int:
+    return process_bag.main([str(arg) for arg in argv] + ["--no-progress", "--num-threads", "1"])
+
+
+@pytest.mark.parametrize("storage, compressed", [(StoragePlugin.SQLITE3, False), (StoragePlugin.MCAP, True)],
+                         ids=["sqlite3-raw", "mcap-compressed"])
+def test_outputs_of_every_frame_with_input_headers_types_and_the_engines_pixels(tmp_path, checkpoint, storage,
+                                                                                  compressed, capsys):
+    image_topic = f"{IMAGE}/compressed" if compressed else IMAGE
+    source = write_input_bag(tmp_path / "in", storage, compressed, image_topic=image_topic)
+    assert run(source, tmp_path / "out", "--image-topic", image_topic, "--camera-info-topic", INFO,
+               "--checkpoint", checkpoint, "--max-side", 32, "--outputs",
+               "dehazed,depth,colormap,points,visibility") == 0
+    summary = capsys.readouterr().out
+    assert f"{FRAMES} frames processed, 0 skipped" in summary and "/visibility 3" in summary
+
+    in_conns, in_storage, in_messages = read_bag(source)
+    out_conns, out_storage, out_messages = read_bag(tmp_path / "out")
+    assert out_storage == in_storage == {StoragePlugin.SQLITE3: "sqlite3", StoragePlugin.MCAP: "mcap"}[storage]
+    assert set(out_conns) == set(in_conns) | set(ALL_OUTPUTS)
+    expected_types = {"/dehazed/image": "Image", "/dehazed/camera_info": "CameraInfo", "/depth/image": "Image",
+                      "/depth/camera_info": "CameraInfo", "/depth/colormap": "Image", "/points": "PointCloud2",
+                      "/visibility": "Range"}
+    for topic, name in expected_types.items():
+        conn = out_conns[topic]
+        assert conn.msgtype == f"sensor_msgs/msg/{name}" and conn.msgcount == FRAMES, topic
+        qos = conn.ext.offered_qos_profiles[0]   # the node's: reliable, keep last 2
+        assert (qos.reliability, qos.history, qos.depth) == (QosReliability.RELIABLE, QosHistory.KEEP_LAST, 2)
+        assert conn.digest.startswith("RIHS01_")
+        if storage == StoragePlugin.MCAP:        # the schema Foxglove decodes with
+            assert "MSG: std_msgs/Header" in conn.msgdef.data, topic
+    # Every original message is there, byte for byte, with its bag time, QoS and type.
+    assert [m for m in out_messages if m[0] in in_conns] == in_messages
+    for topic, conn in in_conns.items():
+        assert out_conns[topic].msgtype == conn.msgtype
+        assert out_conns[topic].ext.offered_qos_profiles == conn.ext.offered_qos_profiles
+
+    out_types = process_bag.output_typestore()
+    engine = DehazeEngine(EngineConfig(checkpoint=str(checkpoint), max_side=32, warmup=0))
+    inputs = {t: INPUT_TYPES.deserialize_cdr(raw, in_conns[topic].msgtype)
+              for topic, t, raw in in_messages if topic == image_topic}
+    outputs = {}
+    for topic, t, raw in out_messages:
+        if topic in ALL_OUTPUTS:
+            outputs.setdefault(t, {})[topic] = out_types.deserialize_cdr(raw, out_conns[topic].msgtype)
+    assert set(outputs) == set(inputs), "each output is written at its input frame's bag time"
+    for t, frame_msg in inputs.items():
+        produced = outputs[t]
+        assert set(produced) == set(ALL_OUTPUTS)
+        for topic, msg in produced.items():
+            assert (msg.header.stamp.sec, msg.header.stamp.nanosec, msg.header.frame_id) == (
+                frame_msg.header.stamp.sec, frame_msg.header.stamp.nanosec, frame_msg.header.frame_id), topic
+        if compressed:
+            image, encoding = compressed_to_numpy(frame_msg)
+        else:
+            image, encoding = image_to_numpy(frame_msg), frame_msg.encoding
+        # The engine on the same frame, with the focal length of CameraInfo scaled to the frame.
+        result = engine.process(to_rgb8(image, encoding), focal_px=FX / 2)
+        dehazed = produced["/dehazed/image"]
+        assert dehazed.encoding == ("rgb8" if compressed else "bgr8")
+        pixels = image_to_numpy(dehazed)
+        np.testing.assert_array_equal(pixels if compressed else pixels[..., ::-1], result.dehazed)
+        depth = produced["/depth/image"]
+        assert depth.encoding == "32FC1"
+        np.testing.assert_array_equal(image_to_numpy(depth), result.depth)
+        for topic in ("/dehazed/camera_info", "/depth/camera_info"):
+            info = produced[topic]   # scaled to the image, as the node publishes it
+            assert (info.width, info.height) == (WIDTH, HEIGHT) and info.binning_x == 0
+            np.testing.assert_allclose(info.k, [FX / 2, 0, (CX + 0.5) / 2 - 0.5, 0, FY / 2, (CY + 0.5) / 2 - 0.5, 0, 0, 1])
+        assert produced["/points"].width > 0
+        assert produced["/visibility"].field_of_view == pytest.approx(2 * math.atan(WIDTH / FX), rel=1e-5)
+
+
+def test_errors_say_what_is_wrong_and_leave_nothing_behind(tmp_path, capsys):
+    source = write_input_bag(tmp_path / "in")
+    out = tmp_path / "out"
+
+    assert run(source, out, "--image-topic", "/camera/color/image_raw", "--model", "dcp") == process_bag.EXIT_ERROR
+    assert f"has no topic '/camera/color/image_raw'; its image topics: {IMAGE} (Image, {FRAMES})" in capsys.readouterr().err
+
+    assert run(source, out, "--image-topic", INFO, "--model", "dcp") == process_bag.EXIT_ERROR
+    assert "sensor_msgs/msg/CameraInfo, not an image" in capsys.readouterr().err
+
+    assert run(source, out, "--image-topic", IMAGE, "--camera-info-topic", "/nope", "--model", "dcp") == 2
+    assert f"its CameraInfo topics: {INFO}" in capsys.readouterr().err
+
+    depth_bag = write_input_bag(tmp_path / "depth_in", encoding="32FC1")
+    assert run(depth_bag, out, "--image-topic", IMAGE, "--model", "dcp") == process_bag.EXIT_ERROR
+    assert "first frame cannot be processed: encoding '32FC1' is not a camera image" in capsys.readouterr().err
+
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "metadata.yaml").write_text("rosbag2_bagfile_information: {version: 9}\n")
+    assert run(tmp_path / "broken", out, "--image-topic", IMAGE, "--model", "dcp") == process_bag.EXIT_ERROR
+    err = capsys.readouterr().err
+    assert f"cannot read {tmp_path / 'broken'} as a rosbag2" in err
+    (tmp_path / "empty").mkdir()
+    assert run(tmp_path / "empty", out, "--image-topic", IMAGE, "--model", "dcp") == process_bag.EXIT_ERROR
+    assert "is not a rosbag2 folder: no metadata.yaml" in capsys.readouterr().err
+    assert run(source, source / "out", "--image-topic", IMAGE, "--model", "dcp") == process_bag.EXIT_ERROR
+    assert "must not be IN_BAG, inside it or contain it" in capsys.readouterr().err
+
+    assert not out.exists() and not list(tmp_path.glob(".out.partial-*"))
+
+
+def test_existing_output_is_kept_unless_overwrite_and_clashing_topics_need_a_prefix(tmp_path, capsys):
+    source = write_input_bag(tmp_path / "in", extra_topics=("/dehazed/image",))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "metadata.yaml").write_text("old")
+    assert run(source, out, "--image-topic", IMAGE, "--model", "dcp", "--prefix", "offline") == process_bag.EXIT_ERROR
+    assert "exists; pass --overwrite" in capsys.readouterr().err and (out / "metadata.yaml").read_text() == "old"
+
+    assert run(source, out, "--image-topic", IMAGE, "--model", "dcp", "--overwrite") == process_bag.EXIT_ERROR
+    assert "already has /dehazed/image: choose another --prefix" in capsys.readouterr().err
+    assert (out / "metadata.yaml").read_text() == "old", "a failed run must not touch the old bag"
+
+    assert run(source, out, "--image-topic", IMAGE, "--model", "dcp", "--overwrite", "--prefix", "/offline/") == 0
+    connections, _, _ = read_bag(out)
+    assert connections["/offline/dehazed/image"].msgcount == FRAMES
+    assert connections["/dehazed/image"].msgtype == "std_msgs/msg/String"    # the original, untouched
+    # dcp: relative depth, so no depth, points or visibility (said in the log), dehazed only.
+    assert not {"/offline/depth/image", "/offline/points", "/offline/visibility"} & set(connections)
+    err = capsys.readouterr().err
+    assert "visibility: not written, it needs metric depth" in err and "depth: not written" in err
+    assert not list(tmp_path.glob(".out.*"))
+
+
+def test_sample_bag_of_the_built_in_camera_goes_through(tmp_path, capsys):
+    bag = process_bag.write_sample_bag(tmp_path / "sample", frames=3, width=80, height=60, storage="mcap",
+                                       compressed=True)
+    assert run(bag, tmp_path / "out", "--image-topic", "/camera/image_raw/compressed", "--model", "dcp") == 0
+    assert "camera info from /camera/camera_info (the image topic's sibling)" in capsys.readouterr().err
+    connections, storage, messages = read_bag(tmp_path / "out")
+    assert storage == "mcap"
+    assert connections["/ground_truth/visibility"].msgcount == 3
+    assert connections["/dehazed/image"].msgcount == connections["/dehazed/camera_info"].msgcount == 3
+    truths = [process_bag.output_typestore().deserialize_cdr(raw, "sensor_msgs/msg/Range").range
+              for topic, _, raw in messages if topic == "/ground_truth/visibility"]
+    assert truths[0] == pytest.approx(3.912 / 0.02, rel=1e-5) and all(49 < v <= 196 for v in truths)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_mid_run_leaves_no_bag_and_no_partial_folder(tmp_path, checkpoint, signum):
+    source = write_input_bag(tmp_path / "in", compressed=True, frames=600, image_topic=f"{IMAGE}/compressed",
+                             size=(160, 120))
+    out = tmp_path / "out"
+    env = dict(child_env(), OMP_NUM_THREADS="1")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dehaze_ros.process_bag", str(source), str(out), "--image-topic",
+         f"{IMAGE}/compressed", "--checkpoint", str(checkpoint), "--max-side", "0", "--num-threads", "1"],
+        cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and process.poll() is None:
+            partial = list(tmp_path.glob(".out.partial-*/out/*"))
+            if any(path.suffix in (".db3", ".mcap") and path.stat().st_size > 0 for path in partial):
+                break
+            time.sleep(0.1)
+        time.sleep(1.0)   # well inside the run: 600 frames take far longer
+        assert process.poll() is None, f"process_bag ended before the signal: {process.communicate()}"
+        process.send_signal(signum)
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == process_bag.EXIT_INTERRUPTED, stderr
+    assert "interrupted; no partial bag left behind" in stderr
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["in"]
