@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ from dehaze_ros import dcp
 from dehaze_ros.camera import DEFAULT_HFOV_DEG, focal_from_hfov, metric_from_canonical
 from dehaze_ros.checkpoint import Checkpoint, build_models, load_checkpoint
 from dehaze_ros.dcp import dehaze_dcp
+from dehaze_ros.haze import recover_scene
 
 MODELS = ("checkpoint", "dcp")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
@@ -48,7 +50,7 @@ class EngineConfig:
     model: str = "checkpoint"          # "checkpoint": DIACMPN weights; "dcp": Dark Channel Prior
     checkpoint: str = ""               # path; "" = the checkpoint shipped with the package
     device: str = "auto"               # auto | cpu | cuda | cuda:N
-    precision: str = "auto"            # auto | fp32 | fp16 | bf16 (half precision on CUDA only)
+    precision: str = "auto"            # auto | fp32 | fp16 | bf16 (fp16 on CUDA; bf16 on CUDA or native-bf16 CPUs)
     max_side: int = 0                  # run the networks with the longer side at most this; 0 = native
     warmup: int = 1                    # warm-up passes after loading (first CUDA/oneDNN calls are slow)
     num_threads: int = 0               # torch CPU threads; 0 = torch's default
@@ -154,9 +156,8 @@ def recover_full_resolution(rgb: np.ndarray, transmission: np.ndarray, airlight:
     height, width = rgb.shape[:2]
     if transmission.shape != (height, width):
         transmission = cv2.resize(transmission, (width, height), interpolation=cv2.INTER_LINEAR)
-    airlight = np.asarray(airlight, dtype=np.float32).reshape(1, 1, 3)
-    full = (rgb.astype(np.float32) / 255.0 - airlight) / np.maximum(transmission, t_min)[..., None] + airlight
-    return (np.clip(full, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    clear = recover_scene(rgb.astype(np.float32) / 255.0, transmission, np.asarray(airlight, np.float32), t_min)
+    return (clear * 255.0 + 0.5).astype(np.uint8)
 
 
 def scaled_size(height: int, width: int, max_side: int) -> tuple[int, int]:
@@ -237,10 +238,6 @@ class DehazeEngine:
     def canonical_focal_px(self) -> float:
         return float(self.checkpoint.model_config.get("canonical_focal_px", 0.0)) if self.checkpoint else 0.0
 
-    @property
-    def physics_head(self) -> bool:
-        return bool(self.checkpoint) and self.checkpoint.model_config.get("head", "residual") != "residual"
-
     def process(self, image: np.ndarray, want_dehazed: bool = True, want_depth: bool = True,
                 focal_px: float | None = None) -> EngineResult:
         """``focal_px``: the horizontal focal length in pixels of ``image`` (CameraInfo's fx at
@@ -273,7 +270,7 @@ class DehazeEngine:
             if want_depth:
                 mark = time.perf_counter()
                 # Deployment depth is E(D(I)): the depth net sees the dehazed image, as in training.
-                depth_t = branch_depth if self.depth_net is None else self.depth_net(dehazed_t)
+                depth_t = branch_depth if self.depth_net is None else self.depth_net(dehazed_t, out.transmission)
                 depth_t = depth_t.float()
                 self._sync()
                 timings["depth"] = (time.perf_counter() - mark) * 1e3
@@ -296,7 +293,8 @@ class DehazeEngine:
         depth, focal_assumed = None, False
         if depth_small is not None:
             if self.canonical_focal_px:
-                focal_assumed = focal_px is None
+                # No usable focal length (None, 0, negative, NaN from a broken CameraInfo): assume.
+                focal_assumed = focal_px is None or not math.isfinite(focal_px) or focal_px <= 0
                 focal = focal_from_hfov(width, self.config.default_hfov_deg) if focal_assumed else focal_px
                 # The network saw the downscaled image: its focal length is scaled alike.
                 depth_small = metric_from_canonical(depth_small, focal * small_w / width, self.canonical_focal_px)

@@ -76,6 +76,11 @@ def test_engine_output_equals_model_output_at_native_size(rt_checkpoint):
     finite = np.isfinite(result.depth)
     assert finite.mean() > 0.5
     np.testing.assert_allclose(result.depth[finite], expected_depth[finite], rtol=1e-5)
+    # A broken focal length (a CameraInfo of zeros or NaN) is not used: the field of view is assumed.
+    for broken in (0.0, -5.0, float("nan")):
+        fallback = engine.process(rgb, focal_px=broken)
+        assert fallback.focal_assumed
+        np.testing.assert_array_equal(fallback.depth, result.depth)
     # A known focal length: depth scales with it (d = d_c * f / f_c).
     known = engine.process(rgb, focal_px=250.0)
     assert not known.focal_assumed

@@ -144,6 +144,13 @@ def test_sky_must_be_predicted_beyond_the_far_end():
     assert float(loss) > 1.0
     loss.backward()
     assert (near_sky.grad[:, :, :2] < 0).all() and (near_sky.grad[:, :, 2:] == 0).all()  # pushed farther
+    # An image of unknown scale (far NaN) takes no part, also when the prediction is NaN elsewhere.
+    partly_unknown = losses.sky_depth_loss(near_sky.detach(), target, torch.tensor([80.0, float("nan")]))
+    assert float(partly_unknown) == pytest.approx(float(losses.sky_depth_loss(near_sky.detach()[:1], target[:1],
+                                                                                far[:1])))
+    with_nan = near_sky.detach().clone()
+    with_nan[:, :, 3] = float("nan")   # not sky
+    assert torch.isfinite(losses.sky_depth_loss(with_nan, target, far))
     far_enough = torch.full_like(target, 1000.0)
     assert float(losses.sky_depth_loss(far_enough, target, far)) == 0.0
     assert float(losses.sky_depth_loss(near_sky, torch.full_like(target, 5.0), far)) == 0.0

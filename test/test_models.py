@@ -293,3 +293,22 @@ def test_wrong_input_shape_is_named(networks):
         dehazer(torch.rand(1, 4, 16, 16))
     with pytest.raises(ValueError, match=r"\(3, 16, 16\)"):
         depth_net(torch.rand(3, 16, 16))
+
+
+def test_depth_network_can_read_the_transmission_of_a_physics_head():
+    config = dataclasses.replace(get_model_config("diacmpn-rt"), depth_inputs="image_transmission")
+    torch.manual_seed(0)
+    depth_net = build_depth_net(config).eval()
+    image = torch.rand(1, 3, 37, 53)
+    thin, thick = torch.full((1, 1, 37, 53), 0.9), torch.full((1, 1, 37, 53), 0.2)
+    with torch.inference_mode():
+        with_thin, with_thick = depth_net(image, thin), depth_net(image, thick)
+        # No transmission means a clear image: t = 1.
+        torch.testing.assert_close(depth_net(image), depth_net(image, torch.ones(1, 1, 37, 53)))
+    assert with_thin.shape == (1, 1, 37, 53)
+    assert (with_thin - with_thick).abs().mean() > 1e-4       # the optical depth reaches the output
+    plain = build_depth_net(get_model_config("diacmpn-rt")).eval()
+    with torch.inference_mode():
+        torch.testing.assert_close(plain(image, thin), plain(image, thick))   # ignored by the paper's E
+    with pytest.raises(ValueError, match="needs a head that predicts a transmission"):
+        dataclasses.replace(config, head="residual")

@@ -236,12 +236,19 @@ def test_without_depth_the_depth_terms_are_off_and_the_run_says_so(tmp_path):
 
 def test_a_teacher_checkpoint_supplies_depth_targets_for_data_without_depth(tmp_path):
     write_reside_without_depth(tmp_path / "its")
-    donor = Trainer(tiny_config(tmp_path), tmp_path / "donor", **QUIET)
+    # A teacher gives plain metres (no canonical camera: its output would need each image's focal).
+    donor = Trainer(tiny_config(tmp_path, "model.overrides.canonical_focal_px=0"), tmp_path / "donor", **QUIET)
     teacher_path = tmp_path / "teacher.pt"
     save_checkpoint(teacher_path, model_config=donor.model_config.to_dict(),
                     dehazer_state=donor.dehazer.state_dict(), depth_net_state=donor.depth_net.state_dict(),
                     depth_units="meters")
+    canonical_teacher = tmp_path / "canonical_teacher.pt"
+    save_checkpoint(canonical_teacher, model_config={**donor.model_config.to_dict(), "canonical_focal_px": 250.0},
+                    dehazer_state=donor.dehazer.state_dict(), depth_net_state=donor.depth_net.state_dict(),
+                    depth_units="meters")
     donor.close()
+    with pytest.raises(TrainingError, match="predicts canonical-camera depth"):
+        Trainer(tiny_config(tmp_path, f"depth.teacher_checkpoint={canonical_teacher}"), tmp_path / "refused", **QUIET)
     messages = []
     config = tiny_config(tmp_path, f"data.root={tmp_path}", "data.sources.procedural=null",
                          "data.sources.its={kind: reside, path: its}", f"depth.teacher_checkpoint={teacher_path}")
@@ -343,3 +350,12 @@ def test_config_inheritance_overrides_and_coercions(tmp_path):
         load_config(tmp_path / "child.yaml", ["data.flips=3"])
     with pytest.raises(ValueError, match="model: unknown ModelConfig keys"):
         Trainer(load_config(SMOKE, ["model.overrides={stage_width: 3}"]), tmp_path / "run", **QUIET)
+
+
+def test_resume_refuses_a_run_whose_model_config_the_preset_no_longer_gives(tmp_path):
+    trainer = Trainer(tiny_config(tmp_path), tmp_path / "run", **QUIET)
+    state = trainer.state_dict()
+    state["provenance"]["model_config"]["canonical_focal_px"] = 123.0   # trained in other units
+    with pytest.raises(TrainingError, match="differs in canonical_focal_px"):
+        trainer.load_state_dict(state)
+    trainer.close()

@@ -159,3 +159,16 @@ def test_contact_sheet_has_a_row_per_photo_in_pages(checkpoint, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="no images below it"):
         write_sheets(str(checkpoint), tmp_path / "empty", tmp_path / "x")
+
+
+def test_depth_of_unknown_scale_gets_only_median_scaled_columns():
+    from training.data.common import Sample
+    from training.evaluate import score
+    depth = np.linspace(1, 4, 48, dtype=np.float32).reshape(6, 8)
+    clear = np.zeros((6, 8, 3), np.float32)
+    metric = score(clear, depth * 2, "meters", Sample(clear, clear, depth, True, "m"), (0.1, 80.0))
+    relative = score(clear, depth * 2, "meters", Sample(clear, clear, depth, True, "r", metric_depth=False),
+                     (0.1, 80.0))
+    assert metric["abs_rel"] == pytest.approx(1.0) and metric["median_ratio"] == pytest.approx(2.0)
+    assert "abs_rel" not in relative and "median_ratio" not in relative
+    assert relative["abs_rel_median"] == pytest.approx(0.0, abs=1e-6)

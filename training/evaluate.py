@@ -184,18 +184,29 @@ def score(dehazed: np.ndarray, depth: np.ndarray | None, depth_units: str, sampl
         row["psnr"], row["ssim"] = psnr(dehazed, sample.clear), ssim(dehazed, sample.clear)
     if depth is not None and sample.has_depth:
         metrics = depth_metrics(finite_depth(depth, *depth_range), sample.depth_m)
+        # Metric columns need metres on both sides: not for relative depth (DCP), nor for sets whose
+        # ground truth is right only up to a scale (Middlebury 2001-2006).
+        metric = depth_units == "meters" and sample.metric_depth
         for key in DEPTH_METRICS:
             row[f"{key}_median"] = metrics[f"{key}_median"]
-            if depth_units == "meters":
+            if metric:
                 row[key] = metrics[key]
-        if depth_units == "meters" and metrics.get("median_scale"):
+        if metric and metrics.get("median_scale"):
             row["median_ratio"] = 1.0 / metrics["median_scale"]      # predicted / true median
         sky = np.isposinf(sample.depth_m)
-        if sky.any() and depth_units == "meters":
+        if sky.any() and metric:
             # REP-117: sky is beyond the range, +inf (a finite value is a wall of sky in `points`)
             row["sky_beyond"] = float(np.mean(np.isposinf(depth[sky]) | (depth[sky] > depth_range[1])))
     row["depth_units"] = depth_units if depth is not None else ""
     return row
+
+
+def focal_column(engine: DehazeEngine, result) -> str:
+    """Where the metres came from: a known focal length, an assumed field of view, or neither
+    (relative depth, or a checkpoint without a camera model)."""
+    if result.depth is None or result.depth_units != "meters" or not engine.canonical_focal_px:
+        return "n/a"
+    return "assumed" if result.focal_assumed else "known"
 
 
 def summarise(rows: list[dict]) -> list[dict]:
@@ -320,7 +331,7 @@ def evaluate(checkpoint: str | None, specs: list[str], out_dir: Path, baseline: 
                     elapsed_ms = (time.perf_counter() - start) * 1e3
                     outputs[method] = result
                     rows.append({**base, "method": method if method == "dcp" else f"model ({engine.model_name})",
-                                 "ms": elapsed_ms, "focal": "assumed" if result.focal_assumed else "known",
+                                 "ms": elapsed_ms, "focal": focal_column(engine, result),
                                  **score(result.dehazed, result.depth, result.depth_units, sample, engine.depth_range)})
                 if index < grids:
                     save_grid(out_dir / "grids" / eval_set.name / f"{Path(sample.name).stem}.png", sample, outputs,

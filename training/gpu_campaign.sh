@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One GPU window of the device tool (about 9 minutes of training in a 15-minute budget): train
-# diacmpn-rt from the shipped weights, export the best EMA weights, evaluate them beside DCP, and
+# diacmpn-rt from the newest work-in-progress weights, export the best EMA weights, evaluate them
+# beside DCP, and
 # leave checkpoints, logs and tables in $OUT (what the device tool brings back).
 #
 #   bash training/gpu_campaign.sh --prepare      # here, once: copy the training data into .gpu_data/
@@ -63,6 +64,9 @@ sys.exit(0 if load_checkpoint(sys.argv[1]).model_config == get_model_config("dia
 EOF
 then
     init=(train.init_from="$INIT")
+    echo "starting from $INIT"
+else
+    echo "starting from scratch ($INIT is missing or has another model config than the preset)"
 fi
 
 {

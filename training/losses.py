@@ -164,15 +164,16 @@ def sky_depth_loss(pred: torch.Tensor, target: torch.Tensor, far: torch.Tensor) 
     """Sky (target +inf, REP-117 "out of range") must be predicted beyond the trained range.
 
     A hinge on log depth: zero once the prediction passes ``far * SKY_MARGIN`` (``far``: B, the
-    far end of the range in the target's units), so sky never becomes a finite depth *target*,
+    far end of the range in the target's units; NaN leaves that image out), so sky never becomes
+    a finite depth *target*,
     but a wall of sky a few metres ahead is penalised. Mean over sky pixels; 0 without sky.
     """
-    sky = torch.isposinf(target)
+    far = far.float().view(-1, 1, 1, 1)
+    sky = torch.isposinf(target) & torch.isfinite(far)   # far NaN: that image has no hinge
     if not bool(sky.any()):
         return pred.float().sum() * 0.0
-    floor = torch.log(far.float().view(-1, 1, 1, 1) * SKY_MARGIN)
-    gap = F.relu(floor - _log_depth(pred))
-    return (gap * sky).sum() / sky.sum()
+    gap = F.relu(torch.log(far * SKY_MARGIN) - _log_depth(pred))
+    return torch.where(sky, gap, torch.zeros_like(gap)).sum() / sky.sum()
 
 
 def depth_difference(depth_of_dehazed_m: torch.Tensor, target_m: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

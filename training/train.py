@@ -219,8 +219,11 @@ class DehazerWithDepth(nn.Module):
         super().__init__()
         self.dehazer = dehazer
 
-    def forward(self, hazy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.dehazer.forward_with_depth(hazy)
+    def forward(self, hazy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(dehazed, branch depth, transmission or None): the transmission feeds a depth network
+        built with ``depth_inputs: image_transmission``."""
+        out = self.dehazer.forward_physics(hazy)
+        return out.dehazed, self.dehazer.depth_branch.metres_from_log_depth(out.branch_log_depth), out.transmission
 
 
 class _NoWriter:
@@ -234,6 +237,7 @@ class _NoWriter:
 class StepOutput:
     losses: dict[str, float] = field(default_factory=dict)
     visuals: dict[str, torch.Tensor] = field(default_factory=dict)
+    transmission: torch.Tensor | None = None   # D's, detached: the depth step's second input
 
 
 # --------------------------------------------------------------------------------------------
@@ -351,6 +355,12 @@ class Trainer:
         if ckpt.depth_net_state is None:
             raise TrainingError(f"depth.teacher_checkpoint={path} has no depth network; export one "
                                 "from a run trained with metric depth")
+        if ckpt.model_config.get("canonical_focal_px"):
+            # Its output is canonical depth of the image it sees: metres only with that image's
+            # focal length, which the targets here do not carry through the teacher.
+            raise TrainingError(f"depth.teacher_checkpoint={path} predicts canonical-camera depth "
+                                f"(canonical_focal_px {ckpt.model_config['canonical_focal_px']}); a teacher "
+                                "must predict plain metres (a checkpoint with canonical_focal_px 0)")
         _, depth_net = build_models(ckpt)
         # The teacher sees the clear image: the depth of the ideal image, as the paper compares.
         return depth_net.to(self.device).eval().requires_grad_(False)
@@ -451,7 +461,7 @@ class Trainer:
         self.depth_net.eval().requires_grad_(False)
         out = StepOutput()
         with self._autocast():
-            dehazed, branch_depth = self._dehazer_forward(hazy)
+            dehazed, branch_depth, transmission = self._dehazer_forward(hazy)
             depth_of_dehazed = None
             # The depth difference compares log depths directly: only images of known scale.
             perception_mask = mask & scale_known.view(-1, 1, 1, 1)
@@ -460,7 +470,7 @@ class Trainer:
                 # pass through its operations to D, and none reach E's parameters, so nothing of
                 # E is all-reduced in this step (a test counts). DDP has no part in a step in
                 # which its network does not train; no_sync() would not help, it only postpones.
-                depth_of_dehazed = self.depth_net(dehazed.clamp(0.0, 1.0))
+                depth_of_dehazed = self.depth_net(dehazed.clamp(0.0, 1.0), transmission)
         dehazed = dehazed.float()
         total, parts = losses.reconstruction_loss(dehazed, clear, weights["l1"], weights["ssim"])
         if depth_of_dehazed is not None:
@@ -480,11 +490,13 @@ class Trainer:
         out.losses = {f"dehazer/{k}": float(v.detach()) for k, v in parts.items()}
         out.losses["dehazer/total"] = float(total.detach())
         out.losses["dehazer/grad_norm"] = grad_norm
+        out.transmission = None if transmission is None else transmission.detach()
         return dehazed.detach(), out
 
     def depth_step(self, dehazed, clear, depth, mask, want_visuals: bool = False,
-                   scale_known: torch.Tensor | None = None, sky_far: torch.Tensor | None = None) -> StepOutput:
-        """(b) Update E with D frozen: E(D(I)) with D's output detached."""
+                   scale_known: torch.Tensor | None = None, sky_far: torch.Tensor | None = None,
+                   transmission: torch.Tensor | None = None) -> StepOutput:
+        """(b) Update E with D frozen: E(D(I)) with D's output (and transmission) detached."""
         weights, loss_cfg = self.loss_weights, self.config.loss
         scale_known = all_known(depth) if scale_known is None else scale_known
         out = StepOutput()
@@ -497,7 +509,7 @@ class Trainer:
         dehazed = dehazed.detach().clamp(0.0, 1.0)
         difference_weights = losses.dehazing_difference_weights(dehazed, clear, mask, loss_cfg.difference_temperature)
         with self._autocast():
-            depth_pred = self._depth_net_forward(dehazed)
+            depth_pred = self._depth_net_forward(dehazed, None if transmission is None else transmission.detach())
         total = depth_pred.float().sum() * 0.0
         if weights["depth_weighted"]:
             weighted, parts = losses.depth_loss(depth_pred, depth, mask, loss_cfg.depth_l1, loss_cfg.depth_silog,
@@ -530,8 +542,8 @@ class Trainer:
         self.depth_net.train().requires_grad_(True)
         out = StepOutput()
         with self._autocast():
-            dehazed, branch_depth = self._dehazer_forward(hazy)
-            depth_pred = self._depth_net_forward(dehazed.clamp(0.0, 1.0))
+            dehazed, branch_depth, transmission = self._dehazer_forward(hazy)
+            depth_pred = self._depth_net_forward(dehazed.clamp(0.0, 1.0), transmission)
         dehazed = dehazed.float()
         total, parts = losses.reconstruction_loss(dehazed, clear, weights["l1"], weights["ssim"])
         difference_weights = losses.dehazing_difference_weights(dehazed, clear, mask, loss_cfg.difference_temperature)
@@ -580,11 +592,14 @@ class Trainer:
         if not self.depth_available:
             mask = torch.zeros_like(mask)
         depth, scale_known, to_network_units = self._canonical_targets(depth, batch)
-        # Sky must come out beyond the far end of the range, in each image's own units.
-        sky_far = self.config.depth.max_m * to_network_units
+        # Sky must come out beyond the far end of the range, in each image's own units; images of
+        # unknown scale have no such units (their factor is 1): no hinge there.
+        sky_far = torch.where(scale_known, self.config.depth.max_m * to_network_units,
+                              torch.full_like(to_network_units, math.nan))
         if self.config.train.schedule == "alternating":
             dehazed, out = self.dehazer_step(hazy, clear, depth, mask, want_visuals, scale_known)
-            depth_out = self.depth_step(dehazed, clear, depth, mask, want_visuals, scale_known, sky_far)
+            depth_out = self.depth_step(dehazed, clear, depth, mask, want_visuals, scale_known, sky_far,
+                                        transmission=out.transmission)
             out.losses.update(depth_out.losses)
             out.visuals.update(depth_out.visuals)
             out.visuals["dehazed"] = dehazed
@@ -618,8 +633,9 @@ class Trainer:
         for sample in self.val_samples:
             hazy = torch.from_numpy(sample.hazy.transpose(2, 0, 1).copy())[None].to(self.device)
             with self._autocast():
-                dehazed = dehazer(hazy).float().clamp(0.0, 1.0)
-                depth_pred = depth_net(dehazed).float()
+                physics = dehazer.forward_physics(hazy)
+                dehazed = physics.dehazed.float().clamp(0.0, 1.0)
+                depth_pred = depth_net(dehazed, physics.transmission).float()
             dehazed_np = dehazed[0].permute(1, 2, 0).cpu().numpy()
             result = {"psnr": psnr(dehazed_np, sample.clear), "ssim": ssim(dehazed_np, sample.clear)}
             canonical_focal = self.model_config.canonical_focal_px
@@ -717,6 +733,16 @@ class Trainer:
     def load_state_dict(self, state: dict) -> None:
         if "optimizer_dehazer" not in state:
             raise TrainingError("this training file holds weights only (best.pt); resume reads last.pt")
+        stored = (state.get("provenance") or {}).get("model_config")
+        if stored is not None and stored != self.model_config.to_dict():
+            # The run's config names a preset; a preset changed since the run started (its head,
+            # its canonical camera) would otherwise resume in other units or fail on shapes.
+            changed = sorted(key for key in set(stored) | set(self.model_config.to_dict())
+                             if stored.get(key) != self.model_config.to_dict().get(key))
+            raise TrainingError(f"this run was trained with another model config than its preset gives now "
+                                f"(differs in {', '.join(changed)}); continue it with "
+                                "model.overrides holding those values, or start a new run with "
+                                "train.init_from=<its exported checkpoint>")
         self.dehazer.load_state_dict(state["dehazer"])
         self.depth_net.load_state_dict(state["depth_net"])
         self.ema_dehazer.module.load_state_dict(state["ema_dehazer"])

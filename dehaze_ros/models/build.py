@@ -16,7 +16,7 @@ def build_dehazer(config: ModelConfig) -> Dehazer:
 
 def build_depth_net(config: ModelConfig) -> DepthNet:
     return DepthNet(config.depth_net_channels, config.depth_net_growth, config.depth_net_dense_layers,
-                    config.depth_scale_m)
+                    config.depth_scale_m, transmission_input=config.depth_reads_transmission)
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -32,9 +32,15 @@ BACKBONE_STAGES = 5  # encoder full, 1/2, 1/4 resolution; decoder 1/2, full
 #   asm_dcp   asm, with the Dark Channel Prior's t and A as input and starting point: the network
 #             corrects them, and untrained it reproduces the DCP.
 HEADS = ("residual", "asm", "asm_dcp")
-# The canonical camera of the real-time presets: about the focal length of a 320 px wide image
-# of a 65-degree camera, so canonical metres are close to metres at the node's default
-# max_side (any value works if training and inference agree; the checkpoint records it).
+# What the depth network E reads besides the (dehazed) image:
+#   image               the paper's E(J);
+#   image_transmission  also the optical depth -ln t of a physics head's transmission: in haze
+#                       -ln t = beta * d is a depth cue of its own, which E(J) alone throws away.
+DEPTH_INPUTS = ("image", "image_transmission")
+# The canonical camera of the real-time presets: the focal length of a 320 px wide image of a
+# 65-degree camera (a 70-degree one, the node's default_hfov_deg, gives 228.5 px: canonical
+# depth is then 1.09x metres). Any value works if training and inference agree; the checkpoint
+# records it.
 CANONICAL_FOCAL_PX = 250.0
 
 
@@ -64,6 +70,7 @@ class ModelConfig:
     # would have if its focal length were this many pixels; metres = output * f / f_c, with f the
     # focal length in pixels of the image the network ran on. 0 = plain metres (no camera model).
     canonical_focal_px: float = 0.0
+    depth_inputs: str = "image"    # one of DEPTH_INPUTS
 
     def __post_init__(self) -> None:
         hints = typing.get_type_hints(type(self))
@@ -103,6 +110,11 @@ class ModelConfig:
             problems.append(f"fusion_kernel_size must be odd and >= 1, got {self.fusion_kernel_size}")
         if self.head not in HEADS:
             problems.append(f"head must be one of {HEADS}, got {self.head!r}")
+        if self.depth_inputs not in DEPTH_INPUTS:
+            problems.append(f"depth_inputs must be one of {DEPTH_INPUTS}, got {self.depth_inputs!r}")
+        elif self.depth_inputs == "image_transmission" and self.head == "residual":
+            problems.append("depth_inputs image_transmission needs a head that predicts a transmission "
+                            "(asm or asm_dcp), not residual")
         if not self.canonical_focal_px >= 0:
             problems.append(f"canonical_focal_px must be >= 0 pixels (0 = plain metres), got {self.canonical_focal_px}")
         if not self.depth_scale_m > 0:
@@ -111,9 +123,8 @@ class ModelConfig:
             raise ValueError(f"invalid ModelConfig {self.name!r}: " + "; ".join(problems))
 
     @property
-    def physics_head(self) -> bool:
-        """The dehazer predicts transmission and airlight (and J through the scattering model)."""
-        return self.head != "residual"
+    def depth_reads_transmission(self) -> bool:
+        return self.depth_inputs == "image_transmission"
 
     @property
     def uses_attention(self) -> bool:

@@ -29,7 +29,9 @@ Output heads (``ModelConfig.head``), all giving a dehazed image in [0, 1] units,
   input (t joins the stem) and the starting point: the network predicts a correction of
   logit(t_dcp) and of A_dcp, both zero-initialised, so an untrained D *is* the DCP and training
   starts from its quality. ``forward_physics`` returns t and A too (the engine applies them at
-  full resolution; -ln t = beta * depth ties them to the depth task).
+  full resolution). t and A are trained only through the reconstruction of J, and, with
+  ``depth_inputs: image_transmission``, through the depth network that reads -ln t (= beta * d
+  in the scattering model).
 
 Memory layout: weights and activations are channels-last (NHWC). The networks are narrow (8 to
 96 channels), and oneDNN runs such convolutions much faster on NHWC than on NCHW: on this

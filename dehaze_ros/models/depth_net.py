@@ -21,6 +21,8 @@ far beyond any real scene (10 m * e^15 = 3.3e7 m).
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -28,6 +30,8 @@ from torch import nn
 from dehaze_ros.models.blocks import pad_to_multiple
 
 LOG_DEPTH_LIMIT = 15.0
+TRANSMISSION_FLOOR = 0.1                           # the physics heads' t0
+OPTICAL_DEPTH_HALF_RANGE = -math.log(TRANSMISSION_FLOOR) / 2.0
 
 
 class DilatedResidualDenseBlock(nn.Module):
@@ -57,12 +61,15 @@ class DepthNet(nn.Module):
     """Encoder-decoder of dilated residual dense blocks; ``forward(image) -> depth_m``."""
 
     def __init__(self, channels: tuple[int, ...] = (24, 48, 96, 128), growth: int = 32,
-                 dense_layers: int = 5, depth_scale_m: float = 10.0):
+                 dense_layers: int = 5, depth_scale_m: float = 10.0, transmission_input: bool = False):
         super().__init__()
         self.depth_scale_m = depth_scale_m
         self.size_multiple = 2 ** len(channels)
-        widths = (3, *channels)
-        self.input_block = DilatedResidualDenseBlock(3, growth, dense_layers)
+        # Optionally a fourth input channel: the optical depth -ln t of a physics head.
+        self.transmission_input = transmission_input
+        inputs = 4 if transmission_input else 3
+        widths = (inputs, *channels)
+        self.input_block = DilatedResidualDenseBlock(inputs, growth, dense_layers)
         self.downsamples = nn.ModuleList(
             nn.Conv2d(widths[level], widths[level + 1], 3, stride=2, padding=1) for level in range(len(channels)))
         self.encoder_blocks = nn.ModuleList(
@@ -79,15 +86,25 @@ class DepthNet(nn.Module):
         nn.init.zeros_(self.log_depth_head.bias)
         self.to(memory_format=torch.channels_last)  # see the dehazer's docstring, "Memory layout"
 
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.metres_from_log_depth(self.log_depth(image))
+    def forward(self, image: torch.Tensor, transmission: torch.Tensor | None = None) -> torch.Tensor:
+        return self.metres_from_log_depth(self.log_depth(image, transmission))
 
-    def log_depth(self, image: torch.Tensor) -> torch.Tensor:
-        """``log(depth_m / depth_scale_m)``, B x 1 x H x W, unclamped (for losses and the dehazer)."""
+    def log_depth(self, image: torch.Tensor, transmission: torch.Tensor | None = None) -> torch.Tensor:
+        """``log(depth_m / depth_scale_m)``, B x 1 x H x W, unclamped (for losses and the dehazer).
+
+        ``transmission`` (B x 1 x H x W in (0, 1]) is read only by a network built with
+        ``transmission_input``; None there means t = 1 (no haze, e.g. a clear image)."""
         if image.dim() != 4 or image.shape[1] != 3:
             raise ValueError(f"DepthNet expects a B x 3 x H x W RGB batch, got shape {tuple(image.shape)}")
         height, width = image.shape[-2:]
-        signed = pad_to_multiple(image * 2.0 - 1.0, self.size_multiple).contiguous(memory_format=torch.channels_last)
+        signed = image * 2.0 - 1.0
+        if self.transmission_input:
+            if transmission is None:
+                transmission = torch.ones_like(image[:, :1])
+            # -ln t of t in [0.1, 1] is 0 .. 2.3: mapped to about [-1, 1] like the image.
+            optical_depth = -torch.log(transmission.to(image.dtype).clamp(TRANSMISSION_FLOOR, 1.0))
+            signed = torch.cat([signed, optical_depth / OPTICAL_DEPTH_HALF_RANGE - 1.0], dim=1)
+        signed = pad_to_multiple(signed, self.size_multiple).contiguous(memory_format=torch.channels_last)
         features = self.input_block(signed)
         skips = []
         for downsample, block in zip(self.downsamples, self.encoder_blocks):

@@ -24,6 +24,7 @@ skipped and reported.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -186,13 +187,20 @@ class RgbdSource(DataSource):
 
     def train_sample(self, rng: np.random.Generator, crop: int) -> Sample:
         index = int(rng.integers(len(self.items)))
+        item = self.items[index]
         color, depth = self._load(index)
         (color,), depth, zoom = random_crop([color], depth, crop, self.config.scale_range, rng)
         clear = to_float(color)
-        hazy = synthesize_random_haze(clear, depth, self.config.haze, rng)
-        item = self.items[index]
+        hazy = synthesize_random_haze(clear, depth, self._haze(item), rng)
         return Sample(hazy, clear, depth, True, f"{self.name}/{item.name}", focal_px=item.focal_px * zoom,
                       metric_depth=not item.relative)
+
+    def _haze(self, item: RgbdItem):
+        """Relative depth has no metres for a fog visibility: it is hazed by the transmission at
+        its median depth whatever the source's haze mode."""
+        if item.relative and self.config.haze.visibility_range_m:
+            return dataclasses.replace(self.config.haze, visibility_range_m=[])
+        return self.config.haze
 
     def eval_sample(self, index: int, max_side: int, seed: int = 0) -> Sample:
         color, depth = self._load(index)
@@ -201,7 +209,7 @@ class RgbdSource(DataSource):
         depth = resize_max_side(depth, max_side, is_depth=True)
         item = self.items[index]
         rng = np.random.default_rng(stable_seed(seed, self.name, item.name))
-        hazy = synthesize_random_haze(clear, depth, self.config.haze, rng)
+        hazy = synthesize_random_haze(clear, depth, self._haze(item), rng)
         return Sample(hazy, clear, depth, True, f"{self.name}/{item.name}", focal_px=item.focal_px * zoom,
                       metric_depth=not item.relative)
 
