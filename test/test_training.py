@@ -355,7 +355,10 @@ def test_config_inheritance_overrides_and_coercions(tmp_path):
 def test_resume_refuses_a_run_whose_model_config_the_preset_no_longer_gives(tmp_path):
     trainer = Trainer(tiny_config(tmp_path), tmp_path / "run", **QUIET)
     state = trainer.state_dict()
-    state["provenance"]["model_config"]["canonical_focal_px"] = 123.0   # trained in other units
+    stored = state["provenance"]["model_config"]
+    del stored["depth_inputs"]        # written before the field existed: its default, accepted
+    trainer.load_state_dict(state)
+    stored["canonical_focal_px"] = 123.0   # trained in other units
     with pytest.raises(TrainingError, match="differs in canonical_focal_px"):
         trainer.load_state_dict(state)
     trainer.close()

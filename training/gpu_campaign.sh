@@ -60,7 +60,9 @@ if [[ -f $INIT ]] && $PYTHON - "$INIT" <<'EOF'
 import sys
 from dehaze_ros.checkpoint import load_checkpoint
 from dehaze_ros.models import get_model_config
-sys.exit(0 if load_checkpoint(sys.argv[1]).model_config == get_model_config("diacmpn-rt").to_dict() else 1)
+from dehaze_ros.models import ModelConfig
+stored = ModelConfig.from_dict(load_checkpoint(sys.argv[1]).model_config)
+sys.exit(0 if stored == get_model_config("diacmpn-rt") else 1)
 EOF
 then
     init=(train.init_from="$INIT")

@@ -336,7 +336,8 @@ class Trainer:
 
     def _init_from(self, path: str) -> None:
         ckpt = load_checkpoint(path)
-        if ckpt.model_config != self.model_config.to_dict():
+        # Normalised: a checkpoint written before a ModelConfig field existed has the field's default.
+        if ModelConfig.from_dict(ckpt.model_config).to_dict() != self.model_config.to_dict():
             raise TrainingError(f"train.init_from={path} was trained with model_config "
                                 f"{ckpt.model_config.get('name')!r} that differs from this run's "
                                 f"{self.model_config.name!r}; use the same model.preset/overrides")
@@ -734,6 +735,8 @@ class Trainer:
         if "optimizer_dehazer" not in state:
             raise TrainingError("this training file holds weights only (best.pt); resume reads last.pt")
         stored = (state.get("provenance") or {}).get("model_config")
+        if stored is not None:
+            stored = ModelConfig.from_dict(stored).to_dict()   # fields added since take their defaults
         if stored is not None and stored != self.model_config.to_dict():
             # The run's config names a preset; a preset changed since the run started (its head,
             # its canonical camera) would otherwise resume in other units or fail on shapes.
