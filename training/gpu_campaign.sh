@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One GPU window of the device tool (about 9 minutes of training in a 15-minute budget): train
-# diacmpn-rt from the newest work-in-progress weights, export the best EMA weights, evaluate them
+# diacmpn-rt from the shipped weights, export the best EMA weights, evaluate them
 # beside DCP, and
 # leave checkpoints, logs and tables in $OUT (what the device tool brings back).
 #
@@ -9,8 +9,8 @@
 #   bash training/gpu_campaign.sh --dry-run      # here, on the CPU: a few tiny steps of every stage
 #
 # Environment: PYTHON (default: .venv/bin/python here, python3 on the GPU machine), OUT (default
-# gpu_out), MINUTES (training budget, default 9), INIT (weights to start from; default the newest
-# checkpoint of training/checkpoints/ with the preset's model config, else from scratch), BATCH
+# gpu_out), MINUTES (training budget, default 9), INIT (weights to start from; default the shipped
+# checkpoint when it has the preset's model config, else from scratch), BATCH
 # (default 64).
 # The data pipeline hazes on the CPU workers (16 cores there), not on the GPU.
 set -euo pipefail
@@ -51,10 +51,10 @@ elif [[ ! -d $DATA ]]; then
     exit 2
 fi
 
-# The newest work-in-progress weights of the preset, else the shipped ones (used only when their
-# model config is the preset's: the head and canonical camera must match).
-INIT=${INIT:-training/checkpoints/diacmpn_rt_asm_stage1.pt}
-[[ -f $INIT ]] || INIT=dehaze_ros/checkpoints/default.pt
+# The shipped weights, used only when their model config is the preset's (the head and the
+# canonical camera must match).
+INIT=${INIT:-dehaze_ros/checkpoints/default.pt}
+
 init=()
 if [[ -f $INIT ]] && $PYTHON - "$INIT" <<'EOF'
 import sys
