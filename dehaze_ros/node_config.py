@@ -24,6 +24,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from dehaze_ros.camera import DEFAULT_HFOV_DEG
+
 STAGES = ("startup", "configure", "live")
 PACKAGE = "dehaze_ros"
 _TYPE_NAMES = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
@@ -113,7 +115,7 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("num_threads", 0,
                   "torch CPU threads; 0 = torch's default (all cores).", "configure",
                   minimum=0, maximum=256),
-    ParameterSpec("default_hfov_deg", 70.0,
+    ParameterSpec("default_hfov_deg", DEFAULT_HFOV_DEG,
                   "Horizontal field of view (degrees) assumed for metric depth while no camera_info "
                   "has arrived: the networks' depth is in a canonical camera and becomes metres "
                   "through the focal length, taken from camera_info when there is one. "
@@ -185,7 +187,7 @@ class NodeConfig:
     precision: str = "auto"
     max_side: int = 320
     num_threads: int = 0
-    default_hfov_deg: float = 70.0
+    default_hfov_deg: float = DEFAULT_HFOV_DEG
     warmup: int = 1
     publish_dehazed: bool = True
     publish_depth: bool = True
