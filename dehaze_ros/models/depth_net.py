@@ -27,10 +27,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dehaze_ros import dcp
 from dehaze_ros.models.blocks import pad_to_multiple
 
 LOG_DEPTH_LIMIT = 15.0
-TRANSMISSION_FLOOR = 0.1                           # the physics heads' t0
+TRANSMISSION_FLOOR = dcp.T_MIN                     # the physics heads' t0
 OPTICAL_DEPTH_HALF_RANGE = -math.log(TRANSMISSION_FLOOR) / 2.0
 
 
