@@ -12,8 +12,12 @@ publish_compressed), `camera_info`, and for the scene source `ground_truth/depth
 +inf sky) and `ground_truth/clear` (the haze-free image), published only while someone listens.
 Intrinsics: the renderer's exact K for `scene`; a pinhole of `hfov_deg` for folders and videos.
 
-The timer runs at `rate_hz`; when rendering a frame takes longer than the period (640x480 costs
-about 0.15 s here), frames go out as fast as they are made and the log says so once.
+The timer runs at `rate_hz`. Rendering a scene frame costs about 0.15 s at 640x480 here (about
+6 frames/s), so a live scene cannot feed the node at a real camera's rate: with `prerender_frames`
+N > 0 the scene source renders N frames (clear image and depth, at the camera's own frame times)
+once at start-up and plays them back and forth in a loop; only the haze (about 10 ms) is applied
+per frame, so the haze still drifts. Otherwise, when making a frame takes longer than the period,
+frames go out as fast as they are made and the log says so once.
 """
 from __future__ import annotations
 
@@ -76,6 +80,9 @@ CAMERA_PARAMETERS = {
     "hfov_deg": (70.0, "Horizontal field of view for the CameraInfo of folder/video sources.",
                  {"floating_point_range": _float_range(1.0, 179.0)}),
     "loop": (True, "Start folder/video sources again at their end (else stop publishing).", {}),
+    "prerender_frames": (0, "Scene source: render this many frames at start-up and play them back and "
+                            "forth at rate_hz (a camera's rate); 0 = render every frame live (about 6 Hz at 640x480).",
+                         {"integer_range": _int_range(0, 600)}),
 }
 
 
@@ -99,23 +106,42 @@ def haze_strength(t: float, beta_min: float, beta_max: float, period_s: float) -
     return beta_min + (beta_max - beta_min) * phase
 
 
+def loop_index(t: float, rate_hz: float, frames: int) -> int:
+    """Which of `frames` pre-rendered frames a camera shows at time t: forward, then backward.
+
+    The frames were rendered at times k / rate_hz; playing them back and forth (0 .. N-1 .. 1)
+    keeps the motion continuous at the loop's ends, where a plain loop would jump.
+    """
+    if frames <= 1:
+        return 0
+    cycle = 2 * frames - 2
+    step = int(math.floor(t * rate_hz + 1e-9)) % cycle
+    return step if step < frames else cycle - step
+
+
 class SceneSource:
-    """Procedural frames with exact depth, hazed with the ASM."""
+    """Procedural frames with exact depth, hazed with the ASM (rendered live or pre-rendered)."""
 
     def __init__(self, width: int, height: int, seed: int, beta_min: float, beta_max: float,
-                 period_s: float, airlight: float):
+                 period_s: float, airlight: float, prerender_frames: int = 0, rate_hz: float = 10.0):
         from dehaze_ros.scenes import SceneRenderer
 
         self.renderer = SceneRenderer(width=width or 640, height=height or 480, seed=seed)
         self.K = self.renderer.K
         self.beta = (beta_min, beta_max, period_s)
         self.airlight = airlight
+        self.rate_hz = rate_hz
+        # Clear image and depth of each pre-rendered frame; the haze is applied per published frame.
+        self.loop = [self.renderer.render(k / rate_hz) for k in range(prerender_frames)]
 
     def frame(self, t: float):
         """(hazy RGB uint8, depth metres, clear RGB uint8) at time t."""
         from dehaze_ros.haze import synthesize_haze
 
-        rendered = self.renderer.render(t)
+        if self.loop:
+            rendered = self.loop[loop_index(t, self.rate_hz, len(self.loop))]
+        else:
+            rendered = self.renderer.render(t)
         beta = haze_strength(t, *self.beta)
         hazy, _ = synthesize_haze(rendered.rgb, rendered.depth_m, beta, self.airlight)
         return (hazy * 255.0 + 0.5).astype(np.uint8), rendered.depth_m, rendered.rgb
@@ -193,8 +219,15 @@ class SampleCamera(Node):
         if value["reliability"] not in ("best_effort", "reliable"):
             raise ValueError(f"reliability must be best_effort or reliable, got {value['reliability']!r}")
         if value["source"] == "scene":
+            started = time.monotonic()
             self.source = SceneSource(value["width"], value["height"], value["seed"], value["beta_min"],
-                                      value["beta_max"], value["beta_period_s"], value["airlight"])
+                                      value["beta_max"], value["beta_period_s"], value["airlight"],
+                                      value["prerender_frames"], value["rate_hz"])
+            if value["prerender_frames"]:
+                self.get_logger().info(
+                    f"pre-rendered {value['prerender_frames']} scene frames in "
+                    f"{time.monotonic() - started:.1f} s: a {value['prerender_frames'] / value['rate_hz']:.1f} s "
+                    f"loop played back and forth at {value['rate_hz']:g} Hz")
         elif value["source"] in ("folder", "video"):
             self.source = FileSource(value["source"], value["path"], value["width"], value["height"],
                                      value["hfov_deg"], value["loop"])

@@ -17,7 +17,8 @@ from ros_helpers import stamp_of  # noqa: E402
 def test_scene_stream_with_camera_info_compressed_copy_and_ground_truth(start_node, probe):
     camera = start_node("dehaze_ros.sample_camera", [
         "-r", "__ns:=/cam_scene", "-p", "width:=96", "-p", "height:=64", "-p", "rate_hz:=8.0",
-        "-p", "publish_compressed:=true", "-p", "frame_id:=test_optical_frame"], name="cam_scene")
+        "-p", "publish_compressed:=true", "-p", "frame_id:=test_optical_frame", "-p", "prerender_frames:=4"],
+        name="cam_scene")
     images = probe.record(Image, "/cam_scene/image", reliable=False)
     infos = probe.record(CameraInfo, "/cam_scene/camera_info", reliable=False)
     compressed = probe.record(CompressedImage, "/cam_scene/image/compressed", reliable=False)
@@ -71,3 +72,32 @@ def test_bad_source_exits_with_a_message(start_node, tmp_path):
         "-p", "source:=folder", "-p", f"path:={tmp_path / 'nowhere'}"], name="cam_bad")
     assert camera.process.wait(60) == 2
     assert f"source folder {tmp_path / 'nowhere'} does not exist" in camera.log()
+
+
+def test_prerendered_loop_plays_back_and_forth_at_the_camera_rate():
+    from dehaze_ros.sample_camera import loop_index
+
+    # 4 frames at 10 Hz: 0 1 2 3 2 1 0 1 ... (no jump at the loop's ends), one step per 0.1 s.
+    shown = [loop_index(k / 10.0, 10.0, 4) for k in range(10)]
+    assert shown == [0, 1, 2, 3, 2, 1, 0, 1, 2, 3]
+    assert loop_index(0.1999, 10.0, 4) == 1  # a frame stays until the next period starts
+    assert {loop_index(k * 0.37, 15.0, 1) for k in range(20)} == {0}
+
+
+def test_prerendered_scene_frames_are_the_renderers_frames_at_their_own_times():
+    from dehaze_ros.haze import synthesize_haze
+    from dehaze_ros.sample_camera import SceneSource, haze_strength
+    from dehaze_ros.scenes import SceneRenderer
+
+    source = SceneSource(64, 48, seed=3, beta_min=0.02, beta_max=0.08, period_s=30.0, airlight=0.85,
+                         prerender_frames=3, rate_hz=5.0)
+    renderer = SceneRenderer(width=64, height=48, seed=3)
+    for t, k in ((0.0, 0), (0.25, 1), (0.45, 2), (0.65, 1), (0.85, 0)):
+        hazy, depth, clear = source.frame(t)
+        expected = renderer.render(k / 5.0)  # frame k was rendered at time k / rate_hz
+        np.testing.assert_array_equal(depth, expected.depth_m)
+        np.testing.assert_array_equal(clear, expected.rgb)
+        # The haze is applied live: its density follows the time of publication, not of rendering.
+        want, _ = synthesize_haze(expected.rgb, expected.depth_m, haze_strength(t, 0.02, 0.08, 30.0), 0.85)
+        np.testing.assert_array_equal(hazy, (want * 255.0 + 0.5).astype(np.uint8))
+    assert not np.array_equal(source.frame(0.0)[1], source.frame(0.25)[1])  # the camera moves
