@@ -68,8 +68,8 @@ def worker(argv: list[str]) -> int:
                 all_reduces.append((network, step))
                 return allreduce_hook(state, bucket)   # what DDP does without a hook
             return hook
-        trainer._dehazer_forward.register_comm_hook(None, counting("dehazer"))
-        trainer._depth_net_forward.register_comm_hook(None, counting("depth_net"))
+        trainer.D.forward.register_comm_hook(None, counting("dehazer"))
+        trainer.E.forward.register_comm_hook(None, counting("depth_net"))
 
     def on_step(trainer):
         if dist.rank == 1 and trainer.step == args.signal_rank_1_at_step:

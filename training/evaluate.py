@@ -273,7 +273,7 @@ def resolve_checkpoint(path: str, workdir: Path) -> str:
         return path
     except CheckpointError as exc:
         from training.export import export_checkpoint
-        from training.train import TrainingError, load_training_file
+        from training.run_state import TrainingError, load_training_file
         try:
             load_training_file(path)
         except TrainingError:
