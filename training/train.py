@@ -797,7 +797,7 @@ def prepare(config_path: str | None, overrides: list[str], resume: str | None,
             raise TrainingError(f"cannot resume {resume_dir}: it needs config.yaml and last.pt (a run "
                                 "folder written by training.train)")
         check_resume_overrides(overrides)
-        config = load_config(resume_dir / "config.yaml", overrides)
+        config = load_config(resume_dir / "config.yaml", overrides, saved=True)
         trainer = Trainer(config, resume_dir, log=log, resumed_with=overrides, dist=dist)
         trainer.load_state_dict(load_training_file(resume_dir / "last.pt"))
         trainer.log(f"resumed at step {trainer.step}" + (f" with {' '.join(overrides)} (this session only)"
