@@ -147,7 +147,7 @@ def assert_identical(first, second, path="state"):
 
 
 def last_state(run: Path) -> dict:
-    from training.train import load_training_file
+    from training.run_state import load_training_file
     return load_training_file(run / "last.pt")
 
 
