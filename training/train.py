@@ -137,6 +137,60 @@ class StepOutput:
     transmission: torch.Tensor | None = None   # D's, detached: the depth step's second input
 
 
+class ProgressLog:
+    """What a run shows while it trains: losses, learning rates and throughput to TensorBoard
+    every ``log_every`` steps, the progress bar on a terminal, else a plain line every 30 s (and
+    at the first logged step) for log files. Throughput is measured over the steps since the
+    last log, counting only training and data loading."""
+
+    def __init__(self, trainer: "Trainer"):
+        self.trainer, self.cfg = trainer, trainer.config.train
+        self.interactive = sys.stderr.isatty() and trainer.dist.is_main
+        self.bar = tqdm(total=self.cfg.steps, initial=trainer.step, dynamic_ncols=True, disable=not self.interactive,
+                        desc=trainer.config.name)
+        self.last_print = time.monotonic()
+        self.images, self.data_s, self.window_start = 0, 0.0, time.monotonic()
+        self.first_logged_step = (trainer.step // self.cfg.log_every + 1) * self.cfg.log_every
+
+    def waited_for_data(self, seconds: float) -> None:
+        self.data_s += seconds
+
+    def not_training(self, work: Callable[[], None]) -> None:
+        """Run ``work`` (saving, validating) outside the throughput window."""
+        start = time.monotonic()
+        work()
+        self.window_start += time.monotonic() - start
+
+    def step_done(self, out: StepOutput, images: int) -> None:
+        trainer, step = self.trainer, self.trainer.step
+        self.images += images
+        if step % self.cfg.log_every == 0 or step == self.cfg.steps:
+            now = time.monotonic()
+            window_s = max(now - self.window_start, 1e-9)
+            throughput, data_share = self.images / window_s, self.data_s / window_s
+            writer = trainer.writer
+            for key, value in out.losses.items():
+                if math.isfinite(value):
+                    writer.add_scalar(f"train/{key}", value, step)
+            writer.add_scalar("train/lr_dehazer", trainer.D.scheduler.get_last_lr()[0], step)
+            writer.add_scalar("train/lr_depth", trainer.E.scheduler.get_last_lr()[0], step)
+            writer.add_scalar("perf/images_per_s", throughput, step)
+            writer.add_scalar("perf/data_wait_share", data_share, step)
+            shown = {label: out.losses[key] for label, key in SHOWN_LOSSES.items() if key in out.losses}
+            self.bar.set_postfix({**{k: f"{v:.4f}" for k, v in shown.items()},
+                                  "img/s": f"{throughput:.1f}", "data": f"{data_share:.0%}"}, refresh=False)
+            if not self.interactive and trainer.dist.is_main and (now - self.last_print > 30
+                                                                  or step == self.first_logged_step):
+                print(f"step {step}/{self.cfg.steps} " + " ".join(f"{k} {v:.4f}" for k, v in shown.items())
+                      + f" | {throughput:.1f} img/s, data wait {data_share:.0%}", flush=True)
+                self.last_print = now
+            self.images, self.data_s, self.window_start = 0, 0.0, now
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
 # --------------------------------------------------------------------------------------------
 # The trainer
 
@@ -642,104 +696,95 @@ class Trainer:
     def fit(self, budget_start: float | None = None, on_step: Callable[["Trainer"], None] | None = None) -> dict:
         """Train until ``train.steps``, the time budget, or a stop request; returns a summary."""
         cfg = self.config.train
-        writes_run_folder = self.dist.is_main  # rank 0 alone
-        if writes_run_folder:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-        if writes_run_folder and self.resumed_with is None:
-            save_config(self.config, self.run_dir / "config.yaml")
-        elif writes_run_folder:
-            # Not config.yaml: a resume's overrides (a time budget, workers) are for this session;
-            # written there they would silently become the defaults of every later resume.
-            record = {"step": self.step, "overrides": self.resumed_with, "world_size": self.dist.world_size,
-                      "samples_seen": self.samples_seen,
-                      "at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
-            with open(self.run_dir / "resumes.jsonl", "a") as handle:
-                handle.write(json.dumps(record) + "\n")
+        self._open_run_folder()
         budget_start = time.monotonic() if budget_start is None else budget_start
-        budget_s = cfg.max_minutes * 60.0
         in_main_thread = self._install_sigint()
         previous_deterministic = torch.are_deterministic_algorithms_enabled()
         if self.device.type == "cpu" and cfg.deterministic:
             torch.use_deterministic_algorithms(True)
         loader = self._loader()
-        interactive = sys.stderr.isatty() and self.dist.is_main
-        progress = tqdm(total=cfg.steps, initial=self.step, dynamic_ncols=True, disable=not interactive,
-                        desc=self.config.name)
-        reason = "finished"
-        self._fit_started = last_print = time.monotonic()
-        window_images, window_data_s, window_start = 0, 0.0, time.monotonic()
-        reserve_s = 15.0  # time kept for the final validation and last.pt; grows with measurements
-        first_logged_step = (self.step // cfg.log_every + 1) * cfg.log_every
+        progress = ProgressLog(self)
+        reason = "finished" if self.step < cfg.steps else "already finished"
+        self._fit_started = time.monotonic()
+        self._reserve_s = 15.0  # time kept for the final validation and last.pt; grows with measurements
         try:
-            if self.step >= cfg.steps:
-                reason = "already finished"
-            iterator = iter(loader) if self.step < cfg.steps else None
+            batches = iter(loader) if self.step < cfg.steps else None
             while self.step < cfg.steps:
                 fetch_start = time.monotonic()
-                batch = next(iterator)
-                window_data_s += time.monotonic() - fetch_start
+                batch = next(batches)
+                progress.waited_for_data(time.monotonic() - fetch_start)
                 want_visuals = (self.step + 1) % cfg.image_every == 0
                 out = self.train_step(batch, want_visuals)
-                window_images += batch["hazy"].shape[0] * self.dist.world_size  # the whole job's
                 if on_step is not None:
                     on_step(self)
-                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
-                    now = time.monotonic()
-                    window_s = max(now - window_start, 1e-9)
-                    throughput, data_share = window_images / window_s, window_data_s / window_s
-                    for key, value in out.losses.items():
-                        if math.isfinite(value):
-                            self.writer.add_scalar(f"train/{key}", value, self.step)
-                    self.writer.add_scalar("train/lr_dehazer", self.D.scheduler.get_last_lr()[0], self.step)
-                    self.writer.add_scalar("train/lr_depth", self.E.scheduler.get_last_lr()[0], self.step)
-                    self.writer.add_scalar("perf/images_per_s", throughput, self.step)
-                    self.writer.add_scalar("perf/data_wait_share", data_share, self.step)
-                    shown = {label: out.losses[key] for label, key in SHOWN_LOSSES.items() if key in out.losses}
-                    progress.set_postfix({**{k: f"{v:.4f}" for k, v in shown.items()},
-                                          "img/s": f"{throughput:.1f}", "data": f"{data_share:.0%}"}, refresh=False)
-                    if not interactive and self.dist.is_main and (now - last_print > 30
-                                                                   or self.step == first_logged_step):
-                        print(f"step {self.step}/{cfg.steps} " + " ".join(f"{k} {v:.4f}" for k, v in shown.items())
-                              + f" | {throughput:.1f} img/s, data wait {data_share:.0%}", flush=True)
-                        last_print = now
-                    window_images, window_data_s, window_start = 0, 0.0, now
+                progress.step_done(out, batch["hazy"].shape[0] * self.dist.world_size)  # the whole job's images
                 if want_visuals:
                     self._log_images(out)
-                progress.update(1)
-                housekeeping_start = time.monotonic()
-                if self.step % cfg.checkpoint_every == 0:
-                    self.save_last()
-                    reserve_s = max(reserve_s, 2 * (time.monotonic() - housekeeping_start) + 5.0)
-                validating = self.step % cfg.val_every == 0 or self.step == cfg.steps
-                if validating:
-                    mark = time.monotonic()
-                    if self.dist.is_main:
-                        self._run_validation()
-                    reserve_s = max(reserve_s, 2 * (time.monotonic() - mark) + 5.0)
-                if validating or self.step % cfg.checkpoint_every == 0:
-                    self.dist.barrier()  # the other ranks wait while rank 0 validates and writes
                 # Throughput counts training only: saving and validating are not the data pipeline.
-                window_start += time.monotonic() - housekeeping_start
-                out_of_time = budget_s and time.monotonic() - budget_start + min(reserve_s, 0.2 * budget_s) >= budget_s
-                # A signal reaches one rank or all, and clocks differ: all ranks stop at the same
-                # step or one would wait for the others forever (one small all-reduce per step).
-                stop_requested, out_of_time = self.dist.any_rank(self._stop_requested, out_of_time)
-                if stop_requested:
-                    reason = "stopped on request (Ctrl-C or SIGTERM)"
-                    break
-                if out_of_time:
-                    reason = f"time budget of {cfg.max_minutes:g} min reached"
+                progress.not_training(self._checkpoint_and_validate)
+                stop = self._stop_reason(budget_start)
+                if stop:
+                    reason = stop
                     break
         finally:
             # Workers stop here, not whenever the garbage collector gets to them: the final
             # validation and last.pt should not compete with prefetching that nobody will use.
-            iterator = loader = None
+            batches = loader = None
             progress.close()
             self.elapsed_s, self._fit_started = self.training_seconds, None
             if in_main_thread:
                 for signal_number, handler in self._previous_handlers.items():
                     signal.signal(signal_number, handler)
             torch.use_deterministic_algorithms(previous_deterministic)
+        return self._finish(reason)
+
+    def _open_run_folder(self) -> None:
+        """config.yaml for a new run, a line in resumes.jsonl for a resumed one (rank 0 alone)."""
+        if not self.dist.is_main:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.resumed_with is None:
+            save_config(self.config, self.run_dir / "config.yaml")
+            return
+        # Not config.yaml: a resume's overrides (a time budget, workers) are for this session;
+        # written there they would silently become the defaults of every later resume.
+        record = {"step": self.step, "overrides": self.resumed_with, "world_size": self.dist.world_size,
+                  "samples_seen": self.samples_seen,
+                  "at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+        with open(self.run_dir / "resumes.jsonl", "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    def _checkpoint_and_validate(self) -> None:
+        """last.pt and validation when their step has come; what they take grows the reserve."""
+        cfg = self.config.train
+        start = time.monotonic()
+        if self.step % cfg.checkpoint_every == 0:
+            self.save_last()
+            self._reserve_s = max(self._reserve_s, 2 * (time.monotonic() - start) + 5.0)
+        validating = self.step % cfg.val_every == 0 or self.step == cfg.steps
+        if validating:
+            mark = time.monotonic()
+            if self.dist.is_main:
+                self._run_validation()
+            self._reserve_s = max(self._reserve_s, 2 * (time.monotonic() - mark) + 5.0)
+        if validating or self.step % cfg.checkpoint_every == 0:
+            self.dist.barrier()  # the other ranks wait while rank 0 validates and writes
+
+    def _stop_reason(self, budget_start: float) -> str | None:
+        cfg = self.config.train
+        budget_s = cfg.max_minutes * 60.0
+        out_of_time = budget_s and time.monotonic() - budget_start + min(self._reserve_s, 0.2 * budget_s) >= budget_s
+        # A signal reaches one rank or all, and clocks differ: all ranks stop at the same
+        # step or one would wait for the others forever (one small all-reduce per step).
+        stop_requested, out_of_time = self.dist.any_rank(self._stop_requested, out_of_time)
+        if stop_requested:
+            return "stopped on request (Ctrl-C or SIGTERM)"
+        if out_of_time:
+            return f"time budget of {cfg.max_minutes:g} min reached"
+        return None
+
+    def _finish(self, reason: str) -> dict:
+        cfg = self.config.train
         # A run that ends or meets its time budget validates its final weights (they may be the
         # best so far). Ctrl-C never does: the user wants out, and the resumed run validates on
         # schedule, so an interrupted and resumed run validates (and selects best.pt) at exactly
