@@ -50,6 +50,7 @@ from training.data import SOURCES, DataSource, open_source
 from training.data.common import FolderSourceConfig, Sample, no_depth, resize_max_side, to_float
 from training.data.io import DataError, list_images, read_rgb
 from training.metrics import DEPTH_METRICS, depth_metrics, psnr, ssim
+from training.run_state import TrainingError, load_training_file
 from training.visualize import depth_tile, label_tile, make_grid, rgb_tile
 
 KINDS = (*SOURCES, "images", "outdoor")
@@ -293,8 +294,7 @@ def resolve_checkpoint(path: str, workdir: Path) -> str:
         load_checkpoint(path)
         return path
     except CheckpointError as exc:
-        from training.export import export_checkpoint
-        from training.run_state import TrainingError, load_training_file
+        from training.export import export_checkpoint   # only for a run's training file
         try:
             load_training_file(path)
         except TrainingError:
@@ -421,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("--checkpoint", help="deployable checkpoint, or a run's best.pt / last.pt")
     parser.add_argument("--data", action="append", required=True, metavar="[KIND:]PATH",
-                        help="evaluation set (repeatable); KIND reside | rgbd | rosbag2 | images | procedural | outdoor")
+                        help="evaluation set (repeatable); KIND: reside, rgbd, rosbag2, images, procedural, outdoor")
     parser.add_argument("--baseline", choices=["dcp"], help="also evaluate the Dark Channel Prior")
     parser.add_argument("--out", help="output folder (default eval_output/<date-time>)")
     parser.add_argument("--max-side", type=int, default=1024, help="longer image side for evaluation (px)")

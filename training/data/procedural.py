@@ -55,7 +55,8 @@ class ProceduralConfig(SourceConfig):
         self.outdoor_haze.check(f"{prefix}.outdoor_haze")
         require(self.val_count >= 0, f"{prefix}.val_count must be >= 0, got {self.val_count}")
         require(self.outdoor_val_count >= 0, f"{prefix}.outdoor_val_count must be >= 0, got {self.outdoor_val_count}")
-        require(0.0 <= self.outdoor_share <= 1.0, f"{prefix}.outdoor_share must lie in [0, 1], got {self.outdoor_share}")
+        require(0.0 <= self.outdoor_share <= 1.0,
+                f"{prefix}.outdoor_share must lie in [0, 1], got {self.outdoor_share}")
 
 
 class ProceduralSource(DataSource):
