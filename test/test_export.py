@@ -11,7 +11,8 @@ from dehaze_ros.models import ModelConfig, build_dehazer, build_depth_net
 from training.config import load_config
 from dehaze_ros.camera import focal_from_hfov
 from training.export import export_checkpoint, main
-from training.train import Trainer, load_training_file
+from training.run_state import load_training_file
+from training.train import Trainer
 
 SMOKE = Path(__file__).resolve().parent.parent / "config" / "train" / "smoke.yaml"
 

@@ -12,7 +12,9 @@ import torch
 from dehaze_ros.checkpoint import save_checkpoint
 from training import losses
 from training.config import load_config
-from training.train import Trainer, TrainingError, load_training_file, main, prepare
+from training.run_state import (TRAINING_STATE_FORMAT, TRAINING_STATE_VERSION, TrainingError, load_training_file,
+                                save_training_file)
+from training.train import Trainer, main, prepare
 
 SMOKE = Path(__file__).resolve().parent.parent / "config" / "train" / "smoke.yaml"
 QUIET = dict(log=lambda message: None)
@@ -127,6 +129,37 @@ def assert_identical(first, second, path="state"):
             assert_identical(a, b, f"{path}[{index}]")
     else:
         assert first == second, f"{path}: {first!r} != {second!r}"
+
+
+def test_run_state_file_round_trip_resumes_the_same_state_and_refuses_others(tmp_path):
+    trainer = Trainer(tiny_config(tmp_path), tmp_path / "run", **QUIET)
+    trainer.train_step(fixed_batch(trainer, 2))
+    state = trainer.state_dict(full=True)
+    loaded = load_training_file(save_training_file(state, tmp_path / "last.pt"))
+    assert_identical(state, loaded)
+    # The layout training/run_state.py documents, which export and evaluate read.
+    per_network = {f"{kind}_{name}" for kind in ("optimizer", "scheduler", "scaler") for name in ("dehazer", "depth")}
+    assert set(loaded) == {"format", "format_version", "step", "samples_seen", "world_size", "elapsed_s", "best",
+                           "saved_at", "provenance", "dehazer", "depth_net", "ema_dehazer", "ema_depth_net",
+                           "rng"} | per_network
+    assert set(trainer.state_dict(full=False)) == set(loaded) - per_network - {"rng"}
+
+    resumed = Trainer(tiny_config(tmp_path), tmp_path / "run2", **QUIET)
+    resumed.load_state_dict(loaded)
+    again = resumed.state_dict(full=True)
+    for key in ("step", "dehazer", "depth_net", "ema_dehazer", "ema_depth_net", *sorted(per_network)):
+        assert_identical(state[key], again[key], key)
+    trainer.close()
+    resumed.close()
+
+    torch.save({"format": TRAINING_STATE_FORMAT, "format_version": TRAINING_STATE_VERSION + 1}, tmp_path / "new.pt")
+    with pytest.raises(TrainingError, match=f"version {TRAINING_STATE_VERSION + 1}; this code reads version"):
+        load_training_file(tmp_path / "new.pt")
+    (tmp_path / "cut.pt").write_bytes((tmp_path / "last.pt").read_bytes()[:1000])
+    with pytest.raises(TrainingError, match="could not be read"):
+        load_training_file(tmp_path / "cut.pt")
+    with pytest.raises(ValueError, match="not a training state"):
+        save_training_file({"step": 1}, tmp_path / "bare.pt")
 
 
 def validations(run_dir):

@@ -68,8 +68,8 @@ def worker(argv: list[str]) -> int:
                 all_reduces.append((network, step))
                 return allreduce_hook(state, bucket)   # what DDP does without a hook
             return hook
-        trainer._dehazer_forward.register_comm_hook(None, counting("dehazer"))
-        trainer._depth_net_forward.register_comm_hook(None, counting("depth_net"))
+        trainer.D.forward.register_comm_hook(None, counting("dehazer"))
+        trainer.E.forward.register_comm_hook(None, counting("depth_net"))
 
     def on_step(trainer):
         if dist.rank == 1 and trainer.step == args.signal_rank_1_at_step:
@@ -147,7 +147,7 @@ def assert_identical(first, second, path="state"):
 
 
 def last_state(run: Path) -> dict:
-    from training.train import load_training_file
+    from training.run_state import load_training_file
     return load_training_file(run / "last.pt")
 
 
@@ -262,7 +262,7 @@ def test_two_processes_compute_what_one_process_computes_with_the_global_batch(s
     # 4e-9, 7 of 248k weights of D above 1e-5 (largest 1.3e-4), E within 1.3e-7. Wrong data (one
     # rank's samples only, or other crops) moves the mean by 1e-3 and 95 % of weights above 1e-5.
     for name, module in (("dehazer", single.dehazer), ("depth_net", single.depth_net),
-                         ("ema_dehazer", single.ema_dehazer.module), ("ema_depth_net", single.ema_depth_net.module)):
+                         ("ema_dehazer", single.D.ema.module), ("ema_depth_net", single.E.ema.module)):
         reference = module.state_dict()
         difference = torch.cat([(reference[key] - two[name][key]).abs().flatten() for key in reference
                                 if reference[key].is_floating_point()])

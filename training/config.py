@@ -21,7 +21,6 @@ from typing import Any
 
 import yaml
 
-SOURCE_KINDS = ("reside", "rgbd", "procedural", "rosbag2")
 SCHEDULES = ("alternating", "joint")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SELECT_METRICS = ("psnr", "ssim", "abs_rel")
@@ -54,38 +53,59 @@ class HazeConfig:
     jpeg_prob: float = 0.3
     jpeg_quality_range: list[int] = field(default_factory=lambda: [40, 95])
 
+    def check(self, prefix: str) -> None:
+        require_range(f"{prefix}.transmission_range", self.transmission_range, 0.01, 1.0)
+        require_range(f"{prefix}.airlight_range", self.airlight_range, 0.0, 1.0)
+        require_range(f"{prefix}.jpeg_quality_range", [float(q) for q in self.jpeg_quality_range], 1, 100)
+        for key in ("nonhomogeneous_prob", "noise_prob", "jpeg_prob"):
+            value = getattr(self, key)
+            require(0.0 <= value <= 1.0, f"{prefix}.{key} must lie in [0, 1], got {value}")
+        require(0.0 <= self.nonhomogeneous_strength < 1.0,
+              f"{prefix}.nonhomogeneous_strength must lie in [0, 1), got {self.nonhomogeneous_strength}")
+        require(self.noise_std_max >= 0 and self.airlight_tint >= 0,
+              f"{prefix}.noise_std_max and airlight_tint must be >= 0")
+        if self.visibility_range_m:
+            require_range(f"{prefix}.visibility_range_m", self.visibility_range_m, 1.0, 1e6)
+
 
 @dataclass
 class SourceConfig:
-    """One data source of the training mixture. Fields not used by a kind are ignored."""
+    """The keys every data source has. Each kind extends it with its own keys in its module
+    (training/data/<kind>.py: ResideConfig, RgbdConfig, ProceduralConfig, Rosbag2Config), and
+    ``training.data.SOURCES`` maps a kind to its config and source classes.
+
+    ``SourceConfig(kind="rgbd", depth_scale=0.001)`` builds the kind's own class (RgbdConfig).
+    """
     kind: str = ""                       # reside | rgbd | procedural | rosbag2
-    path: str = ""                       # relative to data.root, or absolute (not procedural)
     weight: float = 1.0                  # share in the mixture (normalised); 0 disables the source
-    val_scenes: list[str] = field(default_factory=list)   # scenes held out for validation
-    test_scenes: list[str] = field(default_factory=list)  # scenes held out of training and validation
-    val_fraction: float = 0.0            # without val_scenes: this share of scenes (stable hash)
-    # rgbd: single items (e.g. nyu_kinect/5) held out for validation although their scene trains:
-    # one frame per camera measures depth on every camera the data has.
-    val_items: list[str] = field(default_factory=list)
-    exclude: list[str] = field(default_factory=list)  # glob patterns of sub-paths to skip
-    depth_scale: float = 0.001           # metres per unit of 16-bit depth images (rgbd, reside depth/)
-    depth_scales: dict[str, float] = field(default_factory=dict)  # per folder name, over depth_scale
-    # Focal length (px) of the stored images, for canonical-camera depth; 0 = unknown. rgbd:
-    # Middlebury 2014 reads calib.txt; frame folders use focal_px_by_folder, else focal_px.
-    focal_px: float = 0.0
-    focal_px_by_folder: dict[str, float] = field(default_factory=dict)
-    scale_range: list[float] = field(default_factory=lambda: [0.5, 1.0])  # random resize before crop
-    haze: HazeConfig = field(default_factory=HazeConfig)
-    val_count: int = 8                   # procedural: number of fixed validation views
-    outdoor_share: float = 0.0           # procedural: share of vehicle-scale outdoor scenes in training
-    outdoor_val_count: int = 0           # procedural: fixed outdoor validation views (besides val_count)
-    outdoor_haze: HazeConfig = field(default_factory=lambda: HazeConfig(
-        visibility_range_m=[30.0, 5000.0], airlight_range=[0.6, 1.0]))  # procedural outdoor scenes
-    color_topic: str = ""                # rosbag2: sensor_msgs/Image or CompressedImage topic
-    depth_topic: str = ""                # rosbag2: sensor_msgs/Image 32FC1 (m) or 16UC1 (mm)
-    max_time_diff_s: float = 0.02        # rosbag2: colour/depth pairing tolerance
-    stride: int = 1                      # rosbag2: keep every n-th pair
-    max_frames: int = 0                  # rosbag2: 0 = all pairs
+
+    def __new__(cls, *args, **kwargs):
+        if cls is SourceConfig:
+            kind = kwargs.get("kind", args[0] if args else "")
+            cls = source_config_class(kind, "source")
+        return super().__new__(cls)
+
+    def check(self, prefix: str) -> None:
+        """Value ranges and choices; raises ConfigError naming ``prefix.key``."""
+        require(self.weight >= 0, f"{prefix}.weight must be >= 0, got {self.weight}")
+
+
+def source_config(raw: dict, key: str) -> SourceConfig:
+    """A source's config from a plain mapping (with its ``kind``), type-checked and validated;
+    ``key`` names it in errors (``data.sources.<name>``, ``--data SPEC``)."""
+    config = _coerce(SourceConfig, raw, key)
+    config.check(key)
+    return config
+
+
+def source_config_class(kind: str, key: str) -> type:
+    """The config dataclass of a source kind; ``key`` names the source in the error."""
+    # The data modules import this module (ConfigError, HazeConfig, SourceConfig): the mapping
+    # is looked up when a source config is built, not when this module is imported.
+    from training.data import SOURCES
+    if kind not in SOURCES:
+        raise ConfigError(f"{key}.kind must be one of {tuple(SOURCES)}, got {kind!r}")
+    return SOURCES[kind][0]
 
 
 @dataclass
@@ -216,6 +236,11 @@ def _coerce(expected: Any, value: Any, key: str) -> Any:
 
     if expected is Any:
         return copy.deepcopy(value)
+    if expected is SourceConfig:
+        # A source's keys are those of its kind: the class follows from the value's `kind`.
+        if not isinstance(value, dict):
+            raise fail()
+        expected = source_config_class(value.get("kind", ""), key)
     if dataclasses.is_dataclass(expected):
         if not isinstance(value, dict):
             raise fail()
@@ -281,6 +306,10 @@ def _build(cls: type, raw: dict, prefix: str) -> Any:
         full = f"{prefix}.{key}" if prefix else str(key)
         close = difflib.get_close_matches(str(key), names, n=1)
         hint = f"; did you mean '{(prefix + '.') if prefix else ''}{close[0]}'?" if close else ""
+        if issubclass(cls, SourceConfig):
+            kind = raw.get("kind", "")
+            raise ConfigError(f"config key '{full}' is not a key of a source of kind {kind!r}{hint} "
+                              f"(keys of kind {kind}: {', '.join(names)})")
         raise ConfigError(f"unknown config key '{full}'{hint} "
                           f"(valid keys{' in ' + repr(prefix) if prefix else ''}: {', '.join(names)})")
     values = {}
@@ -358,9 +387,21 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     return raw
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> TrainingConfig:
-    """Read, merge overrides, type-check and validate. ``path`` None = the built-in defaults."""
+def load_config(path: str | Path | None = None, overrides: list[str] = (), saved: bool = False) -> TrainingConfig:
+    """Read, merge overrides, type-check and validate. ``path`` None = the built-in defaults.
+
+    ``saved``: ``path`` is a run folder's config.yaml. Until each kind had its own keys, the
+    trainer wrote every key of every kind for each source (each kind ignored the others'); those
+    are dropped, so that runs from then resume as before.
+    """
     raw = read_yaml_config(path) if path else {}
+    if saved:
+        for key, source in ((raw.get("data") or {}).get("sources") or {}).items():
+            if isinstance(source, dict):
+                fields = {item.name for item in dataclasses.fields(
+                    source_config_class(source.get("kind", ""), f"data.sources.{key}"))}
+                for name in set(source) - fields:
+                    del source[name]
     config = TrainingConfig.from_dict(apply_overrides(raw, list(overrides)))
     return config.validate()
 
@@ -372,94 +413,58 @@ def save_config(config: TrainingConfig, path: str | Path) -> None:
 # --------------------------------------------------------------------------------------------
 # Value checks
 
-def _check(condition: bool, message: str) -> None:
+def require(condition: bool, message: str) -> None:
     if not condition:
         raise ConfigError(message)
 
 
-def _check_range(key: str, pair: list[float], low: float, high: float) -> None:
-    _check(len(pair) == 2 and low <= pair[0] <= pair[1] <= high,
-           f"{key} must be [min, max] with {low} <= min <= max <= {high}, got {pair}")
+def require_range(key: str, pair: list[float], low: float, high: float) -> None:
+    require(len(pair) == 2 and low <= pair[0] <= pair[1] <= high,
+            f"{key} must be [min, max] with {low} <= min <= max <= {high}, got {pair}")
 
 
 def validate(config: TrainingConfig) -> None:
     train, data, loss, optim, depth = config.train, config.data, config.loss, config.optim, config.depth
-    _check(train.schedule in SCHEDULES, f"train.schedule must be one of {SCHEDULES}, got {train.schedule!r}")
-    _check(train.precision in PRECISIONS, f"train.precision must be one of {PRECISIONS}, got {train.precision!r}")
-    _check(train.select_metric in SELECT_METRICS,
-           f"train.select_metric must be one of {SELECT_METRICS}, got {train.select_metric!r}")
+    require(train.schedule in SCHEDULES, f"train.schedule must be one of {SCHEDULES}, got {train.schedule!r}")
+    require(train.precision in PRECISIONS, f"train.precision must be one of {PRECISIONS}, got {train.precision!r}")
+    require(train.select_metric in SELECT_METRICS,
+            f"train.select_metric must be one of {SELECT_METRICS}, got {train.select_metric!r}")
     device = train.device
-    _check(device in ("auto", "cpu", "cuda") or bool(re.fullmatch(r"cuda:\d+", device)),
-           f"train.device must be auto, cpu, cuda or cuda:N, got {device!r}")
-    _check(train.steps > 0, f"train.steps must be > 0, got {train.steps}")
-    _check(train.max_minutes >= 0, f"train.max_minutes must be >= 0 (0 = no limit), got {train.max_minutes}")
-    _check(0.0 <= train.ema_decay < 1.0, f"train.ema_decay must lie in [0, 1), got {train.ema_decay}")
+    require(device in ("auto", "cpu", "cuda") or bool(re.fullmatch(r"cuda:\d+", device)),
+            f"train.device must be auto, cpu, cuda or cuda:N, got {device!r}")
+    require(train.steps > 0, f"train.steps must be > 0, got {train.steps}")
+    require(train.max_minutes >= 0, f"train.max_minutes must be >= 0 (0 = no limit), got {train.max_minutes}")
+    require(0.0 <= train.ema_decay < 1.0, f"train.ema_decay must lie in [0, 1), got {train.ema_decay}")
     for key in ("checkpoint_every", "val_every", "log_every", "image_every"):
-        _check(getattr(train, key) > 0, f"train.{key} must be > 0, got {getattr(train, key)}")
-    _check(data.crop >= 16, f"data.crop must be at least 16 pixels, got {data.crop}")
-    _check(data.batch_size >= 1, f"data.batch_size must be >= 1, got {data.batch_size}")
-    _check(data.workers >= -1, f"data.workers must be -1 (auto) or >= 0, got {data.workers}")
-    _check(data.val_max_side >= 32, f"data.val_max_side must be >= 32, got {data.val_max_side}")
-    _check(data.val_max_images >= 1, f"data.val_max_images must be >= 1, got {data.val_max_images}")
-    _check(bool(data.sources), "data.sources is empty: name at least one source "
-           "(e.g. data.sources.procedural={kind: procedural})")
-    _check(any(source.weight > 0 for source in data.sources.values()),
-           "every data source has weight 0: give at least one a positive weight")
+        require(getattr(train, key) > 0, f"train.{key} must be > 0, got {getattr(train, key)}")
+    require(data.crop >= 16, f"data.crop must be at least 16 pixels, got {data.crop}")
+    require(data.batch_size >= 1, f"data.batch_size must be >= 1, got {data.batch_size}")
+    require(data.workers >= -1, f"data.workers must be -1 (auto) or >= 0, got {data.workers}")
+    require(data.val_max_side >= 32, f"data.val_max_side must be >= 32, got {data.val_max_side}")
+    require(data.val_max_images >= 1, f"data.val_max_images must be >= 1, got {data.val_max_images}")
+    require(bool(data.sources), "data.sources is empty: name at least one source "
+            "(e.g. data.sources.procedural={kind: procedural})")
+    require(any(source.weight > 0 for source in data.sources.values()),
+            "every data source has weight 0: give at least one a positive weight")
     for name, source in data.sources.items():
-        prefix = f"data.sources.{name}"
-        _check(source.kind in SOURCE_KINDS,
-               f"{prefix}.kind must be one of {SOURCE_KINDS}, got {source.kind!r}")
-        _check(source.weight >= 0, f"{prefix}.weight must be >= 0, got {source.weight}")
-        _check(source.kind == "procedural" or bool(source.path),
-               f"{prefix}.path is empty: a {source.kind} source reads a folder (relative to data.root)")
-        _check(0.0 <= source.val_fraction < 1.0, f"{prefix}.val_fraction must lie in [0, 1), got {source.val_fraction}")
-        overlap = set(source.val_scenes) & set(source.test_scenes)
-        _check(not overlap, f"{prefix}: scenes {sorted(overlap)} are in both val_scenes and test_scenes")
-        _check(source.depth_scale > 0, f"{prefix}.depth_scale must be > 0 (metres per unit), got {source.depth_scale}")
-        for folder, scale in source.depth_scales.items():
-            _check(scale > 0, f"{prefix}.depth_scales.{folder} must be > 0, got {scale}")
-        _check_range(f"{prefix}.scale_range", source.scale_range, 0.05, 4.0)
-        haze = source.haze
-        _check_range(f"{prefix}.haze.transmission_range", haze.transmission_range, 0.01, 1.0)
-        _check_range(f"{prefix}.haze.airlight_range", haze.airlight_range, 0.0, 1.0)
-        _check_range(f"{prefix}.haze.jpeg_quality_range", [float(q) for q in haze.jpeg_quality_range], 1, 100)
-        for key in ("nonhomogeneous_prob", "noise_prob", "jpeg_prob"):
-            value = getattr(haze, key)
-            _check(0.0 <= value <= 1.0, f"{prefix}.haze.{key} must lie in [0, 1], got {value}")
-        _check(0.0 <= haze.nonhomogeneous_strength < 1.0,
-               f"{prefix}.haze.nonhomogeneous_strength must lie in [0, 1), got {haze.nonhomogeneous_strength}")
-        _check(haze.noise_std_max >= 0 and haze.airlight_tint >= 0,
-               f"{prefix}.haze.noise_std_max and airlight_tint must be >= 0")
-        _check(source.val_count >= 0, f"{prefix}.val_count must be >= 0, got {source.val_count}")
-        _check(source.outdoor_val_count >= 0, f"{prefix}.outdoor_val_count must be >= 0, got {source.outdoor_val_count}")
-        _check(0.0 <= source.outdoor_share <= 1.0, f"{prefix}.outdoor_share must lie in [0, 1], got {source.outdoor_share}")
-        for key in ("haze", "outdoor_haze"):
-            visibility = getattr(source, key).visibility_range_m
-            if visibility:
-                _check_range(f"{prefix}.{key}.visibility_range_m", visibility, 1.0, 1e6)
-        _check(source.stride >= 1, f"{prefix}.stride must be >= 1, got {source.stride}")
-        _check(source.max_frames >= 0, f"{prefix}.max_frames must be >= 0, got {source.max_frames}")
-        _check(source.max_time_diff_s > 0, f"{prefix}.max_time_diff_s must be > 0, got {source.max_time_diff_s}")
-        if source.kind == "rosbag2":
-            _check(bool(source.color_topic) and bool(source.depth_topic),
-                   f"{prefix}: a rosbag2 source needs color_topic and depth_topic")
-    _check(0 < depth.min_m < depth.max_m,
-           f"depth.min_m and depth.max_m must satisfy 0 < min_m < max_m, got {depth.min_m}, {depth.max_m}")
+        source.check(f"data.sources.{name}")
+    require(0 < depth.min_m < depth.max_m,
+            f"depth.min_m and depth.max_m must satisfy 0 < min_m < max_m, got {depth.min_m}, {depth.max_m}")
     for item in dataclasses.fields(loss):
         value = getattr(loss, item.name)
-        _check(value >= 0, f"loss.{item.name} must be >= 0, got {value}")
-    _check(loss.difference_temperature > 0,
-           f"loss.difference_temperature must be > 0, got {loss.difference_temperature}")
-    _check(loss.silog_lambda <= 1.0, f"loss.silog_lambda must be <= 1, got {loss.silog_lambda}")
-    _check(loss.l1 + loss.ssim > 0, "loss.l1 and loss.ssim are both 0: the dehazer would learn nothing")
-    _check(optim.lr_dehazer > 0 and optim.lr_depth > 0, "optim.lr_dehazer and optim.lr_depth must be > 0")
-    _check(len(optim.betas) == 2 and all(0 <= b < 1 for b in optim.betas),
-           f"optim.betas must be two numbers in [0, 1), got {optim.betas}")
-    _check(optim.warmup_steps >= 0, f"optim.warmup_steps must be >= 0, got {optim.warmup_steps}")
-    _check(0 <= optim.min_lr_ratio <= 1, f"optim.min_lr_ratio must lie in [0, 1], got {optim.min_lr_ratio}")
-    _check(optim.grad_clip >= 0, f"optim.grad_clip must be >= 0 (0 = off), got {optim.grad_clip}")
-    _check(optim.weight_decay >= 0, f"optim.weight_decay must be >= 0, got {optim.weight_decay}")
-    _check(bool(config.model.preset), "model.preset is empty: name a preset (diacmpn-s, diacmpn-t, diacmpn-rt)")
+        require(value >= 0, f"loss.{item.name} must be >= 0, got {value}")
+    require(loss.difference_temperature > 0,
+            f"loss.difference_temperature must be > 0, got {loss.difference_temperature}")
+    require(loss.silog_lambda <= 1.0, f"loss.silog_lambda must be <= 1, got {loss.silog_lambda}")
+    require(loss.l1 + loss.ssim > 0, "loss.l1 and loss.ssim are both 0: the dehazer would learn nothing")
+    require(optim.lr_dehazer > 0 and optim.lr_depth > 0, "optim.lr_dehazer and optim.lr_depth must be > 0")
+    require(len(optim.betas) == 2 and all(0 <= b < 1 for b in optim.betas),
+            f"optim.betas must be two numbers in [0, 1), got {optim.betas}")
+    require(optim.warmup_steps >= 0, f"optim.warmup_steps must be >= 0, got {optim.warmup_steps}")
+    require(0 <= optim.min_lr_ratio <= 1, f"optim.min_lr_ratio must lie in [0, 1], got {optim.min_lr_ratio}")
+    require(optim.grad_clip >= 0, f"optim.grad_clip must be >= 0 (0 = off), got {optim.grad_clip}")
+    require(optim.weight_decay >= 0, f"optim.weight_decay must be >= 0, got {optim.weight_decay}")
+    require(bool(config.model.preset), "model.preset is empty: name a preset (diacmpn-s, diacmpn-t, diacmpn-rt)")
 
 
 def check_resume_overrides(overrides: list[str]) -> None:

@@ -8,9 +8,14 @@
 ``--data`` (repeatable) is ``[kind:]PATH``; kind is found from the layout when left out:
   reside  hazy/ + GT/ (or gt/, clear/), optional depth/   (file-name mapping as in training)
   rgbd    clear RGB + metric depth, hazed with the ASM at a fixed, stated density (``--haze-t``)
+  rosbag2 colour + depth topics of bags, hazed as rgbd; name the topics with
+          ``--source-option color_topic=... --source-option depth_topic=...``
   images  hazy photographs without ground truth: image grids only
+  procedural[:COUNT]  the renderer's fixed indoor validation views (no path), hazed as rgbd
   outdoor[:COUNT]  the renderer's fixed vehicle-scale outdoor views (no path), fog of visibility
           ``--visibility-m``; sky is +inf, scored as "sky beyond" (REP-117)
+Every kind of training source opens here (training.data.SOURCES); ``--source-option KEY=VALUE``
+sets a key of its data.sources config (as in a training config) for every set whose kind has it.
 Images are first resized so their longer side is at most ``--max-side`` (INTER_AREA; depth
 nearest) and every metric is computed at that resolution; ``--engine-max-side`` additionally
 runs the networks on a smaller copy, as a deployed node with ``max_side`` does.
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import datetime
 import math
 import sys
@@ -39,13 +45,16 @@ import numpy as np
 
 from dehaze_ros.checkpoint import CheckpointError, load_checkpoint
 from dehaze_ros.engine import DehazeEngine, EngineConfig, EngineError
-from training.config import HazeConfig, SourceConfig
-from training.data.common import Sample, no_depth, resize_max_side, to_float
+from training.config import ConfigError, HazeConfig, apply_overrides, source_config
+from training.data import SOURCES, DataSource, open_source
+from training.data.common import FolderSourceConfig, Sample, no_depth, resize_max_side, to_float
 from training.data.io import DataError, list_images, read_rgb
 from training.metrics import DEPTH_METRICS, depth_metrics, psnr, ssim
+from training.run_state import TrainingError, load_training_file
 from training.visualize import depth_tile, label_tile, make_grid, rgb_tile
 
-KINDS = ("reside", "rgbd", "images", "outdoor")
+KINDS = (*SOURCES, "images", "outdoor")
+FOLDER_KINDS = ("images", *(kind for kind, (config, _) in SOURCES.items() if issubclass(config, FolderSourceConfig)))
 OUTDOOR_DEFAULT_VIEWS = 8
 CSV_COLUMNS = ("set", "image", "method", "width", "height", "psnr", "ssim", "abs_rel", "rmse", "delta1",
                "abs_rel_median", "rmse_median", "delta1_median", "median_ratio", "sky_beyond", "depth_units",
@@ -72,8 +81,9 @@ def detect_kind(path: Path) -> str:
 
 
 def parse_spec(spec: str) -> tuple[str, Path]:
+    """(kind, path); for a kind without a folder (procedural, outdoor) the path holds the COUNT."""
     kind, sep, rest = spec.partition(":")
-    if kind == "outdoor":
+    if kind in KINDS and kind not in FOLDER_KINDS:
         return kind, Path(rest or str(OUTDOOR_DEFAULT_VIEWS))
     if sep and kind in KINDS:
         path = Path(rest)
@@ -100,31 +110,38 @@ def parse_folder_values(text: str, option: str) -> dict[str, float]:
     return values
 
 
-def open_outdoor_set(spec: str, count_text: Path, max_side: int, seed: int, visibility_m: float) -> EvalSet:
-    """The renderer's fixed outdoor validation views (vehicle scale, sky +inf), fog of one visibility."""
-    from training.data.procedural import ProceduralSource
+def view_count(spec: str, count_text: Path) -> int:
     try:
         count = int(str(count_text))
     except ValueError:
         count = -1
     if count < 1:
-        raise DataError(f"--data {spec}: expected outdoor[:COUNT] with COUNT >= 1")
-    haze = HazeConfig(visibility_range_m=[visibility_m, visibility_m], airlight_range=[0.9, 0.9], airlight_tint=0.0,
-                      nonhomogeneous_prob=0.0, noise_prob=0.0, jpeg_prob=0.0)
-    source = ProceduralSource("outdoor", SourceConfig(kind="procedural", val_count=0, outdoor_val_count=count,
-                                                      outdoor_haze=haze), "val")
+        raise DataError(f"--data {spec}: expected {spec.partition(':')[0]}[:COUNT] with COUNT >= 1")
+    return count
 
-    def samples() -> Iterator[Sample]:
-        for index in range(count):
-            sample = source.eval_sample(index, max_side, seed)
-            sample.name = sample.name.split("/", 1)[1]
-            yield sample
-    return EvalSet("outdoor", "outdoor", Path("."), count, samples(), source.scenes())
+
+def evaluation_source(spec: str, kind: str, name: str, path: Path, keys: dict, options: list[str]) -> DataSource:
+    """A training source of ``kind`` set up for evaluation: ``keys`` (what the evaluation options
+    set: fixed haze, held-out scenes, depth scales, ...) where the kind has them, then the
+    ``--source-option`` values. The test split when scenes are named, else every item."""
+    config_class = SOURCES[kind][0]
+    own = {item.name for item in dataclasses.fields(config_class)}
+    raw = {"kind": kind, **{key: value for key, value in keys.items() if key in own}}
+    reads_folder = issubclass(config_class, FolderSourceConfig)
+    if reads_folder:
+        raw["path"] = str(path)
+    try:
+        config = source_config(apply_overrides(raw, options), f"--data {spec}")
+    except ConfigError as exc:
+        raise DataError(str(exc)) from exc
+    # The renderer's views are its validation split; a folder's are all its items, or its test scenes.
+    split = "val" if not reads_folder else ("test" if config.test_scenes else "train")
+    return open_source(name, config, split, path if reads_folder else None, cache_items=0)
 
 
 def open_set(spec: str, max_side: int, scenes: list[str], haze_t: float, seed: int,
              items: list[str] = (), depth_scales: dict | None = None, focal_px: dict | None = None,
-             visibility_m: float = 300.0, exclude: list[str] = ()) -> EvalSet:
+             visibility_m: float = 300.0, exclude: list[str] = (), source_options: list[str] = ()) -> EvalSet:
     kind, path = parse_spec(spec)
     name = path.name
     if kind == "images":
@@ -138,20 +155,24 @@ def open_set(spec: str, max_side: int, scenes: list[str], haze_t: float, seed: i
                 yield Sample(hazy, np.full_like(hazy, np.nan), no_depth(*hazy.shape[:2]), False, file.name)
         return EvalSet(name, kind, path, len(files), hazy_only())
     # Evaluation haze is fixed and stated: one density, neutral airlight, no noise or JPEG.
-    haze = HazeConfig(transmission_range=[haze_t, haze_t], airlight_range=[0.9, 0.9], airlight_tint=0.0,
-                      nonhomogeneous_prob=0.0, noise_prob=0.0, jpeg_prob=0.0)
+    fixed = dict(airlight_range=[0.9, 0.9], airlight_tint=0.0, nonhomogeneous_prob=0.0, noise_prob=0.0,
+                 jpeg_prob=0.0)
+    haze = dataclasses.asdict(HazeConfig(transmission_range=[haze_t, haze_t], **fixed))
+    keys = {"haze": haze, "test_scenes": list(scenes), "depth_scales": dict(depth_scales or {}),
+            "focal_px_by_folder": dict(focal_px or {}), "exclude": list(exclude)}
     if kind == "outdoor":
-        return open_outdoor_set(spec, path, max_side, seed, visibility_m)
-    source_config = SourceConfig(kind=kind, path=str(path), haze=haze, test_scenes=list(scenes),
-                                 depth_scales=dict(depth_scales or {}), focal_px_by_folder=dict(focal_px or {}),
-                                 exclude=list(exclude))
-    if kind == "reside":
-        from training.data.reside import ResideSource
-        source = ResideSource(name, source_config, "test" if scenes else "train", path, cache_items=0)
+        # The renderer's fixed outdoor validation views (vehicle scale, sky +inf), fog of one visibility.
+        outdoor_haze = dataclasses.asdict(HazeConfig(visibility_range_m=[visibility_m, visibility_m], **fixed))
+        keys = {"val_count": 0, "outdoor_val_count": view_count(spec, path), "outdoor_haze": outdoor_haze}
+        source, name = evaluation_source(spec, "procedural", "outdoor", path, keys, list(source_options)), "outdoor"
+    elif kind == "procedural":
+        keys = {"haze": haze, "val_count": view_count(spec, path), "outdoor_val_count": 0}
+        source, name = evaluation_source(spec, kind, kind, path, keys, list(source_options)), kind
     else:
-        from training.data.rgbd import RgbdSource
-        source = RgbdSource(name, source_config, "test" if scenes else "train", path, cache_items=0)
-    names = [getattr(item, "name", "") for item in getattr(source, "items", [])]
+        source = evaluation_source(spec, kind, name, path, keys, list(source_options))
+    # --items names rgbd items; the sets of other kinds have no item names to choose from.
+    listed = getattr(source, "items", None)
+    names = [getattr(item, "name", "") for item in listed] if listed is not None else [""] * len(source)
     missing = sorted(set(items) - set(names))
     if missing:
         raise DataError(f"--data {spec}: --items {', '.join(missing)} not found; items look like "
@@ -165,7 +186,8 @@ def open_set(spec: str, max_side: int, scenes: list[str], haze_t: float, seed: i
             sample = source.eval_sample(index, max_side, seed)
             sample.name = sample.name.split("/", 1)[1]
             yield sample
-    return EvalSet(name, kind, path, len(indices), samples(), source.scenes())
+    return EvalSet(name, kind, Path(".") if kind in ("outdoor", "procedural") else path, len(indices), samples(),
+                   source.scenes())
 
 
 def finite_depth(depth: np.ndarray, near: float, far: float) -> np.ndarray:
@@ -272,8 +294,7 @@ def resolve_checkpoint(path: str, workdir: Path) -> str:
         load_checkpoint(path)
         return path
     except CheckpointError as exc:
-        from training.export import export_checkpoint
-        from training.train import TrainingError, load_training_file
+        from training.export import export_checkpoint   # only for a run's training file
         try:
             load_training_file(path)
         except TrainingError:
@@ -287,7 +308,7 @@ def evaluate(checkpoint: str | None, specs: list[str], out_dir: Path, baseline: 
              max_side: int = 1024, engine_max_side: int = 0, device: str = "auto", scenes: list[str] = (),
              haze_t: float = 0.4, seed: int = 0, grids: int = 4, log=print, items: list[str] = (),
              depth_scales: dict | None = None, focal_px: dict | None = None, visibility_m: float = 300.0,
-             exclude: list[str] = ()) -> dict:
+             exclude: list[str] = (), source_options: list[str] = ()) -> dict:
     """Run every method on every set; write per_image.csv, summary.md and grids; return the summary."""
     if not checkpoint and not baseline:
         raise ValueError("nothing to evaluate: give --checkpoint and/or --baseline dcp")
@@ -297,7 +318,7 @@ def evaluate(checkpoint: str | None, specs: list[str], out_dir: Path, baseline: 
         # Every input is checked (sets opened, checkpoint loaded) before out_dir exists: a typo
         # must not leave an empty output folder behind.
         sets = [open_set(spec, max_side, list(scenes), haze_t, seed, list(items), depth_scales, focal_px,
-                         visibility_m, list(exclude)) for spec in specs]
+                         visibility_m, list(exclude), list(source_options)) for spec in specs]
         if checkpoint:
             deployable = resolve_checkpoint(checkpoint, Path(workdir))
             engines["model"] = DehazeEngine(EngineConfig(model="checkpoint", checkpoint=deployable, device=device,
@@ -400,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("--checkpoint", help="deployable checkpoint, or a run's best.pt / last.pt")
     parser.add_argument("--data", action="append", required=True, metavar="[KIND:]PATH",
-                        help="evaluation set (repeatable); KIND reside | rgbd | images")
+                        help="evaluation set (repeatable); KIND: reside, rgbd, rosbag2, images, procedural, outdoor")
     parser.add_argument("--baseline", choices=["dcp"], help="also evaluate the Dark Channel Prior")
     parser.add_argument("--out", help="output folder (default eval_output/<date-time>)")
     parser.add_argument("--max-side", type=int, default=1024, help="longer image side for evaluation (px)")
@@ -417,6 +438,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--focal-px", default="",
                         help="rgbd: focal length (px) per frame folder, e.g. nyu_kinect=518,tum=520.9 "
                              "(Middlebury reads calib.txt; unknown: the engine assumes its field of view)")
+    parser.add_argument("--source-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="a key of the sets' source config (data.sources keys of their kind), e.g. "
+                             "color_topic=/camera/color/image_raw for rosbag2 (repeatable)")
     parser.add_argument("--visibility-m", type=float, default=300.0,
                         help="outdoor views: fog visibility in metres (beta = 3.912 / V)")
     parser.add_argument("--seed", type=int, default=0)
@@ -434,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
                  args.device, scenes, args.haze_t, args.seed, args.grids, items=items,
                  depth_scales=parse_folder_values(args.depth_scales, "--depth-scales"),
                  focal_px=parse_folder_values(args.focal_px, "--focal-px"), visibility_m=args.visibility_m,
-                 exclude=[s for s in args.exclude.split(",") if s])
+                 exclude=[s for s in args.exclude.split(",") if s], source_options=args.source_option)
     except (DataError, CheckpointError, EngineError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

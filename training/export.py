@@ -17,7 +17,7 @@ from pathlib import Path
 
 
 from dehaze_ros.checkpoint import load_checkpoint, save_checkpoint
-from training.train import TrainingError, git_commit, load_training_file
+from training.run_state import TrainingError, git_commit, load_training_file
 
 
 def _maybe_half(state: dict, fp16: bool) -> dict:

@@ -13,6 +13,7 @@ per image, and images without a single valid pixel are left out of the batch mea
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -208,3 +209,98 @@ def cosine_with_warmup(step: int, total_steps: int, warmup_steps: int, min_ratio
     span = max(1, total_steps - warmup_steps)
     progress = min(1.0, (step - warmup_steps) / span)
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+# --------------------------------------------------------------------------------------------
+# The dual-task loss: every term's weight and the depth-loss settings, from one LossConfig
+
+DEPTH_TERMS = ("depth_perception", "branch_depth", "depth_weighted", "depth_unweighted", "sky_depth")
+
+
+@dataclass(frozen=True)
+class DualTaskLoss:
+    """D's and E's losses with the settings of one ``loss`` config section (training/config.py).
+
+    A weight of 0 switches its term off. ``from_config(..., depth_available=False)`` switches every
+    depth term off (no source has depth and there is no teacher).
+    """
+    l1: float
+    ssim: float
+    depth_perception: float
+    branch_depth: float
+    depth_weighted: float
+    depth_unweighted: float
+    sky_depth: float
+    depth_l1: float
+    depth_silog: float
+    silog_lambda: float
+    temperature: float
+
+    @classmethod
+    def from_config(cls, loss, depth_available: bool = True) -> "DualTaskLoss":
+        weights = {name: (getattr(loss, name) if depth_available else 0.0) for name in DEPTH_TERMS}
+        return cls(l1=loss.l1, ssim=loss.ssim, **weights, depth_l1=loss.depth_l1, depth_silog=loss.depth_silog,
+                   silog_lambda=loss.silog_lambda, temperature=loss.difference_temperature)
+
+    def depth(self, pred_m, target_m, mask, scale_known, pixel_weights=None):
+        """``depth_loss`` with this config's L1 / SILog weights and lambda: (total, parts)."""
+        return depth_loss(pred_m, target_m, mask, self.depth_l1, self.depth_silog, self.silog_lambda,
+                          pixel_weights, scale_known)
+
+    @staticmethod
+    def perception_mask(mask: torch.Tensor, scale_known: torch.Tensor) -> torch.Tensor:
+        """The depth difference compares log depths directly: only images of known scale."""
+        return mask & scale_known.view(-1, 1, 1, 1)
+
+    def perceives(self, mask: torch.Tensor, scale_known: torch.Tensor) -> bool:
+        """Whether the dehazing loss has a depth-perception term for this batch (E must run on J)."""
+        return bool(self.depth_perception) and bool(self.perception_mask(mask, scale_known).any())
+
+    def difference_weights(self, dehazed, clear, mask):
+        return dehazing_difference_weights(dehazed, clear, mask, self.temperature)
+
+    def dehazing(self, dehazed, clear, depth, mask, scale_known, depth_of_dehazed=None, branch_depth=None):
+        """D's loss: reconstruction + depth perception of E(J) (when given) + D's depth branch.
+        Returns (total, parts by term name)."""
+        total, parts = reconstruction_loss(dehazed, clear, self.l1, self.ssim)
+        if depth_of_dehazed is not None:
+            parts["depth_perception"], _ = depth_perception_loss(
+                depth_of_dehazed, depth, self.perception_mask(mask, scale_known), self.temperature)
+            total = total + self.depth_perception * parts["depth_perception"]
+        if self.branch_depth and bool(mask.any()):
+            parts["branch_depth"], _ = self.depth(branch_depth, depth, mask, scale_known)
+            total = total + self.branch_depth * parts["branch_depth"]
+        return total, parts
+
+    def trains_depth_net(self) -> bool:
+        return bool(self.depth_weighted or self.depth_unweighted)
+
+    def depth_estimation(self, depth_pred, depth, mask, scale_known, difference_weights, sky_far=None):
+        """E's loss: the depth loss weighted by the dehazing difference map + unweighted + the
+        sky hinge. Returns (total, parts named as logged: weighted_depth_silog, depth_silog, sky)."""
+        total = depth_pred.float().sum() * 0.0
+        parts = {}
+        if self.depth_weighted:
+            weighted, weighted_parts = self.depth(depth_pred, depth, mask, scale_known, difference_weights)
+            parts.update({f"weighted_{key}": value for key, value in weighted_parts.items()})
+            total = total + self.depth_weighted * weighted
+        if self.depth_unweighted:
+            plain, plain_parts = self.depth(depth_pred, depth, mask, scale_known)
+            parts.update(plain_parts)
+            total = total + self.depth_unweighted * plain
+        if self.sky_depth and sky_far is not None:
+            parts["sky"] = sky_depth_loss(depth_pred, depth, sky_far)
+            total = total + self.sky_depth * parts["sky"]
+        return total, parts
+
+    def joint(self, dehazed, clear, depth, mask, scale_known, depth_pred, branch_depth, difference_weights):
+        """The ablation's one summed loss: D's terms (E(J) with gradients into both) + E's two
+        depth terms. Returns (total, parts by term name)."""
+        depth_of_dehazed = depth_pred if self.perceives(mask, scale_known) else None
+        total, parts = self.dehazing(dehazed, clear, depth, mask, scale_known, depth_of_dehazed, branch_depth)
+        if bool(mask.any()):
+            for name, pixel_weights in (("depth_weighted", difference_weights), ("depth_unweighted", None)):
+                if getattr(self, name):
+                    parts[name], _ = self.depth(depth_pred, depth, mask, scale_known, pixel_weights)
+                    total = total + getattr(self, name) * parts[name]
+        return total, parts

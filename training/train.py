@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import datetime
 import json
 import math
@@ -35,7 +34,6 @@ import os
 import random
 import re
 import signal
-import subprocess
 import sys
 import time
 import warnings
@@ -50,7 +48,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from dehaze_ros.camera import canonical_from_metric, metric_from_canonical
-from dehaze_ros.checkpoint import CheckpointError, atomic_torch_save, build_models, load_checkpoint
+from dehaze_ros.checkpoint import CheckpointError, build_models, load_checkpoint
 from dehaze_ros.engine import EngineError
 from dehaze_ros.engine import resolve_precision as engine_precision
 from dehaze_ros.models import ModelConfig, build_dehazer, build_depth_net, count_parameters, get_model_config
@@ -61,44 +59,19 @@ from training.data import (ContinuingSampler, DataError, build_sources, build_tr
                            build_validation_samples, worker_init)
 from training.distributed import Distributed
 from training.metrics import depth_metrics, psnr, ssim
+from training.network_state import NetworkState
+from training.run_state import (TRAINING_STATE_FORMAT, TRAINING_STATE_VERSION, TrainingError, git_commit,
+                                load_training_file, rng_state, save_training_file, set_rng_state, to_python)
 from training.visualize import training_grid
 
-TRAINING_STATE_FORMAT = "dehaze_ros.training_state"
-TRAINING_STATE_VERSION = 1
 HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "abs_rel": False}
 # What the progress bar shows (label -> loss key); TensorBoard gets every term.
 SHOWN_LOSSES = {"D": "dehazer/total", "l1": "dehazer/l1", "E": "depth/total", "silog": "depth/depth_silog",
                 "joint": "joint/total"}
 
 
-class TrainingError(RuntimeError):
-    """Training cannot start or continue as asked (bad run folder, unusable teacher, ...)."""
-
-
 # --------------------------------------------------------------------------------------------
 # Small pieces
-
-class ModelEma:
-    """Exponential moving average of a network's weights, for validation and export.
-
-    The decay ramps up as (1 + step) / (10 + step) so the average is not dominated by the random
-    initialisation in short runs.
-    """
-
-    def __init__(self, model: nn.Module, decay: float):
-        self.decay = decay
-        self.module = copy.deepcopy(model).eval()
-        self.module.requires_grad_(False)
-
-    @torch.no_grad()
-    def update(self, model: nn.Module, step: int) -> None:
-        decay = min(self.decay, (1.0 + step) / (10.0 + step))
-        ema_params = list(self.module.parameters())
-        params = [p.detach() for p in model.parameters()]
-        torch._foreach_lerp_(ema_params, params, 1.0 - decay)
-        for ema_buffer, buffer in zip(self.module.buffers(), model.buffers()):
-            ema_buffer.copy_(buffer)
-
 
 def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype, or None for fp32.
@@ -128,82 +101,6 @@ def build_model_config(config: TrainingConfig) -> ModelConfig:
         return ModelConfig.from_dict(values)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"model: {exc}") from exc
-
-
-def git_commit() -> str:
-    """The commit of the code that trains, with '+dirty' for uncommitted changes ('' outside git)."""
-    root = Path(__file__).resolve().parent.parent
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
-                                timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return ""
-    return f"{commit}+dirty" if commit and dirty else commit
-
-
-def rng_state(cuda_device: torch.device | None = None) -> dict:
-    """``cuda_device``: only that GPU's generator (under torchrun, where every process touching
-    every GPU of the machine would open a CUDA context on each); None: all GPUs."""
-    # Lists and tensors only: the state file must load with weights_only=True.
-    numpy_state = np.random.get_state()
-    state = {
-        "python": random.getstate(),
-        "numpy": [numpy_state[0], numpy_state[1].tolist(), *numpy_state[2:]],
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = ([torch.cuda.get_rng_state(cuda_device)] if cuda_device is not None
-                         else torch.cuda.get_rng_state_all())
-    return state
-
-
-def set_rng_state(state: dict, cuda_device: torch.device | None = None) -> None:
-    python_state = state["python"]
-    random.setstate((python_state[0], tuple(python_state[1]), python_state[2]))
-    name, keys, *rest = state["numpy"]
-    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), *rest))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available() and cuda_device is not None:
-        torch.cuda.set_rng_state(state["cuda"][0], cuda_device)
-    elif "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def load_training_file(path: str | Path) -> dict:
-    """A last.pt / best.pt of a run, checked; raises TrainingError saying what is wrong."""
-    path = Path(path)
-    if not path.is_file():
-        raise TrainingError(f"training file not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise TrainingError(f"{path} could not be read ({type(exc).__name__}: {first_line}); the file "
-                            "is corrupt, truncated or not a training state") from exc
-    if not isinstance(state, dict) or state.get("format") != TRAINING_STATE_FORMAT:
-        raise TrainingError(f"{path} is not a dehaze_ros training state (last.pt/best.pt of a run "
-                            "folder); deployable checkpoints go to the engine directly")
-    if state.get("format_version") != TRAINING_STATE_VERSION:
-        raise TrainingError(f"{path} has training state version {state.get('format_version')}; "
-                            f"this code reads version {TRAINING_STATE_VERSION}")
-    return state
-
-
-def to_python(value):
-    """Plain floats/ints/lists (weights_only-safe, JSON-safe) from numpy and torch scalars."""
-    if isinstance(value, dict):
-        return {str(k): to_python(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_python(v) for v in value]
-    if isinstance(value, torch.Tensor):
-        return value.item() if value.numel() == 1 else value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, str):
-        return str(value)  # str subclasses (torch's TorchVersion) are not weights_only-loadable
-    return value
 
 
 def all_known(depth: torch.Tensor) -> torch.Tensor:
@@ -238,6 +135,60 @@ class StepOutput:
     losses: dict[str, float] = field(default_factory=dict)
     visuals: dict[str, torch.Tensor] = field(default_factory=dict)
     transmission: torch.Tensor | None = None   # D's, detached: the depth step's second input
+
+
+class ProgressLog:
+    """What a run shows while it trains: losses, learning rates and throughput to TensorBoard
+    every ``log_every`` steps, the progress bar on a terminal, else a plain line every 30 s (and
+    at the first logged step) for log files. Throughput is measured over the steps since the
+    last log, counting only training and data loading."""
+
+    def __init__(self, trainer: "Trainer"):
+        self.trainer, self.cfg = trainer, trainer.config.train
+        self.interactive = sys.stderr.isatty() and trainer.dist.is_main
+        self.bar = tqdm(total=self.cfg.steps, initial=trainer.step, dynamic_ncols=True, disable=not self.interactive,
+                        desc=trainer.config.name)
+        self.last_print = time.monotonic()
+        self.images, self.data_s, self.window_start = 0, 0.0, time.monotonic()
+        self.first_logged_step = (trainer.step // self.cfg.log_every + 1) * self.cfg.log_every
+
+    def waited_for_data(self, seconds: float) -> None:
+        self.data_s += seconds
+
+    def not_training(self, work: Callable[[], None]) -> None:
+        """Run ``work`` (saving, validating) outside the throughput window."""
+        start = time.monotonic()
+        work()
+        self.window_start += time.monotonic() - start
+
+    def step_done(self, out: StepOutput, images: int) -> None:
+        trainer, step = self.trainer, self.trainer.step
+        self.images += images
+        if step % self.cfg.log_every == 0 or step == self.cfg.steps:
+            now = time.monotonic()
+            window_s = max(now - self.window_start, 1e-9)
+            throughput, data_share = self.images / window_s, self.data_s / window_s
+            writer = trainer.writer
+            for key, value in out.losses.items():
+                if math.isfinite(value):
+                    writer.add_scalar(f"train/{key}", value, step)
+            writer.add_scalar("train/lr_dehazer", trainer.D.scheduler.get_last_lr()[0], step)
+            writer.add_scalar("train/lr_depth", trainer.E.scheduler.get_last_lr()[0], step)
+            writer.add_scalar("perf/images_per_s", throughput, step)
+            writer.add_scalar("perf/data_wait_share", data_share, step)
+            shown = {label: out.losses[key] for label, key in SHOWN_LOSSES.items() if key in out.losses}
+            self.bar.set_postfix({**{k: f"{v:.4f}" for k, v in shown.items()},
+                                  "img/s": f"{throughput:.1f}", "data": f"{data_share:.0%}"}, refresh=False)
+            if not self.interactive and trainer.dist.is_main and (now - self.last_print > 30
+                                                                  or step == self.first_logged_step):
+                print(f"step {step}/{self.cfg.steps} " + " ".join(f"{k} {v:.4f}" for k, v in shown.items())
+                      + f" | {throughput:.1f} img/s, data wait {data_share:.0%}", flush=True)
+                self.last_print = now
+            self.images, self.data_s, self.window_start = 0, 0.0, now
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 # --------------------------------------------------------------------------------------------
@@ -283,32 +234,19 @@ class Trainer:
             self._init_from(train.init_from)
         self.dehazer.to(self.device)
         self.depth_net.to(self.device)
-        self.ema_dehazer = ModelEma(self.dehazer, train.ema_decay)
-        self.ema_depth_net = ModelEma(self.depth_net, train.ema_decay)
-        # What the steps call to run the network they train: under torchrun DistributedDataParallel
+        optim, use_scaler = config.optim, self.amp_dtype == torch.float16
+        self.D = NetworkState(self.dehazer, "dehazer", "dehazer", optim.lr_dehazer, optim, train.steps,
+                              train.ema_decay, use_scaler)
+        self.E = NetworkState(self.depth_net, "depth_net", "depth", optim.lr_depth, optim, train.steps,
+                              train.ema_decay, use_scaler)
+        # What each step calls to run the network it trains: under torchrun DistributedDataParallel
         # around the plain module (which keeps serving EMA, state dicts, validation and the frozen
-        # forwards), else the plain module itself. Every rank built the same seeded weights (and
-        # DDP broadcasts rank 0's anyway), so the EMA copies above agree too. Every parameter of
-        # D takes part in its step (the depth branch feeds the encoder), so DDP need not search
-        # for unused ones; E in the joint ablation may have no depth term on a rank: search there.
-        self._dehazer_forward = self.dist.wrap(DehazerWithDepth(self.dehazer))
-        self._depth_net_forward = self.dist.wrap(self.depth_net, find_unused_parameters=train.schedule == "joint")
-
-        optim = config.optim
-        self.optimizer_dehazer = torch.optim.AdamW(self.dehazer.parameters(), lr=optim.lr_dehazer,
-                                                   betas=tuple(optim.betas), weight_decay=optim.weight_decay)
-        self.optimizer_depth = torch.optim.AdamW(self.depth_net.parameters(), lr=optim.lr_depth,
-                                                 betas=tuple(optim.betas), weight_decay=optim.weight_decay)
-
-        def lr_factor(step: int) -> float:
-            return losses.cosine_with_warmup(step, train.steps, optim.warmup_steps, optim.min_lr_ratio)
-        self.scheduler_dehazer = torch.optim.lr_scheduler.LambdaLR(self.optimizer_dehazer, lr_factor)
-        self.scheduler_depth = torch.optim.lr_scheduler.LambdaLR(self.optimizer_depth, lr_factor)
-        # Loss scaling only for fp16 (bf16 has fp32's range). One scaler per network: an overflow
-        # in one network's step must not skip the other's.
-        use_scaler = self.amp_dtype == torch.float16
-        self.scaler_dehazer = torch.amp.GradScaler("cuda", enabled=use_scaler)
-        self.scaler_depth = torch.amp.GradScaler("cuda", enabled=use_scaler)
+        # forwards), else the plain module itself. Every rank built the same seeded weights (and DDP
+        # broadcasts rank 0's anyway), so the EMA copies above agree too. Every parameter of D takes
+        # part in its step (the depth branch feeds the encoder), so DDP need not search for unused
+        # ones; E in the joint ablation may have no depth term on a rank: search there.
+        self.D.forward = self.dist.wrap(DehazerWithDepth(self.dehazer))
+        self.E.forward = self.dist.wrap(self.depth_net, find_unused_parameters=train.schedule == "joint")
 
         self.train_sources = build_sources(config.data, "train")
         self.dataset = build_training_dataset(config.data, train.seed, self.train_sources)
@@ -319,7 +257,7 @@ class Trainer:
         self.teacher = self._load_teacher(config.depth.teacher_checkpoint)
         sources_with_depth = [s.name for s in self.train_sources if s.has_depth]
         self.depth_available = bool(sources_with_depth) or self.teacher is not None
-        self.loss_weights = self._effective_loss_weights()
+        self.loss = losses.DualTaskLoss.from_config(config.loss, self.depth_available)
 
         self.step = 0
         self.samples_seen = 0  # the data position: global sample index, over all ranks and sessions
@@ -366,16 +304,6 @@ class Trainer:
         # The teacher sees the clear image: the depth of the ideal image, as the paper compares.
         return depth_net.to(self.device).eval().requires_grad_(False)
 
-    def _effective_loss_weights(self) -> dict[str, float]:
-        loss = self.config.loss
-        weights = {name: getattr(loss, name) for name in
-                   ("l1", "ssim", "depth_perception", "branch_depth", "depth_weighted", "depth_unweighted",
-                    "sky_depth")}
-        if not self.depth_available:
-            for name in ("depth_perception", "branch_depth", "depth_weighted", "depth_unweighted", "sky_depth"):
-                weights[name] = 0.0
-        return weights
-
     def _describe_setup(self, sources_with_depth: list[str]) -> None:
         cfg = self.config
         self.log(f"run folder: {self.run_dir}")
@@ -414,18 +342,6 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
-    def _backward_and_step(self, loss: torch.Tensor, network: nn.Module, optimizer: torch.optim.Optimizer,
-                           scaler: torch.amp.GradScaler) -> float:
-        scaler.scale(loss).backward()
-        grad_norm = math.nan
-        if self.config.optim.grad_clip > 0:
-            scaler.unscale_(optimizer)
-            grad_norm = float(nn.utils.clip_grad_norm_(network.parameters(), self.config.optim.grad_clip))
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
-        return grad_norm
-
     def _depth_targets(self, clear: torch.Tensor, depth: torch.Tensor, has_depth: torch.Tensor) -> torch.Tensor:
         if self.teacher is None or bool(has_depth.all()):
             return depth
@@ -456,38 +372,25 @@ class Trainer:
     def dehazer_step(self, hazy, clear, depth, mask, want_visuals: bool = False,
                      scale_known: torch.Tensor | None = None) -> tuple[torch.Tensor, StepOutput]:
         """(a) Update D with E frozen. Returns D's output (detached) for the depth step."""
-        weights, loss_cfg = self.loss_weights, self.config.loss
         scale_known = all_known(depth) if scale_known is None else scale_known
-        self.dehazer.train().requires_grad_(True)
-        self.depth_net.eval().requires_grad_(False)
+        self.D.train(True)
+        self.E.train(False)
         out = StepOutput()
         with self._autocast():
-            dehazed, branch_depth, transmission = self._dehazer_forward(hazy)
+            dehazed, branch_depth, transmission = self.D.forward(hazy)
             depth_of_dehazed = None
-            # The depth difference compares log depths directly: only images of known scale.
-            perception_mask = mask & scale_known.view(-1, 1, 1, 1)
-            if weights["depth_perception"] and bool(perception_mask.any()):
+            if self.loss.perceives(mask, scale_known):
                 # The plain E, not its DDP wrapper: E is frozen (requires_grad False), gradients
                 # pass through its operations to D, and none reach E's parameters, so nothing of
                 # E is all-reduced in this step (a test counts). DDP has no part in a step in
                 # which its network does not train; no_sync() would not help, it only postpones.
                 depth_of_dehazed = self.depth_net(dehazed.clamp(0.0, 1.0), transmission)
         dehazed = dehazed.float()
-        total, parts = losses.reconstruction_loss(dehazed, clear, weights["l1"], weights["ssim"])
-        if depth_of_dehazed is not None:
-            perception, perception_weights = losses.depth_perception_loss(
-                depth_of_dehazed, depth, perception_mask, loss_cfg.difference_temperature)
-            parts["depth_perception"] = perception
-            total = total + weights["depth_perception"] * perception
-            if want_visuals:
-                out.visuals["depth_difference"] = losses.depth_difference(depth_of_dehazed.detach(), depth,
-                                                                          perception_mask)
-        if weights["branch_depth"] and bool(mask.any()):
-            branch, _ = losses.depth_loss(branch_depth, depth, mask, loss_cfg.depth_l1, loss_cfg.depth_silog,
-                                          loss_cfg.silog_lambda, scale_known=scale_known)
-            parts["branch_depth"] = branch
-            total = total + weights["branch_depth"] * branch
-        grad_norm = self._backward_and_step(total, self.dehazer, self.optimizer_dehazer, self.scaler_dehazer)
+        total, parts = self.loss.dehazing(dehazed, clear, depth, mask, scale_known, depth_of_dehazed, branch_depth)
+        if depth_of_dehazed is not None and want_visuals:
+            out.visuals["depth_difference"] = losses.depth_difference(
+                depth_of_dehazed.detach(), depth, self.loss.perception_mask(mask, scale_known))
+        grad_norm = self.D.backward_and_step(total, self.config.optim.grad_clip)
         out.losses = {f"dehazer/{k}": float(v.detach()) for k, v in parts.items()}
         out.losses["dehazer/total"] = float(total.detach())
         out.losses["dehazer/grad_norm"] = grad_norm
@@ -498,83 +401,47 @@ class Trainer:
                    scale_known: torch.Tensor | None = None, sky_far: torch.Tensor | None = None,
                    transmission: torch.Tensor | None = None) -> StepOutput:
         """(b) Update E with D frozen: E(D(I)) with D's output (and transmission) detached."""
-        weights, loss_cfg = self.loss_weights, self.config.loss
         scale_known = all_known(depth) if scale_known is None else scale_known
         out = StepOutput()
         # Whether a batch has depth differs between ranks, and E's step must be taken by all or
         # none (its gradients are all-reduced): a rank without depth adds a zero loss.
-        if not (weights["depth_weighted"] or weights["depth_unweighted"]) or not any(self.dist.any_rank(mask.any())):
+        if not self.loss.trains_depth_net() or not any(self.dist.any_rank(mask.any())):
             return out  # nothing to learn from this batch: no optimiser step (Adam would still move)
-        self.dehazer.eval().requires_grad_(False)
-        self.depth_net.train().requires_grad_(True)
+        self.D.train(False)
+        self.E.train(True)
         dehazed = dehazed.detach().clamp(0.0, 1.0)
-        difference_weights = losses.dehazing_difference_weights(dehazed, clear, mask, loss_cfg.difference_temperature)
+        difference_weights = self.loss.difference_weights(dehazed, clear, mask)
         with self._autocast():
-            depth_pred = self._depth_net_forward(dehazed, None if transmission is None else transmission.detach())
-        total = depth_pred.float().sum() * 0.0
-        if weights["depth_weighted"]:
-            weighted, parts = losses.depth_loss(depth_pred, depth, mask, loss_cfg.depth_l1, loss_cfg.depth_silog,
-                                                loss_cfg.silog_lambda, pixel_weights=difference_weights,
-                                                scale_known=scale_known)
-            out.losses.update({f"depth/weighted_{k}": float(v.detach()) for k, v in parts.items()})
-            total = total + weights["depth_weighted"] * weighted
-        if weights["depth_unweighted"]:
-            plain, parts = losses.depth_loss(depth_pred, depth, mask, loss_cfg.depth_l1, loss_cfg.depth_silog,
-                                             loss_cfg.silog_lambda, scale_known=scale_known)
-            out.losses.update({f"depth/{k}": float(v.detach()) for k, v in parts.items()})
-            total = total + weights["depth_unweighted"] * plain
-        if weights["sky_depth"] and sky_far is not None:
-            sky = losses.sky_depth_loss(depth_pred, depth, sky_far)
-            out.losses["depth/sky"] = float(sky.detach())
-            total = total + weights["sky_depth"] * sky
-        out.losses["depth/grad_norm"] = self._backward_and_step(total, self.depth_net, self.optimizer_depth,
-                                                                self.scaler_depth)
+            depth_pred = self.E.forward(dehazed, None if transmission is None else transmission.detach())
+        total, parts = self.loss.depth_estimation(depth_pred, depth, mask, scale_known, difference_weights, sky_far)
+        out.losses = {f"depth/{k}": float(v.detach()) for k, v in parts.items()}
+        out.losses["depth/grad_norm"] = self.E.backward_and_step(total, self.config.optim.grad_clip)
         out.losses["depth/total"] = float(total.detach())
         if want_visuals:
             out.visuals.update(depth_pred=depth_pred.detach().float(), dehazing_weights=difference_weights)
         return out
 
     def joint_step(self, hazy, clear, depth, mask, want_visuals: bool = False,
-                     scale_known: torch.Tensor | None = None) -> StepOutput:
+                   scale_known: torch.Tensor | None = None) -> StepOutput:
         """The ablation: all terms summed, one backward pass, both optimisers step."""
-        weights, loss_cfg = self.loss_weights, self.config.loss
         scale_known = all_known(depth) if scale_known is None else scale_known
-        self.dehazer.train().requires_grad_(True)
-        self.depth_net.train().requires_grad_(True)
+        self.D.train(True)
+        self.E.train(True)
         out = StepOutput()
         with self._autocast():
-            dehazed, branch_depth, transmission = self._dehazer_forward(hazy)
-            depth_pred = self._depth_net_forward(dehazed.clamp(0.0, 1.0), transmission)
+            dehazed, branch_depth, transmission = self.D.forward(hazy)
+            depth_pred = self.E.forward(dehazed.clamp(0.0, 1.0), transmission)
         dehazed = dehazed.float()
-        total, parts = losses.reconstruction_loss(dehazed, clear, weights["l1"], weights["ssim"])
-        difference_weights = losses.dehazing_difference_weights(dehazed, clear, mask, loss_cfg.difference_temperature)
-        if bool(mask.any()):
-            perception_mask = mask & scale_known.view(-1, 1, 1, 1)
-            if weights["depth_perception"] and bool(perception_mask.any()):
-                parts["depth_perception"], _ = losses.depth_perception_loss(depth_pred, depth, perception_mask,
-                                                                            loss_cfg.difference_temperature)
-                total = total + weights["depth_perception"] * parts["depth_perception"]
-            if weights["branch_depth"]:
-                parts["branch_depth"], _ = losses.depth_loss(branch_depth, depth, mask, loss_cfg.depth_l1,
-                                                             loss_cfg.depth_silog, loss_cfg.silog_lambda,
-                                                             scale_known=scale_known)
-                total = total + weights["branch_depth"] * parts["branch_depth"]
-            for name, pixel_weights in (("depth_weighted", difference_weights), ("depth_unweighted", None)):
-                if weights[name]:
-                    parts[name], _ = losses.depth_loss(depth_pred, depth, mask, loss_cfg.depth_l1,
-                                                       loss_cfg.depth_silog, loss_cfg.silog_lambda, pixel_weights,
-                                                       scale_known)
-                    total = total + weights[name] * parts[name]
-        self.scaler_dehazer.scale(total).backward()
-        for network, optimizer, scaler, name in ((self.dehazer, self.optimizer_dehazer, self.scaler_dehazer, "dehazer"),
-                                                 (self.depth_net, self.optimizer_depth, self.scaler_dehazer, "depth")):
+        difference_weights = self.loss.difference_weights(dehazed, clear, mask)
+        total, parts = self.loss.joint(dehazed, clear, depth, mask, scale_known, depth_pred, branch_depth,
+                                       difference_weights)
+        # One backward pass through D's scaler, both optimisers stepped with it, one update.
+        self.D.scaler.scale(total).backward()
+        for name, network in (("dehazer", self.D), ("depth", self.E)):
+            grad_norm = network.step(self.config.optim.grad_clip, scaler=self.D.scaler)
             if self.config.optim.grad_clip > 0:
-                scaler.unscale_(optimizer)
-                out.losses[f"{name}/grad_norm"] = float(nn.utils.clip_grad_norm_(network.parameters(),
-                                                                               self.config.optim.grad_clip))
-            scaler.step(optimizer)
-            optimizer.zero_grad(set_to_none=True)
-        self.scaler_dehazer.update()
+                out.losses[f"{name}/grad_norm"] = grad_norm
+        self.D.scaler.update()
         out.losses.update({f"joint/{k}": float(v.detach()) for k, v in parts.items()})
         out.losses["joint/total"] = float(total.detach())
         if want_visuals:
@@ -610,13 +477,13 @@ class Trainer:
             # The schedules follow iterations, also those in which E had no depth to learn from
             # and did not step; torch warns about exactly that order, harmlessly here.
             warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()`"))
-            self.scheduler_dehazer.step()
-            self.scheduler_depth.step()
+            self.D.scheduler.step()
+            self.E.scheduler.step()
         # Parameters are equal on every rank after the all-reduced steps; BatchNorm statistics of
         # each rank's own batch are not, until rank 0's are copied: then the EMA agrees too.
         self.dist.broadcast_buffers((self.dehazer, self.depth_net))
-        self.ema_dehazer.update(self.dehazer, self.step)
-        self.ema_depth_net.update(self.depth_net, self.step)
+        self.D.ema.update(self.dehazer, self.step)
+        self.E.ema.update(self.depth_net, self.step)
         self.step += 1
         self.samples_seen += hazy.shape[0] * self.dist.world_size
         if want_visuals:
@@ -628,7 +495,7 @@ class Trainer:
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
         """Mean metrics of the EMA networks on the validation images (whole images, one by one)."""
-        dehazer, depth_net = self.ema_dehazer.module.eval(), self.ema_depth_net.module.eval()
+        dehazer, depth_net = self.D.ema.module.eval(), self.E.ema.module.eval()
         depth_cfg = self.config.depth
         per_source: dict[str, list[dict]] = {}
         for sample in self.val_samples:
@@ -682,14 +549,6 @@ class Trainer:
         running = time.monotonic() - self._fit_started if self._fit_started is not None else 0.0
         return self.elapsed_s + running
 
-    def _weights(self) -> dict:
-        return {
-            "dehazer": self.dehazer.state_dict(),
-            "depth_net": self.depth_net.state_dict(),
-            "ema_dehazer": self.ema_dehazer.module.state_dict(),
-            "ema_depth_net": self.ema_depth_net.module.state_dict(),
-        }
-
     def _provenance(self) -> dict:
         return {
             "config": self.config.to_dict(),
@@ -700,7 +559,8 @@ class Trainer:
             "data": {
                 "train": {s.name: {"kind": s.kind, "scenes": s.scenes(), "items": len(s)} for s in self.train_sources},
                 "val": {s.name: {"kind": s.kind, "scenes": s.scenes(), "items": len(s)} for s in self.val_sources},
-                "test_scenes": {name: list(src.test_scenes) for name, src in self.config.data.sources.items()},
+                "test_scenes": {name: list(getattr(src, "test_scenes", []))
+                                for name, src in self.config.data.sources.items()},
             },
             "depth_supervised": self.depth_available,
             "teacher_checkpoint": self.config.depth.teacher_checkpoint,
@@ -717,18 +577,12 @@ class Trainer:
             "best": to_python(self.best),
             "saved_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "provenance": to_python(self._provenance()),
-            **self._weights(),
+            **self.D.weights(),
+            **self.E.weights(),
         }
         if full:
-            state.update({
-                "optimizer_dehazer": self.optimizer_dehazer.state_dict(),
-                "optimizer_depth": self.optimizer_depth.state_dict(),
-                "scheduler_dehazer": self.scheduler_dehazer.state_dict(),
-                "scheduler_depth": self.scheduler_depth.state_dict(),
-                "scaler_dehazer": self.scaler_dehazer.state_dict(),
-                "scaler_depth": self.scaler_depth.state_dict(),
-                "rng": rng_state(self._rng_cuda_device),
-            })
+            state.update({**self.D.optimisation_state(), **self.E.optimisation_state(),
+                          "rng": rng_state(self._rng_cuda_device)})
         return state
 
     def load_state_dict(self, state: dict) -> None:
@@ -746,16 +600,8 @@ class Trainer:
                                 f"(differs in {', '.join(changed)}); continue it with "
                                 "model.overrides holding those values, or start a new run with "
                                 "train.init_from=<its exported checkpoint>")
-        self.dehazer.load_state_dict(state["dehazer"])
-        self.depth_net.load_state_dict(state["depth_net"])
-        self.ema_dehazer.module.load_state_dict(state["ema_dehazer"])
-        self.ema_depth_net.module.load_state_dict(state["ema_depth_net"])
-        self.optimizer_dehazer.load_state_dict(state["optimizer_dehazer"])
-        self.optimizer_depth.load_state_dict(state["optimizer_depth"])
-        self.scheduler_dehazer.load_state_dict(state["scheduler_dehazer"])
-        self.scheduler_depth.load_state_dict(state["scheduler_depth"])
-        self.scaler_dehazer.load_state_dict(state["scaler_dehazer"])
-        self.scaler_depth.load_state_dict(state["scaler_depth"])
+        self.D.load(state)
+        self.E.load(state)
         set_rng_state(state["rng"], self._rng_cuda_device)
         self.step = int(state["step"])
         # The global data position; a resume with another number of processes continues from it.
@@ -766,13 +612,13 @@ class Trainer:
     def save_last(self) -> Path:
         path = self.run_dir / "last.pt"
         if self.dist.is_main:  # every rank holds the same state
-            atomic_torch_save(self.state_dict(full=True), path)
+            save_training_file(self.state_dict(full=True), path)
         return path
 
     def save_best(self) -> Path:
         path = self.run_dir / "best.pt"
         if self.dist.is_main:
-            atomic_torch_save(self.state_dict(full=False), path)
+            save_training_file(self.state_dict(full=False), path)
         return path
 
     # ---- the loop
@@ -850,104 +696,95 @@ class Trainer:
     def fit(self, budget_start: float | None = None, on_step: Callable[["Trainer"], None] | None = None) -> dict:
         """Train until ``train.steps``, the time budget, or a stop request; returns a summary."""
         cfg = self.config.train
-        writes_run_folder = self.dist.is_main  # rank 0 alone
-        if writes_run_folder:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-        if writes_run_folder and self.resumed_with is None:
-            save_config(self.config, self.run_dir / "config.yaml")
-        elif writes_run_folder:
-            # Not config.yaml: a resume's overrides (a time budget, workers) are for this session;
-            # written there they would silently become the defaults of every later resume.
-            record = {"step": self.step, "overrides": self.resumed_with, "world_size": self.dist.world_size,
-                      "samples_seen": self.samples_seen,
-                      "at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
-            with open(self.run_dir / "resumes.jsonl", "a") as handle:
-                handle.write(json.dumps(record) + "\n")
+        self._open_run_folder()
         budget_start = time.monotonic() if budget_start is None else budget_start
-        budget_s = cfg.max_minutes * 60.0
         in_main_thread = self._install_sigint()
         previous_deterministic = torch.are_deterministic_algorithms_enabled()
         if self.device.type == "cpu" and cfg.deterministic:
             torch.use_deterministic_algorithms(True)
         loader = self._loader()
-        interactive = sys.stderr.isatty() and self.dist.is_main
-        progress = tqdm(total=cfg.steps, initial=self.step, dynamic_ncols=True, disable=not interactive,
-                        desc=self.config.name)
-        reason = "finished"
-        self._fit_started = last_print = time.monotonic()
-        window_images, window_data_s, window_start = 0, 0.0, time.monotonic()
-        reserve_s = 15.0  # time kept for the final validation and last.pt; grows with measurements
-        first_logged_step = (self.step // cfg.log_every + 1) * cfg.log_every
+        progress = ProgressLog(self)
+        reason = "finished" if self.step < cfg.steps else "already finished"
+        self._fit_started = time.monotonic()
+        self._reserve_s = 15.0  # time kept for the final validation and last.pt; grows with measurements
         try:
-            if self.step >= cfg.steps:
-                reason = "already finished"
-            iterator = iter(loader) if self.step < cfg.steps else None
+            batches = iter(loader) if self.step < cfg.steps else None
             while self.step < cfg.steps:
                 fetch_start = time.monotonic()
-                batch = next(iterator)
-                window_data_s += time.monotonic() - fetch_start
+                batch = next(batches)
+                progress.waited_for_data(time.monotonic() - fetch_start)
                 want_visuals = (self.step + 1) % cfg.image_every == 0
                 out = self.train_step(batch, want_visuals)
-                window_images += batch["hazy"].shape[0] * self.dist.world_size  # the whole job's
                 if on_step is not None:
                     on_step(self)
-                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
-                    now = time.monotonic()
-                    window_s = max(now - window_start, 1e-9)
-                    throughput, data_share = window_images / window_s, window_data_s / window_s
-                    for key, value in out.losses.items():
-                        if math.isfinite(value):
-                            self.writer.add_scalar(f"train/{key}", value, self.step)
-                    self.writer.add_scalar("train/lr_dehazer", self.scheduler_dehazer.get_last_lr()[0], self.step)
-                    self.writer.add_scalar("train/lr_depth", self.scheduler_depth.get_last_lr()[0], self.step)
-                    self.writer.add_scalar("perf/images_per_s", throughput, self.step)
-                    self.writer.add_scalar("perf/data_wait_share", data_share, self.step)
-                    shown = {label: out.losses[key] for label, key in SHOWN_LOSSES.items() if key in out.losses}
-                    progress.set_postfix({**{k: f"{v:.4f}" for k, v in shown.items()},
-                                          "img/s": f"{throughput:.1f}", "data": f"{data_share:.0%}"}, refresh=False)
-                    if not interactive and self.dist.is_main and (now - last_print > 30
-                                                                   or self.step == first_logged_step):
-                        print(f"step {self.step}/{cfg.steps} " + " ".join(f"{k} {v:.4f}" for k, v in shown.items())
-                              + f" | {throughput:.1f} img/s, data wait {data_share:.0%}", flush=True)
-                        last_print = now
-                    window_images, window_data_s, window_start = 0, 0.0, now
+                progress.step_done(out, batch["hazy"].shape[0] * self.dist.world_size)  # the whole job's images
                 if want_visuals:
                     self._log_images(out)
-                progress.update(1)
-                housekeeping_start = time.monotonic()
-                if self.step % cfg.checkpoint_every == 0:
-                    self.save_last()
-                    reserve_s = max(reserve_s, 2 * (time.monotonic() - housekeeping_start) + 5.0)
-                validating = self.step % cfg.val_every == 0 or self.step == cfg.steps
-                if validating:
-                    mark = time.monotonic()
-                    if self.dist.is_main:
-                        self._run_validation()
-                    reserve_s = max(reserve_s, 2 * (time.monotonic() - mark) + 5.0)
-                if validating or self.step % cfg.checkpoint_every == 0:
-                    self.dist.barrier()  # the other ranks wait while rank 0 validates and writes
                 # Throughput counts training only: saving and validating are not the data pipeline.
-                window_start += time.monotonic() - housekeeping_start
-                out_of_time = budget_s and time.monotonic() - budget_start + min(reserve_s, 0.2 * budget_s) >= budget_s
-                # A signal reaches one rank or all, and clocks differ: all ranks stop at the same
-                # step or one would wait for the others forever (one small all-reduce per step).
-                stop_requested, out_of_time = self.dist.any_rank(self._stop_requested, out_of_time)
-                if stop_requested:
-                    reason = "stopped on request (Ctrl-C or SIGTERM)"
-                    break
-                if out_of_time:
-                    reason = f"time budget of {cfg.max_minutes:g} min reached"
+                progress.not_training(self._checkpoint_and_validate)
+                stop = self._stop_reason(budget_start)
+                if stop:
+                    reason = stop
                     break
         finally:
             # Workers stop here, not whenever the garbage collector gets to them: the final
             # validation and last.pt should not compete with prefetching that nobody will use.
-            iterator = loader = None
+            batches = loader = None
             progress.close()
             self.elapsed_s, self._fit_started = self.training_seconds, None
             if in_main_thread:
                 for signal_number, handler in self._previous_handlers.items():
                     signal.signal(signal_number, handler)
             torch.use_deterministic_algorithms(previous_deterministic)
+        return self._finish(reason)
+
+    def _open_run_folder(self) -> None:
+        """config.yaml for a new run, a line in resumes.jsonl for a resumed one (rank 0 alone)."""
+        if not self.dist.is_main:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.resumed_with is None:
+            save_config(self.config, self.run_dir / "config.yaml")
+            return
+        # Not config.yaml: a resume's overrides (a time budget, workers) are for this session;
+        # written there they would silently become the defaults of every later resume.
+        record = {"step": self.step, "overrides": self.resumed_with, "world_size": self.dist.world_size,
+                  "samples_seen": self.samples_seen,
+                  "at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+        with open(self.run_dir / "resumes.jsonl", "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    def _checkpoint_and_validate(self) -> None:
+        """last.pt and validation when their step has come; what they take grows the reserve."""
+        cfg = self.config.train
+        start = time.monotonic()
+        if self.step % cfg.checkpoint_every == 0:
+            self.save_last()
+            self._reserve_s = max(self._reserve_s, 2 * (time.monotonic() - start) + 5.0)
+        validating = self.step % cfg.val_every == 0 or self.step == cfg.steps
+        if validating:
+            mark = time.monotonic()
+            if self.dist.is_main:
+                self._run_validation()
+            self._reserve_s = max(self._reserve_s, 2 * (time.monotonic() - mark) + 5.0)
+        if validating or self.step % cfg.checkpoint_every == 0:
+            self.dist.barrier()  # the other ranks wait while rank 0 validates and writes
+
+    def _stop_reason(self, budget_start: float) -> str | None:
+        cfg = self.config.train
+        budget_s = cfg.max_minutes * 60.0
+        out_of_time = budget_s and time.monotonic() - budget_start + min(self._reserve_s, 0.2 * budget_s) >= budget_s
+        # A signal reaches one rank or all, and clocks differ: all ranks stop at the same
+        # step or one would wait for the others forever (one small all-reduce per step).
+        stop_requested, out_of_time = self.dist.any_rank(self._stop_requested, out_of_time)
+        if stop_requested:
+            return "stopped on request (Ctrl-C or SIGTERM)"
+        if out_of_time:
+            return f"time budget of {cfg.max_minutes:g} min reached"
+        return None
+
+    def _finish(self, reason: str) -> dict:
+        cfg = self.config.train
         # A run that ends or meets its time budget validates its final weights (they may be the
         # best so far). Ctrl-C never does: the user wants out, and the resumed run validates on
         # schedule, so an interrupted and resumed run validates (and selects best.pt) at exactly
@@ -1005,7 +842,7 @@ def prepare(config_path: str | None, overrides: list[str], resume: str | None,
             raise TrainingError(f"cannot resume {resume_dir}: it needs config.yaml and last.pt (a run "
                                 "folder written by training.train)")
         check_resume_overrides(overrides)
-        config = load_config(resume_dir / "config.yaml", overrides)
+        config = load_config(resume_dir / "config.yaml", overrides, saved=True)
         trainer = Trainer(config, resume_dir, log=log, resumed_with=overrides, dist=dist)
         trainer.load_state_dict(load_training_file(resume_dir / "last.pt"))
         trainer.log(f"resumed at step {trainer.step}" + (f" with {' '.join(overrides)} (this session only)"

@@ -1,5 +1,6 @@
 """Training data: sources (reside, rgbd, procedural, rosbag2) and their weighted mixture.
 
+    SOURCES["rgbd"]                                       # (RgbdConfig, RgbdSource): kind -> its classes
     sources = build_sources(config.data, "train")        # one DataSource per source with weight > 0
     dataset = build_training_dataset(config.data, seed)   # MixtureDataset, index-addressed
     val = build_validation_samples(config.data, seed)     # fixed list of whole images
@@ -12,13 +13,27 @@ from __future__ import annotations
 from pathlib import Path
 
 from training.config import DataConfig, SourceConfig, resolve_path
-from training.data.common import DataSource, Sample, is_excluded
+from training.data.common import DataSource, FolderSourceConfig, Sample, is_excluded
 from training.data.io import DataError
 from training.data.mixture import ContinuingSampler, MixtureDataset, sample_to_tensors, worker_init
+from training.data.procedural import ProceduralConfig, ProceduralSource
+from training.data.reside import ResideConfig, ResideSource
+from training.data.rgbd import RgbdConfig, RgbdSource
+from training.data.rosbag2 import Rosbag2Config, Rosbag2Source
 
 __all__ = ["DataError", "DataSource", "Sample", "MixtureDataset", "ContinuingSampler", "worker_init",
-           "sample_to_tensors", "build_source", "build_sources", "build_training_dataset",
+           "sample_to_tensors", "SOURCES", "open_source", "build_source", "build_sources", "build_training_dataset",
            "build_validation_samples", "check_not_test_data"]
+
+# Every kind of data source: its config dataclass (the keys of data.sources.<name>) and its class.
+# Training (config loading, build_source) and training.evaluate both look kinds up here; a new
+# kind is a module with these two classes and one line here.
+SOURCES: dict[str, tuple[type[SourceConfig], type[DataSource]]] = {
+    "reside": (ResideConfig, ResideSource),
+    "rgbd": (RgbdConfig, RgbdSource),
+    "procedural": (ProceduralConfig, ProceduralSource),
+    "rosbag2": (Rosbag2Config, Rosbag2Source),
+}
 
 
 def check_not_test_data(path: Path, data: DataConfig, source_name: str, exclude: list[str]) -> None:
@@ -38,22 +53,19 @@ def check_not_test_data(path: Path, data: DataConfig, source_name: str, exclude:
                                 f"{test_path}; add '{relative}' to data.sources.{source_name}.exclude")
 
 
+def open_source(name: str, config: SourceConfig, split: str, root: Path | None, cache_items: int = 0) -> DataSource:
+    """The ``split`` of a source of ``config.kind``; ``root``: its folder (None for procedural)."""
+    if config.kind not in SOURCES:
+        raise DataError(f"data source '{name}': unknown kind {config.kind!r}; kinds: {', '.join(SOURCES)}")
+    return SOURCES[config.kind][1](name, config, split, root, cache_items)
+
+
 def build_source(name: str, source: SourceConfig, split: str, data: DataConfig) -> DataSource:
-    if source.kind == "procedural":
-        from training.data.procedural import ProceduralSource
-        return ProceduralSource(name, source, split)
-    path = resolve_path(data.root, source.path)
-    check_not_test_data(path, data, name, source.exclude)
-    if source.kind == "reside":
-        from training.data.reside import ResideSource
-        return ResideSource(name, source, split, path, data.cache_items)
-    if source.kind == "rgbd":
-        from training.data.rgbd import RgbdSource
-        return RgbdSource(name, source, split, path, data.cache_items)
-    if source.kind == "rosbag2":
-        from training.data.rosbag2 import Rosbag2Source
-        return Rosbag2Source(name, source, split, path, data.cache_items)
-    raise DataError(f"data source '{name}': unknown kind {source.kind!r}")
+    root = None
+    if isinstance(source, FolderSourceConfig):
+        root = resolve_path(data.root, source.path)
+        check_not_test_data(root, data, name, source.exclude)
+    return open_source(name, source, split, root, data.cache_items)
 
 
 def build_sources(data: DataConfig, split: str) -> list[DataSource]:

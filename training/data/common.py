@@ -5,7 +5,7 @@ import fnmatch
 import hashlib
 import math
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from dehaze_ros.haze import synthesize_haze
-from training.config import HazeConfig, SourceConfig
+from training.config import HazeConfig, SourceConfig, require, require_range
 from training.data.io import DataError
 
 SPLITS = ("train", "val", "test")
@@ -21,6 +21,27 @@ SPLITS = ("train", "val", "test")
 # convention the issue tracker and METHOD.md use. (WMO's meteorological optical range takes a 5%
 # threshold, -ln(0.05) = 2.996: the same fog is then reported 23% nearer.)
 KOSCHMIEDER = 3.912
+
+
+@dataclass
+class FolderSourceConfig(SourceConfig):
+    """The keys of every source that reads a folder and splits it by scene (reside, rgbd, rosbag2)."""
+    path: str = ""                       # relative to data.root, or absolute
+    val_scenes: list[str] = field(default_factory=list)   # scenes held out for validation
+    test_scenes: list[str] = field(default_factory=list)  # scenes held out of training and validation
+    val_fraction: float = 0.0            # without val_scenes: this share of scenes (stable hash)
+    exclude: list[str] = field(default_factory=list)  # glob patterns of sub-paths to skip
+    # Focal length (px) of the stored images, for canonical-camera depth; 0 = unknown.
+    focal_px: float = 0.0
+    scale_range: list[float] = field(default_factory=lambda: [0.5, 1.0])  # random resize before crop
+
+    def check(self, prefix: str) -> None:
+        super().check(prefix)
+        require(bool(self.path), f"{prefix}.path is empty: a {self.kind} source reads a folder (relative to data.root)")
+        require(0.0 <= self.val_fraction < 1.0, f"{prefix}.val_fraction must lie in [0, 1), got {self.val_fraction}")
+        overlap = set(self.val_scenes) & set(self.test_scenes)
+        require(not overlap, f"{prefix}: scenes {sorted(overlap)} are in both val_scenes and test_scenes")
+        require_range(f"{prefix}.scale_range", self.scale_range, 0.05, 4.0)
 
 
 @dataclass
@@ -224,6 +245,22 @@ def synthesize_random_haze(clear: np.ndarray, depth_m: np.ndarray, haze: HazeCon
     return np.ascontiguousarray(hazy, dtype=np.float32)
 
 
+def hazed_sample(clear_rgb: np.ndarray, depth_m: np.ndarray, haze: HazeConfig, rng: np.random.Generator,
+                 name: str, focal_px: float, metric_depth: bool = True) -> Sample:
+    """The sample of a clear image and its depth under synthetic haze (the ASM, I = J t + A (1 - t),
+    t = exp(-beta d), density and airlight drawn from ``haze`` with ``rng``); ``focal_px`` is
+    that of this image, after any crop or resize."""
+    clear = to_float(clear_rgb)
+    hazy = synthesize_random_haze(clear, depth_m, haze, rng)
+    return Sample(hazy, clear, depth_m, True, name, focal_px=focal_px, metric_depth=metric_depth)
+
+
+def resize_whole(image: np.ndarray, depth_m: np.ndarray, max_side: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """An image and its depth with the longer side at most ``max_side``, and the zoom applied."""
+    zoom = max_side_zoom(*image.shape[:2], max_side)
+    return resize_max_side(image, max_side), resize_max_side(depth_m, max_side, is_depth=True), zoom
+
+
 def no_depth(height: int, width: int) -> np.ndarray:
     return np.full((height, width), np.nan, dtype=np.float32)
 
@@ -244,6 +281,9 @@ class DataSource:
     has_depth = False
 
     def __init__(self, name: str, config: SourceConfig, split: str):
+        """Subclasses take ``(name, config, split, root, cache_items)``: ``root`` the resolved
+        folder of ``config.path`` (None for a kind that reads no folder), ``cache_items`` the
+        decoded items each worker keeps."""
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         self.name, self.config, self.split = name, config, split

@@ -8,13 +8,15 @@ never renders (with probability 1: 64-bit seeds).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from dehaze_ros.camera import focal_from_hfov
 from dehaze_ros.scenes import outdoor_validation_view, render_random_outdoor_view, render_random_view
-from training.config import SourceConfig
-from training.data.common import DataSource, Sample, stable_seed, synthesize_random_haze, to_float
+from training.config import HazeConfig, SourceConfig, require
+from training.data.common import DataSource, Sample, hazed_sample, stable_seed
 
 VALIDATION_STREAM = "procedural-validation"
 # A training crop stands for a window of a deployed frame, so its focal length must be a deployed
@@ -31,14 +33,39 @@ def crop_field_of_view(rng: np.random.Generator, crop: int) -> float:
     width = rng.uniform(*FRAME_WIDTH_RANGE_PX)
     focal = focal_from_hfov(int(round(width)), rng.uniform(*FRAME_HFOV_RANGE_DEG))
     return math.degrees(2.0 * math.atan(crop / 2.0 / focal))
+
+
 OUTDOOR_NAME = "outdoor"   # outdoor validation views are reported as their own group
+
+
+@dataclass
+class ProceduralConfig(SourceConfig):
+    """data.sources.<name> of kind procedural: reads no folder, has no scenes to split."""
+    kind: str = "procedural"
+    haze: HazeConfig = field(default_factory=HazeConfig)
+    val_count: int = 8                   # number of fixed validation views
+    outdoor_share: float = 0.0           # share of vehicle-scale outdoor scenes in training
+    outdoor_val_count: int = 0           # fixed outdoor validation views (besides val_count)
+    outdoor_haze: HazeConfig = field(default_factory=lambda: HazeConfig(
+        visibility_range_m=[30.0, 5000.0], airlight_range=[0.6, 1.0]))  # the outdoor scenes' haze
+
+    def check(self, prefix: str) -> None:
+        super().check(prefix)
+        self.haze.check(f"{prefix}.haze")
+        self.outdoor_haze.check(f"{prefix}.outdoor_haze")
+        require(self.val_count >= 0, f"{prefix}.val_count must be >= 0, got {self.val_count}")
+        require(self.outdoor_val_count >= 0, f"{prefix}.outdoor_val_count must be >= 0, got {self.outdoor_val_count}")
+        require(0.0 <= self.outdoor_share <= 1.0,
+                f"{prefix}.outdoor_share must lie in [0, 1], got {self.outdoor_share}")
 
 
 class ProceduralSource(DataSource):
     kind = "procedural"
     has_depth = True
 
-    def __init__(self, name: str, config: SourceConfig, split: str):
+    def __init__(self, name: str, config: ProceduralConfig, split: str, root: Path | None = None,
+                 cache_items: int = 0):
+        """``root`` and ``cache_items``: as every source takes them; the renderer needs neither."""
         super().__init__(name, config, split)
         held_out = split != "train"
         self.count = config.val_count if held_out else 0
@@ -57,11 +84,8 @@ class ProceduralSource(DataSource):
         outdoor = self.config.outdoor_share > 0 and rng.random() < self.config.outdoor_share
         hfov = crop_field_of_view(rng, crop)
         frame = (render_random_outdoor_view if outdoor else render_random_view)(rng, crop, crop, hfov_deg=hfov)
-        clear = to_float(frame.rgb)
-        hazy = synthesize_random_haze(clear, frame.depth_m, self.config.outdoor_haze if outdoor else self.config.haze,
-                                      rng)
-        return Sample(hazy, clear, frame.depth_m, True, f"{self.name}/{OUTDOOR_NAME if outdoor else 'random'}",
-                      focal_px=float(frame.K[0, 0]))
+        return hazed_sample(frame.rgb, frame.depth_m, self.config.outdoor_haze if outdoor else self.config.haze,
+                            rng, f"{self.name}/{OUTDOOR_NAME if outdoor else 'random'}", float(frame.K[0, 0]))
 
     def eval_sample(self, index: int, max_side: int, seed: int = 0) -> Sample:
         if not 0 <= index < len(self) or self.split == "train":
@@ -75,6 +99,4 @@ class ProceduralSource(DataSource):
             outdoor_index = index - self.count
             frame = outdoor_validation_view(outdoor_index, width, height, seed)
             haze, name = self.config.outdoor_haze, f"{self.name}_{OUTDOOR_NAME}/view{outdoor_index}"
-        clear = to_float(frame.rgb)
-        hazy = synthesize_random_haze(clear, frame.depth_m, haze, rng)
-        return Sample(hazy, clear, frame.depth_m, True, name, focal_px=float(frame.K[0, 0]))
+        return hazed_sample(frame.rgb, frame.depth_m, haze, rng, name, float(frame.K[0, 0]))

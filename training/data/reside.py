@@ -19,13 +19,24 @@ from pathlib import Path
 
 import numpy as np
 
-from training.config import SourceConfig
-from training.data.common import (DataSource, LruCache, Sample, is_excluded, max_side_zoom, no_depth,
-                                  random_crop, require_folder, resize_max_side, split_scenes, to_float)
+from training.config import require
+from training.data.common import (DataSource, FolderSourceConfig, LruCache, Sample, is_excluded, max_side_zoom,
+                                  no_depth, random_crop, require_folder, resize_max_side, split_scenes, to_float)
 from training.data.io import DEPTH_EXTENSIONS, DataError, list_images, read_depth_m, read_rgb
 
 CLEAR_FOLDER_NAMES = ("GT", "gt", "clear", "Clear", "GT_images")
 HAZY_FOLDER_NAMES = ("hazy", "Hazy", "haze")
+
+
+@dataclass
+class ResideConfig(FolderSourceConfig):
+    """data.sources.<name> of kind reside (the keys of every folder source, and this)."""
+    kind: str = "reside"
+    depth_scale: float = 0.001           # metres per unit of 16-bit depth/ images
+
+    def check(self, prefix: str) -> None:
+        super().check(prefix)
+        require(self.depth_scale > 0, f"{prefix}.depth_scale must be > 0 (metres per unit), got {self.depth_scale}")
 
 
 @dataclass(frozen=True)
@@ -98,7 +109,7 @@ def align_clear_to_hazy(clear: np.ndarray, hazy: np.ndarray, item: PairedItem) -
 class ResideSource(DataSource):
     kind = "reside"
 
-    def __init__(self, name: str, config: SourceConfig, split: str, root: Path, cache_items: int = 64):
+    def __init__(self, name: str, config: ResideConfig, split: str, root: Path, cache_items: int = 64):
         super().__init__(name, config, split)
         all_items = scan_paired_folder(root, name, config.exclude)
         assignment = split_scenes([item.scene for item in all_items], config, name)

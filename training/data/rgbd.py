@@ -26,16 +26,15 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from training.config import SourceConfig
-from training.data.common import (DataSource, LruCache, Sample, is_excluded, max_side_zoom, random_crop,
-                                  require_folder, resize_max_side, split_scenes, stable_seed,
-                                  synthesize_random_haze, to_float)
+from training.config import HazeConfig, require
+from training.data.common import (DataSource, FolderSourceConfig, LruCache, Sample, hazed_sample, is_excluded,
+                                  random_crop, require_folder, resize_whole, split_scenes, stable_seed)
 from training.data.io import (DEPTH_EXTENSIONS, IMAGE_EXTENSIONS, DataError, middlebury_depth_m,
                               read_depth_m, read_middlebury_calib, read_pfm, read_rgb)
 
@@ -43,6 +42,27 @@ MIDDLEBURY_VARIANT_SUFFIXES = ("E", "L", "P")
 # Middlebury 2001-2006: (colour, 8-bit disparity) file pairs, newest layout first.
 LEGACY_MIDDLEBURY_PAIRS = (("view1.png", "disp1.png"), ("imL.png", "disp2.png"), ("im2.ppm", "disp2.pgm"))
 RELATIVE_MEDIAN_M = 2.0   # relative depth is scaled to this median (inside depth.min_m..max_m)
+
+
+@dataclass
+class RgbdConfig(FolderSourceConfig):
+    """data.sources.<name> of kind rgbd (the keys of every folder source, and these)."""
+    kind: str = "rgbd"
+    # Single items (e.g. nyu_kinect/5) held out for validation although their scene trains:
+    # one frame per camera measures depth on every camera the data has.
+    val_items: list[str] = field(default_factory=list)
+    depth_scale: float = 0.001           # metres per unit of 16-bit depth images
+    depth_scales: dict[str, float] = field(default_factory=dict)  # per folder name, over depth_scale
+    # Frame folders' focal length (px) per folder name, over focal_px (Middlebury 2014: calib.txt).
+    focal_px_by_folder: dict[str, float] = field(default_factory=dict)
+    haze: HazeConfig = field(default_factory=HazeConfig)
+
+    def check(self, prefix: str) -> None:
+        super().check(prefix)
+        require(self.depth_scale > 0, f"{prefix}.depth_scale must be > 0 (metres per unit), got {self.depth_scale}")
+        for folder, scale in self.depth_scales.items():
+            require(scale > 0, f"{prefix}.depth_scales.{folder} must be > 0, got {scale}")
+        self.haze.check(f"{prefix}.haze")
 
 
 @dataclass(frozen=True)
@@ -61,7 +81,7 @@ def _files_by_stem(folder: Path, extensions: tuple[str, ...]) -> dict[str, Path]
     return {p.stem: p for p in sorted(folder.iterdir()) if p.is_file() and p.suffix.lower() in extensions}
 
 
-def scan_rgbd_folder(root: Path, config: SourceConfig, source_name: str) -> tuple[list[RgbdItem], list[str]]:
+def scan_rgbd_folder(root: Path, config: RgbdConfig, source_name: str) -> tuple[list[RgbdItem], list[str]]:
     """All RGB-D pairs below ``root`` and the folders that had images but no recognised layout."""
     require_folder(root, source_name, "RGB-D folder")
     middlebury: list[tuple[str, Path]] = []
@@ -155,7 +175,7 @@ class RgbdSource(DataSource):
     kind = "rgbd"
     has_depth = True
 
-    def __init__(self, name: str, config: SourceConfig, split: str, root: Path, cache_items: int = 64):
+    def __init__(self, name: str, config: RgbdConfig, split: str, root: Path, cache_items: int = 64):
         super().__init__(name, config, split)
         all_items, self.skipped = scan_rgbd_folder(root, config, name)
         if not all_items:
@@ -190,10 +210,8 @@ class RgbdSource(DataSource):
         item = self.items[index]
         color, depth = self._load(index)
         (color,), depth, zoom = random_crop([color], depth, crop, self.config.scale_range, rng)
-        clear = to_float(color)
-        hazy = synthesize_random_haze(clear, depth, self._haze(item), rng)
-        return Sample(hazy, clear, depth, True, f"{self.name}/{item.name}", focal_px=item.focal_px * zoom,
-                      metric_depth=not item.relative)
+        return hazed_sample(color, depth, self._haze(item), rng, f"{self.name}/{item.name}", item.focal_px * zoom,
+                            metric_depth=not item.relative)
 
     def _haze(self, item: RgbdItem):
         """Relative depth has no metres for a fog visibility: it is hazed by the transmission at
@@ -203,15 +221,11 @@ class RgbdSource(DataSource):
         return self.config.haze
 
     def eval_sample(self, index: int, max_side: int, seed: int = 0) -> Sample:
-        color, depth = self._load(index)
-        zoom = max_side_zoom(*color.shape[:2], max_side)
-        clear = to_float(resize_max_side(color, max_side))
-        depth = resize_max_side(depth, max_side, is_depth=True)
         item = self.items[index]
+        color, depth, zoom = resize_whole(*self._load(index), max_side)
         rng = np.random.default_rng(stable_seed(seed, self.name, item.name))
-        hazy = synthesize_random_haze(clear, depth, self._haze(item), rng)
-        return Sample(hazy, clear, depth, True, f"{self.name}/{item.name}", focal_px=item.focal_px * zoom,
-                      metric_depth=not item.relative)
+        return hazed_sample(color, depth, self._haze(item), rng, f"{self.name}/{item.name}", item.focal_px * zoom,
+                            metric_depth=not item.relative)
 
     def describe(self) -> str:
         text = super().describe()

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import zlib
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -24,10 +24,9 @@ import numpy as np
 
 from dehaze_ros.image_conversion import (ImageConversionError, compressed_to_numpy, image_to_numpy,
                                          to_rgb8)
-from training.config import SourceConfig
-from training.data.common import (DataSource, LruCache, Sample, max_side_zoom, random_crop,
-                                  require_folder, resize_max_side, split_scenes, stable_seed,
-                                  synthesize_random_haze, to_float)
+from training.config import HazeConfig, require
+from training.data.common import (DataSource, FolderSourceConfig, LruCache, Sample, hazed_sample, random_crop,
+                                  require_folder, resize_whole, split_scenes, stable_seed)
 from training.data.io import DataError
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
@@ -35,6 +34,27 @@ IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 # both topics of one instant well within a second of each other.
 PENDING_WINDOW_NS = 1_000_000_000
 MAX_PENDING = 128   # per topic: about 1 s of a fast camera; holds even if stamps stop advancing
+
+
+@dataclass
+class Rosbag2Config(FolderSourceConfig):
+    """data.sources.<name> of kind rosbag2 (the keys of every folder source, and these)."""
+    kind: str = "rosbag2"
+    color_topic: str = ""                # sensor_msgs/Image or CompressedImage topic
+    depth_topic: str = ""                # sensor_msgs/Image 32FC1 (m) or 16UC1 (mm)
+    max_time_diff_s: float = 0.02        # colour/depth pairing tolerance
+    stride: int = 1                      # keep every n-th pair
+    max_frames: int = 0                  # 0 = all pairs
+    haze: HazeConfig = field(default_factory=HazeConfig)
+
+    def check(self, prefix: str) -> None:
+        super().check(prefix)
+        self.haze.check(f"{prefix}.haze")
+        require(self.stride >= 1, f"{prefix}.stride must be >= 1, got {self.stride}")
+        require(self.max_frames >= 0, f"{prefix}.max_frames must be >= 0, got {self.max_frames}")
+        require(self.max_time_diff_s > 0, f"{prefix}.max_time_diff_s must be > 0, got {self.max_time_diff_s}")
+        require(bool(self.color_topic) and bool(self.depth_topic),
+                f"{prefix}: a rosbag2 source needs color_topic and depth_topic")
 
 
 @dataclass(frozen=True)
@@ -136,7 +156,7 @@ class StampPairer:
         return ((stamp, item), partner) if role == "color" else (partner, (stamp, item))
 
 
-def read_bag_frames(bag: Path, config: SourceConfig, source_name: str) -> list[BagFrame]:
+def read_bag_frames(bag: Path, config: Rosbag2Config, source_name: str) -> list[BagFrame]:
     """Colour/depth pairs of one bag, matched by stamp, thinned by ``stride``, capped by ``max_frames``."""
     from rosbags.rosbag2 import Reader
     from rosbags.typesys import Stores, get_typestore
@@ -194,7 +214,7 @@ class Rosbag2Source(DataSource):
     kind = "rosbag2"
     has_depth = True
 
-    def __init__(self, name: str, config: SourceConfig, split: str, root: Path, cache_items: int = 64):
+    def __init__(self, name: str, config: Rosbag2Config, split: str, root: Path, cache_items: int = 64):
         super().__init__(name, config, split)
         bags = find_bags(root, name)
         assignment = split_scenes([bag.name for bag in bags], config, name)
@@ -218,17 +238,12 @@ class Rosbag2Source(DataSource):
         index = int(rng.integers(len(self.frames)))
         color, depth = self._cache.get(index, self.frames[index].decode)
         (color,), depth, zoom = random_crop([color], depth, crop, self.config.scale_range, rng)
-        clear = to_float(color)
-        hazy = synthesize_random_haze(clear, depth, self.config.haze, rng)
-        return Sample(hazy, clear, depth, True, f"{self.name}/{self.frames[index].name}",
-                      focal_px=self.config.focal_px * zoom)
+        return hazed_sample(color, depth, self.config.haze, rng, f"{self.name}/{self.frames[index].name}",
+                            self.config.focal_px * zoom)
 
     def eval_sample(self, index: int, max_side: int, seed: int = 0) -> Sample:
         frame = self.frames[index]
-        color, depth = self._cache.get(index, frame.decode)
-        zoom = max_side_zoom(*color.shape[:2], max_side)
-        clear = to_float(resize_max_side(color, max_side))
-        depth = resize_max_side(depth, max_side, is_depth=True)
+        color, depth, zoom = resize_whole(*self._cache.get(index, frame.decode), max_side)
         rng = np.random.default_rng(stable_seed(seed, self.name, frame.name))
-        hazy = synthesize_random_haze(clear, depth, self.config.haze, rng)
-        return Sample(hazy, clear, depth, True, f"{self.name}/{frame.name}", focal_px=self.config.focal_px * zoom)
+        return hazed_sample(color, depth, self.config.haze, rng, f"{self.name}/{frame.name}",
+                            self.config.focal_px * zoom)
