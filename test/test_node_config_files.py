@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from dehaze_ros.frame_outputs import OUTPUTS
 from dehaze_ros.node_config import PARAMETERS, SPECS, parameters_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,7 +56,7 @@ def launch_parameter_overrides() -> list[str]:
     raise AssertionError("launch file starts no LifecycleNode")
 
 
-def test_yaml_and_readme_agree_with_the_parameter_table():
+def test_yaml_and_readme_agree_with_the_parameter_and_output_tables():
     # The table in node_config is the one source; these are the two copies people read.
     assert YAML_PATH.read_text() == parameters_yaml(), (
         "config/dehaze.yaml differs from the parameter table; regenerate it (see "
@@ -72,6 +73,10 @@ def test_yaml_and_readme_agree_with_the_parameter_table():
         default = yaml.safe_load(rows[spec.name].group(2))
         assert default == spec.default, f"README says {spec.name} defaults to {default!r}, the node {spec.default!r}"
         assert rows[spec.name].group(3) == spec.stage, f"README gives {spec.name} the wrong stage"
+    topics = dict(re.findall(r"^\| `([\w/]+)` \| (\w+/\w+) \| out \|", readme, re.MULTILINE))
+    for output in OUTPUTS:
+        package, _, name = output.message_type.split("/")
+        assert topics.get(output.topic) == f"{package}/{name}", f"README topic table: {output.topic}"
 
 
 def test_launch_overrides_are_declared_parameters_with_matching_defaults():
