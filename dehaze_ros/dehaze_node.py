@@ -21,6 +21,10 @@ second callback group of a MultiThreadedExecutor, wakes the moment a frame arriv
 period added to the latency), needs no executor change, and runs inference while the GIL is
 released by torch/OpenCV. rclpy publishers are safe to use from that thread.
 
+Outputs: one row each in frame_outputs.OUTPUTS (topic, type, switch, what it needs, builder);
+the node creates their publishers, computes what the rows with a subscriber need and publishes
+them from the table. /diagnostics: stats.diagnose, a pure function of the frame counters.
+
 Relative depth (model dcp): its depth is an optical depth -ln(t) with no unit. depth/image is
 a REP-118 topic whose consumers (costmaps, depth_image_proc) read metres, so by default the node
 does NOT publish relative depth on depth/image nor build `points` from it; depth/colormap still
@@ -53,9 +57,7 @@ if __name__ == "__main__":
     signal.signal(signal.SIGTERM, _request_stop)
 
 # The imports follow the guard on purpose: loading them is the phase it covers.
-import statistics
 import time
-from collections import deque
 from dataclasses import dataclass
 
 import rclpy
@@ -68,21 +70,18 @@ from rclpy.qos import (QoSDurabilityPolicy, QoSHistoryPolicy, QoSProfile,
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from rclpy.signals import SignalHandlerOptions
 from rclpy.time import Time
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, Range
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-from dehaze_ros import frame_outputs, image_conversion, visibility
-from dehaze_ros.camera import focal_from_hfov
+from dehaze_ros import frame_outputs, image_conversion, stats
+from dehaze_ros.engine import DehazeEngine
+from dehaze_ros.frame_outputs import OUTPUTS, FrameProducts
 from dehaze_ros.image_conversion import ImageConversionError
 from dehaze_ros.node_config import (SPECS, ConfigError, NodeConfig, declare_node_parameters,
                                     integers_as_floats, read_node_config, resolve_model)
-from dehaze_ros.pointcloud import IntrinsicsError, camera_info_for_image
-from dehaze_ros.stats import percentile
+from dehaze_ros.pointcloud import IntrinsicsError
 
 NODE_NAME = "dehaze_node"
-LATENCY_WINDOW = 200          # recent frames the latency statistics cover
 LOG_THROTTLE_S = 5.0          # the same problem is logged at most this often
-VISIBILITY_NEEDS_METRES = ("visibility is not published: it needs metric depth and the model's "
-                           "depth is relative (model dcp); use a checkpoint")
 
 
 def input_qos(reliability: str) -> QoSProfile:
@@ -137,56 +136,6 @@ class LatestFrameSlot:
             self._condition.notify_all()
 
 
-class FrameStats:
-    """Counters and latency samples, written by the callbacks and the worker under one lock."""
-
-    def __init__(self):
-        self.lock = threading.Lock()
-        self.received = 0          # frames that reached the subscription callback
-        self.processed = 0         # frames whose outputs were published
-        self.with_depth = 0        # ... of which the depth network ran for (someone wanted depth)
-        self.dropped = 0           # replaced by a newer frame before the worker took them
-        self.invalid = 0           # bad data: wrong size, unknown encoding, corrupt JPEG, ...
-        self.skipped = 0           # nobody subscribed to any output
-        self.failed = 0            # the engine raised
-        self.last_problem = ""
-        self.focal_assumed: bool | None = None      # last depth frame: metres from default_hfov_deg
-        self.with_visibility = 0   # frames whose visibility was estimated (someone subscribed)
-        self.visibility = None     # the last VisibilityEstimate
-        self.last_problem_at: float | None = None   # time.monotonic() of the last invalid/failed frame
-        self.last_good_at: float | None = None      # ... of the last frame processed or skipped
-        self.last_received_at: float | None = None
-        self.processing_ms: deque[float] = deque(maxlen=LATENCY_WINDOW)  # receive -> published
-        self.stamp_age_ms: deque[float] = deque(maxlen=LATENCY_WINDOW)   # header stamp -> published
-        self.inference_ms: deque[float] = deque(maxlen=LATENCY_WINDOW)   # engine.process
-
-
-@dataclass(frozen=True)
-class OutputDemand:
-    """Which outputs someone is listening to (and are switched on) for the frame at hand."""
-    dehazed: bool
-    dehazed_info: bool
-    depth: bool
-    depth_info: bool
-    colormap: bool
-    points: bool
-    visibility: bool = False
-
-    @property
-    def needs_engine(self) -> bool:
-        return self.dehazed or self.depth or self.colormap or self.points or self.visibility
-
-    @property
-    def needs_depth(self) -> bool:
-        # Visibility is -ln(t) / depth: it needs the depth network even when no depth topic
-        # has a subscriber.
-        return self.depth or self.colormap or self.points or self.visibility
-
-    @property
-    def needs_dehazed_pixels(self) -> bool:
-        return self.dehazed or self.points  # the cloud is coloured with the dehazed image
-
-
 class DehazeNode(LifecycleNode):
 
     def __init__(self, **kwargs):
@@ -195,8 +144,8 @@ class DehazeNode(LifecycleNode):
         # A read-only value can never be corrected at runtime: failing configure over it would
         # leave the node stuck until a restart. It runs with the default instead, and says so
         # in the log and in every /diagnostics message.
-        self._startup_refusals = [f"{value}; using the default {value.spec.default!r}"
-                                  for value in refused if value.spec.stage == "startup"]
+        self._startup_refusals = tuple(f"{value}; using the default {value.spec.default!r}"
+                                       for value in refused if value.spec.stage == "startup")
         for text in self._startup_refusals:
             self.get_logger().error(f"start-up parameter {text} (read-only: correct the launch "
                                     "arguments or params file and restart to change it)")
@@ -211,14 +160,15 @@ class DehazeNode(LifecycleNode):
         self._engine = None
         self._engine_info: dict = {}
         self._configure_error = ""
-        self._outputs: dict[str, object] = {}
+        self._outputs: dict[str, object] = {}    # topic -> lifecycle publisher
         self._inputs: list = []
         self._camera_info: CameraInfo | None = None
         self._input_topic = ""
         self._slot = LatestFrameSlot()
         self._worker: threading.Thread | None = None
         self._stop_worker = threading.Event()
-        self._stats = FrameStats()
+        self._stats = stats.FrameStats()
+        self._previous = stats.StatsSnapshot(taken_at=time.monotonic())  # of the last diagnostics
         self._state_label = "unconfigured"
         self._active_since: float | None = None
         self._last_logged: dict[str, float] = {}
@@ -227,7 +177,6 @@ class DehazeNode(LifecycleNode):
         # Diagnostics run in every state, so /diagnostics also says *why* nothing is published.
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._diagnostics_period = startup.diagnostics_period
-        self._previous_counts = (0, 0, 0, time.monotonic())
         self._diagnostics_timer = self.create_timer(self._diagnostics_period, self._publish_diagnostics)
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -254,9 +203,6 @@ class DehazeNode(LifecycleNode):
             choice = resolve_model(config)
             if choice.warning:
                 self.get_logger().warning(choice.warning)
-            # Imported here: torch loads in ~1 s, and a node that only declares parameters
-            # (lifecycle managers, `--help`-like use) should not pay for it.
-            from dehaze_ros.engine import DehazeEngine
             engine = DehazeEngine(config.engine_config(choice))
         except Exception as exc:  # noqa: BLE001 - any failure to set up must be FAILURE, not a crash
             self._configure_error = f"configure failed: {exc}"
@@ -266,24 +212,22 @@ class DehazeNode(LifecycleNode):
         self._engine = engine
         self._engine_info = engine.describe()
         self._config = config
-        self._stats = FrameStats()
-        self._previous_counts = (0, 0, 0, time.monotonic())
+        self._stats = stats.FrameStats()
+        self._previous = stats.StatsSnapshot(taken_at=time.monotonic())
         options = QoSOverridingOptions.with_default_policies()
-        for topic, msg_type in (("dehazed/image", Image), ("dehazed/camera_info", CameraInfo),
-                                ("depth/image", Image), ("depth/camera_info", CameraInfo),
-                                ("depth/colormap", Image), ("points", PointCloud2),
-                                ("visibility", Range)):
-            self._outputs[topic] = self.create_lifecycle_publisher(
-                msg_type, topic, OUTPUT_QOS, qos_overriding_options=options)
+        for output in OUTPUTS:
+            self._outputs[output.topic] = self.create_lifecycle_publisher(
+                frame_outputs.message_class(output.message_type), output.topic, OUTPUT_QOS,
+                qos_overriding_options=options)
         info = self._engine_info
         self.get_logger().info(
             f"configured: model {info['model']} on {info['device']} ({info['precision']}), "
             f"depth in {info['depth_units']}"
             + (f", checkpoint {info['checkpoint']}" if info.get("checkpoint") else ""))
         if info["depth_units"] != "meters":
-            self.get_logger().warning(self._relative_depth_note(config))
+            self.get_logger().warning(stats.relative_depth_note(config.publish_relative_depth))
             if config.publish_visibility:
-                self.get_logger().warning(VISIBILITY_NEEDS_METRES)
+                self.get_logger().warning(stats.VISIBILITY_NEEDS_METRES)
         self._state_label = "inactive"
         return TransitionCallbackReturn.SUCCESS
 
@@ -410,12 +354,7 @@ class DehazeNode(LifecycleNode):
 
     def _on_image(self, msg) -> None:
         now = time.monotonic()
-        replaced = self._slot.put(PendingFrame(msg, now))
-        with self._stats.lock:
-            self._stats.received += 1
-            self._stats.last_received_at = now
-            if replaced:
-                self._stats.dropped += 1
+        self._stats.received(now, replaced_unprocessed=self._slot.put(PendingFrame(msg, now)))
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
         self._camera_info = msg
@@ -440,10 +379,8 @@ class DehazeNode(LifecycleNode):
             except Exception as exc:  # noqa: BLE001 - a bad frame or engine error must not end the thread
                 if not self.context.ok():
                     break  # Ctrl-C took the context away mid-frame: a normal exit, not an error
-                with self._stats.lock:
-                    self._stats.failed += 1
-                    self._stats.last_problem = f"processing failed: {type(exc).__name__}: {exc}"
-                    self._stats.last_problem_at = time.monotonic()
+                problem = f"processing failed: {type(exc).__name__}: {exc}"
+                self._stats.problem("failed", problem, time.monotonic())
                 self._log_throttled("error", f"failed:{type(exc).__name__}",
                                     f"processing a frame failed: {type(exc).__name__}: {exc}")
 
@@ -451,28 +388,12 @@ class DehazeNode(LifecycleNode):
         publisher = self._outputs.get(topic)
         return publisher is not None and publisher.get_subscription_count() > 0
 
-    def _demand(self, config: NodeConfig, metric: bool) -> OutputDemand:
-        depth_allowed = metric or config.publish_relative_depth
-        have_info = self._camera_info is not None
-        return OutputDemand(
-            dehazed=config.publish_dehazed and self._subscribed("dehazed/image"),
-            dehazed_info=config.publish_dehazed and have_info and self._subscribed("dehazed/camera_info"),
-            depth=config.publish_depth and depth_allowed and self._subscribed("depth/image"),
-            depth_info=(config.publish_depth and depth_allowed and have_info
-                        and self._subscribed("depth/camera_info")),
-            colormap=config.publish_colormap and self._subscribed("depth/colormap"),
-            points=(config.publish_points and depth_allowed and have_info
-                    and self._subscribed("points")),
-            # Relative depth has no metres, so no visibility: nothing to compute or publish.
-            visibility=config.publish_visibility and metric and self._subscribed("visibility"),
-        )
-
     def _process_frame(self, frame: PendingFrame, config: NodeConfig) -> None:
         engine = self._engine
-        metric = engine.depth_units == "meters"
-        demand = self._demand(config, metric)
         camera_info = self._camera_info
         header = frame.msg.header
+        metric = engine.depth_units == "meters"
+        wanted = frame_outputs.wanted_outputs(config, self._subscribed, metric, camera_info is not None)
         try:
             # From the message's fields or the PNG/JPEG header: nothing decoded or copied yet.
             what, width, height = image_conversion.frame_size(frame.msg)
@@ -480,99 +401,48 @@ class DehazeNode(LifecycleNode):
         except ImageConversionError as exc:
             self._report_bad_frame(str(exc))
             return
-        if not demand.needs_engine:
-            if demand.dehazed_info or demand.depth_info:
-                self._publish_camera_info(camera_info, header, demand, width, height)
-            with self._stats.lock:
-                self._stats.skipped += 1
-                self._stats.last_good_at = time.monotonic()
+        products = FrameProducts(header, width, height, config, camera_info, metric, engine.depth_range)
+        if not any(output.uses_engine for output in wanted):
+            self._publish(wanted, products)  # camera_info only, or nothing at all
+            self._stats.skipped(time.monotonic())
             return
         try:
-            image, encoding = frame_outputs.decode_frame(frame.msg, config.max_input_pixels)
-            rgb = image_conversion.to_rgb8(image, encoding)
+            products.image, products.encoding = frame_outputs.decode_frame(frame.msg, config.max_input_pixels)
+            products.rgb = image_conversion.to_rgb8(products.image, products.encoding)
         except ImageConversionError as exc:
             self._report_bad_frame(str(exc))
             return
-
-        focal_px = frame_outputs.focal_px_for_image(camera_info, rgb.shape[1], rgb.shape[0])
-        result = engine.process(rgb, want_dehazed=demand.needs_dehazed_pixels,
-                                want_depth=demand.needs_depth, focal_px=focal_px)
-
-        if demand.dehazed:
-            self._outputs["dehazed/image"].publish(
-                frame_outputs.dehazed_message(result.dehazed, image, encoding, header))
-        self._publish_camera_info(camera_info, header, demand, rgb.shape[1], rgb.shape[0])
-        if demand.depth:
-            self._outputs["depth/image"].publish(
-                frame_outputs.depth_message(result.depth, header, config.depth_inf_as_nan))
-        if demand.colormap:
-            self._outputs["depth/colormap"].publish(frame_outputs.colormap_message(
-                result.depth, header, metric, config.colormap_min_m, config.colormap_max_m,
-                config.colormap_relative_max))
-        if demand.points:
-            self._publish_points(result, camera_info, header, config)
-        estimate = None
-        if demand.visibility:
-            estimate = visibility.estimate_from_result(result, rgb, config.max_side, engine.depth_range)
-            if focal_px is None:
-                focal_px = focal_from_hfov(rgb.shape[1], config.default_hfov_deg)
-            self._outputs["visibility"].publish(visibility.range_message(
-                estimate, header, visibility.horizontal_fov_rad(focal_px, rgb.shape[1])))
+        products.height, products.width = products.rgb.shape[:2]
+        products.focal_px = frame_outputs.focal_px_for_image(camera_info, products.width, products.height)
+        products.result = result = engine.process(
+            products.rgb, want_dehazed=any(output.uses_dehazed for output in wanted),
+            want_depth=any(output.uses_depth for output in wanted), focal_px=products.focal_px)
+        published = self._publish(wanted, products)
 
         finished = time.monotonic()
         stamp_age_ms = None
         if header.stamp.sec or header.stamp.nanosec:
             stamp_age_ms = (self.get_clock().now() - Time.from_msg(header.stamp)).nanoseconds / 1e6
-        with self._stats.lock:
-            self._stats.processed += 1
-            self._stats.last_good_at = finished
-            if result.depth is not None:
-                self._stats.with_depth += 1
-                self._stats.focal_assumed = result.focal_assumed
-            if estimate is not None:
-                self._stats.with_visibility += 1
-                self._stats.visibility = estimate
-            self._stats.processing_ms.append((finished - frame.received_at) * 1e3)
-            self._stats.inference_ms.append(result.timings_ms.get("total", 0.0))
-            if stamp_age_ms is not None:
-                self._stats.stamp_age_ms.append(stamp_age_ms)
+        self._stats.processed(finished, frame.received_at, result.timings_ms.get("total", 0.0),
+                              result.focal_assumed if result.depth is not None else None,
+                              products.visibility if "visibility" in published else None,
+                              stamp_age_ms)
 
-    def _metric_scale_source(self, focal_assumed: bool | None, config: NodeConfig | None) -> str:
-        if self._engine_info.get("depth_units") != "meters" or focal_assumed is None:
-            return "n/a"
-        if not self._engine_info.get("canonical_focal_px"):
-            return "the checkpoint (no camera model: metres only near its training pixel scale)"
-        if focal_assumed:
-            hfov = f"{config.default_hfov_deg:g} deg" if config else "default_hfov_deg"
-            return f"assumed field of view ({hfov}, no usable camera_info)"
-        return "camera_info focal length"
-
-    def _publish_camera_info(self, camera_info: CameraInfo | None, header, demand: OutputDemand,
-                             width: int, height: int) -> None:
-        if camera_info is None or not (demand.dehazed_info or demand.depth_info):
-            return
-        # The outputs have the input image's size, which need not be the calibrated one
-        # (binning, a region of interest, a resized stream): describe the image published.
-        matching = camera_info_for_image(camera_info, width, height, header)
-        if demand.dehazed_info:
-            self._outputs["dehazed/camera_info"].publish(matching)
-        if demand.depth_info:
-            self._outputs["depth/camera_info"].publish(matching)
-
-    def _publish_points(self, result, camera_info: CameraInfo, header, config: NodeConfig) -> None:
-        try:
-            cloud = frame_outputs.points_message(result.depth, result.dehazed, camera_info, header,
-                                                 config.point_decimation)
-        except IntrinsicsError as exc:
-            self._log_throttled("warning", "intrinsics", f"points not published: {exc}")
-            return
-        self._outputs["points"].publish(cloud)
+    def _publish(self, wanted, products: FrameProducts) -> list[str]:
+        """Build and publish each wanted output; the topics published."""
+        published = []
+        for output in wanted:
+            try:
+                message = output.build(products)
+            except IntrinsicsError as exc:
+                self._log_throttled("warning", "intrinsics", f"{output.topic} not published: {exc}")
+                continue
+            self._outputs[output.topic].publish(message)
+            published.append(output.topic)
+        return published
 
     def _report_bad_frame(self, problem: str) -> None:
-        with self._stats.lock:
-            self._stats.invalid += 1
-            self._stats.last_problem = f"bad frame: {problem}"
-            self._stats.last_problem_at = time.monotonic()
+        self._stats.problem("invalid", f"bad frame: {problem}", time.monotonic())
         self._log_throttled("error", problem, f"dropped a frame from {self._input_topic}: {problem}")
 
     def _log_throttled(self, level: str, key: str, text: str) -> None:
@@ -588,143 +458,23 @@ class DehazeNode(LifecycleNode):
 
     # -- diagnostics ----------------------------------------------------------------------------
 
-    def _relative_depth_note(self, config: NodeConfig) -> str:
-        if config.publish_relative_depth:
-            return ("depth is RELATIVE (model dcp): depth/image and points carry unitless optical "
-                    "depth, not metres (publish_relative_depth is true)")
-        return ("depth is RELATIVE (model dcp): depth/image and points are not published; "
-                "depth/colormap shows it. Use a checkpoint for metric depth, or set "
-                "publish_relative_depth:=true")
-
-    def _visibility_values(self, estimate, config: NodeConfig | None) -> dict[str, str]:
-        """The last visibility estimate, or why there is none, as diagnostics key-values."""
-        if config is not None and not config.publish_visibility:
-            note = "off (publish_visibility is false)"
-        elif self._engine_info and self._engine_info.get("depth_units") != "meters":
-            note = VISIBILITY_NEEDS_METRES
-        elif estimate is None:
-            note = "not computed yet (computed only while `visibility` has a subscriber)"
-        else:
-            low, high = estimate.interval_m
-            return {"visibility (m)": f"{estimate.visibility_m:.1f}",
-                    "visibility beta (1/m)": f"{estimate.beta_per_m:.5g}",
-                    "visibility valid": str(estimate.valid).lower(),
-                    "visibility status": estimate.status,
-                    "visibility interquartile (m)": f"{low:.1f} .. {high:.1f}",
-                    "visibility": estimate.describe(),
-                    "visibility transmission from": estimate.transmission_source or "n/a"}
-        return {"visibility (m)": "n/a", "visibility beta (1/m)": "n/a", "visibility valid": "false",
-                "visibility status": "none", "visibility": note}
-
     def _publish_diagnostics(self) -> None:
-        now = time.monotonic()
-        stats = self._stats
-        with stats.lock:
-            received, processed = stats.received, stats.processed
-            counts = dict(received=stats.received, processed=stats.processed,
-                          with_depth=stats.with_depth, dropped=stats.dropped,
-                          invalid=stats.invalid, skipped=stats.skipped, failed=stats.failed)
-            processing = list(stats.processing_ms)
-            stamp_age = list(stats.stamp_age_ms)
-            inference = list(stats.inference_ms)
-            last_problem = stats.last_problem
-            last_problem_at, last_good_at = stats.last_problem_at, stats.last_good_at
-            last_received_at = stats.last_received_at
-            focal_assumed = stats.focal_assumed
-            with_visibility, estimate = stats.with_visibility, stats.visibility
-        bad = counts["invalid"] + counts["failed"]
-        previous_received, previous_processed, previous_bad, previous_time = self._previous_counts
-        elapsed = max(now - previous_time, 1e-6)
-        input_rate = max(0, received - previous_received) / elapsed
-        output_rate = max(0, processed - previous_processed) / elapsed
-        self._previous_counts = (received, processed, bad, now)
-        # The level describes the recent window, the counters the whole run: one corrupt frame
-        # warns in the period it arrived and for as long as no good frame has followed it.
-        recent_bad = max(0, bad - previous_bad)
-        problem_is_current = last_problem_at is not None and (
-            recent_bad > 0 or last_good_at is None or last_good_at < last_problem_at)
-
-        status = DiagnosticStatus()
-        status.name = f"{self.get_fully_qualified_name()}: dehazing"
-        status.hardware_id = str(self._engine_info.get("device", "none"))
-        level, messages = DiagnosticStatus.OK, []
-        config = self._config
-        if self._state_label == "unconfigured":
-            if self._configure_error:
-                level, messages = DiagnosticStatus.ERROR, [self._configure_error]
-            else:
-                level, messages = DiagnosticStatus.WARN, ["unconfigured: waiting for configure"]
-        elif self._state_label == "inactive":
-            messages = ["inactive: not processing (activate to start)"]
-        elif self._state_label == "active":
-            silent_for = now - (last_received_at or self._active_since or now)
-            no_input_after = max(2.0, 2.0 * self._diagnostics_period)
-            if silent_for > no_input_after:
-                level = DiagnosticStatus.WARN
-                never = "no frame received" if last_received_at is None else "no new frame"
-                messages.append(
-                    f"NO INPUT: {never} on {self._input_topic} for {silent_for:.1f} s; check the "
-                    "topic remapping, the publisher's QoS, and FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA "
-                    "for large images")
-            else:
-                messages.append(f"processing {output_rate:.1f} Hz of {input_rate:.1f} Hz input")
-            if self._camera_info is None:
-                messages.append("no camera_info received: points and camera_info outputs are off")
-            if problem_is_current:
-                level = max(level, DiagnosticStatus.WARN)
-                messages.append(
-                    f"{recent_bad} bad frame(s) in the last {elapsed:.1f} s; last problem: {last_problem}"
-                    if recent_bad else f"no good frame since the last problem: {last_problem}")
-        if focal_assumed and config is not None:
-            messages.append(f"metric depth assumes a {config.default_hfov_deg:g} degree field of view "
-                            "(no usable camera_info)")
-        if config is not None and self._engine_info.get("depth_units") not in (None, "meters"):
-            level = max(level, DiagnosticStatus.WARN)
-            messages.append(self._relative_depth_note(config))
-        if self._startup_refusals:
-            # ERROR although frames may flow: the node is not doing what it was told (a misspelt
-            # input_transport listens on the wrong topic) until it is restarted.
-            level = max(level, DiagnosticStatus.ERROR)
-            messages.append("start-up parameters refused, running with defaults until restarted: "
-                            + "; ".join(self._startup_refusals))
-        status.level = level
-        status.message = "; ".join(messages)
-
-        def ms(samples, fraction):
-            return f"{percentile(samples, fraction):.1f}" if samples else "n/a"
-
-        values = {
-            "state": self._state_label,
-            "input topic": self._input_topic or "(not subscribed)",
-            "input rate (Hz)": f"{input_rate:.2f}",
-            "output rate (Hz)": f"{output_rate:.2f}",
-            "frames received": str(counts["received"]),
-            "frames processed": str(counts["processed"]),
-            "frames processed with depth": str(counts["with_depth"]),
-            "frames dropped (newer frame arrived)": str(counts["dropped"]),
-            "frames invalid (bad data)": str(counts["invalid"]),
-            "frames skipped (no subscribers)": str(counts["skipped"]),
-            "frames failed (engine error)": str(counts["failed"]),
-            "latency receive->publish median (ms)": ms(processing, 0.5),
-            "latency receive->publish p95 (ms)": ms(processing, 0.95),
-            "latency stamp->publish median (ms)": ms(stamp_age, 0.5),
-            "latency stamp->publish p95 (ms)": ms(stamp_age, 0.95),
-            "inference median (ms)": f"{statistics.median(inference):.1f}" if inference else "n/a",
-            "last problem": last_problem or "none",
-            "seconds since last problem": (f"{now - last_problem_at:.1f}" if last_problem_at is not None
-                                           else "n/a"),
-            "refused start-up parameters": "; ".join(self._startup_refusals) or "none",
-            "metric scale from": self._metric_scale_source(focal_assumed, config),
-            "frames with visibility": str(with_visibility),
-        }
-        values.update(self._visibility_values(estimate, config))
-        for key in ("model", "device", "precision", "depth_units", "checkpoint", "max_side"):
-            if key in self._engine_info:
-                values[key.replace("_", " ")] = str(self._engine_info[key])
-        status.values = [KeyValue(key=key, value=value) for key, value in values.items()]
-        array = DiagnosticArray()
+        current = self._stats.snapshot(time.monotonic())
+        view = stats.NodeView(
+            state=self._state_label, configure_error=self._configure_error,
+            input_topic=self._input_topic, have_camera_info=self._camera_info is not None,
+            active_since=self._active_since, diagnostics_period=self._diagnostics_period,
+            startup_refusals=self._startup_refusals, engine_info=self._engine_info,
+            config=self._config)
+        diagnosis = stats.diagnose(current, self._previous, view)
+        self._previous = current
+        status = DiagnosticStatus(
+            name=f"{self.get_fully_qualified_name()}: dehazing",
+            hardware_id=str(self._engine_info.get("device", "none")),
+            level=bytes([diagnosis.level]), message=diagnosis.message,
+            values=[KeyValue(key=key, value=value) for key, value in diagnosis.values.items()])
+        array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()
-        array.status = [status]
         self._diagnostics_pub.publish(array)
 
 

@@ -20,7 +20,6 @@ Linux, gets SIGTERM from the kernel if the demo dies without cleaning up (even b
 from __future__ import annotations
 
 import argparse
-import ctypes
 import os
 import random
 import signal
@@ -32,24 +31,29 @@ from pathlib import Path
 
 import numpy as np
 
-from dehaze_ros.stats import percentile
+from dehaze_ros import processes
+from dehaze_ros.stats import KEY_DEVICE, KEY_DROPPED, KEY_MODEL, percentile
 
+PACKAGE = "dehaze_ros"
 NAMESPACE = "/dehaze_demo"
 PROFILE_NAME = "fastdds_localhost.xml"
 STARTUP_TIMEOUT_S = 90.0
-PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+    # The node's defaults come from its parameter table (imported here: it loads torch, which
+    # the test helpers that only want local_dds_environment need not pay for).
+    from dehaze_ros.node_config import SPECS
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--duration", type=float, default=20.0, help="seconds to record after the first output")
-    parser.add_argument("--model", choices=("auto", "checkpoint", "dcp"), default="auto",
+    parser.add_argument("--model", choices=("auto", *SPECS["model"].choices), default="auto",
                         help="auto: the shipped checkpoint when there is one, else dcp")
     parser.add_argument("--checkpoint", default="", help="checkpoint path (model checkpoint); empty = shipped one")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    parser.add_argument("--max-side", type=int, default=320,
-                        help="dehaze_node max_side (0 = native; default 320, the node's default)")
+    parser.add_argument("--device", default=SPECS["device"].default, help="auto, cpu, cuda, cuda:N")
+    parser.add_argument("--max-side", type=int, default=SPECS["max_side"].default,
+                        help="dehaze_node max_side (0 = native; the default is the node's)")
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=480)
     parser.add_argument("--rate", type=float, default=10.0, help="camera frame rate requested (Hz)")
@@ -59,10 +63,15 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def find_localhost_profile() -> Path | None:
-    """config/fastdds_localhost.xml: in the installed share dir, or in the source tree."""
-    from dehaze_ros.node_config import package_file_candidates
-
-    return next((path for path in package_file_candidates("config", PROFILE_NAME) if path.is_file()), None)
+    """config/fastdds_localhost.xml: in the installed share dir (colcon), else in the source tree."""
+    candidates = []
+    try:
+        from ament_index_python.packages import get_package_share_directory
+        candidates.append(Path(get_package_share_directory(PACKAGE)) / "config" / PROFILE_NAME)
+    except (ImportError, LookupError, OSError):
+        pass  # not installed with colcon, or no ament_index (the virtualenv)
+    candidates.append(Path(__file__).resolve().parents[1] / "config" / PROFILE_NAME)
+    return next((path for path in candidates if path.is_file()), None)
 
 
 def local_dds_environment(base: dict[str, str] | None = None) -> dict[str, str]:
@@ -109,57 +118,8 @@ def choose_model(args: argparse.Namespace) -> tuple[str, str]:
     return choice.model, choice.checkpoint
 
 
-def _parent_death_signal():
-    """A preexec_fn that makes a child get SIGTERM when the demo dies, even by SIGKILL (Linux).
-
-    The children run in their own sessions (so a terminal's Ctrl-C reaches only the demo, which
-    stops them in order), which also means nothing else would take them down with the demo.
-    None where prctl(PR_SET_PDEATHSIG) does not exist.
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    parent = os.getpid()
-
-    def set_death_signal() -> None:
-        # Runs between fork and exec: libc was loaded above, in the parent, so nothing here
-        # takes a lock another thread of the parent might hold. The signal survives exec.
-        prctl(ctypes.c_int(PR_SET_PDEATHSIG), ctypes.c_ulong(signal.SIGTERM))
-        if os.getppid() != parent:  # the demo died before prctl took effect
-            os._exit(1)
-
-    return set_death_signal
-
-
-def start_child(module: str, ros_args: list[str], env: dict, log_path: Path) -> subprocess.Popen:
-    # The child writes to its own copy of the descriptor: the demo's is closed at once.
-    with open(log_path, "wb") as log_file:
-        return subprocess.Popen([sys.executable, "-m", module, "--ros-args", *ros_args],
-                                stdout=log_file, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True, preexec_fn=_parent_death_signal())
-
-
-def _signal_group(child: subprocess.Popen, signum: int) -> None:
-    """Signal the child's whole process group (it leads one: start_new_session)."""
-    try:
-        os.killpg(child.pid, signum)
-    except ProcessLookupError:
-        pass  # already gone
-
-
-def stop_children(children: list[subprocess.Popen]) -> None:
-    for child in children:
-        if child.poll() is None:
-            _signal_group(child, signal.SIGINT)
-    for child in children:
-        try:
-            child.wait(10)
-        except subprocess.TimeoutExpired:
-            _signal_group(child, signal.SIGKILL)
-            child.wait(5)
+def start_child(module: str, ros_args: list[str], env: dict, log_path: Path):
+    return processes.start([sys.executable, "-m", module, "--ros-args", *ros_args], log_path, env)
 
 
 def label_panel(panel: np.ndarray, text: str) -> None:
@@ -299,7 +259,10 @@ def run(args: argparse.Namespace) -> int:
     from rclpy.context import Context
     from rclpy.executors import SingleThreadedExecutor
 
+    from dehaze_ros.node_config import SPECS
+
     model, checkpoint = choose_model(args)
+    colormap_min_m, colormap_max_m = SPECS["colormap_min_m"].default, SPECS["colormap_max_m"].default
     output = args.output
     (output / "logs").mkdir(parents=True, exist_ok=True)
     for old in list(output.glob("mosaic_*.png")) + [output / "demo.mp4"]:
@@ -348,8 +311,8 @@ def run(args: argparse.Namespace) -> int:
         node = rclpy.create_node("demo_recorder", context=context)
         executor = SingleThreadedExecutor(context=context)
         executor.add_node(node)
-        depth_label = ("depth (relative, DCP)" if model == "dcp"
-                       else "depth colormap, 0.5-50 m log scale")
+        depth_label = ("depth (relative, DCP)" if model == "dcp" else
+                       f"depth colormap, {colormap_min_m:g}-{colormap_max_m:g} m log scale")
         recorder = Recorder(node, write_mosaic, ("hazy input", f"dehazed ({model})", depth_label))
 
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
@@ -374,7 +337,7 @@ def run(args: argparse.Namespace) -> int:
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown(context=context)
-        stop_children(children)
+        processes.stop(children)
         if video["writer"] is not None:
             video["writer"].release()
 
@@ -387,7 +350,7 @@ def run(args: argparse.Namespace) -> int:
     def delta(key: str) -> int:
         return counter(after, key) - counter(before, key)
 
-    dropped = delta("frames dropped (newer frame arrived)")
+    dropped = delta(KEY_DROPPED)
     out = recorder.outputs_of_window
     received = len(recorder.output_times)
     if received >= 2:
@@ -397,7 +360,7 @@ def run(args: argparse.Namespace) -> int:
     latencies = recorder.latencies_ms
     median = statistics.median(latencies) if latencies else float("nan")
     p95 = percentile(latencies, 0.95) if latencies else float("nan")
-    print(f"demo summary: model {after.get('model', model)} ({after.get('device', '?')}), {args.width}x{args.height}, "
+    print(f"demo summary: model {after.get(KEY_MODEL, model)} ({after.get(KEY_DEVICE, '?')}), {args.width}x{args.height}, "
           f"{args.duration:g} s: frames in {recorder.camera_frames}, out {out}, dropped {dropped}; "
           f"latency stamp->received median {median:.0f} ms, p95 {p95:.0f} ms; output {fps:.1f} fps; "
           f"wrote {video['saved']} PNG + MP4 of {video['mosaics']} mosaics ({video['frames'] / args.rate:.0f} s) "

@@ -8,16 +8,18 @@ a message is made), so these are tested without DDS.
 """
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import cached_property
+
 import numpy as np
 
-from dehaze_ros import image_conversion
+from dehaze_ros import image_conversion, visibility
+from dehaze_ros.camera import focal_from_hfov
 from dehaze_ros.colormap import depth_to_colormap
-from dehaze_ros.pointcloud import (IntrinsicsError, depth_to_points, intrinsics_from_camera_info,
-                                   make_pointcloud2)
-
-# The node's output topics (relative names), in the order it creates them.
-OUTPUT_TOPICS = ("dehazed/image", "dehazed/camera_info", "depth/image", "depth/camera_info",
-                 "depth/colormap", "points", "visibility")
+from dehaze_ros.pointcloud import (IntrinsicsError, camera_info_for_image, depth_to_points,
+                                   intrinsics_from_camera_info, make_pointcloud2)
 
 
 def decode_frame(msg, max_pixels: int | None) -> tuple[np.ndarray, str]:
@@ -74,3 +76,144 @@ def points_message(depth: np.ndarray, dehazed_rgb: np.ndarray | None, camera_inf
     fx, fy, cx, cy = intrinsics_from_camera_info(camera_info, width, height)
     xyz, rgb = depth_to_points(depth, fx, fy, cx, cy, decimation, dehazed_rgb)
     return make_pointcloud2(header, xyz, rgb)
+
+
+# ---------------------------------------------------------------------------------------------
+# The node's outputs as one table: the node creates a publisher per row, asks the engine for what
+# the rows with a subscriber need, and publishes each of them with the row's builder.
+
+RELATIVE_DEPTH_RULES = ("ok", "opt_in", "never")
+
+
+@dataclass
+class FrameProducts:
+    """One frame and what the node made of it: the input of every output's builder."""
+    header: object
+    width: int
+    height: int
+    config: object                 # the node's NodeConfig for this frame
+    camera_info: object = None     # the latest CameraInfo, or None
+    metric: bool = True            # the engine's depth is in metres (not relative, as dcp's)
+    depth_range: tuple[float, float] = (0.0, 0.0)   # the engine's, for the visibility estimate
+    image: np.ndarray | None = None                 # decoded, in the input's encoding
+    encoding: str = ""
+    rgb: np.ndarray | None = None
+    focal_px: float | None = None  # fx of this image from camera_info; None: assumed
+    result: object = None          # the EngineResult; None when no wanted output needs the engine
+
+    @cached_property
+    def camera_info_out(self):
+        """The CameraInfo describing the published images (both camera_info topics)."""
+        return camera_info_for_image(self.camera_info, self.width, self.height, self.header)
+
+    @cached_property
+    def visibility(self):
+        """The frame's VisibilityEstimate (computed once, when an output asks for it)."""
+        return visibility.estimate_from_result(self.result, self.rgb, self.config.max_side,
+                                               self.depth_range)
+
+
+def _dehazed(frame: FrameProducts):
+    return dehazed_message(frame.result.dehazed, frame.image, frame.encoding, frame.header)
+
+
+def _depth(frame: FrameProducts):
+    return depth_message(frame.result.depth, frame.header, frame.config.depth_inf_as_nan)
+
+
+def _colormap(frame: FrameProducts):
+    config = frame.config
+    return colormap_message(frame.result.depth, frame.header, frame.metric, config.colormap_min_m,
+                            config.colormap_max_m, config.colormap_relative_max)
+
+
+def _points(frame: FrameProducts):
+    return points_message(frame.result.depth, frame.result.dehazed, frame.camera_info, frame.header,
+                          frame.config.point_decimation)
+
+
+def _visibility(frame: FrameProducts):
+    focal_px = frame.focal_px
+    if focal_px is None:
+        focal_px = focal_from_hfov(frame.width, frame.config.default_hfov_deg)
+    return visibility.range_message(frame.visibility, frame.header,
+                                    visibility.horizontal_fov_rad(focal_px, frame.width))
+
+
+@dataclass(frozen=True)
+class Output:
+    """One output topic: its message, the parameter that switches it, what it needs, its builder."""
+    topic: str                       # relative name
+    message_type: str                # "package/msg/Name"
+    enabled_by: str                  # the boolean node parameter that switches it on and off
+    build: Callable[[FrameProducts], object]   # IntrinsicsError: not published for this frame
+    uses_dehazed: bool = False       # needs the engine's dehazed pixels
+    uses_depth: bool = False         # needs the engine's depth
+    needs_camera_info: bool = False
+    # With relative depth (model dcp): "ok" published anyway; "opt_in" only with
+    # publish_relative_depth (consumers of these read metres); "never" (needs metres).
+    relative_depth: str = "ok"
+
+    @property
+    def uses_engine(self) -> bool:
+        return self.uses_dehazed or self.uses_depth
+
+
+OUTPUTS: tuple[Output, ...] = (
+    Output("dehazed/image", "sensor_msgs/msg/Image", "publish_dehazed", _dehazed, uses_dehazed=True),
+    Output("dehazed/camera_info", "sensor_msgs/msg/CameraInfo", "publish_dehazed",
+           lambda frame: frame.camera_info_out, needs_camera_info=True),
+    Output("depth/image", "sensor_msgs/msg/Image", "publish_depth", _depth, uses_depth=True,
+           relative_depth="opt_in"),
+    Output("depth/camera_info", "sensor_msgs/msg/CameraInfo", "publish_depth",
+           lambda frame: frame.camera_info_out, needs_camera_info=True, relative_depth="opt_in"),
+    Output("depth/colormap", "sensor_msgs/msg/Image", "publish_colormap", _colormap, uses_depth=True),
+    # The cloud is coloured with the dehazed image.
+    Output("points", "sensor_msgs/msg/PointCloud2", "publish_points", _points, uses_dehazed=True,
+           uses_depth=True, needs_camera_info=True, relative_depth="opt_in"),
+    # Visibility is -ln(t) / depth: the depth network runs for it even when no depth topic has
+    # a subscriber; relative depth has no metres, so there is nothing to estimate.
+    Output("visibility", "sensor_msgs/msg/Range", "publish_visibility", _visibility, uses_depth=True,
+           relative_depth="never"),
+)
+
+
+def message_class(message_type: str):
+    """The Python class of 'package/msg/Name'."""
+    package, _, name = message_type.split("/")
+    return getattr(importlib.import_module(f"{package}.msg"), name)
+
+
+def wanted_outputs(config, subscribed: Callable[[str], bool], metric: bool, have_camera_info: bool,
+                   outputs: tuple[Output, ...] = OUTPUTS) -> tuple[Output, ...]:
+    """The outputs to make for a frame: switched on, with what they need, and listened to."""
+    def wanted(output: Output) -> bool:
+        if not getattr(config, output.enabled_by):
+            return False
+        if output.needs_camera_info and not have_camera_info:
+            return False
+        if not metric and (output.relative_depth == "never" or (
+                output.relative_depth == "opt_in" and not config.publish_relative_depth)):
+            return False
+        return subscribed(output.topic)
+
+    return tuple(output for output in outputs if wanted(output))
+
+
+def check_outputs(outputs: tuple[Output, ...], parameters: Mapping[str, object]) -> None:
+    """Raise ValueError naming every row that is not well formed: a topic listed twice, a switch
+    that is not a boolean parameter of ``parameters`` (node_config.SPECS), an unknown rule."""
+    problems, topics = [], set()
+    for output in outputs:
+        if output.topic in topics:
+            problems.append(f"{output.topic}: listed twice")
+        topics.add(output.topic)
+        spec = parameters.get(output.enabled_by)
+        if spec is None or not isinstance(spec.default, bool):
+            problems.append(f"{output.topic}: enabled_by {output.enabled_by!r} is not a boolean "
+                            "parameter of node_config.PARAMETERS; add a row there")
+        if output.relative_depth not in RELATIVE_DEPTH_RULES:
+            problems.append(f"{output.topic}: relative_depth must be one of "
+                            f"{', '.join(RELATIVE_DEPTH_RULES)}, got {output.relative_depth!r}")
+    if problems:
+        raise ValueError("output table: " + "; ".join(problems))

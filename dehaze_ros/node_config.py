@@ -16,22 +16,30 @@ returned to the node. What the node does with it depends on the stage. A ``start
 never be corrected at runtime (read-only), so the node logs an ERROR, runs with the default and
 keeps saying so in /diagnostics; refusing to configure would leave it stuck until a restart. A
 ``configure`` or ``live`` value can be set, so configure fails naming it until it is.
+
+The table is the one source: NodeConfig is made from it (a field per row), the EngineConfig
+fields are filled from the parameters of the same names, and config/dehaze.yaml is written from
+it (parameters_yaml); one test checks the YAML and the README's parameter table against it.
 """
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
 from dehaze_ros.camera import DEFAULT_HFOV_DEG
+# The engine's own lists of choices: the table offers exactly what the engine accepts. This
+# loads torch (about a second) with the table; the node loads it for configure anyway, and the
+# programs that read the table (process_bag, the demo) run the engine too.
+from dehaze_ros.engine import DEFAULT_CHECKPOINT, MODELS, PRECISIONS, EngineConfig
+from dehaze_ros.image_conversion import DEFAULT_MAX_PIXELS
 
 STAGES = ("startup", "configure", "live")
 PACKAGE = "dehaze_ros"
 _TYPE_NAMES = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
-# NodeConfig fields that are EngineConfig fields: the engine validates them (one set of rules).
-ENGINE_FIELDS = ("model", "checkpoint", "device", "precision", "max_side", "warmup", "num_threads",
-                 "default_hfov_deg")
 
 
 class ConfigError(ValueError):
@@ -80,12 +88,12 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
                   "Configure and activate on start-up; false waits for a lifecycle manager "
                   "(~/change_state).", "startup"),
     ParameterSpec("input_transport", "raw",
-                  "One of: raw, compressed. raw: subscribe to `image` (sensor_msgs/Image); "
+                  "raw: subscribe to `image` (sensor_msgs/Image); "
                   "compressed: subscribe to `<image>/compressed` (sensor_msgs/CompressedImage, "
                   "jpeg or png).",
                   "startup", choices=("raw", "compressed")),
     ParameterSpec("input_reliability", "best_effort",
-                  "One of: best_effort, reliable. QoS reliability of the image and camera_info "
+                  "QoS reliability of the image and camera_info "
                   "subscriptions: best_effort (sensor-data QoS) matches every publisher; reliable "
                   "only matches reliable ones.",
                   "startup", choices=("best_effort", "reliable")),
@@ -95,7 +103,7 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("model", "checkpoint",
                   "checkpoint: DIACMPN networks from `checkpoint` (metric depth); dcp: Dark "
                   "Channel Prior, no weights, relative depth only.",
-                  "configure", choices=("checkpoint", "dcp")),
+                  "configure", choices=MODELS),
     ParameterSpec("checkpoint", "",
                   "Path of a dehaze_ros checkpoint (.pt). Empty: the checkpoint shipped with the "
                   "package (share/dehaze_ros/checkpoints/default.pt); without one the node falls "
@@ -105,7 +113,7 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("precision", "auto",
                   "auto (bf16 on CUDA GPUs that support it, else fp16; fp32 on CPU), fp32, fp16 or bf16 "
                   "(fp16 needs CUDA; bf16 on a CPU needs native bf16, AVX512-BF16 or AMX).",
-                  "configure", choices=("auto", "fp32", "fp16", "bf16")),
+                  "configure", choices=PRECISIONS),
     ParameterSpec("max_side", 320,
                   "Run the networks with the longer image side at most this many pixels (outputs "
                   "keep the input size); 0 = native resolution. 320: the shipped checkpoint's "
@@ -159,7 +167,7 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("max_rate_hz", 0.0,
                   "Process at most this many frames per second (newest frame wins); 0 = as fast "
                   "as frames arrive and the model allows.", "live", minimum=0.0, maximum=1000.0),
-    ParameterSpec("max_input_pixels", 4096 * 4096,
+    ParameterSpec("max_input_pixels", DEFAULT_MAX_PIXELS,
                   "Drop frames with more pixels (width x height) than this as invalid, raw or "
                   "compressed; a compressed frame's size is read from its PNG/JPEG header before "
                   "anything is decoded, so a small file that declares a huge image costs nothing. "
@@ -175,33 +183,14 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
 SPECS = {spec.name: spec for spec in PARAMETERS}
 
 
-@dataclass(frozen=True)
-class NodeConfig:
-    autostart: bool = True
-    input_transport: str = "raw"
-    input_reliability: str = "best_effort"
-    diagnostics_period: float = 1.0
-    model: str = "checkpoint"
-    checkpoint: str = ""
-    device: str = "auto"
-    precision: str = "auto"
-    max_side: int = 320
-    num_threads: int = 0
-    default_hfov_deg: float = DEFAULT_HFOV_DEG
-    warmup: int = 1
-    publish_dehazed: bool = True
-    publish_depth: bool = True
-    publish_colormap: bool = True
-    publish_points: bool = True
-    publish_visibility: bool = True
-    publish_relative_depth: bool = False
-    colormap_min_m: float = 0.5
-    colormap_max_m: float = 50.0
-    colormap_relative_max: float = 2.3
-    point_decimation: int = 4
-    max_rate_hz: float = 0.0
-    max_input_pixels: int = 4096 * 4096
-    depth_inf_as_nan: bool = False
+# Parameters that are EngineConfig fields, matched by name: the node hands them to the engine,
+# whose own rules (device names, the smallest max_side, ...) validate them. A new engine setting
+# needs only a row above; test_node_helpers fails while an EngineConfig field has none.
+ENGINE_PARAMETERS = tuple(field.name for field in dataclasses.fields(EngineConfig) if field.name in SPECS)
+
+
+class _NodeConfigRules:
+    """The methods of NodeConfig; its fields are the rows of PARAMETERS (see below)."""
 
     def validate(self) -> None:
         """Raise ConfigError listing every problem (types, choices, ranges, cross-field rules)."""
@@ -215,10 +204,9 @@ class NodeConfig:
                 and not self.colormap_min_m < self.colormap_max_m:
             problems.append(f"colormap_min_m ({self.colormap_min_m}) must be smaller than "
                             f"colormap_max_m ({self.colormap_max_m})")
-        # The engine's own rules (device names, the smallest max_side, ...) live in
-        # EngineConfig.validate; asked only when the table found its fields well-typed, so a
-        # problem is reported once. It names one problem at a time.
-        if not bad_fields & set(ENGINE_FIELDS):
+        # The engine's own rules live in EngineConfig.validate; asked only when the table found
+        # its fields well-typed, so a problem is reported once. It names one problem at a time.
+        if not bad_fields & set(ENGINE_PARAMETERS):
             try:
                 self.engine_config().validate()
             except ValueError as exc:
@@ -226,20 +214,25 @@ class NodeConfig:
         if problems:
             raise ConfigError("invalid parameters: " + "; ".join(problems))
 
-    def engine_config(self, choice: ModelChoice | None = None):
-        """The dehaze_ros.engine.EngineConfig these parameters describe; model and checkpoint
-        from ``choice`` (resolve_model) when given, else as the parameters say."""
-        # Imported here: the engine imports torch (~1 s), which declaring parameters or reading
-        # this table (tests, docs, launch tooling) should not pay for.
-        from dehaze_ros.engine import EngineConfig
-
-        model, checkpoint = (choice.model, choice.checkpoint) if choice else (self.model, self.checkpoint)
-        return EngineConfig(model=model, checkpoint=checkpoint, device=self.device,
-                            precision=self.precision, max_side=self.max_side, warmup=self.warmup,
-                            num_threads=self.num_threads, default_hfov_deg=self.default_hfov_deg)
+    def engine_config(self, choice: ModelChoice | None = None) -> EngineConfig:
+        """The EngineConfig these parameters describe: every EngineConfig field from the parameter
+        of its name; model and checkpoint from ``choice`` (resolve_model) when given."""
+        values = {name: getattr(self, name) for name in ENGINE_PARAMETERS}
+        if choice is not None:
+            values.update(model=choice.model, checkpoint=choice.checkpoint)
+        return EngineConfig(**values)
 
     def replace(self, **changes) -> "NodeConfig":
         return dataclasses.replace(self, **changes)
+
+
+# The node's parameters as one frozen dataclass, made from the table: a field per row, of the
+# row's type, at the row's default. Adding a parameter is adding a row.
+NodeConfig = dataclasses.make_dataclass(
+    "NodeConfig",
+    [(spec.name, type(spec.default), dataclasses.field(default=spec.default)) for spec in PARAMETERS],
+    bases=(_NodeConfigRules,), frozen=True)
+NodeConfig.__module__ = __name__  # make_dataclass's `module` argument is Python 3.12's
 
 
 def package_file_candidates(*parts: str) -> list[Path]:
@@ -258,8 +251,6 @@ def package_file_candidates(*parts: str) -> list[Path]:
 
 def default_checkpoint_candidates() -> list[Path]:
     """The shipped checkpoint: installed share dir, then the engine's default next to the code."""
-    from dehaze_ros.engine import DEFAULT_CHECKPOINT  # imports torch: only when a path is needed
-
     # The source-tree candidate is dropped: checkpoints/ lives inside the package, not beside it.
     return package_file_candidates("checkpoints", "default.pt")[:-1] + [DEFAULT_CHECKPOINT]
 
@@ -299,6 +290,42 @@ class RefusedValue:
         return f"{self.spec.name}:={self.given!r} is not {self.spec.allowed}"
 
 
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def parameters_yaml() -> str:
+    """config/dehaze.yaml, written from the table: every parameter at its default, with its stage,
+    description, choices and range as a comment. test_node_config_files checks that the file is
+    exactly this; after changing the table, regenerate it with
+    ``python -c "from dehaze_ros.node_config import parameters_yaml as y; print(y(), end='')" > config/dehaze.yaml``.
+    """
+    lines = [
+        "# dehaze_node parameters. Every parameter the node declares is listed, at its default.",
+        "# Written from the parameter table in dehaze_ros/node_config.py (parameters_yaml): change",
+        "# the table, not this file (a test checks that they agree).",
+        "# Load with: ros2 run dehaze_ros dehaze_node --ros-args --params-file config/dehaze.yaml",
+        "# (the launch file does this). `/**` matches the node under any name or namespace.",
+        "# When a change takes effect: [startup] read-only, fixed at start-up; [configure] applied by",
+        "# the configure transition (change while unconfigured); [live] applied to the next frame.",
+        "# QoS of any topic can be overridden too, e.g.",
+        "#   qos_overrides./camera/image_raw.subscription.reliability: reliable",
+        "/**:",
+        "  ros__parameters:",
+    ]
+    for spec in PARAMETERS:
+        comment = f"[{spec.stage}] {spec.description}"
+        if spec.choices:
+            comment += " One of: " + ", ".join(spec.choices) + "."
+        elif spec.minimum is not None:
+            comment += f" Range {_number(spec.minimum)} to {_number(spec.maximum)}."
+        lines += textwrap.wrap(comment, width=100, initial_indent="    # ",
+                               subsequent_indent="    # ", break_on_hyphens=False)
+        # JSON spells bools, numbers and quoted strings as YAML reads them.
+        lines.append(f"    {spec.name}: {json.dumps(spec.default)}")
+    return "\n".join(lines) + "\n"
+
+
 # ---------------------------------------------------------------------------------------------
 # rclpy side: declaration with descriptors and reading back. rclpy is imported inside the
 # functions so that the table above can be inspected (tests, docs) without a ROS install.
@@ -327,6 +354,22 @@ def _descriptor(spec: ParameterSpec):
     return descriptor
 
 
+def _value_given_at_startup(node, spec: ParameterSpec):
+    """The value of ``spec`` as the node was started (-p, --params-file), else its default.
+
+    rclpy applies start-up values when a parameter is declared, and refuses one that fails the
+    descriptor without telling which value it was. So the parameter is first declared with a
+    descriptor that takes any value of any type, read back, and undeclared again; the real
+    declaration follows. (rclpy has no public getter for the start-up values.)
+    """
+    from rcl_interfaces.msg import ParameterDescriptor
+
+    given = node.declare_parameter(spec.name, spec.default,
+                                   ParameterDescriptor(dynamic_typing=True)).value
+    node.undeclare_parameter(spec.name)
+    return given
+
+
 def declare_node_parameters(node) -> list[RefusedValue]:
     """Declare every parameter on ``node``; return the start-up values that had to be refused
     (each is declared with its default instead, so the node comes up)."""
@@ -335,14 +378,9 @@ def declare_node_parameters(node) -> list[RefusedValue]:
     refused = []
     for spec in PARAMETERS:
         descriptor = _descriptor(spec)
-        # rclpy keeps the start-up values (-p, --params-file) in node._parameter_overrides, with
-        # no public getter. Checking them against the table here catches what a descriptor cannot
-        # express (choices) and keeps the refused value, to name it in the error.
-        override = node._parameter_overrides.get(spec.name)
-        if override is None:
-            node.declare_parameter(spec.name, spec.default, descriptor)
-            continue
-        given = override.value
+        # Checked against the table here, which catches what a descriptor cannot express
+        # (choices) and keeps the refused value, to name it in the error.
+        given = _value_given_at_startup(node, spec)
         if not spec.problems(given):
             # `-p colormap_max_m:=50` arrives as an integer: declare the float it means.
             value = float(given) if isinstance(spec.default, float) else given

@@ -1,7 +1,34 @@
-"""Latency statistics shared by the node's diagnostics and the demo's summary line."""
+"""The node's frame counters and its /diagnostics content, as plain Python (no rclpy).
+
+FrameStats is written by the node's callbacks and worker under one lock; ``snapshot()`` copies it.
+``diagnose(current, previous, node)`` turns two snapshots (the rates are counted between them)
+and what the node is doing into the level, message and key-values of its diagnostics status:
+a pure function, tested without DDS. The demo reads the same keys (KEY_*), and percentile is the
+one latency statistic of both.
+"""
 from __future__ import annotations
 
-from collections.abc import Iterable
+import statistics
+import threading
+from collections import deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+LATENCY_WINDOW = 200          # recent frames the latency statistics cover
+OK, WARN, ERROR = 0, 1, 2     # diagnostic_msgs/DiagnosticStatus levels
+
+# Keys of the diagnostics key-values that programs read (the demo, tests, monitoring): the text
+# is what people see in rqt_runtime_monitor; readers use these names, never a copy of the text.
+KEY_STATE = "state"
+KEY_RECEIVED = "frames received"
+KEY_PROCESSED = "frames processed"
+KEY_DROPPED = "frames dropped (newer frame arrived)"
+KEY_INVALID = "frames invalid (bad data)"
+KEY_MODEL = "model"
+KEY_DEVICE = "device"
+
+VISIBILITY_NEEDS_METRES = ("visibility is not published: it needs metric depth and the model's "
+                           "depth is relative (model dcp); use a checkpoint")
 
 
 def percentile(samples: Iterable[float], fraction: float) -> float:
@@ -14,3 +41,233 @@ def percentile(samples: Iterable[float], fraction: float) -> float:
     if not ordered:
         raise ValueError("percentile of no samples")
     return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
+
+
+@dataclass(frozen=True)
+class StatsSnapshot:
+    """FrameStats at one moment (``taken_at``, time.monotonic())."""
+    taken_at: float
+    received: int = 0          # frames that reached the subscription callback
+    processed: int = 0         # frames whose outputs were published
+    with_depth: int = 0        # ... of which the depth network ran for (someone wanted depth)
+    dropped: int = 0           # replaced by a newer frame before the worker took them
+    invalid: int = 0           # bad data: wrong size, unknown encoding, corrupt JPEG, ...
+    skipped: int = 0           # nobody subscribed to any output
+    failed: int = 0            # the engine raised
+    with_visibility: int = 0   # frames whose visibility was estimated (someone subscribed)
+    visibility: object = None  # the last VisibilityEstimate
+    focal_assumed: bool | None = None        # last depth frame: metres from default_hfov_deg
+    last_problem: str = ""
+    last_problem_at: float | None = None     # time.monotonic() of the last invalid/failed frame
+    last_good_at: float | None = None        # ... of the last frame processed or skipped
+    last_received_at: float | None = None
+    processing_ms: tuple[float, ...] = ()    # receive -> published
+    stamp_age_ms: tuple[float, ...] = ()     # header stamp -> published
+    inference_ms: tuple[float, ...] = ()     # engine.process
+
+    @property
+    def bad(self) -> int:
+        return self.invalid + self.failed
+
+
+class FrameStats:
+    """Counters and latency samples, written by the callbacks and the worker under one lock."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._counts = dict(received=0, processed=0, with_depth=0, dropped=0, invalid=0, skipped=0,
+                            failed=0, with_visibility=0)
+        self._last = dict(visibility=None, focal_assumed=None, last_problem="", last_problem_at=None,
+                          last_good_at=None, last_received_at=None)
+        self._samples = {name: deque(maxlen=LATENCY_WINDOW)
+                         for name in ("processing_ms", "stamp_age_ms", "inference_ms")}
+
+    def received(self, now: float, replaced_unprocessed: bool) -> None:
+        with self._lock:
+            self._counts["received"] += 1
+            self._counts["dropped"] += int(replaced_unprocessed)
+            self._last["last_received_at"] = now
+
+    def problem(self, counter: str, text: str, now: float) -> None:
+        """A frame that could not be used: ``counter`` is "invalid" (its data) or "failed" (the engine)."""
+        with self._lock:
+            self._counts[counter] += 1
+            self._last.update(last_problem=text, last_problem_at=now)
+
+    def skipped(self, now: float) -> None:
+        with self._lock:
+            self._counts["skipped"] += 1
+            self._last["last_good_at"] = now
+
+    def processed(self, now: float, received_at: float, inference_ms: float,
+                  focal_assumed: bool | None, estimate, stamp_age_ms: float | None) -> None:
+        """A frame whose outputs were published; ``focal_assumed`` None: no depth was computed,
+        ``estimate`` None: no visibility."""
+        with self._lock:
+            self._counts["processed"] += 1
+            self._last["last_good_at"] = now
+            if focal_assumed is not None:
+                self._counts["with_depth"] += 1
+                self._last["focal_assumed"] = focal_assumed
+            if estimate is not None:
+                self._counts["with_visibility"] += 1
+                self._last["visibility"] = estimate
+            self._samples["processing_ms"].append((now - received_at) * 1e3)
+            self._samples["inference_ms"].append(inference_ms)
+            if stamp_age_ms is not None:
+                self._samples["stamp_age_ms"].append(stamp_age_ms)
+
+    def snapshot(self, now: float) -> StatsSnapshot:
+        with self._lock:
+            return StatsSnapshot(taken_at=now, **self._counts, **self._last,
+                                 **{name: tuple(values) for name, values in self._samples.items()})
+
+
+@dataclass(frozen=True)
+class NodeView:
+    """What the node is doing, besides its frame counts: the rest of the diagnostics' input."""
+    state: str                                   # unconfigured | inactive | active | finalized
+    configure_error: str = ""
+    input_topic: str = ""
+    have_camera_info: bool = False
+    active_since: float | None = None
+    diagnostics_period: float = 1.0
+    startup_refusals: tuple[str, ...] = ()
+    engine_info: Mapping[str, object] = field(default_factory=dict)   # engine.describe()
+    config: object = None                        # NodeConfig while configured
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    level: int                   # OK, WARN or ERROR
+    message: str
+    values: dict[str, str]
+
+
+def relative_depth_note(publish_relative_depth: bool) -> str:
+    if publish_relative_depth:
+        return ("depth is RELATIVE (model dcp): depth/image and points carry unitless optical "
+                "depth, not metres (publish_relative_depth is true)")
+    return ("depth is RELATIVE (model dcp): depth/image and points are not published; "
+            "depth/colormap shows it. Use a checkpoint for metric depth, or set "
+            "publish_relative_depth:=true")
+
+
+def _metric_scale_source(focal_assumed: bool | None, node: NodeView) -> str:
+    if node.engine_info.get("depth_units") != "meters" or focal_assumed is None:
+        return "n/a"
+    if not node.engine_info.get("canonical_focal_px"):
+        return "the checkpoint (no camera model: metres only near its training pixel scale)"
+    if focal_assumed:
+        hfov = f"{node.config.default_hfov_deg:g} deg" if node.config else "default_hfov_deg"
+        return f"assumed field of view ({hfov}, no usable camera_info)"
+    return "camera_info focal length"
+
+
+def _visibility_values(estimate, node: NodeView) -> dict[str, str]:
+    """The last visibility estimate, or why there is none, as diagnostics key-values."""
+    if node.config is not None and not node.config.publish_visibility:
+        note = "off (publish_visibility is false)"
+    elif node.engine_info and node.engine_info.get("depth_units") != "meters":
+        note = VISIBILITY_NEEDS_METRES
+    elif estimate is None:
+        note = "not computed yet (computed only while `visibility` has a subscriber)"
+    else:
+        low, high = estimate.interval_m
+        return {"visibility (m)": f"{estimate.visibility_m:.1f}",
+                "visibility beta (1/m)": f"{estimate.beta_per_m:.5g}",
+                "visibility valid": str(estimate.valid).lower(),
+                "visibility status": estimate.status,
+                "visibility interquartile (m)": f"{low:.1f} .. {high:.1f}",
+                "visibility": estimate.describe(),
+                "visibility transmission from": estimate.transmission_source or "n/a"}
+    return {"visibility (m)": "n/a", "visibility beta (1/m)": "n/a", "visibility valid": "false",
+            "visibility status": "none", "visibility": note}
+
+
+def diagnose(current: StatsSnapshot, previous: StatsSnapshot, node: NodeView) -> Diagnosis:
+    """The diagnostics status for ``current``; rates and "recent" problems count from ``previous``
+    (the snapshot of the last diagnostics message)."""
+    now = current.taken_at
+    elapsed = max(now - previous.taken_at, 1e-6)
+    input_rate = max(0, current.received - previous.received) / elapsed
+    output_rate = max(0, current.processed - previous.processed) / elapsed
+    # The level describes the recent window, the counters the whole run: one corrupt frame
+    # warns in the period it arrived and for as long as no good frame has followed it.
+    recent_bad = max(0, current.bad - previous.bad)
+    problem_is_current = current.last_problem_at is not None and (
+        recent_bad > 0 or current.last_good_at is None or current.last_good_at < current.last_problem_at)
+    config = node.config
+
+    level, messages = OK, []
+    if node.state == "unconfigured":
+        if node.configure_error:
+            level, messages = ERROR, [node.configure_error]
+        else:
+            level, messages = WARN, ["unconfigured: waiting for configure"]
+    elif node.state == "inactive":
+        messages = ["inactive: not processing (activate to start)"]
+    elif node.state == "active":
+        silent_for = now - (current.last_received_at or node.active_since or now)
+        if silent_for > max(2.0, 2.0 * node.diagnostics_period):
+            level = WARN
+            never = "no frame received" if current.last_received_at is None else "no new frame"
+            messages.append(
+                f"NO INPUT: {never} on {node.input_topic} for {silent_for:.1f} s; check the "
+                "topic remapping, the publisher's QoS, and FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA "
+                "for large images")
+        else:
+            messages.append(f"processing {output_rate:.1f} Hz of {input_rate:.1f} Hz input")
+        if not node.have_camera_info:
+            messages.append("no camera_info received: points and camera_info outputs are off")
+        if problem_is_current:
+            level = max(level, WARN)
+            messages.append(
+                f"{recent_bad} bad frame(s) in the last {elapsed:.1f} s; last problem: {current.last_problem}"
+                if recent_bad else f"no good frame since the last problem: {current.last_problem}")
+    if current.focal_assumed and config is not None:
+        messages.append(f"metric depth assumes a {config.default_hfov_deg:g} degree field of view "
+                        "(no usable camera_info)")
+    if config is not None and node.engine_info.get("depth_units") not in (None, "meters"):
+        level = max(level, WARN)
+        messages.append(relative_depth_note(config.publish_relative_depth))
+    if node.startup_refusals:
+        # ERROR although frames may flow: the node is not doing what it was told (a misspelt
+        # input_transport listens on the wrong topic) until it is restarted.
+        level = max(level, ERROR)
+        messages.append("start-up parameters refused, running with defaults until restarted: "
+                        + "; ".join(node.startup_refusals))
+
+    def ms(samples, fraction):
+        return f"{percentile(samples, fraction):.1f}" if samples else "n/a"
+
+    values = {
+        KEY_STATE: node.state,
+        "input topic": node.input_topic or "(not subscribed)",
+        "input rate (Hz)": f"{input_rate:.2f}",
+        "output rate (Hz)": f"{output_rate:.2f}",
+        KEY_RECEIVED: str(current.received),
+        KEY_PROCESSED: str(current.processed),
+        "frames processed with depth": str(current.with_depth),
+        KEY_DROPPED: str(current.dropped),
+        KEY_INVALID: str(current.invalid),
+        "frames skipped (no subscribers)": str(current.skipped),
+        "frames failed (engine error)": str(current.failed),
+        "latency receive->publish median (ms)": ms(current.processing_ms, 0.5),
+        "latency receive->publish p95 (ms)": ms(current.processing_ms, 0.95),
+        "latency stamp->publish median (ms)": ms(current.stamp_age_ms, 0.5),
+        "latency stamp->publish p95 (ms)": ms(current.stamp_age_ms, 0.95),
+        "inference median (ms)": (f"{statistics.median(current.inference_ms):.1f}"
+                                  if current.inference_ms else "n/a"),
+        "last problem": current.last_problem or "none",
+        "seconds since last problem": (f"{now - current.last_problem_at:.1f}"
+                                       if current.last_problem_at is not None else "n/a"),
+        "refused start-up parameters": "; ".join(node.startup_refusals) or "none",
+        "metric scale from": _metric_scale_source(current.focal_assumed, node),
+        "frames with visibility": str(current.with_visibility),
+    }
+    values.update(_visibility_values(current.visibility, node))
+    for key in (KEY_MODEL, KEY_DEVICE, "precision", "depth_units", "checkpoint", "max_side"):
+        if key in node.engine_info:
+            values[key.replace("_", " ")] = str(node.engine_info[key])
+    return Diagnosis(level, "; ".join(messages), values)

@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import os
 import random
-import signal
 import struct
-import subprocess
 import sys
 import tempfile
 import time
 import warnings
 import zlib
 from pathlib import Path
+
+from dehaze_ros import processes
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LOG_TAIL_LINES = 40  # of a hung node's log, shown in the warning about it
@@ -48,16 +48,19 @@ def child_env() -> dict[str, str]:
 
 
 class NodeProcess:
-    """`python -m <module> --ros-args ...` in a child process, its output kept in a file."""
+    """`python -m <module> --ros-args ...` in a child process, its output kept in a file.
+
+    Started and stopped like the demo's nodes (dehaze_ros.processes): in a session of its own,
+    taken down by the kernel if the test process dies, stopped with SIGINT (a clean rclpy
+    shutdown), killed if that does not end it.
+    """
 
     def __init__(self, module: str, ros_args: list[str], name: str):
         descriptor, path = tempfile.mkstemp(prefix=f"{name}.", suffix=".log")
+        os.close(descriptor)
         self.log_path = Path(path)
         self.command = [sys.executable, "-m", module, "--ros-args", *ros_args]
-        # The child writes through its own copy of the descriptor; ours is closed at once.
-        with os.fdopen(descriptor, "wb") as log_file:
-            self.process = subprocess.Popen(self.command, stdout=log_file, stderr=subprocess.STDOUT,
-                                            env=child_env(), cwd=REPO_ROOT)
+        self.process = processes.start(self.command, self.log_path, child_env(), cwd=REPO_ROOT)
 
     @property
     def alive(self) -> bool:
@@ -69,22 +72,14 @@ class NodeProcess:
         return self.log_path.read_text(errors="replace")
 
     def stop(self, timeout: float = 10.0) -> int:
-        """SIGINT (a clean rclpy shutdown), then SIGKILL if it does not exit in ``timeout``.
+        """SIGINT, then SIGKILL if it does not exit in ``timeout``.
 
         The log file is removed: a test that needs it reads log() before stopping, and the
         harness puts it into its assertion messages. It is kept, with a pytest warning naming
         it and showing its tail, when the process hung and had to be killed (nothing else
         would show why), or when DEHAZE_TEST_KEEP_LOGS is set.
         """
-        hung = False
-        if self.alive:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                hung = True
-                self.process.kill()
-                self.process.wait(5)
+        hung = bool(processes.stop([self.process], timeout))
         if hung and self.log_path.exists():
             tail = "\n".join(self.log().splitlines()[-LOG_TAIL_LINES:])
             warnings.warn(f"{self.command[2]} did not stop within {timeout} s of SIGINT and was "

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dehaze_ros.node_config import PARAMETERS, SPECS
+from dehaze_ros.frame_outputs import OUTPUTS
+from dehaze_ros.node_config import PARAMETERS, SPECS, parameters_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 YAML_PATH = ROOT / "config" / "dehaze.yaml"
@@ -55,19 +56,27 @@ def launch_parameter_overrides() -> list[str]:
     raise AssertionError("launch file starts no LifecycleNode")
 
 
-def test_yaml_lists_every_declared_parameter_at_its_default_with_a_comment():
+def test_yaml_and_readme_agree_with_the_parameter_and_output_tables():
+    # The table in node_config is the one source; these are the two copies people read.
+    assert YAML_PATH.read_text() == parameters_yaml(), (
+        "config/dehaze.yaml differs from the parameter table; regenerate it (see "
+        "node_config.parameters_yaml)")
     values = yaml_parameters()
-    assert set(values) == set(SPECS), (
-        f"missing from YAML: {sorted(set(SPECS) - set(values))}; "
-        f"not declared by the node: {sorted(set(values) - set(SPECS))}")
+    assert list(values) == [spec.name for spec in PARAMETERS]
+    assert all(type(values[spec.name]) is type(spec.default) for spec in PARAMETERS)
+
+    readme = (ROOT / "README.md").read_text()
+    rows = {match.group(1): match for match in
+            re.finditer(r"^\| `(\w+)` \| `([^`]*)` \| (\w+) \|", readme, re.MULTILINE)}
     for spec in PARAMETERS:
-        assert values[spec.name] == spec.default, spec.name
-        assert type(values[spec.name]) is type(spec.default), f"{spec.name}: YAML type differs"
-    lines = YAML_PATH.read_text().splitlines()
-    for index, line in enumerate(lines):
-        match = re.match(r"^    (\w+):", line)
-        if match:
-            assert lines[index - 1].strip().startswith("#"), f"{match.group(1)} has no comment above it"
+        assert spec.name in rows, f"README parameter table has no row for {spec.name}"
+        default = yaml.safe_load(rows[spec.name].group(2))
+        assert default == spec.default, f"README says {spec.name} defaults to {default!r}, the node {spec.default!r}"
+        assert rows[spec.name].group(3) == spec.stage, f"README gives {spec.name} the wrong stage"
+    topics = dict(re.findall(r"^\| `([\w/]+)` \| (\w+/\w+) \| out \|", readme, re.MULTILINE))
+    for output in OUTPUTS:
+        package, _, name = output.message_type.split("/")
+        assert topics.get(output.topic) == f"{package}/{name}", f"README topic table: {output.topic}"
 
 
 def test_launch_overrides_are_declared_parameters_with_matching_defaults():
@@ -165,15 +174,3 @@ def test_params_file_loads_into_the_node(ros_context, start_node, probe):
     state = probe.call(GetState, "/params_file/dehaze_node/get_state", GetState.Request()).current_state
     assert state.id == State.PRIMARY_STATE_INACTIVE
     assert node.alive
-
-
-def test_readme_parameter_table_matches_the_declared_parameters():
-    # The README's table is what users read: a default changed in code must change there too.
-    readme = (ROOT / "README.md").read_text()
-    rows = {match.group(1): match for match in
-            re.finditer(r"^\| `(\w+)` \| `([^`]*)` \| (\w+) \|", readme, re.MULTILINE)}
-    for spec in PARAMETERS:
-        assert spec.name in rows, f"README parameter table has no row for {spec.name}"
-        default = yaml.safe_load(rows[spec.name].group(2))
-        assert default == spec.default, f"README says {spec.name} defaults to {default!r}, the node {spec.default!r}"
-        assert rows[spec.name].group(3) == spec.stage, f"README gives {spec.name} the wrong stage"

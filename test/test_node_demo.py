@@ -15,6 +15,7 @@ import pytest
 
 pytest.importorskip("rclpy", reason="rclpy is not installed (pip install -r requirements-ros-pypi.txt)")
 
+from dehaze_ros import processes  # noqa: E402
 from ros_helpers import REPO_ROOT, child_env  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
@@ -58,12 +59,7 @@ def start_demo(marker: str, output: Path, duration: float) -> subprocess.Popen:
 
 
 def kill_group(process: subprocess.Popen) -> None:
-    if process.poll() is not None:
-        return  # reaped: its pid may already belong to someone else
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    processes.signal_group(process, signal.SIGKILL)
 
 
 def test_demo_records_mosaics_and_video_prints_a_summary_and_cleans_up(tmp_path):

@@ -1,4 +1,5 @@
 """The node's pure parts without DDS: point cloud geometry, fixed-range colormap, parameter table."""
+import dataclasses
 import math
 
 import numpy as np
@@ -7,8 +8,9 @@ import pytest
 sensor_msgs = pytest.importorskip("sensor_msgs.msg", reason="sensor_msgs (ROS message package) missing")
 
 from dehaze_ros.colormap import depth_to_colormap  # noqa: E402
-from dehaze_ros.node_config import (PARAMETERS, ConfigError, NodeConfig,  # noqa: E402
-                                    integers_as_floats, resolve_model)
+from dehaze_ros.engine import MODELS, PRECISIONS, EngineConfig  # noqa: E402
+from dehaze_ros.node_config import (PARAMETERS, SPECS, ConfigError, ModelChoice,  # noqa: E402
+                                    NodeConfig, integers_as_floats, resolve_model)
 from dehaze_ros.pointcloud import (IntrinsicsError, camera_info_for_image,  # noqa: E402
                                    depth_to_points, intrinsics_from_camera_info,
                                    make_pointcloud2, pointcloud2_to_arrays)
@@ -120,12 +122,6 @@ def test_integers_for_float_parameters_become_doubles():
         (Parameter.Type.STRING, "near"), (Parameter.Type.BOOL, True)]
 
 
-def test_pixel_limit_default_is_the_conversion_default():
-    from dehaze_ros.image_conversion import DEFAULT_MAX_PIXELS
-
-    assert NodeConfig().max_input_pixels == DEFAULT_MAX_PIXELS == 4096 * 4096
-
-
 def test_colormap_range_is_fixed_not_per_frame():
     near_frame = np.full((2, 2), 5.0, np.float32)
     mixed_frame = np.array([[5.0, 40.0], [1.0, 5.0]], np.float32)
@@ -149,13 +145,23 @@ def test_colormap_rep117_values():
         depth_to_colormap(depth, 5.0, 5.0)
 
 
-def test_node_config_defaults_match_the_parameter_table():
+def test_node_config_is_the_parameter_table_and_fills_the_engine_config_by_name():
     config = NodeConfig()
-    assert {spec.name for spec in PARAMETERS} == set(config.__dataclass_fields__)
-    for spec in PARAMETERS:
-        assert getattr(config, spec.name) == spec.default, spec.name
-        assert spec.description and spec.stage in ("startup", "configure", "live")
+    assert [field.name for field in dataclasses.fields(config)] == [spec.name for spec in PARAMETERS]
+    assert all(getattr(config, spec.name) == spec.default for spec in PARAMETERS)
     config.validate()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.max_side = 0
+    # Every engine setting is reachable as a node parameter of the same name; the defaults the
+    # node gives differ on purpose (max_side 320 here, native in the engine).
+    missing = [field.name for field in dataclasses.fields(EngineConfig) if field.name not in SPECS]
+    assert not missing, f"EngineConfig fields without a row in node_config.PARAMETERS: {missing}"
+    engine = NodeConfig(max_side=64, precision="fp32", warmup=0).engine_config()
+    assert (engine.max_side, engine.precision, engine.warmup) == (64, "fp32", 0)
+    chosen = NodeConfig(model="checkpoint").engine_config(ModelChoice("dcp", ""))
+    assert (chosen.model, chosen.checkpoint, chosen.max_side) == ("dcp", "", 320)
+    # The choices offered are the engine's.
+    assert SPECS["precision"].choices == PRECISIONS and SPECS["model"].choices == MODELS
 
 
 @pytest.mark.parametrize("changes, problem", [

@@ -1,0 +1,157 @@
+"""The node's output table and its diagnostics, without DDS: pure functions over plain values."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+sensor_msgs = pytest.importorskip("sensor_msgs.msg", reason="sensor_msgs (ROS message package) missing")
+
+from dehaze_ros import stats  # noqa: E402
+from dehaze_ros.frame_outputs import (OUTPUTS, FrameProducts, Output, check_outputs,  # noqa: E402
+                                      message_class, wanted_outputs)
+from dehaze_ros.node_config import SPECS, NodeConfig  # noqa: E402
+from dehaze_ros.visibility import estimate_visibility  # noqa: E402
+
+
+def everyone_listens(topic: str) -> bool:
+    return True
+
+
+def topics(outputs) -> list[str]:
+    return [output.topic for output in outputs]
+
+
+def test_the_output_table_is_well_formed_and_its_types_exist():
+    check_outputs(OUTPUTS, SPECS)
+    assert message_class("sensor_msgs/msg/Range") is sensor_msgs.Range
+    for output in OUTPUTS:
+        assert message_class(output.message_type).__name__ == output.message_type.split("/")[-1]
+
+
+def test_a_row_without_a_parameter_fails_the_check():
+    bad = dataclasses.replace(OUTPUTS[0], topic="haze/density", enabled_by="publish_haze")
+    with pytest.raises(ValueError, match=r"haze/density: enabled_by 'publish_haze' is not a boolean"):
+        check_outputs(OUTPUTS + (bad,), SPECS)
+    not_a_switch = dataclasses.replace(OUTPUTS[0], enabled_by="max_side")   # an integer
+    with pytest.raises(ValueError, match="listed twice.*'max_side' is not a boolean"):
+        check_outputs((OUTPUTS[0], not_a_switch), SPECS)
+
+
+def test_demand_follows_switches_subscribers_camera_info_and_depth_units():
+    everything = wanted_outputs(NodeConfig(), everyone_listens, metric=True, have_camera_info=True)
+    assert topics(everything) == topics(OUTPUTS)
+    # No camera_info: no camera_info outputs and no cloud; the rest still goes out.
+    assert topics(wanted_outputs(NodeConfig(), everyone_listens, True, False)) == [
+        "dehazed/image", "depth/image", "depth/colormap", "visibility"]
+    # Relative depth (dcp): no metric topics unless asked for, never visibility.
+    assert topics(wanted_outputs(NodeConfig(), everyone_listens, False, True)) == [
+        "dehazed/image", "dehazed/camera_info", "depth/colormap"]
+    assert "visibility" not in topics(wanted_outputs(
+        NodeConfig(publish_relative_depth=True), everyone_listens, False, True))
+    assert "points" in topics(wanted_outputs(
+        NodeConfig(publish_relative_depth=True), everyone_listens, False, True))
+    # A switch turns off every topic of its row; only topics with a subscriber are made.
+    assert topics(wanted_outputs(NodeConfig(publish_depth=False), everyone_listens, True, True)) == [
+        "dehazed/image", "dehazed/camera_info", "depth/colormap", "points", "visibility"]
+    only_visibility = wanted_outputs(NodeConfig(), lambda topic: topic == "visibility", True, True)
+    assert topics(only_visibility) == ["visibility"]
+    # What the engine must compute follows from the rows: visibility alone needs depth only.
+    assert [(o.uses_dehazed, o.uses_depth) for o in only_visibility] == [(False, True)]
+    camera_info_only = wanted_outputs(NodeConfig(), lambda topic: topic.endswith("camera_info"), True, True)
+    assert not any(output.uses_engine for output in camera_info_only)
+
+
+def test_builders_make_the_messages_with_the_input_header():
+    from dehaze_ros.engine import EngineResult
+
+    header = sensor_msgs.Image().header
+    header.frame_id, header.stamp.sec = "cam", 7
+    info = sensor_msgs.CameraInfo(width=8, height=6)
+    info.k = [10.0, 0.0, 4.0, 0.0, 10.0, 3.0, 0.0, 0.0, 1.0]
+    depth = np.full((6, 8), 5.0, np.float32)
+    depth[0, 0] = np.inf
+    rgb = np.full((6, 8, 3), 128, np.uint8)
+    result = EngineResult(dehazed=rgb, depth=depth, depth_units="meters", timings_ms={})
+    frame = FrameProducts(header, 8, 6, NodeConfig(depth_inf_as_nan=True, point_decimation=1), info,
+                          image=rgb, encoding="rgb8", rgb=rgb, result=result, depth_range=(0.1, 80.0))
+    messages = {output.topic: output.build(frame) for output in OUTPUTS}
+    assert all(message.header.frame_id == "cam" for message in messages.values())
+    assert messages["depth/image"].encoding == "32FC1"
+    assert np.isnan(np.frombuffer(bytes(messages["depth/image"].data), np.float32)[0])  # parameter applied
+    assert messages["depth/colormap"].encoding == "bgr8"
+    assert messages["points"].width == 8 * 6 - 1      # the infinite pixel has no point
+    assert messages["dehazed/camera_info"] is messages["depth/camera_info"]   # built once
+    assert isinstance(messages["visibility"], sensor_msgs.Range)
+    assert frame.visibility.status == "none"          # a flat 5 m wall gives no estimate
+
+
+def snapshot(at: float, **counts) -> stats.StatsSnapshot:
+    return stats.StatsSnapshot(taken_at=at, **counts)
+
+
+def test_diagnostics_rates_and_levels_from_two_snapshots():
+    config = NodeConfig()
+    view = stats.NodeView(state="active", input_topic="/cam/image", have_camera_info=True,
+                          active_since=0.0, engine_info={"model": "checkpoint", "device": "cpu",
+                                                         "depth_units": "meters", "max_side": 320},
+                          config=config)
+    previous = snapshot(10.0, received=10, processed=8)
+    current = snapshot(12.0, received=30, processed=28, dropped=2, last_received_at=11.9,
+                       last_good_at=11.9, processing_ms=(10.0, 20.0, 30.0, 40.0))
+    diagnosis = stats.diagnose(current, previous, view)
+    assert diagnosis.level == stats.OK
+    assert diagnosis.message == "processing 10.0 Hz of 10.0 Hz input"
+    values = diagnosis.values
+    assert values[stats.KEY_DROPPED] == "2" and values[stats.KEY_PROCESSED] == "28"
+    assert values["input rate (Hz)"] == "10.00"
+    assert values["latency receive->publish median (ms)"] == "30.0"   # nearest rank
+    assert values["max side"] == "320" and values[stats.KEY_MODEL] == "checkpoint"
+    assert values["visibility status"] == "none" and "not computed yet" in values["visibility"]
+
+    # A bad frame in the period warns; a good frame after it clears the level, not the counter.
+    bad = dataclasses.replace(current, taken_at=13.0, invalid=1, last_problem="bad frame: x",
+                              last_problem_at=12.5, last_received_at=12.9)
+    warned = stats.diagnose(bad, current, view)
+    assert warned.level == stats.WARN and "1 bad frame(s) in the last 1.0 s" in warned.message
+    recovered = dataclasses.replace(bad, taken_at=14.0, last_good_at=13.5, last_received_at=13.9)
+    cleared = stats.diagnose(recovered, bad, view)
+    assert cleared.level == stats.OK and cleared.values[stats.KEY_INVALID] == "1"
+
+    # Silence while active is NO INPUT, named with the topic.
+    silent = stats.diagnose(snapshot(20.0, last_received_at=11.9), current, view)
+    assert silent.level == stats.WARN and silent.message.startswith("NO INPUT: no new frame on /cam/image")
+
+
+def test_diagnostics_say_why_nothing_is_published():
+    never_configured = stats.diagnose(snapshot(1.0), snapshot(0.0), stats.NodeView(state="unconfigured"))
+    assert never_configured.level == stats.WARN
+    assert never_configured.values[stats.KEY_STATE] == "unconfigured"
+    failed = stats.diagnose(snapshot(1.0), snapshot(0.0), stats.NodeView(
+        state="unconfigured", configure_error="configure failed: checkpoint not found: /x.pt"))
+    assert (failed.level, failed.message) == (stats.ERROR, "configure failed: checkpoint not found: /x.pt")
+    refused = stats.diagnose(snapshot(1.0), snapshot(0.0), stats.NodeView(
+        state="inactive", startup_refusals=("autostart:='maybe' is not a boolean; using the default True",)))
+    assert refused.level == stats.ERROR and "start-up parameters refused" in refused.message
+    relative = stats.diagnose(snapshot(1.0), snapshot(0.0), stats.NodeView(
+        state="inactive", engine_info={"depth_units": "relative"}, config=NodeConfig(model="dcp")))
+    assert relative.level == stats.WARN and "RELATIVE" in relative.message
+    assert relative.values["visibility"] == stats.VISIBILITY_NEEDS_METRES
+
+
+def test_diagnostics_report_the_last_visibility_estimate():
+    distances = np.linspace(50.0, 400.0, 64 * 64, dtype=np.float32).reshape(64, 64)
+    estimate = estimate_visibility(np.exp(-0.01 * distances), distances, (0.1, 1000.0))
+    assert estimate.valid
+    frame_stats = stats.FrameStats()
+    frame_stats.received(1.0, replaced_unprocessed=False)
+    frame_stats.processed(1.2, received_at=1.0, inference_ms=5.0, focal_assumed=False,
+                          estimate=estimate, stamp_age_ms=None)
+    current = frame_stats.snapshot(2.0)
+    assert (current.processed, current.with_depth, current.with_visibility) == (1, 1, 1)
+    assert current.processing_ms == pytest.approx((200.0,))
+    values = stats.diagnose(current, snapshot(1.0), stats.NodeView(
+        state="active", engine_info={"depth_units": "meters"}, config=NodeConfig())).values
+    assert values["visibility (m)"] == "391.2" and values["visibility valid"] == "true"
+    assert values["latency stamp->publish median (ms)"] == "n/a"
