@@ -14,13 +14,16 @@ REQS   := requirements.txt requirements-ros-pypi.txt requirements-dev.txt
 export FASTDDS_BUILTIN_TRANSPORTS ?= LARGE_DATA
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test benchmark venv clean
+.PHONY: demo test test-fast benchmark venv clean
 
 demo: $(STAMP)  ## the node on the bundled camera stream; writes demo_output/
 	$(PY) -m dehaze_ros.demo
 
 test: $(STAMP)  ## the whole test suite (CPU)
 	$(PY) -m pytest -q test
+
+test-fast: $(STAMP)  ## the fast tier: no ROS processes, no training runs (markers in test/conftest.py)
+	$(PY) -m pytest -q test -m "not ros and not training"
 
 benchmark: $(STAMP)  ## latency table of every model variant and DCP on this device
 	$(PY) -m dehaze_ros.benchmark

@@ -54,3 +54,28 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+# Test tiers. `make test` runs everything; `make test-fast` leaves out the two slow tiers:
+#   ros       starts ROS 2 processes and talks to them over DDS (node, camera, demo, bags)
+#   training  trains networks for real steps (the loop, torchrun, the GPU campaign's dry run)
+# A test joins a tier by the module it lives in (named after what it tests), or by using a fixture
+# that starts ROS, so a new test lands in the right tier without anyone remembering a marker.
+ROS_MODULE_PREFIXES = ("test_node_demo", "test_node_io", "test_node_lifecycle", "test_node_sample_camera",
+                       "test_node_visibility", "test_process_bag")
+TRAINING_MODULE_PREFIXES = ("test_training", "test_gpu_campaign")
+ROS_FIXTURES = {"ros_context", "probe", "start_node"}
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "ros: starts ROS 2 processes over DDS (slow tier)")
+    config.addinivalue_line("markers", "training: trains networks for real steps (slow tier)")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        module = item.path.stem
+        if module.startswith(ROS_MODULE_PREFIXES) or ROS_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.ros)
+        if module.startswith(TRAINING_MODULE_PREFIXES):
+            item.add_marker(pytest.mark.training)
