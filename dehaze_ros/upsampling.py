@@ -26,7 +26,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from dehaze_ros.dcp import GRAY_WEIGHTS, T_MIN
+from dehaze_ros.dcp import GRAY_WEIGHTS, T_MIN, guided_coefficients
 from dehaze_ros.haze import recover_scene
 
 UPSAMPLING = ("guided", "bilinear")
@@ -38,27 +38,6 @@ UPSAMPLING = ("guided", "bilinear")
 RADIUS = 2
 EPS_TRANSMISSION = 1e-3
 EPS_AFFINE = 1e-4
-
-
-def box_mean(values: np.ndarray, radius: int) -> np.ndarray:
-    size = (2 * radius + 1, 2 * radius + 1)
-    return cv2.boxFilter(values, cv2.CV_32F, size, borderType=cv2.BORDER_REFLECT)
-
-
-def guided_coefficients(guide: np.ndarray, target: np.ndarray, radius: int,
-                        eps: float) -> tuple[np.ndarray, np.ndarray]:
-    """Window-averaged (a, b) of the local fits target ~ a * guide + b (same shapes as the inputs:
-    H x W, or H x W x C for one fit per channel); the guided filter's output is a * guide + b."""
-    if guide.shape != target.shape:
-        raise ValueError(f"guide {guide.shape} and target {target.shape} must have the same shape")
-    guide = guide.astype(np.float32, copy=False)
-    target = target.astype(np.float32, copy=False)
-    mean_guide, mean_target = box_mean(guide, radius), box_mean(target, radius)
-    covariance = box_mean(guide * target, radius) - mean_guide * mean_target
-    variance = box_mean(guide * guide, radius) - mean_guide * mean_guide
-    gain = covariance / (np.maximum(variance, 0.0) + eps)
-    offset = mean_target - gain * mean_guide
-    return box_mean(gain, radius), box_mean(offset, radius)
 
 
 def resize_bilinear(values: np.ndarray, height: int, width: int) -> np.ndarray:
