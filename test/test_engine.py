@@ -60,7 +60,7 @@ def test_checkpoint_round_trip_gives_identical_outputs(rt_checkpoint):
 
 def test_engine_output_equals_model_output_at_native_size(rt_checkpoint):
     path, dehazer, depth_net = rt_checkpoint
-    engine = DehazeEngine(EngineConfig(checkpoint=str(path), device="cpu", warmup=0))
+    engine = DehazeEngine(EngineConfig(checkpoint=str(path), device="cpu", precision="fp32", warmup=0))
     rgb = np.random.default_rng(0).integers(0, 256, (37, 53, 3), dtype=np.uint8)
     result = engine.process(rgb)
     with torch.inference_mode():
@@ -96,7 +96,8 @@ def test_engine_max_side_inverts_the_scattering_model_at_full_resolution(rt_chec
     """Physics head below input resolution (the bilinear path): t upsampled, J = (I - A) / max(t, t0) + A on the
     full-resolution input; canonical depth converted with the focal length of the small image."""
     path, dehazer, depth_net = rt_checkpoint
-    engine = DehazeEngine(EngineConfig(checkpoint=str(path), max_side=64, upsampling="bilinear", warmup=0))
+    engine = DehazeEngine(EngineConfig(checkpoint=str(path), max_side=64, precision="fp32", upsampling="bilinear",
+                                       warmup=0))
     rgb = np.random.default_rng(1).integers(0, 256, (120, 200, 3), dtype=np.uint8)
     result = engine.process(rgb, focal_px=180.0)
     small = cv2.resize(rgb, (64, 38), interpolation=cv2.INTER_AREA)
@@ -120,7 +121,8 @@ def test_engine_max_side_rebuilds_full_resolution_from_the_small_correction(resi
     """Residual head, bilinear path: full-size output = hazy + upsampled (dehazed_small - hazy_small); depth
     nearest-upsampled, plain metres (no canonical camera, so no focal length involved)."""
     path, dehazer, depth_net = residual_checkpoint
-    engine = DehazeEngine(EngineConfig(checkpoint=str(path), max_side=64, upsampling="bilinear", warmup=0))
+    engine = DehazeEngine(EngineConfig(checkpoint=str(path), max_side=64, precision="fp32", upsampling="bilinear",
+                                       warmup=0))
     rgb = np.random.default_rng(1).integers(0, 256, (120, 200, 3), dtype=np.uint8)
     result = engine.process(rgb)
     assert not result.focal_assumed
