@@ -34,7 +34,7 @@ from dehaze_ros.camera import DEFAULT_HFOV_DEG
 # The engine's own lists of choices: the table offers exactly what the engine accepts. This
 # loads torch (about a second) with the table; the node loads it for configure anyway, and the
 # programs that read the table (process_bag, the demo) run the engine too.
-from dehaze_ros.engine import DEFAULT_CHECKPOINT, MODELS, PRECISIONS, EngineConfig
+from dehaze_ros.engine import BACKENDS, DEFAULT_CHECKPOINT, MODELS, PRECISIONS, UPSAMPLING, EngineConfig
 from dehaze_ros.image_conversion import DEFAULT_MAX_PIXELS
 
 STAGES = ("startup", "configure", "live")
@@ -108,11 +108,16 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
                   "Path of a dehaze_ros checkpoint (.pt). Empty: the checkpoint shipped with the "
                   "package (share/dehaze_ros/checkpoints/default.pt); without one the node falls "
                   "back to dcp with a warning.", "configure"),
+    ParameterSpec("backend", "torch",
+                  "What runs the checkpoint's networks: torch, or onnxruntime (the optional onnx "
+                  "extra; TensorRT/CUDA execution providers on a GPU, CPU otherwise).",
+                  "configure", choices=BACKENDS),
     ParameterSpec("device", "auto",
                   "auto (CUDA when available), cpu, cuda or cuda:N.", "configure"),
     ParameterSpec("precision", "auto",
-                  "auto (bf16 on CUDA GPUs that support it, else fp16; fp32 on CPU), fp32, fp16 or bf16 "
-                  "(fp16 needs CUDA; bf16 on a CPU needs native bf16, AVX512-BF16 or AMX).",
+                  "auto (bf16 on CUDA GPUs that support it, else fp16; on a CPU bf16 where it is native, "
+                  "AVX512-BF16 or AMX, else fp32), fp32, fp16 or bf16 (fp16 needs CUDA; bf16 on a CPU "
+                  "needs native bf16).",
                   "configure", choices=PRECISIONS),
     ParameterSpec("max_side", 320,
                   "Run the networks with the longer image side at most this many pixels (outputs "
@@ -120,6 +125,12 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
                   "training and validation resolution (its metric depth is best there) and CPU "
                   "real time; 0 gives more dehazing detail where a GPU has the time.",
                   "configure", minimum=0, maximum=8192),
+    ParameterSpec("upsampling", "guided",
+                  "How outputs return to the input size when max_side shrinks the image: guided "
+                  "(transmission upsampled by a guided filter on the full-resolution image, then the "
+                  "scattering model inverted there), affine (local a*I+b fit), bilinear (plain "
+                  "upsampling). Depth is always nearest-neighbour.",
+                  "configure", choices=UPSAMPLING),
     ParameterSpec("num_threads", 0,
                   "torch CPU threads; 0 = torch's default (all cores).", "configure",
                   minimum=0, maximum=256),
