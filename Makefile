@@ -8,7 +8,7 @@ REQS   := requirements.txt requirements-ros-pypi.txt requirements-dev.txt
 
 # Large images between processes need Fast DDS's LARGE_DATA transports (METHOD.md: the default
 # transports delivered 0 of 80 best-effort 640x480 frames between two processes here). The demo
-# and the tests additionally load config/fastdds_localhost.xml (dehaze_ros.demo.local_dds_environment):
+# and the tests additionally load config/fastdds_localhost.xml (dehaze_ros.tools.demo.local_dds_environment):
 # loopback-only discovery with 16 MiB shared memory, because ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
 # would replace LARGE_DATA with a 512 KiB shared-memory segment that 640x480 frames do not fit.
 export FASTDDS_BUILTIN_TRANSPORTS ?= LARGE_DATA
@@ -17,7 +17,7 @@ export PYTHONUNBUFFERED := 1
 .PHONY: demo test test-fast benchmark venv clean
 
 demo: $(STAMP)  ## the node on the bundled camera stream; writes demo_output/
-	$(PY) -m dehaze_ros.demo
+	$(PY) -m dehaze_ros.tools.demo
 
 test: $(STAMP)  ## the whole test suite (CPU)
 	$(PY) -m pytest -q test
@@ -26,7 +26,7 @@ test-fast: $(STAMP)  ## the fast tier: no ROS processes, no training runs (marke
 	$(PY) -m pytest -q test -m "not ros and not training"
 
 benchmark: $(STAMP)  ## latency table of every model variant and DCP on this device
-	$(PY) -m dehaze_ros.benchmark
+	$(PY) -m dehaze_ros.tools.benchmark
 
 venv: $(STAMP)
 

@@ -9,8 +9,8 @@ setup(
     name=PACKAGE,
     version="0.1.0",
     packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*", "training", "training.*"]),
-    # The shipped checkpoint travels inside the Python package so that `pip install` and
-    # `colcon build` both find it next to the code (engine looks there first).
+    # The shipped checkpoint is installed once, inside the Python package, so that `pip install`
+    # and `colcon build` both find it next to the code (dehaze_ros.engine.DEFAULT_CHECKPOINT).
     package_data={PACKAGE: ["checkpoints/*.pt", "checkpoints/*.md"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
@@ -18,7 +18,6 @@ setup(
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.rviz") + glob("config/*.xml")),
         (f"share/{PACKAGE}/config/train", glob("config/train/*.yaml")),
-        (f"share/{PACKAGE}/checkpoints", glob(f"{PACKAGE}/checkpoints/*.pt")),
     ],
     install_requires=["setuptools"],
     zip_safe=False,
@@ -30,9 +29,9 @@ setup(
     entry_points={
         "console_scripts": [
             "dehaze_node = dehaze_ros.dehaze_node:main",
-            "sample_camera = dehaze_ros.sample_camera:main",
-            "dehaze_benchmark = dehaze_ros.benchmark:main",
-            "process_bag = dehaze_ros.process_bag:main",
+            "sample_camera = dehaze_ros.sim.sample_camera:main",
+            "dehaze_benchmark = dehaze_ros.tools.benchmark:main",
+            "process_bag = dehaze_ros.tools.process_bag:main",
             "dehaze_train = training.train:main",
             "dehaze_evaluate = training.evaluate:main",
             "dehaze_export = training.export:main",

@@ -38,7 +38,6 @@ from dehaze_ros.engine import BACKENDS, DEFAULT_CHECKPOINT, MODELS, PRECISIONS, 
 from dehaze_ros.image_conversion import DEFAULT_MAX_PIXELS
 
 STAGES = ("startup", "configure", "live")
-PACKAGE = "dehaze_ros"
 _TYPE_NAMES = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
 
 
@@ -106,7 +105,7 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
                   "configure", choices=MODELS),
     ParameterSpec("checkpoint", "",
                   "Path of a dehaze_ros checkpoint (.pt). Empty: the checkpoint shipped with the "
-                  "package (share/dehaze_ros/checkpoints/default.pt); without one the node falls "
+                  "package (dehaze_ros/checkpoints/default.pt beside the code); without one the node falls "
                   "back to dcp with a warning.", "configure"),
     ParameterSpec("backend", "torch",
                   "What runs the checkpoint's networks: torch, or onnxruntime (the optional onnx "
@@ -246,24 +245,10 @@ NodeConfig = dataclasses.make_dataclass(
 NodeConfig.__module__ = __name__  # make_dataclass's `module` argument is Python 3.12's
 
 
-def package_file_candidates(*parts: str) -> list[Path]:
-    """Where a package file may be: the installed share dir (colcon), then the source tree."""
-    candidates = []
-    try:
-        from ament_index_python.packages import get_package_share_directory
-        candidates.append(Path(get_package_share_directory(PACKAGE)).joinpath(*parts))
-    except (ImportError, LookupError, OSError):
-        # Not installed with colcon, no ament_index, or AMENT_PREFIX_PATH unset (venv path).
-        pass
-    source_tree = Path(__file__).resolve().parents[1]
-    candidates.append(source_tree.joinpath(*parts))
-    return candidates
-
-
 def default_checkpoint_candidates() -> list[Path]:
-    """The shipped checkpoint: installed share dir, then the engine's default next to the code."""
-    # The source-tree candidate is dropped: checkpoints/ lives inside the package, not beside it.
-    return package_file_candidates("checkpoints", "default.pt")[:-1] + [DEFAULT_CHECKPOINT]
+    """The shipped checkpoint: installed once, inside the Python package, for colcon and pip alike
+    (engine.DEFAULT_CHECKPOINT is the one place that knows where)."""
+    return [DEFAULT_CHECKPOINT]
 
 
 @dataclass(frozen=True)

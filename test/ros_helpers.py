@@ -20,15 +20,15 @@ import warnings
 import zlib
 from pathlib import Path
 
-from dehaze_ros import processes
+from dehaze_ros.tools import processes
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LOG_TAIL_LINES = 40  # of a hung node's log, shown in the warning about it
 
 
 def configure_dds_environment() -> None:
-    """DDS settings of the demo (dehaze_ros.demo.local_dds_environment) plus a random domain."""
-    from dehaze_ros.demo import local_dds_environment
+    """DDS settings of the demo (dehaze_ros.tools.demo.local_dds_environment) plus a random domain."""
+    from dehaze_ros.tools.demo import local_dds_environment
 
     os.environ.update(local_dds_environment())
     # An explicit DEHAZE_TEST_DOMAIN_ID pins the domain (debugging with ros2 topic echo).
@@ -50,7 +50,7 @@ def child_env() -> dict[str, str]:
 class NodeProcess:
     """`python -m <module> --ros-args ...` in a child process, its output kept in a file.
 
-    Started and stopped like the demo's nodes (dehaze_ros.processes): in a session of its own,
+    Started and stopped like the demo's nodes (dehaze_ros.tools.processes): in a session of its own,
     taken down by the kernel if the test process dies, stopped with SIGINT (a clean rclpy
     shutdown), killed if that does not end it.
     """

@@ -4,7 +4,7 @@ import pytest
 
 from dehaze_ros.dcp import dehaze_dcp
 from dehaze_ros.haze import synthesize_haze
-from dehaze_ros.scenes import SceneRenderer
+from dehaze_ros.sim.scenes import SceneRenderer
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:

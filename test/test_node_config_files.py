@@ -122,7 +122,7 @@ def test_rviz_shows_the_input_and_the_node_outputs_in_the_camera_frame():
     assert set(topics) == {"image", "dehazed/image", "depth/colormap", "points"}
     assert topics["points"]["Color Transformer"] == "RGB8"
     assert topics["image"]["Topic"]["Reliability Policy"] == "Best Effort"  # matches camera QoS
-    from dehaze_ros.sample_camera import CAMERA_PARAMETERS
+    from dehaze_ros.sim.sample_camera import CAMERA_PARAMETERS
     assert manager["Global Options"]["Fixed Frame"] == CAMERA_PARAMETERS["frame_id"][0]
 
 

@@ -15,7 +15,7 @@ import pytest
 
 pytest.importorskip("rclpy", reason="rclpy is not installed (pip install -r requirements-ros-pypi.txt)")
 
-from dehaze_ros import processes  # noqa: E402
+from dehaze_ros.tools import processes  # noqa: E402
 from ros_helpers import REPO_ROOT, child_env  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
@@ -52,7 +52,7 @@ def start_demo(marker: str, output: Path, duration: float) -> subprocess.Popen:
     env[marker] = "1"
     # Its own session and process group: a timeout can kill the demo and whatever shares its group.
     return subprocess.Popen(
-        [sys.executable, "-m", "dehaze_ros.demo", "--duration", str(duration), "--model", "dcp",
+        [sys.executable, "-m", "dehaze_ros.tools.demo", "--duration", str(duration), "--model", "dcp",
          "--width", "160", "--height", "120", "--rate", "8", "--mosaics", "2", "--output", str(output)],
         cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         start_new_session=True)

@@ -202,7 +202,7 @@ def test_resolve_model_explicit_path_default_and_dcp(tmp_path, monkeypatch):
 
 
 def test_haze_strength_drifts_between_its_bounds():
-    from dehaze_ros.sample_camera import haze_strength
+    from dehaze_ros.sim.sample_camera import haze_strength
 
     values = [haze_strength(t, 0.02, 0.08, 30.0) for t in np.linspace(0, 60, 121)]
     assert math.isclose(min(values), 0.02) and math.isclose(max(values), 0.08)

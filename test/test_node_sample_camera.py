@@ -10,12 +10,12 @@ pytest.importorskip("rclpy", reason="rclpy is not installed (pip install -r requ
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: E402
 
 from dehaze_ros.image_conversion import compressed_to_numpy, image_to_numpy  # noqa: E402
-from dehaze_ros.scenes import intrinsics  # noqa: E402
+from dehaze_ros.sim.scenes import intrinsics  # noqa: E402
 from ros_helpers import stamp_of  # noqa: E402
 
 
 def test_scene_stream_with_camera_info_compressed_copy_and_ground_truth(start_node, probe):
-    camera = start_node("dehaze_ros.sample_camera", [
+    camera = start_node("dehaze_ros.sim.sample_camera", [
         "-r", "__ns:=/cam_scene", "-p", "width:=96", "-p", "height:=64", "-p", "rate_hz:=8.0",
         "-p", "publish_compressed:=true", "-p", "frame_id:=test_optical_frame", "-p", "prerender_frames:=4"],
         name="cam_scene")
@@ -57,7 +57,7 @@ def test_folder_source_loops_over_its_images(start_node, probe, tmp_path):
     colours = [(0, 0, 255), (0, 255, 0)]  # BGR on disk: red, then green
     for index, colour in enumerate(colours):
         cv2.imwrite(str(tmp_path / f"frame_{index}.png"), np.full((20, 30, 3), colour, np.uint8))
-    camera = start_node("dehaze_ros.sample_camera", [
+    camera = start_node("dehaze_ros.sim.sample_camera", [
         "-r", "__ns:=/cam_folder", "-p", "source:=folder", "-p", f"path:={tmp_path}",
         "-p", "rate_hz:=10.0", "-p", "encoding:=bgr8"], name="cam_folder")
     images = probe.record(Image, "/cam_folder/image", reliable=False)
@@ -68,14 +68,14 @@ def test_folder_source_loops_over_its_images(start_node, probe, tmp_path):
 
 
 def test_bad_source_exits_with_a_message(start_node, tmp_path):
-    camera = start_node("dehaze_ros.sample_camera", [
+    camera = start_node("dehaze_ros.sim.sample_camera", [
         "-p", "source:=folder", "-p", f"path:={tmp_path / 'nowhere'}"], name="cam_bad")
     assert camera.process.wait(60) == 2
     assert f"source folder {tmp_path / 'nowhere'} does not exist" in camera.log()
 
 
 def test_prerendered_loop_plays_back_and_forth_at_the_camera_rate():
-    from dehaze_ros.sample_camera import loop_index
+    from dehaze_ros.sim.sample_camera import loop_index
 
     # 4 frames at 10 Hz: 0 1 2 3 2 1 0 1 ... (no jump at the loop's ends), one step per 0.1 s.
     shown = [loop_index(k / 10.0, 10.0, 4) for k in range(10)]
@@ -86,8 +86,8 @@ def test_prerendered_loop_plays_back_and_forth_at_the_camera_rate():
 
 def test_prerendered_scene_frames_are_the_renderers_frames_at_their_own_times():
     from dehaze_ros.haze import synthesize_haze
-    from dehaze_ros.sample_camera import SceneSource, haze_strength
-    from dehaze_ros.scenes import SceneRenderer
+    from dehaze_ros.sim.sample_camera import SceneSource, haze_strength
+    from dehaze_ros.sim.scenes import SceneRenderer
 
     source = SceneSource(64, 48, seed=3, beta_min=0.02, beta_max=0.08, period_s=30.0, airlight=0.85,
                          prerender_frames=3, rate_hz=5.0)

@@ -74,6 +74,6 @@ def test_the_built_package_installs_launch_config_and_checkpoint(tmp_path):
                       "dehaze_ros/config/train/diacmpn_rt.yaml"):
         assert share + installed in names, f"colcon would not install share/{installed}"
     shipped = sorted(p.name for p in (ROOT / "dehaze_ros" / "checkpoints").glob("*.pt"))
-    for name in shipped:   # beside the code (engine default) and in share/ (node default)
-        assert f"dehaze_ros/checkpoints/{name}" in names and f"{share}dehaze_ros/checkpoints/{name}" in names
+    for name in shipped:   # installed once, beside the code, where engine.DEFAULT_CHECKPOINT points
+        assert f"dehaze_ros/checkpoints/{name}" in names and f"{share}dehaze_ros/checkpoints/{name}" not in names
     assert "dehaze_ros/engine.py" in names and "training/train.py" in names

@@ -26,7 +26,7 @@ from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, Qo
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer  # noqa: E402
 from rosbags.typesys import Stores, get_typestore  # noqa: E402
 
-from dehaze_ros import process_bag  # noqa: E402
+from dehaze_ros.tools import process_bag  # noqa: E402
 from dehaze_ros.engine import DehazeEngine, EngineConfig  # noqa: E402
 from dehaze_ros.image_conversion import compressed_to_numpy, image_to_numpy, to_rgb8  # noqa: E402
 from ros_helpers import REPO_ROOT, child_env, write_tiny_checkpoint  # noqa: E402
@@ -275,7 +275,7 @@ def test_interrupt_mid_run_leaves_no_bag_and_no_partial_folder(tmp_path, checkpo
     out = tmp_path / "out"
     env = dict(child_env(), OMP_NUM_THREADS="1")
     process = subprocess.Popen(
-        [sys.executable, "-m", "dehaze_ros.process_bag", str(source), str(out), "--image-topic",
+        [sys.executable, "-m", "dehaze_ros.tools.process_bag", str(source), str(out), "--image-topic",
          f"{IMAGE}/compressed", "--checkpoint", str(checkpoint), "--max-side", "0", "--num-threads", "1"],
         cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

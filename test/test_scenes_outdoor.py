@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from dehaze_ros.scenes import (SceneRenderer, _camera_rotation, intrinsics, outdoor_validation_views,
+from dehaze_ros.sim.scenes import (SceneRenderer, _camera_rotation, intrinsics, outdoor_validation_views,
                                random_outdoor_scene, render, render_random_outdoor_view)
 
 

@@ -1,4 +1,4 @@
-"""The built-in renderer (dehaze_ros.scenes) as a data source: infinite, seeded, exact depth.
+"""The built-in renderer (dehaze_ros.sim.scenes) as a data source: infinite, seeded, exact depth.
 
 Every training sample is a new random scene and pose rendered at the crop size, so there is
 nothing to crop; sky keeps depth +inf (it becomes pure airlight in the haze, and is not a valid
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from dehaze_ros.camera import focal_from_hfov
-from dehaze_ros.scenes import outdoor_validation_view, render_random_outdoor_view, render_random_view
+from dehaze_ros.sim.scenes import outdoor_validation_view, render_random_outdoor_view, render_random_view
 from training.config import HazeConfig, SourceConfig, require
 from training.data.common import DataSource, Sample, hazed_sample, stable_seed
 

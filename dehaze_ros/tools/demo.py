@@ -1,6 +1,6 @@
 """`make demo`: the sample camera and the dehaze node as two processes over DDS, recorded.
 
-    python -m dehaze_ros.demo [--duration 20] [--model auto|checkpoint|dcp] [--output demo_output]
+    python -m dehaze_ros.tools.demo [--duration 20] [--model auto|checkpoint|dcp] [--output demo_output]
 
 Starts `sample_camera` (procedural hazy stream) and `dehaze_node` as separate processes, the
 way `ros2 launch` would, and a recorder node here that subscribes to the camera and to the
@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dehaze_ros import processes
+from dehaze_ros.tools import processes
 from dehaze_ros.stats import KEY_DEVICE, KEY_DROPPED, KEY_MODEL, percentile
 
 PACKAGE = "dehaze_ros"
@@ -74,7 +74,7 @@ def find_localhost_profile() -> Path | None:
         candidates.append(Path(get_package_share_directory(PACKAGE)) / "config" / PROFILE_NAME)
     except (ImportError, LookupError, OSError):
         pass  # not installed with colcon, or no ament_index (the virtualenv)
-    candidates.append(Path(__file__).resolve().parents[1] / "config" / PROFILE_NAME)
+    candidates.append(Path(__file__).resolve().parents[2] / "config" / PROFILE_NAME)
     return next((path for path in candidates if path.is_file()), None)
 
 
@@ -103,7 +103,7 @@ def demo_environment() -> dict[str, str]:
     env = local_dds_environment()
     # A private domain unless the user chose one (to watch the demo in RViz, set ROS_DOMAIN_ID).
     env.setdefault("ROS_DOMAIN_ID", str(random.SystemRandom().randint(101, 200)))
-    package_parent = str(Path(__file__).resolve().parents[1])
+    package_parent = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH", "")) if p)
     env["PYTHONUNBUFFERED"] = "1"
     env.setdefault("OPENBLAS_NUM_THREADS", "1")  # idle OpenBLAS threads busy-wait and steal cores
@@ -312,7 +312,7 @@ def run(args: argparse.Namespace) -> int:
     recording_started = 0.0
     try:
         children.append(start_child("dehaze_ros.dehaze_node", node_args, env, output / "logs" / "dehaze_node.log"))
-        children.append(start_child("dehaze_ros.sample_camera", camera_args, env, output / "logs" / "sample_camera.log"))
+        children.append(start_child("dehaze_ros.sim.sample_camera", camera_args, env, output / "logs" / "sample_camera.log"))
         node = rclpy.create_node("demo_recorder", context=context)
         executor = SingleThreadedExecutor(context=context)
         executor.add_node(node)
@@ -379,7 +379,7 @@ def visibility_summary(estimates: list[tuple[float, float, float, float]], outpu
     visibility.csv with every estimate (to plot it following the drift)."""
     import math
 
-    from dehaze_ros.sample_camera import CAMERA_PARAMETERS
+    from dehaze_ros.sim.sample_camera import CAMERA_PARAMETERS
     from dehaze_ros.visibility import KOSCHMIEDER
 
     with open(output / "visibility.csv", "w") as csv:

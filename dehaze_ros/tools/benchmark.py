@@ -1,6 +1,6 @@
 """Latency of every model variant and of DCP, through the engine, on this machine's device.
 
-    python -m dehaze_ros.benchmark [--device auto] [--precisions fp32,bf16] [--sizes 320x240,640x480,1280x720]
+    python -m dehaze_ros.tools.benchmark [--device auto] [--precisions fp32,bf16] [--sizes 320x240,640x480,1280x720]
 
 Each cell runs the whole ``DehazeEngine.process`` (conversion, dehazing, depth, resizing back) on
 a rendered hazy frame, after one warm-up pass: what the node pays per frame. The weights are
@@ -28,7 +28,7 @@ from dehaze_ros.engine import DehazeEngine, EngineConfig, resolve_device, scaled
 from dehaze_ros.haze import synthesize_haze
 from dehaze_ros.models import (PRESETS, build_dehazer, build_depth_net, count_macs,
                                count_parameters)
-from dehaze_ros.scenes import SceneRenderer
+from dehaze_ros.sim.scenes import SceneRenderer
 
 
 def parse_sizes(text: str) -> list[tuple[int, int]]:

@@ -1,6 +1,6 @@
 """process_bag: the node's outputs for every frame of a recorded rosbag2, offline.
 
-    python -m dehaze_ros.process_bag IN_BAG OUT_BAG --image-topic T [--camera-info-topic T]
+    python -m dehaze_ros.tools.process_bag IN_BAG OUT_BAG --image-topic T [--camera-info-topic T]
         [--checkpoint P] [--device D] [--max-side N] [--outputs dehazed,depth,points,visibility]
         [--prefix P] [--overwrite]
 
@@ -620,7 +620,7 @@ def write_sample_bag(path: str | Path, frames: int = 30, width: int = 640, heigh
     from std_msgs.msg import Header
 
     from dehaze_ros.image_conversion import numpy_to_compressed, numpy_to_image
-    from dehaze_ros.sample_camera import (CAMERA_PARAMETERS, SceneSource, haze_strength,
+    from dehaze_ros.sim.sample_camera import (CAMERA_PARAMETERS, SceneSource, haze_strength,
                                           pinhole_camera_info)
 
     defaults = {name: spec[0] for name, spec in CAMERA_PARAMETERS.items()}

@@ -1,7 +1,7 @@
 """sample_camera: a hazy camera stream (sensor_msgs/Image + CameraInfo) for demos and tests.
 
 Sources (parameter `source`):
-  scene   built in, no files: the procedural renderer (dehaze_ros.scenes) with a camera driving
+  scene   built in, no files: the procedural renderer (dehaze_ros.sim.scenes) with a camera driving
           through one random scene, hazed with the atmospheric scattering model; the haze density
           beta drifts slowly between beta_min and beta_max so the dehazer sees thin and thick haze.
   folder  every image file in `path` (sorted), looped; published as they are (real hazy photos).
@@ -124,7 +124,7 @@ class SceneSource:
 
     def __init__(self, width: int, height: int, seed: int, beta_min: float, beta_max: float,
                  period_s: float, airlight: float, prerender_frames: int = 0, rate_hz: float = 10.0):
-        from dehaze_ros.scenes import SceneRenderer
+        from dehaze_ros.sim.scenes import SceneRenderer
 
         self.renderer = SceneRenderer(width=width or 640, height=height or 480, seed=seed)
         self.K = self.renderer.K
@@ -172,7 +172,7 @@ class FileSource:
             self.capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
             first = self._fit(cv2.cvtColor(first_bgr, cv2.COLOR_BGR2RGB))
         height_px, width_px = first.shape[:2]
-        from dehaze_ros.scenes import intrinsics
+        from dehaze_ros.sim.scenes import intrinsics
         self.K = intrinsics(width_px, height_px, hfov_deg)
 
     def _fit(self, rgb: np.ndarray) -> np.ndarray:

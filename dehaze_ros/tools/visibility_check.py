@@ -1,6 +1,6 @@
 """How well the visibility estimate recovers known haze: the table of README.md, "Visibility".
 
-    python -m dehaze_ros.visibility_check [--checkpoint P] [--middlebury DIR] [--views 6]
+    python -m dehaze_ros.tools.visibility_check [--checkpoint P] [--middlebury DIR] [--views 6]
 
 Scenes with exact metric depth are hazed with the scattering model at a known visibility V
 (beta = 3.912 / V, grey airlight 0.85) and the estimate is made three ways, so that the
@@ -34,7 +34,7 @@ import numpy as np
 from dehaze_ros import visibility
 from dehaze_ros.engine import DEFAULT_CHECKPOINT, DehazeEngine, EngineConfig
 from dehaze_ros.haze import synthesize_haze
-from dehaze_ros.scenes import SceneRenderer, outdoor_validation_view
+from dehaze_ros.sim.scenes import SceneRenderer, outdoor_validation_view
 
 AIRLIGHT = 0.85
 WIDTH = 320
