@@ -1,13 +1,15 @@
 """Latency of every model variant and of DCP, through the engine, on this machine's device.
 
-    python -m dehaze_ros.benchmark [--device auto] [--sizes 320x240,640x480,1280x720]
+    python -m dehaze_ros.benchmark [--device auto] [--precisions fp32,bf16] [--sizes 320x240,640x480,1280x720]
 
 Each cell runs the whole ``DehazeEngine.process`` (conversion, dehazing, depth, resizing back) on
 a rendered hazy frame, after one warm-up pass: what the node pays per frame. The weights are
 randomly initialised (speed does not depend on their values). A cell stops after ``--max-runs``
 runs or when ``--budget-s`` seconds are spent, with at least one timed run, so that the paper-size
 model at 1280x720 on a 2-core CPU does not take an hour; the ``runs`` column says how many
-runs each median stands on.
+runs each median stands on. Every network row is measured in each of ``--precisions`` (fp32 and
+bf16 by default, side by side in one run); a precision this device does not support is skipped
+with a line that says why.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ import numpy as np
 import torch
 
 from dehaze_ros.checkpoint import save_checkpoint
+from dehaze_ros.devices import PRECISIONS, DeviceError, precision_name, resolve_precision
 from dehaze_ros.engine import DehazeEngine, EngineConfig, resolve_device, scaled_size
 from dehaze_ros.haze import synthesize_haze
 from dehaze_ros.models import (PRESETS, build_dehazer, build_depth_net, count_macs,
@@ -66,7 +69,8 @@ def write_random_checkpoint(name: str, folder: Path) -> tuple[Path, int, object]
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    parser.add_argument("--precision", default="auto", help="auto | fp32 | fp16 | bf16")
+    parser.add_argument("--precisions", default="fp32,bf16",
+                        help="comma-separated, each of auto | fp32 | fp16 | bf16: rows for every one")
     parser.add_argument("--sizes", type=parse_sizes, default=parse_sizes("320x240,640x480,1280x720"))
     parser.add_argument("--variants", default=",".join(PRESETS), help="comma-separated presets")
     parser.add_argument("--rt-max-side", type=int, default=320,
@@ -78,43 +82,54 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
+    precisions = []
+    for name in (p for p in args.precisions.split(",") if p):
+        if name not in PRECISIONS:
+            parser.error(f"unknown precision {name!r}; choose from {PRECISIONS}")
+        try:
+            precisions.append(precision_name(resolve_precision(name, device)))
+        except DeviceError as exc:
+            print(f"# {name} skipped: {exc}")
+    precisions = list(dict.fromkeys(precisions))   # auto may resolve to a listed one
     variants = [v for v in args.variants.split(",") if v]
     unknown = [v for v in variants if v not in PRESETS]
     if unknown:
         parser.error(f"unknown variants {unknown}; presets: {list(PRESETS)}")
 
     print(f"# device: {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else platform.processor() or platform.machine()}), "
-          f"torch {torch.__version__}, threads {torch.get_num_threads()}, precision {args.precision}")
-    print("| model | input | internal | params (M) | GMACs | median ms | p95 ms | frames/s | runs |")
-    print("|---|---|---|---:|---:|---:|---:|---:|---:|")
+          f"torch {torch.__version__}, threads {torch.get_num_threads()}")
+    print("| model | precision | input | internal | params (M) | GMACs | median ms | p95 ms | frames/s | runs |")
+    print("|---|---|---|---|---:|---:|---:|---:|---:|---:|")
     images = {size: hazy_frame(*size) for size in args.sizes}
 
-    def row(label, size, internal, params, gmacs, latencies):
+    def row(label, precision, size, internal, params, gmacs, latencies):
         median, p95 = np.median(latencies), np.percentile(latencies, 95)
         params_text = f"{params / 1e6:.2f}" if params else "-"
         gmacs_text = f"{gmacs:.1f}" if gmacs is not None else "-"
-        print(f"| {label} | {size[0]}x{size[1]} | {internal[1]}x{internal[0]} | {params_text} | {gmacs_text} | "
+        print(f"| {label} | {precision} | {size[0]}x{size[1]} | {internal[1]}x{internal[0]} | {params_text} | {gmacs_text} | "
               f"{median:.1f} | {p95:.1f} | {1000 / median:.1f} | {len(latencies)} |", flush=True)
 
     for size in args.sizes:
         engine = DehazeEngine(EngineConfig(model="dcp", warmup=0))
-        row("dcp", size, size[::-1], 0, None, time_engine(engine, images[size], args.max_runs, args.budget_s))
+        row("dcp", "fp32", size, size[::-1], 0, None, time_engine(engine, images[size], args.max_runs, args.budget_s))
 
     with tempfile.TemporaryDirectory() as folder:
         for name in variants:
             path, params, (dehazer, depth_net) = write_random_checkpoint(name, Path(folder))
             settings = [0] + ([args.rt_max_side] if name == "diacmpn-rt" and args.rt_max_side else [])
             for max_side in settings:
-                engine = DehazeEngine(EngineConfig(checkpoint=str(path), device=args.device,
-                                                   precision=args.precision, max_side=max_side, warmup=0))
                 label = name if not max_side else f"{name} (max_side {max_side})"
                 for size in args.sizes:
                     internal = scaled_size(size[1], size[0], max_side)
                     shape = (1, 3, internal[0], internal[1])
                     gmacs = (count_macs(dehazer, shape) + count_macs(depth_net, shape)) / 1e9
-                    row(label, size, internal, params, gmacs,
-                        time_engine(engine, images[size], args.max_runs, args.budget_s))
-                engine.close()
+                    # Precisions of one cell next to each other: the rows compare like with like.
+                    for precision in precisions:
+                        engine = DehazeEngine(EngineConfig(checkpoint=str(path), device=args.device,
+                                                           precision=precision, max_side=max_side, warmup=0))
+                        row(label, precision, size, internal, params, gmacs,
+                            time_engine(engine, images[size], args.max_runs, args.budget_s))
+                        engine.close()
 
 
 if __name__ == "__main__":

@@ -63,19 +63,34 @@ def estimate_airlight(image: np.ndarray, dark: np.ndarray, top_fraction: float =
     return np.clip(brightest.mean(axis=0), 0.05, 1.0).astype(np.float32)
 
 
+def box_mean(values: np.ndarray, radius: int) -> np.ndarray:
+    """Mean over (2 radius + 1)^2 windows, per channel, reflected at the borders."""
+    size = (2 * radius + 1, 2 * radius + 1)
+    return cv2.boxFilter(values, cv2.CV_32F, size, borderType=cv2.BORDER_REFLECT)
+
+
+def guided_coefficients(guide: np.ndarray, target: np.ndarray, radius: int,
+                        eps: float) -> tuple[np.ndarray, np.ndarray]:
+    """Window-averaged (a, b) of the local fits target ~ a * guide + b (same shapes as the inputs:
+    H x W, or H x W x C for one fit per channel); the guided filter's output is a * guide + b.
+    ``eps`` is the variance below which a window counts as flat (a -> 0, b -> the mean target)."""
+    if guide.shape != target.shape:
+        raise ValueError(f"guide {guide.shape} and target {target.shape} must have the same shape")
+    guide = guide.astype(np.float32, copy=False)
+    target = target.astype(np.float32, copy=False)
+    mean_guide, mean_target = box_mean(guide, radius), box_mean(target, radius)
+    covariance = box_mean(guide * target, radius) - mean_guide * mean_target
+    # E[g^2] - E[g]^2 can round below zero in flat float32 windows.
+    variance = np.maximum(box_mean(guide * guide, radius) - mean_guide * mean_guide, 0.0)
+    gain = covariance / (variance + eps)
+    offset = mean_target - gain * mean_guide
+    return box_mean(gain, radius), box_mean(offset, radius)
+
+
 def guided_filter(guide: np.ndarray, source: np.ndarray, radius: int, eps: float) -> np.ndarray:
     """Edge-preserving smoothing of ``source`` steered by the gray ``guide`` (box-filter form)."""
-    size = (2 * radius + 1, 2 * radius + 1)
-
-    def box(values: np.ndarray) -> np.ndarray:
-        return cv2.boxFilter(values, cv2.CV_32F, size, borderType=cv2.BORDER_REFLECT)
-
-    mean_guide, mean_source = box(guide), box(source)
-    covariance = box(guide * source) - mean_guide * mean_source
-    variance = box(guide * guide) - mean_guide * mean_guide
-    gain = covariance / (variance + eps)
-    offset = mean_source - gain * mean_guide
-    return box(gain) * guide + box(offset)
+    gain, offset = guided_coefficients(guide, source, radius, eps)
+    return gain * guide + offset
 
 
 def dehaze_dcp(image: np.ndarray, patch: int = PATCH, omega: float = OMEGA, t_min: float = T_MIN,

@@ -93,10 +93,10 @@ def test_engine_output_equals_model_output_at_native_size(rt_checkpoint):
 
 
 def test_engine_max_side_inverts_the_scattering_model_at_full_resolution(rt_checkpoint):
-    """Physics head below input resolution: t upsampled, J = (I - A) / max(t, t0) + A on the
+    """Physics head below input resolution (the bilinear path): t upsampled, J = (I - A) / max(t, t0) + A on the
     full-resolution input; canonical depth converted with the focal length of the small image."""
     path, dehazer, depth_net = rt_checkpoint
-    engine = DehazeEngine(EngineConfig(checkpoint=str(path), max_side=64, warmup=0))
+    engine = DehazeEngine(EngineConfig(checkpoint=str(path), max_side=64, upsampling="bilinear", warmup=0))
     rgb = np.random.default_rng(1).integers(0, 256, (120, 200, 3), dtype=np.uint8)
     result = engine.process(rgb, focal_px=180.0)
     small = cv2.resize(rgb, (64, 38), interpolation=cv2.INTER_AREA)
@@ -117,10 +117,10 @@ def test_engine_max_side_inverts_the_scattering_model_at_full_resolution(rt_chec
 
 
 def test_engine_max_side_rebuilds_full_resolution_from_the_small_correction(residual_checkpoint):
-    """Residual head: full-size output = hazy + upsampled (dehazed_small - hazy_small); depth
+    """Residual head, bilinear path: full-size output = hazy + upsampled (dehazed_small - hazy_small); depth
     nearest-upsampled, plain metres (no canonical camera, so no focal length involved)."""
     path, dehazer, depth_net = residual_checkpoint
-    engine = DehazeEngine(EngineConfig(checkpoint=str(path), max_side=64, warmup=0))
+    engine = DehazeEngine(EngineConfig(checkpoint=str(path), max_side=64, upsampling="bilinear", warmup=0))
     rgb = np.random.default_rng(1).integers(0, 256, (120, 200, 3), dtype=np.uint8)
     result = engine.process(rgb)
     assert not result.focal_assumed

@@ -21,9 +21,10 @@ from typing import Any
 
 import yaml
 
+from dehaze_ros.devices import PRECISIONS, validate_device
+
 SOURCE_KINDS = ("reside", "rgbd", "procedural", "rosbag2")
 SCHEDULES = ("alternating", "joint")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SELECT_METRICS = ("psnr", "ssim", "abs_rel")
 # Keys that may change when a run is resumed: they do not alter what the run computes.
 RESUMABLE_OVERRIDES = ("train.max_minutes", "data.workers", "train.log_every", "train.image_every")
@@ -388,9 +389,10 @@ def validate(config: TrainingConfig) -> None:
     _check(train.precision in PRECISIONS, f"train.precision must be one of {PRECISIONS}, got {train.precision!r}")
     _check(train.select_metric in SELECT_METRICS,
            f"train.select_metric must be one of {SELECT_METRICS}, got {train.select_metric!r}")
-    device = train.device
-    _check(device in ("auto", "cpu", "cuda") or bool(re.fullmatch(r"cuda:\d+", device)),
-           f"train.device must be auto, cpu, cuda or cuda:N, got {device!r}")
+    try:
+        validate_device(train.device)
+    except ValueError as exc:
+        raise ConfigError(f"train.{exc}") from None
     _check(train.steps > 0, f"train.steps must be > 0, got {train.steps}")
     _check(train.max_minutes >= 0, f"train.max_minutes must be >= 0 (0 = no limit), got {train.max_minutes}")
     _check(0.0 <= train.ema_decay < 1.0, f"train.ema_decay must lie in [0, 1), got {train.ema_decay}")

@@ -23,7 +23,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from dehaze_ros.engine import resolve_device
+from dehaze_ros.devices import resolve_device
 from training.config import ConfigError
 
 TORCHRUN_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE")

@@ -38,7 +38,7 @@ import cv2
 import numpy as np
 
 from dehaze_ros.checkpoint import CheckpointError, load_checkpoint
-from dehaze_ros.engine import DehazeEngine, EngineConfig, EngineError
+from dehaze_ros.engine import PRECISIONS, UPSAMPLING, DehazeEngine, EngineConfig, EngineError
 from training.config import HazeConfig, SourceConfig
 from training.data.common import Sample, no_depth, resize_max_side, to_float
 from training.data.io import DataError, list_images, read_rgb
@@ -287,7 +287,7 @@ def evaluate(checkpoint: str | None, specs: list[str], out_dir: Path, baseline: 
              max_side: int = 1024, engine_max_side: int = 0, device: str = "auto", scenes: list[str] = (),
              haze_t: float = 0.4, seed: int = 0, grids: int = 4, log=print, items: list[str] = (),
              depth_scales: dict | None = None, focal_px: dict | None = None, visibility_m: float = 300.0,
-             exclude: list[str] = ()) -> dict:
+             exclude: list[str] = (), upsampling: str = "guided", precision: str = "auto") -> dict:
     """Run every method on every set; write per_image.csv, summary.md and grids; return the summary."""
     if not checkpoint and not baseline:
         raise ValueError("nothing to evaluate: give --checkpoint and/or --baseline dcp")
@@ -301,10 +301,12 @@ def evaluate(checkpoint: str | None, specs: list[str], out_dir: Path, baseline: 
         if checkpoint:
             deployable = resolve_checkpoint(checkpoint, Path(workdir))
             engines["model"] = DehazeEngine(EngineConfig(model="checkpoint", checkpoint=deployable, device=device,
-                                                         max_side=engine_max_side, warmup=1))
+                                                         precision=precision, max_side=engine_max_side,
+                                                         upsampling=upsampling, warmup=1))
             provenance = engines["model"].checkpoint.provenance
         if baseline == "dcp":
-            engines["dcp"] = DehazeEngine(EngineConfig(model="dcp", max_side=engine_max_side, warmup=0))
+            engines["dcp"] = DehazeEngine(EngineConfig(model="dcp", max_side=engine_max_side, upsampling=upsampling,
+                                                       warmup=0))
         out_dir.mkdir(parents=True, exist_ok=True)
         rows: list[dict] = []
         warnings = []
@@ -348,7 +350,8 @@ def evaluate(checkpoint: str | None, specs: list[str], out_dir: Path, baseline: 
         + (f" (model {engines_description(provenance)})" if provenance else ""),
         f"- baseline: {baseline or '(none)'}",
         f"- resolution: longer side at most {max_side} px (metrics at that size); networks at "
-        f"{'the same size' if not engine_max_side else f'longer side {engine_max_side} px (engine max_side)'}",
+        f"{'the same size' if not engine_max_side else f'longer side {engine_max_side} px (engine max_side), upsampling {upsampling}'}",
+        f"- engine: {', '.join(f'{name} {engine.describe()[key]}' for name, engine in engines.items() for key in ('device', 'precision'))}",
         f"- synthetic haze on RGB-D sets: transmission {haze_t} at the median depth, airlight 0.9, seed {seed}; "
         f"outdoor views: visibility {visibility_m:g} m (beta = 3.912 / V)",
         "- depth metrics: metric (metres) and after median scaling (med); DCP depth is relative: metric columns empty",
@@ -407,6 +410,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--engine-max-side", type=int, default=0,
                         help="run the networks at this longer side, as a node with max_side (0 = native)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS, help="the networks' precision")
+    parser.add_argument("--upsampling", default="guided", choices=UPSAMPLING,
+                        help="full-resolution recovery below native size (with --engine-max-side)")
     parser.add_argument("--scenes", default="", help="only these scenes (comma separated) of reside/rgbd sets")
     parser.add_argument("--haze-t", type=float, default=0.4,
                         help="RGB-D sets: transmission at the median depth of the synthetic haze")
@@ -434,7 +440,8 @@ def main(argv: list[str] | None = None) -> int:
                  args.device, scenes, args.haze_t, args.seed, args.grids, items=items,
                  depth_scales=parse_folder_values(args.depth_scales, "--depth-scales"),
                  focal_px=parse_folder_values(args.focal_px, "--focal-px"), visibility_m=args.visibility_m,
-                 exclude=[s for s in args.exclude.split(",") if s])
+                 exclude=[s for s in args.exclude.split(",") if s], upsampling=args.upsampling,
+                 precision=args.precision)
     except (DataError, CheckpointError, EngineError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

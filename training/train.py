@@ -51,8 +51,8 @@ from tqdm import tqdm
 
 from dehaze_ros.camera import canonical_from_metric, metric_from_canonical
 from dehaze_ros.checkpoint import CheckpointError, atomic_torch_save, build_models, load_checkpoint
-from dehaze_ros.engine import EngineError
-from dehaze_ros.engine import resolve_precision as engine_precision
+from dehaze_ros.devices import DeviceError
+from dehaze_ros.devices import resolve_precision as engine_precision
 from dehaze_ros.models import ModelConfig, build_dehazer, build_depth_net, count_parameters, get_model_config
 from training import losses
 from training.config import (ConfigError, TrainingConfig, check_resume_overrides, load_config,
@@ -113,8 +113,8 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
         raise ConfigError(f"train.precision={name} needs a CUDA device (bf16 training on the CPU gave NaN "
                           f"gradients); on {device} use fp32 or auto")
     try:
-        dtype = engine_precision(name, device)
-    except EngineError as exc:
+        dtype = engine_precision(name, device, training=True)
+    except DeviceError as exc:
         raise ConfigError(f"train.precision={name}: {exc}") from exc
     return None if dtype == torch.float32 else dtype
 
@@ -1043,7 +1043,7 @@ def main(argv: list[str] | None = None) -> int:
         # Under torchrun one of several processes; otherwise alone, with no distributed set-up.
         dist = Distributed.from_environment()
         trainer = prepare(args.config, overrides, args.resume, args.run_dir, dist=dist)
-    except (ConfigError, DataError, TrainingError, CheckpointError, EngineError) as exc:
+    except (ConfigError, DataError, TrainingError, CheckpointError, DeviceError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         if dist is not None:
             dist.stop()

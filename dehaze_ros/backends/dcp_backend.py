@@ -1,0 +1,26 @@
+"""The Dark Channel Prior (dehaze_ros.dcp) as a backend: no weights, numpy on the CPU."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from dehaze_ros.backends.base import Backend, BackendOutput
+from dehaze_ros.dcp import dehaze_dcp
+
+
+class DCPBackend(Backend):
+    name = "dcp"
+    # -ln t = beta * d: depth up to the unknown scattering coefficient.
+    depth_units = "relative"
+    depth_range = (0.0, float("inf"))
+
+    def describe(self) -> dict:
+        return {"model": "dcp", "backend": "dcp", "checkpoint": "", "device": "cpu", "precision": "fp32"}
+
+    def run(self, rgb: np.ndarray, want_dehazed: bool, want_depth: bool) -> BackendOutput:
+        mark = time.perf_counter()
+        result = dehaze_dcp(rgb)
+        return BackendOutput(result.dehazed, result.transmission, result.airlight,
+                             result.relative_depth if want_depth else None,
+                             {"dehaze": (time.perf_counter() - mark) * 1e3})
