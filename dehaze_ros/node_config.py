@@ -31,7 +31,7 @@ PACKAGE = "dehaze_ros"
 _TYPE_NAMES = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
 # NodeConfig fields that are EngineConfig fields: the engine validates them (one set of rules).
 ENGINE_FIELDS = ("model", "checkpoint", "device", "precision", "max_side", "warmup", "num_threads",
-                 "default_hfov_deg")
+                 "default_hfov_deg", "backend", "onnx_model", "trt_cache_dir")
 
 
 class ConfigError(ValueError):
@@ -171,6 +171,17 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
                   "REP-117's +inf (too far) and -inf (too close), for consumers that mishandle "
                   "infinities (some depthimage_to_laserscan versions and costmap layers). "
                   "Off: REP-117.", "live"),
+    ParameterSpec("backend", "torch",
+                  "What runs the checkpoint's networks: torch, or onnxruntime (the optional onnx "
+                  "extra; TensorRT and CUDA providers on a GPU device, CPU otherwise). dcp ignores it.",
+                  "configure", choices=("torch", "onnxruntime")),
+    ParameterSpec("onnx_model", "",
+                  "backend onnxruntime: an exported graph (python -m training.export CHECKPOINT "
+                  "--onnx OUT.onnx). Empty: the checkpoint is exported once into "
+                  "~/.cache/dehaze_ros/onnx and reused.", "configure"),
+    ParameterSpec("trt_cache_dir", "",
+                  "backend onnxruntime with TensorRT: folder of the built TensorRT engines, so a "
+                  "restart skips the build. Empty: ~/.cache/dehaze_ros/tensorrt.", "configure"),
 )
 SPECS = {spec.name: spec for spec in PARAMETERS}
 
@@ -202,6 +213,9 @@ class NodeConfig:
     max_rate_hz: float = 0.0
     max_input_pixels: int = 4096 * 4096
     depth_inf_as_nan: bool = False
+    backend: str = "torch"
+    onnx_model: str = ""
+    trt_cache_dir: str = ""
 
     def validate(self) -> None:
         """Raise ConfigError listing every problem (types, choices, ranges, cross-field rules)."""
@@ -236,7 +250,9 @@ class NodeConfig:
         model, checkpoint = (choice.model, choice.checkpoint) if choice else (self.model, self.checkpoint)
         return EngineConfig(model=model, checkpoint=checkpoint, device=self.device,
                             precision=self.precision, max_side=self.max_side, warmup=self.warmup,
-                            num_threads=self.num_threads, default_hfov_deg=self.default_hfov_deg)
+                            num_threads=self.num_threads, default_hfov_deg=self.default_hfov_deg,
+                            backend=self.backend, onnx_model=os.path.expanduser(self.onnx_model),
+                            trt_cache_dir=os.path.expanduser(self.trt_cache_dir))
 
     def replace(self, **changes) -> "NodeConfig":
         return dataclasses.replace(self, **changes)
