@@ -161,6 +161,22 @@ def test_engine_with_onnxruntime_matches_the_torch_engine(exported):
 
 
 @needs_extra
+def test_without_onnx_model_the_checkpoint_is_exported_once_into_the_cache(exported, tmp_path, monkeypatch):
+    checkpoint, _ = exported["diacmpn-rt"]
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    config = EngineConfig(checkpoint=str(checkpoint), backend="onnxruntime", device="cpu", warmup=0, num_threads=1)
+    first = DehazeEngine(config)
+    cached = list((tmp_path / "dehaze_ros" / "onnx").glob("*.onnx"))
+    assert len(cached) == 1 and cached[0].name.startswith("diacmpn-rt-")
+    assert first.describe()["checkpoint"] == str(cached[0])
+    stamp = cached[0].stat().st_mtime_ns
+    second = DehazeEngine(config)
+    assert cached[0].stat().st_mtime_ns == stamp, "the cached graph must be reused, not exported again"
+    rgb = hazy_frame(64, 48)
+    assert np.array_equal(first.process(rgb).dehazed, second.process(rgb).dehazed)
+
+
+@needs_extra
 def test_onnxruntime_backend_refuses_what_it_cannot_run(exported, tmp_path):
     checkpoint, graph = exported["diacmpn-rt"]
     with pytest.raises(EngineError, match="onnx_model .*missing.onnx not found"):
@@ -177,13 +193,14 @@ def test_execution_providers_follow_the_device(tmp_path):
     assert execution_providers("cpu", "auto", "", ["CPUExecutionProvider"]) == (["CPUExecutionProvider"], "cpu")
     assert execution_providers("auto", "fp32", "", ["CPUExecutionProvider"])[1] == "cpu"
     gpu = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
-    providers, device = execution_providers("cuda:1", "auto", tmp_path / "trt", gpu)
+    providers, device = execution_providers("cuda:1", "fp16", tmp_path / "trt", gpu)
     assert device == "cuda:1"
     assert [p if isinstance(p, str) else p[0] for p in providers] == gpu
     trt = providers[0][1]
     assert trt["device_id"] == 1 and trt["trt_engine_cache_enable"] and trt["trt_fp16_enable"]
     assert trt["trt_engine_cache_path"] == str(tmp_path / "trt") and (tmp_path / "trt").is_dir()
-    assert not execution_providers("cuda", "fp32", tmp_path, gpu)[0][0][1]["trt_fp16_enable"]
+    # fp16 only when asked for: TensorRT may put the DCP's box sums in fp16, where they overflow.
+    assert not execution_providers("cuda", "auto", tmp_path, gpu)[0][0][1]["trt_fp16_enable"]
     # Without TensorRT in this onnxruntime: CUDA, then CPU.
     assert execution_providers("auto", "auto", "", gpu[1:])[0] == [("CUDAExecutionProvider", {"device_id": 0}),
                                                                   "CPUExecutionProvider"]

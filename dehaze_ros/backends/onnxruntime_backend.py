@@ -8,8 +8,11 @@ Execution providers follow ``device``: ``cpu`` -> CPU; ``cuda`` / ``cuda:N`` -> 
 this onnxruntime has it), CUDA, and CPU for any node neither takes; ``auto`` -> the CUDA list
 when onnxruntime has the CUDA provider, else CPU. TensorRT builds an engine per input shape on
 the first frame (slow: seconds to minutes) and keeps it in ``trt_cache_dir``, so a restart with
-the same graph and frame size loads it instead. Precision: fp32 everywhere; fp16 (and ``auto`` on
-a GPU) lets TensorRT run in fp16; bf16 is not offered by the providers and is refused.
+the same graph and frame size loads it instead. Precision: fp32 (also for ``auto``); ``fp16`` lets
+TensorRT pick fp16 kernels per layer. That is opt-in, not ``auto``: unlike torch's autocast, which
+keeps the DCP prior's box sums (cumulative sums up to H x W) in fp32, TensorRT may run them in
+fp16, where they overflow above 65504; it has not been validated on a GPU. bf16 is not offered
+by the providers and is refused.
 
 The graph file: ``onnx_model`` when given; otherwise the checkpoint is exported once into
 ``$XDG_CACHE_HOME/dehaze_ros/onnx`` (default ``~/.cache``), named by the checkpoint's SHA-256,
@@ -76,7 +79,7 @@ def execution_providers(device: str, precision: str, trt_cache_dir: str | os.Pat
         cache.mkdir(parents=True, exist_ok=True)
         providers.append(("TensorrtExecutionProvider", {
             "device_id": index,
-            "trt_fp16_enable": precision in ("auto", "fp16"),
+            "trt_fp16_enable": precision == "fp16",
             "trt_engine_cache_enable": True,
             "trt_engine_cache_path": str(cache),
             "trt_timing_cache_enable": True,
@@ -136,8 +139,7 @@ class OnnxRuntimeBackend(Backend):
             raise BackendError(str(exc)) from exc
         self.path = path
         self.providers = self.session.get_providers()
-        self.precision = "fp16" if (self.device != "cpu" and precision in ("auto", "fp16")
-                                    and "TensorrtExecutionProvider" in self.providers) else "fp32"
+        self.precision = "fp16" if (precision == "fp16" and "TensorrtExecutionProvider" in self.providers) else "fp32"
         self.outputs = [output.name for output in self.session.get_outputs()]
         self.name = self.metadata.name
         self.depth_units = self.metadata.depth_units
