@@ -145,8 +145,10 @@ def test_engine_with_onnxruntime_matches_the_torch_engine(exported):
     rgb = hazy_frame(640, 480)
     results = {}
     for backend in ("torch", "onnxruntime"):
+        # fp32 both: torch's auto is bf16 on CPUs with native bf16, onnxruntime's is fp32.
         engine = DehazeEngine(EngineConfig(checkpoint=str(checkpoint), backend=backend, onnx_model=str(graph),
-                                           device="cpu", max_side=320, warmup=0, num_threads=1))
+                                           device="cpu", precision="fp32", max_side=320, warmup=0,
+                                           num_threads=1))
         results[backend] = engine.process(rgb, focal_px=500.0)
         description = engine.describe()
         assert description["backend"] == backend and description["model"] == "diacmpn-rt"
