@@ -10,12 +10,13 @@ rest once for all of them: input validation, resizing, full-resolution recovery,
 upsampling, metric conversion and range limits.
 
 Speed: ``max_side`` runs the model on a downscaled copy, and the dehazed image is rebuilt at
-full resolution from it (``dehaze_ros.upsampling``, mode ``upsampling``): with ``guided``, t of
-a physics head or the DCP is upsampled by the fast guided filter steered by the full-resolution
-hazy image and the scattering model inverted at full resolution, J = (I - A) / max(t, t0) + A;
-a J-only head (the paper's residual) gives local affine coefficients J ~ a I + b that are
-upsampled and applied to the full-resolution input. ``bilinear`` is the earlier path (bilinear
-t; ``hazy_full + upsample(dehazed_small - hazy_small)``). Depth is upsampled nearest-neighbour:
+full resolution from it (``dehaze_ros.upsampling``, mode ``upsampling``), the same way for every
+backend: with ``guided``, t of a physics head or the DCP is upsampled by the fast guided filter
+steered by the full-resolution hazy image and the scattering model inverted at full resolution,
+J = (I - A) / max(t, t0) + A; a J-only head (the paper's residual) gives local affine
+coefficients J ~ a I + b that are upsampled and applied to the full-resolution input;
+``affine`` takes that J path for every model; ``bilinear`` is the earlier path (bilinear t;
+``hazy_full + upsample(dehazed_small - hazy_small)``). Depth is upsampled nearest-neighbour:
 interpolating across a depth edge would invent "flying" points between foreground and background.
 
 Metric depth: a checkpoint with a canonical camera (``canonical_focal_px``) gives metres for the
@@ -35,15 +36,16 @@ import numpy as np
 import torch
 
 from dehaze_ros import devices, upsampling
-from dehaze_ros.backends import BACKENDS, MODELS, Backend, BackendError, BackendOutput, create_backend
+from dehaze_ros.backends import BACKENDS, MODELS, Backend, BackendError, create_backend
 from dehaze_ros.camera import DEFAULT_HFOV_DEG, focal_from_hfov, metric_from_canonical
 from dehaze_ros.checkpoint import Checkpoint
 from dehaze_ros.devices import PRECISIONS, cpu_supports_bf16  # noqa: F401 (re-exported for the node)
+from dehaze_ros.upsampling import DEFAULT as DEFAULT_UPSAMPLING
 from dehaze_ros.upsampling import UPSAMPLING
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "default.pt"
 
-__all__ = ["BACKENDS", "DEFAULT_CHECKPOINT", "MODELS", "PRECISIONS", "UPSAMPLING", "DehazeEngine",
+__all__ = ["BACKENDS", "DEFAULT_CHECKPOINT", "DEFAULT_UPSAMPLING", "MODELS", "PRECISIONS", "UPSAMPLING", "DehazeEngine",
            "EngineConfig", "EngineError", "EngineResult", "as_rgb_uint8", "cpu_supports_bf16",
            "resolve_device", "resolve_precision", "scaled_size"]
 
@@ -62,7 +64,7 @@ class EngineConfig:
     device: str = "auto"               # auto | cpu | cuda | cuda:N
     precision: str = "auto"            # auto | fp32 | fp16 | bf16 (dehaze_ros.devices has the rules)
     max_side: int = 0                  # run the networks with the longer side at most this; 0 = native
-    upsampling: str = "guided"         # guided | bilinear: full-resolution recovery below native size
+    upsampling: str = DEFAULT_UPSAMPLING   # guided | affine | bilinear: full-resolution recovery (upsampling.py)
     warmup: int = 1                    # warm-up passes after loading (first CUDA/oneDNN calls are slow)
     num_threads: int = 0               # torch CPU threads; 0 = torch's default
     default_hfov_deg: float = DEFAULT_HFOV_DEG   # focal length assumed when process() gets none
@@ -221,7 +223,9 @@ class DehazeEngine:
         mark = time.perf_counter()
         dehazed = None
         if want_dehazed:
-            dehazed = to_uint8(self._full_resolution(rgb, small, out, resized))
+            hazy = rgb.astype(np.float32) / 255.0 if resized else small
+            dehazed = to_uint8(upsampling.recover_full_resolution(hazy, small, out.dehazed, out.transmission,
+                                                                  out.airlight, self.config.upsampling))
         depth, focal_assumed = None, False
         if want_depth:
             depth_small = out.depth
@@ -237,16 +241,6 @@ class DehazeEngine:
         timings["total"] = (time.perf_counter() - start) * 1e3
         return EngineResult(dehazed, depth, self.depth_units, timings, focal_assumed, out.transmission,
                             out.airlight)
-
-    def _full_resolution(self, rgb: np.ndarray, small: np.ndarray, out: BackendOutput, resized: bool) -> np.ndarray:
-        """The dehazed image at the input's size, float32 [0, 1]."""
-        if not resized and out.dehazed is not None:
-            return out.dehazed
-        hazy = small if not resized else rgb.astype(np.float32) / 255.0
-        if out.transmission is not None:
-            return upsampling.recover_from_transmission(hazy, small, out.transmission, out.airlight,
-                                                        self.config.upsampling)
-        return upsampling.recover_from_dehazed(hazy, small, out.dehazed, self.config.upsampling)
 
     def _apply_depth_range(self, depth: np.ndarray) -> np.ndarray:
         """In place. REP-117: beyond the trained range is +inf (too far) or -inf (too close), not a number."""

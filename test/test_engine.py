@@ -60,7 +60,7 @@ def test_checkpoint_round_trip_gives_identical_outputs(rt_checkpoint):
 
 def test_engine_output_equals_model_output_at_native_size(rt_checkpoint):
     path, dehazer, depth_net = rt_checkpoint
-    engine = DehazeEngine(EngineConfig(checkpoint=str(path), device="cpu", warmup=0))
+    engine = DehazeEngine(EngineConfig(checkpoint=str(path), device="cpu", precision="fp32", warmup=0))
     rgb = np.random.default_rng(0).integers(0, 256, (37, 53, 3), dtype=np.uint8)
     result = engine.process(rgb)
     with torch.inference_mode():
@@ -96,7 +96,8 @@ def test_engine_max_side_inverts_the_scattering_model_at_full_resolution(rt_chec
     """Physics head below input resolution (the bilinear path): t upsampled, J = (I - A) / max(t, t0) + A on the
     full-resolution input; canonical depth converted with the focal length of the small image."""
     path, dehazer, depth_net = rt_checkpoint
-    engine = DehazeEngine(EngineConfig(checkpoint=str(path), max_side=64, upsampling="bilinear", warmup=0))
+    engine = DehazeEngine(EngineConfig(checkpoint=str(path), max_side=64, precision="fp32", upsampling="bilinear",
+                                       warmup=0))
     rgb = np.random.default_rng(1).integers(0, 256, (120, 200, 3), dtype=np.uint8)
     result = engine.process(rgb, focal_px=180.0)
     small = cv2.resize(rgb, (64, 38), interpolation=cv2.INTER_AREA)
@@ -120,7 +121,8 @@ def test_engine_max_side_rebuilds_full_resolution_from_the_small_correction(resi
     """Residual head, bilinear path: full-size output = hazy + upsampled (dehazed_small - hazy_small); depth
     nearest-upsampled, plain metres (no canonical camera, so no focal length involved)."""
     path, dehazer, depth_net = residual_checkpoint
-    engine = DehazeEngine(EngineConfig(checkpoint=str(path), max_side=64, upsampling="bilinear", warmup=0))
+    engine = DehazeEngine(EngineConfig(checkpoint=str(path), max_side=64, precision="fp32", upsampling="bilinear",
+                                       warmup=0))
     rgb = np.random.default_rng(1).integers(0, 256, (120, 200, 3), dtype=np.uint8)
     result = engine.process(rgb)
     assert not result.focal_assumed
@@ -288,3 +290,21 @@ def test_dcp_engine_reports_relative_depth():
     result = engine.process(np.full((30, 40, 3), 200, np.uint8))
     assert result.depth_units == "relative" and engine.describe()["model"] == "dcp"
     assert result.dehazed.shape == (30, 40, 3) and np.isfinite(result.depth).all()
+
+
+def test_engine_guided_recovery_of_a_residual_head_is_the_affine_fit(residual_checkpoint):
+    """Default upsampling, J-only head: J_small ~ a I_small + b per channel, applied at full size."""
+    from dehaze_ros.upsampling import recover_from_dehazed
+    path, dehazer, _ = residual_checkpoint
+    engine = DehazeEngine(EngineConfig(checkpoint=str(path), max_side=64, precision="fp32", warmup=0))
+    assert engine.describe()["upsampling"] == "guided"
+    rgb = np.random.default_rng(1).integers(0, 256, (120, 200, 3), dtype=np.uint8)
+    result = engine.process(rgb, want_depth=False)
+    small = cv2.resize(rgb, (64, 38), interpolation=cv2.INTER_AREA).astype(np.float32) / 255
+    with torch.inference_mode():
+        dehazed_small = dehazer(torch.from_numpy(small).permute(2, 0, 1)[None]).clamp(0, 1)
+    expected = recover_from_dehazed(rgb / np.float32(255), small, dehazed_small[0].permute(1, 2, 0).numpy())
+    assert np.abs(result.dehazed - expected * 255).max() <= 1.0
+    bilinear = DehazeEngine(EngineConfig(checkpoint=str(path), max_side=64, precision="fp32",
+                                         upsampling="bilinear", warmup=0)).process(rgb, want_depth=False)
+    assert np.abs(result.dehazed.astype(int) - bilinear.dehazed.astype(int)).max() > 10

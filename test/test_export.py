@@ -47,7 +47,7 @@ def test_engine_runs_the_exported_ema_weights_like_the_training_model(run_dir, t
     output = tmp_path / "model.pt"
     summary = export_checkpoint(run_dir / "best.pt", output)
     assert summary["weights"] == "ema" and summary["steps"] == 4 and summary["depth_units"] == "meters"
-    engine = DehazeEngine(EngineConfig(checkpoint=str(output), device="cpu", warmup=0))
+    engine = DehazeEngine(EngineConfig(checkpoint=str(output), device="cpu", precision="fp32", warmup=0))
     rgb = np.random.default_rng(0).integers(0, 256, (41, 57, 3), dtype=np.uint8)
     result = engine.process(rgb)
     dehazer, depth_net = training_models(run_dir)

@@ -38,7 +38,8 @@ import cv2
 import numpy as np
 
 from dehaze_ros.checkpoint import CheckpointError, load_checkpoint
-from dehaze_ros.engine import PRECISIONS, UPSAMPLING, DehazeEngine, EngineConfig, EngineError
+from dehaze_ros.engine import (DEFAULT_UPSAMPLING, PRECISIONS, UPSAMPLING, DehazeEngine, EngineConfig,
+                               EngineError)
 from training.config import HazeConfig, SourceConfig
 from training.data.common import Sample, no_depth, resize_max_side, to_float
 from training.data.io import DataError, list_images, read_rgb
@@ -287,7 +288,7 @@ def evaluate(checkpoint: str | None, specs: list[str], out_dir: Path, baseline: 
              max_side: int = 1024, engine_max_side: int = 0, device: str = "auto", scenes: list[str] = (),
              haze_t: float = 0.4, seed: int = 0, grids: int = 4, log=print, items: list[str] = (),
              depth_scales: dict | None = None, focal_px: dict | None = None, visibility_m: float = 300.0,
-             exclude: list[str] = (), upsampling: str = "guided", precision: str = "auto") -> dict:
+             exclude: list[str] = (), upsampling: str = DEFAULT_UPSAMPLING, precision: str = "auto") -> dict:
     """Run every method on every set; write per_image.csv, summary.md and grids; return the summary."""
     if not checkpoint and not baseline:
         raise ValueError("nothing to evaluate: give --checkpoint and/or --baseline dcp")
@@ -351,7 +352,8 @@ def evaluate(checkpoint: str | None, specs: list[str], out_dir: Path, baseline: 
         f"- baseline: {baseline or '(none)'}",
         f"- resolution: longer side at most {max_side} px (metrics at that size); networks at "
         f"{'the same size' if not engine_max_side else f'longer side {engine_max_side} px (engine max_side), upsampling {upsampling}'}",
-        f"- engine: {', '.join(f'{name} {engine.describe()[key]}' for name, engine in engines.items() for key in ('device', 'precision'))}",
+        "- engine: " + "; ".join(f"{name} on {engine.describe()['device']}, {engine.describe()['precision']}"
+                                 for name, engine in engines.items()),
         f"- synthetic haze on RGB-D sets: transmission {haze_t} at the median depth, airlight 0.9, seed {seed}; "
         f"outdoor views: visibility {visibility_m:g} m (beta = 3.912 / V)",
         "- depth metrics: metric (metres) and after median scaling (med); DCP depth is relative: metric columns empty",
@@ -411,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="run the networks at this longer side, as a node with max_side (0 = native)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--precision", default="auto", choices=PRECISIONS, help="the networks' precision")
-    parser.add_argument("--upsampling", default="guided", choices=UPSAMPLING,
+    parser.add_argument("--upsampling", default=DEFAULT_UPSAMPLING, choices=UPSAMPLING,
                         help="full-resolution recovery below native size (with --engine-max-side)")
     parser.add_argument("--scenes", default="", help="only these scenes (comma separated) of reside/rgbd sets")
     parser.add_argument("--haze-t", type=float, default=0.4,
