@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import tempfile
 import warnings
@@ -211,6 +212,8 @@ def export_onnx(checkpoint_path: str | os.PathLike, output: str | os.PathLike, o
     # they do not change what the graph computes (ONNX Reshape has no strides), and the sizes
     # stay symbolic (test_onnx checks sizes that are and are not multiples of the padding).
     dims = {INPUT_NAME: {2: torch.export.Dim.AUTO(min=smallest), 3: torch.export.Dim.AUTO(min=smallest)}}
+    # torch's exporter logs a warning per torchvision op it cannot register; we use none of them.
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     with warnings.catch_warnings():
         # torch.export's deprecation chatter about its own internals says nothing to the user.
         warnings.simplefilter("ignore", FutureWarning)
