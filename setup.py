@@ -20,6 +20,9 @@ setup(
         (f"share/{PACKAGE}/config/train", glob("config/train/*.yaml")),
     ],
     install_requires=["setuptools"],
+    # backend onnxruntime and `training.export --onnx` (dehaze_ros.onnx_export): the torch.export
+    # based exporter needs onnxscript. On a GPU machine replace onnxruntime by onnxruntime-gpu.
+    extras_require={"onnx": ["onnx>=1.17", "onnxscript>=0.5", "onnxruntime>=1.20"]},
     zip_safe=False,
     maintainer="dehaze_ros developers",
     maintainer_email="dev@dehaze-ros.invalid",

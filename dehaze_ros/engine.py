@@ -4,8 +4,8 @@ The node converts messages to numpy, calls :meth:`DehazeEngine.process`, and pub
 ``training.evaluate`` runs through the same engine, so the numbers it reports describe what is
 deployed (the in-training validation that picks best.pt calls the networks directly).
 
-The model itself is a backend (``dehaze_ros.backends``: torch networks, DCP; ONNX Runtime to
-come) that turns an image at network resolution into low-resolution results. The engine does the
+The model itself is a backend (``dehaze_ros.backends``: torch networks, DCP, or the networks
+exported to ONNX and run by ONNX Runtime, ``backend="onnxruntime"``) that turns an image at network resolution into low-resolution results. The engine does the
 rest once for all of them: input validation, resizing, full-resolution recovery, depth
 upsampling, metric conversion and range limits.
 
@@ -59,6 +59,8 @@ class EngineConfig:
     model: str = "checkpoint"          # "checkpoint": DIACMPN weights; "dcp": Dark Channel Prior
     checkpoint: str = ""               # path; "" = the checkpoint shipped with the package
     backend: str = "torch"             # torch | onnxruntime: what runs the checkpoint's networks
+    onnx_model: str = ""               # onnxruntime: exported graph; "" = checkpoint exported to a cache
+    trt_cache_dir: str = ""            # onnxruntime + TensorRT: engine cache; "" = ~/.cache/dehaze_ros/tensorrt
     device: str = "auto"               # auto | cpu | cuda | cuda:N
     precision: str = "auto"            # auto | fp32 | fp16 | bf16 (dehaze_ros.devices has the rules)
     max_side: int = 0                  # run the networks with the longer side at most this; 0 = native
@@ -166,7 +168,8 @@ class DehazeEngine:
             checkpoint = Path(config.checkpoint) if config.checkpoint else DEFAULT_CHECKPOINT
             try:
                 backend = create_backend(config.model, config.backend, checkpoint, config.device,
-                                         config.precision)
+                                         config.precision, config.onnx_model, config.trt_cache_dir,
+                                         config.num_threads)
             except (devices.DeviceError, BackendError) as exc:
                 raise EngineError(str(exc)) from exc
         self.backend: Backend | None = backend

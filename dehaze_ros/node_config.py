@@ -109,8 +109,16 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
                   "back to dcp with a warning.", "configure"),
     ParameterSpec("backend", "torch",
                   "What runs the checkpoint's networks: torch, or onnxruntime (the optional onnx "
-                  "extra; TensorRT/CUDA execution providers on a GPU, CPU otherwise).",
+                  "extra, pip install '.[onnx]'; TensorRT and CUDA providers on a GPU device, CPU "
+                  "otherwise). dcp ignores it.",
                   "configure", choices=BACKENDS),
+    ParameterSpec("onnx_model", "",
+                  "backend onnxruntime: an exported graph (python -m training.export CHECKPOINT "
+                  "--onnx OUT.onnx). Empty: the checkpoint is exported once into "
+                  "~/.cache/dehaze_ros/onnx and reused.", "configure"),
+    ParameterSpec("trt_cache_dir", "",
+                  "backend onnxruntime with TensorRT: folder of the built TensorRT engines, so a "
+                  "restart skips the build. Empty: ~/.cache/dehaze_ros/tensorrt.", "configure"),
     ParameterSpec("device", "auto",
                   "auto (CUDA when available), cpu, cuda or cuda:N.", "configure"),
     ParameterSpec("precision", "auto",

@@ -112,3 +112,31 @@ def test_training_files_and_checkpoints_are_not_mistaken_for_each_other(run_dir,
     assert "not a dehaze_ros training state" in capsys.readouterr().err
     assert main([str(tmp_path / "missing.pt"), "-o", str(tmp_path / "x.pt")]) == 2
     assert "training file not found" in capsys.readouterr().err
+
+
+def test_onnx_graph_straight_from_a_training_file(run_dir, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main([str(run_dir / "best.pt")])
+    assert "nothing to write: give -o OUT.pt, --onnx OUT.onnx, or both" in capsys.readouterr().err
+    for module in ("onnx", "onnxscript", "onnxruntime"):
+        pytest.importorskip(module, reason="the onnx extra is not installed")
+    import onnxruntime
+
+    from dehaze_ros.onnx_export import OnnxMetadata
+
+    graph = tmp_path / "smoke.onnx"
+    assert main([str(run_dir / "best.pt"), "--onnx", str(graph)]) == 0   # no -o: via a temporary .pt
+    assert f"wrote {graph}" in capsys.readouterr().out
+    session = onnxruntime.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
+    metadata = OnnxMetadata.from_props(session.get_modelmeta().custom_metadata_map, graph)
+    assert metadata.model_config == dehazer_config(run_dir).to_dict()
+    assert metadata.provenance["steps"] == 4 and metadata.provenance["weights"] == "ema"
+    dehazer, depth_net = training_models(run_dir)
+    hazy = torch.rand(1, 3, 41, 57, generator=torch.Generator().manual_seed(3))
+    with torch.inference_mode():
+        out = dehazer.forward_physics(hazy)
+        dehazed = out.dehazed.clamp(0, 1)
+        depth = depth_net(dehazed, out.transmission)
+    got_dehazed, got_depth = session.run(["dehazed", "depth"], {"hazy": hazy.numpy()})
+    assert np.abs(got_dehazed - dehazed.numpy()).max() < 1e-3
+    np.testing.assert_allclose(got_depth, depth.numpy(), rtol=1e-3)

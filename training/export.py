@@ -2,6 +2,10 @@
 
     python -m training.export runs/diacmpn_rt_20250101-120000/best.pt -o dehaze_ros/checkpoints/default.pt
     python -m training.export RUN_DIR/best.pt -o out.pt --fp16        # half the file size
+    python -m training.export CHECKPOINT --onnx model.onnx            # one ONNX graph (the onnx extra)
+
+``--onnx`` takes a deployable checkpoint, or a run's best.pt / last.pt (exported to ``-o`` first
+when given, else to a temporary file): ``dehaze_ros.onnx_export`` says what the graph holds.
 
 Writes the EMA weights (``--raw`` for the optimiser's weights), no optimiser state, and the full
 metadata: model config, training config, data (scenes per split), steps, validation metrics, the
@@ -13,10 +17,11 @@ from __future__ import annotations
 import argparse
 import datetime
 import sys
+import tempfile
 from pathlib import Path
 
 
-from dehaze_ros.checkpoint import load_checkpoint, save_checkpoint
+from dehaze_ros.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from training.run_state import TrainingError, git_commit, load_training_file
 
 
@@ -69,21 +74,52 @@ def export_checkpoint(training_file: str | Path, output: str | Path, use_ema: bo
             "bytes": Path(output).stat().st_size}
 
 
+def _is_deployable_checkpoint(path: str | Path) -> bool:
+    try:
+        load_checkpoint(path)
+    except CheckpointError:
+        return False
+    return True
+
+
+def _export_onnx(checkpoint: str | Path, onnx_output: str, opset: int) -> None:
+    from dehaze_ros.onnx_export import export_onnx
+
+    summary = export_onnx(checkpoint, onnx_output, opset=opset)
+    print(f"wrote {summary['output']} ({summary['bytes'] / 1e6:.2f} MB, {summary['model']}, opset "
+          f"{summary['opset']}, outputs {', '.join(summary['outputs'])}, height and width >= {summary['min_side']})")
+
+
 def main(argv: list[str] | None = None) -> int:
+    from dehaze_ros.onnx_export import DEFAULT_OPSET, OnnxExportError
+
     parser = argparse.ArgumentParser(prog="python -m training.export", description=__doc__.split("\n\n")[0])
-    parser.add_argument("training_file", help="RUN_DIR/best.pt (or last.pt)")
-    parser.add_argument("-o", "--output", required=True, help="deployable checkpoint to write (.pt)")
+    parser.add_argument("training_file", help="RUN_DIR/best.pt (or last.pt); with --onnx also a deployable checkpoint")
+    parser.add_argument("-o", "--output", help="deployable checkpoint to write (.pt)")
+    parser.add_argument("--onnx", metavar="OUT.onnx", help="ONNX graph of the deployable networks to write")
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset (>= 17)")
     parser.add_argument("--fp16", action="store_true", help="store weights as float16 (half the size)")
     parser.add_argument("--raw", action="store_true", help="export the raw weights instead of the EMA weights")
     args = parser.parse_args(argv)
+    if not args.output and not args.onnx:
+        parser.error("nothing to write: give -o OUT.pt, --onnx OUT.onnx, or both")
     try:
-        summary = export_checkpoint(args.training_file, args.output, use_ema=not args.raw, fp16=args.fp16)
-    except (TrainingError, ValueError, KeyError) as exc:
+        if args.onnx and not args.output and _is_deployable_checkpoint(args.training_file):
+            _export_onnx(args.training_file, args.onnx, args.opset)
+            return 0
+        with tempfile.TemporaryDirectory() as folder:
+            output = args.output or str(Path(folder) / "model.pt")
+            summary = export_checkpoint(args.training_file, output, use_ema=not args.raw, fp16=args.fp16)
+            if args.output:
+                metrics = ", ".join(f"{k} {v:.4g}" for k, v in summary["metrics"].items() if "/" not in k)
+                print(f"wrote {summary['output']} ({summary['bytes'] / 1e6:.2f} MB, {summary['weights']} weights "
+                      f"after {summary['steps']} steps, depth in {summary['depth_units']})"
+                      f"{'; ' + metrics if metrics else ''}")
+            if args.onnx:
+                _export_onnx(output, args.onnx, args.opset)
+    except (TrainingError, ValueError, KeyError, OnnxExportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    metrics = ", ".join(f"{k} {v:.4g}" for k, v in summary["metrics"].items() if "/" not in k)
-    print(f"wrote {summary['output']} ({summary['bytes'] / 1e6:.2f} MB, {summary['weights']} weights after "
-          f"{summary['steps']} steps, depth in {summary['depth_units']}){'; ' + metrics if metrics else ''}")
     return 0
 
 

@@ -16,9 +16,11 @@ BACKENDS = ("torch", "onnxruntime")
 __all__ = ["BACKENDS", "MODELS", "Backend", "BackendError", "BackendOutput", "create_backend"]
 
 
-def create_backend(model: str, backend: str, checkpoint: str | Path, device: str, precision: str) -> Backend:
+def create_backend(model: str, backend: str, checkpoint: str | Path, device: str, precision: str,
+                   onnx_model: str | Path = "", trt_cache_dir: str | Path = "", num_threads: int = 0) -> Backend:
     """The one place that maps configuration to a backend class (imports are lazy: the DCP needs
-    no torch model code, and onnxruntime is an optional dependency)."""
+    no torch model code, and onnxruntime is an optional dependency). ``onnx_model``,
+    ``trt_cache_dir`` and ``num_threads`` apply to onnxruntime only (onnxruntime_backend)."""
     if model not in MODELS:
         raise ValueError(f"model must be one of {MODELS}, got {model!r}")
     if backend not in BACKENDS:
@@ -28,6 +30,7 @@ def create_backend(model: str, backend: str, checkpoint: str | Path, device: str
         from dehaze_ros.backends.dcp_backend import DCPBackend
         return DCPBackend()
     if backend == "onnxruntime":
-        raise BackendError("backend onnxruntime is not available yet in this version; use backend torch")
+        from dehaze_ros.backends.onnxruntime_backend import OnnxRuntimeBackend
+        return OnnxRuntimeBackend(onnx_model, checkpoint, device, precision, trt_cache_dir, num_threads)
     from dehaze_ros.backends.torch_backend import TorchBackend
     return TorchBackend(checkpoint, device, precision)

@@ -22,8 +22,14 @@ def pad_to_multiple(image: torch.Tensor, multiple: int) -> torch.Tensor:
     is replicated instead. Crop the result back with ``[..., :height, :width]``.
     """
     height, width = image.shape[-2:]
-    pad_h, pad_w = -height % multiple, -width % multiple
-    if pad_h == 0 and pad_w == 0:
+    # ceil(size / multiple) * multiple - size, not -size % multiple: the same number, but written so
+    # that the padded size is visibly a multiple (torch.export then proves the window views valid
+    # for every height and width, and the ONNX graph keeps them dynamic).
+    pad_h = (height + multiple - 1) // multiple * multiple - height
+    pad_w = (width + multiple - 1) // multiple * multiple - width
+    # While exporting (ONNX), always pad, by zero where nothing is missing: the shortcut would
+    # make the graph valid only for sizes that are multiples, like the example it was traced with.
+    if not torch.compiler.is_exporting() and pad_h == 0 and pad_w == 0:
         return image
     mode = "reflect" if pad_h < height and pad_w < width else "replicate"
     return F.pad(image, (0, pad_w, 0, pad_h), mode=mode)

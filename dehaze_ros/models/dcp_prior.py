@@ -61,17 +61,45 @@ def guided_filter(guide: torch.Tensor, source: torch.Tensor, radius: int, eps: f
     return box_mean(gain, radius) * guide + box_mean(offset, radius)
 
 
+def linear_quantile(values: torch.Tensor, quantile: float) -> torch.Tensor:
+    """``torch.quantile(values, quantile, dim=1, keepdim=True)`` (linear interpolation), B x N -> B x 1.
+
+    The same arithmetic as torch's (the rank q * (N - 1) in the values' dtype, truncated and
+    rounded up, lerp between), written out because the ONNX export of ``aten.quantile`` freezes
+    N at the example's count, and N here grows with the image.
+    """
+    ordered = values.sort(dim=1).values
+    rank = torch.full_like(ordered[:, :1], quantile) * (ordered.shape[1] - 1)
+    below = rank.long()
+    low, high = ordered.gather(1, below), ordered.gather(1, rank.ceil().long())
+    return torch.lerp(low, high, rank - below)
+
+
 def estimate_airlight(image: torch.Tensor, dark: torch.Tensor,
                       top_fraction: float = dcp.AIRLIGHT_TOP_FRACTION) -> torch.Tensor:
     """Per image: mean colour of the brightest 10% among the haziest ``top_fraction`` pixels."""
     batch = image.shape[0]
     flat_dark = dark.reshape(batch, -1)
-    count = max(1, int(flat_dark.shape[1] * top_fraction))
-    candidates = flat_dark.topk(count, dim=1).indices                         # B x k
-    pixels = image.reshape(batch, 3, -1).gather(2, candidates[:, None].expand(-1, 3, -1))  # B x 3 x k
-    brightness = pixels.sum(dim=1)                                            # B x k
-    threshold = torch.quantile(brightness, 0.9, dim=1, keepdim=True)
-    chosen = (brightness >= threshold).to(image.dtype)[:, None]
+    # Integer arithmetic: pixels // 1000 equals int(pixels * 0.001) at every size up to 4096 x 4096
+    # (checked), and unlike the float product it stays a function of the image size when the
+    # graph is exported to ONNX (the float one is frozen at the example's count).
+    one_in = round(1.0 / top_fraction)
+    if abs(one_in * top_fraction - 1.0) > 1e-9:
+        raise ValueError(f"top_fraction must be 1 / N for an integer N, got {top_fraction}")
+    count = max(1, flat_dark.shape[1] // one_in)
+    # The haziest ``count`` pixels, and where several share the count-th value the first of them
+    # in row-major order: torch.topk leaves the choice among ties to its implementation (they are
+    # common, the erosion makes plateaus), and the ONNX graph must pick the pixels torch picks.
+    kth_value = flat_dark.topk(count, dim=1).values[:, -1:]
+    above = flat_dark > kth_value
+    tied = flat_dark == kth_value
+    room = count - above.sum(dim=1, keepdim=True)
+    candidate = above | (tied & (tied.long().cumsum(dim=1) <= room))                 # B x HW, count set
+    pixels = image.reshape(batch, 3, -1)
+    brightness = pixels.sum(dim=1)                                                   # B x HW
+    candidate_brightness = torch.where(candidate, brightness, -1.0).topk(count, dim=1).values
+    threshold = linear_quantile(candidate_brightness, 0.9)
+    chosen = (candidate & (brightness >= threshold)).to(image.dtype)[:, None]
     airlight = (pixels * chosen).sum(dim=2) / chosen.sum(dim=2)
     return airlight.clamp(0.05, 1.0).view(batch, 3, 1, 1)
 
@@ -82,7 +110,11 @@ def dcp_prior(hazy: torch.Tensor, patch: int = dcp.PATCH, omega: float = dcp.OME
     """DCP transmission and airlight of a B x 3 x H x W RGB [0, 1] batch (float32 inside)."""
     image = hazy.float().clamp(0.0, 1.0)
     height, width = image.shape[-2:]
-    patch = max(1, min(patch, min(height, width) | 1))
+    if min(height, width) < patch:
+        # Only images smaller than a patch shrink it (to the largest odd size that fits). Kept a
+        # branch rather than a min(): the ONNX export (dynamic height/width >= 16) then sees a
+        # constant kernel size, which MaxPool needs.
+        patch = max(1, min(height, width) | 1)
     airlight = estimate_airlight(image, dark_channel(image, patch))
     raw = 1.0 - omega * dark_channel(image / airlight, patch)
     weights = torch.tensor(dcp.GRAY_WEIGHTS, dtype=image.dtype, device=image.device).view(1, 3, 1, 1)

@@ -1,6 +1,7 @@
 """Latency of every model variant and of DCP, through the engine, on this machine's device.
 
-    python -m dehaze_ros.tools.benchmark [--device auto] [--precisions fp32,bf16] [--sizes 320x240,640x480,1280x720]
+    python -m dehaze_ros.tools.benchmark [--device auto] [--precisions fp32,bf16] [--backends torch,onnxruntime]
+                                         [--sizes 320x240,640x480,1280x720]
 
 Each cell runs the whole ``DehazeEngine.process`` (conversion, dehazing, depth, resizing back) on
 a rendered hazy frame, after one warm-up pass: what the node pays per frame. The weights are
@@ -9,11 +10,14 @@ runs or when ``--budget-s`` seconds are spent, with at least one timed run, so t
 model at 1280x720 on a 2-core CPU does not take an hour; the ``runs`` column says how many
 runs each median stands on. Every network row is measured in each of ``--precisions`` (fp32 and
 bf16 by default, side by side in one run); a precision this device does not support is skipped
-with a line that says why.
+with a line that says why. ``--backends`` (torch and onnxruntime by default) puts the ONNX Runtime
+rows (the variant exported once with ``dehaze_ros.onnx_export``) next to torch's; without the onnx
+extra they are skipped with a note.
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import platform
 import tempfile
 import time
@@ -24,7 +28,7 @@ import torch
 
 from dehaze_ros.checkpoint import save_checkpoint
 from dehaze_ros.devices import PRECISIONS, DeviceError, precision_name, resolve_precision
-from dehaze_ros.engine import DehazeEngine, EngineConfig, resolve_device, scaled_size
+from dehaze_ros.engine import DehazeEngine, EngineConfig, EngineError, resolve_device, scaled_size
 from dehaze_ros.haze import synthesize_haze
 from dehaze_ros.models import (PRESETS, build_dehazer, build_depth_net, count_macs,
                                count_parameters)
@@ -77,7 +81,11 @@ def main(argv: list[str] | None = None) -> None:
                         help="extra rows for diacmpn-rt with the engine's max_side (0 = none)")
     parser.add_argument("--max-runs", type=int, default=20)
     parser.add_argument("--budget-s", type=float, default=8.0, help="time budget per cell")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch (and onnxruntime) CPU threads (0 = their default)")
+    parser.add_argument("--backends", default="torch,onnxruntime",
+                        help="comma-separated, each of torch | onnxruntime: rows for every one "
+                             "(onnxruntime is skipped with a note when the onnx extra is missing)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -91,6 +99,14 @@ def main(argv: list[str] | None = None) -> None:
         except DeviceError as exc:
             print(f"# {name} skipped: {exc}")
     precisions = list(dict.fromkeys(precisions))   # auto may resolve to a listed one
+    backends = [b for b in args.backends.split(",") if b]
+    if set(backends) - {"torch", "onnxruntime"}:
+        parser.error(f"unknown backends {sorted(set(backends) - {'torch', 'onnxruntime'})}; choose torch, onnxruntime")
+    if "onnxruntime" in backends:
+        missing = [m for m in ("onnxruntime", "onnx", "onnxscript") if importlib.util.find_spec(m) is None]
+        if missing:
+            print(f"# onnxruntime rows skipped: {', '.join(missing)} not installed (pip install '.[onnx]')")
+            backends.remove("onnxruntime")
     variants = [v for v in args.variants.split(",") if v]
     unknown = [v for v in variants if v not in PRESETS]
     if unknown:
@@ -98,24 +114,30 @@ def main(argv: list[str] | None = None) -> None:
 
     print(f"# device: {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else platform.processor() or platform.machine()}), "
           f"torch {torch.__version__}, threads {torch.get_num_threads()}")
-    print("| model | precision | input | internal | params (M) | GMACs | median ms | p95 ms | frames/s | runs |")
-    print("|---|---|---|---|---:|---:|---:|---:|---:|---:|")
+    print("| model | backend | precision | input | internal | params (M) | GMACs | median ms | p95 ms | frames/s | runs |")
+    print("|---|---|---|---|---|---:|---:|---:|---:|---:|---:|")
     images = {size: hazy_frame(*size) for size in args.sizes}
 
-    def row(label, precision, size, internal, params, gmacs, latencies):
+    def row(label, backend, precision, size, internal, params, gmacs, latencies):
         median, p95 = np.median(latencies), np.percentile(latencies, 95)
         params_text = f"{params / 1e6:.2f}" if params else "-"
         gmacs_text = f"{gmacs:.1f}" if gmacs is not None else "-"
-        print(f"| {label} | {precision} | {size[0]}x{size[1]} | {internal[1]}x{internal[0]} | {params_text} | {gmacs_text} | "
+        print(f"| {label} | {backend} | {precision} | {size[0]}x{size[1]} | {internal[1]}x{internal[0]} | {params_text} | {gmacs_text} | "
               f"{median:.1f} | {p95:.1f} | {1000 / median:.1f} | {len(latencies)} |", flush=True)
 
     for size in args.sizes:
         engine = DehazeEngine(EngineConfig(model="dcp", warmup=0))
-        row("dcp", "fp32", size, size[::-1], 0, None, time_engine(engine, images[size], args.max_runs, args.budget_s))
+        row("dcp", "numpy", "fp32", size, size[::-1], 0, None, time_engine(engine, images[size], args.max_runs, args.budget_s))
 
     with tempfile.TemporaryDirectory() as folder:
         for name in variants:
             path, params, (dehazer, depth_net) = write_random_checkpoint(name, Path(folder))
+            graph = Path(folder) / f"{name}.onnx"
+            if "onnxruntime" in backends:
+                from dehaze_ros.onnx_export import export_onnx
+                print(f"# exporting {name} to ONNX ...", flush=True)
+                export_onnx(path, graph)
+            refused: set[str] = set()
             settings = [0] + ([args.rt_max_side] if name == "diacmpn-rt" and args.rt_max_side else [])
             for max_side in settings:
                 label = name if not max_side else f"{name} (max_side {max_side})"
@@ -123,13 +145,22 @@ def main(argv: list[str] | None = None) -> None:
                     internal = scaled_size(size[1], size[0], max_side)
                     shape = (1, 3, internal[0], internal[1])
                     gmacs = (count_macs(dehazer, shape) + count_macs(depth_net, shape)) / 1e9
-                    # Precisions of one cell next to each other: the rows compare like with like.
-                    for precision in precisions:
-                        engine = DehazeEngine(EngineConfig(checkpoint=str(path), device=args.device,
-                                                           precision=precision, max_side=max_side, warmup=0))
-                        row(label, precision, size, internal, params, gmacs,
-                            time_engine(engine, images[size], args.max_runs, args.budget_s))
-                        engine.close()
+                    # Backends and precisions of one cell next to each other: like with like.
+                    for backend in backends:
+                        for precision in precisions:
+                            try:
+                                engine = DehazeEngine(EngineConfig(
+                                    checkpoint=str(path), backend=backend, onnx_model=str(graph),
+                                    device=args.device, precision=precision, max_side=max_side, warmup=0,
+                                    num_threads=args.threads))
+                            except EngineError as exc:
+                                if f"{backend} {precision}" not in refused:
+                                    refused.add(f"{backend} {precision}")
+                                    print(f"# {backend} {precision} skipped: {exc}", flush=True)
+                                continue
+                            row(label, backend, engine.describe()["precision"], size, internal, params, gmacs,
+                                time_engine(engine, images[size], args.max_runs, args.budget_s))
+                            engine.close()
 
 
 if __name__ == "__main__":
