@@ -14,7 +14,7 @@ import torch
 
 from dehaze_ros.backends import BackendError
 from dehaze_ros.backends.onnxruntime_backend import execution_providers
-from dehaze_ros.benchmark import hazy_frame
+from dehaze_ros.tools.benchmark import hazy_frame
 from dehaze_ros.checkpoint import save_checkpoint
 from dehaze_ros.engine import DehazeEngine, EngineConfig, EngineError
 from dehaze_ros.models import PRESETS, build_dehazer, build_depth_net
