@@ -64,7 +64,7 @@ class EngineConfig:
     device: str = "auto"               # auto | cpu | cuda | cuda:N
     precision: str = "auto"            # auto | fp32 | fp16 | bf16 (dehaze_ros.devices has the rules)
     max_side: int = 0                  # run the networks with the longer side at most this; 0 = native
-    upsampling: str = DEFAULT_UPSAMPLING   # guided | affine | bilinear: full-resolution recovery (upsampling.py)
+    upsampling: str = DEFAULT_UPSAMPLING   # auto | guided | affine | bilinear: full-resolution recovery (upsampling.py)
     warmup: int = 1                    # warm-up passes after loading (first CUDA/oneDNN calls are slow)
     num_threads: int = 0               # torch CPU threads; 0 = torch's default
     default_hfov_deg: float = DEFAULT_HFOV_DEG   # focal length assumed when process() gets none
@@ -180,6 +180,8 @@ class DehazeEngine:
         self.depth_units: str = self.backend.depth_units
         self.depth_range: tuple[float, float] = tuple(self.backend.depth_range)
         self.canonical_focal_px: float = float(self.backend.canonical_focal_px)
+        self.upsampling: str = (self.backend.preferred_upsampling if config.upsampling == "auto"
+                                else config.upsampling)
         for _ in range(config.warmup):
             self.process(np.zeros((240, 320, 3), dtype=np.uint8))
 
@@ -187,7 +189,7 @@ class DehazeEngine:
         return {
             **self._description,
             "max_side": self.config.max_side,
-            "upsampling": self.config.upsampling,
+            "upsampling": self.upsampling,
             "depth_units": self.depth_units,
             "depth_range_m": list(self.depth_range),
             "canonical_focal_px": self.canonical_focal_px,
@@ -225,7 +227,7 @@ class DehazeEngine:
         if want_dehazed:
             hazy = rgb.astype(np.float32) / 255.0 if resized else small
             dehazed = to_uint8(upsampling.recover_full_resolution(hazy, small, out.dehazed, out.transmission,
-                                                                  out.airlight, self.config.upsampling))
+                                                                  out.airlight, self.upsampling))
         depth, focal_assumed = None, False
         if want_depth:
             depth_small = out.depth

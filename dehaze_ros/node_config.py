@@ -132,11 +132,12 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
                   "training and validation resolution (its metric depth is best there) and CPU "
                   "real time; 0 gives more dehazing detail where a GPU has the time.",
                   "configure", minimum=0, maximum=8192),
-    ParameterSpec("upsampling", "guided",
+    ParameterSpec("upsampling", "auto",
                   "How outputs return to the input size when max_side shrinks the image: guided "
                   "(transmission upsampled by a guided filter on the full-resolution image, then the "
                   "scattering model inverted there), affine (local a*I+b fit), bilinear (plain "
-                  "upsampling). Depth is always nearest-neighbour.",
+                  "upsampling); auto: guided for the networks, affine for dcp (each measured best). "
+                  "Depth is always nearest-neighbour.",
                   "configure", choices=UPSAMPLING),
     ParameterSpec("num_threads", 0,
                   "torch CPU threads; 0 = torch's default (all cores).", "configure",

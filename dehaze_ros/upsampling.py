@@ -38,8 +38,11 @@ import numpy as np
 from dehaze_ros.dcp import GRAY_WEIGHTS, T_MIN, guided_coefficients
 from dehaze_ros.haze import recover_scene
 
-UPSAMPLING = ("guided", "affine", "bilinear")
-DEFAULT = "guided"
+UPSAMPLING = ("auto", "guided", "affine", "bilinear")
+# auto: the mode the backend measured best with (Backend.preferred_upsampling): guided for the
+# networks, affine for the DCP (README, "Full-resolution recovery": each wins on every dev set).
+DEFAULT = "auto"
+MODES = UPSAMPLING[1:]
 # Window radius at the network's resolution and regularisation of the local fits. r = 2 (5 x 5)
 # keeps the fits local (t of a physics head changes within a few pixels); the eps are the guide
 # variance below which a window counts as flat: 1e-3 (std 0.03) for t, the DCP's value; 1e-5
@@ -111,11 +114,11 @@ def recover_from_dehazed(hazy_full: np.ndarray, hazy_small: np.ndarray, dehazed_
 
 def recover_full_resolution(hazy_full: np.ndarray, hazy_small: np.ndarray, dehazed_small: np.ndarray | None,
                             transmission: np.ndarray | None, airlight: np.ndarray | None,
-                            mode: str = DEFAULT) -> np.ndarray:
+                            mode: str = "guided") -> np.ndarray:
     """The dehazed image at the size of ``hazy_full`` (float32 [0, 1]) from whatever the model gave
     at the size of ``hazy_small``: J, or t and A, or all three (see the module docstring)."""
-    if mode not in UPSAMPLING:
-        raise ValueError(f"upsampling must be one of {UPSAMPLING}, got {mode!r}")
+    if mode not in MODES:
+        raise ValueError(f"upsampling must be one of {MODES} here ('auto' is resolved by the engine), got {mode!r}")
     if dehazed_small is None and transmission is None:
         raise ValueError("nothing to recover from: neither a dehazed image nor a transmission map")
     if dehazed_small is not None and (transmission is None or mode == "affine"

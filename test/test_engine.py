@@ -308,3 +308,18 @@ def test_engine_guided_recovery_of_a_residual_head_is_the_affine_fit(residual_ch
     bilinear = DehazeEngine(EngineConfig(checkpoint=str(path), max_side=64, precision="fp32",
                                          upsampling="bilinear", warmup=0)).process(rgb, want_depth=False)
     assert np.abs(result.dehazed.astype(int) - bilinear.dehazed.astype(int)).max() > 10
+
+
+def test_upsampling_auto_is_each_backends_measured_best_and_an_explicit_mode_wins(residual_checkpoint):
+    path, _, _ = residual_checkpoint
+    assert DehazeEngine(EngineConfig(model="dcp", warmup=0)).describe()["upsampling"] == "affine"
+    network = DehazeEngine(EngineConfig(checkpoint=str(path), precision="fp32", warmup=0))
+    assert network.describe()["upsampling"] == "guided"
+    explicit = DehazeEngine(EngineConfig(model="dcp", upsampling="bilinear", max_side=32, warmup=0))
+    assert explicit.describe()["upsampling"] == "bilinear"
+    rgb = np.random.default_rng(2).integers(0, 256, (60, 80, 3), dtype=np.uint8)
+    auto = DehazeEngine(EngineConfig(model="dcp", max_side=32, warmup=0)).process(rgb, want_depth=False)
+    affine = DehazeEngine(EngineConfig(model="dcp", max_side=32, upsampling="affine", warmup=0)).process(
+        rgb, want_depth=False)
+    np.testing.assert_array_equal(auto.dehazed, affine.dehazed)
+    assert not np.array_equal(auto.dehazed, explicit.process(rgb, want_depth=False).dehazed)

@@ -373,8 +373,9 @@ def evaluate(checkpoint: str | None, specs: list[str], out_dir: Path, baseline: 
         + (f" (model {engines_description(provenance)})" if provenance else ""),
         f"- baseline: {baseline or '(none)'}",
         f"- resolution: longer side at most {max_side} px (metrics at that size); networks at "
-        f"{'the same size' if not engine_max_side else f'longer side {engine_max_side} px (engine max_side), upsampling {upsampling}'}",
+        f"{'the same size' if not engine_max_side else f'longer side {engine_max_side} px (engine max_side)'}",
         "- engine: " + "; ".join(f"{name} on {engine.describe()['device']}, {engine.describe()['precision']}"
+                                 + (f", upsampling {engine.describe()['upsampling']}" if engine_max_side else "")
                                  for name, engine in engines.items()),
         f"- synthetic haze on RGB-D sets: transmission {haze_t} at the median depth, airlight 0.9, seed {seed}; "
         f"outdoor views: visibility {visibility_m:g} m (beta = 3.912 / V)",

@@ -83,6 +83,8 @@ class Backend(ABC):
     depth_range: tuple[float, float] = (0.0, float("inf"))
     canonical_focal_px: float = 0.0
     checkpoint: Checkpoint | None = None
+    # What EngineConfig.upsampling "auto" means for this backend: the mode it measured best with.
+    preferred_upsampling: str = "guided"
 
     @abstractmethod
     def run(self, rgb: np.ndarray, want_dehazed: bool, want_depth: bool) -> BackendOutput:
