@@ -277,7 +277,10 @@ def test_interrupt_mid_run_leaves_no_bag_and_no_partial_folder(tmp_path, checkpo
     process = subprocess.Popen(
         [sys.executable, "-m", "dehaze_ros.tools.process_bag", str(source), str(out), "--image-topic",
          f"{IMAGE}/compressed", "--checkpoint", str(checkpoint), "--max-side", "0", "--num-threads", "1"],
-        cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # As from a terminal: a suite started in the background (`make test &`) passes SIGINT
+        # on ignored, and Ctrl-C would then never reach the program under test.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline and process.poll() is None:

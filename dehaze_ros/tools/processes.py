@@ -17,25 +17,32 @@ from pathlib import Path
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
-def _parent_death_signal():
-    """A preexec_fn that makes a child get SIGTERM when this process dies (Linux); None where
-    prctl(PR_SET_PDEATHSIG) does not exist."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
+def _child_setup():
+    """A preexec_fn: SIGINT back to its default, and (Linux) SIGTERM when this process dies.
+
+    A program started as a shell's background job (`cmd &`, nohup, some CI runners) inherits
+    SIGINT *ignored*, and so would its children: then stop()'s SIGINT would do nothing and every
+    child would wait for the SIGKILL. Python installs its Ctrl-C handler only where SIGINT is not
+    ignored at start-up, so the child gets the default back before exec.
+    """
+    prctl = None
+    if sys.platform.startswith("linux"):
+        try:
+            prctl = ctypes.CDLL(None, use_errno=True).prctl
+        except (OSError, AttributeError):
+            prctl = None  # no prctl(PR_SET_PDEATHSIG) here
     parent = os.getpid()
 
-    def set_death_signal() -> None:
+    def setup() -> None:
         # Runs between fork and exec: libc was loaded above, in the parent, so nothing here
-        # takes a lock another thread of the parent might hold. The signal survives exec.
-        prctl(ctypes.c_int(PR_SET_PDEATHSIG), ctypes.c_ulong(signal.SIGTERM))
-        if os.getppid() != parent:  # the parent died before prctl took effect
-            os._exit(1)
+        # takes a lock another thread of the parent might hold. Both settings survive exec.
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        if prctl is not None:
+            prctl(ctypes.c_int(PR_SET_PDEATHSIG), ctypes.c_ulong(signal.SIGTERM))
+            if os.getppid() != parent:  # the parent died before prctl took effect
+                os._exit(1)
 
-    return set_death_signal
+    return setup
 
 
 def start(command: list[str], log_path: Path, env: dict[str, str],
@@ -45,7 +52,7 @@ def start(command: list[str], log_path: Path, env: dict[str, str],
     # The child writes to its own copy of the descriptor: ours is closed at once.
     with open(log_path, "wb") as log_file:
         return subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=cwd,
-                                start_new_session=True, preexec_fn=_parent_death_signal())
+                                start_new_session=True, preexec_fn=_child_setup())
 
 
 def signal_group(child: subprocess.Popen, signum: int) -> None:
