@@ -389,6 +389,7 @@ class DehazeNode(LifecycleNode):
         return publisher is not None and publisher.get_subscription_count() > 0
 
     def _process_frame(self, frame: PendingFrame, config: NodeConfig) -> None:
+        started = time.monotonic()
         engine = self._engine
         camera_info = self._camera_info
         header = frame.msg.header
@@ -414,19 +415,24 @@ class DehazeNode(LifecycleNode):
             return
         products.height, products.width = products.rgb.shape[:2]
         products.focal_px = frame_outputs.focal_px_for_image(camera_info, products.width, products.height)
+        decoded = time.monotonic()
         products.result = result = engine.process(
             products.rgb, want_dehazed=any(output.uses_dehazed for output in wanted),
             want_depth=any(output.uses_depth for output in wanted), focal_px=products.focal_px)
+        inferred = time.monotonic()
         published = self._publish(wanted, products)
 
         finished = time.monotonic()
+        stages_ms = {"wait": (started - frame.received_at) * 1e3, "decode": (decoded - started) * 1e3,
+                     **{name: ms for name, ms in result.timings_ms.items() if name != "total"},
+                     "publish": (finished - inferred) * 1e3}
         stamp_age_ms = None
         if header.stamp.sec or header.stamp.nanosec:
             stamp_age_ms = (self.get_clock().now() - Time.from_msg(header.stamp)).nanoseconds / 1e6
         self._stats.processed(finished, frame.received_at, result.timings_ms.get("total", 0.0),
                               result.focal_assumed if result.depth is not None else None,
                               products.visibility if "visibility" in published else None,
-                              stamp_age_ms)
+                              stamp_age_ms, stages_ms)
 
     def _publish(self, wanted, products: FrameProducts) -> list[str]:
         """Build and publish each wanted output; the topics published."""

@@ -87,6 +87,10 @@ def test_demo_records_mosaics_and_video_prints_a_summary_and_cleans_up(tmp_path)
     assert frames_in > 0 and frames_out > 0 and float(numbers.group(6)) > 0
     assert frames_out <= frames_in, "out counts the outputs of the frames counted in"
     assert int(numbers.group(4)) <= int(numbers.group(5))  # median <= p95
+    # Where the node's time went, read from /diagnostics: the DCP's engine stages among them.
+    timing = re.search(r"^demo timing: .*: (.*)$", stdout, re.M)
+    assert timing and re.fullmatch(r"wait [\d.]+, decode [\d.]+, preprocess [\d.]+, .*dehaze [\d.]+, .*"
+                                   r"postprocess [\d.]+, publish [\d.]+", timing.group(1)), stdout
 
     # The DCP has no metric depth, so no visibility: the demo says so (a checkpoint gives a CSV row
     # per recorded frame).

@@ -155,3 +155,19 @@ def test_diagnostics_report_the_last_visibility_estimate():
         state="active", engine_info={"depth_units": "meters"}, config=NodeConfig())).values
     assert values["visibility (m)"] == "391.2" and values["visibility valid"] == "true"
     assert values["latency stamp->publish median (ms)"] == "n/a"
+
+
+def test_diagnostics_say_where_the_time_per_frame_goes():
+    frame_stats = stats.FrameStats()
+    for index, dehaze_ms in enumerate((30.0, 50.0, 40.0)):
+        frame_stats.received(1.0 + index, replaced_unprocessed=False)
+        frame_stats.processed(1.1 + index, received_at=1.0 + index, inference_ms=dehaze_ms + 10.0,
+                              focal_assumed=False, estimate=None, stamp_age_ms=None,
+                              stages_ms={"wait": 2.0, "decode": 1.0, "dehaze": dehaze_ms, "depth": 10.0,
+                                         "publish": 4.0 + index})
+    values = stats.diagnose(frame_stats.snapshot(4.0), snapshot(0.0),
+                            stats.NodeView(state="active", config=NodeConfig())).values
+    # Medians per stage, in the order a frame goes through them.
+    assert values[stats.KEY_STAGES] == "wait 2.0, decode 1.0, dehaze 40.0, depth 10.0, publish 5.0"
+    assert stats.diagnose(snapshot(1.0), snapshot(0.0),
+                          stats.NodeView(state="active")).values[stats.KEY_STAGES] == "n/a"

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from dehaze_ros.tools import processes
-from dehaze_ros.stats import KEY_DEVICE, KEY_DROPPED, KEY_MODEL, percentile
+from dehaze_ros.stats import KEY_DEVICE, KEY_DROPPED, KEY_MODEL, KEY_STAGES, percentile
 
 PACKAGE = "dehaze_ros"
 NAMESPACE = "/dehaze_demo"
@@ -54,6 +54,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--device", default=SPECS["device"].default, help="auto, cpu, cuda, cuda:N")
     parser.add_argument("--max-side", type=int, default=SPECS["max_side"].default,
                         help="dehaze_node max_side (0 = native; the default is the node's)")
+    parser.add_argument("--num-threads", type=int, default=1,
+                        help="dehaze_node num_threads. 1: the camera and this recorder share the machine "
+                             "with the node; on 2 cores the node's second torch thread lost more to them "
+                             "than it gained (README, 'Measured: make demo'); 0 = torch's default")
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=480)
     parser.add_argument("--rate", type=float, default=15.0, help="camera frame rate (Hz)")
@@ -276,7 +280,7 @@ def run(args: argparse.Namespace) -> int:
                    "-p", f"rate_hz:={float(args.rate)}",
                    "-p", f"prerender_frames:={max(0, round(args.loop_seconds * args.rate))}"]
     node_args = ["-r", f"__ns:={NAMESPACE}", "-p", f"model:={model}", "-p", f"device:={args.device}",
-                 "-p", f"max_side:={args.max_side}"]
+                 "-p", f"max_side:={args.max_side}", "-p", f"num_threads:={args.num_threads}"]
     if checkpoint:
         node_args += ["-p", f"checkpoint:={checkpoint}"]
     print(f"demo: {args.width}x{args.height} camera at {args.rate:g} Hz, model {model}"
@@ -370,6 +374,8 @@ def run(args: argparse.Namespace) -> int:
           f"latency stamp->received median {median:.0f} ms, p95 {p95:.0f} ms; output {fps:.1f} fps; "
           f"wrote {video['saved']} PNG + MP4 of {video['mosaics']} mosaics ({video['frames'] / args.rate:.0f} s) "
           f"to {output}/", flush=True)
+    print(f"demo timing: the node's time per frame, medians over its last frames (ms, /diagnostics): "
+          f"{after.get(KEY_STAGES, 'n/a')}", flush=True)
     print(visibility_summary(recorder.visibility, output, model), flush=True)
     return 0 if received > 0 else 1
 
