@@ -137,7 +137,10 @@ def resolve_precision(name: str, device: torch.device, cpu_bf16: bool | None = N
             return torch.bfloat16
         return dtype(CPU_AUTO_PRECISION) if cpu_bf16 else torch.float32
     if name == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        # Native bf16 from Ampere (compute capability 8) on, on the device asked for.
+        # torch.cuda.is_bf16_supported() also says yes where bf16 is only emulated (T4, V100,
+        # Xavier), where fp16 is the fast choice.
+        return torch.bfloat16 if torch.cuda.get_device_capability(device)[0] >= 8 else torch.float16
     return dtype(name)
 
 

@@ -36,6 +36,10 @@ import numpy as np
 import torch
 
 from dehaze_ros import devices, upsampling
+
+# torch's own thread count at start-up: num_threads 0 means this, also after a reconfigure
+# from another value (torch.set_num_threads is process-wide).
+TORCH_DEFAULT_THREADS = torch.get_num_threads()
 from dehaze_ros.backends import BACKENDS, MODELS, Backend, BackendError, create_backend
 from dehaze_ros.camera import DEFAULT_HFOV_DEG, focal_from_hfov, metric_from_canonical
 from dehaze_ros.checkpoint import Checkpoint
@@ -162,8 +166,7 @@ class DehazeEngine:
         (config's model, checkpoint, backend, device and precision are then not used)."""
         config.validate()
         self.config = config
-        if config.num_threads:
-            torch.set_num_threads(config.num_threads)
+        torch.set_num_threads(config.num_threads or TORCH_DEFAULT_THREADS)
         if backend is None:
             checkpoint = Path(config.checkpoint) if config.checkpoint else DEFAULT_CHECKPOINT
             try:
@@ -172,6 +175,8 @@ class DehazeEngine:
                                          config.num_threads)
             except (devices.DeviceError, BackendError) as exc:
                 raise EngineError(str(exc)) from exc
+            except OSError as exc:  # a checkpoint or graph file that cannot be read
+                raise EngineError(f"cannot read the model file: {exc}") from exc
         self.backend: Backend | None = backend
         self._description = self.backend.describe()
         # The model's facts, plain attributes that stay after close() for whoever reports them.
@@ -182,8 +187,12 @@ class DehazeEngine:
         self.canonical_focal_px: float = float(self.backend.canonical_focal_px)
         self.upsampling: str = (self.backend.preferred_upsampling if config.upsampling == "auto"
                                 else config.upsampling)
-        for _ in range(config.warmup):
-            self.process(np.zeros((240, 320, 3), dtype=np.uint8))
+        try:
+            for _ in range(config.warmup):
+                self.process(np.zeros((240, 320, 3), dtype=np.uint8))
+        except BaseException:
+            self.close()  # a failed warm-up (out of memory, a graph's size limit) holds nothing
+            raise
 
     def describe(self) -> dict:
         return {

@@ -323,3 +323,30 @@ def test_upsampling_auto_is_each_backends_measured_best_and_an_explicit_mode_win
         rgb, want_depth=False)
     np.testing.assert_array_equal(auto.dehazed, affine.dehazed)
     assert not np.array_equal(auto.dehazed, explicit.process(rgb, want_depth=False).dehazed)
+
+
+def test_a_failed_warm_up_releases_the_backend_and_num_threads_0_is_torchs_default(rt_checkpoint):
+    from dehaze_ros.backends.torch_backend import TorchBackend
+    from dehaze_ros.engine import TORCH_DEFAULT_THREADS
+
+    path, _, _ = rt_checkpoint
+    backend = TorchBackend(path, "cpu", "fp32")
+    # The warm-up frame is 320x240: a max_side the network cannot run at makes it fail for real.
+    original_run = backend.run
+    closed = []
+    backend.close = lambda: closed.append(True)
+    backend.run = lambda rgb, *a: original_run(rgb[:, :, :2], *a)   # a broken backend: 2 channels
+    with pytest.raises(Exception):
+        DehazeEngine(EngineConfig(checkpoint=str(path), precision="fp32", warmup=1), backend=backend)
+    assert closed == [True]
+    DehazeEngine(EngineConfig(checkpoint=str(path), precision="fp32", num_threads=1, warmup=0))
+    assert torch.get_num_threads() == 1
+    DehazeEngine(EngineConfig(checkpoint=str(path), precision="fp32", warmup=0))   # num_threads 0
+    assert torch.get_num_threads() == TORCH_DEFAULT_THREADS
+
+
+def test_a_missing_checkpoint_for_the_onnx_export_is_an_engine_error(tmp_path):
+    pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+    # No onnx_model: the checkpoint would be exported, but it cannot even be read.
+    with pytest.raises(EngineError, match="missing.pt"):
+        DehazeEngine(EngineConfig(checkpoint=str(tmp_path / "missing.pt"), backend="onnxruntime", warmup=0))

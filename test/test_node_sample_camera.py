@@ -73,6 +73,11 @@ def test_bad_source_exits_with_a_message(start_node, tmp_path):
     assert camera.process.wait(60) == 2
     assert f"source folder {tmp_path / 'nowhere'} does not exist" in camera.log()
 
+    # A value outside a declared range is refused by rclpy itself: a message too, no traceback.
+    too_long = start_node("dehaze_ros.sim.sample_camera", ["-p", "prerender_frames:=900"], name="cam_loop")
+    assert too_long.process.wait(60) == 2
+    assert "prerender_frames" in too_long.log() and "Traceback" not in too_long.log(), too_long.log()
+
 
 def test_prerendered_loop_plays_back_and_forth_at_the_camera_rate():
     from dehaze_ros.sim.sample_camera import loop_index

@@ -36,6 +36,7 @@ import cv2  # noqa: E402 - after the thread setting above
 import numpy as np  # noqa: E402
 import rclpy  # noqa: E402
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, QoSReliabilityPolicy, QoSHistoryPolicy, QoSDurabilityPolicy
@@ -302,7 +303,9 @@ def main(args=None) -> int:
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
-    except ValueError as exc:  # a bad parameter (source, path, encoding): say so, no traceback
+    except (ValueError, ParameterException) as exc:
+        # A bad parameter (source, path, encoding; a value outside a declared range, which rclpy
+        # refuses with its own exception): say so, no traceback.
         print(f"sample_camera: {exc}", file=sys.stderr)
         return 2
     except Exception:

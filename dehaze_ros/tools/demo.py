@@ -38,6 +38,7 @@ PACKAGE = "dehaze_ros"
 NAMESPACE = "/dehaze_demo"
 PROFILE_NAME = "fastdds_localhost.xml"
 STARTUP_TIMEOUT_S = 90.0
+MAX_LOOP_FRAMES = 600   # sample_camera's prerender_frames range (about 1.3 GB at 640x480)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -67,7 +68,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "at 640x480); 0 = render live")
     parser.add_argument("--mosaics", type=int, default=4, help="PNG mosaics to save, spread over the run")
     parser.add_argument("--output", type=Path, default=Path("demo_output"))
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.rate <= 0 or not 0 <= args.loop_seconds * args.rate <= MAX_LOOP_FRAMES:
+        parser.error(f"--loop-seconds x --rate must give 0 to {MAX_LOOP_FRAMES} pre-rendered frames "
+                     f"(sample_camera's prerender_frames), got {args.loop_seconds:g} s at {args.rate:g} Hz")
+    return args
 
 
 def find_localhost_profile() -> Path | None:
