@@ -124,7 +124,8 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("precision", "auto",
                   "auto (bf16 on CUDA GPUs that support it, else fp16; on a CPU bf16 where it is native, "
                   "AVX512-BF16 or AMX, else fp32), fp32, fp16 or bf16 (fp16 needs CUDA; bf16 on a CPU "
-                  "needs native bf16).",
+                  "needs native bf16). backend onnxruntime: fp32 (auto included), fp16 only through "
+                  "TensorRT.",
                   "configure", choices=PRECISIONS),
     ParameterSpec("max_side", 320,
                   "Run the networks with the longer image side at most this many pixels (outputs "
