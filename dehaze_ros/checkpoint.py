@@ -24,7 +24,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Callable
 
 import torch
 
@@ -57,14 +57,15 @@ class Checkpoint:
     metrics: dict = field(default_factory=dict)
 
 
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """torch.save into a temporary file beside ``path``, fsync, then rename over ``path``."""
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
+    """``write(file)`` into a temporary file beside ``path``, fsync, then rename over ``path``:
+    readers see the old file or the whole new one, never a half-written one."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as tmp_file:
-            torch.save(obj, tmp_file)
+            write(tmp_file)
             tmp_file.flush()
             os.fsync(tmp_file.fileno())
         # mkstemp creates the file 0600; give it the mode a plain open() would (0666 less the
@@ -78,6 +79,11 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
         if os.path.exists(tmp_name):
             os.unlink(tmp_name)
         raise
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    """torch.save through ``atomic_write``."""
+    atomic_write(path, lambda file: torch.save(obj, file))
 
 
 def _cpu_state(state: dict | None) -> dict | None:

@@ -39,7 +39,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,7 +47,7 @@ import torch
 from torch import nn
 
 from dehaze_ros import dcp
-from dehaze_ros.checkpoint import Checkpoint, build_models, load_checkpoint
+from dehaze_ros.checkpoint import Checkpoint, atomic_write, build_models, load_checkpoint
 
 ONNX_FORMAT = "dehaze_ros.onnx"
 ONNX_FORMAT_VERSION = 1
@@ -242,25 +241,7 @@ def export_onnx(checkpoint_path: str | os.PathLike, output: str | os.PathLike, o
         onnx.checker.check_model(proto, full_check=False)
     except onnx.checker.ValidationError as exc:
         raise OnnxExportError(f"the exported graph of {checkpoint_path} failed onnx.checker: {exc}") from exc
-    _atomic_onnx_save(proto, output)
+    # One file (no external data): the graphs are a few MB. Never half-written (atomic_write).
+    atomic_write(output, lambda file: file.write(proto.SerializeToString()))
     return {"output": str(output), "model": metadata.name, "outputs": list(outputs), "opset": opset,
             "min_side": smallest, "bytes": Path(output).stat().st_size}
-
-
-def _atomic_onnx_save(proto, output: str | os.PathLike) -> None:
-    import onnx
-
-    target = Path(output)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    try:
-        onnx.save_model(proto, tmp_name, save_as_external_data=False)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp_name, 0o666 & ~umask)
-        os.replace(tmp_name, target)
-    except BaseException:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
-        raise
