@@ -138,7 +138,7 @@ def test_outputs_of_every_frame_with_input_headers_types_and_the_engines_pixels(
     image_topic = f"{IMAGE}/compressed" if compressed else IMAGE
     source = write_input_bag(tmp_path / "in", storage, compressed, image_topic=image_topic)
     assert run(source, tmp_path / "out", "--image-topic", image_topic, "--camera-info-topic", INFO,
-               "--checkpoint", checkpoint, "--max-side", 32, "--outputs",
+               "--checkpoint", checkpoint, "--max-side", 32, "--upsampling", "bilinear", "--outputs",
                "dehazed,depth,colormap,points,visibility") == 0
     summary = capsys.readouterr().out
     assert f"{FRAMES} frames processed, 0 skipped" in summary and "/visibility 3" in summary
@@ -165,7 +165,7 @@ def test_outputs_of_every_frame_with_input_headers_types_and_the_engines_pixels(
         assert out_conns[topic].ext.offered_qos_profiles == conn.ext.offered_qos_profiles
 
     out_types = process_bag.output_typestore()
-    engine = DehazeEngine(EngineConfig(checkpoint=str(checkpoint), max_side=32, warmup=0))
+    engine = DehazeEngine(EngineConfig(checkpoint=str(checkpoint), max_side=32, upsampling="bilinear", warmup=0))
     inputs = {t: INPUT_TYPES.deserialize_cdr(raw, in_conns[topic].msgtype)
               for topic, t, raw in in_messages if topic == image_topic}
     outputs = {}

@@ -97,6 +97,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--max-side", type=int, default=SPECS["max_side"].default,
                         help="networks run with the longer side at most this (0 = native), as the node's max_side")
     parser.add_argument("--num-threads", type=int, default=0, help="torch CPU threads; 0 = all cores")
+    parser.add_argument("--backend", default=SPECS["backend"].default, choices=SPECS["backend"].choices,
+                        help="what runs the networks, as the node's `backend`")
+    parser.add_argument("--onnx-model", default=SPECS["onnx_model"].default,
+                        help="backend onnxruntime: exported graph; empty = the checkpoint exported once (cached)")
+    parser.add_argument("--trt-cache-dir", default=SPECS["trt_cache_dir"].default,
+                        help="backend onnxruntime with TensorRT: engine cache folder")
+    parser.add_argument("--upsampling", default=SPECS["upsampling"].default, choices=SPECS["upsampling"].choices,
+                        help="full-resolution recovery, as the node's `upsampling`")
     parser.add_argument("--default-hfov-deg", type=float, default=SPECS["default_hfov_deg"].default,
                         help="field of view assumed for metric depth when no CameraInfo is available")
     parser.add_argument("--point-decimation", type=int, default=SPECS["point_decimation"].default)
@@ -270,7 +278,9 @@ class BagProcessor:
             self.notes.append(choice.warning)
         config = EngineConfig(model=choice.model, checkpoint=choice.checkpoint, device=args.device,
                               precision=args.precision, max_side=args.max_side, warmup=1,
-                              num_threads=args.num_threads, default_hfov_deg=args.default_hfov_deg)
+                              num_threads=args.num_threads, default_hfov_deg=args.default_hfov_deg,
+                              backend=args.backend, onnx_model=os.path.expanduser(args.onnx_model),
+                              trt_cache_dir=os.path.expanduser(args.trt_cache_dir), upsampling=args.upsampling)
         try:
             config.validate()
             self.engine = DehazeEngine(config)
