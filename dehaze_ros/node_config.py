@@ -276,6 +276,8 @@ def resolve_model(config: NodeConfig) -> ModelChoice:
         return ModelChoice("dcp", "")
     if config.checkpoint:
         return ModelChoice("checkpoint", os.path.expanduser(config.checkpoint))
+    if config.backend == "onnxruntime" and config.onnx_model:
+        return ModelChoice("checkpoint", "")  # the graph is the model: no checkpoint is read
     candidates = default_checkpoint_candidates()
     for path in candidates:
         if path.is_file():

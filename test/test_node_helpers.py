@@ -199,6 +199,10 @@ def test_resolve_model_explicit_path_default_and_dcp(tmp_path, monkeypatch):
     shipped.write_bytes(b"x")
     monkeypatch.setattr(node_config, "default_checkpoint_candidates", lambda: [shipped])
     assert resolve_model(NodeConfig()) == node_config.ModelChoice("checkpoint", str(shipped))
+    # An exported graph needs no checkpoint: no fallback to dcp even when none is shipped.
+    monkeypatch.setattr(node_config, "default_checkpoint_candidates", lambda: [tmp_path / "none.pt"])
+    graph = resolve_model(NodeConfig(backend="onnxruntime", onnx_model=str(tmp_path / "g.onnx")))
+    assert graph == node_config.ModelChoice("checkpoint", "")
 
 
 def test_haze_strength_drifts_between_its_bounds():
