@@ -14,13 +14,13 @@ from training import losses
 from training.config import load_config
 from training.run_state import (TRAINING_STATE_FORMAT, TRAINING_STATE_VERSION, TrainingError, load_training_file,
                                 save_training_file)
+from state_compare import assert_identical
 from training.train import Trainer, main, prepare
 
 SMOKE = Path(__file__).resolve().parent.parent / "config" / "train" / "smoke.yaml"
 QUIET = dict(log=lambda message: None)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")   # conftest.py: why
-
 
 
 def tiny_config(tmp_path, *overrides):
@@ -114,21 +114,6 @@ def final_state(run_dir):
     state = load_training_file(Path(run_dir) / "last.pt")
     return {key: state[key] for key in ("step", "dehazer", "depth_net", "ema_dehazer", "ema_depth_net",
                                         "optimizer_dehazer", "optimizer_depth", "scheduler_dehazer", "rng")}
-
-
-def assert_identical(first, second, path="state"):
-    if isinstance(first, torch.Tensor):
-        assert torch.equal(first, second), f"{path} differs"
-    elif isinstance(first, dict):
-        assert first.keys() == second.keys(), f"{path} keys differ"
-        for key in first:
-            assert_identical(first[key], second[key], f"{path}.{key}")
-    elif isinstance(first, (list, tuple)):
-        assert len(first) == len(second), f"{path} lengths differ"
-        for index, (a, b) in enumerate(zip(first, second)):
-            assert_identical(a, b, f"{path}[{index}]")
-    else:
-        assert first == second, f"{path}: {first!r} != {second!r}"
 
 
 def test_run_state_file_round_trip_resumes_the_same_state_and_refuses_others(tmp_path):

@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from state_compare import assert_identical
+
 REPO = Path(__file__).resolve().parent.parent
 SMOKE = REPO / "config" / "train" / "smoke.yaml"
 STEPS = 6
@@ -129,21 +131,6 @@ def run_workers(dump: Path, *worker_args: str) -> subprocess.CompletedProcess:
 
 def ranks(dump: Path) -> list[dict]:
     return [torch.load(dump / f"rank{rank}.pt", weights_only=True) for rank in (0, 1)]
-
-
-def assert_identical(first, second, path="state"):
-    if isinstance(first, torch.Tensor):
-        assert torch.equal(first, second), f"{path} differs"
-    elif isinstance(first, dict):
-        assert first.keys() == second.keys(), f"{path} keys differ"
-        for key in first:
-            assert_identical(first[key], second[key], f"{path}.{key}")
-    elif isinstance(first, (list, tuple)):
-        assert len(first) == len(second), f"{path} lengths differ"
-        for index, (a, b) in enumerate(zip(first, second)):
-            assert_identical(a, b, f"{path}[{index}]")
-    else:
-        assert first == second, f"{path}: {first!r} != {second!r}"
 
 
 def last_state(run: Path) -> dict:
