@@ -22,7 +22,11 @@ interpolating across a depth edge would invent "flying" points between foregroun
 Metric depth: a checkpoint with a canonical camera (``canonical_focal_px``) gives metres for the
 focal length of the image the network ran on (dehaze_ros.camera). ``process`` takes the focal
 length of the input image (from CameraInfo); without one it assumes ``default_hfov_deg`` and
-says so in the result (``focal_assumed``).
+says so in the result (``focal_assumed``). Depth runs at ``depth_max_side`` whatever
+``max_side`` is (a second, depth-only pass when the two sizes differ): the canonical camera
+removes the focal length, but a monocular network also reads objects' size in pixels, and its
+metres only hold near the resolution it was trained at (measured: native-resolution depth on
+Middlebury was 3x too far before this).
 """
 from __future__ import annotations
 
@@ -48,8 +52,10 @@ from dehaze_ros.upsampling import DEFAULT as DEFAULT_UPSAMPLING
 from dehaze_ros.upsampling import UPSAMPLING
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "default.pt"
+# The longer side the shipped networks' depth is trained and validated at (EngineConfig.depth_max_side).
+DEFAULT_DEPTH_MAX_SIDE = 320
 
-__all__ = ["BACKENDS", "DEFAULT_CHECKPOINT", "DEFAULT_UPSAMPLING", "MODELS", "PRECISIONS", "UPSAMPLING", "DehazeEngine",
+__all__ = ["BACKENDS", "DEFAULT_CHECKPOINT", "DEFAULT_DEPTH_MAX_SIDE", "DEFAULT_UPSAMPLING", "MODELS", "PRECISIONS", "UPSAMPLING", "DehazeEngine",
            "EngineConfig", "EngineError", "EngineResult", "as_rgb_uint8", "cpu_supports_bf16",
            "resolve_device", "resolve_precision", "scaled_size"]
 
@@ -68,6 +74,10 @@ class EngineConfig:
     device: str = "auto"               # auto | cpu | cuda | cuda:N
     precision: str = "auto"            # auto | fp32 | fp16 | bf16 (dehaze_ros.devices has the rules)
     max_side: int = 0                  # run the networks with the longer side at most this; 0 = native
+    # Depth is estimated on a copy with the longer side at most this, whatever max_side: a
+    # monocular network's metres hold at the object scale (pixels per object) it was trained at,
+    # so depth must not change when max_side does. 0 = at max_side's size, like the dehazing.
+    depth_max_side: int = DEFAULT_DEPTH_MAX_SIDE
     upsampling: str = DEFAULT_UPSAMPLING   # auto | guided | affine | bilinear: full-resolution recovery (upsampling.py)
     warmup: int = 1                    # warm-up passes after loading (first CUDA/oneDNN calls are slow)
     num_threads: int = 0               # torch CPU threads; 0 = torch's default
@@ -82,11 +92,13 @@ class EngineConfig:
             raise ValueError(f"upsampling must be one of {UPSAMPLING}, got {self.upsampling!r}")
         devices.validate_precision(self.precision)
         devices.validate_device(self.device)
-        for name in ("max_side", "warmup", "num_threads"):
+        for name in ("max_side", "depth_max_side", "warmup", "num_threads"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if 0 < self.max_side < 32:
             raise ValueError(f"max_side must be 0 (native) or at least 32, got {self.max_side}")
+        if 0 < self.depth_max_side < 32:
+            raise ValueError(f"depth_max_side must be 0 (as max_side) or at least 32, got {self.depth_max_side}")
         if not 1.0 <= self.default_hfov_deg <= 179.0:
             raise ValueError(f"default_hfov_deg must lie in [1, 179] degrees, got {self.default_hfov_deg}")
 
@@ -198,6 +210,7 @@ class DehazeEngine:
         return {
             **self._description,
             "max_side": self.config.max_side,
+            "depth_max_side": self.config.depth_max_side,
             "upsampling": self.upsampling,
             "depth_units": self.depth_units,
             "depth_range_m": list(self.depth_range),
@@ -220,38 +233,65 @@ class DehazeEngine:
             raise EngineError("engine is closed")
         height, width = rgb.shape[:2]
         small_h, small_w = scaled_size(height, width, self.config.max_side)
-        resized = (small_h, small_w) != (height, width)
-        small_u8 = cv2.resize(rgb, (small_w, small_h), interpolation=cv2.INTER_AREA) if resized else rgb
-        small = small_u8.astype(np.float32) / 255.0
-        timings = {"preprocess": (time.perf_counter() - start) * 1e3}
-        out = self.backend.run(small, want_dehazed, want_depth)
-        try:
-            out.check(small_h, small_w, want_dehazed, want_depth, self.model_name)
-        except BackendError as exc:
-            raise EngineError(str(exc)) from exc
-        timings.update(out.timings_ms)
+        depth_h, depth_w = self.depth_size(height, width)
+        # One network pass when the depth is wanted at the dehazing size (or not at all), else a
+        # dehazing pass and a depth pass, each at its own size.
+        separate_depth = want_depth and (depth_h, depth_w) != (small_h, small_w)
+        timings: dict[str, float] = {"preprocess": 0.0}
+        small = out = None
+        if want_dehazed or not separate_depth:
+            small, out = self._run_backend(rgb, small_h, small_w, want_dehazed, want_depth and not separate_depth,
+                                           timings)
+        depth_out = out
+        if separate_depth:
+            _, depth_out = self._run_backend(rgb, depth_h, depth_w, False, True, timings, prefix="depth_pass_")
+            if out is None:
+                out = depth_out
 
         mark = time.perf_counter()
         dehazed = None
         if want_dehazed:
+            resized = (small_h, small_w) != (height, width)
             hazy = rgb.astype(np.float32) / 255.0 if resized else small
             dehazed = to_uint8(upsampling.recover_full_resolution(hazy, small, out.dehazed, out.transmission,
                                                                   out.airlight, self.upsampling))
         depth, focal_assumed = None, False
         if want_depth:
-            depth_small = out.depth
+            depth_small = depth_out.depth
             if self.canonical_focal_px:
                 # No usable focal length (None, 0, negative, NaN from a broken CameraInfo): assume.
                 focal_assumed = focal_px is None or not math.isfinite(focal_px) or focal_px <= 0
                 focal = focal_from_hfov(width, self.config.default_hfov_deg) if focal_assumed else focal_px
                 # The network saw the downscaled image: its focal length is scaled alike.
-                depth_small = metric_from_canonical(depth_small, focal * small_w / width, self.canonical_focal_px)
+                depth_small = metric_from_canonical(depth_small, focal * depth_w / width, self.canonical_focal_px)
             # A copy at native size too: on the CPU the backend's array may be a tensor's memory.
             depth = self._apply_depth_range(upsampling.upsample_depth(depth_small, height, width))
         timings["postprocess"] = (time.perf_counter() - mark) * 1e3
         timings["total"] = (time.perf_counter() - start) * 1e3
         return EngineResult(dehazed, depth, self.depth_units, timings, focal_assumed, out.transmission,
                             out.airlight)
+
+    def depth_size(self, height: int, width: int) -> tuple[int, int]:
+        """(height, width) the depth is estimated at for an input of this size."""
+        return scaled_size(height, width, self.config.depth_max_side or self.config.max_side)
+
+    def _run_backend(self, rgb: np.ndarray, height: int, width: int, want_dehazed: bool, want_depth: bool,
+                     timings: dict[str, float], prefix: str = "") -> tuple[np.ndarray, BackendOutput]:
+        """One network pass on ``rgb`` resized to height x width: (the float32 input, the output).
+        Adds its stages to ``timings``, their names after ``prefix``."""
+        mark = time.perf_counter()
+        if (height, width) != rgb.shape[:2]:
+            rgb = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA)
+        small = rgb.astype(np.float32) / 255.0
+        timings["preprocess"] += (time.perf_counter() - mark) * 1e3
+        out = self.backend.run(small, want_dehazed, want_depth)
+        try:
+            out.check(height, width, want_dehazed, want_depth, self.model_name)
+        except BackendError as exc:
+            raise EngineError(str(exc)) from exc
+        for stage, ms in out.timings_ms.items():
+            timings[prefix + stage] = timings.get(prefix + stage, 0.0) + ms
+        return small, out
 
     def _apply_depth_range(self, depth: np.ndarray) -> np.ndarray:
         """In place. REP-117: beyond the trained range is +inf (too far) or -inf (too close), not a number."""

@@ -34,7 +34,8 @@ from dehaze_ros.camera import DEFAULT_HFOV_DEG
 # The engine's own lists of choices: the table offers exactly what the engine accepts. This
 # loads torch (about a second) with the table; the node loads it for configure anyway, and the
 # programs that read the table (process_bag, the demo) run the engine too.
-from dehaze_ros.engine import BACKENDS, DEFAULT_CHECKPOINT, MODELS, PRECISIONS, UPSAMPLING, EngineConfig
+from dehaze_ros.engine import (BACKENDS, DEFAULT_CHECKPOINT, DEFAULT_DEPTH_MAX_SIDE, MODELS, PRECISIONS, UPSAMPLING,
+                               EngineConfig)
 from dehaze_ros.image_conversion import DEFAULT_MAX_PIXELS
 
 STAGES = ("startup", "configure", "live")
@@ -132,6 +133,12 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
                   "keep the input size); 0 = native resolution. 320: the shipped checkpoint's "
                   "training and validation resolution (its metric depth is best there) and CPU "
                   "real time; 0 gives more dehazing detail where a GPU has the time.",
+                  "configure", minimum=0, maximum=8192),
+    ParameterSpec("depth_max_side", DEFAULT_DEPTH_MAX_SIDE,
+                  "Estimate depth with the longer image side at most this many pixels, whatever "
+                  "max_side is (a second, depth-only network pass when the sizes differ): a "
+                  "monocular network's metres hold at the resolution it was trained at, 320 for the "
+                  "shipped checkpoint. 0 = at max_side's size, one pass.",
                   "configure", minimum=0, maximum=8192),
     ParameterSpec("upsampling", "auto",
                   "How outputs return to the input size when max_side shrinks the image: guided "

@@ -96,7 +96,7 @@ def test_engine_max_side_inverts_the_scattering_model_at_full_resolution(rt_chec
     """Physics head below input resolution (the bilinear path): t upsampled, J = (I - A) / max(t, t0) + A on the
     full-resolution input; canonical depth converted with the focal length of the small image."""
     path, dehazer, depth_net = rt_checkpoint
-    engine = DehazeEngine(EngineConfig(checkpoint=str(path), max_side=64, precision="fp32", upsampling="bilinear",
+    engine = DehazeEngine(EngineConfig(checkpoint=str(path), max_side=64, depth_max_side=0, precision="fp32", upsampling="bilinear",
                                        warmup=0))
     rgb = np.random.default_rng(1).integers(0, 256, (120, 200, 3), dtype=np.uint8)
     result = engine.process(rgb, focal_px=180.0)
@@ -117,11 +117,33 @@ def test_engine_max_side_inverts_the_scattering_model_at_full_resolution(rt_chec
     np.testing.assert_allclose(result.depth[finite], expected_depth[finite], rtol=1e-5)
 
 
+def test_depth_runs_at_depth_max_side_whatever_max_side_is(rt_checkpoint):
+    """Metric depth of one frame is the same at max_side 64 and at native resolution: the depth pass
+    runs at depth_max_side in both; with depth_max_side 0 it follows max_side and changes."""
+    path, _, _ = rt_checkpoint
+    rgb = np.random.default_rng(3).integers(0, 256, (120, 200, 3), dtype=np.uint8)
+
+    def run(max_side, depth_max_side, **kwargs):
+        engine = DehazeEngine(EngineConfig(checkpoint=str(path), max_side=max_side, depth_max_side=depth_max_side,
+                                           precision="fp32", warmup=0))
+        return engine.process(rgb, focal_px=180.0, **kwargs)
+
+    small, native = run(64, 64), run(0, 64)
+    np.testing.assert_array_equal(native.depth, small.depth)
+    assert "depth_pass_dehaze" in native.timings_ms and "depth_pass_dehaze" not in small.timings_ms
+    assert native.dehazed.shape == small.dehazed.shape == (120, 200, 3)
+    assert np.abs(native.dehazed.astype(int) - small.dehazed).mean() > 0.5, "dehazing still follows max_side"
+    assert np.abs(run(0, 0).depth - small.depth)[np.isfinite(small.depth)].max() > 1e-3
+    depth_only = run(0, 64, want_dehazed=False)
+    assert depth_only.dehazed is None and "dehaze" not in depth_only.timings_ms
+    np.testing.assert_array_equal(depth_only.depth, small.depth)
+
+
 def test_engine_max_side_rebuilds_full_resolution_from_the_small_correction(residual_checkpoint):
     """Residual head, bilinear path: full-size output = hazy + upsampled (dehazed_small - hazy_small); depth
     nearest-upsampled, plain metres (no canonical camera, so no focal length involved)."""
     path, dehazer, depth_net = residual_checkpoint
-    engine = DehazeEngine(EngineConfig(checkpoint=str(path), max_side=64, precision="fp32", upsampling="bilinear",
+    engine = DehazeEngine(EngineConfig(checkpoint=str(path), max_side=64, depth_max_side=0, precision="fp32", upsampling="bilinear",
                                        warmup=0))
     rgb = np.random.default_rng(1).integers(0, 256, (120, 200, 3), dtype=np.uint8)
     result = engine.process(rgb)
@@ -263,6 +285,7 @@ def test_engine_config_and_input_validation():
                          (dict(precision="int8"), "precision must be one of"),
                          (dict(device="tpu"), "device must be"),
                          (dict(max_side=8), "max_side"),
+                         (dict(depth_max_side=16), "depth_max_side"),
                          (dict(warmup=-1), "warmup")]:
         with pytest.raises(ValueError, match=message):
             DehazeEngine(EngineConfig(**bad))

@@ -18,7 +18,8 @@ Every kind of training source opens here (training.data.SOURCES); ``--source-opt
 sets a key of its data.sources config (as in a training config) for every set whose kind has it.
 Images are first resized so their longer side is at most ``--max-side`` (INTER_AREA; depth
 nearest) and every metric is computed at that resolution; ``--engine-max-side`` additionally
-runs the networks on a smaller copy, as a deployed node with ``max_side`` does.
+runs the networks on a smaller copy, as a deployed node with ``max_side`` does, and the depth
+runs at ``--engine-depth-max-side`` (the node's ``depth_max_side``, 320) whatever the dehazing size.
 
 Outputs in ``--out``: per_image.csv, summary.md (means per set and method), grids/ (hazy |
 dehazed | DCP | GT | depth | GT depth). Metrics: see training.metrics. The rows "hazy input" score
@@ -44,7 +45,7 @@ import cv2
 import numpy as np
 
 from dehaze_ros.checkpoint import CheckpointError, load_checkpoint
-from dehaze_ros.engine import (DEFAULT_UPSAMPLING, PRECISIONS, UPSAMPLING, DehazeEngine, EngineConfig,
+from dehaze_ros.engine import (DEFAULT_DEPTH_MAX_SIDE, DEFAULT_UPSAMPLING, PRECISIONS, UPSAMPLING, DehazeEngine, EngineConfig,
                                EngineError)
 from training.config import ConfigError, HazeConfig, apply_overrides, source_config
 from training.data import SOURCES, DataSource, open_source
@@ -310,7 +311,7 @@ def evaluate(checkpoint: str | None, specs: list[str], out_dir: Path, baseline: 
              haze_t: float = 0.4, seed: int = 0, grids: int = 4, log=print, items: list[str] = (),
              depth_scales: dict | None = None, focal_px: dict | None = None, visibility_m: float = 300.0,
              exclude: list[str] = (), source_options: list[str] = (), upsampling: str = DEFAULT_UPSAMPLING,
-             precision: str = "auto") -> dict:
+             precision: str = "auto", engine_depth_max_side: int = DEFAULT_DEPTH_MAX_SIDE) -> dict:
     """Run every method on every set; write per_image.csv, summary.md and grids; return the summary."""
     if not checkpoint and not baseline:
         raise ValueError("nothing to evaluate: give --checkpoint and/or --baseline dcp")
@@ -325,11 +326,12 @@ def evaluate(checkpoint: str | None, specs: list[str], out_dir: Path, baseline: 
             deployable = resolve_checkpoint(checkpoint, Path(workdir))
             engines["model"] = DehazeEngine(EngineConfig(model="checkpoint", checkpoint=deployable, device=device,
                                                          precision=precision, max_side=engine_max_side,
+                                                         depth_max_side=engine_depth_max_side,
                                                          upsampling=upsampling, warmup=1))
             provenance = engines["model"].checkpoint.provenance
         if baseline == "dcp":
             engines["dcp"] = DehazeEngine(EngineConfig(model="dcp", max_side=engine_max_side, upsampling=upsampling,
-                                                       warmup=0))
+                                                       depth_max_side=engine_depth_max_side, warmup=0))
         out_dir.mkdir(parents=True, exist_ok=True)
         rows: list[dict] = []
         warnings = []
@@ -373,7 +375,8 @@ def evaluate(checkpoint: str | None, specs: list[str], out_dir: Path, baseline: 
         + (f" (model {engines_description(provenance)})" if provenance else ""),
         f"- baseline: {baseline or '(none)'}",
         f"- resolution: longer side at most {max_side} px (metrics at that size); networks at "
-        f"{'the same size' if not engine_max_side else f'longer side {engine_max_side} px (engine max_side)'}",
+        f"{'the same size' if not engine_max_side else f'longer side {engine_max_side} px (engine max_side)'}; "
+        f"depth at {f'longer side {engine_depth_max_side} px (engine depth_max_side)' if engine_depth_max_side else 'the same size as the dehazing'}",
         "- engine: " + "; ".join(f"{name} on {engine.describe()['device']}, {engine.describe()['precision']}"
                                  + (f", upsampling {engine.describe()['upsampling']}" if engine_max_side else "")
                                  for name, engine in engines.items()),
@@ -434,6 +437,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-side", type=int, default=1024, help="longer image side for evaluation (px)")
     parser.add_argument("--engine-max-side", type=int, default=0,
                         help="run the networks at this longer side, as a node with max_side (0 = native)")
+    parser.add_argument("--engine-depth-max-side", type=int, default=DEFAULT_DEPTH_MAX_SIDE,
+                        help="run the depth at this longer side, as a node with depth_max_side "
+                             "(0 = at --engine-max-side's size)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--precision", default="auto", choices=PRECISIONS, help="the networks' precision")
     parser.add_argument("--upsampling", default=DEFAULT_UPSAMPLING, choices=UPSAMPLING,
@@ -469,7 +475,8 @@ def main(argv: list[str] | None = None) -> int:
                  depth_scales=parse_folder_values(args.depth_scales, "--depth-scales"),
                  focal_px=parse_folder_values(args.focal_px, "--focal-px"), visibility_m=args.visibility_m,
                  exclude=[s for s in args.exclude.split(",") if s], source_options=args.source_option,
-                 upsampling=args.upsampling, precision=args.precision)
+                 upsampling=args.upsampling, precision=args.precision,
+                 engine_depth_max_side=args.engine_depth_max_side)
     except (DataError, CheckpointError, EngineError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
