@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from dehaze_ros.backends import BackendError
-from dehaze_ros.backends.onnxruntime_backend import execution_providers
+from dehaze_ros.backends.onnxruntime_backend import execution_providers, session_device
 from dehaze_ros.tools.benchmark import hazy_frame
 from dehaze_ros.checkpoint import save_checkpoint
 from dehaze_ros.engine import DehazeEngine, EngineConfig, EngineError
@@ -211,6 +211,25 @@ def test_execution_providers_follow_the_device(tmp_path):
     with pytest.raises(BackendError, match="not bf16"):
         execution_providers("cuda", "bf16", "", gpu)
 
+
+
+def test_a_gpu_provider_onnxruntime_drops_is_not_reported_as_the_device():
+    """onnxruntime falls back to the CPU with only a log line when CUDA cannot load."""
+    assert session_device("cuda:0", "auto", ["CUDAExecutionProvider", "CPUExecutionProvider"]) == "cuda:0"
+    assert session_device("cuda:0", "cuda", ["TensorrtExecutionProvider", "CPUExecutionProvider"]) == "cuda:0"
+    assert session_device("cuda:0", "auto", ["CPUExecutionProvider"]) == "cpu"
+    with pytest.raises(BackendError, match="could not load its CUDA provider .*only: CPUExecutionProvider"):
+        session_device("cuda:1", "cuda:1", ["CPUExecutionProvider"])
+
+
+@needs_extra
+def test_a_refused_device_or_precision_exports_nothing(exported, tmp_path, monkeypatch):
+    checkpoint, _ = exported["diacmpn-rt"]
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    with pytest.raises(EngineError, match="fp32 on the CPU"):
+        DehazeEngine(EngineConfig(checkpoint=str(checkpoint), backend="onnxruntime", device="cpu",
+                                  precision="bf16", warmup=0))
+    assert not (tmp_path / "dehaze_ros").exists(), "the checkpoint was exported before the refusal"
 
 # Imported by the child below: onnxruntime made unimportable, as on a machine without the extra.
 BLOCK_ONNXRUNTIME = """

@@ -90,6 +90,19 @@ def execution_providers(device: str, precision: str, trt_cache_dir: str | os.Pat
     return providers, f"cuda:{index}"
 
 
+def session_device(planned: str, requested: str, session_providers: list[str]) -> str:
+    """The device a session really runs on. onnxruntime drops a GPU provider it cannot load (no
+    CUDA/cuDNN libraries, a driver too old) with only a log line and runs on the CPU: for
+    ``device`` cuda that is a BackendError, for ``auto`` the device is reported as cpu."""
+    if planned == "cpu" or {"CUDAExecutionProvider", "TensorrtExecutionProvider"} & set(session_providers):
+        return planned
+    if requested != "auto":
+        raise BackendError(f"device {requested!r} asked for, but onnxruntime could not load its CUDA provider "
+                           f"(the session has only: {', '.join(session_providers)}); check the CUDA and cuDNN "
+                           "libraries onnxruntime-gpu needs, or use device cpu")
+    return "cpu"
+
+
 def cached_export(checkpoint: str | os.PathLike) -> Path:
     """The graph of ``checkpoint``, exported on first use into the cache folder."""
     import torch
@@ -121,10 +134,11 @@ class OnnxRuntimeBackend(Backend):
                 raise BackendError(f"onnx_model {path} not found (no such file); export one with "
                                    "`python -m training.export CHECKPOINT --onnx OUT.onnx`, or leave "
                                    "onnx_model empty to export the checkpoint automatically")
-        else:
+        # Device and precision are checked before anything is exported.
+        providers, planned_device = execution_providers(device, precision, trt_cache_dir,
+                                                        ort.get_available_providers())
+        if not onnx_model:
             path = cached_export(checkpoint)
-        providers, self.device = execution_providers(device, precision, trt_cache_dir,
-                                                     ort.get_available_providers())
         options = ort.SessionOptions()
         if num_threads:
             options.intra_op_num_threads = num_threads
@@ -139,6 +153,7 @@ class OnnxRuntimeBackend(Backend):
             raise BackendError(str(exc)) from exc
         self.path = path
         self.providers = self.session.get_providers()
+        self.device = session_device(planned_device, device, self.providers)
         self.precision = "fp16" if (precision == "fp16" and "TensorrtExecutionProvider" in self.providers) else "fp32"
         self.outputs = [output.name for output in self.session.get_outputs()]
         self.name = self.metadata.name
