@@ -191,6 +191,23 @@ def test_samples_carry_the_focal_length_of_the_crop_as_the_network_sees_it(rgbd_
     assert evaluation.focal_px == pytest.approx(focal[source.items[0].name] * 0.5)
 
 
+def test_scale_reference_side_makes_the_crop_scale_relative_to_that_image_size(rgbd_root):
+    """64 px wide stored images (f = 700 px), scale 1: with reference 32 a 16 px crop is cut from
+    the image as if it were 32 px wide (a 32 px window, zoom 0.5, half the focal length); with
+    reference 128 from a 2x upscaled image (an 8 px window, zoom 2); without one at stored size."""
+    for reference, zoom in [(32, 0.5), (0, 1.0), (128, 2.0)]:
+        config = SourceConfig(kind="rgbd", exclude=["legacy", "frames"], scale_range=[1.0, 1.0],
+                              scale_reference_side=reference)
+        source = RgbdSource("rgbd", config, "train", rgbd_root)
+        rng = np.random.default_rng(0)
+        for _ in range(3):
+            sample = source.train_sample(rng, 16)
+            assert sample.hazy.shape == (16, 16, 3)
+            assert sample.focal_px == pytest.approx(700.0 * zoom)
+    with pytest.raises(Exception, match="scale_reference_side must be 0"):
+        SourceConfig(kind="rgbd", path="rgbd", scale_reference_side=8).check("data.sources.rgbd")
+
+
 def test_val_items_hold_single_frames_out_of_training(rgbd_root):
     config = SourceConfig(kind="rgbd", exclude=["legacy"], val_scenes=["Pipes"], val_items=["kinect/2"])
     train = {item.name for item in RgbdSource("rgbd", config, "train", rgbd_root).items}

@@ -34,6 +34,11 @@ class FolderSourceConfig(SourceConfig):
     # Focal length (px) of the stored images, for canonical-camera depth; 0 = unknown.
     focal_px: float = 0.0
     scale_range: list[float] = field(default_factory=lambda: [0.5, 1.0])  # random resize before crop
+    # scale_range is relative to the image resized so its longer side is this many pixels; 0 = to
+    # the stored image. A monocular depth network reads objects' size in pixels: 320 shows objects
+    # at the size the engine's depth pass (depth_max_side 320) shows them, whatever the stored
+    # resolution (Middlebury 2014 is about 2900 px wide, NYU 640).
+    scale_reference_side: int = 0
 
     def check(self, prefix: str) -> None:
         super().check(prefix)
@@ -42,6 +47,9 @@ class FolderSourceConfig(SourceConfig):
         overlap = set(self.val_scenes) & set(self.test_scenes)
         require(not overlap, f"{prefix}: scenes {sorted(overlap)} are in both val_scenes and test_scenes")
         require_range(f"{prefix}.scale_range", self.scale_range, 0.05, 4.0)
+        require(self.scale_reference_side == 0 or self.scale_reference_side >= 16,
+                f"{prefix}.scale_reference_side must be 0 (the stored size) or at least 16 pixels, "
+                f"got {self.scale_reference_side}")
 
 
 @dataclass
@@ -148,16 +156,20 @@ def resize_depth(depth: np.ndarray, width: int, height: int) -> np.ndarray:
 
 
 def random_crop(images: list[np.ndarray], depth: np.ndarray | None, crop: int,
-                scale_range: list[float], rng: np.random.Generator
+                scale_range: list[float], rng: np.random.Generator, reference_side: int = 0
                 ) -> tuple[list[np.ndarray], np.ndarray | None, float]:
     """The same random (scaled) square crop of aligned images and depth, output crop x crop.
 
     A crop of crop/scale source pixels is cut and resized to crop: the same as resizing the whole
-    image by ``scale`` first, at a fraction of the cost. Images smaller than the crop are upscaled.
+    image by ``scale`` first, at a fraction of the cost. ``scale`` is drawn from ``scale_range``
+    and, with ``reference_side`` > 0, multiplied by reference_side / the longer side (the scale is
+    then relative to the image at that size). Images smaller than the crop are upscaled.
     Returns the crops and the zoom (output pixels per source pixel) that multiplies focal lengths.
     """
     height, width = images[0].shape[:2]
     scale = float(rng.uniform(scale_range[0], scale_range[1]))
+    if reference_side > 0:
+        scale *= reference_side / max(height, width)
     window = int(round(crop / scale))
     window = max(1, min(window, height, width))
     top = int(rng.integers(0, height - window + 1))

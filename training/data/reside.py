@@ -139,7 +139,8 @@ class ResideSource(DataSource):
     def train_sample(self, rng: np.random.Generator, crop: int) -> Sample:
         index = int(rng.integers(len(self.items)))
         hazy, clear, depth = self._load(index)
-        (hazy, clear), depth, zoom = random_crop([hazy, clear], depth, crop, self.config.scale_range, rng)
+        (hazy, clear), depth, zoom = random_crop([hazy, clear], depth, crop, self.config.scale_range, rng,
+                                                 self.config.scale_reference_side)
         depth = no_depth(crop, crop) if depth is None else depth
         return Sample(to_float(hazy), to_float(clear), depth, self.items[index].depth is not None,
                       f"{self.name}/{self.items[index].hazy.name}", focal_px=self.config.focal_px * zoom)

@@ -209,7 +209,8 @@ class RgbdSource(DataSource):
         index = int(rng.integers(len(self.items)))
         item = self.items[index]
         color, depth = self._load(index)
-        (color,), depth, zoom = random_crop([color], depth, crop, self.config.scale_range, rng)
+        (color,), depth, zoom = random_crop([color], depth, crop, self.config.scale_range, rng,
+                                            self.config.scale_reference_side)
         return hazed_sample(color, depth, self._haze(item), rng, f"{self.name}/{item.name}", item.focal_px * zoom,
                             metric_depth=not item.relative)
 

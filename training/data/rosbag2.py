@@ -237,7 +237,8 @@ class Rosbag2Source(DataSource):
     def train_sample(self, rng: np.random.Generator, crop: int) -> Sample:
         index = int(rng.integers(len(self.frames)))
         color, depth = self._cache.get(index, self.frames[index].decode)
-        (color,), depth, zoom = random_crop([color], depth, crop, self.config.scale_range, rng)
+        (color,), depth, zoom = random_crop([color], depth, crop, self.config.scale_range, rng,
+                                            self.config.scale_reference_side)
         return hazed_sample(color, depth, self.config.haze, rng, f"{self.name}/{self.frames[index].name}",
                             self.config.focal_px * zoom)
 
