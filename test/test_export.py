@@ -140,3 +140,21 @@ def test_onnx_graph_straight_from_a_training_file(run_dir, tmp_path, capsys):
     got_dehazed, got_depth = session.run(["dehazed", "depth"], {"hazy": hazy.numpy()})
     assert np.abs(got_dehazed - dehazed.numpy()).max() < 1e-3
     np.testing.assert_allclose(got_depth, depth.numpy(), rtol=1e-3)
+
+
+def test_last_pt_exported_after_the_best_step_does_not_claim_the_best_metrics(run_dir, tmp_path):
+    """last.pt of a run whose best validation was earlier: the export carries the validation of
+    its own step, or none, never the best step's numbers."""
+    state = load_training_file(run_dir / "last.pt")
+    assert state["last_validation"]["step"] == state["step"] == 4
+    own = state["last_validation"]["metrics"]
+    state["best"] = {"metric": "psnr", "value": 99.0, "step": 2, "metrics": {"psnr": 99.0}}
+    torch.save(state, tmp_path / "later.pt")
+    ckpt = load_checkpoint(export_checkpoint(tmp_path / "later.pt", tmp_path / "a.pt")["output"])
+    assert ckpt.metrics == {f"val_{key}": pytest.approx(value) for key, value in own.items()}
+    assert ckpt.provenance["selected_on"] == "none: the weights of step 4, best validation was step 2"
+    del state["last_validation"]
+    torch.save(state, tmp_path / "unvalidated.pt")
+    assert load_checkpoint(export_checkpoint(tmp_path / "unvalidated.pt", tmp_path / "b.pt")["output"]).metrics == {}
+    best = load_checkpoint(export_checkpoint(run_dir / "best.pt", tmp_path / "c.pt")["output"])
+    assert best.provenance["selected_on"] == "validation psnr at step 4" and best.metrics["val_psnr"] > 0

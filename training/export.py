@@ -43,20 +43,28 @@ def export_checkpoint(training_file: str | Path, output: str | Path, use_ema: bo
     depth_supervised = bool(provenance.get("depth_supervised", True))
     prefix = "ema_" if use_ema else ""
     best = state.get("best") or {}
+    # Metrics only of a validation of these very weights: last.pt exported after the best step
+    # must not carry the best step's numbers.
+    step = int(state["step"])
+    validated = next((record for record in (best, state.get("last_validation") or {})
+                      if record and int(record.get("step", -1)) == step), {})
     provenance.update({
         "source_file": str(Path(training_file).resolve()),
         "weights": "ema" if use_ema else "raw",
         "ema_decay": (config.get("train") or {}).get("ema_decay"),
-        "steps": int(state["step"]),
+        "steps": step,
         "samples_seen": int(state.get("samples_seen", 0)),
         "training_minutes": round(float(state.get("elapsed_s", 0.0)) / 60.0, 2),
         "trained_until": state.get("saved_at", ""),
         "exported_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "export_git_commit": git_commit(),
         "storage_dtype": "float16" if fp16 else "float32",
-        "selected_on": f"validation {best.get('metric', '')} at step {best.get('step', '')}" if best else "",
+        "selected_on": (f"validation {best.get('metric', '')} at step {best.get('step', '')}"
+                        if best and best is validated else
+                        f"none: the weights of step {step}" + (f", best validation was step {best.get('step')}"
+                                                               if best else "")),
     })
-    metrics = {f"val_{key}": float(value) for key, value in (best.get("metrics") or {}).items()}
+    metrics = {f"val_{key}": float(value) for key, value in (validated.get("metrics") or {}).items()}
     save_checkpoint(
         output,
         model_config=provenance["model_config"],

@@ -262,6 +262,8 @@ class Trainer:
         self.step = 0
         self.samples_seen = 0  # the data position: global sample index, over all ranks and sessions
         self.best: dict = {}
+        # The newest validation ({"step", "metrics"}): what an export of last.pt can truthfully claim.
+        self.last_validation: dict = {}
         self.elapsed_s = 0.0
         self.git_commit = git_commit()
         self._stop_requested = False
@@ -575,6 +577,7 @@ class Trainer:
             "world_size": self.dist.world_size,   # of the session that wrote this file
             "elapsed_s": self.training_seconds,
             "best": to_python(self.best),
+            "last_validation": to_python(self.last_validation),
             "saved_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "provenance": to_python(self._provenance()),
             **self.D.weights(),
@@ -608,6 +611,7 @@ class Trainer:
         self.samples_seen = int(state.get("samples_seen", self.step * self.config.data.batch_size))
         self.elapsed_s = float(state.get("elapsed_s", 0.0))
         self.best = dict(state.get("best") or {})
+        self.last_validation = dict(state.get("last_validation") or {})
 
     def save_last(self) -> Path:
         path = self.run_dir / "last.pt"
@@ -675,6 +679,7 @@ class Trainer:
         for key, value in metrics.items():
             self.writer.add_scalar(f"val/{key}", value, self.step)
         record = {"step": self.step, **metrics}
+        self.last_validation = {"step": self.step, "metrics": metrics}
         if better:
             name = self.config.train.select_metric if self.config.train.select_metric in metrics else "psnr"
             self.best = {"metric": name, "value": metrics.get(name, math.nan), "step": self.step, "metrics": metrics}
