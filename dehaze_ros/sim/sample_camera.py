@@ -52,6 +52,10 @@ def _float_range(low: float, high: float) -> list[FloatingPointRange]:
     return [FloatingPointRange(from_value=low, to_value=high, step=0.0)]
 
 
+# At most this many pre-rendered frames (about 1.3 GB at 640x480); the demo checks against it too.
+MAX_PRERENDER_FRAMES = 600
+
+
 def _int_range(low: int, high: int) -> list[IntegerRange]:
     return [IntegerRange(from_value=low, to_value=high, step=1)]
 
@@ -83,7 +87,7 @@ CAMERA_PARAMETERS = {
     "loop": (True, "Start folder/video sources again at their end (else stop publishing).", {}),
     "prerender_frames": (0, "Scene source: render this many frames at start-up and play them back and "
                             "forth at rate_hz (a camera's rate); 0 = render every frame live (about 6 Hz at 640x480).",
-                         {"integer_range": _int_range(0, 600)}),
+                         {"integer_range": _int_range(0, MAX_PRERENDER_FRAMES)}),
 }
 
 
