@@ -22,7 +22,7 @@ interpolating across a depth edge would invent "flying" points between foregroun
 Metric depth: a checkpoint with a canonical camera (``canonical_focal_px``) gives metres for the
 focal length of the image the network ran on (dehaze_ros.camera). ``process`` takes the focal
 length of the input image (from CameraInfo); without one it assumes ``default_hfov_deg`` and
-says so in the result (``focal_assumed``). Depth runs at ``depth_max_side`` whatever
+says so in the result (``focal_assumed``). Metric depth runs at ``depth_max_side`` whatever
 ``max_side`` is (a second, depth-only pass when the two sizes differ): the canonical camera
 removes the focal length, but a monocular network also reads objects' size in pixels, and its
 metres only hold near the resolution it was trained at (measured: native-resolution depth on
@@ -113,7 +113,9 @@ class EngineResult:
     # checkpoints only; False where the scale needs no focal length).
     focal_assumed: bool = False
     # Physics heads and DCP: the transmission (float32, at the resolution the model ran at, which
-    # is the input's when max_side does not shrink it) and the airlight (3,) RGB in [0, 1].
+    # is the input's when max_side does not shrink it) and the airlight (3,) RGB in [0, 1]. With a
+    # depth pass of its own (depth_max_side), those of that pass: t and depth from one input, so
+    # -ln t = beta * d (visibility) does not depend on whether the dehazed image was wanted.
     transmission: np.ndarray | None = None
     airlight: np.ndarray | None = None
 
@@ -268,12 +270,16 @@ class DehazeEngine:
             depth = self._apply_depth_range(upsampling.upsample_depth(depth_small, height, width))
         timings["postprocess"] = (time.perf_counter() - mark) * 1e3
         timings["total"] = (time.perf_counter() - start) * 1e3
-        return EngineResult(dehazed, depth, self.depth_units, timings, focal_assumed, out.transmission,
-                            out.airlight)
+        physics = depth_out if want_depth else out
+        return EngineResult(dehazed, depth, self.depth_units, timings, focal_assumed, physics.transmission,
+                            physics.airlight)
 
     def depth_size(self, height: int, width: int) -> tuple[int, int]:
-        """(height, width) the depth is estimated at for an input of this size."""
-        return scaled_size(height, width, self.config.depth_max_side or self.config.max_side)
+        """(height, width) the depth is estimated at for an input of this size. depth_max_side
+        holds for metric depth only: relative depth (DCP's -ln t) has no metres to keep, and
+        follows max_side in the same pass."""
+        fixed = self.config.depth_max_side if self.depth_units == "meters" else 0
+        return scaled_size(height, width, fixed or self.config.max_side)
 
     def _run_backend(self, rgb: np.ndarray, height: int, width: int, want_dehazed: bool, want_depth: bool,
                      timings: dict[str, float], prefix: str = "") -> tuple[np.ndarray, BackendOutput]:

@@ -131,14 +131,15 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("max_side", 320,
                   "Run the networks with the longer image side at most this many pixels (outputs "
                   "keep the input size); 0 = native resolution. 320: the shipped checkpoint's "
-                  "training and validation resolution (its metric depth is best there) and CPU "
-                  "real time; 0 gives more dehazing detail where a GPU has the time.",
+                  "training and validation resolution and CPU real time; 0 gives more dehazing "
+                  "detail where a GPU has the time (metric depth stays at depth_max_side).",
                   "configure", minimum=0, maximum=8192),
     ParameterSpec("depth_max_side", DEFAULT_DEPTH_MAX_SIDE,
-                  "Estimate depth with the longer image side at most this many pixels, whatever "
-                  "max_side is (a second, depth-only network pass when the sizes differ): a "
+                  "Estimate metric depth with the longer image side at most this many pixels, "
+                  "whatever max_side is (a second, depth-only network pass when the sizes differ): a "
                   "monocular network's metres hold at the resolution it was trained at, 320 for the "
-                  "shipped checkpoint. 0 = at max_side's size, one pass.",
+                  "shipped checkpoint. 0 = at max_side's size, one pass. Relative depth (dcp) "
+                  "always follows max_side.",
                   "configure", minimum=0, maximum=8192),
     ParameterSpec("upsampling", "auto",
                   "How outputs return to the input size when max_side shrinks the image: guided "

@@ -137,6 +137,16 @@ def test_depth_runs_at_depth_max_side_whatever_max_side_is(rt_checkpoint):
     depth_only = run(0, 64, want_dehazed=False)
     assert depth_only.dehazed is None and "dehaze" not in depth_only.timings_ms
     np.testing.assert_array_equal(depth_only.depth, small.depth)
+    # t and A come from the pass that made the depth, whether or not the dehazed image was wanted
+    # (visibility reads -ln t against the depth).
+    assert native.transmission.shape == depth_only.transmission.shape == (38, 64)
+    np.testing.assert_array_equal(native.transmission, depth_only.transmission)
+    np.testing.assert_array_equal(native.airlight, depth_only.airlight)
+    assert run(0, 64, want_depth=False).transmission.shape == (120, 200)
+    # Relative depth (DCP) has no metres to keep: one pass at max_side's size.
+    dcp = DehazeEngine(EngineConfig(model="dcp", max_side=0, depth_max_side=64, warmup=0)).process(rgb)
+    assert not any(stage.startswith("depth_pass_") for stage in dcp.timings_ms)
+    assert dcp.transmission.shape == (120, 200)
 
 
 def test_engine_max_side_rebuilds_full_resolution_from_the_small_correction(residual_checkpoint):

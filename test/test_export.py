@@ -101,6 +101,9 @@ def test_raw_export_takes_the_optimised_weights(run_dir, tmp_path):
     exported = load_checkpoint(tmp_path / "raw.pt").dehazer_state
     assert all(torch.equal(exported[key], state["dehazer"][key]) for key in exported)
     assert not all(torch.equal(exported[key], state["ema_dehazer"][key]) for key in exported)
+    raw = load_checkpoint(tmp_path / "raw.pt")
+    assert raw.metrics == {}, "validation scored the EMA networks, not these"
+    assert raw.provenance["selected_on"].startswith("none: the raw (never validated) weights of step 4")
 
 
 def test_training_files_and_checkpoints_are_not_mistaken_for_each_other(run_dir, tmp_path, capsys):
@@ -152,7 +155,7 @@ def test_last_pt_exported_after_the_best_step_does_not_claim_the_best_metrics(ru
     torch.save(state, tmp_path / "later.pt")
     ckpt = load_checkpoint(export_checkpoint(tmp_path / "later.pt", tmp_path / "a.pt")["output"])
     assert ckpt.metrics == {f"val_{key}": pytest.approx(value) for key, value in own.items()}
-    assert ckpt.provenance["selected_on"] == "none: the weights of step 4, best validation was step 2"
+    assert ckpt.provenance["selected_on"] == "none: the EMA weights of step 4, best validation was step 2"
     del state["last_validation"]
     torch.save(state, tmp_path / "unvalidated.pt")
     assert load_checkpoint(export_checkpoint(tmp_path / "unvalidated.pt", tmp_path / "b.pt")["output"]).metrics == {}

@@ -48,6 +48,8 @@ def export_checkpoint(training_file: str | Path, output: str | Path, use_ema: bo
     step = int(state["step"])
     validated = next((record for record in (best, state.get("last_validation") or {})
                       if record and int(record.get("step", -1)) == step), {})
+    if not use_ema:   # validation scores the EMA networks, not the raw ones exported here
+        validated = {}
     provenance.update({
         "source_file": str(Path(training_file).resolve()),
         "weights": "ema" if use_ema else "raw",
@@ -61,8 +63,8 @@ def export_checkpoint(training_file: str | Path, output: str | Path, use_ema: bo
         "storage_dtype": "float16" if fp16 else "float32",
         "selected_on": (f"validation {best.get('metric', '')} at step {best.get('step', '')}"
                         if best and best is validated else
-                        f"none: the weights of step {step}" + (f", best validation was step {best.get('step')}"
-                                                               if best else "")),
+                        f"none: the {'EMA' if use_ema else 'raw (never validated)'} weights of step {step}"
+                        + (f", best validation was step {best.get('step')}" if best else "")),
     })
     metrics = {f"val_{key}": float(value) for key, value in (validated.get("metrics") or {}).items()}
     save_checkpoint(

@@ -612,6 +612,7 @@ class Trainer:
         self.elapsed_s = float(state.get("elapsed_s", 0.0))
         self.best = dict(state.get("best") or {})
         self.last_validation = dict(state.get("last_validation") or {})
+        self._last_validated_step = int(self.last_validation.get("step", -1))
 
     def save_last(self) -> Path:
         path = self.run_dir / "last.pt"
@@ -762,16 +763,17 @@ class Trainer:
     def _checkpoint_and_validate(self) -> None:
         """last.pt and validation when their step has come; what they take grows the reserve."""
         cfg = self.config.train
-        start = time.monotonic()
-        if self.step % cfg.checkpoint_every == 0:
-            self.save_last()
-            self._reserve_s = max(self._reserve_s, 2 * (time.monotonic() - start) + 5.0)
+        # Validation first: a last.pt of this step then holds this step's validation and best.
         validating = self.step % cfg.val_every == 0 or self.step == cfg.steps
         if validating:
             mark = time.monotonic()
             if self.dist.is_main:
                 self._run_validation()
             self._reserve_s = max(self._reserve_s, 2 * (time.monotonic() - mark) + 5.0)
+        if self.step % cfg.checkpoint_every == 0:
+            start = time.monotonic()
+            self.save_last()
+            self._reserve_s = max(self._reserve_s, 2 * (time.monotonic() - start) + 5.0)
         if validating or self.step % cfg.checkpoint_every == 0:
             self.dist.barrier()  # the other ranks wait while rank 0 validates and writes
 

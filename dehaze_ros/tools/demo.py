@@ -31,7 +31,6 @@ from pathlib import Path
 
 import numpy as np
 
-from dehaze_ros.sim.sample_camera import MAX_PRERENDER_FRAMES
 from dehaze_ros.tools import processes
 from dehaze_ros.stats import KEY_DEVICE, KEY_DROPPED, KEY_MODEL, KEY_STAGES, percentile
 
@@ -69,6 +68,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--mosaics", type=int, default=4, help="PNG mosaics to save, spread over the run")
     parser.add_argument("--output", type=Path, default=Path("demo_output"))
     args = parser.parse_args(argv)
+    from dehaze_ros.sim.sample_camera import MAX_PRERENDER_FRAMES  # rclpy and the renderer: only here
+
     if args.rate <= 0 or not 0 <= args.loop_seconds * args.rate <= MAX_PRERENDER_FRAMES:
         parser.error(f"--loop-seconds x --rate must give 0 to {MAX_PRERENDER_FRAMES} pre-rendered frames "
                      f"(sample_camera's prerender_frames), got {args.loop_seconds:g} s at {args.rate:g} Hz")

@@ -96,6 +96,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--precision", default=SPECS["precision"].default, choices=SPECS["precision"].choices)
     parser.add_argument("--max-side", type=int, default=SPECS["max_side"].default,
                         help="networks run with the longer side at most this (0 = native), as the node's max_side")
+    parser.add_argument("--depth-max-side", type=int, default=SPECS["depth_max_side"].default,
+                        help="metric depth runs with the longer side at most this (0 = as --max-side), as the "
+                             "node's depth_max_side")
     parser.add_argument("--num-threads", type=int, default=0, help="torch CPU threads; 0 = all cores")
     parser.add_argument("--backend", default=SPECS["backend"].default, choices=SPECS["backend"].choices,
                         help="what runs the networks, as the node's `backend`")
@@ -277,7 +280,8 @@ class BagProcessor:
         if choice.warning:
             self.notes.append(choice.warning)
         config = EngineConfig(model=choice.model, checkpoint=choice.checkpoint, device=args.device,
-                              precision=args.precision, max_side=args.max_side, warmup=1,
+                              precision=args.precision, max_side=args.max_side,
+                              depth_max_side=args.depth_max_side, warmup=1,
                               num_threads=args.num_threads, default_hfov_deg=args.default_hfov_deg,
                               backend=args.backend, onnx_model=os.path.expanduser(args.onnx_model),
                               trt_cache_dir=os.path.expanduser(args.trt_cache_dir), upsampling=args.upsampling)
