@@ -8,7 +8,9 @@ Execution providers follow ``device``: ``cpu`` -> CPU; ``cuda`` / ``cuda:N`` -> 
 this onnxruntime has it), CUDA, and CPU for any node neither takes; ``auto`` -> the CUDA list
 when onnxruntime has the CUDA provider, else CPU. TensorRT builds an engine per input shape on
 the first frame (slow: seconds to minutes) and keeps it in ``trt_cache_dir``, so a restart with
-the same graph and frame size loads it instead. Precision: fp32 (also for ``auto``); ``fp16`` lets
+the same graph and frame size loads it instead (a node whose ``max_side`` differs from
+``depth_max_side`` runs two shapes per frame, so two engines are built). Precision: fp32 (also
+for ``auto``); ``fp16`` lets
 TensorRT pick fp16 kernels per layer. That is opt-in, not ``auto``: unlike torch's autocast, which
 keeps the DCP prior's box sums (cumulative sums up to H x W) in fp32, TensorRT may run them in
 fp16, where they overflow above 65504; it has not been validated on a GPU. bf16 is not offered
@@ -177,7 +179,8 @@ class OnnxRuntimeBackend(Backend):
         if min(height, width) < smallest:
             raise BackendError(
                 f"image {width}x{height} is smaller than the ONNX graph accepts (each side >= {smallest} "
-                f"px); raise max_side, or use backend torch, which pads any size")
+                f"px); raise max_side (or depth_max_side, for the depth pass), or use backend torch, which "
+                f"pads any size")
         mark = time.perf_counter()
         hazy = np.ascontiguousarray(rgb.transpose(2, 0, 1)[None], dtype=np.float32)
         # One graph: D and E run together, so the whole run is booked as "dehaze".
