@@ -124,7 +124,7 @@ def test_run_state_file_round_trip_resumes_the_same_state_and_refuses_others(tmp
     assert_identical(state, loaded)
     # The layout training/run_state.py documents, which export and evaluate read.
     per_network = {f"{kind}_{name}" for kind in ("optimizer", "scheduler", "scaler") for name in ("dehazer", "depth")}
-    assert set(loaded) == {"format", "format_version", "step", "samples_seen", "world_size", "elapsed_s", "best",
+    assert set(loaded) == {"format", "format_version", "step", "samples_seen", "world_size", "elapsed_s", "best", "last_validation",
                            "saved_at", "provenance", "dehazer", "depth_net", "ema_dehazer", "ema_depth_net",
                            "rng"} | per_network
     assert set(trainer.state_dict(full=False)) == set(loaded) - per_network - {"rng"}
