@@ -54,16 +54,20 @@ from dehaze_ros.node_config import SPECS, NodeConfig, resolve_model
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 CAMERA_INFO_TYPE = "sensor_msgs/msg/CameraInfo"
-OUTPUTS = ("dehazed", "depth", "colormap", "points", "visibility")
+# The --outputs choices are the node's publish_* switches, and each writes the topics that switch
+# turns on in the node (frame_outputs.OUTPUTS: camera_info topics go with their image).
+def _topics_by_switch() -> dict[str, tuple[str, ...]]:
+    topics: dict[str, tuple[str, ...]] = {}
+    for output in frame_outputs.OUTPUTS:
+        name = output.enabled_by.removeprefix("publish_")
+        topics[name] = topics.get(name, ()) + (output.topic,)
+    return topics
+
+
+OUTPUT_TOPICS = _topics_by_switch()
+OUTPUTS = tuple(OUTPUT_TOPICS)
+TOPIC_TYPES = {output.topic: output.message_type for output in frame_outputs.OUTPUTS}
 DEFAULT_OUTPUTS = "dehazed,depth,points,visibility"
-# The node's output topics for each --outputs choice; camera_info topics go with their image.
-OUTPUT_TOPICS = {"dehazed": ("dehazed/image", "dehazed/camera_info"),
-                 "depth": ("depth/image", "depth/camera_info"),
-                 "colormap": ("depth/colormap",), "points": ("points",), "visibility": ("visibility",)}
-TOPIC_TYPES = {"dehazed/image": "sensor_msgs/msg/Image", "dehazed/camera_info": CAMERA_INFO_TYPE,
-               "depth/image": "sensor_msgs/msg/Image", "depth/camera_info": CAMERA_INFO_TYPE,
-               "depth/colormap": "sensor_msgs/msg/Image", "points": "sensor_msgs/msg/PointCloud2",
-               "visibility": "sensor_msgs/msg/Range"}
 # A type hash for copied topics whose bag holds neither a definition nor a hash (rosbag2 before
 # Iron wrote none) and that rosbags' type store does not know: the writer requires one, and no
 # ros2 bag version checks it on playback.
