@@ -74,9 +74,10 @@ class EngineConfig:
     device: str = "auto"               # auto | cpu | cuda | cuda:N
     precision: str = "auto"            # auto | fp32 | fp16 | bf16 (dehaze_ros.devices has the rules)
     max_side: int = 0                  # run the networks with the longer side at most this; 0 = native
-    # Depth is estimated on a copy with the longer side at most this, whatever max_side: a
+    # Metric depth is estimated on a copy with the longer side at most this, whatever max_side: a
     # monocular network's metres hold at the object scale (pixels per object) it was trained at,
     # so depth must not change when max_side does. 0 = at max_side's size, like the dehazing.
+    # Relative depth (DCP) always follows max_side (depth_size).
     depth_max_side: int = DEFAULT_DEPTH_MAX_SIDE
     upsampling: str = DEFAULT_UPSAMPLING   # auto | guided | affine | bilinear: full-resolution recovery (upsampling.py)
     warmup: int = 1                    # warm-up passes after loading (first CUDA/oneDNN calls are slow)
@@ -247,8 +248,6 @@ class DehazeEngine:
         depth_out = out
         if separate_depth:
             _, depth_out = self._run_backend(rgb, depth_h, depth_w, False, True, timings, prefix="depth_pass_")
-            if out is None:
-                out = depth_out
 
         mark = time.perf_counter()
         dehazed = None
