@@ -91,6 +91,47 @@ def test_alternating_steps_never_change_the_frozen_network(tmp_path):
     trainer.close()
 
 
+def test_freeze_fine_tunes_one_network_and_keeps_the_other_bit_identical(tmp_path):
+    donor = Trainer(tiny_config(tmp_path), tmp_path / "donor", **QUIET)
+    donor.train_step(fixed_batch(donor, 4))    # weights (and BatchNorm statistics) not at their init
+    shipped = tmp_path / "shipped.pt"
+    save_checkpoint(shipped, model_config=donor.model_config.to_dict(), dehazer_state=donor.dehazer.state_dict(),
+                    depth_net_state=donor.depth_net.state_dict(), depth_units="meters")
+    dehazer_shipped, depth_shipped = parameters(donor.dehazer), parameters(donor.depth_net)
+    donor.close()
+
+    messages = []
+    trainer = Trainer(tiny_config(tmp_path, f"train.init_from={shipped}", "train.freeze=[dehazer]", "train.steps=3"),
+                      tmp_path / "depth_only", log=messages.append)
+    assert any("frozen (train.freeze): dehazer" in message for message in messages)
+    trainer.fit()
+    # Weights, running statistics and the moving average of D: exactly the shipped ones.
+    assert same(dehazer_shipped, parameters(trainer.dehazer))
+    assert same(dehazer_shipped, parameters(trainer.D.ema.module))
+    assert not same(depth_shipped, parameters(trainer.depth_net))
+    out = trainer.train_step(fixed_batch(trainer, 4))
+    assert "dehazer/l1" in out.losses and "dehazer/grad_norm" not in out.losses and "depth/total" in out.losses
+    trainer.close()
+
+    trainer = Trainer(tiny_config(tmp_path, f"train.init_from={shipped}", "train.freeze=[depth_net]", "train.steps=2"),
+                      tmp_path / "dehazer_only", **QUIET)
+    trainer.fit()
+    assert same(depth_shipped, parameters(trainer.depth_net))
+    assert not same(dehazer_shipped, parameters(trainer.dehazer))
+    trainer.close()
+
+
+def test_freeze_refuses_what_would_train_nothing_or_from_random_weights(tmp_path):
+    from training.config import ConfigError
+    for overrides, message in ((["train.freeze=[dehazer, depth_net]", "train.init_from=x.pt"], "nothing would train"),
+                               (["train.freeze=[encoder]"], "train.freeze may name"),
+                               (["train.freeze=[dehazer]"], "without train.init_from"),
+                               (["train.freeze=[dehazer]", "train.init_from=x.pt", "train.schedule=joint"],
+                                "needs train.schedule 'alternating'")):
+        with pytest.raises(ConfigError, match=message):
+            tiny_config(tmp_path, *overrides)
+
+
 def test_joint_schedule_updates_both_networks_from_one_summed_loss(tmp_path):
     trainer = Trainer(tiny_config(tmp_path, "train.schedule=joint"), tmp_path / "run", **QUIET)
     dehazer_before, depth_before = parameters(trainer.dehazer), parameters(trainer.depth_net)

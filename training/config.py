@@ -25,6 +25,7 @@ from dehaze_ros.devices import PRECISIONS, validate_device
 
 SCHEDULES = ("alternating", "joint")
 SELECT_METRICS = ("psnr", "ssim", "abs_rel")
+FREEZABLE = ("dehazer", "depth_net")
 # Keys that may change when a run is resumed: they do not alter what the run computes.
 RESUMABLE_OVERRIDES = ("train.max_minutes", "data.workers", "train.log_every", "train.image_every")
 
@@ -185,6 +186,9 @@ class TrainConfig:
     out_dir: str = "runs"
     run_name: str = ""                   # "" = <config name>_<date-time>
     init_from: str = ""                  # start from a deployable checkpoint's weights
+    # Networks that keep their (init_from) weights: e.g. [dehazer] fine-tunes only the depth
+    # network on a dehazer that is already shipped, so its dehazing stays exactly as it was.
+    freeze: list[str] = field(default_factory=list)
     deterministic: bool = True           # deterministic algorithms on CPU (bit-exact resume)
     # Recorded, not a setting: the number of processes (torchrun's WORLD_SIZE) the run started
     # with; data.batch_size is per process, so the global batch is batch_size * world_size.
@@ -435,6 +439,16 @@ def validate(config: TrainingConfig) -> None:
     except ValueError as exc:
         raise ConfigError(f"train.{exc}") from None
     require(train.steps > 0, f"train.steps must be > 0, got {train.steps}")
+    unknown = [name for name in train.freeze if name not in FREEZABLE]
+    require(not unknown, f"train.freeze may name {FREEZABLE}, got {unknown}")
+    require(len(set(train.freeze)) < len(FREEZABLE),
+            f"train.freeze names both networks {FREEZABLE}: nothing would train")
+    require(not train.freeze or train.schedule == "alternating",
+            f"train.freeze needs train.schedule 'alternating' (each network has its own step), "
+            f"got {train.schedule!r}")
+    require(not train.freeze or bool(train.init_from),
+            f"train.freeze={train.freeze} without train.init_from would keep randomly initialised "
+            "weights; give the checkpoint whose networks stay as they are")
     require(train.max_minutes >= 0, f"train.max_minutes must be >= 0 (0 = no limit), got {train.max_minutes}")
     require(0.0 <= train.ema_decay < 1.0, f"train.ema_decay must lie in [0, 1), got {train.ema_decay}")
     for key in ("checkpoint_every", "val_every", "log_every", "image_every"):

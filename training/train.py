@@ -318,6 +318,9 @@ class Trainer:
                      f"{world * cfg.data.batch_size}; learning rates as configured (not scaled)")
         self.log(f"model {self.model_config.name}: dehazer {count_parameters(self.dehazer):,} parameters, "
                  f"depth net {count_parameters(self.depth_net):,}")
+        if cfg.train.freeze:
+            self.log(f"frozen (train.freeze): {', '.join(cfg.train.freeze)} keeps the weights of "
+                     f"{cfg.train.init_from}")
         for source in self.train_sources + self.val_sources:
             self.log("  " + source.describe())
         self.log(f"validation: {len(self.val_samples)} images "
@@ -373,15 +376,22 @@ class Trainer:
 
     def dehazer_step(self, hazy, clear, depth, mask, want_visuals: bool = False,
                      scale_known: torch.Tensor | None = None) -> tuple[torch.Tensor, StepOutput]:
-        """(a) Update D with E frozen. Returns D's output (detached) for the depth step."""
+        """(a) Update D with E frozen. Returns D's output (detached) for the depth step.
+
+        With ``train.freeze: [dehazer]`` D only runs (eval mode, no gradients: its BatchNorm
+        statistics stay too) and its losses are reported; nothing of D changes.
+        """
         scale_known = all_known(depth) if scale_known is None else scale_known
-        self.D.train(True)
+        trains = "dehazer" not in self.config.train.freeze
+        self.D.train(trains)
         self.E.train(False)
         out = StepOutput()
-        with self._autocast():
-            dehazed, branch_depth, transmission = self.D.forward(hazy)
+        with self._autocast(), torch.set_grad_enabled(trains):
+            # A frozen D runs as the plain module: DDP has no part in a step without gradients.
+            forward = self.D.forward if trains else DehazerWithDepth(self.dehazer)
+            dehazed, branch_depth, transmission = forward(hazy)
             depth_of_dehazed = None
-            if self.loss.perceives(mask, scale_known):
+            if trains and self.loss.perceives(mask, scale_known):
                 # The plain E, not its DDP wrapper: E is frozen (requires_grad False), gradients
                 # pass through its operations to D, and none reach E's parameters, so nothing of
                 # E is all-reduced in this step (a test counts). DDP has no part in a step in
@@ -392,10 +402,10 @@ class Trainer:
         if depth_of_dehazed is not None and want_visuals:
             out.visuals["depth_difference"] = losses.depth_difference(
                 depth_of_dehazed.detach(), depth, self.loss.perception_mask(mask, scale_known))
-        grad_norm = self.D.backward_and_step(total, self.config.optim.grad_clip)
         out.losses = {f"dehazer/{k}": float(v.detach()) for k, v in parts.items()}
         out.losses["dehazer/total"] = float(total.detach())
-        out.losses["dehazer/grad_norm"] = grad_norm
+        if trains:
+            out.losses["dehazer/grad_norm"] = self.D.backward_and_step(total, self.config.optim.grad_clip)
         out.transmission = None if transmission is None else transmission.detach()
         return dehazed.detach(), out
 
@@ -407,6 +417,8 @@ class Trainer:
         out = StepOutput()
         # Whether a batch has depth differs between ranks, and E's step must be taken by all or
         # none (its gradients are all-reduced): a rank without depth adds a zero loss.
+        if "depth_net" in self.config.train.freeze:
+            return out
         if not self.loss.trains_depth_net() or not any(self.dist.any_rank(mask.any())):
             return out  # nothing to learn from this batch: no optimiser step (Adam would still move)
         self.D.train(False)
