@@ -18,6 +18,7 @@ never leaves a half-written checkpoint where a good one was.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import tempfile
@@ -55,6 +56,15 @@ class Checkpoint:
     io: dict = field(default_factory=dict)
     provenance: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's bytes (which checkpoint an ONNX graph or a fine-tune came from)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:

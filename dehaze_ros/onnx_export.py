@@ -35,7 +35,6 @@ multiples of the padding. The batch is fixed at 1 (the engine runs one frame at 
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -47,7 +46,7 @@ import torch
 from torch import nn
 
 from dehaze_ros import dcp
-from dehaze_ros.checkpoint import Checkpoint, atomic_write, build_models, load_checkpoint
+from dehaze_ros.checkpoint import Checkpoint, atomic_write, build_models, file_sha256, load_checkpoint
 
 ONNX_FORMAT = "dehaze_ros.onnx"
 ONNX_FORMAT_VERSION = 1
@@ -94,14 +93,6 @@ def min_side(dehazer: nn.Module, depth_net: nn.Module | None) -> int:
     if depth_net is not None:
         multiples.append(depth_net.size_multiple)
     return max(*multiples, dcp.PATCH)
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """The training loop on tiny procedural data (CPU): learning, alternation, resume, run folder, errors."""
 import json
 import os
+import re
 import signal
 from pathlib import Path
 
@@ -9,9 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from dehaze_ros.checkpoint import save_checkpoint
+from dehaze_ros.checkpoint import file_sha256, load_checkpoint, save_checkpoint
 from training import losses
 from training.config import load_config
+from training.export import export_checkpoint
 from training.run_state import (TRAINING_STATE_FORMAT, TRAINING_STATE_VERSION, TrainingError, load_training_file,
                                 save_training_file)
 from state_compare import assert_identical
@@ -91,45 +93,99 @@ def test_alternating_steps_never_change_the_frozen_network(tmp_path):
     trainer.close()
 
 
-def test_freeze_fine_tunes_one_network_and_keeps_the_other_bit_identical(tmp_path):
+def shipped_checkpoint(tmp_path, with_depth_net=True):
+    """A deployable checkpoint whose weights (and BatchNorm statistics) are not at their init."""
     donor = Trainer(tiny_config(tmp_path), tmp_path / "donor", **QUIET)
-    donor.train_step(fixed_batch(donor, 4))    # weights (and BatchNorm statistics) not at their init
-    shipped = tmp_path / "shipped.pt"
-    save_checkpoint(shipped, model_config=donor.model_config.to_dict(), dehazer_state=donor.dehazer.state_dict(),
-                    depth_net_state=donor.depth_net.state_dict(), depth_units="meters")
-    dehazer_shipped, depth_shipped = parameters(donor.dehazer), parameters(donor.depth_net)
+    donor.train_step(fixed_batch(donor, 4))
+    path = tmp_path / ("shipped.pt" if with_depth_net else "dehazer_only.pt")
+    save_checkpoint(path, model_config=donor.model_config.to_dict(), dehazer_state=donor.dehazer.state_dict(),
+                    depth_net_state=donor.depth_net.state_dict() if with_depth_net else None,
+                    depth_units="meters", depth_range_m=(0.2, 50.0))
+    weights = parameters(donor.dehazer), parameters(donor.depth_net)
     donor.close()
+    return path, weights
 
+
+def test_freeze_fine_tunes_one_network_and_keeps_the_other_bit_identical(tmp_path):
+    shipped, (dehazer_shipped, depth_shipped) = shipped_checkpoint(tmp_path)
     messages = []
-    trainer = Trainer(tiny_config(tmp_path, f"train.init_from={shipped}", "train.freeze=[dehazer]", "train.steps=3"),
-                      tmp_path / "depth_only", log=messages.append)
+    config = tiny_config(tmp_path, f"train.init_from={shipped}", "train.freeze=[dehazer]",
+                         "train.select_metric=abs_rel", "train.steps=6", "train.val_every=2")
+    trainer = Trainer(config, tmp_path / "depth_only", log=messages.append)
     assert any("frozen (train.freeze): dehazer" in message for message in messages)
-    trainer.fit()
+
+    def stop_at_step_3(trainer):
+        if trainer.step == 3:
+            trainer._stop_requested = True    # what Ctrl-C sets: last.pt at step 3
+    assert trainer.fit(on_step=stop_at_step_3)["step"] == 3
     # Weights, running statistics and the moving average of D: exactly the shipped ones.
     assert same(dehazer_shipped, parameters(trainer.dehazer))
     assert same(dehazer_shipped, parameters(trainer.D.ema.module))
     assert not same(depth_shipped, parameters(trainer.depth_net))
-    out = trainer.train_step(fixed_batch(trainer, 4))
-    assert "dehazer/l1" in out.losses and "dehazer/grad_norm" not in out.losses and "depth/total" in out.losses
     trainer.close()
 
-    trainer = Trainer(tiny_config(tmp_path, f"train.init_from={shipped}", "train.freeze=[depth_net]", "train.steps=2"),
-                      tmp_path / "dehazer_only", **QUIET)
+    # The resume takes weights and lineage from last.pt: the init_from file may be gone since.
+    shipped_sha = file_sha256(shipped)
+    shipped.rename(tmp_path / "moved.pt")
+    resumed = prepare(None, [], str(tmp_path / "depth_only"), None, log=lambda message: None)
+    assert resumed.step == 3 and resumed.fit()["step"] == 6
+    assert same(dehazer_shipped, parameters(resumed.dehazer))
+    out = resumed.train_step(fixed_batch(resumed, 4))
+    assert "dehazer/l1" in out.losses and "dehazer/grad_norm" not in out.losses and "depth/total" in out.losses
+    resumed.close()
+    validations = [json.loads(line) for line in (tmp_path / "depth_only" / "metrics.jsonl").read_text().splitlines()]
+    assert [v["step"] for v in validations] == [2, 4, 6]
+    assert len({v["psnr"] for v in validations}) == 1 and len({v["abs_rel"] for v in validations}) == 3
+    summary = export_checkpoint(tmp_path / "depth_only" / "last.pt", tmp_path / "exported.pt")
+    exported = load_checkpoint(summary["output"])
+    assert same(dehazer_shipped, exported.dehazer_state)
+    lineage = exported.provenance["init_from"]
+    assert lineage["path"] == str(shipped) and lineage["sha256"] == shipped_sha and lineage["depth_units"] == "meters"
+
+    trainer = Trainer(tiny_config(tmp_path, f"train.init_from={tmp_path / 'moved.pt'}", "train.freeze=[depth_net]",
+                                  "train.steps=2"), tmp_path / "dehazer_only", **QUIET)
     trainer.fit()
     assert same(depth_shipped, parameters(trainer.depth_net))
+    assert same(depth_shipped, parameters(trainer.E.ema.module))
     assert not same(dehazer_shipped, parameters(trainer.dehazer))
     trainer.close()
+
+
+def test_a_frozen_depth_network_keeps_the_units_and_range_it_was_trained_with(tmp_path):
+    # Fine-tuning the dehazer on pairs without depth must not relabel a metric depth network.
+    shipped, (_, depth_shipped) = shipped_checkpoint(tmp_path)
+    write_reside_without_depth(tmp_path / "its")
+    config = tiny_config(tmp_path, f"data.root={tmp_path}", "data.sources.procedural=null",
+                         "data.sources.its={kind: reside, path: its}", f"train.init_from={shipped}",
+                         "train.freeze=[depth_net]", "train.steps=2")
+    trainer = Trainer(config, tmp_path / "run", **QUIET)
+    trainer.fit()
+    trainer.close()
+    exported = load_checkpoint(export_checkpoint(tmp_path / "run" / "last.pt", tmp_path / "out.pt")["output"])
+    assert exported.depth_units == "meters" and tuple(exported.depth_range_m) == (0.2, 50.0)
+    assert same(depth_shipped, exported.depth_net_state)
 
 
 def test_freeze_refuses_what_would_train_nothing_or_from_random_weights(tmp_path):
     from training.config import ConfigError
     for overrides, message in ((["train.freeze=[dehazer, depth_net]", "train.init_from=x.pt"], "nothing would train"),
                                (["train.freeze=[encoder]"], "train.freeze may name"),
-                               (["train.freeze=[dehazer]"], "without train.init_from"),
-                               (["train.freeze=[dehazer]", "train.init_from=x.pt", "train.schedule=joint"],
+                               (["train.freeze=[dehazer]", "train.select_metric=abs_rel"], "without train.init_from"),
+                               (["train.freeze=[dehazer]", "train.init_from=x.pt"], "select_metric=abs_rel"),
+                               (["train.freeze=[depth_net]", "train.init_from=x.pt", "train.schedule=joint"],
                                 "needs train.schedule 'alternating'")):
-        with pytest.raises(ConfigError, match=message):
+        with pytest.raises(ConfigError, match=re.escape(message)):
             tiny_config(tmp_path, *overrides)
+    dehazer_only, _ = shipped_checkpoint(tmp_path, with_depth_net=False)
+    with pytest.raises(TrainingError, match="has none: it would stay randomly initialised"):
+        Trainer(tiny_config(tmp_path, f"train.init_from={dehazer_only}", "train.freeze=[depth_net]"),
+                tmp_path / "random_depth", **QUIET)
+    shipped, _ = shipped_checkpoint(tmp_path)
+    write_reside_without_depth(tmp_path / "its")
+    with pytest.raises(TrainingError, match="nothing to learn from"):
+        Trainer(tiny_config(tmp_path, f"data.root={tmp_path}", "data.sources.procedural=null",
+                            "data.sources.its={kind: reside, path: its}", f"train.init_from={shipped}",
+                            "train.freeze=[dehazer]", "train.select_metric=abs_rel"), tmp_path / "no_depth", **QUIET)
 
 
 def test_joint_schedule_updates_both_networks_from_one_summed_loss(tmp_path):

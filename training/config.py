@@ -446,6 +446,9 @@ def validate(config: TrainingConfig) -> None:
     require(not train.freeze or train.schedule == "alternating",
             f"train.freeze needs train.schedule 'alternating' (each network has its own step), "
             f"got {train.schedule!r}")
+    require("dehazer" not in train.freeze or train.select_metric == "abs_rel",
+            "train.freeze=[dehazer] keeps the validation PSNR and SSIM constant: set "
+            f"train.select_metric=abs_rel so best.pt is chosen on depth, got {train.select_metric!r}")
     require(not train.freeze or bool(train.init_from),
             f"train.freeze={train.freeze} without train.init_from would keep randomly initialised "
             "weights; give the checkpoint whose networks stay as they are")

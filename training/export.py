@@ -74,7 +74,7 @@ def export_checkpoint(training_file: str | Path, output: str | Path, use_ema: bo
         depth_net_state=_maybe_half(state[f"{prefix}depth_net"], fp16),
         # Without depth supervision E never learnt metres: say so rather than promise them.
         depth_units="meters" if depth_supervised else "relative",
-        depth_range_m=(float(depth_cfg.get("min_m", 0.1)), float(depth_cfg.get("max_m", 80.0))),
+        depth_range_m=_depth_range(provenance, depth_cfg),
         provenance=provenance,
         metrics=metrics,
     )
@@ -82,6 +82,16 @@ def export_checkpoint(training_file: str | Path, output: str | Path, use_ema: bo
     return {"output": str(output), "steps": int(state["step"]), "weights": provenance["weights"],
             "depth_units": "meters" if depth_supervised else "relative", "metrics": metrics,
             "bytes": Path(output).stat().st_size}
+
+
+def _depth_range(provenance: dict, depth_cfg: dict) -> tuple[float, float]:
+    """The range the depth network was trained for: a frozen one (train.freeze) keeps the range of
+    the checkpoint it came from, else the run's depth.min_m / max_m."""
+    frozen = "depth_net" in ((provenance.get("config") or {}).get("train") or {}).get("freeze", [])
+    inherited = (provenance.get("init_from") or {}).get("depth_range_m")
+    if frozen and inherited:
+        return float(inherited[0]), float(inherited[1])
+    return float(depth_cfg.get("min_m", 0.1)), float(depth_cfg.get("max_m", 80.0))
 
 
 def _is_deployable_checkpoint(path: str | Path) -> bool:

@@ -48,7 +48,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from dehaze_ros.camera import canonical_from_metric, metric_from_canonical
-from dehaze_ros.checkpoint import CheckpointError, build_models, load_checkpoint
+from dehaze_ros.checkpoint import CheckpointError, build_models, file_sha256, load_checkpoint
 from dehaze_ros.devices import DeviceError
 from dehaze_ros.devices import resolve_precision as engine_precision
 from dehaze_ros.models import ModelConfig, build_dehazer, build_depth_net, count_parameters, get_model_config
@@ -230,7 +230,11 @@ class Trainer:
         self.model_config = build_model_config(config)
         self.dehazer = build_dehazer(self.model_config)
         self.depth_net = build_depth_net(self.model_config)
-        if train.init_from:
+        # Where the starting weights came from (path, hash, units, their own provenance): kept in
+        # every state and export. A resume takes its weights and this record from last.pt, so the
+        # init_from file may have moved or been replaced (an export over the shipped default) since.
+        self.init_record: dict = {}
+        if train.init_from and self.resumed_with is None:
             self._init_from(train.init_from)
         self.dehazer.to(self.device)
         self.depth_net.to(self.device)
@@ -258,6 +262,10 @@ class Trainer:
         sources_with_depth = [s.name for s in self.train_sources if s.has_depth]
         self.depth_available = bool(sources_with_depth) or self.teacher is not None
         self.loss = losses.DualTaskLoss.from_config(config.loss, self.depth_available)
+        if "dehazer" in train.freeze and not (self.depth_available and self.loss.trains_depth_net()):
+            raise TrainingError("train.freeze=[dehazer] leaves only the depth network to train, and it has "
+                                "nothing to learn from: no training source has depth (nor a "
+                                "depth.teacher_checkpoint), or loss.depth_weighted and depth_unweighted are 0")
 
         self.step = 0
         self.samples_seen = 0  # the data position: global sample index, over all ranks and sessions
@@ -281,10 +289,15 @@ class Trainer:
             raise TrainingError(f"train.init_from={path} was trained with model_config "
                                 f"{ckpt.model_config.get('name')!r} that differs from this run's "
                                 f"{self.model_config.name!r}; use the same model.preset/overrides")
+        if "depth_net" in self.config.train.freeze and ckpt.depth_net_state is None:
+            raise TrainingError(f"train.freeze=[depth_net] keeps the depth network of train.init_from={path}, "
+                                "but that checkpoint has none: it would stay randomly initialised")
         dehazer, depth_net = build_models(ckpt)
         self.dehazer.load_state_dict(dehazer.state_dict())
         if depth_net is not None:
             self.depth_net.load_state_dict(depth_net.state_dict())
+        self.init_record = {"path": str(path), "sha256": file_sha256(path), "depth_units": ckpt.depth_units,
+                            "depth_range_m": list(ckpt.depth_range_m), "provenance": ckpt.provenance}
 
     def _load_teacher(self, path: str) -> nn.Module | None:
         if not path:
@@ -415,10 +428,10 @@ class Trainer:
         """(b) Update E with D frozen: E(D(I)) with D's output (and transmission) detached."""
         scale_known = all_known(depth) if scale_known is None else scale_known
         out = StepOutput()
-        # Whether a batch has depth differs between ranks, and E's step must be taken by all or
-        # none (its gradients are all-reduced): a rank without depth adds a zero loss.
         if "depth_net" in self.config.train.freeze:
             return out
+        # Whether a batch has depth differs between ranks, and E's step must be taken by all or
+        # none (its gradients are all-reduced): a rank without depth adds a zero loss.
         if not self.loss.trains_depth_net() or not any(self.dist.any_rank(mask.any())):
             return out  # nothing to learn from this batch: no optimiser step (Adam would still move)
         self.D.train(False)
@@ -496,8 +509,9 @@ class Trainer:
         # Parameters are equal on every rank after the all-reduced steps; BatchNorm statistics of
         # each rank's own batch are not, until rank 0's are copied: then the EMA agrees too.
         self.dist.broadcast_buffers((self.dehazer, self.depth_net))
-        self.D.ema.update(self.dehazer, self.step)
-        self.E.ema.update(self.depth_net, self.step)
+        for name, network in (("dehazer", self.D), ("depth_net", self.E)):
+            if name not in self.config.train.freeze:   # a frozen network's average is its weights
+                network.ema.update(network.model, self.step)
         self.step += 1
         self.samples_seen += hazy.shape[0] * self.dist.world_size
         if want_visuals:
@@ -576,8 +590,11 @@ class Trainer:
                 "test_scenes": {name: list(getattr(src, "test_scenes", []))
                                 for name, src in self.config.data.sources.items()},
             },
-            "depth_supervised": self.depth_available,
+            # A frozen depth network is the init_from checkpoint's: its units, whatever this run's data.
+            "depth_supervised": (self.init_record.get("depth_units") == "meters"
+                                 if "depth_net" in self.config.train.freeze else self.depth_available),
             "teacher_checkpoint": self.config.depth.teacher_checkpoint,
+            "init_from": self.init_record,
         }
 
     def state_dict(self, full: bool = True) -> dict:
@@ -625,6 +642,7 @@ class Trainer:
         self.best = dict(state.get("best") or {})
         self.last_validation = dict(state.get("last_validation") or {})
         self._last_validated_step = int(self.last_validation.get("step", -1))
+        self.init_record = dict((state.get("provenance") or {}).get("init_from") or {})
 
     def save_last(self) -> Path:
         path = self.run_dir / "last.pt"
