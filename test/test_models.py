@@ -113,9 +113,10 @@ def test_asm_inverse_recovers_the_clear_image_from_the_true_transmission_and_air
 @pytest.mark.parametrize("name", ["diacmpn-t", "diacmpn-rt"])
 def test_untrained_asm_dcp_dehazer_is_the_dark_channel_prior(name):
     """The real-time presets start from the DCP: untrained, they give the numpy baseline's image
-    (up to the prior's stated border and tie differences), and their t and A are the DCP's."""
+    (up to the prior's stated border and tie differences), and their t and A are the DCP's. (With
+    the colour of A kept: the presets' grey airlight is tested below.)"""
     torch.manual_seed(0)
-    dehazer = build_dehazer(get_model_config(name)).eval()
+    dehazer = build_dehazer(dataclasses.replace(get_model_config(name), airlight_chroma=1.0)).eval()
     hazy, _, _, _ = hazy_scene(75, 101)
     with torch.inference_mode():
         out = dehazer.forward_physics(hazy)
@@ -126,6 +127,30 @@ def test_untrained_asm_dcp_dehazer_is_the_dark_channel_prior(name):
     np.testing.assert_allclose(out.transmission[0, 0].numpy(), np.minimum(baseline.transmission, 0.99),
                                atol=0.02)
     assert out.transmission.shape == (1, 1, 75, 101)
+
+
+@pytest.mark.parametrize("name", ["diacmpn-t", "diacmpn-rt"])
+def test_airlight_chroma_blends_the_predicted_airlight_with_its_grey(name):
+    # A tinted haze: the DCP's (untrained: the network's) A is tinted too.
+    hazy, _, _, _ = hazy_scene(75, 101)
+    hazy = hazy * torch.tensor([1.0, 0.9, 0.75]).view(1, 3, 1, 1)
+    outputs = {}
+    for chroma in (1.0, 0.5, 0.0):
+        torch.manual_seed(0)
+        dehazer = build_dehazer(dataclasses.replace(get_model_config(name), airlight_chroma=chroma)).eval()
+        with torch.inference_mode():
+            outputs[chroma] = dehazer.forward_physics(hazy)
+    tinted = outputs[1.0].airlight.reshape(3)
+    assert float(tinted.max() - tinted.min()) > 0.1
+    grey = tinted.mean()
+    torch.testing.assert_close(outputs[0.0].airlight.reshape(3), grey.expand(3))
+    torch.testing.assert_close(outputs[0.5].airlight.reshape(3), (grey + tinted) / 2)
+    for out in outputs.values():   # only A differs: t is the same, J follows the scattering model
+        torch.testing.assert_close(out.transmission, outputs[1.0].transmission)
+        torch.testing.assert_close(out.dehazed, recover_scene(hazy, out.transmission, out.airlight))
+    assert get_model_config(name).airlight_chroma == 0.0
+    with pytest.raises(ValueError, match="airlight_chroma must lie in"):
+        dataclasses.replace(get_model_config(name), airlight_chroma=1.5)
 
 
 def test_asm_head_without_prior_starts_from_its_stated_guess():

@@ -166,6 +166,25 @@ def test_a_frozen_depth_network_keeps_the_units_and_range_it_was_trained_with(tm
     assert same(depth_shipped, exported.depth_net_state)
 
 
+def test_init_from_accepts_another_airlight_chroma_and_refuses_other_weights(tmp_path):
+    donor = Trainer(tiny_config(tmp_path), tmp_path / "donor", **QUIET)
+    config, dehazer, depth_net = donor.model_config.to_dict(), donor.dehazer.state_dict(), donor.depth_net.state_dict()
+    donor.close()
+    coloured = tmp_path / "coloured.pt"
+    save_checkpoint(coloured, model_config={**config, "name": "older", "airlight_chroma": 0.5},
+                    dehazer_state=dehazer, depth_net_state=depth_net)
+    messages = []
+    trainer = Trainer(tiny_config(tmp_path, f"train.init_from={coloured}"), tmp_path / "run", log=messages.append)
+    assert same(dehazer, parameters(trainer.dehazer))
+    assert any(f"airlight_chroma 0.5 in {coloured}, {config['airlight_chroma']} in this run" in m for m in messages)
+    trainer.close()
+    other_camera = tmp_path / "other_camera.pt"
+    save_checkpoint(other_camera, model_config={**config, "canonical_focal_px": 123.0},
+                    dehazer_state=dehazer, depth_net_state=depth_net)
+    with pytest.raises(TrainingError, match="differs from this run's .* in canonical_focal_px"):
+        Trainer(tiny_config(tmp_path, f"train.init_from={other_camera}"), tmp_path / "refused", **QUIET)
+
+
 def test_freeze_refuses_what_would_train_nothing_or_from_random_weights(tmp_path):
     from training.config import ConfigError
     for overrides, message in ((["train.freeze=[dehazer, depth_net]", "train.init_from=x.pt"], "nothing would train"),

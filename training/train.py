@@ -108,6 +108,10 @@ def all_known(depth: torch.Tensor) -> torch.Tensor:
     return torch.ones(depth.shape[0], dtype=torch.bool, device=depth.device)
 
 
+# ModelConfig fields a run started with train.init_from may set differently from the checkpoint.
+INIT_FROM_MAY_CHANGE = ("name", "airlight_chroma")
+
+
 class DehazerWithDepth(nn.Module):
     """D's ``forward_with_depth`` as ``forward``: DistributedDataParallel hooks ``forward`` only
     (it prepares the gradient all-reduce there), and the dehazing step needs the branch depth."""
@@ -285,10 +289,18 @@ class Trainer:
     def _init_from(self, path: str) -> None:
         ckpt = load_checkpoint(path)
         # Normalised: a checkpoint written before a ModelConfig field existed has the field's default.
-        if ModelConfig.from_dict(ckpt.model_config).to_dict() != self.model_config.to_dict():
+        theirs, ours = ModelConfig.from_dict(ckpt.model_config).to_dict(), self.model_config.to_dict()
+        # Fields without weights of their own may change in a fine-tune (e.g. a grey airlight for
+        # a network trained with a coloured one); everything else must match.
+        changed = sorted(key for key in ours if theirs.get(key) != ours[key] and key not in INIT_FROM_MAY_CHANGE)
+        if changed:
             raise TrainingError(f"train.init_from={path} was trained with model_config "
                                 f"{ckpt.model_config.get('name')!r} that differs from this run's "
-                                f"{self.model_config.name!r}; use the same model.preset/overrides")
+                                f"{self.model_config.name!r} in {', '.join(changed)}; use the same "
+                                "model.preset/overrides")
+        for key in INIT_FROM_MAY_CHANGE:
+            if key != "name" and theirs.get(key) != ours[key]:
+                self.log(f"train.init_from: {key} {theirs.get(key)} in {path}, {ours[key]} in this run")
         if "depth_net" in self.config.train.freeze and ckpt.depth_net_state is None:
             raise TrainingError(f"train.freeze=[depth_net] keeps the depth network of train.init_from={path}, "
                                 "but that checkpoint has none: it would stay randomly initialised")

@@ -71,6 +71,12 @@ class ModelConfig:
     # focal length in pixels of the image the network ran on. 0 = plain metres (no camera model).
     canonical_focal_px: float = 0.0
     depth_inputs: str = "image"    # one of DEPTH_INPUTS
+    # How much of the airlight's colour a physics head keeps: A = m + airlight_chroma * (A - m),
+    # m the mean of A's channels. 1 = the RGB value the network predicts; 0 = grey. Fog and haze
+    # scatter all visible wavelengths nearly alike, and a tinted A tints everything in thick haze
+    # and turns a bright sky purple or blue (J = (I - A) / t + A amplifies I - A wherever t is
+    # small): README, "Grey airlight".
+    airlight_chroma: float = 1.0
 
     def __post_init__(self) -> None:
         hints = typing.get_type_hints(type(self))
@@ -117,6 +123,9 @@ class ModelConfig:
                             "(asm or asm_dcp), not residual")
         if not self.canonical_focal_px >= 0:
             problems.append(f"canonical_focal_px must be >= 0 pixels (0 = plain metres), got {self.canonical_focal_px}")
+        if not 0.0 <= self.airlight_chroma <= 1.0:
+            problems.append(f"airlight_chroma must lie in [0, 1] (1 = the predicted colour, 0 = grey), "
+                            f"got {self.airlight_chroma}")
         if not self.depth_scale_m > 0:
             problems.append(f"depth_scale_m must be > 0 metres, got {self.depth_scale_m}")
         if problems:
@@ -181,6 +190,7 @@ PRESETS: dict[str, ModelConfig] = {
             depth_refine_growth=16,
             head="asm_dcp",
             canonical_focal_px=CANONICAL_FOCAL_PX,
+            airlight_chroma=0.0,
         ),
         ModelConfig(
             name="diacmpn-rt",
@@ -198,6 +208,7 @@ PRESETS: dict[str, ModelConfig] = {
             depth_refine_growth=4,
             head="asm_dcp",
             canonical_focal_px=CANONICAL_FOCAL_PX,
+            airlight_chroma=0.0,
         ),
     )
 }

@@ -159,6 +159,7 @@ class Dehazer(nn.Module):
         self.depth_refine = DilatedResidualDenseBlock(1, config.depth_refine_growth, config.depth_net_dense_layers)
 
         self.head = config.head
+        self.airlight_chroma = config.airlight_chroma
         # asm_dcp: the stem also reads the DCP's transmission (as 2t - 1, the image's range).
         stem_inputs = 4 if self.head == "asm_dcp" else 3
         self.stem = nn.Conv2d(stem_inputs, full, 3, padding=1, padding_mode="reflect")
@@ -260,6 +261,9 @@ class Dehazer(nn.Module):
             transmission = torch.sigmoid(prior_logit + head_output.float())
             airlight = prior.airlight + airlight_correction
         airlight = airlight.clamp(0.05, 1.0)
+        if self.airlight_chroma < 1.0:   # a convex blend with the grey of the same mean: stays in range
+            grey = airlight.mean(dim=1, keepdim=True)
+            airlight = grey + self.airlight_chroma * (airlight - grey)
         transmission, image = transmission[crop], padded[crop].float()
         dehazed = recover_scene(image, transmission, airlight)
         return DehazerOutput(dehazed, branch_log_depth[crop], transmission, airlight)
