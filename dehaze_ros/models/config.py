@@ -75,7 +75,7 @@ class ModelConfig:
     # m the mean of A's channels. 1 = the RGB value the network predicts; 0 = grey. Fog and haze
     # scatter all visible wavelengths nearly alike, and a tinted A tints everything in thick haze
     # and turns a bright sky purple or blue (J = (I - A) / t + A amplifies I - A wherever t is
-    # small): README, "Grey airlight".
+    # small): README, "The shipped checkpoint", "Grey airlight".
     airlight_chroma: float = 1.0
 
     def __post_init__(self) -> None:
