@@ -246,8 +246,10 @@ def test_two_processes_compute_what_one_process_computes_with_the_global_batch(s
     # The tolerance: sums are taken in another order (per rank, then all-reduced), and where a
     # weight's true gradient is zero (the biases in front of D's instance norms) Adam turns that
     # rounding noise into steps of up to the learning rate (1e-3). Measured: mean difference
-    # 4e-9, 7 of 248k weights of D above 1e-5 (largest 1.3e-4), E within 1.3e-7. Wrong data (one
-    # rank's samples only, or other crops) moves the mean by 1e-3 and 95 % of weights above 1e-5.
+    # 4e-9, 7 of 248k weights of D above 1e-5 (largest 1.3e-4), E within 1.3e-7; with the grey
+    # airlight of the presets (airlight_chroma 0) 74 of 248k (largest 2.2e-4, in the structure
+    # branch's decoder and the scale fusion). Wrong data (one rank's samples only, or other crops)
+    # moves the mean by 1e-3 and 95 % of weights above 1e-5: a share of 1e-3 keeps that apart.
     for name, module in (("dehazer", single.dehazer), ("depth_net", single.depth_net),
                          ("ema_dehazer", single.D.ema.module), ("ema_depth_net", single.E.ema.module)):
         reference = module.state_dict()
@@ -255,7 +257,7 @@ def test_two_processes_compute_what_one_process_computes_with_the_global_batch(s
                                 if reference[key].is_floating_point()])
         assert difference.max() <= 1e-3, f"{name}: {difference.max():.3g}"
         assert difference.mean() <= 1e-7, f"{name}: mean {difference.mean():.3g}"
-        assert (difference > 1e-5).float().mean() <= 1e-4, f"{name}: {(difference > 1e-5).sum()} weights"
+        assert (difference > 1e-5).float().mean() <= 1e-3, f"{name}: {(difference > 1e-5).sum()} weights"
 
 
 def test_a_signal_to_one_rank_stops_both_and_the_resumed_run_continues_exactly(straight, interrupted):
