@@ -253,7 +253,8 @@ class Trainer:
         # broadcasts rank 0's anyway), so the EMA copies above agree too. Every parameter of D takes
         # part in its step (the depth branch feeds the encoder), so DDP need not search for unused
         # ones; E in the joint ablation may have no depth term on a rank: search there.
-        self.D.forward = self.dist.wrap(DehazerWithDepth(self.dehazer))
+        self._plain_dehazer = DehazerWithDepth(self.dehazer)   # a frozen D runs without DDP
+        self.D.forward = self.dist.wrap(self._plain_dehazer)
         self.E.forward = self.dist.wrap(self.depth_net, find_unused_parameters=train.schedule == "joint")
 
         self.train_sources = build_sources(config.data, "train")
@@ -413,7 +414,7 @@ class Trainer:
         out = StepOutput()
         with self._autocast(), torch.set_grad_enabled(trains):
             # A frozen D runs as the plain module: DDP has no part in a step without gradients.
-            forward = self.D.forward if trains else DehazerWithDepth(self.dehazer)
+            forward = self.D.forward if trains else self._plain_dehazer
             dehazed, branch_depth, transmission = forward(hazy)
             depth_of_dehazed = None
             if trains and self.loss.perceives(mask, scale_known):
