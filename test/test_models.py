@@ -337,3 +337,23 @@ def test_depth_network_can_read_the_transmission_of_a_physics_head():
         torch.testing.assert_close(plain(image, thin), plain(image, thick))   # ignored by the paper's E
     with pytest.raises(ValueError, match="needs a head that predicts a transmission"):
         dataclasses.replace(config, head="residual")
+
+
+def test_an_image_only_depth_network_widens_to_read_the_transmission_without_changing_its_output():
+    image_only = build_depth_net(get_model_config("diacmpn-rt"))
+    torch.manual_seed(0)
+    with torch.no_grad():   # trained-looking weights: no weight of the widened layers is zero
+        for weight in image_only.parameters():
+            weight.add_(torch.randn_like(weight) * 0.05)
+    widened = build_depth_net(dataclasses.replace(get_model_config("diacmpn-rt"), depth_inputs="image_transmission"))
+    widened.load_image_only_state(image_only.state_dict())
+    image, transmission = torch.rand(2, 3, 37, 53), torch.rand(2, 1, 37, 53) * 0.9 + 0.1
+    log_depth = widened.log_depth(image, transmission)
+    torch.testing.assert_close(log_depth, image_only.log_depth(image), rtol=0, atol=1e-6)
+    log_depth.mean().backward()   # and training reaches the weights that read -ln t
+    assert widened.downsamples[0].weight.grad[:, 3].abs().sum() > 0
+    assert widened.input_block.layers[0].weight.grad[:, 3].abs().sum() > 0
+    with pytest.raises(ValueError, match="built with transmission_input"):
+        image_only.load_image_only_state(image_only.state_dict())
+    with pytest.raises(ValueError, match="not the state of a DepthNet of this layout"):
+        widened.load_image_only_state({k: v for k, v in image_only.state_dict().items() if "head" not in k})

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from dehaze_ros.checkpoint import file_sha256, load_checkpoint, save_checkpoint
+from dehaze_ros.checkpoint import build_models, file_sha256, load_checkpoint, save_checkpoint
 from training import losses
 from training.config import load_config
 from training.export import export_checkpoint
@@ -183,6 +183,31 @@ def test_init_from_accepts_another_airlight_chroma_and_refuses_other_weights(tmp
                     dehazer_state=dehazer, depth_net_state=depth_net)
     with pytest.raises(TrainingError, match="differs from this run's .* in canonical_focal_px"):
         Trainer(tiny_config(tmp_path, f"train.init_from={other_camera}"), tmp_path / "refused", **QUIET)
+
+
+def test_init_from_widens_an_image_only_depth_network_to_read_the_transmission(tmp_path):
+    shipped, _ = shipped_checkpoint(tmp_path)   # depth_inputs: image
+    reads_t = "model.overrides.depth_inputs=image_transmission"
+    messages = []
+    trainer = Trainer(tiny_config(tmp_path, reads_t, f"train.init_from={shipped}"), tmp_path / "run",
+                      log=messages.append)
+    assert any(f"depth_inputs image in {shipped}, image_transmission in this run" in m for m in messages)
+    _, donor = build_models(load_checkpoint(shipped))
+    image, transmission = torch.rand(1, 3, 40, 40), torch.rand(1, 1, 40, 40) * 0.9 + 0.1
+    with torch.no_grad():
+        torch.testing.assert_close(trainer.depth_net.eval()(image, transmission), donor.eval()(image),
+                                   rtol=1e-5, atol=1e-6)
+    trainer.close()
+    with pytest.raises(TrainingError, match="a frozen network never learns to read the transmission"):
+        Trainer(tiny_config(tmp_path, reads_t, f"train.init_from={shipped}", "train.freeze=[depth_net]"),
+                tmp_path / "frozen", **QUIET)
+    reads_t_run = Trainer(tiny_config(tmp_path, reads_t), tmp_path / "donor_t", **QUIET)
+    widened = tmp_path / "widened.pt"
+    save_checkpoint(widened, model_config=reads_t_run.model_config.to_dict(),
+                    dehazer_state=reads_t_run.dehazer.state_dict(), depth_net_state=reads_t_run.depth_net.state_dict())
+    reads_t_run.close()
+    with pytest.raises(TrainingError, match="would drop an input its depth network was trained with"):
+        Trainer(tiny_config(tmp_path, f"train.init_from={widened}"), tmp_path / "narrowed", **QUIET)
 
 
 def test_freeze_refuses_what_would_train_nothing_or_from_random_weights(tmp_path):

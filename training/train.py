@@ -109,7 +109,8 @@ def all_known(depth: torch.Tensor) -> torch.Tensor:
 
 
 # ModelConfig fields a run started with train.init_from may set differently from the checkpoint.
-INIT_FROM_MAY_CHANGE = ("name", "airlight_chroma")
+# depth_inputs only from image to image_transmission: the new channel's weights start at zero.
+INIT_FROM_MAY_CHANGE = ("name", "airlight_chroma", "depth_inputs")
 
 
 class DehazerWithDepth(nn.Module):
@@ -302,12 +303,23 @@ class Trainer:
         for key in INIT_FROM_MAY_CHANGE:
             if key != "name" and theirs.get(key) != ours[key]:
                 self.log(f"train.init_from: {key} {theirs.get(key)} in {path}, {ours[key]} in this run")
-        if "depth_net" in self.config.train.freeze and ckpt.depth_net_state is None:
+        widen = theirs["depth_inputs"] != ours["depth_inputs"]
+        if widen and not (theirs["depth_inputs"] == "image" and ours["depth_inputs"] == "image_transmission"):
+            raise TrainingError(f"train.init_from={path} has depth_inputs {theirs['depth_inputs']!r}; this run's "
+                                f"{ours['depth_inputs']!r} would drop an input its depth network was trained "
+                                "with (only image -> image_transmission is a fine-tune)")
+        if "depth_net" in self.config.train.freeze and (ckpt.depth_net_state is None or widen):
             raise TrainingError(f"train.freeze=[depth_net] keeps the depth network of train.init_from={path}, "
-                                "but that checkpoint has none: it would stay randomly initialised")
+                                "but that checkpoint has none: it would stay randomly initialised"
+                                if ckpt.depth_net_state is None else
+                                f"train.freeze=[depth_net] with depth_inputs {ours['depth_inputs']!r} and "
+                                f"train.init_from={path} (depth_inputs 'image'): a frozen network never "
+                                "learns to read the transmission")
         dehazer, depth_net = build_models(ckpt)
         self.dehazer.load_state_dict(dehazer.state_dict())
-        if depth_net is not None:
+        if depth_net is not None and widen:
+            self.depth_net.load_image_only_state(depth_net.state_dict())
+        elif depth_net is not None:
             self.depth_net.load_state_dict(depth_net.state_dict())
         self.init_record = {"path": str(path), "sha256": file_sha256(path), "depth_units": ckpt.depth_units,
                             "depth_range_m": list(ckpt.depth_range_m), "provenance": ckpt.provenance}

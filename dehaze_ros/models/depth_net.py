@@ -90,6 +90,31 @@ class DepthNet(nn.Module):
     def forward(self, image: torch.Tensor, transmission: torch.Tensor | None = None) -> torch.Tensor:
         return self.metres_from_log_depth(self.log_depth(image, transmission))
 
+    def load_image_only_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Load the weights of an image-only depth network (``depth_inputs: image``) into this one,
+        built with ``transmission_input``. Every weight that reads the optical-depth channel, and
+        the input block's fused output of that channel, starts at zero: the network computes
+        exactly what the image-only one did, whatever -ln t is, and training teaches it to read t
+        from there (a fine-tune, not a new network)."""
+        if not self.transmission_input:
+            raise ValueError("load_image_only_state is for a DepthNet built with transmission_input; "
+                             "load an image-only state into an image-only network with load_state_dict")
+        ours = self.state_dict()
+        if set(state) != set(ours):
+            raise ValueError(f"not the state of a DepthNet of this layout: missing {sorted(set(ours) - set(state))}, "
+                             f"unexpected {sorted(set(state) - set(ours))}")
+        widened = {}
+        for key, target in ours.items():
+            value = state[key]
+            for dim, (old, new) in enumerate(zip(value.shape, target.shape)):
+                if new == old + 1:  # the channel list is RGB, then -ln t: insert it at index 3
+                    zero = torch.zeros_like(value.narrow(dim, 0, 1))
+                    value = torch.cat([value.narrow(dim, 0, 3), zero, value.narrow(dim, 3, old - 3)], dim=dim)
+            if value.shape != target.shape:
+                raise ValueError(f"{key}: shape {tuple(state[key].shape)} does not widen to {tuple(target.shape)}")
+            widened[key] = value
+        self.load_state_dict(widened)
+
     def log_depth(self, image: torch.Tensor, transmission: torch.Tensor | None = None) -> torch.Tensor:
         """``log(depth_m / depth_scale_m)``, B x 1 x H x W, unclamped (for losses and the dehazer).
 
