@@ -308,11 +308,12 @@ class Trainer:
             raise TrainingError(f"train.init_from={path} has depth_inputs {theirs['depth_inputs']!r}; this run's "
                                 f"{ours['depth_inputs']!r} would drop an input its depth network was trained "
                                 "with (only image -> image_transmission is a fine-tune)")
-        if "depth_net" in self.config.train.freeze and (ckpt.depth_net_state is None or widen):
+        frozen_depth = "depth_net" in self.config.train.freeze
+        if frozen_depth and ckpt.depth_net_state is None:
             raise TrainingError(f"train.freeze=[depth_net] keeps the depth network of train.init_from={path}, "
-                                "but that checkpoint has none: it would stay randomly initialised"
-                                if ckpt.depth_net_state is None else
-                                f"train.freeze=[depth_net] with depth_inputs {ours['depth_inputs']!r} and "
+                                "but that checkpoint has none: it would stay randomly initialised")
+        if frozen_depth and widen:
+            raise TrainingError(f"train.freeze=[depth_net] with depth_inputs {ours['depth_inputs']!r} and "
                                 f"train.init_from={path} (depth_inputs 'image'): a frozen network never "
                                 "learns to read the transmission")
         dehazer, depth_net = build_models(ckpt)
