@@ -12,7 +12,9 @@ runs each median stands on. Every network row is measured in each of ``--precisi
 bf16 by default, side by side in one run); a precision this device does not support is skipped
 with a line that says why. ``--backends`` (torch and onnxruntime by default) puts the ONNX Runtime
 rows (the variant exported once with ``dehaze_ros.onnx_export``) next to torch's; without the onnx
-extra they are skipped with a note.
+extra they are skipped with a note. ``--checkpoint`` times trained checkpoints (the shipped
+default, one of your own) instead: their own model config (e.g. a depth network that reads the
+transmission), rows labelled by file name, at max_side 0 and ``--rt-max-side``.
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dehaze_ros.checkpoint import save_checkpoint
+from dehaze_ros.checkpoint import CheckpointError, build_models, load_checkpoint, save_checkpoint
 from dehaze_ros.devices import PRECISIONS, DeviceError, precision_name, resolve_precision
 from dehaze_ros.engine import DehazeEngine, EngineConfig, EngineError, resolve_device, scaled_size
 from dehaze_ros.haze import synthesize_haze
@@ -70,6 +72,12 @@ def write_random_checkpoint(name: str, folder: Path) -> tuple[Path, int, object]
     return path, count_parameters(dehazer) + count_parameters(depth_net), (dehazer, depth_net)
 
 
+def load_trained_checkpoint(path: str) -> tuple[Path, int, object]:
+    dehazer, depth_net = build_models(load_checkpoint(path))
+    params = count_parameters(dehazer) + (count_parameters(depth_net) if depth_net is not None else 0)
+    return Path(path), params, (dehazer, depth_net)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
@@ -77,6 +85,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="comma-separated, each of auto | fp32 | fp16 | bf16: rows for every one")
     parser.add_argument("--sizes", type=parse_sizes, default=parse_sizes("320x240,640x480,1280x720"))
     parser.add_argument("--variants", default=",".join(PRESETS), help="comma-separated presets")
+    parser.add_argument("--checkpoint", action="append", default=[], metavar="PATH",
+                        help="time this trained checkpoint instead of the random presets (repeatable)")
     parser.add_argument("--rt-max-side", type=int, default=320,
                         help="extra rows for diacmpn-rt with the engine's max_side (0 = none)")
     parser.add_argument("--max-runs", type=int, default=20)
@@ -111,6 +121,14 @@ def main(argv: list[str] | None = None) -> None:
     unknown = [v for v in variants if v not in PRESETS]
     if unknown:
         parser.error(f"unknown variants {unknown}; presets: {list(PRESETS)}")
+    trained = {}
+    for path in args.checkpoint:
+        try:
+            trained[Path(path).name] = load_trained_checkpoint(path)
+        except (CheckpointError, OSError) as exc:
+            parser.error(f"--checkpoint: {exc}")
+    if trained:
+        variants = list(trained)
 
     print(f"# device: {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else platform.processor() or platform.machine()}), "
           f"torch {torch.__version__}, threads {torch.get_num_threads()}")
@@ -133,20 +151,20 @@ def main(argv: list[str] | None = None) -> None:
 
     with tempfile.TemporaryDirectory() as folder:
         for name in variants:
-            path, params, (dehazer, depth_net) = write_random_checkpoint(name, Path(folder))
+            path, params, (dehazer, depth_net) = trained.get(name) or write_random_checkpoint(name, Path(folder))
             graph = Path(folder) / f"{name}.onnx"
             if "onnxruntime" in backends:
                 from dehaze_ros.onnx_export import export_onnx
                 print(f"# exporting {name} to ONNX ...", flush=True)
                 export_onnx(path, graph)
             refused: set[str] = set()
-            settings = [0] + ([args.rt_max_side] if name == "diacmpn-rt" and args.rt_max_side else [])
+            settings = [0] + ([args.rt_max_side] if name in ("diacmpn-rt", *trained) and args.rt_max_side else [])
             for max_side in settings:
                 label = name if not max_side else f"{name} (max_side {max_side})"
                 for size in args.sizes:
                     internal = scaled_size(size[1], size[0], max_side)
                     shape = (1, 3, internal[0], internal[1])
-                    gmacs = (count_macs(dehazer, shape) + count_macs(depth_net, shape)) / 1e9
+                    gmacs = (count_macs(dehazer, shape) + (count_macs(depth_net, shape) if depth_net else 0)) / 1e9
                     # Backends and precisions of one cell next to each other: like with like.
                     for backend in backends:
                         for precision in precisions:
