@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--checkpoint", action="append", default=[], metavar="PATH",
                         help="time this trained checkpoint instead of the random presets (repeatable)")
     parser.add_argument("--rt-max-side", type=int, default=320,
-                        help="extra rows for diacmpn-rt with the engine's max_side (0 = none)")
+                        help="extra rows for diacmpn-rt and --checkpoint files with the engine's max_side (0 = none)")
     parser.add_argument("--max-runs", type=int, default=20)
     parser.add_argument("--budget-s", type=float, default=8.0, help="time budget per cell")
     parser.add_argument("--threads", type=int, default=0,
