@@ -34,3 +34,10 @@ def test_a_checkpoint_is_timed_with_its_own_networks_and_a_bad_one_is_refused(tm
         benchmark.main(["--checkpoint", str(broken), "--backends", "torch"])
     error = capsys.readouterr().err
     assert "--checkpoint: checkpoint" in error and str(broken) in error and "truncated" in error, error
+
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    (other / "my_trained.pt").write_bytes(path.read_bytes())
+    with pytest.raises(SystemExit):
+        benchmark.main(["--checkpoint", str(path), "--checkpoint", str(other / "my_trained.pt")])
+    assert "two files named 'my_trained.pt'" in capsys.readouterr().err

@@ -123,6 +123,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"unknown variants {unknown}; presets: {list(PRESETS)}")
     trained = {}
     for path in args.checkpoint:
+        if Path(path).name in trained:
+            parser.error(f"--checkpoint: two files named {Path(path).name!r}; rows are labelled by file name")
         try:
             trained[Path(path).name] = load_trained_checkpoint(path)
         except (CheckpointError, OSError) as exc:
