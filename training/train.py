@@ -52,6 +52,7 @@ from dehaze_ros.checkpoint import CheckpointError, build_models, file_sha256, lo
 from dehaze_ros.devices import DeviceError
 from dehaze_ros.devices import resolve_precision as engine_precision
 from dehaze_ros.models import ModelConfig, build_dehazer, build_depth_net, count_parameters, get_model_config
+from dehaze_ros.models.config import DEPTH_INPUTS, FINE_TUNE_MAY_CHANGE, depth_inputs_widen
 from training import losses
 from training.config import (ConfigError, TrainingConfig, check_resume_overrides, load_config,
                              save_config)
@@ -106,11 +107,6 @@ def build_model_config(config: TrainingConfig) -> ModelConfig:
 def all_known(depth: torch.Tensor) -> torch.Tensor:
     """Every image of the batch has depth of known scale (the default of the step methods)."""
     return torch.ones(depth.shape[0], dtype=torch.bool, device=depth.device)
-
-
-# ModelConfig fields a run started with train.init_from may set differently from the checkpoint.
-# depth_inputs only from image to image_transmission: the new channel's weights start at zero.
-INIT_FROM_MAY_CHANGE = ("name", "airlight_chroma", "depth_inputs")
 
 
 class DehazerWithDepth(nn.Module):
@@ -294,20 +290,20 @@ class Trainer:
         theirs, ours = ModelConfig.from_dict(ckpt.model_config).to_dict(), self.model_config.to_dict()
         # Fields without weights of their own may change in a fine-tune (e.g. a grey airlight for
         # a network trained with a coloured one); everything else must match.
-        changed = sorted(key for key in ours if theirs.get(key) != ours[key] and key not in INIT_FROM_MAY_CHANGE)
+        changed = sorted(key for key in ours if theirs.get(key) != ours[key] and key not in FINE_TUNE_MAY_CHANGE)
         if changed:
             raise TrainingError(f"train.init_from={path} was trained with model_config "
                                 f"{ckpt.model_config.get('name')!r} that differs from this run's "
                                 f"{self.model_config.name!r} in {', '.join(changed)}; use the same "
                                 "model.preset/overrides")
-        for key in INIT_FROM_MAY_CHANGE:
+        for key in FINE_TUNE_MAY_CHANGE:
             if key != "name" and theirs.get(key) != ours[key]:
                 self.log(f"train.init_from: {key} {theirs.get(key)} in {path}, {ours[key]} in this run")
         widen = theirs["depth_inputs"] != ours["depth_inputs"]
-        if widen and not (theirs["depth_inputs"] == "image" and ours["depth_inputs"] == "image_transmission"):
+        if widen and not depth_inputs_widen(theirs["depth_inputs"], ours["depth_inputs"]):
             raise TrainingError(f"train.init_from={path} has depth_inputs {theirs['depth_inputs']!r}; this run's "
                                 f"{ours['depth_inputs']!r} would drop an input its depth network was trained "
-                                "with (only image -> image_transmission is a fine-tune)")
+                                f"with (a fine-tune may only widen, along {' -> '.join(DEPTH_INPUTS)})")
         frozen_depth = "depth_net" in self.config.train.freeze
         if frozen_depth and ckpt.depth_net_state is None:
             raise TrainingError(f"train.freeze=[depth_net] keeps the depth network of train.init_from={path}, "

@@ -36,12 +36,23 @@ HEADS = ("residual", "asm", "asm_dcp")
 #   image               the paper's E(J);
 #   image_transmission  also the optical depth -ln t of a physics head's transmission: in haze
 #                       -ln t = beta * d is a depth cue of its own, which E(J) alone throws away.
+# Ordered: each entry reads everything the one before it reads, plus more, so a depth network
+# trained on an earlier entry can be fine-tuned as a later one (depth_inputs_widen).
 DEPTH_INPUTS = ("image", "image_transmission")
+# Fields a fine-tune (training's train.init_from) may set differently from the checkpoint it
+# starts from: the name, airlight_chroma (no weights of its own) and depth_inputs, but only
+# widened (depth_inputs_widen: the new input channels start with zero weights).
+FINE_TUNE_MAY_CHANGE = ("name", "airlight_chroma", "depth_inputs")
 # The canonical camera of the real-time presets: the focal length of a 320 px wide image of a
 # 65-degree camera (a 70-degree one, the node's default_hfov_deg, gives 228.5 px: canonical
 # depth is then 1.09x metres). Any value works if training and inference agree; the checkpoint
 # records it.
 CANONICAL_FOCAL_PX = 250.0
+
+
+def depth_inputs_widen(start: str, target: str) -> bool:
+    """A depth network trained on ``start`` inputs reads everything of ``target`` but some new ones."""
+    return DEPTH_INPUTS.index(target) > DEPTH_INPUTS.index(start)
 
 
 @dataclass(frozen=True)
