@@ -71,6 +71,7 @@ class DehazeNodeHarness:
     def wait_until_ready(self, timeout: float = 90.0) -> None:
         ready = self.probe.spin_until(
             lambda: (self.image_pub.get_subscription_count() > 0
+                     and self.info_pub.get_subscription_count() > 0
                      and self.probe.node.count_publishers(f"{self.namespace}/points") > 0)
             or not self.process.alive, timeout)
         assert self.process.alive, f"dehaze_node exited:\n{self.process.log()}"
@@ -101,13 +102,36 @@ class DehazeNodeHarness:
         if camera_info is None:
             camera_info = make_camera_info(msg.header)
         camera_info.header = msg.header
+        self.hold_camera_info(camera_info)   # also after a cleanup, which forgets it
         while time.monotonic() < deadline:
+            # The node pairs a frame with the newest camera_info it holds, and two topics do not
+            # keep their order across DDS: give the info a head start over the frame.
             self.info_pub.publish(camera_info)
+            self.probe.spin_for(0.05)
             self.image_pub.publish(msg)
             if self.probe.spin_until(lambda: set(wanted) <= set(self.outputs_for(stamp)), 1.0):
                 self.probe.spin_for(0.3)  # the other outputs of the same frame
                 return self.outputs_for(stamp)
         raise AssertionError(f"no {wanted} for stamp {stamp} within {timeout} s; node log:\n"
+                             f"{self.process.log()[-3000:]}")
+
+    def hold_camera_info(self, camera_info: CameraInfo, timeout: float = 15.0) -> None:
+        """Publish ``camera_info`` until the node's /diagnostics stop saying it has none.
+
+        A best-effort reader drops what a writer sends before the reader has discovered it, even
+        when the writer already counts the reader as matched; the node pairs each frame with the
+        newest camera_info it holds, so a frame sent right after a lost first camera_info would be
+        processed with the assumed field of view."""
+        prefix = f"{self.namespace}/dehaze_node"
+        start = len(self.diagnostics)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.info_pub.publish(camera_info)
+            if self.probe.spin_until(
+                    lambda: (values := latest_diagnostics(self.diagnostics[start:], prefix)) is not None
+                    and "no camera_info received" not in values["message"], 0.2):
+                return
+        raise AssertionError(f"the node never reported holding a camera_info within {timeout} s; node log:\n"
                              f"{self.process.log()[-3000:]}")
 
     def send_until_counted(self, msg, counter: str, timeout: float = 20.0) -> dict:
