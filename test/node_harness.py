@@ -116,7 +116,9 @@ class DehazeNodeHarness:
                              f"{self.process.log()[-3000:]}")
 
     def hold_camera_info(self, camera_info: CameraInfo, timeout: float = 15.0) -> None:
-        """Publish ``camera_info`` until the node's /diagnostics stop saying it has none.
+        """Publish ``camera_info`` until the active node's /diagnostics stop saying it has none
+        (some camera_info, not necessarily this one: the head start in send_until_processed is
+        for that).
 
         A best-effort reader drops what a writer sends before the reader has discovered it, even
         when the writer already counts the reader as matched; the node pairs each frame with the
@@ -129,6 +131,7 @@ class DehazeNodeHarness:
             self.info_pub.publish(camera_info)
             if self.probe.spin_until(
                     lambda: (values := latest_diagnostics(self.diagnostics[start:], prefix)) is not None
+                    and values["state"] == "active"    # the line below is only written when active
                     and "no camera_info received" not in values["message"], 0.2):
                 return
         raise AssertionError(f"the node never reported holding a camera_info within {timeout} s; node log:\n"

@@ -310,11 +310,13 @@ class Trainer:
                                 "but that checkpoint has none: it would stay randomly initialised")
         if frozen_depth and widen:
             raise TrainingError(f"train.freeze=[depth_net] with depth_inputs {ours['depth_inputs']!r} and "
-                                f"train.init_from={path} (depth_inputs 'image'): a frozen network never "
+                                f"train.init_from={path} (depth_inputs {theirs['depth_inputs']!r}): a frozen network never "
                                 "learns to read the transmission")
         dehazer, depth_net = build_models(ckpt)
         self.dehazer.load_state_dict(dehazer.state_dict())
         if depth_net is not None and widen:
+            # The one widening DEPTH_INPUTS has today (image -> image_transmission); a further entry
+            # needs its own loader (this one refuses, by shape, a state it cannot widen).
             self.depth_net.load_image_only_state(depth_net.state_dict())
         elif depth_net is not None:
             self.depth_net.load_state_dict(depth_net.state_dict())

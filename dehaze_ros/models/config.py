@@ -51,7 +51,7 @@ CANONICAL_FOCAL_PX = 250.0
 
 
 def depth_inputs_widen(start: str, target: str) -> bool:
-    """A depth network trained on ``start`` inputs reads everything of ``target`` but some new ones."""
+    """Whether ``target`` reads everything ``start`` reads, plus more (a widening fine-tune)."""
     return DEPTH_INPUTS.index(target) > DEPTH_INPUTS.index(start)
 
 
