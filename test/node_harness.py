@@ -53,6 +53,7 @@ class DehazeNodeHarness:
                  subscribe=tuple(OUTPUT_TOPICS)):
         """``subscribe``: the outputs this process listens to (the node skips work for the rest)."""
         self.namespace = namespace
+        self.diagnostics_name = f"{namespace}/dehaze_node"   # its /diagnostics status names start so
         self.process = NodeProcess("dehaze_ros.dehaze_node", [
             "-r", f"__ns:={namespace}", "-p", "num_threads:=1", "-p", "warmup:=0",
             "-p", f"point_decimation:={DECIMATION}", "-p", "diagnostics_period:=0.5", *extra_args],
@@ -124,7 +125,7 @@ class DehazeNodeHarness:
         when the writer already counts the reader as matched; the node pairs each frame with the
         newest camera_info it holds, so a frame sent right after a lost first camera_info would be
         processed with the assumed field of view."""
-        prefix = f"{self.namespace}/dehaze_node"
+        prefix = self.diagnostics_name
         start = len(self.diagnostics)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -140,7 +141,7 @@ class DehazeNodeHarness:
     def send_until_counted(self, msg, counter: str, timeout: float = 20.0) -> dict:
         """Publish ``msg`` (again while best effort loses it) until the /diagnostics counter
         ``counter`` has grown; the diagnostics that show it."""
-        prefix = f"{self.namespace}/dehaze_node"
+        prefix = self.diagnostics_name
         before = int(self.diagnostics_after(lambda values: True)[counter])
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -164,7 +165,7 @@ class DehazeNodeHarness:
                                request).results[0]
 
     def diagnostics_after(self, predicate, timeout: float = 15.0) -> dict:
-        prefix = f"{self.namespace}/dehaze_node"
+        prefix = self.diagnostics_name
         ok = self.probe.spin_until(
             lambda: (values := latest_diagnostics(self.diagnostics, prefix)) is not None and predicate(values),
             timeout)
