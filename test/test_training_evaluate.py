@@ -12,7 +12,7 @@ from dehaze_ros.models import build_dehazer, build_depth_net, get_model_config
 from training.config import load_config
 from training.contact_sheet import write_sheets
 from training.data.io import DataError, write_pfm
-from training.evaluate import main
+from training.evaluate import main, summarise
 from training.metrics import psnr
 from training.train import Trainer
 
@@ -135,11 +135,23 @@ def test_outdoor_views_score_sky_and_the_median_and_use_the_views_focal_length(c
     assert [r["image"] for r in rows] == ["view0", "view1"]
     for row in rows:
         assert 0.0 <= float(row["sky_beyond"]) <= 1.0       # the views show sky (+inf)
+        assert int(row["sky_pixels"]) > 0
         assert float(row["median_ratio"]) > 0
         assert row["focal"] == "known"                      # the renderer's K, not an assumed FOV
     assert "visibility 150 m" in (out / "summary.md").read_text()
     assert main(["--data", "outdoor:0", "--baseline", "dcp", "--out", str(tmp_path / "bad")]) == 2
     assert "COUNT >= 1" in capsys.readouterr().err
+
+
+def test_sky_beyond_pools_the_sets_sky_pixels_and_names_the_worst_image():
+    # A view with a sliver of sky (100 px, none beyond) weighs a tenth of one with 900 px all beyond.
+    rows = [{"set": "outdoor", "method": "model", "sky_beyond": 1.0, "sky_pixels": 900},
+            {"set": "outdoor", "method": "model", "sky_beyond": 0.0, "sky_pixels": 100},
+            {"set": "frames", "method": "model", "psnr": 20.0}]
+    by_set = {entry["set"]: entry for entry in summarise(rows)}
+    assert by_set["outdoor"]["sky_beyond"] == pytest.approx(0.9)
+    assert by_set["outdoor"]["sky_beyond_worst"] == 0.0
+    assert np.isnan(by_set["frames"]["sky_beyond"]) and np.isnan(by_set["frames"]["sky_beyond_worst"])
 
 
 def test_contact_sheet_has_a_row_per_photo_in_pages(checkpoint, tmp_path):

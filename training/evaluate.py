@@ -59,8 +59,8 @@ KINDS = (*SOURCES, "images", "outdoor")
 FOLDER_KINDS = ("images", *(kind for kind, (config, _) in SOURCES.items() if issubclass(config, FolderSourceConfig)))
 OUTDOOR_DEFAULT_VIEWS = 8
 CSV_COLUMNS = ("set", "image", "method", "width", "height", "psnr", "ssim", "abs_rel", "rmse", "delta1",
-               "abs_rel_median", "rmse_median", "delta1_median", "median_ratio", "sky_beyond", "depth_units",
-               "focal", "ms")
+               "abs_rel_median", "rmse_median", "delta1_median", "median_ratio", "sky_beyond", "sky_pixels",
+               "depth_units", "focal", "ms")
 
 
 @dataclass
@@ -221,6 +221,7 @@ def score(dehazed: np.ndarray, depth: np.ndarray | None, depth_units: str, sampl
         if sky.any() and metric:
             # REP-117: sky is beyond the range, +inf (a finite value is a wall of sky in `points`)
             row["sky_beyond"] = float(np.mean(np.isposinf(depth[sky]) | (depth[sky] > depth_range[1])))
+            row["sky_pixels"] = int(sky.sum())
     row["depth_units"] = depth_units if depth is not None else ""
     return row
 
@@ -244,18 +245,25 @@ def summarise(rows: list[dict]) -> list[dict]:
                     "median_ratio", "sky_beyond", "ms"):
             values = [r[key] for r in members if isinstance(r.get(key), float) and math.isfinite(r[key])]
             entry[key] = float(np.mean(values)) if values else math.nan
+        # The share of all true-sky pixels of the set predicted beyond the range (an image with a
+        # sliver of sky weighs as little as its sliver), and the worst single image beside it.
+        sky_rows = [r for r in members if r.get("sky_pixels")]
+        if sky_rows:
+            entry["sky_beyond"] = (sum(r["sky_beyond"] * r["sky_pixels"] for r in sky_rows)
+                                   / sum(r["sky_pixels"] for r in sky_rows))
+        entry["sky_beyond_worst"] = min((r["sky_beyond"] for r in sky_rows), default=math.nan)
         summary.append(entry)
     return summary
 
 
 def markdown_table(summary: list[dict]) -> str:
     headers = ("set", "method", "n", "PSNR dB", "SSIM", "AbsRel", "RMSE m", "δ<1.25", "AbsRel (med)",
-               "δ<1.25 (med)", "median pred/true", "sky beyond", "ms/image")
+               "δ<1.25 (med)", "median pred/true", "sky beyond", "sky beyond (worst image)", "ms/image")
     keys = ("set", "method", "n", "psnr", "ssim", "abs_rel", "rmse", "delta1", "abs_rel_median",
-            "delta1_median", "median_ratio", "sky_beyond", "ms")
+            "delta1_median", "median_ratio", "sky_beyond", "sky_beyond_worst", "ms")
     formats = {"psnr": "{:.2f}", "ssim": "{:.3f}", "abs_rel": "{:.3f}", "rmse": "{:.3f}", "delta1": "{:.3f}",
                "abs_rel_median": "{:.3f}", "delta1_median": "{:.3f}", "median_ratio": "{:.2f}",
-               "sky_beyond": "{:.2f}", "ms": "{:.0f}"}
+               "sky_beyond": "{:.2f}", "sky_beyond_worst": "{:.2f}", "ms": "{:.0f}"}
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for entry in summary:
         cells = []
@@ -383,6 +391,8 @@ def evaluate(checkpoint: str | None, specs: list[str], out_dir: Path, baseline: 
         f"- synthetic haze on RGB-D sets: transmission {haze_t} at the median depth, airlight 0.9, seed {seed}; "
         f"outdoor views: visibility {visibility_m:g} m (beta = 3.912 / V)",
         "- depth metrics: metric (metres) and after median scaling (med); DCP depth is relative: metric columns empty",
+        "- sky beyond: the share of all true-sky pixels of the set predicted beyond the range (+inf), and of the "
+        "worst single image",
         *[f"- WARNING: {text}" for text in warnings],
         "",
         markdown_table(summary),
