@@ -1,11 +1,14 @@
 """RGB-D source on folders this test writes: Middlebury PFM + calib, 16-bit PNG/PGM, haze physics."""
+import dataclasses
+
 import cv2
 import numpy as np
 import pytest
 
 from training.config import HazeConfig, SourceConfig
 from training.data import DataError
-from training.data.common import fill_unknown_depth, synthesize_random_haze
+from training.data.common import fill_unknown_depth, hazed_sample, synthesize_random_haze
+from training.data.mixture import random_flips, sample_to_tensors
 from training.data.io import read_pfm, write_pfm
 from training.data.rgbd import RELATIVE_MEDIAN_M, RgbdSource, load_rgbd_item, scan_rgbd_folder
 
@@ -110,6 +113,31 @@ def test_synthesised_haze_follows_the_scattering_model():
     hazy = synthesize_random_haze(clear, depth, haze, np.random.default_rng(0))
     # At the median depth the transmission is the drawn one: I = 0.3 J + 0.9 (1 - 0.3).
     np.testing.assert_allclose(hazy, clear * 0.3 + 0.9 * 0.7, atol=1e-5)
+
+
+def test_a_hazed_sample_carries_the_haze_it_was_made_with_through_flips_and_turns():
+    rng = np.random.default_rng(3)
+    clear = rng.uniform(0, 1, (24, 40, 3)).astype(np.float32)
+    depth = np.tile(np.linspace(1, 20, 40, dtype=np.float32), (24, 1))
+    depth[:6, :] = np.inf                                    # sky: t = 0
+    haze = HazeConfig(transmission_range=[0.4, 0.4], airlight_range=[0.7, 1.0], airlight_tint=0.05,
+                      nonhomogeneous_prob=1.0, noise_prob=0.0, jpeg_prob=0.0)
+    sample = hazed_sample((clear * 255).astype(np.uint8), depth, haze, rng, "scene", 500.0)
+    assert sample.transmission.shape == depth.shape and sample.airlight.shape == (3,)
+    assert np.all(sample.transmission[:6] == 0.0) and np.all(sample.transmission[6:] > 0.0)
+
+    def reconstructs(s):   # I = J t + A (1 - t), pixel by pixel (the haze is non-homogeneous)
+        t = s.transmission[..., None]
+        np.testing.assert_allclose(s.hazy, np.clip(s.clear * t + s.airlight * (1 - t), 0, 1), atol=1e-5)
+    reconstructs(sample)
+    for seed in range(6):       # flips and 90-degree turns move t with the image
+        moved = random_flips(sample, np.random.default_rng(seed), flips=True, rot90=True)
+        reconstructs(moved)
+    tensors = sample_to_tensors(sample)
+    assert tensors["transmission"].shape == (1, 24, 40) and tensors["airlight"].shape == (3,)
+    # A photograph's haze is unknown: NaN, which the losses leave out.
+    unknown = sample_to_tensors(dataclasses.replace(sample, transmission=None, airlight=None))
+    assert unknown["transmission"].isnan().all() and unknown["airlight"].isnan().all()
 
 
 def test_farther_pixels_get_more_haze_and_holes_are_not_sky():

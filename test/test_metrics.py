@@ -73,6 +73,24 @@ def test_dehazing_difference_weights_are_normalised_and_peak_at_the_largest_erro
     assert flat[0, 0].argmax() == 2 * 8 + 5 and flat[0, 0, 2, 5] < weights[0, 0, 2, 5]
 
 
+def test_haze_supervision_scores_known_t_and_a_and_skips_sky_and_unknown_haze():
+    pred_t = torch.full((3, 1, 2, 2), 0.5, requires_grad=True)
+    pred_a = torch.full((3, 3, 1, 1), 0.8, requires_grad=True)
+    true_t = torch.tensor([[0.5, 0.7], [0.0, 0.02]]).expand(3, 1, 2, 2).clone()   # 0.0, 0.02: sky, dense
+    true_t[2] = float("nan")                                                    # a photograph's haze
+    true_a = torch.tensor([[0.9, 0.9, 0.9], [0.8, 0.8, 0.8], [math.nan] * 3])
+    t_loss, a_loss = losses.haze_supervision_loss(pred_t, pred_a, true_t, true_a, t_min=0.05)
+    # Per image: |0.5 - 0.5| and |0.5 - 0.7| over the two pixels at or above t_min; the third image
+    # has no known t and A and is left out of both means.
+    assert float(t_loss.detach()) == pytest.approx(0.1)
+    assert float(a_loss.detach()) == pytest.approx(0.05)
+    (t_loss + a_loss).backward()
+    assert torch.isfinite(pred_t.grad).all() and torch.isfinite(pred_a.grad).all()
+    assert float(pred_t.grad[:, :, 1].abs().sum()) == 0.0 and float(pred_t.grad[2].abs().sum()) == 0.0
+    none_t, none_a = losses.haze_supervision_loss(pred_t, pred_a, true_t[2:], true_a[2:], 0.05)
+    assert float(none_t.detach()) == 0.0 and float(none_a.detach()) == 0.0
+
+
 def test_depth_loss_ignores_invalid_targets_without_nan_gradients():
     pred = torch.full((2, 1, 4, 4), 3.0, requires_grad=True)
     target = torch.full((2, 1, 4, 4), 3.0)

@@ -251,6 +251,26 @@ def test_switching_terms_off_reproduces_the_ablations(tmp_path):
     trainer.close()
 
 
+def test_haze_supervision_reaches_the_dehazer_and_needs_a_physics_head(tmp_path):
+    plain = Trainer(tiny_config(tmp_path), tmp_path / "plain", **QUIET)
+    batch = fixed_batch(plain, 4)
+    assert torch.isfinite(batch["transmission"]).any() and torch.isfinite(batch["airlight"]).all()
+    assert "dehazer/transmission" not in plain.train_step(batch).losses
+    supervised = Trainer(tiny_config(tmp_path, "loss.transmission=1.0", "loss.airlight=1.0"),
+                         tmp_path / "supervised", **QUIET)
+    out = supervised.train_step(batch)
+    assert out.losses["dehazer/transmission"] > 0 and out.losses["dehazer/airlight"] >= 0
+    # Same seed, same batch, same start: only the t and A terms differ, and they move D.
+    assert not same(parameters(plain.dehazer), parameters(supervised.dehazer))
+    joint = Trainer(tiny_config(tmp_path, "train.schedule=joint", "loss.transmission=1.0"), tmp_path / "joint", **QUIET)
+    assert "joint/transmission" in joint.train_step(batch).losses
+    for trainer in (plain, supervised, joint):
+        trainer.close()
+    with pytest.raises(TrainingError, match="residual head"):
+        Trainer(tiny_config(tmp_path, "model.overrides.head=residual", "loss.transmission=1.0"),
+                tmp_path / "residual", **QUIET)
+
+
 def final_state(run_dir):
     state = load_training_file(Path(run_dir) / "last.pt")
     return {key: state[key] for key in ("step", "dehazer", "depth_net", "ema_dehazer", "ema_depth_net",

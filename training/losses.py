@@ -2,7 +2,8 @@
 
 Dehazing D:  reconstruction (L1 + (1 - SSIM)) + depth-difference perception (E applied to D's
              output, compared with the depth target, weighted towards where they disagree)
-             + supervision of D's internal depth branch.
+             + supervision of D's internal depth branch
+             (+ physics heads, where the haze was synthesised: L1 of t and of A against the truth).
 Depth E:     depth loss on E(D(I)) weighted by the dehazing-difference map (softmax over pixels
              of D's error summed over channels) + the same depth loss unweighted.
 
@@ -202,6 +203,29 @@ def depth_perception_loss(depth_of_dehazed_m: torch.Tensor, target_m: torch.Tens
     return per_image[has_pixels].mean(), weights
 
 
+def haze_supervision_loss(pred_transmission: torch.Tensor, pred_airlight: torch.Tensor,
+                          true_transmission: torch.Tensor, true_airlight: torch.Tensor,
+                          t_min: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(L1 of t, L1 of A) of a physics head against the synthetic haze it should invert.
+
+    t: B x 1 x H x W, A: B x 3 (x 1 x 1). The truth is NaN where unknown (a photograph's haze).
+    Pixels with true t below ``t_min`` (sky, the densest haze) are left out: the inverse ASM
+    clamps t there, and their clear image cannot be recovered from I, whatever t is predicted.
+    Each term is a mean over the images that have it; zero (with a graph) where none has.
+    """
+    pred_t, true_t = pred_transmission.float(), true_transmission.float()
+    valid = torch.isfinite(true_t) & (true_t >= t_min)
+    error = torch.where(valid, (pred_t - torch.where(valid, true_t, pred_t)).abs(), torch.zeros_like(pred_t))
+    counts = valid.flatten(1).sum(dim=1)
+    has_t = counts > 0
+    per_image = error.flatten(1).sum(dim=1) / counts.clamp_min(1)
+    t_loss = per_image[has_t].mean() if has_t.any() else pred_t.sum() * 0.0
+    pred_a, true_a = pred_airlight.float().flatten(1), true_airlight.float().flatten(1)
+    has_a = torch.isfinite(true_a).all(dim=1)
+    a_loss = ((pred_a[has_a] - true_a[has_a]).abs().mean() if has_a.any() else pred_a.sum() * 0.0)
+    return t_loss, a_loss
+
+
 def cosine_with_warmup(step: int, total_steps: int, warmup_steps: int, min_ratio: float) -> float:
     """LR multiplier: linear warm-up from ~0 to 1, then cosine down to ``min_ratio``."""
     if warmup_steps and step < warmup_steps:
@@ -235,12 +259,15 @@ class DualTaskLoss:
     depth_silog: float
     silog_lambda: float
     temperature: float
+    transmission: float = 0.0
+    airlight: float = 0.0
 
     @classmethod
     def from_config(cls, loss, depth_available: bool = True) -> "DualTaskLoss":
         weights = {name: (getattr(loss, name) if depth_available else 0.0) for name in DEPTH_TERMS}
         return cls(l1=loss.l1, ssim=loss.ssim, **weights, depth_l1=loss.depth_l1, depth_silog=loss.depth_silog,
-                   silog_lambda=loss.silog_lambda, temperature=loss.difference_temperature)
+                   silog_lambda=loss.silog_lambda, temperature=loss.difference_temperature,
+                   transmission=loss.transmission, airlight=loss.airlight)
 
     def depth(self, pred_m, target_m, mask, scale_known, pixel_weights=None):
         """``depth_loss`` with this config's L1 / SILog weights and lambda: (total, parts)."""
@@ -259,10 +286,20 @@ class DualTaskLoss:
     def difference_weights(self, dehazed, clear, mask):
         return dehazing_difference_weights(dehazed, clear, mask, self.temperature)
 
-    def dehazing(self, dehazed, clear, depth, mask, scale_known, depth_of_dehazed=None, branch_depth=None):
-        """D's loss: reconstruction + depth perception of E(J) (when given) + D's depth branch.
+    def supervises_haze(self) -> bool:
+        return bool(self.transmission or self.airlight)
+
+    def dehazing(self, dehazed, clear, depth, mask, scale_known, depth_of_dehazed=None, branch_depth=None,
+                 physics=None, haze_truth=None):
+        """D's loss: reconstruction + depth perception of E(J) (when given) + D's depth branch
+        + (physics heads, when weighted) t and A against the synthetic haze. ``physics`` is D's
+        (transmission, airlight), ``haze_truth`` the batch's; either None skips those terms.
         Returns (total, parts by term name)."""
         total, parts = reconstruction_loss(dehazed, clear, self.l1, self.ssim)
+        if self.supervises_haze() and physics is not None and physics[0] is not None and haze_truth is not None:
+            from dehaze_ros.models.dehazer import T_MIN
+            parts["transmission"], parts["airlight"] = haze_supervision_loss(*physics, *haze_truth, T_MIN)
+            total = total + self.transmission * parts["transmission"] + self.airlight * parts["airlight"]
         if depth_of_dehazed is not None:
             parts["depth_perception"], _ = depth_perception_loss(
                 depth_of_dehazed, depth, self.perception_mask(mask, scale_known), self.temperature)
@@ -293,11 +330,13 @@ class DualTaskLoss:
             total = total + self.sky_depth * parts["sky"]
         return total, parts
 
-    def joint(self, dehazed, clear, depth, mask, scale_known, depth_pred, branch_depth, difference_weights):
+    def joint(self, dehazed, clear, depth, mask, scale_known, depth_pred, branch_depth, difference_weights,
+              physics=None, haze_truth=None):
         """The ablation's one summed loss: D's terms (E(J) with gradients into both) + E's two
         depth terms. Returns (total, parts by term name)."""
         depth_of_dehazed = depth_pred if self.perceives(mask, scale_known) else None
-        total, parts = self.dehazing(dehazed, clear, depth, mask, scale_known, depth_of_dehazed, branch_depth)
+        total, parts = self.dehazing(dehazed, clear, depth, mask, scale_known, depth_of_dehazed, branch_depth,
+                                     physics, haze_truth)
         if bool(mask.any()):
             for name, pixel_weights in (("depth_weighted", difference_weights), ("depth_unweighted", None)):
                 if getattr(self, name):

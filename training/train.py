@@ -117,11 +117,14 @@ class DehazerWithDepth(nn.Module):
         super().__init__()
         self.dehazer = dehazer
 
-    def forward(self, hazy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """(dehazed, branch depth, transmission or None): the transmission feeds a depth network
-        built with ``depth_inputs: image_transmission``."""
+    def forward(self, hazy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None,
+                                                    torch.Tensor | None]:
+        """(dehazed, branch depth, transmission or None, airlight or None): the transmission feeds
+        a depth network built with ``depth_inputs: image_transmission``; both are supervised by
+        ``loss.transmission`` and ``loss.airlight``."""
         out = self.dehazer.forward_physics(hazy)
-        return out.dehazed, self.dehazer.depth_branch.metres_from_log_depth(out.branch_log_depth), out.transmission
+        return (out.dehazed, self.dehazer.depth_branch.metres_from_log_depth(out.branch_log_depth),
+                out.transmission, out.airlight)
 
 
 class _NoWriter:
@@ -268,6 +271,10 @@ class Trainer:
             raise TrainingError("train.freeze=[dehazer] leaves only the depth network to train, and it has "
                                 "nothing to learn from: no training source has depth (nor a "
                                 "depth.teacher_checkpoint), or loss.depth_weighted and depth_unweighted are 0")
+        if self.loss.supervises_haze() and self.model_config.head == "residual":
+            raise TrainingError("loss.transmission and loss.airlight supervise a physics head's t and A; "
+                                f"model {self.model_config.name} has the residual head (J = I + f(I)), "
+                                "which predicts neither: set them to 0 or use head asm / asm_dcp")
 
         self.step = 0
         self.samples_seen = 0  # the data position: global sample index, over all ranks and sessions
@@ -412,7 +419,8 @@ class Trainer:
         return depth * factor.view(-1, 1, 1, 1), scale_known & has_focal, factor
 
     def dehazer_step(self, hazy, clear, depth, mask, want_visuals: bool = False,
-                     scale_known: torch.Tensor | None = None) -> tuple[torch.Tensor, StepOutput]:
+                     scale_known: torch.Tensor | None = None,
+                     haze_truth: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, StepOutput]:
         """(a) Update D with E frozen. Returns D's output (detached) for the depth step.
 
         With ``train.freeze: [dehazer]`` D only runs (eval mode, no gradients: its BatchNorm
@@ -426,7 +434,7 @@ class Trainer:
         with self._autocast(), torch.set_grad_enabled(trains):
             # A frozen D runs as the plain module: DDP has no part in a step without gradients.
             forward = self.D.forward if trains else self._plain_dehazer
-            dehazed, branch_depth, transmission = forward(hazy)
+            dehazed, branch_depth, transmission, airlight = forward(hazy)
             depth_of_dehazed = None
             if trains and self.loss.perceives(mask, scale_known):
                 # The plain E, not its DDP wrapper: E is frozen (requires_grad False), gradients
@@ -435,7 +443,8 @@ class Trainer:
                 # which its network does not train; no_sync() would not help, it only postpones.
                 depth_of_dehazed = self.depth_net(dehazed.clamp(0.0, 1.0), transmission)
         dehazed = dehazed.float()
-        total, parts = self.loss.dehazing(dehazed, clear, depth, mask, scale_known, depth_of_dehazed, branch_depth)
+        total, parts = self.loss.dehazing(dehazed, clear, depth, mask, scale_known, depth_of_dehazed, branch_depth,
+                                          (transmission, airlight), haze_truth)
         if depth_of_dehazed is not None and want_visuals:
             out.visuals["depth_difference"] = losses.depth_difference(
                 depth_of_dehazed.detach(), depth, self.loss.perception_mask(mask, scale_known))
@@ -473,19 +482,20 @@ class Trainer:
         return out
 
     def joint_step(self, hazy, clear, depth, mask, want_visuals: bool = False,
-                   scale_known: torch.Tensor | None = None) -> StepOutput:
+                   scale_known: torch.Tensor | None = None,
+                   haze_truth: tuple[torch.Tensor, torch.Tensor] | None = None) -> StepOutput:
         """The ablation: all terms summed, one backward pass, both optimisers step."""
         scale_known = all_known(depth) if scale_known is None else scale_known
         self.D.train(True)
         self.E.train(True)
         out = StepOutput()
         with self._autocast():
-            dehazed, branch_depth, transmission = self.D.forward(hazy)
+            dehazed, branch_depth, transmission, airlight = self.D.forward(hazy)
             depth_pred = self.E.forward(dehazed.clamp(0.0, 1.0), transmission)
         dehazed = dehazed.float()
         difference_weights = self.loss.difference_weights(dehazed, clear, mask)
         total, parts = self.loss.joint(dehazed, clear, depth, mask, scale_known, depth_pred, branch_depth,
-                                       difference_weights)
+                                       difference_weights, (transmission, airlight), haze_truth)
         # One backward pass through D's scaler, both optimisers stepped with it, one update.
         self.D.scaler.scale(total).backward()
         for name, network in (("dehazer", self.D), ("depth", self.E)):
@@ -507,6 +517,10 @@ class Trainer:
         depth = batch["depth"].to(self.device, non_blocking=non_blocking)
         has_depth = batch["has_depth"].to(self.device, non_blocking=non_blocking)
         depth = self._depth_targets(clear, depth, has_depth)
+        haze_truth = None
+        if self.loss.supervises_haze() and "transmission" in batch:
+            haze_truth = (batch["transmission"].to(self.device, non_blocking=non_blocking),
+                          batch["airlight"].to(self.device, non_blocking=non_blocking))
         mask = losses.valid_depth_mask(depth, self.config.depth.min_m, self.config.depth.max_m)
         if not self.depth_available:
             mask = torch.zeros_like(mask)
@@ -516,14 +530,14 @@ class Trainer:
         sky_far = torch.where(scale_known, self.config.depth.max_m * to_network_units,
                               torch.full_like(to_network_units, math.nan))
         if self.config.train.schedule == "alternating":
-            dehazed, out = self.dehazer_step(hazy, clear, depth, mask, want_visuals, scale_known)
+            dehazed, out = self.dehazer_step(hazy, clear, depth, mask, want_visuals, scale_known, haze_truth)
             depth_out = self.depth_step(dehazed, clear, depth, mask, want_visuals, scale_known, sky_far,
                                         transmission=out.transmission)
             out.losses.update(depth_out.losses)
             out.visuals.update(depth_out.visuals)
             out.visuals["dehazed"] = dehazed
         else:
-            out = self.joint_step(hazy, clear, depth, mask, want_visuals, scale_known)
+            out = self.joint_step(hazy, clear, depth, mask, want_visuals, scale_known, haze_truth)
         with warnings.catch_warnings():
             # The schedules follow iterations, also those in which E had no depth to learn from
             # and did not step; torch warns about exactly that order, harmlessly here.

@@ -66,6 +66,11 @@ class Sample:
     # False: depth_m is right only up to an unknown scale (e.g. Middlebury 2001-2006 disparity);
     # it then trains only scale-invariant terms.
     metric_depth: bool = True
+    # The haze this sample was synthesised with, where it was (None: unknown, e.g. ITS's hazy
+    # photographs): t = exp(-beta d) per pixel (H x W float32, 0 in the sky) and the airlight (3,).
+    # They supervise a physics head's t and A (loss.transmission, loss.airlight).
+    transmission: np.ndarray | None = None
+    airlight: np.ndarray | None = None
 
 
 def stable_fraction(text: str) -> float:
@@ -228,6 +233,13 @@ def smooth_random_field(rng: np.random.Generator, height: int, width: int) -> np
 def synthesize_random_haze(clear: np.ndarray, depth_m: np.ndarray, haze: HazeConfig,
                            rng: np.random.Generator) -> np.ndarray:
     """A hazy version of ``clear`` (float [0,1]) with random density, airlight and degradations."""
+    return synthesize_random_haze_with_truth(clear, depth_m, haze, rng)[0]
+
+
+def synthesize_random_haze_with_truth(clear: np.ndarray, depth_m: np.ndarray, haze: HazeConfig,
+                                      rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``synthesize_random_haze`` with the haze it drew: (hazy, transmission H x W, airlight (3,)).
+    Noise and JPEG come after the haze, so the transmission and airlight stay the truth."""
     depth_for_haze = fill_unknown_depth(depth_m)
     if haze.visibility_range_m:
         low, high = haze.visibility_range_m
@@ -244,7 +256,8 @@ def synthesize_random_haze(clear: np.ndarray, depth_m: np.ndarray, haze: HazeCon
         beta = (beta * (1.0 + haze.nonhomogeneous_strength * field)).astype(np.float32)
     grey = float(rng.uniform(*haze.airlight_range))
     airlight = np.clip(grey + rng.uniform(-haze.airlight_tint, haze.airlight_tint, 3), 0.0, 1.0)
-    hazy, _ = synthesize_haze(clear, depth_for_haze, beta, airlight.astype(np.float32))
+    airlight = airlight.astype(np.float32)
+    hazy, transmission = synthesize_haze(clear, depth_for_haze, beta, airlight)
     if rng.random() < haze.noise_prob and haze.noise_std_max > 0:
         std = float(rng.uniform(0.0, haze.noise_std_max))
         hazy = np.clip(hazy + rng.standard_normal(hazy.shape).astype(np.float32) * std, 0.0, 1.0)
@@ -254,7 +267,7 @@ def synthesize_random_haze(clear: np.ndarray, depth_m: np.ndarray, haze: HazeCon
         ok, encoded = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
         if ok:
             hazy = cv2.imdecode(encoded, cv2.IMREAD_COLOR)[..., ::-1].astype(np.float32) / 255.0
-    return np.ascontiguousarray(hazy, dtype=np.float32)
+    return np.ascontiguousarray(hazy, dtype=np.float32), transmission.astype(np.float32), airlight
 
 
 def hazed_sample(clear_rgb: np.ndarray, depth_m: np.ndarray, haze: HazeConfig, rng: np.random.Generator,
@@ -263,8 +276,9 @@ def hazed_sample(clear_rgb: np.ndarray, depth_m: np.ndarray, haze: HazeConfig, r
     t = exp(-beta d), density and airlight drawn from ``haze`` with ``rng``); ``focal_px`` is
     that of this image, after any crop or resize."""
     clear = to_float(clear_rgb)
-    hazy = synthesize_random_haze(clear, depth_m, haze, rng)
-    return Sample(hazy, clear, depth_m, True, name, focal_px=focal_px, metric_depth=metric_depth)
+    hazy, transmission, airlight = synthesize_random_haze_with_truth(clear, depth_m, haze, rng)
+    return Sample(hazy, clear, depth_m, True, name, focal_px=focal_px, metric_depth=metric_depth,
+                  transmission=transmission, airlight=airlight)
 
 
 def resize_whole(image: np.ndarray, depth_m: np.ndarray, max_side: int) -> tuple[np.ndarray, np.ndarray, float]:

@@ -23,6 +23,10 @@ from training.data.common import DataSource, Sample
 
 
 def sample_to_tensors(sample: Sample) -> dict[str, torch.Tensor]:
+    height, width = sample.hazy.shape[:2]
+    transmission = (np.full((height, width), np.nan, np.float32) if sample.transmission is None
+                    else sample.transmission)
+    airlight = np.full(3, np.nan, np.float32) if sample.airlight is None else sample.airlight
     return {
         "hazy": torch.from_numpy(np.ascontiguousarray(sample.hazy.transpose(2, 0, 1))),
         "clear": torch.from_numpy(np.ascontiguousarray(sample.clear.transpose(2, 0, 1))),
@@ -30,13 +34,19 @@ def sample_to_tensors(sample: Sample) -> dict[str, torch.Tensor]:
         "has_depth": torch.tensor(bool(sample.has_depth)),
         "focal_px": torch.tensor(float(sample.focal_px), dtype=torch.float32),
         "metric_depth": torch.tensor(bool(sample.metric_depth)),
+        # The synthetic haze's truth; NaN where the sample's haze is not known (loss.transmission).
+        "transmission": torch.from_numpy(np.ascontiguousarray(transmission[None], dtype=np.float32)),
+        "airlight": torch.from_numpy(np.ascontiguousarray(airlight, dtype=np.float32)),
     }
 
 
 def random_flips(sample: Sample, rng: np.random.Generator, flips: bool, rot90: bool) -> Sample:
     """Horizontal flips always keep a scene plausible. Vertical flips and 90-degree turns (the
     paper's augmentation) put the floor on top, which a depth network learns from: opt-in."""
+    # Every per-pixel array moves together (the transmission too, where the sample has one).
     arrays = [sample.hazy, sample.clear, sample.depth_m]
+    if sample.transmission is not None:
+        arrays.append(sample.transmission)
     if flips and rng.random() < 0.5:
         arrays = [a[:, ::-1] for a in arrays]
     if rot90:
@@ -44,9 +54,11 @@ def random_flips(sample: Sample, rng: np.random.Generator, flips: bool, rot90: b
             arrays = [a[::-1] for a in arrays]
         turns = int(rng.integers(4))
         arrays = [np.rot90(a, turns) for a in arrays]
-    hazy, clear, depth_m = (np.ascontiguousarray(a) for a in arrays)
+    arrays = [np.ascontiguousarray(a) for a in arrays]
+    transmission = arrays[3] if sample.transmission is not None else None
     # A flip keeps the focal length; a 90-degree turn swaps fx and fy, equal for square pixels.
-    return dataclasses.replace(sample, hazy=hazy, clear=clear, depth_m=depth_m)
+    return dataclasses.replace(sample, hazy=arrays[0], clear=arrays[1], depth_m=arrays[2],
+                               transmission=transmission)
 
 
 class MixtureDataset(Dataset):
