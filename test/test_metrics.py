@@ -87,7 +87,7 @@ def test_haze_supervision_scores_known_t_and_a_and_skips_sky_and_unknown_haze():
     (t_loss + a_loss).backward()
     assert torch.isfinite(pred_t.grad).all() and torch.isfinite(pred_a.grad).all()
     assert float(pred_t.grad[:, :, 1].abs().sum()) == 0.0 and float(pred_t.grad[2].abs().sum()) == 0.0
-    none_t, none_a = losses.haze_supervision_loss(pred_t, pred_a, true_t[2:], true_a[2:], 0.05)
+    none_t, none_a = losses.haze_supervision_loss(pred_t[2:], pred_a[2:], true_t[2:], true_a[2:], 0.05)
     assert float(none_t.detach()) == 0.0 and float(none_a.detach()) == 0.0
 
 

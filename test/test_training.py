@@ -259,7 +259,8 @@ def test_haze_supervision_reaches_the_dehazer_and_needs_a_physics_head(tmp_path)
     supervised = Trainer(tiny_config(tmp_path, "loss.transmission=1.0", "loss.airlight=1.0"),
                          tmp_path / "supervised", **QUIET)
     out = supervised.train_step(batch)
-    assert out.losses["dehazer/transmission"] > 0 and out.losses["dehazer/airlight"] >= 0
+    # Untrained, the DCP start is off in both (the tiny scenes are not the DCP's world).
+    assert out.losses["dehazer/transmission"] > 0 and out.losses["dehazer/airlight"] > 0
     # Same seed, same batch, same start: only the t and A terms differ, and they move D.
     assert not same(parameters(plain.dehazer), parameters(supervised.dehazer))
     joint = Trainer(tiny_config(tmp_path, "train.schedule=joint", "loss.transmission=1.0"), tmp_path / "joint", **QUIET)
