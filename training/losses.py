@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from dehaze_ros.models.dehazer import T_MIN   # the physics head's floor of t
+
 LOG_FLOOR_M = 1e-3  # predictions are >= 0 by construction; log() needs a floor
 
 
@@ -297,7 +299,6 @@ class DualTaskLoss:
         Returns (total, parts by term name)."""
         total, parts = reconstruction_loss(dehazed, clear, self.l1, self.ssim)
         if self.supervises_haze() and physics is not None and physics[0] is not None and haze_truth is not None:
-            from dehaze_ros.models.dehazer import T_MIN
             parts["transmission"], parts["airlight"] = haze_supervision_loss(*physics, *haze_truth, T_MIN)
             total = total + self.transmission * parts["transmission"] + self.airlight * parts["airlight"]
         if depth_of_dehazed is not None:
