@@ -23,8 +23,8 @@ runs at ``--engine-depth-max-side`` (the node's ``depth_max_side``, 320) whateve
 
 Outputs in ``--out``: per_image.csv, summary.md (means per set and method; "sky beyond" pooled
 over the set's sky pixels), grids/ (hazy | dehazed | DCP | GT | depth | GT depth). Metrics: see
-training.metrics. The rows "hazy input" score the input itself. DCP depth is relative (beta x metres): only its median-scaled depth metrics mean
-anything, the metric ones are left empty. ``--checkpoint`` also takes a run's best.pt/last.pt
+training.metrics. The rows "hazy input" score the input itself. DCP depth is relative (beta x
+metres): only its median-scaled depth metrics mean anything, the metric ones are left empty. ``--checkpoint`` also takes a run's best.pt/last.pt
 (its EMA weights are exported to a temporary file first).
 """
 from __future__ import annotations
@@ -242,15 +242,15 @@ def summarise(rows: list[dict]) -> list[dict]:
     for (set_name, method), members in groups.items():
         entry = {"set": set_name, "method": method, "n": len(members)}
         for key in ("psnr", "ssim", "abs_rel", "rmse", "delta1", "abs_rel_median", "delta1_median",
-                    "median_ratio", "sky_beyond", "ms"):
+                    "median_ratio", "ms"):
             values = [r[key] for r in members if isinstance(r.get(key), float) and math.isfinite(r[key])]
             entry[key] = float(np.mean(values)) if values else math.nan
-        # The share of all true-sky pixels of the set predicted beyond the range (an image with a
-        # sliver of sky weighs as little as its sliver), and the worst single image beside it.
+        # Not a mean over images: the share of all true-sky pixels of the set predicted beyond the
+        # range (an image with a sliver of sky weighs as little as its sliver), and the worst image.
         sky_rows = [r for r in members if r.get("sky_pixels")]
-        if sky_rows:
-            entry["sky_beyond"] = (sum(r["sky_beyond"] * r["sky_pixels"] for r in sky_rows)
-                                   / sum(r["sky_pixels"] for r in sky_rows))
+        sky_pixels = sum(r["sky_pixels"] for r in sky_rows)
+        entry["sky_beyond"] = (sum(r["sky_beyond"] * r["sky_pixels"] for r in sky_rows) / sky_pixels
+                               if sky_pixels else math.nan)
         entry["sky_beyond_worst"] = min((r["sky_beyond"] for r in sky_rows), default=math.nan)
         summary.append(entry)
     return summary

@@ -261,8 +261,8 @@ class DualTaskLoss:
     depth_silog: float
     silog_lambda: float
     temperature: float
-    transmission: float = 0.0
-    airlight: float = 0.0
+    transmission: float
+    airlight: float
 
     @classmethod
     def from_config(cls, loss, depth_available: bool = True) -> "DualTaskLoss":
