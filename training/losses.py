@@ -217,7 +217,8 @@ def haze_supervision_loss(pred_transmission: torch.Tensor, pred_airlight: torch.
     """
     pred_t, true_t = pred_transmission.float(), true_transmission.float()
     valid = torch.isfinite(true_t) & (true_t >= t_min)
-    error = torch.where(valid, (pred_t - torch.where(valid, true_t, pred_t)).abs(), torch.zeros_like(pred_t))
+    # Where the truth is unusable it is replaced by the prediction itself: zero error, no NaN gradient.
+    error = (pred_t - torch.where(valid, true_t, pred_t)).abs()
     counts = valid.flatten(1).sum(dim=1)
     has_t = counts > 0
     per_image = error.flatten(1).sum(dim=1) / counts.clamp_min(1)
