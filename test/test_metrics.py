@@ -79,16 +79,34 @@ def test_haze_supervision_scores_known_t_and_a_and_skips_sky_and_unknown_haze():
     true_t = torch.tensor([[0.5, 0.7], [0.0, 0.02]]).expand(3, 1, 2, 2).clone()   # 0.0, 0.02: sky, dense
     true_t[2] = float("nan")                                                    # a photograph's haze
     true_a = torch.tensor([[0.9, 0.9, 0.9], [0.8, 0.8, 0.8], [math.nan] * 3])
-    t_loss, a_loss = losses.haze_supervision_loss(pred_t, pred_a, true_t, true_a, t_min=0.05)
+    t_loss, od_loss, a_loss = losses.haze_supervision_loss(pred_t, pred_a, true_t, true_a, t_min=0.05)
     # Per image: |0.5 - 0.5| and |0.5 - 0.7| over the two pixels at or above t_min; the third image
     # has no known t and A and is left out of both means.
     assert float(t_loss.detach()) == pytest.approx(0.1)
+    assert float(od_loss.detach()) == pytest.approx(math.log(0.7 / 0.5) / 2)
     assert float(a_loss.detach()) == pytest.approx(0.05)
-    (t_loss + a_loss).backward()
+    (t_loss + od_loss + a_loss).backward()
     assert torch.isfinite(pred_t.grad).all() and torch.isfinite(pred_a.grad).all()
     assert float(pred_t.grad[:, :, 1].abs().sum()) == 0.0 and float(pred_t.grad[2].abs().sum()) == 0.0
-    none_t, none_a = losses.haze_supervision_loss(pred_t[2:], pred_a[2:], true_t[2:], true_a[2:], 0.05)
-    assert float(none_t.detach()) == 0.0 and float(none_a.detach()) == 0.0
+    none_t, none_od, none_a = losses.haze_supervision_loss(pred_t[2:], pred_a[2:], true_t[2:], true_a[2:], 0.05)
+    assert float(none_t.detach()) == 0.0 and float(none_od.detach()) == 0.0 and float(none_a.detach()) == 0.0
+
+
+def test_optical_depth_weighs_an_error_in_dense_haze_more_than_the_same_error_in_light_haze():
+    true_t = torch.tensor([0.15, 0.8]).view(2, 1, 1, 1).expand(2, 1, 3, 3).clone()
+    airlight = torch.full((2, 3), 0.9)
+    per_image = []
+    for index in range(2):     # the same t error, +0.05, in dense haze and in light haze
+        t_loss, od_loss, _ = losses.haze_supervision_loss(true_t[index:index + 1] + 0.05, airlight[:1],
+                                                          true_t[index:index + 1], airlight[:1], t_min=0.1)
+        per_image.append((float(t_loss), float(od_loss)))
+    (dense_t, dense_od), (light_t, light_od) = per_image
+    assert dense_t == pytest.approx(light_t) == pytest.approx(0.05)
+    assert dense_od == pytest.approx(math.log(0.2 / 0.15)) and light_od == pytest.approx(math.log(0.85 / 0.8))
+    assert dense_od > 4 * light_od
+    # A prediction below t_min counts as t_min, as the inverse model clamps it: no infinite log.
+    _, clamped, _ = losses.haze_supervision_loss(torch.zeros(1, 1, 3, 3), airlight[:1], true_t[:1], airlight[:1], 0.1)
+    assert float(clamped) == pytest.approx(math.log(0.15 / 0.1))
 
 
 def test_depth_loss_ignores_invalid_targets_without_nan_gradients():

@@ -265,11 +265,20 @@ def test_haze_supervision_reaches_the_dehazer_and_needs_a_physics_head(tmp_path)
     assert not same(parameters(plain.dehazer), parameters(supervised.dehazer))
     joint = Trainer(tiny_config(tmp_path, "train.schedule=joint", "loss.transmission=1.0"), tmp_path / "joint", **QUIET)
     assert "joint/transmission" in joint.train_step(batch).losses
-    for trainer in (plain, supervised, joint):
+    # The optical-depth term alone also reaches D (and moves it differently from the t term).
+    optical = Trainer(tiny_config(tmp_path, "loss.optical_depth=1.0"), tmp_path / "optical", **QUIET)
+    optical_out = optical.train_step(batch)
+    assert optical_out.losses["dehazer/optical_depth"] > 0
+    assert not same(parameters(plain.dehazer), parameters(optical.dehazer))
+    assert not same(parameters(supervised.dehazer), parameters(optical.dehazer))
+    for trainer in (plain, supervised, joint, optical):
         trainer.close()
     with pytest.raises(TrainingError, match="residual head"):
         Trainer(tiny_config(tmp_path, "model.overrides.head=residual", "loss.transmission=1.0"),
                 tmp_path / "residual", **QUIET)
+    with pytest.raises(TrainingError, match="residual head"):
+        Trainer(tiny_config(tmp_path, "model.overrides.head=residual", "loss.optical_depth=1.0"),
+                tmp_path / "residual_od", **QUIET)
 
 
 def final_state(run_dir):

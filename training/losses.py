@@ -207,26 +207,37 @@ def depth_perception_loss(depth_of_dehazed_m: torch.Tensor, target_m: torch.Tens
 
 def haze_supervision_loss(pred_transmission: torch.Tensor, pred_airlight: torch.Tensor,
                           true_transmission: torch.Tensor, true_airlight: torch.Tensor,
-                          t_min: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(L1 of t, L1 of A) of a physics head against the synthetic haze it should invert.
+                          t_min: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(L1 of t, L1 of -ln t, L1 of A) of a physics head against the synthetic haze it should invert.
 
     t: B x 1 x H x W, A: B x 3 (x 1 x 1). The truth is NaN where unknown (a photograph's haze).
     Pixels with true t below ``t_min`` (sky, the densest haze) are left out: the inverse ASM
     clamps t there, and their clear image cannot be recovered from I, whatever t is predicted.
-    Each term is a mean over the images that have it; zero (with a graph) where none has.
+    The optical depth -ln t = beta * d compares t by its relative error |dt| / t: the error that
+    J = (I - A) / t + A makes of a t error grows as 1 / t, so dense haze, where an L1 of t sees
+    only small differences, weighs as much as light haze. The prediction is clamped at t_min as
+    the inverse model clamps it. Each term is a mean over the images that have it; zero (with a
+    graph) where none has.
     """
     pred_t, true_t = pred_transmission.float(), true_transmission.float()
     valid = torch.isfinite(true_t) & (true_t >= t_min)
-    # Where the truth is unusable it is replaced by the prediction itself: zero error, no NaN gradient.
-    error = (pred_t - torch.where(valid, true_t, pred_t)).abs()
     counts = valid.flatten(1).sum(dim=1)
     has_t = counts > 0
-    per_image = error.flatten(1).sum(dim=1) / counts.clamp_min(1)
-    t_loss = per_image[has_t].mean() if has_t.any() else pred_t.sum() * 0.0
+
+    def per_pixel_mean(error: torch.Tensor) -> torch.Tensor:
+        per_image = error.flatten(1).sum(dim=1) / counts.clamp_min(1)
+        return per_image[has_t].mean() if has_t.any() else pred_t.sum() * 0.0
+
+    # Where the truth is unusable it is replaced by the prediction itself: zero error, no NaN gradient.
+    target_t = torch.where(valid, true_t, pred_t)
+    t_loss = per_pixel_mean((pred_t - target_t).abs())
+    pred_od = -torch.log(pred_t.clamp(t_min, 1.0))
+    target_od = torch.where(valid, -torch.log(true_t.clamp(t_min, 1.0)), pred_od)
+    od_loss = per_pixel_mean((pred_od - target_od).abs())
     pred_a, true_a = pred_airlight.float().flatten(1), true_airlight.float().flatten(1)
     has_a = torch.isfinite(true_a).all(dim=1)
     a_loss = ((pred_a[has_a] - true_a[has_a]).abs().mean() if has_a.any() else pred_a.sum() * 0.0)
-    return t_loss, a_loss
+    return t_loss, od_loss, a_loss
 
 
 def cosine_with_warmup(step: int, total_steps: int, warmup_steps: int, min_ratio: float) -> float:
@@ -263,6 +274,7 @@ class DualTaskLoss:
     silog_lambda: float
     temperature: float
     transmission: float
+    optical_depth: float
     airlight: float
 
     @classmethod
@@ -270,7 +282,7 @@ class DualTaskLoss:
         weights = {name: (getattr(loss, name) if depth_available else 0.0) for name in DEPTH_TERMS}
         return cls(l1=loss.l1, ssim=loss.ssim, **weights, depth_l1=loss.depth_l1, depth_silog=loss.depth_silog,
                    silog_lambda=loss.silog_lambda, temperature=loss.difference_temperature,
-                   transmission=loss.transmission, airlight=loss.airlight)
+                   transmission=loss.transmission, optical_depth=loss.optical_depth, airlight=loss.airlight)
 
     def depth(self, pred_m, target_m, mask, scale_known, pixel_weights=None):
         """``depth_loss`` with this config's L1 / SILog weights and lambda: (total, parts)."""
@@ -290,7 +302,7 @@ class DualTaskLoss:
         return dehazing_difference_weights(dehazed, clear, mask, self.temperature)
 
     def supervises_haze(self) -> bool:
-        return bool(self.transmission or self.airlight)
+        return bool(self.transmission or self.optical_depth or self.airlight)
 
     def dehazing(self, dehazed, clear, depth, mask, scale_known, depth_of_dehazed=None, branch_depth=None,
                  physics=None, haze_truth=None):
@@ -300,8 +312,10 @@ class DualTaskLoss:
         Returns (total, parts by term name)."""
         total, parts = reconstruction_loss(dehazed, clear, self.l1, self.ssim)
         if self.supervises_haze() and physics is not None and physics[0] is not None and haze_truth is not None:
-            parts["transmission"], parts["airlight"] = haze_supervision_loss(*physics, *haze_truth, T_MIN)
-            total = total + self.transmission * parts["transmission"] + self.airlight * parts["airlight"]
+            parts["transmission"], parts["optical_depth"], parts["airlight"] = haze_supervision_loss(
+                *physics, *haze_truth, T_MIN)
+            total = (total + self.transmission * parts["transmission"]
+                     + self.optical_depth * parts["optical_depth"] + self.airlight * parts["airlight"])
         if depth_of_dehazed is not None:
             parts["depth_perception"], _ = depth_perception_loss(
                 depth_of_dehazed, depth, self.perception_mask(mask, scale_known), self.temperature)

@@ -121,7 +121,7 @@ class DehazerWithDepth(nn.Module):
                                                     torch.Tensor | None]:
         """(dehazed, branch depth, transmission or None, airlight or None): the transmission feeds
         a depth network built with ``depth_inputs: image_transmission``; both are supervised by
-        ``loss.transmission`` and ``loss.airlight``."""
+        ``loss.transmission``, ``loss.optical_depth`` and ``loss.airlight``."""
         out = self.dehazer.forward_physics(hazy)
         return (out.dehazed, self.dehazer.depth_branch.metres_from_log_depth(out.branch_log_depth),
                 out.transmission, out.airlight)
@@ -272,7 +272,7 @@ class Trainer:
                                 "nothing to learn from: no training source has depth (nor a "
                                 "depth.teacher_checkpoint), or loss.depth_weighted and depth_unweighted are 0")
         if self.loss.supervises_haze() and self.model_config.head == "residual":
-            raise TrainingError("loss.transmission and loss.airlight supervise a physics head's t and A; "
+            raise TrainingError("loss.transmission, optical_depth and airlight supervise a physics head's t and A; "
                                 f"model {self.model_config.name} has the residual head (J = I + f(I)), "
                                 "which predicts neither: set them to 0 or use head asm / asm_dcp")
 
