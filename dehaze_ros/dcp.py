@@ -56,7 +56,16 @@ def estimate_airlight(image: np.ndarray, dark: np.ndarray, top_fraction: float =
     """
     flat_dark = dark.reshape(-1)
     count = max(1, int(flat_dark.size * top_fraction))
-    candidates = np.argpartition(flat_dark, -count)[-count:]
+    # The haziest ``count`` pixels; where several share the count-th value, the first of them in
+    # row-major order. The erosion makes plateaus, so ties are common, and np.argpartition leaves
+    # the choice among them to numpy's implementation (a fresh install with numpy 2.4.6 picked
+    # other pixels than the earlier ones: the airlight of a test scene moved by 0.06). The
+    # network's prior (models/dcp_prior.py) uses the same rule, so its untrained start is this DCP.
+    kth_value = np.partition(flat_dark, -count)[-count]
+    above = flat_dark > kth_value
+    tied = flat_dark == kth_value
+    room = count - int(above.sum())
+    candidates = np.flatnonzero(above | (tied & (np.cumsum(tied) <= room)))
     pixels = image.reshape(-1, 3)[candidates]
     brightness = pixels.sum(axis=1)
     brightest = pixels[brightness >= np.quantile(brightness, 0.9)]

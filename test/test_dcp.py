@@ -2,7 +2,10 @@
 import numpy as np
 import pytest
 
-from dehaze_ros.dcp import dehaze_dcp
+import torch
+
+from dehaze_ros.dcp import dark_channel, dehaze_dcp, estimate_airlight
+from dehaze_ros.models import dcp_prior
 from dehaze_ros.haze import synthesize_haze
 from dehaze_ros.sim.scenes import SceneRenderer
 
@@ -37,3 +40,19 @@ def test_dcp_relative_depth_orders_near_and_far():
 def test_dcp_rejects_non_rgb():
     with pytest.raises(ValueError, match="H x W x 3"):
         dehaze_dcp(np.zeros((10, 10), dtype=np.float32))
+
+
+def test_airlight_breaks_ties_of_the_dark_channel_in_row_major_order_as_the_network_prior_does():
+    """A plateau of the dark channel (every pixel ties): the candidates are the first 0.1 % of the
+    pixels in row-major order, whatever numpy's argpartition would pick, and the torch prior of
+    the networks picks the same pixels."""
+    image = np.full((100, 100, 3), 0.5, np.float32)
+    image[20:, :, 1:] = 0.9                       # brighter pixels of the same dark channel, later
+    image[0, :10, 1] = 0.5 + 0.01 * np.arange(10)  # the 10 candidates (0.1 % of 10000)
+    dark = dark_channel(image, 15)
+    assert np.ptp(dark) == 0.0
+    # Candidate brightness 1.5 + 0.01 i; the 0.9 quantile is 1.581, so only i = 9 is above it.
+    np.testing.assert_allclose(estimate_airlight(image, dark), [0.5, 0.59, 0.5], atol=1e-6)
+    tensor = torch.from_numpy(image).permute(2, 0, 1)[None]
+    prior = dcp_prior.estimate_airlight(tensor, torch.from_numpy(dark)[None, None])
+    np.testing.assert_allclose(prior.reshape(3).numpy(), [0.5, 0.59, 0.5], atol=1e-6)
