@@ -148,8 +148,9 @@ class LossConfig:
     silog_lambda: float = 0.85           # < 1 keeps part of the scale error: a scale-aware term
     sky_depth: float = 0.0               # E's hinge pushing sky (+inf targets) beyond depth.max_m
     # Physics heads only: L1 of D's t, of its optical depth -ln t (t's relative error: an error in
-    # dense haze weighs more, as it does in J) and of A against the synthetic haze's (samples whose haze is not
-    # known, e.g. ITS photographs, and sky pixels are left out). 0 = J is the only dehazing signal.
+    # dense haze weighs more, as it does in J) and of A against the synthetic haze's (samples
+    # whose haze is not known, e.g. ITS photographs, and sky pixels are left out). 0 = J is the
+    # only dehazing signal.
     transmission: float = 0.0
     optical_depth: float = 0.0
     airlight: float = 0.0

@@ -216,8 +216,8 @@ def haze_supervision_loss(pred_transmission: torch.Tensor, pred_airlight: torch.
     The optical depth -ln t = beta * d compares t by its relative error |dt| / t: the error that
     J = (I - A) / t + A makes of a t error grows as 1 / t, and so does this term's weight of it,
     where an L1 of t weighs the same error alike in dense and in light haze. The prediction is
-    clamped at t_min as the inverse model clamps it (so below t_min only the L1 of t moves it). Each term is a mean over the images that have it; zero (with a
-    graph) where none has.
+    clamped at t_min as the inverse model clamps it (so below t_min only the L1 of t moves it).
+    Each term is a mean over the images that have it; zero (with a graph) where none has.
     """
     pred_t, true_t = pred_transmission.float(), true_transmission.float()
     valid = torch.isfinite(true_t) & (true_t >= t_min)
