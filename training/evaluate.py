@@ -24,8 +24,9 @@ runs at ``--engine-depth-max-side`` (the node's ``depth_max_side``, 320) whateve
 Outputs in ``--out``: per_image.csv, summary.md (means per set and method; "sky beyond" pooled
 over the set's sky pixels), grids/ (hazy | dehazed | DCP | GT | depth | GT depth). Metrics: see
 training.metrics. The rows "hazy input" score the input itself. DCP depth is relative (beta x
-metres): only its median-scaled depth metrics mean anything, the metric ones are left empty. ``--checkpoint`` also takes a run's best.pt/last.pt
-(its EMA weights are exported to a temporary file first).
+metres): only its median-scaled depth metrics mean anything, the metric ones are left empty.
+``--checkpoint`` also takes a run's best.pt/last.pt (its EMA weights are exported to a temporary
+file first).
 """
 from __future__ import annotations
 
