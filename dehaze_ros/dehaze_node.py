@@ -37,13 +37,34 @@ import signal
 import sys
 import threading
 
+class StopRequest:
+    """``threading.Event``'s ``set()`` / ``is_set()`` without its lock, for a signal handler.
+
+    Python runs a handler in the main thread between two bytecodes, so it can land inside the
+    handler that came before it: the kernel's parent-death signal (tools/processes.py) arrives
+    once for each thread of the dying parent, several SIGTERMs in a row. An Event's set() takes a
+    non-reentrant lock, and a set() interrupted while holding it, entered again by the next
+    handler, waits for itself for ever (a node left running after its parent died). A plain
+    attribute needs no lock: under the GIL its store is atomic and every thread sees it.
+    """
+
+    def __init__(self) -> None:
+        self._flag = False
+
+    def set(self) -> None:
+        self._flag = True
+
+    def is_set(self) -> bool:
+        return self._flag
+
+
 # Set by the first SIGINT or SIGTERM; main() and the start-up look at it at safe points.
-STOP_REQUESTED = threading.Event()
+STOP_REQUESTED = StopRequest()
 
 
 def _request_stop(signum, frame) -> None:
-    """SIGINT/SIGTERM handler: the first asks for a clean stop; a second one interrupts whatever
-    runs (a model load that hangs, say) with KeyboardInterrupt."""
+    """SIGINT/SIGTERM handler: the first asks for a clean stop; a later one interrupts whatever
+    runs (a model load that hangs, say) with KeyboardInterrupt. Takes no lock (StopRequest)."""
     if STOP_REQUESTED.is_set():
         raise KeyboardInterrupt(signal.Signals(signum).name)
     STOP_REQUESTED.set()
@@ -181,7 +202,7 @@ class DehazeNode(LifecycleNode):
 
     # -- lifecycle ------------------------------------------------------------------------------
 
-    def start_up(self, stop: threading.Event | None = None) -> None:
+    def start_up(self, stop: threading.Event | StopRequest | None = None) -> None:
         """What `autostart` does: configure, then activate when configure succeeded and no stop
         was requested meanwhile (``stop``: configure loads the model, which takes seconds)."""
         if (self.trigger_configure() == TransitionCallbackReturn.SUCCESS
