@@ -297,7 +297,8 @@ def test_a_stop_signal_landing_inside_the_stop_handler_does_not_hang_it():
     # exiting threads: several in a row, and Python runs each handler between two bytecodes of
     # whatever runs, the handler before it included. With threading.Event.set() (a non-reentrant
     # lock) a handler landing inside it waited for itself for ever and the node outlived its
-    # parent (about 1 demo run in 10). Every bytecode position of the stop flag's set() is tried.
+    # parent (3 of 42 SIGKILLed demo runs, 2026-12-01). Every bytecode position of the stop
+    # flag's set() is tried.
     try:
         result = subprocess.run([sys.executable, "-c", HANDLER_INSIDE_ITSELF], env=child_env(),
                                 cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
