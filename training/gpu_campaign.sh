@@ -4,9 +4,10 @@
 # beside DCP, and
 # leave checkpoints, logs and tables in $OUT (what the device tool brings back).
 #
-#   bash training/gpu_campaign.sh --prepare      # here, once: copy the training data into .gpu_data/
+#   bash training/gpu_campaign.sh --prepare      # here, once: pack the training data into .gpu_data/
 #   device run: bash training/gpu_campaign.sh    # carry [".gpu_data"], timeout_s 600
 #   bash training/gpu_campaign.sh --dry-run      # here, on the CPU: a few tiny steps of every stage
+#                                                # (DRY_RUN_DATA=.gpu_data: through the pack)
 #
 # Environment: PYTHON (default: .venv/bin/python here, python3 on the GPU machine), OUT (default
 # gpu_out), MINUTES (training budget, default 9), INIT (weights to start from; default the shipped
@@ -18,37 +19,41 @@ cd "$(dirname "$0")/.."
 
 DATA=.gpu_data
 mode=${1:-run}
-if [[ $mode == --prepare ]]; then
-    # ~54 MB: what the training config reads (RGB-D scenes incl. Middlebury 2001-2006, RESIDE ITS);
-    # the device tool carries at most 64 MiB with the working tree.
-    mkdir -p "$DATA"
-    cp -r ../shared/data/rgbd ../shared/data/its_train "$DATA"/
-    rm -rf "$DATA"/rgbd/frames/redwood/other_formats
-    du -sh "$DATA"
-    exit 0
-fi
-
 if [[ -z ${PYTHON:-} ]]; then
     if [[ -x .venv/bin/python ]]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
 fi
+if [[ $mode == --prepare ]]; then
+    # What the training config reads (RGB-D scenes incl. Middlebury 2001-2006, RESIDE ITS), one xz
+    # archive per scene: the device tool carries at most 64 MiB with the working tree, and the
+    # committed checkpoints take much of that. training.gpu_data says what it left out to fit.
+    $PYTHON -m training.gpu_data pack ../shared/data "$DATA"
+    exit 0
+fi
+
 OUT=${OUT:-gpu_out}
 MINUTES=${MINUTES:-9}
 BATCH=${BATCH:-64}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 
-overrides=(data.root="$DATA" data.batch_size="$BATCH" data.workers=-1 train.device=auto train.precision=auto
-           train.val_every=500 train.checkpoint_every=500)
 if [[ $mode == --dry-run ]]; then
-    # The CPU and the repository's own data layout: seconds, not minutes.
+    # The CPU: seconds, not minutes. DRY_RUN_DATA: a data root (../shared/data) or a pack.
     DATA=${DRY_RUN_DATA:-../shared/data}
     MINUTES=1
-    overrides=(data.root="$DATA" data.batch_size=2 data.crop=48 data.workers=0 data.val_max_side=64
-               data.val_max_images=1 train.device=cpu train.steps=3 train.val_every=3 train.checkpoint_every=3
-               train.log_every=1)
+fi
+if [[ -f $DATA/manifest.json ]]; then
+    $PYTHON -m training.gpu_data unpack "$DATA"
+    DATA=$DATA/root
 elif [[ ! -d $DATA ]]; then
     echo "error: $DATA is missing: run 'bash training/gpu_campaign.sh --prepare' here and carry it" >&2
     exit 2
+fi
+overrides=(data.root="$DATA" data.batch_size="$BATCH" data.workers=-1 train.device=auto train.precision=auto
+           train.val_every=500 train.checkpoint_every=500)
+if [[ $mode == --dry-run ]]; then
+    overrides=(data.root="$DATA" data.batch_size=2 data.crop=48 data.workers=0 data.val_max_side=64
+               data.val_max_images=1 train.device=cpu train.steps=3 train.val_every=3 train.checkpoint_every=3
+               train.log_every=1)
 fi
 
 # The shipped weights, used only when their model config is the preset's (the head and the

@@ -1,0 +1,185 @@
+"""Pack the training data of a GPU window small enough to travel with the working tree, and unpack it.
+
+The device tool sends the repository's working tree and the paths named in ``carry``, 64 MiB in
+all. The checkpoints committed under ``training/checkpoints`` take a good part of that, and the
+RGB-D scenes and ITS pairs the training config reads are larger than what is left as plain files.
+``pack`` writes only the files the config's sources read, one xz archive per scene folder, and
+leaves out whole relative-depth scenes (Middlebury 2001-2006, largest first) until the pack and
+the working tree fit; it never leaves out a metric scene (the validation and test scenes are
+metric) and fails when even those do not fit. ``unpack`` restores them under ``<pack>/root``,
+which is the training run's ``data.root`` there.
+
+    python -m training.gpu_data pack ../shared/data .gpu_data       # here (gpu_campaign.sh --prepare)
+    python -m training.gpu_data unpack .gpu_data                    # there (gpu_campaign.sh)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from training.config import load_config, resolve_path
+from training.data.reside import scan_paired_folder
+from training.data.rgbd import scan_rgbd_folder
+
+CARRY_LIMIT_BYTES = 64 * 1024 * 1024   # the device tool: working tree + carried paths
+SAFETY_BYTES = 1024 * 1024             # the tool's own accounting (directories, rounding)
+MANIFEST = "manifest.json"
+DEFAULT_CONFIG = "config/train/diacmpn_rt.yaml"
+
+
+class PackError(RuntimeError):
+    pass
+
+
+@dataclass
+class Unit:
+    """One scene folder (or one whole paired source): travels or stays as a whole."""
+    name: str                        # path below the data root, e.g. rgbd/middlebury2014/Pipes
+    files: list[Path] = field(default_factory=list)
+    relative: bool = True            # every item in it has relative depth only: may be left out
+    archive_bytes: int = 0
+
+
+def _scene_folder(path: Path, source_root: Path) -> Path:
+    """<group>/<scene> below an rgbd source (middlebury2014/Pipes, frames/tum), or less when shallower."""
+    inside = path.relative_to(source_root).parts
+    return source_root.joinpath(*inside[:min(2, len(inside) - 1)])
+
+
+def collect_units(data_root: Path, config_path: str | Path = DEFAULT_CONFIG) -> list[Unit]:
+    """The files each enabled rgbd or reside source of the training config reads, by scene folder."""
+    config = load_config(config_path, [f"data.root={data_root}"])
+    units: dict[str, Unit] = {}
+
+    def add(path: Path, folder: Path, relative: bool) -> None:
+        name = folder.relative_to(data_root).as_posix()
+        unit = units.setdefault(name, Unit(name))
+        if path not in unit.files:
+            unit.files.append(path)
+        unit.relative = unit.relative and relative
+
+    for name, source in config.data.sources.items():
+        if source.weight <= 0 or source.kind not in ("rgbd", "reside"):
+            continue
+        root = resolve_path(data_root, source.path)
+        if source.kind == "rgbd":
+            items, _ = scan_rgbd_folder(root, source, name)
+            for item in items:
+                for path in (item.color, item.depth, item.calib):
+                    if path is not None:
+                        add(path, _scene_folder(path, root), item.relative)
+        else:
+            for item in scan_paired_folder(root, name, source.exclude):
+                for path in (item.hazy, item.clear, item.depth):
+                    if path is not None:
+                        add(path, root, False)   # a paired source travels whole
+    return sorted(units.values(), key=lambda unit: unit.name)
+
+
+def working_tree_bytes(repo: Path) -> int:
+    """What the device tool sends besides the carried paths: tracked and untracked-not-ignored files."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=repo,
+                            capture_output=True, check=True).stdout.split(b"\0")
+    paths = {repo / name.decode() for name in listed if name}
+    return sum(path.stat().st_size for path in paths if path.is_file())
+
+
+def _archive_name(unit: Unit) -> str:
+    return unit.name.replace("/", "__") + ".tar.xz"
+
+
+def pack(data_root: str | Path, out: str | Path, repo: str | Path = ".", config_path: str | Path = DEFAULT_CONFIG,
+         limit_bytes: int = CARRY_LIMIT_BYTES) -> dict:
+    data_root, out, repo = Path(data_root).resolve(), Path(out), Path(repo).resolve()
+    if out.exists() and any(out.iterdir()) and not (out / MANIFEST).is_file():
+        raise PackError(f"{out} exists and is not a pack (no {MANIFEST}); remove it or choose another folder")
+    out.mkdir(parents=True, exist_ok=True)
+    for old in list(out.glob("*.tar.xz")) + [out / MANIFEST]:
+        old.unlink(missing_ok=True)
+    units = collect_units(data_root, config_path)
+    if not units:
+        raise PackError(f"the training config's sources read no files below {data_root}")
+    for unit in units:
+        with tarfile.open(out / _archive_name(unit), "w:xz", preset=9) as archive:
+            for path in sorted(unit.files):
+                archive.add(path, arcname=path.relative_to(data_root).as_posix())
+        unit.archive_bytes = (out / _archive_name(unit)).stat().st_size
+    budget = limit_bytes - SAFETY_BYTES - working_tree_bytes(repo)
+    kept = list(units)
+    dropped: list[Unit] = []
+    # Leave out relative-depth scenes, the largest first, until the rest fits.
+    for unit in sorted((u for u in units if u.relative), key=lambda u: -u.archive_bytes):
+        if sum(u.archive_bytes for u in kept) <= budget:
+            break
+        kept.remove(unit)
+        dropped.append(unit)
+        (out / _archive_name(unit)).unlink()
+    total = sum(u.archive_bytes for u in kept)
+    manifest = {"data_root": str(data_root), "config": str(config_path), "budget_bytes": budget,
+                "pack_bytes": total, "units": {u.name: {"archive": _archive_name(u), "files": len(u.files),
+                                                        "bytes": u.archive_bytes} for u in kept},
+                "left_out": sorted(u.name for u in dropped)}
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    if total > budget:
+        raise PackError(f"the metric scenes alone take {total / 2**20:.1f} MiB packed but only "
+                        f"{budget / 2**20:.1f} MiB are left beside the working tree "
+                        f"({limit_bytes / 2**20:.0f} MiB in all): commit fewer large files or read less data")
+    return manifest
+
+
+def unpack(pack_dir: str | Path) -> Path:
+    """Extract every archive of the pack into ``<pack>/root``; returns that folder."""
+    pack_dir = Path(pack_dir)
+    manifest_path = pack_dir / MANIFEST
+    if not manifest_path.is_file():
+        raise PackError(f"{pack_dir} has no {MANIFEST}: run 'bash training/gpu_campaign.sh --prepare' first")
+    manifest = json.loads(manifest_path.read_text())
+    root = pack_dir / "root"
+    root.mkdir(exist_ok=True)
+    for name, unit in manifest["units"].items():
+        archive_path = pack_dir / unit["archive"]
+        if not archive_path.is_file():
+            raise PackError(f"{archive_path} (scene {name}) is missing from the pack")
+        with tarfile.open(archive_path, "r:xz") as archive:
+            members = archive.getmembers()
+            if len(members) != unit["files"]:
+                raise PackError(f"{archive_path} holds {len(members)} files, the manifest says {unit['files']}")
+            archive.extractall(root, filter="data")
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.gpu_data", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    pack_parser = commands.add_parser("pack", help="pack the data the training config reads")
+    pack_parser.add_argument("data_root", help="the data root (../shared/data)")
+    pack_parser.add_argument("out", help="the pack folder (.gpu_data)")
+    pack_parser.add_argument("--config", default=DEFAULT_CONFIG, help=f"training config (default {DEFAULT_CONFIG})")
+    unpack_parser = commands.add_parser("unpack", help="extract a pack into <pack>/root")
+    unpack_parser.add_argument("pack", help="the pack folder (.gpu_data)")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "pack":
+            manifest = pack(args.data_root, args.out, config_path=args.config)
+            files = sum(unit["files"] for unit in manifest["units"].values())
+            print(f"packed {files} files of {len(manifest['units'])} scene folders into {args.out}: "
+                  f"{manifest['pack_bytes'] / 2**20:.1f} MiB of the {manifest['budget_bytes'] / 2**20:.1f} MiB "
+                  "left beside the working tree")
+            if manifest["left_out"]:
+                print(f"left out (relative depth, to fit): {', '.join(manifest['left_out'])}")
+        else:
+            print(f"unpacked into {unpack(args.pack)}")
+    except PackError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
