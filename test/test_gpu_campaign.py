@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from dehaze_ros.checkpoint import load_checkpoint
-from training.gpu_data import CARRY_LIMIT_BYTES, PackError, collect_units, pack, unpack, working_tree_bytes
+from training.gpu_data import (CARRY_LIMIT_BYTES, UNPACK_MARK, PackError, check, collect_units, folder_bytes, pack, unpack,
+                               working_tree_bytes)
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -31,23 +32,26 @@ def data_pack(tmp_path_factory):
 @needs_data
 def test_the_pack_fits_beside_the_working_tree_and_keeps_every_metric_scene(data_pack):
     out, manifest = data_pack
-    on_disk = sum(path.stat().st_size for path in out.iterdir())
-    assert on_disk + working_tree_bytes(ROOT) <= CARRY_LIMIT_BYTES
-    metric = {unit.name for unit in collect_units(SHARED_DATA) if not unit.relative}
+    assert folder_bytes(out) + working_tree_bytes(ROOT) <= CARRY_LIMIT_BYTES
+    assert check(out, repo=ROOT) == folder_bytes(out) + working_tree_bytes(ROOT)
+    units = collect_units(SHARED_DATA)
+    metric = {unit.name for unit in units if not unit.relative}
     # the validation scenes, the test scene, the RGB-D cameras and ITS are never left out
     assert {"rgbd/middlebury2014/Pipes", "rgbd/middlebury2014/Teddy", "rgbd/middlebury2014/Recycle",
             "rgbd/frames/tum", "its_train"} <= metric <= set(manifest["units"])
-    assert not set(manifest["left_out"]) & metric
+    # what is left out to fit is single relative-depth scenes, not the whole 2001-2006 set
+    assert all(name.startswith("rgbd/middlebury_legacy/") and name.count("/") == 2 for name in manifest["left_out"])
+    assert len([name for name in manifest["units"] if name.startswith("rgbd/middlebury_legacy/")]) >= 20
     # what is read is what travels: redwood's other formats (excluded by the config) do not
-    travelling = [path for unit in collect_units(SHARED_DATA) if unit.name in manifest["units"] for path in unit.files]
+    travelling = [path for unit in units if unit.name in manifest["units"] for path in unit.files]
     assert travelling and not any("other_formats" in path.parts for path in travelling)
 
 
 @needs_data
 def test_unpack_restores_the_files_the_training_reads_byte_for_byte(data_pack, tmp_path):
     out, manifest = data_pack
-    root = unpack(out)
-    restored = [path for path in root.rglob("*") if path.is_file()]
+    root = unpack(out, to=tmp_path / "root")
+    restored = [path for path in root.rglob("*") if path.is_file() and path.name != UNPACK_MARK]
     assert len(restored) == sum(unit["files"] for unit in manifest["units"].values())
     for path in restored:
         original = SHARED_DATA / path.relative_to(root)
@@ -56,23 +60,63 @@ def test_unpack_restores_the_files_the_training_reads_byte_for_byte(data_pack, t
     assert (root / "rgbd" / "middlebury2014" / "Pipes" / "disp0GT.pfm").is_file()
 
 
-def test_a_pack_that_cannot_fit_says_so_and_an_unpacked_folder_without_manifest_is_refused(tmp_path):
-    data = tmp_path / "data" / "its_train"
+def _tiny_data(root: Path) -> Path:
+    """ITS pairs (metric) and two relative-depth legacy scenes, one four times the other's size."""
+    rng = np.random.default_rng(0)
     for folder in ("hazy", "gt"):
-        (data / folder).mkdir(parents=True)
-    noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
-    cv2.imwrite(str(data / "gt" / "1.png"), noise)
-    cv2.imwrite(str(data / "hazy" / "1_1_0.9.png"), noise)
-    config = tmp_path / "train.yaml"
+        (root / "its_train" / folder).mkdir(parents=True)
+    noise = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    cv2.imwrite(str(root / "its_train" / "gt" / "1.png"), noise)
+    cv2.imwrite(str(root / "its_train" / "hazy" / "1_1_0.9.png"), noise)
+    for scene, side in (("Big", 256), ("Small", 128)):
+        folder = root / "rgbd" / "middlebury_legacy" / scene
+        folder.mkdir(parents=True)
+        cv2.imwrite(str(folder / "view1.png"), rng.integers(0, 256, (side, side, 3), dtype=np.uint8))
+        cv2.imwrite(str(folder / "disp1.png"), rng.integers(1, 256, (side, side), dtype=np.uint8))
+        cv2.imwrite(str(folder / "view5.png"), noise)   # the second view: not read, not packed
+    config = root / "train.yaml"
     config.write_text("name: t\nmodel: {preset: diacmpn-rt}\ndata:\n  sources:\n"
-                      "    its: {kind: reside, path: its_train, weight: 1.0}\n")
+                      "    its: {kind: reside, path: its_train, weight: 0.5}\n"
+                      "    rgbd: {kind: rgbd, path: rgbd, weight: 0.5}\n")
+    return config
+
+
+def test_the_pack_leaves_out_the_largest_relative_scene_first_and_never_a_metric_one(tmp_path):
+    config = _tiny_data(tmp_path / "data")
+    everything = pack(tmp_path / "data", tmp_path / "pack", repo=ROOT, config_path=config, limit_bytes=2**40)
+    assert everything["left_out"] == [] and len(everything["units"]) == 3
+    sizes = {name: unit["bytes"] for name, unit in everything["units"].items()}
+    assert sizes["rgbd/middlebury_legacy/Big"] > 2 * sizes["rgbd/middlebury_legacy/Small"]
+    assert everything["units"]["rgbd/middlebury_legacy/Big"]["files"] == 2
+    # room for ITS and the small scene only
+    limit = (working_tree_bytes(ROOT) + 1024 * 1024 + sizes["its_train"] + sizes["rgbd/middlebury_legacy/Small"]
+             + 100)
+    fitted = pack(tmp_path / "data", tmp_path / "pack", repo=ROOT, config_path=config, limit_bytes=limit)
+    assert fitted["left_out"] == ["rgbd/middlebury_legacy/Big"]
+    assert sorted(path.name for path in (tmp_path / "pack").glob("*.tar.xz")) == [
+        "its_train.tar.xz", "rgbd__middlebury_legacy__Small.tar.xz"]
+    # no room even for ITS: an error, and no pack left behind that a device call could carry
     with pytest.raises(PackError, match="metric scenes alone take"):
         pack(tmp_path / "data", tmp_path / "pack", repo=ROOT, config_path=config,
              limit_bytes=working_tree_bytes(ROOT))
-    manifest = json.loads((tmp_path / "pack" / "manifest.json").read_text())
-    assert manifest["units"]["its_train"]["files"] == 2
+    assert list((tmp_path / "pack").iterdir()) == []
     with pytest.raises(PackError, match="no manifest.json"):
-        unpack(tmp_path / "data")
+        unpack(tmp_path / "pack")
+
+
+def test_unpack_replaces_its_own_earlier_output_and_refuses_a_folder_it_did_not_write(tmp_path):
+    config = _tiny_data(tmp_path / "data")
+    pack(tmp_path / "data", tmp_path / "pack", repo=ROOT, config_path=config, limit_bytes=2**40)
+    root = unpack(tmp_path / "pack")
+    assert root == tmp_path / "pack" / "root"
+    stale = root / "rgbd" / "middlebury_legacy" / "Gone" / "view1.png"
+    stale.parent.mkdir()
+    stale.write_bytes(b"an earlier pack's scene")
+    unpack(tmp_path / "pack")
+    assert not stale.exists() and (root / "rgbd" / "middlebury_legacy" / "Big" / "view1.png").is_file()
+    with pytest.raises(PackError, match="was not written by unpack"):
+        unpack(tmp_path / "pack", to=tmp_path / "data")
+    assert (tmp_path / "data" / "its_train" / "gt" / "1.png").is_file()
 
 
 @needs_data
@@ -83,10 +127,15 @@ def test_gpu_campaign_dry_run_unpacks_trains_exports_and_evaluates(data_pack, tm
     done = subprocess.run(["bash", str(ROOT / "training" / "gpu_campaign.sh"), "--dry-run"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert f"unpacked into {out_pack}/root" in done.stdout
+    assert "unpacked into /" in done.stdout and not (out_pack / "root").exists()   # not into the carried pack
     out = tmp_path / "out"
     checkpoint = load_checkpoint(out / "diacmpn_rt.pt")
     assert checkpoint.model_config["head"] == "asm_dcp" and checkpoint.provenance["steps"] == 3
+    # a fine-tune of the shipped weights, with their network (whose depth net reads -ln t, unlike the preset's)
+    assert "starting from dehaze_ros/checkpoints/default.pt model.overrides.depth_inputs=image_transmission" in (
+        out / "campaign.log").read_text()
+    assert checkpoint.model_config["depth_inputs"] == "image_transmission"
+    assert checkpoint.provenance["init_from"]["path"] == "dehaze_ros/checkpoints/default.pt"
     summary = (out / "eval_val.md").read_text()
-    assert "| middlebury2014 | dcp | 3 |" in summary and "model (diacmpn-rt)" in summary
+    assert "| middlebury2014 | dcp | 3 |" in summary and "| middlebury2014 | model (diacmpn-rt-custom) | 3 |" in summary
     assert "finished at step 3/3" in (out / "campaign.log").read_text()

@@ -4,15 +4,16 @@
 # beside DCP, and
 # leave checkpoints, logs and tables in $OUT (what the device tool brings back).
 #
-#   bash training/gpu_campaign.sh --prepare      # here, once: pack the training data into .gpu_data/
+#   bash training/gpu_campaign.sh --prepare      # here, before each device call: pack the training
+#                                                # data into .gpu_data/ for today's working tree
 #   device run: bash training/gpu_campaign.sh    # carry [".gpu_data"], timeout_s 600
 #   bash training/gpu_campaign.sh --dry-run      # here, on the CPU: a few tiny steps of every stage
 #                                                # (DRY_RUN_DATA=.gpu_data: through the pack)
 #
 # Environment: PYTHON (default: .venv/bin/python here, python3 on the GPU machine), OUT (default
 # gpu_out), MINUTES (training budget, default 9), INIT (weights to start from; default the shipped
-# checkpoint when it has the preset's model config, else from scratch), BATCH
-# (default 64).
+# checkpoint, fine-tuned when the preset's network can take it, else training starts from
+# scratch), BATCH (default 64).
 # The data pipeline hazes on the CPU workers (16 cores there), not on the GPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,6 +28,7 @@ if [[ $mode == --prepare ]]; then
     # archive per scene: the device tool carries at most 64 MiB with the working tree, and the
     # committed checkpoints take much of that. training.gpu_data says what it left out to fit.
     $PYTHON -m training.gpu_data pack ../shared/data "$DATA"
+    $PYTHON -m training.gpu_data check "$DATA"
     exit 0
 fi
 
@@ -41,7 +43,13 @@ if [[ $mode == --dry-run ]]; then
     DATA=${DRY_RUN_DATA:-../shared/data}
     MINUTES=1
 fi
-if [[ -f $DATA/manifest.json ]]; then
+if [[ -f $DATA/manifest.json && $mode == --dry-run ]]; then
+    # Not into the pack: a dry run must not leave 35 MiB of plain files in the carried folder.
+    unpacked=$(mktemp -d)
+    trap 'rm -rf "$unpacked"' EXIT
+    $PYTHON -m training.gpu_data unpack "$DATA" --to "$unpacked/root"
+    DATA=$unpacked/root
+elif [[ -f $DATA/manifest.json ]]; then
     $PYTHON -m training.gpu_data unpack "$DATA"
     DATA=$DATA/root
 elif [[ ! -d $DATA ]]; then
@@ -56,27 +64,42 @@ if [[ $mode == --dry-run ]]; then
                train.log_every=1)
 fi
 
-# The shipped weights, used only when their model config is the preset's (the head and the
-# canonical camera must match).
+# The shipped weights, when the preset's network can take them: every field of their model config
+# but those a fine-tune may change (FINE_TUNE_MAY_CHANGE) must be the preset's, and those are
+# set to the checkpoint's (the shipped one's depth network reads -ln t, the preset's does not).
+# The fine-tune then follows the recipe of the shipped lineage (README, stages 13-19: SSIM as
+# heavy as L1, t and A supervised, 256 px crops) at a rate between those CPU fine-tunes' (2.5e-5
+# to 1e-4 at batch 8) and the from-scratch stages' (3e-4 to 1e-3), for batch 64.
 INIT=${INIT:-dehaze_ros/checkpoints/default.pt}
 
 init=()
-if [[ -f $INIT ]] && $PYTHON - "$INIT" <<'EOF'
+if [[ -f $INIT ]] && model_overrides=$($PYTHON - "$INIT" <<'EOF'
 import sys
 from dehaze_ros.checkpoint import load_checkpoint
-from dehaze_ros.models import get_model_config
-from dehaze_ros.models import ModelConfig
-stored = ModelConfig.from_dict(load_checkpoint(sys.argv[1]).model_config)
-sys.exit(0 if stored == get_model_config("diacmpn-rt") else 1)
+from dehaze_ros.models import ModelConfig, get_model_config
+from dehaze_ros.models.config import FINE_TUNE_MAY_CHANGE
+theirs = ModelConfig.from_dict(load_checkpoint(sys.argv[1]).model_config).to_dict()
+ours = get_model_config("diacmpn-rt").to_dict()
+if any(theirs[key] != ours[key] for key in ours if key not in FINE_TUNE_MAY_CHANGE):
+    sys.exit(1)
+print(" ".join(f"model.overrides.{key}={theirs[key]}" for key in FINE_TUNE_MAY_CHANGE
+               if key != "name" and theirs[key] != ours[key]))
 EOF
+)
 then
-    init=(train.init_from="$INIT")
-    echo "starting from $INIT"
+    read -r -a model_args <<< "$model_overrides"
+    init=(train.init_from="$INIT" "${model_args[@]}")
+    if [[ $mode != --dry-run ]]; then
+        init+=(loss.ssim=1.0 loss.transmission=1.0 loss.airlight=1.0 data.crop=256 optim.lr_dehazer=2e-4
+               optim.lr_depth=2e-4 optim.warmup_steps=100)
+    fi
+    start="starting from $INIT ${model_args[*]}"
 else
-    echo "starting from scratch ($INIT is missing or has another model config than the preset)"
+    start="starting from scratch ($INIT is missing or its network is not the preset's)"
 fi
 
 {
+    echo "$start"
     echo "== $(date -u +%FT%TZ) $($PYTHON -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else "")')"
     $PYTHON -m training.train --config config/train/diacmpn_rt.yaml --run-dir "$OUT/run_rt" \
         --max-minutes "$MINUTES" "${overrides[@]}" "${init[@]}"

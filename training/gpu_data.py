@@ -10,12 +10,14 @@ metric) and fails when even those do not fit. ``unpack`` restores them under ``<
 which is the training run's ``data.root`` there.
 
     python -m training.gpu_data pack ../shared/data .gpu_data       # here (gpu_campaign.sh --prepare)
+    python -m training.gpu_data check .gpu_data                     # here, before each device call
     python -m training.gpu_data unpack .gpu_data                    # there (gpu_campaign.sh)
 """
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -29,6 +31,8 @@ from training.data.rgbd import scan_rgbd_folder
 CARRY_LIMIT_BYTES = 64 * 1024 * 1024   # the device tool: working tree + carried paths
 SAFETY_BYTES = 1024 * 1024             # the tool's own accounting (directories, rounding)
 MANIFEST = "manifest.json"
+UNPACKED = "root"                      # <pack>/root: where unpack writes by default
+UNPACK_MARK = ".unpacked"              # unpack's own folder: it may empty it again
 DEFAULT_CONFIG = "config/train/diacmpn_rt.yaml"
 
 
@@ -40,7 +44,7 @@ class PackError(RuntimeError):
 class Unit:
     """One scene folder (or one whole paired source): travels or stays as a whole."""
     name: str                        # path below the data root, e.g. rgbd/middlebury2014/Pipes
-    files: list[Path] = field(default_factory=list)
+    files: set[Path] = field(default_factory=set)
     relative: bool = True            # every item in it has relative depth only: may be left out
     archive_bytes: int = 0
 
@@ -59,8 +63,7 @@ def collect_units(data_root: Path, config_path: str | Path = DEFAULT_CONFIG) -> 
     def add(path: Path, folder: Path, relative: bool) -> None:
         name = folder.relative_to(data_root).as_posix()
         unit = units.setdefault(name, Unit(name))
-        if path not in unit.files:
-            unit.files.append(path)
+        unit.files.add(path)
         unit.relative = unit.relative and relative
 
     for name, source in config.data.sources.items():
@@ -81,35 +84,49 @@ def collect_units(data_root: Path, config_path: str | Path = DEFAULT_CONFIG) -> 
     return sorted(units.values(), key=lambda unit: unit.name)
 
 
-def working_tree_bytes(repo: Path) -> int:
-    """What the device tool sends besides the carried paths: tracked and untracked-not-ignored files."""
+def working_tree_bytes(repo: Path, leave_out: Path | None = None) -> int:
+    """What the device tool sends besides the carried paths: tracked and untracked-not-ignored
+    files (those below ``leave_out``, the pack itself, are counted as the pack)."""
     listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=repo,
                             capture_output=True, check=True).stdout.split(b"\0")
     paths = {repo / name.decode() for name in listed if name}
+    if leave_out is not None:
+        paths = {path for path in paths if not path.resolve().is_relative_to(leave_out.resolve())}
     return sum(path.stat().st_size for path in paths if path.is_file())
+
+
+def folder_bytes(folder: Path) -> int:
+    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
 
 
 def _archive_name(unit: Unit) -> str:
     return unit.name.replace("/", "__") + ".tar.xz"
 
 
-def pack(data_root: str | Path, out: str | Path, repo: str | Path = ".", config_path: str | Path = DEFAULT_CONFIG,
-         limit_bytes: int = CARRY_LIMIT_BYTES) -> dict:
-    data_root, out, repo = Path(data_root).resolve(), Path(out), Path(repo).resolve()
-    if out.exists() and any(out.iterdir()) and not (out / MANIFEST).is_file():
-        raise PackError(f"{out} exists and is not a pack (no {MANIFEST}); remove it or choose another folder")
-    out.mkdir(parents=True, exist_ok=True)
+def _clear(out: Path) -> None:
     for old in list(out.glob("*.tar.xz")) + [out / MANIFEST]:
         old.unlink(missing_ok=True)
+    shutil.rmtree(out / UNPACKED, ignore_errors=True)
+
+
+def pack(data_root: str | Path, out: str | Path, repo: str | Path = ".", config_path: str | Path = DEFAULT_CONFIG,
+         limit_bytes: int = CARRY_LIMIT_BYTES) -> dict:
+    """Write the pack; returns its manifest. Raises PackError (and leaves no pack) when even the
+    metric scenes do not fit beside the working tree."""
+    data_root, out, repo = Path(data_root).resolve(), Path(out), Path(repo).resolve()
+    if out.exists() and any(out.iterdir()) and not (out / MANIFEST).is_file() and not list(out.glob("*.tar.xz")):
+        raise PackError(f"{out} exists and is not a pack (no {MANIFEST}); remove it or choose another folder")
+    out.mkdir(parents=True, exist_ok=True)
+    _clear(out)
     units = collect_units(data_root, config_path)
     if not units:
         raise PackError(f"the training config's sources read no files below {data_root}")
+    budget = limit_bytes - SAFETY_BYTES - working_tree_bytes(repo, leave_out=out)
     for unit in units:
         with tarfile.open(out / _archive_name(unit), "w:xz", preset=9) as archive:
             for path in sorted(unit.files):
                 archive.add(path, arcname=path.relative_to(data_root).as_posix())
         unit.archive_bytes = (out / _archive_name(unit)).stat().st_size
-    budget = limit_bytes - SAFETY_BYTES - working_tree_bytes(repo)
     kept = list(units)
     dropped: list[Unit] = []
     # Leave out relative-depth scenes, the largest first, until the rest fits.
@@ -120,27 +137,49 @@ def pack(data_root: str | Path, out: str | Path, repo: str | Path = ".", config_
         dropped.append(unit)
         (out / _archive_name(unit)).unlink()
     total = sum(u.archive_bytes for u in kept)
+    if total > budget:
+        _clear(out)
+        raise PackError(f"the metric scenes alone take {total / 2**20:.1f} MiB packed but only "
+                        f"{budget / 2**20:.1f} MiB are left beside the working tree "
+                        f"({limit_bytes / 2**20:.0f} MiB in all): commit fewer large files or read less data")
     manifest = {"data_root": str(data_root), "config": str(config_path), "budget_bytes": budget,
                 "pack_bytes": total, "units": {u.name: {"archive": _archive_name(u), "files": len(u.files),
                                                         "bytes": u.archive_bytes} for u in kept},
                 "left_out": sorted(u.name for u in dropped)}
     (out / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
-    if total > budget:
-        raise PackError(f"the metric scenes alone take {total / 2**20:.1f} MiB packed but only "
-                        f"{budget / 2**20:.1f} MiB are left beside the working tree "
-                        f"({limit_bytes / 2**20:.0f} MiB in all): commit fewer large files or read less data")
     return manifest
 
 
-def unpack(pack_dir: str | Path) -> Path:
-    """Extract every archive of the pack into ``<pack>/root``; returns that folder."""
+def check(pack_dir: str | Path, repo: str | Path = ".", limit_bytes: int = CARRY_LIMIT_BYTES) -> int:
+    """The bytes a device call carrying ``pack_dir`` sends; PackError when over the limit (the working
+    tree grows with every committed checkpoint: check before each call, re-pack when it fails)."""
+    pack_dir, repo = Path(pack_dir), Path(repo).resolve()
+    if not (pack_dir / MANIFEST).is_file():
+        raise PackError(f"{pack_dir} has no {MANIFEST}: run 'bash training/gpu_campaign.sh --prepare' first")
+    total = working_tree_bytes(repo, leave_out=pack_dir) + folder_bytes(pack_dir)
+    if total > limit_bytes:
+        raise PackError(f"the working tree and {pack_dir} take {total / 2**20:.1f} MiB, over the "
+                        f"{limit_bytes / 2**20:.0f} MiB the device tool carries: run "
+                        "'bash training/gpu_campaign.sh --prepare' again (it re-packs for today's working tree)")
+    return total
+
+
+def unpack(pack_dir: str | Path, to: str | Path | None = None) -> Path:
+    """Extract every archive of the pack into ``to`` (default ``<pack>/root``): a new or empty
+    folder, or one an earlier unpack wrote (emptied first); returns that folder."""
     pack_dir = Path(pack_dir)
     manifest_path = pack_dir / MANIFEST
     if not manifest_path.is_file():
         raise PackError(f"{pack_dir} has no {MANIFEST}: run 'bash training/gpu_campaign.sh --prepare' first")
     manifest = json.loads(manifest_path.read_text())
-    root = pack_dir / "root"
-    root.mkdir(exist_ok=True)
+    root = Path(to) if to is not None else pack_dir / UNPACKED
+    if root.exists() and any(root.iterdir()):
+        # Nothing of an earlier pack's scenes may stay, and nothing else may be deleted.
+        if not (root / UNPACK_MARK).is_file():
+            raise PackError(f"{root} exists and was not written by unpack; choose an empty or new folder")
+        shutil.rmtree(root)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / UNPACK_MARK).write_text(f"unpacked from {pack_dir.resolve()}\n")
     for name, unit in manifest["units"].items():
         archive_path = pack_dir / unit["archive"]
         if not archive_path.is_file():
@@ -163,6 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     pack_parser.add_argument("--config", default=DEFAULT_CONFIG, help=f"training config (default {DEFAULT_CONFIG})")
     unpack_parser = commands.add_parser("unpack", help="extract a pack into <pack>/root")
     unpack_parser.add_argument("pack", help="the pack folder (.gpu_data)")
+    unpack_parser.add_argument("--to", help="where to extract (default <pack>/root): a new or empty folder, or an earlier unpack's")
+    check_parser = commands.add_parser("check", help="whether the pack still fits beside the working tree")
+    check_parser.add_argument("pack", help="the pack folder (.gpu_data)")
     args = parser.parse_args(argv)
     try:
         if args.command == "pack":
@@ -173,8 +215,11 @@ def main(argv: list[str] | None = None) -> int:
                   "left beside the working tree")
             if manifest["left_out"]:
                 print(f"left out (relative depth, to fit): {', '.join(manifest['left_out'])}")
+        elif args.command == "check":
+            print(f"{args.pack} and the working tree: {check(args.pack) / 2**20:.1f} MiB of "
+                  f"{CARRY_LIMIT_BYTES / 2**20:.0f}")
         else:
-            print(f"unpacked into {unpack(args.pack)}")
+            print(f"unpacked into {unpack(args.pack, args.to)}")
     except PackError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
