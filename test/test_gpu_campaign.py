@@ -119,23 +119,45 @@ def test_unpack_replaces_its_own_earlier_output_and_refuses_a_folder_it_did_not_
     assert (tmp_path / "data" / "its_train" / "gt" / "1.png").is_file()
 
 
+def _campaign(args: list[str], tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
+    (tmp_path / "tmp").mkdir(exist_ok=True)
+    env = {**os.environ, "OUT": str(tmp_path / "out"), "PYTHON": sys.executable, "OMP_NUM_THREADS": "1",
+           "TMPDIR": str(tmp_path / "tmp"), **env}
+    return subprocess.run(["bash", str(ROOT / "training" / "gpu_campaign.sh"), *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
 @needs_data
 def test_gpu_campaign_dry_run_unpacks_trains_exports_and_evaluates(data_pack, tmp_path):
     out_pack, _ = data_pack
-    env = {**os.environ, "OUT": str(tmp_path / "out"), "PYTHON": sys.executable,
-           "DRY_RUN_DATA": str(out_pack), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(["bash", str(ROOT / "training" / "gpu_campaign.sh"), "--dry-run"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
+    done = _campaign(["--dry-run"], tmp_path, DRY_RUN_DATA=str(out_pack))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "unpacked into /" in done.stdout and not (out_pack / "root").exists()   # not into the carried pack
+    # unpacked into a temporary folder, removed at the end, not into the carried pack
+    unpacked = Path(done.stdout.split("unpacked into ", 1)[1].split()[0])
+    assert unpacked.parent.parent == tmp_path / "tmp" and not unpacked.parent.exists()
+    assert not (out_pack / "root").exists()
     out = tmp_path / "out"
     checkpoint = load_checkpoint(out / "diacmpn_rt.pt")
     assert checkpoint.model_config["head"] == "asm_dcp" and checkpoint.provenance["steps"] == 3
     # a fine-tune of the shipped weights, with their network (whose depth net reads -ln t, unlike the preset's)
-    assert "starting from dehaze_ros/checkpoints/default.pt model.overrides.depth_inputs=image_transmission" in (
+    assert 'starting from dehaze_ros/checkpoints/default.pt model.overrides.depth_inputs="image_transmission"' in (
         out / "campaign.log").read_text()
     assert checkpoint.model_config["depth_inputs"] == "image_transmission"
     assert checkpoint.provenance["init_from"]["path"] == "dehaze_ros/checkpoints/default.pt"
+    # the GPU window's recipe reached the trainer (a mistyped key would have stopped it), the dry
+    # run's own crop size after it
+    trained = checkpoint.provenance["config"]
+    assert trained["loss"]["ssim"] == 1.0 and trained["loss"]["transmission"] == 1.0
+    assert trained["optim"]["lr_depth"] == 2e-4 and trained["data"]["crop"] == 48
     summary = (out / "eval_val.md").read_text()
     assert "| middlebury2014 | dcp | 3 |" in summary and "| middlebury2014 | model (diacmpn-rt-custom) | 3 |" in summary
     assert "finished at step 3/3" in (out / "campaign.log").read_text()
+
+
+def test_gpu_campaign_stops_on_a_checkpoint_it_cannot_fine_tune_instead_of_training_from_scratch(tmp_path):
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"not a checkpoint")
+    for init, message in ((str(broken), "broken.pt"), (str(tmp_path / "missing.pt"), "does not exist")):
+        done = _campaign(["--dry-run"], tmp_path, INIT=init, DRY_RUN_DATA=str(tmp_path))
+        assert done.returncode != 0 and message in done.stderr, done.stderr[-2000:]
+        assert "starting from scratch" not in done.stdout and not (tmp_path / "out" / "run_rt").exists()

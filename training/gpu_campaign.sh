@@ -11,9 +11,8 @@
 #                                                # (DRY_RUN_DATA=.gpu_data: through the pack)
 #
 # Environment: PYTHON (default: .venv/bin/python here, python3 on the GPU machine), OUT (default
-# gpu_out), MINUTES (training budget, default 9), INIT (weights to start from; default the shipped
-# checkpoint, fine-tuned when the preset's network can take it, else training starts from
-# scratch), BATCH (default 64).
+# gpu_out), MINUTES (training budget, default 9), INIT (weights to fine-tune; default the shipped
+# checkpoint; none = from scratch), BATCH (default 64).
 # The data pipeline hazes on the CPU workers (16 cores there), not on the GPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -64,45 +63,55 @@ if [[ $mode == --dry-run ]]; then
                train.log_every=1)
 fi
 
-# The shipped weights, when the preset's network can take them: every field of their model config
-# but those a fine-tune may change (FINE_TUNE_MAY_CHANGE) must be the preset's, and those are
-# set to the checkpoint's (the shipped one's depth network reads -ln t, the preset's does not).
-# The fine-tune then follows the recipe of the shipped lineage (README, stages 13-19: SSIM as
-# heavy as L1, t and A supervised, 256 px crops) at a rate between those CPU fine-tunes' (2.5e-5
-# to 1e-4 at batch 8) and the from-scratch stages' (3e-4 to 1e-3), for batch 64.
+# The shipped weights (INIT=none: from scratch). Every field of their model config but those a
+# fine-tune may change (FINE_TUNE_MAY_CHANGE) must be the preset's, and those are set to the
+# checkpoint's (the shipped one's depth network reads -ln t, the preset's does not); anything else
+# stops the script here, before the window is spent on a run nobody asked for. The fine-tune
+# follows the recipe of the shipped lineage (README, stages 13-19: SSIM as heavy as L1, t and A
+# supervised, 256 px crops) at a rate between those CPU fine-tunes' (2.5e-5 to 1e-4 at batch 8) and
+# the from-scratch stages' (3e-4 to 1e-3), for batch 64. The dry run passes it too (its own crop
+# and batch come after it and win), so a key the trainer does not know fails here, not there.
 INIT=${INIT:-dehaze_ros/checkpoints/default.pt}
 
 init=()
-if [[ -f $INIT ]] && model_overrides=$($PYTHON - "$INIT" <<'EOF'
+recipe=()
+if [[ $INIT == none ]]; then
+    start="starting from scratch (INIT=none)"
+else
+    model_overrides=$($PYTHON - "$INIT" <<'EOF'
+import json
 import sys
+from pathlib import Path
 from dehaze_ros.checkpoint import load_checkpoint
 from dehaze_ros.models import ModelConfig, get_model_config
 from dehaze_ros.models.config import FINE_TUNE_MAY_CHANGE
-theirs = ModelConfig.from_dict(load_checkpoint(sys.argv[1]).model_config).to_dict()
+if not Path(sys.argv[1]).is_file():
+    sys.exit(f"error: INIT={sys.argv[1]} does not exist (INIT=none trains from scratch)")
+try:
+    theirs = ModelConfig.from_dict(load_checkpoint(sys.argv[1]).model_config).to_dict()
+except Exception as error:  # a corrupt or foreign file: say so, do not train something else
+    sys.exit(f"error: INIT={sys.argv[1]} cannot be fine-tuned: {error}")
 ours = get_model_config("diacmpn-rt").to_dict()
-if any(theirs[key] != ours[key] for key in ours if key not in FINE_TUNE_MAY_CHANGE):
-    sys.exit(1)
-print(" ".join(f"model.overrides.{key}={theirs[key]}" for key in FINE_TUNE_MAY_CHANGE
+differ = [key for key in ours if key not in FINE_TUNE_MAY_CHANGE and theirs[key] != ours[key]]
+if differ:
+    sys.exit(f"error: INIT={sys.argv[1]} is not a diacmpn-rt network ({', '.join(differ)} differ); "
+             "INIT=none trains from scratch")
+print(" ".join(f"model.overrides.{key}={json.dumps(theirs[key])}" for key in FINE_TUNE_MAY_CHANGE
                if key != "name" and theirs[key] != ours[key]))
 EOF
 )
-then
     read -r -a model_args <<< "$model_overrides"
     init=(train.init_from="$INIT" "${model_args[@]}")
-    if [[ $mode != --dry-run ]]; then
-        init+=(loss.ssim=1.0 loss.transmission=1.0 loss.airlight=1.0 data.crop=256 optim.lr_dehazer=2e-4
-               optim.lr_depth=2e-4 optim.warmup_steps=100)
-    fi
+    recipe=(loss.ssim=1.0 loss.transmission=1.0 loss.airlight=1.0 data.crop=256 optim.lr_dehazer=2e-4
+            optim.lr_depth=2e-4 optim.warmup_steps=100)
     start="starting from $INIT ${model_args[*]}"
-else
-    start="starting from scratch ($INIT is missing or its network is not the preset's)"
 fi
 
 {
     echo "$start"
     echo "== $(date -u +%FT%TZ) $($PYTHON -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else "")')"
     $PYTHON -m training.train --config config/train/diacmpn_rt.yaml --run-dir "$OUT/run_rt" \
-        --max-minutes "$MINUTES" "${overrides[@]}" "${init[@]}"
+        --max-minutes "$MINUTES" "${init[@]}" "${recipe[@]}" "${overrides[@]}"
     $PYTHON -m training.export "$OUT/run_rt/best.pt" -o "$OUT/diacmpn_rt.pt"
     $PYTHON -m training.evaluate --checkpoint "$OUT/diacmpn_rt.pt" --baseline dcp --engine-max-side 320 \
         --data "$DATA/rgbd/middlebury2014" --scenes Pipes,Shelves,Teddy --grids 0 --out "$OUT/eval_val"
