@@ -99,10 +99,15 @@ from dehaze_ros.frame_outputs import OUTPUTS, FrameProducts
 from dehaze_ros.image_conversion import ImageConversionError
 from dehaze_ros.node_config import (SPECS, ConfigError, NodeConfig, declare_node_parameters,
                                     integers_as_floats, read_node_config, resolve_model)
-from dehaze_ros.pointcloud import IntrinsicsError
+from dehaze_ros.pointcloud import UNCALIBRATED, IntrinsicsError, intrinsics_problem
 
 NODE_NAME = "dehaze_node"
+WORKER_NAME = "dehaze_worker"  # the processing thread, named in logs and /diagnostics
 LOG_THROTTLE_S = 5.0          # the same problem is logged at most this often
+# What an unusable CameraInfo (uncalibrated, NaN, infinite) means for the outputs; one text
+# whichever output meets it first.
+UNCALIBRATED_CONSEQUENCES = ("points are not published, the camera_info outputs carry zero K "
+                             "and P, metric depth and visibility assume default_hfov_deg")
 
 
 def input_qos(reliability: str) -> QoSProfile:
@@ -187,6 +192,7 @@ class DehazeNode(LifecycleNode):
         self._input_topic = ""
         self._slot = LatestFrameSlot()
         self._worker: threading.Thread | None = None
+        self._worker_exit = ""                   # why the worker ended, for the watchdog
         self._stop_worker = threading.Event()
         self._stats = stats.FrameStats()
         self._previous = stats.StatsSnapshot(taken_at=time.monotonic())  # of the last diagnostics
@@ -273,8 +279,7 @@ class DehazeNode(LifecycleNode):
         self._inputs = [image_sub, info_sub]
         self._slot = LatestFrameSlot()
         self._stop_worker.clear()
-        self._worker = threading.Thread(target=self._worker_loop, name="dehaze_worker", daemon=True)
-        self._worker.start()
+        self._start_worker()
         self._active_since = time.monotonic()
         self._state_label = "active"
         self.get_logger().info(f"active: listening on {self._input_topic} "
@@ -345,6 +350,14 @@ class DehazeNode(LifecycleNode):
         return super().set_parameters_atomically(integers_as_floats(parameter_list))
 
     def _on_set_parameters(self, parameters) -> SetParametersResult:
+        # An exception here would reach rclpy's parameter service and end the executor's spin.
+        try:
+            return self._check_parameters(parameters)
+        except Exception as exc:  # noqa: BLE001 - a value nobody foresaw is refused, not fatal
+            return SetParametersResult(successful=False, reason=(
+                f"refused: checking the new values failed ({type(exc).__name__}: {exc})"))
+
+    def _check_parameters(self, parameters) -> SetParametersResult:
         changes = {}
         for parameter in parameters:
             spec = SPECS.get(parameter.name)
@@ -382,6 +395,24 @@ class DehazeNode(LifecycleNode):
 
     # -- processing (worker thread) -------------------------------------------------------------
 
+    def _start_worker(self) -> None:
+        self._worker_exit = ""
+        self._worker = threading.Thread(target=self._worker_main, name=WORKER_NAME, daemon=True)
+        self._worker.start()
+
+    def _worker_main(self) -> None:
+        """The worker thread's body. The loop catches every Exception per frame; what still ends
+        it (a BaseException such as SystemExit, or a bug outside the per-frame guard) is kept in
+        ``_worker_exit`` for the watchdog (``_check_worker``), which reports it and restarts the
+        worker, instead of going to threading's excepthook and leaving the node silent."""
+        try:
+            self._worker_loop()
+        except BaseException as exc:  # noqa: BLE001 - recorded; the watchdog reports it, restarts
+            self._worker_exit = f"{type(exc).__name__}: {exc}"
+        else:
+            if not self._stop_worker.is_set():
+                self._worker_exit = "its loop returned without a stop request"
+
     def _worker_loop(self) -> None:
         next_start = 0.0
         while not self._stop_worker.is_set():
@@ -400,10 +431,32 @@ class DehazeNode(LifecycleNode):
             except Exception as exc:  # noqa: BLE001 - a bad frame or engine error must not end the thread
                 if not self.context.ok():
                     break  # Ctrl-C took the context away mid-frame: a normal exit, not an error
-                problem = f"processing failed: {type(exc).__name__}: {exc}"
-                self._stats.problem("failed", problem, time.monotonic())
-                self._log_throttled("error", f"failed:{type(exc).__name__}",
-                                    f"processing a frame failed: {type(exc).__name__}: {exc}")
+                self._report_failed_frame(exc)
+
+    def _report_failed_frame(self, exc: Exception) -> None:
+        """Count a frame the engine or a builder failed on, and log it (throttled). Never raises:
+        it runs in the worker's exception handler, where a second exception would end the thread."""
+        try:
+            problem = f"processing failed: {type(exc).__name__}: {exc}"
+            self._stats.problem("failed", problem, time.monotonic())
+            self._error_throttled(f"failed:{type(exc).__name__}",
+                                  f"processing a frame failed, frame dropped: {type(exc).__name__}: {exc}")
+        except Exception:  # noqa: BLE001 - nothing left to report it with
+            pass
+
+    def _check_worker(self) -> None:
+        """Watchdog, run with every diagnostics message: a worker that ended while the node is
+        active is reported (ERROR in /diagnostics, naming the thread and the cause) and restarted,
+        so one unforeseen failure never stops the output for good."""
+        worker = self._worker
+        if worker is None or worker.is_alive() or self._stop_worker.is_set():
+            return
+        cause = self._worker_exit or "it ended without a recorded cause"
+        self._stats.worker_died(f"processing thread {WORKER_NAME} died ({cause}) and was restarted",
+                                time.monotonic())
+        self._error_throttled("worker", f"processing thread {WORKER_NAME} died ({cause}); "
+                              "restarting it")
+        self._start_worker()
 
     def _subscribed(self, topic: str) -> bool:
         publisher = self._outputs.get(topic)
@@ -436,6 +489,9 @@ class DehazeNode(LifecycleNode):
             return
         products.height, products.width = products.rgb.shape[:2]
         products.focal_px = frame_outputs.focal_px_for_image(camera_info, products.width, products.height)
+        if camera_info is not None and products.focal_px is None:
+            self._warn_throttled("intrinsics", f"{intrinsics_problem(camera_info) or UNCALIBRATED}; "
+                                 + UNCALIBRATED_CONSEQUENCES)
         decoded = time.monotonic()
         products.result = result = engine.process(
             products.rgb, want_dehazed=any(output.uses_dehazed for output in wanted),
@@ -462,7 +518,7 @@ class DehazeNode(LifecycleNode):
             try:
                 message = output.build(products)
             except IntrinsicsError as exc:
-                self._log_throttled("warning", "intrinsics", f"{output.topic} not published: {exc}")
+                self._warn_throttled("intrinsics", f"{exc}; " + UNCALIBRATED_CONSEQUENCES)
                 continue
             self._outputs[output.topic].publish(message)
             published.append(output.topic)
@@ -470,26 +526,63 @@ class DehazeNode(LifecycleNode):
 
     def _report_bad_frame(self, problem: str) -> None:
         self._stats.problem("invalid", f"bad frame: {problem}", time.monotonic())
-        self._log_throttled("error", problem, f"dropped a frame from {self._input_topic}: {problem}")
+        self._error_throttled(problem, f"dropped a frame from {self._input_topic}: {problem}")
 
-    def _log_throttled(self, level: str, key: str, text: str) -> None:
+    # rclpy allows one severity per call site (a second one raises ValueError: "Logger severity
+    # cannot be changed between calls"), so each severity has its own method and its own
+    # logger call below; never pick the severity at run time (getattr(logger, level)).
+    def _warn_throttled(self, key: str, text: str) -> None:
+        if self._should_log(key):
+            self._safely(lambda: self.get_logger().warning(text), text)
+
+    def _error_throttled(self, key: str, text: str) -> None:
+        if self._should_log(key):
+            self._safely(lambda: self.get_logger().error(text), text)
+
+    def _should_log(self, key: str) -> bool:
+        """True at most once per LOG_THROTTLE_S for ``key``: the same problem is logged once per
+        period however many frames have it."""
         now = time.monotonic()
         with self._log_lock:
             last = self._last_logged.get(key)
             if last is not None and now - last < LOG_THROTTLE_S:
-                return
+                return False
             if len(self._last_logged) > 256:  # messages carry sizes: keep the table bounded
                 self._last_logged.clear()
             self._last_logged[key] = now
-        getattr(self.get_logger(), level)(text)
+            return True
+
+    @staticmethod
+    def _safely(log_call, text: str) -> None:
+        """Run a logging call that must not raise into its caller (the worker's handlers, the
+        watchdog): a logging failure (the context going down, say) goes to stderr instead."""
+        try:
+            log_call()
+        except Exception as exc:  # noqa: BLE001 - reporting must never end the reporting thread
+            try:
+                print(f"[dehaze_node] {text} (logging failed: {type(exc).__name__}: {exc})",
+                      file=sys.stderr, flush=True)
+            except Exception:  # noqa: BLE001 - stderr closed: nothing left to tell
+                pass
 
     # -- diagnostics ----------------------------------------------------------------------------
 
     def _publish_diagnostics(self) -> None:
+        # A timer callback that raised would end the executor's spin, and with it the node.
+        try:
+            self._check_worker()
+            self._publish_diagnosis()
+        except Exception as exc:  # noqa: BLE001 - diagnostics must never take the node down
+            self._error_throttled("diagnostics", f"publishing /diagnostics failed: "
+                                  f"{type(exc).__name__}: {exc}")
+
+    def _publish_diagnosis(self) -> None:
         current = self._stats.snapshot(time.monotonic())
+        camera_info = self._camera_info
         view = stats.NodeView(
             state=self._state_label, configure_error=self._configure_error,
-            input_topic=self._input_topic, have_camera_info=self._camera_info is not None,
+            input_topic=self._input_topic, have_camera_info=camera_info is not None,
+            camera_info_problem=(intrinsics_problem(camera_info) or "") if camera_info else "",
             active_since=self._active_since, diagnostics_period=self._diagnostics_period,
             startup_refusals=self._startup_refusals, engine_info=self._engine_info,
             config=self._config)

@@ -26,6 +26,12 @@ class IntrinsicsError(ValueError):
     """CameraInfo cannot be used to project pixels (uncalibrated or inconsistent)."""
 
 
+# The one text every output names an unusable CameraInfo with (points, camera_info outputs,
+# metric depth, visibility), so a user meets one message whatever they subscribed to.
+UNCALIBRATED = ("camera_info is uncalibrated: its focal length is zero, negative, NaN or "
+                "infinite (K and P must hold fx, fy > 0 and a finite principal point)")
+
+
 def _pixel_transform(camera_info, width: int, height: int) -> np.ndarray:
     """3 x 3 matrix taking pixel coordinates of the calibrated image to those of a
     ``width`` x ``height`` image of the same view: K and P of that image are ``A @ K``, ``A @ P``.
@@ -58,15 +64,43 @@ def intrinsics_from_camera_info(camera_info, width: int, height: int) -> tuple[f
     mapped to the image (``_pixel_transform``): the same numbers ``camera_info_for_image`` puts
     in the CameraInfo published next to the image.
     """
+    calibrated = _calibrated_matrix(camera_info)
+    with np.errstate(over="ignore", invalid="ignore"):   # an overflow is refused just below
+        matrix = _pixel_transform(camera_info, width, height) @ calibrated
+    fx, fy, cx, cy = (float(matrix[0, 0]), float(matrix[1, 1]), float(matrix[0, 2]),
+                      float(matrix[1, 2]))
+    if not (np.isfinite([fx, fy, cx, cy]).all() and fx > 0 and fy > 0):
+        # A region of interest or a calibrated size far from the image's can still overflow.
+        raise IntrinsicsError(f"{UNCALIBRATED}: mapped to the {width}x{height} image they give "
+                              f"fx={fx}, fy={fy}, cx={cx}, cy={cy}")
+    return fx, fy, cx, cy
+
+
+def _calibrated_matrix(camera_info) -> np.ndarray:
+    """The 3 x 3 intrinsics of the calibrated image: P's left block, or K when P is all zero.
+
+    IntrinsicsError when they cannot project a pixel: a focal length that is zero, negative,
+    NaN or infinite, or a principal point that is not finite. NaN must be tested for
+    explicitly: ``NaN <= 0`` is False, and such a camera once gave clouds of NaN points.
+    """
     projection = np.asarray(camera_info.p, dtype=np.float64).reshape(3, 4)
-    matrix = projection[:, :3] if np.any(projection[:, :3]) else np.asarray(
+    use_projection = bool(np.any(projection[:, :3] != 0))   # NaN != 0: a broken P is not skipped
+    matrix = projection[:, :3] if use_projection else np.asarray(
         camera_info.k, dtype=np.float64).reshape(3, 3)
-    if matrix[0, 0] <= 0 or matrix[1, 1] <= 0:
-        raise IntrinsicsError(
-            f"camera_info has no usable focal length (fx={matrix[0, 0]}, fy={matrix[1, 1]}): the "
-            "camera is uncalibrated (K and P are zero)")
-    matrix = _pixel_transform(camera_info, width, height) @ matrix
-    return float(matrix[0, 0]), float(matrix[1, 1]), float(matrix[0, 2]), float(matrix[1, 2])
+    source = "P" if use_projection else "K"
+    fx, fy, cx, cy = matrix[0, 0], matrix[1, 1], matrix[0, 2], matrix[1, 2]
+    if not (np.isfinite([fx, fy, cx, cy]).all() and fx > 0 and fy > 0):
+        raise IntrinsicsError(f"{UNCALIBRATED} ({source}: fx={fx}, fy={fy}, cx={cx}, cy={cy})")
+    return matrix
+
+
+def intrinsics_problem(camera_info) -> str | None:
+    """Why ``camera_info`` cannot project pixels (the IntrinsicsError text), or None when it can."""
+    try:
+        _calibrated_matrix(camera_info)
+    except IntrinsicsError as exc:
+        return str(exc)
+    return None
 
 
 def camera_info_for_image(camera_info, width: int, height: int, header=None):
@@ -82,8 +116,16 @@ def camera_info_for_image(camera_info, width: int, height: int, header=None):
     info = copy.copy(camera_info)  # shallow; every field that changes is replaced, not mutated
     info.header = camera_info.header if header is None else header
     info.width, info.height = int(width), int(height)
-    info.k = (transform @ np.asarray(camera_info.k, dtype=np.float64).reshape(3, 3)).reshape(-1).tolist()
-    info.p = (transform @ np.asarray(camera_info.p, dtype=np.float64).reshape(3, 4)).reshape(-1).tolist()
+    with np.errstate(invalid="ignore", over="ignore"):   # NaN/inf in K or P: replaced below
+        k = transform @ np.asarray(camera_info.k, dtype=np.float64).reshape(3, 3)
+        p = transform @ np.asarray(camera_info.p, dtype=np.float64).reshape(3, 4)
+    try:
+        intrinsics_from_camera_info(camera_info, width, height)
+    except IntrinsicsError:
+        # Uncalibrated (or NaN, infinite, negative): published as the all-zero K and P that
+        # mean "uncalibrated" in sensor_msgs, never as numbers a consumer would project with.
+        k, p = np.zeros((3, 3)), np.zeros((3, 4))
+    info.k, info.p = k.reshape(-1).tolist(), p.reshape(-1).tolist()
     info.binning_x = info.binning_y = 0
     info.roi = type(camera_info.roi)()
     return info
@@ -109,9 +151,15 @@ def depth_to_points(depth_m: np.ndarray, fx: float, fy: float, cx: float, cy: fl
         valid = np.isfinite(depth) & (depth > 0)
     row_index, col_index = np.nonzero(valid)
     z = depth[row_index, col_index].astype(np.float32)
-    x = (cols[col_index] - np.float32(cx)) * z / np.float32(fx)
-    y = (rows[row_index] - np.float32(cy)) * z / np.float32(fy)
+    with np.errstate(over="ignore", invalid="ignore"):
+        x = (cols[col_index] - np.float32(cx)) * z / np.float32(fx)
+        y = (rows[row_index] - np.float32(cy)) * z / np.float32(fy)
     xyz = np.stack([x, y, z], axis=1).astype(np.float32, copy=False)
+    # A finite depth times a large offset over a tiny focal length can still overflow float32;
+    # such a point is dropped like an invalid depth, so the cloud stays dense.
+    finite = np.isfinite(xyz).all(axis=1)
+    if not finite.all():
+        xyz, row_index, col_index = xyz[finite], row_index[finite], col_index[finite]
     rgb = None
     if colors_rgb is not None:
         rgb = colors_rgb[::decimation, ::decimation][row_index, col_index]
@@ -144,7 +192,8 @@ def make_pointcloud2(header, xyz: np.ndarray, rgb: np.ndarray | None = None):
     msg.is_bigendian = False
     msg.point_step = POINT_DTYPE.itemsize
     msg.row_step = msg.point_step * msg.width
-    msg.is_dense = True
+    # is_dense promises consumers (PCL filters, costmaps) that no point holds NaN or inf.
+    msg.is_dense = bool(np.isfinite(xyz).all())
     data = array.array("B")
     data.frombytes(points.tobytes())
     msg.data = data

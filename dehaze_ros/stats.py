@@ -58,6 +58,8 @@ class StatsSnapshot:
     invalid: int = 0           # bad data: wrong size, unknown encoding, corrupt JPEG, ...
     skipped: int = 0           # nobody subscribed to any output
     failed: int = 0            # the engine raised
+    worker_restarts: int = 0   # the processing thread died and the watchdog restarted it
+    last_worker_failure: str = ""
     with_visibility: int = 0   # frames whose visibility was estimated (someone subscribed)
     visibility: object = None  # the last VisibilityEstimate
     focal_assumed: bool | None = None        # last depth frame: metres from default_hfov_deg
@@ -81,9 +83,9 @@ class FrameStats:
     def __init__(self):
         self._lock = threading.Lock()
         self._counts = dict(received=0, processed=0, with_depth=0, dropped=0, invalid=0, skipped=0,
-                            failed=0, with_visibility=0)
+                            failed=0, with_visibility=0, worker_restarts=0)
         self._last = dict(visibility=None, focal_assumed=None, last_problem="", last_problem_at=None,
-                          last_good_at=None, last_received_at=None)
+                          last_good_at=None, last_received_at=None, last_worker_failure="")
         self._samples = {name: deque(maxlen=LATENCY_WINDOW)
                          for name in ("processing_ms", "stamp_age_ms", "inference_ms", "stages_ms")}
 
@@ -98,6 +100,12 @@ class FrameStats:
         with self._lock:
             self._counts[counter] += 1
             self._last.update(last_problem=text, last_problem_at=now)
+
+    def worker_died(self, text: str, now: float) -> None:
+        """The processing thread ended while it should run (the node restarts it)."""
+        with self._lock:
+            self._counts["worker_restarts"] += 1
+            self._last.update(last_worker_failure=text, last_problem=text, last_problem_at=now)
 
     def skipped(self, now: float) -> None:
         with self._lock:
@@ -138,6 +146,7 @@ class NodeView:
     configure_error: str = ""
     input_topic: str = ""
     have_camera_info: bool = False
+    camera_info_problem: str = ""                # why the held camera_info cannot project pixels
     active_since: float | None = None
     diagnostics_period: float = 1.0
     startup_refusals: tuple[str, ...] = ()
@@ -236,11 +245,19 @@ def diagnose(current: StatsSnapshot, previous: StatsSnapshot, node: NodeView) ->
             messages.append(f"processing {output_rate:.1f} Hz of {input_rate:.1f} Hz input")
         if not node.have_camera_info:
             messages.append("no camera_info received: points and camera_info outputs are off")
+        elif node.camera_info_problem:
+            messages.append(f"{node.camera_info_problem}: points are off")
         if problem_is_current:
             level = max(level, WARN)
             messages.append(
                 f"{recent_bad} bad frame(s) in the last {elapsed:.1f} s; last problem: {current.last_problem}"
                 if recent_bad else f"no good frame since the last problem: {current.last_problem}")
+    recent_restarts = current.worker_restarts - previous.worker_restarts
+    if recent_restarts > 0:
+        # The output stopped: whatever else is true, this period is an error.
+        level = ERROR
+        messages.insert(0, f"{current.last_worker_failure} ({current.worker_restarts} restart(s) "
+                           "since configure)")
     if current.focal_assumed and config is not None:
         messages.append(f"metric depth assumes a {config.default_hfov_deg:g} degree field of view "
                         "(no usable camera_info)")
@@ -270,6 +287,8 @@ def diagnose(current: StatsSnapshot, previous: StatsSnapshot, node: NodeView) ->
         KEY_INVALID: str(current.invalid),
         "frames skipped (no subscribers)": str(current.skipped),
         "frames failed (engine error)": str(current.failed),
+        "processing thread restarts": str(current.worker_restarts),
+        "last processing thread failure": current.last_worker_failure or "none",
         "latency receive->publish median (ms)": ms(current.processing_ms, 0.5),
         "latency receive->publish p95 (ms)": ms(current.processing_ms, 0.95),
         "latency stamp->publish median (ms)": ms(current.stamp_age_ms, 0.5),

@@ -11,8 +11,9 @@ from dehaze_ros.colormap import depth_to_colormap  # noqa: E402
 from dehaze_ros.engine import MODELS, PRECISIONS, EngineConfig  # noqa: E402
 from dehaze_ros.node_config import (PARAMETERS, SPECS, ConfigError, ModelChoice,  # noqa: E402
                                     NodeConfig, integers_as_floats, resolve_model)
-from dehaze_ros.pointcloud import (IntrinsicsError, camera_info_for_image,  # noqa: E402
-                                   depth_to_points, intrinsics_from_camera_info,
+from dehaze_ros.pointcloud import (UNCALIBRATED, IntrinsicsError,  # noqa: E402
+                                   camera_info_for_image, depth_to_points,
+                                   intrinsics_from_camera_info, intrinsics_problem,
                                    make_pointcloud2, pointcloud2_to_arrays)
 
 
@@ -72,6 +73,41 @@ def test_intrinsics_prefer_projection_and_scale_to_the_image():
     assert intrinsics_from_camera_info(only_k, 640, 480) == (400.0, 410.0, 300.0, 200.0)
     with pytest.raises(IntrinsicsError, match="uncalibrated"):
         intrinsics_from_camera_info(sensor_msgs.CameraInfo(width=640, height=480), 640, 480)
+
+
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize("fx, fy, cx, cy, use_projection", [
+    (NAN, 500.0, 320.0, 240.0, False),     # NaN <= 0 is False: once passed the focal check
+    (500.0, NAN, 320.0, 240.0, True),
+    (INF, 500.0, 320.0, 240.0, True),
+    (-500.0, 500.0, 320.0, 240.0, False),
+    (500.0, 500.0, NAN, 240.0, True),
+    (500.0, 500.0, 320.0, -INF, False),
+])
+def test_non_finite_zero_or_negative_intrinsics_are_uncalibrated_everywhere(fx, fy, cx, cy,
+                                                                             use_projection):
+    info = camera_info(640, 480, fx, fy, cx, cy, use_projection=use_projection)
+    problem = intrinsics_problem(info)
+    assert problem is not None and problem.startswith(UNCALIBRATED)
+    with pytest.raises(IntrinsicsError, match="uncalibrated"):
+        intrinsics_from_camera_info(info, 320, 240)
+    # The CameraInfo published beside the outputs says "uncalibrated" (zeros), never NaN.
+    published = camera_info_for_image(info, 320, 240)
+    assert list(published.k) == [0.0] * 9 and list(published.p) == [0.0] * 12
+    assert (published.width, published.height) == (320, 240)
+    assert intrinsics_problem(camera_info(640, 480, 500.0, 500.0, 320.0, 240.0)) is None
+
+
+def test_points_that_overflow_are_dropped_and_is_dense_tells_the_truth():
+    depth = np.full((3, 4), 3.0e38, dtype=np.float32)   # finite, but times (u - cx) / fx overflows
+    depth[1, 1] = 2.0
+    xyz, rgb = depth_to_points(depth, 1e-3, 1e-3, 1.0, 1.0, colors_rgb=np.zeros((3, 4, 3), np.uint8))
+    assert np.isfinite(xyz).all() and len(xyz) == len(rgb) >= 1
+    assert make_pointcloud2(sensor_msgs.Image().header, xyz, rgb).is_dense
+    broken = np.array([[0.0, 0.0, 1.0], [np.nan, 0.0, 1.0]], dtype=np.float32)
+    assert not make_pointcloud2(sensor_msgs.Image().header, broken).is_dense
 
 
 def test_camera_info_is_rescaled_to_the_image_it_accompanies():

@@ -124,6 +124,31 @@ def test_diagnostics_rates_and_levels_from_two_snapshots():
     assert silent.level == stats.WARN and silent.message.startswith("NO INPUT: no new frame on /cam/image")
 
 
+def test_a_dead_processing_thread_is_an_error_for_the_period_it_was_found_in():
+    view = stats.NodeView(state="active", input_topic="/cam/image", have_camera_info=True,
+                          active_since=0.0, config=NodeConfig(),
+                          engine_info={"model": "checkpoint", "depth_units": "meters"})
+    previous = snapshot(10.0, received=10, processed=10, last_received_at=9.9, last_good_at=9.9)
+    failure = "processing thread dehaze_worker died (SystemExit: x) and was restarted"
+    died = dataclasses.replace(previous, taken_at=11.0, last_received_at=10.9, worker_restarts=1,
+                               last_worker_failure=failure, last_problem=failure, last_problem_at=10.5)
+    diagnosis = stats.diagnose(died, previous, view)
+    assert diagnosis.level == stats.ERROR and diagnosis.message.startswith(failure)
+    assert diagnosis.values["processing thread restarts"] == "1"
+    # Once frames flow again the level clears; the counter and the cause stay for the record.
+    later = dataclasses.replace(died, taken_at=12.0, processed=20, last_good_at=11.9, last_received_at=11.9)
+    assert stats.diagnose(later, died, view).level == stats.OK
+    assert stats.diagnose(later, died, view).values["last processing thread failure"] == failure
+
+
+def test_an_unusable_camera_info_is_named_in_the_message():
+    view = stats.NodeView(state="active", input_topic="/cam/image", have_camera_info=True,
+                          camera_info_problem="camera_info is uncalibrated: ...", active_since=0.0)
+    current = snapshot(2.0, received=5, processed=5, last_received_at=1.9, last_good_at=1.9)
+    message = stats.diagnose(current, snapshot(1.0), view).message
+    assert "camera_info is uncalibrated: ...: points are off" in message
+
+
 def test_diagnostics_say_why_nothing_is_published():
     never_configured = stats.diagnose(snapshot(1.0), snapshot(0.0), stats.NodeView(state="unconfigured"))
     assert never_configured.level == stats.WARN
