@@ -247,3 +247,27 @@ def test_haze_strength_drifts_between_its_bounds():
     values = [haze_strength(t, 0.02, 0.08, 30.0) for t in np.linspace(0, 60, 121)]
     assert math.isclose(min(values), 0.02) and math.isclose(max(values), 0.08)
     assert math.isclose(haze_strength(15.0, 0.02, 0.08, 30.0), 0.08)
+
+
+def test_no_logging_call_picks_its_severity_at_run_time():
+    """rclpy allows one severity per call site: a logger method chosen at run time (``getattr(
+    logger, level)(text)``, ``logger.log(text, level)``) raised ValueError in the node's worker
+    the second time the same line logged another severity, and the thread died (issue 30)."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    offenders = []
+    for path in sorted((root / "dehaze_ros").rglob("*.py")) + sorted((root / "training").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not isinstance(node, ast.Call):
+                continue
+            func = node.func
+            text = ast.unparse(func)
+            dynamic_getattr = (isinstance(func, ast.Name) and func.id == "getattr" and node.args
+                               and "logger" in ast.unparse(node.args[0]).lower())
+            log_with_level = (isinstance(func, ast.Attribute) and func.attr == "log"
+                              and "logger" in ast.unparse(func.value).lower())
+            if dynamic_getattr or log_with_level:
+                offenders.append(f"{path.relative_to(root)}:{node.lineno}: {text}")
+    assert not offenders, "severity chosen at run time:\n" + "\n".join(offenders)
