@@ -1,5 +1,5 @@
 # dehaze_ros, no-ROS path: everything runs from a local virtualenv that this Makefile creates
-# (and reuses). On a real ROS 2 machine use colcon instead (README.md, "On a ROS 2 install").
+# (and reuses). On a real ROS 2 machine use colcon instead (README.md, "Install on a ROS 2 machine").
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python

@@ -132,9 +132,9 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
                   "Run the networks with the longer image side at most this many pixels (outputs "
                   "keep the input size); 0 = native resolution. 320: the shipped checkpoint's "
                   "training and validation resolution and CPU real time; 416-480 raise PSNR on "
-                  "three of four development sets at 1.5-2.0x the CPU time (README, 'Choosing "
-                  "max_side'); 0 gives more dehazing detail where a GPU has the time (metric depth "
-                  "stays at depth_max_side).",
+                  "three of four development sets at 1.5-2.0x the CPU time (docs/performance.md, "
+                  "'Choosing max_side'); 0 gives more dehazing detail where a GPU has the time "
+                  "(metric depth stays at depth_max_side).",
                   "configure", minimum=0, maximum=8192),
     ParameterSpec("depth_max_side", DEFAULT_DEPTH_MAX_SIDE,
                   "Estimate metric depth with the longer image side at most this many pixels, "

@@ -22,7 +22,7 @@ dependent gain and the clipping of J.
 ``bilinear`` -- the earlier path, kept for comparison: t bilinearly upsampled, and for J-only
 heads ``I_full + bilinear(J_small - I_small)`` (the detail of I is kept but not amplified).
 
-``DEFAULT`` is ``guided``: on the dev sets (README, "Full-resolution recovery below the input
+``DEFAULT`` is ``guided``: on the dev sets (docs/performance.md, "Full-resolution recovery below the input
 size") it gains over ``bilinear`` for the shipped network on every set, where ``affine`` loses
 SSIM on O-HAZE; for the DCP ``guided`` is within 0.005 dB and 0.0004 SSIM of ``bilinear`` (SOTS)
 or better, ``affine`` better on every set.
@@ -40,7 +40,7 @@ from dehaze_ros.haze import recover_scene
 
 UPSAMPLING = ("auto", "guided", "affine", "bilinear")
 # auto: the mode the backend measured best with (Backend.preferred_upsampling): guided for the
-# networks, affine for the DCP (README, "Full-resolution recovery": each wins on every dev set).
+# networks, affine for the DCP (docs/performance.md, "Full-resolution recovery": each wins on every dev set).
 DEFAULT = "auto"
 MODES = UPSAMPLING[1:]
 # Window radius at the network's resolution and regularisation of the local fits. r = 2 (5 x 5)
@@ -49,7 +49,7 @@ MODES = UPSAMPLING[1:]
 # (std 0.003, under a grey level, just above 8-bit quantisation noise, 1.3e-6) for the J ~ I
 # fit, whose slope 1/t must survive in the weakly textured windows of thick haze (haze scales
 # the texture's variance by t^2). Chosen on the dev sets, where r 1/2/4, eps_t 1e-2/1e-3/1e-4
-# and eps_J 1e-4/1e-5/3e-6/1e-6 were measured (README).
+# and eps_J 1e-4/1e-5/3e-6/1e-6 were measured (docs/performance.md).
 RADIUS = 2
 EPS_TRANSMISSION = 1e-3
 EPS_AFFINE = 1e-5

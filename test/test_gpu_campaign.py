@@ -30,20 +30,18 @@ def data_pack(tmp_path_factory):
 
 
 @needs_data
-def test_the_pack_fits_beside_the_working_tree_and_keeps_every_metric_scene(data_pack):
+def test_the_pack_fits_beside_the_working_tree_and_holds_every_scene_the_training_reads(data_pack):
     out, manifest = data_pack
     assert folder_bytes(out) + working_tree_bytes(ROOT) <= CARRY_LIMIT_BYTES
     assert check(out, repo=ROOT) == folder_bytes(out) + working_tree_bytes(ROOT)
     units = collect_units(SHARED_DATA)
-    metric = {unit.name for unit in units if not unit.relative}
-    # the validation scenes, the test scene, the RGB-D cameras and ITS are never left out
+    assert {unit.name for unit in units} == set(manifest["units"])
+    # the validation scenes, the test scene, the RGB-D cameras, ITS and the 2001-2006 scenes travel
     assert {"rgbd/middlebury2014/Pipes", "rgbd/middlebury2014/Teddy", "rgbd/middlebury2014/Recycle",
-            "rgbd/frames/tum", "its_train"} <= metric <= set(manifest["units"])
-    # what is left out to fit is single relative-depth scenes, not the whole 2001-2006 set
-    assert all(name.startswith("rgbd/middlebury_legacy/") and name.count("/") == 2 for name in manifest["left_out"])
+            "rgbd/frames/tum", "its_train"} <= set(manifest["units"])
     assert len([name for name in manifest["units"] if name.startswith("rgbd/middlebury_legacy/")]) >= 20
     # what is read is what travels: redwood's other formats (excluded by the config) do not
-    travelling = [path for unit in units if unit.name in manifest["units"] for path in unit.files]
+    travelling = [path for unit in units for path in unit.files]
     assert travelling and not any("other_formats" in path.parts for path in travelling)
 
 
@@ -61,7 +59,7 @@ def test_unpack_restores_the_files_the_training_reads_byte_for_byte(data_pack, t
 
 
 def _tiny_data(root: Path) -> Path:
-    """ITS pairs (metric) and two relative-depth legacy scenes, one four times the other's size."""
+    """ITS pairs (metric) and two relative-depth legacy scenes."""
     rng = np.random.default_rng(0)
     for folder in ("hazy", "gt"):
         (root / "its_train" / folder).mkdir(parents=True)
@@ -81,27 +79,24 @@ def _tiny_data(root: Path) -> Path:
     return config
 
 
-def test_the_pack_leaves_out_the_largest_relative_scene_first_and_never_a_metric_one(tmp_path):
+def test_the_pack_holds_one_archive_per_scene_and_fails_whole_when_it_does_not_fit(tmp_path):
     config = _tiny_data(tmp_path / "data")
     everything = pack(tmp_path / "data", tmp_path / "pack", repo=ROOT, config_path=config, limit_bytes=2**40)
-    assert everything["left_out"] == [] and len(everything["units"]) == 3
-    sizes = {name: unit["bytes"] for name, unit in everything["units"].items()}
-    assert sizes["rgbd/middlebury_legacy/Big"] > 2 * sizes["rgbd/middlebury_legacy/Small"]
+    assert sorted(everything["units"]) == ["its_train", "rgbd/middlebury_legacy/Big", "rgbd/middlebury_legacy/Small"]
     assert everything["units"]["rgbd/middlebury_legacy/Big"]["files"] == 2
-    # room for ITS and the small scene only
-    limit = (working_tree_bytes(ROOT) + 1024 * 1024 + sizes["its_train"] + sizes["rgbd/middlebury_legacy/Small"]
-             + 100)
-    fitted = pack(tmp_path / "data", tmp_path / "pack", repo=ROOT, config_path=config, limit_bytes=limit)
-    assert fitted["left_out"] == ["rgbd/middlebury_legacy/Big"]
     assert sorted(path.name for path in (tmp_path / "pack").glob("*.tar.xz")) == [
-        "its_train.tar.xz", "rgbd__middlebury_legacy__Small.tar.xz"]
-    # no room even for ITS: an error, and no pack left behind that a device call could carry
-    with pytest.raises(PackError, match="metric scenes alone take"):
-        pack(tmp_path / "data", tmp_path / "pack", repo=ROOT, config_path=config,
-             limit_bytes=working_tree_bytes(ROOT))
+        "its_train.tar.xz", "rgbd__middlebury_legacy__Big.tar.xz", "rgbd__middlebury_legacy__Small.tar.xz"]
+    # one byte short of room for the whole pack: an error, and no pack left that a device call could carry
+    limit = working_tree_bytes(ROOT) + 1024 * 1024 + everything["pack_bytes"] - 1
+    with pytest.raises(PackError, match="take .* MiB packed"):
+        pack(tmp_path / "data", tmp_path / "pack", repo=ROOT, config_path=config, limit_bytes=limit)
     assert list((tmp_path / "pack").iterdir()) == []
     with pytest.raises(PackError, match="no manifest.json"):
         unpack(tmp_path / "pack")
+    # and check refuses a pack that no longer fits beside the working tree
+    pack(tmp_path / "data", tmp_path / "pack", repo=ROOT, config_path=config, limit_bytes=2**40)
+    with pytest.raises(PackError, match="over the"):
+        check(tmp_path / "pack", repo=ROOT, limit_bytes=working_tree_bytes(ROOT))
 
 
 def test_unpack_replaces_its_own_earlier_output_and_refuses_a_folder_it_did_not_write(tmp_path):

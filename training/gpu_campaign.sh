@@ -25,7 +25,7 @@ fi
 if [[ $mode == --prepare ]]; then
     # What the training config reads (RGB-D scenes incl. Middlebury 2001-2006, RESIDE ITS), one xz
     # archive per scene: the device tool carries at most 64 MiB with the working tree, and the
-    # committed checkpoints take much of that. training.gpu_data says what it left out to fit.
+    # plain files alone take about 53 MB. check fails when the two together do not fit.
     $PYTHON -m training.gpu_data pack ../shared/data "$DATA"
     $PYTHON -m training.gpu_data check "$DATA"
     exit 0
@@ -67,7 +67,7 @@ fi
 # (FINE_TUNE_MAY_CHANGE) are set to the checkpoint's (the shipped one's depth network reads -ln t,
 # the preset's does not); a file that cannot be read stops the script here, and a network the
 # preset cannot take stops the trainer, never a silent start from scratch. The fine-tune
-# follows the recipe of the shipped lineage (README, stages 13-19: SSIM as heavy as L1, t and A
+# follows the recipe of the shipped lineage (docs/results.md, stages 13-19: SSIM as heavy as L1, t and A
 # supervised, 256 px crops) at a rate between those CPU fine-tunes' (2.5e-5 to 1e-4 at batch 8) and
 # the from-scratch stages' (3e-4 to 1e-3), for batch 64. The dry run passes it too (its own crop
 # and batch come after it and win), so a key the trainer does not know fails here, not there.

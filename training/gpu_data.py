@@ -1,13 +1,10 @@
 """Pack the training data of a GPU window small enough to travel with the working tree, and unpack it.
 
 The device tool sends the repository's working tree and the paths named in ``carry``, 64 MiB in
-all. The checkpoints committed under ``training/checkpoints`` take a good part of that, and the
-RGB-D scenes and ITS pairs the training config reads are larger than what is left as plain files.
+all. The RGB-D scenes and ITS pairs the training config reads take about 53 MB as plain files;
 ``pack`` writes only the files the config's sources read, one xz archive per scene folder, and
-leaves out whole relative-depth scenes (Middlebury 2001-2006, largest first) until the pack and
-the working tree fit; it never leaves out a metric scene (the validation and test scenes are
-metric) and fails when even those do not fit. ``unpack`` restores them under ``<pack>/root``,
-which is the training run's ``data.root`` there.
+fails (leaving no pack) when the pack and the working tree together do not fit. ``unpack``
+restores them under ``<pack>/root``, which is the training run's ``data.root`` there.
 
     python -m training.gpu_data pack ../shared/data .gpu_data       # here (gpu_campaign.sh --prepare)
     python -m training.gpu_data check .gpu_data                     # here, before each device call
@@ -42,10 +39,9 @@ class PackError(RuntimeError):
 
 @dataclass
 class Unit:
-    """One scene folder (or one whole paired source): travels or stays as a whole."""
+    """One scene folder (or one whole paired source), packed as one archive."""
     name: str                        # path below the data root, e.g. rgbd/middlebury2014/Pipes
     files: set[Path] = field(default_factory=set)
-    relative: bool = True            # every item in it has relative depth only: may be left out
     archive_bytes: int = 0
 
 
@@ -60,11 +56,9 @@ def collect_units(data_root: Path, config_path: str | Path = DEFAULT_CONFIG) -> 
     config = load_config(config_path, [f"data.root={data_root}"])
     units: dict[str, Unit] = {}
 
-    def add(path: Path, folder: Path, relative: bool) -> None:
+    def add(path: Path, folder: Path) -> None:
         name = folder.relative_to(data_root).as_posix()
-        unit = units.setdefault(name, Unit(name))
-        unit.files.add(path)
-        unit.relative = unit.relative and relative
+        units.setdefault(name, Unit(name)).files.add(path)
 
     for name, source in config.data.sources.items():
         if source.weight <= 0 or source.kind not in ("rgbd", "reside"):
@@ -75,12 +69,12 @@ def collect_units(data_root: Path, config_path: str | Path = DEFAULT_CONFIG) -> 
             for item in items:
                 for path in (item.color, item.depth, item.calib):
                     if path is not None:
-                        add(path, _scene_folder(path, root), item.relative)
+                        add(path, _scene_folder(path, root))
         else:
             for item in scan_paired_folder(root, name, source.exclude):
                 for path in (item.hazy, item.clear, item.depth):
                     if path is not None:
-                        add(path, root, False)   # a paired source travels whole
+                        add(path, root)   # a paired source travels whole
     return sorted(units.values(), key=lambda unit: unit.name)
 
 
@@ -111,8 +105,8 @@ def _clear(out: Path) -> None:
 
 def pack(data_root: str | Path, out: str | Path, repo: str | Path = ".", config_path: str | Path = DEFAULT_CONFIG,
          limit_bytes: int = CARRY_LIMIT_BYTES) -> dict:
-    """Write the pack; returns its manifest. Raises PackError (and leaves no pack) when even the
-    metric scenes do not fit beside the working tree."""
+    """Write the pack; returns its manifest. Raises PackError (and leaves no pack) when the pack
+    does not fit beside the working tree."""
     data_root, out, repo = Path(data_root).resolve(), Path(out), Path(repo).resolve()
     if out.exists() and any(out.iterdir()) and not (out / MANIFEST).is_file() and not list(out.glob("*.tar.xz")):
         raise PackError(f"{out} exists and is not a pack (no {MANIFEST}); remove it or choose another folder")
@@ -127,32 +121,22 @@ def pack(data_root: str | Path, out: str | Path, repo: str | Path = ".", config_
             for path in sorted(unit.files):
                 archive.add(path, arcname=path.relative_to(data_root).as_posix())
         unit.archive_bytes = (out / _archive_name(unit)).stat().st_size
-    kept = list(units)
-    dropped: list[Unit] = []
-    # Leave out relative-depth scenes, the largest first, until the rest fits.
-    for unit in sorted((u for u in units if u.relative), key=lambda u: -u.archive_bytes):
-        if sum(u.archive_bytes for u in kept) <= budget:
-            break
-        kept.remove(unit)
-        dropped.append(unit)
-        (out / _archive_name(unit)).unlink()
-    total = sum(u.archive_bytes for u in kept)
+    total = sum(u.archive_bytes for u in units)
     if total > budget:
         _clear(out)
-        raise PackError(f"the metric scenes alone take {total / 2**20:.1f} MiB packed but only "
+        raise PackError(f"the scenes the training config reads take {total / 2**20:.1f} MiB packed but only "
                         f"{budget / 2**20:.1f} MiB are left beside the working tree "
                         f"({limit_bytes / 2**20:.0f} MiB in all): commit fewer large files or read less data")
     manifest = {"data_root": str(data_root), "config": str(config_path), "budget_bytes": budget,
                 "pack_bytes": total, "units": {u.name: {"archive": _archive_name(u), "files": len(u.files),
-                                                        "bytes": u.archive_bytes} for u in kept},
-                "left_out": sorted(u.name for u in dropped)}
+                                                        "bytes": u.archive_bytes} for u in units}}
     (out / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
     return manifest
 
 
 def check(pack_dir: str | Path, repo: str | Path = ".", limit_bytes: int = CARRY_LIMIT_BYTES) -> int:
     """The bytes a device call carrying ``pack_dir`` sends; PackError when over the limit (the working
-    tree grows with every committed checkpoint: check before each call, re-pack when it fails)."""
+    tree changes with every commit: check before each call, re-pack when it fails)."""
     pack_dir, repo = Path(pack_dir), Path(repo).resolve()
     if not (pack_dir / MANIFEST).is_file():
         raise PackError(f"{pack_dir} has no {MANIFEST}: run 'bash training/gpu_campaign.sh --prepare' first")
@@ -213,8 +197,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"packed {files} files of {len(manifest['units'])} scene folders into {args.out}: "
                   f"{manifest['pack_bytes'] / 2**20:.1f} MiB of the {manifest['budget_bytes'] / 2**20:.1f} MiB "
                   "left beside the working tree")
-            if manifest["left_out"]:
-                print(f"left out (relative depth, to fit): {', '.join(manifest['left_out'])}")
         elif args.command == "check":
             print(f"{args.pack} and the working tree: {check(args.pack) / 2**20:.1f} MiB of "
                   f"{CARRY_LIMIT_BYTES / 2**20:.0f}")

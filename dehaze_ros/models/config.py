@@ -14,7 +14,7 @@ Presets (parameters D / E; GMACs D + E at 640 x 480):
   H100, timed in an earlier development session).
 * ``diacmpn-rt`` the same family for real time on a 2-core CPU with the engine's
   ``max_side=320`` (320 x 240 inside for 640 x 480 frames: 2.5 GMACs, 72.5 ms median for the
-  whole engine call in fp32 on 2 threads: README, benchmark): one block per stage, 16 channels
+  whole engine call in fp32 on 2 threads: docs/performance.md, benchmark): one block per stage, 16 channels
   at full resolution (the full-resolution stages dominate CPU time), no window attention (one attention block at 1/4 resolution
   added about 17 ms here, a third of the budget),
   1x1 scale fusion, an 8-wide UNet and a small depth network: 0.41 M / 0.09 M.
@@ -86,7 +86,7 @@ class ModelConfig:
     # m the mean of A's channels. 1 = the RGB value the network predicts; 0 = grey. Fog and haze
     # scatter all visible wavelengths nearly alike, and a tinted A tints everything in thick haze
     # and turns a bright sky purple or blue (J = (I - A) / t + A amplifies I - A wherever t is
-    # small): README, "The shipped checkpoint", "Grey airlight".
+    # small): docs/results.md, "Grey airlight".
     airlight_chroma: float = 1.0
 
     def __post_init__(self) -> None:

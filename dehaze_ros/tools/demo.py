@@ -57,7 +57,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--num-threads", type=int, default=1,
                         help="dehaze_node num_threads. 1: the camera and this recorder share the machine "
                              "with the node; on 2 cores the node's second torch thread lost more to them "
-                             "than it gained (README, 'Measured: make demo'); 0 = torch's default")
+                             "than it gained (docs/performance.md, 'Measured: make demo'); 0 = torch's default")
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=480)
     parser.add_argument("--rate", type=float, default=15.0, help="camera frame rate (Hz)")

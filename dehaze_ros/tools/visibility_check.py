@@ -1,4 +1,4 @@
-"""How well the visibility estimate recovers known haze: the table of README.md, "Visibility".
+"""How well the visibility estimate recovers known haze: the table of docs/visibility.md.
 
     python -m dehaze_ros.tools.visibility_check [--checkpoint P] [--middlebury DIR] [--views 6]
 
