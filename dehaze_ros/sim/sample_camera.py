@@ -27,6 +27,13 @@ import sys
 import time
 from pathlib import Path
 
+from dehaze_ros import stop_signal
+
+if __name__ == "__main__":
+    # `python -m dehaze_ros.sim.sample_camera`: a signal while the modules below load ends main()
+    # at once with status 0. The console script gets the same from dehaze_ros.entry_points.
+    stop_signal.install()
+
 # The renderer's matrix products are small: OpenBLAS threads gain nothing there, but they
 # busy-wait and took a second core from the dehaze node (measured: 2x CPU, same frame time).
 # Must be set before numpy loads OpenBLAS.
@@ -300,9 +307,15 @@ class SampleCamera(Node):
 
 
 def main(args=None) -> int:
-    rclpy.init(args=args)
     node = None
     try:
+        # rclpy's handlers stop the camera from here on: they chain to Python's own, whose
+        # KeyboardInterrupt also cuts a long pre-rendering short. The start-up guard's (installed
+        # while the modules loaded) would only set a flag that nothing here looks at.
+        stop_signal.restore_defaults()
+        if stop_signal.STOP_REQUESTED.is_set():
+            return 0  # a signal while the modules loaded: nothing is set up yet
+        rclpy.init(args=args)
         node = SampleCamera()
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
