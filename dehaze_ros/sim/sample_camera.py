@@ -8,7 +8,7 @@ Sources (parameter `source`):
   video   a video file at `path`, looped.
 
 Topics (relative, remap them): `image` (Image), `image/compressed` (CompressedImage, jpeg, when
-publish_compressed), `camera_info`, and for the scene source `ground_truth/depth` (32FC1 metres,
+publish_compressed, while someone subscribes), `camera_info`, and for the scene source `ground_truth/depth` (32FC1 metres,
 +inf sky) and `ground_truth/clear` (the haze-free image), published only while someone listens.
 Intrinsics: the renderer's exact K for `scene`; a pinhole of `hfov_deg` for folders and videos.
 
@@ -79,7 +79,8 @@ CAMERA_PARAMETERS = {
                {"integer_range": _int_range(0, 8192)}),
     "frame_id": ("camera_optical_frame", "header.frame_id of every message (an optical frame, REP-103).", {}),
     "encoding": ("rgb8", "Image encoding to publish: rgb8, bgr8 or mono8.", {}),
-    "publish_compressed": (False, "Also publish image/compressed (jpeg), as image_transport does.", {}),
+    "publish_compressed": (False, "Also publish image/compressed (jpeg) while someone subscribes to it, "
+                                  "as image_transport does.", {}),
     "jpeg_quality": (90, "JPEG quality of image/compressed.", {"integer_range": _int_range(1, 100)}),
     "reliability": ("best_effort", "QoS reliability of the outputs: best_effort (sensor data) or reliable.", {}),
     "seed": (0, "Scene seed: which random scene the camera drives through.", {"integer_range": _int_range(0, 2**31 - 1)}),
@@ -290,7 +291,8 @@ class SampleCamera(Node):
         self.camera_info.header = image_msg.header
         self.image_pub.publish(image_msg)
         self.info_pub.publish(self.camera_info)
-        if self.compressed_pub is not None:
+        # Like image_transport: no JPEG encoding for nobody (the launch file always enables it).
+        if self.compressed_pub is not None and self.compressed_pub.get_subscription_count() > 0:
             self.compressed_pub.publish(numpy_to_compressed(
                 pixels, encoding, "jpeg", image_msg.header, jpeg_quality=self.settings["jpeg_quality"]))
         if depth_m is not None and self.depth_pub.get_subscription_count() > 0:
