@@ -33,49 +33,15 @@ Diagnostics and a one-time warning say which case is in force.
 """
 from __future__ import annotations
 
-import signal
 import sys
 import threading
 
-class StopRequest:
-    """``threading.Event``'s ``set()`` / ``is_set()`` without its lock, for a signal handler.
-
-    Python runs a handler in the main thread between two bytecodes, so it can land inside the
-    handler that came before it: the kernel's parent-death signal (tools/processes.py) arrives
-    once for each thread of the dying parent, several SIGTERMs in a row. An Event's set() takes a
-    non-reentrant lock, and a set() interrupted while holding it, entered again by the next
-    handler, waits for itself for ever (a node left running after its parent died). A plain
-    attribute needs no lock: under the GIL its store is atomic and every thread sees it.
-    """
-
-    def __init__(self) -> None:
-        self._flag = False
-
-    def set(self) -> None:
-        self._flag = True
-
-    def is_set(self) -> bool:
-        return self._flag
-
-
-# Set by the first SIGINT or SIGTERM; main() and the start-up look at it at safe points.
-STOP_REQUESTED = StopRequest()
-
-
-def _request_stop(signum, frame) -> None:
-    """SIGINT/SIGTERM handler: the first asks for a clean stop; a later one interrupts whatever
-    runs (a model load that hangs, say) with KeyboardInterrupt. Takes no lock (StopRequest)."""
-    if STOP_REQUESTED.is_set():
-        raise KeyboardInterrupt(signal.Signals(signum).name)
-    STOP_REQUESTED.set()
-
+from dehaze_ros import stop_signal
 
 if __name__ == "__main__":
     # `python -m dehaze_ros.dehaze_node`: a signal while the modules below load is remembered and
-    # main() returns 0 at once, instead of Python's defaults (a KeyboardInterrupt traceback from
-    # inside an import; death by SIGTERM).
-    signal.signal(signal.SIGINT, _request_stop)
-    signal.signal(signal.SIGTERM, _request_stop)
+    # main() returns 0 at once. The console script gets the same from dehaze_ros.entry_points.
+    stop_signal.install()
 
 # The imports follow the guard on purpose: loading them is the phase it covers.
 import time
@@ -208,7 +174,7 @@ class DehazeNode(LifecycleNode):
 
     # -- lifecycle ------------------------------------------------------------------------------
 
-    def start_up(self, stop: threading.Event | StopRequest | None = None) -> None:
+    def start_up(self, stop: threading.Event | stop_signal.StopRequest | None = None) -> None:
         """What `autostart` does: configure, then activate when configure succeeded and no stop
         was requested meanwhile (``stop``: configure loads the model, which takes seconds)."""
         if (self.trigger_configure() == TransitionCallbackReturn.SUCCESS
@@ -601,9 +567,9 @@ class DehazeNode(LifecycleNode):
 def main(args=None) -> int:
     """Run the node until SIGINT, SIGTERM or the lifecycle shutdown transition; 0 in each case.
 
-    A signal only sets STOP_REQUESTED, which the start-up and the spin loop look at: nothing is
-    cut off half-way, so SIGTERM (what launch, systemd and docker send) and Ctrl-C end the
-    node the same clean way at every phase. rclpy's own handlers are not installed: they shut
+    A signal only sets stop_signal.STOP_REQUESTED, which the start-up and the spin loop look at:
+    nothing is cut off half-way, so SIGTERM (what launch, systemd and docker send) and Ctrl-C end
+    the node the same clean way at every phase. rclpy's own handlers are not installed: they shut
     the context down from another thread at once, and a configure still loading the model then
     failed against the dead context ("Failed to complete transition", "Failed to publish log
     message to rosout"); an exception raised into torch's import could even abort the
@@ -611,9 +577,8 @@ def main(args=None) -> int:
     a second for the shipped model; a second signal interrupts it), and the spin loop wakes every
     0.1 s to look.
     """
-    signal.signal(signal.SIGINT, _request_stop)
-    signal.signal(signal.SIGTERM, _request_stop)
-    if STOP_REQUESTED.is_set():
+    stop_signal.install()
+    if stop_signal.STOP_REQUESTED.is_set():
         return 0  # a signal while the modules loaded: nothing is set up yet
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     node = executor = None
@@ -621,9 +586,9 @@ def main(args=None) -> int:
         executor = SingleThreadedExecutor()
         node = DehazeNode()
         executor.add_node(node)
-        if node.autostart and not STOP_REQUESTED.is_set():
-            node.start_up(STOP_REQUESTED)
-        while not STOP_REQUESTED.is_set() and not node.finalized.is_set() and rclpy.ok():
+        if node.autostart and not stop_signal.STOP_REQUESTED.is_set():
+            node.start_up(stop_signal.STOP_REQUESTED)
+        while not stop_signal.STOP_REQUESTED.is_set() and not node.finalized.is_set() and rclpy.ok():
             executor.spin_once(timeout_sec=0.1)
         if node.finalized.is_set():
             # The reply to the shutdown request was handed to DDS in the callback that set the

@@ -14,6 +14,8 @@ import pytest
 import yaml
 
 from dehaze_ros.frame_outputs import OUTPUTS
+from dehaze_ros.launch_parameters import (NODE_PARAMETER_ARGUMENTS, dehaze_node_parameters,
+                                          rviz_decision, sample_camera_parameters)
 from dehaze_ros.node_config import PARAMETERS, SPECS, parameters_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,16 +48,6 @@ def launch_arguments() -> dict:
     raise AssertionError("launch file has no ARGUMENTS table")
 
 
-def launch_parameter_overrides() -> list[str]:
-    """Keys of the dict literal passed in LifecycleNode(parameters=[..., {...}])."""
-    for node in ast.walk(launch_tree()):
-        if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "LifecycleNode":
-            parameters = next(kw.value for kw in node.keywords if kw.arg == "parameters")
-            overrides = [item for item in parameters.elts if isinstance(item, ast.Dict)]
-            return [ast.literal_eval(key) for override in overrides for key in override.keys]
-    raise AssertionError("launch file starts no LifecycleNode")
-
-
 def test_yaml_and_readme_agree_with_the_parameter_and_output_tables():
     # The table in node_config is the one source; these are the two copies people read.
     assert YAML_PATH.read_text() == parameters_yaml(), (
@@ -79,18 +71,56 @@ def test_yaml_and_readme_agree_with_the_parameter_and_output_tables():
         assert topics.get(output.topic) == f"{package}/{name}", f"README topic table: {output.topic}"
 
 
-def test_launch_overrides_are_declared_parameters_with_matching_defaults():
+def launch_defaults() -> dict[str, str]:
+    """The values the launch file's OpaqueFunction sees when no argument is given."""
+    values = launch_arguments()
+    assert values["params_file"] is None  # a substitution: the installed config/dehaze.yaml
+    return dict(values, params_file=str(YAML_PATH))
+
+
+def test_launch_node_arguments_are_declared_parameters_left_to_the_params_file_by_default():
     arguments = launch_arguments()
-    overrides = launch_parameter_overrides()
-    assert overrides, "the launch file passes no parameter overrides"
-    yaml_values = yaml_parameters()
-    for name in overrides:
+    for name in NODE_PARAMETER_ARGUMENTS:
         assert name in SPECS, f"launch sets {name!r}, which dehaze_node does not declare"
-        assert name in arguments, f"launch override {name!r} has no launch argument of that name"
-        # Launch arguments override the params file: equal defaults keep the YAML authoritative.
-        assert arguments[name] == yaml_values[name], name
-    assert set(arguments) - set(overrides) == {
-        "image", "camera_info", "namespace", "params_file", "sample_camera", "rviz"}
+        # Issue 27: launch defaults applied after params_file overrode the user's file.
+        assert arguments.get(name) == "", f"launch argument {name!r} must default to '' (not given)"
+    assert arguments["use_sim_time"] == ""
+    assert set(arguments) - set(NODE_PARAMETER_ARGUMENTS) == {
+        "image", "camera_info", "namespace", "params_file", "use_sim_time", "sample_camera", "rviz"}
+    # Nothing given: the params file alone, for every node.
+    assert dehaze_node_parameters(launch_defaults()) == [str(YAML_PATH)]
+    assert sample_camera_parameters(launch_defaults()) == [{"publish_compressed": True}]
+
+
+def test_launch_overrides_only_what_was_given():
+    given = dict(launch_defaults(), device="cuda:1", input_transport="compressed")
+    assert dehaze_node_parameters(given) == [
+        str(YAML_PATH), {"device": "cuda:1", "input_transport": "compressed"}]
+    sim = dict(launch_defaults(), use_sim_time="True")
+    assert dehaze_node_parameters(sim) == [str(YAML_PATH), {"use_sim_time": True}]
+    assert sample_camera_parameters(sim) == [{"publish_compressed": True, "use_sim_time": True}]
+    assert dehaze_node_parameters(dict(sim, use_sim_time="false"))[1] == {"use_sim_time": False}
+    with pytest.raises(ValueError, match="use_sim_time must be true or false, got 'yes'"):
+        dehaze_node_parameters(dict(sim, use_sim_time="yes"))
+
+
+def test_launch_sample_camera_offers_what_the_node_may_read():
+    from dehaze_ros.sim.sample_camera import CAMERA_PARAMETERS
+
+    for parameters in sample_camera_parameters(launch_defaults()):
+        assert set(parameters) <= set(CAMERA_PARAMETERS) | {"use_sim_time"}
+    # The camera publishes raw always and compressed when enabled: a third transport needs both.
+    assert set(SPECS["input_transport"].choices) == {"raw", "compressed"}
+
+
+def test_launch_without_rviz2_starts_the_rest_with_a_warning():
+    values = launch_defaults()
+    assert rviz_decision(values, rviz_installed=False) == (False, None)
+    assert rviz_decision(dict(values, rviz="true"), rviz_installed=True) == (True, None)
+    start, warning = rviz_decision(dict(values, rviz="true"), rviz_installed=False)
+    assert not start and "rviz2 is not installed" in warning and "starting without" in warning
+    with pytest.raises(ValueError, match="launch argument rviz must be true or false"):
+        rviz_decision(dict(values, rviz="maybe"), rviz_installed=True)
 
 
 def test_launch_remaps_exactly_the_topics_the_node_subscribes():
@@ -174,3 +204,45 @@ def test_params_file_loads_into_the_node(ros_context, start_node, probe):
     state = probe.call(GetState, "/params_file/dehaze_node/get_state", GetState.Request()).current_state
     assert state.id == State.PRIMARY_STATE_INACTIVE
     assert node.alive
+
+
+def ros_args(parameters: list) -> list[str]:
+    """A launch `parameters` list as the command line launch_ros makes of it."""
+    args = []
+    for entry in parameters:
+        if isinstance(entry, str):
+            args += ["--params-file", entry]
+            continue
+        for name, value in entry.items():
+            args += ["-p", f"{name}:={str(value).lower() if isinstance(value, bool) else value}"]
+    return args
+
+
+def test_launched_sample_camera_feeds_a_node_whose_params_file_says_compressed(
+        start_node, probe, tmp_path):
+    # Issue 27: with sample_camera:=true the node read `<image>/compressed` and the camera never
+    # published it. Here the params file, not a launch argument, asks for compressed input: the
+    # launch file cannot see that, and neither may it override the file with a default.
+    from rcl_interfaces.srv import GetParameters
+    from rclpy.parameter import parameter_value_to_python
+    from sensor_msgs.msg import Image
+
+    params_file = tmp_path / "user.yaml"
+    params_file.write_text(YAML_PATH.read_text().replace('input_transport: "raw"',
+                                                         'input_transport: "compressed"'))
+    values = dict(launch_defaults(), params_file=str(params_file))
+    # What the launch file passes to each node, with its remappings, in one namespace.
+    remaps = ["-r", "__ns:=/launch_compressed", "-r", "image:=camera/image_raw"]
+    node = start_node("dehaze_ros.dehaze_node", [
+        *remaps, *ros_args(dehaze_node_parameters(values)),
+        "-p", "model:=dcp", "-p", "num_threads:=1"], name="launch_node")
+    camera = start_node("dehaze_ros.sim.sample_camera", [
+        *remaps, *ros_args(sample_camera_parameters(values)),
+        "-p", "width:=96", "-p", "height:=64", "-p", "prerender_frames:=2"], name="launch_camera")
+    dehazed = probe.record(Image, "/launch_compressed/dehazed/image")
+    assert probe.spin_until(lambda: len(dehazed) >= 2, 90), f"{node.log()}\n{camera.log()}"
+
+    response = probe.call(GetParameters, "/launch_compressed/dehaze_node/get_parameters",
+                          GetParameters.Request(names=["input_transport"]))
+    assert parameter_value_to_python(response.values[0]) == "compressed"
+    assert probe.node.count_publishers("/launch_compressed/camera/image_raw/compressed") == 1

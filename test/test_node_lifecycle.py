@@ -252,13 +252,13 @@ def test_a_signal_at_any_phase_ends_the_node_cleanly(start_node, checkpoint, sig
 # Run in a child process: the failure this guards against is a hang.
 HANDLER_INSIDE_ITSELF = r"""
 import signal, sys
-from dehaze_ros import dehaze_node as node
+from dehaze_ros import stop_signal
 
 def run_with_handler_at(position):
     # The stop handler, with a second one landing between two bytecodes of its set(), at the
     # position-th bytecode: how Python runs the handler of a signal that arrives meanwhile.
-    node.STOP_REQUESTED = type(node.STOP_REQUESTED)()
-    target = type(node.STOP_REQUESTED).set.__code__
+    stop_signal.STOP_REQUESTED = type(stop_signal.STOP_REQUESTED)()
+    target = type(stop_signal.STOP_REQUESTED).set.__code__
     seen = [0]
 
     def tracer(frame, event, arg):
@@ -271,18 +271,18 @@ def run_with_handler_at(position):
                 seen[0] += 1
                 if seen[0] == position:
                     seen[0] = -1  # once, and not inside the nested call
-                    node._request_stop(signal.SIGTERM, None)
+                    stop_signal.request_stop(signal.SIGTERM, None)
             return local
         return local
 
     sys.settrace(tracer)
     try:
-        node._request_stop(signal.SIGTERM, None)
+        stop_signal.request_stop(signal.SIGTERM, None)
     except KeyboardInterrupt:
         pass  # the nested handler found the stop requested already: the second-signal rule
     finally:
         sys.settrace(None)
-    assert node.STOP_REQUESTED.is_set()
+    assert stop_signal.STOP_REQUESTED.is_set()
     return seen[0] == -1
 
 position = 1

@@ -8,7 +8,7 @@ Sources (parameter `source`):
   video   a video file at `path`, looped.
 
 Topics (relative, remap them): `image` (Image), `image/compressed` (CompressedImage, jpeg, when
-publish_compressed), `camera_info`, and for the scene source `ground_truth/depth` (32FC1 metres,
+publish_compressed, while someone subscribes), `camera_info`, and for the scene source `ground_truth/depth` (32FC1 metres,
 +inf sky) and `ground_truth/clear` (the haze-free image), published only while someone listens.
 Intrinsics: the renderer's exact K for `scene`; a pinhole of `hfov_deg` for folders and videos.
 
@@ -26,6 +26,13 @@ import os
 import sys
 import time
 from pathlib import Path
+
+from dehaze_ros import stop_signal
+
+if __name__ == "__main__":
+    # `python -m dehaze_ros.sim.sample_camera`: a signal while the modules below load ends main()
+    # at once with status 0. The console script gets the same from dehaze_ros.entry_points.
+    stop_signal.install()
 
 # The renderer's matrix products are small: OpenBLAS threads gain nothing there, but they
 # busy-wait and took a second core from the dehaze node (measured: 2x CPU, same frame time).
@@ -72,7 +79,8 @@ CAMERA_PARAMETERS = {
                {"integer_range": _int_range(0, 8192)}),
     "frame_id": ("camera_optical_frame", "header.frame_id of every message (an optical frame, REP-103).", {}),
     "encoding": ("rgb8", "Image encoding to publish: rgb8, bgr8 or mono8.", {}),
-    "publish_compressed": (False, "Also publish image/compressed (jpeg), as image_transport does.", {}),
+    "publish_compressed": (False, "Also publish image/compressed (jpeg) while someone subscribes to it, "
+                                  "as image_transport does.", {}),
     "jpeg_quality": (90, "JPEG quality of image/compressed.", {"integer_range": _int_range(1, 100)}),
     "reliability": ("best_effort", "QoS reliability of the outputs: best_effort (sensor data) or reliable.", {}),
     "seed": (0, "Scene seed: which random scene the camera drives through.", {"integer_range": _int_range(0, 2**31 - 1)}),
@@ -283,7 +291,8 @@ class SampleCamera(Node):
         self.camera_info.header = image_msg.header
         self.image_pub.publish(image_msg)
         self.info_pub.publish(self.camera_info)
-        if self.compressed_pub is not None:
+        # Like image_transport: no JPEG encoding for nobody (the launch file always enables it).
+        if self.compressed_pub is not None and self.compressed_pub.get_subscription_count() > 0:
             self.compressed_pub.publish(numpy_to_compressed(
                 pixels, encoding, "jpeg", image_msg.header, jpeg_quality=self.settings["jpeg_quality"]))
         if depth_m is not None and self.depth_pub.get_subscription_count() > 0:
@@ -300,9 +309,15 @@ class SampleCamera(Node):
 
 
 def main(args=None) -> int:
-    rclpy.init(args=args)
     node = None
     try:
+        # rclpy's handlers stop the camera from here on: they chain to Python's own, whose
+        # KeyboardInterrupt also cuts a long pre-rendering short. The start-up guard's (installed
+        # while the modules loaded) would only set a flag that nothing here looks at.
+        stop_signal.restore_defaults()
+        if stop_signal.STOP_REQUESTED.is_set():
+            return 0  # a signal while the modules loaded: nothing is set up yet
+        rclpy.init(args=args)
         node = SampleCamera()
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
