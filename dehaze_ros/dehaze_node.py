@@ -99,7 +99,6 @@ from dehaze_ros.frame_outputs import OUTPUTS, FrameProducts
 from dehaze_ros.image_conversion import ImageConversionError
 from dehaze_ros.node_config import (SPECS, ConfigError, NodeConfig, declare_node_parameters,
                                     integers_as_floats, read_node_config, resolve_model)
-from dehaze_ros.pointcloud import IntrinsicsError
 
 NODE_NAME = "dehaze_node"
 LOG_THROTTLE_S = 5.0          # the same problem is logged at most this often
@@ -437,9 +436,7 @@ class DehazeNode(LifecycleNode):
         products.height, products.width = products.rgb.shape[:2]
         products.focal_px = frame_outputs.focal_px_for_image(camera_info, products.width, products.height)
         decoded = time.monotonic()
-        products.result = result = engine.process(
-            products.rgb, want_dehazed=any(output.uses_dehazed for output in wanted),
-            want_depth=any(output.uses_depth for output in wanted), focal_px=products.focal_px)
+        result = frame_outputs.run_engine(engine, wanted, products)
         inferred = time.monotonic()
         published = self._publish(wanted, products)
 
@@ -457,13 +454,11 @@ class DehazeNode(LifecycleNode):
 
     def _publish(self, wanted, products: FrameProducts) -> list[str]:
         """Build and publish each wanted output; the topics published."""
+        def not_published(output, exc) -> None:
+            self._log_throttled("warning", "intrinsics", f"{output.topic} not published: {exc}")
+
         published = []
-        for output in wanted:
-            try:
-                message = output.build(products)
-            except IntrinsicsError as exc:
-                self._log_throttled("warning", "intrinsics", f"{output.topic} not published: {exc}")
-                continue
+        for output, message in frame_outputs.build_messages(wanted, products, not_published):
             self._outputs[output.topic].publish(message)
             published.append(output.topic)
         return published
