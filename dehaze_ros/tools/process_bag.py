@@ -462,8 +462,9 @@ class BagProcessor:
             self.summary.skipped += 1
             self.summary.problems[frame.problem] = self.summary.problems.get(frame.problem, 0) + 1
             if self.summary.problems[frame.problem] == 1:
+                # tqdm.write prints to stdout unless told otherwise, into the summary's stream.
                 progress.write(f"process_bag: skipped a frame ({header.stamp.sec}.{header.stamp.nanosec:09d}): "
-                               f"{frame.problem}")
+                               f"{frame.problem}", file=sys.stderr)
             return
         height, width = frame.rgb.shape[:2]
         products = frame_outputs.FrameProducts(
