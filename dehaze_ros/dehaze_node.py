@@ -65,7 +65,7 @@ from dehaze_ros.frame_outputs import OUTPUTS, FrameProducts
 from dehaze_ros.image_conversion import ImageConversionError
 from dehaze_ros.node_config import (SPECS, ConfigError, NodeConfig, declare_node_parameters,
                                     integers_as_floats, read_node_config, resolve_model)
-from dehaze_ros.pointcloud import UNCALIBRATED, IntrinsicsError, intrinsics_problem
+from dehaze_ros.pointcloud import UNCALIBRATED, intrinsics_problem
 
 NODE_NAME = "dehaze_node"
 WORKER_NAME = "dehaze_worker"  # the processing thread, named in logs and /diagnostics
@@ -459,9 +459,7 @@ class DehazeNode(LifecycleNode):
             self._warn_throttled("intrinsics", f"{intrinsics_problem(camera_info) or UNCALIBRATED}; "
                                  + UNCALIBRATED_CONSEQUENCES)
         decoded = time.monotonic()
-        products.result = result = engine.process(
-            products.rgb, want_dehazed=any(output.uses_dehazed for output in wanted),
-            want_depth=any(output.uses_depth for output in wanted), focal_px=products.focal_px)
+        result = frame_outputs.run_engine(engine, wanted, products)
         inferred = time.monotonic()
         published = self._publish(wanted, products)
 
@@ -479,13 +477,11 @@ class DehazeNode(LifecycleNode):
 
     def _publish(self, wanted, products: FrameProducts) -> list[str]:
         """Build and publish each wanted output; the topics published."""
+        def not_published(output, exc) -> None:
+            self._warn_throttled("intrinsics", f"{exc}; " + UNCALIBRATED_CONSEQUENCES)
+
         published = []
-        for output in wanted:
-            try:
-                message = output.build(products)
-            except IntrinsicsError as exc:
-                self._warn_throttled("intrinsics", f"{exc}; " + UNCALIBRATED_CONSEQUENCES)
-                continue
+        for output, message in frame_outputs.build_messages(wanted, products, not_published):
             self._outputs[output.topic].publish(message)
             published.append(output.topic)
         return published

@@ -52,10 +52,14 @@ from dehaze_ros.upsampling import DEFAULT as DEFAULT_UPSAMPLING
 from dehaze_ros.upsampling import UPSAMPLING
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "default.pt"
+# The longer side the shipped networks are trained and validated at, and a 2-core CPU keeps up
+# with: what the node deploys (its max_side parameter), so an engine made without a config runs
+# as deployed. 0 (native) is a choice to make on purpose, for metrics or a GPU with time to spare.
+DEFAULT_MAX_SIDE = 320
 # The longer side the shipped networks' depth is trained and validated at (EngineConfig.depth_max_side).
 DEFAULT_DEPTH_MAX_SIDE = 320
 
-__all__ = ["BACKENDS", "DEFAULT_CHECKPOINT", "DEFAULT_DEPTH_MAX_SIDE", "DEFAULT_UPSAMPLING", "MODELS", "PRECISIONS", "UPSAMPLING", "DehazeEngine",
+__all__ = ["BACKENDS", "DEFAULT_CHECKPOINT", "DEFAULT_DEPTH_MAX_SIDE", "DEFAULT_MAX_SIDE", "DEFAULT_UPSAMPLING", "MODELS", "PRECISIONS", "UPSAMPLING", "DehazeEngine",
            "EngineConfig", "EngineError", "EngineResult", "as_rgb_uint8", "cpu_supports_bf16",
            "resolve_device", "resolve_precision", "scaled_size"]
 
@@ -73,7 +77,7 @@ class EngineConfig:
     trt_cache_dir: str = ""            # onnxruntime + TensorRT: engine cache; "" = ~/.cache/dehaze_ros/tensorrt
     device: str = "auto"               # auto | cpu | cuda | cuda:N
     precision: str = "auto"            # auto | fp32 | fp16 | bf16 (dehaze_ros.devices has the rules)
-    max_side: int = 0                  # run the networks with the longer side at most this; 0 = native
+    max_side: int = DEFAULT_MAX_SIDE   # run the networks with the longer side at most this; 0 = native
     # Metric depth is estimated on a copy with the longer side at most this, whatever max_side: a
     # monocular network's metres hold at the object scale (pixels per object) it was trained at,
     # so depth must not change when max_side does. 0 = at max_side's size, like the dehazing.

@@ -9,7 +9,7 @@ a message is made), so these are tested without DDS.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -112,6 +112,12 @@ class FrameProducts:
         return visibility.estimate_from_result(self.result, self.rgb, self.config.max_side,
                                                self.depth_range)
 
+    @property
+    def visibility_made(self):
+        """The VisibilityEstimate if an output made one for this frame, else None (without
+        computing it): for reports that count estimates without naming the topic."""
+        return self.__dict__.get("visibility")
+
 
 def _dehazed(frame: FrameProducts):
     return dehazed_message(frame.result.dehazed, frame.image, frame.encoding, frame.header)
@@ -184,20 +190,55 @@ def message_class(message_type: str):
     return getattr(importlib.import_module(f"{package}.msg"), name)
 
 
+def unavailable_reason(output: Output, config, metric: bool, have_camera_info: bool) -> str:
+    """Why ``output`` cannot be made with this model and camera whatever its switch says, in
+    words ("" when it can): what the node keeps quiet about per frame and process_bag says once."""
+    if output.needs_camera_info and not have_camera_info:
+        return "there is no CameraInfo"
+    if not metric and output.relative_depth == "never":
+        return "it needs metric depth (the model's depth is relative)"
+    if not metric and output.relative_depth == "opt_in" and not config.publish_relative_depth:
+        return ("the model's depth is relative, not metres (publish_relative_depth writes it "
+                "anyway)")
+    return ""
+
+
 def wanted_outputs(config, subscribed: Callable[[str], bool], metric: bool, have_camera_info: bool,
                    outputs: tuple[Output, ...] = OUTPUTS) -> tuple[Output, ...]:
     """The outputs to make for a frame: switched on, with what they need, and listened to."""
-    def wanted(output: Output) -> bool:
-        if not getattr(config, output.enabled_by):
-            return False
-        if output.needs_camera_info and not have_camera_info:
-            return False
-        if not metric and (output.relative_depth == "never" or (
-                output.relative_depth == "opt_in" and not config.publish_relative_depth)):
-            return False
-        return subscribed(output.topic)
+    return tuple(output for output in outputs
+                 if getattr(config, output.enabled_by)
+                 and not unavailable_reason(output, config, metric, have_camera_info)
+                 and subscribed(output.topic))
 
-    return tuple(output for output in outputs if wanted(output))
+
+# ---------------------------------------------------------------------------------------------
+# One frame through the rows: the node publishes and process_bag writes what these two make, so
+# a row added to OUTPUTS reaches both without either naming it.
+
+def run_engine(engine, wanted: tuple[Output, ...], frame: FrameProducts):
+    """Run the engine on ``frame.rgb`` for what the ``wanted`` rows use (nothing unused is
+    computed: visibility alone needs depth only); the EngineResult, also set on ``frame``."""
+    frame.result = engine.process(frame.rgb,
+                                  want_dehazed=any(output.uses_dehazed for output in wanted),
+                                  want_depth=any(output.uses_depth for output in wanted),
+                                  focal_px=frame.focal_px)
+    return frame.result
+
+
+def build_messages(wanted: tuple[Output, ...], frame: FrameProducts,
+                   not_made: Callable[[Output, Exception], None]) -> Iterator[tuple[Output, object]]:
+    """(row, message) for each ``wanted`` row, in table order, each built as it is asked for (the
+    node publishes one before building the next). A row that cannot be made for this frame (its
+    builder raised IntrinsicsError: camera_info without a usable focal length) is handed to
+    ``not_made`` with the reason and left out; other errors propagate to the caller's handler."""
+    for output in wanted:
+        try:
+            message = output.build(frame)
+        except IntrinsicsError as exc:
+            not_made(output, exc)
+            continue
+        yield output, message
 
 
 def check_outputs(outputs: tuple[Output, ...], parameters: Mapping[str, object]) -> None:

@@ -34,8 +34,8 @@ from dehaze_ros.camera import DEFAULT_HFOV_DEG
 # The engine's own lists of choices: the table offers exactly what the engine accepts. This
 # loads torch (about a second) with the table; the node loads it for configure anyway, and the
 # programs that read the table (process_bag, the demo) run the engine too.
-from dehaze_ros.engine import (BACKENDS, DEFAULT_CHECKPOINT, DEFAULT_DEPTH_MAX_SIDE, MODELS, PRECISIONS, UPSAMPLING,
-                               EngineConfig)
+from dehaze_ros.engine import (BACKENDS, DEFAULT_CHECKPOINT, DEFAULT_DEPTH_MAX_SIDE, DEFAULT_MAX_SIDE, MODELS,
+                               PRECISIONS, UPSAMPLING, EngineConfig)
 from dehaze_ros.image_conversion import DEFAULT_MAX_PIXELS
 
 STAGES = ("startup", "configure", "live")
@@ -128,7 +128,7 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
                   "needs native bf16). backend onnxruntime: fp32 (auto included), fp16 only through "
                   "TensorRT.",
                   "configure", choices=PRECISIONS),
-    ParameterSpec("max_side", 320,
+    ParameterSpec("max_side", DEFAULT_MAX_SIDE,
                   "Run the networks with the longer image side at most this many pixels (outputs "
                   "keep the input size); 0 = native resolution. 320: the shipped checkpoint's "
                   "training and validation resolution and CPU real time; 416-480 raise PSNR on "

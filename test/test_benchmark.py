@@ -41,3 +41,14 @@ def test_a_checkpoint_is_timed_with_its_own_networks_and_a_bad_one_is_refused(tm
     with pytest.raises(SystemExit):
         benchmark.main(["--checkpoint", str(path), "--checkpoint", str(other / "my_trained.pt")])
     assert "two files named 'my_trained.pt'" in capsys.readouterr().err
+
+
+def test_the_deployed_rows_default_to_the_nodes_max_side(tmp_path, capsys):
+    from dehaze_ros.node_config import SPECS
+
+    path, _, _ = benchmark.write_random_checkpoint("diacmpn-rt", tmp_path)
+    benchmark.main(["--checkpoint", str(path), "--sizes", "64x48", "--precisions", "fp32", "--backends", "torch",
+                    "--max-runs", "1"])
+    labels = [line.split("|")[1].strip() for line in capsys.readouterr().out.splitlines()
+              if line.startswith("| diacmpn-rt")]
+    assert labels == ["diacmpn-rt.pt", f"diacmpn-rt.pt (max_side {SPECS['max_side'].default})"]

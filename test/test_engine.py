@@ -60,7 +60,8 @@ def test_checkpoint_round_trip_gives_identical_outputs(rt_checkpoint):
 
 def test_engine_output_equals_model_output_at_native_size(rt_checkpoint):
     path, dehazer, depth_net = rt_checkpoint
-    engine = DehazeEngine(EngineConfig(checkpoint=str(path), device="cpu", precision="fp32", warmup=0))
+    engine = DehazeEngine(EngineConfig(checkpoint=str(path), device="cpu", precision="fp32", max_side=0,
+                                       warmup=0))
     rgb = np.random.default_rng(0).integers(0, 256, (37, 53, 3), dtype=np.uint8)
     result = engine.process(rgb)
     with torch.inference_mode():

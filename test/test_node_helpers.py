@@ -188,10 +188,11 @@ def test_node_config_is_the_parameter_table_and_fills_the_engine_config_by_name(
     config.validate()
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.max_side = 0
-    # Every engine setting is reachable as a node parameter of the same name; the defaults the
-    # node gives differ on purpose (max_side 320 here, native in the engine).
+    # Every engine setting is reachable as a node parameter of the same name, and an engine made
+    # without a config runs as the node deploys it (one default per setting, max_side included).
     missing = [field.name for field in dataclasses.fields(EngineConfig) if field.name not in SPECS]
     assert not missing, f"EngineConfig fields without a row in node_config.PARAMETERS: {missing}"
+    assert config.engine_config() == EngineConfig()
     engine = NodeConfig(max_side=64, precision="fp32", warmup=0).engine_config()
     assert (engine.max_side, engine.precision, engine.warmup) == (64, "fp32", 0)
     chosen = NodeConfig(model="checkpoint").engine_config(ModelChoice("dcp", ""))

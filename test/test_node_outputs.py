@@ -9,8 +9,8 @@ import pytest
 sensor_msgs = pytest.importorskip("sensor_msgs.msg", reason="sensor_msgs (ROS message package) missing")
 
 from dehaze_ros import stats  # noqa: E402
-from dehaze_ros.frame_outputs import (OUTPUTS, FrameProducts, Output, check_outputs,  # noqa: E402
-                                      message_class, wanted_outputs)
+from dehaze_ros.frame_outputs import (OUTPUTS, FrameProducts, Output, build_messages,  # noqa: E402
+                                      check_outputs, message_class, wanted_outputs)
 from dehaze_ros.node_config import SPECS, NodeConfig  # noqa: E402
 from dehaze_ros.visibility import estimate_visibility  # noqa: E402
 
@@ -85,6 +85,24 @@ def test_builders_make_the_messages_with_the_input_header():
     assert messages["dehazed/camera_info"] is messages["depth/camera_info"]   # built once
     assert isinstance(messages["visibility"], sensor_msgs.Range)
     assert frame.visibility.status == "none"          # a flat 5 m wall gives no estimate
+
+
+def test_build_messages_yields_the_rows_in_order_and_hands_over_those_it_cannot_make():
+    """The one loop the node (publish) and process_bag (write) share."""
+    from dehaze_ros.engine import EngineResult
+
+    header = sensor_msgs.Image().header
+    uncalibrated = sensor_msgs.CameraInfo(width=8, height=6)   # K and P all zero
+    depth = np.full((6, 8), 5.0, np.float32)
+    rgb = np.full((6, 8, 3), 128, np.uint8)
+    frame = FrameProducts(header, 8, 6, NodeConfig(), uncalibrated, image=rgb, encoding="rgb8", rgb=rgb,
+                          result=EngineResult(dehazed=rgb, depth=depth, depth_units="meters", timings_ms={}))
+    assert frame.visibility_made is None
+    not_made = []
+    made = list(build_messages(OUTPUTS, frame, lambda output, exc: not_made.append((output.topic, str(exc)))))
+    assert topics(output for output, _ in made) == [topic for topic in topics(OUTPUTS) if topic != "points"]
+    assert not_made == [("points", not_made[0][1])] and "no usable focal length" in not_made[0][1]
+    assert frame.visibility_made is frame.visibility   # made by the visibility row, once
 
 
 def snapshot(at: float, **counts) -> stats.StatsSnapshot:

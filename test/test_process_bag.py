@@ -26,9 +26,11 @@ from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, Qo
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer  # noqa: E402
 from rosbags.typesys import Stores, get_typestore  # noqa: E402
 
+from dehaze_ros import frame_outputs  # noqa: E402
 from dehaze_ros.tools import process_bag  # noqa: E402
 from dehaze_ros.engine import DehazeEngine, EngineConfig  # noqa: E402
-from dehaze_ros.image_conversion import compressed_to_numpy, image_to_numpy, to_rgb8  # noqa: E402
+from dehaze_ros.image_conversion import compressed_to_numpy, image_to_numpy, numpy_to_image, to_rgb8  # noqa: E402
+from dehaze_ros.node_config import SPECS, NodeConfig  # noqa: E402
 from ros_helpers import REPO_ROOT, child_env, write_tiny_checkpoint  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -71,19 +73,22 @@ def compressed_msg(index: int, rgb: np.ndarray):
                            data=np.frombuffer(jpeg.tobytes(), np.uint8))
 
 
-def camera_info_msg(index: int):
+def camera_info_msg(index: int, calibrated: bool = True):
     CameraInfo = INPUT_TYPES.types["sensor_msgs/msg/CameraInfo"]
     RegionOfInterest = INPUT_TYPES.types["sensor_msgs/msg/RegionOfInterest"]
+    fx, fy = (FX, FY) if calibrated else (0.0, 0.0)   # uncalibrated: K and P of zeros, as drivers send
     return CameraInfo(header=header(index), height=2 * HEIGHT, width=2 * WIDTH, distortion_model="plumb_bob",
-                      d=np.zeros(5), k=np.array([FX, 0, CX, 0, FY, CY, 0, 0, 1], float),
-                      r=np.eye(3).reshape(-1), p=np.array([FX, 0, CX, 0, 0, FY, CY, 0, 0, 0, 1, 0], float),
+                      d=np.zeros(5), k=np.array([fx, 0, CX, 0, fy, CY, 0, 0, 1], float),
+                      r=np.eye(3).reshape(-1), p=np.array([fx, 0, CX, 0, 0, fy, CY, 0, 0, 0, 1, 0], float),
                       binning_x=0, binning_y=0,
                       roi=RegionOfInterest(x_offset=0, y_offset=0, height=0, width=0, do_rectify=False))
 
 
 def write_input_bag(path: Path, storage=StoragePlugin.SQLITE3, compressed=False, frames=FRAMES,
-                    encoding="bgr8", image_topic=IMAGE, size=(WIDTH, HEIGHT), extra_topics=()) -> Path:
-    """Image (+ CameraInfo after it, as drivers often record it) and a notes topic per frame."""
+                    encoding="bgr8", image_topic=IMAGE, size=(WIDTH, HEIGHT), extra_topics=(), corrupt=(),
+                    calibrated=True) -> Path:
+    """Image (+ CameraInfo after it, as drivers often record it) and a notes topic per frame;
+    the compressed frames of index ``corrupt`` are not JPEG at all."""
     image_type = "sensor_msgs/msg/CompressedImage" if compressed else "sensor_msgs/msg/Image"
     String = INPUT_TYPES.types["std_msgs/msg/String"]
     with Writer(path, version=9, storage_plugin=storage) as writer:
@@ -98,12 +103,14 @@ def write_input_bag(path: Path, storage=StoragePlugin.SQLITE3, compressed=False,
             rgb = hazy_frame(index, *size)
             if compressed:
                 msg = compressed_msg(index, rgb)
+                if index in corrupt:
+                    msg.data = np.frombuffer(b"not a jpeg" * 10, np.uint8)
             elif encoding == "bgr8":
                 msg = image_msg(index, rgb[..., ::-1], "bgr8")
             else:  # a depth image given as the camera: not something to dehaze
                 msg = image_msg(index, rgb[..., 0].astype(np.float32), encoding)
             writer.write(image_conn, stamp, INPUT_TYPES.serialize_cdr(msg, image_type))
-            writer.write(info_conn, stamp + 1000, INPUT_TYPES.serialize_cdr(camera_info_msg(index),
+            writer.write(info_conn, stamp + 1000, INPUT_TYPES.serialize_cdr(camera_info_msg(index, calibrated),
                                                                              "sensor_msgs/msg/CameraInfo"))
             writer.write(notes_conn, stamp + 2000, INPUT_TYPES.serialize_cdr(String(data=f"note {index}"),
                                                                               "std_msgs/msg/String"))
@@ -253,8 +260,85 @@ def test_existing_output_is_kept_unless_overwrite_and_clashing_topics_need_a_pre
     # dcp: relative depth, so no depth, points or visibility (said in the log), dehazed only.
     assert not {"/offline/depth/image", "/offline/points", "/offline/visibility"} & set(connections)
     err = capsys.readouterr().err
-    assert "visibility: not written, it needs metric depth" in err and "depth: not written" in err
+    assert "visibility: not written, it needs metric depth" in err
+    assert "depth/image: not written, the model's depth is relative" in err and "points: not written" in err
     assert not list(tmp_path.glob(".out.*"))
+
+
+def test_option_defaults_are_the_nodes_and_every_parameter_has_a_home(tmp_path, capsys):
+    args = process_bag.parse_args([str(tmp_path / "in"), str(tmp_path / "out"), "--image-topic", IMAGE])
+    # Options, --outputs and the node-only parameters together give exactly the node's defaults.
+    assert args.config == NodeConfig()
+    assert args.outputs == tuple(process_bag.output_switches())
+    # Every parameter is an option, a switch of --outputs or one that only a live node has.
+    homes = [*process_bag.option_parameters(), *process_bag.output_switches().values(), *process_bag.NODE_ONLY]
+    assert sorted(homes) == sorted(SPECS)
+    args = process_bag.parse_args(["in", "out", "--image-topic", IMAGE, "--max-side", "64", "--relative-depth",
+                                   "--depth-inf-as-nan", "--colormap-max-m", "20", "--outputs", "depth"])
+    assert args.config == NodeConfig(max_side=64, publish_relative_depth=True, depth_inf_as_nan=True,
+                                     colormap_max_m=20.0, publish_dehazed=False, publish_colormap=False,
+                                     publish_points=False, publish_visibility=False)
+    # The node's own rules refuse a value before any weights are loaded.
+    for bad, problem in ((["--max-side", "16"], "max_side must be 0 (native) or at least 32"),
+                         (["--point-decimation", "0"], "point_decimation must be >= 1"),
+                         (["--outputs", "depth,haze"], "--outputs: haze is not one of dehazed, depth")):
+        with pytest.raises(SystemExit):
+            process_bag.parse_args(["in", "out", "--image-topic", IMAGE, *bad])
+        assert problem in capsys.readouterr().err
+
+
+def _luma(frame):
+    """An extra output: the dehazed image's first channel, to see a new row reach the bag."""
+    return numpy_to_image(np.ascontiguousarray(frame.result.dehazed[..., 0]), "mono8", frame.header)
+
+
+@pytest.mark.parametrize("switch", list(process_bag.output_switches()))
+def test_the_rows_a_switch_enables_are_written_and_no_other(tmp_path, checkpoint, monkeypatch, switch):
+    """What is written is the output table's rows, not a list of topic names in process_bag: a
+    row added to frame_outputs.OUTPUTS is written for every frame with its switch."""
+    extra = frame_outputs.Output(f"extra/{switch}", "sensor_msgs/msg/Image", f"publish_{switch}", _luma,
+                                 uses_dehazed=True)
+    monkeypatch.setattr(frame_outputs, "OUTPUTS", frame_outputs.OUTPUTS + (extra,))
+    source = write_input_bag(tmp_path / "in")
+    assert run(source, tmp_path / "out", "--image-topic", IMAGE, "--camera-info-topic", INFO, "--checkpoint",
+               checkpoint, "--max-side", 32, "--outputs", switch) == 0
+    in_conns, _, _ = read_bag(source)
+    out_conns, _, _ = read_bag(tmp_path / "out")
+    expected = {f"/{output.topic}": output.message_type for output in frame_outputs.OUTPUTS
+                if output.enabled_by == f"publish_{switch}"}
+    assert {topic: conn.msgtype for topic, conn in out_conns.items() if topic not in in_conns} == expected
+    assert all(out_conns[topic].msgcount == FRAMES for topic in expected), "no row is left empty"
+
+
+def test_a_row_the_bag_cannot_record_is_an_error_not_an_empty_connection(tmp_path, checkpoint, monkeypatch,
+                                                                         capsys):
+    source = write_input_bag(tmp_path / "in")
+    argv = (source, tmp_path / "out", "--image-topic", IMAGE, "--checkpoint", checkpoint, "--max-side", 32)
+    no_type = frame_outputs.Output("haze/density", "dehaze_msgs/msg/HazeDensity", "publish_depth", _luma)
+    monkeypatch.setattr(frame_outputs, "OUTPUTS", frame_outputs.OUTPUTS + (no_type,))
+    assert run(*argv) == process_bag.EXIT_ERROR
+    assert ("no message definition to record haze/density (dehaze_msgs/msg/HazeDensity)"
+            in capsys.readouterr().err)
+    no_switch = frame_outputs.Output("haze/density", "sensor_msgs/msg/Image", "publish_haze", _luma)
+    monkeypatch.setattr(frame_outputs, "OUTPUTS", frame_outputs.OUTPUTS[:-1] + (no_switch,))
+    with pytest.raises(SystemExit):
+        run(*argv)
+    assert "haze/density: enabled_by 'publish_haze' is not a boolean parameter" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["in"]
+
+
+def test_bad_frames_and_unusable_intrinsics_are_counted_and_skipped(tmp_path, checkpoint, capsys):
+    source = write_input_bag(tmp_path / "in", compressed=True, image_topic=f"{IMAGE}/compressed",
+                             corrupt=(1,), calibrated=False)
+    assert run(source, tmp_path / "out", "--image-topic", f"{IMAGE}/compressed", "--camera-info-topic", INFO,
+               "--checkpoint", checkpoint, "--max-side", 32) == 0
+    captured = capsys.readouterr()
+    assert f"{FRAMES - 1} frames processed, 1 skipped" in captured.out
+    assert "skipped a frame" in captured.err and "skipped a frame" not in captured.out
+    assert f"{FRAMES - 1} x points: camera_info has no usable focal length" in captured.out
+    connections, _, _ = read_bag(tmp_path / "out")
+    assert connections["/dehazed/image"].msgcount == connections["/dehazed/camera_info"].msgcount == FRAMES - 1
+    assert connections["/points"].msgcount == 0    # planned, then refused frame by frame, and said so
 
 
 def test_sample_bag_of_the_built_in_camera_goes_through(tmp_path, capsys):

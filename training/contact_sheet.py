@@ -1,7 +1,7 @@
 """Contact sheet of real hazy photographs: hazy | DCP | model | model depth, one row per photo.
 
     python -m training.contact_sheet --checkpoint dehaze_ros/checkpoints/default.pt \\
-        --images ../shared/data/real_hazy --out docs/real_hazy --engine-max-side 320
+        --images ../shared/data/real_hazy --out docs/real_hazy
 
 Real haze has no ground truth: these sheets are for looking, photo by photo, at what metrics on
 synthetic haze cannot show (dark bands above skylines, colour casts, haze left in place). Every
@@ -21,6 +21,7 @@ import numpy as np
 
 from dehaze_ros.checkpoint import CheckpointError
 from dehaze_ros.engine import DehazeEngine, EngineConfig, EngineError
+from dehaze_ros.node_config import SPECS
 from training.data.common import resize_max_side
 from training.data.io import IMAGE_EXTENSIONS, DataError, read_rgb
 from training.visualize import depth_tile, label_tile, make_grid
@@ -62,8 +63,9 @@ def photo_row(path: Path, root: Path, model: DehazeEngine, dcp: DehazeEngine, ma
             tile(depth, f"our depth {DEPTH_RANGE_M[0]:g}-{DEPTH_RANGE_M[1]:g} m")]
 
 
-def write_sheets(checkpoint: str, images_root: Path, out: Path, engine_max_side: int = 320,
-                 max_side: int = 1024, per_page: int = 14, tile_width: int = 320, log=print) -> list[Path]:
+def write_sheets(checkpoint: str, images_root: Path, out: Path,
+                 engine_max_side: int = SPECS["max_side"].default, max_side: int = 1024, per_page: int = 14,
+                 tile_width: int = 320, log=print) -> list[Path]:
     images = find_images(images_root)
     model = DehazeEngine(EngineConfig(checkpoint=checkpoint, max_side=engine_max_side, device="cpu"))
     dcp = DehazeEngine(EngineConfig(model="dcp", max_side=engine_max_side, warmup=0))
@@ -86,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", default="", help="deployable checkpoint ('' = the shipped one)")
     parser.add_argument("--images", required=True, help="folder of hazy photographs (searched recursively)")
     parser.add_argument("--out", required=True, help="output prefix: pages are <out>_1.jpg, <out>_2.jpg, ...")
-    parser.add_argument("--engine-max-side", type=int, default=320, help="as the node's max_side (0 = native)")
+    parser.add_argument("--engine-max-side", type=int, default=SPECS["max_side"].default,
+                        help="as the node's max_side, whose default it is (0 = native)")
     parser.add_argument("--max-side", type=int, default=1024, help="photos are first resized to this longer side")
     parser.add_argument("--per-page", type=int, default=14)
     parser.add_argument("--tile-width", type=int, default=320)

@@ -105,13 +105,16 @@ EOF
     start="starting from $INIT ${model_args[*]}"
 fi
 
+# Evaluated as deployed: at the node's max_side, read from its parameter table (the one home).
+NODE_MAX_SIDE=$($PYTHON -c 'from dehaze_ros.node_config import SPECS; print(SPECS["max_side"].default)')
+
 {
     echo "$start"
     echo "== $(date -u +%FT%TZ) $($PYTHON -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else "")')"
     $PYTHON -m training.train --config config/train/diacmpn_rt.yaml --run-dir "$OUT/run_rt" \
         --max-minutes "$MINUTES" "${init[@]}" "${recipe[@]}" "${overrides[@]}"
     $PYTHON -m training.export "$OUT/run_rt/best.pt" -o "$OUT/diacmpn_rt.pt"
-    $PYTHON -m training.evaluate --checkpoint "$OUT/diacmpn_rt.pt" --baseline dcp --engine-max-side 320 \
+    $PYTHON -m training.evaluate --checkpoint "$OUT/diacmpn_rt.pt" --baseline dcp --engine-max-side "$NODE_MAX_SIDE" \
         --data "$DATA/rgbd/middlebury2014" --scenes Pipes,Shelves,Teddy --grids 0 --out "$OUT/eval_val"
     cp "$OUT/eval_val/summary.md" "$OUT/eval_val.md"
     cp "$OUT/run_rt/metrics.jsonl" "$OUT/metrics_rt.jsonl"

@@ -34,6 +34,7 @@ from dehaze_ros.engine import DehazeEngine, EngineConfig, EngineError, resolve_d
 from dehaze_ros.haze import synthesize_haze
 from dehaze_ros.models import (PRESETS, build_dehazer, build_depth_net, count_macs,
                                count_parameters)
+from dehaze_ros.node_config import SPECS
 from dehaze_ros.sim.scenes import SceneRenderer
 
 
@@ -80,19 +81,20 @@ def load_trained_checkpoint(path: str) -> tuple[Path, int, object]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    parser.add_argument("--device", default=SPECS["device"].default, help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--precisions", default="fp32,bf16",
                         help="comma-separated, each of auto | fp32 | fp16 | bf16: rows for every one")
     parser.add_argument("--sizes", type=parse_sizes, default=parse_sizes("320x240,640x480,1280x720"))
     parser.add_argument("--variants", default=",".join(PRESETS), help="comma-separated presets")
     parser.add_argument("--checkpoint", action="append", default=[], metavar="PATH",
                         help="time this trained checkpoint instead of the random presets (repeatable)")
-    parser.add_argument("--rt-max-side", type=int, default=320,
-                        help="extra rows for diacmpn-rt and --checkpoint files with the engine's max_side (0 = none)")
+    parser.add_argument("--rt-max-side", type=int, default=SPECS["max_side"].default,
+                        help="extra rows for diacmpn-rt and --checkpoint files at this max_side (default: the "
+                             "node's; 0 = none)")
     parser.add_argument("--max-runs", type=int, default=20)
     parser.add_argument("--budget-s", type=float, default=8.0, help="time budget per cell")
-    parser.add_argument("--threads", type=int, default=0,
-                        help="torch (and onnxruntime) CPU threads (0 = their default)")
+    parser.add_argument("--threads", type=int, default=SPECS["num_threads"].default,
+                        help="torch (and onnxruntime) CPU threads (0 = their default), as the node's num_threads")
     parser.add_argument("--backends", default="torch,onnxruntime",
                         help="comma-separated, each of torch | onnxruntime: rows for every one "
                              "(onnxruntime is skipped with a note when the onnx extra is missing)")
@@ -135,7 +137,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"# device: {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else platform.processor() or platform.machine()}), "
           f"torch {torch.__version__}, threads {torch.get_num_threads()}")
     print("# one network pass per frame at the internal size (depth_max_side 0); a node at max_side 0 adds a "
-          "depth pass at depth_max_side, timed by the max_side 320 rows")
+          f"depth pass at depth_max_side, timed by the max_side {args.rt_max_side} rows")
     print("| model | backend | precision | input | internal | params (M) | GMACs | median ms | p95 ms | frames/s | runs |")
     print("|---|---|---|---|---|---:|---:|---:|---:|---:|---:|")
     images = {size: hazy_frame(*size) for size in args.sizes}
@@ -148,7 +150,8 @@ def main(argv: list[str] | None = None) -> None:
               f"{median:.1f} | {p95:.1f} | {1000 / median:.1f} | {len(latencies)} |", flush=True)
 
     for size in args.sizes:
-        engine = DehazeEngine(EngineConfig(model="dcp", warmup=0))
+        # At the size of the frame, as the "internal" column says (the engine's default is the node's).
+        engine = DehazeEngine(EngineConfig(model="dcp", max_side=0, warmup=0))
         row("dcp", "numpy", "fp32", size, size[::-1], 0, None, time_engine(engine, images[size], args.max_runs, args.budget_s))
 
     with tempfile.TemporaryDirectory() as folder:

@@ -1,7 +1,7 @@
 """process_bag: the node's outputs for every frame of a recorded rosbag2, offline.
 
     python -m dehaze_ros.tools.process_bag IN_BAG OUT_BAG --image-topic T [--camera-info-topic T]
-        [--checkpoint P] [--device D] [--max-side N] [--outputs dehazed,depth,points,visibility]
+        [--checkpoint P] [--device D] [--max-side N] [--outputs dehazed,depth,colormap,points,visibility]
         [--prefix P] [--overwrite]
 
 Reads a rosbag2 folder (sqlite3 or MCAP; rosbags, no ROS install needed for the bag I/O), runs
@@ -13,6 +13,14 @@ original topic, byte for byte, plus the outputs under the node's topic names (be
 so ``ros2 bag play`` replays them in step with the camera. CameraInfo is republished scaled to
 the image as the node does; offered QoS is the node's (reliable, keep last 2), message types
 and definitions are recorded, so ros2 bag play and Foxglove read the bag.
+
+Options and outputs are the node's: every node parameter that means something offline is an
+option of the same name and default (``max_side`` is ``--max-side``; booleans ``--x`` /
+``--no-x``), read into the node's NodeConfig and validated by its rules, and the engine is
+configured from it as the node's is. ``--outputs`` names the node's ``publish_*`` switches
+(default: those the node has on); the topics written are the rows of frame_outputs.OUTPUTS those
+switches enable, built by the node's own code (frame_outputs.build_messages), so a row added
+there is written here too.
 
 The bag is written into a hidden folder beside OUT_BAG and renamed into place only once it is
 complete: Ctrl-C or SIGTERM removes the partial folder and leaves no OUT_BAG at all. OUT_BAG
@@ -33,7 +41,6 @@ sensor_msgs must be importable: any ROS 2 install, or this repository's virtuale
 from __future__ import annotations
 
 import argparse
-import importlib
 import math
 import os
 import queue
@@ -50,24 +57,15 @@ import numpy as np
 
 from dehaze_ros import frame_outputs, visibility
 from dehaze_ros.image_conversion import ImageConversionError, to_rgb8
-from dehaze_ros.node_config import SPECS, NodeConfig, resolve_model
+from dehaze_ros.node_config import PARAMETERS, SPECS, ConfigError, NodeConfig, resolve_model
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 CAMERA_INFO_TYPE = "sensor_msgs/msg/CameraInfo"
-# The --outputs choices are the node's publish_* switches, and each writes the topics that switch
-# turns on in the node (frame_outputs.OUTPUTS: camera_info topics go with their image).
-def _topics_by_switch() -> dict[str, tuple[str, ...]]:
-    topics: dict[str, tuple[str, ...]] = {}
-    for output in frame_outputs.OUTPUTS:
-        name = output.enabled_by.removeprefix("publish_")
-        topics[name] = topics.get(name, ()) + (output.topic,)
-    return topics
-
-
-OUTPUT_TOPICS = _topics_by_switch()
-OUTPUTS = tuple(OUTPUT_TOPICS)
-TOPIC_TYPES = {output.topic: output.message_type for output in frame_outputs.OUTPUTS}
-DEFAULT_OUTPUTS = "dehazed,depth,points,visibility"
+# Node parameters that mean nothing for a recorded bag: the live subscription, its QoS, the
+# lifecycle and the node's timers. Every other parameter is an option (option_parameters).
+NODE_ONLY = ("autostart", "input_transport", "input_reliability", "diagnostics_period", "max_rate_hz")
+# Spellings kept from before the options came from the table.
+ALIASES = {"publish_relative_depth": ("--relative-depth",)}
 # A type hash for copied topics whose bag holds neither a definition nor a hash (rosbag2 before
 # Iron wrote none) and that rosbags' type store does not know: the writer requires one, and no
 # ros2 bag version checks it on playback.
@@ -79,58 +77,84 @@ class BagError(RuntimeError):
     """The bags or the options cannot be processed: the text says what to do."""
 
 
+def output_switches() -> dict[str, str]:
+    """--outputs name -> the node's switch (``depth`` -> ``publish_depth``), in table order. Read
+    from frame_outputs.OUTPUTS when asked, not at import, so that the rows are the source."""
+    switches = dict.fromkeys(output.enabled_by for output in frame_outputs.OUTPUTS)
+    return {switch.removeprefix("publish_"): switch for switch in switches}
+
+
+def option_parameters() -> tuple[str, ...]:
+    """The node parameters that are options here: all but NODE_ONLY and the switches (--outputs)."""
+    switches = set(output_switches().values())
+    return tuple(spec.name for spec in PARAMETERS
+                 if spec.name not in NODE_ONLY and spec.name not in switches)
+
+
+def add_parameter_options(parser: argparse.ArgumentParser) -> None:
+    """An option per option_parameters() row: its default, type, choices and description."""
+    for name in option_parameters():
+        spec = SPECS[name]
+        flags = (f"--{name.replace('_', '-')}",) + ALIASES.get(name, ())
+        # argparse formats help with %: the descriptions are prose that may contain one.
+        text = f"the node's {name}: " + spec.description.replace("%", "%%")
+        if isinstance(spec.default, bool):
+            parser.add_argument(*flags, dest=name, action=argparse.BooleanOptionalAction,
+                                default=spec.default, help=text)
+        else:
+            parser.add_argument(*flags, dest=name, type=type(spec.default), default=spec.default,
+                                choices=spec.choices or None, help=text)
+
+
+def node_config(args: argparse.Namespace) -> NodeConfig:
+    """The NodeConfig of the parsed options: each option's parameter, the switches from --outputs,
+    the node's defaults for NODE_ONLY."""
+    values = {name: getattr(args, name) for name in option_parameters()}
+    values.update({switch: name in args.outputs for name, switch in output_switches().items()})
+    return NodeConfig(**values)
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="process_bag", description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    try:   # the options are made from the rows: a row whose switch is no parameter has none
+        frame_outputs.check_outputs(frame_outputs.OUTPUTS, SPECS)
+    except ValueError as exc:
+        parser.error(str(exc))
+    switches = output_switches()
+    default_outputs = ",".join(name for name, switch in switches.items()
+                               if SPECS[switch].default)
     parser.add_argument("in_bag", type=Path, metavar="IN_BAG", help="rosbag2 folder (with metadata.yaml)")
     parser.add_argument("out_bag", type=Path, metavar="OUT_BAG", help="rosbag2 folder to write (must not exist)")
     parser.add_argument("--image-topic", required=True, help="sensor_msgs/Image or CompressedImage topic")
     parser.add_argument("--camera-info-topic", default="",
                         help="sensor_msgs/CameraInfo topic; empty: the image topic's sibling camera_info if recorded")
-    parser.add_argument("--outputs", default=DEFAULT_OUTPUTS,
-                        help=f"comma-separated, of: {', '.join(OUTPUTS)}")
+    parser.add_argument("--outputs", default=default_outputs,
+                        help=f"comma-separated, of: {', '.join(switches)} (the node's publish_* "
+                             "switches)")
     parser.add_argument("--prefix", default="/",
                         help="namespace of the output topics: /dehazed/image by default, /P/dehazed/image with P")
     parser.add_argument("--overwrite", action="store_true", help="replace OUT_BAG if it exists")
-    parser.add_argument("--model", choices=("checkpoint", "dcp"), default=SPECS["model"].default,
-                        help="dcp: no weights, relative depth (no depth/points/visibility unless --relative-depth)")
-    parser.add_argument("--checkpoint", default="", help="dehaze_ros checkpoint; empty = the shipped one")
-    parser.add_argument("--device", default=SPECS["device"].default, help="auto, cpu, cuda, cuda:N")
-    parser.add_argument("--precision", default=SPECS["precision"].default, choices=SPECS["precision"].choices)
-    parser.add_argument("--max-side", type=int, default=SPECS["max_side"].default,
-                        help="networks run with the longer side at most this (0 = native), as the node's max_side")
-    parser.add_argument("--depth-max-side", type=int, default=SPECS["depth_max_side"].default,
-                        help="metric depth runs with the longer side at most this (0 = as --max-side), as the "
-                             "node's depth_max_side")
-    parser.add_argument("--num-threads", type=int, default=0, help="torch CPU threads; 0 = all cores")
-    parser.add_argument("--backend", default=SPECS["backend"].default, choices=SPECS["backend"].choices,
-                        help="what runs the networks, as the node's `backend`")
-    parser.add_argument("--onnx-model", default=SPECS["onnx_model"].default,
-                        help="backend onnxruntime: exported graph; empty = the checkpoint exported once (cached)")
-    parser.add_argument("--trt-cache-dir", default=SPECS["trt_cache_dir"].default,
-                        help="backend onnxruntime with TensorRT: engine cache folder")
-    parser.add_argument("--upsampling", default=SPECS["upsampling"].default, choices=SPECS["upsampling"].choices,
-                        help="full-resolution recovery, as the node's `upsampling`")
-    parser.add_argument("--default-hfov-deg", type=float, default=SPECS["default_hfov_deg"].default,
-                        help="field of view assumed for metric depth when no CameraInfo is available")
-    parser.add_argument("--point-decimation", type=int, default=SPECS["point_decimation"].default)
-    parser.add_argument("--depth-inf-as-nan", action="store_true",
-                        help="depth outside the model's range as NaN instead of REP-117 +-inf")
-    parser.add_argument("--relative-depth", action="store_true",
-                        help="with --model dcp, still write its unitless depth on depth/image and points")
-    parser.add_argument("--max-input-pixels", type=int, default=SPECS["max_input_pixels"].default,
-                        help="frames with more pixels are skipped (counted), raw or compressed")
+    add_parameter_options(parser)
     parser.add_argument("--prefetch", type=int, default=8, help="messages read and decoded ahead of the engine")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (the summary is printed)")
     args = parser.parse_args(argv)
     wanted = [name.strip() for name in args.outputs.split(",") if name.strip()]
-    unknown = sorted(set(wanted) - set(OUTPUTS))
+    unknown = sorted(set(wanted) - set(switches))
     if unknown or not wanted:
-        parser.error(f"--outputs: {', '.join(unknown) or 'nothing'} is not one of {', '.join(OUTPUTS)}")
-    args.outputs = tuple(name for name in OUTPUTS if name in wanted)
+        parser.error(f"--outputs: {', '.join(unknown) or 'nothing'} is not one of "
+                     f"{', '.join(switches)}")
+    args.outputs = tuple(name for name in switches if name in wanted)
     if args.prefetch < 1:
         parser.error("--prefetch must be at least 1")
+    # The node's rules (ranges, choices, the engine's own checks), before any weights are loaded.
+    args.config = node_config(args)
+    try:
+        args.config.validate()
+    except ConfigError as exc:
+        parser.error(f"{exc} (each option sets the node parameter of its name: --max-side sets "
+                     "max_side)")
     return args
 
 
@@ -139,10 +163,7 @@ def output_topic(prefix: str, name: str) -> str:
     return f"/{namespace}/{name}" if namespace else f"/{name}"
 
 
-def message_class(msgtype: str):
-    """rclpy message class of 'pkg/msg/Name'."""
-    package, _, name = msgtype.split("/")
-    return getattr(importlib.import_module(f"{package}.msg"), name)
+message_class = frame_outputs.message_class
 
 
 def output_typestore():
@@ -277,47 +298,43 @@ class BagProcessor:
     # -- model and outputs ----------------------------------------------------------------------
 
     def load_engine(self):
-        from dehaze_ros.engine import DehazeEngine, EngineConfig
+        from dehaze_ros.engine import DehazeEngine
 
-        args = self.args
-        choice = resolve_model(NodeConfig(model=args.model, checkpoint=args.checkpoint))
+        config = self.args.config
+        choice = resolve_model(config)
         if choice.warning:
             self.notes.append(choice.warning)
-        config = EngineConfig(model=choice.model, checkpoint=choice.checkpoint, device=args.device,
-                              precision=args.precision, max_side=args.max_side,
-                              depth_max_side=args.depth_max_side, warmup=1,
-                              num_threads=args.num_threads, default_hfov_deg=args.default_hfov_deg,
-                              backend=args.backend, onnx_model=os.path.expanduser(args.onnx_model),
-                              trt_cache_dir=os.path.expanduser(args.trt_cache_dir), upsampling=args.upsampling)
         try:
-            config.validate()
-            self.engine = DehazeEngine(config)
+            self.engine = DehazeEngine(config.engine_config(choice))   # as the node's configure
         except (ValueError, RuntimeError, OSError) as exc:
             raise BagError(f"cannot set up the model: {exc}") from exc
+        self.metric = self.engine.depth_units == "meters"
         return self.engine
 
-    def plan_outputs(self, have_camera_info: bool) -> list[str]:
-        """The node-relative output topics this run writes, with a note for every one dropped."""
-        args = self.args
-        metric = self.engine.depth_units == "meters"
-        topics = []
-        for output in args.outputs:
-            if output in ("depth", "points") and not metric and not args.relative_depth:
-                self.notes.append(f"{output}: not written, the dcp model's depth is relative (no metres); "
-                                  "--relative-depth writes it anyway")
-                continue
-            if output == "visibility" and not metric:
-                self.notes.append("visibility: not written, it needs metric depth (model dcp gives relative depth)")
-                continue
-            for topic in OUTPUT_TOPICS[output]:
-                if topic.endswith("camera_info") or topic == "points":
-                    if not have_camera_info:
-                        self.notes.append(f"{topic}: not written, no CameraInfo (--camera-info-topic)")
-                        continue
-                topics.append(topic)
-        if not topics:
-            raise BagError("nothing to write: every requested output was dropped (" + "; ".join(self.notes) + ")")
-        return topics
+    def plan_outputs(self, have_camera_info: bool) -> tuple[frame_outputs.Output, ...]:
+        """The rows of frame_outputs.OUTPUTS this run writes: the node's choice for a frame when
+        every topic has a subscriber (a bag records them all), with a note for each row switched
+        on but not written. A row the table or the output type store cannot describe is an
+        error here, before anything is written, never a connection left empty."""
+        config, rows = self.args.config, frame_outputs.OUTPUTS
+        planned = frame_outputs.wanted_outputs(config, lambda topic: True, self.metric, have_camera_info,
+                                               rows)
+        for output in rows:
+            if getattr(config, output.enabled_by) and output not in planned:
+                reason = frame_outputs.unavailable_reason(output, config, self.metric, have_camera_info)
+                if output.needs_camera_info and not have_camera_info:
+                    reason += " (--camera-info-topic)"
+                self.notes.append(f"{output.topic}: not written, {reason}")
+        known = output_typestore().fielddefs
+        unknown = [f"{output.topic} ({output.message_type})" for output in planned
+                   if output.message_type not in known]
+        if unknown:
+            raise BagError(f"no message definition to record {', '.join(unknown)}: the output type "
+                           "store (rosbags) does not know the type")
+        if not planned:
+            raise BagError("nothing to write: every requested output was dropped ("
+                           + "; ".join(self.notes) + ")")
+        return planned
 
     # -- the run --------------------------------------------------------------------------------
 
@@ -330,8 +347,9 @@ class BagProcessor:
             self.first_frame_check(reader)
             camera_info = self.first_camera_info(reader)
             self.load_engine()
-            self.topics = self.plan_outputs(camera_info is not None)
-            self.out_names = {topic: output_topic(args.prefix, topic) for topic in self.topics}
+            self.outputs = self.plan_outputs(camera_info is not None)
+            self.out_names = {output.topic: output_topic(args.prefix, output.topic)
+                              for output in self.outputs}
             clashes = sorted(set(self.out_names.values()) & {conn.topic for conn in reader.connections})
             if clashes:
                 raise BagError(f"{args.in_bag} already has {', '.join(clashes)}: choose another --prefix")
@@ -381,14 +399,17 @@ class BagProcessor:
                     serialization_format=conn.ext.serialization_format,
                     offered_qos_profiles=conn.ext.offered_qos_profiles)
             qos = output_qos()
-            outputs = {topic: writer.add_connection(name, TOPIC_TYPES[topic], typestore=typestore,
-                                                    offered_qos_profiles=qos)
-                       for topic, name in self.out_names.items()}
+            connections = {output.topic: writer.add_connection(
+                               self.out_names[output.topic], output.message_type, typestore=typestore,
+                               offered_qos_profiles=qos) for output in self.outputs}
             written = {name: 0 for name in self.out_names.values()}
 
-            def emit(topic: str, timestamp: int, msg) -> None:
-                writer.write(outputs[topic], timestamp, serialize_message(msg))
-                written[self.out_names[topic]] += 1
+            def emit(output, timestamp: int, msg) -> None:
+                connection = connections.get(output.topic)
+                if connection is None:   # a row that plan_outputs did not plan: a bug, said plainly
+                    raise BagError(f"{output.topic} has no connection in the output bag (not planned)")
+                writer.write(connection, timestamp, serialize_message(msg))
+                written[self.out_names[output.topic]] += 1
 
             self.loop(reader, writer, copies, camera_info, emit)
             self.summary.written = written
@@ -436,55 +457,38 @@ class BagProcessor:
             self.summary.seconds = time.monotonic() - started
 
     def process(self, frame: Frame, camera_info, timestamp: int, emit, progress) -> None:
-        from dehaze_ros.pointcloud import IntrinsicsError, camera_info_for_image
-
-        args, engine, topics = self.args, self.engine, self.topics
         header = frame.msg.header
         if frame.problem:
             self.summary.skipped += 1
             self.summary.problems[frame.problem] = self.summary.problems.get(frame.problem, 0) + 1
             if self.summary.problems[frame.problem] == 1:
+                # tqdm.write prints to stdout unless told otherwise, into the summary's stream.
                 progress.write(f"process_bag: skipped a frame ({header.stamp.sec}.{header.stamp.nanosec:09d}): "
-                               f"{frame.problem}")
+                               f"{frame.problem}", file=sys.stderr)
             return
-        rgb = frame.rgb
-        height, width = rgb.shape[:2]
-        metric = engine.depth_units == "meters"
-        want_depth = any(topic in topics for topic in ("depth/image", "depth/colormap", "points", "visibility"))
-        focal_px = frame_outputs.focal_px_for_image(camera_info, width, height)
-        result = engine.process(rgb, want_dehazed="dehazed/image" in topics or "points" in topics,
-                                want_depth=want_depth, focal_px=focal_px)
+        height, width = frame.rgb.shape[:2]
+        products = frame_outputs.FrameProducts(
+            header, width, height, self.args.config, camera_info, self.metric, self.engine.depth_range,
+            frame.image, frame.encoding, frame.rgb,
+            focal_px=frame_outputs.focal_px_for_image(camera_info, width, height))
+        # The node's two steps (dehaze_node._process_frame and _publish), with every row listened to.
+        if any(output.uses_engine for output in self.outputs):
+            frame_outputs.run_engine(self.engine, self.outputs, products)
         self.summary.frames += 1
-        if "dehazed/image" in topics:
-            emit("dehazed/image", timestamp, frame_outputs.dehazed_message(result.dehazed, frame.image,
-                                                                           frame.encoding, header))
-        if camera_info is not None and ("dehazed/camera_info" in topics or "depth/camera_info" in topics):
-            matching = camera_info_for_image(camera_info, width, height, header)
-            for topic in ("dehazed/camera_info", "depth/camera_info"):
-                if topic in topics:
-                    emit(topic, timestamp, matching)
-        if "depth/image" in topics:
-            emit("depth/image", timestamp, frame_outputs.depth_message(result.depth, header, args.depth_inf_as_nan))
-        if "depth/colormap" in topics:
-            emit("depth/colormap", timestamp, frame_outputs.colormap_message(
-                result.depth, header, metric, SPECS["colormap_min_m"].default, SPECS["colormap_max_m"].default,
-                SPECS["colormap_relative_max"].default))
-        if "points" in topics and camera_info is not None:
-            try:
-                emit("points", timestamp, frame_outputs.points_message(
-                    result.depth, result.dehazed, camera_info, header, args.point_decimation))
-            except IntrinsicsError as exc:
-                self.summary.problems[f"points: {exc}"] = self.summary.problems.get(f"points: {exc}", 0) + 1
-        if "visibility" in topics:
-            estimate = visibility.estimate_from_result(result, rgb, args.max_side, engine.depth_range)
-            if focal_px is None:
-                from dehaze_ros.camera import focal_from_hfov
-                focal_px = focal_from_hfov(width, args.default_hfov_deg)
-            emit("visibility", timestamp, visibility.range_message(
-                estimate, header, visibility.horizontal_fov_rad(focal_px, width)))
+        for output, message in frame_outputs.build_messages(self.outputs, products,
+                                                            self.count_not_made):
+            emit(output, timestamp, message)
+        estimate = products.visibility_made
+        if estimate is not None:
             self.summary.statuses[estimate.status] = self.summary.statuses.get(estimate.status, 0) + 1
             if estimate.valid:
                 self.summary.visibilities.append(estimate.visibility_m)
+
+    def count_not_made(self, output, exc: Exception) -> None:
+        """A row its builder could not make for this frame (camera_info without a focal length):
+        counted with the reason, listed in the summary."""
+        problem = f"{output.topic}: {exc}"
+        self.summary.problems[problem] = self.summary.problems.get(problem, 0) + 1
 
     def publish_result(self, staging: Path, out: Path) -> None:
         """Move the finished bag to OUT_BAG (replacing the old one only now, when asked to). A

@@ -10,7 +10,7 @@ estimator's own error is told apart from the networks':
   DCP t + true depth      the transmission of the engine's DCP model (what a checkpoint without
                           a physics head falls back to), with the true depth;
   checkpoint end to end   the engine with a checkpoint (default: the shipped one) at the node's
-                          max_side 320, its depth and transmission (or the DCP fallback), the
+                          max_side (its default), its depth and transmission (or the DCP fallback), the
                           focal length of the view passed as the node takes it from CameraInfo.
 
 Scene sets: procedural vehicle-scale outdoor views (depth 2 m to ~3 km, sky +inf), procedural
@@ -34,6 +34,7 @@ import numpy as np
 from dehaze_ros import visibility
 from dehaze_ros.engine import DEFAULT_CHECKPOINT, DehazeEngine, EngineConfig
 from dehaze_ros.haze import synthesize_haze
+from dehaze_ros.node_config import SPECS
 from dehaze_ros.sim.scenes import SceneRenderer, outdoor_validation_view
 
 AIRLIGHT = 0.85
@@ -150,7 +151,8 @@ def main(argv=None) -> int:
                         help="checkpoint for the end-to-end column ('' skips it)")
     parser.add_argument("--middlebury", type=Path, default=Path("../shared/data/rgbd/middlebury2014"))
     parser.add_argument("--views", type=int, default=6, help="procedural outdoor views (rooms: 4)")
-    parser.add_argument("--max-side", type=int, default=320, help="engine max_side (the node's default)")
+    parser.add_argument("--max-side", type=int, default=SPECS["max_side"].default,
+                        help="engine max_side (default: the node's)")
     args = parser.parse_args(argv)
 
     started = time.monotonic()
