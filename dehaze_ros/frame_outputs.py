@@ -71,7 +71,7 @@ def colormap_message(depth: np.ndarray, header, metric: bool, min_m: float, max_
 def points_message(depth: np.ndarray, dehazed_rgb: np.ndarray | None, camera_info, header,
                    decimation: int):
     """PointCloud2 of the depth with the dehazed colours; IntrinsicsError when camera_info has
-    no usable focal length."""
+    usable focal length (uncalibrated, NaN or infinite intrinsics)."""
     height, width = depth.shape
     fx, fy, cx, cy = intrinsics_from_camera_info(camera_info, width, height)
     xyz, rgb = depth_to_points(depth, fx, fy, cx, cy, decimation, dehazed_rgb)
