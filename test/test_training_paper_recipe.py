@@ -65,7 +65,8 @@ def test_each_recipe_trains_two_steps_on_a_reside_folder(recipe, tmp_path, capsy
     if recipe == "its":
         # ITS names: <scene>_<haze index>_<beta>.png; clear images 10 px larger on each side;
         # depth for the depth terms.
-        # ITS names: <scene>_<haze index>_<beta>.png; clear images 10 px larger per side;
+        names = {str(scene): [f"{scene}_{k}_0.{80 + k}.png" for k in (1, 2)]
+                 for scene in range(1, 5)}
         write_reside_folder(tmp_path / "ITS", names, ".png", border=10, with_depth=True)
     else:
         # OTS names: <scene>_<airlight>_<beta>.jpg.
