@@ -49,13 +49,14 @@ def worker(argv: list[str]) -> int:
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    import training.train
+    import training.trainer
     from training.distributed import Distributed
     from training.train import prepare
 
     if args.without_batchnorm:
-        build = training.train.build_dehazer
-        training.train.build_dehazer = lambda model_config: without_batchnorm(build(model_config))
+        # Patched where the Trainer looks it up (training/trainer.py builds the networks).
+        build = training.trainer.build_dehazer
+        training.trainer.build_dehazer = lambda model_config: without_batchnorm(build(model_config))
 
     dist = Distributed.from_environment()
     trainer = prepare(args.config, args.overrides, args.resume, args.run_dir, dist=dist)
@@ -233,12 +234,12 @@ def test_each_network_is_all_reduced_in_its_own_step_only(straight_without_batch
 
 def test_two_processes_compute_what_one_process_computes_with_the_global_batch(straight_without_batchnorm,
                                                                                tmp_path, monkeypatch):
-    import training.train
+    import training.trainer
     from training.config import load_config
-    build = training.train.build_dehazer
-    monkeypatch.setattr(training.train, "build_dehazer", lambda model_config: without_batchnorm(build(model_config)))
+    build = training.trainer.build_dehazer
+    monkeypatch.setattr(training.trainer, "build_dehazer", lambda model_config: without_batchnorm(build(model_config)))
     config = load_config(SMOKE, [*RUN, f"data.batch_size={2 * BATCH}", f"train.out_dir={tmp_path}"])
-    single = training.train.Trainer(config, tmp_path / "single", log=lambda message: None)
+    single = training.trainer.Trainer(config, tmp_path / "single", log=lambda message: None)
     single.fit()
     single.close()
     two = ranks(straight_without_batchnorm / "dump")[0]["state"]

@@ -155,3 +155,21 @@ class Distributed:
         device_ids = [self.device.index] if self.device is not None and self.device.type == "cuda" else None
         return nn.parallel.DistributedDataParallel(module, device_ids=device_ids, forward_sync_buffers=False,
                                                    find_unused_parameters=find_unused_parameters)
+
+
+class DehazerWithDepth(nn.Module):
+    """D's ``forward_with_depth`` as ``forward``: DistributedDataParallel hooks ``forward`` only
+    (it prepares the gradient all-reduce there), and the dehazing step needs the branch depth."""
+
+    def __init__(self, dehazer: nn.Module):
+        super().__init__()
+        self.dehazer = dehazer
+
+    def forward(self, hazy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None,
+                                                    torch.Tensor | None]:
+        """(dehazed, branch depth, transmission or None, airlight or None): the transmission feeds
+        a depth network built with ``depth_inputs: image_transmission``; both are supervised by
+        ``loss.transmission``, ``loss.optical_depth`` and ``loss.airlight``."""
+        out = self.dehazer.forward_physics(hazy)
+        return (out.dehazed, self.dehazer.depth_branch.metres_from_log_depth(out.branch_log_depth),
+                out.transmission, out.airlight)

@@ -376,7 +376,21 @@ def evaluate(checkpoint: str | None, specs: list[str], out_dir: Path, baseline: 
             engine.close()
     write_csv(out_dir / "per_image.csv", rows)
     summary = summarise(rows)
-    header = [
+    header = summary_header(checkpoint, provenance, baseline, engines, max_side, engine_max_side,
+                            engine_depth_max_side, haze_t, seed, visibility_m, warnings)
+    header += [markdown_table(summary), ""]
+    (out_dir / "summary.md").write_text("\n".join(header))
+    log("\n" + markdown_table(summary))
+    log(f"\nwrote {out_dir / 'summary.md'}, {out_dir / 'per_image.csv'}, {out_dir / 'grids'}")
+    return {"summary": summary, "rows": rows, "warnings": warnings}
+
+
+def summary_header(checkpoint: str | None, provenance: dict, baseline: str | None,
+                   engines: dict[str, DehazeEngine], max_side: int, engine_max_side: int,
+                   engine_depth_max_side: int, haze_t: float, seed: int, visibility_m: float,
+                   warnings: list[str]) -> list[str]:
+    """summary.md above the table: what was evaluated, at which resolution, on which engine."""
+    return [
         "# Evaluation",
         "",
         f"- date: {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}",
@@ -396,13 +410,7 @@ def evaluate(checkpoint: str | None, specs: list[str], out_dir: Path, baseline: 
         "worst single image",
         *[f"- WARNING: {text}" for text in warnings],
         "",
-        markdown_table(summary),
-        "",
     ]
-    (out_dir / "summary.md").write_text("\n".join(header))
-    log("\n" + markdown_table(summary))
-    log(f"\nwrote {out_dir / 'summary.md'}, {out_dir / 'per_image.csv'}, {out_dir / 'grids'}")
-    return {"summary": summary, "rows": rows, "warnings": warnings}
 
 
 def engines_description(provenance: dict) -> str:

@@ -14,9 +14,14 @@ nowhere else. A file is one dict that loads with ``torch.load(weights_only=True)
     optimizer_dehazer, scheduler_dehazer, scaler_dehazer
     optimizer_depth, scheduler_depth, scaler_depth
     rng                        python, numpy, torch (and cuda) generator states
+
+The run folder's other records are written here too: config.yaml (once, when the run starts),
+resumes.jsonl (a line per resumed session) and metrics.jsonl (a line per validation).
 """
 from __future__ import annotations
 
+import datetime
+import json
 import random
 import subprocess
 from pathlib import Path
@@ -25,6 +30,7 @@ import numpy as np
 import torch
 
 from dehaze_ros.checkpoint import atomic_torch_save
+from training.config import TrainingConfig, save_config
 
 TRAINING_STATE_FORMAT = "dehaze_ros.training_state"
 TRAINING_STATE_VERSION = 1
@@ -116,3 +122,21 @@ def git_commit() -> str:
     except (OSError, subprocess.SubprocessError):
         return ""
     return f"{commit}+dirty" if commit and dirty else commit
+
+
+def open_run_folder(run_dir: Path, config: TrainingConfig, resumed_session: dict | None) -> None:
+    """config.yaml for a new run (``resumed_session`` None); a line in resumes.jsonl for a resumed one."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if resumed_session is None:
+        save_config(config, run_dir / "config.yaml")
+        return
+    # Not config.yaml: a resume's overrides (a time budget, workers) are for this session;
+    # written there they would silently become the defaults of every later resume.
+    record = {**resumed_session, "at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    append_record(run_dir / "resumes.jsonl", record)
+
+
+def append_record(path: Path, record: dict) -> None:
+    """One JSON line (numpy and torch scalars made plain) at the end of ``path``."""
+    with open(path, "a") as handle:
+        handle.write(json.dumps(to_python(record)) + "\n")

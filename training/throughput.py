@@ -19,7 +19,7 @@ import time
 import torch
 
 from training.config import load_config
-from training.train import Trainer
+from training.trainer import Trainer
 
 
 def measure(config_path: str, overrides: list[str], threads: int, autocast: str, steps: int,
