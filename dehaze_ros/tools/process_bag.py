@@ -73,6 +73,11 @@ UNKNOWN_TYPE_HASH = "RIHS01_" + "0" * 64
 EXIT_ERROR, EXIT_INTERRUPTED = 2, 130
 
 
+# Frames read before a topic of undecodable images is refused (a corrupt first frame or two is
+# not a reason to refuse a recording).
+FIRST_FRAMES_CHECKED = 20
+
+
 class BagError(RuntimeError):
     """The bags or the options cannot be processed: the text says what to do."""
 
@@ -274,17 +279,26 @@ class BagProcessor:
             self.info_conn = info
 
     def first_frame_check(self, reader) -> None:
-        """The first image decides whether the topic can be processed at all: an encoding the
-        node does not take is an error now, not N skipped frames later."""
+        """The first frames decide whether the topic can be processed at all: an encoding the
+        node does not take is an error now, not N skipped frames later. A corrupt frame or two at
+        the start of a good recording is not: the bag is refused only when none of the first
+        FIRST_FRAMES_CHECKED frames decodes."""
         from rclpy.serialization import deserialize_message
 
+        first_problem, checked = "", 0
         for _, _, raw in reader.messages(connections=[self.image_conn]):
             frame = decode(deserialize_message(raw, message_class(self.image_conn.msgtype)),
                            self.args.max_input_pixels)
-            if frame.problem:
-                raise BagError(f"{self.args.image_topic}: the first frame cannot be processed: {frame.problem}")
-            return
-        raise BagError(f"{self.args.image_topic} has no messages in {self.args.in_bag}")
+            if not frame.problem:
+                return
+            first_problem = first_problem or frame.problem
+            checked += 1
+            if checked == FIRST_FRAMES_CHECKED:
+                break
+        if checked == 0:
+            raise BagError(f"{self.args.image_topic} has no messages in {self.args.in_bag}")
+        which = "the first frame" if checked == 1 else f"none of the first {checked} frames"
+        raise BagError(f"{self.args.image_topic}: {which} can be processed (the first: {first_problem})")
 
     def first_camera_info(self, reader):
         from rclpy.serialization import deserialize_message
