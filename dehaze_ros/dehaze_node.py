@@ -56,6 +56,7 @@ from rclpy.qos import (QoSDurabilityPolicy, QoSHistoryPolicy, QoSProfile,
                        QoSReliabilityPolicy)
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from rclpy.signals import SignalHandlerOptions
+from rclpy.clock import Clock, ClockType
 from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
@@ -170,7 +171,11 @@ class DehazeNode(LifecycleNode):
         # Diagnostics run in every state, so /diagnostics also says *why* nothing is published.
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._diagnostics_period = startup.diagnostics_period
-        self._diagnostics_timer = self.create_timer(self._diagnostics_period, self._publish_diagnostics)
+        # A steady clock, not the node's: with use_sim_time a paused or looping bag stops or
+        # rewinds ROS time, and /diagnostics (with the worker's watchdog in it) must keep saying
+        # what the node is doing exactly then. rclpy has taken `clock` since Foxy.
+        self._diagnostics_timer = self.create_timer(self._diagnostics_period, self._publish_diagnostics,
+                                                    clock=Clock(clock_type=ClockType.STEADY_TIME))
 
     # -- lifecycle ------------------------------------------------------------------------------
 

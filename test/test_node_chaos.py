@@ -55,15 +55,24 @@ class SimClock:
         self.now_ns = 1_000 * 10**9
         self.lock = threading.Lock()
         self.stopping = threading.Event()
+        self.paused = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
     def _run(self):
         while not self.stopping.wait(0.02):
+            if self.paused.is_set():
+                continue   # a paused bag: no /clock at all
             with self.lock:
                 self.now_ns += 20_000_000
                 stamp = TimeMsg(sec=self.now_ns // 10**9, nanosec=self.now_ns % 10**9)
             self.publisher.publish(Clock(clock=stamp))
+
+    def pause(self) -> None:
+        self.paused.set()
+
+    def resume(self) -> None:
+        self.paused.clear()
 
     def jump(self, seconds: float) -> None:
         with self.lock:
@@ -177,9 +186,16 @@ def test_clock_and_stamps_jump_back_and_forward(raw):
         msg.header.stamp.sec, msg.header.stamp.nanosec = sec, 999_999_999
         raw.stamp_sec -= 1
         raw.expect_output(f"stamp sec {sec}", msg)
-    # /diagnostics (a timer on the simulated clock) still flows after the jumps.
-    count = len(raw.node.diagnostics)
-    assert raw.node.probe.spin_until(lambda: len(raw.node.diagnostics) > count + 2, 10)
+    # /diagnostics still flows after the jumps, and while the clock stands still (a paused bag).
+    raw.clock.pause()
+    try:
+        count = len(raw.node.diagnostics)
+        assert raw.node.probe.spin_until(lambda: len(raw.node.diagnostics) > count + 2, 10)
+        values = raw.node.diagnostics_after(lambda values: "NO INPUT" in values["message"])
+        assert values["state"] == "active"
+    finally:
+        raw.clock.resume()
+    raw.expect_output("clock running again")
 
 
 def test_broken_camera_info(raw):
