@@ -343,3 +343,27 @@ def test_deactivate_and_activate_while_streaming(raw):
         streamer.join(timeout=5)
     outputs = raw.expect_output("after deactivate/activate cycles")
     assert stamp_of(outputs["dehazed/image"])[0] == raw.stamp_sec
+
+
+def test_malformed_serialized_messages(raw):
+    """Bytes that are not valid CDR for Image / CameraInfo, as a buggy or hostile participant
+    sends them (rclpy publishes a bytes object as an already serialised message): the middleware
+    must drop them without the node noticing, and nothing may reach the node's callbacks."""
+    from rclpy.serialization import serialize_message
+
+    samples = [serialize_message(raw.good_frame(64, 48)), serialize_message(make_camera_info(raw.header()))]
+    publishers = [raw.node.image_pub, raw.node.info_pub]
+    for count in range(150):
+        which = count % 2
+        data = bytearray(samples[which])
+        kind = raw.rng.randrange(3)
+        if kind == 0:
+            data = data[:raw.rng.randint(0, len(data))]
+        elif kind == 1:
+            for _ in range(raw.rng.randint(1, 12)):
+                data[raw.rng.randrange(len(data))] = raw.rng.randrange(256)
+        else:
+            data += raw.rng.randbytes(raw.rng.randint(1, 200))
+        publishers[which].publish(bytes(data))
+        raw.node.probe.spin_for(0.005)
+    raw.expect_output("after malformed serialized messages")
