@@ -222,6 +222,8 @@ class DehazeNode(LifecycleNode):
             f"configured: model {info['model']} on {info['device']} ({info['precision']}), "
             f"depth in {info['depth_units']}"
             + (f", checkpoint {info['checkpoint']}" if info.get("checkpoint") else ""))
+        if info.get("device_warning"):
+            self.get_logger().warning(str(info["device_warning"]))
         if info["depth_units"] != "meters":
             self.get_logger().warning(stats.relative_depth_note(config.publish_relative_depth))
             if config.publish_visibility:
