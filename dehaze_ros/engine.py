@@ -58,9 +58,12 @@ DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "default.
 DEFAULT_MAX_SIDE = 320
 # The longer side the shipped networks' depth is trained and validated at (EngineConfig.depth_max_side).
 DEFAULT_DEPTH_MAX_SIDE = 320
+# The warm-up frame's longer side at most (max_side accepts up to 8192 for big sensors; a warm-up
+# at that size would cost more than the kernel choice it saves). 1920: TensorRT's largest (onnxruntime_backend).
+WARMUP_MAX_SIDE = 1920
 
 __all__ = ["BACKENDS", "DEFAULT_CHECKPOINT", "DEFAULT_DEPTH_MAX_SIDE", "DEFAULT_MAX_SIDE", "DEFAULT_UPSAMPLING", "MODELS", "PRECISIONS", "UPSAMPLING", "DehazeEngine",
-           "EngineConfig", "EngineError", "EngineResult", "as_rgb_uint8", "cpu_supports_bf16",
+           "EngineConfig", "EngineError", "EngineResult", "as_rgb_uint8", "cpu_supports_bf16", "slow_setup_notice",
            "resolve_device", "resolve_precision", "scaled_size"]
 
 
@@ -141,6 +144,21 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype:
         raise EngineError(str(exc)) from exc
 
 
+def slow_setup_notice(config: EngineConfig) -> str:
+    """What building an engine from ``config`` will spend minutes on (the automatic ONNX export,
+    a TensorRT build), in words to log BEFORE it starts, or "": the node's configure blocks its
+    executor meanwhile, and a silent minute looks like a hang."""
+    if config.model != "checkpoint" or config.backend != "onnxruntime":
+        return ""
+    from dehaze_ros.backends.onnxruntime_backend import slow_setup_notice as onnxruntime_notice
+
+    checkpoint = config.checkpoint or DEFAULT_CHECKPOINT
+    try:
+        return onnxruntime_notice(config.onnx_model, checkpoint, config.device, config.trt_cache_dir)
+    except OSError:   # an unreadable checkpoint or graph: the engine itself reports it
+        return ""
+
+
 def as_rgb_uint8(image: np.ndarray) -> np.ndarray:
     """Validate and convert a frame to H x W x 3 uint8 RGB (gray and RGBA accepted)."""
     if not isinstance(image, np.ndarray):
@@ -191,7 +209,7 @@ class DehazeEngine:
             try:
                 backend = create_backend(config.model, config.backend, checkpoint, config.device,
                                          config.precision, config.onnx_model, config.trt_cache_dir,
-                                         config.num_threads)
+                                         config.num_threads, config.max_side, config.depth_max_side)
             except (devices.DeviceError, BackendError) as exc:
                 raise EngineError(str(exc)) from exc
             except OSError as exc:  # a checkpoint or graph file that cannot be read
@@ -208,10 +226,18 @@ class DehazeEngine:
                                 else config.upsampling)
         try:
             for _ in range(config.warmup):
-                self.process(np.zeros((240, 320, 3), dtype=np.uint8))
+                self.process(np.zeros(self.warmup_shape(), dtype=np.uint8))
         except BaseException:
             self.close()  # a failed warm-up (out of memory, a graph's size limit) holds nothing
             raise
+
+    def warmup_shape(self) -> tuple[int, int, int]:
+        """The frame the warm-up runs on: 4:3 at max_side, so the passes of a VGA-like camera run at
+        their real sizes (CUDA kernels and TensorRT profiles are chosen per size, and a first call
+        at a new size is slow); capped for a huge max_side. Native: the camera's size is unknown
+        before its first frame, a small frame then."""
+        side = min(self.config.max_side, WARMUP_MAX_SIDE) if self.config.max_side else 320
+        return round(side * 3 / 4), side, 3
 
     def describe(self) -> dict:
         return {

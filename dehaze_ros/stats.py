@@ -26,6 +26,7 @@ KEY_DROPPED = "frames dropped (newer frame arrived)"
 KEY_INVALID = "frames invalid (bad data)"
 KEY_MODEL = "model"
 KEY_DEVICE = "device"
+KEY_DEVICE_WARNING = "device warning"
 # Where a processed frame's time went, medians over the latency window: "wait 12.0, decode 1.1,
 # preprocess 0.6, dehaze 31.2, depth 9.8, postprocess 7.5, publish 14.3" (ms). wait: in the
 # node's one-frame slot until the worker took it; the middle ones are the engine's stages.
@@ -264,6 +265,11 @@ def diagnose(current: StatsSnapshot, previous: StatsSnapshot, node: NodeView) ->
     if config is not None and node.engine_info.get("depth_units") not in (None, "meters"):
         level = max(level, WARN)
         messages.append(relative_depth_note(config.publish_relative_depth))
+    device_warning = node.engine_info.get("device_warning")
+    if device_warning:
+        # WARN for as long as it holds: a GPU machine running on its CPU works, 10-50x slower.
+        level = max(level, WARN)
+        messages.append(str(device_warning))
     if node.startup_refusals:
         # ERROR although frames may flow: the node is not doing what it was told (a misspelt
         # input_transport listens on the wrong topic) until it is restarted.
@@ -300,6 +306,7 @@ def diagnose(current: StatsSnapshot, previous: StatsSnapshot, node: NodeView) ->
                                        if current.last_problem_at is not None else "n/a"),
         "refused start-up parameters": "; ".join(node.startup_refusals) or "none",
         "metric scale from": _metric_scale_source(current.focal_assumed, node),
+        KEY_DEVICE_WARNING: str(device_warning or "none"),
         "frames with visibility": str(current.with_visibility),
     }
     values.update(_visibility_values(current.visibility, node))

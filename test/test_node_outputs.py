@@ -215,3 +215,17 @@ def test_diagnostics_say_where_the_time_per_frame_goes():
     assert values[stats.KEY_STAGES] == "wait 2.0, decode 1.0, dehaze 40.0, depth 10.0, publish 5.0"
     assert stats.diagnose(snapshot(1.0), snapshot(0.0),
                           stats.NodeView(state="active")).values[stats.KEY_STAGES] == "n/a"
+
+
+def test_a_gpu_left_unused_is_a_warning_in_diagnostics():
+    warning = "device auto runs on the CPU although an NVIDIA GPU is visible (/dev/nvidia0 exists): ..."
+    view = stats.NodeView(state="active", input_topic="/cam/image", have_camera_info=True,
+                          engine_info={"model": "diacmpn-rt", "device": "cpu", "depth_units": "meters",
+                                       "device_warning": warning})
+    current = snapshot(1.0, received=10, processed=10, last_received_at=0.9, last_good_at=0.9)
+    diagnosis = stats.diagnose(current, snapshot(0.0), view)
+    assert diagnosis.level == stats.WARN and warning in diagnosis.message
+    assert diagnosis.values[stats.KEY_DEVICE_WARNING] == warning
+    healthy = stats.NodeView(state="active", input_topic="/cam/image", have_camera_info=True,
+                             engine_info={"model": "diacmpn-rt", "device": "cuda:0", "depth_units": "meters"})
+    assert stats.diagnose(current, snapshot(0.0), healthy).values[stats.KEY_DEVICE_WARNING] == "none"

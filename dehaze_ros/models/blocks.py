@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dehaze_ros.compat import is_exporting
+
 
 def pad_to_multiple(image: torch.Tensor, multiple: int) -> torch.Tensor:
     """Pad bottom and right so that height and width are multiples of ``multiple``.
@@ -29,7 +31,7 @@ def pad_to_multiple(image: torch.Tensor, multiple: int) -> torch.Tensor:
     pad_w = (width + multiple - 1) // multiple * multiple - width
     # While exporting (ONNX), always pad, by zero where nothing is missing: the shortcut would
     # make the graph valid only for sizes that are multiples, like the example it was traced with.
-    if not torch.compiler.is_exporting() and pad_h == 0 and pad_w == 0:
+    if not is_exporting() and pad_h == 0 and pad_w == 0:
         return image
     mode = "reflect" if pad_h < height and pad_w < width else "replicate"
     return F.pad(image, (0, pad_w, 0, pad_h), mode=mode)
