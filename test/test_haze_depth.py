@@ -1,14 +1,19 @@
-"""Depth from the haze: the fit of beta, the fusion's limits (clear air, sky, saturated haze, NaN).
-Rendered scenes with exact depth, hazed by the ASM."""
+"""Depth from the haze: the fit of beta, the fusion's limits (clear air, sky, saturated haze, NaN),
+and depth_from_haze in the engine end to end. Rendered scenes with exact depth, hazed by the ASM."""
+import dataclasses
 import math
 
 import cv2
 import numpy as np
 import pytest
 
+from dehaze_ros.checkpoint import save_checkpoint
+from dehaze_ros.engine import DEFAULT_CHECKPOINT, DehazeEngine, EngineConfig
+from dehaze_ros.models import build_dehazer, build_depth_net, get_model_config
 from dehaze_ros.haze import synthesize_haze
 from dehaze_ros.haze_depth import FUSED, NETWORK, T_LOW, fuse_depth_with_haze
 from dehaze_ros.sim.scenes import outdoor_validation_view, render_random_view
+from dehaze_ros.upsampling import upsample_depth
 from training.metrics import depth_metrics
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")   # conftest.py: why
@@ -162,3 +167,87 @@ def test_a_region_the_haze_contradicts_keeps_the_network(indoor):
     assert error(trusting.depth_m) > 0.5
     assert error(agreeing.depth_m) < 0.25 * error(trusting.depth_m)
     assert agreeing.haze_weight[wall].mean() < 0.3 < agreeing.haze_weight[:20].mean()
+
+
+# --- the engine -----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def engines():
+    """The shipped checkpoint fused and, sharing its networks, not fused."""
+    fused = DehazeEngine(EngineConfig(checkpoint=str(DEFAULT_CHECKPOINT), device="cpu", precision="fp32",
+                                      max_side=96, depth_max_side=96, warmup=0, depth_from_haze="fuse"))
+    plain = DehazeEngine(dataclasses.replace(fused.config, depth_from_haze="off"), backend=fused.backend)
+    yield fused, plain
+    fused.close()
+
+
+def hazy_room(width=128, height=96):
+    frame = render_random_view(np.random.default_rng(5), width, height)
+    beta = -math.log(0.4) / float(np.median(frame.depth_m))
+    hazy, _ = synthesize_haze(frame.rgb.astype(np.float32) / 255, frame.depth_m, beta, AIRLIGHT)
+    return (np.clip(hazy, 0, 1) * 255 + 0.5).astype(np.uint8), frame
+
+
+def test_engine_fuses_the_depth_passs_depth_with_that_passs_transmission(engines):
+    fused, plain = engines
+    hazy, frame = hazy_room(96, 72)          # the depth pass's size: no resizing, pixel for pixel
+    focal = float(frame.K[0, 0])
+    with_haze = fused.process(hazy, focal_px=focal)
+    without = plain.process(hazy, want_dehazed=False, focal_px=focal)
+    assert without.haze_depth is None and "depth_from_haze" not in without.timings_ms
+    details = with_haze.haze_depth
+    assert details is not None and details.status == FUSED and details.beta_per_unit > 0
+    assert with_haze.timings_ms["depth_from_haze"] >= 0
+    # The engine's depth is the network's fused with the same pass's t, then given the REP-117
+    # markers of the model's range (the network's own markers pass through the fusion).
+    near, far = fused.depth_range
+    expected = fuse_depth_with_haze(without.depth, with_haze.transmission, fused.depth_range).depth_m
+    expected[expected > far] = np.inf
+    expected[expected < near] = -np.inf
+    np.testing.assert_allclose(with_haze.depth, expected, rtol=1e-5)
+    assert not np.allclose(with_haze.depth, without.depth)
+    # The dehazed image does not depend on the setting.
+    np.testing.assert_array_equal(with_haze.dehazed, plain.process(hazy, focal_px=focal).dehazed)
+
+
+def test_engine_fuses_at_the_depth_pass_resolution_and_keeps_the_metres(engines):
+    fused, plain = engines
+    hazy, frame = hazy_room(160, 120)
+    focal = float(frame.K[0, 0])
+    with_haze = fused.process(hazy, want_dehazed=False, focal_px=focal)
+    without = plain.process(hazy, want_dehazed=False, focal_px=focal)
+    assert with_haze.haze_depth.haze_weight.shape == with_haze.transmission.shape == (72, 96)
+    assert with_haze.depth.shape == without.depth.shape == (120, 160)
+    # The fusion corrects the shape, not the scale: the network's metres stay.
+    finite = np.isfinite(with_haze.depth) & np.isfinite(without.depth)
+    assert np.median(with_haze.depth[finite]) / np.median(without.depth[finite]) == pytest.approx(1.0, rel=0.15)
+    # On this hazy room it moves the shape towards the truth.
+    truth = frame.depth_m
+    assert median_scaled_abs_rel(with_haze.depth, truth) < median_scaled_abs_rel(without.depth, truth)
+
+
+def test_engine_setting_is_checked_and_relative_depth_is_left_alone():
+    with pytest.raises(ValueError, match="depth_from_haze"):
+        EngineConfig(depth_from_haze="always").validate()
+    dcp = DehazeEngine(EngineConfig(model="dcp", max_side=64, warmup=0, depth_from_haze="fuse"))
+    hazy, _ = hazy_room(80, 60)
+    result = dcp.process(hazy)
+    assert result.depth_units == "relative" and result.haze_depth is None
+    np.testing.assert_allclose(result.depth, -np.log(upsample_depth(result.transmission, 60, 80)), rtol=1e-5)
+
+
+def test_a_model_without_transmission_keeps_its_depth(tmp_path):
+    """The paper's residual head predicts J only: nothing to read the haze from."""
+    config = dataclasses.replace(get_model_config("diacmpn-rt"), head="residual", canonical_focal_px=0.0)
+    path = tmp_path / "residual.pt"
+    save_checkpoint(path, model_config=config.to_dict(), dehazer_state=build_dehazer(config).state_dict(),
+                    depth_net_state=build_depth_net(config).state_dict(), depth_units="meters",
+                    depth_range_m=(0.1, 80.0))
+    engine = DehazeEngine(EngineConfig(checkpoint=str(path), device="cpu", precision="fp32", max_side=64,
+                                       depth_max_side=64, warmup=0, depth_from_haze="fuse"))
+    plain = DehazeEngine(dataclasses.replace(engine.config, depth_from_haze="off"), backend=engine.backend)
+    hazy, _ = hazy_room(80, 60)
+    result = engine.process(hazy, want_dehazed=False)
+    assert result.transmission is None and result.haze_depth is None
+    np.testing.assert_array_equal(result.depth, plain.process(hazy, want_dehazed=False).depth)
+    engine.close()
