@@ -27,6 +27,11 @@ says so in the result (``focal_assumed``). Metric depth runs at ``depth_max_side
 removes the focal length, but a monocular network also reads objects' size in pixels, and its
 metres only hold near the resolution it was trained at (measured: native-resolution depth on
 Middlebury was 3x too far before this).
+
+Depth from the haze (``depth_from_haze: fuse``): the metric depth of the depth pass is fused with
+that pass's transmission, -ln t = beta d, before upsampling (``dehaze_ros.haze_depth``): the
+haze corrects the network's shape where it is informative, the network keeps its metres and
+everything where the air is clear or t is saturated.
 """
 from __future__ import annotations
 
@@ -48,6 +53,7 @@ from dehaze_ros.backends import BACKENDS, MODELS, Backend, BackendError, create_
 from dehaze_ros.camera import DEFAULT_HFOV_DEG, focal_from_hfov, metric_from_canonical
 from dehaze_ros.checkpoint import Checkpoint
 from dehaze_ros.devices import PRECISIONS, cpu_supports_bf16  # noqa: F401 (re-exported for the node)
+from dehaze_ros.haze_depth import HazeDepth, fuse_depth_with_haze
 from dehaze_ros.upsampling import DEFAULT as DEFAULT_UPSAMPLING
 from dehaze_ros.upsampling import UPSAMPLING
 
@@ -61,8 +67,11 @@ DEFAULT_DEPTH_MAX_SIDE = 320
 # The warm-up frame's longer side at most (max_side accepts up to 8192 for big sensors; a warm-up
 # at that size would cost more than the kernel choice it saves). 1920: TensorRT's largest (onnxruntime_backend).
 WARMUP_MAX_SIDE = 1920
+# EngineConfig.depth_from_haze: off = the network's depth; fuse = its shape corrected by the
+# transmission's -ln t where the haze is informative (dehaze_ros.haze_depth, docs/depth.md).
+DEPTH_FROM_HAZE = ("off", "fuse")
 
-__all__ = ["BACKENDS", "DEFAULT_CHECKPOINT", "DEFAULT_DEPTH_MAX_SIDE", "DEFAULT_MAX_SIDE", "DEFAULT_UPSAMPLING", "MODELS", "PRECISIONS", "UPSAMPLING", "DehazeEngine",
+__all__ = ["BACKENDS", "DEFAULT_CHECKPOINT", "DEFAULT_DEPTH_MAX_SIDE", "DEPTH_FROM_HAZE", "DEFAULT_MAX_SIDE", "DEFAULT_UPSAMPLING", "MODELS", "PRECISIONS", "UPSAMPLING", "DehazeEngine",
            "EngineConfig", "EngineError", "EngineResult", "as_rgb_uint8", "cpu_supports_bf16", "slow_setup_notice",
            "resolve_device", "resolve_precision", "scaled_size"]
 
@@ -90,6 +99,7 @@ class EngineConfig:
     warmup: int = 1                    # warm-up passes after loading (first CUDA/oneDNN calls are slow)
     num_threads: int = 0               # torch CPU threads; 0 = torch's default
     default_hfov_deg: float = DEFAULT_HFOV_DEG   # focal length assumed when process() gets none
+    depth_from_haze: str = "fuse"      # off | fuse: -ln t of the same pass corrects metric depth's shape
 
     def validate(self) -> None:
         if self.model not in MODELS:
@@ -98,6 +108,8 @@ class EngineConfig:
             raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
         if self.upsampling not in UPSAMPLING:
             raise ValueError(f"upsampling must be one of {UPSAMPLING}, got {self.upsampling!r}")
+        if self.depth_from_haze not in DEPTH_FROM_HAZE:
+            raise ValueError(f"depth_from_haze must be one of {DEPTH_FROM_HAZE}, got {self.depth_from_haze!r}")
         devices.validate_precision(self.precision)
         devices.validate_device(self.device)
         for name in ("max_side", "depth_max_side", "warmup", "num_threads"):
@@ -126,6 +138,9 @@ class EngineResult:
     # -ln t = beta * d (visibility) does not depend on whether the dehazed image was wanted.
     transmission: np.ndarray | None = None
     airlight: np.ndarray | None = None
+    # depth_from_haze "fuse" with metric depth: the fusion at the depth pass's resolution (beta,
+    # per-pixel haze weight, or why the network's depth was kept); None when it did not run.
+    haze_depth: HazeDepth | None = None
 
 
 def resolve_device(name: str) -> torch.device:
@@ -244,6 +259,7 @@ class DehazeEngine:
             **self._description,
             "max_side": self.config.max_side,
             "depth_max_side": self.config.depth_max_side,
+            "depth_from_haze": self.config.depth_from_haze,
             "upsampling": self.upsampling,
             "depth_units": self.depth_units,
             "depth_range_m": list(self.depth_range),
@@ -286,7 +302,7 @@ class DehazeEngine:
             hazy = rgb.astype(np.float32) / 255.0 if resized else small
             dehazed = to_uint8(upsampling.recover_full_resolution(hazy, small, out.dehazed, out.transmission,
                                                                   out.airlight, self.upsampling))
-        depth, focal_assumed = None, False
+        depth, focal_assumed, haze_depth = None, False, None
         if want_depth:
             depth_small = depth_out.depth
             if self.canonical_focal_px:
@@ -295,13 +311,30 @@ class DehazeEngine:
                 focal = focal_from_hfov(width, self.config.default_hfov_deg) if focal_assumed else focal_px
                 # The network saw the downscaled image: its focal length is scaled alike.
                 depth_small = metric_from_canonical(depth_small, focal * depth_w / width, self.canonical_focal_px)
+            haze_depth = self._depth_from_haze(depth_small, depth_out, timings)
+            if haze_depth is not None:
+                depth_small = haze_depth.depth_m
             # A copy at native size too: on the CPU the backend's array may be a tensor's memory.
             depth = self._apply_depth_range(upsampling.upsample_depth(depth_small, height, width))
         timings["postprocess"] = (time.perf_counter() - mark) * 1e3
         timings["total"] = (time.perf_counter() - start) * 1e3
         physics = depth_out if want_depth else out
         return EngineResult(dehazed, depth, self.depth_units, timings, focal_assumed, physics.transmission,
-                            physics.airlight)
+                            physics.airlight, haze_depth)
+
+    def _depth_from_haze(self, depth_m: np.ndarray, output: BackendOutput,
+                         timings: dict[str, float]) -> HazeDepth | None:
+        """depth_from_haze "fuse": the metric depth of one pass fused with that pass's -ln t, at
+        its resolution (before upsampling: t and depth of one input, pixel for pixel), inside
+        the model's range (outside stays for the REP-117 markers). Relative depth is -ln t
+        already; a model that predicts no t keeps its depth (estimating one here would cost
+        more than the fusion itself: visibility.transmission_for does it where it is needed)."""
+        if self.config.depth_from_haze == "off" or self.depth_units != "meters" or output.transmission is None:
+            return None
+        mark = time.perf_counter()
+        fused = fuse_depth_with_haze(depth_m, output.transmission, self.depth_range)
+        timings["depth_from_haze"] = (time.perf_counter() - mark) * 1e3
+        return fused
 
     def depth_size(self, height: int, width: int) -> tuple[int, int]:
         """(height, width) the depth is estimated at for an input of this size. depth_max_side

@@ -34,8 +34,8 @@ from dehaze_ros.camera import DEFAULT_HFOV_DEG
 # The engine's own lists of choices: the table offers exactly what the engine accepts. This
 # loads torch (about a second) with the table; the node loads it for configure anyway, and the
 # programs that read the table (process_bag, the demo) run the engine too.
-from dehaze_ros.engine import (BACKENDS, DEFAULT_CHECKPOINT, DEFAULT_DEPTH_MAX_SIDE, DEFAULT_MAX_SIDE, MODELS,
-                               PRECISIONS, UPSAMPLING, EngineConfig)
+from dehaze_ros.engine import (BACKENDS, DEFAULT_CHECKPOINT, DEFAULT_DEPTH_MAX_SIDE, DEFAULT_MAX_SIDE,
+                               DEPTH_FROM_HAZE, MODELS, PRECISIONS, UPSAMPLING, EngineConfig)
 from dehaze_ros.image_conversion import DEFAULT_MAX_PIXELS
 
 STAGES = ("startup", "configure", "live")
@@ -159,6 +159,14 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
                   "through the focal length, taken from camera_info when there is one. "
                   "/diagnostics says which.",
                   "configure", minimum=1.0, maximum=179.0),
+    ParameterSpec("depth_from_haze", EngineConfig.depth_from_haze,
+                  "Read the depth's shape from the haze too (-ln t = beta d): fuse blends the "
+                  "transmission's -ln t, tied to the network's metres by a fitted beta, into the "
+                  "metric depth where the haze is informative (0.11 < t < 0.97, not sky) and "
+                  "agrees with the network locally; clear air, sky and saturated haze keep the "
+                  "network's depth. off: the depth network alone. dcp and checkpoints whose head "
+                  "predicts no transmission ignore it (docs/depth.md, 'Depth from the haze').",
+                  "configure", choices=DEPTH_FROM_HAZE),
     ParameterSpec("warmup", 1,
                   "Warm-up passes at configure, so the first real frame is not slow.",
                   "configure", minimum=0, maximum=20),

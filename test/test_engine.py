@@ -98,7 +98,7 @@ def test_engine_max_side_inverts_the_scattering_model_at_full_resolution(rt_chec
     full-resolution input; canonical depth converted with the focal length of the small image."""
     path, dehazer, depth_net = rt_checkpoint
     engine = DehazeEngine(EngineConfig(checkpoint=str(path), max_side=64, depth_max_side=0, precision="fp32", upsampling="bilinear",
-                                       warmup=0))
+                                       warmup=0, depth_from_haze="off"))   # the network's own depth
     rgb = np.random.default_rng(1).integers(0, 256, (120, 200, 3), dtype=np.uint8)
     result = engine.process(rgb, focal_px=180.0)
     small = cv2.resize(rgb, (64, 38), interpolation=cv2.INTER_AREA)
@@ -155,7 +155,7 @@ def test_engine_max_side_rebuilds_full_resolution_from_the_small_correction(resi
     nearest-upsampled, plain metres (no canonical camera, so no focal length involved)."""
     path, dehazer, depth_net = residual_checkpoint
     engine = DehazeEngine(EngineConfig(checkpoint=str(path), max_side=64, depth_max_side=0, precision="fp32", upsampling="bilinear",
-                                       warmup=0))
+                                       warmup=0, depth_from_haze="off"))   # the network's own depth
     rgb = np.random.default_rng(1).integers(0, 256, (120, 200, 3), dtype=np.uint8)
     result = engine.process(rgb)
     assert not result.focal_assumed

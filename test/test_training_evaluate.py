@@ -184,3 +184,29 @@ def test_depth_of_unknown_scale_gets_only_median_scaled_columns():
     assert metric["abs_rel"] == pytest.approx(1.0) and metric["median_ratio"] == pytest.approx(2.0)
     assert "abs_rel" not in relative and "median_ratio" not in relative
     assert relative["abs_rel_median"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_depth_from_haze_ablation_gives_network_haze_and_fusion_in_one_table(data_root, checkpoint, tmp_path,
+                                                                             capsys):
+    common = ["--checkpoint", str(checkpoint), "--data", f"rgbd:{data_root / 'middlebury'}", "--max-side", "64",
+              "--device", "cpu", "--grids", "1"]
+    assert main([*common, "--baseline", "dcp", "--depth-from-haze", "ablation", "--out", str(tmp_path / "a")]) == 0
+    rows = read_rows(tmp_path / "a")
+    methods = {r["method"] for r in rows}
+    assert methods == {"hazy input", "model (diacmpn-rt)", "model (diacmpn-rt), depth_from_haze off",
+                       "-ln t of model (diacmpn-rt)", "dcp"}
+    network = [r for r in rows if r["method"].endswith("depth_from_haze off")]
+    optical = [r for r in rows if r["method"].startswith("-ln t")]
+    assert len(network) == len(optical) == 3
+    assert all(r["psnr"] == "" and r["abs_rel"] and r["depth_units"] == "meters" for r in network)
+    assert all(r["abs_rel"] == "" and r["abs_rel_median"] and r["depth_units"] == "relative" for r in optical)
+    assert "depth_from_haze: ablation" in (tmp_path / "a" / "summary.md").read_text()
+    # The network-alone row is what the engine gives with the fusion off.
+    assert main([*common, "--depth-from-haze", "off", "--out", str(tmp_path / "off")]) == 0
+    alone = {r["image"]: r for r in read_rows(tmp_path / "off") if r["method"] == "model (diacmpn-rt)"}
+    for row in network:
+        assert row["abs_rel"] == alone[row["image"]]["abs_rel"]
+        assert row["abs_rel_median"] == alone[row["image"]]["abs_rel_median"]
+    with pytest.raises(SystemExit):
+        main([*common, "--depth-from-haze", "sometimes", "--out", str(tmp_path / "bad")])
+    assert "invalid choice: 'sometimes'" in capsys.readouterr().err

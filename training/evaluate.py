@@ -25,6 +25,11 @@ Outputs in ``--out``: per_image.csv, summary.md (means per set and method; "sky 
 over the set's sky pixels), grids/ (hazy | dehazed | DCP | GT | depth | GT depth). Metrics: see
 training.metrics. The rows "hazy input" score the input itself. DCP depth is relative (beta x
 metres): only its median-scaled depth metrics mean anything, the metric ones are left empty.
+``--depth-from-haze`` sets the engine's depth_from_haze for the model (its default is the node's);
+``ablation`` runs it fused and adds two depth-only rows from the same network pass settings: the
+depth network alone ("..., depth_from_haze off") and the model's own -ln t read as relative depth
+("-ln t of model (...)"), so one table holds the network, -ln t (ours and, with --baseline dcp,
+DCP's) and the fusion.
 ``--checkpoint`` also takes a run's best.pt/last.pt (its EMA weights are exported to a temporary
 file first).
 """
@@ -46,8 +51,9 @@ import cv2
 import numpy as np
 
 from dehaze_ros.checkpoint import CheckpointError, load_checkpoint
-from dehaze_ros.engine import (DEFAULT_DEPTH_MAX_SIDE, DEFAULT_UPSAMPLING, PRECISIONS, UPSAMPLING, DehazeEngine, EngineConfig,
-                               EngineError)
+from dehaze_ros.engine import (DEFAULT_DEPTH_MAX_SIDE, DEFAULT_UPSAMPLING, DEPTH_FROM_HAZE, PRECISIONS, UPSAMPLING,
+                               DehazeEngine, EngineConfig, EngineError, EngineResult)
+from dehaze_ros.upsampling import upsample_depth
 from training.config import ConfigError, HazeConfig, apply_overrides, source_config
 from training.data import SOURCES, DataSource, open_source
 from training.data.common import FolderSourceConfig, Sample, no_depth, resize_max_side, to_float
@@ -59,6 +65,8 @@ from training.visualize import depth_tile, label_tile, make_grid, rgb_tile
 KINDS = (*SOURCES, "images", "outdoor")
 FOLDER_KINDS = ("images", *(kind for kind, (config, _) in SOURCES.items() if issubclass(config, FolderSourceConfig)))
 OUTDOOR_DEFAULT_VIEWS = 8
+# --depth-from-haze: the engine's settings, or both of them plus the model's -ln t, side by side.
+DEPTH_FROM_HAZE_CHOICES = (*DEPTH_FROM_HAZE, "ablation")
 CSV_COLUMNS = ("set", "image", "method", "width", "height", "psnr", "ssim", "abs_rel", "rmse", "delta1",
                "abs_rel_median", "rmse_median", "delta1_median", "median_ratio", "sky_beyond", "sky_pixels",
                "depth_units", "focal", "ms")
@@ -205,7 +213,7 @@ def finite_depth(depth: np.ndarray, near: float, far: float) -> np.ndarray:
 def score(dehazed: np.ndarray, depth: np.ndarray | None, depth_units: str, sample: Sample,
           depth_range: tuple[float, float]) -> dict:
     row: dict = {}
-    if not np.isnan(sample.clear).all():
+    if dehazed is not None and not np.isnan(sample.clear).all():
         row["psnr"], row["ssim"] = psnr(dehazed, sample.clear), ssim(dehazed, sample.clear)
     if depth is not None and sample.has_depth:
         metrics = depth_metrics(finite_depth(depth, *depth_range), sample.depth_m)
@@ -225,6 +233,20 @@ def score(dehazed: np.ndarray, depth: np.ndarray | None, depth_units: str, sampl
             row["sky_pixels"] = int(sky.sum())
     row["depth_units"] = depth_units if depth is not None else ""
     return row
+
+
+def method_label(method: str, engine: DehazeEngine) -> str:
+    if method == "dcp":
+        return "dcp"
+    label = f"model ({engine.model_name})"
+    return f"{label}, depth_from_haze off" if method == "network depth" else label
+
+
+def transmission_depth(result: EngineResult, height: int, width: int) -> np.ndarray:
+    """The model's -ln t as relative depth (beta x metres), at the input size as the engine
+    upsamples depth (nearest): what the DCP's depth is, made from the model's transmission."""
+    optical_depth = -np.log(np.clip(result.transmission, 1e-6, 1.0)).astype(np.float32)
+    return upsample_depth(optical_depth, height, width)
 
 
 def focal_column(engine: DehazeEngine, result) -> str:
@@ -320,10 +342,14 @@ def evaluate(checkpoint: str | None, specs: list[str], out_dir: Path, baseline: 
              haze_t: float = 0.4, seed: int = 0, grids: int = 4, log=print, items: list[str] = (),
              depth_scales: dict | None = None, focal_px: dict | None = None, visibility_m: float = 300.0,
              exclude: list[str] = (), source_options: list[str] = (), upsampling: str = DEFAULT_UPSAMPLING,
-             precision: str = "auto", engine_depth_max_side: int = DEFAULT_DEPTH_MAX_SIDE) -> dict:
+             precision: str = "auto", engine_depth_max_side: int = DEFAULT_DEPTH_MAX_SIDE,
+             depth_from_haze: str = EngineConfig.depth_from_haze) -> dict:
     """Run every method on every set; write per_image.csv, summary.md and grids; return the summary."""
     if not checkpoint and not baseline:
         raise ValueError("nothing to evaluate: give --checkpoint and/or --baseline dcp")
+    if depth_from_haze not in DEPTH_FROM_HAZE_CHOICES:
+        raise ValueError(f"depth_from_haze must be one of {DEPTH_FROM_HAZE_CHOICES}, got {depth_from_haze!r}")
+    ablation = depth_from_haze == "ablation"
     engines: dict[str, DehazeEngine] = {}
     provenance: dict = {}
     with tempfile.TemporaryDirectory() as workdir:
@@ -333,11 +359,17 @@ def evaluate(checkpoint: str | None, specs: list[str], out_dir: Path, baseline: 
                          visibility_m, list(exclude), list(source_options)) for spec in specs]
         if checkpoint:
             deployable = resolve_checkpoint(checkpoint, Path(workdir))
-            engines["model"] = DehazeEngine(EngineConfig(model="checkpoint", checkpoint=deployable, device=device,
-                                                         precision=precision, max_side=engine_max_side,
-                                                         depth_max_side=engine_depth_max_side,
-                                                         upsampling=upsampling, warmup=1))
+            model_config = EngineConfig(model="checkpoint", checkpoint=deployable, device=device,
+                                        precision=precision, max_side=engine_max_side,
+                                        depth_max_side=engine_depth_max_side, upsampling=upsampling, warmup=1,
+                                        depth_from_haze="fuse" if ablation else depth_from_haze)
+            engines["model"] = DehazeEngine(model_config)
             provenance = engines["model"].checkpoint.provenance
+            if ablation:
+                # The same loaded networks, the depth left as the network made it.
+                engines["network depth"] = DehazeEngine(dataclasses.replace(model_config, depth_from_haze="off",
+                                                                            warmup=0),
+                                                        backend=engines["model"].backend)
         if baseline == "dcp":
             engines["dcp"] = DehazeEngine(EngineConfig(model="dcp", max_side=engine_max_side, upsampling=upsampling,
                                                        depth_max_side=engine_depth_max_side, warmup=0))
@@ -363,12 +395,18 @@ def evaluate(checkpoint: str | None, specs: list[str], out_dir: Path, baseline: 
                 for method, engine in engines.items():
                     start = time.perf_counter()
                     # The image's own focal length where the set knows it (metric depth needs it).
-                    result = engine.process(hazy_u8, focal_px=sample.focal_px if sample.focal_px > 0 else None)
+                    result = engine.process(hazy_u8, want_dehazed=method != "network depth",
+                                            focal_px=sample.focal_px if sample.focal_px > 0 else None)
                     elapsed_ms = (time.perf_counter() - start) * 1e3
                     outputs[method] = result
-                    rows.append({**base, "method": method if method == "dcp" else f"model ({engine.model_name})",
-                                 "ms": elapsed_ms, "focal": focal_column(engine, result),
+                    rows.append({**base, "method": method_label(method, engine), "ms": elapsed_ms,
+                                 "focal": focal_column(engine, result),
                                  **score(result.dehazed, result.depth, result.depth_units, sample, engine.depth_range)})
+                if ablation and outputs["model"].transmission is not None:
+                    model = engines["model"]
+                    optical_depth = transmission_depth(outputs["model"], *hazy_u8.shape[:2])
+                    rows.append({**base, "method": f"-ln t of model ({model.model_name})",
+                                 **score(None, optical_depth, "relative", sample, (0.0, math.inf))})
                 if index < grids:
                     save_grid(out_dir / "grids" / eval_set.name / f"{Path(sample.name).stem}.png", sample, outputs,
                               engines.get("model"))
@@ -377,7 +415,7 @@ def evaluate(checkpoint: str | None, specs: list[str], out_dir: Path, baseline: 
     write_csv(out_dir / "per_image.csv", rows)
     summary = summarise(rows)
     header = summary_header(checkpoint, provenance, baseline, engines, max_side, engine_max_side,
-                            engine_depth_max_side, haze_t, seed, visibility_m, warnings)
+                            engine_depth_max_side, haze_t, seed, visibility_m, warnings, depth_from_haze)
     header += [markdown_table(summary), ""]
     (out_dir / "summary.md").write_text("\n".join(header))
     log("\n" + markdown_table(summary))
@@ -388,7 +426,7 @@ def evaluate(checkpoint: str | None, specs: list[str], out_dir: Path, baseline: 
 def summary_header(checkpoint: str | None, provenance: dict, baseline: str | None,
                    engines: dict[str, DehazeEngine], max_side: int, engine_max_side: int,
                    engine_depth_max_side: int, haze_t: float, seed: int, visibility_m: float,
-                   warnings: list[str]) -> list[str]:
+                   warnings: list[str], depth_from_haze: str = "") -> list[str]:
     """summary.md above the table: what was evaluated, at which resolution, on which engine."""
     return [
         "# Evaluation",
@@ -406,6 +444,9 @@ def summary_header(checkpoint: str | None, provenance: dict, baseline: str | Non
         f"- synthetic haze on RGB-D sets: transmission {haze_t} at the median depth, airlight 0.9, seed {seed}; "
         f"outdoor views: visibility {visibility_m:g} m (beta = 3.912 / V)",
         "- depth metrics: metric (metres) and after median scaling (med); DCP depth is relative: metric columns empty",
+        f"- model depth_from_haze: {depth_from_haze or '(no model)'}"
+        + (" (fused; rows 'depth_from_haze off': the network alone; '-ln t of model': its transmission as "
+           "relative depth)" if depth_from_haze == "ablation" else ""),
         "- sky beyond: the share of all true-sky pixels of the set predicted beyond the range (+inf), and of the "
         "worst single image",
         *[f"- WARNING: {text}" for text in warnings],
@@ -432,7 +473,8 @@ def save_grid(path: Path, sample: Sample, outputs: dict, model_engine: DehazeEng
     near, far = model_engine.depth_range if model_engine is not None else (0.1, 80.0)
     tiles = [label_tile(rgb_tile(sample.hazy), "hazy")]
     for method, result in outputs.items():
-        tiles.append(label_tile(result.dehazed, method))
+        if result.dehazed is not None:
+            tiles.append(label_tile(result.dehazed, method))
     if not np.isnan(sample.clear).all():
         tiles.append(label_tile(rgb_tile(sample.clear), "GT"))
     model = outputs.get("model")
@@ -478,6 +520,9 @@ def main(argv: list[str] | None = None) -> int:
                              "color_topic=/camera/color/image_raw for rosbag2 (repeatable)")
     parser.add_argument("--visibility-m", type=float, default=300.0,
                         help="outdoor views: fog visibility in metres (beta = 3.912 / V)")
+    parser.add_argument("--depth-from-haze", default=EngineConfig.depth_from_haze, choices=DEPTH_FROM_HAZE_CHOICES,
+                        help="the model's depth: the engine's depth_from_haze (default: the node's), or "
+                             "ablation: fused, plus the network alone and the model's -ln t as rows of their own")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--grids", type=int, default=4, help="image grids per set")
     args = parser.parse_args(argv)
@@ -495,7 +540,7 @@ def main(argv: list[str] | None = None) -> int:
                  focal_px=parse_folder_values(args.focal_px, "--focal-px"), visibility_m=args.visibility_m,
                  exclude=[s for s in args.exclude.split(",") if s], source_options=args.source_option,
                  upsampling=args.upsampling, precision=args.precision,
-                 engine_depth_max_side=args.engine_depth_max_side)
+                 engine_depth_max_side=args.engine_depth_max_side, depth_from_haze=args.depth_from_haze)
     except (DataError, CheckpointError, EngineError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
