@@ -55,10 +55,12 @@ def test_openvino_matches_torch_fp32_on_two_sizes(exported):
     for height, width in [(37, 53), (240, 320)]:
         rgb = hazy_frame(width, height).astype(np.float32) / 255
         with torch.inference_mode():
-            dehazed, depth, transmission, airlight = (t.numpy() for t in module(torch.from_numpy(rgb).permute(2, 0, 1)[None]))
+            hazy = torch.from_numpy(rgb).permute(2, 0, 1)[None]
+            dehazed, depth, transmission, airlight = (tensor.numpy() for tensor in module(hazy))
         out = backend.run(rgb, want_dehazed=True, want_depth=True)
         out.check(height, width, True, True, "openvino")
-        pairs = {"dehazed": (out.dehazed, dehazed[0].transpose(1, 2, 0)), "transmission": (out.transmission, transmission[0, 0]),
+        pairs = {"dehazed": (out.dehazed, dehazed[0].transpose(1, 2, 0)),
+                 "transmission": (out.transmission, transmission[0, 0]),
                  "airlight": (out.airlight, airlight.reshape(3)), "depth": (out.depth, depth[0, 0])}
         for name, (have, want) in pairs.items():
             # Depth is in metres (up to ~100): the same 1e-3, relative.

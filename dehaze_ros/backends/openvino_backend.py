@@ -1,8 +1,9 @@
 """The exported graph (``dehaze_ros.onnx_export``) run by OpenVINO on the CPU.
 
-OpenVINO is an optional extra: ``pip install 'dehaze_ros[openvino]'`` (the CPU wheel, about
-50 MB, with onnx and onnxscript for the export). Without it the package works with the torch
-backend, and asking for this one raises BackendError saying what to install.
+OpenVINO is an optional extra: ``pip install 'dehaze_ros[openvino]'`` (openvino 2026.4: about
+180 MB installed, nothing beyond numpy and openvino-telemetry; onnx and onnxscript for the
+export). Without it the package works with the torch backend, and asking for this one raises
+BackendError saying what to install.
 
 Why a second ONNX runner: on the 2-core AVX-512 machine of docs/performance.md ("Where the time
 goes") half of torch's time per frame was outside the convolutions (concatenations, bias copies,
