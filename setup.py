@@ -25,7 +25,9 @@ setup(
     # and TensorRT providers. Install one of the two, never both: they are one Python module, and
     # the CPU package installed over the GPU one silently removes its providers.
     extras_require={"onnx": ["onnx>=1.17", "onnxscript>=0.5", "onnxruntime>=1.20"],
-                    "onnx-gpu": ["onnx>=1.17", "onnxscript>=0.5", "onnxruntime-gpu>=1.20"]},
+                    "onnx-gpu": ["onnx>=1.17", "onnxscript>=0.5", "onnxruntime-gpu>=1.20"],
+                    # backend openvino (CPU): the same exported graph, run by OpenVINO's CPU plugin.
+                    "openvino": ["onnx>=1.17", "onnxscript>=0.5", "openvino>=2024.0"]},
     zip_safe=False,
     maintainer="dehaze_ros developers",
     maintainer_email="dev@dehaze-ros.invalid",

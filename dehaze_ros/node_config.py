@@ -109,12 +109,12 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
                   "package (dehaze_ros/checkpoints/default.pt beside the code); without one the node falls "
                   "back to dcp with a warning.", "configure"),
     ParameterSpec("backend", "torch",
-                  "What runs the checkpoint's networks: torch, or onnxruntime (the optional onnx "
+                  "What runs the checkpoint's networks: torch, onnxruntime (the optional onnx "
                   "extra, pip install '.[onnx]'; TensorRT and CUDA providers on a GPU device, CPU "
-                  "otherwise). dcp ignores it.",
+                  "otherwise), or openvino (CPU only, pip install '.[openvino]'). dcp ignores it.",
                   "configure", choices=BACKENDS),
     ParameterSpec("onnx_model", "",
-                  "backend onnxruntime: an exported graph (python -m training.export CHECKPOINT "
+                  "backend onnxruntime or openvino: an exported graph (python -m training.export CHECKPOINT "
                   "--onnx OUT.onnx). Empty: the checkpoint is exported once into "
                   "~/.cache/dehaze_ros/onnx and reused.", "configure"),
     ParameterSpec("trt_cache_dir", "",

@@ -51,8 +51,8 @@ import cv2
 import numpy as np
 
 from dehaze_ros.checkpoint import CheckpointError, load_checkpoint
-from dehaze_ros.engine import (DEFAULT_DEPTH_MAX_SIDE, DEFAULT_UPSAMPLING, DEPTH_FROM_HAZE, PRECISIONS, UPSAMPLING,
-                               DehazeEngine, EngineConfig, EngineError, EngineResult)
+from dehaze_ros.engine import (BACKENDS, DEFAULT_DEPTH_MAX_SIDE, DEFAULT_UPSAMPLING, DEPTH_FROM_HAZE, PRECISIONS,
+                               UPSAMPLING, DehazeEngine, EngineConfig, EngineError, EngineResult)
 from dehaze_ros.upsampling import upsample_depth
 from training.config import ConfigError, HazeConfig, apply_overrides, source_config
 from training.data import SOURCES, DataSource, open_source
@@ -343,7 +343,7 @@ def evaluate(checkpoint: str | None, specs: list[str], out_dir: Path, baseline: 
              depth_scales: dict | None = None, focal_px: dict | None = None, visibility_m: float = 300.0,
              exclude: list[str] = (), source_options: list[str] = (), upsampling: str = DEFAULT_UPSAMPLING,
              precision: str = "auto", engine_depth_max_side: int = DEFAULT_DEPTH_MAX_SIDE,
-             depth_from_haze: str = EngineConfig.depth_from_haze) -> dict:
+             depth_from_haze: str = EngineConfig.depth_from_haze, backend: str = "torch") -> dict:
     """Run every method on every set; write per_image.csv, summary.md and grids; return the summary."""
     if not checkpoint and not baseline:
         raise ValueError("nothing to evaluate: give --checkpoint and/or --baseline dcp")
@@ -359,7 +359,7 @@ def evaluate(checkpoint: str | None, specs: list[str], out_dir: Path, baseline: 
                          visibility_m, list(exclude), list(source_options)) for spec in specs]
         if checkpoint:
             deployable = resolve_checkpoint(checkpoint, Path(workdir))
-            model_config = EngineConfig(model="checkpoint", checkpoint=deployable, device=device,
+            model_config = EngineConfig(model="checkpoint", checkpoint=deployable, backend=backend, device=device,
                                         precision=precision, max_side=engine_max_side,
                                         depth_max_side=engine_depth_max_side, upsampling=upsampling, warmup=1,
                                         depth_from_haze="fuse" if ablation else depth_from_haze)
@@ -503,6 +503,8 @@ def main(argv: list[str] | None = None) -> int:
                              "(0 = at --engine-max-side's size)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--precision", default="auto", choices=PRECISIONS, help="the networks' precision")
+    parser.add_argument("--backend", default="torch", choices=BACKENDS,
+                        help="what runs the networks (the node's backend parameter): quality per backend")
     parser.add_argument("--upsampling", default=DEFAULT_UPSAMPLING, choices=UPSAMPLING,
                         help="full-resolution recovery below native size (with --engine-max-side)")
     parser.add_argument("--scenes", default="", help="only these scenes (comma separated) of reside/rgbd sets")
@@ -540,7 +542,8 @@ def main(argv: list[str] | None = None) -> int:
                  focal_px=parse_folder_values(args.focal_px, "--focal-px"), visibility_m=args.visibility_m,
                  exclude=[s for s in args.exclude.split(",") if s], source_options=args.source_option,
                  upsampling=args.upsampling, precision=args.precision,
-                 engine_depth_max_side=args.engine_depth_max_side, depth_from_haze=args.depth_from_haze)
+                 engine_depth_max_side=args.engine_depth_max_side, depth_from_haze=args.depth_from_haze,
+                 backend=args.backend)
     except (DataError, CheckpointError, EngineError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -11,7 +11,7 @@ from pathlib import Path
 from dehaze_ros.backends.base import Backend, BackendError, BackendOutput
 
 MODELS = ("checkpoint", "dcp")
-BACKENDS = ("torch", "onnxruntime")
+BACKENDS = ("torch", "onnxruntime", "openvino")
 
 __all__ = ["BACKENDS", "MODELS", "Backend", "BackendError", "BackendOutput", "create_backend"]
 
@@ -22,7 +22,7 @@ def create_backend(model: str, backend: str, checkpoint: str | Path, device: str
     """The one place that maps configuration to a backend class (imports are lazy: the DCP needs
     no torch model code, and onnxruntime is an optional dependency). ``onnx_model``,
     ``trt_cache_dir``, ``num_threads`` and the sizes (TensorRT's profile) apply to onnxruntime
-    only (onnxruntime_backend)."""
+    only (onnxruntime_backend); ``onnx_model`` and ``num_threads`` to openvino too."""
     if model not in MODELS:
         raise ValueError(f"model must be one of {MODELS}, got {model!r}")
     if backend not in BACKENDS:
@@ -35,5 +35,8 @@ def create_backend(model: str, backend: str, checkpoint: str | Path, device: str
         from dehaze_ros.backends.onnxruntime_backend import OnnxRuntimeBackend
         return OnnxRuntimeBackend(onnx_model, checkpoint, device, precision, trt_cache_dir, num_threads,
                                   max_side, depth_max_side)
+    if backend == "openvino":
+        from dehaze_ros.backends.openvino_backend import OpenVinoBackend
+        return OpenVinoBackend(onnx_model, checkpoint, device, precision, num_threads)
     from dehaze_ros.backends.torch_backend import TorchBackend
     return TorchBackend(checkpoint, device, precision)

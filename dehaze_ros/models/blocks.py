@@ -37,6 +37,21 @@ def pad_to_multiple(image: torch.Tensor, multiple: int) -> torch.Tensor:
     return F.pad(image, (0, pad_w, 0, pad_h), mode=mode)
 
 
+def cat_channels(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """``torch.cat(tensors, dim=1)``, the result channels-last (the networks' layout, see the dehazer).
+
+    torch.cat picks its output layout from its inputs, and a one-channel map (the depth branch's)
+    is both NCHW- and NHWC-contiguous, so a cat that includes one came out NCHW: a transposing
+    copy, and the next convolution copied it back (the largest cat and copy of a frame in the
+    CPU profile, docs/performance.md "Where the time goes"). Concatenating the NHWC views along
+    their last axis writes the channels-last result directly; the values are the same copies.
+    While exporting, the plain cat: the graph has no memory layout, only extra transposes.
+    """
+    if is_exporting():
+        return torch.cat(tensors, dim=1)
+    return torch.cat([tensor.permute(0, 2, 3, 1) for tensor in tensors], dim=3).permute(0, 3, 1, 2)
+
+
 def trunc_normal_scaled_(conv: nn.Conv2d, gain: float = 1.0) -> None:
     """Truncated-normal Xavier init times ``gain``; bias zero (DehazeFormer's scheme)."""
     receptive = conv.weight[0, 0].numel()

@@ -96,8 +96,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=SPECS["num_threads"].default,
                         help="torch (and onnxruntime) CPU threads (0 = their default), as the node's num_threads")
     parser.add_argument("--backends", default="torch,onnxruntime",
-                        help="comma-separated, each of torch | onnxruntime: rows for every one "
-                             "(onnxruntime is skipped with a note when the onnx extra is missing)")
+                        help="comma-separated, each of torch | onnxruntime | openvino: rows for every one "
+                             "(onnxruntime / openvino are skipped with a note when their extra is missing)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -112,13 +112,19 @@ def main(argv: list[str] | None = None) -> None:
             print(f"# {name} skipped: {exc}")
     precisions = list(dict.fromkeys(precisions))   # auto may resolve to a listed one
     backends = [b for b in args.backends.split(",") if b]
-    if set(backends) - {"torch", "onnxruntime"}:
-        parser.error(f"unknown backends {sorted(set(backends) - {'torch', 'onnxruntime'})}; choose torch, onnxruntime")
+    if set(backends) - {"torch", "onnxruntime", "openvino"}:
+        parser.error(f"unknown backends {sorted(set(backends) - {'torch', 'onnxruntime', 'openvino'})}; "
+                     "choose torch, onnxruntime, openvino")
     if "onnxruntime" in backends:
         missing = [m for m in ("onnxruntime", "onnx", "onnxscript") if importlib.util.find_spec(m) is None]
         if missing:
             print(f"# onnxruntime rows skipped: {', '.join(missing)} not installed (pip install '.[onnx]')")
             backends.remove("onnxruntime")
+    if "openvino" in backends:
+        missing = [m for m in ("openvino", "onnx", "onnxscript") if importlib.util.find_spec(m) is None]
+        if missing:
+            print(f"# openvino rows skipped: {', '.join(missing)} not installed (pip install '.[openvino]')")
+            backends.remove("openvino")
     variants = [v for v in args.variants.split(",") if v]
     unknown = [v for v in variants if v not in PRESETS]
     if unknown:
@@ -158,7 +164,7 @@ def main(argv: list[str] | None = None) -> None:
         for name in variants:
             path, params, (dehazer, depth_net) = trained.get(name) or write_random_checkpoint(name, Path(folder))
             graph = Path(folder) / f"{name}.onnx"
-            if "onnxruntime" in backends:
+            if {"onnxruntime", "openvino"} & set(backends):
                 from dehaze_ros.onnx_export import export_onnx
                 print(f"# exporting {name} to ONNX ...", flush=True)
                 export_onnx(path, graph)
