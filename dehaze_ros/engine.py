@@ -27,6 +27,14 @@ says so in the result (``focal_assumed``). Metric depth runs at ``depth_max_side
 removes the focal length, but a monocular network also reads objects' size in pixels, and its
 metres only hold near the resolution it was trained at (measured: native-resolution depth on
 Middlebury was 3x too far before this).
+
+Metric scale (``dehaze_ros.metric_scale``): a network's metres are only as good as its training
+cameras. With ``camera_height_m`` set, the ground plane found in each frame's depth rescales it
+(camera height / fitted height), smoothed over the stream in a per-stream state the engine owns
+(``reset_scale``: a new stream); with ``camera_pitch_deg`` known too, the ground's exact depth
+replaces the network's where the network's depth lies on the plane, and bounds every pixel below
+the horizon. ``EngineResult.scale`` says which source gave the metres, ``depth_support`` what each
+pixel rests on (the node's depth/confidence).
 """
 from __future__ import annotations
 
@@ -39,7 +47,7 @@ import cv2
 import numpy as np
 import torch
 
-from dehaze_ros import devices, upsampling
+from dehaze_ros import devices, metric_scale, upsampling
 
 # torch's own thread count at start-up: num_threads 0 means this, also after a reconfigure
 # from another value (torch.set_num_threads is process-wide).
@@ -48,6 +56,8 @@ from dehaze_ros.backends import BACKENDS, MODELS, Backend, BackendError, create_
 from dehaze_ros.camera import DEFAULT_HFOV_DEG, focal_from_hfov, metric_from_canonical
 from dehaze_ros.checkpoint import Checkpoint
 from dehaze_ros.devices import PRECISIONS, cpu_supports_bf16  # noqa: F401 (re-exported for the node)
+from dehaze_ros.metric_scale import (LEARNED, SUPPORT_LEARNED, SUPPORT_NONE, Mounting, Pinhole, ScaleState,
+                                     StreamScale, apply_ground, ground_estimate)
 from dehaze_ros.upsampling import DEFAULT as DEFAULT_UPSAMPLING
 from dehaze_ros.upsampling import UPSAMPLING
 
@@ -87,6 +97,15 @@ class EngineConfig:
     warmup: int = 1                    # warm-up passes after loading (first CUDA/oneDNN calls are slow)
     num_threads: int = 0               # torch CPU threads; 0 = torch's default
     default_hfov_deg: float = DEFAULT_HFOV_DEG   # focal length assumed when process() gets none
+    # The camera's mounting, for the metric scale from the ground (metric_scale): height above
+    # the ground in metres (0 = unknown: no ground scale) and the optical axis's tilt below the
+    # horizontal in degrees (NaN = unknown: estimated per frame, and only the scale is applied).
+    camera_height_m: float = 0.0
+    camera_pitch_deg: float = math.nan
+
+    @property
+    def mounting(self) -> Mounting:
+        return Mounting(self.camera_height_m, self.camera_pitch_deg)
 
     def validate(self) -> None:
         if self.model not in MODELS:
@@ -106,6 +125,7 @@ class EngineConfig:
             raise ValueError(f"depth_max_side must be 0 (as max_side) or at least 32, got {self.depth_max_side}")
         if not 1.0 <= self.default_hfov_deg <= 179.0:
             raise ValueError(f"default_hfov_deg must lie in [1, 179] degrees, got {self.default_hfov_deg}")
+        self.mounting.check()
 
 
 @dataclass
@@ -123,6 +143,10 @@ class EngineResult:
     # -ln t = beta * d (visibility) does not depend on whether the dehazed image was wanted.
     transmission: np.ndarray | None = None
     airlight: np.ndarray | None = None
+    # Metric depth only: where this frame's metres came from (source, factor, held or fresh),
+    # and per pixel what the depth rests on (uint8 metric_scale.SUPPORT_*, input size).
+    scale: ScaleState | None = None
+    depth_support: np.ndarray | None = None
 
 
 def resolve_device(name: str) -> torch.device:
@@ -206,9 +230,12 @@ class DehazeEngine:
         self.canonical_focal_px: float = float(self.backend.canonical_focal_px)
         self.upsampling: str = (self.backend.preferred_upsampling if config.upsampling == "auto"
                                 else config.upsampling)
+        # The metric scale's memory of this stream of frames (smoothed factor, hold).
+        self.stream_scale = StreamScale()
         try:
             for _ in range(config.warmup):
                 self.process(np.zeros((240, 320, 3), dtype=np.uint8))
+            self.reset_scale()   # a warm-up frame is no part of any stream
         except BaseException:
             self.close()  # a failed warm-up (out of memory, a graph's size limit) holds nothing
             raise
@@ -224,6 +251,11 @@ class DehazeEngine:
             "canonical_focal_px": self.canonical_focal_px,
         }
 
+    def reset_scale(self) -> None:
+        """Forget the stream's scale (smoothed factor, held factor): the next frame starts a new
+        stream. The node calls it on activate; an evaluation before each independent view."""
+        self.stream_scale.reset()
+
     def close(self) -> None:
         """Drop the model (cached GPU memory is given back)."""
         if self.backend is not None:
@@ -231,9 +263,15 @@ class DehazeEngine:
             self.backend = None
 
     def process(self, image: np.ndarray, want_dehazed: bool = True, want_depth: bool = True,
-                focal_px: float | None = None) -> EngineResult:
+                focal_px: float | None = None, camera: Pinhole | None = None, stamp_s: float | None = None,
+                mounting: Mounting | None = None) -> EngineResult:
         """``focal_px``: the horizontal focal length in pixels of ``image`` (CameraInfo's fx at
-        this image size); None assumes ``default_hfov_deg``."""
+        this image size); None assumes ``default_hfov_deg``. ``camera``: the full intrinsics of
+        ``image`` (fx, fy and the principal point, from CameraInfo), for the ground plane; its fx
+        is the focal length when ``focal_px`` is None; None: square pixels centred on the image.
+        ``stamp_s``: the frame's time (its header stamp), which paces the scale's smoothing and
+        its hold; None counts frames instead. ``mounting``: the camera's height and pitch for
+        this frame instead of the config's (evaluation sets whose views each have their own)."""
         start = time.perf_counter()
         rgb = as_rgb_uint8(image)
         if self.backend is None:
@@ -260,22 +298,57 @@ class DehazeEngine:
             hazy = rgb.astype(np.float32) / 255.0 if resized else small
             dehazed = to_uint8(upsampling.recover_full_resolution(hazy, small, out.dehazed, out.transmission,
                                                                   out.airlight, self.upsampling))
-        depth, focal_assumed = None, False
+        depth, focal_assumed, scale, support = None, False, None, None
         if want_depth:
             depth_small = depth_out.depth
+            if focal_px is None and camera is not None:
+                focal_px = camera.fx
+            # No usable focal length (None, 0, negative, NaN from a broken CameraInfo): assume.
+            focal_assumed = focal_px is None or not math.isfinite(focal_px) or focal_px <= 0
+            focal = focal_from_hfov(width, self.config.default_hfov_deg) if focal_assumed else focal_px
             if self.canonical_focal_px:
-                # No usable focal length (None, 0, negative, NaN from a broken CameraInfo): assume.
-                focal_assumed = focal_px is None or not math.isfinite(focal_px) or focal_px <= 0
-                focal = focal_from_hfov(width, self.config.default_hfov_deg) if focal_assumed else focal_px
                 # The network saw the downscaled image: its focal length is scaled alike.
                 depth_small = metric_from_canonical(depth_small, focal * depth_w / width, self.canonical_focal_px)
+            else:
+                focal_assumed = False   # the metres need no focal length (nor can use one)
             # A copy at native size too: on the CPU the backend's array may be a tensor's memory.
-            depth = self._apply_depth_range(upsampling.upsample_depth(depth_small, height, width))
+            depth = upsampling.upsample_depth(depth_small, height, width)
+            if self.depth_units == "meters":
+                if camera is None or focal_assumed:
+                    camera = Pinhole.centred(width, height, focal)
+                scale_mark = time.perf_counter()
+                depth, support, scale = self._metric_scale(depth_small, depth, camera, stamp_s,
+                                                            mounting or self.config.mounting)
+                timings["scale"] = (time.perf_counter() - scale_mark) * 1e3
+            depth = self._apply_depth_range(depth)
+            if support is not None:
+                support[~np.isfinite(depth)] = SUPPORT_NONE   # beyond the range: no number to trust
         timings["postprocess"] = (time.perf_counter() - mark) * 1e3
         timings["total"] = (time.perf_counter() - start) * 1e3
         physics = depth_out if want_depth else out
         return EngineResult(dehazed, depth, self.depth_units, timings, focal_assumed, physics.transmission,
-                            physics.airlight)
+                            physics.airlight, scale, support)
+
+    def _metric_scale(self, depth_small: np.ndarray, depth: np.ndarray, camera: Pinhole, stamp_s: float | None,
+                      mounting: Mounting) -> tuple[np.ndarray, np.ndarray, ScaleState]:
+        """The learned metres (``depth``, full size, and ``depth_small``, the network's) with the
+        scale sources applied: (depth, support, the ScaleState). The ground is fitted on the
+        network's own pixels (no upsampled duplicates; a few ms), its depth written at full size."""
+        mounting.check()
+        if mounting.height_m <= 0:
+            state = self.stream_scale.update([], stamp_s)
+            return depth, np.where(np.isfinite(depth), SUPPORT_LEARNED, SUPPORT_NONE).astype(np.uint8), state
+        height, width = depth.shape
+        small_camera = camera.resized(width, height, depth_small.shape[1], depth_small.shape[0])
+        proposal = ground_estimate(depth_small, small_camera, mounting)
+        state = self.stream_scale.update([proposal], stamp_s)
+        if state.source == LEARNED:
+            return depth, np.where(np.isfinite(depth), SUPPORT_LEARNED, SUPPORT_NONE).astype(np.uint8), state
+        # The plane of this frame when the factor is this frame's own (smoothed); a held factor
+        # (this frame refused, or an outlier) has no plane to trust here.
+        plane = None if state.held else proposal.details["plane"]
+        scaled, support = apply_ground(depth, depth_small, camera, state.factor, plane, mounting)
+        return scaled, support, state
 
     def depth_size(self, height: int, width: int) -> tuple[int, int]:
         """(height, width) the depth is estimated at for an input of this size. depth_max_side
