@@ -472,12 +472,14 @@ SUPPORT_BOUNDED = 3   # the network put it beyond the ground: the plane's depth 
 SUPPORT_PLANE = 4     # the ground plane's depth (the network's depth lies on the fitted plane)
 
 # depth/confidence per support class: the share of such pixels within 25 % of the truth
-# (delta < 1.25) on rendered vehicle views that no gate uses (seed 1; haze from 50 m to
-# clear), measured by `python -m training.depth_confidence` with the shipped checkpoint. A
-# calibrated guess of how often a pixel of that kind is right, not a per-pixel error bar; another
-# checkpoint should be measured again.
-CONFIDENCE = {SUPPORT_NONE: 0.0, SUPPORT_LEARNED: 0.3, SUPPORT_SCALED: 0.5, SUPPORT_BOUNDED: 0.5,
-              SUPPORT_PLANE: 0.9}
+# (delta < 1.25) on the renderer's vehicle views of seed 1, which no gate uses (15 views, fog from
+# 50 m to clear, native size, max_side 320), with the shipped checkpoint:
+#   python -m training.evaluate --checkpoint dehaze_ros/checkpoints/default.pt --data vehicle:15 \
+#       --seed 1 --max-side 2048 --engine-max-side 320 --scale-sources learned,ground --max-depth-m 80
+# (its table "What each pixel's depth rests on"). A calibrated rate for pixels of that kind, not a
+# per-pixel error bar; another checkpoint should be measured again.
+CONFIDENCE = {SUPPORT_NONE: 0.0, SUPPORT_LEARNED: 0.28, SUPPORT_SCALED: 0.47, SUPPORT_BOUNDED: 0.91,
+              SUPPORT_PLANE: 0.88}
 
 
 def confidence_map(support: np.ndarray) -> np.ndarray:
