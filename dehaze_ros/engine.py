@@ -56,8 +56,8 @@ from dehaze_ros.backends import BACKENDS, MODELS, Backend, BackendError, create_
 from dehaze_ros.camera import DEFAULT_HFOV_DEG, focal_from_hfov, metric_from_canonical
 from dehaze_ros.checkpoint import Checkpoint
 from dehaze_ros.devices import PRECISIONS, cpu_supports_bf16  # noqa: F401 (re-exported for the node)
-from dehaze_ros.metric_scale import (LEARNED, SUPPORT_LEARNED, SUPPORT_NONE, Mounting, Pinhole, ScaleState,
-                                     StreamScale, apply_ground, ground_estimate)
+from dehaze_ros.metric_scale import (LEARNED, SUPPORT_LEARNED, Mounting, Pinhole, ScaleState, StreamScale,
+                                     apply_ground, ground_estimate, resize_nearest)
 from dehaze_ros.upsampling import DEFAULT as DEFAULT_UPSAMPLING
 from dehaze_ros.upsampling import UPSAMPLING
 
@@ -311,44 +311,46 @@ class DehazeEngine:
                 depth_small = metric_from_canonical(depth_small, focal * depth_w / width, self.canonical_focal_px)
             else:
                 focal_assumed = False   # the metres need no focal length (nor can use one)
-            # A copy at native size too: on the CPU the backend's array may be a tensor's memory.
-            depth = upsampling.upsample_depth(depth_small, height, width)
             if self.depth_units == "meters":
                 if camera is None or focal_assumed:
                     camera = Pinhole.centred(width, height, focal)
+                # The stage includes bringing the depth to full size (a new array, as below).
                 scale_mark = time.perf_counter()
-                depth, support, scale = self._metric_scale(depth_small, depth, camera, stamp_s,
+                depth, support, scale = self._metric_scale(depth_small, height, width, camera, stamp_s,
                                                             mounting or self.config.mounting)
                 timings["scale"] = (time.perf_counter() - scale_mark) * 1e3
+            else:
+                # A copy at native size too: on the CPU the backend's array may be a tensor's memory.
+                depth = upsampling.upsample_depth(depth_small, height, width)
             depth = self._apply_depth_range(depth)
             if support is not None:
-                support[~np.isfinite(depth)] = SUPPORT_NONE   # beyond the range: no number to trust
+                support *= np.isfinite(depth)   # beyond the range (+-inf): SUPPORT_NONE, no number to trust
         timings["postprocess"] = (time.perf_counter() - mark) * 1e3
         timings["total"] = (time.perf_counter() - start) * 1e3
         physics = depth_out if want_depth else out
         return EngineResult(dehazed, depth, self.depth_units, timings, focal_assumed, physics.transmission,
                             physics.airlight, scale, support)
 
-    def _metric_scale(self, depth_small: np.ndarray, depth: np.ndarray, camera: Pinhole, stamp_s: float | None,
-                      mounting: Mounting) -> tuple[np.ndarray, np.ndarray, ScaleState]:
-        """The learned metres (``depth``, full size, and ``depth_small``, the network's) with the
-        scale sources applied: (depth, support, the ScaleState). The ground is fitted on the
-        network's own pixels (no upsampled duplicates; a few ms), its depth written at full size."""
+    def _metric_scale(self, depth_small: np.ndarray, height: int, width: int, camera: Pinhole,
+                      stamp_s: float | None, mounting: Mounting) -> tuple[np.ndarray, np.ndarray, ScaleState]:
+        """The learned metres (``depth_small``, the network's) at height x width with the scale
+        sources applied: (depth, support, the ScaleState). The ground is fitted on the network's
+        own pixels (no upsampled duplicates), its depth written at full size."""
         mounting.check()
-        if mounting.height_m <= 0:
-            state = self.stream_scale.update([], stamp_s)
-            return depth, np.where(np.isfinite(depth), SUPPORT_LEARNED, SUPPORT_NONE).astype(np.uint8), state
-        height, width = depth.shape
-        small_camera = camera.resized(width, height, depth_small.shape[1], depth_small.shape[0])
-        proposal = ground_estimate(depth_small, small_camera, mounting)
-        state = self.stream_scale.update([proposal], stamp_s)
+        learned = np.isfinite(depth_small).view(np.uint8) * np.uint8(SUPPORT_LEARNED)   # else SUPPORT_NONE
+        proposals = []
+        if mounting.height_m > 0:
+            small_camera = camera.resized(width, height, depth_small.shape[1], depth_small.shape[0])
+            proposals.append(ground_estimate(depth_small, small_camera, mounting))
+        state = self.stream_scale.update(proposals, stamp_s)
         if state.source == LEARNED:
-            return depth, np.where(np.isfinite(depth), SUPPORT_LEARNED, SUPPORT_NONE).astype(np.uint8), state
+            depth = upsampling.upsample_depth(depth_small, height, width)
+            return depth, resize_nearest(learned, width, height), state
         # The plane of this frame when the factor is this frame's own (smoothed); a held factor
         # (this frame refused, or an outlier) has no plane to trust here.
-        plane = None if state.held else proposal.details["plane"]
-        scaled, support = apply_ground(depth, depth_small, camera, state.factor, plane, mounting)
-        return scaled, support, state
+        plane = None if state.held else proposals[0].details["plane"]
+        depth, support = apply_ground(depth_small, width, height, camera, state.factor, plane, mounting)
+        return depth, support, state
 
     def depth_size(self, height: int, width: int) -> tuple[int, int]:
         """(height, width) the depth is estimated at for an input of this size. depth_max_side

@@ -490,13 +490,14 @@ def confidence_map(support: np.ndarray) -> np.ndarray:
     return table[support]
 
 
-def apply_ground(depth: np.ndarray, depth_small: np.ndarray, camera: Pinhole, factor: float,
+def apply_ground(depth_small: np.ndarray, width: int, height: int, camera: Pinhole, factor: float,
                  plane: GroundPlane | None, mounting: Mounting) -> tuple[np.ndarray, np.ndarray]:
-    """``depth`` (learned metres, H x W, of the image ``camera`` describes; the nearest-neighbour
-    upsampling of ``depth_small``, the network's own) rescaled by ``factor``; with a known pitch
-    and this frame's ``plane`` (fitted to ``depth_small``, its units), the ground's own depth
-    where the learned depth lies on the plane, and every pixel below the horizon bounded by the
-    ground's depth. Returns (depth float32, support uint8), both H x W.
+    """The learned metres ``depth_small`` (the network's own pixels) rescaled by ``factor`` and
+    brought to width x height (nearest neighbour, as the engine upsamples depth) for the image
+    ``camera`` describes; with a known pitch and this frame's ``plane`` (fitted to
+    ``depth_small``, its units), the ground's own depth where the learned depth lies on the
+    plane, and every pixel below the horizon bounded by the ground's depth. Returns (depth
+    float32, support uint8), both height x width.
 
     The ground's depth uses the known pitch and camera height (exact where the ground is flat),
     not the fitted normal: a plane fitted to network depth is often tilted a few degrees, and far
@@ -504,30 +505,47 @@ def apply_ground(depth: np.ndarray, depth_small: np.ndarray, camera: Pinhole, fa
     depth from the fitted orientation did not help, and its bound hurt). With no roll, that
     depth is a function of the row alone: one value per row, broadcast.
     """
-    scaled = depth * np.float32(factor)
-    support = np.isfinite(scaled).view(np.uint8) * np.uint8(SUPPORT_SCALED)   # else SUPPORT_NONE (0)
-    if plane is None or not mounting.pitch_known:
-        return scaled, support
-    height, width = depth.shape
-    # Which pixels the plane explains, on the network's own pixels (its plane, its units), then
-    # to full size like the depth itself: the same answer at a quarter of the work.
     small_height, small_width = depth_small.shape
+    # What each pixel rests on is decided on the network's own pixels and brought to full size
+    # like the depth itself: the same answer for a quarter of the work or less.
+    scaled_small = depth_small * np.float32(factor)
+    support = np.isfinite(scaled_small).view(np.uint8) * np.uint8(SUPPORT_SCALED)   # else SUPPORT_NONE (0)
+    depth = resize_nearest(scaled_small, width, height)
+    if plane is None or not mounting.pitch_known:
+        return depth, resize_nearest(support, width, height)
     columns, rows = camera.resized(width, height, small_width, small_height).ray_components(small_width, small_height)
     normal = plane.normal.astype(np.float32)
+    prior = ground_normal(mounting.pitch_deg).astype(np.float32)
     with np.errstate(invalid="ignore", over="ignore"):
+        # The pixels the plane explains: on the network's own plane, in its units.
         on_plane = np.abs(depth_small * (normal[0] * columns + normal[1] * rows + normal[2])
                           - np.float32(plane.distance)) < np.float32(plane.band * plane.distance)
-    if on_plane.shape != (height, width):
-        on_plane = cv2.resize(on_plane.view(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST).view(bool)
+        small_ground, small_below = _ground_depth(prior, rows, mounting.height_m)
+        # Nothing visible lies beyond the ground below the horizon (NaN compares False: stays NaN).
+        np.copyto(support, np.uint8(SUPPORT_BOUNDED), where=scaled_small > small_ground)
+        np.copyto(support, np.uint8(SUPPORT_PLANE), where=on_plane & small_below)
+    support = resize_nearest(support, width, height)
+    # The depth itself at full size: the ground's depth per full-size row (exact, not blocky).
     _, rows = camera.ray_components(width, height)
-    prior = ground_normal(mounting.pitch_deg).astype(np.float32)
-    towards_ground = prior[1] * rows + prior[2]                   # n . ray per row (H x 1)
+    ground, below = _ground_depth(prior, rows, mounting.height_m)
+    # np.minimum keeps NaN (unknown stays unknown); rows above the horizon bound nothing (+inf).
+    np.minimum(depth, ground, out=depth)
+    np.copyto(depth, np.broadcast_to(ground, depth.shape), where=(support == SUPPORT_PLANE) & below)
+    return depth, support
+
+
+def _ground_depth(normal: np.ndarray, rows: np.ndarray, height_m: float) -> tuple[np.ndarray, np.ndarray]:
+    """The ground's depth for each row (H x 1; +inf at and above the horizon) and where it is
+    below the horizon, for a ground ``normal`` without roll and rows' y / z."""
+    towards_ground = normal[1] * rows + normal[2]                   # n . ray per row
     below = towards_ground > 0
     with np.errstate(divide="ignore"):
-        ground_depth = np.where(below, np.float32(mounting.height_m) / towards_ground, np.float32(np.inf))
-    plane_pixels = on_plane & below
-    # Nothing visible lies beyond the ground below the horizon (NaN compares False: stays NaN).
-    np.copyto(support, np.uint8(SUPPORT_BOUNDED), where=scaled > ground_depth)
-    np.copyto(support, np.uint8(SUPPORT_PLANE), where=plane_pixels)
-    # np.minimum keeps NaN (unknown stays unknown); rows above the horizon bound nothing (+inf).
-    return np.where(plane_pixels, ground_depth, np.minimum(scaled, ground_depth)), support
+        return np.where(below, np.float32(height_m) / towards_ground, np.float32(np.inf)), below
+
+
+def resize_nearest(values: np.ndarray, width: int, height: int) -> np.ndarray:
+    """``values`` (depth or support codes) at width x height by nearest neighbour, as the engine
+    upsamples depth (dehaze_ros.upsampling.upsample_depth); a new array, also at the same size."""
+    if values.shape == (height, width):
+        return values.copy()
+    return cv2.resize(values, (width, height), interpolation=cv2.INTER_NEAREST)

@@ -49,7 +49,8 @@ def test_the_metres_after_the_fit_do_not_depend_on_the_depths_scale(views):
         depth = frame.depth_m * np.float32(k)
         estimate = ground_estimate(depth, camera, mounting)
         assert isinstance(estimate, ScaleEstimate) and estimate.factor == pytest.approx(1 / k, rel=0.02)
-        metres, support = apply_ground(depth, depth, camera, estimate.factor, estimate.details["plane"], mounting)
+        metres, support = apply_ground(depth, depth.shape[1], depth.shape[0], camera, estimate.factor,
+                                       estimate.details["plane"], mounting)
         results.append(metres)
         assert (support == SUPPORT_PLANE).mean() > 0.3
     finite = np.isfinite(frame.depth_m)
@@ -93,13 +94,13 @@ def test_plane_depth_and_the_bound_below_the_horizon():
     depth = frame.depth_m.copy()
     depth[-10:, :20] = 500.0
     depth[-1, -1] = np.nan
-    metres, support = apply_ground(depth, depth, camera, 1.0, plane, mounting)
+    metres, support = apply_ground(depth, 160, 120, camera, 1.0, plane, mounting)
     bottom = frame.depth_m[-5, 5]
     assert metres[-5, 5] == pytest.approx(bottom, rel=1e-3) and support[-5, 5] == SUPPORT_BOUNDED
     assert np.isnan(metres[-1, -1]) and support[-1, -1] == SUPPORT_NONE
     assert (support[:40] != SUPPORT_PLANE).all() or frame.camera_pitch_deg > 5   # the sky half is no ground
     # Without a known pitch only the scale is applied: the plane's orientation is the network's guess.
-    scaled, support = apply_ground(depth, depth, camera, 2.0, plane, Mounting(frame.camera_height_m))
+    scaled, support = apply_ground(depth, 160, 120, camera, 2.0, plane, Mounting(frame.camera_height_m))
     np.testing.assert_array_equal(scaled[np.isfinite(depth)], 2.0 * depth[np.isfinite(depth)])
     assert set(np.unique(support)) <= {SUPPORT_SCALED, SUPPORT_NONE}
     confidence = confidence_map(support)
