@@ -514,33 +514,45 @@ def apply_ground(depth_small: np.ndarray, width: int, height: int, camera: Pinho
     if plane is None or not mounting.pitch_known:
         return depth, resize_nearest(support, width, height)
     columns, rows = camera.resized(width, height, small_width, small_height).ray_components(small_width, small_height)
+    prior = ground_normal(mounting.pitch_deg)
+    # Without roll the horizon is a row and everything below it one block of rows: the work is
+    # done on that block alone (the sky half of a vehicle's view costs nothing).
+    first = _first_row_below(prior, rows)
+    if first is None:
+        return depth, resize_nearest(support, width, height)
     normal = plane.normal.astype(np.float32)
-    prior = ground_normal(mounting.pitch_deg).astype(np.float32)
+    below_small = depth_small[first:]
     with np.errstate(invalid="ignore", over="ignore"):
         # The pixels the plane explains: on the network's own plane, in its units.
-        on_plane = np.abs(depth_small * (normal[0] * columns + normal[1] * rows + normal[2])
+        on_plane = np.abs(below_small * (normal[0] * columns + normal[1] * rows[first:] + normal[2])
                           - np.float32(plane.distance)) < np.float32(plane.band * plane.distance)
-        small_ground, small_below = _ground_depth(prior, rows, mounting.height_m)
         # Nothing visible lies beyond the ground below the horizon (NaN compares False: stays NaN).
-        np.copyto(support, np.uint8(SUPPORT_BOUNDED), where=scaled_small > small_ground)
-        np.copyto(support, np.uint8(SUPPORT_PLANE), where=on_plane & small_below)
+        ground_small = _ground_depth(prior, rows[first:], mounting.height_m)
+        np.copyto(support[first:], np.uint8(SUPPORT_BOUNDED), where=scaled_small[first:] > ground_small)
+        np.copyto(support[first:], np.uint8(SUPPORT_PLANE), where=on_plane)
     support = resize_nearest(support, width, height)
     # The depth itself at full size: the ground's depth per full-size row (exact, not blocky).
     _, rows = camera.ray_components(width, height)
-    ground, below = _ground_depth(prior, rows, mounting.height_m)
-    # np.minimum keeps NaN (unknown stays unknown); rows above the horizon bound nothing (+inf).
-    np.minimum(depth, ground, out=depth)
-    np.copyto(depth, np.broadcast_to(ground, depth.shape), where=(support == SUPPORT_PLANE) & below)
+    first = _first_row_below(prior, rows)
+    if first is not None:
+        ground = _ground_depth(prior, rows[first:], mounting.height_m)
+        lower = depth[first:]
+        # np.minimum keeps NaN: unknown stays unknown.
+        np.minimum(lower, ground, out=lower)
+        np.copyto(lower, np.broadcast_to(ground, lower.shape), where=support[first:] == SUPPORT_PLANE)
     return depth, support
 
 
-def _ground_depth(normal: np.ndarray, rows: np.ndarray, height_m: float) -> tuple[np.ndarray, np.ndarray]:
-    """The ground's depth for each row (H x 1; +inf at and above the horizon) and where it is
-    below the horizon, for a ground ``normal`` without roll and rows' y / z."""
-    towards_ground = normal[1] * rows + normal[2]                   # n . ray per row
-    below = towards_ground > 0
-    with np.errstate(divide="ignore"):
-        return np.where(below, np.float32(height_m) / towards_ground, np.float32(np.inf)), below
+def _first_row_below(normal: np.ndarray, rows: np.ndarray) -> int | None:
+    """The first row whose rays meet the ground (``normal`` without roll, rows' y / z, H x 1),
+    or None when none does. n . ray grows with the row, so those rows are one block."""
+    below = np.flatnonzero(normal[1] * rows[:, 0] + normal[2] > 0)
+    return int(below[0]) if below.size else None
+
+
+def _ground_depth(normal: np.ndarray, rows: np.ndarray, height_m: float) -> np.ndarray:
+    """The ground's depth for each row (H x 1) of rows whose rays meet it (y / z below the horizon)."""
+    return (np.float32(height_m) / (normal[1] * rows + normal[2])).astype(np.float32)
 
 
 def resize_nearest(values: np.ndarray, width: int, height: int) -> np.ndarray:
