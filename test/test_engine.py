@@ -418,6 +418,7 @@ def test_the_ground_plane_gives_the_shipped_network_its_metres_on_a_vehicle_view
     assert engine.process(np.full_like(frame.rgb, 128), want_dehazed=False, camera=camera,
                           stamp_s=0.2).scale.source == LEARNED     # a grey frame: no ground, nothing held
     engine.close()
-    for bad, problem in (({"camera_height_m": -1.0}, "camera_height_m"), ({"camera_pitch_deg": 60.0}, "camera_pitch_deg")):
+    for bad, problem in (({"camera_height_m": -1.0}, "camera_height_m"),
+                         ({"camera_pitch_deg": 60.0}, "camera_pitch_deg")):
         with pytest.raises(ValueError, match=problem):
             EngineConfig(**bad).validate()
