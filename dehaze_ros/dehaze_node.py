@@ -256,6 +256,8 @@ class DehazeNode(LifecycleNode):
                                             qos_overriding_options=options)
         self._inputs = [image_sub, info_sub]
         self._slot = LatestFrameSlot()
+        # A new stream: a scale smoothed before a deactivate may belong to another camera or place.
+        self._engine.reset_scale()
         self._stop_worker.clear()
         self._start_worker()
         self._active_since = time.monotonic()
@@ -466,7 +468,7 @@ class DehazeNode(LifecycleNode):
             self._report_bad_frame(str(exc))
             return
         products.height, products.width = products.rgb.shape[:2]
-        products.focal_px = frame_outputs.focal_px_for_image(camera_info, products.width, products.height)
+        products.read_camera()
         if camera_info is not None and products.focal_px is None:
             self._warn_throttled("intrinsics", f"{intrinsics_problem(camera_info) or UNCALIBRATED}; "
                                  + UNCALIBRATED_CONSEQUENCES)
@@ -485,7 +487,7 @@ class DehazeNode(LifecycleNode):
         self._stats.processed(finished, frame.received_at, result.timings_ms.get("total", 0.0),
                               result.focal_assumed if result.depth is not None else None,
                               products.visibility if "visibility" in published else None,
-                              stamp_age_ms, stages_ms)
+                              stamp_age_ms, stages_ms, result.scale)
 
     def _publish(self, wanted, products: FrameProducts) -> list[str]:
         """Build and publish each wanted output; the topics published."""

@@ -32,6 +32,14 @@ Depth from the haze (``depth_from_haze: fuse``): the metric depth of the depth p
 that pass's transmission, -ln t = beta d, before upsampling (``dehaze_ros.haze_depth``): the
 haze corrects the network's shape where it is informative, the network keeps its metres and
 everything where the air is clear or t is saturated.
+
+Metric scale (``dehaze_ros.metric_scale``): a network's metres are only as good as its training
+cameras. With ``camera_height_m`` set, the ground plane found in each frame's depth rescales it
+(camera height / fitted height), smoothed over the stream in a per-stream state the engine owns
+(``reset_scale``: a new stream); with ``camera_pitch_deg`` known too, the ground's exact depth
+replaces the network's where the network's depth lies on the plane, and bounds every pixel below
+the horizon. ``EngineResult.scale`` says which source gave the metres, ``depth_support`` what each
+pixel rests on (the node's depth/confidence).
 """
 from __future__ import annotations
 
@@ -44,7 +52,7 @@ import cv2
 import numpy as np
 import torch
 
-from dehaze_ros import devices, upsampling
+from dehaze_ros import devices, metric_scale, upsampling
 
 # torch's own thread count at start-up: num_threads 0 means this, also after a reconfigure
 # from another value (torch.set_num_threads is process-wide).
@@ -54,6 +62,8 @@ from dehaze_ros.camera import DEFAULT_HFOV_DEG, focal_from_hfov, metric_from_can
 from dehaze_ros.checkpoint import Checkpoint
 from dehaze_ros.devices import PRECISIONS, cpu_supports_bf16  # noqa: F401 (re-exported for the node)
 from dehaze_ros.haze_depth import HazeDepth, fuse_depth_with_haze
+from dehaze_ros.metric_scale import (LEARNED, SUPPORT_LEARNED, Mounting, Pinhole, ScaleState, StreamScale,
+                                     apply_ground, ground_estimate, resize_nearest)
 from dehaze_ros.upsampling import DEFAULT as DEFAULT_UPSAMPLING
 from dehaze_ros.upsampling import UPSAMPLING
 
@@ -100,6 +110,15 @@ class EngineConfig:
     num_threads: int = 0               # torch CPU threads; 0 = torch's default
     default_hfov_deg: float = DEFAULT_HFOV_DEG   # focal length assumed when process() gets none
     depth_from_haze: str = "fuse"      # off | fuse: -ln t of the same pass corrects metric depth's shape
+    # The camera's mounting, for the metric scale from the ground (metric_scale): height above
+    # the ground in metres (0 = unknown: no ground scale) and the optical axis's tilt below the
+    # horizontal in degrees (NaN = unknown: estimated per frame, and only the scale is applied).
+    camera_height_m: float = 0.0
+    camera_pitch_deg: float = math.nan
+
+    @property
+    def mounting(self) -> Mounting:
+        return Mounting(self.camera_height_m, self.camera_pitch_deg)
 
     def validate(self) -> None:
         if self.model not in MODELS:
@@ -121,6 +140,7 @@ class EngineConfig:
             raise ValueError(f"depth_max_side must be 0 (as max_side) or at least 32, got {self.depth_max_side}")
         if not 1.0 <= self.default_hfov_deg <= 179.0:
             raise ValueError(f"default_hfov_deg must lie in [1, 179] degrees, got {self.default_hfov_deg}")
+        self.mounting.check()
 
 
 @dataclass
@@ -141,6 +161,10 @@ class EngineResult:
     # depth_from_haze "fuse" with metric depth: the fusion at the depth pass's resolution (beta,
     # per-pixel haze weight, or why the network's depth was kept); None when it did not run.
     haze_depth: HazeDepth | None = None
+    # Metric depth only: where this frame's metres came from (source, factor, held or fresh),
+    # and per pixel what the depth rests on (uint8 metric_scale.SUPPORT_*, input size).
+    scale: ScaleState | None = None
+    depth_support: np.ndarray | None = None
 
 
 def resolve_device(name: str) -> torch.device:
@@ -239,9 +263,12 @@ class DehazeEngine:
         self.canonical_focal_px: float = float(self.backend.canonical_focal_px)
         self.upsampling: str = (self.backend.preferred_upsampling if config.upsampling == "auto"
                                 else config.upsampling)
+        # The metric scale's memory of this stream of frames (smoothed factor, hold).
+        self.stream_scale = StreamScale()
         try:
             for _ in range(config.warmup):
                 self.process(np.zeros(self.warmup_shape(), dtype=np.uint8))
+            self.reset_scale()   # a warm-up frame is no part of any stream
         except BaseException:
             self.close()  # a failed warm-up (out of memory, a graph's size limit) holds nothing
             raise
@@ -266,6 +293,11 @@ class DehazeEngine:
             "canonical_focal_px": self.canonical_focal_px,
         }
 
+    def reset_scale(self) -> None:
+        """Forget the stream's scale (smoothed factor, held factor): the next frame starts a new
+        stream. The node calls it on activate; an evaluation before each independent view."""
+        self.stream_scale.reset()
+
     def close(self) -> None:
         """Drop the model (cached GPU memory is given back)."""
         if self.backend is not None:
@@ -273,9 +305,15 @@ class DehazeEngine:
             self.backend = None
 
     def process(self, image: np.ndarray, want_dehazed: bool = True, want_depth: bool = True,
-                focal_px: float | None = None) -> EngineResult:
+                focal_px: float | None = None, camera: Pinhole | None = None, stamp_s: float | None = None,
+                mounting: Mounting | None = None) -> EngineResult:
         """``focal_px``: the horizontal focal length in pixels of ``image`` (CameraInfo's fx at
-        this image size); None assumes ``default_hfov_deg``."""
+        this image size); None assumes ``default_hfov_deg``. ``camera``: the full intrinsics of
+        ``image`` (fx, fy and the principal point, from CameraInfo), for the ground plane; its fx
+        is the focal length when ``focal_px`` is None; None: square pixels centred on the image.
+        ``stamp_s``: the frame's time (its header stamp), which paces the scale's smoothing and
+        its hold; None counts frames instead. ``mounting``: the camera's height and pitch for
+        this frame instead of the config's (evaluation sets whose views each have their own)."""
         start = time.perf_counter()
         rgb = as_rgb_uint8(image)
         if self.backend is None:
@@ -302,25 +340,41 @@ class DehazeEngine:
             hazy = rgb.astype(np.float32) / 255.0 if resized else small
             dehazed = to_uint8(upsampling.recover_full_resolution(hazy, small, out.dehazed, out.transmission,
                                                                   out.airlight, self.upsampling))
-        depth, focal_assumed, haze_depth = None, False, None
+        depth, focal_assumed, haze_depth, scale, support = None, False, None, None, None
         if want_depth:
             depth_small = depth_out.depth
+            if focal_px is None and camera is not None:
+                focal_px = camera.fx
+            # No usable focal length (None, 0, negative, NaN from a broken CameraInfo): assume.
+            focal_assumed = focal_px is None or not math.isfinite(focal_px) or focal_px <= 0
+            focal = focal_from_hfov(width, self.config.default_hfov_deg) if focal_assumed else focal_px
             if self.canonical_focal_px:
-                # No usable focal length (None, 0, negative, NaN from a broken CameraInfo): assume.
-                focal_assumed = focal_px is None or not math.isfinite(focal_px) or focal_px <= 0
-                focal = focal_from_hfov(width, self.config.default_hfov_deg) if focal_assumed else focal_px
                 # The network saw the downscaled image: its focal length is scaled alike.
                 depth_small = metric_from_canonical(depth_small, focal * depth_w / width, self.canonical_focal_px)
+            else:
+                focal_assumed = False   # the metres need no focal length (nor can use one)
             haze_depth = self._depth_from_haze(depth_small, depth_out, timings)
             if haze_depth is not None:
-                depth_small = haze_depth.depth_m
-            # A copy at native size too: on the CPU the backend's array may be a tensor's memory.
-            depth = self._apply_depth_range(upsampling.upsample_depth(depth_small, height, width))
+                depth_small = haze_depth.depth_m   # the shape from the haze, before any scale source
+            if self.depth_units == "meters":
+                if camera is None or focal_assumed:
+                    camera = Pinhole.centred(width, height, focal)
+                # The stage includes bringing the depth to full size (a new array, as below).
+                scale_mark = time.perf_counter()
+                depth, support, scale = self._metric_scale(depth_small, height, width, camera, stamp_s,
+                                                            mounting or self.config.mounting)
+                timings["scale"] = (time.perf_counter() - scale_mark) * 1e3
+            else:
+                # A copy at native size too: on the CPU the backend's array may be a tensor's memory.
+                depth = upsampling.upsample_depth(depth_small, height, width)
+            depth = self._apply_depth_range(depth)
+            if support is not None:
+                support *= np.isfinite(depth)   # beyond the range (+-inf): SUPPORT_NONE, no number to trust
         timings["postprocess"] = (time.perf_counter() - mark) * 1e3
         timings["total"] = (time.perf_counter() - start) * 1e3
         physics = depth_out if want_depth else out
         return EngineResult(dehazed, depth, self.depth_units, timings, focal_assumed, physics.transmission,
-                            physics.airlight, haze_depth)
+                            physics.airlight, haze_depth, scale, support)
 
     def _depth_from_haze(self, depth_m: np.ndarray, output: BackendOutput,
                          timings: dict[str, float]) -> HazeDepth | None:
@@ -335,6 +389,27 @@ class DehazeEngine:
         fused = fuse_depth_with_haze(depth_m, output.transmission, self.depth_range)
         timings["depth_from_haze"] = (time.perf_counter() - mark) * 1e3
         return fused
+
+    def _metric_scale(self, depth_small: np.ndarray, height: int, width: int, camera: Pinhole,
+                      stamp_s: float | None, mounting: Mounting) -> tuple[np.ndarray, np.ndarray, ScaleState]:
+        """The learned metres (``depth_small``, the network's) at height x width with the scale
+        sources applied: (depth, support, the ScaleState). The ground is fitted on the network's
+        own pixels (no upsampled duplicates), its depth written at full size."""
+        mounting.check()
+        learned = np.isfinite(depth_small).view(np.uint8) * np.uint8(SUPPORT_LEARNED)   # else SUPPORT_NONE
+        proposals = []
+        if mounting.height_m > 0:
+            small_camera = camera.resized(width, height, depth_small.shape[1], depth_small.shape[0])
+            proposals.append(ground_estimate(depth_small, small_camera, mounting))
+        state = self.stream_scale.update(proposals, stamp_s)
+        if state.source == LEARNED:
+            depth = upsampling.upsample_depth(depth_small, height, width)
+            return depth, resize_nearest(learned, width, height), state
+        # The plane of this frame when the factor is this frame's own (smoothed); a held factor
+        # (this frame refused, or an outlier) has no plane to trust here.
+        plane = None if state.held else proposals[0].details["plane"]
+        depth, support = apply_ground(depth_small, width, height, camera, state.factor, plane, mounting)
+        return depth, support, state
 
     def depth_size(self, height: int, width: int) -> tuple[int, int]:
         """(height, width) the depth is estimated at for an input of this size. depth_max_side
