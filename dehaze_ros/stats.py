@@ -337,7 +337,6 @@ def diagnose(current: StatsSnapshot, previous: StatsSnapshot, node: NodeView) ->
         "seconds since last problem": (f"{now - current.last_problem_at:.1f}"
                                        if current.last_problem_at is not None else "n/a"),
         "refused start-up parameters": "; ".join(node.startup_refusals) or "none",
-        "metric scale from": _metric_scale_source(current.focal_assumed, node),
         KEY_DEVICE_WARNING: str(device_warning or "none"),
         "metric scale from": _metric_scale_source(current.focal_assumed, current.scale, node),
         **_scale_values(current, node),
