@@ -20,7 +20,7 @@ coefficients J ~ a I + b that are upsampled and applied to the full-resolution i
 interpolating across a depth edge would invent "flying" points between foreground and background.
 
 Metric depth: a checkpoint with a canonical camera (``canonical_focal_px``) gives metres for the
-focal length of the image the network ran on (dehaze_ros.camera). ``process`` takes the focal
+focal length of the image the network ran on (dehaze_ros.canonical_camera). ``process`` takes the focal
 length of the input image (from CameraInfo); without one it assumes ``default_hfov_deg`` and
 says so in the result (``focal_assumed``). Metric depth runs at ``depth_max_side`` whatever
 ``max_side`` is (a second, depth-only pass when the two sizes differ): the canonical camera
@@ -58,7 +58,7 @@ from dehaze_ros import devices, metric_scale, upsampling
 # from another value (torch.set_num_threads is process-wide).
 TORCH_DEFAULT_THREADS = torch.get_num_threads()
 from dehaze_ros.backends import BACKENDS, MODELS, Backend, BackendError, create_backend
-from dehaze_ros.camera import DEFAULT_HFOV_DEG, focal_from_hfov, metric_from_canonical
+from dehaze_ros.canonical_camera import DEFAULT_HFOV_DEG, focal_from_hfov, metric_from_canonical
 from dehaze_ros.checkpoint import Checkpoint
 from dehaze_ros.devices import PRECISIONS, cpu_supports_bf16  # noqa: F401 (re-exported for the node)
 from dehaze_ros.haze_depth import HazeDepth, fuse_depth_with_haze

@@ -31,7 +31,7 @@ import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
-from dehaze_ros.camera import DEFAULT_HFOV_DEG
+from dehaze_ros.canonical_camera import DEFAULT_HFOV_DEG
 # The engine's own lists of choices: the table offers exactly what the engine accepts. This
 # loads torch (about a second) with the table; the node loads it for configure anyway, and the
 # programs that read the table (process_bag, the demo) run the engine too.

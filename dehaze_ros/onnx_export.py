@@ -19,7 +19,7 @@ network's canonical depth, metres for a camera whose focal length is canonical_f
 at the graph's input size. The conversion d = d_c * f / f_c stays OUTSIDE the graph: f is the
 focal length of the image the graph ran on, known only at run time (CameraInfo, or the engine's
 assumed field of view), and the engine applies it for every backend alike
-(``dehaze_ros.camera``). The graph stays a function of the image alone, and the metadata carries
+(``dehaze_ros.canonical_camera``). The graph stays a function of the image alone, and the metadata carries
 canonical_focal_px.
 
 metadata_props (all strings; JSON where structured): ``dehaze_ros.format`` ("dehaze_ros.onnx"),

@@ -10,7 +10,7 @@ import torch
 
 from dehaze_ros.checkpoint import (CHECKPOINT_FORMAT_VERSION, CheckpointError, atomic_torch_save,
                                    build_models, load_checkpoint, save_checkpoint)
-from dehaze_ros.camera import focal_from_hfov
+from dehaze_ros.canonical_camera import focal_from_hfov
 from dehaze_ros.engine import DehazeEngine, EngineConfig, EngineError, as_rgb_uint8, scaled_size
 from dehaze_ros.models import build_dehazer, build_depth_net, get_model_config
 from dehaze_ros.models.config import CANONICAL_FOCAL_PX

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from dehaze_ros.camera import canonical_from_metric, focal_from_hfov, metric_from_canonical
+from dehaze_ros.canonical_camera import canonical_from_metric, focal_from_hfov, metric_from_canonical
 from training import losses
 from training.metrics import depth_metrics, psnr, ssim
 

@@ -34,7 +34,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from dehaze_ros.camera import canonical_from_metric
+from dehaze_ros.canonical_camera import canonical_from_metric
 from dehaze_ros.models import build_dehazer, build_depth_net
 from training import losses
 from training.config import TrainingConfig
@@ -185,7 +185,7 @@ class Trainer:
         factor from metres to those units.
 
         With a canonical camera (ModelConfig.canonical_focal_px) metres become canonical depth
-        (dehaze_ros.camera); an image of unknown focal length then has no known scale, like one
+        (dehaze_ros.canonical_camera); an image of unknown focal length then has no known scale, like one
         with relative depth, and trains only scale-invariant terms. The validity mask is taken
         on metres before, so depth.min_m / max_m keep meaning metres.
         """

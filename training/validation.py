@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dehaze_ros.camera import metric_from_canonical
+from dehaze_ros.canonical_camera import metric_from_canonical
 from dehaze_ros.models import ModelConfig
 from training.config import DepthConfig
 from training.data import Sample

@@ -22,7 +22,7 @@ and returns a :class:`BackendOutput`, every array numpy float32 on the CPU at th
 * ``depth``: h x w when ``want_depth``, in ``depth_units``. Where ``canonical_focal_px > 0`` it is
   the network's raw canonical-camera depth (metres for a camera of focal length
   ``canonical_focal_px`` at this resolution): the ENGINE converts it to metres for the real camera,
-  d = d_c * f / f_c (``dehaze_ros.camera``), so no backend needs the focal length.
+  d = d_c * f / f_c (``dehaze_ros.canonical_camera``), so no backend needs the focal length.
 * ``timings_ms``: stage names ("dehaze", "depth") to milliseconds, measured after any
   asynchronous device work has finished.
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dehaze_ros.camera import focal_from_hfov
+from dehaze_ros.canonical_camera import focal_from_hfov
 from dehaze_ros.haze import synthesize_haze
 from dehaze_ros.sim.scenes import (outdoor_validation_view, render_random_outdoor_view, render_random_view,
                                    vehicle_validation_view)
