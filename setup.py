@@ -35,11 +35,11 @@ setup(
     license="Apache-2.0",
     tests_require=["pytest"],
     entry_points={
-        # The node programs start through dehaze_ros.entry_points, which installs the stop guard
+        # The node programs start through dehaze_ros.ros.entry_points, which installs the stop guard
         # before their heavy imports: a generated script never runs a module's __main__ block.
         "console_scripts": [
-            "dehaze_node = dehaze_ros.entry_points:dehaze_node",
-            "sample_camera = dehaze_ros.entry_points:sample_camera",
+            "dehaze_node = dehaze_ros.ros.entry_points:dehaze_node",
+            "sample_camera = dehaze_ros.ros.entry_points:sample_camera",
             "dehaze_benchmark = dehaze_ros.tools.benchmark:main",
             "dehaze_build_engines = dehaze_ros.tools.build_engines:main",
             "process_bag = dehaze_ros.tools.process_bag:main",

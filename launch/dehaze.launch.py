@@ -11,7 +11,7 @@ true in config/dehaze.yaml); set it false to hand the transitions to a lifecycle
 given on the command line; left empty they come from the params file. The sample camera always
 offers `<image>/compressed` too (encoded only while someone subscribes), so it feeds the node
 whichever transport the node reads. `rviz:=true` without rviz2 installed logs a warning and
-starts the rest. What each node gets is decided in dehaze_ros.launch_parameters (plain Python,
+starts the rest. What each node gets is decided in dehaze_ros.ros.launch_parameters (plain Python,
 tested without launch). This file only wires things up: no computation.
 """
 from ament_index_python.packages import PackageNotFoundError, get_package_prefix
@@ -23,7 +23,7 @@ from launch_ros.actions import LifecycleNode, Node
 from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
 
-from dehaze_ros.launch_parameters import (dehaze_node_parameters, launch_flag, rviz_decision,
+from dehaze_ros.ros.launch_parameters import (dehaze_node_parameters, launch_flag, rviz_decision,
                                           sample_camera_parameters, sim_time_parameter)
 
 PACKAGE = "dehaze_ros"

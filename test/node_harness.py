@@ -12,7 +12,7 @@ from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
-from dehaze_ros.image_conversion import rgb8_to_encoding
+from dehaze_ros.ros.image_conversion import rgb8_to_encoding
 from ros_helpers import NodeProcess, RosProbe, latest_diagnostics, stamp_of
 
 WIDTH, HEIGHT = 160, 120
@@ -54,7 +54,7 @@ class DehazeNodeHarness:
         """``subscribe``: the outputs this process listens to (the node skips work for the rest)."""
         self.namespace = namespace
         self.diagnostics_name = f"{namespace}/dehaze_node"   # its /diagnostics status names start so
-        self.process = NodeProcess("dehaze_ros.dehaze_node", [
+        self.process = NodeProcess("dehaze_ros.ros.dehaze_node", [
             "-r", f"__ns:={namespace}", "-p", "num_threads:=1", "-p", "warmup:=0",
             "-p", f"point_decimation:={DECIMATION}", "-p", "diagnostics_period:=0.5", *extra_args],
             name=namespace.strip("/"))

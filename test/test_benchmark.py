@@ -44,7 +44,7 @@ def test_a_checkpoint_is_timed_with_its_own_networks_and_a_bad_one_is_refused(tm
 
 
 def test_the_deployed_rows_default_to_the_nodes_max_side(tmp_path, capsys):
-    from dehaze_ros.node_config import SPECS
+    from dehaze_ros.ros.node_config import SPECS
 
     path, _, _ = benchmark.write_random_checkpoint("diacmpn-rt", tmp_path)
     benchmark.main(["--checkpoint", str(path), "--sizes", "64x48", "--precisions", "fp32", "--backends", "torch",

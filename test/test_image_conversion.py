@@ -14,7 +14,7 @@ import pytest
 
 sensor_msgs = pytest.importorskip("sensor_msgs.msg", reason="sensor_msgs (ROS message package) missing")
 
-from dehaze_ros.image_conversion import (CAMERA_ENCODINGS, ImageConversionError,  # noqa: E402
+from dehaze_ros.ros.image_conversion import (CAMERA_ENCODINGS, ImageConversionError,  # noqa: E402
                                          alpha_channel, compressed_size, compressed_to_numpy,
                                          encoding_layout,
                                          image_to_numpy, numpy_to_compressed, numpy_to_image,
@@ -250,7 +250,7 @@ def test_truncated_jpeg_ending_in_an_end_of_image_marker_is_rejected():
 def test_jpeg_damage_check_passes_other_stderr_output_through(capfd):
     # While libjpeg's messages are collected, fd 2 is a temporary file: whatever else is
     # written there (another thread's log line) must reach the real stderr afterwards.
-    from dehaze_ros.image_conversion import _JPEG_DAMAGE, _STDERR
+    from dehaze_ros.ros.image_conversion import _JPEG_DAMAGE, _STDERR
 
     def decoder_and_another_thread():
         os.write(2, b"[INFO] another thread's log line\n")
@@ -303,7 +303,7 @@ def test_decompression_bomb_is_refused_before_anything_is_decoded():
         sys.path[:0] = [sys.argv[1], sys.argv[2]]
         import sensor_msgs.msg
         from ros_helpers import png_bomb
-        from dehaze_ros.image_conversion import ImageConversionError, compressed_to_numpy
+        from dehaze_ros.ros.image_conversion import ImageConversionError, compressed_to_numpy
         msg = sensor_msgs.msg.CompressedImage(format="png")
         msg.data = array.array("B", png_bomb(30000, 30000))
         try:

@@ -25,8 +25,8 @@ from lifecycle_msgs.srv import ChangeState  # noqa: E402
 from rosgraph_msgs.msg import Clock  # noqa: E402
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: E402
 
-from dehaze_ros.image_conversion import numpy_to_compressed, numpy_to_image  # noqa: E402
-from dehaze_ros.node_config import PARAMETERS  # noqa: E402
+from dehaze_ros.ros.image_conversion import numpy_to_compressed, numpy_to_image  # noqa: E402
+from dehaze_ros.ros.node_config import PARAMETERS  # noqa: E402
 from fuzz_frames import fuzzed_image_fields  # noqa: E402
 from node_harness import DehazeNodeHarness, frame_in, make_camera_info  # noqa: E402
 from ros_helpers import stamp_of, write_tiny_checkpoint  # noqa: E402

@@ -14,16 +14,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dehaze_ros.frame_outputs import OUTPUTS
-from dehaze_ros.launch_parameters import (NODE_PARAMETER_ARGUMENTS, dehaze_node_parameters,
+from dehaze_ros.ros.frame_outputs import OUTPUTS
+from dehaze_ros.ros.launch_parameters import (NODE_PARAMETER_ARGUMENTS, dehaze_node_parameters,
                                           rviz_decision, sample_camera_parameters)
-from dehaze_ros.node_config import PARAMETERS, SPECS, parameters_yaml
+from dehaze_ros.ros.node_config import PARAMETERS, SPECS, parameters_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 YAML_PATH = ROOT / "config" / "dehaze.yaml"
 LAUNCH_PATH = ROOT / "launch" / "dehaze.launch.py"
 RVIZ_PATH = ROOT / "config" / "dehaze.rviz"
-NODE_SOURCE = ROOT / "dehaze_ros" / "dehaze_node.py"
+NODE_SOURCE = ROOT / "dehaze_ros" / "ros" / "dehaze_node.py"
 
 
 def same_value(a, b) -> bool:
@@ -187,7 +187,7 @@ def test_params_file_loads_into_the_node(ros_context, start_node, probe):
     from rclpy.parameter import parameter_value_to_python
 
     # model:=dcp after the file: -p wins, and configure needs no weights. The rest comes from YAML.
-    node = start_node("dehaze_ros.dehaze_node", [
+    node = start_node("dehaze_ros.ros.dehaze_node", [
         "-r", "__ns:=/params_file", "--params-file", str(YAML_PATH), "-p", "model:=dcp",
         "-p", "autostart:=false", "-p", "num_threads:=1"], name="params_file")
     names = [spec.name for spec in PARAMETERS]
@@ -244,7 +244,7 @@ def test_launched_sample_camera_feeds_a_node_whose_params_file_says_compressed(
     values = dict(launch_defaults(), params_file=str(params_file))
     # What the launch file passes to each node, with its remappings, in one namespace.
     remaps = ["-r", "__ns:=/launch_compressed", "-r", "image:=camera/image_raw"]
-    node = start_node("dehaze_ros.dehaze_node", [
+    node = start_node("dehaze_ros.ros.dehaze_node", [
         *remaps, *ros_args(dehaze_node_parameters(values)),
         "-p", "model:=dcp", "-p", "num_threads:=1"], name="launch_node")
     camera = start_node("dehaze_ros.sim.sample_camera", [

@@ -9,9 +9,9 @@ sensor_msgs = pytest.importorskip("sensor_msgs.msg", reason="sensor_msgs (ROS me
 
 from dehaze_ros.colormap import depth_to_colormap  # noqa: E402
 from dehaze_ros.engine import MODELS, PRECISIONS, EngineConfig  # noqa: E402
-from dehaze_ros.node_config import (PARAMETERS, SPECS, ConfigError, ModelChoice,  # noqa: E402
+from dehaze_ros.ros.node_config import (PARAMETERS, SPECS, ConfigError, ModelChoice,  # noqa: E402
                                     NodeConfig, integers_as_floats, resolve_model)
-from dehaze_ros.pointcloud import (UNCALIBRATED, IntrinsicsError,  # noqa: E402
+from dehaze_ros.ros.pointcloud import (UNCALIBRATED, IntrinsicsError,  # noqa: E402
                                    camera_info_for_image, depth_to_points,
                                    intrinsics_from_camera_info, intrinsics_problem,
                                    make_pointcloud2, pointcloud2_to_arrays)
@@ -226,7 +226,7 @@ def test_invalid_config_lists_every_problem_at_once():
 
 
 def test_resolve_model_explicit_path_default_and_dcp(tmp_path, monkeypatch):
-    import dehaze_ros.node_config as node_config
+    import dehaze_ros.ros.node_config as node_config
 
     assert resolve_model(NodeConfig(model="dcp")).model == "dcp"
     explicit = resolve_model(NodeConfig(checkpoint=str(tmp_path / "mine.pt")))

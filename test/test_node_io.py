@@ -17,9 +17,9 @@ pytest.importorskip("dehaze_ros.models", reason="dehaze_ros.models is needed for
 
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 
-from dehaze_ros.image_conversion import (image_to_numpy, numpy_to_compressed,  # noqa: E402
+from dehaze_ros.ros.image_conversion import (image_to_numpy, numpy_to_compressed,  # noqa: E402
                                          numpy_to_image, output_encoding)
-from dehaze_ros.pointcloud import pointcloud2_to_arrays  # noqa: E402
+from dehaze_ros.ros.pointcloud import pointcloud2_to_arrays  # noqa: E402
 from node_harness import (CX, CY, DECIMATION, FX, FY, HEIGHT, OUTPUT_TOPICS, WIDTH,  # noqa: E402
                           DehazeNodeHarness, frame_in, hazy_rgb, make_camera_info)
 from ros_helpers import (latest_diagnostics, png_bomb, stamp_of,  # noqa: E402

@@ -17,7 +17,7 @@ from lifecycle_msgs.srv import ChangeState, GetState  # noqa: E402
 from rcl_interfaces.msg import ParameterType  # noqa: E402
 from rcl_interfaces.srv import GetParameters  # noqa: E402
 
-from dehaze_ros.image_conversion import numpy_to_image  # noqa: E402
+from dehaze_ros.ros.image_conversion import numpy_to_image  # noqa: E402
 from node_harness import DehazeNodeHarness, frame_in, hazy_rgb  # noqa: E402
 from ros_helpers import REPO_ROOT, child_env, write_tiny_checkpoint  # noqa: E402
 
@@ -231,7 +231,7 @@ def test_a_signal_at_any_phase_ends_the_node_cleanly(start_node, checkpoint, sig
     # Issue 10: SIGTERM 0.5 s and 1.5 s after launch (imports, configure loading the model)
     # logged a failed transition, a rosout error and an Executor.__del__ traceback; SIGINT did
     # not. Both must end the process with status 0 and nothing alarming in its output.
-    process = start_node("dehaze_ros.dehaze_node", [
+    process = start_node("dehaze_ros.ros.dehaze_node", [
         "-r", "__ns:=/lc_signal", "-p", f"checkpoint:={checkpoint}", "-p", "num_threads:=1"],
         name="signal")
     if when == "active":
@@ -252,7 +252,7 @@ def test_a_signal_at_any_phase_ends_the_node_cleanly(start_node, checkpoint, sig
 # Run in a child process: the failure this guards against is a hang.
 HANDLER_INSIDE_ITSELF = r"""
 import signal, sys
-from dehaze_ros import stop_signal
+from dehaze_ros.ros import stop_signal
 
 def run_with_handler_at(position):
     # The stop handler, with a second one landing between two bytecodes of its set(), at the

@@ -18,8 +18,8 @@ pytest.importorskip("dehaze_ros.models", reason="dehaze_ros.models is needed for
 
 from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 
-from dehaze_ros.image_conversion import image_to_numpy, numpy_to_image  # noqa: E402
-from dehaze_ros.pointcloud import UNCALIBRATED  # noqa: E402
+from dehaze_ros.ros.image_conversion import image_to_numpy, numpy_to_image  # noqa: E402
+from dehaze_ros.ros.pointcloud import UNCALIBRATED  # noqa: E402
 from node_harness import (DehazeNodeHarness, frame_in, hazy_rgb,  # noqa: E402
                           make_camera_info)
 from ros_helpers import RosProbe, latest_diagnostics, stamp_of, write_tiny_checkpoint  # noqa: E402
@@ -117,7 +117,7 @@ def test_a_processing_thread_that_dies_is_reported_as_error_and_restarted(ros_co
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.parameter import Parameter
 
-    from dehaze_ros.dehaze_node import WORKER_NAME, DehazeNode
+    from dehaze_ros.ros.dehaze_node import WORKER_NAME, DehazeNode
     from diagnostic_msgs.msg import DiagnosticArray
 
     namespace = "/worker_death"

@@ -9,7 +9,7 @@ pytest.importorskip("rclpy", reason="rclpy is not installed (pip install -r requ
 
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: E402
 
-from dehaze_ros.image_conversion import compressed_to_numpy, image_to_numpy  # noqa: E402
+from dehaze_ros.ros.image_conversion import compressed_to_numpy, image_to_numpy  # noqa: E402
 from dehaze_ros.sim.scenes import intrinsics  # noqa: E402
 from ros_helpers import stamp_of  # noqa: E402
 

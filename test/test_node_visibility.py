@@ -17,7 +17,7 @@ pytest.importorskip("dehaze_ros.models", reason="dehaze_ros.models is needed for
 from rclpy.qos import QoSProfile, QoSReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import Range  # noqa: E402
 
-from dehaze_ros.image_conversion import numpy_to_image  # noqa: E402
+from dehaze_ros.ros.image_conversion import numpy_to_image  # noqa: E402
 from node_harness import FX, WIDTH, DehazeNodeHarness, hazy_rgb  # noqa: E402
 from ros_helpers import stamp_of, write_tiny_checkpoint  # noqa: E402
 

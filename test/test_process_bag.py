@@ -26,11 +26,11 @@ from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, Qo
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer  # noqa: E402
 from rosbags.typesys import Stores, get_typestore  # noqa: E402
 
-from dehaze_ros import frame_outputs  # noqa: E402
+from dehaze_ros.ros import frame_outputs  # noqa: E402
 from dehaze_ros.tools import process_bag  # noqa: E402
 from dehaze_ros.engine import DehazeEngine, EngineConfig  # noqa: E402
-from dehaze_ros.image_conversion import compressed_to_numpy, image_to_numpy, numpy_to_image, to_rgb8  # noqa: E402
-from dehaze_ros.node_config import SPECS, NodeConfig  # noqa: E402
+from dehaze_ros.ros.image_conversion import compressed_to_numpy, image_to_numpy, numpy_to_image, to_rgb8  # noqa: E402
+from dehaze_ros.ros.node_config import SPECS, NodeConfig  # noqa: E402
 from ros_helpers import REPO_ROOT, child_env, write_tiny_checkpoint  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

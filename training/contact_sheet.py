@@ -21,7 +21,7 @@ import numpy as np
 
 from dehaze_ros.checkpoint import CheckpointError
 from dehaze_ros.engine import DehazeEngine, EngineConfig, EngineError
-from dehaze_ros.node_config import SPECS
+from dehaze_ros.ros.node_config import SPECS
 from training.data.common import resize_max_side
 from training.data.io import IMAGE_EXTENSIONS, DataError, read_rgb
 from training.visualize import depth_tile, label_tile, make_grid

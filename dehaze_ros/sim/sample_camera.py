@@ -27,11 +27,11 @@ import sys
 import time
 from pathlib import Path
 
-from dehaze_ros import stop_signal
+from dehaze_ros.ros import stop_signal
 
 if __name__ == "__main__":
     # `python -m dehaze_ros.sim.sample_camera`: a signal while the modules below load ends main()
-    # at once with status 0. The console script gets the same from dehaze_ros.entry_points.
+    # at once with status 0. The console script gets the same from dehaze_ros.ros.entry_points.
     stop_signal.install()
 
 # The renderer's matrix products are small: OpenBLAS threads gain nothing there, but they
@@ -50,7 +50,7 @@ from rclpy.qos import QoSProfile, QoSReliabilityPolicy, QoSHistoryPolicy, QoSDur
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-from dehaze_ros.image_conversion import numpy_to_compressed, numpy_to_image, rgb8_to_encoding
+from dehaze_ros.ros.image_conversion import numpy_to_compressed, numpy_to_image, rgb8_to_encoding
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm"}
 

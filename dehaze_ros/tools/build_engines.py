@@ -22,7 +22,7 @@ from pathlib import Path
 import yaml
 
 from dehaze_ros.engine import DehazeEngine, EngineError, slow_setup_notice
-from dehaze_ros.node_config import SPECS, ConfigError, NodeConfig, resolve_model
+from dehaze_ros.ros.node_config import SPECS, ConfigError, NodeConfig, resolve_model
 
 # What decides which files the node needs: the model, where it comes from, and the TensorRT
 # profile's sizes and precision. The rest of the node's parameters changes nothing here.

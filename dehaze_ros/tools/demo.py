@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from dehaze_ros.tools import processes
-from dehaze_ros.stats import KEY_DEVICE, KEY_DROPPED, KEY_MODEL, KEY_STAGES, percentile
+from dehaze_ros.ros.stats import KEY_DEVICE, KEY_DROPPED, KEY_MODEL, KEY_STAGES, percentile
 
 PACKAGE = "dehaze_ros"
 NAMESPACE = "/dehaze_demo"
@@ -43,7 +43,7 @@ STARTUP_TIMEOUT_S = 90.0
 def parse_args(argv=None) -> argparse.Namespace:
     # The node's defaults come from its parameter table (imported here: it loads torch, which
     # the test helpers that only want local_dds_environment need not pay for).
-    from dehaze_ros.node_config import SPECS
+    from dehaze_ros.ros.node_config import SPECS
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -122,7 +122,7 @@ def demo_environment() -> dict[str, str]:
 
 
 def choose_model(args: argparse.Namespace) -> tuple[str, str]:
-    from dehaze_ros.node_config import NodeConfig, resolve_model
+    from dehaze_ros.ros.node_config import NodeConfig, resolve_model
 
     if args.model == "dcp":
         return "dcp", ""
@@ -186,7 +186,7 @@ class Recorder:
     @staticmethod
     def as_bgr(msg) -> np.ndarray:
         import cv2
-        from dehaze_ros.image_conversion import image_to_numpy, to_rgb8
+        from dehaze_ros.ros.image_conversion import image_to_numpy, to_rgb8
 
         return cv2.cvtColor(to_rgb8(image_to_numpy(msg), msg.encoding), cv2.COLOR_RGB2BGR)
 
@@ -273,7 +273,7 @@ def run(args: argparse.Namespace) -> int:
     from rclpy.context import Context
     from rclpy.executors import SingleThreadedExecutor
 
-    from dehaze_ros.node_config import SPECS
+    from dehaze_ros.ros.node_config import SPECS
 
     model, checkpoint = choose_model(args)
     colormap_min_m, colormap_max_m = SPECS["colormap_min_m"].default, SPECS["colormap_max_m"].default
@@ -321,7 +321,7 @@ def run(args: argparse.Namespace) -> int:
     node = None
     recording_started = 0.0
     try:
-        children.append(start_child("dehaze_ros.dehaze_node", node_args, env, output / "logs" / "dehaze_node.log"))
+        children.append(start_child("dehaze_ros.ros.dehaze_node", node_args, env, output / "logs" / "dehaze_node.log"))
         children.append(start_child("dehaze_ros.sim.sample_camera", camera_args, env, output / "logs" / "sample_camera.log"))
         node = rclpy.create_node("demo_recorder", context=context)
         executor = SingleThreadedExecutor(context=context)

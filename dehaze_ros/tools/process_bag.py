@@ -7,7 +7,7 @@
 Reads a rosbag2 folder (sqlite3 or MCAP; rosbags, no ROS install needed for the bag I/O), runs
 every image of ``--image-topic`` (sensor_msgs/Image in any encoding the node takes, or
 CompressedImage jpeg/png) through the same DehazeEngine and the same conversions as
-dehaze_node (dehaze_ros.frame_outputs), and writes a new bag in the same storage format: every
+dehaze_node (dehaze_ros.ros.frame_outputs), and writes a new bag in the same storage format: every
 original topic, byte for byte, plus the outputs under the node's topic names (below
 ``--prefix``), each stamped with its input frame's header and written at its input's bag time,
 so ``ros2 bag play`` replays them in step with the camera. CameraInfo is republished scaled to
@@ -55,9 +55,10 @@ from pathlib import Path
 
 import numpy as np
 
-from dehaze_ros import frame_outputs, visibility
-from dehaze_ros.image_conversion import ImageConversionError, to_rgb8
-from dehaze_ros.node_config import PARAMETERS, SPECS, ConfigError, NodeConfig, resolve_model
+from dehaze_ros import visibility
+from dehaze_ros.ros import frame_outputs
+from dehaze_ros.ros.image_conversion import ImageConversionError, to_rgb8
+from dehaze_ros.ros.node_config import PARAMETERS, SPECS, ConfigError, NodeConfig, resolve_model
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 CAMERA_INFO_TYPE = "sensor_msgs/msg/CameraInfo"
@@ -669,7 +670,7 @@ def write_sample_bag(path: str | Path, frames: int = 30, width: int = 640, heigh
     from sensor_msgs.msg import Range
     from std_msgs.msg import Header
 
-    from dehaze_ros.image_conversion import numpy_to_compressed, numpy_to_image
+    from dehaze_ros.ros.image_conversion import numpy_to_compressed, numpy_to_image
     from dehaze_ros.sim.sample_camera import (CAMERA_PARAMETERS, SceneSource, haze_strength,
                                           pinhole_camera_info)
 

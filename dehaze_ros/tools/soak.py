@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from dehaze_ros.stats import KEY_DROPPED, KEY_INVALID, percentile
+from dehaze_ros.ros.stats import KEY_DROPPED, KEY_INVALID, percentile
 from dehaze_ros.tools import processes
 from dehaze_ros.tools.demo import NAMESPACE, choose_model, demo_environment, start_child
 
@@ -163,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
     node = None
     rows: list[dict] = []
     try:
-        dehaze = start_child("dehaze_ros.dehaze_node", node_args, env, args.output / "dehaze_node.log")
+        dehaze = start_child("dehaze_ros.ros.dehaze_node", node_args, env, args.output / "dehaze_node.log")
         children.append(dehaze)
         children.append(start_child("dehaze_ros.sim.sample_camera", camera_args, env,
                                     args.output / "sample_camera.log"))

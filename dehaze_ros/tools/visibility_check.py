@@ -34,7 +34,7 @@ import numpy as np
 from dehaze_ros import visibility
 from dehaze_ros.engine import DEFAULT_CHECKPOINT, DehazeEngine, EngineConfig
 from dehaze_ros.haze import synthesize_haze
-from dehaze_ros.node_config import SPECS
+from dehaze_ros.ros.node_config import SPECS
 from dehaze_ros.sim.scenes import SceneRenderer, outdoor_validation_view
 
 AIRLIGHT = 0.85

@@ -22,7 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from dehaze_ros.image_conversion import (ImageConversionError, compressed_to_numpy, image_to_numpy,
+from dehaze_ros.ros.image_conversion import (ImageConversionError, compressed_to_numpy, image_to_numpy,
                                          to_rgb8)
 from training.config import HazeConfig, require
 from training.data.common import (DataSource, FolderSourceConfig, LruCache, Sample, hazed_sample, random_crop,

@@ -36,11 +36,11 @@ from __future__ import annotations
 import sys
 import threading
 
-from dehaze_ros import stop_signal
+from dehaze_ros.ros import stop_signal
 
 if __name__ == "__main__":
-    # `python -m dehaze_ros.dehaze_node`: a signal while the modules below load is remembered and
-    # main() returns 0 at once. The console script gets the same from dehaze_ros.entry_points.
+    # `python -m dehaze_ros.ros.dehaze_node`: a signal while the modules below load is remembered and
+    # main() returns 0 at once. The console script gets the same from dehaze_ros.ros.entry_points.
     stop_signal.install()
 
 # The imports follow the guard on purpose: loading them is the phase it covers.
@@ -60,13 +60,13 @@ from rclpy.clock import Clock, ClockType
 from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-from dehaze_ros import frame_outputs, image_conversion, stats
+from dehaze_ros.ros import frame_outputs, image_conversion, stats
 from dehaze_ros.engine import DehazeEngine, slow_setup_notice
-from dehaze_ros.frame_outputs import OUTPUTS, FrameProducts
-from dehaze_ros.image_conversion import ImageConversionError
-from dehaze_ros.node_config import (SPECS, ConfigError, NodeConfig, declare_node_parameters,
+from dehaze_ros.ros.frame_outputs import OUTPUTS, FrameProducts
+from dehaze_ros.ros.image_conversion import ImageConversionError
+from dehaze_ros.ros.node_config import (SPECS, ConfigError, NodeConfig, declare_node_parameters,
                                     integers_as_floats, read_node_config, resolve_model)
-from dehaze_ros.pointcloud import UNCALIBRATED, intrinsics_problem
+from dehaze_ros.ros.pointcloud import UNCALIBRATED, intrinsics_problem
 
 NODE_NAME = "dehaze_node"
 WORKER_NAME = "dehaze_worker"  # the processing thread, named in logs and /diagnostics

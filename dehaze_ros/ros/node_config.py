@@ -37,7 +37,7 @@ from dehaze_ros.canonical_camera import DEFAULT_HFOV_DEG
 # programs that read the table (process_bag, the demo) run the engine too.
 from dehaze_ros.engine import (BACKENDS, DEFAULT_CHECKPOINT, DEFAULT_DEPTH_MAX_SIDE, DEFAULT_MAX_SIDE,
                                DEPTH_FROM_HAZE, MODELS, PRECISIONS, UPSAMPLING, EngineConfig)
-from dehaze_ros.image_conversion import DEFAULT_MAX_PIXELS
+from dehaze_ros.ros.image_conversion import DEFAULT_MAX_PIXELS
 
 STAGES = ("startup", "configure", "live")
 _TYPE_NAMES = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
@@ -357,11 +357,11 @@ def parameters_yaml() -> str:
     """config/dehaze.yaml, written from the table: every parameter at its default, with its stage,
     description, choices and range as a comment. test_node_config_files checks that the file is
     exactly this; after changing the table, regenerate it with
-    ``python -c "from dehaze_ros.node_config import parameters_yaml as y; print(y(), end='')" > config/dehaze.yaml``.
+    ``python -c "from dehaze_ros.ros.node_config import parameters_yaml as y; print(y(), end='')" > config/dehaze.yaml``.
     """
     lines = [
         "# dehaze_node parameters. Every parameter the node declares is listed, at its default.",
-        "# Written from the parameter table in dehaze_ros/node_config.py (parameters_yaml): change",
+        "# Written from the parameter table in dehaze_ros/ros/node_config.py (parameters_yaml): change",
         "# the table, not this file (a test checks that they agree).",
         "# Load with: ros2 run dehaze_ros dehaze_node --ros-args --params-file config/dehaze.yaml",
         "# (the launch file does this). `/**` matches the node under any name or namespace.",
