@@ -37,7 +37,7 @@ the Dark Channel Prior on the same downscaled frame the networks saw (dehaze_ros
 result says so. Depth must be metric: the DCP model's relative depth (beta d with beta
 unknown) gives no visibility at all.
 
-No ROS import except where a message is built (``range_message``), like pointcloud.py.
+No ROS import: the sensor_msgs/Range message is built by dehaze_ros.ros.frame_outputs.
 """
 from __future__ import annotations
 
@@ -215,25 +215,3 @@ def estimate_from_result(result, rgb: np.ndarray, max_side: int,
 
 def horizontal_fov_rad(focal_px: float, width: int) -> float:
     return 2.0 * math.atan(width / (2.0 * focal_px))
-
-
-def range_message(estimate: VisibilityEstimate, header, field_of_view_rad: float):
-    """sensor_msgs/Range with the frame's header: range = V in metres (REP-117: NaN no estimate,
-    +inf clear beyond max_range, -inf denser than min_range).
-
-    radiation_type: the message knows ULTRASOUND and INFRARED only. A camera measures light, so
-    INFRARED (the optical one) is the closer fit; a consumer that switches on it will treat the
-    value as an optical ranger's. ``variance`` exists from Jazzy on: set where the message has it.
-    """
-    from sensor_msgs.msg import Range
-
-    msg = Range()
-    msg.header = header
-    msg.radiation_type = Range.INFRARED
-    msg.field_of_view = float(field_of_view_rad)
-    msg.min_range = float(estimate.min_range_m)
-    msg.max_range = float(estimate.max_range_m)
-    msg.range = float(estimate.visibility_m)
-    if hasattr(msg, "variance"):
-        msg.variance = estimate.variance_m2
-    return msg

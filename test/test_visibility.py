@@ -15,6 +15,7 @@ from dehaze_ros import visibility
 from dehaze_ros.engine import DehazeEngine, EngineConfig, EngineResult
 from dehaze_ros.haze import synthesize_haze, transmission_from_depth
 from dehaze_ros.sim.scenes import SceneRenderer, outdoor_validation_view
+from dehaze_ros.ros import frame_outputs
 from dehaze_ros.visibility import KOSCHMIEDER, estimate_visibility
 
 VISIBILITIES_M = (30.0, 100.0, 300.0, 1000.0, 3000.0, 5000.0)
@@ -171,7 +172,7 @@ def test_range_message_carries_rep117_values_and_the_header():
     for true_visibility, expected in cases.items():
         estimate = estimate_visibility(transmission_from_depth(frame.depth_m, KOSCHMIEDER / true_visibility),
                                        frame.depth_m)
-        msg = visibility.range_message(estimate, header, fov)
+        msg = frame_outputs.range_message(estimate, header, fov)
         assert isinstance(msg, Range) and msg.header.frame_id == "cam" and msg.header.stamp.sec == 12
         assert msg.radiation_type == Range.INFRARED
         assert msg.field_of_view == pytest.approx(fov, rel=1e-6)
@@ -180,5 +181,5 @@ def test_range_message_carries_rep117_values_and_the_header():
         if hasattr(msg, "variance"):
             assert msg.variance == pytest.approx(estimate.variance_m2, rel=1e-5)
     wall = np.full((120, 160), 4.0, np.float32)
-    none = visibility.range_message(estimate_visibility(transmission_from_depth(wall, 0.1), wall), header, fov)
+    none = frame_outputs.range_message(estimate_visibility(transmission_from_depth(wall, 0.1), wall), header, fov)
     assert math.isnan(none.range)   # REP-117 "invalid", never +inf ("clear")

@@ -3,8 +3,8 @@
 Whatever the node publishes live and what ``process_bag`` writes into a bag offline must be the
 same messages for the same frame, so the steps between a message and the engine, and between
 the engine's result and a message, live here once. No rclpy import (messages are built by the
-ROS-free helpers of image_conversion, pointcloud and visibility, which import sensor_msgs where
-a message is made), so these are tested without DDS.
+ROS-free helpers of image_conversion and pointcloud and by range_message here, which import
+sensor_msgs where a message is made), so these are tested without DDS.
 """
 from __future__ import annotations
 
@@ -95,6 +95,28 @@ def points_message(depth: np.ndarray, dehazed_rgb: np.ndarray | None, camera_inf
     return make_pointcloud2(header, xyz, rgb)
 
 
+def range_message(estimate: visibility.VisibilityEstimate, header, field_of_view_rad: float):
+    """sensor_msgs/Range with the frame's header: range = V in metres (REP-117: NaN no estimate,
+    +inf clear beyond max_range, -inf denser than min_range).
+
+    radiation_type: the message knows ULTRASOUND and INFRARED only. A camera measures light, so
+    INFRARED (the optical one) is the closer fit; a consumer that switches on it will treat the
+    value as an optical ranger's. ``variance`` exists from Jazzy on: set where the message has it.
+    """
+    from sensor_msgs.msg import Range
+
+    msg = Range()
+    msg.header = header
+    msg.radiation_type = Range.INFRARED
+    msg.field_of_view = float(field_of_view_rad)
+    msg.min_range = float(estimate.min_range_m)
+    msg.max_range = float(estimate.max_range_m)
+    msg.range = float(estimate.visibility_m)
+    if hasattr(msg, "variance"):
+        msg.variance = estimate.variance_m2
+    return msg
+
+
 # ---------------------------------------------------------------------------------------------
 # The node's outputs as one table: the node creates a publisher per row, asks the engine for what
 # the rows with a subscriber need, and publishes each of them with the row's builder.
@@ -172,8 +194,8 @@ def _visibility(frame: FrameProducts):
     focal_px = frame.focal_px
     if focal_px is None:
         focal_px = focal_from_hfov(frame.width, frame.config.default_hfov_deg)
-    return visibility.range_message(frame.visibility, frame.header,
-                                    visibility.horizontal_fov_rad(focal_px, frame.width))
+    return range_message(frame.visibility, frame.header,
+                         visibility.horizontal_fov_rad(focal_px, frame.width))
 
 
 @dataclass(frozen=True)
