@@ -1,6 +1,6 @@
 """How well the visibility estimate recovers known haze: the table of docs/visibility.md.
 
-    python -m dehaze_ros.tools.visibility_check [--checkpoint P] [--middlebury DIR] [--views 6]
+    python -m training.visibility_check [--checkpoint P] [--middlebury DIR] [--views 6]
 
 Scenes with exact metric depth are hazed with the scattering model at a known visibility V
 (beta = 3.912 / V, grey airlight 0.85) and the estimate is made three ways, so that the
@@ -36,6 +36,8 @@ from dehaze_ros.engine import DEFAULT_CHECKPOINT, DehazeEngine, EngineConfig
 from dehaze_ros.haze import synthesize_haze
 from dehaze_ros.ros.node_config import SPECS
 from dehaze_ros.sim.scenes import SceneRenderer, outdoor_validation_view
+from training.config import SourceConfig
+from training.data.rgbd import load_rgbd_item, scan_rgbd_folder
 
 AIRLIGHT = 0.85
 WIDTH = 320
@@ -101,9 +103,6 @@ def indoor_views(count: int) -> list[View]:
 
 
 def middlebury_views(root: Path) -> list[View]:
-    from training.config import SourceConfig
-    from training.data.rgbd import load_rgbd_item, scan_rgbd_folder
-
     items, _ = scan_rgbd_folder(root, SourceConfig(kind="rgbd"), "middlebury")
     views, seen = [], set()
     for item in sorted(items, key=lambda item: item.name):
