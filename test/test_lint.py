@@ -4,6 +4,7 @@ What ament_flake8 does for a C++-free ROS 2 package: lines of at most 100 charac
 at the top of a module and sorted, no unused imports or variables, no undefined names. ruff
 comes from requirements-dev.txt, so CI runs this; without it the test skips and says why.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -21,7 +22,14 @@ def test_ruff_check_finds_nothing():
         pytest.skip("ruff is not installed: pip install -r requirements-dev.txt")
     result = subprocess.run(
         [sys.executable, "-m", "ruff", "check", "--no-cache", "--output-format", "concise", "."],
-        cwd=ROOT, capture_output=True, text=True, timeout=120)
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, (
         "ruff check (config: ruff.toml) found problems; `python -m ruff check --fix .` mends the "
-        "import order, `python -m ruff format PATH` long code lines:\n" + result.stdout + result.stderr)
+        "import order, `python -m ruff format PATH` long code lines:\n"
+        + result.stdout
+        + result.stderr
+    )
