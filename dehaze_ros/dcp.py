@@ -18,7 +18,6 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-
 # The paper's parameters (patch 15, omega 0.95, t0 0.1) and the guided filter's eps. The same
 # values drive the network's DCP prior (dehaze_ros.models.dcp_prior), so the untrained network
 # starts exactly where this baseline is.

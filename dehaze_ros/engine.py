@@ -53,7 +53,7 @@ import cv2
 import numpy as np
 import torch
 
-from dehaze_ros import devices, metric_scale, upsampling
+from dehaze_ros import devices, upsampling
 
 # torch's own thread count at start-up: num_threads 0 means this, also after a reconfigure
 # from another value (torch.set_num_threads is process-wide).

@@ -16,7 +16,6 @@ tested without launch). This file only wires things up: no computation.
 """
 
 from ament_index_python.packages import PackageNotFoundError, get_package_prefix
-from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.logging import get_logger
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
@@ -31,6 +30,7 @@ from dehaze_ros.ros.launch_parameters import (
     sample_camera_parameters,
     sim_time_parameter,
 )
+from launch import LaunchDescription
 
 PACKAGE = "dehaze_ros"
 

@@ -9,8 +9,8 @@ import pytest
 from training.config import HazeConfig, SourceConfig
 from training.data import DataError
 from training.data.common import fill_unknown_depth, hazed_sample, synthesize_random_haze
-from training.data.mixture import random_flips, sample_to_tensors
 from training.data.io import read_pfm, write_pfm
+from training.data.mixture import random_flips, sample_to_tensors
 from training.data.rgbd import RELATIVE_MEDIAN_M, RgbdSource, load_rgbd_item, scan_rgbd_folder
 
 CALIB = """cam0=[700.0 0 30 ; 0 700.0 20 ; 0 0 1]

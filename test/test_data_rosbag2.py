@@ -7,8 +7,7 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
 from training.config import SourceConfig
-from training.data import DataError
-from training.data import rosbag2
+from training.data import DataError, rosbag2
 from training.data.rosbag2 import MAX_PENDING, Rosbag2Source, StampPairer
 
 COLOR, DEPTH = "/camera/color/image_raw", "/camera/aligned_depth_to_color/image_raw"

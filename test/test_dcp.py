@@ -2,12 +2,11 @@
 
 import numpy as np
 import pytest
-
 import torch
 
 from dehaze_ros.dcp import dark_channel, dehaze_dcp, estimate_airlight
-from dehaze_ros.models import dcp_prior
 from dehaze_ros.haze import synthesize_haze
+from dehaze_ros.models import dcp_prior
 from dehaze_ros.sim.scenes import SceneRenderer
 
 

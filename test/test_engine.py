@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from dehaze_ros.canonical_camera import focal_from_hfov
 from dehaze_ros.checkpoint import (
     CHECKPOINT_FORMAT_VERSION,
     CheckpointError,
@@ -17,7 +18,6 @@ from dehaze_ros.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from dehaze_ros.canonical_camera import focal_from_hfov
 from dehaze_ros.engine import DehazeEngine, EngineConfig, EngineError, as_rgb_uint8, scaled_size
 from dehaze_ros.models import build_dehazer, build_depth_net, get_model_config
 from dehaze_ros.models.config import CANONICAL_FOCAL_PX

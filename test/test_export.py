@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
+from dehaze_ros.canonical_camera import focal_from_hfov
 from dehaze_ros.checkpoint import CheckpointError, load_checkpoint
 from dehaze_ros.engine import DehazeEngine, EngineConfig
 from dehaze_ros.models import ModelConfig, build_dehazer, build_depth_net
 from training.config import load_config
-from dehaze_ros.canonical_camera import focal_from_hfov
 from training.export import export_checkpoint, main
 from training.run_state import load_training_file
 from training.train import Trainer

@@ -4,7 +4,6 @@ tool carries, restores the files the training reads byte for byte, and every sta
 export, evaluate beside DCP) runs and leaves what the device tool brings back in $OUT."""
 
 import filecmp
-import json
 import os
 import subprocess
 import sys

@@ -10,9 +10,9 @@ import pytest
 
 from dehaze_ros.checkpoint import save_checkpoint
 from dehaze_ros.engine import DEFAULT_CHECKPOINT, DehazeEngine, EngineConfig
-from dehaze_ros.models import build_dehazer, build_depth_net, get_model_config
 from dehaze_ros.haze import synthesize_haze
 from dehaze_ros.haze_depth import FUSED, NETWORK, T_LOW, fuse_depth_with_haze
+from dehaze_ros.models import build_dehazer, build_depth_net, get_model_config
 from dehaze_ros.sim.scenes import outdoor_validation_view, render_random_view
 from dehaze_ros.upsampling import upsample_depth
 from training.metrics import depth_metrics

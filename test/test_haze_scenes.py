@@ -7,9 +7,9 @@ from dehaze_ros.haze import recover_scene, synthesize_haze, transmission_from_de
 from dehaze_ros.sim.scenes import (
     SceneRenderer,
     intrinsics,
+    random_scene,
     render,
     render_random_view,
-    random_scene,
 )
 
 

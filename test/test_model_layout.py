@@ -7,7 +7,9 @@ import torch
 
 from dehaze_ros.checkpoint import build_models, load_checkpoint
 from dehaze_ros.engine import DEFAULT_CHECKPOINT
-from dehaze_ros.models import blocks, dehazer as dehazer_module, depth_net as depth_net_module, unet
+from dehaze_ros.models import blocks, unet
+from dehaze_ros.models import dehazer as dehazer_module
+from dehaze_ros.models import depth_net as depth_net_module
 from dehaze_ros.models.blocks import cat_channels
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest.py: why

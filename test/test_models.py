@@ -11,8 +11,6 @@ import torch
 import torch.nn.functional as F
 
 from dehaze_ros.dcp import dehaze_dcp
-from dehaze_ros.models.dehazer import START_AIRLIGHT, START_TRANSMISSION, T_MIN, recover_scene
-
 from dehaze_ros.models import (
     PRESETS,
     ModelConfig,
@@ -23,8 +21,8 @@ from dehaze_ros.models import (
     get_model_config,
 )
 from dehaze_ros.models.blocks import TokenMixer
+from dehaze_ros.models.dehazer import START_AIRLIGHT, START_TRANSMISSION, T_MIN, recover_scene
 from dehaze_ros.models.depth_net import LOG_DEPTH_LIMIT
-
 
 PAPER_DEHAZER_PARAMS = 17.36e6
 PAPER_DEPTH_NET_PARAMS = 1.98e6

@@ -201,8 +201,9 @@ def test_launch_description_builds():
         reason="launch_ros is not installed here (it is on a ROS 2 "
         "install); the file checks above still ran",
     )
-    from launch import LaunchDescription
     from launch.actions import DeclareLaunchArgument
+
+    from launch import LaunchDescription
 
     spec = importlib.util.spec_from_file_location("dehaze_launch", LAUNCH_PATH)
     module = importlib.util.module_from_spec(spec)

@@ -22,8 +22,8 @@ pytest.importorskip(
 from rclpy.qos import QoSProfile, QoSReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 
-from dehaze_ros.ros.image_conversion import image_to_numpy, numpy_to_image  # noqa: E402
 from dehaze_ros.metric_scale import CONFIDENCE, SUPPORT_PLANE  # noqa: E402
+from dehaze_ros.ros.image_conversion import image_to_numpy, numpy_to_image  # noqa: E402
 from dehaze_ros.sim.scenes import vehicle_validation_view  # noqa: E402
 from node_harness import DehazeNodeHarness  # noqa: E402
 from ros_helpers import stamp_of  # noqa: E402

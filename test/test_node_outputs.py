@@ -11,19 +11,6 @@ sensor_msgs = pytest.importorskip(
     "sensor_msgs.msg", reason="sensor_msgs (ROS message package) missing"
 )
 
-from dehaze_ros.ros import stats  # noqa: E402
-from dehaze_ros.ros.frame_outputs import (
-    OUTPUTS,
-    FrameProducts,
-    Output,
-    build_messages,  # noqa: E402
-    check_outputs,
-    message_class,
-    wanted_outputs,
-)
-from dehaze_ros.ros.node_config import SPECS, NodeConfig  # noqa: E402
-from dehaze_ros.visibility import estimate_visibility  # noqa: E402
-from dehaze_ros.ros.pointcloud import UNCALIBRATED  # noqa: E402
 from dehaze_ros.metric_scale import (
     CONFIDENCE,
     GROUND,
@@ -33,6 +20,18 @@ from dehaze_ros.metric_scale import (
     SUPPORT_PLANE,
     ScaleState,
 )
+from dehaze_ros.ros import stats  # noqa: E402
+from dehaze_ros.ros.frame_outputs import (
+    OUTPUTS,
+    FrameProducts,
+    build_messages,  # noqa: E402
+    check_outputs,
+    message_class,
+    wanted_outputs,
+)
+from dehaze_ros.ros.node_config import SPECS, NodeConfig  # noqa: E402
+from dehaze_ros.ros.pointcloud import UNCALIBRATED  # noqa: E402
+from dehaze_ros.visibility import estimate_visibility  # noqa: E402
 
 
 def everyone_listens(topic: str) -> bool:

@@ -127,11 +127,11 @@ def test_broken_intrinsics_count_as_uncalibrated_everywhere(node, kind):
 
 
 def test_a_processing_thread_that_dies_is_reported_as_error_and_restarted(ros_context, checkpoint):
+    from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.parameter import Parameter
 
     from dehaze_ros.ros.dehaze_node import WORKER_NAME, DehazeNode
-    from diagnostic_msgs.msg import DiagnosticArray
 
     namespace = "/worker_death"
     dehaze = DehazeNode(

@@ -23,11 +23,11 @@ from dehaze_ros.backends.onnxruntime_backend import (
     session_device,
     tensorrt_profile,
 )
-from dehaze_ros.tools.benchmark import hazy_frame
 from dehaze_ros.checkpoint import save_checkpoint
 from dehaze_ros.engine import DehazeEngine, EngineConfig, EngineError
 from dehaze_ros.models import PRESETS, build_dehazer, build_depth_net
 from dehaze_ros.onnx_export import DeployableNetworks, OnnxMetadata, OnnxModelError
+from dehaze_ros.tools.benchmark import hazy_frame
 
 REPO = Path(__file__).resolve().parent.parent
 HAVE_EXTRA = all(importlib.util.find_spec(name) for name in ("onnx", "onnxscript", "onnxruntime"))

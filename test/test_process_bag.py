@@ -9,7 +9,6 @@ SIGINT / SIGTERM to a real process_bag process mid-run.
 from __future__ import annotations
 
 import math
-import os
 import signal
 import subprocess
 import sys
@@ -38,9 +37,8 @@ from rosbags.interfaces import (
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer  # noqa: E402
 from rosbags.typesys import Stores, get_typestore  # noqa: E402
 
-from dehaze_ros.ros import frame_outputs  # noqa: E402
-from dehaze_ros.tools import process_bag  # noqa: E402
 from dehaze_ros.engine import DehazeEngine, EngineConfig  # noqa: E402
+from dehaze_ros.ros import frame_outputs  # noqa: E402
 from dehaze_ros.ros.image_conversion import (
     compressed_to_numpy,
     image_to_numpy,
@@ -48,6 +46,7 @@ from dehaze_ros.ros.image_conversion import (
     to_rgb8,
 )  # noqa: E402
 from dehaze_ros.ros.node_config import SPECS, NodeConfig  # noqa: E402
+from dehaze_ros.tools import process_bag  # noqa: E402
 from ros_helpers import REPO_ROOT, child_env, write_tiny_checkpoint  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -116,7 +116,8 @@ def test_a_bag_of_fuzzed_frames_is_processed_with_them_counted_and_skipped(tmp_p
     assert good <= processed < total
     assert connections[IMAGE].msgcount == total  # the input is copied whole
     from rclpy.serialization import deserialize_message
-    from sensor_msgs.msg import Image as RosImage, PointCloud2
+    from sensor_msgs.msg import Image as RosImage
+    from sensor_msgs.msg import PointCloud2
 
     for topic, _, raw in messages:
         if topic == "/points":

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from dehaze_ros.checkpoint import build_models, file_sha256, load_checkpoint, save_checkpoint
+from state_compare import assert_identical
 from training import losses
 from training.config import load_config
 from training.export import export_checkpoint
@@ -23,7 +24,6 @@ from training.run_state import (
     load_training_file,
     save_training_file,
 )
-from state_compare import assert_identical
 from training.train import Trainer, main, prepare
 
 SMOKE = Path(__file__).resolve().parent.parent / "config" / "train" / "smoke.yaml"

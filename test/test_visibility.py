@@ -15,8 +15,8 @@ import pytest
 from dehaze_ros import visibility
 from dehaze_ros.engine import DehazeEngine, EngineConfig, EngineResult
 from dehaze_ros.haze import synthesize_haze, transmission_from_depth
-from dehaze_ros.sim.scenes import SceneRenderer, outdoor_validation_view
 from dehaze_ros.ros import frame_outputs
+from dehaze_ros.sim.scenes import SceneRenderer, outdoor_validation_view
 from dehaze_ros.visibility import KOSCHMIEDER, estimate_visibility
 
 VISIBILITIES_M = (30.0, 100.0, 300.0, 1000.0, 3000.0, 5000.0)

@@ -87,8 +87,8 @@ from dehaze_ros.upsampling import upsample_depth
 from training.config import ConfigError, HazeConfig, apply_overrides, source_config
 from training.data import SOURCES, DataSource, open_source
 from training.data.common import FolderSourceConfig, Sample, no_depth, resize_max_side, to_float
-from training.data.procedural import vehicle_sample
 from training.data.io import DataError, list_images, read_rgb
+from training.data.procedural import vehicle_sample
 from training.metrics import DEPTH_METRICS, depth_metrics, psnr, ssim
 from training.run_state import TrainingError, load_training_file
 from training.visualize import depth_tile, label_tile, make_grid, rgb_tile

@@ -21,7 +21,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-
 from dehaze_ros.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from training.run_state import TrainingError, git_commit, load_training_file
 

@@ -43,8 +43,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dehaze_ros.backends.base import Backend, BackendError, BackendOutput
 from dehaze_ros import devices
+from dehaze_ros.backends.base import Backend, BackendError, BackendOutput
 
 INSTALL_HINT = (
     "pip install 'dehaze_ros[onnx]' on a CPU, or pip install 'dehaze_ros[onnx-gpu]' on an "

@@ -50,12 +50,11 @@ norms have the right channel counts.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-from dataclasses import dataclass
 
 from dehaze_ros import dcp
 from dehaze_ros.models.blocks import (

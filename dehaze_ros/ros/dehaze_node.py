@@ -51,17 +51,17 @@ from dataclasses import dataclass
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import SetParametersResult
+from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import QoSDurabilityPolicy, QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from rclpy.signals import SignalHandlerOptions
-from rclpy.clock import Clock, ClockType
 from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-from dehaze_ros.ros import frame_outputs, image_conversion, stats
 from dehaze_ros.engine import DehazeEngine, slow_setup_notice
+from dehaze_ros.ros import frame_outputs, image_conversion, stats
 from dehaze_ros.ros.frame_outputs import OUTPUTS, FrameProducts
 from dehaze_ros.ros.image_conversion import ImageConversionError
 from dehaze_ros.ros.node_config import (

@@ -17,10 +17,10 @@ from functools import cached_property
 import numpy as np
 
 from dehaze_ros import visibility
-from dehaze_ros.ros import image_conversion
 from dehaze_ros.canonical_camera import focal_from_hfov
 from dehaze_ros.colormap import depth_to_colormap
 from dehaze_ros.metric_scale import Pinhole, confidence_map
+from dehaze_ros.ros import image_conversion
 from dehaze_ros.ros.pointcloud import (
     IntrinsicsError,
     camera_info_for_image,

@@ -46,8 +46,8 @@ from dehaze_ros.engine import (
     scaled_size,
 )
 from dehaze_ros.haze import synthesize_haze
-from dehaze_ros.models import PRESETS, build_dehazer, build_depth_net, count_macs, count_parameters
 from dehaze_ros.metric_scale import Mounting, Pinhole
+from dehaze_ros.models import PRESETS, build_dehazer, build_depth_net, count_macs, count_parameters
 from dehaze_ros.ros.node_config import SPECS
 from dehaze_ros.sim.scenes import SceneRenderer
 

@@ -32,8 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dehaze_ros.tools import processes
 from dehaze_ros.ros.stats import KEY_DEVICE, KEY_DROPPED, KEY_MODEL, KEY_STAGES, percentile
+from dehaze_ros.tools import processes
 
 PACKAGE = "dehaze_ros"
 NAMESPACE = "/dehaze_demo"
@@ -224,6 +224,7 @@ class Recorder:
     @staticmethod
     def as_bgr(msg) -> np.ndarray:
         import cv2
+
         from dehaze_ros.ros.image_conversion import image_to_numpy, to_rgb8
 
         return cv2.cvtColor(to_rgb8(image_to_numpy(msg), msg.encoding), cv2.COLOR_RGB2BGR)
