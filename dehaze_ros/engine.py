@@ -54,11 +54,14 @@ import numpy as np
 import torch
 
 from dehaze_ros import devices, upsampling
-
-# torch's own thread count at start-up: num_threads 0 means this, also after a reconfigure
-# from another value (torch.set_num_threads is process-wide).
-TORCH_DEFAULT_THREADS = torch.get_num_threads()
-from dehaze_ros.backends import BACKENDS, MODELS, Backend, BackendError, create_backend
+from dehaze_ros.backends import (
+    BACKENDS,
+    MODELS,
+    Backend,
+    BackendError,
+    BackendOutput,
+    create_backend,
+)
 from dehaze_ros.canonical_camera import DEFAULT_HFOV_DEG, focal_from_hfov, metric_from_canonical
 from dehaze_ros.checkpoint import Checkpoint
 from dehaze_ros.devices import PRECISIONS, cpu_supports_bf16  # noqa: F401 (re-exported for the node)
@@ -76,6 +79,10 @@ from dehaze_ros.metric_scale import (
 )
 from dehaze_ros.upsampling import DEFAULT as DEFAULT_UPSAMPLING
 from dehaze_ros.upsampling import UPSAMPLING
+
+# torch's own thread count at start-up: num_threads 0 means this, also after a reconfigure
+# from another value (torch.set_num_threads is process-wide).
+TORCH_DEFAULT_THREADS = torch.get_num_threads()
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "default.pt"
 # The longer side the shipped networks are trained and validated at, and a 2-core CPU keeps up

@@ -13,13 +13,9 @@ import cv2
 import numpy as np
 import pytest
 
-sensor_msgs = pytest.importorskip(
-    "sensor_msgs.msg", reason="sensor_msgs (ROS message package) missing"
-)
-
 from dehaze_ros.ros.image_conversion import (
     CAMERA_ENCODINGS,
-    ImageConversionError,  # noqa: E402
+    ImageConversionError,
     alpha_channel,
     compressed_size,
     compressed_to_numpy,
@@ -31,7 +27,12 @@ from dehaze_ros.ros.image_conversion import (
     rgb8_to_encoding,
     to_rgb8,
 )
-from ros_helpers import png_bomb  # noqa: E402
+from ros_helpers import png_bomb
+
+# The tests build sensor_msgs messages; the modules above import it only where they build one.
+sensor_msgs = pytest.importorskip(
+    "sensor_msgs.msg", reason="sensor_msgs (ROS message package) missing"
+)
 
 RNG = np.random.default_rng(7)
 ROUND_TRIP_ENCODINGS = [

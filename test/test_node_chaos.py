@@ -23,17 +23,17 @@ pytest.importorskip(
     "dehaze_ros.models", reason="dehaze_ros.models is needed for the test checkpoint"
 )
 
-from builtin_interfaces.msg import Time as TimeMsg  # noqa: E402
-from lifecycle_msgs.msg import Transition  # noqa: E402
-from lifecycle_msgs.srv import ChangeState  # noqa: E402
-from rosgraph_msgs.msg import Clock  # noqa: E402
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: E402
+from builtin_interfaces.msg import Time as TimeMsg
+from lifecycle_msgs.msg import Transition
+from lifecycle_msgs.srv import ChangeState
+from rosgraph_msgs.msg import Clock
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-from dehaze_ros.ros.image_conversion import numpy_to_compressed, numpy_to_image  # noqa: E402
-from dehaze_ros.ros.node_config import PARAMETERS  # noqa: E402
-from fuzz_frames import fuzzed_image_fields  # noqa: E402
-from node_harness import DehazeNodeHarness, frame_in, make_camera_info  # noqa: E402
-from ros_helpers import stamp_of, write_tiny_checkpoint  # noqa: E402
+from dehaze_ros.ros.image_conversion import numpy_to_compressed, numpy_to_image
+from dehaze_ros.ros.node_config import PARAMETERS
+from fuzz_frames import fuzzed_image_fields
+from node_harness import DehazeNodeHarness, frame_in, make_camera_info
+from ros_helpers import stamp_of, write_tiny_checkpoint
 
 # Peak resident memory of the node process. The tiny test network needs ~0.4 GB at rest; a
 # frame at max_input_pixels costs ~40 bytes a pixel, and no fuzzed frame may get that far

@@ -18,8 +18,8 @@ pytest.importorskip(
     "rclpy", reason="rclpy is not installed (pip install -r requirements-ros-pypi.txt)"
 )
 
-from dehaze_ros.tools import processes  # noqa: E402
-from ros_helpers import REPO_ROOT, child_env  # noqa: E402
+from dehaze_ros.tools import processes
+from ros_helpers import REPO_ROOT, child_env
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"),

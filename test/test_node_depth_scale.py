@@ -19,14 +19,14 @@ pytest.importorskip(
     "rclpy", reason="rclpy is not installed (pip install -r requirements-ros-pypi.txt)"
 )
 
-from rclpy.qos import QoSProfile, QoSReliabilityPolicy  # noqa: E402
-from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
+from rclpy.qos import QoSProfile, QoSReliabilityPolicy
+from sensor_msgs.msg import CameraInfo, Image
 
-from dehaze_ros.metric_scale import CONFIDENCE, SUPPORT_PLANE  # noqa: E402
-from dehaze_ros.ros.image_conversion import image_to_numpy, numpy_to_image  # noqa: E402
-from dehaze_ros.sim.scenes import vehicle_validation_view  # noqa: E402
-from node_harness import DehazeNodeHarness  # noqa: E402
-from ros_helpers import stamp_of  # noqa: E402
+from dehaze_ros.metric_scale import CONFIDENCE, SUPPORT_PLANE
+from dehaze_ros.ros.image_conversion import image_to_numpy, numpy_to_image
+from dehaze_ros.sim.scenes import vehicle_validation_view
+from node_harness import DehazeNodeHarness
+from ros_helpers import stamp_of
 
 NAMESPACE = "/ground"
 

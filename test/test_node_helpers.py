@@ -6,30 +6,31 @@ import math
 import numpy as np
 import pytest
 
-sensor_msgs = pytest.importorskip(
-    "sensor_msgs.msg", reason="sensor_msgs (ROS message package) missing"
-)
-
-from dehaze_ros.colormap import depth_to_colormap  # noqa: E402
-from dehaze_ros.engine import MODELS, PRECISIONS, EngineConfig  # noqa: E402
+from dehaze_ros.colormap import depth_to_colormap
+from dehaze_ros.engine import MODELS, PRECISIONS, EngineConfig
 from dehaze_ros.ros.node_config import (
     PARAMETERS,
     SPECS,
     ConfigError,
-    ModelChoice,  # noqa: E402
+    ModelChoice,
     NodeConfig,
     integers_as_floats,
     resolve_model,
 )
 from dehaze_ros.ros.pointcloud import (
     UNCALIBRATED,
-    IntrinsicsError,  # noqa: E402
+    IntrinsicsError,
     camera_info_for_image,
     depth_to_points,
     intrinsics_from_camera_info,
     intrinsics_problem,
     make_pointcloud2,
     pointcloud2_to_arrays,
+)
+
+# The tests build sensor_msgs messages; the modules above import it only where they build one.
+sensor_msgs = pytest.importorskip(
+    "sensor_msgs.msg", reason="sensor_msgs (ROS message package) missing"
 )
 
 

@@ -20,15 +20,15 @@ pytest.importorskip(
     "dehaze_ros.models", reason="dehaze_ros.models is needed for the test checkpoint"
 )
 
-from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
+from sensor_msgs.msg import CompressedImage, Image
 
 from dehaze_ros.ros.image_conversion import (
     image_to_numpy,
-    numpy_to_compressed,  # noqa: E402
+    numpy_to_compressed,
     numpy_to_image,
     output_encoding,
 )
-from dehaze_ros.ros.pointcloud import pointcloud2_to_arrays  # noqa: E402
+from dehaze_ros.ros.pointcloud import pointcloud2_to_arrays
 from node_harness import (
     CX,
     CY,
@@ -37,7 +37,7 @@ from node_harness import (
     FY,
     HEIGHT,
     OUTPUT_TOPICS,
-    WIDTH,  # noqa: E402
+    WIDTH,
     DehazeNodeHarness,
     frame_in,
     hazy_rgb,
@@ -46,7 +46,7 @@ from node_harness import (
 from ros_helpers import (
     latest_diagnostics,
     png_bomb,
-    stamp_of,  # noqa: E402
+    stamp_of,
     write_tiny_checkpoint,
 )
 

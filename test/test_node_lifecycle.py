@@ -17,14 +17,14 @@ pytest.importorskip(
     "dehaze_ros.models", reason="dehaze_ros.models is needed for the test checkpoint"
 )
 
-from lifecycle_msgs.msg import State, Transition  # noqa: E402
-from lifecycle_msgs.srv import ChangeState, GetState  # noqa: E402
-from rcl_interfaces.msg import ParameterType  # noqa: E402
-from rcl_interfaces.srv import GetParameters  # noqa: E402
+from lifecycle_msgs.msg import State, Transition
+from lifecycle_msgs.srv import ChangeState, GetState
+from rcl_interfaces.msg import ParameterType
+from rcl_interfaces.srv import GetParameters
 
-from dehaze_ros.ros.image_conversion import numpy_to_image  # noqa: E402
-from node_harness import DehazeNodeHarness, frame_in, hazy_rgb  # noqa: E402
-from ros_helpers import REPO_ROOT, child_env, write_tiny_checkpoint  # noqa: E402
+from dehaze_ros.ros.image_conversion import numpy_to_image
+from node_harness import DehazeNodeHarness, frame_in, hazy_rgb
+from ros_helpers import REPO_ROOT, child_env, write_tiny_checkpoint
 
 
 def change_state(node: DehazeNodeHarness, transition_id: int) -> bool:

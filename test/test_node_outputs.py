@@ -7,31 +7,32 @@ import dataclasses
 import numpy as np
 import pytest
 
-sensor_msgs = pytest.importorskip(
-    "sensor_msgs.msg", reason="sensor_msgs (ROS message package) missing"
-)
-
 from dehaze_ros.metric_scale import (
     CONFIDENCE,
     GROUND,
     LEARNED,
     SUPPORT_LEARNED,
-    SUPPORT_NONE,  # noqa: E402
+    SUPPORT_NONE,
     SUPPORT_PLANE,
     ScaleState,
 )
-from dehaze_ros.ros import stats  # noqa: E402
+from dehaze_ros.ros import stats
 from dehaze_ros.ros.frame_outputs import (
     OUTPUTS,
     FrameProducts,
-    build_messages,  # noqa: E402
+    build_messages,
     check_outputs,
     message_class,
     wanted_outputs,
 )
-from dehaze_ros.ros.node_config import SPECS, NodeConfig  # noqa: E402
-from dehaze_ros.ros.pointcloud import UNCALIBRATED  # noqa: E402
-from dehaze_ros.visibility import estimate_visibility  # noqa: E402
+from dehaze_ros.ros.node_config import SPECS, NodeConfig
+from dehaze_ros.ros.pointcloud import UNCALIBRATED
+from dehaze_ros.visibility import estimate_visibility
+
+# The tests build sensor_msgs messages; the modules above import it only where they build one.
+sensor_msgs = pytest.importorskip(
+    "sensor_msgs.msg", reason="sensor_msgs (ROS message package) missing"
+)
 
 
 def everyone_listens(topic: str) -> bool:

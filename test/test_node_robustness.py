@@ -21,17 +21,17 @@ pytest.importorskip(
     "dehaze_ros.models", reason="dehaze_ros.models is needed for the test checkpoint"
 )
 
-from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
+from sensor_msgs.msg import CameraInfo, Image
 
-from dehaze_ros.ros.image_conversion import image_to_numpy, numpy_to_image  # noqa: E402
-from dehaze_ros.ros.pointcloud import UNCALIBRATED  # noqa: E402
+from dehaze_ros.ros.image_conversion import image_to_numpy, numpy_to_image
+from dehaze_ros.ros.pointcloud import UNCALIBRATED
 from node_harness import (
     DehazeNodeHarness,
     frame_in,
-    hazy_rgb,  # noqa: E402
+    hazy_rgb,
     make_camera_info,
 )
-from ros_helpers import RosProbe, latest_diagnostics, stamp_of, write_tiny_checkpoint  # noqa: E402
+from ros_helpers import RosProbe, latest_diagnostics, stamp_of, write_tiny_checkpoint
 
 GOOD_FRAMES_AFTER = 8
 

@@ -10,11 +10,11 @@ pytest.importorskip(
     "rclpy", reason="rclpy is not installed (pip install -r requirements-ros-pypi.txt)"
 )
 
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: E402
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-from dehaze_ros.ros.image_conversion import compressed_to_numpy, image_to_numpy  # noqa: E402
-from dehaze_ros.sim.scenes import intrinsics  # noqa: E402
-from ros_helpers import stamp_of  # noqa: E402
+from dehaze_ros.ros.image_conversion import compressed_to_numpy, image_to_numpy
+from dehaze_ros.sim.scenes import intrinsics
+from ros_helpers import stamp_of
 
 
 def test_scene_stream_with_camera_info_compressed_copy_and_ground_truth(start_node, probe):

@@ -19,12 +19,12 @@ pytest.importorskip(
     "dehaze_ros.models", reason="dehaze_ros.models is needed for the test checkpoint"
 )
 
-from rclpy.qos import QoSProfile, QoSReliabilityPolicy  # noqa: E402
-from sensor_msgs.msg import Range  # noqa: E402
+from rclpy.qos import QoSProfile, QoSReliabilityPolicy
+from sensor_msgs.msg import Range
 
-from dehaze_ros.ros.image_conversion import numpy_to_image  # noqa: E402
-from node_harness import FX, WIDTH, DehazeNodeHarness, hazy_rgb  # noqa: E402
-from ros_helpers import stamp_of, write_tiny_checkpoint  # noqa: E402
+from dehaze_ros.ros.image_conversion import numpy_to_image
+from node_harness import FX, WIDTH, DehazeNodeHarness, hazy_rgb
+from ros_helpers import stamp_of, write_tiny_checkpoint
 
 NAMESPACE = "/vis"
 STATUSES = ("ok", "clear", "dense", "none")

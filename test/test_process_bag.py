@@ -33,21 +33,21 @@ from rosbags.interfaces import (
     QosLiveliness,
     QosReliability,
     QosTime,
-)  # noqa: E402
-from rosbags.rosbag2 import Reader, StoragePlugin, Writer  # noqa: E402
-from rosbags.typesys import Stores, get_typestore  # noqa: E402
+)
+from rosbags.rosbag2 import Reader, StoragePlugin, Writer
+from rosbags.typesys import Stores, get_typestore
 
-from dehaze_ros.engine import DehazeEngine, EngineConfig  # noqa: E402
-from dehaze_ros.ros import frame_outputs  # noqa: E402
+from dehaze_ros.engine import DehazeEngine, EngineConfig
+from dehaze_ros.ros import frame_outputs
 from dehaze_ros.ros.image_conversion import (
     compressed_to_numpy,
     image_to_numpy,
     numpy_to_image,
     to_rgb8,
-)  # noqa: E402
-from dehaze_ros.ros.node_config import SPECS, NodeConfig  # noqa: E402
-from dehaze_ros.tools import process_bag  # noqa: E402
-from ros_helpers import REPO_ROOT, child_env, write_tiny_checkpoint  # noqa: E402
+)
+from dehaze_ros.ros.node_config import SPECS, NodeConfig
+from dehaze_ros.tools import process_bag
+from ros_helpers import REPO_ROOT, child_env, write_tiny_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

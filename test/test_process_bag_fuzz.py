@@ -18,18 +18,18 @@ pytest.importorskip(
     "dehaze_ros.models", reason="dehaze_ros.models is needed for the test checkpoint"
 )
 
-from rosbags.rosbag2 import Writer  # noqa: E402
+from rosbags.rosbag2 import Writer
 
-from dehaze_ros.ros.image_conversion import image_to_numpy  # noqa: E402
-from fuzz_frames import fuzzed_image_fields  # noqa: E402
-from ros_helpers import write_tiny_checkpoint  # noqa: E402
+from dehaze_ros.ros.image_conversion import image_to_numpy
+from fuzz_frames import fuzzed_image_fields
+from ros_helpers import write_tiny_checkpoint
 from test_process_bag import (
     CAMERA_QOS,
     IMAGE,
     INFO,
     INPUT_TYPES,
     camera_info_msg,
-    hazy_frame,  # noqa: E402
+    hazy_frame,
     header,
     image_msg,
     read_bag,

@@ -501,7 +501,6 @@ class BagProcessor:
         from rclpy.serialization import serialize_message
         from rosbags.rosbag2 import StoragePlugin, Writer
 
-        args = self.args
         typestore = output_typestore()
         storage = {"sqlite3": StoragePlugin.SQLITE3, "mcap": StoragePlugin.MCAP}[self.storage]
         writer = Writer(bag_path, version=self.version, storage_plugin=storage)
