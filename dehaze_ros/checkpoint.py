@@ -167,8 +167,8 @@ def load_checkpoint(
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise CheckpointError(
-            f"{path} is not a dehaze_ros checkpoint (format field: {found!r}); training state files "
-            "(last.pt/best.pt) are exported with `python -m training.export`"
+            f"{path} is not a dehaze_ros checkpoint (format field: {found!r}); training state "
+            "files (last.pt/best.pt) are exported with `python -m training.export`"
         )
     version = payload.get("format_version")
     if version != CHECKPOINT_FORMAT_VERSION:
@@ -260,7 +260,8 @@ def _load_state_strict(module: torch.nn.Module, state: dict, what: str, path: st
 
 
 def build_models(ckpt: Checkpoint) -> tuple[torch.nn.Module, torch.nn.Module | None]:
-    """Rebuild (dehazer, depth_net) from the checkpoint alone, weights loaded strictly, eval mode."""
+    """Rebuild (dehazer, depth_net) from the checkpoint alone, weights loaded strictly, eval
+    mode."""
     from dehaze_ros.models import ModelConfig, build_dehazer, build_depth_net
 
     try:

@@ -18,7 +18,8 @@ Precision rules (``training=True``: training's, where the CPU is always fp32):
 * CPU: fp16 is refused (no fast CPU kernels). bf16 needs native bf16 instructions (x86
   AVX512-BF16 or AMX-BF16, Arm BF16): elsewhere oneDNN emulates it, slower than fp32, and it is
   refused. ``auto`` on the CPU is ``CPU_AUTO_PRECISION`` where bf16 is native (bf16: measured to
-  hold quality, within 0.1 dB PSNR of fp32 on every dev set, docs/performance.md "bf16 on the CPU"), else fp32.
+  hold quality, within 0.1 dB PSNR of fp32 on every dev set, docs/performance.md "bf16 on the CPU"),
+  else fp32.
 * Training on the CPU: fp32, also for ``auto``; bf16 and fp16 are refused: bf16 autocast
   training on this project's AVX512-BF16 CPU (torch 2.13) gave NaN gradients in the first
   backward pass (bf16 inference is fine).
@@ -41,7 +42,8 @@ DEVICE_HELP = "auto | cpu | cuda | cuda:N"
 # bf16: the shipped checkpoint through the engine at max_side 320 (training.evaluate --precision
 # bf16 vs fp32, 2026-11-30) changed PSNR by -0.014 (SOTS indoor), -0.007 (RESIDE outdoor), +0.001
 # (O-HAZE), +0.002 dB (Middlebury Pipes, Shelves, Teddy; depth AbsRel 1.284 -> 1.283): inside the
-# 0.1 dB allowed on every dev set; and faster on this project's AVX512-BF16 CPU (docs/performance.md "Speed").
+# 0.1 dB allowed on every dev set; and faster on this project's AVX512-BF16 CPU (docs/performance.md
+# "Speed").
 CPU_AUTO_PRECISION = "bf16"
 # CPU feature flags (as /proc/cpuinfo spells them) that give native bf16 arithmetic.
 NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "bf16"})
@@ -115,8 +117,8 @@ def auto_cpu_warning(requested: str, chosen: str, gpu_evidence: str, torch_cuda:
         return ""
     if torch_cuda:
         reason = (
-            f"this torch (built for CUDA {torch_cuda}) cannot reach it: torch.cuda.is_available() is "
-            "False (driver too old, CUDA libraries missing, or CUDA_VISIBLE_DEVICES hides it)"
+            f"this torch (built for CUDA {torch_cuda}) cannot reach it: torch.cuda.is_available() "
+            "is False (driver too old, CUDA libraries missing, or CUDA_VISIBLE_DEVICES hides it)"
         )
     else:
         reason = (
@@ -124,8 +126,9 @@ def auto_cpu_warning(requested: str, chosen: str, gpu_evidence: str, torch_cuda:
             "one?)"
         )
     return (
-        f"device auto runs on the CPU although an NVIDIA GPU is visible ({gpu_evidence}): {reason}; "
-        f"install PyTorch built for this GPU ({INSTALL_SECTION}), or set device cpu to keep the CPU"
+        f"device auto runs on the CPU although an NVIDIA GPU is visible ({gpu_evidence}): "
+        f"{reason}; install PyTorch built for this GPU ({INSTALL_SECTION}), or set device cpu to "
+        "keep the CPU"
     )
 
 

@@ -5,9 +5,10 @@ The node converts messages to numpy, calls :meth:`DehazeEngine.process`, and pub
 deployed (the in-training validation that picks best.pt calls the networks directly).
 
 The model itself is a backend (``dehaze_ros.backends``: torch networks, DCP, or the networks
-exported to ONNX and run by ONNX Runtime, ``backend="onnxruntime"``) that turns an image at network resolution into low-resolution results. The engine does the
-rest once for all of them: input validation, resizing, full-resolution recovery, depth
-upsampling, metric conversion and range limits.
+exported to ONNX and run by ONNX Runtime, ``backend="onnxruntime"``) that turns an image at network
+resolution into low-resolution results. The engine does the rest once for all of them: input
+validation, resizing, full-resolution recovery, depth upsampling, metric conversion and range
+limits.
 
 Speed: ``max_side`` runs the model on a downscaled copy, and the dehazed image is rebuilt at
 full resolution from it (``dehaze_ros.upsampling``, mode ``upsampling``), the same way for every
@@ -20,8 +21,8 @@ coefficients J ~ a I + b that are upsampled and applied to the full-resolution i
 interpolating across a depth edge would invent "flying" points between foreground and background.
 
 Metric depth: a checkpoint with a canonical camera (``canonical_focal_px``) gives metres for the
-focal length of the image the network ran on (dehaze_ros.canonical_camera). ``process`` takes the focal
-length of the input image (from CameraInfo); without one it assumes ``default_hfov_deg`` and
+focal length of the image the network ran on (dehaze_ros.canonical_camera). ``process`` takes the
+focal length of the input image (from CameraInfo); without one it assumes ``default_hfov_deg`` and
 says so in the result (``focal_assumed``). Metric depth runs at ``depth_max_side`` whatever
 ``max_side`` is (a second, depth-only pass when the two sizes differ): the canonical camera
 removes the focal length, but a monocular network also reads objects' size in pixels, and its
@@ -64,7 +65,7 @@ from dehaze_ros.backends import (
 )
 from dehaze_ros.canonical_camera import DEFAULT_HFOV_DEG, focal_from_hfov, metric_from_canonical
 from dehaze_ros.checkpoint import Checkpoint
-from dehaze_ros.devices import PRECISIONS, cpu_supports_bf16  # noqa: F401 (re-exported for the node)
+from dehaze_ros.devices import PRECISIONS, cpu_supports_bf16  # noqa: F401 (re-exported)
 from dehaze_ros.haze_depth import HazeDepth, fuse_depth_with_haze
 from dehaze_ros.metric_scale import (
     LEARNED,
@@ -89,10 +90,12 @@ DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "default.
 # with: what the node deploys (its max_side parameter), so an engine made without a config runs
 # as deployed. 0 (native) is a choice to make on purpose, for metrics or a GPU with time to spare.
 DEFAULT_MAX_SIDE = 320
-# The longer side the shipped networks' depth is trained and validated at (EngineConfig.depth_max_side).
+# The longer side the shipped networks' depth is trained and validated at
+# (EngineConfig.depth_max_side).
 DEFAULT_DEPTH_MAX_SIDE = 320
 # The warm-up frame's longer side at most (max_side accepts up to 8192 for big sensors; a warm-up
-# at that size would cost more than the kernel choice it saves). 1920: TensorRT's largest (onnxruntime_backend).
+# at that size would cost more than the kernel choice it saves). 1920: TensorRT's largest
+# (onnxruntime_backend).
 WARMUP_MAX_SIDE = 1920
 # EngineConfig.depth_from_haze: off = the network's depth; fuse = its shape corrected by the
 # transmission's -ln t where the haze is informative (dehaze_ros.haze_depth, docs/depth.md).
@@ -144,7 +147,8 @@ class EngineConfig:
     # so depth must not change when max_side does. 0 = at max_side's size, like the dehazing.
     # Relative depth (DCP) always follows max_side (depth_size).
     depth_max_side: int = DEFAULT_DEPTH_MAX_SIDE
-    upsampling: str = DEFAULT_UPSAMPLING  # auto | guided | affine | bilinear: full-resolution recovery (upsampling.py)
+    # auto | guided | affine | bilinear: full-resolution recovery (upsampling.py)
+    upsampling: str = DEFAULT_UPSAMPLING
     warmup: int = 1  # warm-up passes after loading (first CUDA/oneDNN calls are slow)
     num_threads: int = 0  # torch CPU threads; 0 = torch's default
     default_hfov_deg: float = DEFAULT_HFOV_DEG  # focal length assumed when process() gets none
@@ -444,7 +448,8 @@ class DehazeEngine:
                 )
                 timings["scale"] = (time.perf_counter() - scale_mark) * 1e3
             else:
-                # A copy at native size too: on the CPU the backend's array may be a tensor's memory.
+                # A copy at native size too: on the CPU the backend's array may be a tensor's
+                # memory.
                 depth = upsampling.upsample_depth(depth_small, height, width)
             depth = self._apply_depth_range(depth)
             if support is not None:
@@ -552,7 +557,8 @@ class DehazeEngine:
         return small, out
 
     def _apply_depth_range(self, depth: np.ndarray) -> np.ndarray:
-        """In place. REP-117: beyond the trained range is +inf (too far) or -inf (too close), not a number."""
+        """In place. REP-117: beyond the trained range is +inf (too far) or -inf (too close), not a
+        number."""
         near, far = self.depth_range
         depth[depth > far] = np.inf
         depth[depth < near] = -np.inf

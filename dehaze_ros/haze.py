@@ -23,7 +23,8 @@ def transmission_from_depth(depth_m: np.ndarray, beta: ArrayLike) -> np.ndarray:
         raise ValueError(f"beta must be >= 0 (1/m), got min {float(beta_arr.min())}")
     if beta_arr.ndim not in (0, 2) or (beta_arr.ndim == 2 and beta_arr.shape != depth.shape):
         raise ValueError(
-            f"beta must be a scalar or an H x W map matching depth {depth.shape}, got {beta_arr.shape}"
+            f"beta must be a scalar or an H x W map matching depth {depth.shape}, got "
+            f"{beta_arr.shape}"
         )
     # Unknown depth is treated as far away: the scene is hidden behind airlight there.
     safe_depth = np.where(np.isfinite(depth), np.maximum(depth, 0.0), np.inf)

@@ -1,4 +1,5 @@
-"""Where the metres come from: scale sources for the learned metric depth, and their per-stream state.
+"""Where the metres come from: scale sources for the learned metric depth, and their per-stream
+state.
 
 A monocular network's metres are only as good as its training cameras and scenes: on real vehicle
 frames the shipped network's were 0.3x the truth while its relative shape was usable
@@ -6,8 +7,8 @@ frames the shipped network's were 0.3x the truth while its relative shape was us
 such knowledge into a *scale source*: per frame it proposes a ``ScaleEstimate`` (a factor that
 multiplies the learned depth, how much to trust it, what it rests on) or refuses the frame, and a
 per-stream ``StreamScale`` smooths the factors over time, holds the last good one for a while and
-falls back to the learned scale. No rclpy, no torch: numpy, OpenCV and the camera maths only, so the engine,
-``process_bag`` and ``training.evaluate`` share it and it is tested alone.
+falls back to the learned scale. No rclpy, no torch: numpy, OpenCV and the camera maths only, so the
+engine, ``process_bag`` and ``training.evaluate`` share it and it is tested alone.
 
 Source here: the ground plane (``fit_ground``). A camera ``camera_height_m`` above the ground sees
 the road or floor in the lower image; back-projecting the predicted depth there and fitting a
@@ -85,7 +86,10 @@ class ScaleState:
         name = SOURCE_NAMES.get(self.source, self.source)
         if self.held:
             age = f"{self.age_s:.0f} frames" if self.age_in_frames else f"{self.age_s:.1f} s"
-            return f"{name} held (factor {self.factor:.2f}, measured {age} ago; this frame: {self.note})"
+            return (
+                f"{name} held (factor {self.factor:.2f}, measured {age} ago; "
+                f"this frame: {self.note})"
+            )
         share = f", inliers {100 * self.quality:.0f} %" if self.source == GROUND else ""
         return f"{name} (factor {self.factor:.2f}{share})"
 
@@ -176,7 +180,10 @@ class FactorSmoother:
                 ) <= math.log(rules.outlier_ratio):
                     self._log_factor, self._outliers = float(np.median(recent)), []
                     self._quality, self._measured_at = estimate.quality, now
-                    note = f"restarted: {rules.outliers_to_restart} frames in a row agreed on a new factor"
+                    note = (
+                        f"restarted: {rules.outliers_to_restart} frames in a row agreed on a new "
+                        "factor"
+                    )
                 else:
                     note = (
                         f"outlier: this frame's factor {estimate.factor:.2f} is more than "
@@ -290,7 +297,8 @@ MAX_PITCH_DEG = 45.0
 
 @dataclass(frozen=True)
 class Pinhole:
-    """Intrinsics of one image in pixels (pixel (u, v) looks along ((u - cx) / fx, (v - cy) / fy, 1))."""
+    """Intrinsics of one image in pixels: pixel (u, v) looks along
+    ((u - cx) / fx, (v - cy) / fy, 1)."""
 
     fx: float
     fy: float
@@ -382,7 +390,8 @@ class GroundPlane:
 
 
 def ground_normal(pitch_deg: float) -> np.ndarray:
-    """The ground's normal in the optical frame of a camera pitched down by ``pitch_deg``, no roll."""
+    """The ground's normal in the optical frame of a camera pitched down by ``pitch_deg``, no
+    roll."""
     pitch = math.radians(pitch_deg)
     return np.array([0.0, math.cos(pitch), math.sin(pitch)])
 
@@ -562,7 +571,8 @@ SUPPORT_PLANE = 4  # the ground plane's depth (the network's depth lies on the f
 # (delta < 1.25) on the renderer's vehicle views of seed 1, which no gate uses (15 views, fog from
 # 50 m to clear, native size, max_side 320), with the shipped checkpoint:
 #   python -m training.evaluate --checkpoint dehaze_ros/checkpoints/default.pt --data vehicle:15 \
-#       --seed 1 --max-side 2048 --engine-max-side 320 --scale-sources learned,ground --max-depth-m 80
+#       --seed 1 --max-side 2048 --engine-max-side 320 --scale-sources learned,ground \
+#       --max-depth-m 80
 # (its table "What each pixel's depth rests on"). A calibrated rate for pixels of that kind, not a
 # per-pixel error bar; another checkpoint should be measured again.
 CONFIDENCE = {
@@ -660,7 +670,8 @@ def _first_row_below(normal: np.ndarray, rows: np.ndarray) -> int | None:
 
 
 def _ground_depth(normal: np.ndarray, rows: np.ndarray, height_m: float) -> np.ndarray:
-    """The ground's depth for each row (H x 1) of rows whose rays meet it (y / z below the horizon)."""
+    """The ground's depth for each row (H x 1) of rows whose rays meet it (y / z below the
+    horizon)."""
     return (np.float32(height_m) / (normal[1] * rows + normal[2])).astype(np.float32)
 
 

@@ -19,8 +19,8 @@ network's canonical depth, metres for a camera whose focal length is canonical_f
 at the graph's input size. The conversion d = d_c * f / f_c stays OUTSIDE the graph: f is the
 focal length of the image the graph ran on, known only at run time (CameraInfo, or the engine's
 assumed field of view), and the engine applies it for every backend alike
-(``dehaze_ros.canonical_camera``). The graph stays a function of the image alone, and the metadata carries
-canonical_focal_px.
+(``dehaze_ros.canonical_camera``). The graph stays a function of the image alone, and the metadata
+carries canonical_focal_px.
 
 metadata_props (all strings; JSON where structured): ``dehaze_ros.format`` ("dehaze_ros.onnx"),
 ``dehaze_ros.format_version``, ``model_config``, ``io``, ``depth_units``, ``depth_range_m``,
@@ -183,7 +183,8 @@ class OnnxMetadata:
         return metadata
 
     def as_checkpoint(self, path: str | os.PathLike) -> Checkpoint:
-        """A weightless Checkpoint, so that code reading ``engine.checkpoint`` works for either backend."""
+        """A weightless Checkpoint, so that code reading ``engine.checkpoint`` works for either
+        backend."""
         return Checkpoint(
             path=str(path),
             model_config=self.model_config,
@@ -211,10 +212,10 @@ def _require_exporter() -> None:
 
 
 def check_written_opset(proto, opset: int) -> None:
-    """OnnxExportError unless ``proto`` is in ``opset``. torch writes opset 18 and converts down with
-    onnx's version converter; where that has no adapter (Pad 18 -> 17, met by our graphs) it keeps
-    18 with only a logged traceback. A graph asked for as 17 that is 18 inside would fail later, in
-    TensorRT 8.6's parser on a robot: it is refused here."""
+    """OnnxExportError unless ``proto`` is in ``opset``. torch writes opset 18 and converts down
+    with onnx's version converter; where that has no adapter (Pad 18 -> 17, met by our graphs) it
+    keeps 18 with only a logged traceback. A graph asked for as 17 that is 18 inside would fail
+    later, in TensorRT 8.6's parser on a robot: it is refused here."""
     written = next(
         (entry.version for entry in proto.opset_import if entry.domain in ("", "ai.onnx")), None
     )

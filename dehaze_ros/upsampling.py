@@ -22,8 +22,8 @@ dependent gain and the clipping of J.
 ``bilinear`` -- the earlier path, kept for comparison: t bilinearly upsampled, and for J-only
 heads ``I_full + bilinear(J_small - I_small)`` (the detail of I is kept but not amplified).
 
-``DEFAULT`` is ``guided``: on the dev sets (docs/performance.md, "Full-resolution recovery below the input
-size") it gains over ``bilinear`` for the shipped network on every set, where ``affine`` loses
+``DEFAULT`` is ``guided``: on the dev sets (docs/performance.md, "Full-resolution recovery below the
+input size") it gains over ``bilinear`` for the shipped network on every set, where ``affine`` loses
 SSIM on O-HAZE; for the DCP ``guided`` is within 0.005 dB and 0.0004 SSIM of ``bilinear`` (SOTS)
 or better, ``affine`` better on every set.
 
@@ -41,7 +41,8 @@ from dehaze_ros.haze import recover_scene
 
 UPSAMPLING = ("auto", "guided", "affine", "bilinear")
 # auto: the mode the backend measured best with (Backend.preferred_upsampling): guided for the
-# networks, affine for the DCP (docs/performance.md, "Full-resolution recovery": each wins on every dev set).
+# networks, affine for the DCP (docs/performance.md, "Full-resolution recovery": each wins on every
+# dev set).
 DEFAULT = "auto"
 MODES = UPSAMPLING[1:]
 # Window radius at the network's resolution and regularisation of the local fits. r = 2 (5 x 5)
@@ -69,7 +70,8 @@ def guided_upsample(
     radius: int = RADIUS,
     eps: float = EPS_TRANSMISSION,
 ) -> np.ndarray:
-    """``target`` at the size of ``guide_full``, its edges taken from the guide (fast guided filter)."""
+    """``target`` at the size of ``guide_full``, its edges taken from the guide (fast guided
+    filter)."""
     gain, offset = guided_coefficients(guide_small, target_small, radius, eps)
     height, width = guide_full.shape[:2]
     return resize_bilinear(gain, height, width) * guide_full + resize_bilinear(
@@ -109,7 +111,8 @@ def recover_from_transmission(
     mode: str = "guided",
     t_min: float = T_MIN,
 ) -> np.ndarray:
-    """J = (I - A) / max(t, t_min) + A at full resolution from the low-resolution t: float32 [0, 1]."""
+    """J = (I - A) / max(t, t_min) + A at full resolution from the low-resolution t:
+    float32 [0, 1]."""
     full_t = upsample_transmission(transmission, hazy_small, hazy_full, mode)
     return recover_scene(hazy_full, full_t, np.asarray(airlight, np.float32), t_min)
 
@@ -142,7 +145,8 @@ def recover_full_resolution(
     at the size of ``hazy_small``: J, or t and A, or all three (see the module docstring)."""
     if mode not in MODES:
         raise ValueError(
-            f"upsampling must be one of {MODES} here ('auto' is resolved by the engine), got {mode!r}"
+            f"upsampling must be one of {MODES} here ('auto' is resolved by the engine), got "
+            f"{mode!r}"
         )
     if dehazed_small is None and transmission is None:
         raise ValueError("nothing to recover from: neither a dehazed image nor a transmission map")

@@ -1,4 +1,5 @@
-"""Visibility in fog from one frame: the scattering coefficient beta from transmission and metric depth.
+"""Visibility in fog from one frame: the scattering coefficient beta from transmission and metric
+depth.
 
 The atmospheric scattering model ties the two: t = exp(-beta d), so every pixel with a known
 depth d and a measurable transmission t gives -ln t / d = beta. The estimate is the median of
@@ -109,7 +110,10 @@ class VisibilityEstimate:
         if self.status == CLEAR:
             return f"beyond {self.interval_m[0]:.0f} m (clear: the scene's depths show no haze)"
         if self.status == DENSE:
-            return f"below {self.interval_m[1]:.1f} m (dense: even the nearest pixels are mostly airlight)"
+            return (
+                f"below {self.interval_m[1]:.1f} m (dense: even the nearest pixels are mostly "
+                "airlight)"
+            )
         return f"no estimate: {self.reason}"
 
 

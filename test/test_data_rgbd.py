@@ -1,4 +1,5 @@
-"""RGB-D source on folders this test writes: Middlebury PFM + calib, 16-bit PNG/PGM, haze physics."""
+"""RGB-D source on folders this test writes: Middlebury PFM + calib, 16-bit PNG/PGM, haze
+physics."""
 
 import dataclasses
 

@@ -96,7 +96,8 @@ def test_engine_output_equals_model_output_at_native_size(rt_checkpoint):
     finite = np.isfinite(result.depth)
     assert finite.mean() > 0.5
     np.testing.assert_allclose(result.depth[finite], expected_depth[finite], rtol=1e-5)
-    # A broken focal length (a CameraInfo of zeros or NaN) is not used: the field of view is assumed.
+    # A broken focal length (a CameraInfo of zeros or NaN) is not used: the field of view is
+    # assumed.
     for broken in (0.0, -5.0, float("nan")):
         fallback = engine.process(rgb, focal_px=broken)
         assert fallback.focal_assumed
@@ -114,8 +115,9 @@ def test_engine_output_equals_model_output_at_native_size(rt_checkpoint):
 
 
 def test_engine_max_side_inverts_the_scattering_model_at_full_resolution(rt_checkpoint):
-    """Physics head below input resolution (the bilinear path): t upsampled, J = (I - A) / max(t, t0) + A on the
-    full-resolution input; canonical depth converted with the focal length of the small image."""
+    """Physics head below input resolution (the bilinear path): t upsampled,
+    J = (I - A) / max(t, t0) + A on the full-resolution input; canonical depth converted with the
+    focal length of the small image."""
     path, dehazer, depth_net = rt_checkpoint
     engine = DehazeEngine(
         EngineConfig(
@@ -195,8 +197,9 @@ def test_depth_runs_at_depth_max_side_whatever_max_side_is(rt_checkpoint):
 
 
 def test_engine_max_side_rebuilds_full_resolution_from_the_small_correction(residual_checkpoint):
-    """Residual head, bilinear path: full-size output = hazy + upsampled (dehazed_small - hazy_small); depth
-    nearest-upsampled, plain metres (no canonical camera, so no focal length involved)."""
+    """Residual head, bilinear path: full-size output
+    = hazy + upsampled(dehazed_small - hazy_small); depth nearest-upsampled, plain metres (no
+    canonical camera, so no focal length involved)."""
     path, dehazer, depth_net = residual_checkpoint
     engine = DehazeEngine(
         EngineConfig(
@@ -391,7 +394,8 @@ def test_dcp_engine_reports_relative_depth():
 
 
 def test_engine_guided_recovery_of_a_residual_head_is_the_affine_fit(residual_checkpoint):
-    """Default upsampling, J-only head: J_small ~ a I_small + b per channel, applied at full size."""
+    """Default upsampling, J-only head: J_small ~ a I_small + b per channel, applied at full
+    size."""
     from dehaze_ros.upsampling import recover_from_dehazed
 
     path, dehazer, _ = residual_checkpoint
@@ -469,7 +473,8 @@ def test_a_missing_checkpoint_for_the_onnx_export_is_an_engine_error(tmp_path):
 
 def test_the_ground_plane_gives_the_shipped_network_its_metres_on_a_vehicle_view():
     """The shipped network's own metres are about 0.65x the truth on this wide vehicle view; the
-    camera height (and pitch) put them within 10 %. A random network's depth has no ground to find."""
+    camera height (and pitch) put them within 10 %. A random network's depth has no ground to
+    find."""
     from dehaze_ros.engine import DEFAULT_CHECKPOINT
     from dehaze_ros.metric_scale import GROUND, LEARNED, SUPPORT_PLANE, Mounting, Pinhole
     from dehaze_ros.sim.scenes import vehicle_validation_view

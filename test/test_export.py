@@ -1,4 +1,5 @@
-"""Export: a run's best.pt -> deployable checkpoint the engine loads and runs like the training model."""
+"""Export: a run's best.pt -> deployable checkpoint the engine loads and runs like the training
+model."""
 
 from pathlib import Path
 

@@ -178,7 +178,10 @@ def test_a_region_the_haze_contradicts_keeps_the_network(indoor):
     network = frame.depth_m.copy()  # right, here
     trusting = fuse_depth_with_haze(network, transmission, agreement_window=0.0)
     agreeing = fuse_depth_with_haze(network, transmission)
-    error = lambda depth: float(np.median(np.abs(np.log(depth[wall] / frame.depth_m[wall]))))  # noqa: E731
+
+    def error(depth):
+        return float(np.median(np.abs(np.log(depth[wall] / frame.depth_m[wall]))))
+
     assert error(trusting.depth_m) > 0.5
     assert error(agreeing.depth_m) < 0.25 * error(trusting.depth_m)
     assert agreeing.haze_weight[wall].mean() < 0.3 < agreeing.haze_weight[:20].mean()

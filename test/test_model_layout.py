@@ -1,4 +1,5 @@
-"""The networks' memory-layout work (models.blocks.cat_channels) changes where bytes go, not values."""
+"""The networks' memory-layout work (models.blocks.cat_channels) changes where bytes go, not
+values."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""`make demo` end to end, shortened: two node processes over DDS, recorded, and nothing left behind."""
+"""`make demo` end to end, shortened: two node processes over DDS, recorded, and nothing left
+behind."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The node's pure parts without DDS: point cloud geometry, fixed-range colormap, parameter table."""
+"""The node's pure parts without DDS: point cloud geometry, fixed-range colormap, parameter
+table."""
 
 import dataclasses
 import math

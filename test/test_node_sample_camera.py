@@ -1,4 +1,5 @@
-"""sample_camera in its own process: a hazy stream with CameraInfo, from the renderer or a folder."""
+"""sample_camera in its own process: a hazy stream with CameraInfo, from the renderer or a
+folder."""
 
 from __future__ import annotations
 

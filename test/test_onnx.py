@@ -459,7 +459,9 @@ def test_without_onnxruntime_the_package_works_and_the_backend_says_what_to_inst
         + f"""
 import json, numpy as np
 from dehaze_ros.engine import DehazeEngine, EngineConfig, EngineError
-engine = DehazeEngine(EngineConfig(checkpoint={str(checkpoint)!r}, device="cpu", warmup=0, num_threads=1))
+engine = DehazeEngine(
+    EngineConfig(checkpoint={str(checkpoint)!r}, device="cpu", warmup=0, num_threads=1)
+)
 torch_ok = engine.process(np.zeros((40, 60, 3), np.uint8)).depth.shape == (40, 60)
 try:
     DehazeEngine(EngineConfig(checkpoint={str(checkpoint)!r}, backend="onnxruntime", warmup=0))

@@ -372,8 +372,8 @@ def test_errors_say_what_is_wrong_and_leave_nothing_behind(tmp_path, capsys):
     depth_bag = write_input_bag(tmp_path / "depth_in", encoding="32FC1")
     assert run(depth_bag, out, "--image-topic", IMAGE, "--model", "dcp") == process_bag.EXIT_ERROR
     assert (
-        "none of the first 3 frames can be processed (the first: encoding '32FC1' is not a camera image"
-        in capsys.readouterr().err
+        "none of the first 3 frames can be processed (the first: encoding '32FC1' is not a camera "
+        "image" in capsys.readouterr().err
     )
 
     (tmp_path / "broken").mkdir()

@@ -1,4 +1,5 @@
-"""training.evaluate end to end on sets this test writes: CSV, summary, grids, DCP, leakage warning."""
+"""training.evaluate end to end on sets this test writes: CSV, summary, grids, DCP, leakage
+warning."""
 
 import csv
 import math
@@ -19,7 +20,10 @@ from training.metrics import psnr
 from training.train import Trainer
 
 SMOKE = Path(__file__).resolve().parent.parent / "config" / "train" / "smoke.yaml"
-CALIB = "cam0=[300 0 40 ; 0 300 30 ; 0 0 1]\ncam1=[300 0 50 ; 0 300 30 ; 0 0 1]\ndoffs=5\nbaseline=150\n"
+CALIB = (
+    "cam0=[300 0 40 ; 0 300 30 ; 0 0 1]\ncam1=[300 0 50 ; 0 300 30 ; 0 0 1]\n"
+    "doffs=5\nbaseline=150\n"
+)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest.py: why
 
@@ -258,7 +262,8 @@ def test_outdoor_views_score_sky_and_the_median_and_use_the_views_focal_length(
 
 
 def test_sky_beyond_pools_the_sets_sky_pixels_and_names_the_worst_image():
-    # A view with a sliver of sky (100 px, none beyond) weighs a tenth of one with 900 px all beyond.
+    # A view with a sliver of sky (100 px, none beyond) weighs a tenth of one with 900 px all
+    # beyond.
     rows = [
         {"set": "outdoor", "method": "model", "sky_beyond": 1.0, "sky_pixels": 900},
         {"set": "outdoor", "method": "model", "sky_beyond": 0.0, "sky_pixels": 100},

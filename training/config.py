@@ -46,7 +46,8 @@ class HazeConfig:
 
     transmission_range: list[float] = field(default_factory=lambda: [0.15, 0.85])
     # Metric scenes at vehicle scale: fog as it is reported, a visibility V (metres, log-uniform in
-    # this range), beta = 3.912 / V (Koschmieder, 2% contrast). Empty: density from transmission_range.
+    # this range), beta = 3.912 / V (Koschmieder, 2% contrast). Empty: density from
+    # transmission_range.
     visibility_range_m: list[float] = field(default_factory=list)
     airlight_range: list[float] = field(default_factory=lambda: [0.7, 1.0])
     airlight_tint: float = 0.05  # per-channel spread of A around its grey level
@@ -68,7 +69,8 @@ class HazeConfig:
             require(0.0 <= value <= 1.0, f"{prefix}.{key} must lie in [0, 1], got {value}")
         require(
             0.0 <= self.nonhomogeneous_strength < 1.0,
-            f"{prefix}.nonhomogeneous_strength must lie in [0, 1), got {self.nonhomogeneous_strength}",
+            f"{prefix}.nonhomogeneous_strength must lie in [0, 1), got "
+            f"{self.nonhomogeneous_strength}",
         )
         require(
             self.noise_std_max >= 0 and self.airlight_tint >= 0,
@@ -391,7 +393,8 @@ _OVERRIDE = re.compile(r"^([A-Za-z_][\w\-]*(?:\.[\w\-]+)*)=(.*)$", re.S)
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
-    """``a.b.c=value`` -> (["a", "b", "c"], value); the value is read as YAML (``[1, 2]``, ``true``)."""
+    """``a.b.c=value`` -> (["a", "b", "c"], value); the value is read as YAML (``[1, 2]``,
+    ``true``)."""
     match = _OVERRIDE.match(text)
     if not match:
         raise ConfigError(
@@ -542,7 +545,8 @@ def validate(config: TrainingConfig) -> None:
         source.check(f"data.sources.{name}")
     require(
         0 < depth.min_m < depth.max_m,
-        f"depth.min_m and depth.max_m must satisfy 0 < min_m < max_m, got {depth.min_m}, {depth.max_m}",
+        f"depth.min_m and depth.max_m must satisfy 0 < min_m < max_m, got {depth.min_m}, "
+        f"{depth.max_m}",
     )
     for item in dataclasses.fields(loss):
         value = getattr(loss, item.name)
@@ -582,9 +586,9 @@ def check_resume_overrides(overrides: list[str]) -> None:
         key = ".".join(parse_override(text)[0])
         if key not in RESUMABLE_OVERRIDES:
             raise ConfigError(
-                f"override {text!r} cannot be applied to a resumed run: it would change what the run "
-                f"computes. On resume only {', '.join(RESUMABLE_OVERRIDES)} may change; start a new run "
-                "(train.init_from=<exported checkpoint>) to change anything else"
+                f"override {text!r} cannot be applied to a resumed run: it would change what the "
+                f"run computes. On resume only {', '.join(RESUMABLE_OVERRIDES)} may change; start "
+                "a new run (train.init_from=<exported checkpoint>) to change anything else"
             )
 
 

@@ -94,7 +94,8 @@ from training.run_state import TrainingError, load_training_file
 from training.visualize import depth_tile, label_tile, make_grid, rgb_tile
 
 KINDS = (*SOURCES, "images", "outdoor", "vehicle")
-# What a pixel's depth rests on (EngineResult.depth_support), scored apart: depth/confidence's table.
+# What a pixel's depth rests on (EngineResult.depth_support), scored apart: depth/confidence's
+# table.
 SUPPORT_NAMES = {
     SUPPORT_LEARNED: "learned",
     SUPPORT_SCALED: "scaled",
@@ -162,7 +163,8 @@ def detect_kind(path: Path) -> str:
 
 
 def parse_spec(spec: str) -> tuple[str, Path]:
-    """(kind, path); for a kind without a folder (procedural, outdoor, vehicle) the path holds the COUNT."""
+    """(kind, path); for a kind without a folder (procedural, outdoor, vehicle) the path holds the
+    COUNT."""
     kind, sep, rest = spec.partition(":")
     if kind in KINDS and kind not in FOLDER_KINDS:
         default = VEHICLE_DEFAULT_VIEWS if kind == "vehicle" else OUTDOOR_DEFAULT_VIEWS
@@ -218,7 +220,8 @@ def evaluation_source(
         config = source_config(apply_overrides(raw, options), f"--data {spec}")
     except ConfigError as exc:
         raise DataError(str(exc)) from exc
-    # The renderer's views are its validation split; a folder's are all its items, or its test scenes.
+    # The renderer's views are its validation split; a folder's are all its items, or its test
+    # scenes.
     split = "val" if not reads_folder else ("test" if config.test_scenes else "train")
     return open_source(name, config, split, path if reads_folder else None, cache_items=0)
 
@@ -280,7 +283,8 @@ def open_set(
         "exclude": list(exclude),
     }
     if kind == "outdoor":
-        # The renderer's fixed outdoor validation views (vehicle scale, sky +inf), fog of one visibility.
+        # The renderer's fixed outdoor validation views (vehicle scale, sky +inf), fog of one
+        # visibility.
         outdoor_haze = dataclasses.asdict(
             HazeConfig(visibility_range_m=[visibility_m, visibility_m], **fixed)
         )
@@ -461,7 +465,8 @@ def summarise(rows: list[dict]) -> list[dict]:
                 r[key] for r in members if isinstance(r.get(key), float) and math.isfinite(r[key])
             ]
             entry[key] = float(np.mean(values)) if values else math.nan
-        # Issue 26's gate is on every view, which a mean hides: the share inside the band, the extremes.
+        # Issue 26's gate is on every view, which a mean hides: the share inside the band, the
+        # extremes.
         ratios = [r["median_ratio"] for r in members if isinstance(r.get("median_ratio"), float)]
         entry["median_in_band"] = (
             float(np.mean([MEDIAN_BAND[0] <= v <= MEDIAN_BAND[1] for v in ratios]))
@@ -722,8 +727,8 @@ def evaluate(
             overlap = training_overlap(provenance, eval_set) if provenance else []
             if overlap:
                 warnings.append(
-                    f"{eval_set.name}: scenes {', '.join(overlap)} were used to TRAIN this checkpoint; "
-                    "its numbers on them are not a test result"
+                    f"{eval_set.name}: scenes {', '.join(overlap)} were used to TRAIN this "
+                    "checkpoint; its numbers on them are not a test result"
                 )
                 log("WARNING: " + warnings[-1])
             log(f"{eval_set.name} ({eval_set.kind}, {eval_set.count} images)")
@@ -866,6 +871,16 @@ def summary_header(
     depth_from_haze: str = "",
 ) -> list[str]:
     """summary.md above the table: what was evaluated, at which resolution, on which engine."""
+    networks_at = (
+        f"longer side {engine_max_side} px (engine max_side)"
+        if engine_max_side
+        else "the same size"
+    )
+    depth_at = (
+        f"longer side {engine_depth_max_side} px (engine depth_max_side)"
+        if engine_depth_max_side
+        else "the same size as the dehazing"
+    )
     return [
         "# Evaluation",
         "",
@@ -874,26 +889,26 @@ def summary_header(
         + (f" (model {engines_description(provenance)})" if provenance else ""),
         f"- baseline: {baseline or '(none)'}",
         f"- resolution: longer side at most {max_side} px (metrics at that size); networks at "
-        f"{'the same size' if not engine_max_side else f'longer side {engine_max_side} px (engine max_side)'}; "
-        f"depth at {f'longer side {engine_depth_max_side} px (engine depth_max_side)' if engine_depth_max_side else 'the same size as the dehazing'}",
+        f"{networks_at}; depth at {depth_at}",
         "- engine: "
         + "; ".join(
             f"{name} on {engine.describe()['device']}, {engine.describe()['precision']}"
             + (f", upsampling {engine.describe()['upsampling']}" if engine_max_side else "")
             for name, engine in engines.items()
         ),
-        f"- synthetic haze on RGB-D sets: transmission {haze_t} at the median depth, airlight 0.9, seed {seed}; "
-        f"outdoor views: visibility {visibility_m:g} m (beta = 3.912 / V)",
-        "- depth metrics: metric (metres) and after median scaling (med); DCP depth is relative: metric columns empty",
+        f"- synthetic haze on RGB-D sets: transmission {haze_t} at the median depth, airlight 0.9, "
+        f"seed {seed}; outdoor views: visibility {visibility_m:g} m (beta = 3.912 / V)",
+        "- depth metrics: metric (metres) and after median scaling (med); DCP depth is relative: "
+        "metric columns empty",
         f"- model depth_from_haze: {depth_from_haze or '(no model)'}"
         + (
-            " (fused; rows 'depth_from_haze off': the network alone; '-ln t of model': its transmission as "
-            "relative depth)"
+            " (fused; rows 'depth_from_haze off': the network alone; '-ln t of model': its "
+            "transmission as relative depth)"
             if depth_from_haze == "ablation"
             else ""
         ),
-        "- sky beyond: the share of all true-sky pixels of the set predicted beyond the range (+inf), and of the "
-        "worst single image",
+        "- sky beyond: the share of all true-sky pixels of the set predicted beyond the range "
+        "(+inf), and of the worst single image",
         *[f"- WARNING: {text}" for text in warnings],
         "",
     ]
@@ -949,8 +964,8 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         required=True,
         metavar="[KIND:]PATH",
-        help="evaluation set (repeatable); KIND: reside, rgbd, rosbag2, images, procedural, outdoor, "
-        "vehicle",
+        help="evaluation set (repeatable); KIND: reside, rgbd, rosbag2, images, procedural, "
+        "outdoor, vehicle",
     )
     parser.add_argument("--baseline", choices=["dcp"], help="also evaluate the Dark Channel Prior")
     parser.add_argument("--out", help="output folder (default eval_output/<date-time>)")
@@ -1036,7 +1051,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--scale-sources",
         default="learned",
-        help=f"comma separated, rows of the model per metric scale source: {', '.join(SCALE_SOURCES)}",
+        help="comma separated, rows of the model per metric scale source: "
+        f"{', '.join(SCALE_SOURCES)}",
     )
     parser.add_argument(
         "--camera-height-m",

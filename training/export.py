@@ -1,8 +1,9 @@
 """Turn a run's best.pt (or last.pt) into the deployable checkpoint the engine and the node load.
 
-    python -m training.export runs/diacmpn_rt_20250101-120000/best.pt -o dehaze_ros/checkpoints/default.pt
-    python -m training.export RUN_DIR/best.pt -o out.pt --fp16        # half the file size
-    python -m training.export CHECKPOINT --onnx model.onnx            # one ONNX graph (the onnx extra)
+    python -m training.export runs/diacmpn_rt_20250101-120000/best.pt \
+        -o dehaze_ros/checkpoints/default.pt
+    python -m training.export RUN_DIR/best.pt -o out.pt --fp16  # half the file size
+    python -m training.export CHECKPOINT --onnx model.onnx      # one ONNX graph (the onnx extra)
 
 ``--onnx`` takes a deployable checkpoint, or a run's best.pt / last.pt (exported to ``-o`` first
 when given, else to a temporary file): ``dehaze_ros.onnx_export`` says what the graph holds.
@@ -76,8 +77,8 @@ def export_checkpoint(
             "selected_on": (
                 f"validation {best.get('metric', '')} at step {best.get('step', '')}"
                 if best and best is validated
-                else f"none: the {'EMA' if use_ema else 'raw (never validated)'} weights of step {step}"
-                + (f", best validation was step {best.get('step')}" if best else "")
+                else f"none: the {'EMA' if use_ema else 'raw (never validated)'} weights of step "
+                f"{step}" + (f", best validation was step {best.get('step')}" if best else "")
             ),
         }
     )
@@ -130,7 +131,8 @@ def _export_onnx(checkpoint: str | Path, onnx_output: str, opset: int) -> None:
     summary = export_onnx(checkpoint, onnx_output, opset=opset)
     print(
         f"wrote {summary['output']} ({summary['bytes'] / 1e6:.2f} MB, {summary['model']}, opset "
-        f"{summary['opset']}, outputs {', '.join(summary['outputs'])}, height and width >= {summary['min_side']})"
+        f"{summary['opset']}, outputs {', '.join(summary['outputs'])}, height and width >= "
+        f"{summary['min_side']})"
     )
 
 
@@ -172,9 +174,9 @@ def main(argv: list[str] | None = None) -> int:
                     f"{k} {v:.4g}" for k, v in summary["metrics"].items() if "/" not in k
                 )
                 print(
-                    f"wrote {summary['output']} ({summary['bytes'] / 1e6:.2f} MB, {summary['weights']} weights "
-                    f"after {summary['steps']} steps, depth in {summary['depth_units']})"
-                    f"{'; ' + metrics if metrics else ''}"
+                    f"wrote {summary['output']} ({summary['bytes'] / 1e6:.2f} MB, "
+                    f"{summary['weights']} weights after {summary['steps']} steps, depth in "
+                    f"{summary['depth_units']}){'; ' + metrics if metrics else ''}"
                 )
             if args.onnx:
                 _export_onnx(output, args.onnx, args.opset)

@@ -1,4 +1,4 @@
-"""Pack the training data of a GPU window small enough to travel with the working tree, and unpack it.
+"""Pack a GPU window's training data small enough to travel with the working tree; unpack it.
 
 The device tool sends the repository's working tree and the paths named in ``carry``, 64 MiB in
 all. The RGB-D scenes and ITS pairs the training config reads take about 53 MB as plain files;
@@ -6,9 +6,9 @@ all. The RGB-D scenes and ITS pairs the training config reads take about 53 MB a
 fails (leaving no pack) when the pack and the working tree together do not fit. ``unpack``
 restores them under ``<pack>/root``, which is the training run's ``data.root`` there.
 
-    python -m training.gpu_data pack ../shared/data .gpu_data       # here (gpu_campaign.sh --prepare)
-    python -m training.gpu_data check .gpu_data                     # here, before each device call
-    python -m training.gpu_data unpack .gpu_data                    # there (gpu_campaign.sh)
+    python -m training.gpu_data pack ../shared/data .gpu_data  # here (gpu_campaign.sh --prepare)
+    python -m training.gpu_data check .gpu_data                # here, before each device call
+    python -m training.gpu_data unpack .gpu_data               # there (gpu_campaign.sh)
 """
 
 from __future__ import annotations
@@ -48,13 +48,15 @@ class Unit:
 
 
 def _scene_folder(path: Path, source_root: Path) -> Path:
-    """<group>/<scene> below an rgbd source (middlebury2014/Pipes, frames/tum), or less when shallower."""
+    """<group>/<scene> below an rgbd source (middlebury2014/Pipes, frames/tum), or less when
+    shallower."""
     inside = path.relative_to(source_root).parts
     return source_root.joinpath(*inside[: min(2, len(inside) - 1)])
 
 
 def collect_units(data_root: Path, config_path: str | Path = DEFAULT_CONFIG) -> list[Unit]:
-    """The files each enabled rgbd or reside source of the training config reads, by scene folder."""
+    """The files each enabled rgbd or reside source of the training config reads, by scene
+    folder."""
     config = load_config(config_path, [f"data.root={data_root}"])
     units: dict[str, Unit] = {}
 
@@ -164,8 +166,8 @@ def pack(
 def check(
     pack_dir: str | Path, repo: str | Path = ".", limit_bytes: int = CARRY_LIMIT_BYTES
 ) -> int:
-    """The bytes a device call carrying ``pack_dir`` sends; PackError when over the limit (the working
-    tree changes with every commit: check before each call, re-pack when it fails)."""
+    """The bytes a device call carrying ``pack_dir`` sends; PackError when over the limit (the
+    working tree changes with every commit: check before each call, re-pack when it fails)."""
     pack_dir, repo = Path(pack_dir), Path(repo).resolve()
     if not (pack_dir / MANIFEST).is_file():
         raise PackError(
@@ -233,7 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     unpack_parser.add_argument("pack", help="the pack folder (.gpu_data)")
     unpack_parser.add_argument(
         "--to",
-        help="where to extract (default <pack>/root): a new or empty folder, or an earlier unpack's",
+        help="where to extract (default <pack>/root): a new or empty folder, or an earlier "
+        "unpack's",
     )
     check_parser = commands.add_parser(
         "check", help="whether the pack still fits beside the working tree"
@@ -246,8 +249,8 @@ def main(argv: list[str] | None = None) -> int:
             files = sum(unit["files"] for unit in manifest["units"].values())
             print(
                 f"packed {files} files of {len(manifest['units'])} scene folders into {args.out}: "
-                f"{manifest['pack_bytes'] / 2**20:.1f} MiB of the {manifest['budget_bytes'] / 2**20:.1f} MiB "
-                "left beside the working tree"
+                f"{manifest['pack_bytes'] / 2**20:.1f} MiB of the "
+                f"{manifest['budget_bytes'] / 2**20:.1f} MiB left beside the working tree"
             )
         elif args.command == "check":
             print(

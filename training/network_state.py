@@ -48,8 +48,9 @@ class NetworkState:
     ``forward`` (what its own step calls: the DDP wrapper under torchrun, else ``model``), ``ema``,
     AdamW ``optimizer``, cosine ``scheduler`` and fp16 ``scaler``.
 
-    ``weights_key`` and ``optim_key`` name its entries in the run-state file (training/run_state.py):
-    ``<weights_key>``, ``ema_<weights_key>``, ``optimizer_<optim_key>``, ``scheduler_<...>``, ``scaler_<...>``.
+    ``weights_key`` and ``optim_key`` name its entries in the run-state file
+    (training/run_state.py): ``<weights_key>``, ``ema_<weights_key>``, ``optimizer_<optim_key>``,
+    ``scheduler_<...>``, ``scaler_<...>``.
     """
 
     def __init__(
@@ -111,9 +112,10 @@ class NetworkState:
             self.consecutive_skips += 1
             if self.consecutive_skips >= MAX_CONSECUTIVE_SKIPS:
                 raise NonFiniteTraining(
-                    f"{self.weights_key}: the gradient norm was not finite in {self.consecutive_skips} steps "
-                    f"in a row ({self.skipped_steps} in all): the run stops; last.pt holds the last weights "
-                    "saved before (check the data, lower the learning rate, or train in fp32)"
+                    f"{self.weights_key}: the gradient norm was not finite in "
+                    f"{self.consecutive_skips} steps in a row ({self.skipped_steps} in all): the "
+                    "run stops; last.pt holds the last weights saved before (check the data, lower "
+                    "the learning rate, or train in fp32)"
                 )
             return grad_norm
         self.consecutive_skips = 0
@@ -124,7 +126,8 @@ class NetworkState:
     @torch.no_grad()
     def _restore_buffers(self) -> None:
         """BatchNorm statistics as they were before the skipped step's forward pass (the EMA copy
-        holds them: it copies the buffers after every step), since a NaN forward has made them NaN."""
+        holds them: it copies the buffers after every step), since a NaN forward has made them
+        NaN."""
         for buffer, kept in zip(self.model.buffers(), self.ema.module.buffers()):
             buffer.copy_(kept)
 

@@ -71,7 +71,8 @@ def autocast(device: torch.device, amp_dtype: torch.dtype | None):
 
 
 def recorded_world_size(configured: int, dist: Distributed) -> int:
-    """train.world_size of a new run: what torchrun started, refused if the config claims another."""
+    """train.world_size of a new run: what torchrun started, refused if the config claims
+    another."""
     if configured not in (1, dist.world_size):
         raise ConfigError(
             f"train.world_size={configured} but this run has {dist.world_size} "
@@ -332,12 +333,13 @@ def describe_setup(trainer: Trainer, sources_with_depth: list[str]) -> None:
             f"{world * cfg.data.batch_size}; learning rates as configured (not scaled)"
         )
     log(
-        f"model {trainer.model_config.name}: dehazer {count_parameters(trainer.dehazer):,} parameters, "
-        f"depth net {count_parameters(trainer.depth_net):,}"
+        f"model {trainer.model_config.name}: dehazer {count_parameters(trainer.dehazer):,} "
+        f"parameters, depth net {count_parameters(trainer.depth_net):,}"
     )
     if cfg.train.freeze:
         log(
-            f"frozen (train.freeze): {', '.join(cfg.train.freeze)} keeps the weights of {cfg.train.init_from}"
+            f"frozen (train.freeze): {', '.join(cfg.train.freeze)} keeps the weights of "
+            f"{cfg.train.init_from}"
         )
     for source in trainer.train_sources + trainer.val_sources:
         log("  " + source.describe())
@@ -368,4 +370,5 @@ def depth_supervision_line(trainer: Trainer, sources_with_depth: list[str]) -> s
             if trainer.teacher is not None
             else f"; {', '.join(without)}: no depth, depth terms skip their samples"
         )
-    return f"depth supervision: metric depth from {', '.join(sources_with_depth) or 'the teacher'}{note}"
+    sources = ", ".join(sources_with_depth) or "the teacher"
+    return f"depth supervision: metric depth from {sources}{note}"

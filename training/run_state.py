@@ -5,11 +5,13 @@ nowhere else. A file is one dict that loads with ``torch.load(weights_only=True)
 
     format, format_version     TRAINING_STATE_FORMAT, TRAINING_STATE_VERSION
     step, samples_seen         iterations done; the global data position (over ranks and sessions)
-    world_size, elapsed_s      processes of the session that wrote it; training seconds of all sessions
+    world_size, elapsed_s      processes of the session that wrote it; training seconds of all
+                               sessions
     best, saved_at             the best validation so far ({metric, value, step, metrics}); UTC time
-    provenance                 config, model_config, git_commit, torch, run_dir, data, depth_supervised, ...
-    skipped_steps              {dehazer, depth_net}: optimiser steps left out for a non-finite gradient
-                               norm (absent in files written before that guard: read as 0)
+    provenance                 config, model_config, git_commit, torch, run_dir, data,
+                               depth_supervised, ...
+    skipped_steps              {dehazer, depth_net}: optimiser steps left out for a non-finite
+                               gradient norm (absent in files written before that guard: read as 0)
     dehazer, depth_net         state dicts of the networks (CPU tensors)
     ema_dehazer, ema_depth_net state dicts of their moving averages (what export writes)
   last.pt only (``full``): the optimiser state of each network, and the random generators:
@@ -76,7 +78,8 @@ def save_training_file(state: dict, path: str | Path) -> Path:
         or state.get("format_version") != TRAINING_STATE_VERSION
     ):
         raise ValueError(
-            f"not a training state of format {TRAINING_STATE_FORMAT} version {TRAINING_STATE_VERSION}"
+            f"not a training state of format {TRAINING_STATE_FORMAT} version "
+            f"{TRAINING_STATE_VERSION}"
         )
     atomic_torch_save(state, path)
     return Path(path)
@@ -129,7 +132,8 @@ def to_python(value):
 
 
 def git_commit() -> str:
-    """The commit of the code that trains, with '+dirty' for uncommitted changes ('' outside git)."""
+    """The commit of the code that trains, with '+dirty' for uncommitted changes ('' outside
+    git)."""
     root = Path(__file__).resolve().parent.parent
     try:
         commit = subprocess.run(
@@ -148,7 +152,8 @@ def git_commit() -> str:
 
 
 def open_run_folder(run_dir: Path, config: TrainingConfig, resumed_session: dict | None) -> None:
-    """config.yaml for a new run (``resumed_session`` None); a line in resumes.jsonl for a resumed one."""
+    """config.yaml for a new run (``resumed_session`` None); a line in resumes.jsonl for a resumed
+    one."""
     run_dir.mkdir(parents=True, exist_ok=True)
     if resumed_session is None:
         save_config(config, run_dir / "config.yaml")

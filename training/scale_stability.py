@@ -137,10 +137,11 @@ def markdown(summaries: list[dict]) -> str:
     ]
     for s in summaries:
         lines.append(
-            f"| {s['seed']} | {s['camera_height_m']:.2f} | {s['ground']} / {s['held']} / {s['learned']} | "
-            f"{100 * s['change_median']:.2f} % | {100 * s['change_p95']:.2f} % | "
+            f"| {s['seed']} | {s['camera_height_m']:.2f} | {s['ground']} / {s['held']} / "
+            f"{s['learned']} | {100 * s['change_median']:.2f} % | {100 * s['change_p95']:.2f} % | "
             f"{100 * s['measured_change_median']:.2f} % | {100 * s['measured_change_p95']:.2f} % | "
-            f"{s['abs_rel']:.3f} | {s['delta1']:.3f} | {s['median_ratio']:.2f} | {s['scale_ms']:.1f} |"
+            f"{s['abs_rel']:.3f} | {s['delta1']:.3f} | {s['median_ratio']:.2f} | "
+            f"{s['scale_ms']:.1f} |"
         )
     return "\n".join(lines)
 
@@ -216,8 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     engine.close()
     print(
         f"\n{args.frames} frames at {args.rate_hz:g} Hz, {width}x{height}, {args.speed_mps:g} m/s, "
-        f"visibility {args.visibility_m:g} m, pitch {'unknown' if args.pitch_unknown else 'known (2 deg)'}, "
-        f"max_side {args.max_side}\n"
+        f"visibility {args.visibility_m:g} m, pitch "
+        f"{'unknown' if args.pitch_unknown else 'known (2 deg)'}, max_side {args.max_side}\n"
     )
     print(markdown([d["summary"] for d in drives]))
     if args.out:

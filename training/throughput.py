@@ -77,9 +77,10 @@ def main(argv: list[str] | None = None) -> int:
         args.config, args.overrides, args.threads, args.autocast, args.steps, args.warmup
     )
     print(
-        f"threads {args.threads}, autocast {args.autocast}, batch {result['batch']} x {result['crop']} px: "
-        f"{result['images_per_s']:.1f} images/s, data wait {result['data_share']:.0%}, "
-        f"losses {'finite' if result['finite_losses'] else 'NOT FINITE'}"
+        f"threads {args.threads}, autocast {args.autocast}, batch {result['batch']} x "
+        f"{result['crop']} px: {result['images_per_s']:.1f} images/s, data wait "
+        f"{result['data_share']:.0%}, losses "
+        f"{'finite' if result['finite_losses'] else 'NOT FINITE'}"
     )
     return 0
 

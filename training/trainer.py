@@ -1,7 +1,7 @@
 """The Trainer: alternating dual-task training of the DIACMPN dehazer D and depth network E.
 
-    trainer = Trainer(config, run_dir)      # or training.train.prepare(...) for new and resumed runs
-    trainer.fit()                           # until train.steps, the time budget or Ctrl-C
+    trainer = Trainer(config, run_dir)  # or training.train.prepare(...): new and resumed runs
+    trainer.fit()                       # until train.steps, the time budget or Ctrl-C
 
 Each iteration of the ``alternating`` schedule (the paper's idea, really alternated):
 
@@ -181,7 +181,8 @@ class Trainer:
         self.step = 0
         self.samples_seen = 0  # the data position: global sample index, over all ranks and sessions
         self.best: dict = {}
-        # The newest validation ({"step", "metrics"}): what an export of last.pt can truthfully claim.
+        # The newest validation ({"step", "metrics"}): what an export of last.pt can truthfully
+        # claim.
         self.last_validation: dict = {}
         self.elapsed_s = 0.0
         self.git_commit = git_commit()
@@ -255,9 +256,9 @@ class Trainer:
         factor from metres to those units.
 
         With a canonical camera (ModelConfig.canonical_focal_px) metres become canonical depth
-        (dehaze_ros.canonical_camera); an image of unknown focal length then has no known scale, like one
-        with relative depth, and trains only scale-invariant terms. The validity mask is taken
-        on metres before, so depth.min_m / max_m keep meaning metres.
+        (dehaze_ros.canonical_camera); an image of unknown focal length then has no known scale,
+        like one with relative depth, and trains only scale-invariant terms. The validity mask is
+        taken on metres before, so depth.min_m / max_m keep meaning metres.
         """
         scale_known = batch["metric_depth"].to(self.device)
         canonical_focal = self.model_config.canonical_focal_px
@@ -423,11 +424,12 @@ class Trainer:
         return out
 
     def _note_skipped_step(self, name: str, network: NetworkState) -> None:
-        """Say it when a network's step was left out for a non-finite gradient (NetworkState.step)."""
+        """Say it when a network's step was left out for a non-finite gradient
+        (NetworkState.step)."""
         if network.last_step_skipped:
             self.log(
-                f"step {self.step}: {name} gradient norm not finite: its optimiser step was skipped "
-                f"({network.skipped_steps} so far in this run)"
+                f"step {self.step}: {name} gradient norm not finite: its optimiser step was "
+                f"skipped ({network.skipped_steps} so far in this run)"
             )
 
     def train_step(self, batch: dict[str, torch.Tensor], want_visuals: bool = False) -> StepOutput:
@@ -545,7 +547,8 @@ class Trainer:
                     for name, src in self.config.data.sources.items()
                 },
             },
-            # A frozen depth network is the init_from checkpoint's: its units, whatever this run's data.
+            # A frozen depth network is the init_from checkpoint's: its units, whatever this run's
+            # data.
             "depth_supervised": (
                 self.init_record.get("depth_units") == "meters"
                 if "depth_net" in self.config.train.freeze
@@ -672,7 +675,8 @@ class Trainer:
         append_record(self.run_dir / "metrics.jsonl", record)
         shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if "/" not in k)
         tqdm.write(
-            f"step {self.step}: validation {shown or '(no images)'}{'  -> best.pt' if better else ''}"
+            f"step {self.step}: validation "
+            f"{shown or '(no images)'}{'  -> best.pt' if better else ''}"
         )
 
     def _log_images(self, out: StepOutput) -> None:
@@ -828,8 +832,8 @@ class Trainer:
             )
         self.log(
             f"{reason} at step {self.step}/{cfg.steps} ({minutes:.1f} min of training in all); "
-            f"state: {last}; best: {self.best.get('metric', '-')} {self.best.get('value', math.nan):.4g} "
-            f"at step {self.best.get('step', '-')}"
+            f"state: {last}; best: {self.best.get('metric', '-')} "
+            f"{self.best.get('value', math.nan):.4g} at step {self.best.get('step', '-')}"
         )
         if self.step < cfg.steps:
             self.log(f"continue with: python -m training.train --resume {self.run_dir}")

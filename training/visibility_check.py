@@ -10,8 +10,8 @@ estimator's own error is told apart from the networks':
   DCP t + true depth      the transmission of the engine's DCP model (what a checkpoint without
                           a physics head falls back to), with the true depth;
   checkpoint end to end   the engine with a checkpoint (default: the shipped one) at the node's
-                          max_side (its default), its depth and transmission (or the DCP fallback), the
-                          focal length of the view passed as the node takes it from CameraInfo.
+                          max_side (its default), its depth and transmission (or the DCP fallback),
+                          the focal length of the view passed as the node takes it from CameraInfo.
 
 Scene sets: procedural vehicle-scale outdoor views (depth 2 m to ~3 km, sky +inf), procedural
 rooms (1.5-13 m) and the Middlebury 2014 scenes of ``--middlebury`` (1.5-5 m, holes NaN), all
@@ -123,8 +123,9 @@ def describe_checkpoint(engine: DehazeEngine, path: Path) -> str:
     config = engine.checkpoint.model_config
     provenance = engine.checkpoint.provenance or {}
     return (
-        f"{path} (sha256 {digest}): {config.get('name', 'custom')}, head {config.get('head', 'residual')}, "
-        f"canonical_focal_px {config.get('canonical_focal_px', 0)}, depth range "
+        f"{path} (sha256 {digest}): {config.get('name', 'custom')}, head "
+        f"{config.get('head', 'residual')}, canonical_focal_px "
+        f"{config.get('canonical_focal_px', 0)}, depth range "
         f"{engine.depth_range[0]:g}-{engine.depth_range[1]:g} m, trained until "
         f"{provenance.get('trained_until', '?')}"
     )

@@ -15,8 +15,8 @@ class DCPBackend(Backend):
     # -ln t = beta * d: depth up to the unknown scattering coefficient.
     depth_units = "relative"
     depth_range = (0.0, float("inf"))
-    # The J ~ a I + b fit beat the guided t on every dev set for the DCP (docs/performance.md, "Full-resolution
-    # recovery"); for the networks guided t wins.
+    # The J ~ a I + b fit beat the guided t on every dev set for the DCP (docs/performance.md,
+    # "Full-resolution recovery"); for the networks guided t wins.
     preferred_upsampling = "affine"
 
     def describe(self) -> dict:

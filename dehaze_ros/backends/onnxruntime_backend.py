@@ -82,7 +82,8 @@ def default_trt_cache_dir() -> Path:
 
 def engine_cache_dir(root: str | os.PathLike, model_sha256: str, precision: str) -> Path:
     """The folder of one graph's TensorRT engines: a re-exported graph (other weights, same
-    structure and name) gets a new folder, where onnxruntime's own file names would match the old."""
+    structure and name) gets a new folder, where onnxruntime's own file names would match the
+    old."""
     return Path(root) / f"{model_sha256[:16]}-{precision}"
 
 
@@ -94,9 +95,10 @@ def tensorrt_profile(min_side: int, max_side: int, depth_max_side: int) -> dict[
     largest = max(max_side, depth_max_side) if max_side else TRT_MAX_SIDE
     if largest > TRT_MAX_SIDE:
         raise BackendError(
-            f"backend onnxruntime with TensorRT runs sides up to {TRT_MAX_SIDE} px (TensorRT's TopK "
-            f"takes k <= 3840 and the DCP prior's airlight sorts 0.1% of the pixels), but max_side / "
-            f"depth_max_side ask for {largest}; lower them, or use device cpu or backend torch"
+            f"backend onnxruntime with TensorRT runs sides up to {TRT_MAX_SIDE} px (TensorRT's "
+            "TopK takes k <= 3840 and the DCP prior's airlight sorts 0.1% of the pixels), but "
+            f"max_side / depth_max_side ask for {largest}; lower them, or use device cpu or "
+            "backend torch"
         )
     opt_side = min(max_side or NATIVE_OPT_SIDE, TRT_MAX_SIDE)
     opt = (max(min_side, round(opt_side * 3 / 4)), max(min_side, opt_side))
@@ -187,7 +189,8 @@ def gpu_unused_warning(
     if "CUDAExecutionProvider" not in available:
         reason = (
             f"this onnxruntime {version} is the CPU package (providers: {', '.join(available)}); "
-            "pip uninstall -y onnxruntime, then pip install 'dehaze_ros[onnx-gpu]' (onnxruntime-gpu)"
+            "pip uninstall -y onnxruntime, then pip install 'dehaze_ros[onnx-gpu]' "
+            "(onnxruntime-gpu)"
         )
     else:
         reason = (
@@ -387,14 +390,15 @@ class OnnxRuntimeBackend(Backend):
         smallest = self.metadata.min_side
         if min(height, width) < smallest:
             raise BackendError(
-                f"image {width}x{height} is smaller than the ONNX graph accepts (each side >= {smallest} "
-                f"px); raise max_side (or depth_max_side, for the depth pass), or use backend torch, which "
-                f"pads any size"
+                f"image {width}x{height} is smaller than the ONNX graph accepts (each side >= "
+                f"{smallest} px); raise max_side (or depth_max_side, for the depth pass), or use "
+                f"backend torch, which pads any size"
             )
         if self.trt_max_side and max(height, width) > self.trt_max_side:
             raise BackendError(
-                f"image {width}x{height} is larger than the TensorRT profile (sides up to {self.trt_max_side} "
-                f"px, from max_side and depth_max_side); set max_side to at most {self.trt_max_side}"
+                f"image {width}x{height} is larger than the TensorRT profile (sides up to "
+                f"{self.trt_max_side} px, from max_side and depth_max_side); set max_side to at "
+                f"most {self.trt_max_side}"
             )
         mark = time.perf_counter()
         hazy = np.ascontiguousarray(rgb.transpose(2, 0, 1)[None], dtype=np.float32)

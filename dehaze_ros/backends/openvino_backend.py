@@ -170,9 +170,9 @@ class OpenVinoBackend(Backend):
         smallest = self.metadata.min_side
         if min(height, width) < smallest:
             raise BackendError(
-                f"image {width}x{height} is smaller than the ONNX graph accepts (each side >= {smallest} "
-                f"px); raise max_side (or depth_max_side, for the depth pass), or use backend torch, which "
-                f"pads any size"
+                f"image {width}x{height} is smaller than the ONNX graph accepts (each side >= "
+                f"{smallest} px); raise max_side (or depth_max_side, for the depth pass), or use "
+                f"backend torch, which pads any size"
             )
         request = self._request(height, width)
         mark = time.perf_counter()

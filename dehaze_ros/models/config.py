@@ -14,9 +14,9 @@ Presets (parameters D / E; GMACs D + E at 640 x 480):
   H100, timed in an earlier development session).
 * ``diacmpn-rt`` the same family for real time on a 2-core CPU with the engine's
   ``max_side=320`` (320 x 240 inside for 640 x 480 frames: 2.5 GMACs, 72.5 ms median for the
-  whole engine call in fp32 on 2 threads: docs/performance.md, benchmark): one block per stage, 16 channels
-  at full resolution (the full-resolution stages dominate CPU time), no window attention (one attention block at 1/4 resolution
-  added about 17 ms here, a third of the budget),
+  whole engine call in fp32 on 2 threads: docs/performance.md, benchmark): one block per stage, 16
+  channels at full resolution (the full-resolution stages dominate CPU time), no window attention
+  (one attention block at 1/4 resolution added about 17 ms here, a third of the budget),
   1x1 scale fusion, an 8-wide UNet and a small depth network: 0.41 M / 0.09 M.
 """
 
@@ -169,7 +169,8 @@ class ModelConfig:
             )
         if not self.canonical_focal_px >= 0:
             problems.append(
-                f"canonical_focal_px must be >= 0 pixels (0 = plain metres), got {self.canonical_focal_px}"
+                f"canonical_focal_px must be >= 0 pixels (0 = plain metres), got "
+                f"{self.canonical_focal_px}"
             )
         if not 0.0 <= self.airlight_chroma <= 1.0:
             problems.append(

@@ -68,7 +68,8 @@ def guided_filter(
 
 
 def linear_quantile(values: torch.Tensor, quantile: float) -> torch.Tensor:
-    """``torch.quantile(values, quantile, dim=1, keepdim=True)`` (linear interpolation), B x N -> B x 1.
+    """``torch.quantile(values, quantile, dim=1, keepdim=True)`` (linear interpolation):
+    B x N -> B x 1.
 
     The same arithmetic as torch's (the rank q * (N - 1) in the values' dtype, truncated and
     rounded up, lerp between), written out because the ONNX export of ``aten.quantile`` freezes

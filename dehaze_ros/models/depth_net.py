@@ -120,8 +120,8 @@ class DepthNet(nn.Module):
         ours = self.state_dict()
         if set(state) != set(ours):
             raise ValueError(
-                f"not the state of a DepthNet of this layout: missing {sorted(set(ours) - set(state))}, "
-                f"unexpected {sorted(set(state) - set(ours))}"
+                f"not the state of a DepthNet of this layout: missing "
+                f"{sorted(set(ours) - set(state))}, unexpected {sorted(set(state) - set(ours))}"
             )
         widened = {}
         for key, target in ours.items():
@@ -134,7 +134,8 @@ class DepthNet(nn.Module):
                     )
             if value.shape != target.shape:
                 raise ValueError(
-                    f"{key}: shape {tuple(state[key].shape)} does not widen to {tuple(target.shape)}"
+                    f"{key}: shape {tuple(state[key].shape)} does not widen to "
+                    f"{tuple(target.shape)}"
                 )
             widened[key] = value
         self.load_state_dict(widened)

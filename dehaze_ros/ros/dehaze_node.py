@@ -40,8 +40,9 @@ import threading
 from dehaze_ros.ros import stop_signal
 
 if __name__ == "__main__":
-    # `python -m dehaze_ros.ros.dehaze_node`: a signal while the modules below load is remembered and
-    # main() returns 0 at once. The console script gets the same from dehaze_ros.ros.entry_points.
+    # `python -m dehaze_ros.ros.dehaze_node`: a signal while the modules below load is remembered
+    # and main() returns 0 at once. The console script gets the same from
+    # dehaze_ros.ros.entry_points.
     stop_signal.install()
 
 # The imports follow the guard on purpose: loading them is the phase it covers.
@@ -237,7 +238,7 @@ class DehazeNode(LifecycleNode):
                     f"configure: {notice}; the node answers again when this is done"
                 )
             engine = DehazeEngine(engine_config)
-        except Exception as exc:  # noqa: BLE001 - any failure to set up must be FAILURE, not a crash
+        except Exception as exc:  # noqa: BLE001 - any failure to set up is FAILURE, not a crash
             self._configure_error = f"configure failed: {exc}"
             self.get_logger().error(self._configure_error)
             return TransitionCallbackReturn.FAILURE
@@ -278,7 +279,8 @@ class DehazeNode(LifecycleNode):
         qos = input_qos(config.input_reliability)
         options = QoSOverridingOptions.with_default_policies()
         if config.input_transport == "compressed":
-            # image_transport's naming: the compressed stream lives under the (remapped) image topic.
+            # image_transport's naming: the compressed stream lives under the (remapped) image
+            # topic.
             image_sub = self.create_subscription(
                 CompressedImage,
                 f"{self.resolve_topic_name('image')}/compressed",
@@ -460,7 +462,7 @@ class DehazeNode(LifecycleNode):
             next_start = started + (1.0 / config.max_rate_hz if config.max_rate_hz > 0 else 0.0)
             try:
                 self._process_frame(frame, config)
-            except Exception as exc:  # noqa: BLE001 - a bad frame or engine error must not end the thread
+            except Exception as exc:  # noqa: BLE001 - no frame or engine error ends the thread
                 if not self.context.ok():
                     break  # Ctrl-C took the context away mid-frame: a normal exit, not an error
                 self._report_failed_frame(exc)

@@ -3,8 +3,8 @@
 `ros2 run` and `ros2 launch` execute the scripts that setup.py's console_scripts generate, and
 such a script only imports the function named there and calls it: a node module's
 `if __name__ == "__main__"` block never runs. These functions install the guard
-(dehaze_ros.ros.stop_signal) and import the node module afterwards, so that a Ctrl-C or SIGTERM while
-torch, rclpy or OpenCV load ends the program with status 0 instead of a traceback.
+(dehaze_ros.ros.stop_signal) and import the node module afterwards, so that a Ctrl-C or SIGTERM
+while torch, rclpy or OpenCV load ends the program with status 0 instead of a traceback.
 Only the standard library and stop_signal are imported at this module's top, on purpose.
 """
 

@@ -154,7 +154,8 @@ class FrameProducts:
 
     def read_camera(self) -> None:
         """focal_px and camera of this frame's image (its width x height) from camera_info, and
-        stamp_s from the header: what the engine needs besides the pixels. Once the frame is decoded."""
+        stamp_s from the header: what the engine needs besides the pixels. Once the frame is
+        decoded."""
         self.camera = camera_for_image(self.camera_info, self.width, self.height)
         self.focal_px = self.camera.fx if self.camera is not None else None
         self.stamp_s = stamp_seconds(self.header)

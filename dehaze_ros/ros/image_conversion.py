@@ -134,7 +134,8 @@ def image_to_numpy(msg, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarr
     row_bytes = width * channels * dtype.itemsize
     if step < row_bytes:
         raise ImageConversionError(
-            f"step {step} is smaller than one row of {width} {msg.encoding} pixels ({row_bytes} bytes)"
+            f"step {step} is smaller than one row of {width} {msg.encoding} pixels ({row_bytes} "
+            f"bytes)"
         )
     buffer = _buffer_of(msg.data)
     if len(buffer) != height * step:
@@ -161,7 +162,8 @@ def image_to_numpy(msg, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarr
 
 
 def numpy_to_image(image: np.ndarray, encoding: str, header=None):
-    """numpy array -> sensor_msgs/Image (tightly packed, native byte order), as ``cv2_to_imgmsg``."""
+    """numpy array -> sensor_msgs/Image (tightly packed, native byte order), as
+    ``cv2_to_imgmsg``."""
     from sensor_msgs.msg import Image
 
     dtype, channels = encoding_layout(encoding)
@@ -169,8 +171,8 @@ def numpy_to_image(image: np.ndarray, encoding: str, header=None):
     actual_channels = 1 if image.ndim == 2 else (image.shape[2] if image.ndim == 3 else -1)
     if image.dtype != dtype or actual_channels != channels:
         raise ImageConversionError(
-            f"array of shape {image.shape} and dtype {image.dtype} does not fit encoding {encoding!r} "
-            f"({channels} channel(s) of {dtype})"
+            f"array of shape {image.shape} and dtype {image.dtype} does not fit encoding "
+            f"{encoding!r} ({channels} channel(s) of {dtype})"
         )
     if image.shape[0] == 0 or image.shape[1] == 0:
         raise ImageConversionError(f"image is empty: shape {image.shape}")
@@ -245,7 +247,8 @@ def compressed_size(data) -> tuple[str, int, int]:
     if head[:2] == b"\xff\xd8":
         return ("jpeg", *_jpeg_frame_size(data))
     raise ImageConversionError(
-        f"could not decode {len(data)} bytes: neither PNG nor JPEG (starts with {head[:4].hex(' ')})"
+        f"could not decode {len(data)} bytes: neither PNG nor JPEG (starts with "
+        f"{head[:4].hex(' ')})"
     )
 
 
@@ -462,7 +465,8 @@ def numpy_to_compressed(
 
 
 def _top_byte(image: np.ndarray) -> np.ndarray:
-    """16-bit -> 8-bit keeping the most significant byte (cv_bridge scales by 1/256 the same way)."""
+    """16-bit -> 8-bit keeping the most significant byte (cv_bridge scales by 1/256 the same
+    way)."""
     return (image >> 8).astype(np.uint8) if image.dtype == np.uint16 else image
 
 

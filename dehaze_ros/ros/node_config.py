@@ -498,15 +498,17 @@ def resolve_model(config: NodeConfig) -> ModelChoice:
         "dcp",
         "",
         warning=(
-            f"no shipped checkpoint found (looked in: {looked}); falling back to model dcp (Dark Channel "
-            "Prior, relative depth). Set the `checkpoint` parameter to a trained model for metric depth."
+            f"no shipped checkpoint found (looked in: {looked}); falling back to model dcp (Dark "
+            "Channel Prior, relative depth). Set the `checkpoint` parameter to a trained model for "
+            "metric depth."
         ),
     )
 
 
 @dataclass(frozen=True)
 class RefusedValue:
-    """A value given at start-up that failed the table; the parameter was declared with its default."""
+    """A value given at start-up that failed the table; the parameter was declared with its
+    default."""
 
     spec: ParameterSpec
     given: object
@@ -531,15 +533,19 @@ def parameters_yaml() -> str:
     """config/dehaze.yaml, written from the table: every parameter at its default, with its stage,
     description, choices and range as a comment. test_node_config_files checks that the file is
     exactly this; after changing the table, regenerate it with
-    ``python -c "from dehaze_ros.ros.node_config import parameters_yaml as y; print(y(), end='')" > config/dehaze.yaml``.
+
+        python -c "from dehaze_ros.ros.node_config import parameters_yaml as y; \\
+            print(y(), end='')" > config/dehaze.yaml
     """
     lines = [
         "# dehaze_node parameters. Every parameter the node declares is listed, at its default.",
-        "# Written from the parameter table in dehaze_ros/ros/node_config.py (parameters_yaml): change",
+        "# Written from the parameter table in dehaze_ros/ros/node_config.py (parameters_yaml): "
+        "change",
         "# the table, not this file (a test checks that they agree).",
         "# Load with: ros2 run dehaze_ros dehaze_node --ros-args --params-file config/dehaze.yaml",
         "# (the launch file does this). `/**` matches the node under any name or namespace.",
-        "# When a change takes effect: [startup] read-only, fixed at start-up; [configure] applied by",
+        "# When a change takes effect: [startup] read-only, fixed at start-up; [configure] applied "
+        "by",
         "# the configure transition (change while unconfigured); [live] applied to the next frame.",
         "# QoS of any topic can be overridden too, e.g.",
         "#   qos_overrides./camera/image_raw.subscription.reliability: reliable",

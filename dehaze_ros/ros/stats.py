@@ -131,7 +131,8 @@ class FrameStats:
             self._last["last_received_at"] = now
 
     def problem(self, counter: str, text: str, now: float) -> None:
-        """A frame that could not be used: ``counter`` is "invalid" (its data) or "failed" (the engine)."""
+        """A frame that could not be used: ``counter`` is "invalid" (its data) or "failed" (the
+        engine)."""
         with self._lock:
             self._counts[counter] += 1
             self._last.update(last_problem=text, last_problem_at=now)
@@ -340,7 +341,8 @@ def diagnose(current: StatsSnapshot, previous: StatsSnapshot, node: NodeView) ->
         if problem_is_current:
             level = max(level, WARN)
             messages.append(
-                f"{recent_bad} bad frame(s) in the last {elapsed:.1f} s; last problem: {current.last_problem}"
+                f"{recent_bad} bad frame(s) in the last {elapsed:.1f} s; last problem: "
+                f"{current.last_problem}"
                 if recent_bad
                 else f"no good frame since the last problem: {current.last_problem}"
             )

@@ -8,9 +8,10 @@ Sources (parameter `source`):
   video   a video file at `path`, looped.
 
 Topics (relative, remap them): `image` (Image), `image/compressed` (CompressedImage, jpeg, when
-publish_compressed, while someone subscribes), `camera_info`, and for the scene source `ground_truth/depth` (32FC1 metres,
-+inf sky) and `ground_truth/clear` (the haze-free image), published only while someone listens.
-Intrinsics: the renderer's exact K for `scene`; a pinhole of `hfov_deg` for folders and videos.
+publish_compressed, while someone subscribes), `camera_info`, and for the scene source
+`ground_truth/depth` (32FC1 metres, +inf sky) and `ground_truth/clear` (the haze-free image),
+published only while someone listens. Intrinsics: the renderer's exact K for `scene`; a pinhole of
+`hfov_deg` for folders and videos.
 
 The timer runs at `rate_hz`. Rendering a scene frame costs about 0.15 s at 640x480 here (about
 6 frames/s), so a live scene cannot feed the node at a real camera's rate: with `prerender_frames`
@@ -314,8 +315,9 @@ class SampleCamera(Node):
             if value["prerender_frames"]:
                 self.get_logger().info(
                     f"pre-rendered {value['prerender_frames']} scene frames in "
-                    f"{time.monotonic() - started:.1f} s: a {value['prerender_frames'] / value['rate_hz']:.1f} s "
-                    f"loop played back and forth at {value['rate_hz']:g} Hz"
+                    f"{time.monotonic() - started:.1f} s: a "
+                    f"{value['prerender_frames'] / value['rate_hz']:.1f} s loop played back and "
+                    f"forth at {value['rate_hz']:g} Hz"
                 )
         elif value["source"] in ("folder", "video"):
             self.source = FileSource(
@@ -346,7 +348,8 @@ class SampleCamera(Node):
         )
         self.compressed_pub = None
         if value["publish_compressed"]:
-            # image_transport's naming: the compressed stream lives under the (remapped) image topic.
+            # image_transport's naming: the compressed stream lives under the (remapped) image
+            # topic.
             base = self.resolve_topic_name("image")
             self.compressed_pub = self.create_publisher(
                 CompressedImage, f"{base}/compressed", qos, qos_overriding_options=options
@@ -410,8 +413,9 @@ class SampleCamera(Node):
         if not self.warned_slow and self.published > 3 and spent > 1.0 / self.settings["rate_hz"]:
             self.warned_slow = True
             self.get_logger().warning(
-                f"making one {rgb.shape[1]}x{rgb.shape[0]} frame takes {spent * 1e3:.0f} ms: publishing "
-                f"at about {1.0 / spent:.1f} Hz instead of {self.settings['rate_hz']:g} Hz"
+                f"making one {rgb.shape[1]}x{rgb.shape[0]} frame takes {spent * 1e3:.0f} ms: "
+                f"publishing at about {1.0 / spent:.1f} Hz instead of {self.settings['rate_hz']:g} "
+                f"Hz"
             )
 
 

@@ -1,6 +1,7 @@
 """Latency of every model variant and of DCP, through the engine, on this machine's device.
 
-    python -m dehaze_ros.tools.benchmark [--device auto] [--precisions fp32,bf16] [--backends torch,onnxruntime]
+    python -m dehaze_ros.tools.benchmark [--device auto] [--precisions fp32,bf16]
+                                         [--backends torch,onnxruntime]
                                          [--sizes 320x240,640x480,1280x720]
 
 Each cell runs the whole ``DehazeEngine.process`` (conversion, dehazing, depth, resizing back) on
@@ -88,8 +89,8 @@ def time_scale_sources(
 ) -> None:
     """The second table: the engine's ``scale`` stage per source and size, in ms."""
     print(
-        f"\n# metric scale sources: time added per frame (the engine's 'scale' stage), shipped checkpoint, "
-        f"max_side {max_side}, a fogged vehicle-scale frame"
+        f"\n# metric scale sources: time added per frame (the engine's 'scale' stage), shipped "
+        f"checkpoint, max_side {max_side}, a fogged vehicle-scale frame"
     )
     # The stage brings the depth to full size with or without a source: what a source adds is
     # its median over the no-source row's.
@@ -260,7 +261,8 @@ def main(argv: list[str] | None = None) -> None:
         ]
         if missing:
             print(
-                f"# onnxruntime rows skipped: {', '.join(missing)} not installed (pip install '.[onnx]')"
+                f"# onnxruntime rows skipped: {', '.join(missing)} not installed (pip install "
+                f"'.[onnx]')"
             )
             backends.remove("onnxruntime")
     if "openvino" in backends:
@@ -269,7 +271,8 @@ def main(argv: list[str] | None = None) -> None:
         ]
         if missing:
             print(
-                f"# openvino rows skipped: {', '.join(missing)} not installed (pip install '.[openvino]')"
+                f"# openvino rows skipped: {', '.join(missing)} not installed (pip install "
+                f"'.[openvino]')"
             )
             backends.remove("openvino")
     variants = [v for v in args.variants.split(",") if v]
@@ -289,16 +292,20 @@ def main(argv: list[str] | None = None) -> None:
     if trained:
         variants = list(trained)
 
+    processor = platform.processor() or platform.machine()
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else processor
     print(
-        f"# device: {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else platform.processor() or platform.machine()}), "
-        f"torch {torch.__version__}, threads {torch.get_num_threads()}"
+        f"# device: {device} ({device_name}), torch {torch.__version__}, "
+        f"threads {torch.get_num_threads()}"
     )
     print(
-        "# one network pass per frame at the internal size (depth_max_side 0); a node at max_side 0 adds a "
-        f"depth pass at depth_max_side, timed by the max_side {args.rt_max_side} rows"
+        "# one network pass per frame at the internal size (depth_max_side 0); a node at "
+        f"max_side 0 adds a depth pass at depth_max_side, timed by the max_side {args.rt_max_side} "
+        "rows"
     )
     print(
-        "| model | backend | precision | input | internal | params (M) | GMACs | median ms | p95 ms | frames/s | runs |"
+        "| model | backend | precision | input | internal | params (M) | GMACs "
+        "| median ms | p95 ms | frames/s | runs |"
     )
     print("|---|---|---|---|---|---:|---:|---:|---:|---:|---:|")
     images = {size: hazy_frame(*size) for size in args.sizes}
@@ -308,13 +315,15 @@ def main(argv: list[str] | None = None) -> None:
         params_text = f"{params / 1e6:.2f}" if params else "-"
         gmacs_text = f"{gmacs:.1f}" if gmacs is not None else "-"
         print(
-            f"| {label} | {backend} | {precision} | {size[0]}x{size[1]} | {internal[1]}x{internal[0]} | {params_text} | {gmacs_text} | "
-            f"{median:.1f} | {p95:.1f} | {1000 / median:.1f} | {len(latencies)} |",
+            f"| {label} | {backend} | {precision} | {size[0]}x{size[1]} "
+            f"| {internal[1]}x{internal[0]} | {params_text} | {gmacs_text} "
+            f"| {median:.1f} | {p95:.1f} | {1000 / median:.1f} | {len(latencies)} |",
             flush=True,
         )
 
     for size in args.sizes:
-        # At the size of the frame, as the "internal" column says (the engine's default is the node's).
+        # At the size of the frame, as the "internal" column says (the engine's default is the
+        # node's).
         engine = DehazeEngine(EngineConfig(model="dcp", max_side=0, warmup=0))
         row(
             "dcp",

@@ -1,7 +1,8 @@
 """Prepare backend onnxruntime ahead of time: the ONNX export and the TensorRT engine.
 
     python -m dehaze_ros.tools.build_engines [--params-file config/dehaze.yaml] [--checkpoint PATH]
-        [--onnx-model PATH] [--device cuda] [--precision fp16] [--max-side 640] [--trt-cache-dir DIR]
+        [--onnx-model PATH] [--device cuda] [--precision fp16] [--max-side 640]
+        [--trt-cache-dir DIR]
 
 The node's configure exports the checkpoint (when ``onnx_model`` is empty) and builds the TensorRT
 engine (a minute on a desktop GPU, up to tens of minutes on a Jetson) before it answers again:
@@ -81,13 +82,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"build_engines: {exc}", file=sys.stderr)
         return 2
     notice = slow_setup_notice(engine_config)
-    print(
-        f"build_engines: {notice or 'no export and no TensorRT build to do (cached, or not used by these settings)'}",
-        flush=True,
-    )
+    nothing = "no export and no TensorRT build to do (cached, or not used by these settings)"
+    print(f"build_engines: {notice or nothing}", flush=True)
     started = time.monotonic()
     try:
-        # The warm-up runs the sizes the node will run: the export and the TensorRT build happen here.
+        # The warm-up runs the sizes the node will run: the export and the TensorRT build happen
+        # here.
         engine = DehazeEngine(dataclasses.replace(engine_config, warmup=1))
     except EngineError as exc:
         print(f"build_engines: {exc}", file=sys.stderr)

@@ -1,6 +1,7 @@
 """`make demo`: the sample camera and the dehaze node as two processes over DDS, recorded.
 
-    python -m dehaze_ros.tools.demo [--duration 20] [--model auto|checkpoint|dcp] [--output demo_output]
+    python -m dehaze_ros.tools.demo [--duration 20] [--model auto|checkpoint|dcp]
+                                    [--output demo_output]
 
 Starts `sample_camera` (procedural hazy stream) and `dehaze_node` as separate processes, the
 way `ros2 launch` would, and a recorder node here that subscribes to the camera and to the
@@ -105,7 +106,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def find_localhost_profile() -> Path | None:
-    """config/fastdds_localhost.xml: in the installed share dir (colcon), else in the source tree."""
+    """config/fastdds_localhost.xml: in the installed share dir (colcon), else in the source
+    tree."""
     candidates = []
     try:
         from ament_index_python.packages import get_package_share_directory
@@ -417,8 +419,8 @@ def run(args: argparse.Namespace) -> int:
         while recorder.first_output_at is None:
             if time.monotonic() > deadline or any(child.poll() is not None for child in children):
                 print(
-                    f"demo: no dehazed output within {STARTUP_TIMEOUT_S:.0f} s (or a process exited); "
-                    f"see {output}/logs/",
+                    f"demo: no dehazed output within {STARTUP_TIMEOUT_S:.0f} s (or a process "
+                    f"exited); see {output}/logs/",
                     file=sys.stderr,
                 )
                 return 1
@@ -462,11 +464,11 @@ def run(args: argparse.Namespace) -> int:
     median = statistics.median(latencies) if latencies else float("nan")
     p95 = percentile(latencies, 0.95) if latencies else float("nan")
     print(
-        f"demo summary: model {after.get(KEY_MODEL, model)} ({after.get(KEY_DEVICE, '?')}), {args.width}x{args.height}, "
-        f"{args.duration:g} s: frames in {recorder.camera_frames}, out {out}, dropped {dropped}; "
-        f"latency stamp->received median {median:.0f} ms, p95 {p95:.0f} ms; output {fps:.1f} fps; "
-        f"wrote {video['saved']} PNG + MP4 of {video['mosaics']} mosaics ({video['frames'] / args.rate:.0f} s) "
-        f"to {output}/",
+        f"demo summary: model {after.get(KEY_MODEL, model)} ({after.get(KEY_DEVICE, '?')}), "
+        f"{args.width}x{args.height}, {args.duration:g} s: frames in {recorder.camera_frames}, out "
+        f"{out}, dropped {dropped}; latency stamp->received median {median:.0f} ms, p95 {p95:.0f} "
+        f"ms; output {fps:.1f} fps; wrote {video['saved']} PNG + MP4 of {video['mosaics']} mosaics "
+        f"({video['frames'] / args.rate:.0f} s) to {output}/",
         flush=True,
     )
     print(
@@ -498,7 +500,10 @@ def visibility_summary(
         f"{KOSCHMIEDER / beta_min:.0f} m over {CAMERA_PARAMETERS['beta_period_s'][0]:g} s"
     )
     if model == "dcp":
-        return f"demo visibility: none, model dcp gives relative depth and visibility needs metres ({truth})"
+        return (
+            "demo visibility: none, model dcp gives relative depth and visibility needs metres "
+            f"({truth})"
+        )
     values = [row[1] for row in estimates]
     finite = [value for value in values if math.isfinite(value)]
     text = (

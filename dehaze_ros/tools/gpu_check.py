@@ -1,7 +1,7 @@
 """The GPU check: every GPU path of the engine and the node, measured in one run, into a table.
 
-    python -m dehaze_ros.tools.gpu_check --out DIR              # on a GPU machine
-    python -m dehaze_ros.tools.gpu_check --out DIR --dry-run    # on a CPU: the same code, tiny sizes
+    python -m dehaze_ros.tools.gpu_check --out DIR            # on a GPU machine
+    python -m dehaze_ros.tools.gpu_check --out DIR --dry-run  # on a CPU: same code, tiny sizes
 
 For the presets rt (the shipped checkpoint), t and s (random weights: no checkpoint of theirs
 ships; speed does not depend on the values) at 640x480 and 1280x720, native resolution (one
@@ -175,8 +175,9 @@ def environment() -> list[str]:
     import torch
 
     lines = [
-        f"python {platform.python_version()}, torch {torch.__version__} (CUDA build {torch.version.cuda}), "
-        f"cuDNN {torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else 'none'}"
+        f"python {platform.python_version()}, torch {torch.__version__} (CUDA build "
+        f"{torch.version.cuda}), cuDNN "
+        f"{torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else 'none'}"
     ]
     if torch.cuda.is_available():
         lines.append(
@@ -185,7 +186,8 @@ def environment() -> list[str]:
         )
     else:
         lines.append(
-            f"GPU: none usable by torch (torch.cuda.is_available() False); CPU {platform.processor() or platform.machine()}"
+            f"GPU: none usable by torch (torch.cuda.is_available() False); CPU "
+            f"{platform.processor() or platform.machine()}"
         )
     smi = shutil.which("nvidia-smi")
     if smi:
@@ -200,7 +202,8 @@ def environment() -> list[str]:
         import onnxruntime
 
         lines.append(
-            f"onnxruntime {onnxruntime.__version__}: {', '.join(onnxruntime.get_available_providers())}"
+            f"onnxruntime {onnxruntime.__version__}: "
+            f"{', '.join(onnxruntime.get_available_providers())}"
         )
     except ImportError:
         lines.append("onnxruntime: not installed")
@@ -214,7 +217,8 @@ def environment() -> list[str]:
 
 
 def checkpoints(presets: list[str], folder: Path) -> dict[str, tuple[Path, str]]:
-    """preset -> (checkpoint, what its weights are): the shipped one for rt, random for the others."""
+    """preset -> (checkpoint, what its weights are): the shipped one for rt, random for the
+    others."""
     from dehaze_ros.tools.benchmark import write_random_checkpoint
 
     chosen = {}
@@ -236,7 +240,8 @@ def onnxruntime_providers() -> list[str]:
 
 
 def row_unavailable(backend: str, precision: str, device: str, providers: list[str]) -> str:
-    """Why a row cannot run here, known before trying; "" when it may (the engine decides the rest)."""
+    """Why a row cannot run here, known before trying; "" when it may (the engine decides the
+    rest)."""
     if backend == "torch":
         return ""
     if not providers:
@@ -246,8 +251,8 @@ def row_unavailable(backend: str, precision: str, device: str, providers: list[s
         return "not available: TensorRT needs a CUDA device" if backend == "tensorrt" else ""
     if "CUDAExecutionProvider" not in providers:
         return (
-            f"not available: this onnxruntime has no CUDAExecutionProvider (providers: {', '.join(providers)}): "
-            "the CPU package; onnxruntime-gpu is needed"
+            "not available: this onnxruntime has no CUDAExecutionProvider (providers: "
+            f"{', '.join(providers)}): the CPU package; onnxruntime-gpu is needed"
         )
     if backend == "tensorrt" and "TensorrtExecutionProvider" not in providers:
         return "not available: this onnxruntime has no TensorrtExecutionProvider"
@@ -283,8 +288,8 @@ def make_engine(
     if backend == "tensorrt" and "TensorrtExecutionProvider" not in onnx_backend.providers:
         onnx_backend.close()
         raise RuntimeError(
-            f"onnxruntime could not load TensorRT (session providers: {', '.join(onnx_backend.providers)}; "
-            "its log above says why, usually libnvinfer)"
+            "onnxruntime could not load TensorRT (session providers: "
+            f"{', '.join(onnx_backend.providers)}; its log above says why, usually libnvinfer)"
         )
     return DehazeEngine(
         dataclasses.replace(config, backend="onnxruntime", onnx_model=str(graph)),
@@ -381,7 +386,7 @@ def measure_engines(
                     engine = make_engine(
                         backend, precision, args.device, checkpoint, graph, work / "trt"
                     )
-                except Exception as exc:  # noqa: BLE001 - EngineError, BackendError, DeviceError, CUDA errors alike
+                except Exception as exc:  # noqa: BLE001 - Engine/Backend/DeviceError, CUDA: alike
                     row.note = f"not available: {short(exc)}"
                     continue
                 try:
@@ -391,7 +396,7 @@ def measure_engines(
                         row.values.update({"dehazed max diff": "ref", "depth median diff %": "ref"})
                     if backend == "onnxruntime" and args.device == "cpu":
                         row.note = "dry run: onnxruntime's CPU provider in place of CUDA"
-                except Exception as exc:  # noqa: BLE001 - out of memory, a provider failing at run time
+                except Exception as exc:  # noqa: BLE001 - out of memory, a provider failing
                     row.note = f"failed: {short(exc)}"
                 finally:
                     engine.close()
@@ -498,10 +503,10 @@ def write_report(
         "",
         *[f"- {line}" for line in env],
         "",
-        "Engine rows: the whole `DehazeEngine.process` at native resolution (max_side 0, depth in the "
-        "same pass), median over the timed runs after a first run (`first run s`: CUDA context, cuDNN "
-        "autotuning, TensorRT engine build). Differences against torch fp32 on the same frame: dehazed "
-        "image, max over pixels (0-255); depth, median relative difference.",
+        "Engine rows: the whole `DehazeEngine.process` at native resolution (max_side 0, depth "
+        "in the same pass), median over the timed runs after a first run (`first run s`: CUDA "
+        "context, cuDNN autotuning, TensorRT engine build). Differences against torch fp32 on the "
+        "same frame: dehazed image, max over pixels (0-255); depth, median relative difference.",
         "",
         "| " + " | ".join(COLUMNS) + " |",
         "|" + "---|" * len(COLUMNS),

@@ -1,8 +1,8 @@
 """process_bag: the node's outputs for every frame of a recorded rosbag2, offline.
 
     python -m dehaze_ros.tools.process_bag IN_BAG OUT_BAG --image-topic T [--camera-info-topic T]
-        [--checkpoint P] [--device D] [--max-side N] [--outputs dehazed,depth,colormap,points,visibility]
-        [--prefix P] [--overwrite]
+        [--checkpoint P] [--device D] [--max-side N]
+        [--outputs dehazed,depth,colormap,points,visibility] [--prefix P] [--overwrite]
 
 Reads a rosbag2 folder (sqlite3 or MCAP; rosbags, no ROS install needed for the bag I/O), runs
 every image of ``--image-topic`` (sensor_msgs/Image in any encoding the node takes, or
@@ -163,7 +163,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--camera-info-topic",
         default="",
-        help="sensor_msgs/CameraInfo topic; empty: the image topic's sibling camera_info if recorded",
+        help="sensor_msgs/CameraInfo topic; empty: the image topic's sibling camera_info if "
+        "recorded",
     )
     parser.add_argument(
         "--outputs",
@@ -596,8 +597,8 @@ class BagProcessor:
             if self.summary.problems[frame.problem] == 1:
                 # tqdm.write prints to stdout unless told otherwise, into the summary's stream.
                 progress.write(
-                    f"process_bag: skipped a frame ({header.stamp.sec}.{header.stamp.nanosec:09d}): "
-                    f"{frame.problem}",
+                    "process_bag: skipped a frame "
+                    f"({header.stamp.sec}.{header.stamp.nanosec:09d}): {frame.problem}",
                     file=sys.stderr,
                 )
             return
@@ -615,7 +616,8 @@ class BagProcessor:
             frame.rgb,
         )
         products.read_camera()
-        # The node's two steps (dehaze_node._process_frame and _publish), with every row listened to.
+        # The node's two steps (dehaze_node._process_frame and _publish), with every row listened
+        # to.
         if any(output.uses_engine for output in self.outputs):
             frame_outputs.run_engine(self.engine, self.outputs, products)
         self.summary.frames += 1
@@ -753,7 +755,8 @@ def describe(summary: Summary, args, storage: str) -> str:
     rate = summary.frames / summary.seconds if summary.seconds > 0 else 0.0
     line = (
         f"process_bag: {summary.frames} frames processed, {summary.skipped} skipped, in "
-        f"{summary.seconds:.1f} s ({rate:.2f} frames/s); wrote {args.out_bag} ({storage}): {written}"
+        f"{summary.seconds:.1f} s ({rate:.2f} frames/s); wrote {args.out_bag} ({storage}): "
+        f"{written}"
     )
     if summary.statuses:
         counts = ", ".join(
@@ -768,8 +771,9 @@ def describe(summary: Summary, args, storage: str) -> str:
     if summary.factors:  # a scale source was configured (camera_height_m): how it went
         counts = ", ".join(f"{state} {count}" for state, count in sorted(summary.scales.items()))
         line += (
-            f"; metric scale: {counts}, factor {min(summary.factors):.2f}-{max(summary.factors):.2f} "
-            f"(median {statistics.median(summary.factors):.2f})"
+            f"; metric scale: {counts}, factor "
+            f"{min(summary.factors):.2f}-{max(summary.factors):.2f} (median "
+            f"{statistics.median(summary.factors):.2f})"
         )
     elif args.config.camera_height_m > 0 and summary.scales:
         line += "; metric scale: no frame showed the ground, the network's own metres throughout"

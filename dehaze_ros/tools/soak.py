@@ -1,6 +1,7 @@
-"""Soak test: the node on the sample camera for a long time, its memory, latency and drops over time.
+"""Soak test: the node on the sample camera for a long time; its memory, latency and drops.
 
-    python -m dehaze_ros.tools.soak [--minutes 30] [--rate 15] [--interval 60] [--output soak_output]
+    python -m dehaze_ros.tools.soak [--minutes 30] [--rate 15] [--interval 60]
+                                    [--output soak_output]
 
 Starts `sample_camera` (pre-rendered loop at --rate) and `dehaze_node` (the shipped checkpoint,
 the node's defaults) as two processes, the way the demo does, and a listener here subscribed to

@@ -1,9 +1,9 @@
 """Training data: sources (reside, rgbd, procedural, rosbag2) and their weighted mixture.
 
-    SOURCES["rgbd"]                                       # (RgbdConfig, RgbdSource): kind -> its classes
+    SOURCES["rgbd"]                                      # (RgbdConfig, RgbdSource): kind -> classes
     sources = build_sources(config.data, "train")        # one DataSource per source with weight > 0
-    dataset = build_training_dataset(config.data, seed)   # MixtureDataset, index-addressed
-    val = build_validation_samples(config.data, seed)     # fixed list of whole images
+    dataset = build_training_dataset(config.data, seed)  # MixtureDataset, index-addressed
+    val = build_validation_samples(config.data, seed)    # fixed list of whole images
 
 Every source splits by scene (an image, a Middlebury scene, a frame sequence, a bag): validation
 and test scenes are never seen in training, and nothing is read from ``data.test_roots``.
@@ -51,7 +51,8 @@ SOURCES: dict[str, tuple[type[SourceConfig], type[DataSource]]] = {
 
 
 def check_not_test_data(path: Path, data: DataConfig, source_name: str, exclude: list[str]) -> None:
-    """Refuse a source that reads a test set: the best checkpoint must never be chosen on test data."""
+    """Refuse a source that reads a test set: the best checkpoint must never be chosen on test
+    data."""
     resolved = path.resolve()
     for test_root in data.test_roots:
         test_path = resolve_path(data.root, test_root).resolve()

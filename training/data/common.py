@@ -26,7 +26,8 @@ KOSCHMIEDER = 3.912
 
 @dataclass
 class FolderSourceConfig(SourceConfig):
-    """The keys of every source that reads a folder and splits it by scene (reside, rgbd, rosbag2)."""
+    """The keys of every source that reads a folder and splits it by scene (reside, rgbd,
+    rosbag2)."""
 
     path: str = ""  # relative to data.root, or absolute
     val_scenes: list[str] = field(default_factory=list)  # scenes held out for validation
@@ -78,8 +79,8 @@ class Sample:
     depth_m: np.ndarray  # H x W float32 metres; NaN unknown, +inf sky (no depth at all: all NaN)
     has_depth: bool  # the source measured depth for this image
     name: str = ""  # source/scene/item, for logs and evaluation tables
-    # Focal length in pixels of *this* image (after every crop and resize); NaN or <= 0 = unknown. The
-    # depth networks learn depth in a canonical camera (ModelConfig.canonical_focal_px) from it.
+    # Focal length in pixels of *this* image (after every crop and resize); NaN or <= 0 = unknown.
+    # The depth networks learn depth in a canonical camera (ModelConfig.canonical_focal_px) from it.
     focal_px: float = math.nan
     # False: depth_m is right only up to an unknown scale (e.g. Middlebury 2001-2006 disparity);
     # it then trains only scale-invariant terms.
@@ -125,8 +126,8 @@ def split_scenes(
             scene = canonical(name)
             if scene not in known:
                 raise DataError(
-                    f"data.sources.{source_name}.{key} names {name!r}, which is not a scene of this "
-                    f"source; its scenes are: {', '.join(known) or '(none)'}"
+                    f"data.sources.{source_name}.{key} names {name!r}, which is not a scene of "
+                    f"this source; its scenes are: {', '.join(known) or '(none)'}"
                 )
             resolved.add(scene)
         return resolved
@@ -155,7 +156,8 @@ def is_excluded(relative_path: str, patterns: list[str]) -> bool:
 
 
 class LruCache:
-    """Decoded images per worker: small datasets are read from disk once, large ones stay bounded."""
+    """Decoded images per worker: small datasets are read from disk once, large ones stay
+    bounded."""
 
     def __init__(self, capacity: int):
         self.capacity = max(0, capacity)
@@ -391,4 +393,7 @@ class DataSource:
         raise NotImplementedError
 
     def describe(self) -> str:
-        return f"{self.kind} source '{self.name}' ({self.split}): {len(self)} items in {len(self.scenes())} scenes"
+        return (
+            f"{self.kind} source '{self.name}' ({self.split}): {len(self)} items in "
+            f"{len(self.scenes())} scenes"
+        )

@@ -10,7 +10,8 @@ trying, in order: the same name; "hazy" replaced by "GT"/"gt"/"clear" (O-HAZE
     outdoor   0025_heavy.jpg       -> 0025.jpg,  g0016_slide.jpg -> g0016.jpg
 
 A scene is one clear image: all hazy versions of it fall into the same split. Depth files (in
-``depth/``, named like the clear image) are 16-bit PNG times ``depth_scale``, or .npy/.pfm in metres.
+``depth/``, named like the clear image) are 16-bit PNG times ``depth_scale``, or .npy/.pfm in
+metres.
 """
 
 from __future__ import annotations
