@@ -260,8 +260,7 @@ def _load_state_strict(module: torch.nn.Module, state: dict, what: str, path: st
 
 
 def build_models(ckpt: Checkpoint) -> tuple[torch.nn.Module, torch.nn.Module | None]:
-    """Rebuild (dehazer, depth_net) from the checkpoint alone, weights loaded strictly, eval
-    mode."""
+    """Rebuild (dehazer, depth_net) from the checkpoint alone: strict weights, eval mode."""
     from dehaze_ros.models import ModelConfig, build_dehazer, build_depth_net
 
     try:

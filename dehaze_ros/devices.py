@@ -42,8 +42,8 @@ DEVICE_HELP = "auto | cpu | cuda | cuda:N"
 # bf16: the shipped checkpoint through the engine at max_side 320 (training.evaluate --precision
 # bf16 vs fp32, 2026-11-30) changed PSNR by -0.014 (SOTS indoor), -0.007 (RESIDE outdoor), +0.001
 # (O-HAZE), +0.002 dB (Middlebury Pipes, Shelves, Teddy; depth AbsRel 1.284 -> 1.283): inside the
-# 0.1 dB allowed on every dev set; and faster on this project's AVX512-BF16 CPU (docs/performance.md
-# "Speed").
+# 0.1 dB allowed on every dev set; and faster on this project's AVX512-BF16 CPU
+# (docs/performance.md "Speed").
 CPU_AUTO_PRECISION = "bf16"
 # CPU feature flags (as /proc/cpuinfo spells them) that give native bf16 arithmetic.
 NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "bf16"})

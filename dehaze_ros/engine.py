@@ -90,11 +90,10 @@ DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "default.
 # with: what the node deploys (its max_side parameter), so an engine made without a config runs
 # as deployed. 0 (native) is a choice to make on purpose, for metrics or a GPU with time to spare.
 DEFAULT_MAX_SIDE = 320
-# The longer side the shipped networks' depth is trained and validated at
-# (EngineConfig.depth_max_side).
+# The longer side the shipped networks' depth is trained and validated at (depth_max_side).
 DEFAULT_DEPTH_MAX_SIDE = 320
 # The warm-up frame's longer side at most (max_side accepts up to 8192 for big sensors; a warm-up
-# at that size would cost more than the kernel choice it saves). 1920: TensorRT's largest
+# at that size would cost more than the kernel choice it saves). 1920: TensorRT's largest side
 # (onnxruntime_backend).
 WARMUP_MAX_SIDE = 1920
 # EngineConfig.depth_from_haze: off = the network's depth; fuse = its shape corrected by the
@@ -448,8 +447,7 @@ class DehazeEngine:
                 )
                 timings["scale"] = (time.perf_counter() - scale_mark) * 1e3
             else:
-                # A copy at native size too: on the CPU the backend's array may be a tensor's
-                # memory.
+                # A copy at native size too: on the CPU the backend's array may be tensor memory.
                 depth = upsampling.upsample_depth(depth_small, height, width)
             depth = self._apply_depth_range(depth)
             if support is not None:
@@ -557,8 +555,7 @@ class DehazeEngine:
         return small, out
 
     def _apply_depth_range(self, depth: np.ndarray) -> np.ndarray:
-        """In place. REP-117: beyond the trained range is +inf (too far) or -inf (too close), not a
-        number."""
+        """In place. REP-117: beyond the trained range is +inf (too far) or -inf (too close)."""
         near, far = self.depth_range
         depth[depth > far] = np.inf
         depth[depth < near] = -np.inf

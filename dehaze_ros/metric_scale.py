@@ -1,5 +1,4 @@
-"""Where the metres come from: scale sources for the learned metric depth, and their per-stream
-state.
+"""Where the metres come from: scale sources for the learned metric depth, their stream state.
 
 A monocular network's metres are only as good as its training cameras and scenes: on real vehicle
 frames the shipped network's were 0.3x the truth while its relative shape was usable
@@ -390,8 +389,7 @@ class GroundPlane:
 
 
 def ground_normal(pitch_deg: float) -> np.ndarray:
-    """The ground's normal in the optical frame of a camera pitched down by ``pitch_deg``, no
-    roll."""
+    """The ground's normal in the optical frame of a camera pitched down by ``pitch_deg``."""
     pitch = math.radians(pitch_deg)
     return np.array([0.0, math.cos(pitch), math.sin(pitch)])
 
@@ -670,8 +668,7 @@ def _first_row_below(normal: np.ndarray, rows: np.ndarray) -> int | None:
 
 
 def _ground_depth(normal: np.ndarray, rows: np.ndarray, height_m: float) -> np.ndarray:
-    """The ground's depth for each row (H x 1) of rows whose rays meet it (y / z below the
-    horizon)."""
+    """The ground's depth (H x 1) for the rows whose rays meet it (y / z below the horizon)."""
     return (np.float32(height_m) / (normal[1] * rows + normal[2])).astype(np.float32)
 
 

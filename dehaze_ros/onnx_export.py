@@ -183,8 +183,7 @@ class OnnxMetadata:
         return metadata
 
     def as_checkpoint(self, path: str | os.PathLike) -> Checkpoint:
-        """A weightless Checkpoint, so that code reading ``engine.checkpoint`` works for either
-        backend."""
+        """A weightless Checkpoint: code reading ``engine.checkpoint`` works for either backend."""
         return Checkpoint(
             path=str(path),
             model_config=self.model_config,

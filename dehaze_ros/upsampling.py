@@ -41,8 +41,8 @@ from dehaze_ros.haze import recover_scene
 
 UPSAMPLING = ("auto", "guided", "affine", "bilinear")
 # auto: the mode the backend measured best with (Backend.preferred_upsampling): guided for the
-# networks, affine for the DCP (docs/performance.md, "Full-resolution recovery": each wins on every
-# dev set).
+# networks, affine for the DCP (docs/performance.md, "Full-resolution recovery": each wins on
+# every dev set).
 DEFAULT = "auto"
 MODES = UPSAMPLING[1:]
 # Window radius at the network's resolution and regularisation of the local fits. r = 2 (5 x 5)
@@ -70,8 +70,7 @@ def guided_upsample(
     radius: int = RADIUS,
     eps: float = EPS_TRANSMISSION,
 ) -> np.ndarray:
-    """``target`` at the size of ``guide_full``, its edges taken from the guide (fast guided
-    filter)."""
+    """``target`` at the size of ``guide_full``, edges from the guide (fast guided filter)."""
     gain, offset = guided_coefficients(guide_small, target_small, radius, eps)
     height, width = guide_full.shape[:2]
     return resize_bilinear(gain, height, width) * guide_full + resize_bilinear(

@@ -1,5 +1,4 @@
-"""Visibility in fog from one frame: the scattering coefficient beta from transmission and metric
-depth.
+"""Visibility in fog from one frame: the scattering coefficient from transmission and depth.
 
 The atmospheric scattering model ties the two: t = exp(-beta d), so every pixel with a known
 depth d and a measurable transmission t gives -ln t / d = beta. The estimate is the median of

@@ -1,5 +1,4 @@
-"""dehaze_node under test: a node process, small frames with known intrinsics, every output
-recorded.
+"""dehaze_node under test: a node process, small frames with known intrinsics, all outputs.
 
 Imports ROS messages at the top, so only the node test modules import it (conftest.py does not).
 """

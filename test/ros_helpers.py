@@ -28,8 +28,7 @@ LOG_TAIL_LINES = 40  # of a hung node's log, shown in the warning about it
 
 
 def configure_dds_environment() -> None:
-    """DDS settings of the demo (dehaze_ros.tools.demo.local_dds_environment) plus a random
-    domain."""
+    """DDS settings of the demo (dehaze_ros.tools.demo.local_dds_environment), random domain."""
     from dehaze_ros.tools.demo import local_dds_environment
 
     os.environ.update(local_dds_environment())
@@ -225,8 +224,7 @@ def stamp_of(msg) -> tuple[int, int]:
 
 
 def latest_diagnostics(records: list, name_prefix: str) -> dict[str, str] | None:
-    """Key/values (plus 'message' and 'level') of the newest status whose name starts with
-    prefix."""
+    """Key/values (plus 'message', 'level') of the newest status whose name has the prefix."""
     for _, array in reversed(records):
         for status in array.status:
             if status.name.startswith(name_prefix):

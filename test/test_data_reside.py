@@ -1,5 +1,4 @@
-"""RESIDE-layout source on folders this test writes: name mapping, splits by scene, aligned
-crops."""
+"""RESIDE-layout source on folders this test writes: names, splits by scene, aligned crops."""
 
 import cv2
 import numpy as np

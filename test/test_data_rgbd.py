@@ -1,5 +1,4 @@
-"""RGB-D source on folders this test writes: Middlebury PFM + calib, 16-bit PNG/PGM, haze
-physics."""
+"""RGB-D source on test-written folders: Middlebury PFM + calib, 16-bit PNG/PGM, haze."""
 
 import dataclasses
 

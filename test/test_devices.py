@@ -78,8 +78,7 @@ def test_precision_names_round_trip():
 
 
 def test_auto_on_the_cpu_with_a_gpu_in_the_machine_says_why_and_what_to_do():
-    """The Jetson case: a CPU wheel installed over NVIDIA's, auto then runs on the CPU in
-    silence."""
+    """The Jetson case: a CPU wheel installed over NVIDIA's; auto then runs on the CPU, silent."""
     cpu_wheel = devices.auto_cpu_warning("auto", "cpu", "/dev/nvidia0 exists", torch_cuda=None)
     assert (
         "NVIDIA GPU is visible (/dev/nvidia0 exists)" in cpu_wheel and "CPU-only build" in cpu_wheel

@@ -96,8 +96,7 @@ def test_engine_output_equals_model_output_at_native_size(rt_checkpoint):
     finite = np.isfinite(result.depth)
     assert finite.mean() > 0.5
     np.testing.assert_allclose(result.depth[finite], expected_depth[finite], rtol=1e-5)
-    # A broken focal length (a CameraInfo of zeros or NaN) is not used: the field of view is
-    # assumed.
+    # A broken focal length (a CameraInfo of zeros or NaN) is not used: the FOV is assumed.
     for broken in (0.0, -5.0, float("nan")):
         fallback = engine.process(rgb, focal_px=broken)
         assert fallback.focal_assumed
@@ -394,8 +393,7 @@ def test_dcp_engine_reports_relative_depth():
 
 
 def test_engine_guided_recovery_of_a_residual_head_is_the_affine_fit(residual_checkpoint):
-    """Default upsampling, J-only head: J_small ~ a I_small + b per channel, applied at full
-    size."""
+    """Default upsampling, J-only head: J_small ~ a I_small + b per channel, applied full size."""
     from dehaze_ros.upsampling import recover_from_dehazed
 
     path, dehazer, _ = residual_checkpoint

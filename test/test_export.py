@@ -1,5 +1,4 @@
-"""Export: a run's best.pt -> deployable checkpoint the engine loads and runs like the training
-model."""
+"""Export: a run's best.pt -> a checkpoint the engine loads and runs like the training model."""
 
 from pathlib import Path
 

@@ -118,8 +118,7 @@ def test_the_pack_holds_one_archive_per_scene_and_fails_whole_when_it_does_not_f
         "rgbd__middlebury_legacy__Big.tar.xz",
         "rgbd__middlebury_legacy__Small.tar.xz",
     ]
-    # one byte short of room for the whole pack: an error, and no pack left that a device call could
-    # carry
+    # one byte short of room for the whole pack: an error, and no pack left for a device call
     limit = working_tree_bytes(ROOT) + 1024 * 1024 + everything["pack_bytes"] - 1
     with pytest.raises(PackError, match="take .* MiB packed"):
         pack(tmp_path / "data", tmp_path / "pack", repo=ROOT, config_path=config, limit_bytes=limit)
@@ -181,8 +180,8 @@ def test_gpu_campaign_dry_run_unpacks_trains_exports_and_evaluates(data_pack, tm
     out = tmp_path / "out"
     checkpoint = load_checkpoint(out / "diacmpn_rt.pt")
     assert checkpoint.model_config["head"] == "asm_dcp" and checkpoint.provenance["steps"] == 3
-    # a fine-tune of the shipped weights, with their network (whose depth net reads -ln t, unlike
-    # the preset's)
+    # a fine-tune of the shipped weights, with their network (depth net reads -ln t, unlike the
+    # preset's)
     assert (
         "starting from dehaze_ros/checkpoints/default.pt "
         'model.overrides.depth_inputs="image_transmission"' in (out / "campaign.log").read_text()

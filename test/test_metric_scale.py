@@ -1,5 +1,4 @@
-"""Metric scale from the ground plane: the fit on rendered frames, its refusals, the stream's
-smoothing."""
+"""Metric scale from the ground plane: the fit on rendered frames, refusals, smoothing."""
 
 import dataclasses
 import math
@@ -137,8 +136,7 @@ def test_plane_depth_and_the_bound_below_the_horizon():
     assert (
         support[:40] != SUPPORT_PLANE
     ).all() or frame.camera_pitch_deg > 5  # the sky half is no ground
-    # Without a known pitch only the scale is applied: the plane's orientation is the network's
-    # guess.
+    # Without a known pitch only the scale is applied: the plane's orientation is a guess.
     scaled, support = apply_ground(
         depth, 160, 120, camera, 2.0, plane, Mounting(frame.camera_height_m)
     )

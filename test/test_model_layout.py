@@ -1,5 +1,4 @@
-"""The networks' memory-layout work (models.blocks.cat_channels) changes where bytes go, not
-values."""
+"""The networks' memory-layout work (blocks.cat_channels) moves bytes, not values."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""config/dehaze.yaml, launch/dehaze.launch.py and config/dehaze.rviz agree with what the node
-declares.
+"""config/dehaze.yaml, launch/dehaze.launch.py and config/dehaze.rviz agree with the node.
 
 The file checks read the files (they run everywhere); the params-file check starts the node and
 lets rcl parse the YAML; the LaunchDescription is built where launch_ros is installed.

@@ -1,5 +1,4 @@
-"""`make demo` end to end, shortened: two node processes over DDS, recorded, and nothing left
-behind."""
+"""`make demo` end to end, shortened: two node processes over DDS, recorded, none left."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""dehaze_node with camera_height_m over real DDS: the ground plane gives its depth the truth's
-metres.
+"""dehaze_node with camera_height_m over real DDS: the ground plane gives the true metres.
 
 Unlike the other node tests this one runs the shipped checkpoint: the ground is found in the
 network's depth, and a random network's depth has no ground to find, so the test would prove

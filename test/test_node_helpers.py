@@ -1,5 +1,4 @@
-"""The node's pure parts without DDS: point cloud geometry, fixed-range colormap, parameter
-table."""
+"""The node's pure parts without DDS: point cloud geometry, colormap, parameter table."""
 
 import dataclasses
 import math

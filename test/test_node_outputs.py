@@ -430,8 +430,7 @@ def test_a_gpu_left_unused_is_a_warning_in_diagnostics():
 
 
 def test_diagnostics_name_the_scale_source_with_its_factor_and_its_fallbacks():
-    """/diagnostics says where the metres come from: ground plane (factor, inliers), held,
-    learned."""
+    """/diagnostics says where the metres come from: ground (factor, inliers), held, learned."""
     view = stats.NodeView(
         state="active",
         input_topic="/cam/image",

@@ -1,5 +1,4 @@
-"""sample_camera in its own process: a hazy stream with CameraInfo, from the renderer or a
-folder."""
+"""sample_camera in its own process: a hazy stream with CameraInfo, rendered or from files."""
 
 from __future__ import annotations
 

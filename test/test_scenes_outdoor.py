@@ -1,5 +1,4 @@
-"""Vehicle-scale outdoor scenes: exact depth, sky at +inf, terrain to kilometres, fixed validation
-views."""
+"""Vehicle-scale outdoor scenes: exact depth, sky +inf, terrain to km, fixed validation views."""
 
 import dataclasses
 import math
@@ -201,8 +200,7 @@ def test_validation_views_are_fixed_and_never_training_draws():
 
 
 def _brute_force_depth(scene, width, height, position, yaw, pitch, K):
-    """Nearest hit of every ray with the ground, every box, every sphere and the ridge: no
-    culling."""
+    """Nearest hit of every ray with the ground, every box, sphere and the ridge: no culling."""
     rotation = _camera_rotation(yaw, pitch)
     u, v = np.meshgrid(np.arange(width, dtype=np.float64), np.arange(height, dtype=np.float64))
     dirs = (
@@ -239,8 +237,7 @@ def _brute_force_depth(scene, width, height, position, yaw, pitch, K):
 
 
 def test_screen_space_culling_misses_no_hit():
-    """The renderer tests each primitive only inside its projected rectangle; compare with all of
-    them."""
+    """The renderer tests primitives only inside their projected rectangle; compare with all."""
     width, height = 48, 36
     # Looking down the road, back along it, across it, and down at the ground (where no window of
     # a primitive contains sky, so a wrong "already hidden" skip would show).

@@ -1,5 +1,4 @@
-"""The training loop on tiny procedural data (CPU): learning, alternation, resume, run folder,
-errors."""
+"""The training loop on tiny procedural data (CPU): learning, alternation, resume, errors."""
 
 import json
 import math
@@ -34,8 +33,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest.py: why
 
 
 def tiny_config(tmp_path, *overrides):
-    """The shipped smoke config (tiny diacmpn-rt variant, 32 px crops, CPU), redirected to
-    tmp_path."""
+    """The shipped smoke config (tiny diacmpn-rt, 32 px crops, CPU), redirected to tmp_path."""
     return load_config(SMOKE, [f"train.out_dir={tmp_path}", *overrides])
 
 

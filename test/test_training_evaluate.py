@@ -1,5 +1,4 @@
-"""training.evaluate end to end on sets this test writes: CSV, summary, grids, DCP, leakage
-warning."""
+"""training.evaluate end to end on test-written sets: CSV, summary, grids, DCP, leakage."""
 
 import csv
 import math
@@ -262,8 +261,7 @@ def test_outdoor_views_score_sky_and_the_median_and_use_the_views_focal_length(
 
 
 def test_sky_beyond_pools_the_sets_sky_pixels_and_names_the_worst_image():
-    # A view with a sliver of sky (100 px, none beyond) weighs a tenth of one with 900 px all
-    # beyond.
+    # A view with a sliver of sky (100 px, none beyond) weighs a tenth of one with 900 px beyond.
     rows = [
         {"set": "outdoor", "method": "model", "sky_beyond": 1.0, "sky_pixels": 900},
         {"set": "outdoor", "method": "model", "sky_beyond": 0.0, "sky_pixels": 100},

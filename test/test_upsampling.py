@@ -100,8 +100,7 @@ def test_recovery_dispatch_uses_what_the_model_gave():
     for mode in ("guided", "affine", "bilinear"):
         from_t = recover_full_resolution(hazy, small, None, t_small, airlight, mode)
         np.testing.assert_allclose(from_t, exact, atol=1e-5)  # t and A only: always the inversion
-    # With J, t and A: guided inverts with t, affine fits J (a J that is not the inversion shows
-    # which).
+    # With J, t and A: guided inverts with t, affine fits J (a J unlike the inversion shows which).
     shifted = np.clip(dehazed_small + 0.05, 0, 1)
     np.testing.assert_array_equal(
         recover_full_resolution(hazy, small, shifted, t_small, airlight, "guided"),

@@ -46,8 +46,7 @@ class HazeConfig:
 
     transmission_range: list[float] = field(default_factory=lambda: [0.15, 0.85])
     # Metric scenes at vehicle scale: fog as it is reported, a visibility V (metres, log-uniform in
-    # this range), beta = 3.912 / V (Koschmieder, 2% contrast). Empty: density from
-    # transmission_range.
+    # this range), beta = 3.912 / V (Koschmieder, 2% contrast). Empty: from transmission_range.
     visibility_range_m: list[float] = field(default_factory=list)
     airlight_range: list[float] = field(default_factory=lambda: [0.7, 1.0])
     airlight_tint: float = 0.05  # per-channel spread of A around its grey level
@@ -393,8 +392,7 @@ _OVERRIDE = re.compile(r"^([A-Za-z_][\w\-]*(?:\.[\w\-]+)*)=(.*)$", re.S)
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
-    """``a.b.c=value`` -> (["a", "b", "c"], value); the value is read as YAML (``[1, 2]``,
-    ``true``)."""
+    """``a.b.c=value`` -> (["a", "b", "c"], value); the value is read as YAML (``[1, 2]``)."""
     match = _OVERRIDE.match(text)
     if not match:
         raise ConfigError(

@@ -94,8 +94,7 @@ from training.run_state import TrainingError, load_training_file
 from training.visualize import depth_tile, label_tile, make_grid, rgb_tile
 
 KINDS = (*SOURCES, "images", "outdoor", "vehicle")
-# What a pixel's depth rests on (EngineResult.depth_support), scored apart: depth/confidence's
-# table.
+# What a pixel's depth rests on (EngineResult.depth_support), scored apart (depth/confidence).
 SUPPORT_NAMES = {
     SUPPORT_LEARNED: "learned",
     SUPPORT_SCALED: "scaled",
@@ -163,8 +162,7 @@ def detect_kind(path: Path) -> str:
 
 
 def parse_spec(spec: str) -> tuple[str, Path]:
-    """(kind, path); for a kind without a folder (procedural, outdoor, vehicle) the path holds the
-    COUNT."""
+    """(kind, path); for a kind without a folder (procedural, outdoor, vehicle) path is COUNT."""
     kind, sep, rest = spec.partition(":")
     if kind in KINDS and kind not in FOLDER_KINDS:
         default = VEHICLE_DEFAULT_VIEWS if kind == "vehicle" else OUTDOOR_DEFAULT_VIEWS
@@ -220,8 +218,7 @@ def evaluation_source(
         config = source_config(apply_overrides(raw, options), f"--data {spec}")
     except ConfigError as exc:
         raise DataError(str(exc)) from exc
-    # The renderer's views are its validation split; a folder's are all its items, or its test
-    # scenes.
+    # The renderer's views are its validation split; a folder's all its items or its test scenes.
     split = "val" if not reads_folder else ("test" if config.test_scenes else "train")
     return open_source(name, config, split, path if reads_folder else None, cache_items=0)
 
@@ -283,8 +280,7 @@ def open_set(
         "exclude": list(exclude),
     }
     if kind == "outdoor":
-        # The renderer's fixed outdoor validation views (vehicle scale, sky +inf), fog of one
-        # visibility.
+        # The renderer's fixed outdoor validation views (vehicle scale, sky +inf), fog of one V.
         outdoor_haze = dataclasses.asdict(
             HazeConfig(visibility_range_m=[visibility_m, visibility_m], **fixed)
         )
@@ -465,8 +461,7 @@ def summarise(rows: list[dict]) -> list[dict]:
                 r[key] for r in members if isinstance(r.get(key), float) and math.isfinite(r[key])
             ]
             entry[key] = float(np.mean(values)) if values else math.nan
-        # Issue 26's gate is on every view, which a mean hides: the share inside the band, the
-        # extremes.
+        # Issue 26's gate is on every view, which a mean hides: the share inside the band, extremes.
         ratios = [r["median_ratio"] for r in members if isinstance(r.get("median_ratio"), float)]
         entry["median_in_band"] = (
             float(np.mean([MEDIAN_BAND[0] <= v <= MEDIAN_BAND[1] for v in ratios]))

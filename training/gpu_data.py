@@ -48,15 +48,13 @@ class Unit:
 
 
 def _scene_folder(path: Path, source_root: Path) -> Path:
-    """<group>/<scene> below an rgbd source (middlebury2014/Pipes, frames/tum), or less when
-    shallower."""
+    """<group>/<scene> below an rgbd source (middlebury2014/Pipes, frames/tum), or shallower."""
     inside = path.relative_to(source_root).parts
     return source_root.joinpath(*inside[: min(2, len(inside) - 1)])
 
 
 def collect_units(data_root: Path, config_path: str | Path = DEFAULT_CONFIG) -> list[Unit]:
-    """The files each enabled rgbd or reside source of the training config reads, by scene
-    folder."""
+    """The files each enabled rgbd or reside source of the training config reads, by scene."""
     config = load_config(config_path, [f"data.root={data_root}"])
     units: dict[str, Unit] = {}
 

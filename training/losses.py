@@ -243,8 +243,7 @@ def haze_supervision_loss(
     true_airlight: torch.Tensor,
     t_min: float,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(L1 of t, L1 of -ln t, L1 of A) of a physics head against the synthetic haze it should
-    invert.
+    """(L1 of t, L1 of -ln t, L1 of A) of a physics head against the synthetic haze it inverts.
 
     t: B x 1 x H x W, A: B x 3 (x 1 x 1). The truth is NaN where unknown (a photograph's haze).
     Pixels with true t below ``t_min`` (sky, the densest haze) are left out: the inverse ASM
@@ -266,8 +265,7 @@ def haze_supervision_loss(
         per_image = error.flatten(1).sum(dim=1) / counts.clamp_min(1)
         return per_image.sum() / has_t.sum().clamp_min(1)
 
-    # Where the truth is unusable it is replaced by the prediction itself: zero error, no NaN
-    # gradient.
+    # Where the truth is unusable it is replaced by the prediction: zero error, no NaN gradient.
     target_t = torch.where(valid, true_t, pred_t)
     t_loss = per_pixel_mean((pred_t - target_t).abs())
     pred_od = -torch.log(pred_t.clamp(t_min, 1.0))
@@ -360,8 +358,7 @@ class DualTaskLoss:
         return mask & scale_known.view(-1, 1, 1, 1)
 
     def perceives(self, mask: torch.Tensor, scale_known: torch.Tensor) -> bool:
-        """Whether the dehazing loss has a depth-perception term for this batch (E must run on
-        J)."""
+        """Whether the dehazing loss has a depth-perception term this batch (E must run on J)."""
         return bool(self.depth_perception) and bool(self.perception_mask(mask, scale_known).any())
 
     def difference_weights(self, dehazed, clear, mask):

@@ -58,8 +58,7 @@ def ssim(pred: np.ndarray, target: np.ndarray) -> float:
 def depth_metrics(
     pred_m: np.ndarray, target_m: np.ndarray, min_m: float = 1e-3, max_m: float = math.inf
 ) -> dict[str, float]:
-    """Metric and median-scaled abs_rel, rmse, delta1, plus ``valid_fraction``; NaN without valid
-    pixels."""
+    """Metric and median-scaled abs_rel, rmse, delta1, ``valid_fraction``; NaN if none valid."""
     pred = np.asarray(pred_m, dtype=np.float64)
     target = np.asarray(target_m, dtype=np.float64)
     _check_pair(pred, target)

@@ -71,8 +71,7 @@ def autocast(device: torch.device, amp_dtype: torch.dtype | None):
 
 
 def recorded_world_size(configured: int, dist: Distributed) -> int:
-    """train.world_size of a new run: what torchrun started, refused if the config claims
-    another."""
+    """train.world_size of a new run: what torchrun started; refused if the config says else."""
     if configured not in (1, dist.world_size):
         raise ConfigError(
             f"train.world_size={configured} but this run has {dist.world_size} "

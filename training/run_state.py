@@ -132,8 +132,7 @@ def to_python(value):
 
 
 def git_commit() -> str:
-    """The commit of the code that trains, with '+dirty' for uncommitted changes ('' outside
-    git)."""
+    """The commit of the code that trains, '+dirty' for uncommitted changes ('' outside git)."""
     root = Path(__file__).resolve().parent.parent
     try:
         commit = subprocess.run(
@@ -152,8 +151,7 @@ def git_commit() -> str:
 
 
 def open_run_folder(run_dir: Path, config: TrainingConfig, resumed_session: dict | None) -> None:
-    """config.yaml for a new run (``resumed_session`` None); a line in resumes.jsonl for a resumed
-    one."""
+    """config.yaml for a new run (``resumed_session`` None), else a line in resumes.jsonl."""
     run_dir.mkdir(parents=True, exist_ok=True)
     if resumed_session is None:
         save_config(config, run_dir / "config.yaml")

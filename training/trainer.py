@@ -181,8 +181,7 @@ class Trainer:
         self.step = 0
         self.samples_seen = 0  # the data position: global sample index, over all ranks and sessions
         self.best: dict = {}
-        # The newest validation ({"step", "metrics"}): what an export of last.pt can truthfully
-        # claim.
+        # The newest validation ({"step", "metrics"}): what an export of last.pt can claim.
         self.last_validation: dict = {}
         self.elapsed_s = 0.0
         self.git_commit = git_commit()
@@ -424,8 +423,7 @@ class Trainer:
         return out
 
     def _note_skipped_step(self, name: str, network: NetworkState) -> None:
-        """Say it when a network's step was left out for a non-finite gradient
-        (NetworkState.step)."""
+        """Log a network's step left out for a non-finite gradient (NetworkState.step)."""
         if network.last_step_skipped:
             self.log(
                 f"step {self.step}: {name} gradient norm not finite: its optimiser step was "
@@ -547,8 +545,7 @@ class Trainer:
                     for name, src in self.config.data.sources.items()
                 },
             },
-            # A frozen depth network is the init_from checkpoint's: its units, whatever this run's
-            # data.
+            # A frozen depth network is init_from's: its units, whatever the run's data.
             "depth_supervised": (
                 self.init_record.get("depth_units") == "meters"
                 if "depth_net" in self.config.train.freeze

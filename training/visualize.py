@@ -62,8 +62,7 @@ def label_tile(tile: np.ndarray, text: str) -> np.ndarray:
 
 
 def make_grid(rows: list[list[np.ndarray]], padding: int = 2) -> np.ndarray:
-    """Rows of equally sized uint8 tiles -> one image, tiles separated by ``padding`` white
-    pixels."""
+    """Rows of equally sized uint8 tiles -> one image, separated by ``padding`` white pixels."""
     height = max(tile.shape[0] for row in rows for tile in row)
     width = max(tile.shape[1] for row in rows for tile in row)
     columns = max(len(row) for row in rows)

@@ -82,8 +82,7 @@ def default_trt_cache_dir() -> Path:
 
 def engine_cache_dir(root: str | os.PathLike, model_sha256: str, precision: str) -> Path:
     """The folder of one graph's TensorRT engines: a re-exported graph (other weights, same
-    structure and name) gets a new folder, where onnxruntime's own file names would match the
-    old."""
+    structure and name) gets a new folder: onnxruntime's own file names would be the old ones."""
     return Path(root) / f"{model_sha256[:16]}-{precision}"
 
 

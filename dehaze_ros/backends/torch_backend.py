@@ -99,8 +99,7 @@ class TorchBackend(Backend):
                 transmission = out.transmission[0, 0].float().cpu().numpy()
                 airlight = out.airlight.float().reshape(3).cpu().numpy()
             dehazed_np = dehazed[0].permute(1, 2, 0).cpu().numpy() if want_dehazed else None
-        # On the CPU these arrays share the tensors' memory: copies only where the engine keeps
-        # them.
+        # On the CPU these arrays share the tensors' memory: the engine copies only what it keeps.
         return BackendOutput(
             np.ascontiguousarray(dehazed_np) if dehazed_np is not None else None,
             transmission,

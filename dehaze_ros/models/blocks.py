@@ -39,8 +39,7 @@ def pad_to_multiple(image: torch.Tensor, multiple: int) -> torch.Tensor:
 
 
 def cat_channels(tensors: list[torch.Tensor]) -> torch.Tensor:
-    """``torch.cat(tensors, dim=1)``, the result channels-last (the networks' layout, see the
-    dehazer).
+    """``torch.cat(tensors, dim=1)``, the result channels-last (the networks' layout).
 
     torch.cat picks its output layout from its inputs, and a one-channel map (the depth branch's)
     is both NCHW- and NHWC-contiguous, so a cat that includes one came out NCHW: a transposing

@@ -121,8 +121,7 @@ class ScaleFusion(nn.Module):
         )
 
     def forward(self, scales: list[torch.Tensor]) -> list[torch.Tensor]:
-        """``scales`` (finest first) -> one fused map per target scale index, in ``targets``
-        order."""
+        """``scales`` (finest first) -> one fused map per target scale, in ``targets`` order."""
         pooled = torch.cat([features.mean(dim=(2, 3), keepdim=True) for features in scales], dim=1)
         weights = self.scale_attention(pooled).softmax(dim=1)
         fused = []
@@ -227,8 +226,7 @@ class Dehazer(nn.Module):
         self.skip_fusion_full = SelectiveKernelFusion(full)
         self.decoder_full_input = nn.Conv2d(2 * full, full, 1)  # + structure
         self.decoder_full = stage(4)
-        # residual: 3 channels of f(I); physics heads: 1 channel, the logit of t (or its
-        # correction).
+        # residual: 3 channels of f(I); physics heads: 1, the logit of t (or of its correction).
         self.output_projection = nn.Conv2d(
             full, 3 if self.head == "residual" else 1, 3, padding=1, padding_mode="reflect"
         )

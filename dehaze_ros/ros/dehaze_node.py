@@ -41,8 +41,7 @@ from dehaze_ros.ros import stop_signal
 
 if __name__ == "__main__":
     # `python -m dehaze_ros.ros.dehaze_node`: a signal while the modules below load is remembered
-    # and main() returns 0 at once. The console script gets the same from
-    # dehaze_ros.ros.entry_points.
+    # and main() returns 0 at once (the console script: dehaze_ros.ros.entry_points).
     stop_signal.install()
 
 # The imports follow the guard on purpose: loading them is the phase it covers.
@@ -279,8 +278,7 @@ class DehazeNode(LifecycleNode):
         qos = input_qos(config.input_reliability)
         options = QoSOverridingOptions.with_default_policies()
         if config.input_transport == "compressed":
-            # image_transport's naming: the compressed stream lives under the (remapped) image
-            # topic.
+            # image_transport's naming: the compressed stream is under the (remapped) image topic.
             image_sub = self.create_subscription(
                 CompressedImage,
                 f"{self.resolve_topic_name('image')}/compressed",

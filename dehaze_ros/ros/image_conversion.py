@@ -162,8 +162,7 @@ def image_to_numpy(msg, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarr
 
 
 def numpy_to_image(image: np.ndarray, encoding: str, header=None):
-    """numpy array -> sensor_msgs/Image (tightly packed, native byte order), as
-    ``cv2_to_imgmsg``."""
+    """numpy array -> sensor_msgs/Image (packed, native byte order), as ``cv2_to_imgmsg``."""
     from sensor_msgs.msg import Image
 
     dtype, channels = encoding_layout(encoding)
@@ -465,8 +464,7 @@ def numpy_to_compressed(
 
 
 def _top_byte(image: np.ndarray) -> np.ndarray:
-    """16-bit -> 8-bit keeping the most significant byte (cv_bridge scales by 1/256 the same
-    way)."""
+    """16-bit -> 8-bit: the most significant byte (cv_bridge scales by 1/256 the same way)."""
     return (image >> 8).astype(np.uint8) if image.dtype == np.uint16 else image
 
 

@@ -507,8 +507,7 @@ def resolve_model(config: NodeConfig) -> ModelChoice:
 
 @dataclass(frozen=True)
 class RefusedValue:
-    """A value given at start-up that failed the table; the parameter was declared with its
-    default."""
+    """A start-up value that failed the table; the parameter was declared with its default."""
 
     spec: ParameterSpec
     given: object

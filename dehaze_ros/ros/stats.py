@@ -131,8 +131,7 @@ class FrameStats:
             self._last["last_received_at"] = now
 
     def problem(self, counter: str, text: str, now: float) -> None:
-        """A frame that could not be used: ``counter`` is "invalid" (its data) or "failed" (the
-        engine)."""
+        """A frame that could not be used: ``counter`` "invalid" (its data) or "failed" (engine)."""
         with self._lock:
             self._counts[counter] += 1
             self._last.update(last_problem=text, last_problem_at=now)

@@ -348,8 +348,7 @@ class SampleCamera(Node):
         )
         self.compressed_pub = None
         if value["publish_compressed"]:
-            # image_transport's naming: the compressed stream lives under the (remapped) image
-            # topic.
+            # image_transport's naming: the compressed stream is under the (remapped) image topic.
             base = self.resolve_topic_name("image")
             self.compressed_pub = self.create_publisher(
                 CompressedImage, f"{base}/compressed", qos, qos_overriding_options=options

@@ -66,8 +66,7 @@ _FLAT, _PLAIN, _FACADE, _FOLIAGE, _GLASS, _PAVEMENT, _TERRAIN = range(7)
 
 @dataclass(frozen=True)
 class _Ground:
-    """Texture of a "ground" plane: a road along the world x axis, centred on y = 0, and its
-    verge."""
+    """Texture of a "ground" plane: a road along world x, centred on y = 0, and its verge."""
 
     road_half_width: float  # 0: no road
     road_color: np.ndarray
@@ -287,8 +286,7 @@ def _fade(footprint: np.ndarray, feature_m: float) -> np.ndarray:
 
 
 def _band_coverage(coord: np.ndarray, low: float, high: float, footprint: np.ndarray) -> np.ndarray:
-    """Share of the pixel footprint [coord +- footprint / 2] inside [low, high]: a box-filtered
-    band."""
+    """Share of the pixel footprint [coord +- footprint / 2] inside [low, high]: a box filter."""
     half = np.maximum(footprint, 1e-6) / 2
     return np.clip(np.minimum(coord + half, high) - np.maximum(coord - half, low), 0.0, None) / (
         2 * half
@@ -296,8 +294,7 @@ def _band_coverage(coord: np.ndarray, low: float, high: float, footprint: np.nda
 
 
 def _periodic_coverage(coord: np.ndarray, period, start, stop, footprint: np.ndarray) -> np.ndarray:
-    """Share of the pixel footprint inside the bands [start, stop) + k * period (window rows,
-    dashes)."""
+    """Share of the pixel footprint inside the bands [start, stop) + k * period (rows, dashes)."""
     width = stop - start
 
     def integral(x):  # measure of the bands below x
@@ -381,8 +378,7 @@ def _shade_textured(
     albedo: np.ndarray,
     normal: np.ndarray,
 ) -> None:
-    """Albedo (and, for foliage, bent normals) of the hits ``rows`` on textured boxes or spheres
-    ``ids``.
+    """Albedo (for foliage also bent normals) of the hits ``rows`` on textured objects ``ids``.
 
     Each material gathers only what its texture needs: at 640 x 480 a facade filling the view is
     300 000 hits, and every extra array pass over them costs milliseconds.
@@ -403,8 +399,7 @@ def _shade_textured(
             lo_z, hi_z = scene.box_lo[i, 2], scene.box_hi[i, 2]
             up = np.clip((on[:, 2] - lo_z) / np.maximum(hi_z - lo_z, 1e-3), 0, 1)
             paint = (face_axis[r] == 2) | (up < scene.box_pattern[i, 4])
-            # Glass mirrors the bright sky above it and the dark road below: lighter towards the
-            # top.
+            # Glass mirrors the bright sky above and the dark road below: lighter towards the top.
             albedo[r] = np.where(paint[:, None], color[i], accent[i] * (0.8 + 0.6 * up)[:, None])
         elif kind == _FACADE:
             incidence = np.abs(np.sum(hit_dirs[r] * normal[r], axis=1))
@@ -551,16 +546,14 @@ def _clouds_and_sun(
     return (sky * (1 - cloud[:, None]) + puff * cloud[:, None] + glow[:, None]).astype(np.float32)
 
 
-# Corner c of a box takes hi on axis a where bit a of c is set; the 12 edges join corners one bit
-# apart.
+# Corner c of a box takes hi on axis a where bit a of c is set; edges join corners 1 bit apart.
 _CORNER_BITS = ((np.arange(8)[:, None] >> np.arange(3)) & 1).astype(bool)
 _BOX_EDGES = np.array([(c, c | (1 << a)) for c in range(8) for a in range(3) if not c & (1 << a)])
 _NEAR_M = 1e-9  # any hit in front of the camera lies beyond this optical-axis distance
 
 
 def _ground_clip_height(scene: Scene, origin: np.ndarray) -> float:
-    """Height below which nothing is visible: an unbounded ground plane under the camera hides
-    it."""
+    """Height below which an unbounded ground plane under the camera hides everything."""
     ground = scene.planes[0] if scene.planes else None
     if (
         ground is not None
@@ -933,8 +926,7 @@ class _OutdoorBuilder:
         self.spheres: list[tuple] = []
 
     def fits(self, lo, hi) -> bool:
-        """False when the bounds (of a whole object: all its parts) would stand in the camera's
-        way."""
+        """False when the bounds (of a whole object: all its parts) would block the camera's way."""
         return not (
             np.all(np.asarray(lo) < self.corridor[1]) and np.all(np.asarray(hi) > self.corridor[0])
         )
@@ -1479,8 +1471,7 @@ def random_outdoor_scene(rng: np.random.Generator, path_length_m: float = 0.0) -
 def render_random_outdoor_view(
     rng: np.random.Generator, width: int, height: int, hfov_deg: float | None = None
 ) -> RenderedFrame:
-    """A new random vehicle-scale outdoor scene seen from a car, truck or robot: one training
-    sample.
+    """A new random vehicle-scale outdoor scene seen from a car, truck or robot: one sample.
 
     The camera stands 0.3-2.5 m above the road, sidewalk or field, pitched -10..+5 degrees,
     yawed mostly along the road; its horizontal field of view is ``hfov_deg``, or drawn from
@@ -1514,8 +1505,7 @@ def outdoor_validation_view(index: int, width: int, height: int, seed: int = 0) 
 def outdoor_validation_views(
     count: int, width: int, height: int, seed: int = 0
 ) -> list[RenderedFrame]:
-    """A fixed set of outdoor views with their depth, for validation
-    (``outdoor_validation_view``)."""
+    """Fixed outdoor views with their depth, for validation (``outdoor_validation_view``)."""
     return [outdoor_validation_view(index, width, height, seed) for index in range(count)]
 
 

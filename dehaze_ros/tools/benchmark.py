@@ -322,8 +322,7 @@ def main(argv: list[str] | None = None) -> None:
         )
 
     for size in args.sizes:
-        # At the size of the frame, as the "internal" column says (the engine's default is the
-        # node's).
+        # At the frame's size, as the "internal" column says (the engine default is the node's).
         engine = DehazeEngine(EngineConfig(model="dcp", max_side=0, warmup=0))
         row(
             "dcp",

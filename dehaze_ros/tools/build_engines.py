@@ -86,8 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"build_engines: {notice or nothing}", flush=True)
     started = time.monotonic()
     try:
-        # The warm-up runs the sizes the node will run: the export and the TensorRT build happen
-        # here.
+        # The warm-up runs the node's sizes: the export and the TensorRT build happen now.
         engine = DehazeEngine(dataclasses.replace(engine_config, warmup=1))
     except EngineError as exc:
         print(f"build_engines: {exc}", file=sys.stderr)

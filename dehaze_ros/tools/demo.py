@@ -106,8 +106,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def find_localhost_profile() -> Path | None:
-    """config/fastdds_localhost.xml: in the installed share dir (colcon), else in the source
-    tree."""
+    """config/fastdds_localhost.xml: in the installed share (colcon), else in the source tree."""
     candidates = []
     try:
         from ament_index_python.packages import get_package_share_directory

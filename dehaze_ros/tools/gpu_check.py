@@ -217,8 +217,7 @@ def environment() -> list[str]:
 
 
 def checkpoints(presets: list[str], folder: Path) -> dict[str, tuple[Path, str]]:
-    """preset -> (checkpoint, what its weights are): the shipped one for rt, random for the
-    others."""
+    """preset -> (checkpoint, what its weights are): the shipped one for rt, else random."""
     from dehaze_ros.tools.benchmark import write_random_checkpoint
 
     chosen = {}
@@ -240,8 +239,7 @@ def onnxruntime_providers() -> list[str]:
 
 
 def row_unavailable(backend: str, precision: str, device: str, providers: list[str]) -> str:
-    """Why a row cannot run here, known before trying; "" when it may (the engine decides the
-    rest)."""
+    """Why a row cannot run here, known before trying; "" when it may (the engine decides)."""
     if backend == "torch":
         return ""
     if not providers:

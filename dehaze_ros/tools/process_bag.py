@@ -616,8 +616,7 @@ class BagProcessor:
             frame.rgb,
         )
         products.read_camera()
-        # The node's two steps (dehaze_node._process_frame and _publish), with every row listened
-        # to.
+        # The node's two steps (dehaze_node._process_frame and _publish), every row listened to.
         if any(output.uses_engine for output in self.outputs):
             frame_outputs.run_engine(self.engine, self.outputs, products)
         self.summary.frames += 1

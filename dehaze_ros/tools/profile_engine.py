@@ -1,5 +1,4 @@
-"""Where one frame's time goes: torch.profiler over ``DehazeEngine.process``, by operator and by
-stage.
+"""Where one frame's time goes: torch.profiler over ``DehazeEngine.process``, per operator.
 
     python -m dehaze_ros.tools.profile_engine [--size 640x480] [--frames 10] [--threads 1]
                                               [--precision fp32] [--backend torch] [--top 15]

@@ -51,8 +51,7 @@ SOURCES: dict[str, tuple[type[SourceConfig], type[DataSource]]] = {
 
 
 def check_not_test_data(path: Path, data: DataConfig, source_name: str, exclude: list[str]) -> None:
-    """Refuse a source that reads a test set: the best checkpoint must never be chosen on test
-    data."""
+    """Refuse a source that reads a test set: best.pt must never be chosen on test data."""
     resolved = path.resolve()
     for test_root in data.test_roots:
         test_path = resolve_path(data.root, test_root).resolve()

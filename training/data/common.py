@@ -26,8 +26,7 @@ KOSCHMIEDER = 3.912
 
 @dataclass
 class FolderSourceConfig(SourceConfig):
-    """The keys of every source that reads a folder and splits it by scene (reside, rgbd,
-    rosbag2)."""
+    """The keys of every source that reads a folder and splits it by scene (reside, rgbd, ...)."""
 
     path: str = ""  # relative to data.root, or absolute
     val_scenes: list[str] = field(default_factory=list)  # scenes held out for validation
@@ -156,8 +155,7 @@ def is_excluded(relative_path: str, patterns: list[str]) -> bool:
 
 
 class LruCache:
-    """Decoded images per worker: small datasets are read from disk once, large ones stay
-    bounded."""
+    """Decoded images per worker: small datasets are read once, large ones stay bounded."""
 
     def __init__(self, capacity: int):
         self.capacity = max(0, capacity)

@@ -147,8 +147,7 @@ def decode_depth_m(msg, msgtype: str, topic: str) -> np.ndarray:
 
 
 class StampPairer:
-    """Pairs colour and depth messages by stamp, in recording order, holding only what can still
-    pair.
+    """Pairs colour and depth messages by stamp, in recording order, holding what can still pair.
 
     Each topic's stamps are taken to increase (true of camera drivers). An unmatched message waits
     in its role's queue and is dropped when
@@ -191,8 +190,7 @@ class StampPairer:
 
 
 def read_bag_frames(bag: Path, config: Rosbag2Config, source_name: str) -> list[BagFrame]:
-    """Colour/depth pairs of one bag, matched by stamp, thinned by ``stride``, capped by
-    ``max_frames``."""
+    """Colour/depth pairs of one bag by stamp, thinned by ``stride``, capped by ``max_frames``."""
     from rosbags.rosbag2 import Reader
     from rosbags.typesys import Stores, get_typestore
 
