@@ -25,8 +25,8 @@ demo: $(STAMP)  ## the node on the bundled camera stream; writes demo_output/
 test: $(STAMP)  ## the whole test suite (CPU)
 	$(PY) -m pytest -q test
 
-test-fast: $(STAMP)  ## the fast tier: no ROS processes, no training runs (markers in test/conftest.py)
-	$(PY) -m pytest -q test -m "not ros and not training"
+test-fast: $(STAMP)  ## the fast tier: no ROS processes, no training, no exports (test/conftest.py)
+	$(PY) -m pytest -q test -m "not ros and not training and not slow"
 
 benchmark: $(STAMP)  ## latency table of every model variant and DCP on this device
 	$(PY) -m dehaze_ros.tools.benchmark

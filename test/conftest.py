@@ -59,11 +59,14 @@ def one_torch_thread():
     torch.set_num_threads(previous)
 
 
-# Test tiers. `make test` runs everything; `make test-fast` leaves out the two slow tiers:
+# Test tiers. `make test` runs everything; `make test-fast` leaves out the three slow tiers:
 #   ros       starts ROS 2 processes and talks to them over DDS (node, camera, demo, bags)
-#   training  trains networks for real steps (the loop, torchrun, the GPU campaign's dry run)
-# A test joins a tier by the module it lives in (named after what it tests), or by using a fixture
-# that starts ROS, so a new test lands in the right tier without anyone remembering a marker.
+#   training  trains networks for real steps (the loop, torchrun, the GPU campaign's dry run,
+#             test_export's Trainer.fit)
+#   slow      tens of seconds of CPU each: ONNX exports (torch.export), a wheel build
+# A test joins ros or training by the module it lives in (named after what it tests), or by using
+# a fixture that starts ROS, so a new test lands in the right tier without anyone remembering a
+# marker; training outside those modules and slow are marked explicitly where the test is.
 # test_gpu_check: the GPU check's dry run starts the demo's node and camera (and exports a graph).
 ROS_MODULE_PREFIXES = (
     "test_node_demo",
@@ -81,6 +84,9 @@ ROS_FIXTURES = {"ros_context", "probe", "start_node"}
 def pytest_configure(config):
     config.addinivalue_line("markers", "ros: starts ROS 2 processes over DDS (slow tier)")
     config.addinivalue_line("markers", "training: trains networks for real steps (slow tier)")
+    config.addinivalue_line(
+        "markers", "slow: tens of seconds of CPU: ONNX exports, a wheel build (slow tier)"
+    )
 
 
 def pytest_collection_modifyitems(config, items):

@@ -17,7 +17,8 @@ from training.train import Trainer
 
 SMOKE = Path(__file__).resolve().parent.parent / "config" / "train" / "smoke.yaml"
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest.py: why
+# conftest.py: why one thread; every test here exports the run of a real Trainer.fit (run_dir).
+pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.training]
 
 
 @pytest.fixture(scope="module")
@@ -133,6 +134,7 @@ def test_training_files_and_checkpoints_are_not_mistaken_for_each_other(run_dir,
     assert "training file not found" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_onnx_graph_straight_from_a_training_file(run_dir, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([str(run_dir / "best.pt")])

@@ -54,7 +54,9 @@ def perturbed_models(name: str):
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    """preset -> (checkpoint, onnx graph). diacmpn-rt goes through the command line."""
+    """preset -> (checkpoint, onnx graph). diacmpn-rt goes through the command line.
+
+    Exporting every preset takes minutes on a 2-core CPU: the tests that use it are marked slow."""
     from training.export import main
 
     folder = tmp_path_factory.mktemp("onnx")
@@ -92,6 +94,7 @@ def torch_outputs(checkpoint: Path, hazy: torch.Tensor) -> list[np.ndarray]:
         return [output.numpy() for output in module(hazy)]
 
 
+@pytest.mark.slow
 @needs_extra
 @pytest.mark.parametrize("name", list(PRESETS))
 def test_every_preset_exports_and_onnxruntime_matches_torch_on_the_cpu(exported, name):
@@ -132,6 +135,7 @@ def test_every_preset_exports_and_onnxruntime_matches_torch_on_the_cpu(exported,
             )
 
 
+@pytest.mark.slow
 @needs_extra
 def test_metadata_round_trip(exported):
     import onnx
@@ -177,6 +181,7 @@ def test_metadata_round_trip(exported):
         OnnxMetadata.from_props(broken, graph)
 
 
+@pytest.mark.slow
 @needs_extra
 def test_engine_with_onnxruntime_matches_the_torch_engine(exported):
     checkpoint, graph = exported["diacmpn-rt"]
@@ -209,6 +214,7 @@ def test_engine_with_onnxruntime_matches_the_torch_engine(exported):
     assert ort_result.timings_ms["total"] > 0
 
 
+@pytest.mark.slow
 @needs_extra
 def test_without_onnx_model_the_checkpoint_is_exported_once_into_the_cache(
     exported, tmp_path, monkeypatch
@@ -231,6 +237,7 @@ def test_without_onnx_model_the_checkpoint_is_exported_once_into_the_cache(
     assert np.array_equal(first.process(rgb).dehazed, second.process(rgb).dehazed)
 
 
+@pytest.mark.slow
 @needs_extra
 def test_onnxruntime_backend_refuses_what_it_cannot_run(exported, tmp_path):
     checkpoint, graph = exported["diacmpn-rt"]
@@ -257,6 +264,7 @@ def test_onnxruntime_backend_refuses_what_it_cannot_run(exported, tmp_path):
         )
 
 
+@pytest.mark.slow
 @needs_extra
 def test_build_engines_prepares_what_the_node_will_load(exported, tmp_path, capsys):
     """The command that takes the export and the TensorRT build out of the node's configure: with
@@ -423,6 +431,7 @@ def test_a_gpu_provider_onnxruntime_drops_is_not_reported_as_the_device():
         session_device("cuda:1", "cuda:1", ["CPUExecutionProvider"])
 
 
+@pytest.mark.slow
 @needs_extra
 def test_a_refused_device_or_precision_exports_nothing(exported, tmp_path, monkeypatch):
     checkpoint, _ = exported["diacmpn-rt"]
@@ -452,6 +461,7 @@ sys.meta_path.insert(0, BlockOnnxRuntime())
 """
 
 
+@pytest.mark.slow
 def test_without_onnxruntime_the_package_works_and_the_backend_says_what_to_install(exported):
     checkpoint, _ = exported["diacmpn-rt"]
     child = (

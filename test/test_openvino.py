@@ -52,6 +52,7 @@ def exported(tmp_path_factory):
     return checkpoint, graph
 
 
+@pytest.mark.slow
 @needs_extra
 def test_openvino_matches_torch_fp32_on_two_sizes(exported):
     checkpoint, graph = exported
@@ -80,6 +81,7 @@ def test_openvino_matches_torch_fp32_on_two_sizes(exported):
             assert difference <= tolerance, f"{name} at {height}x{width}: {difference:.2e}"
 
 
+@pytest.mark.slow
 @needs_extra
 def test_engine_with_openvino_matches_the_torch_engine(exported):
     checkpoint, graph = exported
@@ -106,6 +108,7 @@ def test_engine_with_openvino_matches_the_torch_engine(exported):
     np.testing.assert_allclose(have.depth[finite], want.depth[finite], rtol=1e-3)
 
 
+@pytest.mark.slow
 @needs_extra
 def test_openvino_refuses_what_it_cannot_run(exported, tmp_path):
     _, graph = exported

@@ -12,6 +12,8 @@ import xml.etree.ElementTree as ET
 import zipfile
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -64,6 +66,7 @@ def test_console_scripts_point_at_callable_mains():
         assert callable(getattr(module, function)), f"{entry}: {function} is not callable"
 
 
+@pytest.mark.slow
 def test_the_built_package_installs_launch_config_and_checkpoint(tmp_path):
     # Build a real wheel from the files colcon builds from (in a copy: no build/ in the checkout)
     # and read what it installs: data_files globs that match nothing fail here, not on a robot.
