@@ -1,5 +1,6 @@
 # dehaze_ros, no-ROS path: everything runs from a local virtualenv that this Makefile creates
-# (and reuses). On a real ROS 2 machine use colcon instead (README.md, "Install on a ROS 2 machine").
+# (and reuses). On a real ROS 2 machine use colcon instead (README.md, "Install on a ROS 2
+# machine").
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -11,9 +12,10 @@ CONSTRAINTS := constraints-cpu.txt
 
 # Large images between processes need Fast DDS's LARGE_DATA transports (METHOD.md: the default
 # transports delivered 0 of 80 best-effort 640x480 frames between two processes here). The demo
-# and the tests additionally load config/fastdds_localhost.xml (dehaze_ros.tools.demo.local_dds_environment):
-# loopback-only discovery with 16 MiB shared memory, because ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
-# would replace LARGE_DATA with a 512 KiB shared-memory segment that 640x480 frames do not fit.
+# and the tests additionally load config/fastdds_localhost.xml
+# (dehaze_ros.tools.demo.local_dds_environment): loopback-only discovery with 16 MiB shared
+# memory, because ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST would replace LARGE_DATA with a 512 KiB
+# shared-memory segment that 640x480 frames do not fit.
 export FASTDDS_BUILTIN_TRANSPORTS ?= LARGE_DATA
 export PYTHONUNBUFFERED := 1
 
@@ -25,8 +27,8 @@ demo: $(STAMP)  ## the node on the bundled camera stream; writes demo_output/
 test: $(STAMP)  ## the whole test suite (CPU)
 	$(PY) -m pytest -q test
 
-test-fast: $(STAMP)  ## the fast tier: no ROS processes, no training runs (markers in test/conftest.py)
-	$(PY) -m pytest -q test -m "not ros and not training"
+test-fast: $(STAMP)  ## the fast tier: no ROS processes, no training, no exports (test/conftest.py)
+	$(PY) -m pytest -q test -m "not ros and not training and not slow"
 
 benchmark: $(STAMP)  ## latency table of every model variant and DCP on this device
 	$(PY) -m dehaze_ros.tools.benchmark
@@ -37,8 +39,9 @@ venv: $(STAMP)
 $(STAMP): $(REQS) $(CONSTRAINTS)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@echo "Installing dependencies into $(VENV) (log: $(VENV)/install.log) ..."
-	@$(PY) -m pip install --disable-pip-version-check -q -c $(CONSTRAINTS) $(foreach r,$(REQS),-r $(r)) \
-		> $(VENV)/install.log 2>&1 || { tail -n 40 $(VENV)/install.log; exit 1; }
+	@$(PY) -m pip install --disable-pip-version-check -q -c $(CONSTRAINTS) \
+		$(foreach r,$(REQS),-r $(r)) > $(VENV)/install.log 2>&1 \
+		|| { tail -n 40 $(VENV)/install.log; exit 1; }
 	@touch $(STAMP)
 
 clean:

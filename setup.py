@@ -1,4 +1,5 @@
 """ament_python build of dehaze_ros (colcon build); also an ordinary pip-installable package."""
+
 from glob import glob
 
 from setuptools import find_packages, setup
@@ -16,7 +17,10 @@ setup(
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
-        (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.rviz") + glob("config/*.xml")),
+        (
+            f"share/{PACKAGE}/config",
+            glob("config/*.yaml") + glob("config/*.rviz") + glob("config/*.xml"),
+        ),
         (f"share/{PACKAGE}/config/train", glob("config/train/*.yaml")),
     ],
     install_requires=["setuptools"],
@@ -24,10 +28,12 @@ setup(
     # based exporter needs onnxscript. onnx-gpu for NVIDIA GPUs: onnxruntime-gpu brings the CUDA
     # and TensorRT providers. Install one of the two, never both: they are one Python module, and
     # the CPU package installed over the GPU one silently removes its providers.
-    extras_require={"onnx": ["onnx>=1.17", "onnxscript>=0.5", "onnxruntime>=1.20"],
-                    "onnx-gpu": ["onnx>=1.17", "onnxscript>=0.5", "onnxruntime-gpu>=1.20"],
-                    # backend openvino (CPU): the same exported graph, run by OpenVINO's CPU plugin.
-                    "openvino": ["onnx>=1.17", "onnxscript>=0.5", "openvino>=2024.0"]},
+    extras_require={
+        "onnx": ["onnx>=1.17", "onnxscript>=0.5", "onnxruntime>=1.20"],
+        "onnx-gpu": ["onnx>=1.17", "onnxscript>=0.5", "onnxruntime-gpu>=1.20"],
+        # backend openvino (CPU): the same exported graph, run by OpenVINO's CPU plugin.
+        "openvino": ["onnx>=1.17", "onnxscript>=0.5", "openvino>=2024.0"],
+    },
     zip_safe=False,
     maintainer="dehaze_ros developers",
     maintainer_email="dev@dehaze-ros.invalid",
@@ -35,11 +41,11 @@ setup(
     license="Apache-2.0",
     tests_require=["pytest"],
     entry_points={
-        # The node programs start through dehaze_ros.entry_points, which installs the stop guard
+        # The node programs start through dehaze_ros.ros.entry_points, which installs the stop guard
         # before their heavy imports: a generated script never runs a module's __main__ block.
         "console_scripts": [
-            "dehaze_node = dehaze_ros.entry_points:dehaze_node",
-            "sample_camera = dehaze_ros.entry_points:sample_camera",
+            "dehaze_node = dehaze_ros.ros.entry_points:dehaze_node",
+            "sample_camera = dehaze_ros.ros.entry_points:sample_camera",
             "dehaze_benchmark = dehaze_ros.tools.benchmark:main",
             "dehaze_build_engines = dehaze_ros.tools.build_engines:main",
             "process_bag = dehaze_ros.tools.process_bag:main",

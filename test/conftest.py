@@ -1,4 +1,5 @@
 """pytest fixtures shared by the test modules; the DDS environment is set before rclpy loads."""
+
 from __future__ import annotations
 
 import pytest
@@ -10,7 +11,9 @@ configure_dds_environment()
 
 @pytest.fixture(scope="session")
 def ros_context():
-    rclpy = pytest.importorskip("rclpy", reason="rclpy is not installed (pip install -r requirements-ros-pypi.txt)")
+    rclpy = pytest.importorskip(
+        "rclpy", reason="rclpy is not installed (pip install -r requirements-ros-pypi.txt)"
+    )
     from rclpy.context import Context
 
     context = Context()
@@ -56,14 +59,24 @@ def one_torch_thread():
     torch.set_num_threads(previous)
 
 
-# Test tiers. `make test` runs everything; `make test-fast` leaves out the two slow tiers:
+# Test tiers. `make test` runs everything; `make test-fast` leaves out the three slow tiers:
 #   ros       starts ROS 2 processes and talks to them over DDS (node, camera, demo, bags)
-#   training  trains networks for real steps (the loop, torchrun, the GPU campaign's dry run)
-# A test joins a tier by the module it lives in (named after what it tests), or by using a fixture
-# that starts ROS, so a new test lands in the right tier without anyone remembering a marker.
+#   training  trains networks for real steps (the loop, torchrun, the GPU campaign's dry run,
+#             test_export's Trainer.fit)
+#   slow      tens of seconds of CPU each: ONNX exports (torch.export), a wheel build
+# A test joins ros or training by the module it lives in (named after what it tests), or by using
+# a fixture that starts ROS, so a new test lands in the right tier without anyone remembering a
+# marker; training outside those modules and slow are marked explicitly where the test is.
 # test_gpu_check: the GPU check's dry run starts the demo's node and camera (and exports a graph).
-ROS_MODULE_PREFIXES = ("test_node_demo", "test_node_io", "test_node_lifecycle", "test_node_sample_camera",
-                       "test_node_visibility", "test_process_bag", "test_gpu_check")
+ROS_MODULE_PREFIXES = (
+    "test_node_demo",
+    "test_node_io",
+    "test_node_lifecycle",
+    "test_node_sample_camera",
+    "test_node_visibility",
+    "test_process_bag",
+    "test_gpu_check",
+)
 TRAINING_MODULE_PREFIXES = ("test_training", "test_gpu_campaign")
 ROS_FIXTURES = {"ros_context", "probe", "start_node"}
 
@@ -71,12 +84,17 @@ ROS_FIXTURES = {"ros_context", "probe", "start_node"}
 def pytest_configure(config):
     config.addinivalue_line("markers", "ros: starts ROS 2 processes over DDS (slow tier)")
     config.addinivalue_line("markers", "training: trains networks for real steps (slow tier)")
+    config.addinivalue_line(
+        "markers", "slow: tens of seconds of CPU: ONNX exports, a wheel build (slow tier)"
+    )
 
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
         module = item.path.stem
-        if module.startswith(ROS_MODULE_PREFIXES) or ROS_FIXTURES & set(getattr(item, "fixturenames", ())):
+        if module.startswith(ROS_MODULE_PREFIXES) or ROS_FIXTURES & set(
+            getattr(item, "fixturenames", ())
+        ):
             item.add_marker(pytest.mark.ros)
         if module.startswith(TRAINING_MODULE_PREFIXES):
             item.add_marker(pytest.mark.training)

@@ -109,7 +109,7 @@ EOF
 fi
 
 # Evaluated as deployed: at the node's max_side, read from its parameter table (the one home).
-NODE_MAX_SIDE=$($PYTHON -c 'from dehaze_ros.node_config import SPECS; print(SPECS["max_side"].default)')
+NODE_MAX_SIDE=$($PYTHON -c 'from dehaze_ros.ros.node_config import SPECS; print(SPECS["max_side"].default)')
 
 {
     echo "$start"

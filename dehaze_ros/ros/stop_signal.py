@@ -3,10 +3,11 @@
 Loading torch, rclpy and OpenCV takes a second or more. With Python's default handlers a Ctrl-C
 in that second prints a KeyboardInterrupt traceback from inside an import and the process dies
 by the signal (`ros2 launch`: "process has died ... exit code -2"); a SIGTERM kills it outright.
-So a program installs these handlers before its heavy imports (dehaze_ros.entry_points for
+So a program installs these handlers before its heavy imports (dehaze_ros.ros.entry_points for
 the console scripts, the `__main__` block of a node module for `python -m`) and looks at
 STOP_REQUESTED once they are loaded. This module imports nothing heavy, on purpose.
 """
+
 from __future__ import annotations
 
 import signal
