@@ -62,8 +62,10 @@ from dehaze_ros.camera import DEFAULT_HFOV_DEG, focal_from_hfov, metric_from_can
 from dehaze_ros.checkpoint import Checkpoint
 from dehaze_ros.devices import PRECISIONS, cpu_supports_bf16  # noqa: F401 (re-exported for the node)
 from dehaze_ros.haze_depth import HazeDepth, fuse_depth_with_haze
-from dehaze_ros.metric_scale import (LEARNED, SUPPORT_LEARNED, Mounting, Pinhole, ScaleState, StreamScale,
-                                     apply_ground, ground_estimate, resize_nearest)
+from dehaze_ros.anchor_scale import AnchorCloud, AnchorRules, anchor_estimate, apply_anchors
+from dehaze_ros.metric_scale import (ANCHORS, LEARNED, SUPPORT_ANCHORED, SUPPORT_LEARNED, SUPPORT_SCALED, Mounting,
+                                     Pinhole, ScaleState, StreamScale, apply_ground, ground_estimate,
+                                     resize_nearest)
 from dehaze_ros.upsampling import DEFAULT as DEFAULT_UPSAMPLING
 from dehaze_ros.upsampling import UPSAMPLING
 
@@ -115,6 +117,19 @@ class EngineConfig:
     # horizontal in degrees (NaN = unknown: estimated per frame, and only the scale is applied).
     camera_height_m: float = 0.0
     camera_pitch_deg: float = math.nan
+    # Metric points (anchor_scale: LiDAR, radar) given to process(): a cloud further than this
+    # from the frame's stamp is stale and refused; fewer usable points than anchor_min_points
+    # give no factor; anchor_fit "scale" (one factor, smoothed) or "scale_shift" (plus a shift
+    # in inverse depth per frame); anchor_refine corrects the shape near the points.
+    anchor_max_age_s: float = AnchorRules.max_age_s
+    anchor_min_points: int = AnchorRules.min_points
+    anchor_fit: str = AnchorRules.fit
+    anchor_refine: bool = AnchorRules.refine
+
+    @property
+    def anchor_rules(self) -> AnchorRules:
+        return AnchorRules(min_points=self.anchor_min_points, max_age_s=self.anchor_max_age_s, fit=self.anchor_fit,
+                           refine=self.anchor_refine)
 
     @property
     def mounting(self) -> Mounting:
@@ -141,6 +156,7 @@ class EngineConfig:
         if not 1.0 <= self.default_hfov_deg <= 179.0:
             raise ValueError(f"default_hfov_deg must lie in [1, 179] degrees, got {self.default_hfov_deg}")
         self.mounting.check()
+        self.anchor_rules.check()
 
 
 @dataclass
@@ -306,14 +322,16 @@ class DehazeEngine:
 
     def process(self, image: np.ndarray, want_dehazed: bool = True, want_depth: bool = True,
                 focal_px: float | None = None, camera: Pinhole | None = None, stamp_s: float | None = None,
-                mounting: Mounting | None = None) -> EngineResult:
+                mounting: Mounting | None = None, anchors: AnchorCloud | None = None) -> EngineResult:
         """``focal_px``: the horizontal focal length in pixels of ``image`` (CameraInfo's fx at
         this image size); None assumes ``default_hfov_deg``. ``camera``: the full intrinsics of
         ``image`` (fx, fy and the principal point, from CameraInfo), for the ground plane; its fx
         is the focal length when ``focal_px`` is None; None: square pixels centred on the image.
         ``stamp_s``: the frame's time (its header stamp), which paces the scale's smoothing and
         its hold; None counts frames instead. ``mounting``: the camera's height and pitch for
-        this frame instead of the config's (evaluation sets whose views each have their own)."""
+        this frame instead of the config's (evaluation sets whose views each have their own).
+        ``anchors``: metric points in the camera optical frame for this frame (anchor_scale), the
+        scale source trusted first; None: this stream has no such sensor (its state is kept)."""
         start = time.perf_counter()
         rgb = as_rgb_uint8(image)
         if self.backend is None:
@@ -362,7 +380,7 @@ class DehazeEngine:
                 # The stage includes bringing the depth to full size (a new array, as below).
                 scale_mark = time.perf_counter()
                 depth, support, scale = self._metric_scale(depth_small, height, width, camera, stamp_s,
-                                                            mounting or self.config.mounting)
+                                                            mounting or self.config.mounting, anchors)
                 timings["scale"] = (time.perf_counter() - scale_mark) * 1e3
             else:
                 # A copy at native size too: on the CPU the backend's array may be a tensor's memory.
@@ -391,23 +409,34 @@ class DehazeEngine:
         return fused
 
     def _metric_scale(self, depth_small: np.ndarray, height: int, width: int, camera: Pinhole,
-                      stamp_s: float | None, mounting: Mounting) -> tuple[np.ndarray, np.ndarray, ScaleState]:
+                      stamp_s: float | None, mounting: Mounting,
+                      anchors: AnchorCloud | None = None) -> tuple[np.ndarray, np.ndarray, ScaleState]:
         """The learned metres (``depth_small``, the network's) at height x width with the scale
         sources applied: (depth, support, the ScaleState). The ground is fitted on the network's
         own pixels (no upsampled duplicates), its depth written at full size."""
         mounting.check()
         learned = np.isfinite(depth_small).view(np.uint8) * np.uint8(SUPPORT_LEARNED)   # else SUPPORT_NONE
         proposals = []
+        small_camera = camera.resized(width, height, depth_small.shape[1], depth_small.shape[0])
+        if anchors is not None:
+            proposals.append(anchor_estimate(depth_small, small_camera, anchors, stamp_s, self.config.anchor_rules))
         if mounting.height_m > 0:
-            small_camera = camera.resized(width, height, depth_small.shape[1], depth_small.shape[0])
             proposals.append(ground_estimate(depth_small, small_camera, mounting))
         state = self.stream_scale.update(proposals, stamp_s)
         if state.source == LEARNED:
             depth = upsampling.upsample_depth(depth_small, height, width)
             return depth, resize_nearest(learned, width, height), state
+        if state.source == ANCHORS:
+            # This frame's own points correct the shape near them; a held factor scales only.
+            scaled, weight = apply_anchors(depth_small, small_camera, state.factor, state.details or None,
+                                           self.config.anchor_rules)
+            support = np.isfinite(scaled).view(np.uint8) * np.uint8(SUPPORT_SCALED)
+            support[(weight >= 0.5) & (support > 0)] = SUPPORT_ANCHORED
+            return (upsampling.upsample_depth(scaled, height, width), resize_nearest(support, width, height),
+                    state)
         # The plane of this frame when the factor is this frame's own (smoothed); a held factor
         # (this frame refused, or an outlier) has no plane to trust here.
-        plane = None if state.held else proposals[0].details["plane"]
+        plane = None if state.held else state.details["plane"]
         depth, support = apply_ground(depth_small, width, height, camera, state.factor, plane, mounting)
         return depth, support, state
 

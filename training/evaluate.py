@@ -65,7 +65,10 @@ import numpy as np
 from dehaze_ros.checkpoint import CheckpointError, load_checkpoint
 from dehaze_ros.engine import (BACKENDS, DEFAULT_DEPTH_MAX_SIDE, DEFAULT_UPSAMPLING, DEPTH_FROM_HAZE, PRECISIONS,
                                UPSAMPLING, DehazeEngine, EngineConfig, EngineError, EngineResult)
-from dehaze_ros.metric_scale import SUPPORT_BOUNDED, SUPPORT_LEARNED, SUPPORT_PLANE, SUPPORT_SCALED, Mounting
+from dehaze_ros.anchor_scale import AnchorCloud
+from dehaze_ros.metric_scale import (SUPPORT_ANCHORED, SUPPORT_BOUNDED, SUPPORT_LEARNED, SUPPORT_PLANE, SUPPORT_SCALED,
+                                     Mounting)
+from dehaze_ros.sim.lidar import LidarModel, synthetic_lidar
 from dehaze_ros.upsampling import upsample_depth
 from training.config import ConfigError, HazeConfig, apply_overrides, source_config
 from training.data import SOURCES, DataSource, open_source
@@ -79,7 +82,7 @@ from training.visualize import depth_tile, label_tile, make_grid, rgb_tile
 KINDS = (*SOURCES, "images", "outdoor", "vehicle")
 # What a pixel's depth rests on (EngineResult.depth_support), scored apart: depth/confidence's table.
 SUPPORT_NAMES = {SUPPORT_LEARNED: "learned", SUPPORT_SCALED: "scaled", SUPPORT_BOUNDED: "bounded",
-                 SUPPORT_PLANE: "plane"}
+                 SUPPORT_PLANE: "plane", SUPPORT_ANCHORED: "anchored"}
 FOLDER_KINDS = ("images", *(kind for kind, (config, _) in SOURCES.items() if issubclass(config, FolderSourceConfig)))
 OUTDOOR_DEFAULT_VIEWS = 8
 # --depth-from-haze: the engine's settings, or both of them plus the model's -ln t, side by side.
@@ -91,8 +94,14 @@ CSV_COLUMNS = ("set", "image", "method", "width", "height", "psnr", "ssim", "abs
                "depth_units", "focal", "scale", "scale_factor", *(f"{key}_{name}" for name in SUPPORT_NAMES.values()
                                                                    for key in ("share", "delta1")), "ms")
 # The scale sources training.evaluate can report, each a row per view (module docstring).
-SCALE_SOURCES = ("learned", "ground", "ground-height")
-SCALE_LABELS = {"ground": "ground plane", "ground-height": "ground plane, pitch estimated"}
+SCALE_SOURCES = ("learned", "ground", "ground-height", "anchors", "anchors-scale", "anchors-shift")
+SCALE_LABELS = {"ground": "ground plane", "ground-height": "ground plane, pitch estimated",
+                "anchors": "anchors", "anchors-scale": "anchors, scale only",
+                "anchors-shift": "anchors, scale + inverse-depth shift"}
+# How each anchor row fits the points (EngineConfig.anchor_fit, anchor_refine): the node's
+# default, and the two simpler fits it is measured against.
+ANCHOR_VARIANTS = {"anchors": ("scale", True), "anchors-scale": ("scale", False),
+                   "anchors-shift": ("scale_shift", False)}
 # The median pred/true band of the ground plane's gate (issue 26): the share of views inside it.
 MEDIAN_BAND = (0.9, 1.1)
 
@@ -307,7 +316,7 @@ def support_scores(predicted: np.ndarray, truth: np.ndarray, support: np.ndarray
 def view_mounting(sample: Sample, source: str, height_m: float, pitch_deg: float) -> Mounting | None:
     """The camera mounting a scale source uses for this view (the view's own, else the options'),
     or None when the source cannot run on it (no known camera height)."""
-    if source == "learned":
+    if source == "learned" or source in ANCHOR_VARIANTS:
         return Mounting()
     height = sample.camera_height_m if math.isfinite(sample.camera_height_m) else height_m
     if not (math.isfinite(height) and height > 0):
@@ -316,6 +325,16 @@ def view_mounting(sample: Sample, source: str, height_m: float, pitch_deg: float
         return Mounting(height)
     pitch = sample.camera_pitch_deg if math.isfinite(sample.camera_pitch_deg) else pitch_deg
     return Mounting(height, pitch)
+
+
+def view_anchors(sample: Sample, range_m: float, seed: int) -> AnchorCloud | None:
+    """The synthetic LiDAR of a view (its exact depth, its focal length, principal point at the
+    centre as the sets' cameras have it), or None when the view has no metric depth or focal."""
+    if not (sample.has_depth and sample.metric_depth and sample.focal_px > 0):
+        return None
+    points = synthetic_lidar(sample.depth_m, sample.focal_px, model=LidarModel(max_range_m=range_m),
+                             rng=np.random.default_rng(seed))
+    return AnchorCloud.of(points)
 
 
 def focal_column(engine: DehazeEngine, result) -> str:
@@ -442,10 +461,13 @@ def evaluate(checkpoint: str | None, specs: list[str], out_dir: Path, baseline: 
              precision: str = "auto", engine_depth_max_side: int = DEFAULT_DEPTH_MAX_SIDE,
              depth_from_haze: str = EngineConfig.depth_from_haze, backend: str = "torch",
              scale_sources: list[str] = ("learned",), camera_height_m: float = math.nan,
-             camera_pitch_deg: float = math.nan, max_depth_m: float = math.inf) -> dict:
+             camera_pitch_deg: float = math.nan, max_depth_m: float = math.inf,
+             anchor_range_m: float = LidarModel.max_range_m) -> dict:
     """Run every method on every set; write per_image.csv, summary.md and grids; return the summary.
     ``scale_sources``: rows of the model per scale source (SCALE_SOURCES); ``camera_height_m`` and
-    ``camera_pitch_deg``: the mounting for views that do not bring their own."""
+    ``camera_pitch_deg``: the mounting for views that do not bring their own. Anchor rows get
+    a synthetic LiDAR (dehaze_ros.sim.lidar) made from each view's exact depth, returns up to
+    ``anchor_range_m``, the same points for every anchor row of a view."""
     if not checkpoint and not baseline:
         raise ValueError("nothing to evaluate: give --checkpoint and/or --baseline dcp")
     if depth_from_haze not in DEPTH_FROM_HAZE_CHOICES:
@@ -506,6 +528,13 @@ def evaluate(checkpoint: str | None, specs: list[str], out_dir: Path, baseline: 
                         mounting = view_mounting(sample, source, camera_height_m, camera_pitch_deg)
                         if mounting is None:
                             continue   # no known camera height: no ground on this view
+                        anchors = None
+                        if source in ANCHOR_VARIANTS:
+                            anchors = view_anchors(sample, anchor_range_m, seed * 100003 + index)
+                            if anchors is None:
+                                continue   # no metric depth or focal length: no LiDAR to simulate
+                            fit, refine = ANCHOR_VARIANTS[source]
+                            engine.config = dataclasses.replace(engine.config, anchor_fit=fit, anchor_refine=refine)
                         # Every view is a stream of one frame: nothing smoothed carries over.
                         engine.reset_scale()
                         start = time.perf_counter()
@@ -513,7 +542,7 @@ def evaluate(checkpoint: str | None, specs: list[str], out_dir: Path, baseline: 
                         # it); the dehazed image once per view (the scale changes depth only).
                         result = engine.process(hazy_u8, want_dehazed=method != "network depth" and source == sources[0],
                                                 focal_px=sample.focal_px if sample.focal_px > 0 else None,
-                                                mounting=mounting)
+                                                mounting=mounting, anchors=anchors)
                         elapsed_ms = (time.perf_counter() - start) * 1e3
                         label = method_label(method, engine)
                         if source != "learned":
@@ -665,6 +694,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--camera-pitch-deg", type=float, default=math.nan,
                         help="ground scale: optical axis below the horizontal (degrees, positive down) for "
                              "views that do not bring their own; NaN = unknown")
+    parser.add_argument("--anchor-range-m", type=float, default=LidarModel.max_range_m,
+                        help="anchor scale sources: the synthetic LiDAR's longest return (fog limits it)")
     parser.add_argument("--max-depth-m", type=float, default=0.0,
                         help="score only true depths up to this many metres (e.g. 80, the model's range and "
                              "KITTI's); 0 = all finite depths")
@@ -688,7 +719,8 @@ def main(argv: list[str] | None = None) -> int:
                  engine_depth_max_side=args.engine_depth_max_side, depth_from_haze=args.depth_from_haze,
                  backend=args.backend, scale_sources=[s for s in args.scale_sources.split(",") if s],
                  camera_height_m=args.camera_height_m, camera_pitch_deg=args.camera_pitch_deg,
-                 max_depth_m=args.max_depth_m if args.max_depth_m > 0 else math.inf)
+                 max_depth_m=args.max_depth_m if args.max_depth_m > 0 else math.inf,
+                 anchor_range_m=args.anchor_range_m)
     except (DataError, CheckpointError, EngineError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
