@@ -65,15 +65,15 @@ class AnchorRules:
     # The local correction: residual log ratios spread by a Gaussian this wide (degrees of view),
     # weighted against the global factor by ``prior_weight`` (anchor-equivalents per pixel area).
     refine: bool = True
-    spread_deg: float = 1.5
+    spread_deg: float = 0.8
     prior_weight: float = 0.05
     # Edge-aware spreading: an anchor corrects pixels whose predicted depth is near its own
     # (a bilateral grid of layers this far apart in log depth; 0 = the image plane only), so a
     # near object's points do not bend the background beside it.
     layer_step: float = 0.0
-    # The error's trend with distance: log(truth / prediction) = log factor + slope x log(prediction
-    # / its anchors' geometric mean), fitted on the anchors, applied everywhere: beyond the
-    # farthest return (fog) the trend carries on (slope clipped to max_slope in size).
+    # The error's trend with distance, for pixels beyond the anchors' reach (fog): the slope of
+    # log(truth / prediction) against log prediction, fitted on the anchors (clipped to
+    # max_slope in size), carries the correction on past their far end (95th percentile).
     trend: bool = True
     max_slope: float = 0.5
 
@@ -202,7 +202,10 @@ def anchor_estimate(depth: np.ndarray, camera: Pinhole, cloud: AnchorCloud | Non
         if float(np.mean(spread ** 2)) > 1e-6:
             slope = float(np.clip(np.mean(spread * (log_ratio[inliers] - log_factor)) / np.mean(spread ** 2),
                                   -rules.max_slope, rules.max_slope))
-        fitted = log_factor + slope * (np.log(projected.predicted.astype(np.float64)) - centre_log)
+        # Applied only beyond the anchors' far end (their 95th percentile of predicted depth):
+        # inside it the points themselves correct the depth (refine).
+        far_log = float(np.percentile(log_pred, 95))
+        fitted = log_factor + slope * np.maximum(np.log(projected.predicted.astype(np.float64)) - far_log, 0.0)
     residual = float(np.median(np.abs(log_ratio[inliers] - fitted[inliers])))
     details = {"points": int(inliers.sum()), "seen": counts["points"], "counts": counts,
                "residual": math.expm1(residual), "fit": rules.fit}
@@ -211,7 +214,7 @@ def anchor_estimate(depth: np.ndarray, camera: Pinhole, cloud: AnchorCloud | Non
         if shift is not None:
             details["inverse_shift"] = shift
     if slope:
-        details["trend"] = (slope, math.exp(centre_log))
+        details["trend"] = (slope, math.exp(far_log))
     if rules.refine:
         details["residual_log"] = (projected.rows[inliers], projected.cols[inliers],
                                    (log_ratio[inliers] - fitted[inliers]).astype(np.float32))
@@ -243,7 +246,7 @@ def apply_anchors(depth_small: np.ndarray, camera_small: Pinhole, factor: float,
     if trend is not None:
         slope, centre = trend
         with np.errstate(divide="ignore", invalid="ignore"):
-            depth = depth * (depth_small / np.float32(centre)) ** np.float32(slope)
+            depth = depth * np.maximum(depth_small / np.float32(centre), np.float32(1.0)) ** np.float32(slope)
     shift = details.get("inverse_shift")
     if shift is not None:
         a, b = shift

@@ -57,12 +57,12 @@ from dehaze_ros import devices, metric_scale, upsampling
 # torch's own thread count at start-up: num_threads 0 means this, also after a reconfigure
 # from another value (torch.set_num_threads is process-wide).
 TORCH_DEFAULT_THREADS = torch.get_num_threads()
+from dehaze_ros.anchor_scale import AnchorCloud, AnchorRules, anchor_estimate, apply_anchors
 from dehaze_ros.backends import BACKENDS, MODELS, Backend, BackendError, create_backend
 from dehaze_ros.camera import DEFAULT_HFOV_DEG, focal_from_hfov, metric_from_canonical
 from dehaze_ros.checkpoint import Checkpoint
 from dehaze_ros.devices import PRECISIONS, cpu_supports_bf16  # noqa: F401 (re-exported for the node)
 from dehaze_ros.haze_depth import HazeDepth, fuse_depth_with_haze
-from dehaze_ros.anchor_scale import AnchorCloud, AnchorRules, anchor_estimate, apply_anchors
 from dehaze_ros.metric_scale import (ANCHORS, LEARNED, SUPPORT_ANCHORED, SUPPORT_LEARNED, SUPPORT_SCALED, Mounting,
                                      Pinhole, ScaleState, StreamScale, apply_ground, ground_estimate,
                                      resize_nearest)

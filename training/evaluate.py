@@ -62,10 +62,10 @@ from typing import Iterator
 import cv2
 import numpy as np
 
+from dehaze_ros.anchor_scale import AnchorCloud
 from dehaze_ros.checkpoint import CheckpointError, load_checkpoint
 from dehaze_ros.engine import (BACKENDS, DEFAULT_DEPTH_MAX_SIDE, DEFAULT_UPSAMPLING, DEPTH_FROM_HAZE, PRECISIONS,
                                UPSAMPLING, DehazeEngine, EngineConfig, EngineError, EngineResult)
-from dehaze_ros.anchor_scale import AnchorCloud
 from dehaze_ros.metric_scale import (SUPPORT_ANCHORED, SUPPORT_BOUNDED, SUPPORT_LEARNED, SUPPORT_PLANE, SUPPORT_SCALED,
                                      Mounting)
 from dehaze_ros.sim.lidar import LidarModel, synthetic_lidar

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dehaze_ros.anchor_scale import AnchorCloud
 from dehaze_ros.checkpoint import CheckpointError, build_models, load_checkpoint, save_checkpoint
 from dehaze_ros.devices import PRECISIONS, DeviceError, precision_name, resolve_precision
 from dehaze_ros.engine import (DEFAULT_CHECKPOINT, DehazeEngine, EngineConfig, EngineError, resolve_device,
@@ -43,6 +44,7 @@ from dehaze_ros.models import (PRESETS, build_dehazer, build_depth_net, count_ma
                                count_parameters)
 from dehaze_ros.metric_scale import Mounting, Pinhole
 from dehaze_ros.node_config import SPECS
+from dehaze_ros.sim.lidar import synthetic_lidar
 from dehaze_ros.sim.scenes import SceneRenderer
 
 
@@ -65,7 +67,7 @@ def hazy_frame(width: int, height: int) -> np.ndarray:
 
 # --scale-sources: name -> the row's label; what the camera's mounting tells the engine.
 SCALE_SOURCES = {"learned": "no source (camera_height_m 0)", "ground-height": "ground plane, pitch unknown",
-                 "ground": "ground plane, pitch known"}
+                 "ground": "ground plane, pitch known", "anchors": "anchors (synthetic 32-beam LiDAR, 30 m)"}
 
 
 def time_scale_sources(sources: list[str], sizes: list[tuple[int, int]], device: str, threads: int,
@@ -87,15 +89,19 @@ def time_scale_sources(sources: list[str], sizes: list[tuple[int, int]], device:
         image = (hazy * 255 + 0.5).astype(np.uint8)
         camera = Pinhole(frame.K[0, 0], frame.K[1, 1], frame.K[0, 2], frame.K[1, 2])
         height = float(renderer.scene.eye[1] - renderer.scene.eye_surface_z)
-        mountings = {"learned": Mounting(), "ground-height": Mounting(height), "ground": Mounting(height, 2.0)}
+        mountings = {"learned": Mounting(), "ground-height": Mounting(height), "ground": Mounting(height, 2.0),
+                     "anchors": Mounting()}
+        points = synthetic_lidar(frame.depth_m, camera.fx, camera.fy, camera.cx, camera.cy)
         baseline = None
         for source in sorted(sources, key=lambda name: name != "learned"):
             engine.reset_scale()
             stage, with_factor = [], 0
             started = time.perf_counter()
             while len(stage) < max_runs and (not stage or time.perf_counter() - started < budget_s):
-                result = engine.process(image, want_dehazed=False, camera=camera, stamp_s=0.1 * len(stage),
-                                        mounting=mountings[source])
+                stamp = 0.1 * len(stage)
+                anchors = AnchorCloud.of(points, stamp) if source == "anchors" else None
+                result = engine.process(image, want_dehazed=False, camera=camera, stamp_s=stamp,
+                                        mounting=mountings[source], anchors=anchors)
                 stage.append(result.timings_ms["scale"])
                 with_factor += result.scale.source != "learned"
             if source == "learned":
