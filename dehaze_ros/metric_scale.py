@@ -491,7 +491,10 @@ SUPPORT_ANCHORED = 5  # corrected by this frame's metric points nearby (anchor_s
 # (its table "What each pixel's depth rests on"). A calibrated rate for pixels of that kind, not a
 # per-pixel error bar; another checkpoint should be measured again.
 CONFIDENCE = {SUPPORT_NONE: 0.0, SUPPORT_LEARNED: 0.28, SUPPORT_SCALED: 0.47, SUPPORT_BOUNDED: 0.91,
-              SUPPORT_PLANE: 0.88, SUPPORT_ANCHORED: 0.0}
+              SUPPORT_PLANE: 0.88, SUPPORT_ANCHORED: 0.94}
+# SUPPORT_ANCHORED: the same views and seed with --scale-sources learned,anchors (a synthetic
+# 32-beam LiDAR, returns up to 30 m); there the pixels scaled by the anchors' factor alone (far
+# from every point) were within 25 % in 38 % of cases, below the ground's 47 % kept for SCALED.
 
 
 def confidence_map(support: np.ndarray) -> np.ndarray:
