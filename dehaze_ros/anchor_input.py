@@ -66,8 +66,9 @@ class AnchorInput:
         if stamp_s is None:
             cloud_stamp, cloud_frame, points = self._clouds[-1]
         else:
+            # Newest first, so that among equally near (or unstamped) clouds the newest wins.
             cloud_stamp, cloud_frame, points = min(
-                self._clouds, key=lambda cloud: abs(stamp_s - cloud[0]) if cloud[0] is not None else np.inf)
+                reversed(self._clouds), key=lambda cloud: abs(stamp_s - cloud[0]) if cloud[0] is not None else np.inf)
         if cloud_frame and cloud_frame != frame_id:
             matrix = None
             if self.extrinsic is not None:
