@@ -207,6 +207,11 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
                   "Anchor points that must land on the image with a prediction there (and agree) "
                   "for a scale; fewer: the frame is refused and counted.",
                   "configure", minimum=3, maximum=100000),
+    ParameterSpec("anchor_fit", "scale",
+                  "scale: one robust factor per frame (smoothed over frames like the ground's); "
+                  "scale_shift: plus a shift in inverse depth per frame (measured: better only on "
+                  "close-range scenes, docs/depth.md).",
+                  "configure", choices=("scale", "scale_shift")),
     ParameterSpec("anchor_refine", True,
                   "Correct the depth's shape near the anchor points (their residual ratio spread over "
                   "the image, fading to the global factor away from them); false: the factor only.",
