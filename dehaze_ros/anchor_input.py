@@ -11,6 +11,7 @@ The clouds of the last few seconds are kept (a bounded number); a frame takes th
 its stamp, and the engine refuses it as stale beyond ``anchor_max_age_s``. Every problem is
 counted (``counts``) and the last one kept in words (``last_problem``) for /diagnostics.
 """
+
 from __future__ import annotations
 
 from collections import deque
@@ -28,8 +29,12 @@ KEEP_CLOUDS = 8
 
 
 class AnchorInput:
-    def __init__(self, extrinsic: np.ndarray | None = None, lookup: TransformLookup | None = None,
-                 keep: int = KEEP_CLOUDS):
+    def __init__(
+        self,
+        extrinsic: np.ndarray | None = None,
+        lookup: TransformLookup | None = None,
+        keep: int = KEEP_CLOUDS,
+    ):
         self.extrinsic = extrinsic
         self.lookup = lookup
         self._clouds: deque[tuple[float | None, str, np.ndarray]] = deque(maxlen=keep)
@@ -68,7 +73,9 @@ class AnchorInput:
         else:
             # Newest first, so that among equally near (or unstamped) clouds the newest wins.
             cloud_stamp, cloud_frame, points = min(
-                reversed(self._clouds), key=lambda cloud: abs(stamp_s - cloud[0]) if cloud[0] is not None else np.inf)
+                reversed(self._clouds),
+                key=lambda cloud: abs(stamp_s - cloud[0]) if cloud[0] is not None else np.inf,
+            )
         if cloud_frame and cloud_frame != frame_id:
             matrix = None
             if self.extrinsic is not None:
@@ -76,12 +83,14 @@ class AnchorInput:
             elif self.lookup is not None:
                 try:
                     matrix = self.lookup(frame_id, cloud_frame, cloud_stamp)
-                except Exception as exc:   # tf2's lookup raises several exception types
+                except Exception as exc:  # tf2's lookup raises several exception types
                     problem = f"no transform from '{cloud_frame}' to '{frame_id}': {exc}"
                     return self._refuse(problem)
             if matrix is None:
-                return self._refuse(f"the anchor cloud is in frame '{cloud_frame}', the image in '{frame_id}': "
-                                    "set anchor_extrinsic or provide tf2 (tf2_ros)")
+                return self._refuse(
+                    f"the anchor cloud is in frame '{cloud_frame}', the image in '{frame_id}': "
+                    "set anchor_extrinsic or provide tf2 (tf2_ros)"
+                )
             points = transform_points(points, matrix)
         return AnchorCloud(points, cloud_stamp)
 

@@ -16,6 +16,7 @@ Frames: points are in the camera's optical frame (REP-103: x right, y down, z fo
 Transforming a sensor's cloud into it is the caller's (the node: tf2 or a static extrinsic,
 ``extrinsic_matrix``). No rclpy, no torch.
 """
+
 from __future__ import annotations
 
 import math
@@ -33,9 +34,10 @@ FITS = ("scale", "scale_shift")
 class AnchorCloud:
     """Metric points for one frame: N x 3 (x, y, z) in the camera optical frame, metres. NaN and
     inf rows are allowed (a LiDAR's missing returns): they are counted and dropped."""
+
     points: np.ndarray
-    stamp_s: float | None = None      # the cloud's time (header stamp); None: taken as the frame's
-    problem: str = ""                 # why this frame has no usable cloud (the input's words)
+    stamp_s: float | None = None  # the cloud's time (header stamp); None: taken as the frame's
+    problem: str = ""  # why this frame has no usable cloud (the input's words)
 
     @classmethod
     def refused(cls, problem: str) -> "AnchorCloud":
@@ -54,14 +56,15 @@ class AnchorCloud:
 class AnchorRules:
     """How anchors are used. Defaults measured on the renderer's vehicle views and RGB-D frames
     with synthetic LiDAR (docs/depth.md), tuned on the development seed only."""
-    min_points: int = 20              # anchors with a finite prediction needed for a factor
-    max_age_s: float = 0.15           # |frame stamp - cloud stamp| beyond this: stale, refused
-    near_m: float = 0.1               # closer points are the sensor's own body or noise
+
+    min_points: int = 20  # anchors with a finite prediction needed for a factor
+    max_age_s: float = 0.15  # |frame stamp - cloud stamp| beyond this: stale, refused
+    near_m: float = 0.1  # closer points are the sensor's own body or noise
     # Robust fit: log ratios further than this many MADs (at least min_band) from the median are
     # outliers (a point seen by the sensor but hidden from the camera, a moving object).
     mad_band: float = 3.0
     min_band: float = math.log(1.1)
-    fit: str = "scale"                # scale | scale_shift (affine in inverse depth; measured)
+    fit: str = "scale"  # scale | scale_shift (affine in inverse depth; measured)
     # The local correction: residual log ratios spread by a Gaussian this wide (degrees of view),
     # weighted against the global factor by ``prior_weight`` (anchor-equivalents per pixel area).
     refine: bool = True
@@ -92,6 +95,7 @@ class AnchorRules:
 class Projected:
     """The anchors that land on the depth image: pixel indices, their true depth z (metres),
     the prediction there, and what was dropped on the way (counts by reason)."""
+
     rows: np.ndarray
     cols: np.ndarray
     z: np.ndarray
@@ -104,23 +108,29 @@ def extrinsic_matrix(values) -> np.ndarray:
     static transform gives it) -> 4 x 4 matrix taking sensor points to camera points."""
     values = [float(v) for v in values]
     if len(values) != 7 or not all(math.isfinite(v) for v in values):
-        raise ValueError(f"an extrinsic is 7 finite numbers [x, y, z, qx, qy, qz, qw], got {values}")
+        raise ValueError(
+            f"an extrinsic is 7 finite numbers [x, y, z, qx, qy, qz, qw], got {values}"
+        )
     x, y, z, qx, qy, qz, qw = values
     norm = math.sqrt(qx * qx + qy * qy + qz * qz + qw * qw)
     if not 0.9 < norm < 1.1:
         raise ValueError(f"the extrinsic's quaternion must have unit length, got length {norm:.3f}")
     qx, qy, qz, qw = qx / norm, qy / norm, qz / norm, qw / norm
     matrix = np.eye(4)
-    matrix[:3, :3] = [[1 - 2 * (qy * qy + qz * qz), 2 * (qx * qy - qz * qw), 2 * (qx * qz + qy * qw)],
-                      [2 * (qx * qy + qz * qw), 1 - 2 * (qx * qx + qz * qz), 2 * (qy * qz - qx * qw)],
-                      [2 * (qx * qz - qy * qw), 2 * (qy * qz + qx * qw), 1 - 2 * (qx * qx + qy * qy)]]
+    matrix[:3, :3] = [
+        [1 - 2 * (qy * qy + qz * qz), 2 * (qx * qy - qz * qw), 2 * (qx * qz + qy * qw)],
+        [2 * (qx * qy + qz * qw), 1 - 2 * (qx * qx + qz * qz), 2 * (qy * qz - qx * qw)],
+        [2 * (qx * qz - qy * qw), 2 * (qy * qz + qx * qw), 1 - 2 * (qx * qx + qy * qy)],
+    ]
     matrix[:3, 3] = [x, y, z]
     return matrix
 
 
 def transform_points(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     """N x 3 points through a 4 x 4 rigid transform (float32; NaN rows stay NaN)."""
-    return (points @ matrix[:3, :3].T.astype(np.float32) + matrix[:3, 3].astype(np.float32)).astype(np.float32)
+    return (points @ matrix[:3, :3].T.astype(np.float32) + matrix[:3, 3].astype(np.float32)).astype(
+        np.float32
+    )
 
 
 def project(depth: np.ndarray, camera: Pinhole, cloud: AnchorCloud, near_m: float) -> Projected:
@@ -146,20 +156,32 @@ def project(depth: np.ndarray, camera: Pinhole, cloud: AnchorCloud, near_m: floa
     rows, cols = pixels // width, pixels % width
     predicted = depth[rows, cols]
     usable = np.isfinite(predicted) & (predicted > 0)
-    counts = {"points": int(points.shape[0]), "not finite": int((~finite).sum()),
-              "behind or too near": int((finite & ~in_front).sum()), "outside the image": int((~inside).sum()),
-              "hidden behind nearer points": int(inside.sum() - pixels.size),
-              "no prediction there": int((~usable).sum()), "used": int(usable.sum())}
+    counts = {
+        "points": int(points.shape[0]),
+        "not finite": int((~finite).sum()),
+        "behind or too near": int((finite & ~in_front).sum()),
+        "outside the image": int((~inside).sum()),
+        "hidden behind nearer points": int(inside.sum() - pixels.size),
+        "no prediction there": int((~usable).sum()),
+        "used": int(usable.sum()),
+    }
     return Projected(rows[usable], cols[usable], z_px[usable], predicted[usable], counts)
 
 
 def _counts_text(counts: dict) -> str:
-    dropped = ", ".join(f"{n} {reason}" for reason, n in counts.items() if reason not in ("points", "used") and n)
+    dropped = ", ".join(
+        f"{n} {reason}" for reason, n in counts.items() if reason not in ("points", "used") and n
+    )
     return f"{counts['points']} points" + (f" ({dropped})" if dropped else "")
 
 
-def anchor_estimate(depth: np.ndarray, camera: Pinhole, cloud: AnchorCloud | None, frame_stamp_s: float | None,
-                    rules: AnchorRules = AnchorRules()) -> ScaleEstimate | ScaleRefusal:
+def anchor_estimate(
+    depth: np.ndarray,
+    camera: Pinhole,
+    cloud: AnchorCloud | None,
+    frame_stamp_s: float | None,
+    rules: AnchorRules = AnchorRules(),
+) -> ScaleEstimate | ScaleRefusal:
     """This frame's scale from the anchors (``depth``: the network's metres at its own size,
     ``camera`` for that size): a ``ScaleEstimate`` whose factor multiplies the learned depth and
     whose details carry what ``apply_anchors`` needs, or a ``ScaleRefusal`` saying why not."""
@@ -171,8 +193,11 @@ def anchor_estimate(depth: np.ndarray, camera: Pinhole, cloud: AnchorCloud | Non
         age = frame_stamp_s - cloud.stamp_s
         if abs(age) > rules.max_age_s:
             when = "older" if age > 0 else "newer"
-            return ScaleRefusal(ANCHORS, f"stale: the cloud is {abs(age):.2f} s {when} than the frame "
-                                         f"(anchor_max_age_s {rules.max_age_s:g})")
+            return ScaleRefusal(
+                ANCHORS,
+                f"stale: the cloud is {abs(age):.2f} s {when} than the frame "
+                f"(anchor_max_age_s {rules.max_age_s:g})",
+            )
     if cloud.points.shape[0] == 0:
         return ScaleRefusal(ANCHORS, "the anchor cloud has no points")
     projected = project(depth, camera, cloud, rules.near_m)
@@ -190,8 +215,11 @@ def anchor_estimate(depth: np.ndarray, camera: Pinhole, cloud: AnchorCloud | Non
     mad = 1.4826 * float(np.median(np.abs(log_ratio - centre)))
     inliers = np.abs(log_ratio - centre) <= max(rules.mad_band * mad, rules.min_band)
     if inliers.sum() < rules.min_points:
-        return ScaleRefusal(ANCHORS, f"the anchors disagree: {int(inliers.sum())} of {log_ratio.size} "
-                                     f"consistent, {rules.min_points} needed")
+        return ScaleRefusal(
+            ANCHORS,
+            f"the anchors disagree: {int(inliers.sum())} of {log_ratio.size} "
+            f"consistent, {rules.min_points} needed",
+        )
     log_factor = float(np.mean(log_ratio[inliers]))
     fitted = np.full(log_ratio.shape, log_factor)
     slope, centre_log = 0.0, 0.0
@@ -199,16 +227,28 @@ def anchor_estimate(depth: np.ndarray, camera: Pinhole, cloud: AnchorCloud | Non
         log_pred = np.log(projected.predicted[inliers].astype(np.float64))
         centre_log = float(log_pred.mean())
         spread = log_pred - centre_log
-        if float(np.mean(spread ** 2)) > 1e-6:
-            slope = float(np.clip(np.mean(spread * (log_ratio[inliers] - log_factor)) / np.mean(spread ** 2),
-                                  -rules.max_slope, rules.max_slope))
+        if float(np.mean(spread**2)) > 1e-6:
+            slope = float(
+                np.clip(
+                    np.mean(spread * (log_ratio[inliers] - log_factor)) / np.mean(spread**2),
+                    -rules.max_slope,
+                    rules.max_slope,
+                )
+            )
         # Applied only beyond the anchors' far end (their 95th percentile of predicted depth):
         # inside it the points themselves correct the depth (refine).
         far_log = float(np.percentile(log_pred, 95))
-        fitted = log_factor + slope * np.maximum(np.log(projected.predicted.astype(np.float64)) - far_log, 0.0)
+        fitted = log_factor + slope * np.maximum(
+            np.log(projected.predicted.astype(np.float64)) - far_log, 0.0
+        )
     residual = float(np.median(np.abs(log_ratio[inliers] - fitted[inliers])))
-    details = {"points": int(inliers.sum()), "seen": counts["points"], "counts": counts,
-               "residual": math.expm1(residual), "fit": rules.fit}
+    details = {
+        "points": int(inliers.sum()),
+        "seen": counts["points"],
+        "counts": counts,
+        "residual": math.expm1(residual),
+        "fit": rules.fit,
+    }
     if rules.fit == "scale_shift":
         shift = _inverse_shift(projected, inliers, math.exp(log_factor))
         if shift is not None:
@@ -216,12 +256,17 @@ def anchor_estimate(depth: np.ndarray, camera: Pinhole, cloud: AnchorCloud | Non
     if slope:
         details["trend"] = (slope, math.exp(far_log))
     if rules.refine:
-        details["residual_log"] = (projected.rows[inliers], projected.cols[inliers],
-                                   (log_ratio[inliers] - fitted[inliers]).astype(np.float32))
+        details["residual_log"] = (
+            projected.rows[inliers],
+            projected.cols[inliers],
+            (log_ratio[inliers] - fitted[inliers]).astype(np.float32),
+        )
     return ScaleEstimate(ANCHORS, math.exp(log_factor), float(inliers.mean()), details)
 
 
-def _inverse_shift(projected: Projected, inliers: np.ndarray, factor: float) -> tuple[float, float] | None:
+def _inverse_shift(
+    projected: Projected, inliers: np.ndarray, factor: float
+) -> tuple[float, float] | None:
     """1 / z = a / (factor d) + b by least squares on the inliers (``scale_shift``): (a, b), or
     None when the fit would turn some anchors' depth negative (a <= 0)."""
     inverse_pred = 1.0 / (factor * projected.predicted[inliers].astype(np.float64))
@@ -233,8 +278,13 @@ def _inverse_shift(projected: Projected, inliers: np.ndarray, factor: float) -> 
     return float(a), float(b)
 
 
-def apply_anchors(depth_small: np.ndarray, camera_small: Pinhole, factor: float, details: dict | None,
-                  rules: AnchorRules = AnchorRules()) -> tuple[np.ndarray, np.ndarray]:
+def apply_anchors(
+    depth_small: np.ndarray,
+    camera_small: Pinhole,
+    factor: float,
+    details: dict | None,
+    rules: AnchorRules = AnchorRules(),
+) -> tuple[np.ndarray, np.ndarray]:
     """The learned metres (the network's own pixels) times ``factor``, corrected by this frame's
     anchors when ``details`` are this frame's (None for a held factor). Returns (depth, weight):
     weight is the anchors' share in each pixel's correction, in [0, 1] (0: the factor alone)."""
@@ -246,7 +296,9 @@ def apply_anchors(depth_small: np.ndarray, camera_small: Pinhole, factor: float,
     if trend is not None:
         slope, centre = trend
         with np.errstate(divide="ignore", invalid="ignore"):
-            depth = depth * np.maximum(depth_small / np.float32(centre), np.float32(1.0)) ** np.float32(slope)
+            depth = depth * np.maximum(
+                depth_small / np.float32(centre), np.float32(1.0)
+            ) ** np.float32(slope)
     shift = details.get("inverse_shift")
     if shift is not None:
         a, b = shift
@@ -263,31 +315,49 @@ def apply_anchors(depth_small: np.ndarray, camera_small: Pinhole, factor: float,
     # prior_weight per pixel, in units of a Gaussian-spread anchor's peak (1 / (2 pi sigma^2)).
     prior = np.float32(rules.prior_weight / (2.0 * math.pi * sigma * sigma))
     if rules.layer_step > 0:
-        spread_sums, spread_counts = _spread_layered(depth, rows, cols, values, sigma, rules.layer_step)
+        spread_sums, spread_counts = _spread_layered(
+            depth, rows, cols, values, sigma, rules.layer_step
+        )
     else:
-        spread_sums, spread_counts = _spread(depth.shape, rows, cols, values, np.ones_like(values), sigma)
+        spread_sums, spread_counts = _spread(
+            depth.shape, rows, cols, values, np.ones_like(values), sigma
+        )
     correction = spread_sums / (spread_counts + prior)
     weight = spread_counts / (spread_counts + prior)
     depth = depth * np.exp(correction)
     return depth.astype(np.float32), weight.astype(np.float32)
 
 
-def _spread(shape: tuple[int, int], rows: np.ndarray, cols: np.ndarray, values: np.ndarray, weights: np.ndarray,
-            sigma: float) -> tuple[np.ndarray, np.ndarray]:
+def _spread(
+    shape: tuple[int, int],
+    rows: np.ndarray,
+    cols: np.ndarray,
+    values: np.ndarray,
+    weights: np.ndarray,
+    sigma: float,
+) -> tuple[np.ndarray, np.ndarray]:
     """Gaussian-spread sums of weights x values and of weights, splatted at (rows, cols)."""
     sums = np.zeros(shape, dtype=np.float32)
     counts = np.zeros(shape, dtype=np.float32)
     np.add.at(sums, (rows, cols), values * weights)
     np.add.at(counts, (rows, cols), weights)
-    return (cv2.GaussianBlur(sums, (0, 0), sigma, borderType=cv2.BORDER_REPLICATE),
-            cv2.GaussianBlur(counts, (0, 0), sigma, borderType=cv2.BORDER_REPLICATE))
+    return (
+        cv2.GaussianBlur(sums, (0, 0), sigma, borderType=cv2.BORDER_REPLICATE),
+        cv2.GaussianBlur(counts, (0, 0), sigma, borderType=cv2.BORDER_REPLICATE),
+    )
 
 
 MAX_LAYERS = 24
 
 
-def _spread_layered(depth: np.ndarray, rows: np.ndarray, cols: np.ndarray, values: np.ndarray, sigma: float,
-                    step: float) -> tuple[np.ndarray, np.ndarray]:
+def _spread_layered(
+    depth: np.ndarray,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    values: np.ndarray,
+    sigma: float,
+    step: float,
+) -> tuple[np.ndarray, np.ndarray]:
     """``_spread`` in a bilateral grid over log depth: each anchor splats into the two layers
     around its predicted log depth, each layer is spread in the image, and every pixel reads the
     layers around its own log depth (linear in between)."""
@@ -305,10 +375,14 @@ def _spread_layered(depth: np.ndarray, rows: np.ndarray, cols: np.ndarray, value
     sums = np.zeros(depth.shape, dtype=np.float32)
     counts = np.zeros(depth.shape, dtype=np.float32)
     for layer in range(layers):
-        share = np.where(below == layer, 1.0 - upper_share, 0.0) + np.where(below + 1 == layer, upper_share, 0.0)
+        share = np.where(below == layer, 1.0 - upper_share, 0.0) + np.where(
+            below + 1 == layer, upper_share, 0.0
+        )
         if not share.any():
             continue
-        layer_sums, layer_counts = _spread(depth.shape, rows, cols, values, share.astype(np.float32), sigma)
+        layer_sums, layer_counts = _spread(
+            depth.shape, rows, cols, values, share.astype(np.float32), sigma
+        )
         read = np.clip(1.0 - np.abs(pixel_position - layer), 0.0, 1.0).astype(np.float32)
         sums += read * layer_sums
         counts += read * layer_counts
