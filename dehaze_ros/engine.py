@@ -55,6 +55,7 @@ import numpy as np
 import torch
 
 from dehaze_ros import devices, upsampling
+from dehaze_ros.anchor_scale import AnchorCloud, AnchorRules, anchor_estimate, apply_anchors
 from dehaze_ros.backends import (
     BACKENDS,
     MODELS,
@@ -68,8 +69,11 @@ from dehaze_ros.checkpoint import Checkpoint
 from dehaze_ros.devices import PRECISIONS, cpu_supports_bf16  # noqa: F401 (re-exported)
 from dehaze_ros.haze_depth import HazeDepth, fuse_depth_with_haze
 from dehaze_ros.metric_scale import (
+    ANCHORS,
     LEARNED,
+    SUPPORT_ANCHORED,
     SUPPORT_LEARNED,
+    SUPPORT_SCALED,
     Mounting,
     Pinhole,
     ScaleState,
@@ -159,6 +163,23 @@ class EngineConfig:
     # horizontal in degrees (NaN = unknown: estimated per frame, and only the scale is applied).
     camera_height_m: float = 0.0
     camera_pitch_deg: float = math.nan
+    # Metric points (anchor_scale: LiDAR, radar) given to process(): a cloud further than this
+    # from the frame's stamp is stale and refused; fewer usable points than anchor_min_points
+    # give no factor; anchor_fit "scale" (one factor, smoothed) or "scale_shift" (plus a shift
+    # in inverse depth per frame); anchor_refine corrects the shape near the points.
+    anchor_max_age_s: float = AnchorRules.max_age_s
+    anchor_min_points: int = AnchorRules.min_points
+    anchor_fit: str = AnchorRules.fit
+    anchor_refine: bool = AnchorRules.refine
+
+    @property
+    def anchor_rules(self) -> AnchorRules:
+        return AnchorRules(
+            min_points=self.anchor_min_points,
+            max_age_s=self.anchor_max_age_s,
+            fit=self.anchor_fit,
+            refine=self.anchor_refine,
+        )
 
     @property
     def mounting(self) -> Mounting:
@@ -191,6 +212,7 @@ class EngineConfig:
                 f"default_hfov_deg must lie in [1, 179] degrees, got {self.default_hfov_deg}"
             )
         self.mounting.check()
+        self.anchor_rules.check()
 
 
 @dataclass
@@ -377,6 +399,7 @@ class DehazeEngine:
         camera: Pinhole | None = None,
         stamp_s: float | None = None,
         mounting: Mounting | None = None,
+        anchors: AnchorCloud | None = None,
     ) -> EngineResult:
         """``focal_px``: the horizontal focal length in pixels of ``image`` (CameraInfo's fx at
         this image size); None assumes ``default_hfov_deg``. ``camera``: the full intrinsics of
@@ -384,7 +407,9 @@ class DehazeEngine:
         is the focal length when ``focal_px`` is None; None: square pixels centred on the image.
         ``stamp_s``: the frame's time (its header stamp), which paces the scale's smoothing and
         its hold; None counts frames instead. ``mounting``: the camera's height and pitch for
-        this frame instead of the config's (evaluation sets whose views each have their own)."""
+        this frame instead of the config's (evaluation sets whose views each have their own).
+        ``anchors``: metric points in the camera optical frame for this frame (anchor_scale), the
+        scale source trusted first; None: this stream has no such sensor (its state is kept)."""
         start = time.perf_counter()
         rgb = as_rgb_uint8(image)
         if self.backend is None:
@@ -443,7 +468,13 @@ class DehazeEngine:
                 # The stage includes bringing the depth to full size (a new array, as below).
                 scale_mark = time.perf_counter()
                 depth, support, scale = self._metric_scale(
-                    depth_small, height, width, camera, stamp_s, mounting or self.config.mounting
+                    depth_small,
+                    height,
+                    width,
+                    camera,
+                    stamp_s,
+                    mounting or self.config.mounting,
+                    anchors,
                 )
                 timings["scale"] = (time.perf_counter() - scale_mark) * 1e3
             else:
@@ -497,6 +528,7 @@ class DehazeEngine:
         camera: Pinhole,
         stamp_s: float | None,
         mounting: Mounting,
+        anchors: AnchorCloud | None = None,
     ) -> tuple[np.ndarray, np.ndarray, ScaleState]:
         """The learned metres (``depth_small``, the network's) at height x width with the scale
         sources applied: (depth, support, the ScaleState). The ground is fitted on the network's
@@ -506,16 +538,38 @@ class DehazeEngine:
             SUPPORT_LEARNED
         )  # else SUPPORT_NONE
         proposals = []
+        small_camera = camera.resized(width, height, depth_small.shape[1], depth_small.shape[0])
+        if anchors is not None:
+            proposals.append(
+                anchor_estimate(
+                    depth_small, small_camera, anchors, stamp_s, self.config.anchor_rules
+                )
+            )
         if mounting.height_m > 0:
-            small_camera = camera.resized(width, height, depth_small.shape[1], depth_small.shape[0])
             proposals.append(ground_estimate(depth_small, small_camera, mounting))
         state = self.stream_scale.update(proposals, stamp_s)
         if state.source == LEARNED:
             depth = upsampling.upsample_depth(depth_small, height, width)
             return depth, resize_nearest(learned, width, height), state
+        if state.source == ANCHORS:
+            # This frame's own points correct the shape near them; a held factor scales only.
+            scaled, weight = apply_anchors(
+                depth_small,
+                small_camera,
+                state.factor,
+                state.details or None,
+                self.config.anchor_rules,
+            )
+            support = np.isfinite(scaled).view(np.uint8) * np.uint8(SUPPORT_SCALED)
+            support[(weight >= 0.5) & (support > 0)] = SUPPORT_ANCHORED
+            return (
+                upsampling.upsample_depth(scaled, height, width),
+                resize_nearest(support, width, height),
+                state,
+            )
         # The plane of this frame when the factor is this frame's own (smoothed); a held factor
         # (this frame refused, or an outlier) has no plane to trust here.
-        plane = None if state.held else proposals[0].details["plane"]
+        plane = None if state.held else state.details["plane"]
         depth, support = apply_ground(
             depth_small, width, height, camera, state.factor, plane, mounting
         )

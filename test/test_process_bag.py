@@ -807,3 +807,144 @@ def test_camera_height_gives_the_depth_the_grounds_scale_as_the_engine_does(tmp_
         == 0
     )
     assert "metric scale" not in capsys.readouterr().out
+
+
+def cloud_msg(points: np.ndarray, stamp_ns: int, frame_id: str):
+    """A PointCloud2 (x, y, z float32) written with rosbags' own types, not the code under test."""
+    PointCloud2, PointField = (
+        INPUT_TYPES.types["sensor_msgs/msg/PointCloud2"],
+        INPUT_TYPES.types["sensor_msgs/msg/PointField"],
+    )
+    Header, Time = (
+        INPUT_TYPES.types["std_msgs/msg/Header"],
+        INPUT_TYPES.types["builtin_interfaces/msg/Time"],
+    )
+    data = np.ascontiguousarray(points, dtype="<f4")
+    fields = [
+        PointField(name=name, offset=4 * i, datatype=7, count=1) for i, name in enumerate("xyz")
+    ]
+    return PointCloud2(
+        header=Header(
+            stamp=Time(sec=stamp_ns // 10**9, nanosec=stamp_ns % 10**9), frame_id=frame_id
+        ),
+        height=1,
+        width=len(data),
+        fields=fields,
+        is_bigendian=False,
+        point_step=12,
+        row_step=12 * len(data),
+        data=np.frombuffer(data.tobytes(), np.uint8),
+        is_dense=True,
+    )
+
+
+def test_an_anchor_cloud_topic_gives_the_depth_the_points_metres_as_the_engine_does(
+    tmp_path, capsys
+):
+    """--anchor-topic: each frame takes the bag's cloud nearest to it; a cloud in another frame
+    without anchor_extrinsic is refused, counted and said, and the factor is held."""
+    from dehaze_ros.anchor_scale import AnchorCloud
+    from dehaze_ros.metric_scale import Pinhole
+    from dehaze_ros.sim.lidar import synthetic_lidar
+    from dehaze_ros.sim.scenes import vehicle_validation_view
+
+    _, view = vehicle_validation_view(0)
+    rgb = cv2.resize(view.rgb, (621, 188), interpolation=cv2.INTER_AREA)
+    truth = cv2.resize(view.depth_m, (621, 188), interpolation=cv2.INTER_NEAREST)
+    K = view.K.copy()
+    K[:2] *= 0.5
+    K[:2, 2] = (view.K[:2, 2] + 0.5) * 0.5 - 0.5
+    points = synthetic_lidar(
+        truth, K[0, 0], K[1, 1], K[0, 2], K[1, 2], rng=np.random.default_rng(0)
+    )
+    CameraInfo = INPUT_TYPES.types["sensor_msgs/msg/CameraInfo"]
+    RegionOfInterest = INPUT_TYPES.types["sensor_msgs/msg/RegionOfInterest"]
+    source, cloud_topic = tmp_path / "in", "/lidar/points"
+    with Writer(source, version=9, storage_plugin=StoragePlugin.SQLITE3) as writer:
+        image_conn = writer.add_connection(IMAGE, "sensor_msgs/msg/Image", typestore=INPUT_TYPES)
+        info_conn = writer.add_connection(INFO, "sensor_msgs/msg/CameraInfo", typestore=INPUT_TYPES)
+        cloud_conn = writer.add_connection(
+            cloud_topic, "sensor_msgs/msg/PointCloud2", typestore=INPUT_TYPES
+        )
+        for index in range(3):
+            stamp = START_NS + index * 100_000_000
+            info = CameraInfo(
+                header=header(index),
+                height=188,
+                width=621,
+                distortion_model="plumb_bob",
+                d=np.zeros(5),
+                k=K.reshape(-1),
+                r=np.eye(3).reshape(-1),
+                p=np.hstack([K, np.zeros((3, 1))]).reshape(-1),
+                binning_x=0,
+                binning_y=0,
+                roi=RegionOfInterest(x_offset=0, y_offset=0, height=0, width=0, do_rectify=False),
+            )
+            frame_id = (
+                f"cam{index}" if index < 2 else "lidar"
+            )  # the last: another frame, no extrinsic
+            writer.write(
+                cloud_conn,
+                stamp,
+                INPUT_TYPES.serialize_cdr(
+                    cloud_msg(points, stamp + 7, frame_id), "sensor_msgs/msg/PointCloud2"
+                ),
+            )
+            writer.write(
+                info_conn, stamp, INPUT_TYPES.serialize_cdr(info, "sensor_msgs/msg/CameraInfo")
+            )
+            writer.write(
+                image_conn,
+                stamp + 1000,
+                INPUT_TYPES.serialize_cdr(image_msg(index, rgb, "rgb8"), "sensor_msgs/msg/Image"),
+            )
+    assert (
+        run(
+            source,
+            tmp_path / "out",
+            "--image-topic",
+            IMAGE,
+            "--camera-info-topic",
+            INFO,
+            "--outputs",
+            "depth",
+            "--anchor-topic",
+            cloud_topic,
+        )
+        == 0
+    )
+    summary = capsys.readouterr().out
+    assert "metric scale: anchors 2, anchors held 1" in summary, summary
+    assert "clouds received 3" in summary and "frames anchored 2" in summary, summary
+    assert "in frame 'lidar', the image in 'cam2'" in summary, summary
+
+    engine = DehazeEngine(EngineConfig(warmup=0, num_threads=1))
+    camera = Pinhole(K[0, 0], K[1, 1], K[0, 2], K[1, 2])
+    _, _, messages = read_bag(tmp_path / "out")
+    depths = [
+        image_to_numpy(process_bag.output_typestore().deserialize_cdr(raw, "sensor_msgs/msg/Image"))
+        for topic, _, raw in messages
+        if topic == "/depth/image"
+    ]
+    assert len(depths) == 3
+    for index, depth in enumerate(depths):
+        stamp_s = (START_NS + index * 10**8 + 7) / 1e9
+        anchors = (
+            AnchorCloud.of(points, stamp_s) if index < 2 else AnchorCloud.refused("another frame")
+        )
+        expected = engine.process(
+            rgb, want_dehazed=False, camera=camera, stamp_s=stamp_s, anchors=anchors
+        )
+        np.testing.assert_allclose(depth, expected.depth, rtol=1e-5)
+        scored = np.isfinite(truth) & (truth < 80) & np.isfinite(depth)
+        assert 0.9 <= np.median(depth[scored]) / np.median(truth[scored]) <= 1.1
+
+    assert (
+        run(source, tmp_path / "wrong", "--image-topic", IMAGE, "--anchor-topic", INFO)
+        == process_bag.EXIT_ERROR
+    )
+    assert (
+        f"has no PointCloud2 topic '{INFO}'; its PointCloud2 topics: {cloud_topic}"
+        in capsys.readouterr().err
+    )

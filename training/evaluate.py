@@ -63,6 +63,7 @@ from typing import Iterator
 import cv2
 import numpy as np
 
+from dehaze_ros.anchor_scale import AnchorCloud
 from dehaze_ros.checkpoint import CheckpointError, load_checkpoint
 from dehaze_ros.engine import (
     BACKENDS,
@@ -77,12 +78,14 @@ from dehaze_ros.engine import (
     EngineResult,
 )
 from dehaze_ros.metric_scale import (
+    SUPPORT_ANCHORED,
     SUPPORT_BOUNDED,
     SUPPORT_LEARNED,
     SUPPORT_PLANE,
     SUPPORT_SCALED,
     Mounting,
 )
+from dehaze_ros.sim.lidar import LidarModel, synthetic_lidar
 from dehaze_ros.upsampling import upsample_depth
 from training.config import ConfigError, HazeConfig, apply_overrides, source_config
 from training.data import SOURCES, DataSource, open_source
@@ -100,6 +103,7 @@ SUPPORT_NAMES = {
     SUPPORT_SCALED: "scaled",
     SUPPORT_BOUNDED: "bounded",
     SUPPORT_PLANE: "plane",
+    SUPPORT_ANCHORED: "anchored",
 }
 FOLDER_KINDS = (
     "images",
@@ -135,8 +139,21 @@ CSV_COLUMNS = (
     "ms",
 )
 # The scale sources training.evaluate can report, each a row per view (module docstring).
-SCALE_SOURCES = ("learned", "ground", "ground-height")
-SCALE_LABELS = {"ground": "ground plane", "ground-height": "ground plane, pitch estimated"}
+SCALE_SOURCES = ("learned", "ground", "ground-height", "anchors", "anchors-scale", "anchors-shift")
+SCALE_LABELS = {
+    "ground": "ground plane",
+    "ground-height": "ground plane, pitch estimated",
+    "anchors": "anchors",
+    "anchors-scale": "anchors, scale only",
+    "anchors-shift": "anchors, scale + inverse-depth shift",
+}
+# How each anchor row fits the points (EngineConfig.anchor_fit, anchor_refine): the node's
+# default, and the two simpler fits it is measured against.
+ANCHOR_VARIANTS = {
+    "anchors": ("scale", True),
+    "anchors-scale": ("scale", False),
+    "anchors-shift": ("scale_shift", False),
+}
 # The median pred/true band of the ground plane's gate (issue 26): the share of views inside it.
 MEDIAN_BAND = (0.9, 1.1)
 
@@ -419,7 +436,7 @@ def view_mounting(
 ) -> Mounting | None:
     """The camera mounting a scale source uses for this view (the view's own, else the options'),
     or None when the source cannot run on it (no known camera height)."""
-    if source == "learned":
+    if source == "learned" or source in ANCHOR_VARIANTS:
         return Mounting()
     height = sample.camera_height_m if math.isfinite(sample.camera_height_m) else height_m
     if not (math.isfinite(height) and height > 0):
@@ -428,6 +445,20 @@ def view_mounting(
         return Mounting(height)
     pitch = sample.camera_pitch_deg if math.isfinite(sample.camera_pitch_deg) else pitch_deg
     return Mounting(height, pitch)
+
+
+def view_anchors(sample: Sample, range_m: float, seed: int) -> AnchorCloud | None:
+    """The synthetic LiDAR of a view (its exact depth, its focal length, principal point at the
+    centre as the sets' cameras have it), or None when the view has no metric depth or focal."""
+    if not (sample.has_depth and sample.metric_depth and sample.focal_px > 0):
+        return None
+    points = synthetic_lidar(
+        sample.depth_m,
+        sample.focal_px,
+        model=LidarModel(max_range_m=range_m),
+        rng=np.random.default_rng(seed),
+    )
+    return AnchorCloud.of(points)
 
 
 def focal_column(engine: DehazeEngine, result) -> str:
@@ -645,10 +676,13 @@ def evaluate(
     camera_height_m: float = math.nan,
     camera_pitch_deg: float = math.nan,
     max_depth_m: float = math.inf,
+    anchor_range_m: float = LidarModel.max_range_m,
 ) -> dict:
     """Run every method on every set; write per_image.csv, summary.md and grids; return the summary.
     ``scale_sources``: rows of the model per scale source (SCALE_SOURCES); ``camera_height_m`` and
-    ``camera_pitch_deg``: the mounting for views that do not bring their own."""
+    ``camera_pitch_deg``: the mounting for views that do not bring their own. Anchor rows get
+    a synthetic LiDAR (dehaze_ros.sim.lidar) made from each view's exact depth, returns up to
+    ``anchor_range_m``, the same points for every anchor row of a view."""
     if not checkpoint and not baseline:
         raise ValueError("nothing to evaluate: give --checkpoint and/or --baseline dcp")
     if depth_from_haze not in DEPTH_FROM_HAZE_CHOICES:
@@ -755,6 +789,15 @@ def evaluate(
                         mounting = view_mounting(sample, source, camera_height_m, camera_pitch_deg)
                         if mounting is None:
                             continue  # no known camera height: no ground on this view
+                        anchors = None
+                        if source in ANCHOR_VARIANTS:
+                            anchors = view_anchors(sample, anchor_range_m, seed * 100003 + index)
+                            if anchors is None:
+                                continue  # no metric depth or focal length: no LiDAR to simulate
+                            fit, refine = ANCHOR_VARIANTS[source]
+                            engine.config = dataclasses.replace(
+                                engine.config, anchor_fit=fit, anchor_refine=refine
+                            )
                         # Every view is a stream of one frame: nothing smoothed carries over.
                         engine.reset_scale()
                         start = time.perf_counter()
@@ -765,6 +808,7 @@ def evaluate(
                             want_dehazed=method != "network depth" and source == sources[0],
                             focal_px=sample.focal_px if sample.focal_px > 0 else None,
                             mounting=mounting,
+                            anchors=anchors,
                         )
                         elapsed_ms = (time.perf_counter() - start) * 1e3
                         label = method_label(method, engine)
@@ -1063,6 +1107,12 @@ def main(argv: list[str] | None = None) -> int:
         "views that do not bring their own; NaN = unknown",
     )
     parser.add_argument(
+        "--anchor-range-m",
+        type=float,
+        default=LidarModel.max_range_m,
+        help="anchor scale sources: the synthetic LiDAR's longest return (fog limits it)",
+    )
+    parser.add_argument(
         "--max-depth-m",
         type=float,
         default=0.0,
@@ -1111,6 +1161,7 @@ def main(argv: list[str] | None = None) -> int:
             camera_height_m=args.camera_height_m,
             camera_pitch_deg=args.camera_pitch_deg,
             max_depth_m=args.max_depth_m if args.max_depth_m > 0 else math.inf,
+            anchor_range_m=args.anchor_range_m,
         )
     except (DataError, CheckpointError, EngineError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -33,16 +33,27 @@ import cv2
 import numpy as np
 
 from dehaze_ros import visibility
+from dehaze_ros.anchor_scale import AnchorCloud
 from dehaze_ros.engine import DEFAULT_CHECKPOINT, DehazeEngine, EngineConfig
 from dehaze_ros.haze import synthesize_haze
+from dehaze_ros.metric_scale import Mounting, Pinhole
 from dehaze_ros.ros.node_config import SPECS
-from dehaze_ros.sim.scenes import SceneRenderer, outdoor_validation_view
+from dehaze_ros.sim.lidar import synthetic_lidar
+from dehaze_ros.sim.scenes import SceneRenderer, outdoor_validation_view, vehicle_validation_view
 from training.config import SourceConfig
 from training.data.rgbd import load_rgbd_item, scan_rgbd_folder
 
 AIRLIGHT = 0.85
 WIDTH = 320
-SOURCES = ("exact t + true depth", "DCP t + true depth", "checkpoint end to end")
+SOURCES = (
+    "exact t + true depth",
+    "DCP t + true depth",
+    "checkpoint end to end",
+    "checkpoint + ground plane",
+    "checkpoint + anchors",
+)
+# The last two columns need the camera's mounting (vehicle views): camera_height_m and pitch for
+# the ground; a synthetic 32-beam LiDAR from the view's exact depth (returns <= 30 m) for anchors.
 
 
 @dataclass
@@ -50,6 +61,8 @@ class View:
     rgb: np.ndarray  # clear, uint8
     depth_m: np.ndarray  # exact metres, +inf sky, NaN unknown
     focal_px: float
+    mounting: Mounting | None = None  # known camera height and pitch (vehicle views)
+    camera: Pinhole | None = None
 
 
 @dataclass
@@ -106,6 +119,25 @@ def indoor_views(count: int) -> list[View]:
     return views
 
 
+def vehicle_views(count: int) -> list[View]:
+    """The renderer's vehicle validation views at their cameras' native sizes (1242x375,
+    1280x720, 640x480), with their mounting: what the ground and anchor columns need."""
+    views = []
+    for index in range(count):
+        _, frame = vehicle_validation_view(index)
+        K = frame.K
+        views.append(
+            View(
+                frame.rgb,
+                frame.depth_m,
+                float(K[0, 0]),
+                Mounting(frame.camera_height_m, frame.camera_pitch_deg),
+                Pinhole(K[0, 0], K[1, 1], K[0, 2], K[1, 2]),
+            )
+        )
+    return views
+
+
 def middlebury_views(root: Path) -> list[View]:
     items, _ = scan_rgbd_folder(root, SourceConfig(kind="rgbd"), "middlebury")
     views, seen = [], set()
@@ -147,11 +179,30 @@ def evaluate(
             )
             dcp_t = dcp.process(hazy_u8, want_dehazed=False, want_depth=False).transmission
             cells[1].add(visibility.estimate_visibility(dcp_t, view.depth_m), true_visibility)
-            if model is not None:
-                result = model.process(
-                    hazy_u8, want_dehazed=False, want_depth=True, focal_px=view.focal_px
+            if model is None:
+                continue
+            runs = [(2, {})]
+            if view.mounting is not None:
+                points = synthetic_lidar(
+                    view.depth_m,
+                    view.camera.fx,
+                    view.camera.fy,
+                    view.camera.cx,
+                    view.camera.cy,
+                    rng=np.random.default_rng(0),
                 )
-                cells[2].add(
+                runs += [(3, {"mounting": view.mounting}), (4, {"anchors": AnchorCloud.of(points)})]
+            for column, scale_source in runs:
+                model.reset_scale()  # each view a stream of one frame
+                result = model.process(
+                    hazy_u8,
+                    want_dehazed=False,
+                    want_depth=True,
+                    focal_px=view.focal_px,
+                    camera=view.camera,
+                    **scale_source,
+                )
+                cells[column].add(
                     visibility.estimate_from_result(
                         result, hazy_u8, model.config.max_side, model.depth_range
                     ),
@@ -173,6 +224,13 @@ def main(argv=None) -> int:
         "--middlebury", type=Path, default=Path("../shared/data/rgbd/middlebury2014")
     )
     parser.add_argument("--views", type=int, default=6, help="procedural outdoor views (rooms: 4)")
+    parser.add_argument(
+        "--vehicle-views",
+        type=int,
+        default=15,
+        help="the renderer's vehicle views at native size, with the ground and anchor columns "
+        "(0: none)",
+    )
     parser.add_argument(
         "--max-side",
         type=int,
@@ -199,6 +257,15 @@ def main(argv=None) -> int:
         ),
         ("rooms (procedural, 1.5-13 m)", indoor_views(4), [30.0, 100.0, 300.0, 1000.0]),
     ]
+    if args.vehicle_views:
+        sets.insert(
+            0,
+            (
+                "vehicle views (native size, camera 1.2-2.0 m up)",
+                vehicle_views(args.vehicle_views),
+                [50.0, 100.0, 300.0, 1000.0],
+            ),
+        )
     if args.middlebury.is_dir():
         sets.append(
             (

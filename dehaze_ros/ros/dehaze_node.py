@@ -58,10 +58,12 @@ from rclpy.qos import QoSDurabilityPolicy, QoSHistoryPolicy, QoSProfile, QoSReli
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from rclpy.signals import SignalHandlerOptions
 from rclpy.time import Time
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
+from dehaze_ros.anchor_scale import extrinsic_matrix
 from dehaze_ros.engine import DehazeEngine, slow_setup_notice
 from dehaze_ros.ros import frame_outputs, image_conversion, stats
+from dehaze_ros.ros.anchor_input import AnchorInput
 from dehaze_ros.ros.frame_outputs import OUTPUTS, FrameProducts
 from dehaze_ros.ros.image_conversion import ImageConversionError
 from dehaze_ros.ros.node_config import (
@@ -70,6 +72,7 @@ from dehaze_ros.ros.node_config import (
     NodeConfig,
     declare_node_parameters,
     integers_as_floats,
+    parse_extrinsic,
     read_node_config,
     resolve_model,
 )
@@ -178,6 +181,9 @@ class DehazeNode(LifecycleNode):
         self._outputs: dict[str, object] = {}  # topic -> lifecycle publisher
         self._inputs: list = []
         self._camera_info: CameraInfo | None = None
+        self._anchors = AnchorInput()  # anchor_points (set up at configure)
+        self._anchor_lock = threading.Lock()  # the executor adds clouds, the worker reads them
+        self._tf_buffer = None  # tf2 for anchor clouds in other frames, if installed
         self._input_topic = ""
         self._slot = LatestFrameSlot()
         self._worker: threading.Thread | None = None
@@ -245,6 +251,12 @@ class DehazeNode(LifecycleNode):
         self._engine = engine
         self._engine_info = engine.describe()
         self._config = config
+        self._anchors = AnchorInput(
+            extrinsic=parse_extrinsic(config.anchor_extrinsic)
+            if config.anchor_extrinsic.strip()
+            else None,
+            lookup=self._tf_lookup_function(),
+        )
         self._stats = stats.FrameStats()
         self._previous = stats.StatsSnapshot(taken_at=time.monotonic())
         options = QoSOverridingOptions.with_default_policies()
@@ -294,10 +306,19 @@ class DehazeNode(LifecycleNode):
         info_sub = self.create_subscription(
             CameraInfo, "camera_info", self._on_camera_info, qos, qos_overriding_options=options
         )
-        self._inputs = [image_sub, info_sub]
+        anchor_sub = self.create_subscription(
+            PointCloud2,
+            "anchor_points",
+            self._on_anchor_points,
+            qos,
+            qos_overriding_options=options,
+        )
+        self._inputs = [image_sub, info_sub, anchor_sub]
         self._slot = LatestFrameSlot()
         # A new stream: a scale smoothed before a deactivate may belong to another camera or place.
         self._engine.reset_scale()
+        with self._anchor_lock:
+            self._anchors.reset()
         self._stop_worker.clear()
         self._start_worker()
         self._active_since = time.monotonic()
@@ -425,6 +446,31 @@ class DehazeNode(LifecycleNode):
     def _on_camera_info(self, msg: CameraInfo) -> None:
         self._camera_info = msg
 
+    def _on_anchor_points(self, msg: PointCloud2) -> None:
+        with self._anchor_lock:
+            self._anchors.add(msg, frame_outputs.stamp_seconds(msg.header))
+        if self._anchors.last_problem.startswith("anchor cloud unreadable"):
+            self._warn_throttled("anchor cloud", self._anchors.last_problem)
+
+    def _tf_lookup_function(self):
+        """tf2's transform at a stamp as a 4 x 4 matrix, where tf2_ros is installed (else None:
+        anchor clouds in another frame need anchor_extrinsic). One buffer and listener a node."""
+        try:
+            import tf2_ros
+        except ImportError:
+            return None
+        if self._tf_buffer is None:
+            self._tf_buffer = tf2_ros.Buffer()
+            self._tf_listener = tf2_ros.TransformListener(self._tf_buffer, self)
+
+        def lookup(target: str, source: str, stamp_s: float | None):
+            when = Time(nanoseconds=int(stamp_s * 1e9)) if stamp_s is not None else Time()
+            transform = self._tf_buffer.lookup_transform(target, source, when).transform
+            t, q = transform.translation, transform.rotation
+            return extrinsic_matrix([t.x, t.y, t.z, q.x, q.y, q.z, q.w])
+
+        return lookup
+
     # -- processing (worker thread) -------------------------------------------------------------
 
     def _start_worker(self) -> None:
@@ -531,6 +577,8 @@ class DehazeNode(LifecycleNode):
             return
         products.height, products.width = products.rgb.shape[:2]
         products.read_camera()
+        with self._anchor_lock:
+            products.anchors = self._anchors.for_frame(header.frame_id, products.stamp_s)
         if camera_info is not None and products.focal_px is None:
             self._warn_throttled(
                 "intrinsics",
@@ -538,6 +586,9 @@ class DehazeNode(LifecycleNode):
             )
         decoded = time.monotonic()
         result = frame_outputs.run_engine(engine, wanted, products)
+        if products.anchors is not None:
+            with self._anchor_lock:
+                self._anchors.note_result(result.scale)
         inferred = time.monotonic()
         published = self._publish(wanted, products)
 
@@ -644,6 +695,8 @@ class DehazeNode(LifecycleNode):
             startup_refusals=self._startup_refusals,
             engine_info=self._engine_info,
             config=self._config,
+            anchors=dict(self._anchors.counts),
+            anchor_problem=self._anchors.last_problem,
         )
         diagnosis = stats.diagnose(current, self._previous, view)
         self._previous = current

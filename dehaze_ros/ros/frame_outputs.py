@@ -150,6 +150,7 @@ class FrameProducts:
     focal_px: float | None = None  # fx of this image from camera_info; None: assumed
     camera: Pinhole | None = None  # its full intrinsics (the ground plane needs cx, cy too)
     stamp_s: float | None = None  # header stamp in seconds (None: zero), for the scale's smoothing
+    anchors: object = None  # anchor_scale.AnchorCloud for this frame (anchor_input), or None
     result: object = None  # the EngineResult; None when no wanted output needs the engine
 
     def read_camera(self) -> None:
@@ -355,6 +356,7 @@ def run_engine(engine, wanted: tuple[Output, ...], frame: FrameProducts):
         focal_px=frame.focal_px,
         camera=frame.camera,
         stamp_s=frame.stamp_s,
+        anchors=frame.anchors,
     )
     return frame.result
 

@@ -58,6 +58,17 @@ class ConfigError(ValueError):
     """The node's parameters are invalid: the text lists every problem."""
 
 
+def parse_extrinsic(text: str):
+    """anchor_extrinsic's 'x y z qx qy qz qw' -> 4 x 4 matrix (ValueError saying what is wrong)."""
+    from dehaze_ros.anchor_scale import extrinsic_matrix
+
+    try:
+        values = [float(part) for part in text.replace(",", " ").split()]
+    except ValueError:
+        raise ValueError(f"seven numbers 'x y z qx qy qz qw' expected, got {text!r}") from None
+    return extrinsic_matrix(values)
+
+
 @dataclass(frozen=True)
 class ParameterSpec:
     name: str
@@ -278,6 +289,53 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         maximum=45.0,
     ),
     ParameterSpec(
+        "anchor_max_age_s",
+        0.15,
+        "Metric points on `anchor_points` (sensor_msgs/PointCloud2: a LiDAR, radar, stereo "
+        "or ToF sensor) fix the depth's scale, and its shape near them, before the ground "
+        "plane; the cloud nearest in time to the frame is used when its stamp is within "
+        "this many seconds of the image's, else the frame is refused as stale "
+        "(/diagnostics says so) and the last factor is held.",
+        "configure",
+        minimum=0.0,
+        maximum=10.0,
+    ),
+    ParameterSpec(
+        "anchor_min_points",
+        20,
+        "Anchor points that must land on the image with a prediction there (and agree) "
+        "for a scale; fewer: the frame is refused and counted.",
+        "configure",
+        minimum=3,
+        maximum=100000,
+    ),
+    ParameterSpec(
+        "anchor_fit",
+        "scale",
+        "scale: one robust factor per frame (smoothed over frames like the ground's); "
+        "scale_shift: plus a shift in inverse depth per frame (measured: better only on "
+        "close-range scenes, docs/depth.md).",
+        "configure",
+        choices=("scale", "scale_shift"),
+    ),
+    ParameterSpec(
+        "anchor_refine",
+        True,
+        "Correct the depth's shape near the anchor points (their residual ratio spread over "
+        "the image, fading to the global factor away from them); false: the factor only.",
+        "configure",
+    ),
+    ParameterSpec(
+        "anchor_extrinsic",
+        "",
+        "How `anchor_points` reach the camera optical frame when the cloud's frame_id is "
+        "not the image's: '' = tf2 (when installed) looks the transform up at the cloud's "
+        "stamp; 'x y z qx qy qz qw' = a static pose of the cloud's frame in the camera "
+        "optical frame (metres, unit quaternion), used for every cloud. A cloud whose "
+        "frame_id equals the image's (or is empty) is used as it is.",
+        "configure",
+    ),
+    ParameterSpec(
         "warmup",
         1,
         "Warm-up passes at configure, so the first real frame is not slow.",
@@ -422,6 +480,11 @@ class _NodeConfigRules:
             if found:
                 bad_fields.add(spec.name)
                 problems += found
+        if "anchor_extrinsic" not in bad_fields and self.anchor_extrinsic.strip():
+            try:
+                parse_extrinsic(self.anchor_extrinsic)
+            except ValueError as exc:
+                problems.append(f"anchor_extrinsic: {exc}")
         if (
             not {"colormap_min_m", "colormap_max_m"} & bad_fields
             and not self.colormap_min_m < self.colormap_max_m

@@ -236,3 +236,69 @@ def pointcloud2_to_arrays(msg) -> tuple[np.ndarray, np.ndarray]:
         np.uint8
     )
     return xyz, rgb
+
+
+class CloudError(ValueError):
+    """A PointCloud2 that cannot be read as x, y, z points (says what is wrong)."""
+
+
+# PointField datatypes of x, y, z that a cloud may use: FLOAT32 and FLOAT64.
+_FLOAT_TYPES = {7: ("f4", 4), 8: ("f8", 8)}
+MAX_ANCHOR_POINTS = 2_000_000  # a 128-beam LiDAR sends ~0.3 M points a sweep; more is refused
+
+
+def cloud_xyz(msg, max_points: int = MAX_ANCHOR_POINTS) -> np.ndarray:
+    """The x, y, z fields of any PointCloud2 (organised or not, float32 or float64, either byte
+    order, padded rows) as N x 3 float32; NaN points stay (a LiDAR's missing returns). A cloud
+    whose layout does not fit its data, or that has no x, y, z, raises CloudError naming why;
+    nothing is read beyond the message's own bytes, and no more than ``max_points`` points."""
+    fields = {field.name: field for field in msg.fields}
+    missing = [name for name in ("x", "y", "z") if name not in fields]
+    if missing:
+        raise CloudError(
+            f"the cloud has no {', '.join(missing)} field (fields: {', '.join(fields) or 'none'})"
+        )
+    width, height, point_step, row_step = (
+        int(msg.width),
+        int(msg.height),
+        int(msg.point_step),
+        int(msg.row_step),
+    )
+    count = width * height
+    if count == 0:
+        return np.zeros((0, 3), dtype=np.float32)
+    if count > max_points:
+        raise CloudError(f"the cloud has {count} points, more than the {max_points} accepted")
+    formats, offsets = [], []
+    order = ">" if msg.is_bigendian else "<"
+    for name in ("x", "y", "z"):
+        field = fields[name]
+        if field.datatype not in _FLOAT_TYPES:
+            raise CloudError(
+                f"field {name} has datatype {field.datatype}; FLOAT32 (7) or FLOAT64 (8) expected"
+            )
+        kind, size = _FLOAT_TYPES[field.datatype]
+        if field.offset < 0 or field.offset + size > point_step:
+            raise CloudError(
+                f"field {name} (offset {field.offset}, {size} bytes) does not fit a "
+                f"{point_step}-byte point"
+            )
+        formats.append(order + kind)
+        offsets.append(int(field.offset))
+    if row_step < point_step * width:
+        raise CloudError(
+            f"row_step {row_step} is smaller than point_step x width ({point_step} x {width})"
+        )
+    data = memoryview(msg.data).cast("B")
+    if len(data) < row_step * height:
+        raise CloudError(
+            f"the cloud's data holds {len(data)} bytes, its layout needs {row_step * height} "
+            f"({height} rows of {row_step})"
+        )
+    rows = np.frombuffer(data, dtype=np.uint8, count=row_step * height).reshape(height, row_step)
+    packed = np.ascontiguousarray(rows[:, : point_step * width]).reshape(-1)
+    dtype = np.dtype(
+        {"names": ["x", "y", "z"], "formats": formats, "offsets": offsets, "itemsize": point_step}
+    )
+    points = np.frombuffer(packed, dtype=dtype)
+    return np.stack([points["x"], points["y"], points["z"]], axis=1).astype(np.float32)

@@ -205,6 +205,8 @@ class NodeView:
     startup_refusals: tuple[str, ...] = ()
     engine_info: Mapping[str, object] = field(default_factory=dict)  # engine.describe()
     config: object = None  # NodeConfig while configured
+    anchors: Mapping[str, int] = field(default_factory=dict)  # anchor_input.AnchorInput.counts
+    anchor_problem: str = ""  # its last problem in words
 
 
 @dataclass(frozen=True)
@@ -408,6 +410,8 @@ def diagnose(current: StatsSnapshot, previous: StatsSnapshot, node: NodeView) ->
         KEY_DEVICE_WARNING: str(device_warning or "none"),
         "metric scale from": _metric_scale_source(current.focal_assumed, current.scale, node),
         **_scale_values(current, node),
+        **{f"anchor {key}": str(count) for key, count in node.anchors.items()},
+        "anchor last problem": node.anchor_problem or "none",
         "frames with visibility": str(current.with_visibility),
     }
     values.update(_visibility_values(current.visibility, node))

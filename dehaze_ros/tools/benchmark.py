@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dehaze_ros.anchor_scale import AnchorCloud
 from dehaze_ros.checkpoint import CheckpointError, build_models, load_checkpoint, save_checkpoint
 from dehaze_ros.devices import PRECISIONS, DeviceError, precision_name, resolve_precision
 from dehaze_ros.engine import (
@@ -50,6 +51,7 @@ from dehaze_ros.haze import synthesize_haze
 from dehaze_ros.metric_scale import Mounting, Pinhole
 from dehaze_ros.models import PRESETS, build_dehazer, build_depth_net, count_macs, count_parameters
 from dehaze_ros.ros.node_config import SPECS
+from dehaze_ros.sim.lidar import synthetic_lidar
 from dehaze_ros.sim.scenes import SceneRenderer
 
 
@@ -75,6 +77,7 @@ SCALE_SOURCES = {
     "learned": "no source (camera_height_m 0)",
     "ground-height": "ground plane, pitch unknown",
     "ground": "ground plane, pitch known",
+    "anchors": "anchors (synthetic 32-beam LiDAR, 30 m)",
 }
 
 
@@ -121,19 +124,27 @@ def time_scale_sources(
             "learned": Mounting(),
             "ground-height": Mounting(height),
             "ground": Mounting(height, 2.0),
+            "anchors": Mounting(),
         }
+        points = synthetic_lidar(frame.depth_m, camera.fx, camera.fy, camera.cx, camera.cy)
+        # Warm-up at this size (first oneDNN calls), untimed: on a busy machine it alone can
+        # outlast --budget-s and leave a row with one run.
+        engine.process(image, want_dehazed=False, camera=camera)
         baseline = None
         for source in sorted(sources, key=lambda name: name != "learned"):
             engine.reset_scale()
             stage, with_factor = [], 0
             started = time.perf_counter()
             while len(stage) < max_runs and (not stage or time.perf_counter() - started < budget_s):
+                stamp = 0.1 * len(stage)
+                anchors = AnchorCloud.of(points, stamp) if source == "anchors" else None
                 result = engine.process(
                     image,
                     want_dehazed=False,
                     camera=camera,
-                    stamp_s=0.1 * len(stage),
+                    stamp_s=stamp,
                     mounting=mountings[source],
+                    anchors=anchors,
                 )
                 stage.append(result.timings_ms["scale"])
                 with_factor += result.scale.source != "learned"

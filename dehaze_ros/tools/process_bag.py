@@ -58,11 +58,20 @@ import numpy as np
 
 from dehaze_ros import visibility
 from dehaze_ros.ros import frame_outputs
+from dehaze_ros.ros.anchor_input import AnchorInput
 from dehaze_ros.ros.image_conversion import ImageConversionError, to_rgb8
-from dehaze_ros.ros.node_config import PARAMETERS, SPECS, ConfigError, NodeConfig, resolve_model
+from dehaze_ros.ros.node_config import (
+    PARAMETERS,
+    SPECS,
+    ConfigError,
+    NodeConfig,
+    parse_extrinsic,
+    resolve_model,
+)
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 CAMERA_INFO_TYPE = "sensor_msgs/msg/CameraInfo"
+CLOUD_TYPE = "sensor_msgs/msg/PointCloud2"
 # Node parameters that mean nothing for a recorded bag: the live subscription, its QoS, the
 # lifecycle and the node's timers. Every other parameter is an option (option_parameters).
 NODE_ONLY = (
@@ -165,6 +174,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         default="",
         help="sensor_msgs/CameraInfo topic; empty: the image topic's sibling camera_info if "
         "recorded",
+    )
+    parser.add_argument(
+        "--anchor-topic",
+        default="",
+        help="sensor_msgs/PointCloud2 topic of metric points (LiDAR, radar) that fix the depth's "
+        "scale, as the node's anchor_points; empty: none",
     )
     parser.add_argument(
         "--outputs",
@@ -284,6 +299,10 @@ class Summary:
     statuses: dict[str, int] = field(default_factory=dict)
     scales: dict[str, int] = field(default_factory=dict)  # frames per scale source state
     factors: list[float] = field(default_factory=list)  # the factor of each frame with a source
+    anchor_counts: dict[str, int] = field(
+        default_factory=dict
+    )  # --anchor-topic: AnchorInput.counts
+    anchor_problem: str = ""
     seconds: float = 0.0
 
 
@@ -357,6 +376,16 @@ class BagProcessor:
                     f"topics: {listing or 'none'}"
                 )
             self.info_conn = info
+        self.anchor_conn = None
+        if args.anchor_topic:
+            anchor = by_topic.get(args.anchor_topic)
+            if anchor is None or anchor.msgtype != CLOUD_TYPE:
+                listing = ", ".join(c.topic for c in reader.connections if c.msgtype == CLOUD_TYPE)
+                raise BagError(
+                    f"{args.in_bag} has no PointCloud2 topic {args.anchor_topic!r}; "
+                    f"its PointCloud2 topics: {listing or 'none'}"
+                )
+            self.anchor_conn = anchor
 
     def first_frame_check(self, reader) -> None:
         """The first frames decide whether the topic can be processed at all: an encoding the
@@ -564,8 +593,19 @@ class BagProcessor:
         args = self.args
         image_id = self.image_conn.id
         info_id = self.info_conn.id if self.info_conn is not None else None
+        anchor_id = self.anchor_conn.id if self.anchor_conn is not None else None
+        config = args.config
+        self.anchors = AnchorInput(
+            parse_extrinsic(config.anchor_extrinsic) if config.anchor_extrinsic.strip() else None
+        )
         messages = Prefetcher(
-            reader, image_id, info_id, self.image_conn.msgtype, args.max_input_pixels, args.prefetch
+            reader,
+            image_id,
+            info_id,
+            self.image_conn.msgtype,
+            args.max_input_pixels,
+            args.prefetch,
+            anchor_id,
         )
         progress = tqdm(
             total=self.image_conn.msgcount,
@@ -581,6 +621,8 @@ class BagProcessor:
                 writer.write(copies[conn.id], timestamp, raw)  # every original message, as recorded
                 if conn.id == info_id:
                     camera_info = decoded
+                elif conn.id == anchor_id:
+                    self.anchors.add(decoded, frame_outputs.stamp_seconds(decoded.header))
                 elif conn.id == image_id:
                     self.process(decoded, camera_info, timestamp, emit, progress)
                     progress.update(1)
@@ -588,6 +630,9 @@ class BagProcessor:
             messages.stop()
             progress.close()
             self.summary.seconds = time.monotonic() - started
+            if anchor_id is not None:
+                self.summary.anchor_counts = dict(self.anchors.counts)
+                self.summary.anchor_problem = self.anchors.last_problem
 
     def process(self, frame: Frame, camera_info, timestamp: int, emit, progress) -> None:
         header = frame.msg.header
@@ -616,6 +661,7 @@ class BagProcessor:
             frame.rgb,
         )
         products.read_camera()
+        products.anchors = self.anchors.for_frame(header.frame_id, products.stamp_s)
         # The node's two steps (dehaze_node._process_frame and _publish), every row listened to.
         if any(output.uses_engine for output in self.outputs):
             frame_outputs.run_engine(self.engine, self.outputs, products)
@@ -625,6 +671,8 @@ class BagProcessor:
         ):
             emit(output, timestamp, message)
         scale = products.result.scale if products.result is not None else None
+        if products.anchors is not None:
+            self.anchors.note_result(scale)
         if scale is not None:
             state = scale.source + (" held" if scale.held else "")
             self.summary.scales[state] = self.summary.scales.get(state, 0) + 1
@@ -672,10 +720,11 @@ class Prefetcher:
         image_type: str,
         max_pixels: int,
         depth: int,
+        anchor_id: int | None = None,
     ):
         self.queue: queue.Queue = queue.Queue(maxsize=depth)
         self.stopping = threading.Event()
-        self.args = (reader, image_id, info_id, image_type, max_pixels)
+        self.args = (reader, image_id, info_id, image_type, max_pixels, anchor_id)
         self.thread = threading.Thread(target=self._read, name="process_bag_reader", daemon=True)
         self.thread.start()
 
@@ -691,8 +740,9 @@ class Prefetcher:
     def _read(self) -> None:
         from rclpy.serialization import deserialize_message
 
-        reader, image_id, info_id, image_type, max_pixels = self.args
+        reader, image_id, info_id, image_type, max_pixels, anchor_id = self.args
         image_class, info_class = message_class(image_type), message_class(CAMERA_INFO_TYPE)
+        cloud_class = message_class(CLOUD_TYPE)
         try:
             for conn, timestamp, raw in reader.messages(connections=reader.connections):
                 decoded = None
@@ -700,6 +750,8 @@ class Prefetcher:
                     decoded = decode(deserialize_message(raw, image_class), max_pixels)
                 elif conn.id == info_id:
                     decoded = deserialize_message(raw, info_class)
+                elif conn.id == anchor_id:
+                    decoded = deserialize_message(raw, cloud_class)
                 if not self._put((conn, timestamp, raw, decoded)):
                     return
         except BaseException as exc:  # noqa: BLE001 - handed to the main thread, which raises it
@@ -776,6 +828,12 @@ def describe(summary: Summary, args, storage: str) -> str:
         )
     elif args.config.camera_height_m > 0 and summary.scales:
         line += "; metric scale: no frame showed the ground, the network's own metres throughout"
+    if summary.anchor_counts:
+        line += "; anchors: " + ", ".join(
+            f"{key} {count}" for key, count in summary.anchor_counts.items()
+        )
+        if summary.anchor_problem:
+            line += f" (last problem: {summary.anchor_problem})"
     for problem, count in summary.problems.items():
         line += f"\n  {count} x {problem}"
     return line
