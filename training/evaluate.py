@@ -14,6 +14,11 @@
   procedural[:COUNT]  the renderer's fixed indoor validation views (no path), hazed as rgbd
   outdoor[:COUNT]  the renderer's fixed vehicle-scale outdoor views (no path), fog of visibility
           ``--visibility-m``; sky is +inf, scored as "sky beyond" (REP-117)
+  drive[:COUNT]  a driving sequence through one vehicle-scale scene (training.road_fog), fog as outdoor
+``--visibilities 30,50,100,150,300,clear`` evaluates every set once per visibility, one summary row
+each (training.road_fog): the road sets (outdoor, drive) at the frame shapes of ``--aspects``
+(4:3, 16:9, 1242x375 or WxH), the RGB-D sets at the same optical depths; photographs with their
+own haze (reside, images) once.
 Every kind of training source opens here (training.data.SOURCES); ``--source-option KEY=VALUE``
 sets a key of its data.sources config (as in a training config) for every set whose kind has it.
 Images are first resized so their longer side is at most ``--max-side`` (INTER_AREA; depth
@@ -48,6 +53,7 @@ import numpy as np
 from dehaze_ros.checkpoint import CheckpointError, load_checkpoint
 from dehaze_ros.engine import (DEFAULT_DEPTH_MAX_SIDE, DEFAULT_UPSAMPLING, PRECISIONS, UPSAMPLING, DehazeEngine, EngineConfig,
                                EngineError)
+from training import road_fog
 from training.config import ConfigError, HazeConfig, apply_overrides, source_config
 from training.data import SOURCES, DataSource, open_source
 from training.data.common import FolderSourceConfig, Sample, no_depth, resize_max_side, to_float
@@ -56,7 +62,7 @@ from training.metrics import DEPTH_METRICS, depth_metrics, psnr, ssim
 from training.run_state import TrainingError, load_training_file
 from training.visualize import depth_tile, label_tile, make_grid, rgb_tile
 
-KINDS = (*SOURCES, "images", "outdoor")
+KINDS = (*SOURCES, "images", *road_fog.ROAD_KINDS)
 FOLDER_KINDS = ("images", *(kind for kind, (config, _) in SOURCES.items() if issubclass(config, FolderSourceConfig)))
 OUTDOOR_DEFAULT_VIEWS = 8
 CSV_COLUMNS = ("set", "image", "method", "width", "height", "psnr", "ssim", "abs_rel", "rmse", "delta1",
@@ -193,6 +199,47 @@ def open_set(spec: str, max_side: int, scenes: list[str], haze_t: float, seed: i
                    source.scenes())
 
 
+def open_sets(specs: list[str], max_side: int, scenes: list[str], haze_t: float, seed: int,
+              items: list[str] = (), depth_scales: dict | None = None, focal_px: dict | None = None,
+              visibility_m: float = 300.0, exclude: list[str] = (), source_options: list[str] = (),
+              visibilities: list[float] = (), aspects: list[str] = ()) -> list[EvalSet]:
+    """Every ``--data`` set, and with ``visibilities`` one set per visibility (named after it, so
+    summary.md has a row per visibility): road sets (outdoor, drive) in fog of that visibility at
+    each frame shape of ``aspects``, RGB-D sets at the same optical depths (training.road_fog)."""
+    sets = []
+    for spec in specs:
+        kind, path = parse_spec(spec)
+        if kind in road_fog.ROAD_KINDS and (visibilities or aspects or kind == "drive"):
+            count = view_count(spec, path)
+            for aspect in aspects or ["4:3"]:
+                sets += road_sets(kind, count, road_fog.frame_size(aspect, max_side), aspect, seed,
+                                  list(visibilities) or [visibility_m])
+            continue
+        hazed_here = kind not in ("reside", "images")   # photographs bring their own haze
+        for visibility in (visibilities if hazed_here else ()) or [None]:
+            density = haze_t if visibility is None else road_fog.median_transmission(visibility)
+            eval_set = open_set(spec, max_side, scenes, density, seed, items, depth_scales, focal_px,
+                                visibility_m, exclude, source_options)
+            if visibility is not None:
+                eval_set.name += f" {road_fog.visibility_label(visibility)}"
+            sets.append(eval_set)
+    return sets
+
+
+def road_sets(kind: str, count: int, size: tuple[int, int], aspect: str, seed: int,
+              visibilities: list[float]) -> list[EvalSet]:
+    """One road set per visibility over the same clear frames, rendered once on first use."""
+    rendered: list = []
+
+    def samples(visibility: float) -> Iterator[Sample]:
+        if not rendered:
+            rendered.extend(road_fog.render_road(kind, count, *size, seed))
+        yield from road_fog.road_samples(rendered, visibility)
+    names = [f"view{index}" for index in range(count)]
+    return [EvalSet(f"{kind} {aspect} {road_fog.visibility_label(visibility)}", kind, Path("."), count,
+                    samples(visibility), names) for visibility in visibilities]
+
+
 def finite_depth(depth: np.ndarray, near: float, far: float) -> np.ndarray:
     """REP-117 range markers back to numbers for scoring: +inf (beyond far) is far, -inf near.
     Dropping them instead would hide exactly the pixels the model got wrong."""
@@ -320,7 +367,8 @@ def evaluate(checkpoint: str | None, specs: list[str], out_dir: Path, baseline: 
              haze_t: float = 0.4, seed: int = 0, grids: int = 4, log=print, items: list[str] = (),
              depth_scales: dict | None = None, focal_px: dict | None = None, visibility_m: float = 300.0,
              exclude: list[str] = (), source_options: list[str] = (), upsampling: str = DEFAULT_UPSAMPLING,
-             precision: str = "auto", engine_depth_max_side: int = DEFAULT_DEPTH_MAX_SIDE) -> dict:
+             precision: str = "auto", engine_depth_max_side: int = DEFAULT_DEPTH_MAX_SIDE,
+             visibilities: list[float] = (), aspects: list[str] = ()) -> dict:
     """Run every method on every set; write per_image.csv, summary.md and grids; return the summary."""
     if not checkpoint and not baseline:
         raise ValueError("nothing to evaluate: give --checkpoint and/or --baseline dcp")
@@ -329,8 +377,8 @@ def evaluate(checkpoint: str | None, specs: list[str], out_dir: Path, baseline: 
     with tempfile.TemporaryDirectory() as workdir:
         # Every input is checked (sets opened, checkpoint loaded) before out_dir exists: a typo
         # must not leave an empty output folder behind.
-        sets = [open_set(spec, max_side, list(scenes), haze_t, seed, list(items), depth_scales, focal_px,
-                         visibility_m, list(exclude), list(source_options)) for spec in specs]
+        sets = open_sets(specs, max_side, list(scenes), haze_t, seed, list(items), depth_scales, focal_px,
+                         visibility_m, list(exclude), list(source_options), list(visibilities), list(aspects))
         if checkpoint:
             deployable = resolve_checkpoint(checkpoint, Path(workdir))
             engines["model"] = DehazeEngine(EngineConfig(model="checkpoint", checkpoint=deployable, device=device,
@@ -378,6 +426,8 @@ def evaluate(checkpoint: str | None, specs: list[str], out_dir: Path, baseline: 
     summary = summarise(rows)
     header = summary_header(checkpoint, provenance, baseline, engines, max_side, engine_max_side,
                             engine_depth_max_side, haze_t, seed, visibility_m, warnings)
+    if visibilities or aspects:
+        header += [road_fog.describe(visibilities, aspects), ""]
     header += [markdown_table(summary), ""]
     (out_dir / "summary.md").write_text("\n".join(header))
     log("\n" + markdown_table(summary))
@@ -478,6 +528,11 @@ def main(argv: list[str] | None = None) -> int:
                              "color_topic=/camera/color/image_raw for rosbag2 (repeatable)")
     parser.add_argument("--visibility-m", type=float, default=300.0,
                         help="outdoor views: fog visibility in metres (beta = 3.912 / V)")
+    parser.add_argument("--visibilities", default="",
+                        help="evaluate every set once per visibility, e.g. 30,50,100,150,300,clear "
+                             "(metres; training.road_fog): one summary row each")
+    parser.add_argument("--aspects", default="",
+                        help="road sets (outdoor, drive): frame shapes, e.g. 4:3,16:9,1242x375 (default 4:3)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--grids", type=int, default=4, help="image grids per set")
     args = parser.parse_args(argv)
@@ -489,13 +544,15 @@ def main(argv: list[str] | None = None) -> int:
     scenes = [s for s in args.scenes.split(",") if s]
     items = [s for s in args.items.split(",") if s]
     try:
+        visibilities = road_fog.parse_visibilities(args.visibilities) if args.visibilities else []
+        aspects = road_fog.parse_aspects(args.aspects) if args.aspects else []
         evaluate(args.checkpoint, args.data, out_dir, args.baseline, args.max_side, args.engine_max_side,
                  args.device, scenes, args.haze_t, args.seed, args.grids, items=items,
                  depth_scales=parse_folder_values(args.depth_scales, "--depth-scales"),
                  focal_px=parse_folder_values(args.focal_px, "--focal-px"), visibility_m=args.visibility_m,
                  exclude=[s for s in args.exclude.split(",") if s], source_options=args.source_option,
                  upsampling=args.upsampling, precision=args.precision,
-                 engine_depth_max_side=args.engine_depth_max_side)
+                 engine_depth_max_side=args.engine_depth_max_side, visibilities=visibilities, aspects=aspects)
     except (DataError, CheckpointError, EngineError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
