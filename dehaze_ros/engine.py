@@ -58,10 +58,21 @@ DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "default.
 DEFAULT_MAX_SIDE = 320
 # The longer side the shipped networks' depth is trained and validated at (EngineConfig.depth_max_side).
 DEFAULT_DEPTH_MAX_SIDE = 320
+# How max_side sizes the networks' input (EngineConfig.size_rule). pixels: at most the pixel count
+# of the 4:3 frame whose longer side is max_side (320 x 240 at 320), aspect kept, so a wide camera
+# keeps its height: 1242 x 375 runs at 504 x 152 where the longer-side rule gave 320 x 97, a height
+# the networks never saw, and costs what a 4:3 frame costs (docs/performance.md, "Wide cameras").
+# side: the longer side at most max_side, the rule until 2026-12-07, for parameter files that want it.
+SIZE_RULES = ("pixels", "side")
+DEFAULT_SIZE_RULE = "pixels"
+# The pixel rule never makes the shorter side shorter than this (the networks pad to multiples
+# of 16 and the DCP's patch is 15): an extreme aspect gets more pixels rather than a sliver.
+MIN_NETWORK_SIDE = 32
 
-__all__ = ["BACKENDS", "DEFAULT_CHECKPOINT", "DEFAULT_DEPTH_MAX_SIDE", "DEFAULT_MAX_SIDE", "DEFAULT_UPSAMPLING", "MODELS", "PRECISIONS", "UPSAMPLING", "DehazeEngine",
-           "EngineConfig", "EngineError", "EngineResult", "as_rgb_uint8", "cpu_supports_bf16",
-           "resolve_device", "resolve_precision", "scaled_size"]
+__all__ = ["BACKENDS", "DEFAULT_CHECKPOINT", "DEFAULT_DEPTH_MAX_SIDE", "DEFAULT_MAX_SIDE", "DEFAULT_SIZE_RULE",
+           "DEFAULT_UPSAMPLING", "MODELS", "PRECISIONS", "SIZE_RULES", "UPSAMPLING", "DehazeEngine",
+           "EngineConfig", "EngineError", "EngineResult", "as_rgb_uint8", "cpu_supports_bf16", "network_size",
+           "pixel_budget_size", "resolve_device", "resolve_precision", "scaled_size"]
 
 
 class EngineError(RuntimeError):
@@ -77,8 +88,9 @@ class EngineConfig:
     trt_cache_dir: str = ""            # onnxruntime + TensorRT: engine cache; "" = ~/.cache/dehaze_ros/tensorrt
     device: str = "auto"               # auto | cpu | cuda | cuda:N
     precision: str = "auto"            # auto | fp32 | fp16 | bf16 (dehaze_ros.devices has the rules)
-    max_side: int = DEFAULT_MAX_SIDE   # run the networks with the longer side at most this; 0 = native
-    # Metric depth is estimated on a copy with the longer side at most this, whatever max_side: a
+    max_side: int = DEFAULT_MAX_SIDE   # the networks' input size (size_rule says how); 0 = native
+    size_rule: str = DEFAULT_SIZE_RULE   # pixels: at most max_side x 3/4 max_side pixels; side: longer side
+    # Metric depth is estimated on a copy of this size (size_rule, as max_side), whatever max_side: a
     # monocular network's metres hold at the object scale (pixels per object) it was trained at,
     # so depth must not change when max_side does. 0 = at max_side's size, like the dehazing.
     # Relative depth (DCP) always follows max_side (depth_size).
@@ -93,6 +105,8 @@ class EngineConfig:
             raise ValueError(f"model must be one of {MODELS}, got {self.model!r}")
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        if self.size_rule not in SIZE_RULES:
+            raise ValueError(f"size_rule must be one of {SIZE_RULES}, got {self.size_rule!r}")
         if self.upsampling not in UPSAMPLING:
             raise ValueError(f"upsampling must be one of {UPSAMPLING}, got {self.upsampling!r}")
         devices.validate_precision(self.precision)
@@ -177,6 +191,32 @@ def scaled_size(height: int, width: int, max_side: int) -> tuple[int, int]:
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
+def pixel_budget_size(height: int, width: int, max_pixels: int,
+                      min_side: int = MIN_NETWORK_SIDE) -> tuple[int, int]:
+    """(height, width) with at most ``max_pixels`` pixels and the aspect kept; unchanged when already
+    smaller (or max_pixels <= 0). The shorter side stays at least ``min_side`` (or what it was)."""
+    if max_pixels <= 0 or height * width <= max_pixels:
+        return height, width
+    scale = math.sqrt(max_pixels / (height * width))
+    floor_scale = min(1.0, min_side / min(height, width))
+    if scale <= floor_scale:
+        scale = floor_scale
+        return max(1, round(height * scale)), max(1, round(width * scale))
+    size = round(height * scale), round(width * scale)
+    if size[0] * size[1] > max_pixels:   # rounding up on both sides can pass the budget: round down
+        size = int(height * scale), int(width * scale)
+    return max(size[0], min(height, min_side)), max(size[1], min(width, min_side))
+
+
+def network_size(height: int, width: int, max_side: int, rule: str = DEFAULT_SIZE_RULE) -> tuple[int, int]:
+    """The size the networks run at for an input of this size (EngineConfig.max_side, size_rule)."""
+    if rule == "side":
+        return scaled_size(height, width, max_side)
+    if rule != "pixels":
+        raise ValueError(f"size_rule must be one of {SIZE_RULES}, got {rule!r}")
+    return pixel_budget_size(height, width, max_side * (max_side * 3 // 4))
+
+
 class DehazeEngine:
     """Loads a model (a backend) once, then dehazes frames and estimates their depth."""
 
@@ -217,6 +257,7 @@ class DehazeEngine:
         return {
             **self._description,
             "max_side": self.config.max_side,
+            "size_rule": self.config.size_rule,
             "depth_max_side": self.config.depth_max_side,
             "upsampling": self.upsampling,
             "depth_units": self.depth_units,
@@ -239,7 +280,7 @@ class DehazeEngine:
         if self.backend is None:
             raise EngineError("engine is closed")
         height, width = rgb.shape[:2]
-        small_h, small_w = scaled_size(height, width, self.config.max_side)
+        small_h, small_w = network_size(height, width, self.config.max_side, self.config.size_rule)
         depth_h, depth_w = self.depth_size(height, width)
         # One network pass when the depth is wanted at the dehazing size (or not at all), else a
         # dehazing pass and a depth pass, each at its own size.
@@ -282,7 +323,8 @@ class DehazeEngine:
         holds for metric depth only: relative depth (DCP's -ln t) has no metres to keep, and
         follows max_side in the same pass."""
         fixed = self.config.depth_max_side if self.depth_units == "meters" else 0
-        return scaled_size(height, width, fixed or self.config.max_side)
+        # The same rule as the dehazing: at equal settings one pass makes both.
+        return network_size(height, width, fixed or self.config.max_side, self.config.size_rule)
 
     def _run_backend(self, rgb: np.ndarray, height: int, width: int, want_dehazed: bool, want_depth: bool,
                      timings: dict[str, float], prefix: str = "") -> tuple[np.ndarray, BackendOutput]:

@@ -34,8 +34,8 @@ from dehaze_ros.camera import DEFAULT_HFOV_DEG
 # The engine's own lists of choices: the table offers exactly what the engine accepts. This
 # loads torch (about a second) with the table; the node loads it for configure anyway, and the
 # programs that read the table (process_bag, the demo) run the engine too.
-from dehaze_ros.engine import (BACKENDS, DEFAULT_CHECKPOINT, DEFAULT_DEPTH_MAX_SIDE, DEFAULT_MAX_SIDE, MODELS,
-                               PRECISIONS, UPSAMPLING, EngineConfig)
+from dehaze_ros.engine import (BACKENDS, DEFAULT_CHECKPOINT, DEFAULT_DEPTH_MAX_SIDE, DEFAULT_MAX_SIDE,
+                               DEFAULT_SIZE_RULE, MODELS, PRECISIONS, SIZE_RULES, UPSAMPLING, EngineConfig)
 from dehaze_ros.image_conversion import DEFAULT_MAX_PIXELS
 
 STAGES = ("startup", "configure", "live")
@@ -129,15 +129,23 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
                   "TensorRT.",
                   "configure", choices=PRECISIONS),
     ParameterSpec("max_side", DEFAULT_MAX_SIDE,
-                  "Run the networks with the longer image side at most this many pixels (outputs "
-                  "keep the input size); 0 = native resolution. 320: the shipped checkpoint's "
-                  "training and validation resolution and CPU real time; 416-480 raise PSNR on "
-                  "three of four development sets at 1.5-2.0x the CPU time (docs/performance.md, "
-                  "'Choosing max_side'); 0 gives more dehazing detail where a GPU has the time "
-                  "(metric depth stays at depth_max_side).",
+                  "The size the networks run at (outputs keep the input size), as size_rule says: "
+                  "by default at most the pixels of a 4:3 frame whose longer side is max_side "
+                  "(320: 320x240 = 76800 pixels, aspect kept); 0 = native resolution. 320: the "
+                  "shipped checkpoint's training and validation resolution and CPU real time; "
+                  "416-480 raise PSNR on three of four development sets at 1.5-2.0x the CPU time "
+                  "(docs/performance.md, 'Choosing max_side'); 0 gives more dehazing detail where "
+                  "a GPU has the time (metric depth stays at depth_max_side).",
                   "configure", minimum=0, maximum=8192),
+    ParameterSpec("size_rule", DEFAULT_SIZE_RULE,
+                  "How max_side sizes the networks' input. pixels: at most max_side x (3/4 "
+                  "max_side) pixels, aspect kept, so a wide camera keeps its height (1242x375 runs "
+                  "at 504x152) at a 4:3 frame's cost; side: the longer side at most max_side, the "
+                  "rule before 2026-12-07 (1242x375 runs at 320x97). 4:3 frames get the same size "
+                  "either way (docs/performance.md, 'Wide cameras').",
+                  "configure", choices=SIZE_RULES),
     ParameterSpec("depth_max_side", DEFAULT_DEPTH_MAX_SIDE,
-                  "Estimate metric depth with the longer image side at most this many pixels, "
+                  "Estimate metric depth at this size (sized by size_rule, as max_side is), "
                   "whatever max_side is (a second, depth-only network pass when the sizes differ): a "
                   "monocular network's metres hold at the resolution it was trained at, 320 for the "
                   "shipped checkpoint. 0 = at max_side's size, one pass. Relative depth (dcp) "

@@ -97,7 +97,7 @@ def test_engine_max_side_inverts_the_scattering_model_at_full_resolution(rt_chec
     """Physics head below input resolution (the bilinear path): t upsampled, J = (I - A) / max(t, t0) + A on the
     full-resolution input; canonical depth converted with the focal length of the small image."""
     path, dehazer, depth_net = rt_checkpoint
-    engine = DehazeEngine(EngineConfig(checkpoint=str(path), max_side=64, depth_max_side=0, precision="fp32", upsampling="bilinear",
+    engine = DehazeEngine(EngineConfig(checkpoint=str(path), max_side=64, size_rule="side", depth_max_side=0, precision="fp32", upsampling="bilinear",
                                        warmup=0))
     rgb = np.random.default_rng(1).integers(0, 256, (120, 200, 3), dtype=np.uint8)
     result = engine.process(rgb, focal_px=180.0)
@@ -125,7 +125,7 @@ def test_depth_runs_at_depth_max_side_whatever_max_side_is(rt_checkpoint):
     rgb = np.random.default_rng(3).integers(0, 256, (120, 200, 3), dtype=np.uint8)
 
     def run(max_side, depth_max_side, **kwargs):
-        engine = DehazeEngine(EngineConfig(checkpoint=str(path), max_side=max_side, depth_max_side=depth_max_side,
+        engine = DehazeEngine(EngineConfig(checkpoint=str(path), max_side=max_side, depth_max_side=depth_max_side, size_rule="side",
                                            precision="fp32", warmup=0))
         return engine.process(rgb, focal_px=180.0, **kwargs)
 
@@ -154,7 +154,7 @@ def test_engine_max_side_rebuilds_full_resolution_from_the_small_correction(resi
     """Residual head, bilinear path: full-size output = hazy + upsampled (dehazed_small - hazy_small); depth
     nearest-upsampled, plain metres (no canonical camera, so no focal length involved)."""
     path, dehazer, depth_net = residual_checkpoint
-    engine = DehazeEngine(EngineConfig(checkpoint=str(path), max_side=64, depth_max_side=0, precision="fp32", upsampling="bilinear",
+    engine = DehazeEngine(EngineConfig(checkpoint=str(path), max_side=64, size_rule="side", depth_max_side=0, precision="fp32", upsampling="bilinear",
                                        warmup=0))
     rgb = np.random.default_rng(1).integers(0, 256, (120, 200, 3), dtype=np.uint8)
     result = engine.process(rgb)
@@ -330,7 +330,7 @@ def test_engine_guided_recovery_of_a_residual_head_is_the_affine_fit(residual_ch
     """Default upsampling, J-only head: J_small ~ a I_small + b per channel, applied at full size."""
     from dehaze_ros.upsampling import recover_from_dehazed
     path, dehazer, _ = residual_checkpoint
-    engine = DehazeEngine(EngineConfig(checkpoint=str(path), max_side=64, precision="fp32", warmup=0))
+    engine = DehazeEngine(EngineConfig(checkpoint=str(path), max_side=64, size_rule="side", precision="fp32", warmup=0))
     assert engine.describe()["upsampling"] == "guided"
     rgb = np.random.default_rng(1).integers(0, 256, (120, 200, 3), dtype=np.uint8)
     result = engine.process(rgb, want_depth=False)
@@ -339,7 +339,7 @@ def test_engine_guided_recovery_of_a_residual_head_is_the_affine_fit(residual_ch
         dehazed_small = dehazer(torch.from_numpy(small).permute(2, 0, 1)[None]).clamp(0, 1)
     expected = recover_from_dehazed(rgb / np.float32(255), small, dehazed_small[0].permute(1, 2, 0).numpy())
     assert np.abs(result.dehazed - expected * 255).max() <= 1.0
-    bilinear = DehazeEngine(EngineConfig(checkpoint=str(path), max_side=64, precision="fp32",
+    bilinear = DehazeEngine(EngineConfig(checkpoint=str(path), max_side=64, size_rule="side", precision="fp32",
                                          upsampling="bilinear", warmup=0)).process(rgb, want_depth=False)
     assert np.abs(result.dehazed.astype(int) - bilinear.dehazed.astype(int)).max() > 10
 

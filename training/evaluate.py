@@ -51,8 +51,8 @@ import cv2
 import numpy as np
 
 from dehaze_ros.checkpoint import CheckpointError, load_checkpoint
-from dehaze_ros.engine import (DEFAULT_DEPTH_MAX_SIDE, DEFAULT_UPSAMPLING, PRECISIONS, UPSAMPLING, DehazeEngine, EngineConfig,
-                               EngineError)
+from dehaze_ros.engine import (DEFAULT_DEPTH_MAX_SIDE, DEFAULT_SIZE_RULE, DEFAULT_UPSAMPLING, PRECISIONS, SIZE_RULES,
+                               UPSAMPLING, DehazeEngine, EngineConfig, EngineError)
 from training import road_fog
 from training.config import ConfigError, HazeConfig, apply_overrides, source_config
 from training.data import SOURCES, DataSource, open_source
@@ -368,7 +368,8 @@ def evaluate(checkpoint: str | None, specs: list[str], out_dir: Path, baseline: 
              depth_scales: dict | None = None, focal_px: dict | None = None, visibility_m: float = 300.0,
              exclude: list[str] = (), source_options: list[str] = (), upsampling: str = DEFAULT_UPSAMPLING,
              precision: str = "auto", engine_depth_max_side: int = DEFAULT_DEPTH_MAX_SIDE,
-             visibilities: list[float] = (), aspects: list[str] = ()) -> dict:
+             visibilities: list[float] = (), aspects: list[str] = (),
+             engine_size_rule: str = DEFAULT_SIZE_RULE) -> dict:
     """Run every method on every set; write per_image.csv, summary.md and grids; return the summary."""
     if not checkpoint and not baseline:
         raise ValueError("nothing to evaluate: give --checkpoint and/or --baseline dcp")
@@ -383,11 +384,13 @@ def evaluate(checkpoint: str | None, specs: list[str], out_dir: Path, baseline: 
             deployable = resolve_checkpoint(checkpoint, Path(workdir))
             engines["model"] = DehazeEngine(EngineConfig(model="checkpoint", checkpoint=deployable, device=device,
                                                          precision=precision, max_side=engine_max_side,
+                                                         size_rule=engine_size_rule,
                                                          depth_max_side=engine_depth_max_side,
                                                          upsampling=upsampling, warmup=1))
             provenance = engines["model"].checkpoint.provenance
         if baseline == "dcp":
             engines["dcp"] = DehazeEngine(EngineConfig(model="dcp", max_side=engine_max_side, upsampling=upsampling,
+                                                       size_rule=engine_size_rule,
                                                        depth_max_side=engine_depth_max_side, warmup=0))
         out_dir.mkdir(parents=True, exist_ok=True)
         rows: list[dict] = []
@@ -451,7 +454,8 @@ def summary_header(checkpoint: str | None, provenance: dict, baseline: str | Non
         f"{'the same size' if not engine_max_side else f'longer side {engine_max_side} px (engine max_side)'}; "
         f"depth at {f'longer side {engine_depth_max_side} px (engine depth_max_side)' if engine_depth_max_side else 'the same size as the dehazing'}",
         "- engine: " + "; ".join(f"{name} on {engine.describe()['device']}, {engine.describe()['precision']}"
-                                 + (f", upsampling {engine.describe()['upsampling']}" if engine_max_side else "")
+                                 + (f", upsampling {engine.describe()['upsampling']}, size_rule "
+                                    f"{engine.describe()['size_rule']}" if engine_max_side else "")
                                  for name, engine in engines.items()),
         f"- synthetic haze on RGB-D sets: transmission {haze_t} at the median depth, airlight 0.9, seed {seed}; "
         f"outdoor views: visibility {visibility_m:g} m (beta = 3.912 / V)",
@@ -506,6 +510,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-side", type=int, default=1024, help="longer image side for evaluation (px)")
     parser.add_argument("--engine-max-side", type=int, default=0,
                         help="run the networks at this longer side, as a node with max_side (0 = native)")
+    parser.add_argument("--engine-size-rule", default=DEFAULT_SIZE_RULE, choices=SIZE_RULES,
+                        help="how --engine-max-side sizes the networks' input, as the node's size_rule")
     parser.add_argument("--engine-depth-max-side", type=int, default=DEFAULT_DEPTH_MAX_SIDE,
                         help="run the depth at this longer side, as a node with depth_max_side "
                              "(0 = at --engine-max-side's size)")
@@ -552,7 +558,8 @@ def main(argv: list[str] | None = None) -> int:
                  focal_px=parse_folder_values(args.focal_px, "--focal-px"), visibility_m=args.visibility_m,
                  exclude=[s for s in args.exclude.split(",") if s], source_options=args.source_option,
                  upsampling=args.upsampling, precision=args.precision,
-                 engine_depth_max_side=args.engine_depth_max_side, visibilities=visibilities, aspects=aspects)
+                 engine_depth_max_side=args.engine_depth_max_side, visibilities=visibilities, aspects=aspects,
+                 engine_size_rule=args.engine_size_rule)
     except (DataError, CheckpointError, EngineError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
