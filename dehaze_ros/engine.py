@@ -58,20 +58,27 @@ DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "default.
 DEFAULT_MAX_SIDE = 320
 # The longer side the shipped networks' depth is trained and validated at (EngineConfig.depth_max_side).
 DEFAULT_DEPTH_MAX_SIDE = 320
-# How max_side sizes the networks' input (EngineConfig.size_rule). pixels: at most the pixel count
-# of the 4:3 frame whose longer side is max_side (320 x 240 at 320), aspect kept, so a wide camera
-# keeps its height: 1242 x 375 runs at 504 x 152 where the longer-side rule gave 320 x 97, a height
-# the networks never saw, and costs what a 4:3 frame costs (docs/performance.md, "Wide cameras").
-# side: the longer side at most max_side, the rule until 2026-12-07, for parameter files that want it.
+# How max_side sizes the networks' input (EngineConfig.size_rule). side: the longer side at most
+# max_side, the rule until 2026-12-07: it shrank a 1242 x 375 camera to 320 x 97, a height the
+# networks never saw. pixels: the larger of that size and the pixel count of the 4:3 frame whose
+# longer side is max_side (320 x 240 at 320), aspect kept: 1242 x 375 runs at 496 x 150 for what a
+# 4:3 frame costs, and no frame runs smaller than under the side rule (docs/performance.md,
+# "Wide cameras").
 SIZE_RULES = ("pixels", "side")
 DEFAULT_SIZE_RULE = "pixels"
-# The pixel rule never makes the shorter side shorter than this (the networks pad to multiples
-# of 16 and the DCP's patch is 15): an extreme aspect gets more pixels rather than a sliver.
+# The networks pad each side to a multiple of 16 (reflection) anyway: the budget's longer side is
+# rounded down to one, so no budget goes to padding, and a frame within about 10 % of 4:3 keeps
+# the side rule's size exactly (one row more or less of padding moved single images of the
+# development sets by up to 0.7 dB: docs/performance.md).
+SIZE_MULTIPLE = 16
+# The pixel rule never makes the shorter side shorter than this (the padding multiple, and the
+# DCP's patch of 15): an extreme aspect gets more pixels rather than a sliver.
 MIN_NETWORK_SIDE = 32
 
 __all__ = ["BACKENDS", "DEFAULT_CHECKPOINT", "DEFAULT_DEPTH_MAX_SIDE", "DEFAULT_MAX_SIDE", "DEFAULT_SIZE_RULE",
            "DEFAULT_UPSAMPLING", "MODELS", "PRECISIONS", "SIZE_RULES", "UPSAMPLING", "DehazeEngine",
-           "EngineConfig", "EngineError", "EngineResult", "as_rgb_uint8", "cpu_supports_bf16", "network_size",
+           "EngineConfig", "EngineError", "EngineResult", "MIN_NETWORK_SIDE", "SIZE_MULTIPLE", "as_rgb_uint8",
+           "cpu_supports_bf16", "network_size",
            "pixel_budget_size", "resolve_device", "resolve_precision", "scaled_size"]
 
 
@@ -191,30 +198,35 @@ def scaled_size(height: int, width: int, max_side: int) -> tuple[int, int]:
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
-def pixel_budget_size(height: int, width: int, max_pixels: int,
-                      min_side: int = MIN_NETWORK_SIDE) -> tuple[int, int]:
-    """(height, width) with at most ``max_pixels`` pixels and the aspect kept; unchanged when already
-    smaller (or max_pixels <= 0). The shorter side stays at least ``min_side`` (or what it was)."""
+def pixel_budget_size(height: int, width: int, max_pixels: int) -> tuple[int, int]:
+    """(height, width) with at most ``max_pixels`` pixels, the aspect kept and the longer side a
+    multiple of SIZE_MULTIPLE; unchanged when already within the budget (or max_pixels <= 0). The
+    shorter side stays at least MIN_NETWORK_SIDE, or what it was, even past the budget."""
     if max_pixels <= 0 or height * width <= max_pixels:
         return height, width
+    longer, shorter = max(height, width), min(height, width)
     scale = math.sqrt(max_pixels / (height * width))
-    floor_scale = min(1.0, min_side / min(height, width))
-    if scale <= floor_scale:
-        scale = floor_scale
-        return max(1, round(height * scale)), max(1, round(width * scale))
-    size = round(height * scale), round(width * scale)
-    if size[0] * size[1] > max_pixels:   # rounding up on both sides can pass the budget: round down
-        size = int(height * scale), int(width * scale)
-    return max(size[0], min(height, min_side)), max(size[1], min(width, min_side))
+    if shorter * scale < MIN_NETWORK_SIDE:
+        new_shorter = min(shorter, MIN_NETWORK_SIDE)
+        new_longer = round(longer * new_shorter / shorter)
+    else:
+        new_longer = int(longer * scale) // SIZE_MULTIPLE * SIZE_MULTIPLE
+        new_shorter = round(shorter * new_longer / longer)
+        if new_longer * new_shorter > max_pixels:   # rounded up past the budget
+            new_shorter -= 1
+    return (new_longer, new_shorter) if height >= width else (new_shorter, new_longer)
 
 
 def network_size(height: int, width: int, max_side: int, rule: str = DEFAULT_SIZE_RULE) -> tuple[int, int]:
     """The size the networks run at for an input of this size (EngineConfig.max_side, size_rule)."""
-    if rule == "side":
-        return scaled_size(height, width, max_side)
-    if rule != "pixels":
+    if rule not in SIZE_RULES:
         raise ValueError(f"size_rule must be one of {SIZE_RULES}, got {rule!r}")
-    return pixel_budget_size(height, width, max_side * (max_side * 3 // 4))
+    by_side = scaled_size(height, width, max_side)
+    if rule == "side":
+        return by_side
+    by_pixels = pixel_budget_size(height, width, max_side * (max_side * 3 // 4))
+    # Never fewer pixels than the side rule gave: a frame squarer than 4:3 keeps its old size.
+    return max(by_side, by_pixels, key=lambda size: size[0] * size[1])
 
 
 class DehazeEngine:

@@ -130,19 +130,21 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
                   "configure", choices=PRECISIONS),
     ParameterSpec("max_side", DEFAULT_MAX_SIDE,
                   "The size the networks run at (outputs keep the input size), as size_rule says: "
-                  "by default at most the pixels of a 4:3 frame whose longer side is max_side "
-                  "(320: 320x240 = 76800 pixels, aspect kept); 0 = native resolution. 320: the "
+                  "the longer side at most max_side, or for frames wider than 4:3 the pixels of a "
+                  "4:3 frame whose longer side is max_side (320: 320x240 = 76800 pixels, aspect "
+                  "kept); 0 = native resolution. 320: the "
                   "shipped checkpoint's training and validation resolution and CPU real time; "
                   "416-480 raise PSNR on three of four development sets at 1.5-2.0x the CPU time "
                   "(docs/performance.md, 'Choosing max_side'); 0 gives more dehazing detail where "
                   "a GPU has the time (metric depth stays at depth_max_side).",
                   "configure", minimum=0, maximum=8192),
     ParameterSpec("size_rule", DEFAULT_SIZE_RULE,
-                  "How max_side sizes the networks' input. pixels: at most max_side x (3/4 "
-                  "max_side) pixels, aspect kept, so a wide camera keeps its height (1242x375 runs "
-                  "at 504x152) at a 4:3 frame's cost; side: the longer side at most max_side, the "
-                  "rule before 2026-12-07 (1242x375 runs at 320x97). 4:3 frames get the same size "
-                  "either way (docs/performance.md, 'Wide cameras').",
+                  "How max_side sizes the networks' input. pixels: the larger of the side rule's "
+                  "size and max_side x (3/4 max_side) pixels with the aspect kept, so a wide camera "
+                  "keeps its height at a 4:3 frame's cost (1242x375 runs at 496x150); side: the "
+                  "longer side at most max_side, the rule before 2026-12-07 (1242x375 runs at "
+                  "320x97). Frames up to about 10% wider than 4:3, and squarer ones, get the same "
+                  "size either way (docs/performance.md, 'Wide cameras').",
                   "configure", choices=SIZE_RULES),
     ParameterSpec("depth_max_side", DEFAULT_DEPTH_MAX_SIDE,
                   "Estimate metric depth at this size (sized by size_rule, as max_side is), "

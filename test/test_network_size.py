@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from dehaze_ros.engine import (MIN_NETWORK_SIDE, DehazeEngine, EngineConfig, network_size, pixel_budget_size,
-                               scaled_size)
+from dehaze_ros.engine import (MIN_NETWORK_SIDE, SIZE_MULTIPLE, DehazeEngine, EngineConfig, network_size,
+                               pixel_budget_size, scaled_size)
 from ros_helpers import write_tiny_checkpoint
 
 BUDGET = 320 * 240
@@ -14,22 +14,30 @@ def test_a_4_3_frame_gets_the_same_size_under_both_rules():
     assert network_size(640, 480, 320, "pixels") == (320, 240)
 
 
-@pytest.mark.parametrize("height, width", [(375, 1242), (1242, 375), (1080, 1920), (460, 620), (563, 550),
-                                           (2942, 2426), (100, 4000)])
-def test_the_pixel_rule_keeps_the_budget_and_the_aspect(height, width):
+@pytest.mark.parametrize("height, width", [(375, 1242), (1242, 375), (1080, 1920), (309, 550), (100, 4000)])
+def test_a_frame_wider_than_4_3_gets_the_budget_with_the_aspect_kept(height, width):
     small_h, small_w = network_size(height, width, 320, "pixels")
+    longer, shorter = max(small_h, small_w), min(small_h, small_w)
     assert small_h * small_w <= BUDGET
     # Rounding to whole pixels moves the aspect by at most one pixel on the shorter side.
-    assert abs(small_w / small_h - width / height) <= (width / height) / min(small_h, small_w)
-    assert min(small_h, small_w) >= MIN_NETWORK_SIDE
-    # Nothing of the budget wasted: one more pixel on each side would pass it.
-    assert (small_h + 1) * (small_w + 1) > BUDGET
+    assert abs(small_w / small_h - width / height) <= (width / height) / shorter
+    assert shorter >= MIN_NETWORK_SIDE
+    # The longer side on the networks' padding multiple, and the next multiple would pass the budget.
+    assert longer % SIZE_MULTIPLE == 0
+    assert (longer + SIZE_MULTIPLE) * (longer + SIZE_MULTIPLE) * shorter / longer > BUDGET
+    assert small_h * small_w > scaled_size(height, width, 320)[0] * scaled_size(height, width, 320)[1]
+
+
+@pytest.mark.parametrize("height, width", [(460, 620), (754, 1024), (412, 548), (563, 550), (2942, 2426)])
+def test_frames_near_or_squarer_than_4_3_keep_the_side_rules_size(height, width):
+    """SOTS (620x460), O-HAZE, RESIDE outdoor's 4:3, square and portrait photographs run as before."""
+    assert network_size(height, width, 320, "pixels") == scaled_size(height, width, 320)
 
 
 def test_a_wide_camera_keeps_its_height():
-    assert network_size(375, 1242, 320, "pixels") == (152, 504)
+    assert network_size(375, 1242, 320, "pixels") == (150, 496)
     assert network_size(375, 1242, 320, "side") == scaled_size(375, 1242, 320) == (97, 320)
-    assert network_size(1242, 375, 320, "pixels") == (504, 152)   # the same camera on its side
+    assert network_size(1242, 375, 320, "pixels") == (496, 150)   # the same camera on its side
 
 
 def test_tiny_and_extreme_frames():
@@ -37,7 +45,7 @@ def test_tiny_and_extreme_frames():
     assert network_size(10, 4000, 320, "pixels") == (10, 4000)    # under the budget: untouched
     # Over the budget but already thinner than the networks' minimum: not made thinner still.
     assert network_size(20, 8000, 320, "pixels") == (20, 8000)
-    # A sliver would be 16 px high at the budget: the shorter side stops at the minimum instead.
+    # A sliver would be 6 px high at the budget: the shorter side stops at the minimum instead.
     small_h, small_w = pixel_budget_size(200, 4000, 32 * 24)
     assert small_h == MIN_NETWORK_SIDE and small_w == 640
     assert network_size(480, 640, 0, "pixels") == (480, 640)     # max_side 0: native
