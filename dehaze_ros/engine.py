@@ -39,7 +39,7 @@ import cv2
 import numpy as np
 import torch
 
-from dehaze_ros import devices, upsampling
+from dehaze_ros import dense_fog, devices, upsampling
 
 # torch's own thread count at start-up: num_threads 0 means this, also after a reconfigure
 # from another value (torch.set_num_threads is process-wide).
@@ -103,6 +103,7 @@ class EngineConfig:
     # Relative depth (DCP) always follows max_side (depth_size).
     depth_max_side: int = DEFAULT_DEPTH_MAX_SIDE
     upsampling: str = DEFAULT_UPSAMPLING   # auto | guided | affine | bilinear: full-resolution recovery (upsampling.py)
+    dense_fog: str = dense_fog.DEFAULT   # blend | off: lean on the DCP's t and A in dense fog (dense_fog.py)
     warmup: int = 1                    # warm-up passes after loading (first CUDA/oneDNN calls are slow)
     num_threads: int = 0               # torch CPU threads; 0 = torch's default
     default_hfov_deg: float = DEFAULT_HFOV_DEG   # focal length assumed when process() gets none
@@ -112,6 +113,8 @@ class EngineConfig:
             raise ValueError(f"model must be one of {MODELS}, got {self.model!r}")
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        if self.dense_fog not in dense_fog.MODES:
+            raise ValueError(f"dense_fog must be one of {dense_fog.MODES}, got {self.dense_fog!r}")
         if self.size_rule not in SIZE_RULES:
             raise ValueError(f"size_rule must be one of {SIZE_RULES}, got {self.size_rule!r}")
         if self.upsampling not in UPSAMPLING:
@@ -144,6 +147,9 @@ class EngineResult:
     # -ln t = beta * d (visibility) does not depend on whether the dehazed image was wanted.
     transmission: np.ndarray | None = None
     airlight: np.ndarray | None = None
+    # The share of the DCP's t and A in the dehazed image (dense_fog "blend"; 0: the model's own).
+    # transmission and airlight above stay the model's: visibility reads them against its depth.
+    dense_fog_weight: float = 0.0
 
 
 def resolve_device(name: str) -> torch.device:
@@ -258,6 +264,7 @@ class DehazeEngine:
         self.canonical_focal_px: float = float(self.backend.canonical_focal_px)
         self.upsampling: str = (self.backend.preferred_upsampling if config.upsampling == "auto"
                                 else config.upsampling)
+        self.blends_dense_fog = config.dense_fog == "blend" and self.backend.blends_in_dense_fog
         try:
             for _ in range(config.warmup):
                 self.process(np.zeros((240, 320, 3), dtype=np.uint8))
@@ -272,6 +279,7 @@ class DehazeEngine:
             "size_rule": self.config.size_rule,
             "depth_max_side": self.config.depth_max_side,
             "upsampling": self.upsampling,
+            "dense_fog": "blend" if self.blends_dense_fog else "off",
             "depth_units": self.depth_units,
             "depth_range_m": list(self.depth_range),
             "canonical_focal_px": self.canonical_focal_px,
@@ -307,12 +315,16 @@ class DehazeEngine:
             _, depth_out = self._run_backend(rgb, depth_h, depth_w, False, True, timings, prefix="depth_pass_")
 
         mark = time.perf_counter()
-        dehazed = None
+        dehazed, fog_weight = None, 0.0
         if want_dehazed:
             resized = (small_h, small_w) != (height, width)
             hazy = rgb.astype(np.float32) / 255.0 if resized else small
-            dehazed = to_uint8(upsampling.recover_full_resolution(hazy, small, out.dehazed, out.transmission,
-                                                                  out.airlight, self.upsampling))
+            dehazed_small, transmission, airlight = out.dehazed, out.transmission, out.airlight
+            if self.blends_dense_fog and transmission is not None:
+                dehazed_small, transmission, airlight, fog_weight = dense_fog.blend(small, transmission, airlight,
+                                                                                    dehazed_small)
+            dehazed = to_uint8(upsampling.recover_full_resolution(hazy, small, dehazed_small, transmission,
+                                                                  airlight, self.upsampling))
         depth, focal_assumed = None, False
         if want_depth:
             depth_small = depth_out.depth
@@ -328,7 +340,7 @@ class DehazeEngine:
         timings["total"] = (time.perf_counter() - start) * 1e3
         physics = depth_out if want_depth else out
         return EngineResult(dehazed, depth, self.depth_units, timings, focal_assumed, physics.transmission,
-                            physics.airlight)
+                            physics.airlight, fog_weight)
 
     def depth_size(self, height: int, width: int) -> tuple[int, int]:
         """(height, width) the depth is estimated at for an input of this size. depth_max_side

@@ -65,10 +65,12 @@ def photo_row(path: Path, root: Path, model: DehazeEngine, dcp: DehazeEngine, ma
 
 def write_sheets(checkpoint: str, images_root: Path, out: Path,
                  engine_max_side: int = SPECS["max_side"].default, max_side: int = 1024, per_page: int = 14,
-                 tile_width: int = 320, log=print) -> list[Path]:
+                 tile_width: int = 320, log=print, size_rule: str = SPECS["size_rule"].default,
+                 dense_fog: str = SPECS["dense_fog"].default) -> list[Path]:
     images = find_images(images_root)
-    model = DehazeEngine(EngineConfig(checkpoint=checkpoint, max_side=engine_max_side, device="cpu"))
-    dcp = DehazeEngine(EngineConfig(model="dcp", max_side=engine_max_side, warmup=0))
+    model = DehazeEngine(EngineConfig(checkpoint=checkpoint, max_side=engine_max_side, size_rule=size_rule,
+                                      dense_fog=dense_fog, device="cpu"))
+    dcp = DehazeEngine(EngineConfig(model="dcp", max_side=engine_max_side, size_rule=size_rule, warmup=0))
     pages = []
     for start in range(0, len(images), per_page):
         rows = [photo_row(path, images_root, model, dcp, max_side, tile_width)
@@ -90,13 +92,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="output prefix: pages are <out>_1.jpg, <out>_2.jpg, ...")
     parser.add_argument("--engine-max-side", type=int, default=SPECS["max_side"].default,
                         help="as the node's max_side, whose default it is (0 = native)")
+    parser.add_argument("--engine-size-rule", default=SPECS["size_rule"].default, choices=SPECS["size_rule"].choices,
+                        help="as the node's size_rule, whose default it is")
+    parser.add_argument("--engine-dense-fog", default=SPECS["dense_fog"].default, choices=SPECS["dense_fog"].choices,
+                        help="as the node's dense_fog, whose default it is")
     parser.add_argument("--max-side", type=int, default=1024, help="photos are first resized to this longer side")
     parser.add_argument("--per-page", type=int, default=14)
     parser.add_argument("--tile-width", type=int, default=320)
     args = parser.parse_args(argv)
     try:
         write_sheets(args.checkpoint, Path(args.images), Path(args.out), args.engine_max_side, args.max_side,
-                     args.per_page, args.tile_width)
+                     args.per_page, args.tile_width, size_rule=args.engine_size_rule, dense_fog=args.engine_dense_fog)
     except (DataError, CheckpointError, EngineError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -51,6 +51,8 @@ import cv2
 import numpy as np
 
 from dehaze_ros.checkpoint import CheckpointError, load_checkpoint
+from dehaze_ros.dense_fog import DEFAULT as DENSE_FOG_DEFAULT
+from dehaze_ros.dense_fog import MODES as DENSE_FOG_MODES
 from dehaze_ros.engine import (DEFAULT_DEPTH_MAX_SIDE, DEFAULT_SIZE_RULE, DEFAULT_UPSAMPLING, PRECISIONS, SIZE_RULES,
                                UPSAMPLING, DehazeEngine, EngineConfig, EngineError)
 from training import road_fog
@@ -369,7 +371,7 @@ def evaluate(checkpoint: str | None, specs: list[str], out_dir: Path, baseline: 
              exclude: list[str] = (), source_options: list[str] = (), upsampling: str = DEFAULT_UPSAMPLING,
              precision: str = "auto", engine_depth_max_side: int = DEFAULT_DEPTH_MAX_SIDE,
              visibilities: list[float] = (), aspects: list[str] = (),
-             engine_size_rule: str = DEFAULT_SIZE_RULE) -> dict:
+             engine_size_rule: str = DEFAULT_SIZE_RULE, engine_dense_fog: str = DENSE_FOG_DEFAULT) -> dict:
     """Run every method on every set; write per_image.csv, summary.md and grids; return the summary."""
     if not checkpoint and not baseline:
         raise ValueError("nothing to evaluate: give --checkpoint and/or --baseline dcp")
@@ -384,7 +386,7 @@ def evaluate(checkpoint: str | None, specs: list[str], out_dir: Path, baseline: 
             deployable = resolve_checkpoint(checkpoint, Path(workdir))
             engines["model"] = DehazeEngine(EngineConfig(model="checkpoint", checkpoint=deployable, device=device,
                                                          precision=precision, max_side=engine_max_side,
-                                                         size_rule=engine_size_rule,
+                                                         size_rule=engine_size_rule, dense_fog=engine_dense_fog,
                                                          depth_max_side=engine_depth_max_side,
                                                          upsampling=upsampling, warmup=1))
             provenance = engines["model"].checkpoint.provenance
@@ -453,7 +455,8 @@ def summary_header(checkpoint: str | None, provenance: dict, baseline: str | Non
         f"- resolution: longer side at most {max_side} px (metrics at that size); networks at "
         f"{'the same size' if not engine_max_side else f'longer side {engine_max_side} px (engine max_side)'}; "
         f"depth at {f'longer side {engine_depth_max_side} px (engine depth_max_side)' if engine_depth_max_side else 'the same size as the dehazing'}",
-        "- engine: " + "; ".join(f"{name} on {engine.describe()['device']}, {engine.describe()['precision']}"
+        "- engine: " + "; ".join(f"{name} on {engine.describe()['device']}, {engine.describe()['precision']}, "
+                                 f"dense_fog {engine.describe()['dense_fog']}"
                                  + (f", upsampling {engine.describe()['upsampling']}, size_rule "
                                     f"{engine.describe()['size_rule']}" if engine_max_side else "")
                                  for name, engine in engines.items()),
@@ -510,6 +513,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-side", type=int, default=1024, help="longer image side for evaluation (px)")
     parser.add_argument("--engine-max-side", type=int, default=0,
                         help="run the networks at this longer side, as a node with max_side (0 = native)")
+    parser.add_argument("--engine-dense-fog", default=DENSE_FOG_DEFAULT, choices=DENSE_FOG_MODES,
+                        help="the networks' dense-fog blend with the DCP, as the node's dense_fog")
     parser.add_argument("--engine-size-rule", default=DEFAULT_SIZE_RULE, choices=SIZE_RULES,
                         help="how --engine-max-side sizes the networks' input, as the node's size_rule")
     parser.add_argument("--engine-depth-max-side", type=int, default=DEFAULT_DEPTH_MAX_SIDE,
@@ -559,7 +564,7 @@ def main(argv: list[str] | None = None) -> int:
                  exclude=[s for s in args.exclude.split(",") if s], source_options=args.source_option,
                  upsampling=args.upsampling, precision=args.precision,
                  engine_depth_max_side=args.engine_depth_max_side, visibilities=visibilities, aspects=aspects,
-                 engine_size_rule=args.engine_size_rule)
+                 engine_size_rule=args.engine_size_rule, engine_dense_fog=args.engine_dense_fog)
     except (DataError, CheckpointError, EngineError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
