@@ -5,6 +5,9 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 REQS   := requirements.txt requirements-ros-pypi.txt requirements-dev.txt
+# This machine's CPU build of torch (requirements.txt accepts any torch >= 2.1, so that CUDA and
+# Jetson installs keep theirs); without the pin pip would pick a CUDA wheel of several GB.
+CONSTRAINTS := constraints-cpu.txt
 
 # Large images between processes need Fast DDS's LARGE_DATA transports (METHOD.md: the default
 # transports delivered 0 of 80 best-effort 640x480 frames between two processes here). The demo
@@ -31,10 +34,10 @@ benchmark: $(STAMP)  ## latency table of every model variant and DCP on this dev
 venv: $(STAMP)
 
 # The stamp depends on the requirement files, so editing one reinstalls; otherwise .venv is reused.
-$(STAMP): $(REQS)
+$(STAMP): $(REQS) $(CONSTRAINTS)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@echo "Installing dependencies into $(VENV) (log: $(VENV)/install.log) ..."
-	@$(PY) -m pip install --disable-pip-version-check -q $(foreach r,$(REQS),-r $(r)) \
+	@$(PY) -m pip install --disable-pip-version-check -q -c $(CONSTRAINTS) $(foreach r,$(REQS),-r $(r)) \
 		> $(VENV)/install.log 2>&1 || { tail -n 40 $(VENV)/install.log; exit 1; }
 	@touch $(STAMP)
 

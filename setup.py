@@ -21,8 +21,13 @@ setup(
     ],
     install_requires=["setuptools"],
     # backend onnxruntime and `training.export --onnx` (dehaze_ros.onnx_export): the torch.export
-    # based exporter needs onnxscript. On a GPU machine replace onnxruntime by onnxruntime-gpu.
-    extras_require={"onnx": ["onnx>=1.17", "onnxscript>=0.5", "onnxruntime>=1.20"]},
+    # based exporter needs onnxscript. onnx-gpu for NVIDIA GPUs: onnxruntime-gpu brings the CUDA
+    # and TensorRT providers. Install one of the two, never both: they are one Python module, and
+    # the CPU package installed over the GPU one silently removes its providers.
+    extras_require={"onnx": ["onnx>=1.17", "onnxscript>=0.5", "onnxruntime>=1.20"],
+                    "onnx-gpu": ["onnx>=1.17", "onnxscript>=0.5", "onnxruntime-gpu>=1.20"],
+                    # backend openvino (CPU): the same exported graph, run by OpenVINO's CPU plugin.
+                    "openvino": ["onnx>=1.17", "onnxscript>=0.5", "openvino>=2024.0"]},
     zip_safe=False,
     maintainer="dehaze_ros developers",
     maintainer_email="dev@dehaze-ros.invalid",
@@ -36,6 +41,7 @@ setup(
             "dehaze_node = dehaze_ros.entry_points:dehaze_node",
             "sample_camera = dehaze_ros.entry_points:sample_camera",
             "dehaze_benchmark = dehaze_ros.tools.benchmark:main",
+            "dehaze_build_engines = dehaze_ros.tools.build_engines:main",
             "process_bag = dehaze_ros.tools.process_bag:main",
             "dehaze_train = training.train:main",
             "dehaze_evaluate = training.evaluate:main",

@@ -61,7 +61,7 @@ from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from dehaze_ros import frame_outputs, image_conversion, stats
-from dehaze_ros.engine import DehazeEngine
+from dehaze_ros.engine import DehazeEngine, slow_setup_notice
 from dehaze_ros.frame_outputs import OUTPUTS, FrameProducts
 from dehaze_ros.image_conversion import ImageConversionError
 from dehaze_ros.node_config import (SPECS, ConfigError, NodeConfig, declare_node_parameters,
@@ -201,7 +201,12 @@ class DehazeNode(LifecycleNode):
             choice = resolve_model(config)
             if choice.warning:
                 self.get_logger().warning(choice.warning)
-            engine = DehazeEngine(config.engine_config(choice))
+            engine_config = config.engine_config(choice)
+            notice = slow_setup_notice(engine_config)
+            if notice:
+                # Said before the wait, not after: configure holds the executor until it is done.
+                self.get_logger().info(f"configure: {notice}; the node answers again when this is done")
+            engine = DehazeEngine(engine_config)
         except Exception as exc:  # noqa: BLE001 - any failure to set up must be FAILURE, not a crash
             self._configure_error = f"configure failed: {exc}"
             self.get_logger().error(self._configure_error)
@@ -222,6 +227,8 @@ class DehazeNode(LifecycleNode):
             f"configured: model {info['model']} on {info['device']} ({info['precision']}), "
             f"depth in {info['depth_units']}"
             + (f", checkpoint {info['checkpoint']}" if info.get("checkpoint") else ""))
+        if info.get("device_warning"):
+            self.get_logger().warning(str(info["device_warning"]))
         if info["depth_units"] != "meters":
             self.get_logger().warning(stats.relative_depth_note(config.publish_relative_depth))
             if config.publish_visibility:
@@ -249,6 +256,8 @@ class DehazeNode(LifecycleNode):
                                             qos_overriding_options=options)
         self._inputs = [image_sub, info_sub]
         self._slot = LatestFrameSlot()
+        # A new stream: a scale smoothed before a deactivate may belong to another camera or place.
+        self._engine.reset_scale()
         self._stop_worker.clear()
         self._start_worker()
         self._active_since = time.monotonic()
@@ -459,7 +468,7 @@ class DehazeNode(LifecycleNode):
             self._report_bad_frame(str(exc))
             return
         products.height, products.width = products.rgb.shape[:2]
-        products.focal_px = frame_outputs.focal_px_for_image(camera_info, products.width, products.height)
+        products.read_camera()
         if camera_info is not None and products.focal_px is None:
             self._warn_throttled("intrinsics", f"{intrinsics_problem(camera_info) or UNCALIBRATED}; "
                                  + UNCALIBRATED_CONSEQUENCES)
@@ -478,7 +487,7 @@ class DehazeNode(LifecycleNode):
         self._stats.processed(finished, frame.received_at, result.timings_ms.get("total", 0.0),
                               result.focal_assumed if result.depth is not None else None,
                               products.visibility if "visibility" in published else None,
-                              stamp_age_ms, stages_ms)
+                              stamp_age_ms, stages_ms, result.scale)
 
     def _publish(self, wanted, products: FrameProducts) -> list[str]:
         """Build and publish each wanted output; the topics published."""

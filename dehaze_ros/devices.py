@@ -25,7 +25,9 @@ Precision rules (``training=True``: training's, where the CPU is always fp32):
 """
 from __future__ import annotations
 
+import os
 import re
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -43,6 +45,11 @@ CPU_AUTO_PRECISION = "bf16"
 # CPU feature flags (as /proc/cpuinfo spells them) that give native bf16 arithmetic.
 NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "bf16"})
 _DEVICE_PATTERN = re.compile(r"auto|cpu|cuda|cuda:\d+")
+# Signs of an NVIDIA GPU that need no torch: the driver's first device node (desktops, servers,
+# containers given a GPU), a Jetson's integrated GPU (its nvhost / nvgpu nodes, the L4T release
+# file JetPack writes), and nvidia-smi on the PATH.
+GPU_EVIDENCE_PATHS = ("/dev/nvidia0", "/dev/nvhost-gpu", "/dev/nvgpu", "/etc/nv_tegra_release")
+INSTALL_SECTION = "README.md, 'Install on a GPU or a Jetson'"
 
 
 class DeviceError(RuntimeError):
@@ -75,6 +82,39 @@ def resolve_device(name: str) -> torch.device:
             raise DeviceError(f"device {name!r} requested but only {torch.cuda.device_count()} "
                               "CUDA device(s) exist")
     return torch.device(name)
+
+
+def visible_gpu(paths: tuple[str, ...] = GPU_EVIDENCE_PATHS, which=shutil.which) -> str:
+    """What shows that this machine has an NVIDIA GPU, in words ("/dev/nvidia0 exists"), or "".
+
+    Independent of torch and onnxruntime on purpose: it is the evidence against which their
+    ``auto`` choice of the CPU is checked (a CPU-only wheel installed over a CUDA or Jetson one
+    runs, slowly, without a word).
+    """
+    for path in paths:
+        if os.path.exists(path):
+            return f"{path} exists"
+    smi = which("nvidia-smi")
+    return f"nvidia-smi is at {smi}" if smi else ""
+
+
+def auto_cpu_warning(requested: str, chosen: str, gpu_evidence: str, torch_cuda: str | None) -> str:
+    """Why ``device: auto`` running torch on the CPU is probably a broken install, or "".
+
+    ``chosen``: the device type auto gave; ``gpu_evidence``: ``visible_gpu()``'s answer (tests pass
+    their own); ``torch_cuda``: ``torch.version.cuda`` (None for a CPU-only build). An explicit
+    ``cpu`` is a choice and gets no warning.
+    """
+    if requested != "auto" or chosen != "cpu" or not gpu_evidence:
+        return ""
+    if torch_cuda:
+        reason = (f"this torch (built for CUDA {torch_cuda}) cannot reach it: torch.cuda.is_available() is "
+                  "False (driver too old, CUDA libraries missing, or CUDA_VISIBLE_DEVICES hides it)")
+    else:
+        reason = ("this torch is a CPU-only build (a PyPI or CPU wheel installed over the CUDA or Jetson "
+                  "one?)")
+    return (f"device auto runs on the CPU although an NVIDIA GPU is visible ({gpu_evidence}): {reason}; "
+            f"install PyTorch built for this GPU ({INSTALL_SECTION}), or set device cpu to keep the CPU")
 
 
 def cpu_flags(cpuinfo: str | None = None) -> frozenset[str]:

@@ -27,6 +27,19 @@ says so in the result (``focal_assumed``). Metric depth runs at ``depth_max_side
 removes the focal length, but a monocular network also reads objects' size in pixels, and its
 metres only hold near the resolution it was trained at (measured: native-resolution depth on
 Middlebury was 3x too far before this).
+
+Depth from the haze (``depth_from_haze: fuse``): the metric depth of the depth pass is fused with
+that pass's transmission, -ln t = beta d, before upsampling (``dehaze_ros.haze_depth``): the
+haze corrects the network's shape where it is informative, the network keeps its metres and
+everything where the air is clear or t is saturated.
+
+Metric scale (``dehaze_ros.metric_scale``): a network's metres are only as good as its training
+cameras. With ``camera_height_m`` set, the ground plane found in each frame's depth rescales it
+(camera height / fitted height), smoothed over the stream in a per-stream state the engine owns
+(``reset_scale``: a new stream); with ``camera_pitch_deg`` known too, the ground's exact depth
+replaces the network's where the network's depth lies on the plane, and bounds every pixel below
+the horizon. ``EngineResult.scale`` says which source gave the metres, ``depth_support`` what each
+pixel rests on (the node's depth/confidence).
 """
 from __future__ import annotations
 
@@ -39,7 +52,7 @@ import cv2
 import numpy as np
 import torch
 
-from dehaze_ros import dense_fog, devices, upsampling
+from dehaze_ros import dense_fog, devices, metric_scale, upsampling
 
 # torch's own thread count at start-up: num_threads 0 means this, also after a reconfigure
 # from another value (torch.set_num_threads is process-wide).
@@ -48,6 +61,9 @@ from dehaze_ros.backends import BACKENDS, MODELS, Backend, BackendError, create_
 from dehaze_ros.camera import DEFAULT_HFOV_DEG, focal_from_hfov, metric_from_canonical
 from dehaze_ros.checkpoint import Checkpoint
 from dehaze_ros.devices import PRECISIONS, cpu_supports_bf16  # noqa: F401 (re-exported for the node)
+from dehaze_ros.haze_depth import HazeDepth, fuse_depth_with_haze
+from dehaze_ros.metric_scale import (LEARNED, SUPPORT_LEARNED, Mounting, Pinhole, ScaleState, StreamScale,
+                                     apply_ground, ground_estimate, resize_nearest)
 from dehaze_ros.upsampling import DEFAULT as DEFAULT_UPSAMPLING
 from dehaze_ros.upsampling import UPSAMPLING
 
@@ -74,12 +90,18 @@ SIZE_MULTIPLE = 16
 # The pixel rule never makes the shorter side shorter than this (the padding multiple, and the
 # DCP's patch of 15): an extreme aspect gets more pixels rather than a sliver.
 MIN_NETWORK_SIDE = 32
+# The warm-up frame's longer side at most (max_side accepts up to 8192 for big sensors; a warm-up
+# at that size would cost more than the kernel choice it saves). 1920: TensorRT's largest (onnxruntime_backend).
+WARMUP_MAX_SIDE = 1920
+# EngineConfig.depth_from_haze: off = the network's depth; fuse = its shape corrected by the
+# transmission's -ln t where the haze is informative (dehaze_ros.haze_depth, docs/depth.md).
+DEPTH_FROM_HAZE = ("off", "fuse")
 
-__all__ = ["BACKENDS", "DEFAULT_CHECKPOINT", "DEFAULT_DEPTH_MAX_SIDE", "DEFAULT_MAX_SIDE", "DEFAULT_SIZE_RULE",
-           "DEFAULT_UPSAMPLING", "MODELS", "PRECISIONS", "SIZE_RULES", "UPSAMPLING", "DehazeEngine",
-           "EngineConfig", "EngineError", "EngineResult", "MIN_NETWORK_SIDE", "SIZE_MULTIPLE", "as_rgb_uint8",
-           "cpu_supports_bf16", "network_size",
-           "pixel_budget_size", "resolve_device", "resolve_precision", "scaled_size"]
+__all__ = ["BACKENDS", "DEFAULT_CHECKPOINT", "DEFAULT_DEPTH_MAX_SIDE", "DEPTH_FROM_HAZE", "DEFAULT_MAX_SIDE",
+           "DEFAULT_SIZE_RULE", "DEFAULT_UPSAMPLING", "MODELS", "PRECISIONS", "SIZE_RULES", "UPSAMPLING",
+           "DehazeEngine", "EngineConfig", "EngineError", "EngineResult", "MIN_NETWORK_SIDE", "SIZE_MULTIPLE",
+           "as_rgb_uint8", "cpu_supports_bf16", "network_size", "pixel_budget_size", "slow_setup_notice",
+           "resolve_device", "resolve_precision", "scaled_size"]
 
 
 class EngineError(RuntimeError):
@@ -107,6 +129,16 @@ class EngineConfig:
     warmup: int = 1                    # warm-up passes after loading (first CUDA/oneDNN calls are slow)
     num_threads: int = 0               # torch CPU threads; 0 = torch's default
     default_hfov_deg: float = DEFAULT_HFOV_DEG   # focal length assumed when process() gets none
+    depth_from_haze: str = "fuse"      # off | fuse: -ln t of the same pass corrects metric depth's shape
+    # The camera's mounting, for the metric scale from the ground (metric_scale): height above
+    # the ground in metres (0 = unknown: no ground scale) and the optical axis's tilt below the
+    # horizontal in degrees (NaN = unknown: estimated per frame, and only the scale is applied).
+    camera_height_m: float = 0.0
+    camera_pitch_deg: float = math.nan
+
+    @property
+    def mounting(self) -> Mounting:
+        return Mounting(self.camera_height_m, self.camera_pitch_deg)
 
     def validate(self) -> None:
         if self.model not in MODELS:
@@ -119,6 +151,8 @@ class EngineConfig:
             raise ValueError(f"size_rule must be one of {SIZE_RULES}, got {self.size_rule!r}")
         if self.upsampling not in UPSAMPLING:
             raise ValueError(f"upsampling must be one of {UPSAMPLING}, got {self.upsampling!r}")
+        if self.depth_from_haze not in DEPTH_FROM_HAZE:
+            raise ValueError(f"depth_from_haze must be one of {DEPTH_FROM_HAZE}, got {self.depth_from_haze!r}")
         devices.validate_precision(self.precision)
         devices.validate_device(self.device)
         for name in ("max_side", "depth_max_side", "warmup", "num_threads"):
@@ -130,6 +164,7 @@ class EngineConfig:
             raise ValueError(f"depth_max_side must be 0 (as max_side) or at least 32, got {self.depth_max_side}")
         if not 1.0 <= self.default_hfov_deg <= 179.0:
             raise ValueError(f"default_hfov_deg must lie in [1, 179] degrees, got {self.default_hfov_deg}")
+        self.mounting.check()
 
 
 @dataclass
@@ -147,6 +182,13 @@ class EngineResult:
     # -ln t = beta * d (visibility) does not depend on whether the dehazed image was wanted.
     transmission: np.ndarray | None = None
     airlight: np.ndarray | None = None
+    # depth_from_haze "fuse" with metric depth: the fusion at the depth pass's resolution (beta,
+    # per-pixel haze weight, or why the network's depth was kept); None when it did not run.
+    haze_depth: HazeDepth | None = None
+    # Metric depth only: where this frame's metres came from (source, factor, held or fresh),
+    # and per pixel what the depth rests on (uint8 metric_scale.SUPPORT_*, input size).
+    scale: ScaleState | None = None
+    depth_support: np.ndarray | None = None
     # The share of the DCP's t and A in the dehazed image (dense_fog "blend"; 0: the model's own).
     # transmission and airlight above stay the model's: visibility reads them against its depth.
     dense_fog_weight: float = 0.0
@@ -166,6 +208,21 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype:
         return devices.resolve_precision(name, device)
     except devices.DeviceError as exc:
         raise EngineError(str(exc)) from exc
+
+
+def slow_setup_notice(config: EngineConfig) -> str:
+    """What building an engine from ``config`` will spend minutes on (the automatic ONNX export,
+    a TensorRT build), in words to log BEFORE it starts, or "": the node's configure blocks its
+    executor meanwhile, and a silent minute looks like a hang."""
+    if config.model != "checkpoint" or config.backend != "onnxruntime":
+        return ""
+    from dehaze_ros.backends.onnxruntime_backend import slow_setup_notice as onnxruntime_notice
+
+    checkpoint = config.checkpoint or DEFAULT_CHECKPOINT
+    try:
+        return onnxruntime_notice(config.onnx_model, checkpoint, config.device, config.trt_cache_dir)
+    except OSError:   # an unreadable checkpoint or graph: the engine itself reports it
+        return ""
 
 
 def as_rgb_uint8(image: np.ndarray) -> np.ndarray:
@@ -249,7 +306,7 @@ class DehazeEngine:
             try:
                 backend = create_backend(config.model, config.backend, checkpoint, config.device,
                                          config.precision, config.onnx_model, config.trt_cache_dir,
-                                         config.num_threads)
+                                         config.num_threads, config.max_side, config.depth_max_side)
             except (devices.DeviceError, BackendError) as exc:
                 raise EngineError(str(exc)) from exc
             except OSError as exc:  # a checkpoint or graph file that cannot be read
@@ -265,12 +322,23 @@ class DehazeEngine:
         self.upsampling: str = (self.backend.preferred_upsampling if config.upsampling == "auto"
                                 else config.upsampling)
         self.blends_dense_fog = config.dense_fog == "blend" and self.backend.blends_in_dense_fog
+        # The metric scale's memory of this stream of frames (smoothed factor, hold).
+        self.stream_scale = StreamScale()
         try:
             for _ in range(config.warmup):
-                self.process(np.zeros((240, 320, 3), dtype=np.uint8))
+                self.process(np.zeros(self.warmup_shape(), dtype=np.uint8))
+            self.reset_scale()   # a warm-up frame is no part of any stream
         except BaseException:
             self.close()  # a failed warm-up (out of memory, a graph's size limit) holds nothing
             raise
+
+    def warmup_shape(self) -> tuple[int, int, int]:
+        """The frame the warm-up runs on: 4:3 at max_side, so the passes of a VGA-like camera run at
+        their real sizes (CUDA kernels and TensorRT profiles are chosen per size, and a first call
+        at a new size is slow); capped for a huge max_side. Native: the camera's size is unknown
+        before its first frame, a small frame then."""
+        side = min(self.config.max_side, WARMUP_MAX_SIDE) if self.config.max_side else 320
+        return round(side * 3 / 4), side, 3
 
     def describe(self) -> dict:
         return {
@@ -278,12 +346,18 @@ class DehazeEngine:
             "max_side": self.config.max_side,
             "size_rule": self.config.size_rule,
             "depth_max_side": self.config.depth_max_side,
+            "depth_from_haze": self.config.depth_from_haze,
             "upsampling": self.upsampling,
             "dense_fog": "blend" if self.blends_dense_fog else "off",
             "depth_units": self.depth_units,
             "depth_range_m": list(self.depth_range),
             "canonical_focal_px": self.canonical_focal_px,
         }
+
+    def reset_scale(self) -> None:
+        """Forget the stream's scale (smoothed factor, held factor): the next frame starts a new
+        stream. The node calls it on activate; an evaluation before each independent view."""
+        self.stream_scale.reset()
 
     def close(self) -> None:
         """Drop the model (cached GPU memory is given back)."""
@@ -292,9 +366,15 @@ class DehazeEngine:
             self.backend = None
 
     def process(self, image: np.ndarray, want_dehazed: bool = True, want_depth: bool = True,
-                focal_px: float | None = None) -> EngineResult:
+                focal_px: float | None = None, camera: Pinhole | None = None, stamp_s: float | None = None,
+                mounting: Mounting | None = None) -> EngineResult:
         """``focal_px``: the horizontal focal length in pixels of ``image`` (CameraInfo's fx at
-        this image size); None assumes ``default_hfov_deg``."""
+        this image size); None assumes ``default_hfov_deg``. ``camera``: the full intrinsics of
+        ``image`` (fx, fy and the principal point, from CameraInfo), for the ground plane; its fx
+        is the focal length when ``focal_px`` is None; None: square pixels centred on the image.
+        ``stamp_s``: the frame's time (its header stamp), which paces the scale's smoothing and
+        its hold; None counts frames instead. ``mounting``: the camera's height and pitch for
+        this frame instead of the config's (evaluation sets whose views each have their own)."""
         start = time.perf_counter()
         rgb = as_rgb_uint8(image)
         if self.backend is None:
@@ -325,22 +405,76 @@ class DehazeEngine:
                                                                                     dehazed_small)
             dehazed = to_uint8(upsampling.recover_full_resolution(hazy, small, dehazed_small, transmission,
                                                                   airlight, self.upsampling))
-        depth, focal_assumed = None, False
+        depth, focal_assumed, haze_depth, scale, support = None, False, None, None, None
         if want_depth:
             depth_small = depth_out.depth
+            if focal_px is None and camera is not None:
+                focal_px = camera.fx
+            # No usable focal length (None, 0, negative, NaN from a broken CameraInfo): assume.
+            focal_assumed = focal_px is None or not math.isfinite(focal_px) or focal_px <= 0
+            focal = focal_from_hfov(width, self.config.default_hfov_deg) if focal_assumed else focal_px
             if self.canonical_focal_px:
-                # No usable focal length (None, 0, negative, NaN from a broken CameraInfo): assume.
-                focal_assumed = focal_px is None or not math.isfinite(focal_px) or focal_px <= 0
-                focal = focal_from_hfov(width, self.config.default_hfov_deg) if focal_assumed else focal_px
                 # The network saw the downscaled image: its focal length is scaled alike.
                 depth_small = metric_from_canonical(depth_small, focal * depth_w / width, self.canonical_focal_px)
-            # A copy at native size too: on the CPU the backend's array may be a tensor's memory.
-            depth = self._apply_depth_range(upsampling.upsample_depth(depth_small, height, width))
+            else:
+                focal_assumed = False   # the metres need no focal length (nor can use one)
+            haze_depth = self._depth_from_haze(depth_small, depth_out, timings)
+            if haze_depth is not None:
+                depth_small = haze_depth.depth_m   # the shape from the haze, before any scale source
+            if self.depth_units == "meters":
+                if camera is None or focal_assumed:
+                    camera = Pinhole.centred(width, height, focal)
+                # The stage includes bringing the depth to full size (a new array, as below).
+                scale_mark = time.perf_counter()
+                depth, support, scale = self._metric_scale(depth_small, height, width, camera, stamp_s,
+                                                            mounting or self.config.mounting)
+                timings["scale"] = (time.perf_counter() - scale_mark) * 1e3
+            else:
+                # A copy at native size too: on the CPU the backend's array may be a tensor's memory.
+                depth = upsampling.upsample_depth(depth_small, height, width)
+            depth = self._apply_depth_range(depth)
+            if support is not None:
+                support *= np.isfinite(depth)   # beyond the range (+-inf): SUPPORT_NONE, no number to trust
         timings["postprocess"] = (time.perf_counter() - mark) * 1e3
         timings["total"] = (time.perf_counter() - start) * 1e3
         physics = depth_out if want_depth else out
         return EngineResult(dehazed, depth, self.depth_units, timings, focal_assumed, physics.transmission,
-                            physics.airlight, fog_weight)
+                            physics.airlight, haze_depth, scale, support, fog_weight)
+
+    def _depth_from_haze(self, depth_m: np.ndarray, output: BackendOutput,
+                         timings: dict[str, float]) -> HazeDepth | None:
+        """depth_from_haze "fuse": the metric depth of one pass fused with that pass's -ln t, at
+        its resolution (before upsampling: t and depth of one input, pixel for pixel), inside
+        the model's range (outside stays for the REP-117 markers). Relative depth is -ln t
+        already; a model that predicts no t keeps its depth (estimating one here would cost
+        more than the fusion itself: visibility.transmission_for does it where it is needed)."""
+        if self.config.depth_from_haze == "off" or self.depth_units != "meters" or output.transmission is None:
+            return None
+        mark = time.perf_counter()
+        fused = fuse_depth_with_haze(depth_m, output.transmission, self.depth_range)
+        timings["depth_from_haze"] = (time.perf_counter() - mark) * 1e3
+        return fused
+
+    def _metric_scale(self, depth_small: np.ndarray, height: int, width: int, camera: Pinhole,
+                      stamp_s: float | None, mounting: Mounting) -> tuple[np.ndarray, np.ndarray, ScaleState]:
+        """The learned metres (``depth_small``, the network's) at height x width with the scale
+        sources applied: (depth, support, the ScaleState). The ground is fitted on the network's
+        own pixels (no upsampled duplicates), its depth written at full size."""
+        mounting.check()
+        learned = np.isfinite(depth_small).view(np.uint8) * np.uint8(SUPPORT_LEARNED)   # else SUPPORT_NONE
+        proposals = []
+        if mounting.height_m > 0:
+            small_camera = camera.resized(width, height, depth_small.shape[1], depth_small.shape[0])
+            proposals.append(ground_estimate(depth_small, small_camera, mounting))
+        state = self.stream_scale.update(proposals, stamp_s)
+        if state.source == LEARNED:
+            depth = upsampling.upsample_depth(depth_small, height, width)
+            return depth, resize_nearest(learned, width, height), state
+        # The plane of this frame when the factor is this frame's own (smoothed); a held factor
+        # (this frame refused, or an outlier) has no plane to trust here.
+        plane = None if state.held else proposals[0].details["plane"]
+        depth, support = apply_ground(depth_small, width, height, camera, state.factor, plane, mounting)
+        return depth, support, state
 
     def depth_size(self, height: int, width: int) -> tuple[int, int]:
         """(height, width) the depth is estimated at for an input of this size. depth_max_side

@@ -18,6 +18,7 @@ import numpy as np
 from dehaze_ros import image_conversion, visibility
 from dehaze_ros.camera import focal_from_hfov
 from dehaze_ros.colormap import depth_to_colormap
+from dehaze_ros.metric_scale import Pinhole, confidence_map
 from dehaze_ros.pointcloud import (IntrinsicsError, camera_info_for_image, depth_to_points,
                                    intrinsics_from_camera_info, make_pointcloud2)
 
@@ -30,15 +31,24 @@ def decode_frame(msg, max_pixels: int | None) -> tuple[np.ndarray, str]:
     return image_conversion.image_to_numpy(msg, max_pixels), msg.encoding
 
 
-def focal_px_for_image(camera_info, width: int, height: int) -> float | None:
-    """fx of a ``width`` x ``height`` image from camera_info (scaled to its size), or None: the
-    engine then assumes its default field of view for metric depth."""
+def camera_for_image(camera_info, width: int, height: int) -> Pinhole | None:
+    """The intrinsics of a ``width`` x ``height`` image from camera_info (mapped to its size), or
+    None without a usable one: the engine then assumes its field of view, centred."""
     if camera_info is None:
         return None
     try:
-        return intrinsics_from_camera_info(camera_info, width, height)[0]
+        return Pinhole(*intrinsics_from_camera_info(camera_info, width, height))
     except IntrinsicsError:
         return None
+
+
+def stamp_seconds(header) -> float | None:
+    """The header stamp in seconds, or None for a zero stamp (a camera that sets none): the
+    metric scale's smoothing then counts frames instead of seconds."""
+    stamp = header.stamp
+    if not (stamp.sec or stamp.nanosec):
+        return None
+    return stamp.sec + stamp.nanosec * 1e-9
 
 
 def dehazed_message(dehazed_rgb: np.ndarray, image: np.ndarray, encoding: str, header):
@@ -57,6 +67,12 @@ def depth_message(depth: np.ndarray, header, inf_as_nan: bool = False):
         # tell too near from too far.
         depth = np.where(np.isinf(depth), np.float32(np.nan), depth)
     return image_conversion.numpy_to_image(depth, "32FC1", header)
+
+
+def confidence_message(support: np.ndarray, header):
+    """depth/confidence: 32FC1 in [0, 1] per pixel, from what its depth rests on (the engine's
+    depth_support; metric_scale.CONFIDENCE)."""
+    return image_conversion.numpy_to_image(confidence_map(support), "32FC1", header)
 
 
 def colormap_message(depth: np.ndarray, header, metric: bool, min_m: float, max_m: float,
@@ -99,7 +115,16 @@ class FrameProducts:
     encoding: str = ""
     rgb: np.ndarray | None = None
     focal_px: float | None = None  # fx of this image from camera_info; None: assumed
+    camera: Pinhole | None = None  # its full intrinsics (the ground plane needs cx, cy too)
+    stamp_s: float | None = None   # header stamp in seconds (None: zero), for the scale's smoothing
     result: object = None          # the EngineResult; None when no wanted output needs the engine
+
+    def read_camera(self) -> None:
+        """focal_px and camera of this frame's image (its width x height) from camera_info, and
+        stamp_s from the header: what the engine needs besides the pixels. Once the frame is decoded."""
+        self.camera = camera_for_image(self.camera_info, self.width, self.height)
+        self.focal_px = self.camera.fx if self.camera is not None else None
+        self.stamp_s = stamp_seconds(self.header)
 
     @cached_property
     def camera_info_out(self):
@@ -125,6 +150,10 @@ def _dehazed(frame: FrameProducts):
 
 def _depth(frame: FrameProducts):
     return depth_message(frame.result.depth, frame.header, frame.config.depth_inf_as_nan)
+
+
+def _confidence(frame: FrameProducts):
+    return confidence_message(frame.result.depth_support, frame.header)
 
 
 def _colormap(frame: FrameProducts):
@@ -173,6 +202,9 @@ OUTPUTS: tuple[Output, ...] = (
            relative_depth="opt_in"),
     Output("depth/camera_info", "sensor_msgs/msg/CameraInfo", "publish_depth",
            lambda frame: frame.camera_info_out, needs_camera_info=True, relative_depth="opt_in"),
+    # How far to trust each pixel of depth/image: it rates metres, so never for relative depth.
+    Output("depth/confidence", "sensor_msgs/msg/Image", "publish_confidence", _confidence, uses_depth=True,
+           relative_depth="never"),
     Output("depth/colormap", "sensor_msgs/msg/Image", "publish_colormap", _colormap, uses_depth=True),
     # The cloud is coloured with the dehazed image.
     Output("points", "sensor_msgs/msg/PointCloud2", "publish_points", _points, uses_dehazed=True,
@@ -222,7 +254,7 @@ def run_engine(engine, wanted: tuple[Output, ...], frame: FrameProducts):
     frame.result = engine.process(frame.rgb,
                                   want_dehazed=any(output.uses_dehazed for output in wanted),
                                   want_depth=any(output.uses_depth for output in wanted),
-                                  focal_px=frame.focal_px)
+                                  focal_px=frame.focal_px, camera=frame.camera, stamp_s=frame.stamp_s)
     return frame.result
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import textwrap
 from dataclasses import dataclass
@@ -36,7 +37,8 @@ from dehaze_ros.camera import DEFAULT_HFOV_DEG
 # loads torch (about a second) with the table; the node loads it for configure anyway, and the
 # programs that read the table (process_bag, the demo) run the engine too.
 from dehaze_ros.engine import (BACKENDS, DEFAULT_CHECKPOINT, DEFAULT_DEPTH_MAX_SIDE, DEFAULT_MAX_SIDE,
-                               DEFAULT_SIZE_RULE, MODELS, PRECISIONS, SIZE_RULES, UPSAMPLING, EngineConfig)
+                               DEFAULT_SIZE_RULE, DEPTH_FROM_HAZE, MODELS, PRECISIONS, SIZE_RULES, UPSAMPLING,
+                               EngineConfig)
 from dehaze_ros.image_conversion import DEFAULT_MAX_PIXELS
 
 STAGES = ("startup", "configure", "live")
@@ -75,6 +77,9 @@ class ParameterSpec:
         if type(value) is not expected:
             return [f"{self.name} must be {_TYPE_NAMES[expected]}, got {value!r}"]
         problems = []
+        if expected is float and math.isnan(value) and not math.isnan(self.default):
+            return [f"{self.name} must be a number, got NaN (only a parameter whose default is NaN "
+                    "takes NaN, for 'unknown')"]
         if self.choices and value not in self.choices:
             problems.append(f"{self.name} must be one of {', '.join(self.choices)}, got {value!r}")
         if self.minimum is not None and value < self.minimum:
@@ -110,12 +115,12 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
                   "package (dehaze_ros/checkpoints/default.pt beside the code); without one the node falls "
                   "back to dcp with a warning.", "configure"),
     ParameterSpec("backend", "torch",
-                  "What runs the checkpoint's networks: torch, or onnxruntime (the optional onnx "
+                  "What runs the checkpoint's networks: torch, onnxruntime (the optional onnx "
                   "extra, pip install '.[onnx]'; TensorRT and CUDA providers on a GPU device, CPU "
-                  "otherwise). dcp ignores it.",
+                  "otherwise), or openvino (CPU only, pip install '.[openvino]'). dcp ignores it.",
                   "configure", choices=BACKENDS),
     ParameterSpec("onnx_model", "",
-                  "backend onnxruntime: an exported graph (python -m training.export CHECKPOINT "
+                  "backend onnxruntime or openvino: an exported graph (python -m training.export CHECKPOINT "
                   "--onnx OUT.onnx). Empty: the checkpoint is exported once into "
                   "~/.cache/dehaze_ros/onnx and reused.", "configure"),
     ParameterSpec("trt_cache_dir", "",
@@ -178,6 +183,28 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
                   "through the focal length, taken from camera_info when there is one. "
                   "/diagnostics says which.",
                   "configure", minimum=1.0, maximum=179.0),
+    ParameterSpec("depth_from_haze", EngineConfig.depth_from_haze,
+                  "Read the depth's shape from the haze too (-ln t = beta d): fuse blends the "
+                  "transmission's -ln t, tied to the network's metres by a fitted beta, into the "
+                  "metric depth where the haze is informative (0.11 < t < 0.97, not sky) and "
+                  "agrees with the network locally; clear air, sky and saturated haze keep the "
+                  "network's depth. off: the depth network alone. dcp and checkpoints whose head "
+                  "predicts no transmission ignore it (docs/depth.md, 'Depth from the haze').",
+                  "configure", choices=DEPTH_FROM_HAZE),
+    ParameterSpec("camera_height_m", 0.0,
+                  "Height of the camera above the ground in metres (KITTI's: 1.65). Set, it fixes the "
+                  "metric scale of depth from the ground plane found in each frame (camera height / "
+                  "fitted height, smoothed over frames; held up to 10 s when a frame shows no ground, "
+                  "then the network's own scale); with camera_pitch_deg also set, the ground's depth "
+                  "replaces the network's on the road and bounds it below the horizon. 0: off, the "
+                  "network's own metres. /diagnostics says which scale is in use.",
+                  "configure", minimum=0.0, maximum=100.0),
+    ParameterSpec("camera_pitch_deg", math.nan,
+                  "Tilt of the camera's optical axis below the horizontal in degrees (positive looks "
+                  "down, as the pitch of a camera body in REP-103), within +-45; the camera is "
+                  "assumed not to roll. .nan: unknown, the ground plane's orientation is estimated "
+                  "per frame and only the scale is applied.",
+                  "configure", minimum=-45.0, maximum=45.0),
     ParameterSpec("warmup", 1,
                   "Warm-up passes at configure, so the first real frame is not slow.",
                   "configure", minimum=0, maximum=20),
@@ -196,6 +223,13 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
                   "beyond max_range, -inf when denser than min_range. Also in /diagnostics. Needs "
                   "metric depth (a checkpoint, not dcp); while `visibility` has a subscriber the "
                   "depth network runs even if no depth topic has one.", "live"),
+    ParameterSpec("publish_confidence", True,
+                  "Publish depth/confidence (32FC1 in [0, 1], the input's header and size): how often "
+                  "a depth pixel of its kind was within 25 % of the truth on rendered vehicle views: "
+                  "the ground plane's depth 0.88, network depth bounded by the ground 0.91, scaled by "
+                  "the ground 0.47, at the network's own scale 0.28; 0 where depth/image has no "
+                  "finite number. For a costmap to drop guesses. Made only while someone subscribes; "
+                  "needs metric depth.", "live"),
     ParameterSpec("publish_relative_depth", False,
                   "When the model's depth is relative (dcp), still publish it on depth/image and "
                   "points (values are then unitless, not metres). Off by default so consumers of "
@@ -331,6 +365,14 @@ def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else str(value)
 
 
+def yaml_value(value) -> str:
+    """``value`` as YAML (and rcl's parameter parser) reads it: JSON spells bools, numbers and
+    quoted strings that way; NaN is YAML's `.nan` (JSON's `NaN` would be read as a string)."""
+    if isinstance(value, float) and math.isnan(value):
+        return ".nan"
+    return json.dumps(value)
+
+
 def parameters_yaml() -> str:
     """config/dehaze.yaml, written from the table: every parameter at its default, with its stage,
     description, choices and range as a comment. test_node_config_files checks that the file is
@@ -358,8 +400,7 @@ def parameters_yaml() -> str:
             comment += f" Range {_number(spec.minimum)} to {_number(spec.maximum)}."
         lines += textwrap.wrap(comment, width=100, initial_indent="    # ",
                                subsequent_indent="    # ", break_on_hyphens=False)
-        # JSON spells bools, numbers and quoted strings as YAML reads them.
-        lines.append(f"    {spec.name}: {json.dumps(spec.default)}")
+        lines.append(f"    {spec.name}: {yaml_value(spec.default)}")
     return "\n".join(lines) + "\n"
 
 
@@ -382,7 +423,9 @@ def _descriptor(spec: ParameterSpec):
     descriptor = ParameterDescriptor(
         name=spec.name, type=kinds[type(spec.default)], description=spec.description,
         additional_constraints=" ".join(constraints), read_only=spec.stage == "startup")
-    if isinstance(spec.default, float) and spec.minimum is not None:
+    # rclpy checks a range on every value, and NaN lies in none: a parameter whose default means
+    # "unknown" by NaN (camera_pitch_deg) keeps its range in the table's check and the engine's.
+    if isinstance(spec.default, float) and spec.minimum is not None and not math.isnan(spec.default):
         descriptor.floating_point_range = [FloatingPointRange(
             from_value=float(spec.minimum), to_value=float(spec.maximum), step=0.0)]
     elif isinstance(spec.default, int) and not isinstance(spec.default, bool) and spec.minimum is not None:

@@ -53,7 +53,8 @@ ONNX_FORMAT_VERSION = 1
 DEFAULT_OPSET = 18
 INPUT_NAME = "hazy"
 PHYSICS_OUTPUTS = ("dehazed", "depth", "transmission", "airlight")
-INSTALL_HINT = "pip install 'dehaze_ros[onnx]' (or: pip install onnx onnxscript onnxruntime)"
+INSTALL_HINT = ("pip install 'dehaze_ros[onnx]' (or: pip install onnx onnxscript onnxruntime; on an NVIDIA GPU "
+                "'dehaze_ros[onnx-gpu]', onnxruntime-gpu instead of onnxruntime)")
 
 
 class OnnxExportError(RuntimeError):
@@ -180,6 +181,18 @@ def _require_exporter() -> None:
                               + INSTALL_HINT)
 
 
+def check_written_opset(proto, opset: int) -> None:
+    """OnnxExportError unless ``proto`` is in ``opset``. torch writes opset 18 and converts down with
+    onnx's version converter; where that has no adapter (Pad 18 -> 17, met by our graphs) it keeps
+    18 with only a logged traceback. A graph asked for as 17 that is 18 inside would fail later, in
+    TensorRT 8.6's parser on a robot: it is refused here."""
+    written = next((entry.version for entry in proto.opset_import if entry.domain in ("", "ai.onnx")), None)
+    if written != opset:
+        raise OnnxExportError(f"opset {opset} was asked for but the exporter wrote opset {written} (onnx's "
+                              f"version converter could not convert every operator); export with --opset "
+                              f"{written}: TensorRT reads it from version 10 on (docs/onnx.md)")
+
+
 def export_onnx(checkpoint_path: str | os.PathLike, output: str | os.PathLike, opset: int = DEFAULT_OPSET,
                 example_size: tuple[int, int] = (240, 320)) -> dict:
     """Write the graph of ``checkpoint_path`` (a deployable checkpoint) to ``output`` atomically,
@@ -215,6 +228,7 @@ def export_onnx(checkpoint_path: str | os.PathLike, output: str | os.PathLike, o
         except Exception as exc:  # torch.export / translation errors: all mean "no graph"
             raise OnnxExportError(f"exporting {checkpoint_path} to ONNX failed: {exc}") from exc
     proto = program.model_proto
+    check_written_opset(proto, opset)
     metadata = OnnxMetadata(
         model_config=dict(checkpoint.model_config), depth_units=checkpoint.depth_units,
         depth_range_m=tuple(checkpoint.depth_range_m),

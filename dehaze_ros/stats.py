@@ -14,6 +14,8 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from dehaze_ros.metric_scale import LEARNED
+
 LATENCY_WINDOW = 200          # recent frames the latency statistics cover
 OK, WARN, ERROR = 0, 1, 2     # diagnostic_msgs/DiagnosticStatus levels
 
@@ -26,6 +28,11 @@ KEY_DROPPED = "frames dropped (newer frame arrived)"
 KEY_INVALID = "frames invalid (bad data)"
 KEY_MODEL = "model"
 KEY_DEVICE = "device"
+KEY_DEVICE_WARNING = "device warning"
+# The metric scale of the last frame with depth (metric_scale.ScaleState): its source
+# ("ground", "learned"; "n/a" before any) and the factor that multiplied the network's metres.
+KEY_SCALE_SOURCE = "depth scale source"
+KEY_SCALE_FACTOR = "depth scale factor"
 # Where a processed frame's time went, medians over the latency window: "wait 12.0, decode 1.1,
 # preprocess 0.6, dehaze 31.2, depth 9.8, postprocess 7.5, publish 14.3" (ms). wait: in the
 # node's one-frame slot until the worker took it; the middle ones are the engine's stages.
@@ -63,6 +70,9 @@ class StatsSnapshot:
     with_visibility: int = 0   # frames whose visibility was estimated (someone subscribed)
     visibility: object = None  # the last VisibilityEstimate
     focal_assumed: bool | None = None        # last depth frame: metres from default_hfov_deg
+    scale: object = None                     # last depth frame: its metric_scale.ScaleState
+    scale_held: int = 0                      # depth frames whose scale was held (no ground seen)
+    scale_learned: int = 0                   # ... that fell back to the network's own metres
     last_problem: str = ""
     last_problem_at: float | None = None     # time.monotonic() of the last invalid/failed frame
     last_good_at: float | None = None        # ... of the last frame processed or skipped
@@ -83,8 +93,8 @@ class FrameStats:
     def __init__(self):
         self._lock = threading.Lock()
         self._counts = dict(received=0, processed=0, with_depth=0, dropped=0, invalid=0, skipped=0,
-                            failed=0, with_visibility=0, worker_restarts=0)
-        self._last = dict(visibility=None, focal_assumed=None, last_problem="", last_problem_at=None,
+                            failed=0, with_visibility=0, worker_restarts=0, scale_held=0, scale_learned=0)
+        self._last = dict(visibility=None, focal_assumed=None, scale=None, last_problem="", last_problem_at=None,
                           last_good_at=None, last_received_at=None, last_worker_failure="")
         self._samples = {name: deque(maxlen=LATENCY_WINDOW)
                          for name in ("processing_ms", "stamp_age_ms", "inference_ms", "stages_ms")}
@@ -114,15 +124,20 @@ class FrameStats:
 
     def processed(self, now: float, received_at: float, inference_ms: float,
                   focal_assumed: bool | None, estimate, stamp_age_ms: float | None,
-                  stages_ms: dict | None = None) -> None:
+                  stages_ms: dict | None = None, scale=None) -> None:
         """A frame whose outputs were published; ``focal_assumed`` None: no depth was computed,
-        ``estimate`` None: no visibility; ``stages_ms``: where its time went (KEY_STAGES)."""
+        ``estimate`` None: no visibility; ``stages_ms``: where its time went (KEY_STAGES);
+        ``scale``: its metric_scale.ScaleState (None: no metric depth)."""
         with self._lock:
             self._counts["processed"] += 1
             self._last["last_good_at"] = now
             if focal_assumed is not None:
                 self._counts["with_depth"] += 1
                 self._last["focal_assumed"] = focal_assumed
+            if scale is not None:
+                self._last["scale"] = scale
+                self._counts["scale_held"] += int(scale.held)
+                self._counts["scale_learned"] += int(scale.fell_back)
             if estimate is not None:
                 self._counts["with_visibility"] += 1
                 self._last["visibility"] = estimate
@@ -170,15 +185,33 @@ def relative_depth_note(publish_relative_depth: bool) -> str:
             "publish_relative_depth:=true")
 
 
-def _metric_scale_source(focal_assumed: bool | None, node: NodeView) -> str:
+def _metric_scale_source(focal_assumed: bool | None, scale, node: NodeView) -> str:
+    """Where the last depth frame's metres came from, in words: the scale source (ground plane,
+    held, fallen back) and, for the network's own metres, the focal length they rest on."""
     if node.engine_info.get("depth_units") != "meters" or focal_assumed is None:
         return "n/a"
     if not node.engine_info.get("canonical_focal_px"):
-        return "the checkpoint (no camera model: metres only near its training pixel scale)"
-    if focal_assumed:
+        focal = "the checkpoint (no camera model: metres only near its training pixel scale)"
+    elif focal_assumed:
         hfov = f"{node.config.default_hfov_deg:g} deg" if node.config else "default_hfov_deg"
-        return f"assumed field of view ({hfov}, no usable camera_info)"
-    return "camera_info focal length"
+        focal = f"assumed field of view ({hfov}, no usable camera_info)"
+    else:
+        focal = "camera_info focal length"
+    if scale is None or (scale.source == LEARNED and not scale.fell_back):
+        # No scale source configured: the network's metres, through the focal length.
+        return focal if focal_assumed else f"learned only ({focal})"
+    text = scale.describe()
+    return f"{text}; {focal}" if focal_assumed else text
+
+
+def _scale_values(current: StatsSnapshot, node: NodeView) -> dict[str, str]:
+    scale = current.scale
+    if scale is None or node.engine_info.get("depth_units") != "meters":
+        return {KEY_SCALE_SOURCE: "n/a", KEY_SCALE_FACTOR: "n/a"}
+    return {KEY_SCALE_SOURCE: scale.source + (" (held)" if scale.held else ""),
+            KEY_SCALE_FACTOR: f"{scale.factor:.3f}",
+            "frames with the scale held (no estimate)": str(current.scale_held),
+            "frames at the learned scale after a source failed": str(current.scale_learned)}
 
 
 def _visibility_values(estimate, node: NodeView) -> dict[str, str]:
@@ -264,6 +297,11 @@ def diagnose(current: StatsSnapshot, previous: StatsSnapshot, node: NodeView) ->
     if config is not None and node.engine_info.get("depth_units") not in (None, "meters"):
         level = max(level, WARN)
         messages.append(relative_depth_note(config.publish_relative_depth))
+    device_warning = node.engine_info.get("device_warning")
+    if device_warning:
+        # WARN for as long as it holds: a GPU machine running on its CPU works, 10-50x slower.
+        level = max(level, WARN)
+        messages.append(str(device_warning))
     if node.startup_refusals:
         # ERROR although frames may flow: the node is not doing what it was told (a misspelt
         # input_transport listens on the wrong topic) until it is restarted.
@@ -299,7 +337,9 @@ def diagnose(current: StatsSnapshot, previous: StatsSnapshot, node: NodeView) ->
         "seconds since last problem": (f"{now - current.last_problem_at:.1f}"
                                        if current.last_problem_at is not None else "n/a"),
         "refused start-up parameters": "; ".join(node.startup_refusals) or "none",
-        "metric scale from": _metric_scale_source(current.focal_assumed, node),
+        KEY_DEVICE_WARNING: str(device_warning or "none"),
+        "metric scale from": _metric_scale_source(current.focal_assumed, current.scale, node),
+        **_scale_values(current, node),
         "frames with visibility": str(current.with_visibility),
     }
     values.update(_visibility_values(current.visibility, node))

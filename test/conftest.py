@@ -61,8 +61,9 @@ def one_torch_thread():
 #   training  trains networks for real steps (the loop, torchrun, the GPU campaign's dry run)
 # A test joins a tier by the module it lives in (named after what it tests), or by using a fixture
 # that starts ROS, so a new test lands in the right tier without anyone remembering a marker.
+# test_gpu_check: the GPU check's dry run starts the demo's node and camera (and exports a graph).
 ROS_MODULE_PREFIXES = ("test_node_demo", "test_node_io", "test_node_lifecycle", "test_node_sample_camera",
-                       "test_node_visibility", "test_process_bag")
+                       "test_node_visibility", "test_process_bag", "test_gpu_check")
 TRAINING_MODULE_PREFIXES = ("test_training", "test_gpu_campaign")
 ROS_FIXTURES = {"ros_context", "probe", "start_node"}
 

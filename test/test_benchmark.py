@@ -52,3 +52,22 @@ def test_the_deployed_rows_default_to_the_nodes_max_side(tmp_path, capsys):
     labels = [line.split("|")[1].strip() for line in capsys.readouterr().out.splitlines()
               if line.startswith("| diacmpn-rt")]
     assert labels == ["diacmpn-rt.pt", f"diacmpn-rt.pt (max_side {SPECS['max_side'].default})"]
+
+
+def test_the_scale_sources_get_a_row_each_with_the_time_they_add(tmp_path, capsys):
+    path, _, _ = benchmark.write_random_checkpoint("diacmpn-rt", tmp_path)
+    benchmark.main(["--checkpoint", str(path), "--sizes", "320x240", "--precisions", "fp32", "--backends", "torch",
+                    "--max-runs", "2", "--rt-max-side", "0", "--scale-sources", "learned,ground"])
+    out = capsys.readouterr().out
+    assert "# metric scale sources: time added per frame" in out
+    rows = {cells[1].strip(): cells for cells in (line.split("|") for line in out.splitlines())
+            if len(cells) == 9 and cells[2].strip() == "320x240"}
+    assert set(rows) == {"no source (camera_height_m 0)", "ground plane, pitch known"}
+    for cells in rows.values():
+        assert float(cells[3]) >= 0 and int(cells[6]) == 2
+    assert float(rows["no source (camera_height_m 0)"][5]) == 0.0    # the baseline of the added time
+    assert int(rows["no source (camera_height_m 0)"][7]) == 0        # the network's own metres
+    assert int(rows["ground plane, pitch known"][7]) == 2            # the shipped network finds the road
+    with pytest.raises(SystemExit):
+        benchmark.main(["--scale-sources", "lidar"])
+    assert "unknown scale sources ['lidar']" in capsys.readouterr().err

@@ -123,3 +123,18 @@ def test_fog_by_visibility_follows_koschmieder():
     expected_t = np.exp(-3.912 / 200.0 * np.nan_to_num(depth, posinf=1e9))
     np.testing.assert_allclose(hazy[..., 0], 0.8 * (1 - expected_t), atol=1e-5)
     assert hazy[0, 1, 0] == pytest.approx(0.8 * 0.98, abs=1e-4)
+
+
+def test_vehicle_samples_bring_their_camera_and_the_fog_of_their_turn():
+    from training.data.procedural import VEHICLE_VISIBILITIES_M, vehicle_sample
+
+    foggy, clear = vehicle_sample(0, 320), vehicle_sample(4, 320)
+    assert foggy.name == "vehicle/view0_wide_fog50m" and clear.name == "vehicle/view4_16x9_clear"
+    assert VEHICLE_VISIBILITIES_M[0] == 50.0 and VEHICLE_VISIBILITIES_M[4] == float("inf")
+    assert foggy.hazy.shape == (97, 320, 3) and clear.hazy.shape == (180, 320, 3)
+    assert foggy.focal_px == pytest.approx(721.0 * 320 / 1242, rel=0.01)   # the zoom of the resize
+    for sample in (foggy, clear):
+        assert 1.2 <= sample.camera_height_m <= 2.0 and -5.0 <= sample.camera_pitch_deg <= 5.0
+    np.testing.assert_array_equal(clear.hazy, clear.clear)                  # clear air: no haze
+    assert np.abs(foggy.hazy - foggy.clear).mean() > 0.05
+    np.testing.assert_array_equal(vehicle_sample(0, 320).hazy, foggy.hazy)  # fixed views, fixed fog

@@ -65,3 +65,36 @@ def test_device_spelling_and_availability():
 def test_precision_names_round_trip():
     for name in ("fp32", "fp16", "bf16"):
         assert devices.precision_name(devices.dtype(name)) == name
+
+
+def test_auto_on_the_cpu_with_a_gpu_in_the_machine_says_why_and_what_to_do():
+    """The Jetson case: a CPU wheel installed over NVIDIA's, auto then runs on the CPU in silence."""
+    cpu_wheel = devices.auto_cpu_warning("auto", "cpu", "/dev/nvidia0 exists", torch_cuda=None)
+    assert "NVIDIA GPU is visible (/dev/nvidia0 exists)" in cpu_wheel and "CPU-only build" in cpu_wheel
+    assert "Install on a GPU or a Jetson" in cpu_wheel and "device cpu" in cpu_wheel
+    broken_cuda = devices.auto_cpu_warning("auto", "cpu", "nvidia-smi is at /usr/bin/nvidia-smi", torch_cuda="12.6")
+    assert "CUDA 12.6" in broken_cuda and "torch.cuda.is_available() is False" in broken_cuda
+    # No GPU, a GPU in use, or the CPU asked for by name: nothing to say.
+    assert devices.auto_cpu_warning("auto", "cpu", "", torch_cuda=None) == ""
+    assert devices.auto_cpu_warning("auto", "cuda", "/dev/nvidia0 exists", torch_cuda="12.6") == ""
+    assert devices.auto_cpu_warning("cpu", "cpu", "/dev/nvidia0 exists", torch_cuda=None) == ""
+
+
+def test_a_gpu_is_seen_by_its_device_files_or_nvidia_smi(tmp_path):
+    jetson = tmp_path / "nv_tegra_release"
+    assert devices.visible_gpu((str(tmp_path / "nvidia0"),), which=lambda name: None) == ""
+    jetson.write_text("# R36 (release), REVISION: 4.3\n")
+    assert devices.visible_gpu((str(tmp_path / "nvidia0"), str(jetson)), which=lambda name: None) == f"{jetson} exists"
+    assert devices.visible_gpu((), which=lambda name: "/usr/bin/nvidia-smi") == "nvidia-smi is at /usr/bin/nvidia-smi"
+
+
+def test_the_exporting_probe_works_on_torch_without_is_exporting():
+    """NVIDIA's Jetson wheels lag PyPI: torch.compiler.is_exporting arrived in 2.7."""
+    from types import SimpleNamespace
+
+    from dehaze_ros.compat import exporting_probe, is_exporting
+
+    assert is_exporting() is False
+    older = SimpleNamespace(is_compiling=lambda: "compiling")
+    assert exporting_probe(older)() == "compiling"
+    assert exporting_probe(SimpleNamespace())() is False

@@ -48,7 +48,8 @@ def test_engine_runs_the_exported_ema_weights_like_the_training_model(run_dir, t
     output = tmp_path / "model.pt"
     summary = export_checkpoint(run_dir / "best.pt", output)
     assert summary["weights"] == "ema" and summary["steps"] == 4 and summary["depth_units"] == "meters"
-    engine = DehazeEngine(EngineConfig(checkpoint=str(output), device="cpu", precision="fp32", warmup=0))
+    engine = DehazeEngine(EngineConfig(checkpoint=str(output), device="cpu", precision="fp32", warmup=0,
+                                       depth_from_haze="off"))   # compared with the depth network's own output
     rgb = np.random.default_rng(0).integers(0, 256, (41, 57, 3), dtype=np.uint8)
     result = engine.process(rgb)
     dehazer, depth_net = training_models(run_dir)

@@ -367,3 +367,21 @@ def test_malformed_serialized_messages(raw):
         publishers[which].publish(bytes(data))
         raw.node.probe.spin_for(0.005)
     raw.expect_output("after malformed serialized messages")
+
+
+def test_cleanup_and_configure_cycles_while_streaming(raw):
+    """The model is freed and loaded again each cycle: the node must come back every time, and
+    memory must not grow with the cycles (a leaked engine per configure would)."""
+    node = raw.node
+    service = f"{node.namespace}/dehaze_node/change_state"
+    rss_after = []
+    for cycle in range(4):
+        for transition in (Transition.TRANSITION_DEACTIVATE, Transition.TRANSITION_CLEANUP,
+                           Transition.TRANSITION_CONFIGURE, Transition.TRANSITION_ACTIVATE):
+            node.image_pub.publish(raw.good_frame())    # frames keep coming meanwhile
+            response = node.probe.call(ChangeState, service, ChangeState.Request(transition=Transition(id=transition)))
+            assert response.success, f"cycle {cycle}: transition {transition} failed"
+        raw.expect_output(f"cleanup/configure cycle {cycle}")
+        with open(f"/proc/{node.process.process.pid}/status") as status:
+            rss_after.append(next(int(line.split()[1]) for line in status if line.startswith("VmRSS:")) / 1024)
+    assert rss_after[-1] < rss_after[0] + 100, f"RSS after each cycle (MB): {rss_after}"

@@ -394,7 +394,9 @@ def test_metric_depth_follows_the_focal_length_in_camera_info(raw_node):
     assert finite.mean() > 0.5
     np.testing.assert_allclose(depths[1][finite], 2.0 * depths[0][finite], rtol=1e-4)
     values = raw_node.diagnostics_after(lambda values: values["metric scale from"] != "n/a")
-    assert values["metric scale from"] == "camera_info focal length"
+    # No camera_height_m: the network's own metres, through camera_info's focal length.
+    assert values["metric scale from"] == "learned only (camera_info focal length)"
+    assert values["depth scale source"] == "learned"
 
 
 def test_without_camera_info_metric_depth_rests_on_the_assumed_field_of_view(ros_context, checkpoint):

@@ -14,6 +14,8 @@ from dehaze_ros.frame_outputs import (OUTPUTS, FrameProducts, Output, build_mess
 from dehaze_ros.node_config import SPECS, NodeConfig  # noqa: E402
 from dehaze_ros.visibility import estimate_visibility  # noqa: E402
 from dehaze_ros.pointcloud import UNCALIBRATED  # noqa: E402
+from dehaze_ros.metric_scale import (CONFIDENCE, GROUND, LEARNED, SUPPORT_LEARNED, SUPPORT_NONE,  # noqa: E402
+                                     SUPPORT_PLANE, ScaleState)
 
 
 def everyone_listens(topic: str) -> bool:
@@ -45,17 +47,17 @@ def test_demand_follows_switches_subscribers_camera_info_and_depth_units():
     assert topics(everything) == topics(OUTPUTS)
     # No camera_info: no camera_info outputs and no cloud; the rest still goes out.
     assert topics(wanted_outputs(NodeConfig(), everyone_listens, True, False)) == [
-        "dehazed/image", "depth/image", "depth/colormap", "visibility"]
-    # Relative depth (dcp): no metric topics unless asked for, never visibility.
+        "dehazed/image", "depth/image", "depth/confidence", "depth/colormap", "visibility"]
+    # Relative depth (dcp): no metric topics unless asked for, never visibility nor confidence.
     assert topics(wanted_outputs(NodeConfig(), everyone_listens, False, True)) == [
         "dehazed/image", "dehazed/camera_info", "depth/colormap"]
-    assert "visibility" not in topics(wanted_outputs(
-        NodeConfig(publish_relative_depth=True), everyone_listens, False, True))
+    assert not {"visibility", "depth/confidence"} & set(topics(wanted_outputs(
+        NodeConfig(publish_relative_depth=True), everyone_listens, False, True)))
     assert "points" in topics(wanted_outputs(
         NodeConfig(publish_relative_depth=True), everyone_listens, False, True))
     # A switch turns off every topic of its row; only topics with a subscriber are made.
     assert topics(wanted_outputs(NodeConfig(publish_depth=False), everyone_listens, True, True)) == [
-        "dehazed/image", "dehazed/camera_info", "depth/colormap", "points", "visibility"]
+        "dehazed/image", "dehazed/camera_info", "depth/confidence", "depth/colormap", "points", "visibility"]
     only_visibility = wanted_outputs(NodeConfig(), lambda topic: topic == "visibility", True, True)
     assert topics(only_visibility) == ["visibility"]
     # What the engine must compute follows from the rows: visibility alone needs depth only.
@@ -74,7 +76,9 @@ def test_builders_make_the_messages_with_the_input_header():
     depth = np.full((6, 8), 5.0, np.float32)
     depth[0, 0] = np.inf
     rgb = np.full((6, 8, 3), 128, np.uint8)
-    result = EngineResult(dehazed=rgb, depth=depth, depth_units="meters", timings_ms={})
+    support = np.full((6, 8), SUPPORT_PLANE, np.uint8)
+    support[0, 0], support[1] = SUPPORT_NONE, SUPPORT_LEARNED
+    result = EngineResult(dehazed=rgb, depth=depth, depth_units="meters", timings_ms={}, depth_support=support)
     frame = FrameProducts(header, 8, 6, NodeConfig(depth_inf_as_nan=True, point_decimation=1), info,
                           image=rgb, encoding="rgb8", rgb=rgb, result=result, depth_range=(0.1, 80.0))
     messages = {output.topic: output.build(frame) for output in OUTPUTS}
@@ -82,6 +86,10 @@ def test_builders_make_the_messages_with_the_input_header():
     assert messages["depth/image"].encoding == "32FC1"
     assert np.isnan(np.frombuffer(bytes(messages["depth/image"].data), np.float32)[0])  # parameter applied
     assert messages["depth/colormap"].encoding == "bgr8"
+    confidence = np.frombuffer(bytes(messages["depth/confidence"].data), np.float32).reshape(6, 8)
+    assert messages["depth/confidence"].encoding == "32FC1"
+    assert confidence[0, 0] == 0.0 and confidence[1, 0] == CONFIDENCE[SUPPORT_LEARNED]   # +inf: nothing to trust
+    assert confidence[2, 0] == CONFIDENCE[SUPPORT_PLANE] and ((confidence >= 0) & (confidence <= 1)).all()
     assert messages["points"].width == 8 * 6 - 1      # the infinite pixel has no point
     assert messages["dehazed/camera_info"] is messages["depth/camera_info"]   # built once
     assert isinstance(messages["visibility"], sensor_msgs.Range)
@@ -97,7 +105,8 @@ def test_build_messages_yields_the_rows_in_order_and_hands_over_those_it_cannot_
     depth = np.full((6, 8), 5.0, np.float32)
     rgb = np.full((6, 8, 3), 128, np.uint8)
     frame = FrameProducts(header, 8, 6, NodeConfig(), uncalibrated, image=rgb, encoding="rgb8", rgb=rgb,
-                          result=EngineResult(dehazed=rgb, depth=depth, depth_units="meters", timings_ms={}))
+                          result=EngineResult(dehazed=rgb, depth=depth, depth_units="meters", timings_ms={},
+                                              depth_support=np.full((6, 8), SUPPORT_LEARNED, np.uint8)))
     assert frame.visibility_made is None
     not_made = []
     made = list(build_messages(OUTPUTS, frame, lambda output, exc: not_made.append((output.topic, str(exc)))))
@@ -215,3 +224,49 @@ def test_diagnostics_say_where_the_time_per_frame_goes():
     assert values[stats.KEY_STAGES] == "wait 2.0, decode 1.0, dehaze 40.0, depth 10.0, publish 5.0"
     assert stats.diagnose(snapshot(1.0), snapshot(0.0),
                           stats.NodeView(state="active")).values[stats.KEY_STAGES] == "n/a"
+
+
+def test_a_gpu_left_unused_is_a_warning_in_diagnostics():
+    warning = "device auto runs on the CPU although an NVIDIA GPU is visible (/dev/nvidia0 exists): ..."
+    view = stats.NodeView(state="active", input_topic="/cam/image", have_camera_info=True,
+                          engine_info={"model": "diacmpn-rt", "device": "cpu", "depth_units": "meters",
+                                       "device_warning": warning})
+    current = snapshot(1.0, received=10, processed=10, last_received_at=0.9, last_good_at=0.9)
+    diagnosis = stats.diagnose(current, snapshot(0.0), view)
+    assert diagnosis.level == stats.WARN and warning in diagnosis.message
+    assert diagnosis.values[stats.KEY_DEVICE_WARNING] == warning
+    healthy = stats.NodeView(state="active", input_topic="/cam/image", have_camera_info=True,
+                             engine_info={"model": "diacmpn-rt", "device": "cuda:0", "depth_units": "meters"})
+    assert stats.diagnose(current, snapshot(0.0), healthy).values[stats.KEY_DEVICE_WARNING] == "none"
+
+
+def test_diagnostics_name_the_scale_source_with_its_factor_and_its_fallbacks():
+    """/diagnostics says where the metres come from: ground plane (factor, inliers), held, learned."""
+    view = stats.NodeView(state="active", input_topic="/cam/image", have_camera_info=True, active_since=0.0,
+                          engine_info={"depth_units": "meters", "canonical_focal_px": 200.0},
+                          config=NodeConfig(camera_height_m=1.65, camera_pitch_deg=0.0))
+
+    def values_after(*states):
+        frame_stats = stats.FrameStats()
+        for index, state in enumerate(states):
+            frame_stats.processed(1.0 + index, received_at=1.0 + index, inference_ms=5.0, focal_assumed=False,
+                                  estimate=None, stamp_age_ms=None, scale=state)
+        return stats.diagnose(frame_stats.snapshot(9.0), snapshot(0.0), view).values
+
+    ground = ScaleState(GROUND, 1.73, quality=0.64, measured=1.75)
+    values = values_after(ground)
+    assert values["metric scale from"] == "ground plane (factor 1.73, inliers 64 %)"
+    assert (values[stats.KEY_SCALE_SOURCE], values[stats.KEY_SCALE_FACTOR]) == ("ground", "1.730")
+    held = ScaleState(GROUND, 1.73, held=True, age_s=2.5, quality=0.64, note="too little ground: 12 inliers")
+    values = values_after(ground, held)
+    assert values["metric scale from"].startswith("ground plane held (factor 1.73, measured 2.5 s ago")
+    assert "too little ground" in values["metric scale from"]
+    assert values[stats.KEY_SCALE_SOURCE] == "ground (held)"
+    assert values["frames with the scale held (no estimate)"] == "1"
+    fallen = ScaleState(LEARNED, 1.0, note="ground plane: no estimate for 10.5 s, beyond the hold of 10")
+    values = values_after(ground, held, fallen)
+    assert values["metric scale from"] == "learned only (ground plane: no estimate for 10.5 s, beyond the hold of 10)"
+    assert values["frames at the learned scale after a source failed"] == "1"
+    # No scale source configured: the network's metres, and the focal length they rest on.
+    values = values_after(ScaleState(LEARNED, 1.0))
+    assert values["metric scale from"] == "learned only (camera_info focal length)"

@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from dehaze_ros.backends import BackendError
-from dehaze_ros.backends.onnxruntime_backend import execution_providers, session_device
+from dehaze_ros.backends.onnxruntime_backend import (INSTALL_HINT, TRT_MAX_SIDE, engine_cache_dir, execution_providers,
+                                                     gpu_unused_warning, session_device, tensorrt_profile)
 from dehaze_ros.tools.benchmark import hazy_frame
 from dehaze_ros.checkpoint import save_checkpoint
 from dehaze_ros.engine import DehazeEngine, EngineConfig, EngineError
@@ -191,6 +192,23 @@ def test_onnxruntime_backend_refuses_what_it_cannot_run(exported, tmp_path):
                                   precision="bf16", warmup=0))
 
 
+@needs_extra
+def test_build_engines_prepares_what_the_node_will_load(exported, tmp_path, capsys):
+    """The command that takes the export and the TensorRT build out of the node's configure: with
+    the node's params file, on a machine without TensorRT it prepares the graph and says so."""
+    from dehaze_ros.tools.build_engines import main
+
+    _, graph = exported["diacmpn-rt"]
+    params = tmp_path / "dehaze.yaml"
+    params.write_text("/**:\n  ros__parameters:\n    max_side: 64\n    num_threads: 1\n")
+    assert main(["--params-file", str(params), "--onnx-model", str(graph), "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    assert f"graph {graph}" in printed and "device cpu" in printed
+    assert "no TensorRT in this session" in printed
+    assert main(["--onnx-model", str(tmp_path / "missing.onnx"), "--device", "cpu"]) == 2
+    assert "missing.onnx not found" in capsys.readouterr().err
+
+
 def test_execution_providers_follow_the_device(tmp_path):
     assert execution_providers("cpu", "auto", "", ["CPUExecutionProvider"]) == (["CPUExecutionProvider"], "cpu")
     assert execution_providers("auto", "fp32", "", ["CPUExecutionProvider"])[1] == "cpu"
@@ -211,6 +229,77 @@ def test_execution_providers_follow_the_device(tmp_path):
     with pytest.raises(BackendError, match="not bf16"):
         execution_providers("cuda", "bf16", "", gpu)
 
+
+
+
+def test_tensorrt_engines_are_cached_per_graph_content(tmp_path):
+    """onnxruntime names engine files after the graph's structure, not its weights: a re-exported
+    model of the same file name must not load the engine of the old one."""
+    from dehaze_ros.onnx_export import file_sha256
+
+    graph = tmp_path / "dehaze.onnx"
+    graph.write_bytes(b"graph with the old weights")
+    old = engine_cache_dir(tmp_path / "trt", file_sha256(graph), "fp32")
+    graph.write_bytes(b"graph with the new weights")
+    new = engine_cache_dir(tmp_path / "trt", file_sha256(graph), "fp32")
+    assert old != new and old.parent == new.parent == tmp_path / "trt"
+    assert engine_cache_dir(tmp_path / "trt", file_sha256(graph), "fp16") != new
+    gpu = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    providers, _ = execution_providers("cuda", "fp32", tmp_path / "trt", gpu, model_sha256=file_sha256(graph))
+    options = providers[0][1]
+    assert options["trt_engine_cache_path"] == str(new) and new.is_dir()
+    assert options["trt_timing_cache_path"] == str(tmp_path / "trt")   # kernel timings: one for all graphs
+    # The GPU check's CUDA row: the CUDA provider alone.
+    assert [p[0] for p in execution_providers("cuda", "fp32", tmp_path, gpu, tensorrt=False)[0][:1]] == [
+        "CUDAExecutionProvider"]
+
+
+def test_the_tensorrt_profile_spans_the_configured_sizes():
+    """One engine for both passes and any camera: no rebuild when a new frame size arrives."""
+    profile = tensorrt_profile(16, 320, 320)
+    assert profile == {"trt_profile_min_shapes": "hazy:1x3x16x16", "trt_profile_opt_shapes": "hazy:1x3x240x320",
+                       "trt_profile_max_shapes": "hazy:1x3x320x320"}
+    # Dehazing at 640, depth at 320: the profile covers both, tuned for the dehazing pass.
+    assert tensorrt_profile(16, 640, 320)["trt_profile_max_shapes"] == "hazy:1x3x640x640"
+    assert tensorrt_profile(16, 640, 320)["trt_profile_opt_shapes"] == "hazy:1x3x480x640"
+    # Native: the camera is unknown, the profile goes to the largest side TensorRT's TopK allows.
+    native = tensorrt_profile(32, 0, 320)
+    assert native["trt_profile_max_shapes"] == f"hazy:1x3x{TRT_MAX_SIDE}x{TRT_MAX_SIDE}"
+    assert native["trt_profile_opt_shapes"] == "hazy:1x3x480x640"
+    assert (TRT_MAX_SIDE * TRT_MAX_SIDE) // 1000 <= 3840   # the airlight's top-k at the largest frame
+    with pytest.raises(BackendError, match="TopK takes k <= 3840"):
+        tensorrt_profile(16, 2560, 320)
+
+
+def test_a_gpu_left_unused_by_onnxruntime_is_named_with_the_fix():
+    cpu_package = gpu_unused_warning("auto", "cpu", ["AzureExecutionProvider", "CPUExecutionProvider"],
+                                     "/dev/nvidia0 exists", "1.30.0")
+    assert "onnxruntime 1.30.0 is the CPU package" in cpu_package
+    assert "pip install 'dehaze_ros[onnx-gpu]'" in cpu_package and "pip uninstall -y onnxruntime" in cpu_package
+    dropped = gpu_unused_warning("auto", "cpu", ["CUDAExecutionProvider", "CPUExecutionProvider"],
+                                 "/dev/nvidia0 exists", "1.22.0")
+    assert "could not load its CUDA provider" in dropped
+    assert gpu_unused_warning("cpu", "cpu", ["CPUExecutionProvider"], "/dev/nvidia0 exists", "1.30.0") == ""
+    assert gpu_unused_warning("auto", "cpu", ["CPUExecutionProvider"], "", "1.30.0") == ""
+    assert gpu_unused_warning("auto", "cuda:0", ["CUDAExecutionProvider"], "/dev/nvidia0 exists", "1.22.0") == ""
+    assert "dehaze_ros[onnx-gpu]" in INSTALL_HINT and "dehaze_ros[onnx]" in INSTALL_HINT
+
+
+@needs_extra
+def test_an_export_is_refused_when_the_graph_is_not_in_the_opset_asked_for():
+    """torch keeps opset 18 when onnx cannot convert an operator (Pad has no 18 -> 17 adapter),
+    with only a logged traceback: a graph labelled 17 would fail in TensorRT 8.6 instead."""
+    import onnx
+
+    from dehaze_ros.onnx_export import OnnxExportError, check_written_opset
+
+    graph = onnx.helper.make_graph([onnx.helper.make_node("Relu", ["x"], ["y"])], "g",
+                                   [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
+                                   [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])])
+    proto = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 18)])
+    check_written_opset(proto, 18)
+    with pytest.raises(OnnxExportError, match="opset 17 was asked for but the exporter wrote opset 18"):
+        check_written_opset(proto, 17)
 
 
 def test_a_gpu_provider_onnxruntime_drops_is_not_reported_as_the_device():
@@ -263,3 +352,4 @@ print(json.dumps({{"torch_ok": torch_ok, "message": message}}))
     assert report["torch_ok"]
     assert report["message"] and "needs the Python package onnxruntime, which is not installed" in report["message"]
     assert "pip install 'dehaze_ros[onnx]'" in report["message"]
+    assert "pip install 'dehaze_ros[onnx-gpu]'" in report["message"]

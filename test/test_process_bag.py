@@ -277,7 +277,7 @@ def test_option_defaults_are_the_nodes_and_every_parameter_has_a_home(tmp_path, 
                                    "--depth-inf-as-nan", "--colormap-max-m", "20", "--outputs", "depth"])
     assert args.config == NodeConfig(max_side=64, publish_relative_depth=True, depth_inf_as_nan=True,
                                      colormap_max_m=20.0, publish_dehazed=False, publish_colormap=False,
-                                     publish_points=False, publish_visibility=False)
+                                     publish_points=False, publish_visibility=False, publish_confidence=False)
     # The node's own rules refuse a value before any weights are loaded.
     for bad, problem in ((["--max-side", "16"], "max_side must be 0 (native) or at least 32"),
                          (["--point-decimation", "0"], "point_decimation must be >= 1"),
@@ -385,3 +385,54 @@ def test_interrupt_mid_run_leaves_no_bag_and_no_partial_folder(tmp_path, checkpo
     assert process.returncode == process_bag.EXIT_INTERRUPTED, stderr
     assert "interrupted; no partial bag left behind" in stderr
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["in"]
+
+
+def test_camera_height_gives_the_depth_the_grounds_scale_as_the_engine_does(tmp_path, capsys):
+    """--camera-height-m / --camera-pitch-deg are the node's parameters: the bag's depth is the
+    engine's with that mounting, frame after frame of one stream (stamps pace the smoothing)."""
+    from dehaze_ros.metric_scale import Mounting, Pinhole
+    from dehaze_ros.sim.scenes import vehicle_validation_view
+
+    _, view = vehicle_validation_view(0)        # 1242 x 375, camera 1.24 m up, fx 721
+    rgb = cv2.resize(view.rgb, (621, 188), interpolation=cv2.INTER_AREA)
+    truth = cv2.resize(view.depth_m, (621, 188), interpolation=cv2.INTER_NEAREST)
+    K = view.K.copy()
+    K[:2] *= 0.5
+    K[:2, 2] = (view.K[:2, 2] + 0.5) * 0.5 - 0.5
+    CameraInfo = INPUT_TYPES.types["sensor_msgs/msg/CameraInfo"]
+    RegionOfInterest = INPUT_TYPES.types["sensor_msgs/msg/RegionOfInterest"]
+    source = tmp_path / "in"
+    with Writer(source, version=9, storage_plugin=StoragePlugin.SQLITE3) as writer:
+        image_conn = writer.add_connection(IMAGE, "sensor_msgs/msg/Image", typestore=INPUT_TYPES)
+        info_conn = writer.add_connection(INFO, "sensor_msgs/msg/CameraInfo", typestore=INPUT_TYPES)
+        for index in range(3):
+            stamp = START_NS + index * 100_000_000
+            info = CameraInfo(header=header(index), height=188, width=621, distortion_model="plumb_bob",
+                              d=np.zeros(5), k=K.reshape(-1), r=np.eye(3).reshape(-1),
+                              p=np.hstack([K, np.zeros((3, 1))]).reshape(-1), binning_x=0, binning_y=0,
+                              roi=RegionOfInterest(x_offset=0, y_offset=0, height=0, width=0, do_rectify=False))
+            writer.write(info_conn, stamp, INPUT_TYPES.serialize_cdr(info, "sensor_msgs/msg/CameraInfo"))
+            writer.write(image_conn, stamp + 1000, INPUT_TYPES.serialize_cdr(image_msg(index, rgb, "rgb8"),
+                                                                              "sensor_msgs/msg/Image"))
+    mounting = Mounting(round(view.camera_height_m, 3), round(view.camera_pitch_deg, 2))
+    assert run(source, tmp_path / "out", "--image-topic", IMAGE, "--camera-info-topic", INFO, "--outputs",
+               "depth", "--camera-height-m", mounting.height_m, "--camera-pitch-deg", mounting.pitch_deg) == 0
+    summary = capsys.readouterr().out
+    assert "metric scale: ground 3, factor" in summary, summary
+
+    engine = DehazeEngine(EngineConfig(camera_height_m=mounting.height_m, camera_pitch_deg=mounting.pitch_deg,
+                                       warmup=0, num_threads=1))
+    camera = Pinhole(K[0, 0], K[1, 1], K[0, 2], K[1, 2])
+    connections, _, messages = read_bag(tmp_path / "out")
+    depths = [image_to_numpy(process_bag.output_typestore().deserialize_cdr(raw, "sensor_msgs/msg/Image"))
+              for topic, _, raw in messages if topic == "/depth/image"]
+    assert len(depths) == 3
+    for index, depth in enumerate(depths):
+        expected = engine.process(rgb, want_dehazed=False, camera=camera, stamp_s=(START_NS + index * 10**8 + 7) / 1e9)
+        np.testing.assert_allclose(depth, expected.depth, rtol=1e-5)
+        scored = np.isfinite(truth) & (truth < 80) & np.isfinite(depth)
+        assert 0.9 <= np.median(depth[scored]) / np.median(truth[scored]) <= 1.1
+    # Without the camera height: the network's own metres, far from the truth on this view.
+    assert run(source, tmp_path / "learned", "--image-topic", IMAGE, "--camera-info-topic", INFO,
+               "--outputs", "depth") == 0
+    assert "metric scale" not in capsys.readouterr().out

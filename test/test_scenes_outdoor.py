@@ -225,3 +225,44 @@ def test_scene_renderer_drives_down_an_outdoor_scene():
     assert SceneRenderer(48, 36, seed=2).scene.eye is None  # the default scene is unchanged
     with pytest.raises(ValueError, match="exclude each other"):
         SceneRenderer(48, 36, indoor=True, vehicle_scale=True)
+
+
+def test_frames_carry_the_camera_mounting_a_robot_would_configure():
+    """camera_height_m above what the camera stands on, camera_pitch_deg positive looking down:
+    the ground's depth follows from them alone (what the ground-plane scale relies on)."""
+    ground_only = _without_objects(random_outdoor_scene(np.random.default_rng(5)))
+    width, height = 80, 60
+    K = intrinsics(width, height, 70.0)
+    frame = render(ground_only, width, height, np.array([3.0, -1.0, 1.4]), 0.3, math.radians(-4.0), K=K)
+    assert (frame.camera_height_m, frame.camera_pitch_deg) == pytest.approx((1.4, 4.0))
+    expected = _ground_depth(K, height, frame.camera_height_m, -math.radians(frame.camera_pitch_deg))
+    np.testing.assert_allclose(frame.depth_m[-1], expected[-1], rtol=1e-3)
+    # A robot on a raised sidewalk: the height is above the sidewalk, not the road.
+    for seed in range(40):
+        scene = random_outdoor_scene(np.random.default_rng(seed))
+        if scene.eye_surface_z > 0:
+            break
+    else:
+        pytest.fail("no scene of 40 put a robot on a raised sidewalk")
+    raised = render(scene, 16, 12, np.array([0.0, scene.eye[0], scene.eye[1]]), 0.0, 0.0)
+    assert raised.camera_height_m == pytest.approx(scene.eye[1] - scene.eye_surface_z)
+
+
+def test_vehicle_views_are_vehicle_cameras_at_native_size_and_fixed():
+    from dehaze_ros.sim.scenes import (VEHICLE_CAMERAS, VEHICLE_HEIGHT_RANGE_M, VEHICLE_PITCH_RANGE_DEG,
+                                       vehicle_validation_view)
+
+    for index in (0, 2, 3):
+        name, frame = vehicle_validation_view(index)
+        camera = VEHICLE_CAMERAS[index % len(VEHICLE_CAMERAS)]
+        assert name == camera[0] and frame.rgb.shape == (camera[2], camera[1], 3)
+        assert VEHICLE_HEIGHT_RANGE_M[0] <= frame.camera_height_m <= VEHICLE_HEIGHT_RANGE_M[1]
+        assert VEHICLE_PITCH_RANGE_DEG[0] <= frame.camera_pitch_deg <= VEHICLE_PITCH_RANGE_DEG[1]
+        hfov = math.degrees(2 * math.atan(camera[1] / 2 / frame.K[0, 0]))
+        assert camera[3][0] - 1e-6 <= hfov <= camera[3][1] + 1e-6
+        # A car on the road: the ground under the camera is the road at z = 0, seen at the bottom.
+        bottom = _ground_depth(frame.K, camera[2], frame.camera_height_m, -math.radians(frame.camera_pitch_deg))[-1]
+        assert np.median(frame.depth_m[-1]) == pytest.approx(bottom, rel=0.02)
+    again = vehicle_validation_view(0)[1]
+    np.testing.assert_array_equal(again.depth_m, vehicle_validation_view(0)[1].depth_m)
+    assert vehicle_validation_view(0, seed=1)[1].camera_height_m != again.camera_height_m

@@ -1,5 +1,6 @@
 """The training loop on tiny procedural data (CPU): learning, alternation, resume, run folder, errors."""
 import json
+import math
 import os
 import re
 import signal
@@ -296,8 +297,8 @@ def test_run_state_file_round_trip_resumes_the_same_state_and_refuses_others(tmp
     # The layout training/run_state.py documents, which export and evaluate read.
     per_network = {f"{kind}_{name}" for kind in ("optimizer", "scheduler", "scaler") for name in ("dehazer", "depth")}
     assert set(loaded) == {"format", "format_version", "step", "samples_seen", "world_size", "elapsed_s", "best", "last_validation",
-                           "saved_at", "provenance", "dehazer", "depth_net", "ema_dehazer", "ema_depth_net",
-                           "rng"} | per_network
+                           "saved_at", "provenance", "skipped_steps", "dehazer", "depth_net", "ema_dehazer",
+                           "ema_depth_net", "rng"} | per_network
     assert set(trainer.state_dict(full=False)) == set(loaded) - per_network - {"rng"}
 
     resumed = Trainer(tiny_config(tmp_path), tmp_path / "run2", **QUIET)
@@ -551,4 +552,90 @@ def test_resume_refuses_a_run_whose_model_config_the_preset_no_longer_gives(tmp_
     stored["canonical_focal_px"] = 123.0   # trained in other units
     with pytest.raises(TrainingError, match="differs in canonical_focal_px"):
         trainer.load_state_dict(state)
+    trainer.close()
+
+
+def test_a_nonfinite_gradient_skips_the_step_and_keeps_weights_ema_and_batchnorm(tmp_path):
+    """One corrupt frame (NaN pixels, as a broken sensor gives) makes every gradient NaN; through
+    AdamW that would make every weight NaN, then the EMA and last.pt. The step is left out."""
+    trainer = Trainer(tiny_config(tmp_path), tmp_path / "run", **QUIET)
+    batch = fixed_batch(trainer, count=2)
+    trainer.train_step(batch)   # a normal step first: the EMA and BatchNorm statistics hold real values
+    weights = {name: parameters(state.model) for name, state in (("D", trainer.D), ("E", trainer.E))}
+    corrupt = dict(batch, hazy=batch["hazy"].clone())
+    corrupt["hazy"][:, :, :4, :4] = float("nan")
+    out = trainer.train_step(corrupt)
+    assert not math.isfinite(out.losses["dehazer/grad_norm"])
+    assert trainer.D.skipped_steps == 1 and trainer.D.last_step_skipped
+    for name, state in (("D", trainer.D), ("E", trainer.E)):
+        # Weights and BatchNorm statistics (buffers) as before the NaN forward pass; the EMA goes on
+        # averaging those good weights.
+        assert same(weights[name], parameters(state.model)), name
+        assert all(torch.isfinite(value).all() for value in parameters(state.ema.module).values()), name
+    assert trainer.state_dict()["skipped_steps"]["dehazer"] == 1
+    # Training goes on with the next good batch, and the count survives a resume.
+    trainer.train_step(batch)
+    assert not same(weights["D"], parameters(trainer.D.model)) and trainer.D.consecutive_skips == 0
+    resumed = Trainer(tiny_config(tmp_path), tmp_path / "run2", **QUIET)
+    resumed.load_state_dict(trainer.state_dict())
+    assert resumed.D.skipped_steps == 1
+    trainer.close()
+    resumed.close()
+
+
+def test_a_run_whose_every_gradient_is_nonfinite_stops_with_the_reason():
+    from training.network_state import MAX_CONSECUTIVE_SKIPS, NetworkState, NonFiniteTraining
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    optim = load_config(SMOKE).optim
+    state = NetworkState(model, "dehazer", "dehazer", 1e-3, optim, 100, 0.99, fp16_scaler=False)
+    before = parameters(model)
+    with pytest.raises(NonFiniteTraining, match=f"not finite in {MAX_CONSECUTIVE_SKIPS} steps in a row"):
+        for _ in range(MAX_CONSECUTIVE_SKIPS):
+            state.backward_and_step(model(torch.rand(1, 3, 8, 8)).sum() * float("inf"), grad_clip=0.0)
+    assert same(before, parameters(model)) and state.skipped_steps == MAX_CONSECUTIVE_SKIPS
+
+
+def test_ddp_buffer_option_exists_in_older_torch_too():
+    """forward_sync_buffers is torch 2.13's; 2.11 (the GPU machines) and NVIDIA's wheels only know
+    broadcast_buffers, and DDP refuses an unknown keyword."""
+    from training.distributed import no_forward_buffer_sync
+
+    class OlderDistributedDataParallel:
+        def __init__(self, module, device_ids=None, broadcast_buffers=True, find_unused_parameters=False):
+            pass
+
+    assert no_forward_buffer_sync(OlderDistributedDataParallel) == {"broadcast_buffers": False}
+    expected = "forward_sync_buffers" if torch.__version__ >= "2.13" else "broadcast_buffers"
+    assert list(no_forward_buffer_sync()) == [expected]
+
+
+def test_validation_runs_without_cudnn_autotuning_and_restores_it(tmp_path):
+    trainer = Trainer(tiny_config(tmp_path), tmp_path / "run", **QUIET)
+    seen = []
+    # On a convolution: validation calls D's forward_physics, which no hook on D itself sees.
+    first_conv = next(m for m in trainer.D.ema.module.modules() if isinstance(m, torch.nn.Conv2d))
+    hook = first_conv.register_forward_hook(lambda *_: seen.append(torch.backends.cudnn.benchmark))
+    previous = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True   # what tune_for_device sets on a GPU
+    try:
+        trainer.validate()
+        assert seen and not any(seen)
+        assert torch.backends.cudnn.benchmark is True
+    finally:
+        torch.backends.cudnn.benchmark = previous
+        hook.remove()
+        trainer.close()
+
+
+def test_step_losses_are_read_as_floats_in_one_go(tmp_path):
+    """The terms stay on the device until read (one sync per logged step, not one per term)."""
+    trainer = Trainer(tiny_config(tmp_path), tmp_path / "run", **QUIET)
+    out = trainer.train_step(fixed_batch(trainer, count=2))
+    assert any(isinstance(value, torch.Tensor) for value in out.terms.values())
+    losses_read = out.losses
+    assert list(losses_read) == list(out.terms)
+    assert all(isinstance(value, float) for value in losses_read.values())
+    for key, value in out.terms.items():
+        assert losses_read[key] == pytest.approx(float(value), nan_ok=True), key
     trainer.close()

@@ -1,5 +1,6 @@
 """training.evaluate end to end on sets this test writes: CSV, summary, grids, DCP, leakage warning."""
 import csv
+import math
 from pathlib import Path
 
 import cv2
@@ -184,3 +185,61 @@ def test_depth_of_unknown_scale_gets_only_median_scaled_columns():
     assert metric["abs_rel"] == pytest.approx(1.0) and metric["median_ratio"] == pytest.approx(2.0)
     assert "abs_rel" not in relative and "median_ratio" not in relative
     assert relative["abs_rel_median"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_depth_from_haze_ablation_gives_network_haze_and_fusion_in_one_table(data_root, checkpoint, tmp_path,
+                                                                             capsys):
+    common = ["--checkpoint", str(checkpoint), "--data", f"rgbd:{data_root / 'middlebury'}", "--max-side", "64",
+              "--device", "cpu", "--grids", "1"]
+    assert main([*common, "--baseline", "dcp", "--depth-from-haze", "ablation", "--out", str(tmp_path / "a")]) == 0
+    rows = read_rows(tmp_path / "a")
+    methods = {r["method"] for r in rows}
+    assert methods == {"hazy input", "model (diacmpn-rt)", "model (diacmpn-rt), depth_from_haze off",
+                       "-ln t of model (diacmpn-rt)", "dcp"}
+    network = [r for r in rows if r["method"].endswith("depth_from_haze off")]
+    optical = [r for r in rows if r["method"].startswith("-ln t")]
+    assert len(network) == len(optical) == 3
+    assert all(r["psnr"] == "" and r["abs_rel"] and r["depth_units"] == "meters" for r in network)
+    assert all(r["abs_rel"] == "" and r["abs_rel_median"] and r["depth_units"] == "relative" for r in optical)
+    assert "depth_from_haze: ablation" in (tmp_path / "a" / "summary.md").read_text()
+    # The network-alone row is what the engine gives with the fusion off.
+    assert main([*common, "--depth-from-haze", "off", "--out", str(tmp_path / "off")]) == 0
+    alone = {r["image"]: r for r in read_rows(tmp_path / "off") if r["method"] == "model (diacmpn-rt)"}
+    for row in network:
+        assert row["abs_rel"] == alone[row["image"]]["abs_rel"]
+        assert row["abs_rel_median"] == alone[row["image"]]["abs_rel_median"]
+    with pytest.raises(SystemExit):
+        main([*common, "--depth-from-haze", "sometimes", "--out", str(tmp_path / "bad")])
+    assert "invalid choice: 'sometimes'" in capsys.readouterr().err
+
+
+def test_vehicle_views_get_a_row_per_scale_source_and_sets_without_a_camera_height_do_not(data_root, tmp_path,
+                                                                                          capsys):
+    """The ground plane needs a camera height: the rendered vehicle views bring theirs, the RGB-D
+    scenes have none (learned row only). The shipped checkpoint: a random network's depth has no
+    ground to find."""
+    from dehaze_ros.engine import DEFAULT_CHECKPOINT
+
+    out = tmp_path / "vehicle"
+    assert main(["--checkpoint", str(DEFAULT_CHECKPOINT), "--data", "vehicle:1", "--data",
+                 f"rgbd:{data_root / 'middlebury'}", "--scale-sources", "learned,ground,ground-height",
+                 "--max-depth-m", "80", "--out", str(out), "--max-side", "320", "--device", "cpu",
+                 "--grids", "1"]) == 0, capsys.readouterr().err
+    rows = {(r["set"], r["image"], r["method"]): r for r in read_rows(out)}
+    learned = rows[("vehicle", "view0_wide_fog50m", "model (diacmpn-rt-custom)")]
+    ground = rows[("vehicle", "view0_wide_fog50m", "model (diacmpn-rt-custom), ground plane")]
+    estimated = rows[("vehicle", "view0_wide_fog50m", "model (diacmpn-rt-custom), ground plane, pitch estimated")]
+    assert learned["scale"] == "learned only" and learned["psnr"] != "" and ground["psnr"] == ""
+    assert ground["scale"].startswith("ground plane (factor") and float(ground["share_plane"]) > 0.2
+    assert estimated["scale"].startswith("ground plane (factor") and estimated["share_plane"] == "0"
+    assert 0.85 <= float(ground["median_ratio"]) <= 1.15
+    assert abs(math.log(float(ground["median_ratio"]))) < abs(math.log(float(learned["median_ratio"])))
+    middlebury = [r for r in rows.values() if r["set"] == "middlebury" and r["method"].startswith("model")]
+    assert len(middlebury) == 3 and all(r["scale"] == "learned only" for r in middlebury)
+    summary = (out / "summary.md").read_text()
+    assert "true depths up to 80 m only" in summary and "views in 0.9-1.1" in summary
+    assert "What each pixel's depth rests on" in summary
+    assert (out / "grids" / "vehicle" / "view0_wide_fog50m.png").is_file()
+    assert main(["--checkpoint", str(DEFAULT_CHECKPOINT), "--data", "vehicle:1", "--scale-sources", "lidar",
+                 "--out", str(tmp_path / "bad")]) == 2
+    assert "scale sources must be some of learned, ground, ground-height" in capsys.readouterr().err

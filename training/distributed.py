@@ -15,6 +15,7 @@ it needs no communication at all: each rank computes its own indices (``Continui
 from __future__ import annotations
 
 import datetime
+import inspect
 import os
 from dataclasses import dataclass, field
 from typing import Any, Iterable
@@ -153,8 +154,22 @@ class Distributed:
         if not self.launched:
             return module
         device_ids = [self.device.index] if self.device is not None and self.device.type == "cuda" else None
-        return nn.parallel.DistributedDataParallel(module, device_ids=device_ids, forward_sync_buffers=False,
+        return nn.parallel.DistributedDataParallel(module, device_ids=device_ids, **no_forward_buffer_sync(),
                                                    find_unused_parameters=find_unused_parameters)
+
+
+def no_forward_buffer_sync(ddp_class: type = nn.parallel.DistributedDataParallel) -> dict[str, bool]:
+    """DistributedDataParallel's keyword that turns off the buffer broadcast before each forward.
+
+    torch 2.13 named it ``forward_sync_buffers`` and deprecated ``broadcast_buffers`` (a warning);
+    every older torch, the GPU machines' 2.11 and NVIDIA's wheels included, knows only
+    ``broadcast_buffers``, which also skips the buffers' broadcast at construction: harmless here,
+    every rank builds the same seeded (or init_from) buffers, and the trainer broadcasts rank 0's
+    after every step.
+    """
+    if "forward_sync_buffers" in inspect.signature(ddp_class.__init__).parameters:
+        return {"forward_sync_buffers": False}
+    return {"broadcast_buffers": False}
 
 
 class DehazerWithDepth(nn.Module):

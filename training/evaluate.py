@@ -15,10 +15,13 @@
   outdoor[:COUNT]  the renderer's fixed vehicle-scale outdoor views (no path), fog of visibility
           ``--visibility-m``; sky is +inf, scored as "sky beyond" (REP-117)
   drive[:COUNT]  a driving sequence through one vehicle-scale scene (training.road_fog), fog as outdoor
+  vehicle[:COUNT]  the renderer's fixed views from vehicle cameras (1.2-2.0 m above the road,
+          pitch within +-5 degrees; 1242x375, 16:9 and 4:3 in turn) at their native size, fog
+          from 50 m visibility to clear air in turn (training.data.procedural.vehicle_sample)
 ``--visibilities 30,50,100,150,300,clear`` evaluates every set once per visibility, one summary row
 each (training.road_fog): the road sets (outdoor, drive) at the frame shapes of ``--aspects``
 (4:3, 16:9, 1242x375 or WxH), the RGB-D sets at the same optical depths; photographs with their
-own haze (reside, images) once.
+own haze (reside, images) and the vehicle views (their own cycle of fog) once.
 Every kind of training source opens here (training.data.SOURCES); ``--source-option KEY=VALUE``
 sets a key of its data.sources config (as in a training config) for every set whose kind has it.
 Images are first resized so their longer side is at most ``--max-side`` (INTER_AREA; depth
@@ -26,10 +29,24 @@ nearest) and every metric is computed at that resolution; ``--engine-max-side`` 
 runs the networks on a smaller copy, as a deployed node with ``max_side`` does, and the depth
 runs at ``--engine-depth-max-side`` (the node's ``depth_max_side``, 320) whatever the dehazing size.
 
+Scale sources (``--scale-sources``, dehaze_ros.metric_scale): ``learned`` is the network's own
+metres; ``ground`` rescales them by the ground plane with the camera height and pitch of each
+view (rendered sets know them; ``--camera-height-m`` / ``--camera-pitch-deg`` give them for the
+others) and uses the plane's depth; ``ground-height`` knows the height only (the pitch is
+estimated, scale only). Each is a row of its own, each view a stream of one frame. Sets without a
+known camera height (RGB-D, Middlebury) get the learned row only. ``--max-depth-m`` scores only
+true depths up to that distance (80: the model's range and the KITTI convention; farther truth
+is +inf in REP-117 terms, counted in "sky beyond" when predicted so).
+
 Outputs in ``--out``: per_image.csv, summary.md (means per set and method; "sky beyond" pooled
 over the set's sky pixels), grids/ (hazy | dehazed | DCP | GT | depth | GT depth). Metrics: see
 training.metrics. The rows "hazy input" score the input itself. DCP depth is relative (beta x
 metres): only its median-scaled depth metrics mean anything, the metric ones are left empty.
+``--depth-from-haze`` sets the engine's depth_from_haze for the model (its default is the node's);
+``ablation`` runs it fused and adds two depth-only rows from the same network pass settings: the
+depth network alone ("..., depth_from_haze off") and the model's own -ln t read as relative depth
+("-ln t of model (...)"), so one table holds the network, -ln t (ours and, with --baseline dcp,
+DCP's) and the fusion.
 ``--checkpoint`` also takes a run's best.pt/last.pt (its EMA weights are exported to a temporary
 file first).
 """
@@ -53,23 +70,40 @@ import numpy as np
 from dehaze_ros.checkpoint import CheckpointError, load_checkpoint
 from dehaze_ros.dense_fog import DEFAULT as DENSE_FOG_DEFAULT
 from dehaze_ros.dense_fog import MODES as DENSE_FOG_MODES
-from dehaze_ros.engine import (DEFAULT_DEPTH_MAX_SIDE, DEFAULT_SIZE_RULE, DEFAULT_UPSAMPLING, PRECISIONS, SIZE_RULES,
-                               UPSAMPLING, DehazeEngine, EngineConfig, EngineError)
+from dehaze_ros.engine import (BACKENDS, DEFAULT_DEPTH_MAX_SIDE, DEFAULT_SIZE_RULE, DEFAULT_UPSAMPLING,
+                               DEPTH_FROM_HAZE, PRECISIONS, SIZE_RULES, UPSAMPLING, DehazeEngine, EngineConfig,
+                               EngineError, EngineResult)
+from dehaze_ros.metric_scale import SUPPORT_BOUNDED, SUPPORT_LEARNED, SUPPORT_PLANE, SUPPORT_SCALED, Mounting
+from dehaze_ros.upsampling import upsample_depth
 from training import road_fog
 from training.config import ConfigError, HazeConfig, apply_overrides, source_config
 from training.data import SOURCES, DataSource, open_source
 from training.data.common import FolderSourceConfig, Sample, no_depth, resize_max_side, to_float
+from training.data.procedural import vehicle_sample
 from training.data.io import DataError, list_images, read_rgb
 from training.metrics import DEPTH_METRICS, depth_metrics, psnr, ssim
 from training.run_state import TrainingError, load_training_file
 from training.visualize import depth_tile, label_tile, make_grid, rgb_tile
 
-KINDS = (*SOURCES, "images", *road_fog.ROAD_KINDS)
+KINDS = (*SOURCES, "images", *road_fog.ROAD_KINDS, "vehicle")
+# What a pixel's depth rests on (EngineResult.depth_support), scored apart: depth/confidence's table.
+SUPPORT_NAMES = {SUPPORT_LEARNED: "learned", SUPPORT_SCALED: "scaled", SUPPORT_BOUNDED: "bounded",
+                 SUPPORT_PLANE: "plane"}
 FOLDER_KINDS = ("images", *(kind for kind, (config, _) in SOURCES.items() if issubclass(config, FolderSourceConfig)))
 OUTDOOR_DEFAULT_VIEWS = 8
+# --depth-from-haze: the engine's settings, or both of them plus the model's -ln t, side by side.
+DEPTH_FROM_HAZE_CHOICES = (*DEPTH_FROM_HAZE, "ablation")
+
+VEHICLE_DEFAULT_VIEWS = 15    # every camera with every fog of the cycle once
 CSV_COLUMNS = ("set", "image", "method", "width", "height", "psnr", "ssim", "abs_rel", "rmse", "delta1",
                "abs_rel_median", "rmse_median", "delta1_median", "median_ratio", "sky_beyond", "sky_pixels",
-               "depth_units", "focal", "ms")
+               "depth_units", "focal", "scale", "scale_factor", *(f"{key}_{name}" for name in SUPPORT_NAMES.values()
+                                                                   for key in ("share", "delta1")), "ms")
+# The scale sources training.evaluate can report, each a row per view (module docstring).
+SCALE_SOURCES = ("learned", "ground", "ground-height")
+SCALE_LABELS = {"ground": "ground plane", "ground-height": "ground plane, pitch estimated"}
+# The median pred/true band of the ground plane's gate (issue 26): the share of views inside it.
+MEDIAN_BAND = (0.9, 1.1)
 
 
 @dataclass
@@ -92,10 +126,11 @@ def detect_kind(path: Path) -> str:
 
 
 def parse_spec(spec: str) -> tuple[str, Path]:
-    """(kind, path); for a kind without a folder (procedural, outdoor) the path holds the COUNT."""
+    """(kind, path); for a kind without a folder (procedural, outdoor, vehicle) the path holds the COUNT."""
     kind, sep, rest = spec.partition(":")
     if kind in KINDS and kind not in FOLDER_KINDS:
-        return kind, Path(rest or str(OUTDOOR_DEFAULT_VIEWS))
+        default = VEHICLE_DEFAULT_VIEWS if kind == "vehicle" else OUTDOOR_DEFAULT_VIEWS
+        return kind, Path(rest or str(default))
     if sep and kind in KINDS:
         path = Path(rest)
     else:
@@ -165,6 +200,15 @@ def open_set(spec: str, max_side: int, scenes: list[str], haze_t: float, seed: i
                 hazy = to_float(resize_max_side(read_rgb(file), max_side))
                 yield Sample(hazy, np.full_like(hazy, np.nan), no_depth(*hazy.shape[:2]), False, file.name)
         return EvalSet(name, kind, path, len(files), hazy_only())
+    if kind == "vehicle":
+        count = view_count(spec, path)
+
+        def vehicle_views() -> Iterator[Sample]:
+            for index in range(count):
+                sample = vehicle_sample(index, max_side, seed)
+                sample.name = sample.name.split("/", 1)[1]
+                yield sample
+        return EvalSet("vehicle", kind, Path("."), count, vehicle_views(), [f"view{i}" for i in range(count)])
     # Evaluation haze is fixed and stated: one density, neutral airlight, no noise or JPEG.
     fixed = dict(airlight_range=[0.9, 0.9], airlight_tint=0.0, nonhomogeneous_prob=0.0, noise_prob=0.0,
                  jpeg_prob=0.0)
@@ -217,7 +261,7 @@ def open_sets(specs: list[str], max_side: int, scenes: list[str], haze_t: float,
                 sets += road_sets(kind, count, road_fog.frame_size(aspect, max_side), aspect, seed,
                                   list(visibilities) or [visibility_m])
             continue
-        hazed_here = kind not in ("reside", "images")   # photographs bring their own haze
+        hazed_here = kind not in ("reside", "images", "vehicle")   # photographs, vehicle views: their own haze
         for visibility in (visibilities if hazed_here else ()) or [None]:
             density = haze_t if visibility is None else road_fog.median_transmission(visibility)
             eval_set = open_set(spec, max_side, scenes, density, seed, items, depth_scales, focal_px,
@@ -251,13 +295,19 @@ def finite_depth(depth: np.ndarray, near: float, far: float) -> np.ndarray:
     return depth
 
 
-def score(dehazed: np.ndarray, depth: np.ndarray | None, depth_units: str, sample: Sample,
-          depth_range: tuple[float, float]) -> dict:
+def score(dehazed: np.ndarray | None, depth: np.ndarray | None, depth_units: str, sample: Sample,
+          depth_range: tuple[float, float], max_depth_m: float = math.inf, support: np.ndarray | None = None) -> dict:
+    """The metrics of one method on one sample; ``max_depth_m``: only true depths up to it count
+    (the "sky beyond" share still covers the sky); ``support``: the engine's depth_support, for
+    the share and delta<1.25 of each kind of pixel."""
     row: dict = {}
-    if not np.isnan(sample.clear).all():
+    if dehazed is not None and not np.isnan(sample.clear).all():
         row["psnr"], row["ssim"] = psnr(dehazed, sample.clear), ssim(dehazed, sample.clear)
     if depth is not None and sample.has_depth:
-        metrics = depth_metrics(finite_depth(depth, *depth_range), sample.depth_m)
+        predicted = finite_depth(depth, *depth_range)
+        metrics = depth_metrics(predicted, sample.depth_m, max_m=max_depth_m)
+        if support is not None and depth_units == "meters" and sample.metric_depth:
+            row.update(support_scores(predicted, sample.depth_m, support, max_depth_m))
         # Metric columns need metres on both sides: not for relative depth (DCP), nor for sets whose
         # ground truth is right only up to a scale (Middlebury 2001-2006).
         metric = depth_units == "meters" and sample.metric_depth
@@ -276,6 +326,48 @@ def score(dehazed: np.ndarray, depth: np.ndarray | None, depth_units: str, sampl
     return row
 
 
+def method_label(method: str, engine: DehazeEngine) -> str:
+    if method == "dcp":
+        return "dcp"
+    label = f"model ({engine.model_name})"
+    return f"{label}, depth_from_haze off" if method == "network depth" else label
+
+
+def transmission_depth(result: EngineResult, height: int, width: int) -> np.ndarray:
+    """The model's -ln t as relative depth (beta x metres), at the input size as the engine
+    upsamples depth (nearest): what the DCP's depth is, made from the model's transmission."""
+    optical_depth = -np.log(np.clip(result.transmission, 1e-6, 1.0)).astype(np.float32)
+    return upsample_depth(optical_depth, height, width)
+
+
+def support_scores(predicted: np.ndarray, truth: np.ndarray, support: np.ndarray, max_depth_m: float) -> dict:
+    """Per kind of pixel (SUPPORT_NAMES): its share of the scored pixels and its delta<1.25."""
+    scored = np.isfinite(truth) & (truth > 1e-3) & (truth <= max_depth_m) & np.isfinite(predicted) & (predicted > 0)
+    total = max(int(scored.sum()), 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        good = np.maximum(predicted / truth, truth / predicted) < 1.25
+    values = {}
+    for code, name in SUPPORT_NAMES.items():
+        mine = scored & (support == code)
+        values[f"share_{name}"] = float(mine.sum() / total)
+        values[f"delta1_{name}"] = float(good[mine].mean()) if mine.any() else math.nan
+    return values
+
+
+def view_mounting(sample: Sample, source: str, height_m: float, pitch_deg: float) -> Mounting | None:
+    """The camera mounting a scale source uses for this view (the view's own, else the options'),
+    or None when the source cannot run on it (no known camera height)."""
+    if source == "learned":
+        return Mounting()
+    height = sample.camera_height_m if math.isfinite(sample.camera_height_m) else height_m
+    if not (math.isfinite(height) and height > 0):
+        return None
+    if source == "ground-height":
+        return Mounting(height)
+    pitch = sample.camera_pitch_deg if math.isfinite(sample.camera_pitch_deg) else pitch_deg
+    return Mounting(height, pitch)
+
+
 def focal_column(engine: DehazeEngine, result) -> str:
     """Where the metres came from: a known focal length, an assumed field of view, or neither
     (relative depth, or a checkpoint without a camera model)."""
@@ -292,9 +384,16 @@ def summarise(rows: list[dict]) -> list[dict]:
     for (set_name, method), members in groups.items():
         entry = {"set": set_name, "method": method, "n": len(members)}
         for key in ("psnr", "ssim", "abs_rel", "rmse", "delta1", "abs_rel_median", "delta1_median",
-                    "median_ratio", "ms"):
+                    "median_ratio", "ms", *(f"{k}_{name}" for name in SUPPORT_NAMES.values()
+                                            for k in ("share", "delta1"))):
             values = [r[key] for r in members if isinstance(r.get(key), float) and math.isfinite(r[key])]
             entry[key] = float(np.mean(values)) if values else math.nan
+        # Issue 26's gate is on every view, which a mean hides: the share inside the band, the extremes.
+        ratios = [r["median_ratio"] for r in members if isinstance(r.get("median_ratio"), float)]
+        entry["median_in_band"] = (float(np.mean([MEDIAN_BAND[0] <= v <= MEDIAN_BAND[1] for v in ratios]))
+                                   if ratios else math.nan)
+        entry["median_ratio_min"] = min(ratios, default=math.nan)
+        entry["median_ratio_max"] = max(ratios, default=math.nan)
         # Not a mean over images: the share of all true-sky pixels of the set predicted beyond the
         # range (an image with a sliver of sky weighs as little as its sliver), and the worst image.
         sky_rows = [r for r in members if r.get("sky_pixels")]
@@ -308,11 +407,14 @@ def summarise(rows: list[dict]) -> list[dict]:
 
 def markdown_table(summary: list[dict]) -> str:
     headers = ("set", "method", "n", "PSNR dB", "SSIM", "AbsRel", "RMSE m", "δ<1.25", "AbsRel (med)",
-               "δ<1.25 (med)", "median pred/true", "sky beyond", "sky beyond (worst image)", "ms/image")
+               "δ<1.25 (med)", "median pred/true", "min", "max", "views in 0.9-1.1", "sky beyond",
+               "sky beyond (worst image)", "ms/image")
     keys = ("set", "method", "n", "psnr", "ssim", "abs_rel", "rmse", "delta1", "abs_rel_median",
-            "delta1_median", "median_ratio", "sky_beyond", "sky_beyond_worst", "ms")
+            "delta1_median", "median_ratio", "median_ratio_min", "median_ratio_max", "median_in_band",
+            "sky_beyond", "sky_beyond_worst", "ms")
     formats = {"psnr": "{:.2f}", "ssim": "{:.3f}", "abs_rel": "{:.3f}", "rmse": "{:.3f}", "delta1": "{:.3f}",
                "abs_rel_median": "{:.3f}", "delta1_median": "{:.3f}", "median_ratio": "{:.2f}",
+               "median_ratio_min": "{:.2f}", "median_ratio_max": "{:.2f}", "median_in_band": "{:.2f}",
                "sky_beyond": "{:.2f}", "sky_beyond_worst": "{:.2f}", "ms": "{:.0f}"}
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for entry in summary:
@@ -325,6 +427,24 @@ def markdown_table(summary: list[dict]) -> str:
                 cells.append(str(value))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def support_table(summary: list[dict]) -> str:
+    """What each kind of pixel is worth (depth/confidence's table): share of the scored pixels
+    and delta<1.25, per set and method that reported depth_support."""
+    names = list(SUPPORT_NAMES.values())
+    lines = ["| set | method | " + " | ".join(f"{name}: share, δ<1.25" for name in names) + " |",
+             "|" + "---|" * (2 + len(names))]
+    for entry in summary:
+        if not any(math.isfinite(entry.get(f"share_{name}", math.nan)) for name in names):
+            continue
+        cells = []
+        for name in names:
+            share, good = entry[f"share_{name}"], entry[f"delta1_{name}"]
+            cells.append("–" if not math.isfinite(share) or share == 0 else
+                         f"{share:.2f}, {good:.2f}" if math.isfinite(good) else f"{share:.2f}, –")
+        lines.append(f"| {entry['set']} | {entry['method']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) if len(lines) > 2 else ""
 
 
 def training_overlap(checkpoint_provenance: dict, eval_set: EvalSet) -> list[str]:
@@ -370,11 +490,24 @@ def evaluate(checkpoint: str | None, specs: list[str], out_dir: Path, baseline: 
              depth_scales: dict | None = None, focal_px: dict | None = None, visibility_m: float = 300.0,
              exclude: list[str] = (), source_options: list[str] = (), upsampling: str = DEFAULT_UPSAMPLING,
              precision: str = "auto", engine_depth_max_side: int = DEFAULT_DEPTH_MAX_SIDE,
+             depth_from_haze: str = EngineConfig.depth_from_haze, backend: str = "torch",
+             scale_sources: list[str] = ("learned",), camera_height_m: float = math.nan,
+             camera_pitch_deg: float = math.nan, max_depth_m: float = math.inf,
              visibilities: list[float] = (), aspects: list[str] = (),
              engine_size_rule: str = DEFAULT_SIZE_RULE, engine_dense_fog: str = DENSE_FOG_DEFAULT) -> dict:
-    """Run every method on every set; write per_image.csv, summary.md and grids; return the summary."""
+    """Run every method on every set; write per_image.csv, summary.md and grids; return the summary.
+    ``scale_sources``: rows of the model per scale source (SCALE_SOURCES); ``camera_height_m`` and
+    ``camera_pitch_deg``: the mounting for views that do not bring their own; ``visibilities`` and
+    ``aspects``: the fogs and frame shapes of training.road_fog (open_sets)."""
     if not checkpoint and not baseline:
         raise ValueError("nothing to evaluate: give --checkpoint and/or --baseline dcp")
+    if depth_from_haze not in DEPTH_FROM_HAZE_CHOICES:
+        raise ValueError(f"depth_from_haze must be one of {DEPTH_FROM_HAZE_CHOICES}, got {depth_from_haze!r}")
+    ablation = depth_from_haze == "ablation"
+    unknown = sorted(set(scale_sources) - set(SCALE_SOURCES))
+    if unknown or not scale_sources:
+        raise ValueError(f"scale sources must be some of {', '.join(SCALE_SOURCES)}, got {list(scale_sources)}")
+    Mounting(0.0 if math.isnan(camera_height_m) else camera_height_m, camera_pitch_deg).check()
     engines: dict[str, DehazeEngine] = {}
     provenance: dict = {}
     with tempfile.TemporaryDirectory() as workdir:
@@ -384,12 +517,18 @@ def evaluate(checkpoint: str | None, specs: list[str], out_dir: Path, baseline: 
                          visibility_m, list(exclude), list(source_options), list(visibilities), list(aspects))
         if checkpoint:
             deployable = resolve_checkpoint(checkpoint, Path(workdir))
-            engines["model"] = DehazeEngine(EngineConfig(model="checkpoint", checkpoint=deployable, device=device,
-                                                         precision=precision, max_side=engine_max_side,
-                                                         size_rule=engine_size_rule, dense_fog=engine_dense_fog,
-                                                         depth_max_side=engine_depth_max_side,
-                                                         upsampling=upsampling, warmup=1))
+            model_config = EngineConfig(model="checkpoint", checkpoint=deployable, backend=backend, device=device,
+                                        precision=precision, max_side=engine_max_side, size_rule=engine_size_rule,
+                                        dense_fog=engine_dense_fog, depth_max_side=engine_depth_max_side,
+                                        upsampling=upsampling, warmup=1,
+                                        depth_from_haze="fuse" if ablation else depth_from_haze)
+            engines["model"] = DehazeEngine(model_config)
             provenance = engines["model"].checkpoint.provenance
+            if ablation:
+                # The same loaded networks, the depth left as the network made it.
+                engines["network depth"] = DehazeEngine(dataclasses.replace(model_config, depth_from_haze="off",
+                                                                            warmup=0),
+                                                        backend=engines["model"].backend)
         if baseline == "dcp":
             engines["dcp"] = DehazeEngine(EngineConfig(model="dcp", max_side=engine_max_side, upsampling=upsampling,
                                                        size_rule=engine_size_rule,
@@ -413,15 +552,41 @@ def evaluate(checkpoint: str | None, specs: list[str], out_dir: Path, baseline: 
                     rows.append({**base, "method": "hazy input",
                                  **score(hazy_u8, None, "", sample, (0.1, 80.0))})
                 outputs = {}
+                model_result = None
                 for method, engine in engines.items():
-                    start = time.perf_counter()
-                    # The image's own focal length where the set knows it (metric depth needs it).
-                    result = engine.process(hazy_u8, focal_px=sample.focal_px if sample.focal_px > 0 else None)
-                    elapsed_ms = (time.perf_counter() - start) * 1e3
-                    outputs[method] = result
-                    rows.append({**base, "method": method if method == "dcp" else f"model ({engine.model_name})",
-                                 "ms": elapsed_ms, "focal": focal_column(engine, result),
-                                 **score(result.dehazed, result.depth, result.depth_units, sample, engine.depth_range)})
+                    # Scale sources apply to the model's metric depth; DCP and the ablation's
+                    # network-alone row keep the learned scale.
+                    sources = list(scale_sources) if method == "model" else ["learned"]
+                    for source in sources:
+                        mounting = view_mounting(sample, source, camera_height_m, camera_pitch_deg)
+                        if mounting is None:
+                            continue   # no known camera height: no ground on this view
+                        # Every view is a stream of one frame: nothing smoothed carries over.
+                        engine.reset_scale()
+                        start = time.perf_counter()
+                        # The image's own focal length where the set knows it (metric depth needs
+                        # it); the dehazed image once per view (the scale changes depth only).
+                        result = engine.process(hazy_u8, want_dehazed=method != "network depth" and source == sources[0],
+                                                focal_px=sample.focal_px if sample.focal_px > 0 else None,
+                                                mounting=mounting)
+                        elapsed_ms = (time.perf_counter() - start) * 1e3
+                        label = method_label(method, engine)
+                        if source != "learned":
+                            label += f", {SCALE_LABELS[source]}"
+                        outputs[label] = result
+                        if method == "model" and source == sources[0]:
+                            model_result = result
+                        scale = result.scale
+                        rows.append({**base, "method": label, "ms": elapsed_ms, "focal": focal_column(engine, result),
+                                     "scale": scale.describe() if scale is not None else "",
+                                     "scale_factor": scale.factor if scale is not None else math.nan,
+                                     **score(result.dehazed, result.depth, result.depth_units, sample,
+                                             engine.depth_range, max_depth_m, result.depth_support)})
+                if ablation and model_result is not None and model_result.transmission is not None:
+                    model = engines["model"]
+                    optical_depth = transmission_depth(model_result, *hazy_u8.shape[:2])
+                    rows.append({**base, "method": f"-ln t of model ({model.model_name})",
+                                 **score(None, optical_depth, "relative", sample, (0.0, math.inf))})
                 if index < grids:
                     save_grid(out_dir / "grids" / eval_set.name / f"{Path(sample.name).stem}.png", sample, outputs,
                               engines.get("model"))
@@ -430,10 +595,17 @@ def evaluate(checkpoint: str | None, specs: list[str], out_dir: Path, baseline: 
     write_csv(out_dir / "per_image.csv", rows)
     summary = summarise(rows)
     header = summary_header(checkpoint, provenance, baseline, engines, max_side, engine_max_side,
-                            engine_depth_max_side, haze_t, seed, visibility_m, warnings)
+                            engine_depth_max_side, haze_t, seed, visibility_m, warnings, depth_from_haze)
+    if math.isfinite(max_depth_m):
+        header.insert(-1, f"- depth metrics count true depths up to {max_depth_m:g} m only (--max-depth-m)")
+    if list(scale_sources) != ["learned"]:
+        header.insert(-1, f"- scale sources: {', '.join(scale_sources)}; each view a stream of one frame")
     if visibilities or aspects:
         header += [road_fog.describe(visibilities, aspects), ""]
     header += [markdown_table(summary), ""]
+    supports = support_table(summary)
+    if supports:
+        header += ["## What each pixel's depth rests on (share of scored pixels, δ<1.25)", "", supports, ""]
     (out_dir / "summary.md").write_text("\n".join(header))
     log("\n" + markdown_table(summary))
     log(f"\nwrote {out_dir / 'summary.md'}, {out_dir / 'per_image.csv'}, {out_dir / 'grids'}")
@@ -443,7 +615,7 @@ def evaluate(checkpoint: str | None, specs: list[str], out_dir: Path, baseline: 
 def summary_header(checkpoint: str | None, provenance: dict, baseline: str | None,
                    engines: dict[str, DehazeEngine], max_side: int, engine_max_side: int,
                    engine_depth_max_side: int, haze_t: float, seed: int, visibility_m: float,
-                   warnings: list[str]) -> list[str]:
+                   warnings: list[str], depth_from_haze: str = "") -> list[str]:
     """summary.md above the table: what was evaluated, at which resolution, on which engine."""
     return [
         "# Evaluation",
@@ -463,6 +635,9 @@ def summary_header(checkpoint: str | None, provenance: dict, baseline: str | Non
         f"- synthetic haze on RGB-D sets: transmission {haze_t} at the median depth, airlight 0.9, seed {seed}; "
         f"outdoor views: visibility {visibility_m:g} m (beta = 3.912 / V)",
         "- depth metrics: metric (metres) and after median scaling (med); DCP depth is relative: metric columns empty",
+        f"- model depth_from_haze: {depth_from_haze or '(no model)'}"
+        + (" (fused; rows 'depth_from_haze off': the network alone; '-ln t of model': its transmission as "
+           "relative depth)" if depth_from_haze == "ablation" else ""),
         "- sky beyond: the share of all true-sky pixels of the set predicted beyond the range (+inf), and of the "
         "worst single image",
         *[f"- WARNING: {text}" for text in warnings],
@@ -489,13 +664,14 @@ def save_grid(path: Path, sample: Sample, outputs: dict, model_engine: DehazeEng
     near, far = model_engine.depth_range if model_engine is not None else (0.1, 80.0)
     tiles = [label_tile(rgb_tile(sample.hazy), "hazy")]
     for method, result in outputs.items():
-        tiles.append(label_tile(result.dehazed, method))
+        if result.dehazed is not None:
+            tiles.append(label_tile(result.dehazed, "dcp" if method == "dcp" else "model"))
     if not np.isnan(sample.clear).all():
         tiles.append(label_tile(rgb_tile(sample.clear), "GT"))
-    model = outputs.get("model")
-    if model is not None and model.depth is not None:
-        if model.depth_units == "meters":
-            tiles.append(label_tile(depth_tile(model.depth, near, far), "depth (m)"))
+    for method, result in outputs.items():
+        if result.depth is not None and result.depth_units == "meters":
+            scale = method.partition(", ")[2] or "learned"
+            tiles.append(label_tile(depth_tile(result.depth, near, far), f"depth (m), {scale}"))
     if sample.has_depth:
         tiles.append(label_tile(depth_tile(sample.depth_m, near, far), "GT depth"))
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -507,7 +683,8 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("--checkpoint", help="deployable checkpoint, or a run's best.pt / last.pt")
     parser.add_argument("--data", action="append", required=True, metavar="[KIND:]PATH",
-                        help="evaluation set (repeatable); KIND: reside, rgbd, rosbag2, images, procedural, outdoor")
+                        help="evaluation set (repeatable); KIND: reside, rgbd, rosbag2, images, procedural, outdoor, "
+                             "vehicle")
     parser.add_argument("--baseline", choices=["dcp"], help="also evaluate the Dark Channel Prior")
     parser.add_argument("--out", help="output folder (default eval_output/<date-time>)")
     parser.add_argument("--max-side", type=int, default=1024, help="longer image side for evaluation (px)")
@@ -522,6 +699,8 @@ def main(argv: list[str] | None = None) -> int:
                              "(0 = at --engine-max-side's size)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--precision", default="auto", choices=PRECISIONS, help="the networks' precision")
+    parser.add_argument("--backend", default="torch", choices=BACKENDS,
+                        help="what runs the networks (the node's backend parameter): quality per backend")
     parser.add_argument("--upsampling", default=DEFAULT_UPSAMPLING, choices=UPSAMPLING,
                         help="full-resolution recovery below native size (with --engine-max-side)")
     parser.add_argument("--scenes", default="", help="only these scenes (comma separated) of reside/rgbd sets")
@@ -544,6 +723,19 @@ def main(argv: list[str] | None = None) -> int:
                              "(metres; training.road_fog): one summary row each")
     parser.add_argument("--aspects", default="",
                         help="road sets (outdoor, drive): frame shapes, e.g. 4:3,16:9,1242x375 (default 4:3)")
+    parser.add_argument("--depth-from-haze", default=EngineConfig.depth_from_haze, choices=DEPTH_FROM_HAZE_CHOICES,
+                        help="the model's depth: the engine's depth_from_haze (default: the node's), or "
+                             "ablation: fused, plus the network alone and the model's -ln t as rows of their own")
+    parser.add_argument("--scale-sources", default="learned",
+                        help=f"comma separated, rows of the model per metric scale source: {', '.join(SCALE_SOURCES)}")
+    parser.add_argument("--camera-height-m", type=float, default=math.nan,
+                        help="ground scale: camera height above the ground for views that do not bring their own")
+    parser.add_argument("--camera-pitch-deg", type=float, default=math.nan,
+                        help="ground scale: optical axis below the horizontal (degrees, positive down) for "
+                             "views that do not bring their own; NaN = unknown")
+    parser.add_argument("--max-depth-m", type=float, default=0.0,
+                        help="score only true depths up to this many metres (e.g. 80, the model's range and "
+                             "KITTI's); 0 = all finite depths")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--grids", type=int, default=4, help="image grids per set")
     args = parser.parse_args(argv)
@@ -563,8 +755,12 @@ def main(argv: list[str] | None = None) -> int:
                  focal_px=parse_folder_values(args.focal_px, "--focal-px"), visibility_m=args.visibility_m,
                  exclude=[s for s in args.exclude.split(",") if s], source_options=args.source_option,
                  upsampling=args.upsampling, precision=args.precision,
-                 engine_depth_max_side=args.engine_depth_max_side, visibilities=visibilities, aspects=aspects,
-                 engine_size_rule=args.engine_size_rule, engine_dense_fog=args.engine_dense_fog)
+                 engine_depth_max_side=args.engine_depth_max_side, depth_from_haze=args.depth_from_haze,
+                 backend=args.backend, scale_sources=[s for s in args.scale_sources.split(",") if s],
+                 camera_height_m=args.camera_height_m, camera_pitch_deg=args.camera_pitch_deg,
+                 max_depth_m=args.max_depth_m if args.max_depth_m > 0 else math.inf,
+                 visibilities=visibilities, aspects=aspects, engine_size_rule=args.engine_size_rule,
+                 engine_dense_fog=args.engine_dense_fog)
     except (DataError, CheckpointError, EngineError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

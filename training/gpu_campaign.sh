@@ -10,6 +10,9 @@
 #   bash training/gpu_campaign.sh --dry-run      # here, on the CPU: a few tiny steps of every stage
 #                                                # (DRY_RUN_DATA=.gpu_data: through the pack)
 #
+# Inference on the GPU (engine, onnxruntime, TensorRT, the node) is the other script a window can
+# run: python -m dehaze_ros.tools.gpu_check --out $OUT (docs/performance.md, "The GPU check").
+#
 # Environment: PYTHON (default: .venv/bin/python here, python3 on the GPU machine), OUT (default
 # gpu_out), MINUTES (training budget, default 9), INIT (weights to fine-tune; default the shipped
 # checkpoint; none = from scratch), BATCH (default 64).

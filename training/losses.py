@@ -174,10 +174,10 @@ def sky_depth_loss(pred: torch.Tensor, target: torch.Tensor, far: torch.Tensor) 
     """
     far = far.float().view(-1, 1, 1, 1)
     sky = torch.isposinf(target) & torch.isfinite(far)   # far NaN: that image has no hinge
-    if not bool(sky.any()):
-        return pred.float().sum() * 0.0
+    # No "if not sky.any()": that waits for the GPU every step; without sky the sum is 0 and the
+    # count is clamped to 1 (far NaN makes gap NaN there, but where() never selects it).
     gap = F.relu(torch.log(far * SKY_MARGIN) - _log_depth(pred))
-    return torch.where(sky, gap, torch.zeros_like(gap)).sum() / sky.sum()
+    return torch.where(sky, gap, torch.zeros_like(gap)).sum() / sky.sum().clamp_min(1)
 
 
 def depth_difference(depth_of_dehazed_m: torch.Tensor, target_m: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -200,9 +200,9 @@ def depth_perception_loss(depth_of_dehazed_m: torch.Tensor, target_m: torch.Tens
     weights = masked_softmax_weights(difference.detach(), mask, temperature)
     per_image = _per_image_mean(difference, weights)
     has_pixels = mask.flatten(1).any(dim=1)
-    if not has_pixels.any():
-        return depth_of_dehazed_m.float().sum() * 0.0, weights
-    return per_image[has_pixels].mean(), weights
+    # The mean over the images with pixels, without asking the GPU whether there are any: an
+    # image without has zero weights and so a zero per_image; none at all gives 0 / 1.
+    return per_image.sum() / has_pixels.sum().clamp_min(1), weights
 
 
 def haze_supervision_loss(pred_transmission: torch.Tensor, pred_airlight: torch.Tensor,
@@ -225,8 +225,10 @@ def haze_supervision_loss(pred_transmission: torch.Tensor, pred_airlight: torch.
     has_t = counts > 0
 
     def per_pixel_mean(error: torch.Tensor) -> torch.Tensor:
+        # Mean over the images that have t, by arithmetic rather than a host-side has_t.any():
+        # an image without has zero error everywhere (target = prediction), none at all gives 0 / 1.
         per_image = error.flatten(1).sum(dim=1) / counts.clamp_min(1)
-        return per_image[has_t].mean() if has_t.any() else pred_t.sum() * 0.0
+        return per_image.sum() / has_t.sum().clamp_min(1)
 
     # Where the truth is unusable it is replaced by the prediction itself: zero error, no NaN gradient.
     target_t = torch.where(valid, true_t, pred_t)
@@ -235,8 +237,10 @@ def haze_supervision_loss(pred_transmission: torch.Tensor, pred_airlight: torch.
     target_od = torch.where(valid, -torch.log(true_t.clamp(t_min, 1.0)), pred_od)
     od_loss = per_pixel_mean((pred_od - target_od).abs())
     pred_a, true_a = pred_airlight.float().flatten(1), true_airlight.float().flatten(1)
-    has_a = torch.isfinite(true_a).all(dim=1)
-    a_loss = ((pred_a[has_a] - true_a[has_a]).abs().mean() if has_a.any() else pred_a.sum() * 0.0)
+    has_a = torch.isfinite(true_a).all(dim=1, keepdim=True)
+    # Unknown airlight replaced by the prediction (zero error, no NaN gradient), as t above.
+    a_error = (pred_a - torch.where(has_a, true_a, pred_a.detach())).abs()
+    a_loss = a_error.sum() / (has_a.sum() * pred_a.shape[1]).clamp_min(1)
     return t_loss, od_loss, a_loss
 
 

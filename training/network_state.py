@@ -9,6 +9,15 @@ import torch
 from torch import nn
 
 from training.losses import cosine_with_warmup
+from training.run_state import TrainingError
+
+# Consecutive optimiser steps skipped for a non-finite gradient norm after which the run stops:
+# by then the data or the weights, not one unlucky batch, make every gradient NaN or inf.
+MAX_CONSECUTIVE_SKIPS = 20
+
+
+class NonFiniteTraining(TrainingError):
+    """Every step of a network has had a NaN or inf gradient for MAX_CONSECUTIVE_SKIPS steps."""
 
 
 class ModelEma:
@@ -56,6 +65,9 @@ class NetworkState:
         # Loss scaling only for fp16 (bf16 has fp32's range). One scaler per network: an overflow
         # in one network's step must not skip the other's.
         self.scaler = torch.amp.GradScaler("cuda", enabled=fp16_scaler)
+        self.skipped_steps = 0        # optimiser steps left out for a non-finite gradient norm (run total)
+        self.consecutive_skips = 0
+        self.last_step_skipped = False
 
     def train(self, training: bool) -> None:
         """Train this network (True) or freeze it (False: eval mode, no gradients)."""
@@ -63,15 +75,39 @@ class NetworkState:
 
     def step(self, grad_clip: float, scaler: torch.amp.GradScaler | None = None) -> float:
         """Optimiser step on the gradients already there (scaled by ``scaler``, default its own);
-        returns the gradient norm before clipping (NaN without clipping)."""
+        returns the gradient norm before clipping.
+
+        A non-finite norm skips the step (``skipped_steps``, ``last_step_skipped``) where no fp16
+        scaler does it already: one NaN gradient through AdamW makes every weight NaN, and the EMA
+        and last.pt follow. The norm is this step's one wait for the GPU: the decision needs it.
+        """
         scaler = self.scaler if scaler is None else scaler
-        grad_norm = math.nan
-        if grad_clip > 0:
-            scaler.unscale_(self.optimizer)
-            grad_norm = float(nn.utils.clip_grad_norm_(self.model.parameters(), grad_clip))
-        scaler.step(self.optimizer)
+        scaler.unscale_(self.optimizer)   # a no-op without fp16 scaling
+        # max_norm inf: the norm without clipping (the guard needs it also when clipping is off).
+        grad_norm = float(nn.utils.clip_grad_norm_(self.model.parameters(), grad_clip if grad_clip > 0 else math.inf))
+        self.last_step_skipped = not math.isfinite(grad_norm) and not scaler.is_enabled()
+        if self.last_step_skipped:
+            self.optimizer.zero_grad(set_to_none=True)
+            self._restore_buffers()
+            self.skipped_steps += 1
+            self.consecutive_skips += 1
+            if self.consecutive_skips >= MAX_CONSECUTIVE_SKIPS:
+                raise NonFiniteTraining(
+                    f"{self.weights_key}: the gradient norm was not finite in {self.consecutive_skips} steps "
+                    f"in a row ({self.skipped_steps} in all): the run stops; last.pt holds the last weights "
+                    "saved before (check the data, lower the learning rate, or train in fp32)")
+            return grad_norm
+        self.consecutive_skips = 0
+        scaler.step(self.optimizer)   # fp16: skipped by the scaler itself on inf / NaN
         self.optimizer.zero_grad(set_to_none=True)
         return grad_norm
+
+    @torch.no_grad()
+    def _restore_buffers(self) -> None:
+        """BatchNorm statistics as they were before the skipped step's forward pass (the EMA copy
+        holds them: it copies the buffers after every step), since a NaN forward has made them NaN."""
+        for buffer, kept in zip(self.model.buffers(), self.ema.module.buffers()):
+            buffer.copy_(kept)
 
     def backward_and_step(self, loss: torch.Tensor, grad_clip: float) -> float:
         self.scaler.scale(loss).backward()

@@ -60,14 +60,17 @@ class ProgressLog:
             window_s = max(now - self.window_start, 1e-9)
             throughput, data_share = self.images / window_s, self.data_s / window_s
             writer = trainer.writer
-            for key, value in out.losses.items():
+            losses = out.losses   # one wait for the GPU for all the terms (StepOutput.losses)
+            for key, value in losses.items():
                 if math.isfinite(value):
                     writer.add_scalar(f"train/{key}", value, step)
             writer.add_scalar("train/lr_dehazer", trainer.D.scheduler.get_last_lr()[0], step)
             writer.add_scalar("train/lr_depth", trainer.E.scheduler.get_last_lr()[0], step)
             writer.add_scalar("perf/images_per_s", throughput, step)
             writer.add_scalar("perf/data_wait_share", data_share, step)
-            shown = {label: out.losses[key] for label, key in SHOWN_LOSSES.items() if key in out.losses}
+            for name, network in (("dehazer", trainer.D), ("depth", trainer.E)):
+                writer.add_scalar(f"train/{name}_skipped_steps", network.skipped_steps, step)
+            shown = {label: losses[key] for label, key in SHOWN_LOSSES.items() if key in losses}
             self.bar.set_postfix({**{k: f"{v:.4f}" for k, v in shown.items()},
                                   "img/s": f"{throughput:.1f}", "data": f"{data_share:.0%}"}, refresh=False)
             if not self.interactive and trainer.dist.is_main and (now - self.last_print > 30

@@ -132,7 +132,8 @@ def fogged(frame: RenderedFrame, visibility_m: float, name: str) -> Sample:
     beta = 0.0 if math.isinf(visibility_m) else KOSCHMIEDER / visibility_m
     hazy, transmission = synthesize_haze(clear, frame.depth_m, beta, AIRLIGHT)
     return Sample(hazy, clear, frame.depth_m, True, name, focal_px=float(frame.K[0, 0]),
-                  transmission=transmission, airlight=np.full(3, AIRLIGHT, np.float32))
+                  transmission=transmission, airlight=np.full(3, AIRLIGHT, np.float32),
+                  camera_height_m=frame.camera_height_m, camera_pitch_deg=frame.camera_pitch_deg)
 
 
 def road_samples(frames: list[RenderedFrame], visibility_m: float) -> Iterator[Sample]:

@@ -74,6 +74,17 @@ def recorded_world_size(configured: int, dist: Distributed) -> int:
     return dist.world_size
 
 
+@contextlib.contextmanager
+def cudnn_autotuning(enabled: bool):
+    """cuDNN's per-size algorithm search on or off for a block, as it was afterwards."""
+    previous = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = previous
+
+
 def tune_for_device(device: torch.device) -> None:
     if device.type == "cuda":
         # Speed over bit-exactness on the GPU: fixed crop sizes make cuDNN autotuning pay off.

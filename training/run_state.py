@@ -8,6 +8,8 @@ nowhere else. A file is one dict that loads with ``torch.load(weights_only=True)
     world_size, elapsed_s      processes of the session that wrote it; training seconds of all sessions
     best, saved_at             the best validation so far ({metric, value, step, metrics}); UTC time
     provenance                 config, model_config, git_commit, torch, run_dir, data, depth_supervised, ...
+    skipped_steps              {dehazer, depth_net}: optimiser steps left out for a non-finite gradient
+                               norm (absent in files written before that guard: read as 0)
     dehazer, depth_net         state dicts of the networks (CPU tensors)
     ema_dehazer, ema_depth_net state dicts of their moving averages (what export writes)
   last.pt only (``full``): the optimiser state of each network, and the random generators:

@@ -42,7 +42,7 @@ from training.data import build_sources, build_training_dataset, build_validatio
 from training.distributed import DehazerWithDepth, Distributed
 from training.network_state import NetworkState
 from training.progress import NoWriter, ProgressLog
-from training.run_setup import (autocast, build_model_config, check_resumed_model_config, check_trainable,
+from training.run_setup import (autocast, build_model_config, check_resumed_model_config, check_trainable, cudnn_autotuning,
                                 describe_setup, load_init_weights, load_teacher, recorded_world_size,
                                 resolve_precision, seed_everything, training_loader, tune_for_device)
 from training.run_state import (TRAINING_STATE_FORMAT, TRAINING_STATE_VERSION, TrainingError, append_record,
@@ -59,9 +59,23 @@ def all_known(depth: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class StepOutput:
-    losses: dict[str, float] = field(default_factory=dict)
+    # Loss terms and gradient norms as they come: 0-d tensors on the training device (detached)
+    # or floats. Turning each into a float on the spot waited for the GPU once per term, about 15
+    # times a step; ``losses`` converts them all with one wait, and only when someone reads them
+    # (the progress log, every log_every steps).
+    terms: dict[str, torch.Tensor | float] = field(default_factory=dict)
     visuals: dict[str, torch.Tensor] = field(default_factory=dict)
     transmission: torch.Tensor | None = None   # D's, detached: the depth step's second input
+
+    @property
+    def losses(self) -> dict[str, float]:
+        """Every term as a float, in the order the step produced them."""
+        tensors = {key: value for key, value in self.terms.items() if isinstance(value, torch.Tensor)}
+        floats = {}
+        if tensors:
+            stacked = torch.stack([value.detach().float().reshape(()) for value in tensors.values()])
+            floats = dict(zip(tensors, stacked.tolist()))
+        return {key: floats[key] if key in floats else float(value) for key, value in self.terms.items()}
 
 
 # --------------------------------------------------------------------------------------------
@@ -154,8 +168,12 @@ class Trainer:
     def _autocast(self):
         return autocast(self.device, self.amp_dtype)
 
-    def _depth_targets(self, clear: torch.Tensor, depth: torch.Tensor, has_depth: torch.Tensor) -> torch.Tensor:
-        if self.teacher is None or bool(has_depth.all()):
+    def _depth_targets(self, clear: torch.Tensor, depth: torch.Tensor, has_depth: torch.Tensor,
+                       all_known: bool | None = None) -> torch.Tensor:
+        """``all_known``: whether every image has depth, when known without a GPU sync."""
+        if all_known is None:
+            all_known = bool(has_depth.all())
+        if self.teacher is None or all_known:
             return depth
         with torch.no_grad(), self._autocast():
             taught = self.teacher(clear).float()
@@ -211,10 +229,11 @@ class Trainer:
         if depth_of_dehazed is not None and want_visuals:
             out.visuals["depth_difference"] = losses.depth_difference(
                 depth_of_dehazed.detach(), depth, self.loss.perception_mask(mask, scale_known))
-        out.losses = {f"dehazer/{k}": float(v.detach()) for k, v in parts.items()}
-        out.losses["dehazer/total"] = float(total.detach())
+        out.terms = {f"dehazer/{k}": v.detach() for k, v in parts.items()}
+        out.terms["dehazer/total"] = total.detach()
         if trains:
-            out.losses["dehazer/grad_norm"] = self.D.backward_and_step(total, self.config.optim.grad_clip)
+            out.terms["dehazer/grad_norm"] = self.D.backward_and_step(total, self.config.optim.grad_clip)
+            self._note_skipped_step("dehazer", self.D)
         out.transmission = None if transmission is None else transmission.detach()
         return dehazed.detach(), out
 
@@ -237,9 +256,10 @@ class Trainer:
         with self._autocast():
             depth_pred = self.E.forward(dehazed, None if transmission is None else transmission.detach())
         total, parts = self.loss.depth_estimation(depth_pred, depth, mask, scale_known, difference_weights, sky_far)
-        out.losses = {f"depth/{k}": float(v.detach()) for k, v in parts.items()}
-        out.losses["depth/grad_norm"] = self.E.backward_and_step(total, self.config.optim.grad_clip)
-        out.losses["depth/total"] = float(total.detach())
+        out.terms = {f"depth/{k}": v.detach() for k, v in parts.items()}
+        out.terms["depth/grad_norm"] = self.E.backward_and_step(total, self.config.optim.grad_clip)
+        self._note_skipped_step("depth", self.E)
+        out.terms["depth/total"] = total.detach()
         if want_visuals:
             out.visuals.update(depth_pred=depth_pred.detach().float(), dehazing_weights=difference_weights)
         return out
@@ -263,15 +283,22 @@ class Trainer:
         self.D.scaler.scale(total).backward()
         for name, network in (("dehazer", self.D), ("depth", self.E)):
             grad_norm = network.step(self.config.optim.grad_clip, scaler=self.D.scaler)
+            self._note_skipped_step(name, network)
             if self.config.optim.grad_clip > 0:
-                out.losses[f"{name}/grad_norm"] = grad_norm
+                out.terms[f"{name}/grad_norm"] = grad_norm
         self.D.scaler.update()
-        out.losses.update({f"joint/{k}": float(v.detach()) for k, v in parts.items()})
-        out.losses["joint/total"] = float(total.detach())
+        out.terms.update({f"joint/{k}": v.detach() for k, v in parts.items()})
+        out.terms["joint/total"] = total.detach()
         if want_visuals:
             out.visuals.update(dehazed=dehazed.detach(), depth_pred=depth_pred.detach().float(),
                                dehazing_weights=difference_weights)
         return out
+
+    def _note_skipped_step(self, name: str, network: NetworkState) -> None:
+        """Say it when a network's step was left out for a non-finite gradient (NetworkState.step)."""
+        if network.last_step_skipped:
+            self.log(f"step {self.step}: {name} gradient norm not finite: its optimiser step was skipped "
+                     f"({network.skipped_steps} so far in this run)")
 
     def train_step(self, batch: dict[str, torch.Tensor], want_visuals: bool = False) -> StepOutput:
         non_blocking = self.device.type == "cuda"
@@ -279,7 +306,8 @@ class Trainer:
         clear = batch["clear"].to(self.device, non_blocking=non_blocking)
         depth = batch["depth"].to(self.device, non_blocking=non_blocking)
         has_depth = batch["has_depth"].to(self.device, non_blocking=non_blocking)
-        depth = self._depth_targets(clear, depth, has_depth)
+        # Asked of the batch's CPU copy: the same answer without waiting for the GPU.
+        depth = self._depth_targets(clear, depth, has_depth, all_known=bool(batch["has_depth"].all()))
         haze_truth = None
         if self.loss.supervises_haze() and "transmission" in batch:
             haze_truth = (batch["transmission"].to(self.device, non_blocking=non_blocking),
@@ -296,7 +324,7 @@ class Trainer:
             dehazed, out = self.dehazer_step(hazy, clear, depth, mask, want_visuals, scale_known, haze_truth)
             depth_out = self.depth_step(dehazed, clear, depth, mask, want_visuals, scale_known, sky_far,
                                         transmission=out.transmission)
-            out.losses.update(depth_out.losses)
+            out.terms.update(depth_out.terms)
             out.visuals.update(depth_out.visuals)
             out.visuals["dehazed"] = dehazed
         else:
@@ -323,8 +351,11 @@ class Trainer:
 
     def validate(self) -> dict[str, float]:
         """Mean metrics of the EMA networks on the validation images (whole images, one by one)."""
-        return validation_metrics(self.D.ema.module, self.E.ema.module, self.val_samples, self.model_config,
-                                  self.config.depth, self.depth_available, self.device, self.amp_dtype)
+        # Whole images of many sizes: cuDNN's autotuning (on for the fixed training crops) would
+        # time every convolution again at each new size, for a pass that runs once.
+        with cudnn_autotuning(False):
+            return validation_metrics(self.D.ema.module, self.E.ema.module, self.val_samples, self.model_config,
+                                      self.config.depth, self.depth_available, self.device, self.amp_dtype)
 
     # ---- state
 
@@ -366,6 +397,7 @@ class Trainer:
             "last_validation": to_python(self.last_validation),
             "saved_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "provenance": to_python(self._provenance()),
+            "skipped_steps": {"dehazer": self.D.skipped_steps, "depth_net": self.E.skipped_steps},
             **self.D.weights(),
             **self.E.weights(),
         }
@@ -385,6 +417,9 @@ class Trainer:
         # The global data position; a resume with another number of processes continues from it.
         self.samples_seen = int(state.get("samples_seen", self.step * self.config.data.batch_size))
         self.elapsed_s = float(state.get("elapsed_s", 0.0))
+        skipped = state.get("skipped_steps") or {}   # absent in files from before the guard
+        self.D.skipped_steps = int(skipped.get("dehazer", 0))
+        self.E.skipped_steps = int(skipped.get("depth_net", 0))
         self.best = dict(state.get("best") or {})
         self.last_validation = dict(state.get("last_validation") or {})
         self._last_validated_step = int(self.last_validation.get("step", -1))
@@ -555,6 +590,11 @@ class Trainer:
         if self._writer is not None:
             self._writer.flush()
         minutes = self.elapsed_s / 60.0
+        skipped = {name: network.skipped_steps for name, network in (("dehazer", self.D), ("depth", self.E))
+                   if network.skipped_steps}
+        if skipped:
+            self.log("optimiser steps skipped for a non-finite gradient norm: "
+                     + ", ".join(f"{name} {count}" for name, count in skipped.items()))
         self.log(f"{reason} at step {self.step}/{cfg.steps} ({minutes:.1f} min of training in all); "
                  f"state: {last}; best: {self.best.get('metric', '-')} {self.best.get('value', math.nan):.4g} "
                  f"at step {self.best.get('step', '-')}")

@@ -30,7 +30,9 @@ Attributes a backend sets in ``__init__``: ``name`` (the model, e.g. "diacmpn-rt
 ``depth_units`` ("meters" | "relative"), ``depth_range`` ((near, far) in depth_units: outside it
 the engine writes -inf / +inf), ``canonical_focal_px`` (0 = none) and ``checkpoint`` (the
 checkpoint's metadata, ``dehaze_ros.checkpoint.Checkpoint`` without weights, or None).
-``describe()`` returns at least {"model", "backend", "device", "precision"}; ``close()`` frees
+``describe()`` returns at least {"model", "backend", "device", "precision"}, and
+"device_warning" when the device it runs on is probably not the one the user has
+(``dehaze_ros.devices.auto_cpu_warning``: the node shows it in /diagnostics); ``close()`` frees
 the model (GPU memory included) and may be called twice.
 """
 from __future__ import annotations

@@ -11,12 +11,15 @@ import torch
 
 from dehaze_ros.backends.base import Backend, BackendError, BackendOutput
 from dehaze_ros.checkpoint import build_models, load_checkpoint
-from dehaze_ros.devices import precision_name, resolve_device, resolve_precision
+from dehaze_ros.devices import auto_cpu_warning, precision_name, resolve_device, resolve_precision, visible_gpu
 
 
 class TorchBackend(Backend):
     def __init__(self, checkpoint_path: str | Path, device: str = "auto", precision: str = "auto"):
         self.device = resolve_device(device)
+        # auto on the CPU with a GPU in the machine: a CPU wheel over the CUDA one, said in
+        # /diagnostics rather than found out from the frame rate.
+        self.device_warning = auto_cpu_warning(device, self.device.type, visible_gpu(), torch.version.cuda)
         self.dtype = resolve_precision(precision, self.device)
         checkpoint = load_checkpoint(checkpoint_path, map_location="cpu")
         self.dehazer, self.depth_net = build_models(checkpoint)
@@ -31,8 +34,11 @@ class TorchBackend(Backend):
         self.canonical_focal_px = float(checkpoint.model_config.get("canonical_focal_px", 0.0))
 
     def describe(self) -> dict:
-        return {"model": self.name, "backend": "torch", "checkpoint": self.checkpoint.path,
-                "device": str(self.device), "precision": precision_name(self.dtype)}
+        description = {"model": self.name, "backend": "torch", "checkpoint": self.checkpoint.path,
+                       "device": str(self.device), "precision": precision_name(self.dtype)}
+        if self.device_warning:
+            description["device_warning"] = self.device_warning
+        return description
 
     def close(self) -> None:
         self.dehazer = self.depth_net = None

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dehaze_ros.compat import is_exporting
+
 
 def pad_to_multiple(image: torch.Tensor, multiple: int) -> torch.Tensor:
     """Pad bottom and right so that height and width are multiples of ``multiple``.
@@ -29,10 +31,25 @@ def pad_to_multiple(image: torch.Tensor, multiple: int) -> torch.Tensor:
     pad_w = (width + multiple - 1) // multiple * multiple - width
     # While exporting (ONNX), always pad, by zero where nothing is missing: the shortcut would
     # make the graph valid only for sizes that are multiples, like the example it was traced with.
-    if not torch.compiler.is_exporting() and pad_h == 0 and pad_w == 0:
+    if not is_exporting() and pad_h == 0 and pad_w == 0:
         return image
     mode = "reflect" if pad_h < height and pad_w < width else "replicate"
     return F.pad(image, (0, pad_w, 0, pad_h), mode=mode)
+
+
+def cat_channels(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """``torch.cat(tensors, dim=1)``, the result channels-last (the networks' layout, see the dehazer).
+
+    torch.cat picks its output layout from its inputs, and a one-channel map (the depth branch's)
+    is both NCHW- and NHWC-contiguous, so a cat that includes one came out NCHW: a transposing
+    copy, and the next convolution copied it back (the largest cat and copy of a frame in the
+    CPU profile, docs/performance.md "Where the time goes"). Concatenating the NHWC views along
+    their last axis writes the channels-last result directly; the values are the same copies.
+    While exporting, the plain cat: the graph has no memory layout, only extra transposes.
+    """
+    if is_exporting():
+        return torch.cat(tensors, dim=1)
+    return torch.cat([tensor.permute(0, 2, 3, 1) for tensor in tensors], dim=3).permute(0, 3, 1, 2)
 
 
 def trunc_normal_scaled_(conv: nn.Conv2d, gain: float = 1.0) -> None:

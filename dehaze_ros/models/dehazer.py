@@ -58,7 +58,7 @@ from dataclasses import dataclass
 
 from dehaze_ros import dcp
 from dehaze_ros.models.blocks import (DehazeStage, PatchMerge, PatchSplit, SelectiveKernelFusion,
-                                      pad_to_multiple)
+                                      cat_channels, pad_to_multiple)
 from dehaze_ros.models.config import ModelConfig
 from dehaze_ros.models.dcp_prior import dcp_prior
 from dehaze_ros.models.depth_net import DepthNet, DilatedResidualDenseBlock
@@ -110,7 +110,7 @@ class ScaleFusion(nn.Module):
             # smaller (resampled) map.
             resampled = [resample(features, size) * weights[:, index:index + 1]
                          for index, features in enumerate(scales)]
-            fused.append(mixer(torch.cat(resampled, dim=1)))
+            fused.append(mixer(cat_channels(resampled)))
         return fused
 
 
@@ -226,26 +226,26 @@ class Dehazer(nn.Module):
         branch_log_depth = self.depth_branch.log_depth(padded)
         depth_features = self.depth_refine(branch_log_depth)
 
-        stem_input = signed if prior is None else torch.cat(
-            [signed, prior_transmission.to(signed.dtype) * 2.0 - 1.0], dim=1)
+        stem_input = signed if prior is None else cat_channels(
+            [signed, prior_transmission.to(signed.dtype) * 2.0 - 1.0])
         features = self.stem(stem_input)
         encoded_full = self.encoder_full(
-            self.encoder_full_input(torch.cat([features, structure_full, depth_features], dim=1)))
+            self.encoder_full_input(cat_channels([features, structure_full, depth_features])))
         features = self.merge_to_half(encoded_full)
-        encoded_half = self.encoder_half(self.encoder_half_input(torch.cat([features, structure_half], dim=1)))
+        encoded_half = self.encoder_half(self.encoder_half_input(cat_channels([features, structure_half])))
         features = self.merge_to_quarter(encoded_half)
         encoded_quarter = self.encoder_quarter(
-            self.encoder_quarter_input(torch.cat([features, structure_quarter], dim=1)))
+            self.encoder_quarter_input(cat_channels([features, structure_quarter])))
         fused_quarter, fused_half = self.scale_fusion([encoded_full, encoded_half, encoded_quarter])
 
-        features = self.bottleneck_input(torch.cat([encoded_quarter, fused_quarter], dim=1))
+        features = self.bottleneck_input(cat_channels([encoded_quarter, fused_quarter]))
         features = self.split_to_half(features)
         features = self.skip_fusion_half(features, self.skip_half(encoded_half)) + features
-        features = self.decoder_half(self.decoder_half_input(torch.cat([features, structure_half], dim=1)))
-        features = self.decoder_half_output(torch.cat([features, fused_half], dim=1))
+        features = self.decoder_half(self.decoder_half_input(cat_channels([features, structure_half])))
+        features = self.decoder_half_output(cat_channels([features, fused_half]))
         features = self.split_to_full(features)
         features = self.skip_fusion_full(features, self.skip_full(encoded_full)) + features
-        features = self.decoder_full(self.decoder_full_input(torch.cat([features, structure_full], dim=1)))
+        features = self.decoder_full(self.decoder_full_input(cat_channels([features, structure_full])))
         head_output = self.output_projection(features)
         crop = (..., slice(0, height), slice(0, width))
         if self.head == "residual":

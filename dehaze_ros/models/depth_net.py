@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dehaze_ros import dcp
-from dehaze_ros.models.blocks import pad_to_multiple
+from dehaze_ros.models.blocks import cat_channels, pad_to_multiple
 
 LOG_DEPTH_LIMIT = 15.0
 TRANSMISSION_FLOOR = dcp.T_MIN                     # the physics heads' t0
@@ -54,7 +54,7 @@ class DilatedResidualDenseBlock(nn.Module):
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         dense = features
         for conv in self.layers:
-            dense = torch.cat([dense, F.relu(conv(dense), inplace=True)], dim=1)
+            dense = cat_channels([dense, F.relu(conv(dense), inplace=True)])
         return features + self.fuse(dense)
 
 

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dehaze_ros.models.blocks import cat_channels
+
 LEVELS = 4
 
 
@@ -53,7 +55,7 @@ class StructureUNet(nn.Module):
         decoded = []
         for block, skip in zip(self.decoder, reversed(skips)):
             upsampled = F.interpolate(features, size=skip.shape[-2:], mode="bilinear", align_corners=True)
-            features = block(torch.cat([skip, upsampled], dim=1))
+            features = block(cat_channels([skip, upsampled]))
             decoded.append(features)
         # decoded: 1/8, 1/4, 1/2, full resolution.
         return decoded[1], decoded[2], self.output_conv(decoded[3])

@@ -39,6 +39,12 @@ class RenderedFrame:
     rgb: np.ndarray        # H x W x 3 uint8, RGB
     depth_m: np.ndarray    # H x W float32, metres along the optical axis, +inf = sky
     K: np.ndarray          # 3 x 3 float64 intrinsics
+    # The camera's mounting, as a robot would configure it (EngineConfig.camera_height_m and
+    # camera_pitch_deg): metres above the surface it stands on, and the optical axis's tilt below
+    # the horizontal in degrees (positive looks down, REP-103's pitch of a camera body; the
+    # render() argument is the opposite, positive looks up). The camera never rolls here.
+    camera_height_m: float = math.nan
+    camera_pitch_deg: float = math.nan
 
 
 @dataclass(frozen=True)
@@ -120,6 +126,7 @@ class Scene:
     ridge: _Ridge | None = None
     clouds: tuple[float, float, float] | None = None  # cover in [0, 1], x and y shift of the pattern (m)
     eye: np.ndarray | None = None              # (y, z) where a vehicle's or robot's camera stands at x = 0
+    eye_surface_z: float = 0.0                 # height of what it stands on there (a raised sidewalk)
 
 
 def intrinsics(width: int, height: int, hfov_deg: float = 70.0) -> np.ndarray:
@@ -659,7 +666,11 @@ def render(scene: Scene, width: int, height: int, position: np.ndarray, yaw: flo
     forward = rotation[:, 2]
     depth = (best_t * (dirs @ forward)).astype(np.float32)  # range -> optical Z; inf stays inf
     rgb = (np.clip(color, 0, 1) * 255 + 0.5).astype(np.uint8).reshape(height, width, 3)
-    return RenderedFrame(rgb=rgb, depth_m=depth.reshape(height, width), K=K)
+    # Height above what the camera stands on: the outdoor scenes say where that is (a robot on a
+    # raised sidewalk); elsewhere the ground plane at z = 0 (rooms, the original streets).
+    surface_z = scene.eye_surface_z if scene.eye is not None else 0.0
+    return RenderedFrame(rgb=rgb, depth_m=depth.reshape(height, width), K=K,
+                         camera_height_m=float(origin[2] - surface_z), camera_pitch_deg=-math.degrees(pitch))
 
 
 def render_random_view(rng: np.random.Generator, width: int, height: int,
@@ -1050,7 +1061,7 @@ def random_outdoor_scene(rng: np.random.Generator, path_length_m: float = 0.0) -
         box_pattern=np.array([b[5] for b in boxes], dtype=np.float64).reshape(-1, 5),
         sphere_material=np.array([b[3] for b in spheres], dtype=np.int32),
         sphere_accent=np.array([b[4] for b in spheres], dtype=np.float32).reshape(-1, 3),
-        ground=ground, ridge=ridge, clouds=clouds, eye=eye,
+        ground=ground, ridge=ridge, clouds=clouds, eye=eye, eye_surface_z=float(surface_z),
     )
 
 
@@ -1088,6 +1099,44 @@ def outdoor_validation_view(index: int, width: int, height: int, seed: int = 0) 
 def outdoor_validation_views(count: int, width: int, height: int, seed: int = 0) -> list[RenderedFrame]:
     """A fixed set of outdoor views with their depth, for validation (``outdoor_validation_view``)."""
     return [outdoor_validation_view(index, width, height, seed) for index in range(count)]
+
+
+# Cameras of vehicles (issue 26): a KITTI-like wide stereo camera (1242 x 375, fx 721 px), a 16:9
+# and a 4:3 one; (width, height, (lowest, highest) horizontal field of view in degrees).
+VEHICLE_CAMERAS = (("wide", 1242, 375, (81.4, 81.4)), ("16:9", 1280, 720, (70.0, 90.0)),
+                   ("4:3", 640, 480, (60.0, 90.0)))
+VEHICLE_HEIGHT_RANGE_M = (1.2, 2.0)
+VEHICLE_PITCH_RANGE_DEG = (-5.0, 5.0)   # positive looks down (RenderedFrame.camera_pitch_deg)
+_VEHICLE_VALIDATION_STREAM = 0x0D7A_5E20
+
+
+def vehicle_scene(rng: np.random.Generator, path_length_m: float = 0.0) -> Scene:
+    """A random outdoor scene (random_outdoor_scene) whose camera is a car's or a truck's on the
+    road: scenes drawn for a robot (below 1.1 m, or on a raised sidewalk) are drawn again, so the
+    clear corridor above the road reaches at least 2.1 m and any vehicle height up to 2 m fits."""
+    while True:
+        scene = random_outdoor_scene(rng, path_length_m)
+        if scene.eye[1] >= 1.1 and scene.eye_surface_z == 0.0:
+            return scene
+
+
+def vehicle_validation_view(index: int, seed: int = 0) -> tuple[str, RenderedFrame]:
+    """Vehicle validation view ``index`` at its camera's native size: (camera name, frame).
+
+    Cameras cycle through VEHICLE_CAMERAS; the height above the road (1.2-2.0 m), the pitch
+    (-5..+5 degrees), the yaw (mostly along the road) and the field of view are drawn on a seed
+    stream of its own, so the views depend on (seed, index) alone and no training rng renders them.
+    """
+    name, width, height, hfov_range = VEHICLE_CAMERAS[index % len(VEHICLE_CAMERAS)]
+    rng = np.random.default_rng([_VEHICLE_VALIDATION_STREAM, seed, index])
+    scene = vehicle_scene(rng)
+    camera_height = rng.uniform(*VEHICLE_HEIGHT_RANGE_M)
+    pitch_down = rng.uniform(*VEHICLE_PITCH_RANGE_DEG)
+    yaw = rng.uniform(-8.0, 8.0) if rng.random() < 0.8 else rng.uniform(-25.0, 25.0)
+    hfov = rng.uniform(*hfov_range)
+    position = np.array([rng.uniform(-1.0, 1.0), scene.eye[0], camera_height])
+    K = intrinsics(width, height, hfov)
+    return name, render(scene, width, height, position, math.radians(yaw), math.radians(-pitch_down), K=K)
 
 
 class SceneRenderer:

@@ -15,6 +15,12 @@ rows (the variant exported once with ``dehaze_ros.onnx_export``) next to torch's
 extra they are skipped with a note. ``--checkpoint`` times trained checkpoints (the shipped
 default, one of your own) instead: their own model config (e.g. a depth network that reads the
 transmission), rows labelled by file name, at max_side 0 and ``--rt-max-side``.
+
+A second table times the metric scale sources (``--scale-sources``; dehaze_ros.metric_scale):
+what the engine adds per frame on top of the network (its ``scale`` stage: the ground plane's
+fit on the network's pixels, the plane's depth and bound at full size), with the shipped
+checkpoint at the node's max_side on a rendered, fogged vehicle-scale frame (random weights give
+no ground to find), frames of one stream stamped 0.1 s apart.
 """
 from __future__ import annotations
 
@@ -30,10 +36,12 @@ import torch
 
 from dehaze_ros.checkpoint import CheckpointError, build_models, load_checkpoint, save_checkpoint
 from dehaze_ros.devices import PRECISIONS, DeviceError, precision_name, resolve_precision
-from dehaze_ros.engine import DehazeEngine, EngineConfig, EngineError, resolve_device, scaled_size
+from dehaze_ros.engine import (DEFAULT_CHECKPOINT, DehazeEngine, EngineConfig, EngineError, resolve_device,
+                               scaled_size)
 from dehaze_ros.haze import synthesize_haze
 from dehaze_ros.models import (PRESETS, build_dehazer, build_depth_net, count_macs,
                                count_parameters)
+from dehaze_ros.metric_scale import Mounting, Pinhole
 from dehaze_ros.node_config import SPECS
 from dehaze_ros.sim.scenes import SceneRenderer
 
@@ -53,6 +61,49 @@ def hazy_frame(width: int, height: int) -> np.ndarray:
     frame = SceneRenderer(width, height, seed=1).render(2.0)
     hazy, _ = synthesize_haze(frame.rgb, frame.depth_m, 0.06, [0.85, 0.86, 0.9])
     return (hazy * 255 + 0.5).astype(np.uint8)
+
+
+# --scale-sources: name -> the row's label; what the camera's mounting tells the engine.
+SCALE_SOURCES = {"learned": "no source (camera_height_m 0)", "ground-height": "ground plane, pitch unknown",
+                 "ground": "ground plane, pitch known"}
+
+
+def time_scale_sources(sources: list[str], sizes: list[tuple[int, int]], device: str, threads: int,
+                       max_side: int, max_runs: int, budget_s: float) -> None:
+    """The second table: the engine's ``scale`` stage per source and size, in ms."""
+    print(f"\n# metric scale sources: time added per frame (the engine's 'scale' stage), shipped checkpoint, "
+          f"max_side {max_side}, a fogged vehicle-scale frame")
+    # The stage brings the depth to full size with or without a source: what a source adds is
+    # its median over the no-source row's.
+    print("| scale source | input | median ms | p95 ms | added ms (median over no source) | runs | "
+          "frames with the source's factor |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    engine = DehazeEngine(EngineConfig(checkpoint=str(DEFAULT_CHECKPOINT), device=device, max_side=max_side,
+                                       warmup=0, num_threads=threads))
+    for size in sizes:
+        renderer = SceneRenderer(*size, seed=0, vehicle_scale=True)
+        frame = renderer.render(2.0)
+        hazy, _ = synthesize_haze(frame.rgb.astype(np.float32) / 255, frame.depth_m, 3.912 / 300.0, 0.9)
+        image = (hazy * 255 + 0.5).astype(np.uint8)
+        camera = Pinhole(frame.K[0, 0], frame.K[1, 1], frame.K[0, 2], frame.K[1, 2])
+        height = float(renderer.scene.eye[1] - renderer.scene.eye_surface_z)
+        mountings = {"learned": Mounting(), "ground-height": Mounting(height), "ground": Mounting(height, 2.0)}
+        baseline = None
+        for source in sorted(sources, key=lambda name: name != "learned"):
+            engine.reset_scale()
+            stage, with_factor = [], 0
+            started = time.perf_counter()
+            while len(stage) < max_runs and (not stage or time.perf_counter() - started < budget_s):
+                result = engine.process(image, want_dehazed=False, camera=camera, stamp_s=0.1 * len(stage),
+                                        mounting=mountings[source])
+                stage.append(result.timings_ms["scale"])
+                with_factor += result.scale.source != "learned"
+            if source == "learned":
+                baseline = float(np.median(stage))
+            added = f"{np.median(stage) - baseline:.2f}" if baseline is not None else "–"
+            print(f"| {SCALE_SOURCES[source]} | {size[0]}x{size[1]} | {np.median(stage):.2f} | "
+                  f"{np.percentile(stage, 95):.2f} | {added} | {len(stage)} | {with_factor} |", flush=True)
+    engine.close()
 
 
 def time_engine(engine: DehazeEngine, image: np.ndarray, max_runs: int, budget_s: float) -> list[float]:
@@ -96,9 +147,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=SPECS["num_threads"].default,
                         help="torch (and onnxruntime) CPU threads (0 = their default), as the node's num_threads")
     parser.add_argument("--backends", default="torch,onnxruntime",
-                        help="comma-separated, each of torch | onnxruntime: rows for every one "
-                             "(onnxruntime is skipped with a note when the onnx extra is missing)")
+                        help="comma-separated, each of torch | onnxruntime | openvino: rows for every one "
+                             "(onnxruntime / openvino are skipped with a note when their extra is missing)")
+    parser.add_argument("--scale-sources", default=",".join(SCALE_SOURCES),
+                        help=f"comma separated, rows of the second table: {', '.join(SCALE_SOURCES)}; '' = none")
     args = parser.parse_args(argv)
+    scale_sources = [source for source in args.scale_sources.split(",") if source]
+    if set(scale_sources) - set(SCALE_SOURCES):
+        parser.error(f"unknown scale sources {sorted(set(scale_sources) - set(SCALE_SOURCES))}; "
+                     f"choose from {', '.join(SCALE_SOURCES)}")
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
@@ -112,13 +169,19 @@ def main(argv: list[str] | None = None) -> None:
             print(f"# {name} skipped: {exc}")
     precisions = list(dict.fromkeys(precisions))   # auto may resolve to a listed one
     backends = [b for b in args.backends.split(",") if b]
-    if set(backends) - {"torch", "onnxruntime"}:
-        parser.error(f"unknown backends {sorted(set(backends) - {'torch', 'onnxruntime'})}; choose torch, onnxruntime")
+    if set(backends) - {"torch", "onnxruntime", "openvino"}:
+        parser.error(f"unknown backends {sorted(set(backends) - {'torch', 'onnxruntime', 'openvino'})}; "
+                     "choose torch, onnxruntime, openvino")
     if "onnxruntime" in backends:
         missing = [m for m in ("onnxruntime", "onnx", "onnxscript") if importlib.util.find_spec(m) is None]
         if missing:
             print(f"# onnxruntime rows skipped: {', '.join(missing)} not installed (pip install '.[onnx]')")
             backends.remove("onnxruntime")
+    if "openvino" in backends:
+        missing = [m for m in ("openvino", "onnx", "onnxscript") if importlib.util.find_spec(m) is None]
+        if missing:
+            print(f"# openvino rows skipped: {', '.join(missing)} not installed (pip install '.[openvino]')")
+            backends.remove("openvino")
     variants = [v for v in args.variants.split(",") if v]
     unknown = [v for v in variants if v not in PRESETS]
     if unknown:
@@ -158,7 +221,7 @@ def main(argv: list[str] | None = None) -> None:
         for name in variants:
             path, params, (dehazer, depth_net) = trained.get(name) or write_random_checkpoint(name, Path(folder))
             graph = Path(folder) / f"{name}.onnx"
-            if "onnxruntime" in backends:
+            if {"onnxruntime", "openvino"} & set(backends):
                 from dehaze_ros.onnx_export import export_onnx
                 print(f"# exporting {name} to ONNX ...", flush=True)
                 export_onnx(path, graph)
@@ -186,6 +249,9 @@ def main(argv: list[str] | None = None) -> None:
                             row(label, backend, engine.describe()["precision"], size, internal, params, gmacs,
                                 time_engine(engine, images[size], args.max_runs, args.budget_s))
                             engine.close()
+    if scale_sources:
+        time_scale_sources(scale_sources, args.sizes, args.device, args.threads,
+                           args.rt_max_side or SPECS["max_side"].default, args.max_runs, args.budget_s)
 
 
 if __name__ == "__main__":

@@ -222,6 +222,8 @@ class Summary:
     written: dict[str, int] = field(default_factory=dict)
     visibilities: list[float] = field(default_factory=list)
     statuses: dict[str, int] = field(default_factory=dict)
+    scales: dict[str, int] = field(default_factory=dict)     # frames per scale source state
+    factors: list[float] = field(default_factory=list)        # the factor of each frame with a source
     seconds: float = 0.0
 
 
@@ -483,8 +485,8 @@ class BagProcessor:
         height, width = frame.rgb.shape[:2]
         products = frame_outputs.FrameProducts(
             header, width, height, self.args.config, camera_info, self.metric, self.engine.depth_range,
-            frame.image, frame.encoding, frame.rgb,
-            focal_px=frame_outputs.focal_px_for_image(camera_info, width, height))
+            frame.image, frame.encoding, frame.rgb)
+        products.read_camera()
         # The node's two steps (dehaze_node._process_frame and _publish), with every row listened to.
         if any(output.uses_engine for output in self.outputs):
             frame_outputs.run_engine(self.engine, self.outputs, products)
@@ -492,6 +494,12 @@ class BagProcessor:
         for output, message in frame_outputs.build_messages(self.outputs, products,
                                                             self.count_not_made):
             emit(output, timestamp, message)
+        scale = products.result.scale if products.result is not None else None
+        if scale is not None:
+            state = scale.source + (" held" if scale.held else "")
+            self.summary.scales[state] = self.summary.scales.get(state, 0) + 1
+            if scale.source != "learned":
+                self.summary.factors.append(scale.factor)
         estimate = products.visibility_made
         if estimate is not None:
             self.summary.statuses[estimate.status] = self.summary.statuses.get(estimate.status, 0) + 1
@@ -611,6 +619,12 @@ def describe(summary: Summary, args, storage: str) -> str:
         if summary.visibilities:
             line += (f", estimates {min(summary.visibilities):.0f}-{max(summary.visibilities):.0f} m "
                      f"(median {statistics.median(summary.visibilities):.0f} m)")
+    if summary.factors:   # a scale source was configured (camera_height_m): how it went
+        counts = ", ".join(f"{state} {count}" for state, count in sorted(summary.scales.items()))
+        line += (f"; metric scale: {counts}, factor {min(summary.factors):.2f}-{max(summary.factors):.2f} "
+                 f"(median {statistics.median(summary.factors):.2f})")
+    elif args.config.camera_height_m > 0 and summary.scales:
+        line += "; metric scale: no frame showed the ground, the network's own metres throughout"
     for problem, count in summary.problems.items():
         line += f"\n  {count} x {problem}"
     return line

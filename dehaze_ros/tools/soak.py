@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import csv
 import os
+import signal
 import statistics
 import sys
 import time
@@ -122,8 +123,25 @@ def summarise(rows: list[dict], warmup_minutes: float) -> str:
             f"{rows[-1]['thread_restarts']}")
 
 
+def _stop_like_ctrl_c(signum, frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    # SIGTERM (kill, a time limit) and SIGINT (also when started as a background job, which
+    # inherits SIGINT ignored) end the run the same way: children stopped, the rows so far kept
+    # and summarised.
+    signal.signal(signal.SIGTERM, _stop_like_ctrl_c)
+    signal.signal(signal.SIGINT, _stop_like_ctrl_c)
+    try:
+        return run(args)
+    except KeyboardInterrupt:
+        print("soak: stopped early; the rows so far are in the CSV", file=sys.stderr)
+        return 130
+
+
+def run(args: argparse.Namespace) -> int:
     env = demo_environment()
     os.environ.clear()
     os.environ.update(env)   # the listener here needs the same DDS setup as the children
@@ -196,9 +214,9 @@ def main(argv=None) -> int:
             node.destroy_node()
         rclpy.try_shutdown(context=context)
         processes.stop(children)
-    summary = summarise(rows, args.warmup_minutes)
-    (args.output / "summary.txt").write_text(summary + "\n")
-    print(summary, flush=True)
+        summary = summarise(rows, args.warmup_minutes)
+        (args.output / "summary.txt").write_text(summary + "\n")
+        print(summary, flush=True)
     return 0
 
 

@@ -71,6 +71,11 @@ class Sample:
     # They supervise a physics head's t and A (loss.transmission, loss.airlight).
     transmission: np.ndarray | None = None
     airlight: np.ndarray | None = None
+    # The camera's mounting where the source knows it (rendered views): metres above the ground
+    # and the optical axis's tilt below the horizontal in degrees; NaN = unknown. The ground-plane
+    # scale of training.evaluate needs them (dehaze_ros.metric_scale.Mounting).
+    camera_height_m: float = math.nan
+    camera_pitch_deg: float = math.nan
 
 
 def stable_fraction(text: str) -> float:

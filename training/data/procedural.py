@@ -14,9 +14,12 @@ from pathlib import Path
 import numpy as np
 
 from dehaze_ros.camera import focal_from_hfov
-from dehaze_ros.sim.scenes import outdoor_validation_view, render_random_outdoor_view, render_random_view
+from dehaze_ros.haze import synthesize_haze
+from dehaze_ros.sim.scenes import (outdoor_validation_view, render_random_outdoor_view, render_random_view,
+                                   vehicle_validation_view)
 from training.config import HazeConfig, SourceConfig, require
-from training.data.common import DataSource, Sample, hazed_sample, stable_seed
+from training.data.common import (KOSCHMIEDER, DataSource, Sample, hazed_sample, resize_whole, stable_seed,
+                                  to_float)
 
 VALIDATION_STREAM = "procedural-validation"
 # A training crop stands for a window of a deployed frame, so its focal length must be a deployed
@@ -99,4 +102,29 @@ class ProceduralSource(DataSource):
             outdoor_index = index - self.count
             frame = outdoor_validation_view(outdoor_index, width, height, seed)
             haze, name = self.config.outdoor_haze, f"{self.name}_{OUTDOOR_NAME}/view{outdoor_index}"
-        return hazed_sample(frame.rgb, frame.depth_m, haze, rng, name, float(frame.K[0, 0]))
+        sample = hazed_sample(frame.rgb, frame.depth_m, haze, rng, name, float(frame.K[0, 0]))
+        sample.camera_height_m, sample.camera_pitch_deg = frame.camera_height_m, frame.camera_pitch_deg
+        return sample
+
+
+# Fog of the vehicle validation views, cycled over the views (index % 5): from dense fog (50 m)
+# to clear air (inf), the range of issue 26's gates.
+VEHICLE_VISIBILITIES_M = (50.0, 100.0, 300.0, 1000.0, math.inf)
+
+
+def vehicle_sample(index: int, max_side: int, seed: int = 0) -> Sample:
+    """Vehicle validation view ``index`` (dehaze_ros.sim.scenes.vehicle_validation_view: a car's
+    or truck's camera 1.2-2.0 m above the road, pitch within +-5 degrees, wide 1242 x 375, 16:9
+    or 4:3) in fog of VEHICLE_VISIBILITIES_M[index % 5], the longer side at most ``max_side``.
+    The haze is fixed and stated: neutral airlight 0.9, no noise or compression."""
+    camera, frame = vehicle_validation_view(index, seed)
+    visibility = VEHICLE_VISIBILITIES_M[index % len(VEHICLE_VISIBILITIES_M)]
+    clear, depth, zoom = resize_whole(frame.rgb, frame.depth_m, max_side)
+    clear = to_float(clear)
+    beta = KOSCHMIEDER / visibility
+    hazy, transmission = synthesize_haze(clear, depth, beta, np.float32(0.9))
+    fog = f"fog{visibility:g}m" if math.isfinite(visibility) else "clear"
+    return Sample(np.clip(hazy, 0.0, 1.0).astype(np.float32), clear, depth, True,
+                  f"vehicle/view{index}_{camera.replace(':', 'x')}_{fog}", focal_px=float(frame.K[0, 0]) * zoom,
+                  transmission=transmission.astype(np.float32), airlight=np.full(3, 0.9, np.float32),
+                  camera_height_m=frame.camera_height_m, camera_pitch_deg=frame.camera_pitch_deg)

@@ -1,0 +1,159 @@
+"""The exported graph (``dehaze_ros.onnx_export``) run by OpenVINO on the CPU.
+
+OpenVINO is an optional extra: ``pip install 'dehaze_ros[openvino]'`` (openvino 2026.4: about
+180 MB installed, nothing beyond numpy and openvino-telemetry; onnx and onnxscript for the
+export). Without it the package works with the torch backend, and asking for this one raises
+BackendError saying what to install.
+
+Why a second ONNX runner: on the 2-core AVX-512 machine of docs/performance.md ("Where the time
+goes") half of torch's time per frame was outside the convolutions (concatenations, bias copies,
+padding, elementwise adds), and onnxruntime's CPU provider was slower than torch. OpenVINO's CPU
+plugin fuses those into the convolutions and keeps the activations in its blocked layout, so the
+same graph runs in about half torch's CPU time.
+
+The graph is the one the onnxruntime backend uses (``onnx_model``, or the checkpoint exported
+once into the cache, ``onnxruntime_backend.cached_export``), with the same metadata; OpenVINO
+keeps ONNX's metadata_props in the model's rt_info ("framework").
+
+Device: the CPU only (``auto`` and ``cpu``); a CUDA device is refused (use the torch or
+onnxruntime backend there). Precision: ``fp32`` and ``auto`` run in fp32 (OpenVINO's CPU plugin
+would otherwise pick bf16 on such CPUs by itself; it stays opt-in until measured on the
+validation sets); ``bf16`` asks the plugin for bf16 where the CPU has it natively
+(``devices.cpu_supports_bf16``), and is refused elsewhere.
+
+Shapes: the graph has a dynamic height and width; one compiled model per input size the engine
+asks for (the dehazing pass, the depth pass, odd frames), compiled on first use and kept: a
+static shape lets the plugin plan its memory and pick kernels once, and a camera has one or two
+sizes.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from dehaze_ros import devices
+from dehaze_ros.backends.base import Backend, BackendError, BackendOutput
+
+INSTALL_HINT = "pip install 'dehaze_ros[openvino]' (the OpenVINO CPU runtime); or use backend torch"
+INPUT_NAME = "hazy"   # onnx_export.INPUT_NAME, without importing torch
+
+
+def import_openvino():
+    try:
+        import openvino
+    except ImportError as exc:
+        raise BackendError(f"backend openvino needs the openvino package, which is not installed: "
+                           f"{INSTALL_HINT}") from exc
+    return openvino
+
+
+def graph_metadata(model) -> dict[str, str]:
+    """The ONNX metadata_props of a graph read by OpenVINO, as plain strings."""
+    info = model.get_rt_info()
+    framework = info["framework"] if "framework" in info else {}
+    if hasattr(framework, "astype"):
+        framework = framework.astype(dict)
+    return {key: value.astype(str) if hasattr(value, "astype") else str(value) for key, value in framework.items()}
+
+
+class OpenVinoBackend(Backend):
+    def __init__(self, onnx_model: str | os.PathLike = "", checkpoint: str | os.PathLike = "",
+                 device: str = "auto", precision: str = "auto", num_threads: int = 0):
+        """``onnx_model``: an exported graph; "" exports ``checkpoint`` (cached, as onnxruntime's
+        backend does). ``num_threads``: the plugin's inference threads; 0 = its choice."""
+        openvino = import_openvino()
+        from dehaze_ros.backends.onnxruntime_backend import cached_export
+        from dehaze_ros.onnx_export import OnnxMetadata, OnnxModelError
+
+        if device not in ("auto", "cpu"):
+            raise BackendError(f"backend openvino runs on the CPU only, got device {device!r}; use device cpu "
+                               "(or auto), or backend torch / onnxruntime for a GPU")
+        if precision in ("auto", "fp32"):
+            self.precision = "fp32"
+        elif precision == "bf16":
+            if not devices.cpu_supports_bf16():
+                raise BackendError("precision bf16 needs a CPU with native bf16 (AVX512-BF16 or AMX); "
+                                   "this one has none: use precision fp32")
+            self.precision = "bf16"
+        else:
+            raise BackendError(f"backend openvino runs fp32 or bf16, got precision {precision!r}")
+        if onnx_model:
+            path = Path(onnx_model).expanduser()
+            if not path.is_file():
+                raise BackendError(f"onnx_model {path} not found (no such file); export one with "
+                                   "`python -m training.export CHECKPOINT --onnx OUT.onnx`, or leave "
+                                   "onnx_model empty to export the checkpoint automatically")
+        else:
+            path = cached_export(checkpoint)
+        self.core = openvino.Core()
+        try:
+            self.model = self.core.read_model(str(path))
+        except Exception as exc:  # OpenVINO raises RuntimeError subclasses of its own
+            raise BackendError(f"openvino could not read {path}: {exc}") from exc
+        try:
+            self.metadata = OnnxMetadata.from_props(graph_metadata(self.model), path)
+        except OnnxModelError as exc:
+            raise BackendError(str(exc)) from exc
+        # LATENCY: one frame at a time, all threads on it (the node keeps only the newest frame).
+        self.properties = {"PERFORMANCE_HINT": "LATENCY",
+                           "INFERENCE_PRECISION_HINT": "bf16" if self.precision == "bf16" else "f32"}
+        if num_threads:
+            self.properties["INFERENCE_NUM_THREADS"] = num_threads
+        self.compiled: dict[tuple[int, int], object] = {}
+        self.path = path
+        self.version = openvino.__version__ if hasattr(openvino, "__version__") else openvino.get_version()
+        self.name = self.metadata.name
+        self.depth_units = self.metadata.depth_units
+        self.depth_range = self.metadata.depth_range_m
+        self.canonical_focal_px = self.metadata.canonical_focal_px
+        self.checkpoint = self.metadata.as_checkpoint(path)
+
+    def describe(self) -> dict:
+        return {"model": self.name, "backend": "openvino", "checkpoint": str(self.path), "device": "cpu",
+                "precision": self.precision, "openvino": self.version}
+
+    def close(self) -> None:
+        self.compiled = {}
+        self.model = None
+
+    def _request(self, height: int, width: int):
+        """The infer request of the model compiled for this input size (compiled on first use)."""
+        request = self.compiled.get((height, width))
+        if request is None:
+            model = self.model.clone()
+            model.reshape({INPUT_NAME: [1, 3, height, width]})
+            try:
+                request = self.core.compile_model(model, "CPU", self.properties).create_infer_request()
+            except Exception as exc:
+                raise BackendError(f"openvino could not compile {self.path} for {width}x{height}: {exc}") from exc
+            self.compiled[(height, width)] = request
+        return request
+
+    def run(self, rgb: np.ndarray, want_dehazed: bool, want_depth: bool) -> BackendOutput:
+        if self.model is None:
+            raise BackendError("openvino backend is closed")
+        height, width = rgb.shape[:2]
+        smallest = self.metadata.min_side
+        if min(height, width) < smallest:
+            raise BackendError(
+                f"image {width}x{height} is smaller than the ONNX graph accepts (each side >= {smallest} "
+                f"px); raise max_side (or depth_max_side, for the depth pass), or use backend torch, which "
+                f"pads any size")
+        request = self._request(height, width)
+        mark = time.perf_counter()
+        hazy = np.ascontiguousarray(rgb.transpose(2, 0, 1)[None], dtype=np.float32)
+        request.infer({INPUT_NAME: hazy})
+        # Copies: the request's output buffers are overwritten by its next inference.
+        results = {name: np.array(request.get_tensor(name).data) for name in self.metadata.outputs}
+        # One graph: D and E run together, so the whole run is booked as "dehaze".
+        timings = {"dehaze": (time.perf_counter() - mark) * 1e3}
+        transmission = airlight = None
+        if "transmission" in results:
+            transmission = results["transmission"][0, 0]
+            airlight = results["airlight"].reshape(3)
+        dehazed = np.ascontiguousarray(results["dehazed"][0].transpose(1, 2, 0)) if want_dehazed else None
+        depth = results["depth"][0, 0] if want_depth else None
+        return BackendOutput(dehazed, transmission, airlight, depth, timings)

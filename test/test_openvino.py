@@ -1,0 +1,108 @@
+"""The OpenVINO backend: the exported graph matches torch fp32, the engine runs it, and without the
+extra the package works and the backend names the pip command."""
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+import torch
+
+from dehaze_ros.backends import BackendError
+from dehaze_ros.backends.openvino_backend import INSTALL_HINT, OpenVinoBackend
+from dehaze_ros.checkpoint import build_models, load_checkpoint, save_checkpoint
+from dehaze_ros.engine import DehazeEngine, EngineConfig
+from dehaze_ros.models import PRESETS, build_dehazer, build_depth_net
+from dehaze_ros.onnx_export import DeployableNetworks
+from dehaze_ros.tools.benchmark import hazy_frame
+
+HAVE_EXTRA = all(importlib.util.find_spec(name) for name in ("onnx", "onnxscript", "openvino"))
+needs_extra = pytest.mark.skipif(not HAVE_EXTRA, reason="the openvino extra is not installed: "
+                                                        "pip install '.[openvino]'")
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")   # conftest.py: why
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A diacmpn-rt checkpoint whose every layer matters (the zero-initialised heads would make an
+    untrained D the DCP and hide a wrong backbone), and its ONNX graph."""
+    config = PRESETS["diacmpn-rt"]
+    torch.manual_seed(0)
+    dehazer, depth_net = build_dehazer(config), build_depth_net(config)
+    with torch.no_grad():
+        for module in (dehazer, depth_net):
+            for parameter in module.parameters():
+                parameter.add_(torch.randn_like(parameter) * 0.02)
+    folder = tmp_path_factory.mktemp("openvino")
+    checkpoint, graph = folder / "rt.pt", folder / "rt.onnx"
+    save_checkpoint(checkpoint, model_config=config.to_dict(), dehazer_state=dehazer.state_dict(),
+                    depth_net_state=depth_net.state_dict(), depth_range_m=(0.2, 150.0))
+    if HAVE_EXTRA:
+        from dehaze_ros.onnx_export import export_onnx
+        export_onnx(checkpoint, graph)
+    return checkpoint, graph
+
+
+@needs_extra
+def test_openvino_matches_torch_fp32_on_two_sizes(exported):
+    checkpoint, graph = exported
+    backend = OpenVinoBackend(graph, device="cpu", precision="fp32", num_threads=1)
+    assert backend.describe()["backend"] == "openvino" and backend.name == "diacmpn-rt"
+    assert backend.depth_range == (0.2, 150.0)
+    module = DeployableNetworks(*build_models(load_checkpoint(checkpoint))).eval()
+    # 37 x 53: no multiple of any padding; 240 x 320: one.
+    for height, width in [(37, 53), (240, 320)]:
+        rgb = hazy_frame(width, height).astype(np.float32) / 255
+        with torch.inference_mode():
+            hazy = torch.from_numpy(rgb).permute(2, 0, 1)[None]
+            dehazed, depth, transmission, airlight = (tensor.numpy() for tensor in module(hazy))
+        out = backend.run(rgb, want_dehazed=True, want_depth=True)
+        out.check(height, width, True, True, "openvino")
+        pairs = {"dehazed": (out.dehazed, dehazed[0].transpose(1, 2, 0)),
+                 "transmission": (out.transmission, transmission[0, 0]),
+                 "airlight": (out.airlight, airlight.reshape(3)), "depth": (out.depth, depth[0, 0])}
+        for name, (have, want) in pairs.items():
+            # Depth is in metres (up to ~100): the same 1e-3, relative.
+            tolerance = 1e-3 * max(1.0, float(np.abs(want).max())) if name == "depth" else 1e-3
+            difference = float(np.abs(have - want).max())
+            assert difference <= tolerance, f"{name} at {height}x{width}: {difference:.2e}"
+
+
+@needs_extra
+def test_engine_with_openvino_matches_the_torch_engine(exported):
+    checkpoint, graph = exported
+    rgb = hazy_frame(640, 480)
+    results = {}
+    for backend in ("torch", "openvino"):
+        engine = DehazeEngine(EngineConfig(checkpoint=str(checkpoint), backend=backend, onnx_model=str(graph),
+                                           device="cpu", precision="fp32", max_side=320, warmup=1, num_threads=1))
+        results[backend] = engine.process(rgb, focal_px=500.0)
+    want, have = results["torch"], results["openvino"]
+    assert np.abs(want.dehazed.astype(int) - have.dehazed.astype(int)).max() <= 1
+    finite = np.isfinite(want.depth)
+    assert np.array_equal(finite, np.isfinite(have.depth))
+    np.testing.assert_allclose(have.depth[finite], want.depth[finite], rtol=1e-3)
+
+
+@needs_extra
+def test_openvino_refuses_what_it_cannot_run(exported, tmp_path):
+    _, graph = exported
+    with pytest.raises(BackendError, match="CPU only"):
+        OpenVinoBackend(graph, device="cuda")
+    with pytest.raises(BackendError, match="fp32 or bf16"):
+        OpenVinoBackend(graph, precision="fp16")
+    with pytest.raises(BackendError, match="not found"):
+        OpenVinoBackend(tmp_path / "missing.onnx")
+    backend = OpenVinoBackend(graph, device="cpu", precision="fp32", num_threads=1)
+    with pytest.raises(BackendError, match="smaller than the ONNX graph accepts"):
+        backend.run(np.zeros((8, 8, 3), np.float32), True, True)
+
+
+def test_without_openvino_the_backend_names_the_pip_command(monkeypatch):
+    # None in sys.modules makes `import openvino` raise ImportError, as on a plain install.
+    monkeypatch.setitem(__import__("sys").modules, "openvino", None)
+    with pytest.raises(BackendError) as raised:
+        OpenVinoBackend("", "checkpoint.pt")
+    assert "pip install 'dehaze_ros[openvino]'" in str(raised.value)
+    assert "pip install 'dehaze_ros[openvino]'" in INSTALL_HINT
