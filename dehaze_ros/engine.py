@@ -75,13 +75,15 @@ DEFAULT_MAX_SIDE = 320
 # The longer side the shipped networks' depth is trained and validated at (EngineConfig.depth_max_side).
 DEFAULT_DEPTH_MAX_SIDE = 320
 # How max_side sizes the networks' input (EngineConfig.size_rule). side: the longer side at most
-# max_side, the rule until 2026-12-07: it shrank a 1242 x 375 camera to 320 x 97, a height the
-# networks never saw. pixels: the larger of that size and the pixel count of the 4:3 frame whose
-# longer side is max_side (320 x 240 at 320), aspect kept: 1242 x 375 runs at 496 x 150 for what a
-# 4:3 frame costs, and no frame runs smaller than under the side rule (docs/performance.md,
-# "Wide cameras").
-SIZE_RULES = ("pixels", "side")
-DEFAULT_SIZE_RULE = "pixels"
+# max_side (a 1242 x 375 camera runs at 320 x 97). pixels: the larger of that size and the pixel
+# count of the 4:3 frame whose longer side is max_side (320 x 240 at 320), aspect kept: 1242 x 375
+# runs at 496 x 150, and no frame runs smaller than under the side rule. side stays the default:
+# measured at the node's defaults (docs/dense_fog.md, "The size rule"), pixels gained 0.1-1 dB on
+# wide road frames in fog but lost 1-2 dB on them in clear air and 0.20 dB on the Middlebury
+# validation scenes (1.5:1), made the ground-plane depth of wide vehicle views worse (AbsRel
+# 0.278 -> 0.342) and costs more time per wide frame; it is the opt-in for wide cameras.
+SIZE_RULES = ("side", "pixels")
+DEFAULT_SIZE_RULE = "side"
 # The networks pad each side to a multiple of 16 (reflection) anyway: the budget's longer side is
 # rounded down to one, so no budget goes to padding, and a frame within about 10 % of 4:3 keeps
 # the side rule's size exactly (one row more or less of padding moved single images of the
@@ -118,7 +120,7 @@ class EngineConfig:
     device: str = "auto"               # auto | cpu | cuda | cuda:N
     precision: str = "auto"            # auto | fp32 | fp16 | bf16 (dehaze_ros.devices has the rules)
     max_side: int = DEFAULT_MAX_SIDE   # the networks' input size (size_rule says how); 0 = native
-    size_rule: str = DEFAULT_SIZE_RULE   # pixels: at most max_side x 3/4 max_side pixels; side: longer side
+    size_rule: str = DEFAULT_SIZE_RULE   # side: longer side; pixels: at most max_side x 3/4 max_side pixels
     # Metric depth is estimated on a copy of this size (size_rule, as max_side), whatever max_side: a
     # monocular network's metres hold at the object scale (pixels per object) it was trained at,
     # so depth must not change when max_side does. 0 = at max_side's size, like the dehazing.

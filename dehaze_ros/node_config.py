@@ -136,21 +136,20 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
                   "configure", choices=PRECISIONS),
     ParameterSpec("max_side", DEFAULT_MAX_SIDE,
                   "The size the networks run at (outputs keep the input size), as size_rule says: "
-                  "the longer side at most max_side, or for frames wider than 4:3 the pixels of a "
-                  "4:3 frame whose longer side is max_side (320: 320x240 = 76800 pixels, aspect "
-                  "kept); 0 = native resolution. 320: the "
-                  "shipped checkpoint's training and validation resolution and CPU real time; "
+                  "the longer side at most max_side (the default), or for frames wider than 4:3 the "
+                  "pixels of a 4:3 frame whose longer side is max_side (320: 320x240 = 76800 pixels, "
+                  "aspect kept); 0 = native resolution. 320: the shipped checkpoint's training and validation resolution and CPU real time; "
                   "416-480 raise PSNR on three of four development sets at 1.5-2.0x the CPU time "
                   "(docs/performance.md, 'Choosing max_side'); 0 gives more dehazing detail where "
                   "a GPU has the time (metric depth stays at depth_max_side).",
                   "configure", minimum=0, maximum=8192),
     ParameterSpec("size_rule", DEFAULT_SIZE_RULE,
-                  "How max_side sizes the networks' input. pixels: the larger of the side rule's "
-                  "size and max_side x (3/4 max_side) pixels with the aspect kept, so a wide camera "
-                  "keeps its height at a 4:3 frame's cost (1242x375 runs at 496x150); side: the "
-                  "longer side at most max_side, the rule before 2026-12-07 (1242x375 runs at "
-                  "320x97). Frames up to about 10% wider than 4:3, and squarer ones, get the same "
-                  "size either way (docs/performance.md, 'Wide cameras').",
+                  "How max_side and depth_max_side size the networks' input. side: the longer side "
+                  "at most max_side (1242x375 runs at 320x97). pixels: the larger of that and "
+                  "max_side x (3/4 max_side) pixels, aspect kept (1242x375 runs at 496x150, 1.8x "
+                  "the time): on rendered wide road frames +0.1-1 dB in fog, -1 to -2 dB in clear "
+                  "air, -0.2 dB on Middlebury, worse ground-plane depth (docs/dense_fog.md). Frames "
+                  "up to about 10% wider than 4:3, and squarer ones, get the same size either way.",
                   "configure", choices=SIZE_RULES),
     ParameterSpec("depth_max_side", DEFAULT_DEPTH_MAX_SIDE,
                   "Estimate metric depth at this size (sized by size_rule, as max_side is), "

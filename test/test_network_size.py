@@ -68,7 +68,16 @@ def test_the_engine_runs_the_networks_at_the_rules_size_and_returns_the_input_si
         assert result.dehazed.shape == rgb.shape and result.depth.shape == rgb.shape[:2]
         assert engine.describe()["size_rule"] == rule
         engine.close()
-    dcp = DehazeEngine(EngineConfig(model="dcp", max_side=32, warmup=0)).process(rgb)
+    dcp = DehazeEngine(EngineConfig(model="dcp", max_side=32, size_rule="pixels", warmup=0)).process(rgb)
     # DCP's relative depth follows the dehazing size in the same pass under either rule.
     assert dcp.transmission.shape == (32, 106)
     assert not any(stage.startswith("depth_pass_") for stage in dcp.timings_ms)
+
+
+def test_a_parameter_file_without_size_rule_keeps_the_longer_side_rule():
+    """Every parameter file written before size_rule existed runs the networks at the sizes it
+    always did: the default is the side rule (docs/dense_fog.md, "The size rule")."""
+    from dehaze_ros.node_config import SPECS
+
+    assert EngineConfig().size_rule == SPECS["size_rule"].default == "side"
+    assert network_size(375, 1242, 320, EngineConfig().size_rule) == (97, 320)
