@@ -146,9 +146,9 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("size_rule", DEFAULT_SIZE_RULE,
                   "How max_side and depth_max_side size the networks' input. side: the longer side "
                   "at most max_side (1242x375 runs at 320x97). pixels: the larger of that and "
-                  "max_side x (3/4 max_side) pixels, aspect kept (1242x375 runs at 496x150, 1.8x "
-                  "the time): on rendered wide road frames +0.1-1 dB in fog, -1 to -2 dB in clear "
-                  "air, -0.2 dB on Middlebury, worse ground-plane depth (docs/dense_fog.md). Frames "
+                  "max_side x (3/4 max_side) pixels, aspect kept (1242x375 runs at 496x150, 1.6-1.8x "
+                  "the CPU time): on rendered 1242x375 road frames +0.1-1.1 dB in fog, -1.1 to -3.0 dB "
+                  "in clear air; -0.2 dB on Middlebury, worse ground-plane depth (docs/dense_fog.md). Frames "
                   "up to about 10% wider than 4:3, and squarer ones, get the same size either way.",
                   "configure", choices=SIZE_RULES),
     ParameterSpec("depth_max_side", DEFAULT_DEPTH_MAX_SIDE,
