@@ -28,7 +28,7 @@ import numpy as np
 from dehaze_ros.dcp import T_MIN, dehaze_dcp
 from dehaze_ros.haze import recover_scene
 
-MODES = ("blend", "off", "stretch")
+MODES = ("blend", "off")
 # Off: on the renderer's road scenes, where issue 29's gates are measured, the blend costs 0.3-1.8 dB
 # at 30-50 m visibility, more than it gains on the Middlebury scenes (docs/dense_fog.md).
 DEFAULT = "off"
@@ -63,28 +63,3 @@ def blend(hazy: np.ndarray, transmission: np.ndarray, airlight: np.ndarray,
     mixed_t = ((1.0 - weight) * transmission + weight * prior.transmission).astype(np.float32)
     mixed_a = ((1.0 - weight) * airlight + weight * prior.airlight).astype(np.float32)
     return recover_scene(hazy, mixed_t, mixed_a, T_MIN), mixed_t, mixed_a, weight
-
-
-# stretch: where the same gate opens, the network's optical depth -ln t is multiplied by up to
-# STRETCH_MAX (t -> t ** k): in dense fog its t sits above the truth (on the rendered driving
-# sequence at 30 m its median -ln t was 0.71-0.83 of the true one). 1.15 was the best of 1.0,
-# 1.15, 1.3, 1.5 on the driving sequence at 30-100 m (4 frames per cell, 4:3 and 1242x375), a
-# tuning set apart from the validation sets; docs/dense_fog.md has the measurement.
-STRETCH_MAX = 1.15
-
-
-def stretch_exponent(transmission: np.ndarray) -> float:
-    """k of t -> t ** k: 1 in light haze, STRETCH_MAX in dense fog, linear on the blend's ramp."""
-    return 1.0 + (STRETCH_MAX - 1.0) * dcp_weight(transmission) / MAX_WEIGHT
-
-
-def stretch(hazy: np.ndarray, transmission: np.ndarray, airlight: np.ndarray,
-            dehazed: np.ndarray | None) -> tuple[np.ndarray | None, np.ndarray, np.ndarray, float]:
-    """The network's (dehazed, t, A) with its optical depth stretched by ``stretch_exponent``:
-    (dehazed, t, A, k - 1). With k 1 the inputs come back as they are; otherwise dehazed is the
-    scattering model inverted with the new t and the network's A. No DCP runs."""
-    exponent = stretch_exponent(transmission)
-    if exponent == 1.0:
-        return dehazed, transmission, airlight, 0.0
-    stretched = np.power(np.clip(transmission, 1e-3, 1.0), exponent).astype(np.float32)
-    return recover_scene(hazy, stretched, airlight, T_MIN), stretched, airlight, exponent - 1.0

@@ -191,8 +191,7 @@ class EngineResult:
     # and per pixel what the depth rests on (uint8 metric_scale.SUPPORT_*, input size).
     scale: ScaleState | None = None
     depth_support: np.ndarray | None = None
-    # dense_fog "blend": the share of the DCP's t and A in the dehazed image; "stretch": the
-    # exponent of t minus 1; 0: the model's own.
+    # The share of the DCP's t and A in the dehazed image (dense_fog "blend"; 0: the model's own).
     # transmission and airlight above stay the model's: visibility reads them against its depth.
     dense_fog_weight: float = 0.0
 
@@ -324,8 +323,7 @@ class DehazeEngine:
         self.canonical_focal_px: float = float(self.backend.canonical_focal_px)
         self.upsampling: str = (self.backend.preferred_upsampling if config.upsampling == "auto"
                                 else config.upsampling)
-        # dense_fog: blend or stretch for heads with a transmission (dense_fog.py); DCP: off.
-        self.dense_fog = config.dense_fog if self.backend.blends_in_dense_fog else "off"
+        self.blends_dense_fog = config.dense_fog == "blend" and self.backend.blends_in_dense_fog
         # The metric scale's memory of this stream of frames (smoothed factor, hold).
         self.stream_scale = StreamScale()
         try:
@@ -352,7 +350,7 @@ class DehazeEngine:
             "depth_max_side": self.config.depth_max_side,
             "depth_from_haze": self.config.depth_from_haze,
             "upsampling": self.upsampling,
-            "dense_fog": self.dense_fog,
+            "dense_fog": "blend" if self.blends_dense_fog else "off",
             "depth_units": self.depth_units,
             "depth_range_m": list(self.depth_range),
             "canonical_focal_px": self.canonical_focal_px,
@@ -404,9 +402,9 @@ class DehazeEngine:
             resized = (small_h, small_w) != (height, width)
             hazy = rgb.astype(np.float32) / 255.0 if resized else small
             dehazed_small, transmission, airlight = out.dehazed, out.transmission, out.airlight
-            if self.dense_fog != "off" and transmission is not None:
-                rule = dense_fog.blend if self.dense_fog == "blend" else dense_fog.stretch
-                dehazed_small, transmission, airlight, fog_weight = rule(small, transmission, airlight, dehazed_small)
+            if self.blends_dense_fog and transmission is not None:
+                dehazed_small, transmission, airlight, fog_weight = dense_fog.blend(small, transmission, airlight,
+                                                                                    dehazed_small)
             dehazed = to_uint8(upsampling.recover_full_resolution(hazy, small, dehazed_small, transmission,
                                                                   airlight, self.upsampling))
         depth, focal_assumed, haze_depth, scale, support = None, False, None, None, None

@@ -87,36 +87,3 @@ def test_the_engine_blends_only_in_dense_fog_and_keeps_the_models_t_for_visibili
     assert dcp.describe()["dense_fog"] == "off" and dcp.process(rgb).dense_fog_weight == 0.0
     with pytest.raises(ValueError, match="dense_fog"):
         EngineConfig(dense_fog="on").validate()
-
-
-def test_stretch_leaves_light_haze_alone_and_deepens_dense_fog():
-    """stretch: the network's own t where the gate is shut; t ** STRETCH_MAX (no DCP) where it is open."""
-    hazy = hazy_scene(0.01)
-    t, airlight = np.full(hazy.shape[:2], 0.8, np.float32), np.full(3, 0.93, np.float32)
-    dehazed = recover_scene(hazy, t, airlight)
-    out = dense_fog.stretch(hazy, t, airlight, dehazed)
-    assert out[0] is dehazed and out[1] is t and out[2] is airlight and out[3] == 0.0
-    hazy = hazy_scene(0.2)
-    t = np.full(hazy.shape[:2], 0.15, np.float32)
-    dehazed, deeper, same_a, extra = dense_fog.stretch(hazy, t, airlight, recover_scene(hazy, t, airlight))
-    assert extra == pytest.approx(dense_fog.STRETCH_MAX - 1.0) and same_a is airlight
-    np.testing.assert_allclose(deeper, t ** dense_fog.STRETCH_MAX, rtol=1e-5)
-    np.testing.assert_allclose(dehazed, recover_scene(hazy, deeper, airlight, T_MIN), atol=1e-6)
-
-
-def test_the_engine_stretches_only_in_dense_fog():
-    rgb = (hazy_scene(0.2) * 255 + 0.5).astype(np.uint8)
-
-    def run(transmission, mode):
-        engine = DehazeEngine(EngineConfig(max_side=32, dense_fog=mode, depth_max_side=0, warmup=0),
-                              backend=FixedHaze(transmission))
-        return engine, engine.process(rgb, focal_px=50.0)
-    _, light = run(0.8, "stretch")
-    np.testing.assert_array_equal(light.dehazed, run(0.8, "off")[1].dehazed)
-    engine, dense = run(0.15, "stretch")
-    dense_off = run(0.15, "off")[1]
-    assert engine.describe()["dense_fog"] == "stretch"
-    assert dense.dense_fog_weight == pytest.approx(dense_fog.STRETCH_MAX - 1.0)
-    # Less transmission, more haze taken away: darker than the network's own in bright grey fog.
-    assert dense.dehazed.astype(float).mean() < dense_off.dehazed.astype(float).mean() - 1.0
-    np.testing.assert_array_equal(dense.transmission, dense_off.transmission)   # the model's own
