@@ -1,4 +1,5 @@
 """ament_python build of dehaze_ros (colcon build); also an ordinary pip-installable package."""
+
 from glob import glob
 
 from setuptools import find_packages, setup
@@ -16,7 +17,10 @@ setup(
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
-        (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.rviz") + glob("config/*.xml")),
+        (
+            f"share/{PACKAGE}/config",
+            glob("config/*.yaml") + glob("config/*.rviz") + glob("config/*.xml"),
+        ),
         (f"share/{PACKAGE}/config/train", glob("config/train/*.yaml")),
     ],
     install_requires=["setuptools"],
@@ -24,10 +28,12 @@ setup(
     # based exporter needs onnxscript. onnx-gpu for NVIDIA GPUs: onnxruntime-gpu brings the CUDA
     # and TensorRT providers. Install one of the two, never both: they are one Python module, and
     # the CPU package installed over the GPU one silently removes its providers.
-    extras_require={"onnx": ["onnx>=1.17", "onnxscript>=0.5", "onnxruntime>=1.20"],
-                    "onnx-gpu": ["onnx>=1.17", "onnxscript>=0.5", "onnxruntime-gpu>=1.20"],
-                    # backend openvino (CPU): the same exported graph, run by OpenVINO's CPU plugin.
-                    "openvino": ["onnx>=1.17", "onnxscript>=0.5", "openvino>=2024.0"]},
+    extras_require={
+        "onnx": ["onnx>=1.17", "onnxscript>=0.5", "onnxruntime>=1.20"],
+        "onnx-gpu": ["onnx>=1.17", "onnxscript>=0.5", "onnxruntime-gpu>=1.20"],
+        # backend openvino (CPU): the same exported graph, run by OpenVINO's CPU plugin.
+        "openvino": ["onnx>=1.17", "onnxscript>=0.5", "openvino>=2024.0"],
+    },
     zip_safe=False,
     maintainer="dehaze_ros developers",
     maintainer_email="dev@dehaze-ros.invalid",

@@ -8,11 +8,12 @@ pixels of the image exactly as the network sees it (after every crop and resize)
 come back as d = d_c * f / f_c. A camera whose focal length is not known gets one from an
 assumed horizontal field of view.
 """
+
 from __future__ import annotations
 
 import math
 
-DEFAULT_HFOV_DEG = 70.0   # assumed when no CameraInfo says otherwise (the built-in camera's)
+DEFAULT_HFOV_DEG = 70.0  # assumed when no CameraInfo says otherwise (the built-in camera's)
 
 
 def focal_from_hfov(width: int, hfov_deg: float = DEFAULT_HFOV_DEG) -> float:

@@ -16,6 +16,7 @@ A checkpoint is a plain dict of Python types and tensors, so it loads with
 Writes are atomic (temporary file in the same folder, then ``os.replace``), so a crash or Ctrl-C
 never leaves a half-written checkpoint where a good one was.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -102,17 +103,26 @@ def _cpu_state(state: dict | None) -> dict | None:
     return {key: value.detach().cpu() for key, value in state.items()}
 
 
-def save_checkpoint(path: str | os.PathLike, *, model_config: dict, dehazer_state: dict,
-                    depth_net_state: dict | None, depth_units: str = "meters",
-                    depth_range_m: tuple[float, float] = (0.1, 80.0),
-                    provenance: dict | None = None, metrics: dict | None = None,
-                    io: dict | None = None) -> None:
+def save_checkpoint(
+    path: str | os.PathLike,
+    *,
+    model_config: dict,
+    dehazer_state: dict,
+    depth_net_state: dict | None,
+    depth_units: str = "meters",
+    depth_range_m: tuple[float, float] = (0.1, 80.0),
+    provenance: dict | None = None,
+    metrics: dict | None = None,
+    io: dict | None = None,
+) -> None:
     """Write a deployable checkpoint atomically. State dicts are moved to CPU."""
     if depth_units not in DEPTH_UNITS:
         raise ValueError(f"depth_units must be one of {DEPTH_UNITS}, got {depth_units!r}")
     near, far = (float(v) for v in depth_range_m)
     if not 0 <= near < far:
-        raise ValueError(f"depth_range_m must be (near, far) with 0 <= near < far, got {depth_range_m}")
+        raise ValueError(
+            f"depth_range_m must be (near, far) with 0 <= near < far, got {depth_range_m}"
+        )
     payload = {
         "format": CHECKPOINT_FORMAT,
         "format_version": CHECKPOINT_FORMAT_VERSION,
@@ -127,21 +137,26 @@ def save_checkpoint(path: str | os.PathLike, *, model_config: dict, dehazer_stat
     atomic_torch_save(payload, path)
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Checkpoint:
+def load_checkpoint(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu"
+) -> Checkpoint:
     """Read and check a checkpoint; raise CheckpointError saying what is wrong with which file."""
     path = Path(path)
     if path.is_dir():
         inside = sorted(child.name for child in path.glob("*.pt"))[:5]
         raise CheckpointError(
             f"checkpoint {path} is a directory, not a checkpoint file; give the path of the .pt "
-            "file" + (f" (it holds: {', '.join(inside)})" if inside else ""))
+            "file" + (f" (it holds: {', '.join(inside)})" if inside else "")
+        )
     if not path.exists():
         raise CheckpointError(f"checkpoint not found: {path} (no such file)")
     try:
         with open(path, "rb"):
             pass
     except OSError as exc:  # permissions: the OS's words are the right ones
-        raise CheckpointError(f"checkpoint {path} could not be read: {exc.strerror or exc}") from exc
+        raise CheckpointError(
+            f"checkpoint {path} could not be read: {exc.strerror or exc}"
+        ) from exc
     try:
         with warnings.catch_warnings():
             # torch warns about pickle protocols of foreign files; the error below says it all.
@@ -153,12 +168,14 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise CheckpointError(
             f"{path} is not a dehaze_ros checkpoint (format field: {found!r}); training state files "
-            "(last.pt/best.pt) are exported with `python -m training.export`")
+            "(last.pt/best.pt) are exported with `python -m training.export`"
+        )
     version = payload.get("format_version")
     if version != CHECKPOINT_FORMAT_VERSION:
         raise CheckpointError(
             f"{path} has checkpoint format version {version!r}; this dehaze_ros reads version "
-            f"{CHECKPOINT_FORMAT_VERSION}")
+            f"{CHECKPOINT_FORMAT_VERSION}"
+        )
     missing = [key for key in ("model_config", "dehazer", "depth") if not payload.get(key)]
     if missing:
         raise CheckpointError(f"{path} lacks required entries: {', '.join(missing)}")
@@ -181,9 +198,11 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 
 
 # How to make a file the node can load, for the end of every "this is not one" message.
-_HOW_TO_MAKE_ONE = ("a dehaze_ros checkpoint is written by training (`python -m training.train`, "
-                    "docs/training.md) and exported with `python -m training.export RUN_DIR/best.pt -o "
-                    "model.pt`")
+_HOW_TO_MAKE_ONE = (
+    "a dehaze_ros checkpoint is written by training (`python -m training.train`, "
+    "docs/training.md) and exported with `python -m training.export RUN_DIR/best.pt -o "
+    "model.pt`"
+)
 
 
 def _unreadable_checkpoint_message(path: Path, exc: Exception) -> str:
@@ -196,17 +215,21 @@ def _unreadable_checkpoint_message(path: Path, exc: Exception) -> str:
     if "weights_only" in text or "Weights only" in text:
         unsafe = re.search(r"GLOBAL ([\w.]+)", text)
         if unsafe:
-            return (f"checkpoint {path} could not be read: it is not a dehaze_ros checkpoint and is "
-                    f"unsafe to load (it contains pickled Python objects, {unsafe.group(1)}, that "
-                    "would run code when loaded; dehaze_ros never loads such files); "
-                    + _HOW_TO_MAKE_ONE)
+            return (
+                f"checkpoint {path} could not be read: it is not a dehaze_ros checkpoint and is "
+                f"unsafe to load (it contains pickled Python objects, {unsafe.group(1)}, that "
+                "would run code when loaded; dehaze_ros never loads such files); "
+                + _HOW_TO_MAKE_ONE
+            )
         detail = "not a torch file"
     elif "PytorchStreamReader" in text:  # a zip archive torch cannot read: say what is damaged
         detail = "damaged archive: " + text.splitlines()[0].split(":", 1)[-1].strip()
     else:  # torch's internals (IndexError, ...) mean nothing to the reader
         detail = "not a torch file"
-    return (f"checkpoint {path} could not be read ({detail}): the file is corrupt, truncated or not "
-            f"a dehaze_ros checkpoint; " + _HOW_TO_MAKE_ONE)
+    return (
+        f"checkpoint {path} could not be read ({detail}): the file is corrupt, truncated or not "
+        f"a dehaze_ros checkpoint; " + _HOW_TO_MAKE_ONE
+    )
 
 
 def _load_state_strict(module: torch.nn.Module, state: dict, what: str, path: str) -> None:
@@ -215,10 +238,14 @@ def _load_state_strict(module: torch.nn.Module, state: dict, what: str, path: st
     unexpected = sorted(set(state) - set(expected))
     mismatched = sorted(
         f"{key} (checkpoint {tuple(state[key].shape)} vs model {tuple(expected[key].shape)})"
-        for key in set(expected) & set(state) if state[key].shape != expected[key].shape)
+        for key in set(expected) & set(state)
+        if state[key].shape != expected[key].shape
+    )
     if missing or unexpected or mismatched:
+
         def _short(keys: list[str]) -> str:
             return ", ".join(keys[:8]) + (f", ... ({len(keys)} in all)" if len(keys) > 8 else "")
+
         problems = []
         if missing:
             problems.append(f"missing keys: {_short(missing)}")
@@ -226,7 +253,9 @@ def _load_state_strict(module: torch.nn.Module, state: dict, what: str, path: st
             problems.append(f"unexpected keys: {_short(unexpected)}")
         if mismatched:
             problems.append(f"shape mismatches: {_short(mismatched)}")
-        raise CheckpointError(f"{path}: {what} weights do not fit its model_config; " + "; ".join(problems))
+        raise CheckpointError(
+            f"{path}: {what} weights do not fit its model_config; " + "; ".join(problems)
+        )
     module.load_state_dict(state, strict=True)
 
 

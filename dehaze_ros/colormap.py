@@ -7,13 +7,16 @@ than at 40 m); near is red, far is blue (OpenCV's Turbo, reversed). REP-117 valu
 colours: NaN (unknown) black, -inf (too close) the nearest colour, +inf (too far / sky) the
 farthest.
 """
+
 from __future__ import annotations
 
 import cv2
 import numpy as np
 
 
-def depth_to_colormap(depth: np.ndarray, near: float, far: float, log_scale: bool = True) -> np.ndarray:
+def depth_to_colormap(
+    depth: np.ndarray, near: float, far: float, log_scale: bool = True
+) -> np.ndarray:
     """H x W float depth -> H x W x 3 uint8 BGR. ``log_scale`` needs ``near`` > 0."""
     if not far > near:
         raise ValueError(f"colormap range needs far > near, got near={near}, far={far}")

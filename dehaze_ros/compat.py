@@ -3,6 +3,7 @@
 NVIDIA's Jetson wheels lag PyPI by several releases, and replacing them with a PyPI wheel loses
 the GPU (README.md, "Install"): the runtime keeps working on the torch that is there.
 """
+
 from __future__ import annotations
 
 import torch

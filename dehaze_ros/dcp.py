@@ -10,6 +10,7 @@ refined by a guided filter (He et al. 2010) that snaps it to the image's edges. 
 known up to the unknown scattering coefficient: -ln t = beta * d, so the depth DCP reports is
 *relative* (beta * metres) and is labelled as such.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ OMEGA = 0.95
 T_MIN = 0.1
 GUIDED_EPS = 1e-3
 AIRLIGHT_TOP_FRACTION = 0.001
-GRAY_WEIGHTS = (0.299, 0.587, 0.114)   # ITU-R BT.601, as cv2.COLOR_RGB2GRAY
+GRAY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R BT.601, as cv2.COLOR_RGB2GRAY
 
 
 def guided_radius(height: int, width: int, patch: int = PATCH) -> int:
@@ -36,9 +37,9 @@ def guided_radius(height: int, width: int, patch: int = PATCH) -> int:
 
 @dataclass(frozen=True)
 class DCPResult:
-    dehazed: np.ndarray        # H x W x 3 float32 RGB [0, 1]
-    transmission: np.ndarray   # H x W float32 (0, 1]
-    airlight: np.ndarray       # (3,) float32
+    dehazed: np.ndarray  # H x W x 3 float32 RGB [0, 1]
+    transmission: np.ndarray  # H x W float32 (0, 1]
+    airlight: np.ndarray  # (3,) float32
     relative_depth: np.ndarray  # H x W float32, -ln t = beta * depth
 
 
@@ -48,7 +49,9 @@ def dark_channel(image: np.ndarray, patch: int) -> np.ndarray:
     return cv2.erode(image.min(axis=2), kernel)
 
 
-def estimate_airlight(image: np.ndarray, dark: np.ndarray, top_fraction: float = AIRLIGHT_TOP_FRACTION) -> np.ndarray:
+def estimate_airlight(
+    image: np.ndarray, dark: np.ndarray, top_fraction: float = AIRLIGHT_TOP_FRACTION
+) -> np.ndarray:
     """Mean colour of the brightest input pixels among the haziest 0.1% of the dark channel.
 
     Averaging the few brightest candidates (rather than taking the single brightest pixel) keeps a
@@ -78,8 +81,9 @@ def box_mean(values: np.ndarray, radius: int) -> np.ndarray:
     return cv2.boxFilter(values, cv2.CV_32F, size, borderType=cv2.BORDER_REFLECT)
 
 
-def guided_coefficients(guide: np.ndarray, target: np.ndarray, radius: int,
-                        eps: float) -> tuple[np.ndarray, np.ndarray]:
+def guided_coefficients(
+    guide: np.ndarray, target: np.ndarray, radius: int, eps: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Window-averaged (a, b) of the local fits target ~ a * guide + b (same shapes as the inputs:
     H x W, or H x W x C for one fit per channel); the guided filter's output is a * guide + b.
     ``eps`` is the variance below which a window counts as flat (a -> 0, b -> the mean target)."""
@@ -102,8 +106,14 @@ def guided_filter(guide: np.ndarray, source: np.ndarray, radius: int, eps: float
     return gain * guide + offset
 
 
-def dehaze_dcp(image: np.ndarray, patch: int = PATCH, omega: float = OMEGA, t_min: float = T_MIN,
-               radius: int = 0, guided_eps: float = GUIDED_EPS) -> DCPResult:
+def dehaze_dcp(
+    image: np.ndarray,
+    patch: int = PATCH,
+    omega: float = OMEGA,
+    t_min: float = T_MIN,
+    radius: int = 0,
+    guided_eps: float = GUIDED_EPS,
+) -> DCPResult:
     """Dehaze an RGB float32 [0, 1] (or uint8) image. ``radius`` 0 = ``guided_radius`` of the image.
 
     Defaults are the paper's (patch 15, omega 0.95, t0 0.1); the guided-filter radius is 4 patches

@@ -31,6 +31,7 @@ does NOT publish relative depth on depth/image nor build `points` from it; depth
 shows it (on its own fixed relative range). `publish_relative_depth:=true` publishes it anyway.
 Diagnostics and a one-time warning say which case is in force.
 """
+
 from __future__ import annotations
 
 import sys
@@ -52,8 +53,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from rclpy.qos import (QoSDurabilityPolicy, QoSHistoryPolicy, QoSProfile,
-                       QoSReliabilityPolicy)
+from rclpy.qos import QoSDurabilityPolicy, QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from rclpy.signals import SignalHandlerOptions
 from rclpy.clock import Clock, ClockType
@@ -64,33 +64,50 @@ from dehaze_ros import frame_outputs, image_conversion, stats
 from dehaze_ros.engine import DehazeEngine, slow_setup_notice
 from dehaze_ros.frame_outputs import OUTPUTS, FrameProducts
 from dehaze_ros.image_conversion import ImageConversionError
-from dehaze_ros.node_config import (SPECS, ConfigError, NodeConfig, declare_node_parameters,
-                                    integers_as_floats, read_node_config, resolve_model)
+from dehaze_ros.node_config import (
+    SPECS,
+    ConfigError,
+    NodeConfig,
+    declare_node_parameters,
+    integers_as_floats,
+    read_node_config,
+    resolve_model,
+)
 from dehaze_ros.pointcloud import UNCALIBRATED, intrinsics_problem
 
 NODE_NAME = "dehaze_node"
 WORKER_NAME = "dehaze_worker"  # the processing thread, named in logs and /diagnostics
-LOG_THROTTLE_S = 5.0          # the same problem is logged at most this often
+LOG_THROTTLE_S = 5.0  # the same problem is logged at most this often
 # What an unusable CameraInfo (uncalibrated, NaN, infinite) means for the outputs; one text
 # whichever output meets it first.
-UNCALIBRATED_CONSEQUENCES = ("points are not published, the camera_info outputs carry zero K "
-                             "and P, metric depth and visibility assume default_hfov_deg")
+UNCALIBRATED_CONSEQUENCES = (
+    "points are not published, the camera_info outputs carry zero K "
+    "and P, metric depth and visibility assume default_hfov_deg"
+)
 
 
 def input_qos(reliability: str) -> QoSProfile:
     """Sensor-data QoS (best effort, keep last 1): a late frame is worth less than a new one."""
     return QoSProfile(
-        history=QoSHistoryPolicy.KEEP_LAST, depth=1,
-        reliability=(QoSReliabilityPolicy.RELIABLE if reliability == "reliable"
-                     else QoSReliabilityPolicy.BEST_EFFORT),
-        durability=QoSDurabilityPolicy.VOLATILE)
+        history=QoSHistoryPolicy.KEEP_LAST,
+        depth=1,
+        reliability=(
+            QoSReliabilityPolicy.RELIABLE
+            if reliability == "reliable"
+            else QoSReliabilityPolicy.BEST_EFFORT
+        ),
+        durability=QoSDurabilityPolicy.VOLATILE,
+    )
 
 
 # Reliable outputs: RViz and most tools subscribe reliable, and a reliable publisher also serves
 # best-effort subscribers. Depth 2 keeps one frame in flight per slow subscriber, not a backlog.
-OUTPUT_QOS = QoSProfile(history=QoSHistoryPolicy.KEEP_LAST, depth=2,
-                        reliability=QoSReliabilityPolicy.RELIABLE,
-                        durability=QoSDurabilityPolicy.VOLATILE)
+OUTPUT_QOS = QoSProfile(
+    history=QoSHistoryPolicy.KEEP_LAST,
+    depth=2,
+    reliability=QoSReliabilityPolicy.RELIABLE,
+    durability=QoSDurabilityPolicy.VOLATILE,
+)
 
 
 @dataclass
@@ -130,36 +147,41 @@ class LatestFrameSlot:
 
 
 class DehazeNode(LifecycleNode):
-
     def __init__(self, **kwargs):
         super().__init__(NODE_NAME, **kwargs)
         refused = declare_node_parameters(self)
         # A read-only value can never be corrected at runtime: failing configure over it would
         # leave the node stuck until a restart. It runs with the default instead, and says so
         # in the log and in every /diagnostics message.
-        self._startup_refusals = tuple(f"{value}; using the default {value.spec.default!r}"
-                                       for value in refused if value.spec.stage == "startup")
+        self._startup_refusals = tuple(
+            f"{value}; using the default {value.spec.default!r}"
+            for value in refused
+            if value.spec.stage == "startup"
+        )
         for text in self._startup_refusals:
-            self.get_logger().error(f"start-up parameter {text} (read-only: correct the launch "
-                                    "arguments or params file and restart to change it)")
+            self.get_logger().error(
+                f"start-up parameter {text} (read-only: correct the launch "
+                "arguments or params file and restart to change it)"
+            )
         # Configure-time and live values can be set while unconfigured: configure fails, naming
         # them, until they are.
-        self._refused_parameters = {value.spec.name: str(value)
-                                    for value in refused if value.spec.stage != "startup"}
+        self._refused_parameters = {
+            value.spec.name: str(value) for value in refused if value.spec.stage != "startup"
+        }
         self.add_on_set_parameters_callback(self._on_set_parameters)
         startup = read_node_config(self)
         self._autostart = startup.autostart
-        self._config: NodeConfig | None = None   # set by configure, replaced on live changes
+        self._config: NodeConfig | None = None  # set by configure, replaced on live changes
         self._engine = None
         self._engine_info: dict = {}
         self._configure_error = ""
-        self._outputs: dict[str, object] = {}    # topic -> lifecycle publisher
+        self._outputs: dict[str, object] = {}  # topic -> lifecycle publisher
         self._inputs: list = []
         self._camera_info: CameraInfo | None = None
         self._input_topic = ""
         self._slot = LatestFrameSlot()
         self._worker: threading.Thread | None = None
-        self._worker_exit = ""                   # why the worker ended, for the watchdog
+        self._worker_exit = ""  # why the worker ended, for the watchdog
         self._stop_worker = threading.Event()
         self._stats = stats.FrameStats()
         self._previous = stats.StatsSnapshot(taken_at=time.monotonic())  # of the last diagnostics
@@ -174,16 +196,20 @@ class DehazeNode(LifecycleNode):
         # A steady clock, not the node's: with use_sim_time a paused or looping bag stops or
         # rewinds ROS time, and /diagnostics (with the worker's watchdog in it) must keep saying
         # what the node is doing exactly then. rclpy has taken `clock` since Foxy.
-        self._diagnostics_timer = self.create_timer(self._diagnostics_period, self._publish_diagnostics,
-                                                    clock=Clock(clock_type=ClockType.STEADY_TIME))
+        self._diagnostics_timer = self.create_timer(
+            self._diagnostics_period,
+            self._publish_diagnostics,
+            clock=Clock(clock_type=ClockType.STEADY_TIME),
+        )
 
     # -- lifecycle ------------------------------------------------------------------------------
 
     def start_up(self, stop: threading.Event | stop_signal.StopRequest | None = None) -> None:
         """What `autostart` does: configure, then activate when configure succeeded and no stop
         was requested meanwhile (``stop``: configure loads the model, which takes seconds)."""
-        if (self.trigger_configure() == TransitionCallbackReturn.SUCCESS
-                and not (stop is not None and stop.is_set())):
+        if self.trigger_configure() == TransitionCallbackReturn.SUCCESS and not (
+            stop is not None and stop.is_set()
+        ):
             self.trigger_activate()
 
     @property
@@ -194,8 +220,10 @@ class DehazeNode(LifecycleNode):
         self._configure_error = ""
         try:
             if self._refused_parameters:
-                raise ConfigError("values given at start-up were refused (set them, then "
-                                  "configure again): " + "; ".join(self._refused_parameters.values()))
+                raise ConfigError(
+                    "values given at start-up were refused (set them, then "
+                    "configure again): " + "; ".join(self._refused_parameters.values())
+                )
             config = read_node_config(self)
             config.validate()
             choice = resolve_model(config)
@@ -205,7 +233,9 @@ class DehazeNode(LifecycleNode):
             notice = slow_setup_notice(engine_config)
             if notice:
                 # Said before the wait, not after: configure holds the executor until it is done.
-                self.get_logger().info(f"configure: {notice}; the node answers again when this is done")
+                self.get_logger().info(
+                    f"configure: {notice}; the node answers again when this is done"
+                )
             engine = DehazeEngine(engine_config)
         except Exception as exc:  # noqa: BLE001 - any failure to set up must be FAILURE, not a crash
             self._configure_error = f"configure failed: {exc}"
@@ -220,13 +250,17 @@ class DehazeNode(LifecycleNode):
         options = QoSOverridingOptions.with_default_policies()
         for output in OUTPUTS:
             self._outputs[output.topic] = self.create_lifecycle_publisher(
-                frame_outputs.message_class(output.message_type), output.topic, OUTPUT_QOS,
-                qos_overriding_options=options)
+                frame_outputs.message_class(output.message_type),
+                output.topic,
+                OUTPUT_QOS,
+                qos_overriding_options=options,
+            )
         info = self._engine_info
         self.get_logger().info(
             f"configured: model {info['model']} on {info['device']} ({info['precision']}), "
             f"depth in {info['depth_units']}"
-            + (f", checkpoint {info['checkpoint']}" if info.get("checkpoint") else ""))
+            + (f", checkpoint {info['checkpoint']}" if info.get("checkpoint") else "")
+        )
         if info.get("device_warning"):
             self.get_logger().warning(str(info["device_warning"]))
         if info["depth_units"] != "meters":
@@ -246,14 +280,20 @@ class DehazeNode(LifecycleNode):
         if config.input_transport == "compressed":
             # image_transport's naming: the compressed stream lives under the (remapped) image topic.
             image_sub = self.create_subscription(
-                CompressedImage, f"{self.resolve_topic_name('image')}/compressed", self._on_image,
-                qos, qos_overriding_options=options)
+                CompressedImage,
+                f"{self.resolve_topic_name('image')}/compressed",
+                self._on_image,
+                qos,
+                qos_overriding_options=options,
+            )
         else:
-            image_sub = self.create_subscription(Image, "image", self._on_image, qos,
-                                                 qos_overriding_options=options)
+            image_sub = self.create_subscription(
+                Image, "image", self._on_image, qos, qos_overriding_options=options
+            )
         self._input_topic = image_sub.topic_name
-        info_sub = self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, qos,
-                                            qos_overriding_options=options)
+        info_sub = self.create_subscription(
+            CameraInfo, "camera_info", self._on_camera_info, qos, qos_overriding_options=options
+        )
         self._inputs = [image_sub, info_sub]
         self._slot = LatestFrameSlot()
         # A new stream: a scale smoothed before a deactivate may belong to another camera or place.
@@ -262,8 +302,10 @@ class DehazeNode(LifecycleNode):
         self._start_worker()
         self._active_since = time.monotonic()
         self._state_label = "active"
-        self.get_logger().info(f"active: listening on {self._input_topic} "
-                               f"({config.input_transport}, {config.input_reliability})")
+        self.get_logger().info(
+            f"active: listening on {self._input_topic} "
+            f"({config.input_transport}, {config.input_reliability})"
+        )
         return TransitionCallbackReturn.SUCCESS
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -334,8 +376,10 @@ class DehazeNode(LifecycleNode):
         try:
             return self._check_parameters(parameters)
         except Exception as exc:  # noqa: BLE001 - a value nobody foresaw is refused, not fatal
-            return SetParametersResult(successful=False, reason=(
-                f"refused: checking the new values failed ({type(exc).__name__}: {exc})"))
+            return SetParametersResult(
+                successful=False,
+                reason=(f"refused: checking the new values failed ({type(exc).__name__}: {exc})"),
+            )
 
     def _check_parameters(self, parameters) -> SetParametersResult:
         changes = {}
@@ -344,11 +388,19 @@ class DehazeNode(LifecycleNode):
             if spec is None:
                 continue  # use_sim_time, qos_overrides.*: rclpy's own
             if spec.stage == "configure" and self._engine is not None:
-                return SetParametersResult(successful=False, reason=(
-                    f"{parameter.name} is applied at configure: change it while the node is "
-                    "unconfigured (deactivate, cleanup, set it, configure)"))
+                return SetParametersResult(
+                    successful=False,
+                    reason=(
+                        f"{parameter.name} is applied at configure: change it while the node is "
+                        "unconfigured (deactivate, cleanup, set it, configure)"
+                    ),
+                )
             value = parameter.value
-            if isinstance(spec.default, float) and isinstance(value, int) and not isinstance(value, bool):
+            if (
+                isinstance(spec.default, float)
+                and isinstance(value, int)
+                and not isinstance(value, bool)
+            ):
                 value = float(value)
             changes[parameter.name] = value
         if not changes:
@@ -419,8 +471,10 @@ class DehazeNode(LifecycleNode):
         try:
             problem = f"processing failed: {type(exc).__name__}: {exc}"
             self._stats.problem("failed", problem, time.monotonic())
-            self._error_throttled(f"failed:{type(exc).__name__}",
-                                  f"processing a frame failed, frame dropped: {type(exc).__name__}: {exc}")
+            self._error_throttled(
+                f"failed:{type(exc).__name__}",
+                f"processing a frame failed, frame dropped: {type(exc).__name__}: {exc}",
+            )
         except Exception:  # noqa: BLE001 - nothing left to report it with
             pass
 
@@ -432,10 +486,12 @@ class DehazeNode(LifecycleNode):
         if worker is None or worker.is_alive() or self._stop_worker.is_set():
             return
         cause = self._worker_exit or "it ended without a recorded cause"
-        self._stats.worker_died(f"processing thread {WORKER_NAME} died ({cause}) and was restarted",
-                                time.monotonic())
-        self._error_throttled("worker", f"processing thread {WORKER_NAME} died ({cause}); "
-                              "restarting it")
+        self._stats.worker_died(
+            f"processing thread {WORKER_NAME} died ({cause}) and was restarted", time.monotonic()
+        )
+        self._error_throttled(
+            "worker", f"processing thread {WORKER_NAME} died ({cause}); restarting it"
+        )
         self._start_worker()
 
     def _subscribed(self, topic: str) -> bool:
@@ -448,7 +504,9 @@ class DehazeNode(LifecycleNode):
         camera_info = self._camera_info
         header = frame.msg.header
         metric = engine.depth_units == "meters"
-        wanted = frame_outputs.wanted_outputs(config, self._subscribed, metric, camera_info is not None)
+        wanted = frame_outputs.wanted_outputs(
+            config, self._subscribed, metric, camera_info is not None
+        )
         try:
             # From the message's fields or the PNG/JPEG header: nothing decoded or copied yet.
             what, width, height = image_conversion.frame_size(frame.msg)
@@ -456,13 +514,17 @@ class DehazeNode(LifecycleNode):
         except ImageConversionError as exc:
             self._report_bad_frame(str(exc))
             return
-        products = FrameProducts(header, width, height, config, camera_info, metric, engine.depth_range)
+        products = FrameProducts(
+            header, width, height, config, camera_info, metric, engine.depth_range
+        )
         if not any(output.uses_engine for output in wanted):
             self._publish(wanted, products)  # camera_info only, or nothing at all
             self._stats.skipped(time.monotonic())
             return
         try:
-            products.image, products.encoding = frame_outputs.decode_frame(frame.msg, config.max_input_pixels)
+            products.image, products.encoding = frame_outputs.decode_frame(
+                frame.msg, config.max_input_pixels
+            )
             products.rgb = image_conversion.to_rgb8(products.image, products.encoding)
         except ImageConversionError as exc:
             self._report_bad_frame(str(exc))
@@ -470,27 +532,39 @@ class DehazeNode(LifecycleNode):
         products.height, products.width = products.rgb.shape[:2]
         products.read_camera()
         if camera_info is not None and products.focal_px is None:
-            self._warn_throttled("intrinsics", f"{intrinsics_problem(camera_info) or UNCALIBRATED}; "
-                                 + UNCALIBRATED_CONSEQUENCES)
+            self._warn_throttled(
+                "intrinsics",
+                f"{intrinsics_problem(camera_info) or UNCALIBRATED}; " + UNCALIBRATED_CONSEQUENCES,
+            )
         decoded = time.monotonic()
         result = frame_outputs.run_engine(engine, wanted, products)
         inferred = time.monotonic()
         published = self._publish(wanted, products)
 
         finished = time.monotonic()
-        stages_ms = {"wait": (started - frame.received_at) * 1e3, "decode": (decoded - started) * 1e3,
-                     **{name: ms for name, ms in result.timings_ms.items() if name != "total"},
-                     "publish": (finished - inferred) * 1e3}
+        stages_ms = {
+            "wait": (started - frame.received_at) * 1e3,
+            "decode": (decoded - started) * 1e3,
+            **{name: ms for name, ms in result.timings_ms.items() if name != "total"},
+            "publish": (finished - inferred) * 1e3,
+        }
         stamp_age_ms = None
         if header.stamp.sec or header.stamp.nanosec:
             stamp_age_ms = (self.get_clock().now() - Time.from_msg(header.stamp)).nanoseconds / 1e6
-        self._stats.processed(finished, frame.received_at, result.timings_ms.get("total", 0.0),
-                              result.focal_assumed if result.depth is not None else None,
-                              products.visibility if "visibility" in published else None,
-                              stamp_age_ms, stages_ms, result.scale)
+        self._stats.processed(
+            finished,
+            frame.received_at,
+            result.timings_ms.get("total", 0.0),
+            result.focal_assumed if result.depth is not None else None,
+            products.visibility if "visibility" in published else None,
+            stamp_age_ms,
+            stages_ms,
+            result.scale,
+        )
 
     def _publish(self, wanted, products: FrameProducts) -> list[str]:
         """Build and publish each wanted output; the topics published."""
+
         def not_published(output, exc) -> None:
             self._warn_throttled("intrinsics", f"{exc}; " + UNCALIBRATED_CONSEQUENCES)
 
@@ -536,8 +610,11 @@ class DehazeNode(LifecycleNode):
             log_call()
         except Exception as exc:  # noqa: BLE001 - reporting must never end the reporting thread
             try:
-                print(f"[dehaze_node] {text} (logging failed: {type(exc).__name__}: {exc})",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"[dehaze_node] {text} (logging failed: {type(exc).__name__}: {exc})",
+                    file=sys.stderr,
+                    flush=True,
+                )
             except Exception:  # noqa: BLE001 - stderr closed: nothing left to tell
                 pass
 
@@ -549,26 +626,34 @@ class DehazeNode(LifecycleNode):
             self._check_worker()
             self._publish_diagnosis()
         except Exception as exc:  # noqa: BLE001 - diagnostics must never take the node down
-            self._error_throttled("diagnostics", f"publishing /diagnostics failed: "
-                                  f"{type(exc).__name__}: {exc}")
+            self._error_throttled(
+                "diagnostics", f"publishing /diagnostics failed: {type(exc).__name__}: {exc}"
+            )
 
     def _publish_diagnosis(self) -> None:
         current = self._stats.snapshot(time.monotonic())
         camera_info = self._camera_info
         view = stats.NodeView(
-            state=self._state_label, configure_error=self._configure_error,
-            input_topic=self._input_topic, have_camera_info=camera_info is not None,
+            state=self._state_label,
+            configure_error=self._configure_error,
+            input_topic=self._input_topic,
+            have_camera_info=camera_info is not None,
             camera_info_problem=(intrinsics_problem(camera_info) or "") if camera_info else "",
-            active_since=self._active_since, diagnostics_period=self._diagnostics_period,
-            startup_refusals=self._startup_refusals, engine_info=self._engine_info,
-            config=self._config)
+            active_since=self._active_since,
+            diagnostics_period=self._diagnostics_period,
+            startup_refusals=self._startup_refusals,
+            engine_info=self._engine_info,
+            config=self._config,
+        )
         diagnosis = stats.diagnose(current, self._previous, view)
         self._previous = current
         status = DiagnosticStatus(
             name=f"{self.get_fully_qualified_name()}: dehazing",
             hardware_id=str(self._engine_info.get("device", "none")),
-            level=bytes([diagnosis.level]), message=diagnosis.message,
-            values=[KeyValue(key=key, value=value) for key, value in diagnosis.values.items()])
+            level=bytes([diagnosis.level]),
+            message=diagnosis.message,
+            values=[KeyValue(key=key, value=value) for key, value in diagnosis.values.items()],
+        )
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()
         self._diagnostics_pub.publish(array)
@@ -598,7 +683,9 @@ def main(args=None) -> int:
         executor.add_node(node)
         if node.autostart and not stop_signal.STOP_REQUESTED.is_set():
             node.start_up(stop_signal.STOP_REQUESTED)
-        while not stop_signal.STOP_REQUESTED.is_set() and not node.finalized.is_set() and rclpy.ok():
+        while (
+            not stop_signal.STOP_REQUESTED.is_set() and not node.finalized.is_set() and rclpy.ok()
+        ):
             executor.spin_once(timeout_sec=0.1)
         if node.finalized.is_set():
             # The reply to the shutdown request was handed to DDS in the callback that set the

@@ -21,6 +21,7 @@ weight is above zero: light haze costs nothing. The measurements that chose thes
 what the blend costs on the renderer's road scenes (whose fog the network was trained on), are in
 docs/dense_fog.md.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -50,8 +51,9 @@ def dcp_weight(transmission: np.ndarray) -> float:
     return MAX_WEIGHT * float(np.clip(ramp, 0.0, 1.0))
 
 
-def blend(hazy: np.ndarray, transmission: np.ndarray, airlight: np.ndarray,
-          dehazed: np.ndarray | None) -> tuple[np.ndarray | None, np.ndarray, np.ndarray, float]:
+def blend(
+    hazy: np.ndarray, transmission: np.ndarray, airlight: np.ndarray, dehazed: np.ndarray | None
+) -> tuple[np.ndarray | None, np.ndarray, np.ndarray, float]:
     """The network's (dehazed, t, A) for ``hazy`` (float32 h x w x 3, the image the network saw),
     moved towards the DCP's by ``dcp_weight``: (dehazed, t, A, weight). With weight 0 the inputs
     come back as they are; otherwise dehazed is the scattering model inverted with the blended t

@@ -23,6 +23,7 @@ Precision rules (``training=True``: training's, where the CPU is always fp32):
   training on this project's AVX512-BF16 CPU (torch 2.13) gave NaN gradients in the first
   backward pass (bf16 inference is fine).
 """
+
 from __future__ import annotations
 
 import os
@@ -70,17 +71,22 @@ def validate_precision(name: str) -> None:
 def resolve_device(name: str) -> torch.device:
     """``auto`` -> cuda if available, else cpu; an explicit CUDA device must exist."""
     import torch
+
     validate_device(name)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise DeviceError(f"device {name!r} requested but CUDA is not available "
-                              "(torch.cuda.is_available() is False); use device cpu or auto")
+            raise DeviceError(
+                f"device {name!r} requested but CUDA is not available "
+                "(torch.cuda.is_available() is False); use device cpu or auto"
+            )
         index = int(name[5:]) if ":" in name else 0
         if index >= torch.cuda.device_count():
-            raise DeviceError(f"device {name!r} requested but only {torch.cuda.device_count()} "
-                              "CUDA device(s) exist")
+            raise DeviceError(
+                f"device {name!r} requested but only {torch.cuda.device_count()} "
+                "CUDA device(s) exist"
+            )
     return torch.device(name)
 
 
@@ -108,13 +114,19 @@ def auto_cpu_warning(requested: str, chosen: str, gpu_evidence: str, torch_cuda:
     if requested != "auto" or chosen != "cpu" or not gpu_evidence:
         return ""
     if torch_cuda:
-        reason = (f"this torch (built for CUDA {torch_cuda}) cannot reach it: torch.cuda.is_available() is "
-                  "False (driver too old, CUDA libraries missing, or CUDA_VISIBLE_DEVICES hides it)")
+        reason = (
+            f"this torch (built for CUDA {torch_cuda}) cannot reach it: torch.cuda.is_available() is "
+            "False (driver too old, CUDA libraries missing, or CUDA_VISIBLE_DEVICES hides it)"
+        )
     else:
-        reason = ("this torch is a CPU-only build (a PyPI or CPU wheel installed over the CUDA or Jetson "
-                  "one?)")
-    return (f"device auto runs on the CPU although an NVIDIA GPU is visible ({gpu_evidence}): {reason}; "
-            f"install PyTorch built for this GPU ({INSTALL_SECTION}), or set device cpu to keep the CPU")
+        reason = (
+            "this torch is a CPU-only build (a PyPI or CPU wheel installed over the CUDA or Jetson "
+            "one?)"
+        )
+    return (
+        f"device auto runs on the CPU although an NVIDIA GPU is visible ({gpu_evidence}): {reason}; "
+        f"install PyTorch built for this GPU ({INSTALL_SECTION}), or set device cpu to keep the CPU"
+    )
 
 
 def cpu_flags(cpuinfo: str | None = None) -> frozenset[str]:
@@ -141,6 +153,7 @@ def cpu_supports_bf16(flags: frozenset[str] | None = None, onednn_bf16: bool | N
     """
     if onednn_bf16 is None:
         import torch
+
         try:
             onednn_bf16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
         except (AttributeError, RuntimeError):
@@ -150,30 +163,38 @@ def cpu_supports_bf16(flags: frozenset[str] | None = None, onednn_bf16: bool | N
     return onednn_bf16 and (not flags or bool(flags & NATIVE_BF16_FLAGS))
 
 
-def resolve_precision(name: str, device: torch.device, cpu_bf16: bool | None = None,
-                      training: bool = False) -> torch.dtype:
+def resolve_precision(
+    name: str, device: torch.device, cpu_bf16: bool | None = None, training: bool = False
+) -> torch.dtype:
     """The compute dtype for ``name`` on ``device`` (see the module docstring for the rules).
 
     ``cpu_bf16``: whether this CPU has native bf16 (default: ``cpu_supports_bf16()``).
     """
     import torch
+
     validate_precision(name)
     if device.type != "cuda" and training:
         if name in ("bf16", "fp16"):
-            raise DeviceError(f"precision {name} needs a CUDA device for training (bf16 training on the "
-                              f"CPU gave NaN gradients); on {device} use fp32 or auto")
+            raise DeviceError(
+                f"precision {name} needs a CUDA device for training (bf16 training on the "
+                f"CPU gave NaN gradients); on {device} use fp32 or auto"
+            )
         return torch.float32
     if device.type != "cuda":
         if name == "fp16":
-            raise DeviceError(f"precision fp16 needs a CUDA device; on {device} use fp32, bf16 or auto")
+            raise DeviceError(
+                f"precision fp16 needs a CUDA device; on {device} use fp32, bf16 or auto"
+            )
         if name == "fp32":
             return torch.float32
         if cpu_bf16 is None:
             cpu_bf16 = cpu_supports_bf16()
         if name == "bf16":
             if not cpu_bf16:
-                raise DeviceError("precision bf16 on the CPU needs native bf16 support (AVX512-BF16, AMX "
-                                  "or Arm BF16), which this CPU lacks; use fp32 or auto")
+                raise DeviceError(
+                    "precision bf16 on the CPU needs native bf16 support (AVX512-BF16, AMX "
+                    "or Arm BF16), which this CPU lacks; use fp32 or auto"
+                )
             return torch.bfloat16
         return dtype(CPU_AUTO_PRECISION) if cpu_bf16 else torch.float32
     if name == "auto":
@@ -185,8 +206,9 @@ def resolve_precision(name: str, device: torch.device, cpu_bf16: bool | None = N
 
 
 def dtype(name: str) -> torch.dtype:
-    """"fp32" | "fp16" | "bf16" -> the torch dtype."""
+    """ "fp32" | "fp16" | "bf16" -> the torch dtype."""
     import torch
+
     dtypes = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
     if name not in dtypes:
         raise ValueError(f"precision must be one of {tuple(dtypes)} here, got {name!r}")

@@ -41,6 +41,7 @@ replaces the network's where the network's depth lies on the plane, and bounds e
 the horizon. ``EngineResult.scale`` says which source gave the metres, ``depth_support`` what each
 pixel rests on (the node's depth/confidence).
 """
+
 from __future__ import annotations
 
 import math
@@ -62,8 +63,17 @@ from dehaze_ros.camera import DEFAULT_HFOV_DEG, focal_from_hfov, metric_from_can
 from dehaze_ros.checkpoint import Checkpoint
 from dehaze_ros.devices import PRECISIONS, cpu_supports_bf16  # noqa: F401 (re-exported for the node)
 from dehaze_ros.haze_depth import HazeDepth, fuse_depth_with_haze
-from dehaze_ros.metric_scale import (LEARNED, SUPPORT_LEARNED, Mounting, Pinhole, ScaleState, StreamScale,
-                                     apply_ground, ground_estimate, resize_nearest)
+from dehaze_ros.metric_scale import (
+    LEARNED,
+    SUPPORT_LEARNED,
+    Mounting,
+    Pinhole,
+    ScaleState,
+    StreamScale,
+    apply_ground,
+    ground_estimate,
+    resize_nearest,
+)
 from dehaze_ros.upsampling import DEFAULT as DEFAULT_UPSAMPLING
 from dehaze_ros.upsampling import UPSAMPLING
 
@@ -99,11 +109,33 @@ WARMUP_MAX_SIDE = 1920
 # transmission's -ln t where the haze is informative (dehaze_ros.haze_depth, docs/depth.md).
 DEPTH_FROM_HAZE = ("off", "fuse")
 
-__all__ = ["BACKENDS", "DEFAULT_CHECKPOINT", "DEFAULT_DEPTH_MAX_SIDE", "DEPTH_FROM_HAZE", "DEFAULT_MAX_SIDE",
-           "DEFAULT_SIZE_RULE", "DEFAULT_UPSAMPLING", "MODELS", "PRECISIONS", "SIZE_RULES", "UPSAMPLING",
-           "DehazeEngine", "EngineConfig", "EngineError", "EngineResult", "MIN_NETWORK_SIDE", "SIZE_MULTIPLE",
-           "as_rgb_uint8", "cpu_supports_bf16", "network_size", "pixel_budget_size", "slow_setup_notice",
-           "resolve_device", "resolve_precision", "scaled_size"]
+__all__ = [
+    "BACKENDS",
+    "DEFAULT_CHECKPOINT",
+    "DEFAULT_DEPTH_MAX_SIDE",
+    "DEPTH_FROM_HAZE",
+    "DEFAULT_MAX_SIDE",
+    "DEFAULT_SIZE_RULE",
+    "DEFAULT_UPSAMPLING",
+    "MODELS",
+    "PRECISIONS",
+    "SIZE_RULES",
+    "UPSAMPLING",
+    "DehazeEngine",
+    "EngineConfig",
+    "EngineError",
+    "EngineResult",
+    "MIN_NETWORK_SIDE",
+    "SIZE_MULTIPLE",
+    "as_rgb_uint8",
+    "cpu_supports_bf16",
+    "network_size",
+    "pixel_budget_size",
+    "slow_setup_notice",
+    "resolve_device",
+    "resolve_precision",
+    "scaled_size",
+]
 
 
 class EngineError(RuntimeError):
@@ -112,26 +144,34 @@ class EngineError(RuntimeError):
 
 @dataclass(frozen=True)
 class EngineConfig:
-    model: str = "checkpoint"          # "checkpoint": DIACMPN weights; "dcp": Dark Channel Prior
-    checkpoint: str = ""               # path; "" = the checkpoint shipped with the package
-    backend: str = "torch"             # torch | onnxruntime: what runs the checkpoint's networks
-    onnx_model: str = ""               # onnxruntime: exported graph; "" = checkpoint exported to a cache
-    trt_cache_dir: str = ""            # onnxruntime + TensorRT: engine cache; "" = ~/.cache/dehaze_ros/tensorrt
-    device: str = "auto"               # auto | cpu | cuda | cuda:N
-    precision: str = "auto"            # auto | fp32 | fp16 | bf16 (dehaze_ros.devices has the rules)
-    max_side: int = DEFAULT_MAX_SIDE   # the networks' input size (size_rule says how); 0 = native
-    size_rule: str = DEFAULT_SIZE_RULE   # side: longer side; pixels: at most max_side x 3/4 max_side pixels
+    model: str = "checkpoint"  # "checkpoint": DIACMPN weights; "dcp": Dark Channel Prior
+    checkpoint: str = ""  # path; "" = the checkpoint shipped with the package
+    backend: str = "torch"  # torch | onnxruntime: what runs the checkpoint's networks
+    onnx_model: str = ""  # onnxruntime: exported graph; "" = checkpoint exported to a cache
+    trt_cache_dir: str = (
+        ""  # onnxruntime + TensorRT: engine cache; "" = ~/.cache/dehaze_ros/tensorrt
+    )
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: str = "auto"  # auto | fp32 | fp16 | bf16 (dehaze_ros.devices has the rules)
+    max_side: int = DEFAULT_MAX_SIDE  # the networks' input size (size_rule says how); 0 = native
+    size_rule: str = (
+        DEFAULT_SIZE_RULE  # side: longer side; pixels: at most max_side x 3/4 max_side pixels
+    )
     # Metric depth is estimated on a copy of this size (size_rule, as max_side), whatever max_side: a
     # monocular network's metres hold at the object scale (pixels per object) it was trained at,
     # so depth must not change when max_side does. 0 = at max_side's size, like the dehazing.
     # Relative depth (DCP) always follows max_side (depth_size).
     depth_max_side: int = DEFAULT_DEPTH_MAX_SIDE
-    upsampling: str = DEFAULT_UPSAMPLING   # auto | guided | affine | bilinear: full-resolution recovery (upsampling.py)
-    dense_fog: str = dense_fog.DEFAULT   # blend | off: lean on the DCP's t and A in dense fog (dense_fog.py)
-    warmup: int = 1                    # warm-up passes after loading (first CUDA/oneDNN calls are slow)
-    num_threads: int = 0               # torch CPU threads; 0 = torch's default
-    default_hfov_deg: float = DEFAULT_HFOV_DEG   # focal length assumed when process() gets none
-    depth_from_haze: str = "fuse"      # off | fuse: -ln t of the same pass corrects metric depth's shape
+    upsampling: str = DEFAULT_UPSAMPLING  # auto | guided | affine | bilinear: full-resolution recovery (upsampling.py)
+    dense_fog: str = (
+        dense_fog.DEFAULT
+    )  # blend | off: lean on the DCP's t and A in dense fog (dense_fog.py)
+    warmup: int = 1  # warm-up passes after loading (first CUDA/oneDNN calls are slow)
+    num_threads: int = 0  # torch CPU threads; 0 = torch's default
+    default_hfov_deg: float = DEFAULT_HFOV_DEG  # focal length assumed when process() gets none
+    depth_from_haze: str = (
+        "fuse"  # off | fuse: -ln t of the same pass corrects metric depth's shape
+    )
     # The camera's mounting, for the metric scale from the ground (metric_scale): height above
     # the ground in metres (0 = unknown: no ground scale) and the optical axis's tilt below the
     # horizontal in degrees (NaN = unknown: estimated per frame, and only the scale is applied).
@@ -154,7 +194,9 @@ class EngineConfig:
         if self.upsampling not in UPSAMPLING:
             raise ValueError(f"upsampling must be one of {UPSAMPLING}, got {self.upsampling!r}")
         if self.depth_from_haze not in DEPTH_FROM_HAZE:
-            raise ValueError(f"depth_from_haze must be one of {DEPTH_FROM_HAZE}, got {self.depth_from_haze!r}")
+            raise ValueError(
+                f"depth_from_haze must be one of {DEPTH_FROM_HAZE}, got {self.depth_from_haze!r}"
+            )
         devices.validate_precision(self.precision)
         devices.validate_device(self.device)
         for name in ("max_side", "depth_max_side", "warmup", "num_threads"):
@@ -163,17 +205,21 @@ class EngineConfig:
         if 0 < self.max_side < 32:
             raise ValueError(f"max_side must be 0 (native) or at least 32, got {self.max_side}")
         if 0 < self.depth_max_side < 32:
-            raise ValueError(f"depth_max_side must be 0 (as max_side) or at least 32, got {self.depth_max_side}")
+            raise ValueError(
+                f"depth_max_side must be 0 (as max_side) or at least 32, got {self.depth_max_side}"
+            )
         if not 1.0 <= self.default_hfov_deg <= 179.0:
-            raise ValueError(f"default_hfov_deg must lie in [1, 179] degrees, got {self.default_hfov_deg}")
+            raise ValueError(
+                f"default_hfov_deg must lie in [1, 179] degrees, got {self.default_hfov_deg}"
+            )
         self.mounting.check()
 
 
 @dataclass
 class EngineResult:
-    dehazed: np.ndarray | None        # H x W x 3 uint8 RGB, input size
-    depth: np.ndarray | None          # H x W float32, input size, in depth_units
-    depth_units: str                  # "meters" | "relative"
+    dehazed: np.ndarray | None  # H x W x 3 uint8 RGB, input size
+    depth: np.ndarray | None  # H x W float32, input size, in depth_units
+    depth_units: str  # "meters" | "relative"
     timings_ms: dict[str, float]
     # The metric scale rests on default_hfov_deg, not on a known focal length (canonical-camera
     # checkpoints only; False where the scale needs no focal length).
@@ -222,8 +268,10 @@ def slow_setup_notice(config: EngineConfig) -> str:
 
     checkpoint = config.checkpoint or DEFAULT_CHECKPOINT
     try:
-        return onnxruntime_notice(config.onnx_model, checkpoint, config.device, config.trt_cache_dir)
-    except OSError:   # an unreadable checkpoint or graph: the engine itself reports it
+        return onnxruntime_notice(
+            config.onnx_model, checkpoint, config.device, config.trt_cache_dir
+        )
+    except OSError:  # an unreadable checkpoint or graph: the engine itself reports it
         return ""
 
 
@@ -242,8 +290,10 @@ def as_rgb_uint8(image: np.ndarray) -> np.ndarray:
     elif image.ndim == 3 and image.shape[2] == 4:
         image = image[..., :3]
     elif not (image.ndim == 3 and image.shape[2] == 3):
-        raise ValueError(f"image must be H x W (gray), H x W x 3 (RGB) or H x W x 4 (RGBA), "
-                         f"got shape {image.shape}")
+        raise ValueError(
+            f"image must be H x W (gray), H x W x 3 (RGB) or H x W x 4 (RGBA), "
+            f"got shape {image.shape}"
+        )
     if image.shape[0] == 0 or image.shape[1] == 0:
         raise ValueError(f"image is empty: shape {image.shape}")
     return np.ascontiguousarray(image)
@@ -277,12 +327,14 @@ def pixel_budget_size(height: int, width: int, max_pixels: int) -> tuple[int, in
     else:
         new_longer = int(longer * scale) // SIZE_MULTIPLE * SIZE_MULTIPLE
         new_shorter = round(shorter * new_longer / longer)
-        if new_longer * new_shorter > max_pixels:   # rounded up past the budget
+        if new_longer * new_shorter > max_pixels:  # rounded up past the budget
             new_shorter -= 1
     return (new_longer, new_shorter) if height >= width else (new_shorter, new_longer)
 
 
-def network_size(height: int, width: int, max_side: int, rule: str = DEFAULT_SIZE_RULE) -> tuple[int, int]:
+def network_size(
+    height: int, width: int, max_side: int, rule: str = DEFAULT_SIZE_RULE
+) -> tuple[int, int]:
     """The size the networks run at for an input of this size (EngineConfig.max_side, size_rule)."""
     if rule not in SIZE_RULES:
         raise ValueError(f"size_rule must be one of {SIZE_RULES}, got {rule!r}")
@@ -306,9 +358,18 @@ class DehazeEngine:
         if backend is None:
             checkpoint = Path(config.checkpoint) if config.checkpoint else DEFAULT_CHECKPOINT
             try:
-                backend = create_backend(config.model, config.backend, checkpoint, config.device,
-                                         config.precision, config.onnx_model, config.trt_cache_dir,
-                                         config.num_threads, config.max_side, config.depth_max_side)
+                backend = create_backend(
+                    config.model,
+                    config.backend,
+                    checkpoint,
+                    config.device,
+                    config.precision,
+                    config.onnx_model,
+                    config.trt_cache_dir,
+                    config.num_threads,
+                    config.max_side,
+                    config.depth_max_side,
+                )
             except (devices.DeviceError, BackendError) as exc:
                 raise EngineError(str(exc)) from exc
             except OSError as exc:  # a checkpoint or graph file that cannot be read
@@ -321,15 +382,16 @@ class DehazeEngine:
         self.depth_units: str = self.backend.depth_units
         self.depth_range: tuple[float, float] = tuple(self.backend.depth_range)
         self.canonical_focal_px: float = float(self.backend.canonical_focal_px)
-        self.upsampling: str = (self.backend.preferred_upsampling if config.upsampling == "auto"
-                                else config.upsampling)
+        self.upsampling: str = (
+            self.backend.preferred_upsampling if config.upsampling == "auto" else config.upsampling
+        )
         self.blends_dense_fog = config.dense_fog == "blend" and self.backend.blends_in_dense_fog
         # The metric scale's memory of this stream of frames (smoothed factor, hold).
         self.stream_scale = StreamScale()
         try:
             for _ in range(config.warmup):
                 self.process(np.zeros(self.warmup_shape(), dtype=np.uint8))
-            self.reset_scale()   # a warm-up frame is no part of any stream
+            self.reset_scale()  # a warm-up frame is no part of any stream
         except BaseException:
             self.close()  # a failed warm-up (out of memory, a graph's size limit) holds nothing
             raise
@@ -367,9 +429,16 @@ class DehazeEngine:
             self.backend.close()
             self.backend = None
 
-    def process(self, image: np.ndarray, want_dehazed: bool = True, want_depth: bool = True,
-                focal_px: float | None = None, camera: Pinhole | None = None, stamp_s: float | None = None,
-                mounting: Mounting | None = None) -> EngineResult:
+    def process(
+        self,
+        image: np.ndarray,
+        want_dehazed: bool = True,
+        want_depth: bool = True,
+        focal_px: float | None = None,
+        camera: Pinhole | None = None,
+        stamp_s: float | None = None,
+        mounting: Mounting | None = None,
+    ) -> EngineResult:
         """``focal_px``: the horizontal focal length in pixels of ``image`` (CameraInfo's fx at
         this image size); None assumes ``default_hfov_deg``. ``camera``: the full intrinsics of
         ``image`` (fx, fy and the principal point, from CameraInfo), for the ground plane; its fx
@@ -390,11 +459,14 @@ class DehazeEngine:
         timings: dict[str, float] = {"preprocess": 0.0}
         small = out = None
         if want_dehazed or not separate_depth:
-            small, out = self._run_backend(rgb, small_h, small_w, want_dehazed, want_depth and not separate_depth,
-                                           timings)
+            small, out = self._run_backend(
+                rgb, small_h, small_w, want_dehazed, want_depth and not separate_depth, timings
+            )
         depth_out = out
         if separate_depth:
-            _, depth_out = self._run_backend(rgb, depth_h, depth_w, False, True, timings, prefix="depth_pass_")
+            _, depth_out = self._run_backend(
+                rgb, depth_h, depth_w, False, True, timings, prefix="depth_pass_"
+            )
 
         mark = time.perf_counter()
         dehazed, fog_weight = None, 0.0
@@ -403,10 +475,14 @@ class DehazeEngine:
             hazy = rgb.astype(np.float32) / 255.0 if resized else small
             dehazed_small, transmission, airlight = out.dehazed, out.transmission, out.airlight
             if self.blends_dense_fog and transmission is not None:
-                dehazed_small, transmission, airlight, fog_weight = dense_fog.blend(small, transmission, airlight,
-                                                                                    dehazed_small)
-            dehazed = to_uint8(upsampling.recover_full_resolution(hazy, small, dehazed_small, transmission,
-                                                                  airlight, self.upsampling))
+                dehazed_small, transmission, airlight, fog_weight = dense_fog.blend(
+                    small, transmission, airlight, dehazed_small
+                )
+            dehazed = to_uint8(
+                upsampling.recover_full_resolution(
+                    hazy, small, dehazed_small, transmission, airlight, self.upsampling
+                )
+            )
         depth, focal_assumed, haze_depth, scale, support = None, False, None, None, None
         if want_depth:
             depth_small = depth_out.depth
@@ -414,56 +490,88 @@ class DehazeEngine:
                 focal_px = camera.fx
             # No usable focal length (None, 0, negative, NaN from a broken CameraInfo): assume.
             focal_assumed = focal_px is None or not math.isfinite(focal_px) or focal_px <= 0
-            focal = focal_from_hfov(width, self.config.default_hfov_deg) if focal_assumed else focal_px
+            focal = (
+                focal_from_hfov(width, self.config.default_hfov_deg) if focal_assumed else focal_px
+            )
             if self.canonical_focal_px:
                 # The network saw the downscaled image: its focal length is scaled alike.
-                depth_small = metric_from_canonical(depth_small, focal * depth_w / width, self.canonical_focal_px)
+                depth_small = metric_from_canonical(
+                    depth_small, focal * depth_w / width, self.canonical_focal_px
+                )
             else:
-                focal_assumed = False   # the metres need no focal length (nor can use one)
+                focal_assumed = False  # the metres need no focal length (nor can use one)
             haze_depth = self._depth_from_haze(depth_small, depth_out, timings)
             if haze_depth is not None:
-                depth_small = haze_depth.depth_m   # the shape from the haze, before any scale source
+                depth_small = haze_depth.depth_m  # the shape from the haze, before any scale source
             if self.depth_units == "meters":
                 if camera is None or focal_assumed:
                     camera = Pinhole.centred(width, height, focal)
                 # The stage includes bringing the depth to full size (a new array, as below).
                 scale_mark = time.perf_counter()
-                depth, support, scale = self._metric_scale(depth_small, height, width, camera, stamp_s,
-                                                            mounting or self.config.mounting)
+                depth, support, scale = self._metric_scale(
+                    depth_small, height, width, camera, stamp_s, mounting or self.config.mounting
+                )
                 timings["scale"] = (time.perf_counter() - scale_mark) * 1e3
             else:
                 # A copy at native size too: on the CPU the backend's array may be a tensor's memory.
                 depth = upsampling.upsample_depth(depth_small, height, width)
             depth = self._apply_depth_range(depth)
             if support is not None:
-                support *= np.isfinite(depth)   # beyond the range (+-inf): SUPPORT_NONE, no number to trust
+                support *= np.isfinite(
+                    depth
+                )  # beyond the range (+-inf): SUPPORT_NONE, no number to trust
         timings["postprocess"] = (time.perf_counter() - mark) * 1e3
         timings["total"] = (time.perf_counter() - start) * 1e3
         physics = depth_out if want_depth else out
-        return EngineResult(dehazed, depth, self.depth_units, timings, focal_assumed, physics.transmission,
-                            physics.airlight, haze_depth, scale, support, fog_weight)
+        return EngineResult(
+            dehazed,
+            depth,
+            self.depth_units,
+            timings,
+            focal_assumed,
+            physics.transmission,
+            physics.airlight,
+            haze_depth,
+            scale,
+            support,
+            fog_weight,
+        )
 
-    def _depth_from_haze(self, depth_m: np.ndarray, output: BackendOutput,
-                         timings: dict[str, float]) -> HazeDepth | None:
+    def _depth_from_haze(
+        self, depth_m: np.ndarray, output: BackendOutput, timings: dict[str, float]
+    ) -> HazeDepth | None:
         """depth_from_haze "fuse": the metric depth of one pass fused with that pass's -ln t, at
         its resolution (before upsampling: t and depth of one input, pixel for pixel), inside
         the model's range (outside stays for the REP-117 markers). Relative depth is -ln t
         already; a model that predicts no t keeps its depth (estimating one here would cost
         more than the fusion itself: visibility.transmission_for does it where it is needed)."""
-        if self.config.depth_from_haze == "off" or self.depth_units != "meters" or output.transmission is None:
+        if (
+            self.config.depth_from_haze == "off"
+            or self.depth_units != "meters"
+            or output.transmission is None
+        ):
             return None
         mark = time.perf_counter()
         fused = fuse_depth_with_haze(depth_m, output.transmission, self.depth_range)
         timings["depth_from_haze"] = (time.perf_counter() - mark) * 1e3
         return fused
 
-    def _metric_scale(self, depth_small: np.ndarray, height: int, width: int, camera: Pinhole,
-                      stamp_s: float | None, mounting: Mounting) -> tuple[np.ndarray, np.ndarray, ScaleState]:
+    def _metric_scale(
+        self,
+        depth_small: np.ndarray,
+        height: int,
+        width: int,
+        camera: Pinhole,
+        stamp_s: float | None,
+        mounting: Mounting,
+    ) -> tuple[np.ndarray, np.ndarray, ScaleState]:
         """The learned metres (``depth_small``, the network's) at height x width with the scale
         sources applied: (depth, support, the ScaleState). The ground is fitted on the network's
         own pixels (no upsampled duplicates), its depth written at full size."""
         mounting.check()
-        learned = np.isfinite(depth_small).view(np.uint8) * np.uint8(SUPPORT_LEARNED)   # else SUPPORT_NONE
+        learned = np.isfinite(depth_small).view(np.uint8) * np.uint8(
+            SUPPORT_LEARNED
+        )  # else SUPPORT_NONE
         proposals = []
         if mounting.height_m > 0:
             small_camera = camera.resized(width, height, depth_small.shape[1], depth_small.shape[0])
@@ -475,7 +583,9 @@ class DehazeEngine:
         # The plane of this frame when the factor is this frame's own (smoothed); a held factor
         # (this frame refused, or an outlier) has no plane to trust here.
         plane = None if state.held else proposals[0].details["plane"]
-        depth, support = apply_ground(depth_small, width, height, camera, state.factor, plane, mounting)
+        depth, support = apply_ground(
+            depth_small, width, height, camera, state.factor, plane, mounting
+        )
         return depth, support, state
 
     def depth_size(self, height: int, width: int) -> tuple[int, int]:
@@ -486,8 +596,16 @@ class DehazeEngine:
         # The same rule as the dehazing: at equal settings one pass makes both.
         return network_size(height, width, fixed or self.config.max_side, self.config.size_rule)
 
-    def _run_backend(self, rgb: np.ndarray, height: int, width: int, want_dehazed: bool, want_depth: bool,
-                     timings: dict[str, float], prefix: str = "") -> tuple[np.ndarray, BackendOutput]:
+    def _run_backend(
+        self,
+        rgb: np.ndarray,
+        height: int,
+        width: int,
+        want_dehazed: bool,
+        want_depth: bool,
+        timings: dict[str, float],
+        prefix: str = "",
+    ) -> tuple[np.ndarray, BackendOutput]:
         """One network pass on ``rgb`` resized to height x width: (the float32 input, the output).
         Adds its stages to ``timings``, their names after ``prefix``."""
         mark = time.perf_counter()

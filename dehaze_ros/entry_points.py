@@ -7,6 +7,7 @@ such a script only imports the function named there and calls it: a node module'
 torch, rclpy or OpenCV load ends the program with status 0 instead of a traceback.
 Only the standard library and stop_signal are imported at this module's top, on purpose.
 """
+
 from __future__ import annotations
 
 from dehaze_ros import stop_signal
@@ -15,10 +16,12 @@ from dehaze_ros import stop_signal
 def dehaze_node() -> int:
     stop_signal.install()
     from dehaze_ros.dehaze_node import main  # torch, rclpy: seconds to load
+
     return main()
 
 
 def sample_camera() -> int:
     stop_signal.install()
     from dehaze_ros.sim.sample_camera import main  # OpenCV, numpy, rclpy
+
     return main()

@@ -6,6 +6,7 @@ the engine's result and a message, live here once. No rclpy import (messages are
 ROS-free helpers of image_conversion, pointcloud and visibility, which import sensor_msgs where
 a message is made), so these are tested without DDS.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -19,8 +20,13 @@ from dehaze_ros import image_conversion, visibility
 from dehaze_ros.camera import focal_from_hfov
 from dehaze_ros.colormap import depth_to_colormap
 from dehaze_ros.metric_scale import Pinhole, confidence_map
-from dehaze_ros.pointcloud import (IntrinsicsError, camera_info_for_image, depth_to_points,
-                                   intrinsics_from_camera_info, make_pointcloud2)
+from dehaze_ros.pointcloud import (
+    IntrinsicsError,
+    camera_info_for_image,
+    depth_to_points,
+    intrinsics_from_camera_info,
+    make_pointcloud2,
+)
 
 
 def decode_frame(msg, max_pixels: int | None) -> tuple[np.ndarray, str]:
@@ -54,8 +60,9 @@ def stamp_seconds(header) -> float | None:
 def dehazed_message(dehazed_rgb: np.ndarray, image: np.ndarray, encoding: str, header):
     """The dehazed frame in the input's encoding family (output_encoding), alpha passed through."""
     out_encoding = image_conversion.output_encoding(encoding)
-    pixels = image_conversion.rgb8_to_encoding(dehazed_rgb, out_encoding,
-                                               image_conversion.alpha_channel(image, encoding))
+    pixels = image_conversion.rgb8_to_encoding(
+        dehazed_rgb, out_encoding, image_conversion.alpha_channel(image, encoding)
+    )
     return image_conversion.numpy_to_image(pixels, out_encoding, header)
 
 
@@ -75,8 +82,9 @@ def confidence_message(support: np.ndarray, header):
     return image_conversion.numpy_to_image(confidence_map(support), "32FC1", header)
 
 
-def colormap_message(depth: np.ndarray, header, metric: bool, min_m: float, max_m: float,
-                     relative_max: float):
+def colormap_message(
+    depth: np.ndarray, header, metric: bool, min_m: float, max_m: float, relative_max: float
+):
     if metric:
         colored = depth_to_colormap(depth, min_m, max_m)
     else:
@@ -84,8 +92,9 @@ def colormap_message(depth: np.ndarray, header, metric: bool, min_m: float, max_
     return image_conversion.numpy_to_image(colored, "bgr8", header)
 
 
-def points_message(depth: np.ndarray, dehazed_rgb: np.ndarray | None, camera_info, header,
-                   decimation: int):
+def points_message(
+    depth: np.ndarray, dehazed_rgb: np.ndarray | None, camera_info, header, decimation: int
+):
     """PointCloud2 of the depth with the dehazed colours; IntrinsicsError when camera_info has
     usable focal length (uncalibrated, NaN or infinite intrinsics)."""
     height, width = depth.shape
@@ -104,20 +113,21 @@ RELATIVE_DEPTH_RULES = ("ok", "opt_in", "never")
 @dataclass
 class FrameProducts:
     """One frame and what the node made of it: the input of every output's builder."""
+
     header: object
     width: int
     height: int
-    config: object                 # the node's NodeConfig for this frame
-    camera_info: object = None     # the latest CameraInfo, or None
-    metric: bool = True            # the engine's depth is in metres (not relative, as dcp's)
-    depth_range: tuple[float, float] = (0.0, 0.0)   # the engine's, for the visibility estimate
-    image: np.ndarray | None = None                 # decoded, in the input's encoding
+    config: object  # the node's NodeConfig for this frame
+    camera_info: object = None  # the latest CameraInfo, or None
+    metric: bool = True  # the engine's depth is in metres (not relative, as dcp's)
+    depth_range: tuple[float, float] = (0.0, 0.0)  # the engine's, for the visibility estimate
+    image: np.ndarray | None = None  # decoded, in the input's encoding
     encoding: str = ""
     rgb: np.ndarray | None = None
     focal_px: float | None = None  # fx of this image from camera_info; None: assumed
     camera: Pinhole | None = None  # its full intrinsics (the ground plane needs cx, cy too)
-    stamp_s: float | None = None   # header stamp in seconds (None: zero), for the scale's smoothing
-    result: object = None          # the EngineResult; None when no wanted output needs the engine
+    stamp_s: float | None = None  # header stamp in seconds (None: zero), for the scale's smoothing
+    result: object = None  # the EngineResult; None when no wanted output needs the engine
 
     def read_camera(self) -> None:
         """focal_px and camera of this frame's image (its width x height) from camera_info, and
@@ -134,8 +144,9 @@ class FrameProducts:
     @cached_property
     def visibility(self):
         """The frame's VisibilityEstimate (computed once, when an output asks for it)."""
-        return visibility.estimate_from_result(self.result, self.rgb, self.config.max_side,
-                                               self.depth_range)
+        return visibility.estimate_from_result(
+            self.result, self.rgb, self.config.max_side, self.depth_range
+        )
 
     @property
     def visibility_made(self):
@@ -158,32 +169,45 @@ def _confidence(frame: FrameProducts):
 
 def _colormap(frame: FrameProducts):
     config = frame.config
-    return colormap_message(frame.result.depth, frame.header, frame.metric, config.colormap_min_m,
-                            config.colormap_max_m, config.colormap_relative_max)
+    return colormap_message(
+        frame.result.depth,
+        frame.header,
+        frame.metric,
+        config.colormap_min_m,
+        config.colormap_max_m,
+        config.colormap_relative_max,
+    )
 
 
 def _points(frame: FrameProducts):
-    return points_message(frame.result.depth, frame.result.dehazed, frame.camera_info, frame.header,
-                          frame.config.point_decimation)
+    return points_message(
+        frame.result.depth,
+        frame.result.dehazed,
+        frame.camera_info,
+        frame.header,
+        frame.config.point_decimation,
+    )
 
 
 def _visibility(frame: FrameProducts):
     focal_px = frame.focal_px
     if focal_px is None:
         focal_px = focal_from_hfov(frame.width, frame.config.default_hfov_deg)
-    return visibility.range_message(frame.visibility, frame.header,
-                                    visibility.horizontal_fov_rad(focal_px, frame.width))
+    return visibility.range_message(
+        frame.visibility, frame.header, visibility.horizontal_fov_rad(focal_px, frame.width)
+    )
 
 
 @dataclass(frozen=True)
 class Output:
     """One output topic: its message, the parameter that switches it, what it needs, its builder."""
-    topic: str                       # relative name
-    message_type: str                # "package/msg/Name"
-    enabled_by: str                  # the boolean node parameter that switches it on and off
-    build: Callable[[FrameProducts], object]   # IntrinsicsError: not published for this frame
-    uses_dehazed: bool = False       # needs the engine's dehazed pixels
-    uses_depth: bool = False         # needs the engine's depth
+
+    topic: str  # relative name
+    message_type: str  # "package/msg/Name"
+    enabled_by: str  # the boolean node parameter that switches it on and off
+    build: Callable[[FrameProducts], object]  # IntrinsicsError: not published for this frame
+    uses_dehazed: bool = False  # needs the engine's dehazed pixels
+    uses_depth: bool = False  # needs the engine's depth
     needs_camera_info: bool = False
     # With relative depth (model dcp): "ok" published anyway; "opt_in" only with
     # publish_relative_depth (consumers of these read metres); "never" (needs metres).
@@ -195,24 +219,65 @@ class Output:
 
 
 OUTPUTS: tuple[Output, ...] = (
-    Output("dehazed/image", "sensor_msgs/msg/Image", "publish_dehazed", _dehazed, uses_dehazed=True),
-    Output("dehazed/camera_info", "sensor_msgs/msg/CameraInfo", "publish_dehazed",
-           lambda frame: frame.camera_info_out, needs_camera_info=True),
-    Output("depth/image", "sensor_msgs/msg/Image", "publish_depth", _depth, uses_depth=True,
-           relative_depth="opt_in"),
-    Output("depth/camera_info", "sensor_msgs/msg/CameraInfo", "publish_depth",
-           lambda frame: frame.camera_info_out, needs_camera_info=True, relative_depth="opt_in"),
+    Output(
+        "dehazed/image", "sensor_msgs/msg/Image", "publish_dehazed", _dehazed, uses_dehazed=True
+    ),
+    Output(
+        "dehazed/camera_info",
+        "sensor_msgs/msg/CameraInfo",
+        "publish_dehazed",
+        lambda frame: frame.camera_info_out,
+        needs_camera_info=True,
+    ),
+    Output(
+        "depth/image",
+        "sensor_msgs/msg/Image",
+        "publish_depth",
+        _depth,
+        uses_depth=True,
+        relative_depth="opt_in",
+    ),
+    Output(
+        "depth/camera_info",
+        "sensor_msgs/msg/CameraInfo",
+        "publish_depth",
+        lambda frame: frame.camera_info_out,
+        needs_camera_info=True,
+        relative_depth="opt_in",
+    ),
     # How far to trust each pixel of depth/image: it rates metres, so never for relative depth.
-    Output("depth/confidence", "sensor_msgs/msg/Image", "publish_confidence", _confidence, uses_depth=True,
-           relative_depth="never"),
-    Output("depth/colormap", "sensor_msgs/msg/Image", "publish_colormap", _colormap, uses_depth=True),
+    Output(
+        "depth/confidence",
+        "sensor_msgs/msg/Image",
+        "publish_confidence",
+        _confidence,
+        uses_depth=True,
+        relative_depth="never",
+    ),
+    Output(
+        "depth/colormap", "sensor_msgs/msg/Image", "publish_colormap", _colormap, uses_depth=True
+    ),
     # The cloud is coloured with the dehazed image.
-    Output("points", "sensor_msgs/msg/PointCloud2", "publish_points", _points, uses_dehazed=True,
-           uses_depth=True, needs_camera_info=True, relative_depth="opt_in"),
+    Output(
+        "points",
+        "sensor_msgs/msg/PointCloud2",
+        "publish_points",
+        _points,
+        uses_dehazed=True,
+        uses_depth=True,
+        needs_camera_info=True,
+        relative_depth="opt_in",
+    ),
     # Visibility is -ln(t) / depth: the depth network runs for it even when no depth topic has
     # a subscriber; relative depth has no metres, so there is nothing to estimate.
-    Output("visibility", "sensor_msgs/msg/Range", "publish_visibility", _visibility, uses_depth=True,
-           relative_depth="never"),
+    Output(
+        "visibility",
+        "sensor_msgs/msg/Range",
+        "publish_visibility",
+        _visibility,
+        uses_depth=True,
+        relative_depth="never",
+    ),
 )
 
 
@@ -230,36 +295,49 @@ def unavailable_reason(output: Output, config, metric: bool, have_camera_info: b
     if not metric and output.relative_depth == "never":
         return "it needs metric depth (the model's depth is relative)"
     if not metric and output.relative_depth == "opt_in" and not config.publish_relative_depth:
-        return ("the model's depth is relative, not metres (publish_relative_depth writes it "
-                "anyway)")
+        return "the model's depth is relative, not metres (publish_relative_depth writes it anyway)"
     return ""
 
 
-def wanted_outputs(config, subscribed: Callable[[str], bool], metric: bool, have_camera_info: bool,
-                   outputs: tuple[Output, ...] = OUTPUTS) -> tuple[Output, ...]:
+def wanted_outputs(
+    config,
+    subscribed: Callable[[str], bool],
+    metric: bool,
+    have_camera_info: bool,
+    outputs: tuple[Output, ...] = OUTPUTS,
+) -> tuple[Output, ...]:
     """The outputs to make for a frame: switched on, with what they need, and listened to."""
-    return tuple(output for output in outputs
-                 if getattr(config, output.enabled_by)
-                 and not unavailable_reason(output, config, metric, have_camera_info)
-                 and subscribed(output.topic))
+    return tuple(
+        output
+        for output in outputs
+        if getattr(config, output.enabled_by)
+        and not unavailable_reason(output, config, metric, have_camera_info)
+        and subscribed(output.topic)
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # One frame through the rows: the node publishes and process_bag writes what these two make, so
 # a row added to OUTPUTS reaches both without either naming it.
 
+
 def run_engine(engine, wanted: tuple[Output, ...], frame: FrameProducts):
     """Run the engine on ``frame.rgb`` for what the ``wanted`` rows use (nothing unused is
     computed: visibility alone needs depth only); the EngineResult, also set on ``frame``."""
-    frame.result = engine.process(frame.rgb,
-                                  want_dehazed=any(output.uses_dehazed for output in wanted),
-                                  want_depth=any(output.uses_depth for output in wanted),
-                                  focal_px=frame.focal_px, camera=frame.camera, stamp_s=frame.stamp_s)
+    frame.result = engine.process(
+        frame.rgb,
+        want_dehazed=any(output.uses_dehazed for output in wanted),
+        want_depth=any(output.uses_depth for output in wanted),
+        focal_px=frame.focal_px,
+        camera=frame.camera,
+        stamp_s=frame.stamp_s,
+    )
     return frame.result
 
 
-def build_messages(wanted: tuple[Output, ...], frame: FrameProducts,
-                   not_made: Callable[[Output, Exception], None]) -> Iterator[tuple[Output, object]]:
+def build_messages(
+    wanted: tuple[Output, ...], frame: FrameProducts, not_made: Callable[[Output, Exception], None]
+) -> Iterator[tuple[Output, object]]:
     """(row, message) for each ``wanted`` row, in table order, each built as it is asked for (the
     node publishes one before building the next). A row that cannot be made for this frame (its
     builder raised IntrinsicsError: camera_info without a usable focal length) is handed to
@@ -283,10 +361,14 @@ def check_outputs(outputs: tuple[Output, ...], parameters: Mapping[str, object])
         topics.add(output.topic)
         spec = parameters.get(output.enabled_by)
         if spec is None or not isinstance(spec.default, bool):
-            problems.append(f"{output.topic}: enabled_by {output.enabled_by!r} is not a boolean "
-                            "parameter of node_config.PARAMETERS; add a row there")
+            problems.append(
+                f"{output.topic}: enabled_by {output.enabled_by!r} is not a boolean "
+                "parameter of node_config.PARAMETERS; add a row there"
+            )
         if output.relative_depth not in RELATIVE_DEPTH_RULES:
-            problems.append(f"{output.topic}: relative_depth must be one of "
-                            f"{', '.join(RELATIVE_DEPTH_RULES)}, got {output.relative_depth!r}")
+            problems.append(
+                f"{output.topic}: relative_depth must be one of "
+                f"{', '.join(RELATIVE_DEPTH_RULES)}, got {output.relative_depth!r}"
+            )
     if problems:
         raise ValueError("output table: " + "; ".join(problems))

@@ -7,6 +7,7 @@ metres, beta the scattering coefficient in 1/m. All images are float32 RGB in [0
 depth is float32 metres, H x W, with +inf for sky (t = 0 there: only airlight reaches the camera)
 and NaN for unknown depth (treated like sky, the conservative choice for synthesis).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -22,7 +23,8 @@ def transmission_from_depth(depth_m: np.ndarray, beta: ArrayLike) -> np.ndarray:
         raise ValueError(f"beta must be >= 0 (1/m), got min {float(beta_arr.min())}")
     if beta_arr.ndim not in (0, 2) or (beta_arr.ndim == 2 and beta_arr.shape != depth.shape):
         raise ValueError(
-            f"beta must be a scalar or an H x W map matching depth {depth.shape}, got {beta_arr.shape}")
+            f"beta must be a scalar or an H x W map matching depth {depth.shape}, got {beta_arr.shape}"
+        )
     # Unknown depth is treated as far away: the scene is hidden behind airlight there.
     safe_depth = np.where(np.isfinite(depth), np.maximum(depth, 0.0), np.inf)
     with np.errstate(invalid="ignore", over="ignore"):
@@ -52,8 +54,9 @@ def _check_image(name: str, image: np.ndarray) -> np.ndarray:
     return image.astype(np.float32, copy=False)
 
 
-def synthesize_haze(clear: np.ndarray, depth_m: np.ndarray, beta: ArrayLike,
-                    airlight: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+def synthesize_haze(
+    clear: np.ndarray, depth_m: np.ndarray, beta: ArrayLike, airlight: ArrayLike
+) -> tuple[np.ndarray, np.ndarray]:
     """Forward ASM: clear RGB (float [0,1] or uint8) + metric depth -> (hazy, transmission).
 
     Returns float32 images: hazy H x W x 3 in [0, 1] and transmission H x W in [0, 1].
@@ -69,8 +72,9 @@ def synthesize_haze(clear: np.ndarray, depth_m: np.ndarray, beta: ArrayLike,
     return np.clip(hazy, 0.0, 1.0).astype(np.float32), transmission
 
 
-def recover_scene(hazy: np.ndarray, transmission: np.ndarray, airlight: ArrayLike,
-                  t_min: float = 0.1) -> np.ndarray:
+def recover_scene(
+    hazy: np.ndarray, transmission: np.ndarray, airlight: ArrayLike, t_min: float = 0.1
+) -> np.ndarray:
     """Inverse ASM: J = (I - A) / max(t, t_min) + A, clipped to [0, 1].
 
     ``t_min`` keeps noise from exploding where almost nothing of the scene reaches the camera.

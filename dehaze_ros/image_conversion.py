@@ -24,6 +24,7 @@ because a 100 KB PNG can declare 30000 x 30000 pixels and the codec would alloca
 
 No rclpy import: everything here works on plain message objects, so it is tested without DDS.
 """
+
 from __future__ import annotations
 
 import array
@@ -49,26 +50,40 @@ DEFAULT_MAX_PIXELS = 4096 * 4096
 
 # Named encodings of sensor_msgs/image_encodings.hpp: (numpy dtype, channels).
 _NAMED_ENCODINGS: dict[str, tuple[np.dtype, int]] = {
-    "rgb8": (np.dtype(np.uint8), 3), "bgr8": (np.dtype(np.uint8), 3),
-    "rgba8": (np.dtype(np.uint8), 4), "bgra8": (np.dtype(np.uint8), 4),
-    "rgb16": (np.dtype(np.uint16), 3), "bgr16": (np.dtype(np.uint16), 3),
-    "rgba16": (np.dtype(np.uint16), 4), "bgra16": (np.dtype(np.uint16), 4),
-    "mono8": (np.dtype(np.uint8), 1), "mono16": (np.dtype(np.uint16), 1),
+    "rgb8": (np.dtype(np.uint8), 3),
+    "bgr8": (np.dtype(np.uint8), 3),
+    "rgba8": (np.dtype(np.uint8), 4),
+    "bgra8": (np.dtype(np.uint8), 4),
+    "rgb16": (np.dtype(np.uint16), 3),
+    "bgr16": (np.dtype(np.uint16), 3),
+    "rgba16": (np.dtype(np.uint16), 4),
+    "bgra16": (np.dtype(np.uint16), 4),
+    "mono8": (np.dtype(np.uint8), 1),
+    "mono16": (np.dtype(np.uint16), 1),
 }
 for _pattern in ("rggb", "bggr", "gbrg", "grbg"):
     _NAMED_ENCODINGS[f"bayer_{_pattern}8"] = (np.dtype(np.uint8), 1)
     _NAMED_ENCODINGS[f"bayer_{_pattern}16"] = (np.dtype(np.uint16), 1)
 
 # Generic OpenCV-style encodings: 8UC3, 32FC1, 16SC2, ...
-_GENERIC_DEPTHS = {"8U": np.uint8, "8S": np.int8, "16U": np.uint16, "16S": np.int16,
-                   "32S": np.int32, "32F": np.float32, "64F": np.float64}
+_GENERIC_DEPTHS = {
+    "8U": np.uint8,
+    "8S": np.int8,
+    "16U": np.uint16,
+    "16S": np.int16,
+    "32S": np.int32,
+    "32F": np.float32,
+    "64F": np.float64,
+}
 _GENERIC_ENCODING = re.compile(r"^(8U|8S|16U|16S|32S|32F|64F)C([1-4])$")
 
 # cv_bridge's demosaicing codes. OpenCV names a Bayer pattern after the 2x2 block that starts at
 # the second row and column, ROS after the one at the origin: ROS "rggb" is OpenCV "BG".
 _BAYER_TO_RGB = {
-    "rggb": cv2.COLOR_BayerBG2RGB, "bggr": cv2.COLOR_BayerRG2RGB,
-    "gbrg": cv2.COLOR_BayerGR2RGB, "grbg": cv2.COLOR_BayerGB2RGB,
+    "rggb": cv2.COLOR_BayerBG2RGB,
+    "bggr": cv2.COLOR_BayerRG2RGB,
+    "gbrg": cv2.COLOR_BayerGR2RGB,
+    "grbg": cv2.COLOR_BayerGB2RGB,
 }
 
 #: Encodings ``to_rgb8`` accepts as camera input.
@@ -84,7 +99,8 @@ def encoding_layout(encoding: str) -> tuple[np.dtype, int]:
         return np.dtype(_GENERIC_DEPTHS[match.group(1)]), int(match.group(2))
     raise ImageConversionError(
         f"unsupported image encoding {encoding!r}; supported: {', '.join(_NAMED_ENCODINGS)} "
-        "and the generic {8U,8S,16U,16S,32S,32F,64F}C{1..4}")
+        "and the generic {8U,8S,16U,16S,32S,32F,64F}C{1..4}"
+    )
 
 
 def _buffer_of(data) -> memoryview:
@@ -100,7 +116,8 @@ def check_pixel_limit(width: int, height: int, max_pixels: int | None, what: str
     if max_pixels is not None and width * height > max_pixels:
         raise ImageConversionError(
             f"{what} is {width}x{height} = {width * height / 1e6:.1f} MP, over the limit of "
-            f"{max_pixels} pixels (parameter max_input_pixels); refused before decoding")
+            f"{max_pixels} pixels (parameter max_input_pixels); refused before decoding"
+        )
 
 
 def image_to_numpy(msg, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
@@ -117,18 +134,25 @@ def image_to_numpy(msg, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarr
     row_bytes = width * channels * dtype.itemsize
     if step < row_bytes:
         raise ImageConversionError(
-            f"step {step} is smaller than one row of {width} {msg.encoding} pixels ({row_bytes} bytes)")
+            f"step {step} is smaller than one row of {width} {msg.encoding} pixels ({row_bytes} bytes)"
+        )
     buffer = _buffer_of(msg.data)
     if len(buffer) != height * step:
         raise ImageConversionError(
             f"data has {len(buffer)} bytes but height*step = {height}*{step} = {height * step} "
-            f"({msg.encoding}, {width}x{height})")
+            f"({msg.encoding}, {width}x{height})"
+        )
     message_big_endian = bool(msg.is_bigendian)
     native_big_endian = sys.byteorder == "big"
-    stored_dtype = dtype.newbyteorder(">" if message_big_endian else "<") if dtype.itemsize > 1 else dtype
+    stored_dtype = (
+        dtype.newbyteorder(">" if message_big_endian else "<") if dtype.itemsize > 1 else dtype
+    )
     shape = (height, width, channels) if channels > 1 else (height, width)
-    strides = ((step, channels * dtype.itemsize, dtype.itemsize) if channels > 1
-               else (step, dtype.itemsize))
+    strides = (
+        (step, channels * dtype.itemsize, dtype.itemsize)
+        if channels > 1
+        else (step, dtype.itemsize)
+    )
     # A strided view honours row padding without copying; numpy handles unaligned rows too.
     image = np.ndarray(shape=shape, dtype=stored_dtype, buffer=buffer, strides=strides)
     if dtype.itemsize > 1 and message_big_endian != native_big_endian:
@@ -146,7 +170,8 @@ def numpy_to_image(image: np.ndarray, encoding: str, header=None):
     if image.dtype != dtype or actual_channels != channels:
         raise ImageConversionError(
             f"array of shape {image.shape} and dtype {image.dtype} does not fit encoding {encoding!r} "
-            f"({channels} channel(s) of {dtype})")
+            f"({channels} channel(s) of {dtype})"
+        )
     if image.shape[0] == 0 or image.shape[1] == 0:
         raise ImageConversionError(f"image is empty: shape {image.shape}")
     image = np.ascontiguousarray(image)
@@ -170,7 +195,8 @@ def _parse_compressed_format(fmt: str) -> tuple[str, str]:
     text = fmt.strip().lower()
     if "compresseddepth" in text:
         raise ImageConversionError(
-            f"format {fmt!r} is compressedDepth (a depth image), not a camera image")
+            f"format {fmt!r} is compressedDepth (a depth image), not a camera image"
+        )
     original = ""
     if ";" in text:
         original, _, rest = (part.strip() for part in text.partition(";"))
@@ -207,9 +233,11 @@ def compressed_size(data) -> tuple[str, int, int]:
     """
     head = bytes(data[:8])
     if head == _PNG_SIGNATURE:
-        ihdr = bytes(data[8:8 + 8 + 13])
+        ihdr = bytes(data[8 : 8 + 8 + 13])
         if len(ihdr) < 21 or ihdr[4:8] != b"IHDR":
-            raise ImageConversionError("could not decode PNG data: no IHDR chunk after the signature")
+            raise ImageConversionError(
+                "could not decode PNG data: no IHDR chunk after the signature"
+            )
         width, height = struct.unpack(">II", ihdr[8:16])
         if width == 0 or height == 0:
             raise ImageConversionError(f"could not decode PNG data: IHDR says {width}x{height}")
@@ -217,7 +245,8 @@ def compressed_size(data) -> tuple[str, int, int]:
     if head[:2] == b"\xff\xd8":
         return ("jpeg", *_jpeg_frame_size(data))
     raise ImageConversionError(
-        f"could not decode {len(data)} bytes: neither PNG nor JPEG (starts with {head[:4].hex(' ')})")
+        f"could not decode {len(data)} bytes: neither PNG nor JPEG (starts with {head[:4].hex(' ')})"
+    )
 
 
 def _jpeg_frame_size(data) -> tuple[int, int]:
@@ -227,7 +256,8 @@ def _jpeg_frame_size(data) -> tuple[int, int]:
         if view[position] != 0xFF:
             raise ImageConversionError(
                 f"could not decode JPEG data: expected a marker at byte {position}, found "
-                f"0x{view[position]:02x} (corrupt header)")
+                f"0x{view[position]:02x} (corrupt header)"
+            )
         while position < end and view[position] == 0xFF:  # fill bytes before a marker
             position += 1
         if position >= end:
@@ -242,7 +272,9 @@ def _jpeg_frame_size(data) -> tuple[int, int]:
             break
         length = (view[position] << 8) | view[position + 1]
         if length < 2:
-            raise ImageConversionError(f"could not decode JPEG data: marker 0x{marker:02x} has length {length}")
+            raise ImageConversionError(
+                f"could not decode JPEG data: marker 0x{marker:02x} has length {length}"
+            )
         if marker in _JPEG_SOF_MARKERS:
             if position + 7 > end:
                 break
@@ -250,14 +282,19 @@ def _jpeg_frame_size(data) -> tuple[int, int]:
             width = (view[position + 5] << 8) | view[position + 6]
             if width == 0 or height == 0:
                 # Height 0 defers it to a DNL marker, which libjpeg does not support either.
-                raise ImageConversionError(f"could not decode JPEG data: frame header says {width}x{height}")
+                raise ImageConversionError(
+                    f"could not decode JPEG data: frame header says {width}x{height}"
+                )
             return width, height
         if marker == 0xDA:  # start of scan before any frame header
-            raise ImageConversionError("could not decode JPEG data: scan data before the frame header (SOF)")
+            raise ImageConversionError(
+                "could not decode JPEG data: scan data before the frame header (SOF)"
+            )
         position += length
     raise ImageConversionError(
         f"could not decode {len(view)} bytes of JPEG data: no frame header (SOF marker) in them: "
-        "corrupt or truncated data")
+        "corrupt or truncated data"
+    )
 
 
 class _StderrCapture:
@@ -305,8 +342,10 @@ class _StderrCapture:
 _STDERR = _StderrCapture()
 # libjpeg's warnings (jerror.h) that mean image data is missing or wrong. "extraneous bytes before
 # marker" is not among them: it comes after the last block was decoded, so the image is whole.
-_JPEG_DAMAGE = re.compile(r"(Corrupt JPEG data: (?!\d+ extraneous bytes)|Premature end of JPEG file"
-                          r"|Inconsistent progression sequence)")
+_JPEG_DAMAGE = re.compile(
+    r"(Corrupt JPEG data: (?!\d+ extraneous bytes)|Premature end of JPEG file"
+    r"|Inconsistent progression sequence)"
+)
 
 
 def _decode_jpeg_checked(encoded: np.ndarray) -> tuple[np.ndarray | None, str]:
@@ -351,18 +390,21 @@ def compressed_to_numpy(msg, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tup
         tail = bytes(buffer[-16:]).rstrip(b"\x00")
         if not tail.endswith(b"\xff\xd9"):
             raise ImageConversionError(
-                f"JPEG data is truncated or corrupt ({len(buffer)} bytes, no end-of-image marker)")
+                f"JPEG data is truncated or corrupt ({len(buffer)} bytes, no end-of-image marker)"
+            )
         decoded, damage = _decode_jpeg_checked(encoded)
     else:
         decoded = cv2.imdecode(encoded, cv2.IMREAD_UNCHANGED)
     if decoded is None or decoded.size == 0:
         raise ImageConversionError(
             f"could not decode {len(buffer)} bytes as {codec} (format {msg.format!r}): "
-            "corrupt or truncated data")
+            "corrupt or truncated data"
+        )
     if damage:
         raise ImageConversionError(
             f"JPEG data is truncated or corrupt ({len(buffer)} bytes; libjpeg: {damage!r}): the "
-            "decoder filled the missing part with grey")
+            "decoder filled the missing part with grey"
+        )
     bits = 16 if decoded.dtype == np.uint16 else 8
     if decoded.dtype not in (np.uint8, np.uint16):
         raise ImageConversionError(f"decoded image has unsupported dtype {decoded.dtype}")
@@ -377,8 +419,9 @@ def compressed_to_numpy(msg, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tup
     return decoded, decoded_encoding
 
 
-def numpy_to_compressed(image: np.ndarray, encoding: str, fmt: str = "jpeg", header=None,
-                        jpeg_quality: int = 90):
+def numpy_to_compressed(
+    image: np.ndarray, encoding: str, fmt: str = "jpeg", header=None, jpeg_quality: int = 90
+):
     """numpy array in ``encoding`` -> sensor_msgs/CompressedImage (image_transport's layout)."""
     from sensor_msgs.msg import CompressedImage
 
@@ -386,7 +429,8 @@ def numpy_to_compressed(image: np.ndarray, encoding: str, fmt: str = "jpeg", hea
         raise ImageConversionError(f"compressed format must be jpeg or png, got {fmt!r}")
     if encoding not in _NAMED_ENCODINGS or encoding.startswith("bayer_"):
         raise ImageConversionError(
-            f"compression needs an rgb/bgr/rgba/bgra/mono encoding, got {encoding!r}")
+            f"compression needs an rgb/bgr/rgba/bgra/mono encoding, got {encoding!r}"
+        )
     dtype, channels = encoding_layout(encoding)
     image = np.asarray(image)
     if image.dtype != dtype:
@@ -402,8 +446,9 @@ def numpy_to_compressed(image: np.ndarray, encoding: str, fmt: str = "jpeg", hea
     if fmt == "jpeg" and (dtype != np.uint8 or channels == 4):
         raise ImageConversionError(f"JPEG holds 8-bit mono or colour only, not {encoding}")
     params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)] if fmt == "jpeg" else []
-    ok, encoded = cv2.imencode(".jpg" if fmt == "jpeg" else ".png",
-                               np.ascontiguousarray(codec_image), params)
+    ok, encoded = cv2.imencode(
+        ".jpg" if fmt == "jpeg" else ".png", np.ascontiguousarray(codec_image), params
+    )
     if not ok:
         raise ImageConversionError(f"OpenCV could not encode a {encoding} image as {fmt}")
     msg = CompressedImage()
@@ -426,14 +471,16 @@ def to_rgb8(image: np.ndarray, encoding: str) -> np.ndarray:
     if encoding not in CAMERA_ENCODINGS:
         raise ImageConversionError(
             f"encoding {encoding!r} is not a camera image the node can dehaze; use one of "
-            f"{', '.join(CAMERA_ENCODINGS)}")
+            f"{', '.join(CAMERA_ENCODINGS)}"
+        )
     dtype, channels = encoding_layout(encoding)
     actual_channels = 1 if image.ndim == 2 else image.shape[2]
     if image.dtype != dtype or actual_channels != channels:
         raise ImageConversionError(
-            f"array {image.shape} {image.dtype} does not match encoding {encoding!r}")
+            f"array {image.shape} {image.dtype} does not match encoding {encoding!r}"
+        )
     if encoding.startswith("bayer_"):
-        pattern = encoding[len("bayer_"):].rstrip("0123456789")
+        pattern = encoding[len("bayer_") :].rstrip("0123456789")
         return cv2.cvtColor(np.ascontiguousarray(_top_byte(image)), _BAYER_TO_RGB[pattern])
     image8 = _top_byte(image)
     if channels == 1:
@@ -474,7 +521,9 @@ def rgb8_to_encoding(rgb: np.ndarray, encoding: str, alpha: np.ndarray | None = 
             alpha = np.full(rgb.shape[:2], 255, dtype=np.uint8)
         colour = rgb if encoding == "rgba8" else rgb[..., ::-1]
         return np.dstack([colour, alpha])
-    raise ImageConversionError(f"cannot produce {encoding!r} from RGB (rgb8, bgr8, rgba8, bgra8, mono8)")
+    raise ImageConversionError(
+        f"cannot produce {encoding!r} from RGB (rgb8, bgr8, rgba8, bgra8, mono8)"
+    )
 
 
 def alpha_channel(image: np.ndarray, encoding: str) -> np.ndarray | None:

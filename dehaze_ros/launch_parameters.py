@@ -6,6 +6,7 @@ installable from PyPI. Launch arguments that set a node parameter default to "",
 given": the params file (or the node's own default) decides, and a user's params file is never
 overridden by a launch default nobody typed.
 """
+
 from __future__ import annotations
 
 # Launch arguments that set the dehaze_node parameter of the same name, when given.
@@ -36,7 +37,8 @@ def sim_time_parameter(values: dict[str, str]) -> dict[str, bool]:
 def dehaze_node_parameters(values: dict[str, str]) -> list:
     """The params file, then a dict of only the overrides the user gave (later entries win)."""
     overrides: dict[str, str | bool] = {
-        name: values[name] for name in NODE_PARAMETER_ARGUMENTS if values[name].strip()}
+        name: values[name] for name in NODE_PARAMETER_ARGUMENTS if values[name].strip()
+    }
     overrides.update(sim_time_parameter(values))
     return [values["params_file"], overrides] if overrides else [values["params_file"]]
 
@@ -53,6 +55,8 @@ def rviz_decision(values: dict[str, str], rviz_installed: bool) -> tuple[bool, s
     if not launch_flag("rviz", values["rviz"]):
         return False, None
     if not rviz_installed:
-        return False, ("rviz:=true, but the package rviz2 is not installed: starting without "
-                       "RViz (install ros-$ROS_DISTRO-rviz2 to get it)")
+        return False, (
+            "rviz:=true, but the package rviz2 is not installed: starting without "
+            "RViz (install ros-$ROS_DISTRO-rviz2 to get it)"
+        )
     return True, None

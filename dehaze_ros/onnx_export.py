@@ -33,6 +33,7 @@ size-dependent choices to stay symbolic (``models.blocks.pad_to_multiple``,
 ``models.dcp_prior``); the parity tests in test/test_onnx.py check sizes that are and are not
 multiples of the padding. The batch is fixed at 1 (the engine runs one frame at a time).
 """
+
 from __future__ import annotations
 
 import json
@@ -46,15 +47,23 @@ import torch
 from torch import nn
 
 from dehaze_ros import dcp
-from dehaze_ros.checkpoint import Checkpoint, atomic_write, build_models, file_sha256, load_checkpoint
+from dehaze_ros.checkpoint import (
+    Checkpoint,
+    atomic_write,
+    build_models,
+    file_sha256,
+    load_checkpoint,
+)
 
 ONNX_FORMAT = "dehaze_ros.onnx"
 ONNX_FORMAT_VERSION = 1
 DEFAULT_OPSET = 18
 INPUT_NAME = "hazy"
 PHYSICS_OUTPUTS = ("dehazed", "depth", "transmission", "airlight")
-INSTALL_HINT = ("pip install 'dehaze_ros[onnx]' (or: pip install onnx onnxscript onnxruntime; on an NVIDIA GPU "
-                "'dehaze_ros[onnx-gpu]', onnxruntime-gpu instead of onnxruntime)")
+INSTALL_HINT = (
+    "pip install 'dehaze_ros[onnx]' (or: pip install onnx onnxscript onnxruntime; on an NVIDIA GPU "
+    "'dehaze_ros[onnx-gpu]', onnxruntime-gpu instead of onnxruntime)"
+)
 
 
 class OnnxExportError(RuntimeError):
@@ -99,6 +108,7 @@ def min_side(dehazer: nn.Module, depth_net: nn.Module | None) -> int:
 @dataclass(frozen=True)
 class OnnxMetadata:
     """The checkpoint's metadata as it travels in an exported graph."""
+
     model_config: dict
     depth_units: str
     depth_range_m: tuple[float, float]
@@ -140,33 +150,51 @@ class OnnxMetadata:
         if found != ONNX_FORMAT:
             raise OnnxModelError(
                 f"{path} is not a dehaze_ros ONNX graph (metadata dehaze_ros.format: {found!r}); "
-                "export one with `python -m training.export CHECKPOINT --onnx OUT.onnx`")
+                "export one with `python -m training.export CHECKPOINT --onnx OUT.onnx`"
+            )
         version = props.get("dehaze_ros.format_version")
         if version != str(ONNX_FORMAT_VERSION):
-            raise OnnxModelError(f"{path} has dehaze_ros ONNX format version {version!r}; this "
-                                 f"dehaze_ros reads version {ONNX_FORMAT_VERSION}: export it again")
+            raise OnnxModelError(
+                f"{path} has dehaze_ros ONNX format version {version!r}; this "
+                f"dehaze_ros reads version {ONNX_FORMAT_VERSION}: export it again"
+            )
         try:
             near, far = (float(v) for v in json.loads(props["depth_range_m"]))
-            metadata = cls(model_config=json.loads(props["model_config"]), depth_units=props["depth_units"],
-                           depth_range_m=(near, far), canonical_focal_px=float(props["canonical_focal_px"]),
-                           min_side=int(props["min_side"]), outputs=tuple(json.loads(props["outputs"])),
-                           io=json.loads(props.get("io", "{}")),
-                           provenance=json.loads(props.get("provenance", "{}")),
-                           metrics=json.loads(props.get("metrics", "{}")),
-                           source_sha256=props.get("source_sha256", ""))
+            metadata = cls(
+                model_config=json.loads(props["model_config"]),
+                depth_units=props["depth_units"],
+                depth_range_m=(near, far),
+                canonical_focal_px=float(props["canonical_focal_px"]),
+                min_side=int(props["min_side"]),
+                outputs=tuple(json.loads(props["outputs"])),
+                io=json.loads(props.get("io", "{}")),
+                provenance=json.loads(props.get("provenance", "{}")),
+                metrics=json.loads(props.get("metrics", "{}")),
+                source_sha256=props.get("source_sha256", ""),
+            )
         except KeyError as exc:
             raise OnnxModelError(f"{path}: metadata lacks {exc.args[0]!r}") from None
         except (TypeError, ValueError) as exc:
             raise OnnxModelError(f"{path}: metadata is malformed: {exc}") from None
         if metadata.outputs[:2] != ("dehazed", "depth"):
-            raise OnnxModelError(f"{path}: outputs must start with dehazed, depth; got {metadata.outputs}")
+            raise OnnxModelError(
+                f"{path}: outputs must start with dehazed, depth; got {metadata.outputs}"
+            )
         return metadata
 
     def as_checkpoint(self, path: str | os.PathLike) -> Checkpoint:
         """A weightless Checkpoint, so that code reading ``engine.checkpoint`` works for either backend."""
-        return Checkpoint(path=str(path), model_config=self.model_config, dehazer_state={}, depth_net_state=None,
-                          depth_units=self.depth_units, depth_range_m=self.depth_range_m, io=self.io,
-                          provenance=self.provenance, metrics=self.metrics)
+        return Checkpoint(
+            path=str(path),
+            model_config=self.model_config,
+            dehazer_state={},
+            depth_net_state=None,
+            depth_units=self.depth_units,
+            depth_range_m=self.depth_range_m,
+            io=self.io,
+            provenance=self.provenance,
+            metrics=self.metrics,
+        )
 
 
 def _require_exporter() -> None:
@@ -177,8 +205,9 @@ def _require_exporter() -> None:
         except ImportError:
             missing.append(module)
     if missing:
-        raise OnnxExportError(f"ONNX export needs {' and '.join(missing)}, which are not installed; "
-                              + INSTALL_HINT)
+        raise OnnxExportError(
+            f"ONNX export needs {' and '.join(missing)}, which are not installed; " + INSTALL_HINT
+        )
 
 
 def check_written_opset(proto, opset: int) -> None:
@@ -186,22 +215,32 @@ def check_written_opset(proto, opset: int) -> None:
     onnx's version converter; where that has no adapter (Pad 18 -> 17, met by our graphs) it keeps
     18 with only a logged traceback. A graph asked for as 17 that is 18 inside would fail later, in
     TensorRT 8.6's parser on a robot: it is refused here."""
-    written = next((entry.version for entry in proto.opset_import if entry.domain in ("", "ai.onnx")), None)
+    written = next(
+        (entry.version for entry in proto.opset_import if entry.domain in ("", "ai.onnx")), None
+    )
     if written != opset:
-        raise OnnxExportError(f"opset {opset} was asked for but the exporter wrote opset {written} (onnx's "
-                              f"version converter could not convert every operator); export with --opset "
-                              f"{written}: TensorRT reads it from version 10 on (docs/onnx.md)")
+        raise OnnxExportError(
+            f"opset {opset} was asked for but the exporter wrote opset {written} (onnx's "
+            f"version converter could not convert every operator); export with --opset "
+            f"{written}: TensorRT reads it from version 10 on (docs/onnx.md)"
+        )
 
 
-def export_onnx(checkpoint_path: str | os.PathLike, output: str | os.PathLike, opset: int = DEFAULT_OPSET,
-                example_size: tuple[int, int] = (240, 320)) -> dict:
+def export_onnx(
+    checkpoint_path: str | os.PathLike,
+    output: str | os.PathLike,
+    opset: int = DEFAULT_OPSET,
+    example_size: tuple[int, int] = (240, 320),
+) -> dict:
     """Write the graph of ``checkpoint_path`` (a deployable checkpoint) to ``output`` atomically,
     with the metadata; returns a summary. OnnxExportError / CheckpointError on failure."""
     _require_exporter()
     import onnx
 
     if opset < 17:
-        raise ValueError(f"opset must be >= 17 (the exporter writes opset 18 and converts), got {opset}")
+        raise ValueError(
+            f"opset must be >= 17 (the exporter writes opset 18 and converts), got {opset}"
+        )
     checkpoint = load_checkpoint(checkpoint_path, map_location="cpu")
     dehazer, depth_net = build_models(checkpoint)
     module = DeployableNetworks(dehazer, depth_net).eval()
@@ -214,7 +253,9 @@ def export_onnx(checkpoint_path: str | os.PathLike, output: str | os.PathLike, o
     # choices on strides) that torch.export cannot prove for all sizes and named Dims refuse;
     # they do not change what the graph computes (ONNX Reshape has no strides), and the sizes
     # stay symbolic (test_onnx checks sizes that are and are not multiples of the padding).
-    dims = {INPUT_NAME: {2: torch.export.Dim.AUTO(min=smallest), 3: torch.export.Dim.AUTO(min=smallest)}}
+    dims = {
+        INPUT_NAME: {2: torch.export.Dim.AUTO(min=smallest), 3: torch.export.Dim.AUTO(min=smallest)}
+    }
     # torch's exporter logs a warning per torchvision op it cannot register; we use none of them.
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     with warnings.catch_warnings():
@@ -222,31 +263,59 @@ def export_onnx(checkpoint_path: str | os.PathLike, output: str | os.PathLike, o
         warnings.simplefilter("ignore", FutureWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
         try:
-            program = torch.onnx.export(module, (example,), dynamo=True, dynamic_shapes=dims,
-                                        input_names=[INPUT_NAME], output_names=list(outputs),
-                                        opset_version=opset, verbose=False, external_data=False)
+            program = torch.onnx.export(
+                module,
+                (example,),
+                dynamo=True,
+                dynamic_shapes=dims,
+                input_names=[INPUT_NAME],
+                output_names=list(outputs),
+                opset_version=opset,
+                verbose=False,
+                external_data=False,
+            )
         except Exception as exc:  # torch.export / translation errors: all mean "no graph"
             raise OnnxExportError(f"exporting {checkpoint_path} to ONNX failed: {exc}") from exc
     proto = program.model_proto
     check_written_opset(proto, opset)
     metadata = OnnxMetadata(
-        model_config=dict(checkpoint.model_config), depth_units=checkpoint.depth_units,
+        model_config=dict(checkpoint.model_config),
+        depth_units=checkpoint.depth_units,
         depth_range_m=tuple(checkpoint.depth_range_m),
         canonical_focal_px=float(checkpoint.model_config.get("canonical_focal_px", 0.0)),
-        min_side=smallest, outputs=outputs,
-        io={**checkpoint.io, "graph": {"input": f"{INPUT_NAME}: float32 1x3xHxW RGB [0,1], H,W >= {smallest}",
-                                       "outputs": list(outputs), "dehazed": "clamped to [0,1]",
-                                       "depth": "depth_units; canonical camera if canonical_focal_px > 0: "
-                                                "metres = depth * f / canonical_focal_px, f of the input image"}},
-        provenance=dict(checkpoint.provenance), metrics=dict(checkpoint.metrics),
-        source_sha256=file_sha256(checkpoint_path))
+        min_side=smallest,
+        outputs=outputs,
+        io={
+            **checkpoint.io,
+            "graph": {
+                "input": f"{INPUT_NAME}: float32 1x3xHxW RGB [0,1], H,W >= {smallest}",
+                "outputs": list(outputs),
+                "dehazed": "clamped to [0,1]",
+                "depth": "depth_units; canonical camera if canonical_focal_px > 0: "
+                "metres = depth * f / canonical_focal_px, f of the input image",
+            },
+        },
+        provenance=dict(checkpoint.provenance),
+        metrics=dict(checkpoint.metrics),
+        source_sha256=file_sha256(checkpoint_path),
+    )
     exporter = f"torch {torch.__version__}, torch.onnx.export(dynamo=True), opset {opset}"
-    onnx.helper.set_model_props(proto, metadata.to_props(str(Path(checkpoint_path).resolve()), exporter))
+    onnx.helper.set_model_props(
+        proto, metadata.to_props(str(Path(checkpoint_path).resolve()), exporter)
+    )
     try:
         onnx.checker.check_model(proto, full_check=False)
     except onnx.checker.ValidationError as exc:
-        raise OnnxExportError(f"the exported graph of {checkpoint_path} failed onnx.checker: {exc}") from exc
+        raise OnnxExportError(
+            f"the exported graph of {checkpoint_path} failed onnx.checker: {exc}"
+        ) from exc
     # One file (no external data): the graphs are a few MB. Never half-written (atomic_write).
     atomic_write(output, lambda file: file.write(proto.SerializeToString()))
-    return {"output": str(output), "model": metadata.name, "outputs": list(outputs), "opset": opset,
-            "min_side": smallest, "bytes": Path(output).stat().st_size}
+    return {
+        "output": str(output),
+        "model": metadata.name,
+        "outputs": list(outputs),
+        "opset": opset,
+        "min_side": smallest,
+        "bytes": Path(output).stat().st_size,
+    }

@@ -11,6 +11,7 @@ Colour is packed the PCL/RViz way: one float32 field ``rgb`` whose bits are 0x00
 
 No rclpy import: sensor_msgs is imported where a message is built, so the maths is tested alone.
 """
+
 from __future__ import annotations
 
 import array
@@ -28,8 +29,10 @@ class IntrinsicsError(ValueError):
 
 # The one text every output names an unusable CameraInfo with (points, camera_info outputs,
 # metric depth, visibility), so a user meets one message whatever they subscribed to.
-UNCALIBRATED = ("camera_info is uncalibrated: its focal length is zero, negative, NaN or "
-                "infinite (K and P must hold fx, fy > 0 and a finite principal point)")
+UNCALIBRATED = (
+    "camera_info is uncalibrated: its focal length is zero, negative, NaN or "
+    "infinite (K and P must hold fx, fy > 0 and a finite principal point)"
+)
 
 
 def _pixel_transform(camera_info, width: int, height: int) -> np.ndarray:
@@ -50,12 +53,18 @@ def _pixel_transform(camera_info, width: int, height: int) -> np.ndarray:
     if region_w <= 0 or region_h <= 0:
         return np.eye(3)
     scale_x, scale_y = width / region_w, height / region_h
-    return np.array([[scale_x, 0.0, (0.5 - x_offset) * scale_x - 0.5],
-                     [0.0, scale_y, (0.5 - y_offset) * scale_y - 0.5],
-                     [0.0, 0.0, 1.0]])
+    return np.array(
+        [
+            [scale_x, 0.0, (0.5 - x_offset) * scale_x - 0.5],
+            [0.0, scale_y, (0.5 - y_offset) * scale_y - 0.5],
+            [0.0, 0.0, 1.0],
+        ]
+    )
 
 
-def intrinsics_from_camera_info(camera_info, width: int, height: int) -> tuple[float, float, float, float]:
+def intrinsics_from_camera_info(
+    camera_info, width: int, height: int
+) -> tuple[float, float, float, float]:
     """(fx, fy, cx, cy) for an image of ``width`` x ``height`` from a sensor_msgs/CameraInfo.
 
     The projection matrix P describes the rectified image and is what image_pipeline's depth
@@ -65,14 +74,20 @@ def intrinsics_from_camera_info(camera_info, width: int, height: int) -> tuple[f
     in the CameraInfo published next to the image.
     """
     calibrated = _calibrated_matrix(camera_info)
-    with np.errstate(over="ignore", invalid="ignore"):   # an overflow is refused just below
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is refused just below
         matrix = _pixel_transform(camera_info, width, height) @ calibrated
-    fx, fy, cx, cy = (float(matrix[0, 0]), float(matrix[1, 1]), float(matrix[0, 2]),
-                      float(matrix[1, 2]))
+    fx, fy, cx, cy = (
+        float(matrix[0, 0]),
+        float(matrix[1, 1]),
+        float(matrix[0, 2]),
+        float(matrix[1, 2]),
+    )
     if not (np.isfinite([fx, fy, cx, cy]).all() and fx > 0 and fy > 0):
         # A region of interest or a calibrated size far from the image's can still overflow.
-        raise IntrinsicsError(f"{UNCALIBRATED}: mapped to the {width}x{height} image they give "
-                              f"fx={fx}, fy={fy}, cx={cx}, cy={cy}")
+        raise IntrinsicsError(
+            f"{UNCALIBRATED}: mapped to the {width}x{height} image they give "
+            f"fx={fx}, fy={fy}, cx={cx}, cy={cy}"
+        )
     return fx, fy, cx, cy
 
 
@@ -84,9 +99,12 @@ def _calibrated_matrix(camera_info) -> np.ndarray:
     explicitly: ``NaN <= 0`` is False, and such a camera once gave clouds of NaN points.
     """
     projection = np.asarray(camera_info.p, dtype=np.float64).reshape(3, 4)
-    use_projection = bool(np.any(projection[:, :3] != 0))   # NaN != 0: a broken P is not skipped
-    matrix = projection[:, :3] if use_projection else np.asarray(
-        camera_info.k, dtype=np.float64).reshape(3, 3)
+    use_projection = bool(np.any(projection[:, :3] != 0))  # NaN != 0: a broken P is not skipped
+    matrix = (
+        projection[:, :3]
+        if use_projection
+        else np.asarray(camera_info.k, dtype=np.float64).reshape(3, 3)
+    )
     source = "P" if use_projection else "K"
     fx, fy, cx, cy = matrix[0, 0], matrix[1, 1], matrix[0, 2], matrix[1, 2]
     if not (np.isfinite([fx, fy, cx, cy]).all() and fx > 0 and fy > 0):
@@ -116,7 +134,7 @@ def camera_info_for_image(camera_info, width: int, height: int, header=None):
     info = copy.copy(camera_info)  # shallow; every field that changes is replaced, not mutated
     info.header = camera_info.header if header is None else header
     info.width, info.height = int(width), int(height)
-    with np.errstate(invalid="ignore", over="ignore"):   # NaN/inf in K or P: replaced below
+    with np.errstate(invalid="ignore", over="ignore"):  # NaN/inf in K or P: replaced below
         k = transform @ np.asarray(camera_info.k, dtype=np.float64).reshape(3, 3)
         p = transform @ np.asarray(camera_info.p, dtype=np.float64).reshape(3, 4)
     try:
@@ -131,9 +149,15 @@ def camera_info_for_image(camera_info, width: int, height: int, header=None):
     return info
 
 
-def depth_to_points(depth_m: np.ndarray, fx: float, fy: float, cx: float, cy: float,
-                    decimation: int = 1, colors_rgb: np.ndarray | None = None
-                    ) -> tuple[np.ndarray, np.ndarray | None]:
+def depth_to_points(
+    depth_m: np.ndarray,
+    fx: float,
+    fy: float,
+    cx: float,
+    cy: float,
+    decimation: int = 1,
+    colors_rgb: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Back-project every ``decimation``-th pixel (rows and columns) with valid depth.
 
     Returns (xyz N x 3 float32 metres, rgb N x 3 uint8 or None), rows in image scan order.
@@ -208,5 +232,7 @@ def pointcloud2_to_arrays(msg) -> tuple[np.ndarray, np.ndarray]:
     points = np.frombuffer(memoryview(msg.data).cast("B"), dtype=POINT_DTYPE)
     xyz = np.stack([points["x"], points["y"], points["z"]], axis=1)
     packed = points["rgb"]
-    rgb = np.stack([(packed >> 16) & 255, (packed >> 8) & 255, packed & 255], axis=1).astype(np.uint8)
+    rgb = np.stack([(packed >> 16) & 255, (packed >> 8) & 255, packed & 255], axis=1).astype(
+        np.uint8
+    )
     return xyz, rgb

@@ -6,6 +6,7 @@ and what the node is doing into the level, message and key-values of its diagnos
 a pure function, tested without DDS. The demo reads the same keys (KEY_*), and percentile is the
 one latency statistic of both.
 """
+
 from __future__ import annotations
 
 import statistics
@@ -16,8 +17,8 @@ from dataclasses import dataclass, field
 
 from dehaze_ros.metric_scale import LEARNED
 
-LATENCY_WINDOW = 200          # recent frames the latency statistics cover
-OK, WARN, ERROR = 0, 1, 2     # diagnostic_msgs/DiagnosticStatus levels
+LATENCY_WINDOW = 200  # recent frames the latency statistics cover
+OK, WARN, ERROR = 0, 1, 2  # diagnostic_msgs/DiagnosticStatus levels
 
 # Keys of the diagnostics key-values that programs read (the demo, tests, monitoring): the text
 # is what people see in rqt_runtime_monitor; readers use these names, never a copy of the text.
@@ -38,8 +39,10 @@ KEY_SCALE_FACTOR = "depth scale factor"
 # node's one-frame slot until the worker took it; the middle ones are the engine's stages.
 KEY_STAGES = "time per frame median (ms)"
 
-VISIBILITY_NEEDS_METRES = ("visibility is not published: it needs metric depth and the model's "
-                           "depth is relative (model dcp); use a checkpoint")
+VISIBILITY_NEEDS_METRES = (
+    "visibility is not published: it needs metric depth and the model's "
+    "depth is relative (model dcp); use a checkpoint"
+)
 
 
 def percentile(samples: Iterable[float], fraction: float) -> float:
@@ -57,30 +60,31 @@ def percentile(samples: Iterable[float], fraction: float) -> float:
 @dataclass(frozen=True)
 class StatsSnapshot:
     """FrameStats at one moment (``taken_at``, time.monotonic())."""
+
     taken_at: float
-    received: int = 0          # frames that reached the subscription callback
-    processed: int = 0         # frames whose outputs were published
-    with_depth: int = 0        # ... of which the depth network ran for (someone wanted depth)
-    dropped: int = 0           # replaced by a newer frame before the worker took them
-    invalid: int = 0           # bad data: wrong size, unknown encoding, corrupt JPEG, ...
-    skipped: int = 0           # nobody subscribed to any output
-    failed: int = 0            # the engine raised
-    worker_restarts: int = 0   # the processing thread died and the watchdog restarted it
+    received: int = 0  # frames that reached the subscription callback
+    processed: int = 0  # frames whose outputs were published
+    with_depth: int = 0  # ... of which the depth network ran for (someone wanted depth)
+    dropped: int = 0  # replaced by a newer frame before the worker took them
+    invalid: int = 0  # bad data: wrong size, unknown encoding, corrupt JPEG, ...
+    skipped: int = 0  # nobody subscribed to any output
+    failed: int = 0  # the engine raised
+    worker_restarts: int = 0  # the processing thread died and the watchdog restarted it
     last_worker_failure: str = ""
-    with_visibility: int = 0   # frames whose visibility was estimated (someone subscribed)
+    with_visibility: int = 0  # frames whose visibility was estimated (someone subscribed)
     visibility: object = None  # the last VisibilityEstimate
-    focal_assumed: bool | None = None        # last depth frame: metres from default_hfov_deg
-    scale: object = None                     # last depth frame: its metric_scale.ScaleState
-    scale_held: int = 0                      # depth frames whose scale was held (no ground seen)
-    scale_learned: int = 0                   # ... that fell back to the network's own metres
+    focal_assumed: bool | None = None  # last depth frame: metres from default_hfov_deg
+    scale: object = None  # last depth frame: its metric_scale.ScaleState
+    scale_held: int = 0  # depth frames whose scale was held (no ground seen)
+    scale_learned: int = 0  # ... that fell back to the network's own metres
     last_problem: str = ""
-    last_problem_at: float | None = None     # time.monotonic() of the last invalid/failed frame
-    last_good_at: float | None = None        # ... of the last frame processed or skipped
+    last_problem_at: float | None = None  # time.monotonic() of the last invalid/failed frame
+    last_good_at: float | None = None  # ... of the last frame processed or skipped
     last_received_at: float | None = None
-    processing_ms: tuple[float, ...] = ()    # receive -> published
-    stamp_age_ms: tuple[float, ...] = ()     # header stamp -> published
-    inference_ms: tuple[float, ...] = ()     # engine.process
-    stages_ms: tuple[dict, ...] = ()         # per frame: {stage: ms}, see KEY_STAGES
+    processing_ms: tuple[float, ...] = ()  # receive -> published
+    stamp_age_ms: tuple[float, ...] = ()  # header stamp -> published
+    inference_ms: tuple[float, ...] = ()  # engine.process
+    stages_ms: tuple[dict, ...] = ()  # per frame: {stage: ms}, see KEY_STAGES
 
     @property
     def bad(self) -> int:
@@ -92,12 +96,33 @@ class FrameStats:
 
     def __init__(self):
         self._lock = threading.Lock()
-        self._counts = dict(received=0, processed=0, with_depth=0, dropped=0, invalid=0, skipped=0,
-                            failed=0, with_visibility=0, worker_restarts=0, scale_held=0, scale_learned=0)
-        self._last = dict(visibility=None, focal_assumed=None, scale=None, last_problem="", last_problem_at=None,
-                          last_good_at=None, last_received_at=None, last_worker_failure="")
-        self._samples = {name: deque(maxlen=LATENCY_WINDOW)
-                         for name in ("processing_ms", "stamp_age_ms", "inference_ms", "stages_ms")}
+        self._counts = dict(
+            received=0,
+            processed=0,
+            with_depth=0,
+            dropped=0,
+            invalid=0,
+            skipped=0,
+            failed=0,
+            with_visibility=0,
+            worker_restarts=0,
+            scale_held=0,
+            scale_learned=0,
+        )
+        self._last = dict(
+            visibility=None,
+            focal_assumed=None,
+            scale=None,
+            last_problem="",
+            last_problem_at=None,
+            last_good_at=None,
+            last_received_at=None,
+            last_worker_failure="",
+        )
+        self._samples = {
+            name: deque(maxlen=LATENCY_WINDOW)
+            for name in ("processing_ms", "stamp_age_ms", "inference_ms", "stages_ms")
+        }
 
     def received(self, now: float, replaced_unprocessed: bool) -> None:
         with self._lock:
@@ -122,9 +147,17 @@ class FrameStats:
             self._counts["skipped"] += 1
             self._last["last_good_at"] = now
 
-    def processed(self, now: float, received_at: float, inference_ms: float,
-                  focal_assumed: bool | None, estimate, stamp_age_ms: float | None,
-                  stages_ms: dict | None = None, scale=None) -> None:
+    def processed(
+        self,
+        now: float,
+        received_at: float,
+        inference_ms: float,
+        focal_assumed: bool | None,
+        estimate,
+        stamp_age_ms: float | None,
+        stages_ms: dict | None = None,
+        scale=None,
+    ) -> None:
         """A frame whose outputs were published; ``focal_assumed`` None: no depth was computed,
         ``estimate`` None: no visibility; ``stages_ms``: where its time went (KEY_STAGES);
         ``scale``: its metric_scale.ScaleState (None: no metric depth)."""
@@ -150,39 +183,48 @@ class FrameStats:
 
     def snapshot(self, now: float) -> StatsSnapshot:
         with self._lock:
-            return StatsSnapshot(taken_at=now, **self._counts, **self._last,
-                                 **{name: tuple(values) for name, values in self._samples.items()})
+            return StatsSnapshot(
+                taken_at=now,
+                **self._counts,
+                **self._last,
+                **{name: tuple(values) for name, values in self._samples.items()},
+            )
 
 
 @dataclass(frozen=True)
 class NodeView:
     """What the node is doing, besides its frame counts: the rest of the diagnostics' input."""
-    state: str                                   # unconfigured | inactive | active | finalized
+
+    state: str  # unconfigured | inactive | active | finalized
     configure_error: str = ""
     input_topic: str = ""
     have_camera_info: bool = False
-    camera_info_problem: str = ""                # why the held camera_info cannot project pixels
+    camera_info_problem: str = ""  # why the held camera_info cannot project pixels
     active_since: float | None = None
     diagnostics_period: float = 1.0
     startup_refusals: tuple[str, ...] = ()
-    engine_info: Mapping[str, object] = field(default_factory=dict)   # engine.describe()
-    config: object = None                        # NodeConfig while configured
+    engine_info: Mapping[str, object] = field(default_factory=dict)  # engine.describe()
+    config: object = None  # NodeConfig while configured
 
 
 @dataclass(frozen=True)
 class Diagnosis:
-    level: int                   # OK, WARN or ERROR
+    level: int  # OK, WARN or ERROR
     message: str
     values: dict[str, str]
 
 
 def relative_depth_note(publish_relative_depth: bool) -> str:
     if publish_relative_depth:
-        return ("depth is RELATIVE (model dcp): depth/image and points carry unitless optical "
-                "depth, not metres (publish_relative_depth is true)")
-    return ("depth is RELATIVE (model dcp): depth/image and points are not published; "
-            "depth/colormap shows it. Use a checkpoint for metric depth, or set "
-            "publish_relative_depth:=true")
+        return (
+            "depth is RELATIVE (model dcp): depth/image and points carry unitless optical "
+            "depth, not metres (publish_relative_depth is true)"
+        )
+    return (
+        "depth is RELATIVE (model dcp): depth/image and points are not published; "
+        "depth/colormap shows it. Use a checkpoint for metric depth, or set "
+        "publish_relative_depth:=true"
+    )
 
 
 def _metric_scale_source(focal_assumed: bool | None, scale, node: NodeView) -> str:
@@ -208,10 +250,12 @@ def _scale_values(current: StatsSnapshot, node: NodeView) -> dict[str, str]:
     scale = current.scale
     if scale is None or node.engine_info.get("depth_units") != "meters":
         return {KEY_SCALE_SOURCE: "n/a", KEY_SCALE_FACTOR: "n/a"}
-    return {KEY_SCALE_SOURCE: scale.source + (" (held)" if scale.held else ""),
-            KEY_SCALE_FACTOR: f"{scale.factor:.3f}",
-            "frames with the scale held (no estimate)": str(current.scale_held),
-            "frames at the learned scale after a source failed": str(current.scale_learned)}
+    return {
+        KEY_SCALE_SOURCE: scale.source + (" (held)" if scale.held else ""),
+        KEY_SCALE_FACTOR: f"{scale.factor:.3f}",
+        "frames with the scale held (no estimate)": str(current.scale_held),
+        "frames at the learned scale after a source failed": str(current.scale_learned),
+    }
 
 
 def _visibility_values(estimate, node: NodeView) -> dict[str, str]:
@@ -224,15 +268,22 @@ def _visibility_values(estimate, node: NodeView) -> dict[str, str]:
         note = "not computed yet (computed only while `visibility` has a subscriber)"
     else:
         low, high = estimate.interval_m
-        return {"visibility (m)": f"{estimate.visibility_m:.1f}",
-                "visibility beta (1/m)": f"{estimate.beta_per_m:.5g}",
-                "visibility valid": str(estimate.valid).lower(),
-                "visibility status": estimate.status,
-                "visibility interquartile (m)": f"{low:.1f} .. {high:.1f}",
-                "visibility": estimate.describe(),
-                "visibility transmission from": estimate.transmission_source or "n/a"}
-    return {"visibility (m)": "n/a", "visibility beta (1/m)": "n/a", "visibility valid": "false",
-            "visibility status": "none", "visibility": note}
+        return {
+            "visibility (m)": f"{estimate.visibility_m:.1f}",
+            "visibility beta (1/m)": f"{estimate.beta_per_m:.5g}",
+            "visibility valid": str(estimate.valid).lower(),
+            "visibility status": estimate.status,
+            "visibility interquartile (m)": f"{low:.1f} .. {high:.1f}",
+            "visibility": estimate.describe(),
+            "visibility transmission from": estimate.transmission_source or "n/a",
+        }
+    return {
+        "visibility (m)": "n/a",
+        "visibility beta (1/m)": "n/a",
+        "visibility valid": "false",
+        "visibility status": "none",
+        "visibility": note,
+    }
 
 
 def stage_medians(samples: tuple[dict, ...]) -> str:
@@ -240,7 +291,9 @@ def stage_medians(samples: tuple[dict, ...]) -> str:
     names = list(dict.fromkeys(name for sample in samples for name in sample))
     if not names:
         return "n/a"
-    return ", ".join(f"{name} {statistics.median(s[name] for s in samples if name in s):.1f}" for name in names)
+    return ", ".join(
+        f"{name} {statistics.median(s[name] for s in samples if name in s):.1f}" for name in names
+    )
 
 
 def diagnose(current: StatsSnapshot, previous: StatsSnapshot, node: NodeView) -> Diagnosis:
@@ -254,7 +307,10 @@ def diagnose(current: StatsSnapshot, previous: StatsSnapshot, node: NodeView) ->
     # warns in the period it arrived and for as long as no good frame has followed it.
     recent_bad = max(0, current.bad - previous.bad)
     problem_is_current = current.last_problem_at is not None and (
-        recent_bad > 0 or current.last_good_at is None or current.last_good_at < current.last_problem_at)
+        recent_bad > 0
+        or current.last_good_at is None
+        or current.last_good_at < current.last_problem_at
+    )
     config = node.config
 
     level, messages = OK, []
@@ -273,7 +329,8 @@ def diagnose(current: StatsSnapshot, previous: StatsSnapshot, node: NodeView) ->
             messages.append(
                 f"NO INPUT: {never} on {node.input_topic} for {silent_for:.1f} s; check the "
                 "topic remapping, the publisher's QoS, and FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA "
-                "for large images")
+                "for large images"
+            )
         else:
             messages.append(f"processing {output_rate:.1f} Hz of {input_rate:.1f} Hz input")
         if not node.have_camera_info:
@@ -284,16 +341,22 @@ def diagnose(current: StatsSnapshot, previous: StatsSnapshot, node: NodeView) ->
             level = max(level, WARN)
             messages.append(
                 f"{recent_bad} bad frame(s) in the last {elapsed:.1f} s; last problem: {current.last_problem}"
-                if recent_bad else f"no good frame since the last problem: {current.last_problem}")
+                if recent_bad
+                else f"no good frame since the last problem: {current.last_problem}"
+            )
     recent_restarts = current.worker_restarts - previous.worker_restarts
     if recent_restarts > 0:
         # The output stopped: whatever else is true, this period is an error.
         level = ERROR
-        messages.insert(0, f"{current.last_worker_failure} ({current.worker_restarts} restart(s) "
-                           "since configure)")
+        messages.insert(
+            0,
+            f"{current.last_worker_failure} ({current.worker_restarts} restart(s) since configure)",
+        )
     if current.focal_assumed and config is not None:
-        messages.append(f"metric depth assumes a {config.default_hfov_deg:g} degree field of view "
-                        "(no usable camera_info)")
+        messages.append(
+            f"metric depth assumes a {config.default_hfov_deg:g} degree field of view "
+            "(no usable camera_info)"
+        )
     if config is not None and node.engine_info.get("depth_units") not in (None, "meters"):
         level = max(level, WARN)
         messages.append(relative_depth_note(config.publish_relative_depth))
@@ -306,8 +369,10 @@ def diagnose(current: StatsSnapshot, previous: StatsSnapshot, node: NodeView) ->
         # ERROR although frames may flow: the node is not doing what it was told (a misspelt
         # input_transport listens on the wrong topic) until it is restarted.
         level = max(level, ERROR)
-        messages.append("start-up parameters refused, running with defaults until restarted: "
-                        + "; ".join(node.startup_refusals))
+        messages.append(
+            "start-up parameters refused, running with defaults until restarted: "
+            + "; ".join(node.startup_refusals)
+        )
 
     def ms(samples, fraction):
         return f"{percentile(samples, fraction):.1f}" if samples else "n/a"
@@ -331,11 +396,13 @@ def diagnose(current: StatsSnapshot, previous: StatsSnapshot, node: NodeView) ->
         "latency receive->publish p95 (ms)": ms(current.processing_ms, 0.95),
         "latency stamp->publish median (ms)": ms(current.stamp_age_ms, 0.5),
         "latency stamp->publish p95 (ms)": ms(current.stamp_age_ms, 0.95),
-        "inference median (ms)": (f"{statistics.median(current.inference_ms):.1f}"
-                                  if current.inference_ms else "n/a"),
+        "inference median (ms)": (
+            f"{statistics.median(current.inference_ms):.1f}" if current.inference_ms else "n/a"
+        ),
         "last problem": current.last_problem or "none",
-        "seconds since last problem": (f"{now - current.last_problem_at:.1f}"
-                                       if current.last_problem_at is not None else "n/a"),
+        "seconds since last problem": (
+            f"{now - current.last_problem_at:.1f}" if current.last_problem_at is not None else "n/a"
+        ),
         "refused start-up parameters": "; ".join(node.startup_refusals) or "none",
         KEY_DEVICE_WARNING: str(device_warning or "none"),
         "metric scale from": _metric_scale_source(current.focal_assumed, current.scale, node),

@@ -7,6 +7,7 @@ So a program installs these handlers before its heavy imports (dehaze_ros.entry_
 the console scripts, the `__main__` block of a node module for `python -m`) and looks at
 STOP_REQUESTED once they are loaded. This module imports nothing heavy, on purpose.
 """
+
 from __future__ import annotations
 
 import signal

@@ -30,6 +30,7 @@ or better, ``affine`` better on every set.
 Depth is never blended: nearest-neighbour, so no value between a foreground and a background
 (a "flying" point) is invented.
 """
+
 from __future__ import annotations
 
 import cv2
@@ -61,12 +62,19 @@ def resize_bilinear(values: np.ndarray, height: int, width: int) -> np.ndarray:
     return cv2.resize(values, (width, height), interpolation=cv2.INTER_LINEAR)
 
 
-def guided_upsample(guide_small: np.ndarray, target_small: np.ndarray, guide_full: np.ndarray,
-                    radius: int = RADIUS, eps: float = EPS_TRANSMISSION) -> np.ndarray:
+def guided_upsample(
+    guide_small: np.ndarray,
+    target_small: np.ndarray,
+    guide_full: np.ndarray,
+    radius: int = RADIUS,
+    eps: float = EPS_TRANSMISSION,
+) -> np.ndarray:
     """``target`` at the size of ``guide_full``, its edges taken from the guide (fast guided filter)."""
     gain, offset = guided_coefficients(guide_small, target_small, radius, eps)
     height, width = guide_full.shape[:2]
-    return resize_bilinear(gain, height, width) * guide_full + resize_bilinear(offset, height, width)
+    return resize_bilinear(gain, height, width) * guide_full + resize_bilinear(
+        offset, height, width
+    )
 
 
 def gray(rgb: np.ndarray) -> np.ndarray:
@@ -75,8 +83,9 @@ def gray(rgb: np.ndarray) -> np.ndarray:
     return rgb @ weights
 
 
-def upsample_transmission(transmission: np.ndarray, hazy_small: np.ndarray, hazy_full: np.ndarray,
-                          mode: str = "guided") -> np.ndarray:
+def upsample_transmission(
+    transmission: np.ndarray, hazy_small: np.ndarray, hazy_full: np.ndarray, mode: str = "guided"
+) -> np.ndarray:
     """t (h x w) at the size of ``hazy_full`` (H x W x 3 float32 [0, 1]), clipped to [0, 1]."""
     height, width = hazy_full.shape[:2]
     if transmission.shape == (height, width):
@@ -84,21 +93,30 @@ def upsample_transmission(transmission: np.ndarray, hazy_small: np.ndarray, hazy
     elif mode == "bilinear":
         full = resize_bilinear(transmission, height, width)
     elif mode in ("guided", "affine"):
-        full = guided_upsample(gray(hazy_small), transmission, gray(hazy_full), RADIUS, EPS_TRANSMISSION)
+        full = guided_upsample(
+            gray(hazy_small), transmission, gray(hazy_full), RADIUS, EPS_TRANSMISSION
+        )
     else:
         raise ValueError(f"upsampling must be one of {UPSAMPLING}, got {mode!r}")
     return np.clip(full, 0.0, 1.0)
 
 
-def recover_from_transmission(hazy_full: np.ndarray, hazy_small: np.ndarray, transmission: np.ndarray,
-                              airlight: np.ndarray, mode: str = "guided", t_min: float = T_MIN) -> np.ndarray:
+def recover_from_transmission(
+    hazy_full: np.ndarray,
+    hazy_small: np.ndarray,
+    transmission: np.ndarray,
+    airlight: np.ndarray,
+    mode: str = "guided",
+    t_min: float = T_MIN,
+) -> np.ndarray:
     """J = (I - A) / max(t, t_min) + A at full resolution from the low-resolution t: float32 [0, 1]."""
     full_t = upsample_transmission(transmission, hazy_small, hazy_full, mode)
     return recover_scene(hazy_full, full_t, np.asarray(airlight, np.float32), t_min)
 
 
-def recover_from_dehazed(hazy_full: np.ndarray, hazy_small: np.ndarray, dehazed_small: np.ndarray,
-                         mode: str = "guided") -> np.ndarray:
+def recover_from_dehazed(
+    hazy_full: np.ndarray, hazy_small: np.ndarray, dehazed_small: np.ndarray, mode: str = "guided"
+) -> np.ndarray:
     """Full-resolution J from a low-resolution J of a model without t and A: float32 [0, 1]."""
     height, width = hazy_full.shape[:2]
     if dehazed_small.shape[:2] == (height, width):
@@ -112,17 +130,25 @@ def recover_from_dehazed(hazy_full: np.ndarray, hazy_small: np.ndarray, dehazed_
     return np.clip(full, 0.0, 1.0)
 
 
-def recover_full_resolution(hazy_full: np.ndarray, hazy_small: np.ndarray, dehazed_small: np.ndarray | None,
-                            transmission: np.ndarray | None, airlight: np.ndarray | None,
-                            mode: str = "guided") -> np.ndarray:
+def recover_full_resolution(
+    hazy_full: np.ndarray,
+    hazy_small: np.ndarray,
+    dehazed_small: np.ndarray | None,
+    transmission: np.ndarray | None,
+    airlight: np.ndarray | None,
+    mode: str = "guided",
+) -> np.ndarray:
     """The dehazed image at the size of ``hazy_full`` (float32 [0, 1]) from whatever the model gave
     at the size of ``hazy_small``: J, or t and A, or all three (see the module docstring)."""
     if mode not in MODES:
-        raise ValueError(f"upsampling must be one of {MODES} here ('auto' is resolved by the engine), got {mode!r}")
+        raise ValueError(
+            f"upsampling must be one of {MODES} here ('auto' is resolved by the engine), got {mode!r}"
+        )
     if dehazed_small is None and transmission is None:
         raise ValueError("nothing to recover from: neither a dehazed image nor a transmission map")
-    if dehazed_small is not None and (transmission is None or mode == "affine"
-                                      or dehazed_small.shape[:2] == hazy_full.shape[:2]):
+    if dehazed_small is not None and (
+        transmission is None or mode == "affine" or dehazed_small.shape[:2] == hazy_full.shape[:2]
+    ):
         return recover_from_dehazed(hazy_full, hazy_small, dehazed_small, mode)
     return recover_from_transmission(hazy_full, hazy_small, transmission, airlight, mode)
 

@@ -14,6 +14,7 @@ whichever transport the node reads. `rviz:=true` without rviz2 installed logs a 
 starts the rest. What each node gets is decided in dehaze_ros.launch_parameters (plain Python,
 tested without launch). This file only wires things up: no computation.
 """
+
 from ament_index_python.packages import PackageNotFoundError, get_package_prefix
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
@@ -23,30 +24,55 @@ from launch_ros.actions import LifecycleNode, Node
 from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
 
-from dehaze_ros.launch_parameters import (dehaze_node_parameters, launch_flag, rviz_decision,
-                                          sample_camera_parameters, sim_time_parameter)
+from dehaze_ros.launch_parameters import (
+    dehaze_node_parameters,
+    launch_flag,
+    rviz_decision,
+    sample_camera_parameters,
+    sim_time_parameter,
+)
 
 PACKAGE = "dehaze_ros"
 
 # name: (default, description)
 ARGUMENTS = {
-    "image": ("image", "Input image topic (sensor_msgs/Image; with input_transport:=compressed "
-                       "the node reads <image>/compressed)."),
+    "image": (
+        "image",
+        "Input image topic (sensor_msgs/Image; with input_transport:=compressed "
+        "the node reads <image>/compressed).",
+    ),
     "camera_info": ("camera_info", "Input CameraInfo topic (needed for `points`)."),
     "namespace": ("", "Namespace of the nodes (and of their output topics)."),
-    "params_file": (PathJoinSubstitution([FindPackageShare(PACKAGE), "config", "dehaze.yaml"]),
-                    "dehaze_node parameters (YAML)."),
-    "checkpoint": ("", "Checkpoint path; empty = from params_file (whose empty value means the "
-                       "checkpoint shipped with the package, DCP fallback when there is none)."),
+    "params_file": (
+        PathJoinSubstitution([FindPackageShare(PACKAGE), "config", "dehaze.yaml"]),
+        "dehaze_node parameters (YAML).",
+    ),
+    "checkpoint": (
+        "",
+        "Checkpoint path; empty = from params_file (whose empty value means the "
+        "checkpoint shipped with the package, DCP fallback when there is none).",
+    ),
     "device": ("", "auto, cpu, cuda or cuda:N; empty = from params_file."),
-    "input_transport": ("", "raw (sensor_msgs/Image) or compressed (sensor_msgs/CompressedImage); "
-                            "empty = from params_file."),
-    "use_sim_time": ("", "true: every node follows /clock (`ros2 bag play --clock`); "
-                         "empty = from params_file (false unless it says so)."),
-    "sample_camera": ("false", "Also start the sample hazy camera, publishing on `image` "
-                               "(and `image`/compressed) and `camera_info`."),
-    "rviz": ("false", "Also open RViz with config/dehaze.rviz (fixed frame camera_optical_frame); "
-                      "without rviz2 installed: a warning, and the rest starts."),
+    "input_transport": (
+        "",
+        "raw (sensor_msgs/Image) or compressed (sensor_msgs/CompressedImage); "
+        "empty = from params_file.",
+    ),
+    "use_sim_time": (
+        "",
+        "true: every node follows /clock (`ros2 bag play --clock`); "
+        "empty = from params_file (false unless it says so).",
+    ),
+    "sample_camera": (
+        "false",
+        "Also start the sample hazy camera, publishing on `image` "
+        "(and `image`/compressed) and `camera_info`.",
+    ),
+    "rviz": (
+        "false",
+        "Also open RViz with config/dehaze.rviz (fixed frame camera_optical_frame); "
+        "without rviz2 installed: a warning, and the rest starts.",
+    ),
 }
 
 
@@ -61,10 +87,15 @@ def package_installed(name: str) -> bool:
 def typed(parameters: list) -> list:
     """A parameters list for launch_ros: files stay paths; strings get value_type=str, so that a
     path or a device name reaches the node as the string it is, never YAML-converted."""
-    return [entry if isinstance(entry, str) else
-            {name: ParameterValue(value, value_type=str) if isinstance(value, str) else value
-             for name, value in entry.items()}
-            for entry in parameters]
+    return [
+        entry
+        if isinstance(entry, str)
+        else {
+            name: ParameterValue(value, value_type=str) if isinstance(value, str) else value
+            for name, value in entry.items()
+        }
+        for entry in parameters
+    ]
 
 
 def start_nodes(context):
@@ -74,17 +105,29 @@ def start_nodes(context):
     namespace = values["namespace"]
     sim_time = sim_time_parameter(values)
 
-    actions = [LifecycleNode(
-        package=PACKAGE, executable="dehaze_node", name="dehaze_node", namespace=namespace,
-        output="screen", parameters=typed(dehaze_node_parameters(values)),
-        remappings=topic_remappings,
-    )]
+    actions = [
+        LifecycleNode(
+            package=PACKAGE,
+            executable="dehaze_node",
+            name="dehaze_node",
+            namespace=namespace,
+            output="screen",
+            parameters=typed(dehaze_node_parameters(values)),
+            remappings=topic_remappings,
+        )
+    ]
     if launch_flag("sample_camera", values["sample_camera"]):
-        actions.append(Node(
-            package=PACKAGE, executable="sample_camera", name="sample_camera",
-            namespace=namespace, output="screen", remappings=topic_remappings,
-            parameters=typed(sample_camera_parameters(values)),
-        ))
+        actions.append(
+            Node(
+                package=PACKAGE,
+                executable="sample_camera",
+                name="sample_camera",
+                namespace=namespace,
+                output="screen",
+                remappings=topic_remappings,
+                parameters=typed(sample_camera_parameters(values)),
+            )
+        )
     start_rviz, warning = rviz_decision(values, package_installed("rviz2"))
     if warning:
         get_logger("dehaze.launch").warning(warning)
@@ -92,15 +135,23 @@ def start_nodes(context):
         # RViz runs in the same namespace with the same remappings, so the relative topic names
         # in dehaze.rviz find the node's outputs and the remapped input.
         rviz_config = PathJoinSubstitution([FindPackageShare(PACKAGE), "config", "dehaze.rviz"])
-        actions.append(Node(
-            package="rviz2", executable="rviz2", name="rviz2", namespace=namespace,
-            arguments=["-d", rviz_config], remappings=topic_remappings,
-            parameters=[sim_time] if sim_time else [],
-        ))
+        actions.append(
+            Node(
+                package="rviz2",
+                executable="rviz2",
+                name="rviz2",
+                namespace=namespace,
+                arguments=["-d", rviz_config],
+                remappings=topic_remappings,
+                parameters=[sim_time] if sim_time else [],
+            )
+        )
     return actions
 
 
 def generate_launch_description() -> LaunchDescription:
-    arguments = [DeclareLaunchArgument(name, default_value=default, description=description)
-                 for name, (default, description) in ARGUMENTS.items()]
+    arguments = [
+        DeclareLaunchArgument(name, default_value=default, description=description)
+        for name, (default, description) in ARGUMENTS.items()
+    ]
     return LaunchDescription([*arguments, OpaqueFunction(function=start_nodes)])

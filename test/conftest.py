@@ -1,4 +1,5 @@
 """pytest fixtures shared by the test modules; the DDS environment is set before rclpy loads."""
+
 from __future__ import annotations
 
 import pytest
@@ -10,7 +11,9 @@ configure_dds_environment()
 
 @pytest.fixture(scope="session")
 def ros_context():
-    rclpy = pytest.importorskip("rclpy", reason="rclpy is not installed (pip install -r requirements-ros-pypi.txt)")
+    rclpy = pytest.importorskip(
+        "rclpy", reason="rclpy is not installed (pip install -r requirements-ros-pypi.txt)"
+    )
     from rclpy.context import Context
 
     context = Context()
@@ -62,8 +65,15 @@ def one_torch_thread():
 # A test joins a tier by the module it lives in (named after what it tests), or by using a fixture
 # that starts ROS, so a new test lands in the right tier without anyone remembering a marker.
 # test_gpu_check: the GPU check's dry run starts the demo's node and camera (and exports a graph).
-ROS_MODULE_PREFIXES = ("test_node_demo", "test_node_io", "test_node_lifecycle", "test_node_sample_camera",
-                       "test_node_visibility", "test_process_bag", "test_gpu_check")
+ROS_MODULE_PREFIXES = (
+    "test_node_demo",
+    "test_node_io",
+    "test_node_lifecycle",
+    "test_node_sample_camera",
+    "test_node_visibility",
+    "test_process_bag",
+    "test_gpu_check",
+)
 TRAINING_MODULE_PREFIXES = ("test_training", "test_gpu_campaign")
 ROS_FIXTURES = {"ros_context", "probe", "start_node"}
 
@@ -76,7 +86,9 @@ def pytest_configure(config):
 def pytest_collection_modifyitems(config, items):
     for item in items:
         module = item.path.stem
-        if module.startswith(ROS_MODULE_PREFIXES) or ROS_FIXTURES & set(getattr(item, "fixturenames", ())):
+        if module.startswith(ROS_MODULE_PREFIXES) or ROS_FIXTURES & set(
+            getattr(item, "fixturenames", ())
+        ):
             item.add_marker(pytest.mark.ros)
         if module.startswith(TRAINING_MODULE_PREFIXES):
             item.add_marker(pytest.mark.training)

@@ -2,6 +2,7 @@
 
 Imports ROS messages at the top, so only the node test modules import it (conftest.py does not).
 """
+
 from __future__ import annotations
 
 import time
@@ -18,8 +19,14 @@ from ros_helpers import NodeProcess, RosProbe, latest_diagnostics, stamp_of
 WIDTH, HEIGHT = 160, 120
 FX, FY, CX, CY = 120.0, 118.0, 79.5, 59.5
 DECIMATION = 2
-OUTPUT_TOPICS = {"dehazed/image": Image, "dehazed/camera_info": CameraInfo, "depth/image": Image,
-                 "depth/camera_info": CameraInfo, "depth/colormap": Image, "points": PointCloud2}
+OUTPUT_TOPICS = {
+    "dehazed/image": Image,
+    "dehazed/camera_info": CameraInfo,
+    "depth/image": Image,
+    "depth/camera_info": CameraInfo,
+    "depth/colormap": Image,
+    "points": PointCloud2,
+}
 
 
 def hazy_rgb(seed: int = 0) -> np.ndarray:
@@ -49,32 +56,63 @@ def make_camera_info(header) -> CameraInfo:
 class DehazeNodeHarness:
     """A dehaze_node process plus this process's publishers and recorders in its namespace."""
 
-    def __init__(self, context, namespace: str, extra_args: list[str], compressed: bool = False,
-                 subscribe=tuple(OUTPUT_TOPICS)):
+    def __init__(
+        self,
+        context,
+        namespace: str,
+        extra_args: list[str],
+        compressed: bool = False,
+        subscribe=tuple(OUTPUT_TOPICS),
+    ):
         """``subscribe``: the outputs this process listens to (the node skips work for the rest)."""
         self.namespace = namespace
-        self.diagnostics_name = f"{namespace}/dehaze_node"   # its /diagnostics status names start so
-        self.process = NodeProcess("dehaze_ros.dehaze_node", [
-            "-r", f"__ns:={namespace}", "-p", "num_threads:=1", "-p", "warmup:=0",
-            "-p", f"point_decimation:={DECIMATION}", "-p", "diagnostics_period:=0.5", *extra_args],
-            name=namespace.strip("/"))
+        self.diagnostics_name = f"{namespace}/dehaze_node"  # its /diagnostics status names start so
+        self.process = NodeProcess(
+            "dehaze_ros.dehaze_node",
+            [
+                "-r",
+                f"__ns:={namespace}",
+                "-p",
+                "num_threads:=1",
+                "-p",
+                "warmup:=0",
+                "-p",
+                f"point_decimation:={DECIMATION}",
+                "-p",
+                "diagnostics_period:=0.5",
+                *extra_args,
+            ],
+            name=namespace.strip("/"),
+        )
         self.probe = RosProbe(context, f"probe_{namespace.strip('/')}")
         self.compressed = compressed
-        image_type, image_topic = ((CompressedImage, f"{namespace}/image/compressed") if compressed
-                                   else (Image, f"{namespace}/image"))
+        image_type, image_topic = (
+            (CompressedImage, f"{namespace}/image/compressed")
+            if compressed
+            else (Image, f"{namespace}/image")
+        )
         self.image_pub = self.probe.publisher(image_type, image_topic)
         self.info_pub = self.probe.publisher(CameraInfo, f"{namespace}/camera_info")
-        self.outputs = {topic: self.probe.record(msg_type, f"{namespace}/{topic}")
-                        for topic, msg_type in OUTPUT_TOPICS.items() if topic in subscribe}
+        self.outputs = {
+            topic: self.probe.record(msg_type, f"{namespace}/{topic}")
+            for topic, msg_type in OUTPUT_TOPICS.items()
+            if topic in subscribe
+        }
         self.diagnostics = self.probe.record(DiagnosticArray, "/diagnostics", depth=20)
         self.next_stamp = 1000
 
     def wait_until_ready(self, timeout: float = 90.0) -> None:
         ready = self.probe.spin_until(
-            lambda: (self.image_pub.get_subscription_count() > 0
-                     and self.info_pub.get_subscription_count() > 0
-                     and self.probe.node.count_publishers(f"{self.namespace}/points") > 0)
-            or not self.process.alive, timeout)
+            lambda: (
+                (
+                    self.image_pub.get_subscription_count() > 0
+                    and self.info_pub.get_subscription_count() > 0
+                    and self.probe.node.count_publishers(f"{self.namespace}/points") > 0
+                )
+                or not self.process.alive
+            ),
+            timeout,
+        )
         assert self.process.alive, f"dehaze_node exited:\n{self.process.log()}"
         assert ready, f"dehaze_node not active after {timeout} s:\n{self.process.log()}"
 
@@ -94,8 +132,13 @@ class DehazeNodeHarness:
                     break
         return found
 
-    def send_until_processed(self, msg, wanted=("dehazed/image",), timeout: float = 30.0,
-                             camera_info: CameraInfo | None = None) -> dict:
+    def send_until_processed(
+        self,
+        msg,
+        wanted=("dehazed/image",),
+        timeout: float = 30.0,
+        camera_info: CameraInfo | None = None,
+    ) -> dict:
         """Publish (again every second: best effort may drop one) until the outputs arrive.
         ``camera_info`` goes with the frame (restamped); default: make_camera_info."""
         stamp = stamp_of(msg)
@@ -103,7 +146,7 @@ class DehazeNodeHarness:
         if camera_info is None:
             camera_info = make_camera_info(msg.header)
         camera_info.header = msg.header
-        self.hold_camera_info(camera_info)   # also after a cleanup, which forgets it
+        self.hold_camera_info(camera_info)  # also after a cleanup, which forgets it
         while time.monotonic() < deadline:
             # The node pairs a frame with the newest camera_info it holds, and two topics do not
             # keep their order across DDS: give the info a head start over the frame.
@@ -113,8 +156,10 @@ class DehazeNodeHarness:
             if self.probe.spin_until(lambda: set(wanted) <= set(self.outputs_for(stamp)), 1.0):
                 self.probe.spin_for(0.3)  # the other outputs of the same frame
                 return self.outputs_for(stamp)
-        raise AssertionError(f"no {wanted} for stamp {stamp} within {timeout} s; node log:\n"
-                             f"{self.process.log()[-3000:]}")
+        raise AssertionError(
+            f"no {wanted} for stamp {stamp} within {timeout} s; node log:\n"
+            f"{self.process.log()[-3000:]}"
+        )
 
     def hold_camera_info(self, camera_info: CameraInfo, timeout: float = 15.0) -> None:
         """Publish ``camera_info`` until the active node's /diagnostics stop saying it has none
@@ -131,12 +176,18 @@ class DehazeNodeHarness:
         while time.monotonic() < deadline:
             self.info_pub.publish(camera_info)
             if self.probe.spin_until(
-                    lambda: (values := latest_diagnostics(self.diagnostics[start:], prefix)) is not None
-                    and values["state"] == "active"    # the line below is only written when active
-                    and "no camera_info received" not in values["message"], 0.2):
+                lambda: (
+                    (values := latest_diagnostics(self.diagnostics[start:], prefix)) is not None
+                    and values["state"] == "active"  # the line below is only written when active
+                    and "no camera_info received" not in values["message"]
+                ),
+                0.2,
+            ):
                 return
-        raise AssertionError(f"the node never reported holding a camera_info within {timeout} s; node log:\n"
-                             f"{self.process.log()[-3000:]}")
+        raise AssertionError(
+            f"the node never reported holding a camera_info within {timeout} s; node log:\n"
+            f"{self.process.log()[-3000:]}"
+        )
 
     def send_until_counted(self, msg, counter: str, timeout: float = 20.0) -> dict:
         """Publish ``msg`` (again while best effort loses it) until the /diagnostics counter
@@ -146,29 +197,41 @@ class DehazeNodeHarness:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self.image_pub.publish(msg)
-            if self.probe.spin_until(lambda: (values := latest_diagnostics(self.diagnostics, prefix))
-                                     is not None and int(values[counter]) > before, 1.5):
+            if self.probe.spin_until(
+                lambda: (
+                    (values := latest_diagnostics(self.diagnostics, prefix)) is not None
+                    and int(values[counter]) > before
+                ),
+                1.5,
+            ):
                 break
         return self.diagnostics_after(lambda values: int(values[counter]) > before)
 
     def set_parameter(self, name: str, value):
         """SetParameters over the node's service, with the ROS type of the Python value."""
-        kinds = {bool: (ParameterType.PARAMETER_BOOL, "bool_value"),
-                 int: (ParameterType.PARAMETER_INTEGER, "integer_value"),
-                 float: (ParameterType.PARAMETER_DOUBLE, "double_value"),
-                 str: (ParameterType.PARAMETER_STRING, "string_value")}
+        kinds = {
+            bool: (ParameterType.PARAMETER_BOOL, "bool_value"),
+            int: (ParameterType.PARAMETER_INTEGER, "integer_value"),
+            float: (ParameterType.PARAMETER_DOUBLE, "double_value"),
+            str: (ParameterType.PARAMETER_STRING, "string_value"),
+        }
         kind, field = kinds[type(value)]
         parameter_value = ParameterValue(type=kind)
         setattr(parameter_value, field, value)
         request = SetParameters.Request(parameters=[Parameter(name=name, value=parameter_value)])
-        return self.probe.call(SetParameters, f"{self.namespace}/dehaze_node/set_parameters",
-                               request).results[0]
+        return self.probe.call(
+            SetParameters, f"{self.namespace}/dehaze_node/set_parameters", request
+        ).results[0]
 
     def diagnostics_after(self, predicate, timeout: float = 15.0) -> dict:
         prefix = self.diagnostics_name
         ok = self.probe.spin_until(
-            lambda: (values := latest_diagnostics(self.diagnostics, prefix)) is not None and predicate(values),
-            timeout)
+            lambda: (
+                (values := latest_diagnostics(self.diagnostics, prefix)) is not None
+                and predicate(values)
+            ),
+            timeout,
+        )
         values = latest_diagnostics(self.diagnostics, prefix)
         assert ok, f"diagnostics never matched; last: {values}"
         return values

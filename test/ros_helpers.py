@@ -8,6 +8,7 @@ are inherited by every child process:
   with room for camera-sized frames; FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA as well.
 Child processes run single-threaded torch/OpenCV: the CI machine has 2 cores.
 """
+
 from __future__ import annotations
 
 import os
@@ -38,7 +39,9 @@ def configure_dds_environment() -> None:
 
 def child_env() -> dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")]).rstrip(
+        os.pathsep
+    )
     env["PYTHONUNBUFFERED"] = "1"
     env["OMP_NUM_THREADS"] = "1"
     env["OPENBLAS_NUM_THREADS"] = "1"  # idle OpenBLAS threads busy-wait on a 2-core machine
@@ -82,9 +85,11 @@ class NodeProcess:
         hung = bool(processes.stop([self.process], timeout))
         if hung and self.log_path.exists():
             tail = "\n".join(self.log().splitlines()[-LOG_TAIL_LINES:])
-            warnings.warn(f"{self.command[2]} did not stop within {timeout} s of SIGINT and was "
-                          f"killed; its log is kept at {self.log_path}. Last lines:\n{tail}",
-                          stacklevel=2)
+            warnings.warn(
+                f"{self.command[2]} did not stop within {timeout} s of SIGINT and was "
+                f"killed; its log is kept at {self.log_path}. Last lines:\n{tail}",
+                stacklevel=2,
+            )
         elif not os.environ.get("DEHAZE_TEST_KEEP_LOGS"):
             self.log_path.unlink(missing_ok=True)
         return self.process.returncode
@@ -105,8 +110,12 @@ class RosProbe:
     def publisher(self, msg_type, topic: str, reliable: bool = False):
         from rclpy.qos import QoSProfile, QoSReliabilityPolicy
 
-        qos = QoSProfile(depth=1, reliability=QoSReliabilityPolicy.RELIABLE if reliable
-                         else QoSReliabilityPolicy.BEST_EFFORT)
+        qos = QoSProfile(
+            depth=1,
+            reliability=QoSReliabilityPolicy.RELIABLE
+            if reliable
+            else QoSReliabilityPolicy.BEST_EFFORT,
+        )
         return self.node.create_publisher(msg_type, topic, qos)
 
     def record(self, msg_type, topic: str, depth: int = 50, reliable: bool = True) -> list:
@@ -115,9 +124,15 @@ class RosProbe:
         from rclpy.qos import QoSProfile, QoSReliabilityPolicy
 
         messages = self.received.setdefault(topic, [])
-        qos = QoSProfile(depth=depth, reliability=QoSReliabilityPolicy.RELIABLE if reliable
-                         else QoSReliabilityPolicy.BEST_EFFORT)
-        self.node.create_subscription(msg_type, topic, lambda msg: messages.append((time.time(), msg)), qos)
+        qos = QoSProfile(
+            depth=depth,
+            reliability=QoSReliabilityPolicy.RELIABLE
+            if reliable
+            else QoSReliabilityPolicy.BEST_EFFORT,
+        )
+        self.node.create_subscription(
+            msg_type, topic, lambda msg: messages.append((time.time(), msg)), qos
+        )
         return messages
 
     def spin_for(self, seconds: float) -> None:
@@ -171,26 +186,37 @@ def write_tiny_checkpoint(path: Path, depth_range_m: tuple[float, float] = (0.01
 
     torch.manual_seed(0)
     config = get_model_config("diacmpn-rt")
-    save_checkpoint(path, model_config=config.to_dict(),
-                    dehazer_state=build_dehazer(config).state_dict(),
-                    depth_net_state=build_depth_net(config).state_dict(),
-                    depth_units="meters", depth_range_m=depth_range_m,
-                    provenance={"purpose": "tests: random initialisation, not trained"})
+    save_checkpoint(
+        path,
+        model_config=config.to_dict(),
+        dehazer_state=build_dehazer(config).state_dict(),
+        depth_net_state=build_depth_net(config).state_dict(),
+        depth_units="meters",
+        depth_range_m=depth_range_m,
+        provenance={"purpose": "tests: random initialisation, not trained"},
+    )
     return path
 
 
 def png_bomb(width: int, height: int) -> bytes:
     """A valid 1-bit greyscale PNG of width x height zeros: tiny on disk, huge when decoded."""
+
     def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
 
     row = b"\x00" * (1 + (width + 7) // 8)  # filter byte + packed bits
     compressor = zlib.compressobj(9)
     parts = [compressor.compress(row * 1000) for _ in range(height // 1000)]
     parts += [compressor.compress(row * (height % 1000)), compressor.flush()]
     header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", b"".join(parts))
-            + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", b"".join(parts))
+        + chunk(b"IEND", b"")
+    )
 
 
 def stamp_of(msg) -> tuple[int, int]:
@@ -204,6 +230,8 @@ def latest_diagnostics(records: list, name_prefix: str) -> dict[str, str] | None
             if status.name.startswith(name_prefix):
                 values = {kv.key: kv.value for kv in status.values}
                 values["message"] = status.message
-                values["level"] = str(status.level[0] if isinstance(status.level, bytes) else status.level)
+                values["level"] = str(
+                    status.level[0] if isinstance(status.level, bytes) else status.level
+                )
                 return values
     return None

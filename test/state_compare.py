@@ -1,5 +1,6 @@
 """assert_identical: two nested training states (tensors, dicts, lists) equal bit for bit, with the
 path of the first difference. Shared by the resume and the data-parallel tests."""
+
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,5 @@
 """Backends behind one interface: declared shapes, the engine's single path for all of them."""
+
 import dataclasses
 import inspect
 
@@ -20,8 +21,14 @@ def write_checkpoint(path, config):
     torch.manual_seed(0)
     dehazer, depth_net = build_dehazer(config), build_depth_net(config)
     torch.nn.init.normal_(dehazer.output_projection.weight, std=0.05)
-    save_checkpoint(path, model_config=config.to_dict(), dehazer_state=dehazer.state_dict(),
-                    depth_net_state=depth_net.state_dict(), depth_units="meters", depth_range_m=(0.1, 80.0))
+    save_checkpoint(
+        path,
+        model_config=config.to_dict(),
+        dehazer_state=dehazer.state_dict(),
+        depth_net_state=depth_net.state_dict(),
+        depth_units="meters",
+        depth_range_m=(0.1, 80.0),
+    )
     return path
 
 
@@ -30,17 +37,25 @@ def checkpoints(tmp_path_factory):
     folder = tmp_path_factory.mktemp("backends")
     physics = get_model_config("diacmpn-rt")
     residual = dataclasses.replace(physics, head="residual", canonical_focal_px=0.0)
-    return {"physics": write_checkpoint(folder / "rt.pt", physics),
-            "residual": write_checkpoint(folder / "residual.pt", residual)}
+    return {
+        "physics": write_checkpoint(folder / "rt.pt", physics),
+        "residual": write_checkpoint(folder / "residual.pt", residual),
+    }
 
 
 @pytest.mark.parametrize("kind", ["dcp", "physics", "residual"])
 def test_every_backend_returns_the_declared_shapes(checkpoints, kind):
-    backend = DCPBackend() if kind == "dcp" else TorchBackend(checkpoints[kind], device="cpu", precision="fp32")
+    backend = (
+        DCPBackend()
+        if kind == "dcp"
+        else TorchBackend(checkpoints[kind], device="cpu", precision="fp32")
+    )
     rgb = np.random.default_rng(0).random((37, 53, 3), dtype=np.float32)
     out = backend.run(rgb, want_dehazed=True, want_depth=True)
-    out.check(37, 53, True, True, kind)   # raises on any broken contract
-    assert out.dehazed.shape == (37, 53, 3) and 0.0 <= out.dehazed.min() and out.dehazed.max() <= 1.0
+    out.check(37, 53, True, True, kind)  # raises on any broken contract
+    assert (
+        out.dehazed.shape == (37, 53, 3) and 0.0 <= out.dehazed.min() and out.dehazed.max() <= 1.0
+    )
     assert out.depth.shape == (37, 53) and out.depth.dtype == np.float32
     if kind == "residual":
         assert out.transmission is None and out.airlight is None
@@ -51,7 +66,7 @@ def test_every_backend_returns_the_declared_shapes(checkpoints, kind):
     no_depth = backend.run(rgb, want_dehazed=True, want_depth=False)
     assert no_depth.depth is None and "depth" not in no_depth.timings_ms
     backend.close()
-    backend.close()   # twice is allowed
+    backend.close()  # twice is allowed
 
 
 def test_backend_output_check_names_what_is_broken():
@@ -70,30 +85,43 @@ def test_backend_selection(checkpoints, tmp_path):
     assert isinstance(create_backend("dcp", "torch", "", "auto", "auto"), DCPBackend)
     # The onnxruntime backend is chosen (test_onnx.py tests it): here it refuses a missing graph,
     # or, without the extra installed, says what to install.
-    with pytest.raises(EngineError, match="onnx_model .* not found|needs the Python package onnxruntime"):
-        DehazeEngine(EngineConfig(checkpoint=str(checkpoints["physics"]), backend="onnxruntime",
-                                  onnx_model=str(tmp_path / "missing.onnx"), warmup=0))
+    with pytest.raises(
+        EngineError, match="onnx_model .* not found|needs the Python package onnxruntime"
+    ):
+        DehazeEngine(
+            EngineConfig(
+                checkpoint=str(checkpoints["physics"]),
+                backend="onnxruntime",
+                onnx_model=str(tmp_path / "missing.onnx"),
+                warmup=0,
+            )
+        )
     with pytest.raises(ValueError, match="backend must be one of"):
         DehazeEngine(EngineConfig(backend="tensorrt"))
 
 
 def test_engine_source_has_no_model_name_branches():
     source = inspect.getsource(engine_module.DehazeEngine)
-    for word in ("dcp", "checkpoint\"", "residual", "asm", "torch_backend", "DCPBackend"):
-        assert word not in source, f"DehazeEngine mentions {word!r}: model specifics belong in a backend"
+    for word in ("dcp", 'checkpoint"', "residual", "asm", "torch_backend", "DCPBackend"):
+        assert word not in source, (
+            f"DehazeEngine mentions {word!r}: model specifics belong in a backend"
+        )
 
 
 class ConstantHaze(Backend):
     """A backend written against the interface alone: t and A only (no dehazed image), like an
     exported graph that stops before the inversion; depth in canonical-camera units."""
+
     name = "constant-haze"
     canonical_focal_px = 100.0
 
     def run(self, rgb, want_dehazed, want_depth):
         height, width = rgb.shape[:2]
-        return BackendOutput(transmission=np.full((height, width), 0.5, np.float32),
-                             airlight=np.full(3, 0.8, np.float32),
-                             depth=np.full((height, width), 10.0, np.float32) if want_depth else None)
+        return BackendOutput(
+            transmission=np.full((height, width), 0.5, np.float32),
+            airlight=np.full(3, 0.8, np.float32),
+            depth=np.full((height, width), 10.0, np.float32) if want_depth else None,
+        )
 
     def describe(self):
         return {"model": self.name, "backend": "test", "device": "cpu", "precision": "fp32"}
@@ -101,8 +129,10 @@ class ConstantHaze(Backend):
 
 @pytest.mark.parametrize("max_side", [0, 64])
 def test_engine_serves_any_backend_with_the_same_postprocessing(max_side):
-    engine = DehazeEngine(EngineConfig(max_side=max_side, size_rule="side", depth_max_side=0, warmup=0),
-                          backend=ConstantHaze())
+    engine = DehazeEngine(
+        EngineConfig(max_side=max_side, size_rule="side", depth_max_side=0, warmup=0),
+        backend=ConstantHaze(),
+    )
     rgb = np.random.default_rng(2).integers(0, 256, (90, 160, 3), dtype=np.uint8)
     result = engine.process(rgb, focal_px=80.0)
     # Constant t: exact inversion at full resolution whatever the path.

@@ -1,4 +1,5 @@
 """Procedural source and the mixture: seeded, index-addressed, independent of DataLoader workers."""
+
 import cv2
 import numpy as np
 import pytest
@@ -6,8 +7,15 @@ import torch
 from torch.utils.data import DataLoader
 
 from training.config import HazeConfig, SourceConfig, load_config
-from training.data import (ContinuingSampler, DataError, MixtureDataset, build_sources,
-                           build_training_dataset, build_validation_samples, worker_init)
+from training.data import (
+    ContinuingSampler,
+    DataError,
+    MixtureDataset,
+    build_sources,
+    build_training_dataset,
+    build_validation_samples,
+    worker_init,
+)
 from training.data.common import synthesize_random_haze
 from training.data.procedural import ProceduralSource
 
@@ -39,8 +47,14 @@ def test_procedural_validation_views_are_fixed_and_not_training_views():
 
 
 def test_mixture_follows_the_weights_and_every_index_is_reproducible():
-    config = load_config(None, ["data.sources.a={kind: procedural, weight: 3}",
-                                "data.sources.b={kind: procedural, weight: 1}", "data.crop=16"])
+    config = load_config(
+        None,
+        [
+            "data.sources.a={kind: procedural, weight: 3}",
+            "data.sources.b={kind: procedural, weight: 1}",
+            "data.crop=16",
+        ],
+    )
     dataset = build_training_dataset(config.data, seed=7)
     picks = [dataset.sample(i)[1] for i in range(400)]
     share_a = picks.count(0) / len(picks)
@@ -55,15 +69,23 @@ def test_batches_do_not_depend_on_the_number_of_workers_and_resume_from_an_index
     dataset = build_training_dataset(config.data, seed=0)
 
     def batches(workers, start, count):
-        extra = {"worker_init_fn": worker_init, "multiprocessing_context": "spawn"} if workers else {}
-        loader = DataLoader(dataset, batch_size=2, sampler=ContinuingSampler(start), num_workers=workers,
-                            generator=torch.Generator(), **extra)
+        extra = (
+            {"worker_init_fn": worker_init, "multiprocessing_context": "spawn"} if workers else {}
+        )
+        loader = DataLoader(
+            dataset,
+            batch_size=2,
+            sampler=ContinuingSampler(start),
+            num_workers=workers,
+            generator=torch.Generator(),
+            **extra,
+        )
         iterator = iter(loader)
         return [next(iterator) for _ in range(count)]
 
     serial = batches(0, 0, 3)
     parallel = batches(2, 0, 3)
-    resumed = batches(0, 4, 1)   # data position 4 = the third batch
+    resumed = batches(0, 4, 1)  # data position 4 = the third batch
     for one, two in zip(serial, parallel):
         for key in ("hazy", "clear", "depth", "has_depth", "source"):
             torch.testing.assert_close(one[key], two[key], rtol=0, atol=0, equal_nan=True)
@@ -73,24 +95,40 @@ def test_batches_do_not_depend_on_the_number_of_workers_and_resume_from_an_index
 
 def test_mixture_rejects_bad_weights_and_sources_without_training_items(tmp_path):
     with pytest.raises(ValueError, match="weights"):
-        MixtureDataset([ProceduralSource("p", SourceConfig(kind="procedural"), "train")], [0.0], 16, 0)
+        MixtureDataset(
+            [ProceduralSource("p", SourceConfig(kind="procedural"), "train")], [0.0], 16, 0
+        )
     root = tmp_path / "reside"
     (root / "hazy").mkdir(parents=True)
     (root / "GT").mkdir()
     cv2.imwrite(str(root / "GT" / "1.png"), np.zeros((8, 8, 3), np.uint8))
     cv2.imwrite(str(root / "hazy" / "1_1.png"), np.zeros((8, 8, 3), np.uint8))
-    config = load_config(None, [f"data.root={tmp_path}",
-                                "data.sources.r={kind: reside, path: reside, val_scenes: ['1']}"])
-    with pytest.raises(DataError, match=r"no training items: every scene is held out \(val/test: 1\)"):
+    config = load_config(
+        None,
+        [f"data.root={tmp_path}", "data.sources.r={kind: reside, path: reside, val_scenes: ['1']}"],
+    )
+    with pytest.raises(
+        DataError, match=r"no training items: every scene is held out \(val/test: 1\)"
+    ):
         build_training_dataset(config.data, seed=0)
 
 
 def test_validation_set_spreads_over_items_of_every_source():
-    config = load_config(None, ["data.sources.p={kind: procedural, val_count: 5}", "data.val_max_images=3",
-                                "data.val_max_side=32"])
+    config = load_config(
+        None,
+        [
+            "data.sources.p={kind: procedural, val_count: 5}",
+            "data.val_max_images=3",
+            "data.val_max_side=32",
+        ],
+    )
     samples = build_validation_samples(config.data, seed=0)
     assert [s.name for s in samples] == ["p/view0", "p/view2", "p/view4"]
-    assert build_sources(config.data, "train")[0].describe().startswith("procedural source 'p' (train)")
+    assert (
+        build_sources(config.data, "train")[0]
+        .describe()
+        .startswith("procedural source 'p' (train)")
+    )
 
 
 def test_outdoor_share_mixes_vehicle_scale_scenes_with_their_own_fog():
@@ -103,20 +141,30 @@ def test_outdoor_share_mixes_vehicle_scale_scenes_with_their_own_fog():
     # A crop is a window of a deployed frame (256-640 px wide, 45-100 degrees): its focal length is
     # that frame's, not the focal length of a 64 px image with the whole field of view (~46 px).
     focal = [sample.focal_px for sample in samples]
-    assert min(focal) >= 256 / 2 / np.tan(np.radians(50)) - 1e-6 and max(focal) <= 640 / 2 / np.tan(np.radians(22.5))
+    assert min(focal) >= 256 / 2 / np.tan(np.radians(50)) - 1e-6 and max(focal) <= 640 / 2 / np.tan(
+        np.radians(22.5)
+    )
     assert len(set(np.round(focal))) == len(focal)
     val = ProceduralSource("procedural", config, "val")
     assert len(val) == 3 and val.scenes() == ["view0", "outdoor0", "outdoor1"]
     names = [val.eval_sample(index, 64).name for index in range(3)]
     assert names == ["procedural/view0", "procedural_outdoor/view0", "procedural_outdoor/view1"]
     again = val.eval_sample(2, 64)
-    np.testing.assert_array_equal(again.hazy, val.eval_sample(2, 64).hazy)   # fixed views, fixed haze
+    np.testing.assert_array_equal(
+        again.hazy, val.eval_sample(2, 64).hazy
+    )  # fixed views, fixed haze
 
 
 def test_fog_by_visibility_follows_koschmieder():
     """visibility V: beta = 3.912 / V, so at distance V the transmission is 2% (Koschmieder)."""
-    haze = HazeConfig(visibility_range_m=[200.0, 200.0], airlight_range=[0.8, 0.8], airlight_tint=0.0,
-                      nonhomogeneous_prob=0.0, noise_prob=0.0, jpeg_prob=0.0)
+    haze = HazeConfig(
+        visibility_range_m=[200.0, 200.0],
+        airlight_range=[0.8, 0.8],
+        airlight_tint=0.0,
+        nonhomogeneous_prob=0.0,
+        noise_prob=0.0,
+        jpeg_prob=0.0,
+    )
     clear = np.zeros((2, 3, 3), np.float32)
     depth = np.array([[0.0, 200.0, np.inf], [100.0, 50.0, 10.0]], np.float32)
     hazy = synthesize_random_haze(clear, depth, haze, np.random.default_rng(0))
@@ -132,9 +180,9 @@ def test_vehicle_samples_bring_their_camera_and_the_fog_of_their_turn():
     assert foggy.name == "vehicle/view0_wide_fog50m" and clear.name == "vehicle/view4_16x9_clear"
     assert VEHICLE_VISIBILITIES_M[0] == 50.0 and VEHICLE_VISIBILITIES_M[4] == float("inf")
     assert foggy.hazy.shape == (97, 320, 3) and clear.hazy.shape == (180, 320, 3)
-    assert foggy.focal_px == pytest.approx(721.0 * 320 / 1242, rel=0.01)   # the zoom of the resize
+    assert foggy.focal_px == pytest.approx(721.0 * 320 / 1242, rel=0.01)  # the zoom of the resize
     for sample in (foggy, clear):
         assert 1.2 <= sample.camera_height_m <= 2.0 and -5.0 <= sample.camera_pitch_deg <= 5.0
-    np.testing.assert_array_equal(clear.hazy, clear.clear)                  # clear air: no haze
+    np.testing.assert_array_equal(clear.hazy, clear.clear)  # clear air: no haze
     assert np.abs(foggy.hazy - foggy.clear).mean() > 0.05
     np.testing.assert_array_equal(vehicle_sample(0, 320).hazy, foggy.hazy)  # fixed views, fixed fog

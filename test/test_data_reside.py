@@ -1,4 +1,5 @@
 """RESIDE-layout source on folders this test writes: name mapping, splits by scene, aligned crops."""
+
 import cv2
 import numpy as np
 import pytest
@@ -34,17 +35,17 @@ def reside_root(tmp_path):
         for level in (1, 2):
             write_rgb(root / "hazy" / f"{scene}_{level}.png", hazy_from(clear))
     depth = np.full((48, 64), 2500, np.uint16)  # 2.5 m at 1 mm per unit
-    depth[0, 0] = 0                              # a hole
+    depth[0, 0] = 0  # a hole
     (root / "depth").mkdir()
     cv2.imwrite(str(root / "depth" / "1400.png"), depth)
     return root
 
 
 def test_clear_names_cover_every_reside_convention():
-    assert "1400" in clear_name_candidates("1400_3")               # SOTS / ITS
-    assert "2" in clear_name_candidates("2_1_0.99082")             # ITS with beta
-    assert "0001" in clear_name_candidates("0001_0.8_0.2")         # OTS
-    assert "0025" in clear_name_candidates("0025_heavy")           # outdoor light/heavy
+    assert "1400" in clear_name_candidates("1400_3")  # SOTS / ITS
+    assert "2" in clear_name_candidates("2_1_0.99082")  # ITS with beta
+    assert "0001" in clear_name_candidates("0001_0.8_0.2")  # OTS
+    assert "0025" in clear_name_candidates("0025_heavy")  # outdoor light/heavy
     assert "g0016" in clear_name_candidates("g0016_slide")
     assert "35_outdoor_GT" in clear_name_candidates("35_outdoor_hazy")  # O-HAZE
 
@@ -59,7 +60,9 @@ def test_scan_pairs_every_hazy_image_with_its_clear_one_and_depth(reside_root):
 
 
 def test_split_is_by_scene_and_val_scenes_never_reach_training(reside_root):
-    config = SourceConfig(kind="reside", path=str(reside_root), val_scenes=["1401"], test_scenes=["1402"])
+    config = SourceConfig(
+        kind="reside", path=str(reside_root), val_scenes=["1401"], test_scenes=["1402"]
+    )
     train = ResideSource("r", config, "train", reside_root)
     val = ResideSource("r", config, "val", reside_root)
     test = ResideSource("r", config, "test", reside_root)
@@ -71,8 +74,12 @@ def test_split_is_by_scene_and_val_scenes_never_reach_training(reside_root):
 
 
 def test_crops_of_hazy_clear_and_depth_are_aligned(reside_root):
-    source = ResideSource("r", SourceConfig(kind="reside", path=str(reside_root), scale_range=[0.5, 1.0]),
-                          "train", reside_root)
+    source = ResideSource(
+        "r",
+        SourceConfig(kind="reside", path=str(reside_root), scale_range=[0.5, 1.0]),
+        "train",
+        reside_root,
+    )
     rng = np.random.default_rng(1)
     for _ in range(10):
         sample = source.train_sample(rng, 24)
@@ -89,7 +96,9 @@ def test_crops_of_hazy_clear_and_depth_are_aligned(reside_root):
 
 def test_its_style_larger_clear_images_are_cropped_to_the_hazy_size(tmp_path):
     root = tmp_path / "its"
-    clear = clear_image(7, 68, 84)  # 20 px larger in both directions, like RESIDE ITS 640x480 vs 620x460
+    clear = clear_image(
+        7, 68, 84
+    )  # 20 px larger in both directions, like RESIDE ITS 640x480 vs 620x460
     write_rgb(root / "gt" / "7.png", clear)
     write_rgb(root / "hazy" / "7_1_0.8.png", hazy_from(clear[10:-10, 10:-10]))
     source = ResideSource("its", SourceConfig(kind="reside", path=str(root)), "train", root)

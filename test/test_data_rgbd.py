@@ -1,4 +1,5 @@
 """RGB-D source on folders this test writes: Middlebury PFM + calib, 16-bit PNG/PGM, haze physics."""
+
 import dataclasses
 
 import cv2
@@ -64,13 +65,15 @@ def test_pfm_round_trip_keeps_orientation(tmp_path):
 
 
 def test_layouts_are_found_and_legacy_folders_reported(rgbd_root):
-    items, skipped = scan_rgbd_folder(rgbd_root, SourceConfig(kind="rgbd", depth_scales={"tum": 0.0002}), "r")
+    items, skipped = scan_rgbd_folder(
+        rgbd_root, SourceConfig(kind="rgbd", depth_scales={"tum": 0.0002}), "r"
+    )
     names = sorted(item.name for item in items)
     assert names == ["Piano", "PianoL", "Pipes", "Teddy", "kinect/1", "kinect/2", "tum/1"]
     assert "legacy/Art" in skipped
     scenes = {item.name: item.scene for item in items}
-    assert scenes["PianoL"] == "Piano"            # a lighting variant is the same scene
-    assert scenes["kinect/2"] == "kinect"         # a frame sequence is one scene
+    assert scenes["PianoL"] == "Piano"  # a lighting variant is the same scene
+    assert scenes["kinect/2"] == "kinect"  # a frame sequence is one scene
 
 
 def test_middlebury_disparity_becomes_metres_and_unknown_becomes_nan(rgbd_root):
@@ -119,18 +122,27 @@ def test_a_hazed_sample_carries_the_haze_it_was_made_with_through_flips_and_turn
     rng = np.random.default_rng(3)
     clear = rng.uniform(0, 1, (24, 40, 3)).astype(np.float32)
     depth = np.tile(np.linspace(1, 20, 40, dtype=np.float32), (24, 1))
-    depth[:6, :] = np.inf                                    # sky: t = 0
-    haze = HazeConfig(transmission_range=[0.4, 0.4], airlight_range=[0.7, 1.0], airlight_tint=0.05,
-                      nonhomogeneous_prob=1.0, noise_prob=0.0, jpeg_prob=0.0)
+    depth[:6, :] = np.inf  # sky: t = 0
+    haze = HazeConfig(
+        transmission_range=[0.4, 0.4],
+        airlight_range=[0.7, 1.0],
+        airlight_tint=0.05,
+        nonhomogeneous_prob=1.0,
+        noise_prob=0.0,
+        jpeg_prob=0.0,
+    )
     sample = hazed_sample((clear * 255).astype(np.uint8), depth, haze, rng, "scene", 500.0)
     assert sample.transmission.shape == depth.shape and sample.airlight.shape == (3,)
     assert np.all(sample.transmission[:6] == 0.0) and np.all(sample.transmission[6:] > 0.0)
 
-    def reconstructs(s):   # I = J t + A (1 - t), pixel by pixel (the haze is non-homogeneous)
+    def reconstructs(s):  # I = J t + A (1 - t), pixel by pixel (the haze is non-homogeneous)
         t = s.transmission[..., None]
-        np.testing.assert_allclose(s.hazy, np.clip(s.clear * t + s.airlight * (1 - t), 0, 1), atol=1e-5)
+        np.testing.assert_allclose(
+            s.hazy, np.clip(s.clear * t + s.airlight * (1 - t), 0, 1), atol=1e-5
+        )
+
     reconstructs(sample)
-    for seed in range(6):       # flips and 90-degree turns move t with the image
+    for seed in range(6):  # flips and 90-degree turns move t with the image
         moved = random_flips(sample, np.random.default_rng(seed), flips=True, rot90=True)
         reconstructs(moved)
     tensors = sample_to_tensors(sample)
@@ -147,8 +159,8 @@ def test_farther_pixels_get_more_haze_and_holes_are_not_sky():
     haze = HazeConfig(transmission_range=[0.5, 0.5], airlight_range=[1.0, 1.0], **NO_DEGRADATION)
     hazy = synthesize_random_haze(clear, depth, haze, np.random.default_rng(0))
     row = hazy[0, :, 0]
-    assert np.all(np.diff(np.delete(row, 3)) > 0)           # haze grows with distance
-    assert row[3] < 0.9                                      # the hole got a neighbour's depth, not airlight
+    assert np.all(np.diff(np.delete(row, 3)) > 0)  # haze grows with distance
+    assert row[3] < 0.9  # the hole got a neighbour's depth, not airlight
     filled = fill_unknown_depth(depth)
     assert np.isfinite(filled).all() and filled[0, 3] in (depth[0, 2], depth[0, 4])
 
@@ -188,10 +200,12 @@ def write_legacy(folder, disparity):
 def test_legacy_middlebury_gives_relative_depth_that_trains_scale_free(tmp_path):
     """Middlebury 2001-2006: 1 / disparity, unknown (0) -> NaN, median fixed, marked not metric."""
     disparity = np.full((40, 50), 40, np.uint8)
-    disparity[:, 25:] = 80          # twice the disparity: half the depth
-    disparity[:3] = 0               # unknown
+    disparity[:, 25:] = 80  # twice the disparity: half the depth
+    disparity[:3] = 0  # unknown
     write_legacy(tmp_path / "legacy" / "Aloe", disparity)
-    source = RgbdSource("rgbd", SourceConfig(kind="rgbd", scale_range=[1.0, 1.0]), "train", tmp_path)
+    source = RgbdSource(
+        "rgbd", SourceConfig(kind="rgbd", scale_range=[1.0, 1.0]), "train", tmp_path
+    )
     (item,) = source.items
     assert item.relative and item.scene == "legacy/Aloe"
     _, depth = load_rgbd_item(item)
@@ -204,8 +218,12 @@ def test_legacy_middlebury_gives_relative_depth_that_trains_scale_free(tmp_path)
 
 def test_samples_carry_the_focal_length_of_the_crop_as_the_network_sees_it(rgbd_root):
     """calib.txt's f (700 px) times the crop's zoom; frame folders from focal_px_by_folder."""
-    config = SourceConfig(kind="rgbd", exclude=["legacy"], scale_range=[0.5, 0.5],
-                          focal_px_by_folder={"kinect": 520.0})
+    config = SourceConfig(
+        kind="rgbd",
+        exclude=["legacy"],
+        scale_range=[0.5, 0.5],
+        focal_px_by_folder={"kinect": 520.0},
+    )
     source = RgbdSource("rgbd", config, "train", rgbd_root)
     focal = {item.name: item.focal_px for item in source.items}
     assert focal["Piano"] == 700.0 and focal["kinect/1"] == 520.0 and focal["tum/1"] == 0.0
@@ -215,7 +233,7 @@ def test_samples_carry_the_focal_length_of_the_crop_as_the_network_sees_it(rgbd_
         item_focal = focal[sample.name.split("/", 1)[1]]
         # scale 0.5: a 32-pixel window resized to 16 pixels halves the focal length
         assert sample.focal_px == pytest.approx(item_focal * 0.5)
-    evaluation = source.eval_sample(0, 32)          # 64 px wide stored image, max_side 32
+    evaluation = source.eval_sample(0, 32)  # 64 px wide stored image, max_side 32
     assert evaluation.focal_px == pytest.approx(focal[source.items[0].name] * 0.5)
 
 
@@ -224,8 +242,12 @@ def test_scale_reference_side_makes_the_crop_scale_relative_to_that_image_size(r
     the image as if it were 32 px wide (a 32 px window, zoom 0.5, half the focal length); with
     reference 128 from a 2x upscaled image (an 8 px window, zoom 2); without one at stored size."""
     for reference, zoom in [(32, 0.5), (0, 1.0), (128, 2.0)]:
-        config = SourceConfig(kind="rgbd", exclude=["legacy", "frames"], scale_range=[1.0, 1.0],
-                              scale_reference_side=reference)
+        config = SourceConfig(
+            kind="rgbd",
+            exclude=["legacy", "frames"],
+            scale_range=[1.0, 1.0],
+            scale_reference_side=reference,
+        )
         source = RgbdSource("rgbd", config, "train", rgbd_root)
         rng = np.random.default_rng(0)
         for _ in range(3):
@@ -237,7 +259,9 @@ def test_scale_reference_side_makes_the_crop_scale_relative_to_that_image_size(r
 
 
 def test_val_items_hold_single_frames_out_of_training(rgbd_root):
-    config = SourceConfig(kind="rgbd", exclude=["legacy"], val_scenes=["Pipes"], val_items=["kinect/2"])
+    config = SourceConfig(
+        kind="rgbd", exclude=["legacy"], val_scenes=["Pipes"], val_items=["kinect/2"]
+    )
     train = {item.name for item in RgbdSource("rgbd", config, "train", rgbd_root).items}
     val = {item.name for item in RgbdSource("rgbd", config, "val", rgbd_root).items}
     assert "kinect/2" in val and "kinect/2" not in train and "kinect/1" in train

@@ -1,5 +1,6 @@
 """The kind -> (config, source) mapping that training and evaluation share, the per-kind config
 keys, and the one function that turns a clear image and its depth into a hazed sample."""
+
 import dataclasses
 
 import cv2
@@ -31,14 +32,18 @@ def rgbd_folder(root):
     for index in (1, 2):
         write_rgb(root / "cam" / "color" / f"{index}.png", np.full((24, 32, 3), 90, np.uint8))
         (root / "cam" / "depth").mkdir(parents=True, exist_ok=True)
-        cv2.imwrite(str(root / "cam" / "depth" / f"{index}.png"), np.full((24, 32), 1500 * index, np.uint16))
+        cv2.imwrite(
+            str(root / "cam" / "depth" / f"{index}.png"), np.full((24, 32), 1500 * index, np.uint16)
+        )
     return "{kind: rgbd, path: set}", []
 
 
 def rosbag2_folder(root):
     write_bag(root / "bag0", frames=3)
-    return (f"{{kind: rosbag2, path: set, color_topic: {COLOR}, depth_topic: {DEPTH}}}",
-            [f"color_topic={COLOR}", f"depth_topic={DEPTH}"])
+    return (
+        f"{{kind: rosbag2, path: set, color_topic: {COLOR}, depth_topic: {DEPTH}}}",
+        [f"color_topic={COLOR}", f"depth_topic={DEPTH}"],
+    )
 
 
 def procedural_views(root):
@@ -46,8 +51,12 @@ def procedural_views(root):
 
 
 # One way to make data of each kind; a kind added to SOURCES without one here fails below.
-MAKE_DATA = {"reside": reside_folder, "rgbd": rgbd_folder, "rosbag2": rosbag2_folder,
-             "procedural": procedural_views}
+MAKE_DATA = {
+    "reside": reside_folder,
+    "rgbd": rgbd_folder,
+    "rosbag2": rosbag2_folder,
+    "procedural": procedural_views,
+}
 
 
 def test_every_kind_has_a_test_data_maker():
@@ -57,7 +66,9 @@ def test_every_kind_has_a_test_data_maker():
 @pytest.mark.parametrize("kind", sorted(SOURCES))
 def test_every_kind_opens_in_training_and_in_evaluation(tmp_path, kind):
     source_yaml, options = MAKE_DATA[kind](tmp_path / "set")
-    config = load_config(None, [f"data.root={tmp_path}", f"data.sources.x={source_yaml}", "data.crop=16"])
+    config = load_config(
+        None, [f"data.root={tmp_path}", f"data.sources.x={source_yaml}", "data.crop=16"]
+    )
     config_class, source_class = SOURCES[kind]
     assert type(config.data.sources["x"]) is config_class
     (train,) = build_sources(config.data, "train")
@@ -75,8 +86,13 @@ def test_every_kind_opens_in_training_and_in_evaluation(tmp_path, kind):
 @pytest.mark.parametrize("kind", sorted(SOURCES))
 def test_a_key_of_another_kind_names_the_kind_and_its_keys(kind):
     own = [item.name for item in dataclasses.fields(SOURCES[kind][0])]
-    foreign = next(item.name for other, (config_class, _) in SOURCES.items() if other != kind
-                   for item in dataclasses.fields(config_class) if item.name not in own)
+    foreign = next(
+        item.name
+        for other, (config_class, _) in SOURCES.items()
+        if other != kind
+        for item in dataclasses.fields(config_class)
+        if item.name not in own
+    )
     with pytest.raises(ConfigError) as error:
         load_config(None, [f"data.sources.x={{kind: {kind}, path: p, {foreign}: 1}}"])
     message = str(error.value)
@@ -85,19 +101,34 @@ def test_a_key_of_another_kind_names_the_kind_and_its_keys(kind):
 
 
 def test_an_unknown_kind_lists_the_kinds():
-    with pytest.raises(ConfigError, match=r"data.sources.x.kind must be one of \('reside', 'rgbd', 'procedural', "
-                                          r"'rosbag2'\), got 'lidar'"):
+    with pytest.raises(
+        ConfigError,
+        match=r"data.sources.x.kind must be one of \('reside', 'rgbd', 'procedural', "
+        r"'rosbag2'\), got 'lidar'",
+    ):
         load_config(None, ["data.sources.x={kind: lidar}"])
 
 
 def test_a_run_folder_config_with_every_kinds_keys_still_loads(tmp_path):
     """config.yaml of runs from before the per-kind configs holds every kind's keys per source."""
-    config = load_config(None, ["data.sources.p={kind: procedural, val_count: 3}",
-                                "data.sources.r={kind: rgbd, path: rgbd, depth_scale: 0.002}"])
+    config = load_config(
+        None,
+        [
+            "data.sources.p={kind: procedural, val_count: 3}",
+            "data.sources.r={kind: rgbd, path: rgbd, depth_scale: 0.002}",
+        ],
+    )
     path = tmp_path / "config.yaml"
     save_config(config, path)
     raw = yaml.safe_load(path.read_text())
-    flat = {"path": "", "color_topic": "", "stride": 1, "val_items": [], "depth_scale": 0.001, "max_time_diff_s": 0.02}
+    flat = {
+        "path": "",
+        "color_topic": "",
+        "stride": 1,
+        "val_items": [],
+        "depth_scale": 0.001,
+        "max_time_diff_s": 0.02,
+    }
     raw["data"]["sources"]["p"].update(flat)
     raw["data"]["sources"]["r"].update(color_topic="", stride=1, val_count=8)
     path.write_text(yaml.safe_dump(raw))
@@ -107,22 +138,35 @@ def test_a_run_folder_config_with_every_kinds_keys_still_loads(tmp_path):
 
 
 def no_degradation(transmission, airlight):
-    return HazeConfig(transmission_range=[transmission, transmission], airlight_range=[airlight, airlight],
-                      airlight_tint=0.0, nonhomogeneous_prob=0.0, noise_prob=0.0, jpeg_prob=0.0)
+    return HazeConfig(
+        transmission_range=[transmission, transmission],
+        airlight_range=[airlight, airlight],
+        airlight_tint=0.0,
+        nonhomogeneous_prob=0.0,
+        noise_prob=0.0,
+        jpeg_prob=0.0,
+    )
 
 
 def test_a_hazed_sample_applies_the_scattering_model():
     rng = np.random.default_rng(0)
     clear = rng.integers(0, 256, (12, 20, 3), dtype=np.uint8)
     depth = np.full((12, 20), 6.0, np.float32)
-    depth[0, 0] = np.nan   # a hole: hazed at its neighbour's depth, kept unknown in the target
+    depth[0, 0] = np.nan  # a hole: hazed at its neighbour's depth, kept unknown in the target
 
     clear_air = hazed_sample(clear, depth, no_degradation(1.0, 0.8), rng, "s/1", 300.0)
-    np.testing.assert_allclose(clear_air.hazy, clear / 255.0, atol=1e-6)   # t = 1: I = J
+    np.testing.assert_allclose(clear_air.hazy, clear / 255.0, atol=1e-6)  # t = 1: I = J
 
     # Constant depth: t at the median depth is t everywhere, so I = J t + A (1 - t) per pixel.
-    sample = hazed_sample(clear, depth, no_degradation(0.25, 0.9), rng, "s/1", 300.0, metric_depth=False)
+    sample = hazed_sample(
+        clear, depth, no_degradation(0.25, 0.9), rng, "s/1", 300.0, metric_depth=False
+    )
     np.testing.assert_allclose(sample.hazy, clear / 255.0 * 0.25 + 0.9 * 0.75, atol=1e-5)
     np.testing.assert_array_equal(sample.clear, (clear / 255.0).astype(np.float32))
     assert np.isnan(sample.depth_m[0, 0]) and sample.depth_m[1, 1] == 6.0
-    assert (sample.name, sample.focal_px, sample.has_depth, sample.metric_depth) == ("s/1", 300.0, True, False)
+    assert (sample.name, sample.focal_px, sample.has_depth, sample.metric_depth) == (
+        "s/1",
+        300.0,
+        True,
+        False,
+    )

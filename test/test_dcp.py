@@ -1,4 +1,5 @@
 """Dark Channel Prior: it must actually remove synthetic haze."""
+
 import numpy as np
 import pytest
 
@@ -47,7 +48,7 @@ def test_airlight_breaks_ties_of_the_dark_channel_in_row_major_order_as_the_netw
     pixels in row-major order, whatever numpy's argpartition would pick, and the torch prior of
     the networks picks the same pixels."""
     image = np.full((100, 100, 3), 0.5, np.float32)
-    image[20:, :, 1:] = 0.9                       # brighter pixels of the same dark channel, later
+    image[20:, :, 1:] = 0.9  # brighter pixels of the same dark channel, later
     image[0, :10, 1] = 0.5 + 0.01 * np.arange(10)  # the 10 candidates (0.1 % of 10000)
     dark = dark_channel(image, 15)
     assert np.ptp(dark) == 0.0

@@ -1,4 +1,5 @@
 """Device and precision rules (dehaze_ros.devices), with the machine's capabilities as inputs."""
+
 import pytest
 import torch
 
@@ -6,7 +7,9 @@ from dehaze_ros import devices
 from dehaze_ros.devices import DeviceError, cpu_flags, cpu_supports_bf16, resolve_precision
 
 CPU = torch.device("cpu")
-X86_CPUINFO = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512bw {extra}\nbogomips\t: 4000\n"
+X86_CPUINFO = (
+    "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512bw {extra}\nbogomips\t: 4000\n"
+)
 ARM_CPUINFO = "processor\t: 0\nFeatures\t: fp asimd {extra}\nCPU implementer\t: 0x41\n"
 
 
@@ -16,29 +19,36 @@ def test_cpu_flags_read_x86_and_arm_cpuinfo():
     assert cpu_flags("no flags here") == frozenset()
 
 
-@pytest.mark.parametrize("cpuinfo, onednn, native", [
-    (X86_CPUINFO.format(extra="avx512_bf16"), True, True),
-    (X86_CPUINFO.format(extra="amx_bf16 amx_tile"), True, True),
-    (ARM_CPUINFO.format(extra="bf16"), True, True),
-    # oneDNN says yes on any AVX512BW CPU, but without the instruction bf16 is emulated (slow).
-    (X86_CPUINFO.format(extra=""), True, False),
-    (X86_CPUINFO.format(extra="avx512_bf16"), False, False),
-    ("", True, True),   # no /proc/cpuinfo (macOS): oneDNN's word is all there is
-])
+@pytest.mark.parametrize(
+    "cpuinfo, onednn, native",
+    [
+        (X86_CPUINFO.format(extra="avx512_bf16"), True, True),
+        (X86_CPUINFO.format(extra="amx_bf16 amx_tile"), True, True),
+        (ARM_CPUINFO.format(extra="bf16"), True, True),
+        # oneDNN says yes on any AVX512BW CPU, but without the instruction bf16 is emulated (slow).
+        (X86_CPUINFO.format(extra=""), True, False),
+        (X86_CPUINFO.format(extra="avx512_bf16"), False, False),
+        ("", True, True),  # no /proc/cpuinfo (macOS): oneDNN's word is all there is
+    ],
+)
 def test_native_bf16_needs_the_instruction_and_onednn(cpuinfo, onednn, native):
     assert cpu_supports_bf16(cpu_flags(cpuinfo), onednn) is native
 
 
 def test_cpu_precision_rules():
     assert resolve_precision("bf16", CPU, cpu_bf16=True) == torch.bfloat16
-    with pytest.raises(DeviceError, match="bf16 on the CPU needs native bf16 support .*use fp32 or auto"):
+    with pytest.raises(
+        DeviceError, match="bf16 on the CPU needs native bf16 support .*use fp32 or auto"
+    ):
         resolve_precision("bf16", CPU, cpu_bf16=False)
     with pytest.raises(DeviceError, match="fp16 needs a CUDA device"):
         resolve_precision("fp16", CPU, cpu_bf16=True)
     assert resolve_precision("fp32", CPU, cpu_bf16=True) == torch.float32
     # auto never picks bf16 on a CPU without it, and follows the measured rule on one with it.
     assert resolve_precision("auto", CPU, cpu_bf16=False) == torch.float32
-    assert resolve_precision("auto", CPU, cpu_bf16=True) == devices.dtype(devices.CPU_AUTO_PRECISION)
+    assert resolve_precision("auto", CPU, cpu_bf16=True) == devices.dtype(
+        devices.CPU_AUTO_PRECISION
+    )
     with pytest.raises(ValueError, match="precision must be one of"):
         resolve_precision("int8", CPU)
 
@@ -70,9 +80,13 @@ def test_precision_names_round_trip():
 def test_auto_on_the_cpu_with_a_gpu_in_the_machine_says_why_and_what_to_do():
     """The Jetson case: a CPU wheel installed over NVIDIA's, auto then runs on the CPU in silence."""
     cpu_wheel = devices.auto_cpu_warning("auto", "cpu", "/dev/nvidia0 exists", torch_cuda=None)
-    assert "NVIDIA GPU is visible (/dev/nvidia0 exists)" in cpu_wheel and "CPU-only build" in cpu_wheel
+    assert (
+        "NVIDIA GPU is visible (/dev/nvidia0 exists)" in cpu_wheel and "CPU-only build" in cpu_wheel
+    )
     assert "Install on a GPU or a Jetson" in cpu_wheel and "device cpu" in cpu_wheel
-    broken_cuda = devices.auto_cpu_warning("auto", "cpu", "nvidia-smi is at /usr/bin/nvidia-smi", torch_cuda="12.6")
+    broken_cuda = devices.auto_cpu_warning(
+        "auto", "cpu", "nvidia-smi is at /usr/bin/nvidia-smi", torch_cuda="12.6"
+    )
     assert "CUDA 12.6" in broken_cuda and "torch.cuda.is_available() is False" in broken_cuda
     # No GPU, a GPU in use, or the CPU asked for by name: nothing to say.
     assert devices.auto_cpu_warning("auto", "cpu", "", torch_cuda=None) == ""
@@ -84,8 +98,14 @@ def test_a_gpu_is_seen_by_its_device_files_or_nvidia_smi(tmp_path):
     jetson = tmp_path / "nv_tegra_release"
     assert devices.visible_gpu((str(tmp_path / "nvidia0"),), which=lambda name: None) == ""
     jetson.write_text("# R36 (release), REVISION: 4.3\n")
-    assert devices.visible_gpu((str(tmp_path / "nvidia0"), str(jetson)), which=lambda name: None) == f"{jetson} exists"
-    assert devices.visible_gpu((), which=lambda name: "/usr/bin/nvidia-smi") == "nvidia-smi is at /usr/bin/nvidia-smi"
+    assert (
+        devices.visible_gpu((str(tmp_path / "nvidia0"), str(jetson)), which=lambda name: None)
+        == f"{jetson} exists"
+    )
+    assert (
+        devices.visible_gpu((), which=lambda name: "/usr/bin/nvidia-smi")
+        == "nvidia-smi is at /usr/bin/nvidia-smi"
+    )
 
 
 def test_the_exporting_probe_works_on_torch_without_is_exporting():

@@ -1,4 +1,5 @@
 """Engine and checkpoints: round trips through real files, every loading error, input checks."""
+
 import dataclasses
 import os
 import zipfile
@@ -8,14 +9,19 @@ import numpy as np
 import pytest
 import torch
 
-from dehaze_ros.checkpoint import (CHECKPOINT_FORMAT_VERSION, CheckpointError, atomic_torch_save,
-                                   build_models, load_checkpoint, save_checkpoint)
+from dehaze_ros.checkpoint import (
+    CHECKPOINT_FORMAT_VERSION,
+    CheckpointError,
+    atomic_torch_save,
+    build_models,
+    load_checkpoint,
+    save_checkpoint,
+)
 from dehaze_ros.camera import focal_from_hfov
 from dehaze_ros.engine import DehazeEngine, EngineConfig, EngineError, as_rgb_uint8, scaled_size
 from dehaze_ros.models import build_dehazer, build_depth_net, get_model_config
 from dehaze_ros.models.config import CANONICAL_FOCAL_PX
 from dehaze_ros.models.dehazer import T_MIN
-
 
 
 def write_checkpoint(path, config):
@@ -26,23 +32,33 @@ def write_checkpoint(path, config):
     # random weights make the head's output non-zero so the tests see the network's path at all.
     torch.nn.init.normal_(dehazer.output_projection.weight, std=0.05)
     torch.nn.init.normal_(dehazer.output_projection.bias, std=0.05)
-    save_checkpoint(path, model_config=config.to_dict(), dehazer_state=dehazer.state_dict(),
-                    depth_net_state=depth_net.state_dict(), depth_units="meters",
-                    depth_range_m=(0.1, 80.0), provenance={"note": "random init, test"},
-                    metrics={"psnr": 0.0})
+    save_checkpoint(
+        path,
+        model_config=config.to_dict(),
+        dehazer_state=dehazer.state_dict(),
+        depth_net_state=depth_net.state_dict(),
+        depth_units="meters",
+        depth_range_m=(0.1, 80.0),
+        provenance={"note": "random init, test"},
+        metrics={"psnr": 0.0},
+    )
     return path, dehazer.eval(), depth_net.eval()
 
 
 @pytest.fixture(scope="module")
 def rt_checkpoint(tmp_path_factory):
     """diacmpn-rt as shipped: physics head on the DCP prior, canonical-camera depth."""
-    return write_checkpoint(tmp_path_factory.mktemp("ckpt") / "rt.pt", get_model_config("diacmpn-rt"))
+    return write_checkpoint(
+        tmp_path_factory.mktemp("ckpt") / "rt.pt", get_model_config("diacmpn-rt")
+    )
 
 
 @pytest.fixture(scope="module")
 def residual_checkpoint(tmp_path_factory):
     """The paper's residual head, plain metres (no canonical camera)."""
-    config = dataclasses.replace(get_model_config("diacmpn-rt"), head="residual", canonical_focal_px=0.0)
+    config = dataclasses.replace(
+        get_model_config("diacmpn-rt"), head="residual", canonical_focal_px=0.0
+    )
     return write_checkpoint(tmp_path_factory.mktemp("ckpt") / "residual.pt", config)
 
 
@@ -60,20 +76,23 @@ def test_checkpoint_round_trip_gives_identical_outputs(rt_checkpoint):
 
 def test_engine_output_equals_model_output_at_native_size(rt_checkpoint):
     path, dehazer, depth_net = rt_checkpoint
-    engine = DehazeEngine(EngineConfig(checkpoint=str(path), device="cpu", precision="fp32", max_side=0,
-                                       warmup=0))
+    engine = DehazeEngine(
+        EngineConfig(checkpoint=str(path), device="cpu", precision="fp32", max_side=0, warmup=0)
+    )
     rgb = np.random.default_rng(0).integers(0, 256, (37, 53, 3), dtype=np.uint8)
     result = engine.process(rgb)
     with torch.inference_mode():
         hazy = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255
         expected = dehazer(hazy).clamp(0, 1)
         canonical_depth = depth_net(expected)[0, 0].numpy()
-    expected_rgb = (expected[0].permute(1, 2, 0).numpy() * 255)
+    expected_rgb = expected[0].permute(1, 2, 0).numpy() * 255
     assert result.dehazed.shape == (37, 53, 3) and result.dehazed.dtype == np.uint8
     assert np.abs(result.dehazed.astype(np.float32) - expected_rgb).max() <= 1.0
     # No focal length given: metres for the assumed field of view, and the result says so.
     assert result.focal_assumed
-    expected_depth = canonical_depth * focal_from_hfov(53, EngineConfig().default_hfov_deg) / CANONICAL_FOCAL_PX
+    expected_depth = (
+        canonical_depth * focal_from_hfov(53, EngineConfig().default_hfov_deg) / CANONICAL_FOCAL_PX
+    )
     finite = np.isfinite(result.depth)
     assert finite.mean() > 0.5
     np.testing.assert_allclose(result.depth[finite], expected_depth[finite], rtol=1e-5)
@@ -86,8 +105,9 @@ def test_engine_output_equals_model_output_at_native_size(rt_checkpoint):
     known = engine.process(rgb, focal_px=250.0)
     assert not known.focal_assumed
     finite = np.isfinite(known.depth)
-    np.testing.assert_allclose(known.depth[finite], (canonical_depth * 250.0 / CANONICAL_FOCAL_PX)[finite],
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        known.depth[finite], (canonical_depth * 250.0 / CANONICAL_FOCAL_PX)[finite], rtol=1e-5
+    )
     assert result.depth_units == "meters"
     assert set(result.timings_ms) >= {"dehaze", "depth", "total"}
     assert engine.describe()["model"] == "diacmpn-rt"
@@ -97,20 +117,33 @@ def test_engine_max_side_inverts_the_scattering_model_at_full_resolution(rt_chec
     """Physics head below input resolution (the bilinear path): t upsampled, J = (I - A) / max(t, t0) + A on the
     full-resolution input; canonical depth converted with the focal length of the small image."""
     path, dehazer, depth_net = rt_checkpoint
-    engine = DehazeEngine(EngineConfig(checkpoint=str(path), max_side=64, size_rule="side", depth_max_side=0,
-                                       precision="fp32", upsampling="bilinear", warmup=0,
-                                       depth_from_haze="off"))   # the network's own depth
+    engine = DehazeEngine(
+        EngineConfig(
+            checkpoint=str(path),
+            max_side=64,
+            size_rule="side",
+            depth_max_side=0,
+            precision="fp32",
+            upsampling="bilinear",
+            warmup=0,
+            depth_from_haze="off",
+        )
+    )  # the network's own depth
     rgb = np.random.default_rng(1).integers(0, 256, (120, 200, 3), dtype=np.uint8)
     result = engine.process(rgb, focal_px=180.0)
     small = cv2.resize(rgb, (64, 38), interpolation=cv2.INTER_AREA)
     with torch.inference_mode():
         out = dehazer.forward_physics(torch.from_numpy(small).permute(2, 0, 1)[None].float() / 255)
         canonical_small = depth_net(out.dehazed.clamp(0, 1))[0, 0].numpy()
-    transmission = cv2.resize(out.transmission[0, 0].numpy(), (200, 120), interpolation=cv2.INTER_LINEAR)
+    transmission = cv2.resize(
+        out.transmission[0, 0].numpy(), (200, 120), interpolation=cv2.INTER_LINEAR
+    )
     airlight = out.airlight.reshape(3).numpy()
     expected = (rgb / 255.0 - airlight) / np.maximum(transmission, T_MIN)[..., None] + airlight
     assert np.abs(result.dehazed - np.clip(expected, 0, 1) * 255).max() <= 1.0
-    np.testing.assert_array_equal(result.transmission, out.transmission[0, 0].numpy())   # network resolution
+    np.testing.assert_array_equal(
+        result.transmission, out.transmission[0, 0].numpy()
+    )  # network resolution
     np.testing.assert_array_equal(result.airlight, airlight)
     metres_small = canonical_small * (180.0 * 64 / 200) / CANONICAL_FOCAL_PX
     expected_depth = cv2.resize(metres_small, (200, 120), interpolation=cv2.INTER_NEAREST)
@@ -126,15 +159,25 @@ def test_depth_runs_at_depth_max_side_whatever_max_side_is(rt_checkpoint):
     rgb = np.random.default_rng(3).integers(0, 256, (120, 200, 3), dtype=np.uint8)
 
     def run(max_side, depth_max_side, **kwargs):
-        engine = DehazeEngine(EngineConfig(checkpoint=str(path), max_side=max_side, depth_max_side=depth_max_side, size_rule="side",
-                                           precision="fp32", warmup=0))
+        engine = DehazeEngine(
+            EngineConfig(
+                checkpoint=str(path),
+                max_side=max_side,
+                depth_max_side=depth_max_side,
+                size_rule="side",
+                precision="fp32",
+                warmup=0,
+            )
+        )
         return engine.process(rgb, focal_px=180.0, **kwargs)
 
     small, native = run(64, 64), run(0, 64)
     np.testing.assert_array_equal(native.depth, small.depth)
     assert "depth_pass_dehaze" in native.timings_ms and "depth_pass_dehaze" not in small.timings_ms
     assert native.dehazed.shape == small.dehazed.shape == (120, 200, 3)
-    assert np.abs(native.dehazed.astype(int) - small.dehazed).mean() > 0.5, "dehazing still follows max_side"
+    assert np.abs(native.dehazed.astype(int) - small.dehazed).mean() > 0.5, (
+        "dehazing still follows max_side"
+    )
     assert np.abs(run(0, 0).depth - small.depth)[np.isfinite(small.depth)].max() > 1e-3
     depth_only = run(0, 64, want_dehazed=False)
     assert depth_only.dehazed is None and "dehaze" not in depth_only.timings_ms
@@ -146,7 +189,9 @@ def test_depth_runs_at_depth_max_side_whatever_max_side_is(rt_checkpoint):
     np.testing.assert_array_equal(native.airlight, depth_only.airlight)
     assert run(0, 64, want_depth=False).transmission.shape == (120, 200)
     # Relative depth (DCP) has no metres to keep: one pass at max_side's size.
-    dcp = DehazeEngine(EngineConfig(model="dcp", max_side=0, depth_max_side=64, warmup=0)).process(rgb)
+    dcp = DehazeEngine(EngineConfig(model="dcp", max_side=0, depth_max_side=64, warmup=0)).process(
+        rgb
+    )
     assert not any(stage.startswith("depth_pass_") for stage in dcp.timings_ms)
     assert dcp.transmission.shape == (120, 200)
 
@@ -155,9 +200,18 @@ def test_engine_max_side_rebuilds_full_resolution_from_the_small_correction(resi
     """Residual head, bilinear path: full-size output = hazy + upsampled (dehazed_small - hazy_small); depth
     nearest-upsampled, plain metres (no canonical camera, so no focal length involved)."""
     path, dehazer, depth_net = residual_checkpoint
-    engine = DehazeEngine(EngineConfig(checkpoint=str(path), max_side=64, size_rule="side", depth_max_side=0,
-                                       precision="fp32", upsampling="bilinear", warmup=0,
-                                       depth_from_haze="off"))   # the network's own depth
+    engine = DehazeEngine(
+        EngineConfig(
+            checkpoint=str(path),
+            max_side=64,
+            size_rule="side",
+            depth_max_side=0,
+            precision="fp32",
+            upsampling="bilinear",
+            warmup=0,
+            depth_from_haze="off",
+        )
+    )  # the network's own depth
     rgb = np.random.default_rng(1).integers(0, 256, (120, 200, 3), dtype=np.uint8)
     result = engine.process(rgb)
     assert not result.focal_assumed
@@ -193,8 +247,11 @@ def test_engine_depth_outside_trained_range_is_rep117_inf(rt_checkpoint, tmp_pat
     ckpt["depth"]["range_m"] = [1e6, 2e6]  # every prediction is "too close" for this range
     narrow = tmp_path / "narrow.pt"
     torch.save(ckpt, narrow)
-    depth = DehazeEngine(EngineConfig(checkpoint=str(narrow), warmup=0)).process(
-        np.zeros((20, 20, 3), np.uint8)).depth
+    depth = (
+        DehazeEngine(EngineConfig(checkpoint=str(narrow), warmup=0))
+        .process(np.zeros((20, 20, 3), np.uint8))
+        .depth
+    )
     assert np.all(np.isneginf(depth))
 
 
@@ -255,7 +312,9 @@ def test_unreadable_checkpoints_never_offer_weights_only_false(tmp_path):
     folder = tmp_path / "runs"
     folder.mkdir()
     (folder / "best.pt").write_bytes(b"")
-    with pytest.raises(CheckpointError, match=r"is a directory, not a checkpoint file.*holds: best\.pt"):
+    with pytest.raises(
+        CheckpointError, match=r"is a directory, not a checkpoint file.*holds: best\.pt"
+    ):
         load_checkpoint(folder)
 
     marker = tmp_path / "code_ran"
@@ -263,8 +322,10 @@ def test_unreadable_checkpoints_never_offer_weights_only_false(tmp_path):
     torch.save({"dehazer": _RunsCode(marker)}, malicious)
     random_bytes = tmp_path / "random.pt"
     random_bytes.write_bytes(np.random.default_rng(0).bytes(4096))
-    for path, problem in [(malicious, "unsafe to load .*posix.system"),
-                          (random_bytes, "not a dehaze_ros checkpoint")]:
+    for path, problem in [
+        (malicious, "unsafe to load .*posix.system"),
+        (random_bytes, "not a dehaze_ros checkpoint"),
+    ]:
         with pytest.raises(CheckpointError, match=problem) as excinfo:
             load_checkpoint(path)
         message = str(excinfo.value)
@@ -280,7 +341,9 @@ def test_atomic_save_keeps_old_file_when_writing_fails(tmp_path):
         atomic_torch_save({"step": 1}, target)
     finally:
         os.umask(previous_umask)
-    assert target.stat().st_mode & 0o777 == 0o640, "mode of a plain open() under the umask, not mkstemp's 0600"
+    assert target.stat().st_mode & 0o777 == 0o640, (
+        "mode of a plain open() under the umask, not mkstemp's 0600"
+    )
 
     class Unpicklable:
         def __reduce__(self):
@@ -294,12 +357,14 @@ def test_atomic_save_keeps_old_file_when_writing_fails(tmp_path):
 
 
 def test_engine_config_and_input_validation():
-    for bad, message in [(dict(model="yolo"), "model must be one of"),
-                         (dict(precision="int8"), "precision must be one of"),
-                         (dict(device="tpu"), "device must be"),
-                         (dict(max_side=8), "max_side"),
-                         (dict(depth_max_side=16), "depth_max_side"),
-                         (dict(warmup=-1), "warmup")]:
+    for bad, message in [
+        (dict(model="yolo"), "model must be one of"),
+        (dict(precision="int8"), "precision must be one of"),
+        (dict(device="tpu"), "device must be"),
+        (dict(max_side=8), "max_side"),
+        (dict(depth_max_side=16), "depth_max_side"),
+        (dict(warmup=-1), "warmup"),
+    ]:
         with pytest.raises(ValueError, match=message):
             DehazeEngine(EngineConfig(**bad))
     if not torch.cuda.is_available():
@@ -331,22 +396,39 @@ def test_dcp_engine_reports_relative_depth():
 def test_engine_guided_recovery_of_a_residual_head_is_the_affine_fit(residual_checkpoint):
     """Default upsampling, J-only head: J_small ~ a I_small + b per channel, applied at full size."""
     from dehaze_ros.upsampling import recover_from_dehazed
+
     path, dehazer, _ = residual_checkpoint
-    engine = DehazeEngine(EngineConfig(checkpoint=str(path), max_side=64, size_rule="side", precision="fp32", warmup=0))
+    engine = DehazeEngine(
+        EngineConfig(
+            checkpoint=str(path), max_side=64, size_rule="side", precision="fp32", warmup=0
+        )
+    )
     assert engine.describe()["upsampling"] == "guided"
     rgb = np.random.default_rng(1).integers(0, 256, (120, 200, 3), dtype=np.uint8)
     result = engine.process(rgb, want_depth=False)
     small = cv2.resize(rgb, (64, 38), interpolation=cv2.INTER_AREA).astype(np.float32) / 255
     with torch.inference_mode():
         dehazed_small = dehazer(torch.from_numpy(small).permute(2, 0, 1)[None]).clamp(0, 1)
-    expected = recover_from_dehazed(rgb / np.float32(255), small, dehazed_small[0].permute(1, 2, 0).numpy())
+    expected = recover_from_dehazed(
+        rgb / np.float32(255), small, dehazed_small[0].permute(1, 2, 0).numpy()
+    )
     assert np.abs(result.dehazed - expected * 255).max() <= 1.0
-    bilinear = DehazeEngine(EngineConfig(checkpoint=str(path), max_side=64, size_rule="side", precision="fp32",
-                                         upsampling="bilinear", warmup=0)).process(rgb, want_depth=False)
+    bilinear = DehazeEngine(
+        EngineConfig(
+            checkpoint=str(path),
+            max_side=64,
+            size_rule="side",
+            precision="fp32",
+            upsampling="bilinear",
+            warmup=0,
+        )
+    ).process(rgb, want_depth=False)
     assert np.abs(result.dehazed.astype(int) - bilinear.dehazed.astype(int)).max() > 10
 
 
-def test_upsampling_auto_is_each_backends_measured_best_and_an_explicit_mode_wins(residual_checkpoint):
+def test_upsampling_auto_is_each_backends_measured_best_and_an_explicit_mode_wins(
+    residual_checkpoint,
+):
     path, _, _ = residual_checkpoint
     assert DehazeEngine(EngineConfig(model="dcp", warmup=0)).describe()["upsampling"] == "affine"
     network = DehazeEngine(EngineConfig(checkpoint=str(path), precision="fp32", warmup=0))
@@ -354,9 +436,12 @@ def test_upsampling_auto_is_each_backends_measured_best_and_an_explicit_mode_win
     explicit = DehazeEngine(EngineConfig(model="dcp", upsampling="bilinear", max_side=32, warmup=0))
     assert explicit.describe()["upsampling"] == "bilinear"
     rgb = np.random.default_rng(2).integers(0, 256, (60, 80, 3), dtype=np.uint8)
-    auto = DehazeEngine(EngineConfig(model="dcp", max_side=32, warmup=0)).process(rgb, want_depth=False)
-    affine = DehazeEngine(EngineConfig(model="dcp", max_side=32, upsampling="affine", warmup=0)).process(
-        rgb, want_depth=False)
+    auto = DehazeEngine(EngineConfig(model="dcp", max_side=32, warmup=0)).process(
+        rgb, want_depth=False
+    )
+    affine = DehazeEngine(
+        EngineConfig(model="dcp", max_side=32, upsampling="affine", warmup=0)
+    ).process(rgb, want_depth=False)
     np.testing.assert_array_equal(auto.dehazed, affine.dehazed)
     assert not np.array_equal(auto.dehazed, explicit.process(rgb, want_depth=False).dehazed)
 
@@ -371,13 +456,15 @@ def test_a_failed_warm_up_releases_the_backend_and_num_threads_0_is_torchs_defau
     original_run = backend.run
     closed = []
     backend.close = lambda: closed.append(True)
-    backend.run = lambda rgb, *a: original_run(rgb[:, :, :2], *a)   # a broken backend: 2 channels
+    backend.run = lambda rgb, *a: original_run(rgb[:, :, :2], *a)  # a broken backend: 2 channels
     with pytest.raises(Exception):
-        DehazeEngine(EngineConfig(checkpoint=str(path), precision="fp32", warmup=1), backend=backend)
+        DehazeEngine(
+            EngineConfig(checkpoint=str(path), precision="fp32", warmup=1), backend=backend
+        )
     assert closed == [True]
     DehazeEngine(EngineConfig(checkpoint=str(path), precision="fp32", num_threads=1, warmup=0))
     assert torch.get_num_threads() == 1
-    DehazeEngine(EngineConfig(checkpoint=str(path), precision="fp32", warmup=0))   # num_threads 0
+    DehazeEngine(EngineConfig(checkpoint=str(path), precision="fp32", warmup=0))  # num_threads 0
     assert torch.get_num_threads() == TORCH_DEFAULT_THREADS
 
 
@@ -385,7 +472,9 @@ def test_a_missing_checkpoint_for_the_onnx_export_is_an_engine_error(tmp_path):
     pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
     # No onnx_model: the checkpoint would be exported, but it cannot even be read.
     with pytest.raises(EngineError, match="missing.pt"):
-        DehazeEngine(EngineConfig(checkpoint=str(tmp_path / "missing.pt"), backend="onnxruntime", warmup=0))
+        DehazeEngine(
+            EngineConfig(checkpoint=str(tmp_path / "missing.pt"), backend="onnxruntime", warmup=0)
+        )
 
 
 def test_the_ground_plane_gives_the_shipped_network_its_metres_on_a_vehicle_view():
@@ -395,12 +484,20 @@ def test_the_ground_plane_gives_the_shipped_network_its_metres_on_a_vehicle_view
     from dehaze_ros.metric_scale import GROUND, LEARNED, SUPPORT_PLANE, Mounting, Pinhole
     from dehaze_ros.sim.scenes import vehicle_validation_view
 
-    _, frame = vehicle_validation_view(0)            # 1242 x 375, fx 721, clear air
+    _, frame = vehicle_validation_view(0)  # 1242 x 375, fx 721, clear air
     camera = Pinhole(frame.K[0, 0], frame.K[1, 1], frame.K[0, 2], frame.K[1, 2])
     # The depth pass at 320 x 97, the side rule, where the figures above were measured.
-    engine = DehazeEngine(EngineConfig(checkpoint=str(DEFAULT_CHECKPOINT), device="cpu", warmup=0, size_rule="side",
-                                       num_threads=1, camera_height_m=frame.camera_height_m,
-                                       camera_pitch_deg=frame.camera_pitch_deg))
+    engine = DehazeEngine(
+        EngineConfig(
+            checkpoint=str(DEFAULT_CHECKPOINT),
+            device="cpu",
+            warmup=0,
+            size_rule="side",
+            num_threads=1,
+            camera_height_m=frame.camera_height_m,
+            camera_pitch_deg=frame.camera_pitch_deg,
+        )
+    )
     truth = frame.depth_m
     scored = np.isfinite(truth) & (truth < 80.0)
 
@@ -418,10 +515,16 @@ def test_the_ground_plane_gives_the_shipped_network_its_metres_on_a_vehicle_view
     again = engine.process(frame.rgb, want_dehazed=False, camera=camera, stamp_s=0.1)
     assert again.scale.factor == pytest.approx(ground.scale.factor)
     engine.reset_scale()
-    assert engine.process(np.full_like(frame.rgb, 128), want_dehazed=False, camera=camera,
-                          stamp_s=0.2).scale.source == LEARNED     # a grey frame: no ground, nothing held
+    assert (
+        engine.process(
+            np.full_like(frame.rgb, 128), want_dehazed=False, camera=camera, stamp_s=0.2
+        ).scale.source
+        == LEARNED
+    )  # a grey frame: no ground, nothing held
     engine.close()
-    for bad, problem in (({"camera_height_m": -1.0}, "camera_height_m"),
-                         ({"camera_pitch_deg": 60.0}, "camera_pitch_deg")):
+    for bad, problem in (
+        ({"camera_height_m": -1.0}, "camera_height_m"),
+        ({"camera_pitch_deg": 60.0}, "camera_pitch_deg"),
+    ):
         with pytest.raises(ValueError, match=problem):
             EngineConfig(**bad).validate()

@@ -7,6 +7,7 @@ module's `__main__` block, which `python -m` runs and a console script does not.
 installable here, so the test writes the script the way pip generates it, from setup.py's own
 entry point, and runs it in a child process.
 """
+
 from __future__ import annotations
 
 import ast
@@ -34,8 +35,11 @@ if __name__ == "__main__":
 def console_scripts() -> dict[str, tuple[str, str]]:
     """setup.py's console_scripts: name -> (module, function)."""
     tree = ast.parse((REPO_ROOT / "setup.py").read_text())
-    setup_call = next(node for node in ast.walk(tree)
-                      if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "setup")
+    setup_call = next(
+        node
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "setup"
+    )
     entry_points = next(kw.value for kw in setup_call.keywords if kw.arg == "entry_points")
     scripts = {}
     for entry in ast.literal_eval(entry_points)["console_scripts"]:
@@ -67,8 +71,9 @@ def test_a_signal_while_the_console_script_imports_ends_it_with_status_0(tmp_pat
     log_path = tmp_path / f"{script}.log"
     # -X importtime logs each module as its import ends: a submodule of the heavy one logged
     # means the script is inside that import, the moment the issue's Ctrl-C landed in.
-    process = processes.start([sys.executable, "-X", "importtime", str(script_path)], log_path,
-                              child_env(), cwd=tmp_path)
+    process = processes.start(
+        [sys.executable, "-X", "importtime", str(script_path)], log_path, child_env(), cwd=tmp_path
+    )
     try:
         inside = wait_for_line(log_path, rf"\|\s+{HEAVY_IMPORT[script]}\.\S+\s*$", process, 60)
         assert inside, f"{script} never imported {HEAVY_IMPORT[script]}:\n{log_path.read_text()}"
@@ -77,8 +82,11 @@ def test_a_signal_while_the_console_script_imports_ends_it_with_status_0(tmp_pat
     finally:
         processes.stop([process], 10)
     # Only the program's own output: the import-time lines are the test's instrument.
-    output = "\n".join(line for line in log_path.read_text(errors="replace").splitlines()
-                       if not line.startswith("import time:"))
+    output = "\n".join(
+        line
+        for line in log_path.read_text(errors="replace").splitlines()
+        if not line.startswith("import time:")
+    )
     assert returncode == 0, f"{script} ended with {returncode}:\n{output}"
     for problem in ("Traceback", "KeyboardInterrupt", "Exception ignored"):
         assert problem not in output, output

@@ -1,4 +1,5 @@
 """Export: a run's best.pt -> deployable checkpoint the engine loads and runs like the training model."""
+
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +17,7 @@ from training.train import Trainer
 
 SMOKE = Path(__file__).resolve().parent.parent / "config" / "train" / "smoke.yaml"
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")   # conftest.py: why
-
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest.py: why
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,9 @@ def run_dir(tmp_path_factory):
 
 
 def dehazer_config(run_dir) -> ModelConfig:
-    return ModelConfig.from_dict(load_training_file(run_dir / "best.pt")["provenance"]["model_config"])
+    return ModelConfig.from_dict(
+        load_training_file(run_dir / "best.pt")["provenance"]["model_config"]
+    )
 
 
 def training_models(run_dir, prefix="ema_"):
@@ -47,9 +49,14 @@ def training_models(run_dir, prefix="ema_"):
 def test_engine_runs_the_exported_ema_weights_like_the_training_model(run_dir, tmp_path):
     output = tmp_path / "model.pt"
     summary = export_checkpoint(run_dir / "best.pt", output)
-    assert summary["weights"] == "ema" and summary["steps"] == 4 and summary["depth_units"] == "meters"
-    engine = DehazeEngine(EngineConfig(checkpoint=str(output), device="cpu", precision="fp32", warmup=0,
-                                       depth_from_haze="off"))   # compared with the depth network's own output
+    assert (
+        summary["weights"] == "ema" and summary["steps"] == 4 and summary["depth_units"] == "meters"
+    )
+    engine = DehazeEngine(
+        EngineConfig(
+            checkpoint=str(output), device="cpu", precision="fp32", warmup=0, depth_from_haze="off"
+        )
+    )  # compared with the depth network's own output
     rgb = np.random.default_rng(0).integers(0, 256, (41, 57, 3), dtype=np.uint8)
     result = engine.process(rgb)
     dehazer, depth_net = training_models(run_dir)
@@ -77,9 +84,13 @@ def test_export_carries_full_metadata_and_no_optimiser_state(run_dir, tmp_path):
     ckpt = load_checkpoint(output)
     provenance = ckpt.provenance
     assert provenance["steps"] == 4 and provenance["weights"] == "ema"
-    assert provenance["config"]["name"] == "smoke" and provenance["model_config"] == ckpt.model_config
+    assert (
+        provenance["config"]["name"] == "smoke" and provenance["model_config"] == ckpt.model_config
+    )
     assert provenance["data"]["train"]["procedural"]["kind"] == "procedural"
-    assert {"git_commit", "export_git_commit", "exported_at", "trained_until", "torch"} <= set(provenance)
+    assert {"git_commit", "export_git_commit", "exported_at", "trained_until", "torch"} <= set(
+        provenance
+    )
     assert ckpt.metrics["val_psnr"] > 0 and "val_abs_rel" in ckpt.metrics
     assert ckpt.depth_range_m == (0.1, 80.0)
 
@@ -91,8 +102,10 @@ def test_fp16_storage_halves_the_file_and_keeps_the_output(run_dir, tmp_path):
     assert half.stat().st_size < 0.7 * full.stat().st_size
     assert load_checkpoint(half).dehazer_state["stem.weight"].dtype == torch.float16
     rgb = np.random.default_rng(1).integers(0, 256, (32, 48, 3), dtype=np.uint8)
-    outputs = [DehazeEngine(EngineConfig(checkpoint=str(path), device="cpu", warmup=0)).process(rgb)
-               for path in (full, half)]
+    outputs = [
+        DehazeEngine(EngineConfig(checkpoint=str(path), device="cpu", warmup=0)).process(rgb)
+        for path in (full, half)
+    ]
     assert np.abs(outputs[0].dehazed.astype(int) - outputs[1].dehazed.astype(int)).max() <= 2
 
 
@@ -104,7 +117,9 @@ def test_raw_export_takes_the_optimised_weights(run_dir, tmp_path):
     assert not all(torch.equal(exported[key], state["ema_dehazer"][key]) for key in exported)
     raw = load_checkpoint(tmp_path / "raw.pt")
     assert raw.metrics == {}, "validation scored the EMA networks, not these"
-    assert raw.provenance["selected_on"].startswith("none: the raw (never validated) weights of step 4")
+    assert raw.provenance["selected_on"].startswith(
+        "none: the raw (never validated) weights of step 4"
+    )
 
 
 def test_training_files_and_checkpoints_are_not_mistaken_for_each_other(run_dir, tmp_path, capsys):
@@ -129,7 +144,7 @@ def test_onnx_graph_straight_from_a_training_file(run_dir, tmp_path, capsys):
     from dehaze_ros.onnx_export import OnnxMetadata
 
     graph = tmp_path / "smoke.onnx"
-    assert main([str(run_dir / "best.pt"), "--onnx", str(graph)]) == 0   # no -o: via a temporary .pt
+    assert main([str(run_dir / "best.pt"), "--onnx", str(graph)]) == 0  # no -o: via a temporary .pt
     assert f"wrote {graph}" in capsys.readouterr().out
     session = onnxruntime.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
     metadata = OnnxMetadata.from_props(session.get_modelmeta().custom_metadata_map, graph)
@@ -156,9 +171,20 @@ def test_last_pt_exported_after_the_best_step_does_not_claim_the_best_metrics(ru
     torch.save(state, tmp_path / "later.pt")
     ckpt = load_checkpoint(export_checkpoint(tmp_path / "later.pt", tmp_path / "a.pt")["output"])
     assert ckpt.metrics == {f"val_{key}": pytest.approx(value) for key, value in own.items()}
-    assert ckpt.provenance["selected_on"] == "none: the EMA weights of step 4, best validation was step 2"
+    assert (
+        ckpt.provenance["selected_on"]
+        == "none: the EMA weights of step 4, best validation was step 2"
+    )
     del state["last_validation"]
     torch.save(state, tmp_path / "unvalidated.pt")
-    assert load_checkpoint(export_checkpoint(tmp_path / "unvalidated.pt", tmp_path / "b.pt")["output"]).metrics == {}
+    assert (
+        load_checkpoint(
+            export_checkpoint(tmp_path / "unvalidated.pt", tmp_path / "b.pt")["output"]
+        ).metrics
+        == {}
+    )
     best = load_checkpoint(export_checkpoint(run_dir / "best.pt", tmp_path / "c.pt")["output"])
-    assert best.provenance["selected_on"] == "validation psnr at step 4" and best.metrics["val_psnr"] > 0
+    assert (
+        best.provenance["selected_on"] == "validation psnr at step 4"
+        and best.metrics["val_psnr"] > 0
+    )

@@ -1,5 +1,6 @@
 """dehaze_ros/tools/gpu_check.py, the script for the first GPU machine at hand, dry-run on the CPU:
 every row runs or says why it cannot, the table and CSV land in the folder it is given."""
+
 import csv
 import importlib.util
 import os
@@ -15,8 +16,22 @@ HAVE_RCLPY = importlib.util.find_spec("rclpy") is not None
 
 def run_check(out: Path, *extra: str, timeout: float = 900) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    return subprocess.run([sys.executable, "-m", "dehaze_ros.tools.gpu_check", "--out", str(out), "--dry-run", *extra],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dehaze_ros.tools.gpu_check",
+            "--out",
+            str(out),
+            "--dry-run",
+            *extra,
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def table(out: Path) -> list[dict[str, str]]:
@@ -33,11 +48,16 @@ def test_the_dry_run_runs_what_a_cpu_can_and_says_why_for_the_rest(tmp_path):
     for size in ("64x48", "96x72"):
         reference = by_key[("torch", "fp32", size)]
         assert float(reference["median ms"]) > 0 and reference["dehazed max diff"] == "ref"
-        assert by_key[("torch", "fp16", size)]["note"].startswith("not available: precision fp16 needs a CUDA device")
+        assert by_key[("torch", "fp16", size)]["note"].startswith(
+            "not available: precision fp16 needs a CUDA device"
+        )
         for precision in ("fp32", "fp16"):
-            assert by_key[("TensorRT", precision, size)]["note"] == "not available: TensorRT needs a CUDA device"
+            assert (
+                by_key[("TensorRT", precision, size)]["note"]
+                == "not available: TensorRT needs a CUDA device"
+            )
         onnx_row = by_key[("onnxruntime CUDA", "fp32", size)]
-        if HAVE_ONNX:   # the exported graph agrees with torch (the parity the ONNX tests hold it to)
+        if HAVE_ONNX:  # the exported graph agrees with torch (the parity the ONNX tests hold it to)
             assert float(onnx_row["median ms"]) > 0 and int(onnx_row["dehazed max diff"]) <= 2
             assert float(onnx_row["depth median diff %"]) < 0.1
         else:
@@ -52,7 +72,7 @@ def test_the_dry_run_runs_what_a_cpu_can_and_says_why_for_the_rest(tmp_path):
 
 def test_rows_past_the_time_budget_are_written_as_not_run(tmp_path):
     completed = run_check(tmp_path, "--budget-s", "1", timeout=300)
-    assert completed.returncode == 1, completed.stderr[-3000:]   # nothing measured: not a pass
+    assert completed.returncode == 1, completed.stderr[-3000:]  # nothing measured: not a pass
     notes = {row["note"] for row in table(tmp_path)}
     assert "not run: time budget (--budget-s) spent" in notes
     assert not any(note.startswith("failed") for note in notes)

@@ -1,9 +1,16 @@
 """ASM forward/inverse and the procedural renderer."""
+
 import numpy as np
 import pytest
 
 from dehaze_ros.haze import recover_scene, synthesize_haze, transmission_from_depth
-from dehaze_ros.sim.scenes import SceneRenderer, intrinsics, render, render_random_view, random_scene
+from dehaze_ros.sim.scenes import (
+    SceneRenderer,
+    intrinsics,
+    render,
+    render_random_view,
+    random_scene,
+)
 
 
 def test_asm_forward_inverse_round_trip():

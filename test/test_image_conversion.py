@@ -1,4 +1,5 @@
 """image_conversion on plain message objects (no DDS): cv_bridge semantics, both directions."""
+
 import array
 import os
 import re
@@ -12,19 +13,51 @@ import cv2
 import numpy as np
 import pytest
 
-sensor_msgs = pytest.importorskip("sensor_msgs.msg", reason="sensor_msgs (ROS message package) missing")
+sensor_msgs = pytest.importorskip(
+    "sensor_msgs.msg", reason="sensor_msgs (ROS message package) missing"
+)
 
-from dehaze_ros.image_conversion import (CAMERA_ENCODINGS, ImageConversionError,  # noqa: E402
-                                         alpha_channel, compressed_size, compressed_to_numpy,
-                                         encoding_layout,
-                                         image_to_numpy, numpy_to_compressed, numpy_to_image,
-                                         output_encoding, rgb8_to_encoding, to_rgb8)
+from dehaze_ros.image_conversion import (
+    CAMERA_ENCODINGS,
+    ImageConversionError,  # noqa: E402
+    alpha_channel,
+    compressed_size,
+    compressed_to_numpy,
+    encoding_layout,
+    image_to_numpy,
+    numpy_to_compressed,
+    numpy_to_image,
+    output_encoding,
+    rgb8_to_encoding,
+    to_rgb8,
+)
 from ros_helpers import png_bomb  # noqa: E402
 
 RNG = np.random.default_rng(7)
-ROUND_TRIP_ENCODINGS = ["rgb8", "bgr8", "rgba8", "bgra8", "rgb16", "bgr16", "rgba16", "bgra16",
-                        "mono8", "mono16", "bayer_rggb8", "bayer_grbg16", "8UC1", "8UC3", "8SC2",
-                        "16UC1", "16SC3", "32SC1", "32FC1", "32FC3", "64FC1", "64FC4"]
+ROUND_TRIP_ENCODINGS = [
+    "rgb8",
+    "bgr8",
+    "rgba8",
+    "bgra8",
+    "rgb16",
+    "bgr16",
+    "rgba16",
+    "bgra16",
+    "mono8",
+    "mono16",
+    "bayer_rggb8",
+    "bayer_grbg16",
+    "8UC1",
+    "8UC3",
+    "8SC2",
+    "16UC1",
+    "16SC3",
+    "32SC1",
+    "32FC1",
+    "32FC3",
+    "64FC1",
+    "64FC4",
+]
 
 
 def random_image(encoding: str, height: int = 5, width: int = 7) -> np.ndarray:
@@ -73,12 +106,14 @@ def test_step_padding_is_skipped(encoding):
     dtype, channels = encoding_layout(encoding)
     row_bytes = 3 * channels * dtype.itemsize
     step = row_bytes + 5  # odd padding: rows are not even aligned to the pixel size
-    padded = b"".join(image[row].tobytes() + b"\xAB" * 5 for row in range(4))
+    padded = b"".join(image[row].tobytes() + b"\xab" * 5 for row in range(4))
     msg = raw_message(encoding, 4, 3, step, padded)
     back = image_to_numpy(msg)
     np.testing.assert_array_equal(back, image)
-    np.testing.assert_array_equal(to_rgb8(back, encoding) if encoding in CAMERA_ENCODINGS else back,
-                                  to_rgb8(image, encoding) if encoding in CAMERA_ENCODINGS else image)
+    np.testing.assert_array_equal(
+        to_rgb8(back, encoding) if encoding in CAMERA_ENCODINGS else back,
+        to_rgb8(image, encoding) if encoding in CAMERA_ENCODINGS else image,
+    )
 
 
 def test_big_endian_mono16_is_byte_swapped():
@@ -99,14 +134,17 @@ def test_big_endian_with_padding_and_float():
     np.testing.assert_array_equal(back, values)
 
 
-@pytest.mark.parametrize("make, problem", [
-    (lambda: raw_message("rgb8", 2, 2, 6, bytes(11)), "data has 11 bytes but height*step"),
-    (lambda: raw_message("rgb8", 2, 2, 6, bytes(13)), "data has 13 bytes"),
-    (lambda: raw_message("rgb8", 2, 2, 5, bytes(10)), "step 5 is smaller than one row"),
-    (lambda: raw_message("yuv422", 2, 2, 4, bytes(8)), "unsupported image encoding 'yuv422'"),
-    (lambda: raw_message("rgb8", 0, 2, 6, b""), "image is empty"),
-    (lambda: raw_message("mono8", 3, 0, 0, b""), "image is empty"),
-])
+@pytest.mark.parametrize(
+    "make, problem",
+    [
+        (lambda: raw_message("rgb8", 2, 2, 6, bytes(11)), "data has 11 bytes but height*step"),
+        (lambda: raw_message("rgb8", 2, 2, 6, bytes(13)), "data has 13 bytes"),
+        (lambda: raw_message("rgb8", 2, 2, 5, bytes(10)), "step 5 is smaller than one row"),
+        (lambda: raw_message("yuv422", 2, 2, 4, bytes(8)), "unsupported image encoding 'yuv422'"),
+        (lambda: raw_message("rgb8", 0, 2, 6, b""), "image is empty"),
+        (lambda: raw_message("mono8", 3, 0, 0, b""), "image is empty"),
+    ],
+)
 def test_bad_messages_raise_a_clear_error(make, problem):
     with pytest.raises(ImageConversionError, match=re.escape(problem)):
         image_to_numpy(make())
@@ -130,7 +168,11 @@ def test_to_rgb8_channel_orders_and_bit_depths():
     np.testing.assert_array_equal(to_rgb8(rgb16, "rgb16"), rgb)
     np.testing.assert_array_equal(to_rgb8(rgb16[..., ::-1].copy(), "bgr16"), rgb)
     gray = rgb[..., 0]
-    for encoding, image in (("mono8", gray), ("mono16", gray.astype(np.uint16) << 8), ("8UC1", gray)):
+    for encoding, image in (
+        ("mono8", gray),
+        ("mono16", gray.astype(np.uint16) << 8),
+        ("8UC1", gray),
+    ):
         out = to_rgb8(image, encoding)
         assert out.shape == rgb.shape and out.dtype == np.uint8
         np.testing.assert_array_equal(out[..., 1], gray)
@@ -212,13 +254,16 @@ def test_plain_format_strings_decode_as_bgr():
     assert encoding == "bgr8" and decoded.shape == (48, 64, 3)
 
 
-@pytest.mark.parametrize("fmt, payload, problem", [
-    ("jpeg", b"", "compressed image is empty"),
-    ("jpeg", b"\xff\xd8 definitely not a jpeg \xff\xd9", "could not decode"),
-    ("png", b"\x89PNG\r\n\x1a\n garbage", "could not decode"),
-    ("16UC1; compressedDepth", b"\x00" * 20, "compressedDepth"),
-    ("tiff", b"\x00" * 20, "unsupported compressed format"),
-])
+@pytest.mark.parametrize(
+    "fmt, payload, problem",
+    [
+        ("jpeg", b"", "compressed image is empty"),
+        ("jpeg", b"\xff\xd8 definitely not a jpeg \xff\xd9", "could not decode"),
+        ("png", b"\x89PNG\r\n\x1a\n garbage", "could not decode"),
+        ("16UC1; compressedDepth", b"\x00" * 20, "compressedDepth"),
+        ("tiff", b"\x00" * 20, "unsupported compressed format"),
+    ],
+)
 def test_corrupt_compressed_images_raise(fmt, payload, problem):
     msg = sensor_msgs.CompressedImage(format=fmt)
     msg.data = array.array("B", payload)
@@ -238,8 +283,14 @@ def test_truncated_jpeg_ending_in_an_end_of_image_marker_is_rejected():
     # two thirds with grey and only says so on stderr; OpenCV returns the padded image.
     msg = numpy_to_compressed(smooth_image(480, 640), "rgb8", "jpeg")
     msg.data = bytes(msg.data[: len(msg.data) // 3]) + b"\xff\xd9"
-    assert cv2.imdecode(np.frombuffer(bytes(msg.data), np.uint8), cv2.IMREAD_UNCHANGED).shape == (480, 640, 3)
-    with pytest.raises(ImageConversionError, match="JPEG data is truncated or corrupt .*premature end"):
+    assert cv2.imdecode(np.frombuffer(bytes(msg.data), np.uint8), cv2.IMREAD_UNCHANGED).shape == (
+        480,
+        640,
+        3,
+    )
+    with pytest.raises(
+        ImageConversionError, match="JPEG data is truncated or corrupt .*premature end"
+    ):
         compressed_to_numpy(msg)
     # A whole stream with junk between the last scan and EOI is complete: still decoded.
     whole = numpy_to_compressed(smooth_image(480, 640), "rgb8", "jpeg")
@@ -280,10 +331,12 @@ def test_sizes_come_from_the_png_and_jpeg_headers():
     decoy = b"\xff\xc0\x00\x11\x08\x75\x30\x75\x30" * 50
     app1 = b"\xff\xe1" + struct.pack(">H", len(decoy) + 2) + decoy
     assert compressed_size(bytes(baseline[:2]) + app1 + bytes(baseline[2:])) == ("jpeg", 53, 37)
-    for payload, problem in [(b"BM" + b"\x00" * 60, "neither PNG nor JPEG"),
-                             (b"\x89PNG\r\n\x1a\n", "no IHDR"),
-                             (b"\xff\xd8\xff\xe0\x00\x10JFIF", "no frame header"),
-                             (b"\xff\xd8\xff\xda\x00\x08" + b"\x00" * 8, "scan data before the frame header")]:
+    for payload, problem in [
+        (b"BM" + b"\x00" * 60, "neither PNG nor JPEG"),
+        (b"\x89PNG\r\n\x1a\n", "no IHDR"),
+        (b"\xff\xd8\xff\xe0\x00\x10JFIF", "no frame header"),
+        (b"\xff\xd8\xff\xda\x00\x08" + b"\x00" * 8, "scan data before the frame header"),
+    ]:
         with pytest.raises(ImageConversionError, match=problem):
             compressed_size(payload)
 
@@ -292,7 +345,9 @@ def test_decompression_bomb_is_refused_before_anything_is_decoded():
     small_bomb = compressed(png_bomb(3000, 2000))  # the same construction, decodable here
     decoded, encoding = compressed_to_numpy(small_bomb, max_pixels=None)
     assert decoded.shape == (2000, 3000) and encoding == "mono8"  # a real PNG of that size
-    with pytest.raises(ImageConversionError, match=r"3000x2000 = 6\.0 MP, over the limit of 1000000"):
+    with pytest.raises(
+        ImageConversionError, match=r"3000x2000 = 6\.0 MP, over the limit of 1000000"
+    ):
         compressed_to_numpy(small_bomb, max_pixels=1_000_000)
 
     # Issue 10's bomb: 109 KB that decode to 900 MP (858 MB as mono8, 2.5 GB as rgb8). In a
@@ -317,8 +372,12 @@ def test_decompression_bomb_is_refused_before_anything_is_decoded():
         print("PEAK_MB", int(hwm.split()[1]) / 1024)
     """)
     root = Path(__file__).resolve().parents[1]
-    result = subprocess.run([sys.executable, "-c", script, str(root), str(root / "test")],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(root), str(root / "test")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     refused, peak = result.stdout.splitlines()
     assert refused.startswith("REFUSED 1094") and "30000x30000 = 900.0 MP" in refused, refused
@@ -329,9 +388,13 @@ def test_decompression_bomb_is_refused_before_anything_is_decoded():
 def test_raw_frames_over_the_pixel_limit_are_refused_before_any_copy():
     fits = raw_message("rgb8", 100, 100, 300, bytes(100 * 300))
     assert image_to_numpy(fits, max_pixels=100 * 100).shape == (100, 100, 3)  # at the limit: fine
-    with pytest.raises(ImageConversionError, match=r"rgb8 image is 100x100 .* over the limit of 9999"):
+    with pytest.raises(
+        ImageConversionError, match=r"rgb8 image is 100x100 .* over the limit of 9999"
+    ):
         image_to_numpy(fits, max_pixels=9999)
     # A header that claims a huge frame is refused on its dimensions, whatever the data holds.
     claims = raw_message("mono8", 30000, 30000, 30000, b"\x00" * 64)
-    with pytest.raises(ImageConversionError, match="30000x30000 = 900.0 MP, over the limit of 16777216"):
+    with pytest.raises(
+        ImageConversionError, match="30000x30000 = 900.0 MP, over the limit of 16777216"
+    ):
         image_to_numpy(claims)

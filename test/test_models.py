@@ -1,5 +1,6 @@
 """Networks: shapes at odd sizes, padding/cropping, identity start, gradients, the paper's size,
 window attention against a direct computation, configs and their errors. CPU, small inputs."""
+
 import dataclasses
 import json
 import math
@@ -12,8 +13,15 @@ import torch.nn.functional as F
 from dehaze_ros.dcp import dehaze_dcp
 from dehaze_ros.models.dehazer import START_AIRLIGHT, START_TRANSMISSION, T_MIN, recover_scene
 
-from dehaze_ros.models import (PRESETS, ModelConfig, build_dehazer, build_depth_net, count_macs,
-                               count_parameters, get_model_config)
+from dehaze_ros.models import (
+    PRESETS,
+    ModelConfig,
+    build_dehazer,
+    build_depth_net,
+    count_macs,
+    count_parameters,
+    get_model_config,
+)
 from dehaze_ros.models.blocks import TokenMixer
 from dehaze_ros.models.depth_net import LOG_DEPTH_LIMIT
 
@@ -43,11 +51,17 @@ def with_random_output(dehazer):
     return dehazer
 
 
-@pytest.mark.parametrize("name, shape", [
-    ("diacmpn-s", (1, 3, 37, 53)),
-    ("diacmpn-t", (2, 3, 37, 53)), ("diacmpn-t", (1, 3, 64, 48)),
-    ("diacmpn-rt", (2, 3, 37, 53)), ("diacmpn-rt", (1, 3, 64, 48)), ("diacmpn-rt", (1, 3, 5, 7)),
-])
+@pytest.mark.parametrize(
+    "name, shape",
+    [
+        ("diacmpn-s", (1, 3, 37, 53)),
+        ("diacmpn-t", (2, 3, 37, 53)),
+        ("diacmpn-t", (1, 3, 64, 48)),
+        ("diacmpn-rt", (2, 3, 37, 53)),
+        ("diacmpn-rt", (1, 3, 64, 48)),
+        ("diacmpn-rt", (1, 3, 5, 7)),
+    ],
+)
 def test_outputs_have_the_input_size_and_depth_is_metric(networks, name, shape):
     dehazer, depth_net = networks[name]
     hazy = torch.rand(shape)
@@ -77,7 +91,9 @@ def test_paper_configuration_has_the_papers_parameter_count():
 
 
 def test_presets_get_lighter_in_order(networks):
-    sizes = [count_parameters(networks[name][0]) for name in ("diacmpn-s", "diacmpn-t", "diacmpn-rt")]
+    sizes = [
+        count_parameters(networks[name][0]) for name in ("diacmpn-s", "diacmpn-t", "diacmpn-rt")
+    ]
     assert sizes[0] > 4 * sizes[1] > 16 * sizes[2]
 
 
@@ -107,7 +123,9 @@ def hazy_scene(height: int = 60, width: int = 80, seed: int = 0):
 def test_asm_inverse_recovers_the_clear_image_from_the_true_transmission_and_airlight():
     hazy, clear, transmission, airlight = hazy_scene()
     assert transmission.min() > T_MIN
-    torch.testing.assert_close(recover_scene(hazy, transmission, airlight), clear, rtol=0, atol=1e-5)
+    torch.testing.assert_close(
+        recover_scene(hazy, transmission, airlight), clear, rtol=0, atol=1e-5
+    )
 
 
 @pytest.mark.parametrize("name", ["diacmpn-t", "diacmpn-rt"])
@@ -124,8 +142,9 @@ def test_untrained_asm_dcp_dehazer_is_the_dark_channel_prior(name):
     ours = out.dehazed.clamp(0, 1)[0].permute(1, 2, 0).numpy()
     assert np.abs(ours - baseline.dehazed).mean() < 0.005
     np.testing.assert_allclose(out.airlight.reshape(3).numpy(), baseline.airlight, atol=1e-5)
-    np.testing.assert_allclose(out.transmission[0, 0].numpy(), np.minimum(baseline.transmission, 0.99),
-                               atol=0.02)
+    np.testing.assert_allclose(
+        out.transmission[0, 0].numpy(), np.minimum(baseline.transmission, 0.99), atol=0.02
+    )
     assert out.transmission.shape == (1, 1, 75, 101)
 
 
@@ -137,7 +156,9 @@ def test_airlight_chroma_blends_the_predicted_airlight_with_its_grey(name):
     outputs = {}
     for chroma in (1.0, 0.5, 0.0):
         torch.manual_seed(0)
-        dehazer = build_dehazer(dataclasses.replace(get_model_config(name), airlight_chroma=chroma)).eval()
+        dehazer = build_dehazer(
+            dataclasses.replace(get_model_config(name), airlight_chroma=chroma)
+        ).eval()
         with torch.inference_mode():
             outputs[chroma] = dehazer.forward_physics(hazy)
     tinted = outputs[1.0].airlight.reshape(3)
@@ -145,7 +166,7 @@ def test_airlight_chroma_blends_the_predicted_airlight_with_its_grey(name):
     grey = tinted.mean()
     torch.testing.assert_close(outputs[0.0].airlight.reshape(3), grey.expand(3))
     torch.testing.assert_close(outputs[0.5].airlight.reshape(3), (grey + tinted) / 2)
-    for out in outputs.values():   # only A differs: t is the same, J follows the scattering model
+    for out in outputs.values():  # only A differs: t is the same, J follows the scattering model
         torch.testing.assert_close(out.transmission, outputs[1.0].transmission)
         torch.testing.assert_close(out.dehazed, recover_scene(hazy, out.transmission, out.airlight))
     assert get_model_config(name).airlight_chroma == 0.0
@@ -159,7 +180,9 @@ def test_asm_head_without_prior_starts_from_its_stated_guess():
     hazy, _, _, _ = hazy_scene()
     with torch.inference_mode():
         out = dehazer.forward_physics(hazy)
-    torch.testing.assert_close(out.transmission, torch.full_like(out.transmission, START_TRANSMISSION))
+    torch.testing.assert_close(
+        out.transmission, torch.full_like(out.transmission, START_TRANSMISSION)
+    )
     torch.testing.assert_close(out.dehazed, recover_scene(hazy, out.transmission, out.airlight))
     torch.testing.assert_close(out.airlight, torch.full((1, 3, 1, 1), START_AIRLIGHT))
 
@@ -171,7 +194,10 @@ def test_inner_padding_is_reflection_bottom_right_and_cropped_back(name):
     (The residual head: a DCP prior of the padded image is another prior, by design.)"""
     torch.manual_seed(0)
     config = with_head(name, "residual")
-    dehazer, depth_net = with_random_output(build_dehazer(config)).eval(), build_depth_net(config).eval()
+    dehazer, depth_net = (
+        with_random_output(build_dehazer(config)).eval(),
+        build_depth_net(config).eval(),
+    )
     hazy = torch.rand(1, 3, 37, 53)
     multiple = dehazer.size_multiple
     padded = F.pad(hazy, (0, -53 % multiple, 0, -37 % multiple), mode="reflect")
@@ -195,8 +221,9 @@ def test_images_in_a_batch_do_not_influence_each_other(networks):
         alone_dehazed, alone_depth = dehazer.forward_with_depth(second)
         torch.testing.assert_close(batch_dehazed[1:], alone_dehazed, rtol=1e-3, atol=1e-3)
         torch.testing.assert_close(batch_depth[1:], alone_depth, rtol=1e-3, atol=1e-3)
-        torch.testing.assert_close(depth_net(torch.cat([first, second]))[1:], depth_net(second),
-                                   rtol=1e-3, atol=1e-3)
+        torch.testing.assert_close(
+            depth_net(torch.cat([first, second]))[1:], depth_net(second), rtol=1e-3, atol=1e-3
+        )
 
 
 def test_gradient_reaches_every_parameter_through_the_dehazed_output():
@@ -204,21 +231,30 @@ def test_gradient_reaches_every_parameter_through_the_dehazed_output():
     E's every parameter must shape its depth."""
     torch.manual_seed(0)
     config = get_model_config("diacmpn-rt")
-    dehazer, depth_net = with_random_output(build_dehazer(config)).train(), build_depth_net(config).train()
+    dehazer, depth_net = (
+        with_random_output(build_dehazer(config)).train(),
+        build_depth_net(config).train(),
+    )
     hazy = torch.rand(2, 3, 37, 53)
     dehazed, branch_depth_m = dehazer.forward_with_depth(hazy)
     # The dehazed image only: the depth branch must act through it.
     (dehazed - hazy).square().mean().backward(retain_graph=True)
     torch.log(depth_net(hazy)).square().mean().backward()
     for prefix, module in (("dehazer", dehazer), ("depth_net", depth_net)):
-        silent = [name for name, parameter in module.named_parameters()
-                  if parameter.grad is None or not parameter.grad.abs().sum() > 0]
+        silent = [
+            name
+            for name, parameter in module.named_parameters()
+            if parameter.grad is None or not parameter.grad.abs().sum() > 0
+        ]
         assert not silent, f"{prefix} parameters without gradient: {silent}"
     # Supervising the returned branch depth trains the whole depth branch.
     dehazer.zero_grad()
     branch_depth_m.mean().backward()
-    silent = [name for name, parameter in dehazer.depth_branch.named_parameters()
-              if parameter.grad is None or not parameter.grad.abs().sum() > 0]
+    silent = [
+        name
+        for name, parameter in dehazer.depth_branch.named_parameters()
+        if parameter.grad is None or not parameter.grad.abs().sum() > 0
+    ]
     assert not silent, f"depth branch parameters without gradient from its depth: {silent}"
 
 
@@ -244,17 +280,25 @@ def test_window_attention_matches_a_direct_per_window_computation(shift):
     qkv = torch.randn(2, 3 * channels, 16, 24)
     with torch.no_grad():
         fast = mixer._window_attention(qkv)
-        padded = F.pad(qkv, (shift, size - shift, shift, size - shift), mode="reflect") if shift else qkv
+        padded = (
+            F.pad(qkv, (shift, size - shift, shift, size - shift), mode="reflect") if shift else qkv
+        )
         bias = mixer.position_bias(mixer.relative_positions).permute(2, 0, 1)  # heads, N, N
         expected = torch.zeros(2, channels, padded.shape[2], padded.shape[3])
         for top in range(0, padded.shape[2], size):
             for left in range(0, padded.shape[3], size):
-                window = padded[:, :, top:top + size, left:left + size].reshape(2, 3, heads, channels // heads, -1)
-                query, key, value = (window[:, part].transpose(-1, -2) for part in range(3))  # B, heads, N, d
-                weights = torch.softmax(query @ key.transpose(-1, -2) / math.sqrt(channels // heads) + bias, -1)
+                window = padded[:, :, top : top + size, left : left + size].reshape(
+                    2, 3, heads, channels // heads, -1
+                )
+                query, key, value = (
+                    window[:, part].transpose(-1, -2) for part in range(3)
+                )  # B, heads, N, d
+                weights = torch.softmax(
+                    query @ key.transpose(-1, -2) / math.sqrt(channels // heads) + bias, -1
+                )
                 out = (weights @ value).transpose(-1, -2).reshape(2, channels, size, size)
-                expected[:, :, top:top + size, left:left + size] = out
-        expected = expected[:, :, shift:shift + 16, shift:shift + 24]
+                expected[:, :, top : top + size, left : left + size] = out
+        expected = expected[:, :, shift : shift + 16, shift : shift + 24]
     torch.testing.assert_close(fast, expected, rtol=1e-3, atol=1e-3)
 
 
@@ -267,8 +311,10 @@ def test_count_macs_counts_convolutions_exactly_and_attention():
     windows = 4
     position_bias = 64 * 64 * (2 * 256 + 256 * 2)
     qk_conv = 16 * 8 * 16 * 16
-    assert (count_macs(attention, (1, 8, 16, 16)) - count_macs(mixer, (1, 8, 16, 16))
-            == windows * 2 * 64 * 64 * 8 + position_bias + qk_conv)
+    assert (
+        count_macs(attention, (1, 8, 16, 16)) - count_macs(mixer, (1, 8, 16, 16))
+        == windows * 2 * 64 * 64 * 8 + position_bias + qk_conv
+    )
 
 
 def test_count_macs_leaves_the_network_as_it_was():
@@ -331,10 +377,12 @@ def test_depth_network_can_read_the_transmission_of_a_physics_head():
         # No transmission means a clear image: t = 1.
         torch.testing.assert_close(depth_net(image), depth_net(image, torch.ones(1, 1, 37, 53)))
     assert with_thin.shape == (1, 1, 37, 53)
-    assert (with_thin - with_thick).abs().mean() > 1e-4       # the optical depth reaches the output
+    assert (with_thin - with_thick).abs().mean() > 1e-4  # the optical depth reaches the output
     plain = build_depth_net(get_model_config("diacmpn-rt")).eval()
     with torch.inference_mode():
-        torch.testing.assert_close(plain(image, thin), plain(image, thick))   # ignored by the paper's E
+        torch.testing.assert_close(
+            plain(image, thin), plain(image, thick)
+        )  # ignored by the paper's E
     with pytest.raises(ValueError, match="needs a head that predicts a transmission"):
         dataclasses.replace(config, head="residual")
 
@@ -342,18 +390,22 @@ def test_depth_network_can_read_the_transmission_of_a_physics_head():
 def test_an_image_only_depth_network_widens_to_read_the_transmission_without_changing_its_output():
     image_only = build_depth_net(get_model_config("diacmpn-rt"))
     torch.manual_seed(0)
-    with torch.no_grad():   # trained-looking weights: no weight of the widened layers is zero
+    with torch.no_grad():  # trained-looking weights: no weight of the widened layers is zero
         for weight in image_only.parameters():
             weight.add_(torch.randn_like(weight) * 0.05)
-    widened = build_depth_net(dataclasses.replace(get_model_config("diacmpn-rt"), depth_inputs="image_transmission"))
+    widened = build_depth_net(
+        dataclasses.replace(get_model_config("diacmpn-rt"), depth_inputs="image_transmission")
+    )
     widened.load_image_only_state(image_only.state_dict())
     image, transmission = torch.rand(2, 3, 37, 53), torch.rand(2, 1, 37, 53) * 0.9 + 0.1
     log_depth = widened.log_depth(image, transmission)
     torch.testing.assert_close(log_depth, image_only.log_depth(image), rtol=0, atol=1e-6)
-    log_depth.mean().backward()   # and training reaches the weights that read -ln t
+    log_depth.mean().backward()  # and training reaches the weights that read -ln t
     assert widened.downsamples[0].weight.grad[:, 3].abs().sum() > 0
     assert widened.input_block.layers[0].weight.grad[:, 3].abs().sum() > 0
     with pytest.raises(ValueError, match="built with transmission_input"):
         image_only.load_image_only_state(image_only.state_dict())
     with pytest.raises(ValueError, match="not the state of a DepthNet of this layout"):
-        widened.load_image_only_state({k: v for k, v in image_only.state_dict().items() if "head" not in k})
+        widened.load_image_only_state(
+            {k: v for k, v in image_only.state_dict().items() if "head" not in k}
+        )

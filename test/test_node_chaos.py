@@ -7,6 +7,7 @@ CameraInfo, a few hundred fuzzed Image and CompressedImage messages, random live
 deactivate/activate while frames keep coming. After every phase a good frame must come out, the
 node's log must hold no traceback, and its peak memory must stay bounded.
 """
+
 from __future__ import annotations
 
 import random
@@ -16,8 +17,12 @@ import time
 import numpy as np
 import pytest
 
-pytest.importorskip("rclpy", reason="rclpy is not installed (pip install -r requirements-ros-pypi.txt)")
-pytest.importorskip("dehaze_ros.models", reason="dehaze_ros.models is needed for the test checkpoint")
+pytest.importorskip(
+    "rclpy", reason="rclpy is not installed (pip install -r requirements-ros-pypi.txt)"
+)
+pytest.importorskip(
+    "dehaze_ros.models", reason="dehaze_ros.models is needed for the test checkpoint"
+)
 
 from builtin_interfaces.msg import Time as TimeMsg  # noqa: E402
 from lifecycle_msgs.msg import Transition  # noqa: E402
@@ -62,7 +67,7 @@ class SimClock:
     def _run(self):
         while not self.stopping.wait(0.02):
             if self.paused.is_set():
-                continue   # a paused bag: no /clock at all
+                continue  # a paused bag: no /clock at all
             with self.lock:
                 self.now_ns += 20_000_000
                 stamp = TimeMsg(sec=self.now_ns // 10**9, nanosec=self.now_ns % 10**9)
@@ -116,11 +121,20 @@ class Chaos:
     def good_compressed(self, width: int = 160, height: int = 120):
         return numpy_to_compressed(hazy(width, height), "rgb8", "jpeg", self.header())
 
-    def expect_output(self, phase: str, msg=None, camera_info: CameraInfo | None = None,
-                      wanted=("dehazed/image", "depth/image")) -> dict:
+    def expect_output(
+        self,
+        phase: str,
+        msg=None,
+        camera_info: CameraInfo | None = None,
+        wanted=("dehazed/image", "depth/image"),
+    ) -> dict:
         """A good frame goes through; the log is clean; memory is bounded."""
         node = self.node
-        msg = msg if msg is not None else (self.good_compressed() if node.compressed else self.good_frame())
+        msg = (
+            msg
+            if msg is not None
+            else (self.good_compressed() if node.compressed else self.good_frame())
+        )
         if camera_info is None:
             width, height = (msg.width, msg.height) if isinstance(msg, Image) else (160, 120)
             camera_info = make_camera_info(msg.header)
@@ -205,10 +219,22 @@ def test_broken_camera_info(raw):
         ("NaN K", lambda info: (setattr(info, "p", [0.0] * 12), setattr(info, "k", [nan] * 9))),
         ("inf P", lambda info: setattr(info, "p", [float("inf")] * 12)),
         ("0x0 size", lambda info: (setattr(info, "width", 0), setattr(info, "height", 0))),
-        ("size unlike the image", lambda info: (setattr(info, "width", 7), setattr(info, "height", 4000))),
-        ("huge ROI", lambda info: (setattr(info.roi, "width", 2**32 - 1), setattr(info.roi, "height", 1),
-                                   setattr(info.roi, "x_offset", 2**32 - 1))),
-        ("short D and odd model", lambda info: (setattr(info, "d", []), setattr(info, "distortion_model", "?"))),
+        (
+            "size unlike the image",
+            lambda info: (setattr(info, "width", 7), setattr(info, "height", 4000)),
+        ),
+        (
+            "huge ROI",
+            lambda info: (
+                setattr(info.roi, "width", 2**32 - 1),
+                setattr(info.roi, "height", 1),
+                setattr(info.roi, "x_offset", 2**32 - 1),
+            ),
+        ),
+        (
+            "short D and odd model",
+            lambda info: (setattr(info, "d", []), setattr(info, "distortion_model", "?")),
+        ),
     ]:
         msg = raw.good_frame()
         info = make_camera_info(msg.header)
@@ -237,33 +263,48 @@ def test_fuzzed_images(raw):
         raw.node.probe.spin_for(0.01)
         if count % 50 == 49:
             raw.expect_output(f"fuzzed images, {count + 1} sent")
-    values = raw.node.diagnostics_after(lambda values: int(values["frames invalid (bad data)"]) > before)
+    values = raw.node.diagnostics_after(
+        lambda values: int(values["frames invalid (bad data)"]) > before
+    )
     assert values["processing thread restarts"] == "0"
 
 
-def fuzzed_compressed(rng: random.Random, header, valid_jpeg: bytes, valid_png: bytes) -> CompressedImage:
+def fuzzed_compressed(
+    rng: random.Random, header, valid_jpeg: bytes, valid_png: bytes
+) -> CompressedImage:
     msg = CompressedImage()
     msg.header = header
     kind = rng.randrange(6)
     if kind == 0:
         data = rng.randbytes(rng.randint(0, 5000))
-    elif kind == 1:                                   # truncated
-        data = valid_jpeg[:rng.randint(0, len(valid_jpeg))]
-    elif kind == 2:                                   # bytes flipped inside a real JPEG
+    elif kind == 1:  # truncated
+        data = valid_jpeg[: rng.randint(0, len(valid_jpeg))]
+    elif kind == 2:  # bytes flipped inside a real JPEG
         data = bytearray(valid_jpeg)
         for _ in range(rng.randint(1, 40)):
             data[rng.randrange(len(data))] = rng.randrange(256)
         data = bytes(data)
-    elif kind == 3:                                   # a PNG whose header claims other sizes
+    elif kind == 3:  # a PNG whose header claims other sizes
         data = bytearray(valid_png)
         data[16:24] = rng.randbytes(8)
         data = bytes(data)
     elif kind == 4:
-        data = valid_png[:rng.randint(8, len(valid_png))]
+        data = valid_png[: rng.randint(8, len(valid_png))]
     else:
         data = valid_jpeg
-    msg.format = rng.choice(["jpeg", "png", "rgb8; jpeg compressed bgr8", "bgr8; png compressed",
-                             "", "tiff", "mono16; png compressed", "compressedDepth png", "\x00" * 50])
+    msg.format = rng.choice(
+        [
+            "jpeg",
+            "png",
+            "rgb8; jpeg compressed bgr8",
+            "bgr8; png compressed",
+            "",
+            "tiff",
+            "mono16; png compressed",
+            "compressedDepth png",
+            "\x00" * 50,
+        ]
+    )
     msg.data = data
     return msg
 
@@ -285,17 +326,21 @@ def test_fuzzed_compressed_images(compressed):
 def random_value(rng: random.Random, spec):
     default = spec.default
     choice = rng.randrange(5)
-    if choice == 0:   # another type altogether
+    if choice == 0:  # another type altogether
         return rng.choice([True, -7, 3.5, "banana", "", 10**12])
     if isinstance(default, bool):
         return rng.choice([True, False])
     if isinstance(default, int):
         return rng.choice([-1, 0, 1, 2, 64, 65, 2**31, rng.randint(-1000, 100_000)])
     if isinstance(default, float):
-        return rng.choice([-1.0, 0.0, 1e-9, 0.5, 50.0, 1e9, float("nan"), float("inf"),
-                           rng.uniform(-10, 1000)])
-    return rng.choice(list(spec.choices) + ["", "nonsense", "../../etc/passwd"]
-                      if spec.choices else ["", "/no/such/file.pt", "x" * 2000])
+        return rng.choice(
+            [-1.0, 0.0, 1e-9, 0.5, 50.0, 1e9, float("nan"), float("inf"), rng.uniform(-10, 1000)]
+        )
+    return rng.choice(
+        list(spec.choices) + ["", "nonsense", "../../etc/passwd"]
+        if spec.choices
+        else ["", "/no/such/file.pt", "x" * 2000]
+    )
 
 
 def test_random_live_parameter_sets(raw):
@@ -335,7 +380,9 @@ def test_deactivate_and_activate_while_streaming(raw):
         for cycle in range(6):
             for transition in (Transition.TRANSITION_DEACTIVATE, Transition.TRANSITION_ACTIVATE):
                 request = ChangeState.Request(transition=Transition(id=transition))
-                response = node.probe.call(ChangeState, f"{node.namespace}/dehaze_node/change_state", request)
+                response = node.probe.call(
+                    ChangeState, f"{node.namespace}/dehaze_node/change_state", request
+                )
                 assert response.success, f"cycle {cycle}: transition {transition} failed"
                 node.probe.spin_for(raw.rng.uniform(0.0, 0.6))
     finally:
@@ -351,14 +398,17 @@ def test_malformed_serialized_messages(raw):
     must drop them without the node noticing, and nothing may reach the node's callbacks."""
     from rclpy.serialization import serialize_message
 
-    samples = [serialize_message(raw.good_frame(64, 48)), serialize_message(make_camera_info(raw.header()))]
+    samples = [
+        serialize_message(raw.good_frame(64, 48)),
+        serialize_message(make_camera_info(raw.header())),
+    ]
     publishers = [raw.node.image_pub, raw.node.info_pub]
     for count in range(150):
         which = count % 2
         data = bytearray(samples[which])
         kind = raw.rng.randrange(3)
         if kind == 0:
-            data = data[:raw.rng.randint(0, len(data))]
+            data = data[: raw.rng.randint(0, len(data))]
         elif kind == 1:
             for _ in range(raw.rng.randint(1, 12)):
                 data[raw.rng.randrange(len(data))] = raw.rng.randrange(256)
@@ -376,12 +426,20 @@ def test_cleanup_and_configure_cycles_while_streaming(raw):
     service = f"{node.namespace}/dehaze_node/change_state"
     rss_after = []
     for cycle in range(4):
-        for transition in (Transition.TRANSITION_DEACTIVATE, Transition.TRANSITION_CLEANUP,
-                           Transition.TRANSITION_CONFIGURE, Transition.TRANSITION_ACTIVATE):
-            node.image_pub.publish(raw.good_frame())    # frames keep coming meanwhile
-            response = node.probe.call(ChangeState, service, ChangeState.Request(transition=Transition(id=transition)))
+        for transition in (
+            Transition.TRANSITION_DEACTIVATE,
+            Transition.TRANSITION_CLEANUP,
+            Transition.TRANSITION_CONFIGURE,
+            Transition.TRANSITION_ACTIVATE,
+        ):
+            node.image_pub.publish(raw.good_frame())  # frames keep coming meanwhile
+            response = node.probe.call(
+                ChangeState, service, ChangeState.Request(transition=Transition(id=transition))
+            )
             assert response.success, f"cycle {cycle}: transition {transition} failed"
         raw.expect_output(f"cleanup/configure cycle {cycle}")
         with open(f"/proc/{node.process.process.pid}/status") as status:
-            rss_after.append(next(int(line.split()[1]) for line in status if line.startswith("VmRSS:")) / 1024)
+            rss_after.append(
+                next(int(line.split()[1]) for line in status if line.startswith("VmRSS:")) / 1024
+            )
     assert rss_after[-1] < rss_after[0] + 100, f"RSS after each cycle (MB): {rss_after}"

@@ -3,6 +3,7 @@
 The file checks read the files (they run everywhere); the params-file check starts the node and
 lets rcl parse the YAML; the LaunchDescription is built where launch_ros is installed.
 """
+
 from __future__ import annotations
 
 import ast
@@ -15,8 +16,12 @@ import pytest
 import yaml
 
 from dehaze_ros.frame_outputs import OUTPUTS
-from dehaze_ros.launch_parameters import (NODE_PARAMETER_ARGUMENTS, dehaze_node_parameters,
-                                          rviz_decision, sample_camera_parameters)
+from dehaze_ros.launch_parameters import (
+    NODE_PARAMETER_ARGUMENTS,
+    dehaze_node_parameters,
+    rviz_decision,
+    sample_camera_parameters,
+)
 from dehaze_ros.node_config import PARAMETERS, SPECS, parameters_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,8 +55,9 @@ def launch_arguments() -> dict:
             table = {}
             for key, value in zip(node.value.keys, node.value.values):
                 default = value.elts[0]
-                table[ast.literal_eval(key)] = (ast.literal_eval(default)
-                                                if isinstance(default, ast.Constant) else None)
+                table[ast.literal_eval(key)] = (
+                    ast.literal_eval(default) if isinstance(default, ast.Constant) else None
+                )
             return table
     raise AssertionError("launch file has no ARGUMENTS table")
 
@@ -60,24 +66,30 @@ def test_yaml_and_readme_agree_with_the_parameter_and_output_tables():
     # The table in node_config is the one source; these are the two copies people read.
     assert YAML_PATH.read_text() == parameters_yaml(), (
         "config/dehaze.yaml differs from the parameter table; regenerate it (see "
-        "node_config.parameters_yaml)")
+        "node_config.parameters_yaml)"
+    )
     values = yaml_parameters()
     assert list(values) == [spec.name for spec in PARAMETERS]
     assert all(type(values[spec.name]) is type(spec.default) for spec in PARAMETERS)
 
     readme = (ROOT / "README.md").read_text()
-    rows = {match.group(1): match for match in
-            re.finditer(r"^\| `(\w+)` \| `([^`]*)` \| (\w+) \|", readme, re.MULTILINE)}
+    rows = {
+        match.group(1): match
+        for match in re.finditer(r"^\| `(\w+)` \| `([^`]*)` \| (\w+) \|", readme, re.MULTILINE)
+    }
     for spec in PARAMETERS:
         assert spec.name in rows, f"README parameter table has no row for {spec.name}"
         default = yaml.safe_load(rows[spec.name].group(2))
-        assert same_value(default, spec.default), (f"README says {spec.name} defaults to {default!r}, "
-                                                   f"the node {spec.default!r}")
+        assert same_value(default, spec.default), (
+            f"README says {spec.name} defaults to {default!r}, the node {spec.default!r}"
+        )
         assert rows[spec.name].group(3) == spec.stage, f"README gives {spec.name} the wrong stage"
     topics = dict(re.findall(r"^\| `([\w/]+)` \| (\w+/\w+) \| out \|", readme, re.MULTILINE))
     for output in OUTPUTS:
         package, _, name = output.message_type.split("/")
-        assert topics.get(output.topic) == f"{package}/{name}", f"README topic table: {output.topic}"
+        assert topics.get(output.topic) == f"{package}/{name}", (
+            f"README topic table: {output.topic}"
+        )
 
 
 def launch_defaults() -> dict[str, str]:
@@ -95,7 +107,14 @@ def test_launch_node_arguments_are_declared_parameters_left_to_the_params_file_b
         assert arguments.get(name) == "", f"launch argument {name!r} must default to '' (not given)"
     assert arguments["use_sim_time"] == ""
     assert set(arguments) - set(NODE_PARAMETER_ARGUMENTS) == {
-        "image", "camera_info", "namespace", "params_file", "use_sim_time", "sample_camera", "rviz"}
+        "image",
+        "camera_info",
+        "namespace",
+        "params_file",
+        "use_sim_time",
+        "sample_camera",
+        "rviz",
+    }
     # Nothing given: the params file alone, for every node.
     assert dehaze_node_parameters(launch_defaults()) == [str(YAML_PATH)]
     assert sample_camera_parameters(launch_defaults()) == [{"publish_compressed": True}]
@@ -104,7 +123,9 @@ def test_launch_node_arguments_are_declared_parameters_left_to_the_params_file_b
 def test_launch_overrides_only_what_was_given():
     given = dict(launch_defaults(), device="cuda:1", input_transport="compressed")
     assert dehaze_node_parameters(given) == [
-        str(YAML_PATH), {"device": "cuda:1", "input_transport": "compressed"}]
+        str(YAML_PATH),
+        {"device": "cuda:1", "input_transport": "compressed"},
+    ]
     sim = dict(launch_defaults(), use_sim_time="True")
     assert dehaze_node_parameters(sim) == [str(YAML_PATH), {"use_sim_time": True}]
     assert sample_camera_parameters(sim) == [{"publish_compressed": True, "use_sim_time": True}]
@@ -139,12 +160,18 @@ def test_launch_remaps_exactly_the_topics_the_node_subscribes():
     # The LifecycleNode's remappings: from the node's input names to the launch arguments of
     # the same names (read from the launch file's syntax tree, not its formatting).
     tree = launch_tree()
-    node_call = next(node for node in ast.walk(tree) if isinstance(node, ast.Call)
-                     and getattr(node.func, "id", "") == "LifecycleNode")
+    node_call = next(
+        node
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "LifecycleNode"
+    )
     remappings = next(kw.value for kw in node_call.keywords if kw.arg == "remappings")
     if isinstance(remappings, ast.Name):  # a variable assigned above
-        remappings = next(node.value for node in ast.walk(tree) if isinstance(node, ast.Assign)
-                          and getattr(node.targets[0], "id", "") == remappings.id)
+        remappings = next(
+            node.value
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == remappings.id
+        )
     pairs = {}
     for item in remappings.elts:
         source, target = item.elts
@@ -157,17 +184,23 @@ def test_launch_remaps_exactly_the_topics_the_node_subscribes():
 def test_rviz_shows_the_input_and_the_node_outputs_in_the_camera_frame():
     config = yaml.safe_load(RVIZ_PATH.read_text())
     manager = config["Visualization Manager"]
-    topics = {display["Topic"]["Value"]: display for display in manager["Displays"] if "Topic" in display}
+    topics = {
+        display["Topic"]["Value"]: display for display in manager["Displays"] if "Topic" in display
+    }
     assert set(topics) == {"image", "dehazed/image", "depth/colormap", "points"}
     assert topics["points"]["Color Transformer"] == "RGB8"
     assert topics["image"]["Topic"]["Reliability Policy"] == "Best Effort"  # matches camera QoS
     from dehaze_ros.sim.sample_camera import CAMERA_PARAMETERS
+
     assert manager["Global Options"]["Fixed Frame"] == CAMERA_PARAMETERS["frame_id"][0]
 
 
 def test_launch_description_builds():
-    pytest.importorskip("launch_ros", reason="launch_ros is not installed here (it is on a ROS 2 "
-                                             "install); the file checks above still ran")
+    pytest.importorskip(
+        "launch_ros",
+        reason="launch_ros is not installed here (it is on a ROS 2 "
+        "install); the file checks above still ran",
+    )
     from launch import LaunchDescription
     from launch.actions import DeclareLaunchArgument
 
@@ -176,7 +209,9 @@ def test_launch_description_builds():
     spec.loader.exec_module(module)
     description = module.generate_launch_description()
     assert isinstance(description, LaunchDescription)
-    declared = {entity.name for entity in description.entities if isinstance(entity, DeclareLaunchArgument)}
+    declared = {
+        entity.name for entity in description.entities if isinstance(entity, DeclareLaunchArgument)
+    }
     assert declared == set(launch_arguments())
 
 
@@ -187,32 +222,62 @@ def test_params_file_loads_into_the_node(ros_context, start_node, probe):
     from rclpy.parameter import parameter_value_to_python
 
     # model:=dcp after the file: -p wins, and configure needs no weights. The rest comes from YAML.
-    node = start_node("dehaze_ros.dehaze_node", [
-        "-r", "__ns:=/params_file", "--params-file", str(YAML_PATH), "-p", "model:=dcp",
-        "-p", "autostart:=false", "-p", "num_threads:=1"], name="params_file")
+    node = start_node(
+        "dehaze_ros.dehaze_node",
+        [
+            "-r",
+            "__ns:=/params_file",
+            "--params-file",
+            str(YAML_PATH),
+            "-p",
+            "model:=dcp",
+            "-p",
+            "autostart:=false",
+            "-p",
+            "num_threads:=1",
+        ],
+        name="params_file",
+    )
     names = [spec.name for spec in PARAMETERS]
-    response = probe.call(GetParameters, "/params_file/dehaze_node/get_parameters",
-                          GetParameters.Request(names=names), timeout=90)
+    response = probe.call(
+        GetParameters,
+        "/params_file/dehaze_node/get_parameters",
+        GetParameters.Request(names=names),
+        timeout=90,
+    )
     loaded = {name: parameter_value_to_python(value) for name, value in zip(names, response.values)}
     expected = dict(yaml_parameters(), model="dcp", autostart=False, num_threads=1)
     assert list(loaded) == list(expected)
     assert all(same_value(loaded[name], expected[name]) for name in names), (loaded, expected)
-    assert math.isnan(loaded["camera_pitch_deg"])    # `.nan` in the YAML: rcl reads YAML's NaN
+    assert math.isnan(loaded["camera_pitch_deg"])  # `.nan` in the YAML: rcl reads YAML's NaN
 
-    described = probe.call(DescribeParameters, "/params_file/dehaze_node/describe_parameters",
-                           DescribeParameters.Request(names=names)).descriptors
+    described = probe.call(
+        DescribeParameters,
+        "/params_file/dehaze_node/describe_parameters",
+        DescribeParameters.Request(names=names),
+    ).descriptors
     for spec, descriptor in zip(PARAMETERS, described):
         assert descriptor.description == spec.description
         assert descriptor.read_only == (spec.stage == "startup"), spec.name
-        if isinstance(spec.default, int) and not isinstance(spec.default, bool) and spec.minimum is not None:
+        if (
+            isinstance(spec.default, int)
+            and not isinstance(spec.default, bool)
+            and spec.minimum is not None
+        ):
             assert descriptor.integer_range[0].from_value == spec.minimum, spec.name
-        if isinstance(spec.default, float) and spec.minimum is not None and not math.isnan(spec.default):
+        if (
+            isinstance(spec.default, float)
+            and spec.minimum is not None
+            and not math.isnan(spec.default)
+        ):
             assert descriptor.floating_point_range[0].to_value == spec.maximum, spec.name
 
     request = ChangeState.Request()
     request.transition = Transition(id=Transition.TRANSITION_CONFIGURE)
     assert probe.call(ChangeState, "/params_file/dehaze_node/change_state", request).success
-    state = probe.call(GetState, "/params_file/dehaze_node/get_state", GetState.Request()).current_state
+    state = probe.call(
+        GetState, "/params_file/dehaze_node/get_state", GetState.Request()
+    ).current_state
     assert state.id == State.PRIMARY_STATE_INACTIVE
     assert node.alive
 
@@ -230,7 +295,8 @@ def ros_args(parameters: list) -> list[str]:
 
 
 def test_launched_sample_camera_feeds_a_node_whose_params_file_says_compressed(
-        start_node, probe, tmp_path):
+    start_node, probe, tmp_path
+):
     # Issue 27: with sample_camera:=true the node read `<image>/compressed` and the camera never
     # published it. Here the params file, not a launch argument, asks for compressed input: the
     # launch file cannot see that, and neither may it override the file with a default.
@@ -239,24 +305,50 @@ def test_launched_sample_camera_feeds_a_node_whose_params_file_says_compressed(
     from sensor_msgs.msg import Image
 
     params_file = tmp_path / "user.yaml"
-    params_file.write_text(YAML_PATH.read_text().replace('input_transport: "raw"',
-                                                         'input_transport: "compressed"'))
+    params_file.write_text(
+        YAML_PATH.read_text().replace('input_transport: "raw"', 'input_transport: "compressed"')
+    )
     values = dict(launch_defaults(), params_file=str(params_file))
     # What the launch file passes to each node, with its remappings, in one namespace.
     remaps = ["-r", "__ns:=/launch_compressed", "-r", "image:=camera/image_raw"]
-    node = start_node("dehaze_ros.dehaze_node", [
-        *remaps, *ros_args(dehaze_node_parameters(values)),
-        "-p", "model:=dcp", "-p", "num_threads:=1"], name="launch_node")
-    camera = start_node("dehaze_ros.sim.sample_camera", [
-        *remaps, *ros_args(sample_camera_parameters(values)),
-        "-p", "width:=96", "-p", "height:=64", "-p", "prerender_frames:=2"], name="launch_camera")
+    node = start_node(
+        "dehaze_ros.dehaze_node",
+        [
+            *remaps,
+            *ros_args(dehaze_node_parameters(values)),
+            "-p",
+            "model:=dcp",
+            "-p",
+            "num_threads:=1",
+        ],
+        name="launch_node",
+    )
+    camera = start_node(
+        "dehaze_ros.sim.sample_camera",
+        [
+            *remaps,
+            *ros_args(sample_camera_parameters(values)),
+            "-p",
+            "width:=96",
+            "-p",
+            "height:=64",
+            "-p",
+            "prerender_frames:=2",
+        ],
+        name="launch_camera",
+    )
     dehazed = probe.record(Image, "/launch_compressed/dehazed/image")
     assert probe.spin_until(lambda: len(dehazed) >= 2, 90), f"{node.log()}\n{camera.log()}"
 
-    response = probe.call(GetParameters, "/launch_compressed/dehaze_node/get_parameters",
-                          GetParameters.Request(names=["input_transport"]))
+    response = probe.call(
+        GetParameters,
+        "/launch_compressed/dehaze_node/get_parameters",
+        GetParameters.Request(names=["input_transport"]),
+    )
     assert parameter_value_to_python(response.values[0]) == "compressed"
     # The node got frames, so the camera publishes them; this process's own graph view of the
     # camera may still lag behind the node's discovery of it.
     assert probe.spin_until(
-        lambda: probe.node.count_publishers("/launch_compressed/camera/image_raw/compressed") == 1, 20)
+        lambda: probe.node.count_publishers("/launch_compressed/camera/image_raw/compressed") == 1,
+        20,
+    )

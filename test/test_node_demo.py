@@ -1,4 +1,5 @@
 """`make demo` end to end, shortened: two node processes over DDS, recorded, and nothing left behind."""
+
 from __future__ import annotations
 
 import os
@@ -13,13 +14,17 @@ from pathlib import Path
 import cv2
 import pytest
 
-pytest.importorskip("rclpy", reason="rclpy is not installed (pip install -r requirements-ros-pypi.txt)")
+pytest.importorskip(
+    "rclpy", reason="rclpy is not installed (pip install -r requirements-ros-pypi.txt)"
+)
 
 from dehaze_ros.tools import processes  # noqa: E402
 from ros_helpers import REPO_ROOT, child_env  # noqa: E402
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
-                                reason="reads /proc to find leftovers; parent-death signal is Linux's")
+pytestmark = pytest.mark.skipif(
+    not sys.platform.startswith("linux"),
+    reason="reads /proc to find leftovers; parent-death signal is Linux's",
+)
 
 
 def processes_with_marker(marker: str) -> list[int]:
@@ -52,10 +57,32 @@ def start_demo(marker: str, output: Path, duration: float) -> subprocess.Popen:
     env[marker] = "1"
     # Its own session and process group: a timeout can kill the demo and whatever shares its group.
     return subprocess.Popen(
-        [sys.executable, "-m", "dehaze_ros.tools.demo", "--duration", str(duration), "--model", "dcp",
-         "--width", "160", "--height", "120", "--rate", "8", "--mosaics", "2", "--output", str(output)],
-        cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "dehaze_ros.tools.demo",
+            "--duration",
+            str(duration),
+            "--model",
+            "dcp",
+            "--width",
+            "160",
+            "--height",
+            "120",
+            "--rate",
+            "8",
+            "--mosaics",
+            "2",
+            "--output",
+            str(output),
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def kill_group(process: subprocess.Popen) -> None:
@@ -79,9 +106,11 @@ def test_demo_records_mosaics_and_video_prints_a_summary_and_cleans_up(tmp_path)
     assert demo.returncode == 0, stdout + stderr
     summary = [line for line in stdout.splitlines() if line.startswith("demo summary:")]
     assert len(summary) == 1, stdout
-    numbers = re.search(r"frames in (\d+), out (\d+), dropped (\d+); "
-                        r"latency stamp->received median (\d+) ms, p95 (\d+) ms; output ([\d.]+) fps",
-                        summary[0])
+    numbers = re.search(
+        r"frames in (\d+), out (\d+), dropped (\d+); "
+        r"latency stamp->received median (\d+) ms, p95 (\d+) ms; output ([\d.]+) fps",
+        summary[0],
+    )
     assert numbers, summary[0]
     frames_in, frames_out = int(numbers.group(1)), int(numbers.group(2))
     assert frames_in > 0 and frames_out > 0 and float(numbers.group(6)) > 0
@@ -89,8 +118,11 @@ def test_demo_records_mosaics_and_video_prints_a_summary_and_cleans_up(tmp_path)
     assert int(numbers.group(4)) <= int(numbers.group(5))  # median <= p95
     # Where the node's time went, read from /diagnostics: the DCP's engine stages among them.
     timing = re.search(r"^demo timing: .*: (.*)$", stdout, re.M)
-    assert timing and re.fullmatch(r"wait [\d.]+, decode [\d.]+, preprocess [\d.]+, .*dehaze [\d.]+, .*"
-                                   r"postprocess [\d.]+, publish [\d.]+", timing.group(1)), stdout
+    assert timing and re.fullmatch(
+        r"wait [\d.]+, decode [\d.]+, preprocess [\d.]+, .*dehaze [\d.]+, .*"
+        r"postprocess [\d.]+, publish [\d.]+",
+        timing.group(1),
+    ), stdout
 
     # The DCP has no metric depth, so no visibility: the demo says so (a checkpoint gives a CSV row
     # per recorded frame).

@@ -6,6 +6,7 @@ nothing about the scale. The frame is the renderer's wide vehicle view (1242 x 3
 camera 1.24 m above the road) at half size: the shipped network alone puts its median at about
 0.65x the truth there.
 """
+
 from __future__ import annotations
 
 import time
@@ -14,7 +15,9 @@ import cv2
 import numpy as np
 import pytest
 
-pytest.importorskip("rclpy", reason="rclpy is not installed (pip install -r requirements-ros-pypi.txt)")
+pytest.importorskip(
+    "rclpy", reason="rclpy is not installed (pip install -r requirements-ros-pypi.txt)"
+)
 
 from rclpy.qos import QoSProfile, QoSReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
@@ -35,20 +38,35 @@ def view():
     K = frame.K.copy()
     K[:2] *= 0.5
     K[:2, 2] = (frame.K[:2, 2] + 0.5) * 0.5 - 0.5
-    return (cv2.resize(frame.rgb, (width, height), interpolation=cv2.INTER_AREA),
-            cv2.resize(frame.depth_m, (width, height), interpolation=cv2.INTER_NEAREST), K, frame)
+    return (
+        cv2.resize(frame.rgb, (width, height), interpolation=cv2.INTER_AREA),
+        cv2.resize(frame.depth_m, (width, height), interpolation=cv2.INTER_NEAREST),
+        K,
+        frame,
+    )
 
 
 @pytest.fixture(scope="module")
 def node(ros_context, view):
     _, _, _, frame = view
-    harness = DehazeNodeHarness(ros_context, NAMESPACE, [
-        "-p", f"camera_height_m:={frame.camera_height_m:.3f}", "-p", f"camera_pitch_deg:={frame.camera_pitch_deg:.2f}"],
-        subscribe=("depth/image",))
+    harness = DehazeNodeHarness(
+        ros_context,
+        NAMESPACE,
+        [
+            "-p",
+            f"camera_height_m:={frame.camera_height_m:.3f}",
+            "-p",
+            f"camera_pitch_deg:={frame.camera_pitch_deg:.2f}",
+        ],
+        subscribe=("depth/image",),
+    )
     records: list = []
     harness.confidence_subscription = harness.probe.node.create_subscription(
-        Image, f"{NAMESPACE}/depth/confidence", lambda msg: records.append((time.time(), msg)),
-        QoSProfile(depth=10, reliability=QoSReliabilityPolicy.RELIABLE))
+        Image,
+        f"{NAMESPACE}/depth/confidence",
+        lambda msg: records.append((time.time(), msg)),
+        QoSProfile(depth=10, reliability=QoSReliabilityPolicy.RELIABLE),
+    )
     harness.outputs["depth/confidence"] = records
     harness.wait_until_ready()
     yield harness
@@ -67,8 +85,12 @@ def camera_info(K: np.ndarray, width: int, height: int) -> CameraInfo:
 def test_depth_over_dds_has_the_grounds_metres_and_says_so(node, view):
     rgb, truth, K, _ = view
     header = node.header(frame_id="front_camera_optical")
-    outputs = node.send_until_processed(numpy_to_image(rgb, "rgb8", header), wanted=("depth/image", "depth/confidence"),
-                                        camera_info=camera_info(K, rgb.shape[1], rgb.shape[0]), timeout=90)
+    outputs = node.send_until_processed(
+        numpy_to_image(rgb, "rgb8", header),
+        wanted=("depth/image", "depth/confidence"),
+        camera_info=camera_info(K, rgb.shape[1], rgb.shape[0]),
+        timeout=90,
+    )
     depth = image_to_numpy(outputs["depth/image"])
     assert stamp_of(outputs["depth/image"]) == (header.stamp.sec, header.stamp.nanosec)
     scored = np.isfinite(truth) & (truth < 80.0) & np.isfinite(depth)
@@ -78,10 +100,12 @@ def test_depth_over_dds_has_the_grounds_metres_and_says_so(node, view):
     confidence = image_to_numpy(outputs["depth/confidence"])
     assert outputs["depth/confidence"].encoding == "32FC1" and confidence.shape == depth.shape
     assert ((confidence >= 0) & (confidence <= 1)).all()
-    assert (confidence[~np.isfinite(depth)] == 0).all()                 # nothing to trust in +inf / NaN
-    assert np.mean(confidence == CONFIDENCE[SUPPORT_PLANE]) > 0.2         # the road: the plane's depth
+    assert (confidence[~np.isfinite(depth)] == 0).all()  # nothing to trust in +inf / NaN
+    assert np.mean(confidence == CONFIDENCE[SUPPORT_PLANE]) > 0.2  # the road: the plane's depth
 
     values = node.diagnostics_after(lambda values: values["depth scale source"] != "n/a")
     assert values["depth scale source"] == "ground"
-    assert values["metric scale from"].startswith("ground plane (factor "), values["metric scale from"]
-    assert 1.2 < float(values["depth scale factor"]) < 2.0    # the network alone: about 0.65x
+    assert values["metric scale from"].startswith("ground plane (factor "), values[
+        "metric scale from"
+    ]
+    assert 1.2 < float(values["depth scale factor"]) < 2.0  # the network alone: about 0.65x

@@ -1,20 +1,36 @@
 """The node's pure parts without DDS: point cloud geometry, fixed-range colormap, parameter table."""
+
 import dataclasses
 import math
 
 import numpy as np
 import pytest
 
-sensor_msgs = pytest.importorskip("sensor_msgs.msg", reason="sensor_msgs (ROS message package) missing")
+sensor_msgs = pytest.importorskip(
+    "sensor_msgs.msg", reason="sensor_msgs (ROS message package) missing"
+)
 
 from dehaze_ros.colormap import depth_to_colormap  # noqa: E402
 from dehaze_ros.engine import MODELS, PRECISIONS, EngineConfig  # noqa: E402
-from dehaze_ros.node_config import (PARAMETERS, SPECS, ConfigError, ModelChoice,  # noqa: E402
-                                    NodeConfig, integers_as_floats, resolve_model)
-from dehaze_ros.pointcloud import (UNCALIBRATED, IntrinsicsError,  # noqa: E402
-                                   camera_info_for_image, depth_to_points,
-                                   intrinsics_from_camera_info, intrinsics_problem,
-                                   make_pointcloud2, pointcloud2_to_arrays)
+from dehaze_ros.node_config import (
+    PARAMETERS,
+    SPECS,
+    ConfigError,
+    ModelChoice,  # noqa: E402
+    NodeConfig,
+    integers_as_floats,
+    resolve_model,
+)
+from dehaze_ros.pointcloud import (
+    UNCALIBRATED,
+    IntrinsicsError,  # noqa: E402
+    camera_info_for_image,
+    depth_to_points,
+    intrinsics_from_camera_info,
+    intrinsics_problem,
+    make_pointcloud2,
+    pointcloud2_to_arrays,
+)
 
 
 def camera_info(width, height, fx, fy, cx, cy, use_projection=True):
@@ -39,8 +55,9 @@ def test_known_depth_and_intrinsics_give_known_points():
 def test_invalid_depth_is_skipped_and_decimation_counts():
     depth = np.full((10, 10), 3.0, dtype=np.float32)
     depth[0, 0], depth[0, 2], depth[2, 0], depth[4, 4] = np.nan, np.inf, -np.inf, 0.0
-    xyz, rgb = depth_to_points(depth, 10, 10, 5, 5, decimation=2,
-                               colors_rgb=np.zeros((10, 10, 3), np.uint8))
+    xyz, rgb = depth_to_points(
+        depth, 10, 10, 5, 5, decimation=2, colors_rgb=np.zeros((10, 10, 3), np.uint8)
+    )
     # 5 x 5 sampled pixels, 4 of them invalid (NaN, +inf, -inf, zero) -> 21 points.
     assert len(xyz) == 21 and len(rgb) == 21
     assert np.isfinite(xyz).all() and (xyz[:, 2] > 0).all()
@@ -78,16 +95,20 @@ def test_intrinsics_prefer_projection_and_scale_to_the_image():
 NAN, INF = float("nan"), float("inf")
 
 
-@pytest.mark.parametrize("fx, fy, cx, cy, use_projection", [
-    (NAN, 500.0, 320.0, 240.0, False),     # NaN <= 0 is False: once passed the focal check
-    (500.0, NAN, 320.0, 240.0, True),
-    (INF, 500.0, 320.0, 240.0, True),
-    (-500.0, 500.0, 320.0, 240.0, False),
-    (500.0, 500.0, NAN, 240.0, True),
-    (500.0, 500.0, 320.0, -INF, False),
-])
-def test_non_finite_zero_or_negative_intrinsics_are_uncalibrated_everywhere(fx, fy, cx, cy,
-                                                                             use_projection):
+@pytest.mark.parametrize(
+    "fx, fy, cx, cy, use_projection",
+    [
+        (NAN, 500.0, 320.0, 240.0, False),  # NaN <= 0 is False: once passed the focal check
+        (500.0, NAN, 320.0, 240.0, True),
+        (INF, 500.0, 320.0, 240.0, True),
+        (-500.0, 500.0, 320.0, 240.0, False),
+        (500.0, 500.0, NAN, 240.0, True),
+        (500.0, 500.0, 320.0, -INF, False),
+    ],
+)
+def test_non_finite_zero_or_negative_intrinsics_are_uncalibrated_everywhere(
+    fx, fy, cx, cy, use_projection
+):
     info = camera_info(640, 480, fx, fy, cx, cy, use_projection=use_projection)
     problem = intrinsics_problem(info)
     assert problem is not None and problem.startswith(UNCALIBRATED)
@@ -101,9 +122,11 @@ def test_non_finite_zero_or_negative_intrinsics_are_uncalibrated_everywhere(fx, 
 
 
 def test_points_that_overflow_are_dropped_and_is_dense_tells_the_truth():
-    depth = np.full((3, 4), 3.0e38, dtype=np.float32)   # finite, but times (u - cx) / fx overflows
+    depth = np.full((3, 4), 3.0e38, dtype=np.float32)  # finite, but times (u - cx) / fx overflows
     depth[1, 1] = 2.0
-    xyz, rgb = depth_to_points(depth, 1e-3, 1e-3, 1.0, 1.0, colors_rgb=np.zeros((3, 4, 3), np.uint8))
+    xyz, rgb = depth_to_points(
+        depth, 1e-3, 1e-3, 1.0, 1.0, colors_rgb=np.zeros((3, 4, 3), np.uint8)
+    )
     assert np.isfinite(xyz).all() and len(xyz) == len(rgb) >= 1
     assert make_pointcloud2(sensor_msgs.Image().header, xyz, rgb).is_dense
     broken = np.array([[0.0, 0.0, 1.0], [np.nan, 0.0, 1.0]], dtype=np.float32)
@@ -137,7 +160,12 @@ def test_camera_info_is_rescaled_to_the_image_it_accompanies():
 
     # A region of interest: the image is the 400x300 region at (200, 100), full resolution.
     cropped = camera_info(1280, 960, 1000.0, 1002.0, 639.5, 479.5)
-    cropped.roi.x_offset, cropped.roi.y_offset, cropped.roi.width, cropped.roi.height = 200, 100, 400, 300
+    cropped.roi.x_offset, cropped.roi.y_offset, cropped.roi.width, cropped.roi.height = (
+        200,
+        100,
+        400,
+        300,
+    )
     roi_out = camera_info_for_image(cropped, 400, 300)
     np.testing.assert_allclose(roi_out.k, [1000.0, 0, 439.5, 0, 1002.0, 379.5, 0, 0, 1])
     assert (roi_out.width, roi_out.height, roi_out.roi.width) == (400, 300, 0)
@@ -148,22 +176,30 @@ def test_camera_info_is_rescaled_to_the_image_it_accompanies():
 def test_integers_for_float_parameters_become_doubles():
     from rclpy.parameter import Parameter
 
-    converted = integers_as_floats([
-        Parameter("colormap_max_m", Parameter.Type.INTEGER, 20),
-        Parameter("point_decimation", Parameter.Type.INTEGER, 3),
-        Parameter("colormap_min_m", Parameter.Type.STRING, "near"),
-        Parameter("use_sim_time", Parameter.Type.BOOL, True)])
+    converted = integers_as_floats(
+        [
+            Parameter("colormap_max_m", Parameter.Type.INTEGER, 20),
+            Parameter("point_decimation", Parameter.Type.INTEGER, 3),
+            Parameter("colormap_min_m", Parameter.Type.STRING, "near"),
+            Parameter("use_sim_time", Parameter.Type.BOOL, True),
+        ]
+    )
     assert [(p.type_, p.value) for p in converted] == [
-        (Parameter.Type.DOUBLE, 20.0), (Parameter.Type.INTEGER, 3),
-        (Parameter.Type.STRING, "near"), (Parameter.Type.BOOL, True)]
+        (Parameter.Type.DOUBLE, 20.0),
+        (Parameter.Type.INTEGER, 3),
+        (Parameter.Type.STRING, "near"),
+        (Parameter.Type.BOOL, True),
+    ]
 
 
 def test_colormap_range_is_fixed_not_per_frame():
     near_frame = np.full((2, 2), 5.0, np.float32)
     mixed_frame = np.array([[5.0, 40.0], [1.0, 5.0]], np.float32)
     # 5 m has the same colour whatever else is in view: no per-frame min-max stretch.
-    np.testing.assert_array_equal(depth_to_colormap(near_frame, 0.5, 50.0)[0, 0],
-                                  depth_to_colormap(mixed_frame, 0.5, 50.0)[0, 0])
+    np.testing.assert_array_equal(
+        depth_to_colormap(near_frame, 0.5, 50.0)[0, 0],
+        depth_to_colormap(mixed_frame, 0.5, 50.0)[0, 0],
+    )
     coloured = depth_to_colormap(mixed_frame, 0.5, 50.0)
     assert coloured.dtype == np.uint8 and coloured.shape == (2, 2, 3)
     # Near is red (BGR: R high), far is blue.
@@ -174,19 +210,25 @@ def test_colormap_range_is_fixed_not_per_frame():
 def test_colormap_rep117_values():
     depth = np.array([[np.nan, np.inf, -np.inf, 50.0, 0.5]], np.float32)
     coloured = depth_to_colormap(depth, 0.5, 50.0)
-    assert coloured[0, 0].tolist() == [0, 0, 0]                      # unknown: black
-    assert coloured[0, 1].tolist() == coloured[0, 3].tolist()        # too far = farthest colour
-    assert coloured[0, 2].tolist() == coloured[0, 4].tolist()        # too close = nearest colour
+    assert coloured[0, 0].tolist() == [0, 0, 0]  # unknown: black
+    assert coloured[0, 1].tolist() == coloured[0, 3].tolist()  # too far = farthest colour
+    assert coloured[0, 2].tolist() == coloured[0, 4].tolist()  # too close = nearest colour
     with pytest.raises(ValueError, match="far > near"):
         depth_to_colormap(depth, 5.0, 5.0)
 
 
 def test_node_config_is_the_parameter_table_and_fills_the_engine_config_by_name():
     config = NodeConfig()
-    assert [field.name for field in dataclasses.fields(config)] == [spec.name for spec in PARAMETERS]
+    assert [field.name for field in dataclasses.fields(config)] == [
+        spec.name for spec in PARAMETERS
+    ]
+
     # NaN is a default too (camera_pitch_deg: unknown), and NaN != NaN.
     def same(value, default) -> bool:
-        return value == default or (isinstance(default, float) and math.isnan(default) and math.isnan(value))
+        return value == default or (
+            isinstance(default, float) and math.isnan(default) and math.isnan(value)
+        )
+
     assert all(same(getattr(config, spec.name), spec.default) for spec in PARAMETERS)
     config.validate()
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -204,15 +246,18 @@ def test_node_config_is_the_parameter_table_and_fills_the_engine_config_by_name(
     assert SPECS["precision"].choices == PRECISIONS and SPECS["model"].choices == MODELS
 
 
-@pytest.mark.parametrize("changes, problem", [
-    ({"model": "yolo"}, "model must be one of checkpoint, dcp"),
-    ({"colormap_min_m": 10.0, "colormap_max_m": 5.0}, "must be smaller than colormap_max_m"),
-    ({"point_decimation": 0}, "point_decimation must be >= 1"),
-    ({"device": "gpu"}, "device must be auto, cpu, cuda or cuda:N"),
-    ({"max_side": 16}, "max_side must be 0 (native) or at least 32"),
-    ({"max_rate_hz": "fast"}, "max_rate_hz must be a number"),
-    ({"input_transport": "theora"}, "input_transport must be one of raw, compressed"),
-])
+@pytest.mark.parametrize(
+    "changes, problem",
+    [
+        ({"model": "yolo"}, "model must be one of checkpoint, dcp"),
+        ({"colormap_min_m": 10.0, "colormap_max_m": 5.0}, "must be smaller than colormap_max_m"),
+        ({"point_decimation": 0}, "point_decimation must be >= 1"),
+        ({"device": "gpu"}, "device must be auto, cpu, cuda or cuda:N"),
+        ({"max_side": 16}, "max_side must be 0 (native) or at least 32"),
+        ({"max_rate_hz": "fast"}, "max_rate_hz must be a number"),
+        ({"input_transport": "theora"}, "input_transport must be one of raw, compressed"),
+    ],
+)
 def test_node_config_validation_names_the_problem(changes, problem):
     with pytest.raises(ConfigError) as error:
         NodeConfig(**changes).validate()
@@ -232,7 +277,9 @@ def test_resolve_model_explicit_path_default_and_dcp(tmp_path, monkeypatch):
     explicit = resolve_model(NodeConfig(checkpoint=str(tmp_path / "mine.pt")))
     assert explicit == node_config.ModelChoice("checkpoint", str(tmp_path / "mine.pt"))
     # No shipped checkpoint anywhere: fall back to dcp and say where it looked.
-    monkeypatch.setattr(node_config, "default_checkpoint_candidates", lambda: [tmp_path / "none.pt"])
+    monkeypatch.setattr(
+        node_config, "default_checkpoint_candidates", lambda: [tmp_path / "none.pt"]
+    )
     fallback = resolve_model(NodeConfig())
     assert fallback.model == "dcp" and str(tmp_path / "none.pt") in fallback.warning
     shipped = tmp_path / "default.pt"
@@ -240,7 +287,9 @@ def test_resolve_model_explicit_path_default_and_dcp(tmp_path, monkeypatch):
     monkeypatch.setattr(node_config, "default_checkpoint_candidates", lambda: [shipped])
     assert resolve_model(NodeConfig()) == node_config.ModelChoice("checkpoint", str(shipped))
     # An exported graph needs no checkpoint: no fallback to dcp even when none is shipped.
-    monkeypatch.setattr(node_config, "default_checkpoint_candidates", lambda: [tmp_path / "none.pt"])
+    monkeypatch.setattr(
+        node_config, "default_checkpoint_candidates", lambda: [tmp_path / "none.pt"]
+    )
     graph = resolve_model(NodeConfig(backend="onnxruntime", onnx_model=str(tmp_path / "g.onnx")))
     assert graph == node_config.ModelChoice("checkpoint", "")
 
@@ -262,16 +311,25 @@ def test_no_logging_call_picks_its_severity_at_run_time():
 
     root = Path(__file__).resolve().parents[1]
     offenders = []
-    for path in sorted((root / "dehaze_ros").rglob("*.py")) + sorted((root / "training").rglob("*.py")):
+    for path in sorted((root / "dehaze_ros").rglob("*.py")) + sorted(
+        (root / "training").rglob("*.py")
+    ):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if not isinstance(node, ast.Call):
                 continue
             func = node.func
             text = ast.unparse(func)
-            dynamic_getattr = (isinstance(func, ast.Name) and func.id == "getattr" and node.args
-                               and "logger" in ast.unparse(node.args[0]).lower())
-            log_with_level = (isinstance(func, ast.Attribute) and func.attr == "log"
-                              and "logger" in ast.unparse(func.value).lower())
+            dynamic_getattr = (
+                isinstance(func, ast.Name)
+                and func.id == "getattr"
+                and node.args
+                and "logger" in ast.unparse(node.args[0]).lower()
+            )
+            log_with_level = (
+                isinstance(func, ast.Attribute)
+                and func.attr == "log"
+                and "logger" in ast.unparse(func.value).lower()
+            )
             if dynamic_getattr or log_with_level:
                 offenders.append(f"{path.relative_to(root)}:{node.lineno}: {text}")
     assert not offenders, "severity chosen at run time:\n" + "\n".join(offenders)

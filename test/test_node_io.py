@@ -4,6 +4,7 @@ One node (tiny random-weight checkpoint, metric depth) serves the raw-input test
 compressed input: starting a node costs seconds on 2 cores, so each is shared by its module.
 Images are 160x120: the point here is encodings and headers, not size.
 """
+
 from __future__ import annotations
 
 import time
@@ -12,18 +13,43 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("rclpy", reason="rclpy is not installed (pip install -r requirements-ros-pypi.txt)")
-pytest.importorskip("dehaze_ros.models", reason="dehaze_ros.models is needed for the test checkpoint")
+pytest.importorskip(
+    "rclpy", reason="rclpy is not installed (pip install -r requirements-ros-pypi.txt)"
+)
+pytest.importorskip(
+    "dehaze_ros.models", reason="dehaze_ros.models is needed for the test checkpoint"
+)
 
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 
-from dehaze_ros.image_conversion import (image_to_numpy, numpy_to_compressed,  # noqa: E402
-                                         numpy_to_image, output_encoding)
+from dehaze_ros.image_conversion import (
+    image_to_numpy,
+    numpy_to_compressed,  # noqa: E402
+    numpy_to_image,
+    output_encoding,
+)
 from dehaze_ros.pointcloud import pointcloud2_to_arrays  # noqa: E402
-from node_harness import (CX, CY, DECIMATION, FX, FY, HEIGHT, OUTPUT_TOPICS, WIDTH,  # noqa: E402
-                          DehazeNodeHarness, frame_in, hazy_rgb, make_camera_info)
-from ros_helpers import (latest_diagnostics, png_bomb, stamp_of,  # noqa: E402
-                         write_tiny_checkpoint)
+from node_harness import (
+    CX,
+    CY,
+    DECIMATION,
+    FX,
+    FY,
+    HEIGHT,
+    OUTPUT_TOPICS,
+    WIDTH,  # noqa: E402
+    DehazeNodeHarness,
+    frame_in,
+    hazy_rgb,
+    make_camera_info,
+)
+from ros_helpers import (
+    latest_diagnostics,
+    png_bomb,
+    stamp_of,  # noqa: E402
+    write_tiny_checkpoint,
+)
+
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
@@ -40,9 +66,12 @@ def raw_node(ros_context, checkpoint):
 
 @pytest.fixture(scope="module")
 def compressed_node(ros_context, checkpoint):
-    node = DehazeNodeHarness(ros_context, "/io_compressed",
-                         ["-p", f"checkpoint:={checkpoint}", "-p", "input_transport:=compressed"],
-                         compressed=True)
+    node = DehazeNodeHarness(
+        ros_context,
+        "/io_compressed",
+        ["-p", f"checkpoint:={checkpoint}", "-p", "input_transport:=compressed"],
+        compressed=True,
+    )
     node.wait_until_ready()
     yield node
     node.close()
@@ -52,8 +81,9 @@ def compressed_node(ros_context, checkpoint):
 def test_every_encoding_gives_every_output_with_the_input_header(raw_node, encoding):
     header = raw_node.header(frame_id=f"cam_{encoding}")
     image = frame_in(encoding, hazy_rgb())
-    outputs = raw_node.send_until_processed(numpy_to_image(image, encoding, header),
-                                            wanted=tuple(OUTPUT_TOPICS))
+    outputs = raw_node.send_until_processed(
+        numpy_to_image(image, encoding, header), wanted=tuple(OUTPUT_TOPICS)
+    )
     for topic, msg in outputs.items():
         assert msg.header.frame_id == f"cam_{encoding}", topic
         assert stamp_of(msg) == (header.stamp.sec, header.stamp.nanosec), topic
@@ -82,8 +112,12 @@ def test_every_encoding_gives_every_output_with_the_input_header(raw_node, encod
     assert len(xyz) == sampled.size == (HEIGHT // DECIMATION) * (WIDTH // DECIMATION)
     np.testing.assert_allclose(xyz[:, 2], sampled.reshape(-1), rtol=1e-6)
     v, u = np.mgrid[0:HEIGHT:DECIMATION, 0:WIDTH:DECIMATION]
-    np.testing.assert_allclose(xyz[:, 0], ((u - CX) * sampled / FX).reshape(-1), rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(xyz[:, 1], ((v - CY) * sampled / FY).reshape(-1), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        xyz[:, 0], ((u - CX) * sampled / FX).reshape(-1), rtol=1e-4, atol=1e-5
+    )
+    np.testing.assert_allclose(
+        xyz[:, 1], ((v - CY) * sampled / FY).reshape(-1), rtol=1e-4, atol=1e-5
+    )
     if encoding.startswith("mono"):
         assert (rgb[:, 0] == rgb[:, 1]).mean() > 0.9  # coloured with the (grey) dehazed image
 
@@ -114,9 +148,13 @@ def bad_image_messages(header):
     narrow_step = numpy_to_image(frame_in("rgb8", hazy_rgb()), "rgb8", header)
     narrow_step.step = WIDTH
     depth_as_camera = numpy_to_image(np.ones((HEIGHT, WIDTH), np.float32), "32FC1", header)
-    return good, [(short, "data has"), (unknown, "unsupported image encoding 'yuv9000'"),
-                  (empty, "image is empty"), (narrow_step, "smaller than one row"),
-                  (depth_as_camera, "not a camera image")]
+    return good, [
+        (short, "data has"),
+        (unknown, "unsupported image encoding 'yuv9000'"),
+        (empty, "image is empty"),
+        (narrow_step, "smaller than one row"),
+        (depth_as_camera, "not a camera image"),
+    ]
 
 
 def test_bad_frames_are_reported_and_the_next_good_frame_is_processed(raw_node):
@@ -129,12 +167,18 @@ def test_bad_frames_are_reported_and_the_next_good_frame_is_processed(raw_node):
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             raw_node.image_pub.publish(bad)
-            if raw_node.probe.spin_until(lambda: (values := latest_diagnostics(
-                    raw_node.diagnostics, "/io_raw/dehaze_node")) is not None
-                    and int(values["frames invalid (bad data)"]) >= invalid_before + count, 1.5):
+            if raw_node.probe.spin_until(
+                lambda: (
+                    (values := latest_diagnostics(raw_node.diagnostics, "/io_raw/dehaze_node"))
+                    is not None
+                    and int(values["frames invalid (bad data)"]) >= invalid_before + count
+                ),
+                1.5,
+            ):
                 break
         values = raw_node.diagnostics_after(
-            lambda values: int(values["frames invalid (bad data)"]) >= invalid_before + count)
+            lambda values: int(values["frames invalid (bad data)"]) >= invalid_before + count
+        )
         assert problem in values["last problem"], values["last problem"]
         assert raw_node.process.alive
         assert not raw_node.outputs_for(stamp_of(bad)), "a bad frame produced outputs"
@@ -157,8 +201,11 @@ def test_burst_keeps_the_newest_frame_and_reports_drops(raw_node):
         published_at[(header.stamp.sec, header.stamp.nanosec)] = time.time()
         raw_node.probe.executor.spin_once(timeout_sec=0.0)
     raw_node.probe.spin_for(3.0)
-    burst_outputs = [(received, msg) for received, msg in raw_node.outputs["dehazed/image"]
-                     if msg.header.frame_id == "burst"]
+    burst_outputs = [
+        (received, msg)
+        for received, msg in raw_node.outputs["dehazed/image"]
+        if msg.header.frame_id == "burst"
+    ]
     received_stamps = [stamp_of(msg) for _, msg in burst_outputs]
     assert burst_outputs, f"no output during the burst; node log:\n{raw_node.process.log()[-2000:]}"
     assert len(set(received_stamps)) < len(published_at) / 2, "the node did not skip frames"
@@ -171,8 +218,11 @@ def test_burst_keeps_the_newest_frame_and_reports_drops(raw_node):
     third = max(1, len(latencies) // 3)
     assert np.median(latencies[-third:]) < np.median(latencies[:third]) + 1.0, latencies
     values = raw_node.diagnostics_after(
-        lambda values: int(values["frames dropped (newer frame arrived)"]) > dropped_before)
-    assert int(values["frames received"]) - int(before["frames received"]) > len(set(received_stamps))
+        lambda values: int(values["frames dropped (newer frame arrived)"]) > dropped_before
+    )
+    assert int(values["frames received"]) - int(before["frames received"]) > len(
+        set(received_stamps)
+    )
     assert values["latency receive->publish p95 (ms)"] != "n/a"
 
 
@@ -181,7 +231,9 @@ def test_compressed_input(compressed_node, encoding, fmt):
     header = compressed_node.header(frame_id=f"compressed_{encoding}")
     image = frame_in(encoding, hazy_rgb(3))
     outputs = compressed_node.send_until_processed(
-        numpy_to_compressed(image, encoding, fmt, header), wanted=("dehazed/image", "depth/image", "points"))
+        numpy_to_compressed(image, encoding, fmt, header),
+        wanted=("dehazed/image", "depth/image", "points"),
+    )
     dehazed = outputs["dehazed/image"]
     assert dehazed.encoding == encoding  # the format string names the original encoding
     assert (dehazed.height, dehazed.width) == (HEIGHT, WIDTH)
@@ -198,40 +250,58 @@ def test_corrupt_compressed_frame_is_reported_and_node_recovers(compressed_node)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         compressed_node.image_pub.publish(corrupt)
-        if compressed_node.probe.spin_until(lambda: (values := latest_diagnostics(
-                compressed_node.diagnostics, "/io_compressed/dehaze_node")) is not None
-                and int(values["frames invalid (bad data)"]) > invalid_before, 1.5):
+        if compressed_node.probe.spin_until(
+            lambda: (
+                (
+                    values := latest_diagnostics(
+                        compressed_node.diagnostics, "/io_compressed/dehaze_node"
+                    )
+                )
+                is not None
+                and int(values["frames invalid (bad data)"]) > invalid_before
+            ),
+            1.5,
+        ):
             break
     values = compressed_node.diagnostics_after(
-        lambda values: int(values["frames invalid (bad data)"]) > invalid_before)
+        lambda values: int(values["frames invalid (bad data)"]) > invalid_before
+    )
     assert "JPEG data is truncated" in values["last problem"]
     good_header = compressed_node.header()
     compressed_node.send_until_processed(
-        numpy_to_compressed(frame_in("rgb8", hazy_rgb()), "rgb8", "jpeg", good_header))
+        numpy_to_compressed(frame_in("rgb8", hazy_rgb()), "rgb8", "jpeg", good_header)
+    )
     assert compressed_node.process.alive
 
 
 def test_diagnostics_describe_the_model_and_rates(raw_node):
-    raw_node.send_until_processed(numpy_to_image(hazy_rgb(4), "rgb8", raw_node.header()),
-                                  wanted=tuple(OUTPUT_TOPICS))
+    raw_node.send_until_processed(
+        numpy_to_image(hazy_rgb(4), "rgb8", raw_node.header()), wanted=tuple(OUTPUT_TOPICS)
+    )
     # The first status after the frame: one published before it was processed shows 0 frames.
-    values = raw_node.diagnostics_after(lambda values: values["state"] == "active"
-                                        and int(values["frames processed"]) > 0)
+    values = raw_node.diagnostics_after(
+        lambda values: values["state"] == "active" and int(values["frames processed"]) > 0
+    )
     assert values["model"] == "diacmpn-rt" and values["device"] == "cpu"
     assert values["depth units"] == "meters"
     # Frames went through with every output subscribed, so the depth network ran for each, and
     # the latencies are numbers.
     assert int(values["frames processed"]) > 0
     assert values["frames processed with depth"] == values["frames processed"]
-    for key in ("latency stamp->publish median (ms)", "latency receive->publish p95 (ms)",
-                "inference median (ms)"):
+    for key in (
+        "latency stamp->publish median (ms)",
+        "latency receive->publish p95 (ms)",
+        "inference median (ms)",
+    ):
         assert float(values[key]) > 0, key
     for key in ("input rate (Hz)", "output rate (Hz)", "frames dropped (newer frame arrived)"):
         assert key in values
 
 
 def test_work_nobody_subscribes_to_is_skipped(ros_context, checkpoint):
-    node = DehazeNodeHarness(ros_context, "/io_demand", ["-p", f"checkpoint:={checkpoint}"], subscribe=())
+    node = DehazeNodeHarness(
+        ros_context, "/io_demand", ["-p", f"checkpoint:={checkpoint}"], subscribe=()
+    )
     try:
         node.wait_until_ready()
         # 1. No output has a subscriber: frames are counted as skipped, nothing is computed.
@@ -240,15 +310,23 @@ def test_work_nobody_subscribes_to_is_skipped(ros_context, checkpoint):
             header = node.header()
             node.info_pub.publish(make_camera_info(header))
             node.image_pub.publish(numpy_to_image(hazy_rgb(), "rgb8", header))
-            if node.probe.spin_until(lambda: (v := latest_diagnostics(node.diagnostics, "/io_demand/dehaze_node"))
-                                     is not None and int(v["frames skipped (no subscribers)"]) >= 3, 0.5):
+            if node.probe.spin_until(
+                lambda: (
+                    (v := latest_diagnostics(node.diagnostics, "/io_demand/dehaze_node"))
+                    is not None
+                    and int(v["frames skipped (no subscribers)"]) >= 3
+                ),
+                0.5,
+            ):
                 break
         values = node.diagnostics_after(lambda v: int(v["frames skipped (no subscribers)"]) >= 3)
         assert values["frames processed"] == "0" and values["inference median (ms)"] == "n/a"
 
         # 2. Only the dehazed image is wanted: the dehazer runs, the depth network does not.
         node.outputs["dehazed/image"] = node.probe.record(Image, "/io_demand/dehazed/image")
-        node.probe.spin_until(lambda: node.probe.node.count_subscribers("/io_demand/dehazed/image") > 0, 10)
+        node.probe.spin_until(
+            lambda: node.probe.node.count_subscribers("/io_demand/dehazed/image") > 0, 10
+        )
         outputs = node.send_until_processed(numpy_to_image(hazy_rgb(1), "rgb8", node.header()))
         assert set(outputs) == {"dehazed/image"}
         values = node.diagnostics_after(lambda v: int(v["frames processed"]) >= 1)
@@ -271,24 +349,30 @@ def test_decompression_bomb_is_refused_and_memory_stays_bounded(compressed_node)
     bomb = CompressedImage(header=compressed_node.header(), format="png")
     bomb.data = png_bomb(30000, 30000)
     values = compressed_node.send_until_counted(bomb, "frames invalid (bad data)")
-    assert "PNG image is 30000x30000 = 900.0 MP, over the limit of 16777216" in values["last problem"]
+    assert (
+        "PNG image is 30000x30000 = 900.0 MP, over the limit of 16777216" in values["last problem"]
+    )
     assert compressed_node.process.alive and not compressed_node.outputs_for(stamp_of(bomb))
     # One decoded copy alone would be 858 MB; the node stays within what it needed before.
     assert peak_memory_mb(compressed_node.process.process.pid) < peak_before + 100
     compressed_node.send_until_processed(
-        numpy_to_compressed(frame_in("rgb8", hazy_rgb()), "rgb8", "jpeg", compressed_node.header()))
+        numpy_to_compressed(frame_in("rgb8", hazy_rgb()), "rgb8", "jpeg", compressed_node.header())
+    )
 
 
 def test_truncated_jpeg_padded_with_an_end_marker_is_dropped(compressed_node):
     # Issue 10: jpeg[:len//3] + FF D9 was decoded with two thirds grey and published.
-    truncated = numpy_to_compressed(frame_in("rgb8", hazy_rgb(5)), "rgb8", "jpeg", compressed_node.header())
+    truncated = numpy_to_compressed(
+        frame_in("rgb8", hazy_rgb(5)), "rgb8", "jpeg", compressed_node.header()
+    )
     truncated.data = bytes(truncated.data[: len(truncated.data) // 3]) + b"\xff\xd9"
     values = compressed_node.send_until_counted(truncated, "frames invalid (bad data)")
     assert "libjpeg: 'Corrupt JPEG data: premature end of data segment'" in values["last problem"]
     compressed_node.probe.spin_for(0.5)
     assert not compressed_node.outputs_for(stamp_of(truncated)), "the padded frame was published"
     compressed_node.send_until_processed(
-        numpy_to_compressed(frame_in("rgb8", hazy_rgb()), "rgb8", "jpeg", compressed_node.header()))
+        numpy_to_compressed(frame_in("rgb8", hazy_rgb()), "rgb8", "jpeg", compressed_node.header())
+    )
 
 
 def test_raw_frames_over_max_input_pixels_are_dropped(raw_node):
@@ -312,14 +396,31 @@ def test_camera_info_outputs_describe_the_published_image(raw_node):
     calibrated.width, calibrated.height = 2 * WIDTH, 2 * HEIGHT
     # Pixel centres: (c + 0.5) * 2 - 0.5 at twice the resolution.
     calibrated.k = [2 * FX, 0.0, 2 * CX + 0.5, 0.0, 2 * FY, 2 * CY + 0.5, 0.0, 0.0, 1.0]
-    calibrated.p = [2 * FX, 0.0, 2 * CX + 0.5, 0.0, 0.0, 2 * FY, 2 * CY + 0.5, 0.0, 0.0, 0.0, 1.0, 0.0]
+    calibrated.p = [
+        2 * FX,
+        0.0,
+        2 * CX + 0.5,
+        0.0,
+        0.0,
+        2 * FY,
+        2 * CY + 0.5,
+        0.0,
+        0.0,
+        0.0,
+        1.0,
+        0.0,
+    ]
     calibrated.d = [0.011, -0.022, 0.0, 0.0, 0.033]  # marks this CameraInfo apart from earlier ones
     outputs = raw_node.send_until_processed(
-        numpy_to_image(hazy_rgb(6), "rgb8", header), camera_info=calibrated,
-        wanted=("dehazed/camera_info", "depth/camera_info", "depth/image", "points"))
+        numpy_to_image(hazy_rgb(6), "rgb8", header),
+        camera_info=calibrated,
+        wanted=("dehazed/camera_info", "depth/camera_info", "depth/image", "points"),
+    )
     for topic in ("dehazed/camera_info", "depth/camera_info"):
         info = outputs[topic]
-        assert list(info.d) == [0.011, -0.022, 0.0, 0.0, 0.033], topic  # from the 320x240 calibration
+        assert list(info.d) == [0.011, -0.022, 0.0, 0.0, 0.033], (
+            topic
+        )  # from the 320x240 calibration
         assert (info.width, info.height) == (WIDTH, HEIGHT), topic
         np.testing.assert_allclose(info.k, [FX, 0.0, CX, 0.0, FY, CY, 0.0, 0.0, 1.0], err_msg=topic)
         np.testing.assert_allclose(info.p, [FX, 0.0, CX, 0.0, 0.0, FY, CY, 0.0, 0.0, 0.0, 1.0, 0.0])
@@ -330,7 +431,9 @@ def test_camera_info_outputs_describe_the_published_image(raw_node):
     xyz, _ = pointcloud2_to_arrays(outputs["points"])
     sampled = depth[::DECIMATION, ::DECIMATION]
     u = np.mgrid[0:HEIGHT:DECIMATION, 0:WIDTH:DECIMATION][1]
-    np.testing.assert_allclose(xyz[:, 0], ((u - CX) * sampled / FX).reshape(-1), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        xyz[:, 0], ((u - CX) * sampled / FX).reshape(-1), rtol=1e-4, atol=1e-5
+    )
 
 
 def test_diagnostics_warn_for_a_bad_frame_then_recover_to_ok(raw_node):
@@ -348,7 +451,9 @@ def test_diagnostics_warn_for_a_bad_frame_then_recover_to_ok(raw_node):
         values = latest_diagnostics(raw_node.diagnostics, "/io_raw/dehaze_node")
         return values is not None and values["level"] == "0"
 
-    assert raw_node.probe.spin_until(recovered, 20), latest_diagnostics(raw_node.diagnostics, "/io_raw")
+    assert raw_node.probe.spin_until(recovered, 20), latest_diagnostics(
+        raw_node.diagnostics, "/io_raw"
+    )
     values = latest_diagnostics(raw_node.diagnostics, "/io_raw/dehaze_node")
     # The cumulative counters and the last problem are still reported, as values.
     assert int(values["frames invalid (bad data)"]) >= invalid
@@ -359,16 +464,23 @@ def test_diagnostics_warn_for_a_bad_frame_then_recover_to_ok(raw_node):
 def test_out_of_range_depth_is_inf_by_default_and_nan_on_request(ros_context, tmp_path):
     # Every prediction of the random network is nearer than this range: REP-117 -inf.
     checkpoint = write_tiny_checkpoint(tmp_path / "far.pt", depth_range_m=(1e6, 2e6))
-    node = DehazeNodeHarness(ros_context, "/io_nan", ["-p", f"checkpoint:={checkpoint}"],
-                             subscribe=("depth/image", "depth/colormap"))
+    node = DehazeNodeHarness(
+        ros_context,
+        "/io_nan",
+        ["-p", f"checkpoint:={checkpoint}"],
+        subscribe=("depth/image", "depth/colormap"),
+    )
     try:
         node.wait_until_ready()
-        outputs = node.send_until_processed(numpy_to_image(hazy_rgb(), "rgb8", node.header()),
-                                            wanted=("depth/image",))
+        outputs = node.send_until_processed(
+            numpy_to_image(hazy_rgb(), "rgb8", node.header()), wanted=("depth/image",)
+        )
         assert np.isneginf(image_to_numpy(outputs["depth/image"])).all()
         assert node.set_parameter("depth_inf_as_nan", True).successful  # live
-        outputs = node.send_until_processed(numpy_to_image(hazy_rgb(), "rgb8", node.header()),
-                                            wanted=("depth/image", "depth/colormap"))
+        outputs = node.send_until_processed(
+            numpy_to_image(hazy_rgb(), "rgb8", node.header()),
+            wanted=("depth/image", "depth/colormap"),
+        )
         assert np.isnan(image_to_numpy(outputs["depth/image"])).all()
     finally:
         node.close()
@@ -383,12 +495,26 @@ def test_metric_depth_follows_the_focal_length_in_camera_info(raw_node):
         header = raw_node.header()
         info = make_camera_info(header)
         info.k = [FX * focal_scale, 0.0, CX, 0.0, FY * focal_scale, CY, 0.0, 0.0, 1.0]
-        info.p = [FX * focal_scale, 0.0, CX, 0.0, 0.0, FY * focal_scale, CY, 0.0, 0.0, 0.0, 1.0, 0.0]
-        for _ in range(3):   # the node keeps the newest camera_info: let this one arrive first
+        info.p = [
+            FX * focal_scale,
+            0.0,
+            CX,
+            0.0,
+            0.0,
+            FY * focal_scale,
+            CY,
+            0.0,
+            0.0,
+            0.0,
+            1.0,
+            0.0,
+        ]
+        for _ in range(3):  # the node keeps the newest camera_info: let this one arrive first
             raw_node.info_pub.publish(info)
             raw_node.probe.spin_for(0.2)
-        outputs = raw_node.send_until_processed(numpy_to_image(image, "rgb8", header), camera_info=info,
-                                                wanted=("depth/image",))
+        outputs = raw_node.send_until_processed(
+            numpy_to_image(image, "rgb8", header), camera_info=info, wanted=("depth/image",)
+        )
         depths.append(image_to_numpy(outputs["depth/image"]))
     finite = np.isfinite(depths[0]) & np.isfinite(depths[1])
     assert finite.mean() > 0.5
@@ -399,20 +525,27 @@ def test_metric_depth_follows_the_focal_length_in_camera_info(raw_node):
     assert values["depth scale source"] == "learned"
 
 
-def test_without_camera_info_metric_depth_rests_on_the_assumed_field_of_view(ros_context, checkpoint):
-    node = DehazeNodeHarness(ros_context, "/io_no_info",
-                             ["-p", f"checkpoint:={checkpoint}", "-p", "default_hfov_deg:=90"],
-                             subscribe=("depth/image",))
+def test_without_camera_info_metric_depth_rests_on_the_assumed_field_of_view(
+    ros_context, checkpoint
+):
+    node = DehazeNodeHarness(
+        ros_context,
+        "/io_no_info",
+        ["-p", f"checkpoint:={checkpoint}", "-p", "default_hfov_deg:=90"],
+        subscribe=("depth/image",),
+    )
     try:
         node.wait_until_ready()
         msg = numpy_to_image(hazy_rgb(7), "rgb8", node.header())
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and not node.outputs_for(stamp_of(msg)):
-            node.image_pub.publish(msg)     # no camera_info at all
+            node.image_pub.publish(msg)  # no camera_info at all
             node.probe.spin_until(lambda: bool(node.outputs_for(stamp_of(msg))), 1.0)
         assert node.outputs_for(stamp_of(msg)), node.process.log()[-2000:]
         values = node.diagnostics_after(lambda values: values["metric scale from"] != "n/a")
-        assert values["metric scale from"] == "assumed field of view (90 deg, no usable camera_info)"
+        assert (
+            values["metric scale from"] == "assumed field of view (90 deg, no usable camera_info)"
+        )
         assert "assumes a 90 degree field of view" in values["message"]
     finally:
         node.close()

@@ -1,5 +1,6 @@
 """dehaze_node's lifecycle and parameters, driven from this process through the real services
 (~/change_state, ~/get_state, ~/set_parameters), with the node in its own process."""
+
 from __future__ import annotations
 
 import signal
@@ -9,8 +10,12 @@ import time
 
 import pytest
 
-pytest.importorskip("rclpy", reason="rclpy is not installed (pip install -r requirements-ros-pypi.txt)")
-pytest.importorskip("dehaze_ros.models", reason="dehaze_ros.models is needed for the test checkpoint")
+pytest.importorskip(
+    "rclpy", reason="rclpy is not installed (pip install -r requirements-ros-pypi.txt)"
+)
+pytest.importorskip(
+    "dehaze_ros.models", reason="dehaze_ros.models is needed for the test checkpoint"
+)
 
 from lifecycle_msgs.msg import State, Transition  # noqa: E402
 from lifecycle_msgs.srv import ChangeState, GetState  # noqa: E402
@@ -25,11 +30,15 @@ from ros_helpers import REPO_ROOT, child_env, write_tiny_checkpoint  # noqa: E40
 def change_state(node: DehazeNodeHarness, transition_id: int) -> bool:
     request = ChangeState.Request()
     request.transition = Transition(id=transition_id)
-    return node.probe.call(ChangeState, f"{node.namespace}/dehaze_node/change_state", request).success
+    return node.probe.call(
+        ChangeState, f"{node.namespace}/dehaze_node/change_state", request
+    ).success
 
 
 def get_state(node: DehazeNodeHarness) -> int:
-    return node.probe.call(GetState, f"{node.namespace}/dehaze_node/get_state", GetState.Request()).current_state.id
+    return node.probe.call(
+        GetState, f"{node.namespace}/dehaze_node/get_state", GetState.Request()
+    ).current_state.id
 
 
 def set_parameter(node: DehazeNodeHarness, name: str, value):
@@ -41,8 +50,9 @@ def frame_message(node: DehazeNodeHarness):
 
 
 def wait_for_services(node: DehazeNodeHarness) -> None:
-    assert node.probe.spin_until(lambda: node.probe.node.count_publishers("/diagnostics") > 0
-                                 or not node.process.alive, 90), node.process.log()
+    assert node.probe.spin_until(
+        lambda: node.probe.node.count_publishers("/diagnostics") > 0 or not node.process.alive, 90
+    ), node.process.log()
     assert node.process.alive, node.process.log()
 
 
@@ -66,12 +76,15 @@ def harness_factory(ros_context):
 
 
 def test_bad_values_and_checkpoints_fail_configure_with_the_reason_then_recover(
-        harness_factory, checkpoint, tmp_path):
+    harness_factory, checkpoint, tmp_path
+):
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(b"not a checkpoint at all")
     missing = tmp_path / "missing" / "model.pt"
-    node = harness_factory("/lc_fail", ["-p", "autostart:=false", "-p", f"checkpoint:={missing}",
-                                        "-p", "point_decimation:=500"])
+    node = harness_factory(
+        "/lc_fail",
+        ["-p", "autostart:=false", "-p", f"checkpoint:={missing}", "-p", "point_decimation:=500"],
+    )
     wait_for_services(node)
     assert get_state(node) == State.PRIMARY_STATE_UNCONFIGURED
 
@@ -80,7 +93,10 @@ def test_bad_values_and_checkpoints_fail_configure_with_the_reason_then_recover(
     assert not change_state(node, Transition.TRANSITION_CONFIGURE)
     assert get_state(node) == State.PRIMARY_STATE_UNCONFIGURED
     values = node.diagnostics_after(lambda v: "point_decimation" in v["message"])
-    assert "point_decimation:=500 is not an integer in [1, 64]" in values["message"] and values["level"] == "2"
+    assert (
+        "point_decimation:=500 is not an integer in [1, 64]" in values["message"]
+        and values["level"] == "2"
+    )
 
     # 2. Fixed: now the missing checkpoint is the problem, named with its path.
     assert set_parameter(node, "point_decimation", 3).successful
@@ -108,20 +124,36 @@ def test_bad_values_and_checkpoints_fail_configure_with_the_reason_then_recover(
 def test_bad_read_only_values_fall_back_to_defaults_and_the_node_still_runs(harness_factory):
     # Read-only parameters can never be set afterwards: refusing to configure over one would
     # leave the node stuck. It must run with the defaults and say, loudly, what it refused.
-    node = harness_factory("/lc_startup", [
-        "-p", "model:=dcp", "-p", "autostart:=maybe", "-p", "input_transport:=foo",
-        "-p", "input_reliability:=sometimes", "-p", "diagnostics_period:=0"])
+    node = harness_factory(
+        "/lc_startup",
+        [
+            "-p",
+            "model:=dcp",
+            "-p",
+            "autostart:=maybe",
+            "-p",
+            "input_transport:=foo",
+            "-p",
+            "input_reliability:=sometimes",
+            "-p",
+            "diagnostics_period:=0",
+        ],
+    )
     node.wait_until_ready()  # autostart (default true) configured and activated it
     assert get_state(node) == State.PRIMARY_STATE_ACTIVE
-    refusals = ("autostart:='maybe' is not a boolean; using the default True",
-                "input_transport:='foo' is not one of raw, compressed; using the default 'raw'",
-                "input_reliability:='sometimes' is not one of best_effort, reliable; "
-                "using the default 'best_effort'",
-                "diagnostics_period:=0 is not a number in [0.1, 60.0]; using the default 1.0")
+    refusals = (
+        "autostart:='maybe' is not a boolean; using the default True",
+        "input_transport:='foo' is not one of raw, compressed; using the default 'raw'",
+        "input_reliability:='sometimes' is not one of best_effort, reliable; "
+        "using the default 'best_effort'",
+        "diagnostics_period:=0 is not a number in [0.1, 60.0]; using the default 1.0",
+    )
     log_lines = node.process.log().splitlines()
     for refusal in refusals:
         lines = [line for line in log_lines if refusal in line]
-        assert lines and "ERROR" in lines[0], f"no ERROR line with {refusal!r}:\n{node.process.log()}"
+        assert lines and "ERROR" in lines[0], (
+            f"no ERROR line with {refusal!r}:\n{node.process.log()}"
+        )
 
     values = node.diagnostics_after(lambda v: v["state"] == "active")
     assert values["level"] == "2" and "start-up parameters refused" in values["message"]
@@ -152,9 +184,12 @@ def test_deactivate_stops_outputs_and_parameters_follow_their_stage(harness_fact
     for _ in range(10):
         node.image_pub.publish(frame_message(node))
         node.probe.spin_for(0.2)
-    assert {topic: len(records) for topic, records in node.outputs.items()} == counts, \
+    assert {topic: len(records) for topic, records in node.outputs.items()} == counts, (
         "an inactive node published"
-    assert node.diagnostics_after(lambda v: v["state"] == "inactive")["message"].startswith("inactive")
+    )
+    assert node.diagnostics_after(lambda v: v["state"] == "inactive")["message"].startswith(
+        "inactive"
+    )
 
     assert change_state(node, Transition.TRANSITION_ACTIVATE)
     node.send_until_processed(frame_message(node))
@@ -166,7 +201,9 @@ def test_deactivate_stops_outputs_and_parameters_follow_their_stage(harness_fact
     assert set_parameter(node, "max_side", 64).successful  # allowed now: applied at configure
     assert change_state(node, Transition.TRANSITION_CONFIGURE)
     assert change_state(node, Transition.TRANSITION_ACTIVATE)
-    outputs = node.send_until_processed(frame_message(node), wanted=("dehazed/image", "depth/image"))
+    outputs = node.send_until_processed(
+        frame_message(node), wanted=("dehazed/image", "depth/image")
+    )
     assert outputs["depth/image"].width == 160  # max_side shrinks the network input, not the output
     node.diagnostics_after(lambda v: v.get("max side") == "64")
 
@@ -179,7 +216,9 @@ def test_dcp_relative_depth_policy_and_no_input_warning(harness_factory):
     assert "/lc_dcp/image" in values["message"] and values["level"] == "1"
 
     # Relative depth: colormap yes, metric topics no (by default).
-    outputs = node.send_until_processed(frame_message(node), wanted=("dehazed/image", "depth/colormap"))
+    outputs = node.send_until_processed(
+        frame_message(node), wanted=("dehazed/image", "depth/colormap")
+    )
     node.probe.spin_for(1.0)
     assert "depth/image" not in outputs and "points" not in outputs
     assert not node.outputs["depth/image"] and not node.outputs["points"]
@@ -193,7 +232,9 @@ def test_dcp_relative_depth_policy_and_no_input_warning(harness_factory):
     node.diagnostics_after(lambda v: "unitless" in v["message"])
 
 
-def test_shutdown_transition_from_active_ends_the_process_with_status_0(harness_factory, checkpoint):
+def test_shutdown_transition_from_active_ends_the_process_with_status_0(
+    harness_factory, checkpoint
+):
     # Issue 10: after shutdown the node sat in "finalized", reporting OK, and never exited.
     node = harness_factory("/lc_shutdown", ["-p", f"checkpoint:={checkpoint}"])
     node.wait_until_ready()
@@ -209,15 +250,21 @@ def test_shutdown_transition_from_active_ends_the_process_with_status_0(harness_
 def test_integers_are_accepted_for_float_parameters(harness_factory):
     # Issue 10: `ros2 param set /dehaze_node colormap_max_m 20` sends an INTEGER, which rclpy
     # refused ("Wrong parameter type, expected '3' got '2'") before the node saw it.
-    node = harness_factory("/lc_types", ["-p", "model:=dcp", "-p", "autostart:=false",
-                                         "-p", "colormap_min_m:=1"])  # an integer at start-up
+    node = harness_factory(
+        "/lc_types", ["-p", "model:=dcp", "-p", "autostart:=false", "-p", "colormap_min_m:=1"]
+    )  # an integer at start-up
     wait_for_services(node)
     result = set_parameter(node, "colormap_max_m", 20)
     assert result.successful, result.reason
-    response = node.probe.call(GetParameters, "/lc_types/dehaze_node/get_parameters",
-                               GetParameters.Request(names=["colormap_min_m", "colormap_max_m"]))
+    response = node.probe.call(
+        GetParameters,
+        "/lc_types/dehaze_node/get_parameters",
+        GetParameters.Request(names=["colormap_min_m", "colormap_max_m"]),
+    )
     assert [(value.type, value.double_value) for value in response.values] == [
-        (ParameterType.PARAMETER_DOUBLE, 1.0), (ParameterType.PARAMETER_DOUBLE, 20.0)]
+        (ParameterType.PARAMETER_DOUBLE, 1.0),
+        (ParameterType.PARAMETER_DOUBLE, 20.0),
+    ]
     # Integers are numbers, still held to the range; other types are still refused.
     refused = set_parameter(node, "colormap_max_m", 0)
     assert not refused.successful and "out of range" in refused.reason, refused.reason
@@ -231,9 +278,11 @@ def test_a_signal_at_any_phase_ends_the_node_cleanly(start_node, checkpoint, sig
     # Issue 10: SIGTERM 0.5 s and 1.5 s after launch (imports, configure loading the model)
     # logged a failed transition, a rosout error and an Executor.__del__ traceback; SIGINT did
     # not. Both must end the process with status 0 and nothing alarming in its output.
-    process = start_node("dehaze_ros.dehaze_node", [
-        "-r", "__ns:=/lc_signal", "-p", f"checkpoint:={checkpoint}", "-p", "num_threads:=1"],
-        name="signal")
+    process = start_node(
+        "dehaze_ros.dehaze_node",
+        ["-r", "__ns:=/lc_signal", "-p", f"checkpoint:={checkpoint}", "-p", "num_threads:=1"],
+        name="signal",
+    )
     if when == "active":
         deadline = time.monotonic() + 60
         while "active: listening" not in process.log() and time.monotonic() < deadline:
@@ -300,8 +349,14 @@ def test_a_stop_signal_landing_inside_the_stop_handler_does_not_hang_it():
     # parent (3 of 42 SIGKILLed demo runs, 2026-12-01). Every bytecode position of the stop
     # flag's set() is tried.
     try:
-        result = subprocess.run([sys.executable, "-c", HANDLER_INSIDE_ITSELF], env=child_env(),
-                                cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+        result = subprocess.run(
+            [sys.executable, "-c", HANDLER_INSIDE_ITSELF],
+            env=child_env(),
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     except subprocess.TimeoutExpired:
         pytest.fail("a stop handler landing inside the stop handler hung (a lock it holds itself?)")
     assert result.returncode == 0, result.stdout + result.stderr

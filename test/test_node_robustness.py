@@ -5,6 +5,7 @@ The first two talk to a node process over DDS. The third runs the node in this p
 failure can be injected into its processing thread (a SystemExit, which no per-frame handler
 catches): the only way to make a thread die that the node itself no longer lets die.
 """
+
 from __future__ import annotations
 
 import threading
@@ -13,15 +14,23 @@ import time
 import numpy as np
 import pytest
 
-pytest.importorskip("rclpy", reason="rclpy is not installed (pip install -r requirements-ros-pypi.txt)")
-pytest.importorskip("dehaze_ros.models", reason="dehaze_ros.models is needed for the test checkpoint")
+pytest.importorskip(
+    "rclpy", reason="rclpy is not installed (pip install -r requirements-ros-pypi.txt)"
+)
+pytest.importorskip(
+    "dehaze_ros.models", reason="dehaze_ros.models is needed for the test checkpoint"
+)
 
 from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 
 from dehaze_ros.image_conversion import image_to_numpy, numpy_to_image  # noqa: E402
 from dehaze_ros.pointcloud import UNCALIBRATED  # noqa: E402
-from node_harness import (DehazeNodeHarness, frame_in, hazy_rgb,  # noqa: E402
-                          make_camera_info)
+from node_harness import (
+    DehazeNodeHarness,
+    frame_in,
+    hazy_rgb,  # noqa: E402
+    make_camera_info,
+)
 from ros_helpers import RosProbe, latest_diagnostics, stamp_of, write_tiny_checkpoint  # noqa: E402
 
 GOOD_FRAMES_AFTER = 8
@@ -46,9 +55,9 @@ def good_frame(node: DehazeNodeHarness) -> Image:
 
 def broken_camera_info(header, kind: str) -> CameraInfo:
     info = make_camera_info(header)
-    if kind == "uncalibrated":          # what many USB cameras publish
+    if kind == "uncalibrated":  # what many USB cameras publish
         info.k, info.p = [0.0] * 9, [0.0] * 12
-    elif kind == "nan_k":               # P zero, so K is used, and K holds NaN
+    elif kind == "nan_k":  # P zero, so K is used, and K holds NaN
         info.p = [0.0] * 12
         info.k = [float("nan"), 0.0, 79.5, 0.0, float("nan"), 59.5, 0.0, 0.0, 1.0]
     elif kind == "inf_p":
@@ -69,7 +78,7 @@ def test_a_bad_frame_after_an_uncalibrated_camera_does_not_stop_the_node(node):
     severity, and the processing thread died: nothing was published again."""
     header = node.header()
     uncalibrated = broken_camera_info(header, "uncalibrated")
-    node.send_until_processed(good_frame(node), camera_info=uncalibrated)   # the warning
+    node.send_until_processed(good_frame(node), camera_info=uncalibrated)  # the warning
     malformed = Image(height=480, width=640, encoding="bgr8", step=640 * 3, data=bytes(100))
     malformed.header = node.header()
     values = node.send_until_counted(malformed, "frames invalid (bad data)")
@@ -77,7 +86,7 @@ def test_a_bad_frame_after_an_uncalibrated_camera_does_not_stop_the_node(node):
     for _ in range(GOOD_FRAMES_AFTER):
         outputs = node.send_until_processed(good_frame(node), camera_info=uncalibrated, timeout=20)
         assert "dehazed/image" in outputs and "depth/image" in outputs
-        assert "points" not in outputs   # no focal length, no cloud
+        assert "points" not in outputs  # no focal length, no cloud
     log = node.process.log()
     assert "Traceback" not in log, log[-3000:]
     assert "severity cannot be changed" not in log, log[-3000:]
@@ -91,16 +100,20 @@ def test_broken_intrinsics_count_as_uncalibrated_everywhere(node, kind):
     header = node.header()
     info = broken_camera_info(header, kind)
     frame = good_frame(node)
-    outputs = node.send_until_processed(frame, wanted=("dehazed/image", "depth/image", "depth/camera_info"),
-                                        camera_info=info)
+    outputs = node.send_until_processed(
+        frame, wanted=("dehazed/image", "depth/image", "depth/camera_info"), camera_info=info
+    )
     node.probe.spin_for(0.5)
     outputs = node.outputs_for(stamp_of(frame))
     assert "points" not in outputs, "a cloud was built from broken intrinsics"
     for topic in ("dehazed/camera_info", "depth/camera_info"):
         published = outputs[topic]
-        assert list(published.k) == [0.0] * 9 and list(published.p) == [0.0] * 12, (topic, published.k)
+        assert list(published.k) == [0.0] * 9 and list(published.p) == [0.0] * 12, (
+            topic,
+            published.k,
+        )
     depth = image_to_numpy(outputs["depth/image"])
-    assert np.isfinite(depth).all()   # metres from the assumed field of view, not from NaN
+    assert np.isfinite(depth).all()  # metres from the assumed field of view, not from NaN
     values = node.diagnostics_after(lambda values: UNCALIBRATED in values["message"])
     assert values["metric scale from"].startswith("assumed field of view"), values
     # Every cloud this node ever published is finite wherever it claims to be dense.
@@ -121,9 +134,16 @@ def test_a_processing_thread_that_dies_is_reported_as_error_and_restarted(ros_co
     from diagnostic_msgs.msg import DiagnosticArray
 
     namespace = "/worker_death"
-    dehaze = DehazeNode(context=ros_context, namespace=namespace, parameter_overrides=[
-        Parameter("checkpoint", value=str(checkpoint)), Parameter("num_threads", value=1),
-        Parameter("warmup", value=0), Parameter("diagnostics_period", value=0.3)])
+    dehaze = DehazeNode(
+        context=ros_context,
+        namespace=namespace,
+        parameter_overrides=[
+            Parameter("checkpoint", value=str(checkpoint)),
+            Parameter("num_threads", value=1),
+            Parameter("warmup", value=0),
+            Parameter("diagnostics_period", value=0.3),
+        ],
+    )
     executor = SingleThreadedExecutor(context=ros_context)
     executor.add_node(dehaze)
     stop = threading.Event()
@@ -140,8 +160,13 @@ def test_a_processing_thread_that_dies_is_reported_as_error_and_restarted(ros_co
         image_pub = probe.publisher(Image, f"{namespace}/image")
         dehazed = probe.record(Image, f"{namespace}/dehazed/image")
         diagnostics = probe.record(DiagnosticArray, "/diagnostics", depth=50)
-        assert probe.spin_until(lambda: image_pub.get_subscription_count() > 0
-                                and dehaze._outputs["dehazed/image"].get_subscription_count() > 0, 30)
+        assert probe.spin_until(
+            lambda: (
+                image_pub.get_subscription_count() > 0
+                and dehaze._outputs["dehazed/image"].get_subscription_count() > 0
+            ),
+            30,
+        )
 
         def send_until_output(stamp_sec: int) -> bool:
             frame = numpy_to_image(hazy_rgb(), "rgb8")
@@ -149,7 +174,9 @@ def test_a_processing_thread_that_dies_is_reported_as_error_and_restarted(ros_co
             deadline = time.monotonic() + 20
             while time.monotonic() < deadline:
                 image_pub.publish(frame)
-                if probe.spin_until(lambda: any(stamp_of(msg) == (stamp_sec, 0) for _, msg in dehazed), 1.0):
+                if probe.spin_until(
+                    lambda: any(stamp_of(msg) == (stamp_sec, 0) for _, msg in dehazed), 1.0
+                ):
                     return True
             return False
 
@@ -158,7 +185,7 @@ def test_a_processing_thread_that_dies_is_reported_as_error_and_restarted(ros_co
         injected = threading.Event()
 
         def dies_once(frame, config):
-            dehaze._process_frame = original   # the restarted thread processes normally
+            dehaze._process_frame = original  # the restarted thread processes normally
             injected.set()
             raise SystemExit("injected failure")
 
@@ -173,10 +200,17 @@ def test_a_processing_thread_that_dies_is_reported_as_error_and_restarted(ros_co
         assert not first_worker.is_alive(), "the injected failure did not end the thread"
 
         name = f"{namespace}/dehaze_node"
-        assert probe.spin_until(lambda: (values := latest_diagnostics(diagnostics, name)) is not None
-                                and values["level"] == "2", 10), latest_diagnostics(diagnostics, name)
+        assert probe.spin_until(
+            lambda: (
+                (values := latest_diagnostics(diagnostics, name)) is not None
+                and values["level"] == "2"
+            ),
+            10,
+        ), latest_diagnostics(diagnostics, name)
         values = latest_diagnostics(diagnostics, name)
-        assert WORKER_NAME in values["message"] and "SystemExit: injected failure" in values["message"]
+        assert (
+            WORKER_NAME in values["message"] and "SystemExit: injected failure" in values["message"]
+        )
         assert values["processing thread restarts"] == "1"
         assert dehaze._worker is not first_worker and dehaze._worker.is_alive()
         assert send_until_output(3), "no output after the processing thread was restarted"

@@ -1,5 +1,6 @@
 """ONNX export and the ONNX Runtime backend: every preset exports, ORT matches torch, metadata
 survives, and without the extra the package still works and says what to install."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -13,8 +14,15 @@ import pytest
 import torch
 
 from dehaze_ros.backends import BackendError
-from dehaze_ros.backends.onnxruntime_backend import (INSTALL_HINT, TRT_MAX_SIDE, engine_cache_dir, execution_providers,
-                                                     gpu_unused_warning, session_device, tensorrt_profile)
+from dehaze_ros.backends.onnxruntime_backend import (
+    INSTALL_HINT,
+    TRT_MAX_SIDE,
+    engine_cache_dir,
+    execution_providers,
+    gpu_unused_warning,
+    session_device,
+    tensorrt_profile,
+)
 from dehaze_ros.tools.benchmark import hazy_frame
 from dehaze_ros.checkpoint import save_checkpoint
 from dehaze_ros.engine import DehazeEngine, EngineConfig, EngineError
@@ -24,9 +32,11 @@ from dehaze_ros.onnx_export import DeployableNetworks, OnnxMetadata, OnnxModelEr
 REPO = Path(__file__).resolve().parent.parent
 HAVE_EXTRA = all(importlib.util.find_spec(name) for name in ("onnx", "onnxscript", "onnxruntime"))
 # requirements-dev.txt installs the extra, so CI runs these; a plain install skips them cleanly.
-needs_extra = pytest.mark.skipif(not HAVE_EXTRA, reason="the onnx extra is not installed: pip install '.[onnx]'")
+needs_extra = pytest.mark.skipif(
+    not HAVE_EXTRA, reason="the onnx extra is not installed: pip install '.[onnx]'"
+)
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")   # conftest.py: why
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest.py: why
 
 
 def perturbed_models(name: str):
@@ -52,13 +62,20 @@ def exported(tmp_path_factory):
     for name in PRESETS:
         config, dehazer, depth_net = perturbed_models(name)
         checkpoint = folder / f"{name}.pt"
-        save_checkpoint(checkpoint, model_config=config.to_dict(), dehazer_state=dehazer.state_dict(),
-                        depth_net_state=depth_net.state_dict(), depth_range_m=(0.2, 150.0),
-                        provenance={"note": "test_onnx", "steps": 7}, metrics={"val_psnr": 21.5})
+        save_checkpoint(
+            checkpoint,
+            model_config=config.to_dict(),
+            dehazer_state=dehazer.state_dict(),
+            depth_net_state=depth_net.state_dict(),
+            depth_range_m=(0.2, 150.0),
+            provenance={"note": "test_onnx", "steps": 7},
+            metrics={"val_psnr": 21.5},
+        )
         graphs[name] = (checkpoint, folder / f"{name}.onnx")
     if not HAVE_EXTRA:
         return graphs
     from dehaze_ros.onnx_export import export_onnx
+
     for name, (checkpoint, graph) in graphs.items():
         if name == "diacmpn-rt":
             assert main([str(checkpoint), "--onnx", str(graph)]) == 0
@@ -83,11 +100,15 @@ def test_every_preset_exports_and_onnxruntime_matches_torch_on_the_cpu(exported,
 
     checkpoint, graph = exported[name]
     model = onnx.load(str(graph))
-    assert max(entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx")) >= 17
+    assert (
+        max(entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx")) >= 17
+    )
     height_dim, width_dim = model.graph.input[0].type.tensor_type.shape.dim[2:]
     assert height_dim.dim_param and width_dim.dim_param, "height and width must be dynamic"
     physics = PRESETS[name].head != "residual"
-    expected_names = ["dehazed", "depth", "transmission", "airlight"] if physics else ["dehazed", "depth"]
+    expected_names = (
+        ["dehazed", "depth", "transmission", "airlight"] if physics else ["dehazed", "depth"]
+    )
     assert [output.name for output in model.graph.output] == expected_names
 
     options = onnxruntime.SessionOptions()
@@ -102,9 +123,13 @@ def test_every_preset_exports_and_onnxruntime_matches_torch_on_the_cpu(exported,
         for output_name, want, have in zip(expected_names, expected, got):
             assert have.shape == want.shape, f"{name} {output_name} at {height}x{width}"
             # Depth is in metres (up to ~100): the same 1e-3, relative.
-            tolerance = 1e-3 * max(1.0, float(np.abs(want).max())) if output_name == "depth" else 1e-3
+            tolerance = (
+                1e-3 * max(1.0, float(np.abs(want).max())) if output_name == "depth" else 1e-3
+            )
             difference = float(np.abs(have - want).max())
-            assert difference <= tolerance, f"{name} {output_name} at {height}x{width}: {difference:.2e}"
+            assert difference <= tolerance, (
+                f"{name} {output_name} at {height}x{width}: {difference:.2e}"
+            )
 
 
 @needs_extra
@@ -118,8 +143,15 @@ def test_metadata_round_trip(exported):
     assert metadata.model_config == PRESETS["diacmpn-rt"].to_dict()
     assert metadata.depth_units == "meters" and metadata.depth_range_m == (0.2, 150.0)
     assert metadata.canonical_focal_px == PRESETS["diacmpn-rt"].canonical_focal_px == 250.0
-    assert metadata.min_side == 16 and metadata.outputs == ("dehazed", "depth", "transmission", "airlight")
-    assert metadata.provenance == {"note": "test_onnx", "steps": 7} and metadata.metrics == {"val_psnr": 21.5}
+    assert metadata.min_side == 16 and metadata.outputs == (
+        "dehazed",
+        "depth",
+        "transmission",
+        "airlight",
+    )
+    assert metadata.provenance == {"note": "test_onnx", "steps": 7} and metadata.metrics == {
+        "val_psnr": 21.5
+    }
     assert metadata.io["color_order"] == "rgb" and "canonical" in metadata.io["graph"]["depth"]
     assert len(metadata.source_sha256) == 64
     # onnxruntime sees the same, which is what the backend reads.
@@ -127,7 +159,12 @@ def test_metadata_round_trip(exported):
     assert OnnxMetadata.from_props(session.get_modelmeta().custom_metadata_map, graph) == metadata
     # Residual head without canonical camera: two outputs, plain metres.
     residual = OnnxMetadata.from_props(
-        {entry.key: entry.value for entry in onnx.load(str(exported["diacmpn-s"][1])).metadata_props}, "s")
+        {
+            entry.key: entry.value
+            for entry in onnx.load(str(exported["diacmpn-s"][1])).metadata_props
+        },
+        "s",
+    )
     assert residual.outputs == ("dehazed", "depth") and residual.canonical_focal_px == 0.0
 
     with pytest.raises(OnnxModelError, match="not a dehaze_ros ONNX graph"):
@@ -147,9 +184,18 @@ def test_engine_with_onnxruntime_matches_the_torch_engine(exported):
     results = {}
     for backend in ("torch", "onnxruntime"):
         # fp32 both: torch's auto is bf16 on CPUs with native bf16, onnxruntime's is fp32.
-        engine = DehazeEngine(EngineConfig(checkpoint=str(checkpoint), backend=backend, onnx_model=str(graph),
-                                           device="cpu", precision="fp32", max_side=320, warmup=0,
-                                           num_threads=1))
+        engine = DehazeEngine(
+            EngineConfig(
+                checkpoint=str(checkpoint),
+                backend=backend,
+                onnx_model=str(graph),
+                device="cpu",
+                precision="fp32",
+                max_side=320,
+                warmup=0,
+                num_threads=1,
+            )
+        )
         results[backend] = engine.process(rgb, focal_px=500.0)
         description = engine.describe()
         assert description["backend"] == backend and description["model"] == "diacmpn-rt"
@@ -164,17 +210,23 @@ def test_engine_with_onnxruntime_matches_the_torch_engine(exported):
 
 
 @needs_extra
-def test_without_onnx_model_the_checkpoint_is_exported_once_into_the_cache(exported, tmp_path, monkeypatch):
+def test_without_onnx_model_the_checkpoint_is_exported_once_into_the_cache(
+    exported, tmp_path, monkeypatch
+):
     checkpoint, _ = exported["diacmpn-rt"]
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    config = EngineConfig(checkpoint=str(checkpoint), backend="onnxruntime", device="cpu", warmup=0, num_threads=1)
+    config = EngineConfig(
+        checkpoint=str(checkpoint), backend="onnxruntime", device="cpu", warmup=0, num_threads=1
+    )
     first = DehazeEngine(config)
     cached = list((tmp_path / "dehaze_ros" / "onnx").glob("*.onnx"))
     assert len(cached) == 1 and cached[0].name.startswith("diacmpn-rt-")
     assert first.describe()["checkpoint"] == str(cached[0])
     stamp = cached[0].stat().st_mtime_ns
     second = DehazeEngine(config)
-    assert cached[0].stat().st_mtime_ns == stamp, "the cached graph must be reused, not exported again"
+    assert cached[0].stat().st_mtime_ns == stamp, (
+        "the cached graph must be reused, not exported again"
+    )
     rgb = hazy_frame(64, 48)
     assert np.array_equal(first.process(rgb).dehazed, second.process(rgb).dehazed)
 
@@ -183,13 +235,26 @@ def test_without_onnx_model_the_checkpoint_is_exported_once_into_the_cache(expor
 def test_onnxruntime_backend_refuses_what_it_cannot_run(exported, tmp_path):
     checkpoint, graph = exported["diacmpn-rt"]
     with pytest.raises(EngineError, match="onnx_model .*missing.onnx not found"):
-        DehazeEngine(EngineConfig(backend="onnxruntime", onnx_model=str(tmp_path / "missing.onnx"), warmup=0))
-    engine = DehazeEngine(EngineConfig(backend="onnxruntime", onnx_model=str(graph), device="cpu", warmup=0))
-    with pytest.raises(BackendError, match=r"smaller than the ONNX graph accepts \(each side >= 16"):
+        DehazeEngine(
+            EngineConfig(backend="onnxruntime", onnx_model=str(tmp_path / "missing.onnx"), warmup=0)
+        )
+    engine = DehazeEngine(
+        EngineConfig(backend="onnxruntime", onnx_model=str(graph), device="cpu", warmup=0)
+    )
+    with pytest.raises(
+        BackendError, match=r"smaller than the ONNX graph accepts \(each side >= 16"
+    ):
         engine.process(np.zeros((12, 200, 3), np.uint8))
     with pytest.raises(EngineError, match="fp32 on the CPU"):
-        DehazeEngine(EngineConfig(backend="onnxruntime", onnx_model=str(graph), device="cpu",
-                                  precision="bf16", warmup=0))
+        DehazeEngine(
+            EngineConfig(
+                backend="onnxruntime",
+                onnx_model=str(graph),
+                device="cpu",
+                precision="bf16",
+                warmup=0,
+            )
+        )
 
 
 @needs_extra
@@ -210,7 +275,10 @@ def test_build_engines_prepares_what_the_node_will_load(exported, tmp_path, caps
 
 
 def test_execution_providers_follow_the_device(tmp_path):
-    assert execution_providers("cpu", "auto", "", ["CPUExecutionProvider"]) == (["CPUExecutionProvider"], "cpu")
+    assert execution_providers("cpu", "auto", "", ["CPUExecutionProvider"]) == (
+        ["CPUExecutionProvider"],
+        "cpu",
+    )
     assert execution_providers("auto", "fp32", "", ["CPUExecutionProvider"])[1] == "cpu"
     gpu = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
     providers, device = execution_providers("cuda:1", "fp16", tmp_path / "trt", gpu)
@@ -222,14 +290,14 @@ def test_execution_providers_follow_the_device(tmp_path):
     # fp16 only when asked for: TensorRT may put the DCP's box sums in fp16, where they overflow.
     assert not execution_providers("cuda", "auto", tmp_path, gpu)[0][0][1]["trt_fp16_enable"]
     # Without TensorRT in this onnxruntime: CUDA, then CPU.
-    assert execution_providers("auto", "auto", "", gpu[1:])[0] == [("CUDAExecutionProvider", {"device_id": 0}),
-                                                                  "CPUExecutionProvider"]
+    assert execution_providers("auto", "auto", "", gpu[1:])[0] == [
+        ("CUDAExecutionProvider", {"device_id": 0}),
+        "CPUExecutionProvider",
+    ]
     with pytest.raises(BackendError, match="no CUDAExecutionProvider .*onnxruntime-gpu"):
         execution_providers("cuda", "auto", "", ["CPUExecutionProvider"])
     with pytest.raises(BackendError, match="not bf16"):
         execution_providers("cuda", "bf16", "", gpu)
-
-
 
 
 def test_tensorrt_engines_are_cached_per_graph_content(tmp_path):
@@ -245,20 +313,28 @@ def test_tensorrt_engines_are_cached_per_graph_content(tmp_path):
     assert old != new and old.parent == new.parent == tmp_path / "trt"
     assert engine_cache_dir(tmp_path / "trt", file_sha256(graph), "fp16") != new
     gpu = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
-    providers, _ = execution_providers("cuda", "fp32", tmp_path / "trt", gpu, model_sha256=file_sha256(graph))
+    providers, _ = execution_providers(
+        "cuda", "fp32", tmp_path / "trt", gpu, model_sha256=file_sha256(graph)
+    )
     options = providers[0][1]
     assert options["trt_engine_cache_path"] == str(new) and new.is_dir()
-    assert options["trt_timing_cache_path"] == str(tmp_path / "trt")   # kernel timings: one for all graphs
+    assert options["trt_timing_cache_path"] == str(
+        tmp_path / "trt"
+    )  # kernel timings: one for all graphs
     # The GPU check's CUDA row: the CUDA provider alone.
-    assert [p[0] for p in execution_providers("cuda", "fp32", tmp_path, gpu, tensorrt=False)[0][:1]] == [
-        "CUDAExecutionProvider"]
+    assert [
+        p[0] for p in execution_providers("cuda", "fp32", tmp_path, gpu, tensorrt=False)[0][:1]
+    ] == ["CUDAExecutionProvider"]
 
 
 def test_the_tensorrt_profile_spans_the_configured_sizes():
     """One engine for both passes and any camera: no rebuild when a new frame size arrives."""
     profile = tensorrt_profile(16, 320, 320)
-    assert profile == {"trt_profile_min_shapes": "hazy:1x3x16x16", "trt_profile_opt_shapes": "hazy:1x3x240x320",
-                       "trt_profile_max_shapes": "hazy:1x3x320x320"}
+    assert profile == {
+        "trt_profile_min_shapes": "hazy:1x3x16x16",
+        "trt_profile_opt_shapes": "hazy:1x3x240x320",
+        "trt_profile_max_shapes": "hazy:1x3x320x320",
+    }
     # Dehazing at 640, depth at 320: the profile covers both, tuned for the dehazing pass.
     assert tensorrt_profile(16, 640, 320)["trt_profile_max_shapes"] == "hazy:1x3x640x640"
     assert tensorrt_profile(16, 640, 320)["trt_profile_opt_shapes"] == "hazy:1x3x480x640"
@@ -266,22 +342,45 @@ def test_the_tensorrt_profile_spans_the_configured_sizes():
     native = tensorrt_profile(32, 0, 320)
     assert native["trt_profile_max_shapes"] == f"hazy:1x3x{TRT_MAX_SIDE}x{TRT_MAX_SIDE}"
     assert native["trt_profile_opt_shapes"] == "hazy:1x3x480x640"
-    assert (TRT_MAX_SIDE * TRT_MAX_SIDE) // 1000 <= 3840   # the airlight's top-k at the largest frame
+    assert (
+        TRT_MAX_SIDE * TRT_MAX_SIDE
+    ) // 1000 <= 3840  # the airlight's top-k at the largest frame
     with pytest.raises(BackendError, match="TopK takes k <= 3840"):
         tensorrt_profile(16, 2560, 320)
 
 
 def test_a_gpu_left_unused_by_onnxruntime_is_named_with_the_fix():
-    cpu_package = gpu_unused_warning("auto", "cpu", ["AzureExecutionProvider", "CPUExecutionProvider"],
-                                     "/dev/nvidia0 exists", "1.30.0")
+    cpu_package = gpu_unused_warning(
+        "auto",
+        "cpu",
+        ["AzureExecutionProvider", "CPUExecutionProvider"],
+        "/dev/nvidia0 exists",
+        "1.30.0",
+    )
     assert "onnxruntime 1.30.0 is the CPU package" in cpu_package
-    assert "pip install 'dehaze_ros[onnx-gpu]'" in cpu_package and "pip uninstall -y onnxruntime" in cpu_package
-    dropped = gpu_unused_warning("auto", "cpu", ["CUDAExecutionProvider", "CPUExecutionProvider"],
-                                 "/dev/nvidia0 exists", "1.22.0")
+    assert (
+        "pip install 'dehaze_ros[onnx-gpu]'" in cpu_package
+        and "pip uninstall -y onnxruntime" in cpu_package
+    )
+    dropped = gpu_unused_warning(
+        "auto",
+        "cpu",
+        ["CUDAExecutionProvider", "CPUExecutionProvider"],
+        "/dev/nvidia0 exists",
+        "1.22.0",
+    )
     assert "could not load its CUDA provider" in dropped
-    assert gpu_unused_warning("cpu", "cpu", ["CPUExecutionProvider"], "/dev/nvidia0 exists", "1.30.0") == ""
+    assert (
+        gpu_unused_warning("cpu", "cpu", ["CPUExecutionProvider"], "/dev/nvidia0 exists", "1.30.0")
+        == ""
+    )
     assert gpu_unused_warning("auto", "cpu", ["CPUExecutionProvider"], "", "1.30.0") == ""
-    assert gpu_unused_warning("auto", "cuda:0", ["CUDAExecutionProvider"], "/dev/nvidia0 exists", "1.22.0") == ""
+    assert (
+        gpu_unused_warning(
+            "auto", "cuda:0", ["CUDAExecutionProvider"], "/dev/nvidia0 exists", "1.22.0"
+        )
+        == ""
+    )
     assert "dehaze_ros[onnx-gpu]" in INSTALL_HINT and "dehaze_ros[onnx]" in INSTALL_HINT
 
 
@@ -293,21 +392,34 @@ def test_an_export_is_refused_when_the_graph_is_not_in_the_opset_asked_for():
 
     from dehaze_ros.onnx_export import OnnxExportError, check_written_opset
 
-    graph = onnx.helper.make_graph([onnx.helper.make_node("Relu", ["x"], ["y"])], "g",
-                                   [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
-                                   [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])])
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Relu", ["x"], ["y"])],
+        "g",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])],
+    )
     proto = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 18)])
     check_written_opset(proto, 18)
-    with pytest.raises(OnnxExportError, match="opset 17 was asked for but the exporter wrote opset 18"):
+    with pytest.raises(
+        OnnxExportError, match="opset 17 was asked for but the exporter wrote opset 18"
+    ):
         check_written_opset(proto, 17)
 
 
 def test_a_gpu_provider_onnxruntime_drops_is_not_reported_as_the_device():
     """onnxruntime falls back to the CPU with only a log line when CUDA cannot load."""
-    assert session_device("cuda:0", "auto", ["CUDAExecutionProvider", "CPUExecutionProvider"]) == "cuda:0"
-    assert session_device("cuda:0", "cuda", ["TensorrtExecutionProvider", "CPUExecutionProvider"]) == "cuda:0"
+    assert (
+        session_device("cuda:0", "auto", ["CUDAExecutionProvider", "CPUExecutionProvider"])
+        == "cuda:0"
+    )
+    assert (
+        session_device("cuda:0", "cuda", ["TensorrtExecutionProvider", "CPUExecutionProvider"])
+        == "cuda:0"
+    )
     assert session_device("cuda:0", "auto", ["CPUExecutionProvider"]) == "cpu"
-    with pytest.raises(BackendError, match="could not load its CUDA provider .*only: CPUExecutionProvider"):
+    with pytest.raises(
+        BackendError, match="could not load its CUDA provider .*only: CPUExecutionProvider"
+    ):
         session_device("cuda:1", "cuda:1", ["CPUExecutionProvider"])
 
 
@@ -316,9 +428,17 @@ def test_a_refused_device_or_precision_exports_nothing(exported, tmp_path, monke
     checkpoint, _ = exported["diacmpn-rt"]
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     with pytest.raises(EngineError, match="fp32 on the CPU"):
-        DehazeEngine(EngineConfig(checkpoint=str(checkpoint), backend="onnxruntime", device="cpu",
-                                  precision="bf16", warmup=0))
+        DehazeEngine(
+            EngineConfig(
+                checkpoint=str(checkpoint),
+                backend="onnxruntime",
+                device="cpu",
+                precision="bf16",
+                warmup=0,
+            )
+        )
     assert not (tmp_path / "dehaze_ros").exists(), "the checkpoint was exported before the refusal"
+
 
 # Imported by the child below: onnxruntime made unimportable, as on a machine without the extra.
 BLOCK_ONNXRUNTIME = """
@@ -334,7 +454,9 @@ sys.meta_path.insert(0, BlockOnnxRuntime())
 
 def test_without_onnxruntime_the_package_works_and_the_backend_says_what_to_install(exported):
     checkpoint, _ = exported["diacmpn-rt"]
-    child = BLOCK_ONNXRUNTIME + f"""
+    child = (
+        BLOCK_ONNXRUNTIME
+        + f"""
 import json, numpy as np
 from dehaze_ros.engine import DehazeEngine, EngineConfig, EngineError
 engine = DehazeEngine(EngineConfig(checkpoint={str(checkpoint)!r}, device="cpu", warmup=0, num_threads=1))
@@ -346,10 +468,16 @@ except EngineError as exc:
     message = str(exc)
 print(json.dumps({{"torch_ok": torch_ok, "message": message}}))
 """
-    completed = subprocess.run([sys.executable, "-c", child], cwd=REPO, capture_output=True, text=True, timeout=300)
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", child], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
     assert completed.returncode == 0, completed.stderr
     report = json.loads(completed.stdout.strip().splitlines()[-1])
     assert report["torch_ok"]
-    assert report["message"] and "needs the Python package onnxruntime, which is not installed" in report["message"]
+    assert (
+        report["message"]
+        and "needs the Python package onnxruntime, which is not installed" in report["message"]
+    )
     assert "pip install 'dehaze_ros[onnx]'" in report["message"]
     assert "pip install 'dehaze_ros[onnx-gpu]'" in report["message"]

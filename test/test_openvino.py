@@ -1,5 +1,6 @@
 """The OpenVINO backend: the exported graph matches torch fp32, the engine runs it, and without the
 extra the package works and the backend names the pip command."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -17,10 +18,11 @@ from dehaze_ros.onnx_export import DeployableNetworks
 from dehaze_ros.tools.benchmark import hazy_frame
 
 HAVE_EXTRA = all(importlib.util.find_spec(name) for name in ("onnx", "onnxscript", "openvino"))
-needs_extra = pytest.mark.skipif(not HAVE_EXTRA, reason="the openvino extra is not installed: "
-                                                        "pip install '.[openvino]'")
+needs_extra = pytest.mark.skipif(
+    not HAVE_EXTRA, reason="the openvino extra is not installed: pip install '.[openvino]'"
+)
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")   # conftest.py: why
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest.py: why
 
 
 @pytest.fixture(scope="module")
@@ -36,10 +38,16 @@ def exported(tmp_path_factory):
                 parameter.add_(torch.randn_like(parameter) * 0.02)
     folder = tmp_path_factory.mktemp("openvino")
     checkpoint, graph = folder / "rt.pt", folder / "rt.onnx"
-    save_checkpoint(checkpoint, model_config=config.to_dict(), dehazer_state=dehazer.state_dict(),
-                    depth_net_state=depth_net.state_dict(), depth_range_m=(0.2, 150.0))
+    save_checkpoint(
+        checkpoint,
+        model_config=config.to_dict(),
+        dehazer_state=dehazer.state_dict(),
+        depth_net_state=depth_net.state_dict(),
+        depth_range_m=(0.2, 150.0),
+    )
     if HAVE_EXTRA:
         from dehaze_ros.onnx_export import export_onnx
+
         export_onnx(checkpoint, graph)
     return checkpoint, graph
 
@@ -59,9 +67,12 @@ def test_openvino_matches_torch_fp32_on_two_sizes(exported):
             dehazed, depth, transmission, airlight = (tensor.numpy() for tensor in module(hazy))
         out = backend.run(rgb, want_dehazed=True, want_depth=True)
         out.check(height, width, True, True, "openvino")
-        pairs = {"dehazed": (out.dehazed, dehazed[0].transpose(1, 2, 0)),
-                 "transmission": (out.transmission, transmission[0, 0]),
-                 "airlight": (out.airlight, airlight.reshape(3)), "depth": (out.depth, depth[0, 0])}
+        pairs = {
+            "dehazed": (out.dehazed, dehazed[0].transpose(1, 2, 0)),
+            "transmission": (out.transmission, transmission[0, 0]),
+            "airlight": (out.airlight, airlight.reshape(3)),
+            "depth": (out.depth, depth[0, 0]),
+        }
         for name, (have, want) in pairs.items():
             # Depth is in metres (up to ~100): the same 1e-3, relative.
             tolerance = 1e-3 * max(1.0, float(np.abs(want).max())) if name == "depth" else 1e-3
@@ -75,8 +86,18 @@ def test_engine_with_openvino_matches_the_torch_engine(exported):
     rgb = hazy_frame(640, 480)
     results = {}
     for backend in ("torch", "openvino"):
-        engine = DehazeEngine(EngineConfig(checkpoint=str(checkpoint), backend=backend, onnx_model=str(graph),
-                                           device="cpu", precision="fp32", max_side=320, warmup=1, num_threads=1))
+        engine = DehazeEngine(
+            EngineConfig(
+                checkpoint=str(checkpoint),
+                backend=backend,
+                onnx_model=str(graph),
+                device="cpu",
+                precision="fp32",
+                max_side=320,
+                warmup=1,
+                num_threads=1,
+            )
+        )
         results[backend] = engine.process(rgb, focal_px=500.0)
     want, have = results["torch"], results["openvino"]
     assert np.abs(want.dehazed.astype(int) - have.dehazed.astype(int)).max() <= 1

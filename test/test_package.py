@@ -2,6 +2,7 @@
 
 colcon is not installable on the no-ROS path, so these checks read the same files it reads.
 """
+
 import ast
 import importlib
 import shutil
@@ -16,8 +17,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def setup_call() -> ast.Call:
     tree = ast.parse((ROOT / "setup.py").read_text())
-    return next(node for node in ast.walk(tree)
-                if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "setup")
+    return next(
+        node
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "setup"
+    )
 
 
 def test_package_xml_is_format3_ament_python_with_runtime_deps():
@@ -26,8 +30,16 @@ def test_package_xml_is_format3_ament_python_with_runtime_deps():
     assert manifest.findtext("name") == "dehaze_ros"
     assert manifest.find("export/build_type").text == "ament_python"
     exec_deps = {dep.text for dep in manifest.findall("exec_depend")}
-    for needed in ("rclpy", "sensor_msgs", "std_msgs", "diagnostic_msgs", "lifecycle_msgs",
-                   "launch_ros", "python3-numpy", "python3-opencv"):
+    for needed in (
+        "rclpy",
+        "sensor_msgs",
+        "std_msgs",
+        "diagnostic_msgs",
+        "lifecycle_msgs",
+        "launch_ros",
+        "python3-numpy",
+        "python3-opencv",
+    ):
         assert needed in exec_deps, f"package.xml lacks <exec_depend>{needed}</exec_depend>"
 
 
@@ -37,6 +49,7 @@ def test_resource_marker_and_versions_agree():
     keywords = {kw.arg: kw.value for kw in setup_call().keywords}
     assert ast.literal_eval(keywords["version"]) == manifest_version
     import dehaze_ros
+
     assert dehaze_ros.__version__ == manifest_version
 
 
@@ -55,25 +68,59 @@ def test_the_built_package_installs_launch_config_and_checkpoint(tmp_path):
     # Build a real wheel from the files colcon builds from (in a copy: no build/ in the checkout)
     # and read what it installs: data_files globs that match nothing fail here, not on a robot.
     source = tmp_path / "src"
-    for name in ("setup.py", "setup.cfg", "package.xml", "README.md", "resource", "launch", "config",
-                 "dehaze_ros", "training"):
+    for name in (
+        "setup.py",
+        "setup.cfg",
+        "package.xml",
+        "README.md",
+        "resource",
+        "launch",
+        "config",
+        "dehaze_ros",
+        "training",
+    ):
         if (ROOT / name).is_dir():
-            shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+            shutil.copytree(
+                ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__")
+            )
         else:
             source.mkdir(exist_ok=True)
             shutil.copy(ROOT / name, source / name)
     wheel_dir = tmp_path / "wheel"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation",
-                    "-q", "-w", str(wheel_dir)], check=True, cwd=tmp_path, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            str(source),
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(wheel_dir),
+        ],
+        check=True,
+        cwd=tmp_path,
+        capture_output=True,
+    )
     (wheel,) = wheel_dir.glob("dehaze_ros-*.whl")
     share = "dehaze_ros-{}.data/data/share/".format(wheel.name.split("-")[1])
     names = set(zipfile.ZipFile(wheel).namelist())
-    for installed in ("ament_index/resource_index/packages/dehaze_ros", "dehaze_ros/package.xml",
-                      "dehaze_ros/launch/dehaze.launch.py", "dehaze_ros/config/dehaze.yaml",
-                      "dehaze_ros/config/dehaze.rviz", "dehaze_ros/config/fastdds_localhost.xml",
-                      "dehaze_ros/config/train/diacmpn_rt.yaml"):
+    for installed in (
+        "ament_index/resource_index/packages/dehaze_ros",
+        "dehaze_ros/package.xml",
+        "dehaze_ros/launch/dehaze.launch.py",
+        "dehaze_ros/config/dehaze.yaml",
+        "dehaze_ros/config/dehaze.rviz",
+        "dehaze_ros/config/fastdds_localhost.xml",
+        "dehaze_ros/config/train/diacmpn_rt.yaml",
+    ):
         assert share + installed in names, f"colcon would not install share/{installed}"
     shipped = sorted(p.name for p in (ROOT / "dehaze_ros" / "checkpoints").glob("*.pt"))
-    for name in shipped:   # installed once, beside the code, where engine.DEFAULT_CHECKPOINT points
-        assert f"dehaze_ros/checkpoints/{name}" in names and f"{share}dehaze_ros/checkpoints/{name}" not in names
+    for name in shipped:  # installed once, beside the code, where engine.DEFAULT_CHECKPOINT points
+        assert (
+            f"dehaze_ros/checkpoints/{name}" in names
+            and f"{share}dehaze_ros/checkpoints/{name}" not in names
+        )
     assert "dehaze_ros/engine.py" in names and "training/train.py" in names

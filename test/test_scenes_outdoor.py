@@ -1,26 +1,46 @@
 """Vehicle-scale outdoor scenes: exact depth, sky at +inf, terrain to kilometres, fixed validation views."""
+
 import dataclasses
 import math
 
 import numpy as np
 import pytest
 
-from dehaze_ros.sim.scenes import (SceneRenderer, _camera_rotation, intrinsics, outdoor_validation_views,
-                               random_outdoor_scene, render, render_random_outdoor_view)
+from dehaze_ros.sim.scenes import (
+    SceneRenderer,
+    _camera_rotation,
+    intrinsics,
+    outdoor_validation_views,
+    random_outdoor_scene,
+    render,
+    render_random_outdoor_view,
+)
 
 
 def _level_view(seed: int, width: int, height: int, hfov_deg: float = 70.0):
     scene = random_outdoor_scene(np.random.default_rng(seed))
     position = np.array([0.0, scene.eye[0], scene.eye[1]])
-    return scene, render(scene, width, height, position, 0.0, 0.0, K=intrinsics(width, height, hfov_deg))
+    return scene, render(
+        scene, width, height, position, 0.0, 0.0, K=intrinsics(width, height, hfov_deg)
+    )
 
 
 def _without_objects(scene):
     return dataclasses.replace(
-        scene, box_lo=np.zeros((0, 3)), box_hi=np.zeros((0, 3)), box_color=np.zeros((0, 3), np.float32),
-        box_material=np.zeros(0, np.int32), box_accent=np.zeros((0, 3), np.float32), box_pattern=np.zeros((0, 5)),
-        sphere_center=np.zeros((0, 3)), sphere_radius=np.zeros(0), sphere_color=np.zeros((0, 3), np.float32),
-        sphere_material=np.zeros(0, np.int32), sphere_accent=np.zeros((0, 3), np.float32), ridge=None)
+        scene,
+        box_lo=np.zeros((0, 3)),
+        box_hi=np.zeros((0, 3)),
+        box_color=np.zeros((0, 3), np.float32),
+        box_material=np.zeros(0, np.int32),
+        box_accent=np.zeros((0, 3), np.float32),
+        box_pattern=np.zeros((0, 5)),
+        sphere_center=np.zeros((0, 3)),
+        sphere_radius=np.zeros(0),
+        sphere_color=np.zeros((0, 3), np.float32),
+        sphere_material=np.zeros(0, np.int32),
+        sphere_accent=np.zeros((0, 3), np.float32),
+        ridge=None,
+    )
 
 
 def _ground_depth(K: np.ndarray, height: int, camera_height: float, pitch: float) -> np.ndarray:
@@ -38,11 +58,20 @@ def _ground_depth(K: np.ndarray, height: int, camera_height: float, pitch: float
 def test_ground_plane_depth_is_the_analytic_distance():
     ground_only = _without_objects(random_outdoor_scene(np.random.default_rng(5)))
     width, height = 80, 60
-    for camera_height, pitch_deg, hfov in [(0.3, -10.0, 100.0), (1.5, 0.0, 70.0), (2.5, 5.0, 45.0), (1.2, -4.0, 90.0)]:
+    for camera_height, pitch_deg, hfov in [
+        (0.3, -10.0, 100.0),
+        (1.5, 0.0, 70.0),
+        (2.5, 5.0, 45.0),
+        (1.2, -4.0, 90.0),
+    ]:
         pitch = math.radians(pitch_deg)
         K = intrinsics(width, height, hfov)
-        frame = render(ground_only, width, height, np.array([3.0, -1.0, camera_height]), 0.4, pitch, K=K)
-        expected = np.broadcast_to(_ground_depth(K, height, camera_height, pitch)[:, None], (height, width))
+        frame = render(
+            ground_only, width, height, np.array([3.0, -1.0, camera_height]), 0.4, pitch, K=K
+        )
+        expected = np.broadcast_to(
+            _ground_depth(K, height, camera_height, pitch)[:, None], (height, width)
+        )
         sky = np.isinf(expected)
         assert sky.any() and not sky.all()
         np.testing.assert_array_equal(np.isinf(frame.depth_m), sky)
@@ -55,11 +84,17 @@ def test_nothing_is_seen_behind_the_ground():
         scene = random_outdoor_scene(np.random.default_rng(seed))
         width, height, pitch = 64, 48, math.radians(-6.0)
         K = intrinsics(width, height, 80.0)
-        frame = render(scene, width, height, np.array([0.0, scene.eye[0], scene.eye[1]]), 0.2, pitch, K=K)
-        ground = np.broadcast_to(_ground_depth(K, height, scene.eye[1], pitch)[:, None], (height, width))
+        frame = render(
+            scene, width, height, np.array([0.0, scene.eye[0], scene.eye[1]]), 0.2, pitch, K=K
+        )
+        ground = np.broadcast_to(
+            _ground_depth(K, height, scene.eye[1], pitch)[:, None], (height, width)
+        )
         below = np.isfinite(ground)
         assert np.all(frame.depth_m[below] <= ground[below] * (1 + 1e-6))
-        assert np.mean(frame.depth_m[below] < ground[below] * 0.999) > 0.01, "objects stand on the ground"
+        assert np.mean(frame.depth_m[below] < ground[below] * 0.999) > 0.01, (
+            "objects stand on the ground"
+        )
 
 
 def test_sky_is_infinite_and_fills_the_top_of_a_level_view():
@@ -68,10 +103,14 @@ def test_sky_is_infinite_and_fills_the_top_of_a_level_view():
     for seed in range(12):
         scene, frame = _level_view(seed, width, height)
         depth = frame.depth_m
-        assert np.all(np.isfinite(depth[height // 2:])), "below the horizon every ray meets the ground or an object"
+        assert np.all(np.isfinite(depth[height // 2 :])), (
+            "below the horizon every ray meets the ground or an object"
+        )
         top_sky.append(np.isinf(depth[: height // 4]).mean())
         sky = np.isinf(depth)
-        if sky.any():  # sky pixels show sky colours (a blue or grey gradient, white clouds), not black
+        if (
+            sky.any()
+        ):  # sky pixels show sky colours (a blue or grey gradient, white clouds), not black
             assert frame.rgb[sky].mean() > 100
     assert np.mean(top_sky) > 0.5, top_sky
 
@@ -108,8 +147,17 @@ def test_intrinsics_follow_the_field_of_view():
     assert frame.K[0, 0] == pytest.approx((width / 2) / math.tan(math.radians(40.0)))
     assert frame.K[1, 1] == frame.K[0, 0]
     assert (frame.K[0, 2], frame.K[1, 2]) == (32.0, 24.0)
-    hfovs = [math.degrees(2 * math.atan(width / 2 / render_random_outdoor_view(
-        np.random.default_rng(seed), width, height).K[0, 0])) for seed in range(10)]
+    hfovs = [
+        math.degrees(
+            2
+            * math.atan(
+                width
+                / 2
+                / render_random_outdoor_view(np.random.default_rng(seed), width, height).K[0, 0]
+            )
+        )
+        for seed in range(10)
+    ]
     assert all(45.0 <= hfov <= 100.0 for hfov in hfovs) and np.ptp(hfovs) > 10.0, hfovs
     # The draws do not depend on hfov_deg: the same scene and pose, so the pixel on the optical
     # axis sees the same point whatever the field of view, and a wider one sees more sky and ground.
@@ -143,7 +191,9 @@ def test_validation_views_are_fixed_and_never_training_draws():
         np.testing.assert_array_equal(first.depth_m, second.depth_m)
     other_seed = outdoor_validation_views(1, 40, 30, seed=1)[0]
     assert not np.array_equal(views[0].depth_m, other_seed.depth_m)
-    training = [render_random_outdoor_view(np.random.default_rng(seed), 40, 30) for seed in range(10)]
+    training = [
+        render_random_outdoor_view(np.random.default_rng(seed), 40, 30) for seed in range(10)
+    ]
     for view in views:
         assert not any(np.array_equal(view.depth_m, sample.depth_m) for sample in training)
     assert all(np.isinf(view.depth_m).any() and np.isfinite(view.depth_m).any() for view in views)
@@ -153,7 +203,12 @@ def _brute_force_depth(scene, width, height, position, yaw, pitch, K):
     """Nearest hit of every ray with the ground, every box, every sphere and the ridge: no culling."""
     rotation = _camera_rotation(yaw, pitch)
     u, v = np.meshgrid(np.arange(width, dtype=np.float64), np.arange(height, dtype=np.float64))
-    dirs = np.stack([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], np.ones_like(u)], -1).reshape(-1, 3) @ rotation.T
+    dirs = (
+        np.stack([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], np.ones_like(u)], -1).reshape(
+            -1, 3
+        )
+        @ rotation.T
+    )
     dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
     with np.errstate(divide="ignore", invalid="ignore"):
         t_ground = -position[2] / dirs[:, 2]
@@ -161,16 +216,20 @@ def _brute_force_depth(scene, width, height, position, yaw, pitch, K):
         t1 = (scene.box_lo[None] - position) / dirs[:, None]
         t2 = (scene.box_hi[None] - position) / dirs[:, None]
         near, far = np.minimum(t1, t2).max(axis=2), np.maximum(t1, t2).min(axis=2)
-        best = np.minimum(best, np.where((near <= far) & (near > 1e-4), near, np.inf).min(axis=1, initial=np.inf))
+        best = np.minimum(
+            best, np.where((near <= far) & (near > 1e-4), near, np.inf).min(axis=1, initial=np.inf)
+        )
         to_center = position - scene.sphere_center
         b = dirs @ to_center.T
-        disc = b * b - ((to_center ** 2).sum(axis=1) - scene.sphere_radius ** 2)
+        disc = b * b - ((to_center**2).sum(axis=1) - scene.sphere_radius**2)
         t = -b - np.sqrt(np.maximum(disc, 0))
-        best = np.minimum(best, np.where((disc > 0) & (t > 1e-4), t, np.inf).min(axis=1, initial=np.inf))
+        best = np.minimum(
+            best, np.where((disc > 0) & (t > 1e-4), t, np.inf).min(axis=1, initial=np.inf)
+        )
         ridge = scene.ridge  # leaving the vertical cylinder |xy| = R, below the silhouette
         a = dirs[:, 0] ** 2 + dirs[:, 1] ** 2
         b = dirs[:, :2] @ position[:2]
-        t = (-b + np.sqrt(b * b - a * (position[:2] @ position[:2] - ridge.radius_m ** 2))) / a
+        t = (-b + np.sqrt(b * b - a * (position[:2] @ position[:2] - ridge.radius_m**2))) / a
         hit = position + t[:, None] * dirs
         below = hit[:, 2] <= ridge.height(np.arctan2(hit[:, 1], hit[:, 0]))
         best = np.minimum(best, np.where(below, t, np.inf))
@@ -182,8 +241,12 @@ def test_screen_space_culling_misses_no_hit():
     width, height = 48, 36
     # Looking down the road, back along it, across it, and down at the ground (where no window of
     # a primitive contains sky, so a wrong "already hidden" skip would show).
-    for seed, yaw_deg, pitch_deg, hfov in [(0, 20.0, -8.0, 100.0), (1, 180.0, 3.0, 60.0), (2, -75.0, -2.0, 90.0),
-                                           (3, 5.0, -10.0, 45.0)]:
+    for seed, yaw_deg, pitch_deg, hfov in [
+        (0, 20.0, -8.0, 100.0),
+        (1, 180.0, 3.0, 60.0),
+        (2, -75.0, -2.0, 90.0),
+        (3, 5.0, -10.0, 45.0),
+    ]:
         scene = random_outdoor_scene(np.random.default_rng(seed))
         assert len(scene.box_lo) > 20 and len(scene.sphere_radius) > 2
         position = np.array([1.0, scene.eye[0], scene.eye[1]])
@@ -199,8 +262,10 @@ def test_screen_space_culling_misses_no_hit():
 def test_mountain_peaks_are_hit_up_to_their_tops():
     """The ridge is only tested for rays below its highest peak: aim a narrow view at that peak."""
     width, height = 48, 36
-    scene = max((random_outdoor_scene(np.random.default_rng(seed)) for seed in range(8)),
-                key=lambda scene: scene.ridge.amplitude_m.sum())
+    scene = max(
+        (random_outdoor_scene(np.random.default_rng(seed)) for seed in range(8)),
+        key=lambda scene: scene.ridge.amplitude_m.sum(),
+    )
     scene = dataclasses.replace(_without_objects(scene), ridge=scene.ridge)
     azimuth = np.linspace(-math.pi, math.pi, 20001)
     peak = azimuth[np.argmax(scene.ridge.height(azimuth))]
@@ -215,7 +280,10 @@ def test_mountain_peaks_are_hit_up_to_their_tops():
 
 def test_scene_renderer_drives_down_an_outdoor_scene():
     renderer = SceneRenderer(48, 36, seed=2, vehicle_scale=True)
-    first, again = renderer.render(3.0), SceneRenderer(48, 36, seed=2, vehicle_scale=True).render(3.0)
+    first, again = (
+        renderer.render(3.0),
+        SceneRenderer(48, 36, seed=2, vehicle_scale=True).render(3.0),
+    )
     np.testing.assert_array_equal(first.rgb, again.rgb)
     np.testing.assert_array_equal(first.depth_m, again.depth_m)
     assert not np.array_equal(first.depth_m, renderer.render(9.0).depth_m)
@@ -233,9 +301,13 @@ def test_frames_carry_the_camera_mounting_a_robot_would_configure():
     ground_only = _without_objects(random_outdoor_scene(np.random.default_rng(5)))
     width, height = 80, 60
     K = intrinsics(width, height, 70.0)
-    frame = render(ground_only, width, height, np.array([3.0, -1.0, 1.4]), 0.3, math.radians(-4.0), K=K)
+    frame = render(
+        ground_only, width, height, np.array([3.0, -1.0, 1.4]), 0.3, math.radians(-4.0), K=K
+    )
     assert (frame.camera_height_m, frame.camera_pitch_deg) == pytest.approx((1.4, 4.0))
-    expected = _ground_depth(K, height, frame.camera_height_m, -math.radians(frame.camera_pitch_deg))
+    expected = _ground_depth(
+        K, height, frame.camera_height_m, -math.radians(frame.camera_pitch_deg)
+    )
     np.testing.assert_allclose(frame.depth_m[-1], expected[-1], rtol=1e-3)
     # A robot on a raised sidewalk: the height is above the sidewalk, not the road.
     for seed in range(40):
@@ -249,8 +321,12 @@ def test_frames_carry_the_camera_mounting_a_robot_would_configure():
 
 
 def test_vehicle_views_are_vehicle_cameras_at_native_size_and_fixed():
-    from dehaze_ros.sim.scenes import (VEHICLE_CAMERAS, VEHICLE_HEIGHT_RANGE_M, VEHICLE_PITCH_RANGE_DEG,
-                                       vehicle_validation_view)
+    from dehaze_ros.sim.scenes import (
+        VEHICLE_CAMERAS,
+        VEHICLE_HEIGHT_RANGE_M,
+        VEHICLE_PITCH_RANGE_DEG,
+        vehicle_validation_view,
+    )
 
     for index in (0, 2, 3):
         name, frame = vehicle_validation_view(index)
@@ -261,7 +337,9 @@ def test_vehicle_views_are_vehicle_cameras_at_native_size_and_fixed():
         hfov = math.degrees(2 * math.atan(camera[1] / 2 / frame.K[0, 0]))
         assert camera[3][0] - 1e-6 <= hfov <= camera[3][1] + 1e-6
         # A car on the road: the ground under the camera is the road at z = 0, seen at the bottom.
-        bottom = _ground_depth(frame.K, camera[2], frame.camera_height_m, -math.radians(frame.camera_pitch_deg))[-1]
+        bottom = _ground_depth(
+            frame.K, camera[2], frame.camera_height_m, -math.radians(frame.camera_pitch_deg)
+        )[-1]
         assert np.median(frame.depth_m[-1]) == pytest.approx(bottom, rel=0.02)
     again = vehicle_validation_view(0)[1]
     np.testing.assert_array_equal(again.depth_m, vehicle_validation_view(0)[1].depth_m)

@@ -1,12 +1,17 @@
 """Full-resolution recovery: guided (fast guided filter) against the exact answer and bilinear."""
+
 import cv2
 import numpy as np
 import pytest
 
 from dehaze_ros.haze import recover_scene
-from dehaze_ros.upsampling import (recover_from_dehazed, recover_from_transmission, recover_full_resolution,
-                                   upsample_depth,
-                                   upsample_transmission)
+from dehaze_ros.upsampling import (
+    recover_from_dehazed,
+    recover_from_transmission,
+    recover_full_resolution,
+    upsample_depth,
+    upsample_transmission,
+)
 
 
 def textured(height, width, seed=0, cell=8):
@@ -61,9 +66,11 @@ def test_guided_transmission_follows_the_guide_edge_better_than_bilinear():
     hazy, t_true, edge = step_scene()
     small = downscale(hazy, 40, 100)
     t_small = downscale(t_true, 40, 100)
-    band = slice(edge - 6, edge + 6)   # where upsampling decides anything
-    errors = {mode: np.abs(upsample_transmission(t_small, small, hazy, mode) - t_true)[:, band].mean()
-              for mode in ("guided", "bilinear")}
+    band = slice(edge - 6, edge + 6)  # where upsampling decides anything
+    errors = {
+        mode: np.abs(upsample_transmission(t_small, small, hazy, mode) - t_true)[:, band].mean()
+        for mode in ("guided", "bilinear")
+    }
     assert errors["guided"] < 0.5 * errors["bilinear"], errors
 
 
@@ -79,7 +86,9 @@ def test_depth_is_never_blended_across_a_depth_step():
 def test_unknown_mode_is_refused():
     hazy = textured(20, 30)
     with pytest.raises(ValueError, match="upsampling must be one of"):
-        upsample_transmission(np.ones((10, 15), np.float32), downscale(hazy, 10, 15), hazy, "bicubic")
+        upsample_transmission(
+            np.ones((10, 15), np.float32), downscale(hazy, 10, 15), hazy, "bicubic"
+        )
 
 
 def test_recovery_dispatch_uses_what_the_model_gave():
@@ -90,15 +99,20 @@ def test_recovery_dispatch_uses_what_the_model_gave():
     exact = recover_scene(hazy, np.full((90, 120), 0.5, np.float32), airlight)
     for mode in ("guided", "affine", "bilinear"):
         from_t = recover_full_resolution(hazy, small, None, t_small, airlight, mode)
-        np.testing.assert_allclose(from_t, exact, atol=1e-5)   # t and A only: always the inversion
+        np.testing.assert_allclose(from_t, exact, atol=1e-5)  # t and A only: always the inversion
     # With J, t and A: guided inverts with t, affine fits J (a J that is not the inversion shows which).
     shifted = np.clip(dehazed_small + 0.05, 0, 1)
-    np.testing.assert_array_equal(recover_full_resolution(hazy, small, shifted, t_small, airlight, "guided"),
-                                  recover_from_transmission(hazy, small, t_small, airlight, "guided"))
-    np.testing.assert_array_equal(recover_full_resolution(hazy, small, shifted, t_small, airlight, "affine"),
-                                  recover_from_dehazed(hazy, small, shifted, "affine"))
+    np.testing.assert_array_equal(
+        recover_full_resolution(hazy, small, shifted, t_small, airlight, "guided"),
+        recover_from_transmission(hazy, small, t_small, airlight, "guided"),
+    )
+    np.testing.assert_array_equal(
+        recover_full_resolution(hazy, small, shifted, t_small, airlight, "affine"),
+        recover_from_dehazed(hazy, small, shifted, "affine"),
+    )
     # At the native size J is returned as it is.
-    np.testing.assert_array_equal(recover_full_resolution(small, small, dehazed_small, t_small, airlight),
-                                  dehazed_small)
+    np.testing.assert_array_equal(
+        recover_full_resolution(small, small, dehazed_small, t_small, airlight), dehazed_small
+    )
     with pytest.raises(ValueError, match="neither a dehazed image nor a transmission"):
         recover_full_resolution(hazy, small, None, None, None)

@@ -4,6 +4,7 @@ Tolerances: with the exact transmission of the scattering model the estimate is 
 (1%); with noise of 0.01 in t and 5% in depth, within 10%; with 10% of the pixels' t replaced
 by garbage, within 5% (the median's robustness).
 """
+
 from __future__ import annotations
 
 import math
@@ -32,17 +33,23 @@ def check_estimate(estimate, true_visibility: float, tolerance: float) -> None:
         return
     assert estimate.status == visibility.OK, estimate
     assert estimate.valid and math.isfinite(estimate.visibility_m)
-    assert estimate.visibility_m == pytest.approx(true_visibility, rel=tolerance), estimate.describe()
+    assert estimate.visibility_m == pytest.approx(true_visibility, rel=tolerance), (
+        estimate.describe()
+    )
     assert estimate.beta_per_m == pytest.approx(KOSCHMIEDER / estimate.visibility_m)
     low, high = estimate.interval_m
     assert low <= estimate.visibility_m <= high
 
 
 @pytest.mark.parametrize("true_visibility", VISIBILITIES_M)
-def test_exact_transmission_and_depth_give_the_visibility_of_the_haze(outdoor_views, true_visibility):
+def test_exact_transmission_and_depth_give_the_visibility_of_the_haze(
+    outdoor_views, true_visibility
+):
     valid = 0
     for frame in outdoor_views:
-        _, transmission = synthesize_haze(frame.rgb, frame.depth_m, KOSCHMIEDER / true_visibility, 0.85)
+        _, transmission = synthesize_haze(
+            frame.rgb, frame.depth_m, KOSCHMIEDER / true_visibility, 0.85
+        )
         estimate = estimate_visibility(transmission, frame.depth_m)
         check_estimate(estimate, true_visibility, 0.01)
         valid += estimate.valid
@@ -54,8 +61,12 @@ def test_noisy_transmission_and_depth_stay_within_ten_percent(outdoor_views, tru
     rng = np.random.default_rng(1)
     for frame in outdoor_views:
         transmission = transmission_from_depth(frame.depth_m, KOSCHMIEDER / true_visibility)
-        noisy_t = np.clip(transmission + rng.normal(0, 0.01, transmission.shape), 0, 1).astype(np.float32)
-        noisy_depth = (frame.depth_m * np.exp(rng.normal(0, 0.05, frame.depth_m.shape))).astype(np.float32)
+        noisy_t = np.clip(transmission + rng.normal(0, 0.01, transmission.shape), 0, 1).astype(
+            np.float32
+        )
+        noisy_depth = (frame.depth_m * np.exp(rng.normal(0, 0.05, frame.depth_m.shape))).astype(
+            np.float32
+        )
         estimate = estimate_visibility(noisy_t, noisy_depth)
         assert estimate.valid, estimate
         assert estimate.visibility_m == pytest.approx(true_visibility, rel=0.10)
@@ -89,19 +100,23 @@ def test_indoor_scale_scene_resolves_fog_and_says_clear_beyond_its_depths():
 
 def test_fog_denser_than_the_nearest_pixels_can_show_is_dense_not_clear(outdoor_views):
     frame = outdoor_views[0]
-    transmission = transmission_from_depth(frame.depth_m, KOSCHMIEDER / 1.0)   # 1 m visibility
+    transmission = transmission_from_depth(frame.depth_m, KOSCHMIEDER / 1.0)  # 1 m visibility
     estimate = estimate_visibility(transmission, frame.depth_m)
     assert estimate.status == visibility.DENSE and estimate.visibility_m == -math.inf
     assert estimate.interval_m[1] >= 1.0 and estimate.interval_m[1] == estimate.min_range_m
 
 
 def test_a_wall_in_front_of_the_camera_gives_no_estimate():
-    depth = np.full((120, 160), 4.0, np.float32) + np.random.default_rng(3).normal(0, 0.02, (120, 160)).astype(np.float32)
+    depth = np.full((120, 160), 4.0, np.float32) + np.random.default_rng(3).normal(
+        0, 0.02, (120, 160)
+    ).astype(np.float32)
     transmission = transmission_from_depth(depth, KOSCHMIEDER / 30.0)
     estimate = estimate_visibility(transmission, depth)
     assert estimate.status == visibility.NONE and not estimate.valid
     assert math.isnan(estimate.visibility_m) and math.isnan(estimate.beta_per_m)
-    assert "no depth spread" in estimate.reason and estimate.depth_spread < visibility.MIN_DEPTH_SPREAD
+    assert (
+        "no depth spread" in estimate.reason and estimate.depth_spread < visibility.MIN_DEPTH_SPREAD
+    )
     assert estimate.variance_m2 == 0.0
 
 
@@ -116,13 +131,15 @@ def test_sky_and_depth_outside_the_model_range_are_left_out(outdoor_views):
     assert limited.max_range_m <= KOSCHMIEDER * 80.0 / -math.log(visibility.T_HIGH) + 1e-6
     # Transmission at the clamp floor of the DCP / physics heads (t0 = 0.1) is not a measurement.
     floored = np.maximum(transmission, np.float32(0.1))
-    assert estimate_visibility(floored, frame.depth_m).visibility_m == pytest.approx(100.0, rel=0.01)
+    assert estimate_visibility(floored, frame.depth_m).visibility_m == pytest.approx(
+        100.0, rel=0.01
+    )
 
 
 def test_depth_and_transmission_at_different_resolutions(outdoor_views):
     frame = outdoor_views[1]
     transmission = transmission_from_depth(frame.depth_m, KOSCHMIEDER / 200.0)
-    small_t = transmission[::2, ::2].copy()          # the networks ran at half size
+    small_t = transmission[::2, ::2].copy()  # the networks ran at half size
     estimate = estimate_visibility(small_t, frame.depth_m)
     assert estimate.visibility_m == pytest.approx(200.0, rel=0.01)
     with pytest.raises(ValueError, match="H x W"):
@@ -145,14 +162,21 @@ def test_a_model_without_transmission_gets_the_dcp_of_what_its_networks_saw():
     hazy, _ = synthesize_haze(frame.rgb, frame.depth_m, KOSCHMIEDER / 60.0, 0.85)
     rgb = (hazy * 255 + 0.5).astype(np.uint8)
     # A residual-head result: dehazed and metric depth, no transmission (what the engine returns).
-    result = EngineResult(dehazed=rgb, depth=frame.depth_m.copy(), depth_units="meters", timings_ms={})
+    result = EngineResult(
+        dehazed=rgb, depth=frame.depth_m.copy(), depth_units="meters", timings_ms={}
+    )
     transmission, source = visibility.transmission_for(result, rgb, max_side=80)
     assert transmission.shape == (60, 80) and "dcp" in source
     estimate = visibility.estimate_from_result(result, rgb, max_side=80)
     assert estimate.transmission_source == source and estimate.status != visibility.NONE
-    physics = EngineResult(dehazed=rgb, depth=frame.depth_m.copy(), depth_units="meters", timings_ms={},
-                           transmission=transmission_from_depth(frame.depth_m, KOSCHMIEDER / 60.0),
-                           airlight=np.full(3, 0.85, np.float32))
+    physics = EngineResult(
+        dehazed=rgb,
+        depth=frame.depth_m.copy(),
+        depth_units="meters",
+        timings_ms={},
+        transmission=transmission_from_depth(frame.depth_m, KOSCHMIEDER / 60.0),
+        airlight=np.full(3, 0.85, np.float32),
+    )
     own = visibility.estimate_from_result(physics, rgb, max_side=80)
     assert own.transmission_source == "model" and own.visibility_m == pytest.approx(60.0, rel=0.01)
 
@@ -169,10 +193,13 @@ def test_range_message_carries_rep117_values_and_the_header():
     assert fov == pytest.approx(2 * math.atan(80 / frame.K[0, 0]))
     cases = {30.0: 30.0, 1e-3: -math.inf}
     for true_visibility, expected in cases.items():
-        estimate = estimate_visibility(transmission_from_depth(frame.depth_m, KOSCHMIEDER / true_visibility),
-                                       frame.depth_m)
+        estimate = estimate_visibility(
+            transmission_from_depth(frame.depth_m, KOSCHMIEDER / true_visibility), frame.depth_m
+        )
         msg = visibility.range_message(estimate, header, fov)
-        assert isinstance(msg, Range) and msg.header.frame_id == "cam" and msg.header.stamp.sec == 12
+        assert (
+            isinstance(msg, Range) and msg.header.frame_id == "cam" and msg.header.stamp.sec == 12
+        )
         assert msg.radiation_type == Range.INFRARED
         assert msg.field_of_view == pytest.approx(fov, rel=1e-6)
         assert msg.range == pytest.approx(expected, rel=1e-5)
@@ -180,5 +207,7 @@ def test_range_message_carries_rep117_values_and_the_header():
         if hasattr(msg, "variance"):
             assert msg.variance == pytest.approx(estimate.variance_m2, rel=1e-5)
     wall = np.full((120, 160), 4.0, np.float32)
-    none = visibility.range_message(estimate_visibility(transmission_from_depth(wall, 0.1), wall), header, fov)
-    assert math.isnan(none.range)   # REP-117 "invalid", never +inf ("clear")
+    none = visibility.range_message(
+        estimate_visibility(transmission_from_depth(wall, 0.1), wall), header, fov
+    )
+    assert math.isnan(none.range)  # REP-117 "invalid", never +inf ("clear")

@@ -12,6 +12,7 @@ The backend follows the device: NCCL on CUDA (each process on ``cuda:LOCAL_RANK`
 CPU. The stream of training samples is index-addressed (``training.data.mixture``), so sharding
 it needs no communication at all: each rank computes its own indices (``ContinuingSampler``).
 """
+
 from __future__ import annotations
 
 import datetime
@@ -33,11 +34,12 @@ TORCHRUN_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE")
 @dataclass
 class Distributed:
     """This process's place in a data-parallel job (defaults: the only process)."""
+
     rank: int = 0
     local_rank: int = 0
     world_size: int = 1
-    local_world_size: int = 1             # processes on this machine (torchrun's LOCAL_WORLD_SIZE)
-    launched: bool = False                # started by torchrun (the variables are set)
+    local_world_size: int = 1  # processes on this machine (torchrun's LOCAL_WORLD_SIZE)
+    launched: bool = False  # started by torchrun (the variables are set)
     device: torch.device | None = field(default=None, repr=False)  # set by start()
 
     @classmethod
@@ -48,15 +50,22 @@ class Distributed:
             return cls()
         if len(present) != len(TORCHRUN_VARIABLES):
             missing = sorted(set(TORCHRUN_VARIABLES) - set(present))
-            raise ConfigError(f"{', '.join(present)} set but {', '.join(missing)} not: start several "
-                              "processes with torchrun (it sets all three), or unset them for one process")
+            raise ConfigError(
+                f"{', '.join(present)} set but {', '.join(missing)} not: start several "
+                "processes with torchrun (it sets all three), or unset them for one process"
+            )
         try:
             rank, local_rank, world_size = (int(environ[name]) for name in TORCHRUN_VARIABLES)
             local_world_size = int(environ.get("LOCAL_WORLD_SIZE", world_size))
         except ValueError as exc:
             raise ConfigError(f"torchrun variables must be integers: {exc}") from None
-        return cls(rank=rank, local_rank=local_rank, world_size=world_size, local_world_size=local_world_size,
-                   launched=True)
+        return cls(
+            rank=rank,
+            local_rank=local_rank,
+            world_size=world_size,
+            local_world_size=local_world_size,
+            launched=True,
+        )
 
     @property
     def is_main(self) -> bool:
@@ -79,12 +88,16 @@ class Distributed:
             return device
         if device.type == "cuda":
             if device_name not in ("auto", "cuda"):
-                raise ConfigError(f"train.device={device_name} under torchrun: each process uses "
-                                  "cuda:LOCAL_RANK; set train.device=cuda (or auto) and choose GPUs "
-                                  "with CUDA_VISIBLE_DEVICES")
+                raise ConfigError(
+                    f"train.device={device_name} under torchrun: each process uses "
+                    "cuda:LOCAL_RANK; set train.device=cuda (or auto) and choose GPUs "
+                    "with CUDA_VISIBLE_DEVICES"
+                )
             if self.local_rank >= torch.cuda.device_count():
-                raise ConfigError(f"LOCAL_RANK {self.local_rank} but only {torch.cuda.device_count()} "
-                                  "CUDA device(s) here: --nproc_per_node must not exceed the GPUs per machine")
+                raise ConfigError(
+                    f"LOCAL_RANK {self.local_rank} but only {torch.cuda.device_count()} "
+                    "CUDA device(s) here: --nproc_per_node must not exceed the GPUs per machine"
+                )
             device = torch.device("cuda", self.local_rank)
             torch.cuda.set_device(device)
         if not dist.is_initialized():
@@ -92,7 +105,7 @@ class Distributed:
             # collectives more than the default 10 minutes before they count as hung.
             kwargs: dict[str, Any] = {"timeout": datetime.timedelta(minutes=60)}
             if device.type == "cuda":
-                kwargs["device_id"] = device   # binds NCCL to this GPU (no guessing in barrier())
+                kwargs["device_id"] = device  # binds NCCL to this GPU (no guessing in barrier())
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo", **kwargs)
         self.device = device
         return device
@@ -153,12 +166,20 @@ class Distributed:
         """
         if not self.launched:
             return module
-        device_ids = [self.device.index] if self.device is not None and self.device.type == "cuda" else None
-        return nn.parallel.DistributedDataParallel(module, device_ids=device_ids, **no_forward_buffer_sync(),
-                                                   find_unused_parameters=find_unused_parameters)
+        device_ids = (
+            [self.device.index] if self.device is not None and self.device.type == "cuda" else None
+        )
+        return nn.parallel.DistributedDataParallel(
+            module,
+            device_ids=device_ids,
+            **no_forward_buffer_sync(),
+            find_unused_parameters=find_unused_parameters,
+        )
 
 
-def no_forward_buffer_sync(ddp_class: type = nn.parallel.DistributedDataParallel) -> dict[str, bool]:
+def no_forward_buffer_sync(
+    ddp_class: type = nn.parallel.DistributedDataParallel,
+) -> dict[str, bool]:
     """DistributedDataParallel's keyword that turns off the buffer broadcast before each forward.
 
     torch 2.13 named it ``forward_sync_buffers`` and deprecated ``broadcast_buffers`` (a warning);
@@ -180,11 +201,16 @@ class DehazerWithDepth(nn.Module):
         super().__init__()
         self.dehazer = dehazer
 
-    def forward(self, hazy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None,
-                                                    torch.Tensor | None]:
+    def forward(
+        self, hazy: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """(dehazed, branch depth, transmission or None, airlight or None): the transmission feeds
         a depth network built with ``depth_inputs: image_transmission``; both are supervised by
         ``loss.transmission``, ``loss.optical_depth`` and ``loss.airlight``."""
         out = self.dehazer.forward_physics(hazy)
-        return (out.dehazed, self.dehazer.depth_branch.metres_from_log_depth(out.branch_log_depth),
-                out.transmission, out.airlight)
+        return (
+            out.dehazed,
+            self.dehazer.depth_branch.metres_from_log_depth(out.branch_log_depth),
+            out.transmission,
+            out.airlight,
+        )

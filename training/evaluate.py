@@ -50,6 +50,7 @@ DCP's) and the fusion.
 ``--checkpoint`` also takes a run's best.pt/last.pt (its EMA weights are exported to a temporary
 file first).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -70,10 +71,27 @@ import numpy as np
 from dehaze_ros.checkpoint import CheckpointError, load_checkpoint
 from dehaze_ros.dense_fog import DEFAULT as DENSE_FOG_DEFAULT
 from dehaze_ros.dense_fog import MODES as DENSE_FOG_MODES
-from dehaze_ros.engine import (BACKENDS, DEFAULT_DEPTH_MAX_SIDE, DEFAULT_SIZE_RULE, DEFAULT_UPSAMPLING,
-                               DEPTH_FROM_HAZE, PRECISIONS, SIZE_RULES, UPSAMPLING, DehazeEngine, EngineConfig,
-                               EngineError, EngineResult)
-from dehaze_ros.metric_scale import SUPPORT_BOUNDED, SUPPORT_LEARNED, SUPPORT_PLANE, SUPPORT_SCALED, Mounting
+from dehaze_ros.engine import (
+    BACKENDS,
+    DEFAULT_DEPTH_MAX_SIDE,
+    DEFAULT_SIZE_RULE,
+    DEFAULT_UPSAMPLING,
+    DEPTH_FROM_HAZE,
+    PRECISIONS,
+    SIZE_RULES,
+    UPSAMPLING,
+    DehazeEngine,
+    EngineConfig,
+    EngineError,
+    EngineResult,
+)
+from dehaze_ros.metric_scale import (
+    SUPPORT_BOUNDED,
+    SUPPORT_LEARNED,
+    SUPPORT_PLANE,
+    SUPPORT_SCALED,
+    Mounting,
+)
 from dehaze_ros.upsampling import upsample_depth
 from training import road_fog
 from training.config import ConfigError, HazeConfig, apply_overrides, source_config
@@ -87,18 +105,45 @@ from training.visualize import depth_tile, label_tile, make_grid, rgb_tile
 
 KINDS = (*SOURCES, "images", *road_fog.ROAD_KINDS, "vehicle")
 # What a pixel's depth rests on (EngineResult.depth_support), scored apart: depth/confidence's table.
-SUPPORT_NAMES = {SUPPORT_LEARNED: "learned", SUPPORT_SCALED: "scaled", SUPPORT_BOUNDED: "bounded",
-                 SUPPORT_PLANE: "plane"}
-FOLDER_KINDS = ("images", *(kind for kind, (config, _) in SOURCES.items() if issubclass(config, FolderSourceConfig)))
+SUPPORT_NAMES = {
+    SUPPORT_LEARNED: "learned",
+    SUPPORT_SCALED: "scaled",
+    SUPPORT_BOUNDED: "bounded",
+    SUPPORT_PLANE: "plane",
+}
+FOLDER_KINDS = (
+    "images",
+    *(kind for kind, (config, _) in SOURCES.items() if issubclass(config, FolderSourceConfig)),
+)
 OUTDOOR_DEFAULT_VIEWS = 8
 # --depth-from-haze: the engine's settings, or both of them plus the model's -ln t, side by side.
 DEPTH_FROM_HAZE_CHOICES = (*DEPTH_FROM_HAZE, "ablation")
 
-VEHICLE_DEFAULT_VIEWS = 15    # every camera with every fog of the cycle once
-CSV_COLUMNS = ("set", "image", "method", "width", "height", "psnr", "ssim", "abs_rel", "rmse", "delta1",
-               "abs_rel_median", "rmse_median", "delta1_median", "median_ratio", "sky_beyond", "sky_pixels",
-               "depth_units", "focal", "scale", "scale_factor", *(f"{key}_{name}" for name in SUPPORT_NAMES.values()
-                                                                   for key in ("share", "delta1")), "ms")
+VEHICLE_DEFAULT_VIEWS = 15  # every camera with every fog of the cycle once
+CSV_COLUMNS = (
+    "set",
+    "image",
+    "method",
+    "width",
+    "height",
+    "psnr",
+    "ssim",
+    "abs_rel",
+    "rmse",
+    "delta1",
+    "abs_rel_median",
+    "rmse_median",
+    "delta1_median",
+    "median_ratio",
+    "sky_beyond",
+    "sky_pixels",
+    "depth_units",
+    "focal",
+    "scale",
+    "scale_factor",
+    *(f"{key}_{name}" for name in SUPPORT_NAMES.values() for key in ("share", "delta1")),
+    "ms",
+)
 # The scale sources training.evaluate can report, each a row per view (module docstring).
 SCALE_SOURCES = ("learned", "ground", "ground-height")
 SCALE_LABELS = {"ground": "ground plane", "ground-height": "ground plane, pitch estimated"}
@@ -118,6 +163,7 @@ class EvalSet:
 
 def detect_kind(path: Path) -> str:
     from training.data.reside import CLEAR_FOLDER_NAMES, HAZY_FOLDER_NAMES, find_subfolder
+
     if find_subfolder(path, HAZY_FOLDER_NAMES) and find_subfolder(path, CLEAR_FOLDER_NAMES):
         return "reside"
     if list_images(path) and not any(p.is_dir() for p in path.iterdir()):
@@ -166,7 +212,9 @@ def view_count(spec: str, count_text: Path) -> int:
     return count
 
 
-def evaluation_source(spec: str, kind: str, name: str, path: Path, keys: dict, options: list[str]) -> DataSource:
+def evaluation_source(
+    spec: str, kind: str, name: str, path: Path, keys: dict, options: list[str]
+) -> DataSource:
     """A training source of ``kind`` set up for evaluation: ``keys`` (what the evaluation options
     set: fixed haze, held-out scenes, depth scales, ...) where the kind has them, then the
     ``--source-option`` values. The test split when scenes are named, else every item."""
@@ -185,9 +233,19 @@ def evaluation_source(spec: str, kind: str, name: str, path: Path, keys: dict, o
     return open_source(name, config, split, path if reads_folder else None, cache_items=0)
 
 
-def open_set(spec: str, max_side: int, scenes: list[str], haze_t: float, seed: int,
-             items: list[str] = (), depth_scales: dict | None = None, focal_px: dict | None = None,
-             visibility_m: float = 300.0, exclude: list[str] = (), source_options: list[str] = ()) -> EvalSet:
+def open_set(
+    spec: str,
+    max_side: int,
+    scenes: list[str],
+    haze_t: float,
+    seed: int,
+    items: list[str] = (),
+    depth_scales: dict | None = None,
+    focal_px: dict | None = None,
+    visibility_m: float = 300.0,
+    exclude: list[str] = (),
+    source_options: list[str] = (),
+) -> EvalSet:
     kind, path = parse_spec(spec)
     name = path.name
     if kind == "images":
@@ -198,7 +256,10 @@ def open_set(spec: str, max_side: int, scenes: list[str], haze_t: float, seed: i
         def hazy_only() -> Iterator[Sample]:
             for file in files:
                 hazy = to_float(resize_max_side(read_rgb(file), max_side))
-                yield Sample(hazy, np.full_like(hazy, np.nan), no_depth(*hazy.shape[:2]), False, file.name)
+                yield Sample(
+                    hazy, np.full_like(hazy, np.nan), no_depth(*hazy.shape[:2]), False, file.name
+                )
+
         return EvalSet(name, kind, path, len(files), hazy_only())
     if kind == "vehicle":
         count = view_count(spec, path)
@@ -208,18 +269,40 @@ def open_set(spec: str, max_side: int, scenes: list[str], haze_t: float, seed: i
                 sample = vehicle_sample(index, max_side, seed)
                 sample.name = sample.name.split("/", 1)[1]
                 yield sample
-        return EvalSet("vehicle", kind, Path("."), count, vehicle_views(), [f"view{i}" for i in range(count)])
+
+        return EvalSet(
+            "vehicle", kind, Path("."), count, vehicle_views(), [f"view{i}" for i in range(count)]
+        )
     # Evaluation haze is fixed and stated: one density, neutral airlight, no noise or JPEG.
-    fixed = dict(airlight_range=[0.9, 0.9], airlight_tint=0.0, nonhomogeneous_prob=0.0, noise_prob=0.0,
-                 jpeg_prob=0.0)
+    fixed = dict(
+        airlight_range=[0.9, 0.9],
+        airlight_tint=0.0,
+        nonhomogeneous_prob=0.0,
+        noise_prob=0.0,
+        jpeg_prob=0.0,
+    )
     haze = dataclasses.asdict(HazeConfig(transmission_range=[haze_t, haze_t], **fixed))
-    keys = {"haze": haze, "test_scenes": list(scenes), "depth_scales": dict(depth_scales or {}),
-            "focal_px_by_folder": dict(focal_px or {}), "exclude": list(exclude)}
+    keys = {
+        "haze": haze,
+        "test_scenes": list(scenes),
+        "depth_scales": dict(depth_scales or {}),
+        "focal_px_by_folder": dict(focal_px or {}),
+        "exclude": list(exclude),
+    }
     if kind == "outdoor":
         # The renderer's fixed outdoor validation views (vehicle scale, sky +inf), fog of one visibility.
-        outdoor_haze = dataclasses.asdict(HazeConfig(visibility_range_m=[visibility_m, visibility_m], **fixed))
-        keys = {"val_count": 0, "outdoor_val_count": view_count(spec, path), "outdoor_haze": outdoor_haze}
-        source, name = evaluation_source(spec, "procedural", "outdoor", path, keys, list(source_options)), "outdoor"
+        outdoor_haze = dataclasses.asdict(
+            HazeConfig(visibility_range_m=[visibility_m, visibility_m], **fixed)
+        )
+        keys = {
+            "val_count": 0,
+            "outdoor_val_count": view_count(spec, path),
+            "outdoor_haze": outdoor_haze,
+        }
+        source, name = (
+            evaluation_source(spec, "procedural", "outdoor", path, keys, list(source_options)),
+            "outdoor",
+        )
     elif kind == "procedural":
         keys = {"haze": haze, "val_count": view_count(spec, path), "outdoor_val_count": 0}
         source, name = evaluation_source(spec, kind, kind, path, keys, list(source_options)), kind
@@ -227,11 +310,15 @@ def open_set(spec: str, max_side: int, scenes: list[str], haze_t: float, seed: i
         source = evaluation_source(spec, kind, name, path, keys, list(source_options))
     # --items names rgbd items; the sets of other kinds have no item names to choose from.
     listed = getattr(source, "items", None)
-    names = [getattr(item, "name", "") for item in listed] if listed is not None else [""] * len(source)
+    names = (
+        [getattr(item, "name", "") for item in listed] if listed is not None else [""] * len(source)
+    )
     missing = sorted(set(items) - set(names))
     if missing:
-        raise DataError(f"--data {spec}: --items {', '.join(missing)} not found; items look like "
-                        f"{', '.join(names[:4])}")
+        raise DataError(
+            f"--data {spec}: --items {', '.join(missing)} not found; items look like "
+            f"{', '.join(names[:4])}"
+        )
     indices = [index for index, item_name in enumerate(names) if not items or item_name in items]
     if not indices:
         raise DataError(f"--data {spec}: no images found in {path}")
@@ -241,14 +328,32 @@ def open_set(spec: str, max_side: int, scenes: list[str], haze_t: float, seed: i
             sample = source.eval_sample(index, max_side, seed)
             sample.name = sample.name.split("/", 1)[1]
             yield sample
-    return EvalSet(name, kind, Path(".") if kind in ("outdoor", "procedural") else path, len(indices), samples(),
-                   source.scenes())
+
+    return EvalSet(
+        name,
+        kind,
+        Path(".") if kind in ("outdoor", "procedural") else path,
+        len(indices),
+        samples(),
+        source.scenes(),
+    )
 
 
-def open_sets(specs: list[str], max_side: int, scenes: list[str], haze_t: float, seed: int,
-              items: list[str] = (), depth_scales: dict | None = None, focal_px: dict | None = None,
-              visibility_m: float = 300.0, exclude: list[str] = (), source_options: list[str] = (),
-              visibilities: list[float] = (), aspects: list[str] = ()) -> list[EvalSet]:
+def open_sets(
+    specs: list[str],
+    max_side: int,
+    scenes: list[str],
+    haze_t: float,
+    seed: int,
+    items: list[str] = (),
+    depth_scales: dict | None = None,
+    focal_px: dict | None = None,
+    visibility_m: float = 300.0,
+    exclude: list[str] = (),
+    source_options: list[str] = (),
+    visibilities: list[float] = (),
+    aspects: list[str] = (),
+) -> list[EvalSet]:
     """Every ``--data`` set, and with ``visibilities`` one set per visibility (named after it, so
     summary.md has a row per visibility): road sets (outdoor, drive) in fog of that visibility at
     each frame shape of ``aspects``, RGB-D sets at the same optical depths (training.road_fog)."""
@@ -258,22 +363,44 @@ def open_sets(specs: list[str], max_side: int, scenes: list[str], haze_t: float,
         if kind in road_fog.ROAD_KINDS and (visibilities or aspects or kind == "drive"):
             count = view_count(spec, path)
             for aspect in aspects or ["4:3"]:
-                sets += road_sets(kind, count, road_fog.frame_size(aspect, max_side), aspect, seed,
-                                  list(visibilities) or [visibility_m])
+                sets += road_sets(
+                    kind,
+                    count,
+                    road_fog.frame_size(aspect, max_side),
+                    aspect,
+                    seed,
+                    list(visibilities) or [visibility_m],
+                )
             continue
-        hazed_here = kind not in ("reside", "images", "vehicle")   # photographs, vehicle views: their own haze
+        hazed_here = kind not in (
+            "reside",
+            "images",
+            "vehicle",
+        )  # photographs, vehicle views: their own haze
         for visibility in (visibilities if hazed_here else ()) or [None]:
             density = haze_t if visibility is None else road_fog.median_transmission(visibility)
-            eval_set = open_set(spec, max_side, scenes, density, seed, items, depth_scales, focal_px,
-                                visibility_m, exclude, source_options)
+            eval_set = open_set(
+                spec,
+                max_side,
+                scenes,
+                density,
+                seed,
+                items,
+                depth_scales,
+                focal_px,
+                visibility_m,
+                exclude,
+                source_options,
+            )
             if visibility is not None:
                 eval_set.name += f" {road_fog.visibility_label(visibility)}"
             sets.append(eval_set)
     return sets
 
 
-def road_sets(kind: str, count: int, size: tuple[int, int], aspect: str, seed: int,
-              visibilities: list[float]) -> list[EvalSet]:
+def road_sets(
+    kind: str, count: int, size: tuple[int, int], aspect: str, seed: int, visibilities: list[float]
+) -> list[EvalSet]:
     """One road set per visibility over the same clear frames, rendered once on first use."""
     rendered: list = []
 
@@ -281,9 +408,19 @@ def road_sets(kind: str, count: int, size: tuple[int, int], aspect: str, seed: i
         if not rendered:
             rendered.extend(road_fog.render_road(kind, count, *size, seed))
         yield from road_fog.road_samples(rendered, visibility)
+
     names = [f"view{index}" for index in range(count)]
-    return [EvalSet(f"{kind} {aspect} {road_fog.visibility_label(visibility)}", kind, Path("."), count,
-                    samples(visibility), names) for visibility in visibilities]
+    return [
+        EvalSet(
+            f"{kind} {aspect} {road_fog.visibility_label(visibility)}",
+            kind,
+            Path("."),
+            count,
+            samples(visibility),
+            names,
+        )
+        for visibility in visibilities
+    ]
 
 
 def finite_depth(depth: np.ndarray, near: float, far: float) -> np.ndarray:
@@ -295,8 +432,15 @@ def finite_depth(depth: np.ndarray, near: float, far: float) -> np.ndarray:
     return depth
 
 
-def score(dehazed: np.ndarray | None, depth: np.ndarray | None, depth_units: str, sample: Sample,
-          depth_range: tuple[float, float], max_depth_m: float = math.inf, support: np.ndarray | None = None) -> dict:
+def score(
+    dehazed: np.ndarray | None,
+    depth: np.ndarray | None,
+    depth_units: str,
+    sample: Sample,
+    depth_range: tuple[float, float],
+    max_depth_m: float = math.inf,
+    support: np.ndarray | None = None,
+) -> dict:
     """The metrics of one method on one sample; ``max_depth_m``: only true depths up to it count
     (the "sky beyond" share still covers the sky); ``support``: the engine's depth_support, for
     the share and delta<1.25 of each kind of pixel."""
@@ -316,11 +460,13 @@ def score(dehazed: np.ndarray | None, depth: np.ndarray | None, depth_units: str
             if metric:
                 row[key] = metrics[key]
         if metric and metrics.get("median_scale"):
-            row["median_ratio"] = 1.0 / metrics["median_scale"]      # predicted / true median
+            row["median_ratio"] = 1.0 / metrics["median_scale"]  # predicted / true median
         sky = np.isposinf(sample.depth_m)
         if sky.any() and metric:
             # REP-117: sky is beyond the range, +inf (a finite value is a wall of sky in `points`)
-            row["sky_beyond"] = float(np.mean(np.isposinf(depth[sky]) | (depth[sky] > depth_range[1])))
+            row["sky_beyond"] = float(
+                np.mean(np.isposinf(depth[sky]) | (depth[sky] > depth_range[1]))
+            )
             row["sky_pixels"] = int(sky.sum())
     row["depth_units"] = depth_units if depth is not None else ""
     return row
@@ -340,9 +486,17 @@ def transmission_depth(result: EngineResult, height: int, width: int) -> np.ndar
     return upsample_depth(optical_depth, height, width)
 
 
-def support_scores(predicted: np.ndarray, truth: np.ndarray, support: np.ndarray, max_depth_m: float) -> dict:
+def support_scores(
+    predicted: np.ndarray, truth: np.ndarray, support: np.ndarray, max_depth_m: float
+) -> dict:
     """Per kind of pixel (SUPPORT_NAMES): its share of the scored pixels and its delta<1.25."""
-    scored = np.isfinite(truth) & (truth > 1e-3) & (truth <= max_depth_m) & np.isfinite(predicted) & (predicted > 0)
+    scored = (
+        np.isfinite(truth)
+        & (truth > 1e-3)
+        & (truth <= max_depth_m)
+        & np.isfinite(predicted)
+        & (predicted > 0)
+    )
     total = max(int(scored.sum()), 1)
     with np.errstate(divide="ignore", invalid="ignore"):
         good = np.maximum(predicted / truth, truth / predicted) < 1.25
@@ -354,7 +508,9 @@ def support_scores(predicted: np.ndarray, truth: np.ndarray, support: np.ndarray
     return values
 
 
-def view_mounting(sample: Sample, source: str, height_m: float, pitch_deg: float) -> Mounting | None:
+def view_mounting(
+    sample: Sample, source: str, height_m: float, pitch_deg: float
+) -> Mounting | None:
     """The camera mounting a scale source uses for this view (the view's own, else the options'),
     or None when the source cannot run on it (no known camera height)."""
     if source == "learned":
@@ -383,39 +539,100 @@ def summarise(rows: list[dict]) -> list[dict]:
     summary = []
     for (set_name, method), members in groups.items():
         entry = {"set": set_name, "method": method, "n": len(members)}
-        for key in ("psnr", "ssim", "abs_rel", "rmse", "delta1", "abs_rel_median", "delta1_median",
-                    "median_ratio", "ms", *(f"{k}_{name}" for name in SUPPORT_NAMES.values()
-                                            for k in ("share", "delta1"))):
-            values = [r[key] for r in members if isinstance(r.get(key), float) and math.isfinite(r[key])]
+        for key in (
+            "psnr",
+            "ssim",
+            "abs_rel",
+            "rmse",
+            "delta1",
+            "abs_rel_median",
+            "delta1_median",
+            "median_ratio",
+            "ms",
+            *(f"{k}_{name}" for name in SUPPORT_NAMES.values() for k in ("share", "delta1")),
+        ):
+            values = [
+                r[key] for r in members if isinstance(r.get(key), float) and math.isfinite(r[key])
+            ]
             entry[key] = float(np.mean(values)) if values else math.nan
         # Issue 26's gate is on every view, which a mean hides: the share inside the band, the extremes.
         ratios = [r["median_ratio"] for r in members if isinstance(r.get("median_ratio"), float)]
-        entry["median_in_band"] = (float(np.mean([MEDIAN_BAND[0] <= v <= MEDIAN_BAND[1] for v in ratios]))
-                                   if ratios else math.nan)
+        entry["median_in_band"] = (
+            float(np.mean([MEDIAN_BAND[0] <= v <= MEDIAN_BAND[1] for v in ratios]))
+            if ratios
+            else math.nan
+        )
         entry["median_ratio_min"] = min(ratios, default=math.nan)
         entry["median_ratio_max"] = max(ratios, default=math.nan)
         # Not a mean over images: the share of all true-sky pixels of the set predicted beyond the
         # range (an image with a sliver of sky weighs as little as its sliver), and the worst image.
         sky_rows = [r for r in members if r.get("sky_pixels")]
         sky_pixels = sum(r["sky_pixels"] for r in sky_rows)
-        entry["sky_beyond"] = (sum(r["sky_beyond"] * r["sky_pixels"] for r in sky_rows) / sky_pixels
-                               if sky_pixels else math.nan)
+        entry["sky_beyond"] = (
+            sum(r["sky_beyond"] * r["sky_pixels"] for r in sky_rows) / sky_pixels
+            if sky_pixels
+            else math.nan
+        )
         entry["sky_beyond_worst"] = min((r["sky_beyond"] for r in sky_rows), default=math.nan)
         summary.append(entry)
     return summary
 
 
 def markdown_table(summary: list[dict]) -> str:
-    headers = ("set", "method", "n", "PSNR dB", "SSIM", "AbsRel", "RMSE m", "δ<1.25", "AbsRel (med)",
-               "δ<1.25 (med)", "median pred/true", "min", "max", "views in 0.9-1.1", "sky beyond",
-               "sky beyond (worst image)", "ms/image")
-    keys = ("set", "method", "n", "psnr", "ssim", "abs_rel", "rmse", "delta1", "abs_rel_median",
-            "delta1_median", "median_ratio", "median_ratio_min", "median_ratio_max", "median_in_band",
-            "sky_beyond", "sky_beyond_worst", "ms")
-    formats = {"psnr": "{:.2f}", "ssim": "{:.3f}", "abs_rel": "{:.3f}", "rmse": "{:.3f}", "delta1": "{:.3f}",
-               "abs_rel_median": "{:.3f}", "delta1_median": "{:.3f}", "median_ratio": "{:.2f}",
-               "median_ratio_min": "{:.2f}", "median_ratio_max": "{:.2f}", "median_in_band": "{:.2f}",
-               "sky_beyond": "{:.2f}", "sky_beyond_worst": "{:.2f}", "ms": "{:.0f}"}
+    headers = (
+        "set",
+        "method",
+        "n",
+        "PSNR dB",
+        "SSIM",
+        "AbsRel",
+        "RMSE m",
+        "δ<1.25",
+        "AbsRel (med)",
+        "δ<1.25 (med)",
+        "median pred/true",
+        "min",
+        "max",
+        "views in 0.9-1.1",
+        "sky beyond",
+        "sky beyond (worst image)",
+        "ms/image",
+    )
+    keys = (
+        "set",
+        "method",
+        "n",
+        "psnr",
+        "ssim",
+        "abs_rel",
+        "rmse",
+        "delta1",
+        "abs_rel_median",
+        "delta1_median",
+        "median_ratio",
+        "median_ratio_min",
+        "median_ratio_max",
+        "median_in_band",
+        "sky_beyond",
+        "sky_beyond_worst",
+        "ms",
+    )
+    formats = {
+        "psnr": "{:.2f}",
+        "ssim": "{:.3f}",
+        "abs_rel": "{:.3f}",
+        "rmse": "{:.3f}",
+        "delta1": "{:.3f}",
+        "abs_rel_median": "{:.3f}",
+        "delta1_median": "{:.3f}",
+        "median_ratio": "{:.2f}",
+        "median_ratio_min": "{:.2f}",
+        "median_ratio_max": "{:.2f}",
+        "median_in_band": "{:.2f}",
+        "sky_beyond": "{:.2f}",
+        "sky_beyond_worst": "{:.2f}",
+        "ms": "{:.0f}",
+    }
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for entry in summary:
         cells = []
@@ -433,16 +650,23 @@ def support_table(summary: list[dict]) -> str:
     """What each kind of pixel is worth (depth/confidence's table): share of the scored pixels
     and delta<1.25, per set and method that reported depth_support."""
     names = list(SUPPORT_NAMES.values())
-    lines = ["| set | method | " + " | ".join(f"{name}: share, δ<1.25" for name in names) + " |",
-             "|" + "---|" * (2 + len(names))]
+    lines = [
+        "| set | method | " + " | ".join(f"{name}: share, δ<1.25" for name in names) + " |",
+        "|" + "---|" * (2 + len(names)),
+    ]
     for entry in summary:
         if not any(math.isfinite(entry.get(f"share_{name}", math.nan)) for name in names):
             continue
         cells = []
         for name in names:
             share, good = entry[f"share_{name}"], entry[f"delta1_{name}"]
-            cells.append("–" if not math.isfinite(share) or share == 0 else
-                         f"{share:.2f}, {good:.2f}" if math.isfinite(good) else f"{share:.2f}, –")
+            cells.append(
+                "–"
+                if not math.isfinite(share) or share == 0
+                else f"{share:.2f}, {good:.2f}"
+                if math.isfinite(good)
+                else f"{share:.2f}, –"
+            )
         lines.append(f"| {entry['set']} | {entry['method']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) if len(lines) > 2 else ""
 
@@ -457,7 +681,9 @@ def training_overlap(checkpoint_provenance: dict, eval_set: EvalSet) -> list[str
     for name, source in (data.get("sources") or {}).items():
         if name not in trained or not source.get("path"):
             continue
-        source_path = Path(source["path"]) if Path(source["path"]).is_absolute() else root / source["path"]
+        source_path = (
+            Path(source["path"]) if Path(source["path"]).is_absolute() else root / source["path"]
+        )
         try:
             trained_path, evaluated_path = source_path.resolve(), eval_set.path.resolve()
             same = trained_path == evaluated_path or trained_path in evaluated_path.parents
@@ -474,7 +700,8 @@ def resolve_checkpoint(path: str, workdir: Path) -> str:
         load_checkpoint(path)
         return path
     except CheckpointError as exc:
-        from training.export import export_checkpoint   # only for a run's training file
+        from training.export import export_checkpoint  # only for a run's training file
+
         try:
             load_training_file(path)
         except TrainingError:
@@ -484,17 +711,39 @@ def resolve_checkpoint(path: str, workdir: Path) -> str:
         return str(exported)
 
 
-def evaluate(checkpoint: str | None, specs: list[str], out_dir: Path, baseline: str | None = None,
-             max_side: int = 1024, engine_max_side: int = 0, device: str = "auto", scenes: list[str] = (),
-             haze_t: float = 0.4, seed: int = 0, grids: int = 4, log=print, items: list[str] = (),
-             depth_scales: dict | None = None, focal_px: dict | None = None, visibility_m: float = 300.0,
-             exclude: list[str] = (), source_options: list[str] = (), upsampling: str = DEFAULT_UPSAMPLING,
-             precision: str = "auto", engine_depth_max_side: int = DEFAULT_DEPTH_MAX_SIDE,
-             depth_from_haze: str = EngineConfig.depth_from_haze, backend: str = "torch",
-             scale_sources: list[str] = ("learned",), camera_height_m: float = math.nan,
-             camera_pitch_deg: float = math.nan, max_depth_m: float = math.inf,
-             visibilities: list[float] = (), aspects: list[str] = (),
-             engine_size_rule: str = DEFAULT_SIZE_RULE, engine_dense_fog: str = DENSE_FOG_DEFAULT) -> dict:
+def evaluate(
+    checkpoint: str | None,
+    specs: list[str],
+    out_dir: Path,
+    baseline: str | None = None,
+    max_side: int = 1024,
+    engine_max_side: int = 0,
+    device: str = "auto",
+    scenes: list[str] = (),
+    haze_t: float = 0.4,
+    seed: int = 0,
+    grids: int = 4,
+    log=print,
+    items: list[str] = (),
+    depth_scales: dict | None = None,
+    focal_px: dict | None = None,
+    visibility_m: float = 300.0,
+    exclude: list[str] = (),
+    source_options: list[str] = (),
+    upsampling: str = DEFAULT_UPSAMPLING,
+    precision: str = "auto",
+    engine_depth_max_side: int = DEFAULT_DEPTH_MAX_SIDE,
+    depth_from_haze: str = EngineConfig.depth_from_haze,
+    backend: str = "torch",
+    scale_sources: list[str] = ("learned",),
+    camera_height_m: float = math.nan,
+    camera_pitch_deg: float = math.nan,
+    max_depth_m: float = math.inf,
+    visibilities: list[float] = (),
+    aspects: list[str] = (),
+    engine_size_rule: str = DEFAULT_SIZE_RULE,
+    engine_dense_fog: str = DENSE_FOG_DEFAULT,
+) -> dict:
     """Run every method on every set; write per_image.csv, summary.md and grids; return the summary.
     ``scale_sources``: rows of the model per scale source (SCALE_SOURCES); ``camera_height_m`` and
     ``camera_pitch_deg``: the mounting for views that do not bring their own; ``visibilities`` and
@@ -502,55 +751,101 @@ def evaluate(checkpoint: str | None, specs: list[str], out_dir: Path, baseline: 
     if not checkpoint and not baseline:
         raise ValueError("nothing to evaluate: give --checkpoint and/or --baseline dcp")
     if depth_from_haze not in DEPTH_FROM_HAZE_CHOICES:
-        raise ValueError(f"depth_from_haze must be one of {DEPTH_FROM_HAZE_CHOICES}, got {depth_from_haze!r}")
+        raise ValueError(
+            f"depth_from_haze must be one of {DEPTH_FROM_HAZE_CHOICES}, got {depth_from_haze!r}"
+        )
     ablation = depth_from_haze == "ablation"
     unknown = sorted(set(scale_sources) - set(SCALE_SOURCES))
     if unknown or not scale_sources:
-        raise ValueError(f"scale sources must be some of {', '.join(SCALE_SOURCES)}, got {list(scale_sources)}")
+        raise ValueError(
+            f"scale sources must be some of {', '.join(SCALE_SOURCES)}, got {list(scale_sources)}"
+        )
     Mounting(0.0 if math.isnan(camera_height_m) else camera_height_m, camera_pitch_deg).check()
     engines: dict[str, DehazeEngine] = {}
     provenance: dict = {}
     with tempfile.TemporaryDirectory() as workdir:
         # Every input is checked (sets opened, checkpoint loaded) before out_dir exists: a typo
         # must not leave an empty output folder behind.
-        sets = open_sets(specs, max_side, list(scenes), haze_t, seed, list(items), depth_scales, focal_px,
-                         visibility_m, list(exclude), list(source_options), list(visibilities), list(aspects))
+        sets = open_sets(
+            specs,
+            max_side,
+            list(scenes),
+            haze_t,
+            seed,
+            list(items),
+            depth_scales,
+            focal_px,
+            visibility_m,
+            list(exclude),
+            list(source_options),
+            list(visibilities),
+            list(aspects),
+        )
         if checkpoint:
             deployable = resolve_checkpoint(checkpoint, Path(workdir))
-            model_config = EngineConfig(model="checkpoint", checkpoint=deployable, backend=backend, device=device,
-                                        precision=precision, max_side=engine_max_side, size_rule=engine_size_rule,
-                                        dense_fog=engine_dense_fog, depth_max_side=engine_depth_max_side,
-                                        upsampling=upsampling, warmup=1,
-                                        depth_from_haze="fuse" if ablation else depth_from_haze)
+            model_config = EngineConfig(
+                model="checkpoint",
+                checkpoint=deployable,
+                backend=backend,
+                device=device,
+                precision=precision,
+                max_side=engine_max_side,
+                size_rule=engine_size_rule,
+                dense_fog=engine_dense_fog,
+                depth_max_side=engine_depth_max_side,
+                upsampling=upsampling,
+                warmup=1,
+                depth_from_haze="fuse" if ablation else depth_from_haze,
+            )
             engines["model"] = DehazeEngine(model_config)
             provenance = engines["model"].checkpoint.provenance
             if ablation:
                 # The same loaded networks, the depth left as the network made it.
-                engines["network depth"] = DehazeEngine(dataclasses.replace(model_config, depth_from_haze="off",
-                                                                            warmup=0),
-                                                        backend=engines["model"].backend)
+                engines["network depth"] = DehazeEngine(
+                    dataclasses.replace(model_config, depth_from_haze="off", warmup=0),
+                    backend=engines["model"].backend,
+                )
         if baseline == "dcp":
-            engines["dcp"] = DehazeEngine(EngineConfig(model="dcp", max_side=engine_max_side, upsampling=upsampling,
-                                                       size_rule=engine_size_rule,
-                                                       depth_max_side=engine_depth_max_side, warmup=0))
+            engines["dcp"] = DehazeEngine(
+                EngineConfig(
+                    model="dcp",
+                    max_side=engine_max_side,
+                    upsampling=upsampling,
+                    size_rule=engine_size_rule,
+                    depth_max_side=engine_depth_max_side,
+                    warmup=0,
+                )
+            )
         out_dir.mkdir(parents=True, exist_ok=True)
         rows: list[dict] = []
         warnings = []
         for eval_set in sets:
             overlap = training_overlap(provenance, eval_set) if provenance else []
             if overlap:
-                warnings.append(f"{eval_set.name}: scenes {', '.join(overlap)} were used to TRAIN this checkpoint; "
-                                "its numbers on them are not a test result")
+                warnings.append(
+                    f"{eval_set.name}: scenes {', '.join(overlap)} were used to TRAIN this checkpoint; "
+                    "its numbers on them are not a test result"
+                )
                 log("WARNING: " + warnings[-1])
             log(f"{eval_set.name} ({eval_set.kind}, {eval_set.count} images)")
             for index, sample in enumerate(eval_set.samples):
                 hazy_u8 = rgb_tile(sample.hazy)
                 height, width = hazy_u8.shape[:2]
-                base = {"set": eval_set.name, "image": sample.name, "width": width, "height": height}
+                base = {
+                    "set": eval_set.name,
+                    "image": sample.name,
+                    "width": width,
+                    "height": height,
+                }
                 has_ground_truth = not np.isnan(sample.clear).all()
                 if has_ground_truth:
-                    rows.append({**base, "method": "hazy input",
-                                 **score(hazy_u8, None, "", sample, (0.1, 80.0))})
+                    rows.append(
+                        {
+                            **base,
+                            "method": "hazy input",
+                            **score(hazy_u8, None, "", sample, (0.1, 80.0)),
+                        }
+                    )
                 outputs = {}
                 model_result = None
                 for method, engine in engines.items():
@@ -560,15 +855,18 @@ def evaluate(checkpoint: str | None, specs: list[str], out_dir: Path, baseline: 
                     for source in sources:
                         mounting = view_mounting(sample, source, camera_height_m, camera_pitch_deg)
                         if mounting is None:
-                            continue   # no known camera height: no ground on this view
+                            continue  # no known camera height: no ground on this view
                         # Every view is a stream of one frame: nothing smoothed carries over.
                         engine.reset_scale()
                         start = time.perf_counter()
                         # The image's own focal length where the set knows it (metric depth needs
                         # it); the dehazed image once per view (the scale changes depth only).
-                        result = engine.process(hazy_u8, want_dehazed=method != "network depth" and source == sources[0],
-                                                focal_px=sample.focal_px if sample.focal_px > 0 else None,
-                                                mounting=mounting)
+                        result = engine.process(
+                            hazy_u8,
+                            want_dehazed=method != "network depth" and source == sources[0],
+                            focal_px=sample.focal_px if sample.focal_px > 0 else None,
+                            mounting=mounting,
+                        )
                         elapsed_ms = (time.perf_counter() - start) * 1e3
                         label = method_label(method, engine)
                         if source != "learned":
@@ -577,45 +875,99 @@ def evaluate(checkpoint: str | None, specs: list[str], out_dir: Path, baseline: 
                         if method == "model" and source == sources[0]:
                             model_result = result
                         scale = result.scale
-                        rows.append({**base, "method": label, "ms": elapsed_ms, "focal": focal_column(engine, result),
-                                     "scale": scale.describe() if scale is not None else "",
-                                     "scale_factor": scale.factor if scale is not None else math.nan,
-                                     **score(result.dehazed, result.depth, result.depth_units, sample,
-                                             engine.depth_range, max_depth_m, result.depth_support)})
+                        rows.append(
+                            {
+                                **base,
+                                "method": label,
+                                "ms": elapsed_ms,
+                                "focal": focal_column(engine, result),
+                                "scale": scale.describe() if scale is not None else "",
+                                "scale_factor": scale.factor if scale is not None else math.nan,
+                                **score(
+                                    result.dehazed,
+                                    result.depth,
+                                    result.depth_units,
+                                    sample,
+                                    engine.depth_range,
+                                    max_depth_m,
+                                    result.depth_support,
+                                ),
+                            }
+                        )
                 if ablation and model_result is not None and model_result.transmission is not None:
                     model = engines["model"]
                     optical_depth = transmission_depth(model_result, *hazy_u8.shape[:2])
-                    rows.append({**base, "method": f"-ln t of model ({model.model_name})",
-                                 **score(None, optical_depth, "relative", sample, (0.0, math.inf))})
+                    rows.append(
+                        {
+                            **base,
+                            "method": f"-ln t of model ({model.model_name})",
+                            **score(None, optical_depth, "relative", sample, (0.0, math.inf)),
+                        }
+                    )
                 if index < grids:
-                    save_grid(out_dir / "grids" / eval_set.name / f"{Path(sample.name).stem}.png", sample, outputs,
-                              engines.get("model"))
+                    save_grid(
+                        out_dir / "grids" / eval_set.name / f"{Path(sample.name).stem}.png",
+                        sample,
+                        outputs,
+                        engines.get("model"),
+                    )
         for engine in engines.values():
             engine.close()
     write_csv(out_dir / "per_image.csv", rows)
     summary = summarise(rows)
-    header = summary_header(checkpoint, provenance, baseline, engines, max_side, engine_max_side,
-                            engine_depth_max_side, haze_t, seed, visibility_m, warnings, depth_from_haze)
+    header = summary_header(
+        checkpoint,
+        provenance,
+        baseline,
+        engines,
+        max_side,
+        engine_max_side,
+        engine_depth_max_side,
+        haze_t,
+        seed,
+        visibility_m,
+        warnings,
+        depth_from_haze,
+    )
     if math.isfinite(max_depth_m):
-        header.insert(-1, f"- depth metrics count true depths up to {max_depth_m:g} m only (--max-depth-m)")
+        header.insert(
+            -1, f"- depth metrics count true depths up to {max_depth_m:g} m only (--max-depth-m)"
+        )
     if list(scale_sources) != ["learned"]:
-        header.insert(-1, f"- scale sources: {', '.join(scale_sources)}; each view a stream of one frame")
+        header.insert(
+            -1, f"- scale sources: {', '.join(scale_sources)}; each view a stream of one frame"
+        )
     if visibilities or aspects:
         header += [road_fog.describe(visibilities, aspects), ""]
     header += [markdown_table(summary), ""]
     supports = support_table(summary)
     if supports:
-        header += ["## What each pixel's depth rests on (share of scored pixels, δ<1.25)", "", supports, ""]
+        header += [
+            "## What each pixel's depth rests on (share of scored pixels, δ<1.25)",
+            "",
+            supports,
+            "",
+        ]
     (out_dir / "summary.md").write_text("\n".join(header))
     log("\n" + markdown_table(summary))
     log(f"\nwrote {out_dir / 'summary.md'}, {out_dir / 'per_image.csv'}, {out_dir / 'grids'}")
     return {"summary": summary, "rows": rows, "warnings": warnings}
 
 
-def summary_header(checkpoint: str | None, provenance: dict, baseline: str | None,
-                   engines: dict[str, DehazeEngine], max_side: int, engine_max_side: int,
-                   engine_depth_max_side: int, haze_t: float, seed: int, visibility_m: float,
-                   warnings: list[str], depth_from_haze: str = "") -> list[str]:
+def summary_header(
+    checkpoint: str | None,
+    provenance: dict,
+    baseline: str | None,
+    engines: dict[str, DehazeEngine],
+    max_side: int,
+    engine_max_side: int,
+    engine_depth_max_side: int,
+    haze_t: float,
+    seed: int,
+    visibility_m: float,
+    warnings: list[str],
+    depth_from_haze: str = "",
+) -> list[str]:
     """summary.md above the table: what was evaluated, at which resolution, on which engine."""
     return [
         "# Evaluation",
@@ -627,17 +979,28 @@ def summary_header(checkpoint: str | None, provenance: dict, baseline: str | Non
         f"- resolution: longer side at most {max_side} px (metrics at that size); networks at "
         f"{'the same size' if not engine_max_side else f'longer side {engine_max_side} px (engine max_side)'}; "
         f"depth at {f'longer side {engine_depth_max_side} px (engine depth_max_side)' if engine_depth_max_side else 'the same size as the dehazing'}",
-        "- engine: " + "; ".join(f"{name} on {engine.describe()['device']}, {engine.describe()['precision']}, "
-                                 f"dense_fog {engine.describe()['dense_fog']}"
-                                 + (f", upsampling {engine.describe()['upsampling']}, size_rule "
-                                    f"{engine.describe()['size_rule']}" if engine_max_side else "")
-                                 for name, engine in engines.items()),
+        "- engine: "
+        + "; ".join(
+            f"{name} on {engine.describe()['device']}, {engine.describe()['precision']}, "
+            f"dense_fog {engine.describe()['dense_fog']}"
+            + (
+                f", upsampling {engine.describe()['upsampling']}, size_rule "
+                f"{engine.describe()['size_rule']}"
+                if engine_max_side
+                else ""
+            )
+            for name, engine in engines.items()
+        ),
         f"- synthetic haze on RGB-D sets: transmission {haze_t} at the median depth, airlight 0.9, seed {seed}; "
         f"outdoor views: visibility {visibility_m:g} m (beta = 3.912 / V)",
         "- depth metrics: metric (metres) and after median scaling (med); DCP depth is relative: metric columns empty",
         f"- model depth_from_haze: {depth_from_haze or '(no model)'}"
-        + (" (fused; rows 'depth_from_haze off': the network alone; '-ln t of model': its transmission as "
-           "relative depth)" if depth_from_haze == "ablation" else ""),
+        + (
+            " (fused; rows 'depth_from_haze off': the network alone; '-ln t of model': its transmission as "
+            "relative depth)"
+            if depth_from_haze == "ablation"
+            else ""
+        ),
         "- sky beyond: the share of all true-sky pixels of the set predicted beyond the range (+inf), and of the "
         "worst single image",
         *[f"- WARNING: {text}" for text in warnings],
@@ -656,8 +1019,12 @@ def write_csv(path: Path, rows: list[dict]) -> None:
         writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS, extrasaction="ignore")
         writer.writeheader()
         for row in rows:
-            writer.writerow({key: (f"{value:.6g}" if isinstance(value, float) else value)
-                             for key, value in row.items()})
+            writer.writerow(
+                {
+                    key: (f"{value:.6g}" if isinstance(value, float) else value)
+                    for key, value in row.items()
+                }
+            )
 
 
 def save_grid(path: Path, sample: Sample, outputs: dict, model_engine: DehazeEngine | None) -> None:
@@ -679,67 +1046,158 @@ def save_grid(path: Path, sample: Sample, outputs: dict, model_engine: DehazeEng
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m training.evaluate",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__,
+    )
     parser.add_argument("--checkpoint", help="deployable checkpoint, or a run's best.pt / last.pt")
-    parser.add_argument("--data", action="append", required=True, metavar="[KIND:]PATH",
-                        help="evaluation set (repeatable); KIND: reside, rgbd, rosbag2, images, procedural, outdoor, "
-                             "vehicle")
+    parser.add_argument(
+        "--data",
+        action="append",
+        required=True,
+        metavar="[KIND:]PATH",
+        help="evaluation set (repeatable); KIND: reside, rgbd, rosbag2, images, procedural, outdoor, "
+        "vehicle",
+    )
     parser.add_argument("--baseline", choices=["dcp"], help="also evaluate the Dark Channel Prior")
     parser.add_argument("--out", help="output folder (default eval_output/<date-time>)")
-    parser.add_argument("--max-side", type=int, default=1024, help="longer image side for evaluation (px)")
-    parser.add_argument("--engine-max-side", type=int, default=0,
-                        help="run the networks at this longer side, as a node with max_side (0 = native)")
-    parser.add_argument("--engine-dense-fog", default=DENSE_FOG_DEFAULT, choices=DENSE_FOG_MODES,
-                        help="the networks' dense-fog blend with the DCP, as the node's dense_fog")
-    parser.add_argument("--engine-size-rule", default=DEFAULT_SIZE_RULE, choices=SIZE_RULES,
-                        help="how --engine-max-side sizes the networks' input, as the node's size_rule")
-    parser.add_argument("--engine-depth-max-side", type=int, default=DEFAULT_DEPTH_MAX_SIDE,
-                        help="run the depth at this longer side, as a node with depth_max_side "
-                             "(0 = at --engine-max-side's size)")
+    parser.add_argument(
+        "--max-side", type=int, default=1024, help="longer image side for evaluation (px)"
+    )
+    parser.add_argument(
+        "--engine-max-side",
+        type=int,
+        default=0,
+        help="run the networks at this longer side, as a node with max_side (0 = native)",
+    )
+    parser.add_argument(
+        "--engine-dense-fog",
+        default=DENSE_FOG_DEFAULT,
+        choices=DENSE_FOG_MODES,
+        help="the networks' dense-fog blend with the DCP, as the node's dense_fog",
+    )
+    parser.add_argument(
+        "--engine-size-rule",
+        default=DEFAULT_SIZE_RULE,
+        choices=SIZE_RULES,
+        help="how --engine-max-side sizes the networks' input, as the node's size_rule",
+    )
+    parser.add_argument(
+        "--engine-depth-max-side",
+        type=int,
+        default=DEFAULT_DEPTH_MAX_SIDE,
+        help="run the depth at this longer side, as a node with depth_max_side "
+        "(0 = at --engine-max-side's size)",
+    )
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    parser.add_argument("--precision", default="auto", choices=PRECISIONS, help="the networks' precision")
-    parser.add_argument("--backend", default="torch", choices=BACKENDS,
-                        help="what runs the networks (the node's backend parameter): quality per backend")
-    parser.add_argument("--upsampling", default=DEFAULT_UPSAMPLING, choices=UPSAMPLING,
-                        help="full-resolution recovery below native size (with --engine-max-side)")
-    parser.add_argument("--scenes", default="", help="only these scenes (comma separated) of reside/rgbd sets")
-    parser.add_argument("--haze-t", type=float, default=0.4,
-                        help="RGB-D sets: transmission at the median depth of the synthetic haze")
-    parser.add_argument("--items", default="", help="only these items of rgbd sets, e.g. nyu_kinect/5,tum/2")
-    parser.add_argument("--exclude", default="", help="rgbd: sub-folders to skip (comma separated globs)")
-    parser.add_argument("--depth-scales", default="",
-                        help="rgbd: metres per unit of 16-bit depth per folder, e.g. icl_nuim=0.0002,tum=0.0002")
-    parser.add_argument("--focal-px", default="",
-                        help="rgbd: focal length (px) per frame folder, e.g. nyu_kinect=518,tum=520.9 "
-                             "(Middlebury reads calib.txt; unknown: the engine assumes its field of view)")
-    parser.add_argument("--source-option", action="append", default=[], metavar="KEY=VALUE",
-                        help="a key of the sets' source config (data.sources keys of their kind), e.g. "
-                             "color_topic=/camera/color/image_raw for rosbag2 (repeatable)")
-    parser.add_argument("--visibility-m", type=float, default=300.0,
-                        help="outdoor views: fog visibility in metres (beta = 3.912 / V)")
-    parser.add_argument("--visibilities", default="",
-                        help="evaluate every set once per visibility, e.g. 30,50,100,150,300,clear "
-                             "(metres; training.road_fog): one summary row each")
-    parser.add_argument("--aspects", default="",
-                        help="road sets (outdoor, drive): frame shapes, e.g. 4:3,16:9,1242x375 (default 4:3)")
-    parser.add_argument("--depth-from-haze", default=EngineConfig.depth_from_haze, choices=DEPTH_FROM_HAZE_CHOICES,
-                        help="the model's depth: the engine's depth_from_haze (default: the node's), or "
-                             "ablation: fused, plus the network alone and the model's -ln t as rows of their own")
-    parser.add_argument("--scale-sources", default="learned",
-                        help=f"comma separated, rows of the model per metric scale source: {', '.join(SCALE_SOURCES)}")
-    parser.add_argument("--camera-height-m", type=float, default=math.nan,
-                        help="ground scale: camera height above the ground for views that do not bring their own")
-    parser.add_argument("--camera-pitch-deg", type=float, default=math.nan,
-                        help="ground scale: optical axis below the horizontal (degrees, positive down) for "
-                             "views that do not bring their own; NaN = unknown")
-    parser.add_argument("--max-depth-m", type=float, default=0.0,
-                        help="score only true depths up to this many metres (e.g. 80, the model's range and "
-                             "KITTI's); 0 = all finite depths")
+    parser.add_argument(
+        "--precision", default="auto", choices=PRECISIONS, help="the networks' precision"
+    )
+    parser.add_argument(
+        "--backend",
+        default="torch",
+        choices=BACKENDS,
+        help="what runs the networks (the node's backend parameter): quality per backend",
+    )
+    parser.add_argument(
+        "--upsampling",
+        default=DEFAULT_UPSAMPLING,
+        choices=UPSAMPLING,
+        help="full-resolution recovery below native size (with --engine-max-side)",
+    )
+    parser.add_argument(
+        "--scenes", default="", help="only these scenes (comma separated) of reside/rgbd sets"
+    )
+    parser.add_argument(
+        "--haze-t",
+        type=float,
+        default=0.4,
+        help="RGB-D sets: transmission at the median depth of the synthetic haze",
+    )
+    parser.add_argument(
+        "--items", default="", help="only these items of rgbd sets, e.g. nyu_kinect/5,tum/2"
+    )
+    parser.add_argument(
+        "--exclude", default="", help="rgbd: sub-folders to skip (comma separated globs)"
+    )
+    parser.add_argument(
+        "--depth-scales",
+        default="",
+        help="rgbd: metres per unit of 16-bit depth per folder, e.g. icl_nuim=0.0002,tum=0.0002",
+    )
+    parser.add_argument(
+        "--focal-px",
+        default="",
+        help="rgbd: focal length (px) per frame folder, e.g. nyu_kinect=518,tum=520.9 "
+        "(Middlebury reads calib.txt; unknown: the engine assumes its field of view)",
+    )
+    parser.add_argument(
+        "--source-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a key of the sets' source config (data.sources keys of their kind), e.g. "
+        "color_topic=/camera/color/image_raw for rosbag2 (repeatable)",
+    )
+    parser.add_argument(
+        "--visibility-m",
+        type=float,
+        default=300.0,
+        help="outdoor views: fog visibility in metres (beta = 3.912 / V)",
+    )
+    parser.add_argument(
+        "--visibilities",
+        default="",
+        help="evaluate every set once per visibility, e.g. 30,50,100,150,300,clear "
+        "(metres; training.road_fog): one summary row each",
+    )
+    parser.add_argument(
+        "--aspects",
+        default="",
+        help="road sets (outdoor, drive): frame shapes, e.g. 4:3,16:9,1242x375 (default 4:3)",
+    )
+    parser.add_argument(
+        "--depth-from-haze",
+        default=EngineConfig.depth_from_haze,
+        choices=DEPTH_FROM_HAZE_CHOICES,
+        help="the model's depth: the engine's depth_from_haze (default: the node's), or "
+        "ablation: fused, plus the network alone and the model's -ln t as rows of their own",
+    )
+    parser.add_argument(
+        "--scale-sources",
+        default="learned",
+        help=f"comma separated, rows of the model per metric scale source: {', '.join(SCALE_SOURCES)}",
+    )
+    parser.add_argument(
+        "--camera-height-m",
+        type=float,
+        default=math.nan,
+        help="ground scale: camera height above the ground for views that do not bring their own",
+    )
+    parser.add_argument(
+        "--camera-pitch-deg",
+        type=float,
+        default=math.nan,
+        help="ground scale: optical axis below the horizontal (degrees, positive down) for "
+        "views that do not bring their own; NaN = unknown",
+    )
+    parser.add_argument(
+        "--max-depth-m",
+        type=float,
+        default=0.0,
+        help="score only true depths up to this many metres (e.g. 80, the model's range and "
+        "KITTI's); 0 = all finite depths",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--grids", type=int, default=4, help="image grids per set")
     args = parser.parse_args(argv)
-    out_dir = Path(args.out) if args.out else Path("eval_output") / f"{datetime.datetime.now():%Y%m%d-%H%M%S}"
+    out_dir = (
+        Path(args.out)
+        if args.out
+        else Path("eval_output") / f"{datetime.datetime.now():%Y%m%d-%H%M%S}"
+    )
     if args.max_side < 32:
         parser.error(f"--max-side must be at least 32, got {args.max_side}")
     if not 0.0 < args.haze_t <= 1.0:
@@ -749,18 +1207,38 @@ def main(argv: list[str] | None = None) -> int:
     try:
         visibilities = road_fog.parse_visibilities(args.visibilities) if args.visibilities else []
         aspects = road_fog.parse_aspects(args.aspects) if args.aspects else []
-        evaluate(args.checkpoint, args.data, out_dir, args.baseline, args.max_side, args.engine_max_side,
-                 args.device, scenes, args.haze_t, args.seed, args.grids, items=items,
-                 depth_scales=parse_folder_values(args.depth_scales, "--depth-scales"),
-                 focal_px=parse_folder_values(args.focal_px, "--focal-px"), visibility_m=args.visibility_m,
-                 exclude=[s for s in args.exclude.split(",") if s], source_options=args.source_option,
-                 upsampling=args.upsampling, precision=args.precision,
-                 engine_depth_max_side=args.engine_depth_max_side, depth_from_haze=args.depth_from_haze,
-                 backend=args.backend, scale_sources=[s for s in args.scale_sources.split(",") if s],
-                 camera_height_m=args.camera_height_m, camera_pitch_deg=args.camera_pitch_deg,
-                 max_depth_m=args.max_depth_m if args.max_depth_m > 0 else math.inf,
-                 visibilities=visibilities, aspects=aspects, engine_size_rule=args.engine_size_rule,
-                 engine_dense_fog=args.engine_dense_fog)
+        evaluate(
+            args.checkpoint,
+            args.data,
+            out_dir,
+            args.baseline,
+            args.max_side,
+            args.engine_max_side,
+            args.device,
+            scenes,
+            args.haze_t,
+            args.seed,
+            args.grids,
+            items=items,
+            depth_scales=parse_folder_values(args.depth_scales, "--depth-scales"),
+            focal_px=parse_folder_values(args.focal_px, "--focal-px"),
+            visibility_m=args.visibility_m,
+            exclude=[s for s in args.exclude.split(",") if s],
+            source_options=args.source_option,
+            upsampling=args.upsampling,
+            precision=args.precision,
+            engine_depth_max_side=args.engine_depth_max_side,
+            depth_from_haze=args.depth_from_haze,
+            backend=args.backend,
+            scale_sources=[s for s in args.scale_sources.split(",") if s],
+            camera_height_m=args.camera_height_m,
+            camera_pitch_deg=args.camera_pitch_deg,
+            max_depth_m=args.max_depth_m if args.max_depth_m > 0 else math.inf,
+            visibilities=visibilities,
+            aspects=aspects,
+            engine_size_rule=args.engine_size_rule,
+            engine_dense_fog=args.engine_dense_fog,
+        )
     except (DataError, CheckpointError, EngineError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

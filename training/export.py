@@ -12,6 +12,7 @@ metadata: model config, training config, data (scenes per split), steps, validat
 git commit that trained and the one that exported, dates. The file loads with
 ``dehaze_ros.checkpoint.load_checkpoint`` (``torch.load(weights_only=True)``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,11 +31,14 @@ def _maybe_half(state: dict, fp16: bool) -> dict:
         return state
     # Storage only: the engine loads fp16 tensors into fp32 parameters (load_state_dict copies
     # and converts), so precision at run time is still the engine's choice.
-    return {key: value.half() if value.is_floating_point() else value for key, value in state.items()}
+    return {
+        key: value.half() if value.is_floating_point() else value for key, value in state.items()
+    }
 
 
-def export_checkpoint(training_file: str | Path, output: str | Path, use_ema: bool = True,
-                      fp16: bool = False) -> dict:
+def export_checkpoint(
+    training_file: str | Path, output: str | Path, use_ema: bool = True, fp16: bool = False
+) -> dict:
     """Write the deployable checkpoint; returns a short summary."""
     state = load_training_file(training_file)
     provenance = dict(state.get("provenance") or {})
@@ -46,27 +50,41 @@ def export_checkpoint(training_file: str | Path, output: str | Path, use_ema: bo
     # Metrics only of a validation of these very weights: last.pt exported after the best step
     # must not carry the best step's numbers.
     step = int(state["step"])
-    validated = next((record for record in (best, state.get("last_validation") or {})
-                      if record and int(record.get("step", -1)) == step), {})
-    if not use_ema:   # validation scores the EMA networks, not the raw ones exported here
+    validated = next(
+        (
+            record
+            for record in (best, state.get("last_validation") or {})
+            if record and int(record.get("step", -1)) == step
+        ),
+        {},
+    )
+    if not use_ema:  # validation scores the EMA networks, not the raw ones exported here
         validated = {}
-    provenance.update({
-        "source_file": str(Path(training_file).resolve()),
-        "weights": "ema" if use_ema else "raw",
-        "ema_decay": (config.get("train") or {}).get("ema_decay"),
-        "steps": step,
-        "samples_seen": int(state.get("samples_seen", 0)),
-        "training_minutes": round(float(state.get("elapsed_s", 0.0)) / 60.0, 2),
-        "trained_until": state.get("saved_at", ""),
-        "exported_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "export_git_commit": git_commit(),
-        "storage_dtype": "float16" if fp16 else "float32",
-        "selected_on": (f"validation {best.get('metric', '')} at step {best.get('step', '')}"
-                        if best and best is validated else
-                        f"none: the {'EMA' if use_ema else 'raw (never validated)'} weights of step {step}"
-                        + (f", best validation was step {best.get('step')}" if best else "")),
-    })
-    metrics = {f"val_{key}": float(value) for key, value in (validated.get("metrics") or {}).items()}
+    provenance.update(
+        {
+            "source_file": str(Path(training_file).resolve()),
+            "weights": "ema" if use_ema else "raw",
+            "ema_decay": (config.get("train") or {}).get("ema_decay"),
+            "steps": step,
+            "samples_seen": int(state.get("samples_seen", 0)),
+            "training_minutes": round(float(state.get("elapsed_s", 0.0)) / 60.0, 2),
+            "trained_until": state.get("saved_at", ""),
+            "exported_at": datetime.datetime.now(datetime.timezone.utc).isoformat(
+                timespec="seconds"
+            ),
+            "export_git_commit": git_commit(),
+            "storage_dtype": "float16" if fp16 else "float32",
+            "selected_on": (
+                f"validation {best.get('metric', '')} at step {best.get('step', '')}"
+                if best and best is validated
+                else f"none: the {'EMA' if use_ema else 'raw (never validated)'} weights of step {step}"
+                + (f", best validation was step {best.get('step')}" if best else "")
+            ),
+        }
+    )
+    metrics = {
+        f"val_{key}": float(value) for key, value in (validated.get("metrics") or {}).items()
+    }
     save_checkpoint(
         output,
         model_config=provenance["model_config"],
@@ -79,9 +97,14 @@ def export_checkpoint(training_file: str | Path, output: str | Path, use_ema: bo
         metrics=metrics,
     )
     load_checkpoint(output)  # read back: a file the engine cannot load must not look exported
-    return {"output": str(output), "steps": int(state["step"]), "weights": provenance["weights"],
-            "depth_units": "meters" if depth_supervised else "relative", "metrics": metrics,
-            "bytes": Path(output).stat().st_size}
+    return {
+        "output": str(output),
+        "steps": int(state["step"]),
+        "weights": provenance["weights"],
+        "depth_units": "meters" if depth_supervised else "relative",
+        "metrics": metrics,
+        "bytes": Path(output).stat().st_size,
+    }
 
 
 def _depth_range(provenance: dict, depth_cfg: dict) -> tuple[float, float]:
@@ -106,20 +129,33 @@ def _export_onnx(checkpoint: str | Path, onnx_output: str, opset: int) -> None:
     from dehaze_ros.onnx_export import export_onnx
 
     summary = export_onnx(checkpoint, onnx_output, opset=opset)
-    print(f"wrote {summary['output']} ({summary['bytes'] / 1e6:.2f} MB, {summary['model']}, opset "
-          f"{summary['opset']}, outputs {', '.join(summary['outputs'])}, height and width >= {summary['min_side']})")
+    print(
+        f"wrote {summary['output']} ({summary['bytes'] / 1e6:.2f} MB, {summary['model']}, opset "
+        f"{summary['opset']}, outputs {', '.join(summary['outputs'])}, height and width >= {summary['min_side']})"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     from dehaze_ros.onnx_export import DEFAULT_OPSET, OnnxExportError
 
-    parser = argparse.ArgumentParser(prog="python -m training.export", description=__doc__.split("\n\n")[0])
-    parser.add_argument("training_file", help="RUN_DIR/best.pt (or last.pt); with --onnx also a deployable checkpoint")
+    parser = argparse.ArgumentParser(
+        prog="python -m training.export", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument(
+        "training_file",
+        help="RUN_DIR/best.pt (or last.pt); with --onnx also a deployable checkpoint",
+    )
     parser.add_argument("-o", "--output", help="deployable checkpoint to write (.pt)")
-    parser.add_argument("--onnx", metavar="OUT.onnx", help="ONNX graph of the deployable networks to write")
+    parser.add_argument(
+        "--onnx", metavar="OUT.onnx", help="ONNX graph of the deployable networks to write"
+    )
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset (>= 17)")
-    parser.add_argument("--fp16", action="store_true", help="store weights as float16 (half the size)")
-    parser.add_argument("--raw", action="store_true", help="export the raw weights instead of the EMA weights")
+    parser.add_argument(
+        "--fp16", action="store_true", help="store weights as float16 (half the size)"
+    )
+    parser.add_argument(
+        "--raw", action="store_true", help="export the raw weights instead of the EMA weights"
+    )
     args = parser.parse_args(argv)
     if not args.output and not args.onnx:
         parser.error("nothing to write: give -o OUT.pt, --onnx OUT.onnx, or both")
@@ -129,12 +165,18 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         with tempfile.TemporaryDirectory() as folder:
             output = args.output or str(Path(folder) / "model.pt")
-            summary = export_checkpoint(args.training_file, output, use_ema=not args.raw, fp16=args.fp16)
+            summary = export_checkpoint(
+                args.training_file, output, use_ema=not args.raw, fp16=args.fp16
+            )
             if args.output:
-                metrics = ", ".join(f"{k} {v:.4g}" for k, v in summary["metrics"].items() if "/" not in k)
-                print(f"wrote {summary['output']} ({summary['bytes'] / 1e6:.2f} MB, {summary['weights']} weights "
-                      f"after {summary['steps']} steps, depth in {summary['depth_units']})"
-                      f"{'; ' + metrics if metrics else ''}")
+                metrics = ", ".join(
+                    f"{k} {v:.4g}" for k, v in summary["metrics"].items() if "/" not in k
+                )
+                print(
+                    f"wrote {summary['output']} ({summary['bytes'] / 1e6:.2f} MB, {summary['weights']} weights "
+                    f"after {summary['steps']} steps, depth in {summary['depth_units']})"
+                    f"{'; ' + metrics if metrics else ''}"
+                )
             if args.onnx:
                 _export_onnx(output, args.onnx, args.opset)
     except (TrainingError, ValueError, KeyError, OnnxExportError) as exc:

@@ -11,6 +11,7 @@ Depth tensors are metres, B x 1 x H x W; a pixel counts only where the target is
 inside [min_m, max_m] (NaN = unknown, +inf = sky: REP-117). Every depth loss is a weighted mean
 per image, and images without a single valid pixel are left out of the batch mean.
 """
+
 from __future__ import annotations
 
 import math
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from dehaze_ros.models.dehazer import T_MIN   # the physics head's floor of t
+from dehaze_ros.models.dehazer import T_MIN  # the physics head's floor of t
 
 LOG_FLOOR_M = 1e-3  # predictions are >= 0 by construction; log() needs a floor
 
@@ -27,9 +28,12 @@ LOG_FLOOR_M = 1e-3  # predictions are >= 0 by construction; log() needs a floor
 # --------------------------------------------------------------------------------------------
 # Structural similarity (Wang et al. 2004): Gaussian window 11, sigma 1.5, K1 0.01, K2 0.03
 
-def _gaussian_kernel(size: int, sigma: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+
+def _gaussian_kernel(
+    size: int, sigma: float, dtype: torch.dtype, device: torch.device
+) -> torch.Tensor:
     coords = torch.arange(size, dtype=torch.float64) - (size - 1) / 2.0
-    kernel = torch.exp(-(coords ** 2) / (2.0 * sigma ** 2))
+    kernel = torch.exp(-(coords**2) / (2.0 * sigma**2))
     return (kernel / kernel.sum()).to(dtype=dtype, device=device)
 
 
@@ -41,22 +45,32 @@ def _filter(images: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     return F.conv2d(F.conv2d(images, horizontal, groups=channels), vertical, groups=channels)
 
 
-def ssim_map(pred: torch.Tensor, target: torch.Tensor, data_range: float = 1.0,
-             window: int = 11, sigma: float = 1.5) -> torch.Tensor:
+def ssim_map(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    data_range: float = 1.0,
+    window: int = 11,
+    sigma: float = 1.5,
+) -> torch.Tensor:
     """Per-pixel SSIM, B x C x (H - w + 1) x (W - w + 1); the window shrinks for tiny images."""
     if pred.shape != target.shape or pred.dim() != 4:
-        raise ValueError(f"SSIM needs two B x C x H x W tensors of one shape, got "
-                         f"{tuple(pred.shape)} and {tuple(target.shape)}")
+        raise ValueError(
+            f"SSIM needs two B x C x H x W tensors of one shape, got "
+            f"{tuple(pred.shape)} and {tuple(target.shape)}"
+        )
     window = min(window, pred.shape[-1], pred.shape[-2])
     window -= 1 - window % 2  # odd
-    kernel = _gaussian_kernel(window, sigma * window / 11.0 if window < 11 else sigma,
-                              pred.dtype, pred.device)
+    kernel = _gaussian_kernel(
+        window, sigma * window / 11.0 if window < 11 else sigma, pred.dtype, pred.device
+    )
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
     mu_p, mu_t = _filter(pred, kernel), _filter(target, kernel)
-    var_p = _filter(pred * pred, kernel) - mu_p ** 2
-    var_t = _filter(target * target, kernel) - mu_t ** 2
+    var_p = _filter(pred * pred, kernel) - mu_p**2
+    var_t = _filter(target * target, kernel) - mu_t**2
     cov = _filter(pred * target, kernel) - mu_p * mu_t
-    return ((2 * mu_p * mu_t + c1) * (2 * cov + c2)) / ((mu_p ** 2 + mu_t ** 2 + c1) * (var_p + var_t + c2))
+    return ((2 * mu_p * mu_t + c1) * (2 * cov + c2)) / (
+        (mu_p**2 + mu_t**2 + c1) * (var_p + var_t + c2)
+    )
 
 
 def ssim(pred: torch.Tensor, target: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
@@ -64,8 +78,9 @@ def ssim(pred: torch.Tensor, target: torch.Tensor, data_range: float = 1.0) -> t
     return ssim_map(pred, target, data_range).flatten(1).mean(dim=1)
 
 
-def reconstruction_loss(dehazed: torch.Tensor, clear: torch.Tensor, l1_weight: float,
-                        ssim_weight: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def reconstruction_loss(
+    dehazed: torch.Tensor, clear: torch.Tensor, l1_weight: float, ssim_weight: float
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     parts = {}
     if l1_weight:
         parts["l1"] = (dehazed - clear).abs().mean()
@@ -78,12 +93,15 @@ def reconstruction_loss(dehazed: torch.Tensor, clear: torch.Tensor, l1_weight: f
 # --------------------------------------------------------------------------------------------
 # Depth
 
+
 def valid_depth_mask(depth_m: torch.Tensor, min_m: float, max_m: float) -> torch.Tensor:
     """True where the depth is a usable target: finite and inside [min_m, max_m]."""
     return torch.isfinite(depth_m) & (depth_m >= min_m) & (depth_m <= max_m)
 
 
-def masked_softmax_weights(scores: torch.Tensor, mask: torch.Tensor, temperature: float) -> torch.Tensor:
+def masked_softmax_weights(
+    scores: torch.Tensor, mask: torch.Tensor, temperature: float
+) -> torch.Tensor:
     """softmax(scores / T) over the valid pixels of each image: B x 1 x H x W, sums to 1 per image.
 
     Invalid pixels get weight 0; an image without valid pixels gets all zeros.
@@ -98,8 +116,9 @@ def masked_softmax_weights(scores: torch.Tensor, mask: torch.Tensor, temperature
     return weights.reshape(scores.shape)
 
 
-def dehazing_difference_weights(dehazed: torch.Tensor, clear: torch.Tensor, mask: torch.Tensor,
-                                temperature: float) -> torch.Tensor:
+def dehazing_difference_weights(
+    dehazed: torch.Tensor, clear: torch.Tensor, mask: torch.Tensor, temperature: float
+) -> torch.Tensor:
     """The paper's dehazing -> depth signal: softmax over all pixels of |J - GT| summed over
     channels. Detached: it tells E where to look, it is not a path for gradients into D."""
     error = (dehazed.detach().float() - clear.float()).abs().sum(dim=1, keepdim=True)
@@ -114,9 +133,16 @@ def _per_image_mean(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor
     return (values * weights).flatten(1).sum(dim=1)
 
 
-def depth_loss(pred_m: torch.Tensor, target_m: torch.Tensor, mask: torch.Tensor, l1_weight: float,
-               silog_weight: float, silog_lambda: float, pixel_weights: torch.Tensor | None = None,
-               scale_known: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def depth_loss(
+    pred_m: torch.Tensor,
+    target_m: torch.Tensor,
+    mask: torch.Tensor,
+    l1_weight: float,
+    silog_weight: float,
+    silog_lambda: float,
+    pixel_weights: torch.Tensor | None = None,
+    scale_known: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """l1_weight * L1 (metres) + silog_weight * SILog, as weighted means over valid pixels.
 
     SILog (Eigen et al. 2014): sqrt(E[g^2] - lambda E[g]^2), g = log pred - log target. lambda = 1
@@ -152,16 +178,18 @@ def depth_loss(pred_m: torch.Tensor, target_m: torch.Tensor, mask: torch.Tensor,
         total = total + l1_weight * parts["depth_l1"]
     if silog_weight:
         log_error = _log_depth(pred) - _log_depth(target)
-        mean_sq = _per_image_mean(log_error ** 2, weights)
+        mean_sq = _per_image_mean(log_error**2, weights)
         mean = _per_image_mean(log_error, weights)
-        lambdas = torch.where(scale_known, torch.full_like(mean, silog_lambda), torch.ones_like(mean))
-        silog = torch.sqrt((mean_sq - lambdas * mean ** 2).clamp_min(1e-8))
+        lambdas = torch.where(
+            scale_known, torch.full_like(mean, silog_lambda), torch.ones_like(mean)
+        )
+        silog = torch.sqrt((mean_sq - lambdas * mean**2).clamp_min(1e-8))
         parts["depth_silog"] = silog[has_pixels].sum() / count
         total = total + silog_weight * parts["depth_silog"]
     return total, parts
 
 
-SKY_MARGIN = 1.25   # sky must come out at least this factor beyond the far end of the range
+SKY_MARGIN = 1.25  # sky must come out at least this factor beyond the far end of the range
 
 
 def sky_depth_loss(pred: torch.Tensor, target: torch.Tensor, far: torch.Tensor) -> torch.Tensor:
@@ -173,14 +201,16 @@ def sky_depth_loss(pred: torch.Tensor, target: torch.Tensor, far: torch.Tensor) 
     but a wall of sky a few metres ahead is penalised. Mean over sky pixels; 0 without sky.
     """
     far = far.float().view(-1, 1, 1, 1)
-    sky = torch.isposinf(target) & torch.isfinite(far)   # far NaN: that image has no hinge
+    sky = torch.isposinf(target) & torch.isfinite(far)  # far NaN: that image has no hinge
     # No "if not sky.any()": that waits for the GPU every step; without sky the sum is 0 and the
     # count is clamped to 1 (far NaN makes gap NaN there, but where() never selects it).
     gap = F.relu(torch.log(far * SKY_MARGIN) - _log_depth(pred))
     return torch.where(sky, gap, torch.zeros_like(gap)).sum() / sky.sum().clamp_min(1)
 
 
-def depth_difference(depth_of_dehazed_m: torch.Tensor, target_m: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def depth_difference(
+    depth_of_dehazed_m: torch.Tensor, target_m: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
     """|log E(D(I)) - log d|: how far the dehazed image's geometry is from the ideal one's,
     in log space so that 10 cm at 1 m counts like 1 m at 10 m. Zero where invalid."""
     target = torch.where(mask, target_m.float(), torch.ones_like(target_m, dtype=torch.float32))
@@ -188,8 +218,9 @@ def depth_difference(depth_of_dehazed_m: torch.Tensor, target_m: torch.Tensor, m
     return torch.where(mask, difference, torch.zeros_like(difference))
 
 
-def depth_perception_loss(depth_of_dehazed_m: torch.Tensor, target_m: torch.Tensor, mask: torch.Tensor,
-                          temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+def depth_perception_loss(
+    depth_of_dehazed_m: torch.Tensor, target_m: torch.Tensor, mask: torch.Tensor, temperature: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The paper's depth -> dehazing signal, a loss on D through the frozen E.
 
     The depth difference is averaged with weights softmax(difference / T) over valid pixels, so
@@ -205,9 +236,13 @@ def depth_perception_loss(depth_of_dehazed_m: torch.Tensor, target_m: torch.Tens
     return per_image.sum() / has_pixels.sum().clamp_min(1), weights
 
 
-def haze_supervision_loss(pred_transmission: torch.Tensor, pred_airlight: torch.Tensor,
-                          true_transmission: torch.Tensor, true_airlight: torch.Tensor,
-                          t_min: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def haze_supervision_loss(
+    pred_transmission: torch.Tensor,
+    pred_airlight: torch.Tensor,
+    true_transmission: torch.Tensor,
+    true_airlight: torch.Tensor,
+    t_min: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(L1 of t, L1 of -ln t, L1 of A) of a physics head against the synthetic haze it should invert.
 
     t: B x 1 x H x W, A: B x 3 (x 1 x 1). The truth is NaN where unknown (a photograph's haze).
@@ -256,7 +291,13 @@ def cosine_with_warmup(step: int, total_steps: int, warmup_steps: int, min_ratio
 # --------------------------------------------------------------------------------------------
 # The dual-task loss: every term's weight and the depth-loss settings, from one LossConfig
 
-DEPTH_TERMS = ("depth_perception", "branch_depth", "depth_weighted", "depth_unweighted", "sky_depth")
+DEPTH_TERMS = (
+    "depth_perception",
+    "branch_depth",
+    "depth_weighted",
+    "depth_unweighted",
+    "sky_depth",
+)
 
 
 @dataclass(frozen=True)
@@ -266,6 +307,7 @@ class DualTaskLoss:
     A weight of 0 switches its term off. ``from_config(..., depth_available=False)`` switches every
     depth term off (no source has depth and there is no teacher).
     """
+
     l1: float
     ssim: float
     depth_perception: float
@@ -284,14 +326,31 @@ class DualTaskLoss:
     @classmethod
     def from_config(cls, loss, depth_available: bool = True) -> "DualTaskLoss":
         weights = {name: (getattr(loss, name) if depth_available else 0.0) for name in DEPTH_TERMS}
-        return cls(l1=loss.l1, ssim=loss.ssim, **weights, depth_l1=loss.depth_l1, depth_silog=loss.depth_silog,
-                   silog_lambda=loss.silog_lambda, temperature=loss.difference_temperature,
-                   transmission=loss.transmission, optical_depth=loss.optical_depth, airlight=loss.airlight)
+        return cls(
+            l1=loss.l1,
+            ssim=loss.ssim,
+            **weights,
+            depth_l1=loss.depth_l1,
+            depth_silog=loss.depth_silog,
+            silog_lambda=loss.silog_lambda,
+            temperature=loss.difference_temperature,
+            transmission=loss.transmission,
+            optical_depth=loss.optical_depth,
+            airlight=loss.airlight,
+        )
 
     def depth(self, pred_m, target_m, mask, scale_known, pixel_weights=None):
         """``depth_loss`` with this config's L1 / SILog weights and lambda: (total, parts)."""
-        return depth_loss(pred_m, target_m, mask, self.depth_l1, self.depth_silog, self.silog_lambda,
-                          pixel_weights, scale_known)
+        return depth_loss(
+            pred_m,
+            target_m,
+            mask,
+            self.depth_l1,
+            self.depth_silog,
+            self.silog_lambda,
+            pixel_weights,
+            scale_known,
+        )
 
     @staticmethod
     def perception_mask(mask: torch.Tensor, scale_known: torch.Tensor) -> torch.Tensor:
@@ -308,21 +367,42 @@ class DualTaskLoss:
     def supervises_haze(self) -> bool:
         return bool(self.transmission or self.optical_depth or self.airlight)
 
-    def dehazing(self, dehazed, clear, depth, mask, scale_known, depth_of_dehazed=None, branch_depth=None,
-                 physics=None, haze_truth=None):
+    def dehazing(
+        self,
+        dehazed,
+        clear,
+        depth,
+        mask,
+        scale_known,
+        depth_of_dehazed=None,
+        branch_depth=None,
+        physics=None,
+        haze_truth=None,
+    ):
         """D's loss: reconstruction + depth perception of E(J) (when given) + D's depth branch
         + (physics heads, when weighted) t and A against the synthetic haze. ``physics`` is D's
         (transmission, airlight), ``haze_truth`` the batch's; either None skips those terms.
         Returns (total, parts by term name)."""
         total, parts = reconstruction_loss(dehazed, clear, self.l1, self.ssim)
-        if self.supervises_haze() and physics is not None and physics[0] is not None and haze_truth is not None:
-            parts["transmission"], parts["optical_depth"], parts["airlight"] = haze_supervision_loss(
-                *physics, *haze_truth, T_MIN)
-            total = (total + self.transmission * parts["transmission"]
-                     + self.optical_depth * parts["optical_depth"] + self.airlight * parts["airlight"])
+        if (
+            self.supervises_haze()
+            and physics is not None
+            and physics[0] is not None
+            and haze_truth is not None
+        ):
+            parts["transmission"], parts["optical_depth"], parts["airlight"] = (
+                haze_supervision_loss(*physics, *haze_truth, T_MIN)
+            )
+            total = (
+                total
+                + self.transmission * parts["transmission"]
+                + self.optical_depth * parts["optical_depth"]
+                + self.airlight * parts["airlight"]
+            )
         if depth_of_dehazed is not None:
             parts["depth_perception"], _ = depth_perception_loss(
-                depth_of_dehazed, depth, self.perception_mask(mask, scale_known), self.temperature)
+                depth_of_dehazed, depth, self.perception_mask(mask, scale_known), self.temperature
+            )
             total = total + self.depth_perception * parts["depth_perception"]
         if self.branch_depth and bool(mask.any()):
             parts["branch_depth"], _ = self.depth(branch_depth, depth, mask, scale_known)
@@ -332,13 +412,17 @@ class DualTaskLoss:
     def trains_depth_net(self) -> bool:
         return bool(self.depth_weighted or self.depth_unweighted)
 
-    def depth_estimation(self, depth_pred, depth, mask, scale_known, difference_weights, sky_far=None):
+    def depth_estimation(
+        self, depth_pred, depth, mask, scale_known, difference_weights, sky_far=None
+    ):
         """E's loss: the depth loss weighted by the dehazing difference map + unweighted + the
         sky hinge. Returns (total, parts named as logged: weighted_depth_silog, depth_silog, sky)."""
         total = depth_pred.float().sum() * 0.0
         parts = {}
         if self.depth_weighted:
-            weighted, weighted_parts = self.depth(depth_pred, depth, mask, scale_known, difference_weights)
+            weighted, weighted_parts = self.depth(
+                depth_pred, depth, mask, scale_known, difference_weights
+            )
             parts.update({f"weighted_{key}": value for key, value in weighted_parts.items()})
             total = total + self.depth_weighted * weighted
         if self.depth_unweighted:
@@ -350,15 +434,38 @@ class DualTaskLoss:
             total = total + self.sky_depth * parts["sky"]
         return total, parts
 
-    def joint(self, dehazed, clear, depth, mask, scale_known, depth_pred, branch_depth, difference_weights,
-              physics=None, haze_truth=None):
+    def joint(
+        self,
+        dehazed,
+        clear,
+        depth,
+        mask,
+        scale_known,
+        depth_pred,
+        branch_depth,
+        difference_weights,
+        physics=None,
+        haze_truth=None,
+    ):
         """The ablation's one summed loss: D's terms (E(J) with gradients into both) + E's two
         depth terms. Returns (total, parts by term name)."""
         depth_of_dehazed = depth_pred if self.perceives(mask, scale_known) else None
-        total, parts = self.dehazing(dehazed, clear, depth, mask, scale_known, depth_of_dehazed, branch_depth,
-                                     physics, haze_truth)
+        total, parts = self.dehazing(
+            dehazed,
+            clear,
+            depth,
+            mask,
+            scale_known,
+            depth_of_dehazed,
+            branch_depth,
+            physics,
+            haze_truth,
+        )
         if bool(mask.any()):
-            for name, pixel_weights in (("depth_weighted", difference_weights), ("depth_unweighted", None)):
+            for name, pixel_weights in (
+                ("depth_weighted", difference_weights),
+                ("depth_unweighted", None),
+            ):
                 if getattr(self, name):
                     parts[name], _ = self.depth(depth_pred, depth, mask, scale_known, pixel_weights)
                     total = total + getattr(self, name) * parts[name]

@@ -10,6 +10,7 @@ prediction where finite and > 0.
 * The ``*_median`` variants first scale the prediction by median(g) / median(p): they measure
   relative depth, the only kind a relative-depth method (DCP) can be scored on.
 """
+
 from __future__ import annotations
 
 import math
@@ -49,18 +50,21 @@ def ssim(pred: np.ndarray, target: np.ndarray) -> float:
 
     def to_tensor(image: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(np.clip(image, 0, 1).transpose(2, 0, 1)))[None]
+
     with torch.no_grad():
         return float(ssim_torch(to_tensor(pred), to_tensor(target), data_range=1.0)[0])
 
 
-def depth_metrics(pred_m: np.ndarray, target_m: np.ndarray, min_m: float = 1e-3,
-                  max_m: float = math.inf) -> dict[str, float]:
+def depth_metrics(
+    pred_m: np.ndarray, target_m: np.ndarray, min_m: float = 1e-3, max_m: float = math.inf
+) -> dict[str, float]:
     """Metric and median-scaled abs_rel, rmse, delta1, plus ``valid_fraction``; NaN without valid pixels."""
     pred = np.asarray(pred_m, dtype=np.float64)
     target = np.asarray(target_m, dtype=np.float64)
     _check_pair(pred, target)
-    valid = (np.isfinite(target) & (target >= min_m) & (target <= max_m)
-             & np.isfinite(pred) & (pred > 0))
+    valid = (
+        np.isfinite(target) & (target >= min_m) & (target <= max_m) & np.isfinite(pred) & (pred > 0)
+    )
     results = {"valid_fraction": float(valid.mean()) if valid.size else 0.0}
     if not valid.any():
         for name in DEPTH_METRICS:

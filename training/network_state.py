@@ -1,5 +1,6 @@
 """What training keeps for each network (D and E alike): the model, its moving average, its
 optimiser, learning-rate schedule and loss scaler."""
+
 from __future__ import annotations
 
 import copy
@@ -51,21 +52,34 @@ class NetworkState:
     ``<weights_key>``, ``ema_<weights_key>``, ``optimizer_<optim_key>``, ``scheduler_<...>``, ``scaler_<...>``.
     """
 
-    def __init__(self, model: nn.Module, weights_key: str, optim_key: str, lr: float, optim, total_steps: int,
-                 ema_decay: float, fp16_scaler: bool):
+    def __init__(
+        self,
+        model: nn.Module,
+        weights_key: str,
+        optim_key: str,
+        lr: float,
+        optim,
+        total_steps: int,
+        ema_decay: float,
+        fp16_scaler: bool,
+    ):
         self.model = self.forward = model
         self.weights_key, self.optim_key = weights_key, optim_key
         self.ema = ModelEma(model, ema_decay)
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=tuple(optim.betas),
-                                           weight_decay=optim.weight_decay)
+        self.optimizer = torch.optim.AdamW(
+            model.parameters(), lr=lr, betas=tuple(optim.betas), weight_decay=optim.weight_decay
+        )
 
         def lr_factor(step: int) -> float:
             return cosine_with_warmup(step, total_steps, optim.warmup_steps, optim.min_lr_ratio)
+
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor)
         # Loss scaling only for fp16 (bf16 has fp32's range). One scaler per network: an overflow
         # in one network's step must not skip the other's.
         self.scaler = torch.amp.GradScaler("cuda", enabled=fp16_scaler)
-        self.skipped_steps = 0        # optimiser steps left out for a non-finite gradient norm (run total)
+        self.skipped_steps = (
+            0  # optimiser steps left out for a non-finite gradient norm (run total)
+        )
         self.consecutive_skips = 0
         self.last_step_skipped = False
 
@@ -82,9 +96,13 @@ class NetworkState:
         and last.pt follow. The norm is this step's one wait for the GPU: the decision needs it.
         """
         scaler = self.scaler if scaler is None else scaler
-        scaler.unscale_(self.optimizer)   # a no-op without fp16 scaling
+        scaler.unscale_(self.optimizer)  # a no-op without fp16 scaling
         # max_norm inf: the norm without clipping (the guard needs it also when clipping is off).
-        grad_norm = float(nn.utils.clip_grad_norm_(self.model.parameters(), grad_clip if grad_clip > 0 else math.inf))
+        grad_norm = float(
+            nn.utils.clip_grad_norm_(
+                self.model.parameters(), grad_clip if grad_clip > 0 else math.inf
+            )
+        )
         self.last_step_skipped = not math.isfinite(grad_norm) and not scaler.is_enabled()
         if self.last_step_skipped:
             self.optimizer.zero_grad(set_to_none=True)
@@ -95,10 +113,11 @@ class NetworkState:
                 raise NonFiniteTraining(
                     f"{self.weights_key}: the gradient norm was not finite in {self.consecutive_skips} steps "
                     f"in a row ({self.skipped_steps} in all): the run stops; last.pt holds the last weights "
-                    "saved before (check the data, lower the learning rate, or train in fp32)")
+                    "saved before (check the data, lower the learning rate, or train in fp32)"
+                )
             return grad_norm
         self.consecutive_skips = 0
-        scaler.step(self.optimizer)   # fp16: skipped by the scaler itself on inf / NaN
+        scaler.step(self.optimizer)  # fp16: skipped by the scaler itself on inf / NaN
         self.optimizer.zero_grad(set_to_none=True)
         return grad_norm
 
@@ -116,12 +135,17 @@ class NetworkState:
         return grad_norm
 
     def weights(self) -> dict:
-        return {self.weights_key: self.model.state_dict(), f"ema_{self.weights_key}": self.ema.module.state_dict()}
+        return {
+            self.weights_key: self.model.state_dict(),
+            f"ema_{self.weights_key}": self.ema.module.state_dict(),
+        }
 
     def optimisation_state(self) -> dict:
-        return {f"optimizer_{self.optim_key}": self.optimizer.state_dict(),
-                f"scheduler_{self.optim_key}": self.scheduler.state_dict(),
-                f"scaler_{self.optim_key}": self.scaler.state_dict()}
+        return {
+            f"optimizer_{self.optim_key}": self.optimizer.state_dict(),
+            f"scheduler_{self.optim_key}": self.scheduler.state_dict(),
+            f"scaler_{self.optim_key}": self.scaler.state_dict(),
+        }
 
     def load(self, state: dict) -> None:
         """Weights, EMA and optimisation state from a full run-state file (last.pt)."""

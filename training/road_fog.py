@@ -18,6 +18,7 @@ optical depths": their transmission at their median depth is the road frames' at
 exp(-3.912 * ROAD_MEDIAN_DEPTH_M / V). Much of a road frame is road a few metres from the camera,
 so that median is short (10 m) and these sets stay lighter than the road's far field.
 """
+
 from __future__ import annotations
 
 import math
@@ -87,8 +88,10 @@ def natural_size(aspect: str) -> tuple[int, int]:
     width, sep, height = aspect.partition("x")
     if sep and width.isdigit() and height.isdigit() and int(width) >= 16 and int(height) >= 16:
         return int(width), int(height)
-    raise ValueError(f"--aspects: {aspect!r} is neither one of {', '.join(ROAD_FRAMES)} nor WIDTHxHEIGHT "
-                     "(each at least 16)")
+    raise ValueError(
+        f"--aspects: {aspect!r} is neither one of {', '.join(ROAD_FRAMES)} nor WIDTHxHEIGHT "
+        "(each at least 16)"
+    )
 
 
 def frame_size(aspect: str, max_side: int) -> tuple[int, int]:
@@ -106,13 +109,17 @@ def median_transmission(visibility_m: float) -> float:
 def describe(visibilities: list[float], aspects: list[str]) -> str:
     """summary.md's line on the fog, for whoever reads the table later."""
     shown = ", ".join(visibility_label(v) for v in visibilities) or "the --visibility-m above"
-    return (f"- fog (training.road_fog): {shown}; road frames {', '.join(aspects or ['4:3'])} (natural sizes "
-            f"{ROAD_FRAMES}, capped at the resolution above), beta = {KOSCHMIEDER} / V, airlight {AIRLIGHT}, "
-            f"clear = no fog; RGB-D sets at the road's optical depth at the median depth "
-            f"(t = exp(-{KOSCHMIEDER} x {ROAD_MEDIAN_DEPTH_M:g} m / V))")
+    return (
+        f"- fog (training.road_fog): {shown}; road frames {', '.join(aspects or ['4:3'])} (natural sizes "
+        f"{ROAD_FRAMES}, capped at the resolution above), beta = {KOSCHMIEDER} / V, airlight {AIRLIGHT}, "
+        f"clear = no fog; RGB-D sets at the road's optical depth at the median depth "
+        f"(t = exp(-{KOSCHMIEDER} x {ROAD_MEDIAN_DEPTH_M:g} m / V))"
+    )
 
 
-def render_road(kind: str, count: int, width: int, height: int, seed: int = 0) -> list[RenderedFrame]:
+def render_road(
+    kind: str, count: int, width: int, height: int, seed: int = 0
+) -> list[RenderedFrame]:
     """The clear frames of a road set (rendered once; fog is laid over them per visibility)."""
     if kind == "outdoor":
         return [outdoor_validation_view(index, width, height, seed) for index in range(count)]
@@ -120,8 +127,14 @@ def render_road(kind: str, count: int, width: int, height: int, seed: int = 0) -
         raise ValueError(f"road set kind must be one of {ROAD_KINDS}, got {kind!r}")
     # Long enough a clear road for the whole drive; the scene depends on the seed only.
     loop_s = DRIVE_FRAME_GAP_S * count + DRIVE_FRAME_GAP_S
-    renderer = SceneRenderer(width, height, seed=DRIVE_SCENE_SEED + seed, vehicle_scale=True,
-                             speed_mps=DRIVE_SPEED_MPS, loop_s=loop_s)
+    renderer = SceneRenderer(
+        width,
+        height,
+        seed=DRIVE_SCENE_SEED + seed,
+        vehicle_scale=True,
+        speed_mps=DRIVE_SPEED_MPS,
+        loop_s=loop_s,
+    )
     return [renderer.render(index * DRIVE_FRAME_GAP_S) for index in range(count)]
 
 
@@ -131,9 +144,18 @@ def fogged(frame: RenderedFrame, visibility_m: float, name: str) -> Sample:
     # beta 0 keeps the sky (+inf depth) clear: 0 * inf is taken as no fog by the haze model.
     beta = 0.0 if math.isinf(visibility_m) else KOSCHMIEDER / visibility_m
     hazy, transmission = synthesize_haze(clear, frame.depth_m, beta, AIRLIGHT)
-    return Sample(hazy, clear, frame.depth_m, True, name, focal_px=float(frame.K[0, 0]),
-                  transmission=transmission, airlight=np.full(3, AIRLIGHT, np.float32),
-                  camera_height_m=frame.camera_height_m, camera_pitch_deg=frame.camera_pitch_deg)
+    return Sample(
+        hazy,
+        clear,
+        frame.depth_m,
+        True,
+        name,
+        focal_px=float(frame.K[0, 0]),
+        transmission=transmission,
+        airlight=np.full(3, AIRLIGHT, np.float32),
+        camera_height_m=frame.camera_height_m,
+        camera_pitch_deg=frame.camera_pitch_deg,
+    )
 
 
 def road_samples(frames: list[RenderedFrame], visibility_m: float) -> Iterator[Sample]:

@@ -20,6 +20,7 @@ nowhere else. A file is one dict that loads with ``torch.load(weights_only=True)
 The run folder's other records are written here too: config.yaml (once, when the run starts),
 resumes.jsonl (a line per resumed session) and metrics.jsonl (a line per validation).
 """
+
 from __future__ import annotations
 
 import datetime
@@ -51,21 +52,32 @@ def load_training_file(path: str | Path) -> dict:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise TrainingError(f"{path} could not be read ({type(exc).__name__}: {first_line}); the file "
-                            "is corrupt, truncated or not a training state") from exc
+        raise TrainingError(
+            f"{path} could not be read ({type(exc).__name__}: {first_line}); the file "
+            "is corrupt, truncated or not a training state"
+        ) from exc
     if not isinstance(state, dict) or state.get("format") != TRAINING_STATE_FORMAT:
-        raise TrainingError(f"{path} is not a dehaze_ros training state (last.pt/best.pt of a run "
-                            "folder); deployable checkpoints go to the engine directly")
+        raise TrainingError(
+            f"{path} is not a dehaze_ros training state (last.pt/best.pt of a run "
+            "folder); deployable checkpoints go to the engine directly"
+        )
     if state.get("format_version") != TRAINING_STATE_VERSION:
-        raise TrainingError(f"{path} has training state version {state.get('format_version')}; "
-                            f"this code reads version {TRAINING_STATE_VERSION}")
+        raise TrainingError(
+            f"{path} has training state version {state.get('format_version')}; "
+            f"this code reads version {TRAINING_STATE_VERSION}"
+        )
     return state
 
 
 def save_training_file(state: dict, path: str | Path) -> Path:
     """Write atomically (temp file, then rename): a crash never leaves a half-written last.pt."""
-    if state.get("format") != TRAINING_STATE_FORMAT or state.get("format_version") != TRAINING_STATE_VERSION:
-        raise ValueError(f"not a training state of format {TRAINING_STATE_FORMAT} version {TRAINING_STATE_VERSION}")
+    if (
+        state.get("format") != TRAINING_STATE_FORMAT
+        or state.get("format_version") != TRAINING_STATE_VERSION
+    ):
+        raise ValueError(
+            f"not a training state of format {TRAINING_STATE_FORMAT} version {TRAINING_STATE_VERSION}"
+        )
     atomic_torch_save(state, path)
     return Path(path)
 
@@ -81,8 +93,11 @@ def rng_state(cuda_device: torch.device | None = None) -> dict:
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
-        state["cuda"] = ([torch.cuda.get_rng_state(cuda_device)] if cuda_device is not None
-                         else torch.cuda.get_rng_state_all())
+        state["cuda"] = (
+            [torch.cuda.get_rng_state(cuda_device)]
+            if cuda_device is not None
+            else torch.cuda.get_rng_state_all()
+        )
     return state
 
 
@@ -117,10 +132,16 @@ def git_commit() -> str:
     """The commit of the code that trains, with '+dirty' for uncommitted changes ('' outside git)."""
     root = Path(__file__).resolve().parent.parent
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
-                                timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return ""
     return f"{commit}+dirty" if commit and dirty else commit
@@ -134,7 +155,10 @@ def open_run_folder(run_dir: Path, config: TrainingConfig, resumed_session: dict
         return
     # Not config.yaml: a resume's overrides (a time budget, workers) are for this session;
     # written there they would silently become the defaults of every later resume.
-    record = {**resumed_session, "at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    record = {
+        **resumed_session,
+        "at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
     append_record(run_dir / "resumes.jsonl", record)
 
 

@@ -14,6 +14,7 @@ issue 26's gate is median <= 1 %, p95 <= 3 %), the same for the per-frame estima
 smoothing, how many frames held the factor or fell back to the learned scale, and the depth
 metrics of the drive (true depths up to ``--max-depth-m``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,13 +43,26 @@ def changes(factors: list[float]) -> np.ndarray:
     return np.abs(values[1:][both] / values[:-1][both] - 1.0)
 
 
-def drive(engine: DehazeEngine, seed: int, frames: int, rate_hz: float, visibility_m: float, width: int,
-          height: int, speed_mps: float, pitch_known: bool, max_depth_m: float, log=print) -> dict:
+def drive(
+    engine: DehazeEngine,
+    seed: int,
+    frames: int,
+    rate_hz: float,
+    visibility_m: float,
+    width: int,
+    height: int,
+    speed_mps: float,
+    pitch_known: bool,
+    max_depth_m: float,
+    log=print,
+) -> dict:
     """One drive through the scene of ``seed``: its rows (one per frame) and summary."""
     renderer = SceneRenderer(width, height, seed=seed, vehicle_scale=True, speed_mps=speed_mps)
     scene = renderer.scene
-    mounting = Mounting(float(scene.eye[1] - scene.eye_surface_z),
-                        NOMINAL_PITCH_DOWN_DEG if pitch_known else math.nan)
+    mounting = Mounting(
+        float(scene.eye[1] - scene.eye_surface_z),
+        NOMINAL_PITCH_DOWN_DEG if pitch_known else math.nan,
+    )
     camera = Pinhole(renderer.K[0, 0], renderer.K[1, 1], renderer.K[0, 2], renderer.K[1, 2])
     beta = KOSCHMIEDER / visibility_m if math.isfinite(visibility_m) else 0.0
     engine.reset_scale()
@@ -56,65 +70,108 @@ def drive(engine: DehazeEngine, seed: int, frames: int, rate_hz: float, visibili
     for index in range(frames):
         stamp = index / rate_hz
         frame = renderer.render(stamp)
-        hazy, _ = synthesize_haze(frame.rgb.astype(np.float32) / 255.0, frame.depth_m, beta, np.float32(0.9))
+        hazy, _ = synthesize_haze(
+            frame.rgb.astype(np.float32) / 255.0, frame.depth_m, beta, np.float32(0.9)
+        )
         image = (np.clip(hazy, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-        result = engine.process(image, want_dehazed=False, camera=camera, stamp_s=stamp, mounting=mounting)
+        result = engine.process(
+            image, want_dehazed=False, camera=camera, stamp_s=stamp, mounting=mounting
+        )
         predicted = result.depth.astype(np.float64)
         predicted[np.isposinf(predicted)] = engine.depth_range[1]
         predicted[np.isneginf(predicted)] = engine.depth_range[0]
         metrics = depth_metrics(predicted, frame.depth_m, max_m=max_depth_m)
         scale = result.scale
-        rows.append({"seed": seed, "frame": index, "stamp_s": stamp, "source": scale.source, "held": scale.held,
-                     "factor": scale.factor if scale.source != LEARNED else math.nan,
-                     "measured": scale.measured, "abs_rel": metrics["abs_rel"], "delta1": metrics["delta1"],
-                     "median_ratio": 1.0 / metrics["median_scale"] if metrics.get("median_scale") else math.nan,
-                     "ms": result.timings_ms.get("scale", math.nan)})
+        rows.append(
+            {
+                "seed": seed,
+                "frame": index,
+                "stamp_s": stamp,
+                "source": scale.source,
+                "held": scale.held,
+                "factor": scale.factor if scale.source != LEARNED else math.nan,
+                "measured": scale.measured,
+                "abs_rel": metrics["abs_rel"],
+                "delta1": metrics["delta1"],
+                "median_ratio": 1.0 / metrics["median_scale"]
+                if metrics.get("median_scale")
+                else math.nan,
+                "ms": result.timings_ms.get("scale", math.nan),
+            }
+        )
     factor_change = changes([row["factor"] for row in rows])
     measured_change = changes([row["measured"] for row in rows])
     summary = {
-        "seed": seed, "camera_height_m": mounting.height_m, "frames": frames,
+        "seed": seed,
+        "camera_height_m": mounting.height_m,
+        "frames": frames,
         "ground": sum(row["source"] != LEARNED and not row["held"] for row in rows),
-        "held": sum(row["held"] for row in rows), "learned": sum(row["source"] == LEARNED for row in rows),
+        "held": sum(row["held"] for row in rows),
+        "learned": sum(row["source"] == LEARNED for row in rows),
         "change_median": float(np.median(factor_change)) if factor_change.size else math.nan,
         "change_p95": float(np.percentile(factor_change, 95)) if factor_change.size else math.nan,
-        "measured_change_median": float(np.median(measured_change)) if measured_change.size else math.nan,
-        "measured_change_p95": float(np.percentile(measured_change, 95)) if measured_change.size else math.nan,
+        "measured_change_median": float(np.median(measured_change))
+        if measured_change.size
+        else math.nan,
+        "measured_change_p95": float(np.percentile(measured_change, 95))
+        if measured_change.size
+        else math.nan,
         "abs_rel": float(np.nanmean([row["abs_rel"] for row in rows])),
         "delta1": float(np.nanmean([row["delta1"] for row in rows])),
         "median_ratio": float(np.nanmedian([row["median_ratio"] for row in rows])),
         "scale_ms": float(np.nanmedian([row["ms"] for row in rows])),
     }
-    log(f"seed {seed}: camera {mounting.height_m:.2f} m, {summary['ground']} frames ground, "
+    log(
+        f"seed {seed}: camera {mounting.height_m:.2f} m, {summary['ground']} frames ground, "
         f"{summary['held']} held, {summary['learned']} learned; factor change median "
-        f"{100 * summary['change_median']:.2f} %, p95 {100 * summary['change_p95']:.2f} %")
+        f"{100 * summary['change_median']:.2f} %, p95 {100 * summary['change_p95']:.2f} %"
+    )
     return {"rows": rows, "summary": summary}
 
 
 def markdown(summaries: list[dict]) -> str:
-    lines = ["| seed | camera m | frames ground / held / learned | factor change median | p95 | "
-             "per-frame estimate change median | p95 | AbsRel | δ<1.25 | median pred/true | scale ms |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| seed | camera m | frames ground / held / learned | factor change median | p95 | "
+        "per-frame estimate change median | p95 | AbsRel | δ<1.25 | median pred/true | scale ms |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for s in summaries:
-        lines.append(f"| {s['seed']} | {s['camera_height_m']:.2f} | {s['ground']} / {s['held']} / {s['learned']} | "
-                     f"{100 * s['change_median']:.2f} % | {100 * s['change_p95']:.2f} % | "
-                     f"{100 * s['measured_change_median']:.2f} % | {100 * s['measured_change_p95']:.2f} % | "
-                     f"{s['abs_rel']:.3f} | {s['delta1']:.3f} | {s['median_ratio']:.2f} | {s['scale_ms']:.1f} |")
+        lines.append(
+            f"| {s['seed']} | {s['camera_height_m']:.2f} | {s['ground']} / {s['held']} / {s['learned']} | "
+            f"{100 * s['change_median']:.2f} % | {100 * s['change_p95']:.2f} % | "
+            f"{100 * s['measured_change_median']:.2f} % | {100 * s['measured_change_p95']:.2f} % | "
+            f"{s['abs_rel']:.3f} | {s['delta1']:.3f} | {s['median_ratio']:.2f} | {s['scale_ms']:.1f} |"
+        )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.scale_stability", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    parser.add_argument("--checkpoint", default="", help="deployable checkpoint (default: the shipped one)")
+    parser = argparse.ArgumentParser(
+        prog="python -m training.scale_stability",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__,
+    )
+    parser.add_argument(
+        "--checkpoint", default="", help="deployable checkpoint (default: the shipped one)"
+    )
     parser.add_argument("--seeds", default="3", help="comma separated scene seeds, a drive each")
     parser.add_argument("--frames", type=int, default=100)
     parser.add_argument("--rate-hz", type=float, default=10.0)
     parser.add_argument("--speed-mps", type=float, default=8.0)
-    parser.add_argument("--visibility-m", type=float, default=300.0, help="fog visibility; inf = clear air")
+    parser.add_argument(
+        "--visibility-m", type=float, default=300.0, help="fog visibility; inf = clear air"
+    )
     parser.add_argument("--size", default="640x480", help="WIDTHxHEIGHT of the camera")
-    parser.add_argument("--pitch-unknown", action="store_true", help="camera_pitch_deg unknown (NaN)")
-    parser.add_argument("--max-depth-m", type=float, default=80.0, help="score true depths up to this")
-    parser.add_argument("--max-side", type=int, default=320, help="the engine's max_side (the node's default)")
+    parser.add_argument(
+        "--pitch-unknown", action="store_true", help="camera_pitch_deg unknown (NaN)"
+    )
+    parser.add_argument(
+        "--max-depth-m", type=float, default=80.0, help="score true depths up to this"
+    )
+    parser.add_argument(
+        "--max-side", type=int, default=320, help="the engine's max_side (the node's default)"
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--num-threads", type=int, default=0)
     parser.add_argument("--out", help="write the per-frame rows to this CSV file")
@@ -123,21 +180,45 @@ def main(argv: list[str] | None = None) -> int:
         width, height = (int(v) for v in args.size.lower().split("x"))
         seeds = [int(s) for s in args.seeds.split(",") if s]
     except ValueError:
-        parser.error(f"--size must be WIDTHxHEIGHT and --seeds integers, got {args.size!r}, {args.seeds!r}")
+        parser.error(
+            f"--size must be WIDTHxHEIGHT and --seeds integers, got {args.size!r}, {args.seeds!r}"
+        )
     if args.frames < 2 or args.rate_hz <= 0 or args.visibility_m <= 0:
         parser.error("--frames must be at least 2, --rate-hz and --visibility-m positive")
     try:
-        engine = DehazeEngine(EngineConfig(checkpoint=args.checkpoint, device=args.device, max_side=args.max_side,
-                                           num_threads=args.num_threads, warmup=1))
+        engine = DehazeEngine(
+            EngineConfig(
+                checkpoint=args.checkpoint,
+                device=args.device,
+                max_side=args.max_side,
+                num_threads=args.num_threads,
+                warmup=1,
+            )
+        )
     except (EngineError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    drives = [drive(engine, seed, args.frames, args.rate_hz, args.visibility_m, width, height, args.speed_mps,
-                    not args.pitch_unknown, args.max_depth_m) for seed in seeds]
+    drives = [
+        drive(
+            engine,
+            seed,
+            args.frames,
+            args.rate_hz,
+            args.visibility_m,
+            width,
+            height,
+            args.speed_mps,
+            not args.pitch_unknown,
+            args.max_depth_m,
+        )
+        for seed in seeds
+    ]
     engine.close()
-    print(f"\n{args.frames} frames at {args.rate_hz:g} Hz, {width}x{height}, {args.speed_mps:g} m/s, "
-          f"visibility {args.visibility_m:g} m, pitch {'unknown' if args.pitch_unknown else 'known (2 deg)'}, "
-          f"max_side {args.max_side}\n")
+    print(
+        f"\n{args.frames} frames at {args.rate_hz:g} Hz, {width}x{height}, {args.speed_mps:g} m/s, "
+        f"visibility {args.visibility_m:g} m, pitch {'unknown' if args.pitch_unknown else 'known (2 deg)'}, "
+        f"max_side {args.max_side}\n"
+    )
     print(markdown([d["summary"] for d in drives]))
     if args.out:
         rows = [row for d in drives for row in d["rows"]]

@@ -15,6 +15,7 @@ training state, written atomically every ``checkpoint_every`` steps, at the end,
 best.pt (weights chosen on the validation split), metrics.jsonl (validation history), resumes.jsonl
 (one line per resume, with its overrides) and tb/ (TensorBoard).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,27 +39,38 @@ __all__ = ["Trainer", "main", "new_run_dir", "prepare"]
 # --------------------------------------------------------------------------------------------
 # Command line
 
+
 def new_run_dir(config: TrainingConfig) -> Path:
     name = config.train.run_name or f"{config.name}_{datetime.datetime.now():%Y%m%d-%H%M%S}"
     return Path(config.train.out_dir) / name
 
 
-def prepare(config_path: str | None, overrides: list[str], resume: str | None,
-            run_dir: str | None, log: Callable[[str], None] = print, dist: Distributed | None = None) -> Trainer:
+def prepare(
+    config_path: str | None,
+    overrides: list[str],
+    resume: str | None,
+    run_dir: str | None,
+    log: Callable[[str], None] = print,
+    dist: Distributed | None = None,
+) -> Trainer:
     """A Trainer for a new run (config + overrides) or a resumed one (run folder); ``dist`` is
     this process's place under torchrun (``Distributed.from_environment()``), default alone.
     Every rank reads the run folder here (on several machines it must be on a shared disk)."""
     if resume:
         resume_dir = Path(resume)
         if not (resume_dir / "last.pt").is_file() or not (resume_dir / "config.yaml").is_file():
-            raise TrainingError(f"cannot resume {resume_dir}: it needs config.yaml and last.pt (a run "
-                                "folder written by training.train)")
+            raise TrainingError(
+                f"cannot resume {resume_dir}: it needs config.yaml and last.pt (a run "
+                "folder written by training.train)"
+            )
         check_resume_overrides(overrides)
         config = load_config(resume_dir / "config.yaml", overrides, saved=True)
         trainer = Trainer(config, resume_dir, log=log, resumed_with=overrides, dist=dist)
         trainer.load_state_dict(load_training_file(resume_dir / "last.pt"))
-        trainer.log(f"resumed at step {trainer.step}" + (f" with {' '.join(overrides)} (this session only)"
-                                                           if overrides else ""))
+        trainer.log(
+            f"resumed at step {trainer.step}"
+            + (f" with {' '.join(overrides)} (this session only)" if overrides else "")
+        )
         return trainer
     if not config_path:
         raise ConfigError("give --config FILE for a new run, or --resume RUN_DIR to continue one")
@@ -68,21 +80,36 @@ def prepare(config_path: str | None, overrides: list[str], resume: str | None,
         dist.start(config.train.device)
         target = Path(dist.broadcast_object(str(target)))  # named after rank 0's clock
     if (target / "last.pt").exists():
-        raise TrainingError(f"{target} already holds a run (last.pt); continue it with --resume {target} "
-                            "or choose another train.run_name / --run-dir")
+        raise TrainingError(
+            f"{target} already holds a run (last.pt); continue it with --resume {target} "
+            "or choose another train.run_name / --run-dir"
+        )
     return Trainer(config, target, log=log, dist=dist)
 
 
 def main(argv: list[str] | None = None) -> int:
     budget_start = time.monotonic()
-    parser = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m training.train",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--config", help="YAML training config (config/train/*.yaml)")
-    parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in this folder exactly")
-    parser.add_argument("--run-dir", help="folder of a new run (default: train.out_dir/<name>_<date-time>)")
-    parser.add_argument("--max-minutes", type=float, help="wall-clock budget (same as train.max_minutes=)")
-    parser.add_argument("overrides", nargs="*", metavar="key=value",
-                        help="config overrides, e.g. train.steps=2000 data.root=/data data.sources.rgbd.weight=0.5")
+    parser.add_argument(
+        "--resume", metavar="RUN_DIR", help="continue the run in this folder exactly"
+    )
+    parser.add_argument(
+        "--run-dir", help="folder of a new run (default: train.out_dir/<name>_<date-time>)"
+    )
+    parser.add_argument(
+        "--max-minutes", type=float, help="wall-clock budget (same as train.max_minutes=)"
+    )
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="config overrides, e.g. train.steps=2000 data.root=/data data.sources.rgbd.weight=0.5",
+    )
     args = parser.parse_args(argv)
     overrides = list(args.overrides)
     if args.max_minutes is not None:

@@ -7,6 +7,7 @@
 Whole images, one at a time, at ``data.val_max_side``: the metrics of a deployed frame, not of a
 training crop. Means over all images, and per source (``psnr/<source>``).
 """
+
 from __future__ import annotations
 
 import math
@@ -27,9 +28,16 @@ DEPTH_KEYS = ("abs_rel", "rmse", "delta1", "abs_rel_median")
 
 
 @torch.no_grad()
-def validation_metrics(dehazer: nn.Module, depth_net: nn.Module, samples: list[Sample], model_config: ModelConfig,
-                       depth_config: DepthConfig, depth_available: bool, device: torch.device,
-                       amp_dtype: torch.dtype | None) -> dict[str, float]:
+def validation_metrics(
+    dehazer: nn.Module,
+    depth_net: nn.Module,
+    samples: list[Sample],
+    model_config: ModelConfig,
+    depth_config: DepthConfig,
+    depth_available: bool,
+    device: torch.device,
+    amp_dtype: torch.dtype | None,
+) -> dict[str, float]:
     """Mean metrics of the networks (in eval mode) over ``samples``, overall and per source."""
     dehazer, depth_net = dehazer.eval(), depth_net.eval()
     per_source: dict[str, list[dict]] = {}
@@ -42,13 +50,18 @@ def validation_metrics(dehazer: nn.Module, depth_net: nn.Module, samples: list[S
         dehazed_np = dehazed[0].permute(1, 2, 0).cpu().numpy()
         result = {"psnr": psnr(dehazed_np, sample.clear), "ssim": ssim(dehazed_np, sample.clear)}
         if depth_available:
-            result.update(sample_depth_metrics(depth_pred[0, 0].cpu().numpy(), sample, model_config, depth_config))
+            result.update(
+                sample_depth_metrics(
+                    depth_pred[0, 0].cpu().numpy(), sample, model_config, depth_config
+                )
+            )
         per_source.setdefault(sample.name.split("/")[0], []).append(result)
     return summarise(per_source)
 
 
-def sample_depth_metrics(predicted: np.ndarray, sample: Sample, model_config: ModelConfig,
-                         depth_config: DepthConfig) -> dict[str, float]:
+def sample_depth_metrics(
+    predicted: np.ndarray, sample: Sample, model_config: ModelConfig, depth_config: DepthConfig
+) -> dict[str, float]:
     """Depth metrics in metres where the sample's depth and the prediction's scale are known."""
     canonical_focal = model_config.canonical_focal_px
     # Canonical depth becomes metres only with the image's focal length.

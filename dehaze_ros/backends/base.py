@@ -35,6 +35,7 @@ checkpoint's metadata, ``dehaze_ros.checkpoint.Checkpoint`` without weights, or 
 (``dehaze_ros.devices.auto_cpu_warning``: the node shows it in /diagnostics); ``close()`` frees
 the model (GPU memory included) and may be called twice.
 """
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
@@ -51,28 +52,46 @@ class BackendError(RuntimeError):
 
 @dataclass
 class BackendOutput:
-    dehazed: np.ndarray | None = None        # h x w x 3 float32 RGB, [0, 1]
-    transmission: np.ndarray | None = None   # h x w float32, (0, 1]
-    airlight: np.ndarray | None = None       # (3,) float32 RGB, [0, 1]
-    depth: np.ndarray | None = None          # h x w float32, depth_units (canonical camera if set)
+    dehazed: np.ndarray | None = None  # h x w x 3 float32 RGB, [0, 1]
+    transmission: np.ndarray | None = None  # h x w float32, (0, 1]
+    airlight: np.ndarray | None = None  # (3,) float32 RGB, [0, 1]
+    depth: np.ndarray | None = None  # h x w float32, depth_units (canonical camera if set)
     timings_ms: dict[str, float] = field(default_factory=dict)
 
-    def check(self, height: int, width: int, want_dehazed: bool, want_depth: bool, backend: str) -> None:
+    def check(
+        self, height: int, width: int, want_dehazed: bool, want_depth: bool, backend: str
+    ) -> None:
         """Raise BackendError naming the output that does not match the interface."""
-        expected = {"dehazed": (height, width, 3), "transmission": (height, width), "airlight": (3,),
-                    "depth": (height, width)}
+        expected = {
+            "dehazed": (height, width, 3),
+            "transmission": (height, width),
+            "airlight": (3,),
+            "depth": (height, width),
+        }
         for key, shape in expected.items():
             value = getattr(self, key)
             if value is None:
                 continue
-            if not isinstance(value, np.ndarray) or value.dtype != np.float32 or value.shape != shape:
-                got = f"{value.dtype} {value.shape}" if isinstance(value, np.ndarray) else type(value).__name__
+            if (
+                not isinstance(value, np.ndarray)
+                or value.dtype != np.float32
+                or value.shape != shape
+            ):
+                got = (
+                    f"{value.dtype} {value.shape}"
+                    if isinstance(value, np.ndarray)
+                    else type(value).__name__
+                )
                 raise BackendError(f"backend {backend}: {key} must be float32 {shape}, got {got}")
         if (self.transmission is None) != (self.airlight is None):
-            raise BackendError(f"backend {backend}: transmission and airlight come together or not at all")
+            raise BackendError(
+                f"backend {backend}: transmission and airlight come together or not at all"
+            )
         if want_dehazed and self.dehazed is None and self.transmission is None:
-            raise BackendError(f"backend {backend}: a dehazed image was asked for but neither dehazed "
-                               "nor transmission + airlight were returned")
+            raise BackendError(
+                f"backend {backend}: a dehazed image was asked for but neither dehazed "
+                "nor transmission + airlight were returned"
+            )
         if want_depth and self.depth is None:
             raise BackendError(f"backend {backend}: depth was asked for but not returned")
 

@@ -1,4 +1,5 @@
 """The Dark Channel Prior (dehaze_ros.dcp) as a backend: no weights, numpy on the CPU."""
+
 from __future__ import annotations
 
 import time
@@ -21,11 +22,21 @@ class DCPBackend(Backend):
     blends_in_dense_fog = False
 
     def describe(self) -> dict:
-        return {"model": "dcp", "backend": "dcp", "checkpoint": "", "device": "cpu", "precision": "fp32"}
+        return {
+            "model": "dcp",
+            "backend": "dcp",
+            "checkpoint": "",
+            "device": "cpu",
+            "precision": "fp32",
+        }
 
     def run(self, rgb: np.ndarray, want_dehazed: bool, want_depth: bool) -> BackendOutput:
         mark = time.perf_counter()
         result = dehaze_dcp(rgb)
-        return BackendOutput(result.dehazed, result.transmission, result.airlight,
-                             result.relative_depth if want_depth else None,
-                             {"dehaze": (time.perf_counter() - mark) * 1e3})
+        return BackendOutput(
+            result.dehazed,
+            result.transmission,
+            result.airlight,
+            result.relative_depth if want_depth else None,
+            {"dehaze": (time.perf_counter() - mark) * 1e3},
+        )

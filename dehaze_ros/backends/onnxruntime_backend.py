@@ -34,6 +34,7 @@ The graph file: ``onnx_model`` when given; otherwise the checkpoint is exported 
 the torch version and the export format, and reused from there (that export needs torch, onnx
 and onnxscript, all in the extra).
 """
+
 from __future__ import annotations
 
 import os
@@ -45,10 +46,12 @@ import numpy as np
 from dehaze_ros.backends.base import Backend, BackendError, BackendOutput
 from dehaze_ros import devices
 
-INSTALL_HINT = ("pip install 'dehaze_ros[onnx]' on a CPU, or pip install 'dehaze_ros[onnx-gpu]' on an "
-                "NVIDIA GPU (onnxruntime-gpu: CUDA and TensorRT providers); or use backend torch")
+INSTALL_HINT = (
+    "pip install 'dehaze_ros[onnx]' on a CPU, or pip install 'dehaze_ros[onnx-gpu]' on an "
+    "NVIDIA GPU (onnxruntime-gpu: CUDA and TensorRT providers); or use backend torch"
+)
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
-INPUT_NAME = "hazy"   # onnx_export.INPUT_NAME, without importing torch
+INPUT_NAME = "hazy"  # onnx_export.INPUT_NAME, without importing torch
 # The largest side a TensorRT profile covers: TensorRT's TopK takes k <= 3840 and the DCP prior's
 # airlight sorts the haziest pixels // 1000 (3686 at 1920 x 1920). Also the profile's upper end
 # for max_side 0 (native), whose frame size is not known before the first frame.
@@ -62,8 +65,10 @@ def import_onnxruntime():
     try:
         import onnxruntime
     except ImportError as exc:
-        raise BackendError(f"backend onnxruntime needs the Python package onnxruntime, which is not "
-                           f"installed ({exc}); {INSTALL_HINT}") from None
+        raise BackendError(
+            f"backend onnxruntime needs the Python package onnxruntime, which is not "
+            f"installed ({exc}); {INSTALL_HINT}"
+        ) from None
     return onnxruntime
 
 
@@ -88,21 +93,33 @@ def tensorrt_profile(min_side: int, max_side: int, depth_max_side: int) -> dict[
     when a configured side exceeds TRT_MAX_SIDE."""
     largest = max(max_side, depth_max_side) if max_side else TRT_MAX_SIDE
     if largest > TRT_MAX_SIDE:
-        raise BackendError(f"backend onnxruntime with TensorRT runs sides up to {TRT_MAX_SIDE} px (TensorRT's TopK "
-                           f"takes k <= 3840 and the DCP prior's airlight sorts 0.1% of the pixels), but max_side / "
-                           f"depth_max_side ask for {largest}; lower them, or use device cpu or backend torch")
+        raise BackendError(
+            f"backend onnxruntime with TensorRT runs sides up to {TRT_MAX_SIDE} px (TensorRT's TopK "
+            f"takes k <= 3840 and the DCP prior's airlight sorts 0.1% of the pixels), but max_side / "
+            f"depth_max_side ask for {largest}; lower them, or use device cpu or backend torch"
+        )
     opt_side = min(max_side or NATIVE_OPT_SIDE, TRT_MAX_SIDE)
     opt = (max(min_side, round(opt_side * 3 / 4)), max(min_side, opt_side))
 
     def shape(height: int, width: int) -> str:
         return f"{INPUT_NAME}:1x3x{height}x{width}"
-    return {"trt_profile_min_shapes": shape(min_side, min_side), "trt_profile_opt_shapes": shape(*opt),
-            "trt_profile_max_shapes": shape(largest, largest)}
+
+    return {
+        "trt_profile_min_shapes": shape(min_side, min_side),
+        "trt_profile_opt_shapes": shape(*opt),
+        "trt_profile_max_shapes": shape(largest, largest),
+    }
 
 
-def execution_providers(device: str, precision: str, trt_cache_dir: str | os.PathLike,
-                        available: list[str], model_sha256: str = "", profile: dict[str, str] | None = None,
-                        tensorrt: bool = True) -> tuple[list, str]:
+def execution_providers(
+    device: str,
+    precision: str,
+    trt_cache_dir: str | os.PathLike,
+    available: list[str],
+    model_sha256: str = "",
+    profile: dict[str, str] | None = None,
+    tensorrt: bool = True,
+) -> tuple[list, str]:
     """(providers for InferenceSession, the device in words). BackendError for a device or
     precision this onnxruntime cannot serve. ``model_sha256`` (of the graph file) keys the engine
     cache (``engine_cache_dir``); ``profile``: ``tensorrt_profile``'s options; ``tensorrt`` False
@@ -114,16 +131,22 @@ def execution_providers(device: str, precision: str, trt_cache_dir: str | os.Pat
         device = "cuda" if has_cuda else "cpu"
     if device == "cpu":
         if precision not in ("auto", "fp32"):
-            raise BackendError(f"backend onnxruntime runs fp32 on the CPU; precision {precision} is not "
-                               "available there (use fp32 or auto, or backend torch)")
+            raise BackendError(
+                f"backend onnxruntime runs fp32 on the CPU; precision {precision} is not "
+                "available there (use fp32 or auto, or backend torch)"
+            )
         return ["CPUExecutionProvider"], "cpu"
     if not has_cuda:
-        raise BackendError(f"device {device!r} asked for, but this onnxruntime has no CUDAExecutionProvider "
-                           f"(it has: {', '.join(available)}); pip uninstall -y onnxruntime, then pip install "
-                           "'dehaze_ros[onnx-gpu]' (onnxruntime-gpu); or use device cpu")
+        raise BackendError(
+            f"device {device!r} asked for, but this onnxruntime has no CUDAExecutionProvider "
+            f"(it has: {', '.join(available)}); pip uninstall -y onnxruntime, then pip install "
+            "'dehaze_ros[onnx-gpu]' (onnxruntime-gpu); or use device cpu"
+        )
     if precision == "bf16":
-        raise BackendError("backend onnxruntime offers fp32 and fp16 (TensorRT) on a GPU, not bf16; "
-                           "use fp16, fp32 or auto, or backend torch")
+        raise BackendError(
+            "backend onnxruntime offers fp32 and fp16 (TensorRT) on a GPU, not bf16; "
+            "use fp16, fp32 or auto, or backend torch"
+        )
     index = int(device.split(":")[1]) if ":" in device else 0
     providers: list = []
     if tensorrt and "TensorrtExecutionProvider" in available:
@@ -131,23 +154,29 @@ def execution_providers(device: str, precision: str, trt_cache_dir: str | os.Pat
         trt_precision = "fp16" if precision == "fp16" else "fp32"
         cache = engine_cache_dir(root, model_sha256, trt_precision) if model_sha256 else root
         cache.mkdir(parents=True, exist_ok=True)
-        providers.append(("TensorrtExecutionProvider", {
-            "device_id": index,
-            "trt_fp16_enable": precision == "fp16",
-            "trt_engine_cache_enable": True,
-            "trt_engine_cache_path": str(cache),
-            # Kernel timings do not depend on weights: one timing cache for every graph.
-            "trt_timing_cache_enable": True,
-            "trt_timing_cache_path": str(root),
-            **(profile or {}),
-        }))
+        providers.append(
+            (
+                "TensorrtExecutionProvider",
+                {
+                    "device_id": index,
+                    "trt_fp16_enable": precision == "fp16",
+                    "trt_engine_cache_enable": True,
+                    "trt_engine_cache_path": str(cache),
+                    # Kernel timings do not depend on weights: one timing cache for every graph.
+                    "trt_timing_cache_enable": True,
+                    "trt_timing_cache_path": str(root),
+                    **(profile or {}),
+                },
+            )
+        )
     providers.append(("CUDAExecutionProvider", {"device_id": index}))
     providers.append("CPUExecutionProvider")
     return providers, f"cuda:{index}"
 
 
-def gpu_unused_warning(requested: str, running_on: str, available: list[str], gpu_evidence: str,
-                       version: str) -> str:
+def gpu_unused_warning(
+    requested: str, running_on: str, available: list[str], gpu_evidence: str, version: str
+) -> str:
     """Why a session on the CPU is probably a broken install while a GPU is visible, or "".
 
     ``gpu_evidence``: ``devices.visible_gpu()``'s answer (tests pass their own). An explicit
@@ -156,25 +185,35 @@ def gpu_unused_warning(requested: str, running_on: str, available: list[str], gp
     if requested == "cpu" or running_on != "cpu" or not gpu_evidence:
         return ""
     if "CUDAExecutionProvider" not in available:
-        reason = (f"this onnxruntime {version} is the CPU package (providers: {', '.join(available)}); "
-                  "pip uninstall -y onnxruntime, then pip install 'dehaze_ros[onnx-gpu]' (onnxruntime-gpu)")
+        reason = (
+            f"this onnxruntime {version} is the CPU package (providers: {', '.join(available)}); "
+            "pip uninstall -y onnxruntime, then pip install 'dehaze_ros[onnx-gpu]' (onnxruntime-gpu)"
+        )
     else:
-        reason = ("onnxruntime could not load its CUDA provider (its own warning just before this in the "
-                  "log says why: usually the CUDA or cuDNN libraries onnxruntime-gpu was built for)")
-    return (f"backend onnxruntime runs on the CPU although an NVIDIA GPU is visible ({gpu_evidence}): "
-            f"{reason}; or set device cpu to keep the CPU")
+        reason = (
+            "onnxruntime could not load its CUDA provider (its own warning just before this in the "
+            "log says why: usually the CUDA or cuDNN libraries onnxruntime-gpu was built for)"
+        )
+    return (
+        f"backend onnxruntime runs on the CPU although an NVIDIA GPU is visible ({gpu_evidence}): "
+        f"{reason}; or set device cpu to keep the CPU"
+    )
 
 
 def session_device(planned: str, requested: str, session_providers: list[str]) -> str:
     """The device a session really runs on. onnxruntime drops a GPU provider it cannot load (no
     CUDA/cuDNN libraries, a driver too old) with only a log line and runs on the CPU: for
     ``device`` cuda that is a BackendError, for ``auto`` the device is reported as cpu."""
-    if planned == "cpu" or {"CUDAExecutionProvider", "TensorrtExecutionProvider"} & set(session_providers):
+    if planned == "cpu" or {"CUDAExecutionProvider", "TensorrtExecutionProvider"} & set(
+        session_providers
+    ):
         return planned
     if requested != "auto":
-        raise BackendError(f"device {requested!r} asked for, but onnxruntime could not load its CUDA provider "
-                           f"(the session has only: {', '.join(session_providers)}); check the CUDA and cuDNN "
-                           "libraries onnxruntime-gpu needs, or use device cpu")
+        raise BackendError(
+            f"device {requested!r} asked for, but onnxruntime could not load its CUDA provider "
+            f"(the session has only: {', '.join(session_providers)}); check the CUDA and cuDNN "
+            "libraries onnxruntime-gpu needs, or use device cpu"
+        )
     return "cpu"
 
 
@@ -185,7 +224,11 @@ def cached_export_path(checkpoint: str | os.PathLike) -> Path:
     from dehaze_ros.onnx_export import ONNX_FORMAT_VERSION, file_sha256
 
     digest = file_sha256(checkpoint)[:16]
-    return cache_root() / "onnx" / f"{Path(checkpoint).stem}-{digest}-torch{torch.__version__}-v{ONNX_FORMAT_VERSION}.onnx"
+    return (
+        cache_root()
+        / "onnx"
+        / f"{Path(checkpoint).stem}-{digest}-torch{torch.__version__}-v{ONNX_FORMAT_VERSION}.onnx"
+    )
 
 
 def cached_export(checkpoint: str | os.PathLike) -> Path:
@@ -201,8 +244,9 @@ def cached_export(checkpoint: str | os.PathLike) -> Path:
     return path
 
 
-def slow_setup_notice(onnx_model: str, checkpoint: str | os.PathLike, device: str,
-                      trt_cache_dir: str | os.PathLike) -> str:
+def slow_setup_notice(
+    onnx_model: str, checkpoint: str | os.PathLike, device: str, trt_cache_dir: str | os.PathLike
+) -> str:
     """What the next OnnxRuntimeBackend will spend minutes on (an ONNX export, a TensorRT build),
     in words for the log before it starts, or "" when both are cached or do not apply."""
     from dehaze_ros.onnx_export import file_sha256
@@ -212,7 +256,9 @@ def slow_setup_notice(onnx_model: str, checkpoint: str | os.PathLike, device: st
     if graph is None:
         graph = cached_export_path(checkpoint)
         if not graph.exists():
-            work.append(f"exporting {checkpoint} to ONNX into {graph.parent} (a minute or two, once)")
+            work.append(
+                f"exporting {checkpoint} to ONNX into {graph.parent} (a minute or two, once)"
+            )
     try:
         import onnxruntime
     except ImportError:
@@ -221,18 +267,30 @@ def slow_setup_notice(onnx_model: str, checkpoint: str | os.PathLike, device: st
         root = Path(trt_cache_dir).expanduser() if str(trt_cache_dir) else default_trt_cache_dir()
         built = graph.is_file() and any(
             folder.is_dir() and any(folder.glob("*.engine"))
-            for folder in root.glob(f"{file_sha256(graph)[:16]}-*"))
+            for folder in root.glob(f"{file_sha256(graph)[:16]}-*")
+        )
         if not built:
-            work.append(f"building the TensorRT engine into {root} (minutes; on a Jetson up to tens of "
-                        "minutes, once per graph and precision; `python -m dehaze_ros.tools.build_engines` "
-                        "builds it ahead of time)")
+            work.append(
+                f"building the TensorRT engine into {root} (minutes; on a Jetson up to tens of "
+                "minutes, once per graph and precision; `python -m dehaze_ros.tools.build_engines` "
+                "builds it ahead of time)"
+            )
     return "; ".join(work)
 
 
 class OnnxRuntimeBackend(Backend):
-    def __init__(self, onnx_model: str | os.PathLike = "", checkpoint: str | os.PathLike = "",
-                 device: str = "auto", precision: str = "auto", trt_cache_dir: str | os.PathLike = "",
-                 num_threads: int = 0, max_side: int = 0, depth_max_side: int = 0, tensorrt: bool = True):
+    def __init__(
+        self,
+        onnx_model: str | os.PathLike = "",
+        checkpoint: str | os.PathLike = "",
+        device: str = "auto",
+        precision: str = "auto",
+        trt_cache_dir: str | os.PathLike = "",
+        num_threads: int = 0,
+        max_side: int = 0,
+        depth_max_side: int = 0,
+        tensorrt: bool = True,
+    ):
         """``onnx_model``: an exported graph; "" exports ``checkpoint`` (cached, see the module
         docstring). ``num_threads``: CPU threads of the session; 0 = onnxruntime's choice.
         ``max_side`` / ``depth_max_side``: the engine's, for the TensorRT profile (0 = native).
@@ -243,12 +301,16 @@ class OnnxRuntimeBackend(Backend):
         if onnx_model:
             path = Path(onnx_model).expanduser()
             if not path.is_file():
-                raise BackendError(f"onnx_model {path} not found (no such file); export one with "
-                                   "`python -m training.export CHECKPOINT --onnx OUT.onnx`, or leave "
-                                   "onnx_model empty to export the checkpoint automatically")
+                raise BackendError(
+                    f"onnx_model {path} not found (no such file); export one with "
+                    "`python -m training.export CHECKPOINT --onnx OUT.onnx`, or leave "
+                    "onnx_model empty to export the checkpoint automatically"
+                )
         # Device and precision are checked before anything is exported.
         available = ort.get_available_providers()
-        _, planned_device = execution_providers(device, precision, trt_cache_dir, available, tensorrt=tensorrt)
+        _, planned_device = execution_providers(
+            device, precision, trt_cache_dir, available, tensorrt=tensorrt
+        )
         if not onnx_model:
             path = cached_export(checkpoint)
         profile = None
@@ -257,8 +319,15 @@ class OnnxRuntimeBackend(Backend):
             min_side = _min_side_of(path, ort)
             profile = tensorrt_profile(min_side, max_side, depth_max_side)
             self.trt_max_side = int(profile["trt_profile_max_shapes"].rsplit("x", 1)[1])
-        providers, _ = execution_providers(device, precision, trt_cache_dir, available,
-                                           file_sha256(path) if profile else "", profile, tensorrt)
+        providers, _ = execution_providers(
+            device,
+            precision,
+            trt_cache_dir,
+            available,
+            file_sha256(path) if profile else "",
+            profile,
+            tensorrt,
+        )
         options = ort.SessionOptions()
         if num_threads:
             options.intra_op_num_threads = num_threads
@@ -270,17 +339,24 @@ class OnnxRuntimeBackend(Backend):
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
             raise BackendError(f"onnxruntime could not load {path}: {exc}") from exc
         try:
-            self.metadata = OnnxMetadata.from_props(self.session.get_modelmeta().custom_metadata_map, path)
+            self.metadata = OnnxMetadata.from_props(
+                self.session.get_modelmeta().custom_metadata_map, path
+            )
         except OnnxModelError as exc:
             raise BackendError(str(exc)) from exc
         self.path = path
         self.providers = self.session.get_providers()
         self.device = session_device(planned_device, device, self.providers)
-        self.device_warning = gpu_unused_warning(device, self.device, available, devices.visible_gpu(),
-                                                 ort.__version__)
+        self.device_warning = gpu_unused_warning(
+            device, self.device, available, devices.visible_gpu(), ort.__version__
+        )
         if "TensorrtExecutionProvider" not in self.providers:
             self.trt_max_side = 0
-        self.precision = "fp16" if (precision == "fp16" and "TensorrtExecutionProvider" in self.providers) else "fp32"
+        self.precision = (
+            "fp16"
+            if (precision == "fp16" and "TensorrtExecutionProvider" in self.providers)
+            else "fp32"
+        )
         self.outputs = [output.name for output in self.session.get_outputs()]
         self.name = self.metadata.name
         self.depth_units = self.metadata.depth_units
@@ -289,8 +365,14 @@ class OnnxRuntimeBackend(Backend):
         self.checkpoint = self.metadata.as_checkpoint(path)
 
     def describe(self) -> dict:
-        description = {"model": self.name, "backend": "onnxruntime", "checkpoint": str(self.path),
-                       "device": self.device, "precision": self.precision, "providers": list(self.providers)}
+        description = {
+            "model": self.name,
+            "backend": "onnxruntime",
+            "checkpoint": str(self.path),
+            "device": self.device,
+            "precision": self.precision,
+            "providers": list(self.providers),
+        }
         if self.device_warning:
             description["device_warning"] = self.device_warning
         return description
@@ -307,11 +389,13 @@ class OnnxRuntimeBackend(Backend):
             raise BackendError(
                 f"image {width}x{height} is smaller than the ONNX graph accepts (each side >= {smallest} "
                 f"px); raise max_side (or depth_max_side, for the depth pass), or use backend torch, which "
-                f"pads any size")
+                f"pads any size"
+            )
         if self.trt_max_side and max(height, width) > self.trt_max_side:
             raise BackendError(
                 f"image {width}x{height} is larger than the TensorRT profile (sides up to {self.trt_max_side} "
-                f"px, from max_side and depth_max_side); set max_side to at most {self.trt_max_side}")
+                f"px, from max_side and depth_max_side); set max_side to at most {self.trt_max_side}"
+            )
         mark = time.perf_counter()
         hazy = np.ascontiguousarray(rgb.transpose(2, 0, 1)[None], dtype=np.float32)
         # One graph: D and E run together, so the whole run is booked as "dehaze".
@@ -321,7 +405,9 @@ class OnnxRuntimeBackend(Backend):
         if "transmission" in results:
             transmission = results["transmission"][0, 0]
             airlight = results["airlight"].reshape(3)
-        dehazed = np.ascontiguousarray(results["dehazed"][0].transpose(1, 2, 0)) if want_dehazed else None
+        dehazed = (
+            np.ascontiguousarray(results["dehazed"][0].transpose(1, 2, 0)) if want_dehazed else None
+        )
         depth = results["depth"][0, 0] if want_depth else None
         return BackendOutput(dehazed, transmission, airlight, depth, timings)
 
@@ -333,7 +419,7 @@ def _min_side_of(path: Path, ort) -> int:
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL   # metadata only
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # metadata only
     try:
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         return OnnxMetadata.from_props(session.get_modelmeta().custom_metadata_map, path).min_side

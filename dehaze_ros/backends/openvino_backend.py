@@ -26,6 +26,7 @@ asks for (the dehazing pass, the depth pass, odd frames), compiled on first use 
 static shape lets the plugin plan its memory and pick kernels once, and a camera has one or two
 sizes.
 """
+
 from __future__ import annotations
 
 import os
@@ -38,15 +39,16 @@ from dehaze_ros import devices
 from dehaze_ros.backends.base import Backend, BackendError, BackendOutput
 
 INSTALL_HINT = "pip install 'dehaze_ros[openvino]' (the OpenVINO CPU runtime); or use backend torch"
-INPUT_NAME = "hazy"   # onnx_export.INPUT_NAME, without importing torch
+INPUT_NAME = "hazy"  # onnx_export.INPUT_NAME, without importing torch
 
 
 def import_openvino():
     try:
         import openvino
     except ImportError as exc:
-        raise BackendError(f"backend openvino needs the openvino package, which is not installed: "
-                           f"{INSTALL_HINT}") from exc
+        raise BackendError(
+            f"backend openvino needs the openvino package, which is not installed: {INSTALL_HINT}"
+        ) from exc
     return openvino
 
 
@@ -56,12 +58,21 @@ def graph_metadata(model) -> dict[str, str]:
     framework = info["framework"] if "framework" in info else {}
     if hasattr(framework, "astype"):
         framework = framework.astype(dict)
-    return {key: value.astype(str) if hasattr(value, "astype") else str(value) for key, value in framework.items()}
+    return {
+        key: value.astype(str) if hasattr(value, "astype") else str(value)
+        for key, value in framework.items()
+    }
 
 
 class OpenVinoBackend(Backend):
-    def __init__(self, onnx_model: str | os.PathLike = "", checkpoint: str | os.PathLike = "",
-                 device: str = "auto", precision: str = "auto", num_threads: int = 0):
+    def __init__(
+        self,
+        onnx_model: str | os.PathLike = "",
+        checkpoint: str | os.PathLike = "",
+        device: str = "auto",
+        precision: str = "auto",
+        num_threads: int = 0,
+    ):
         """``onnx_model``: an exported graph; "" exports ``checkpoint`` (cached, as onnxruntime's
         backend does). ``num_threads``: the plugin's inference threads; 0 = its choice."""
         openvino = import_openvino()
@@ -69,23 +80,29 @@ class OpenVinoBackend(Backend):
         from dehaze_ros.onnx_export import OnnxMetadata, OnnxModelError
 
         if device not in ("auto", "cpu"):
-            raise BackendError(f"backend openvino runs on the CPU only, got device {device!r}; use device cpu "
-                               "(or auto), or backend torch / onnxruntime for a GPU")
+            raise BackendError(
+                f"backend openvino runs on the CPU only, got device {device!r}; use device cpu "
+                "(or auto), or backend torch / onnxruntime for a GPU"
+            )
         if precision in ("auto", "fp32"):
             self.precision = "fp32"
         elif precision == "bf16":
             if not devices.cpu_supports_bf16():
-                raise BackendError("precision bf16 needs a CPU with native bf16 (AVX512-BF16 or AMX); "
-                                   "this one has none: use precision fp32")
+                raise BackendError(
+                    "precision bf16 needs a CPU with native bf16 (AVX512-BF16 or AMX); "
+                    "this one has none: use precision fp32"
+                )
             self.precision = "bf16"
         else:
             raise BackendError(f"backend openvino runs fp32 or bf16, got precision {precision!r}")
         if onnx_model:
             path = Path(onnx_model).expanduser()
             if not path.is_file():
-                raise BackendError(f"onnx_model {path} not found (no such file); export one with "
-                                   "`python -m training.export CHECKPOINT --onnx OUT.onnx`, or leave "
-                                   "onnx_model empty to export the checkpoint automatically")
+                raise BackendError(
+                    f"onnx_model {path} not found (no such file); export one with "
+                    "`python -m training.export CHECKPOINT --onnx OUT.onnx`, or leave "
+                    "onnx_model empty to export the checkpoint automatically"
+                )
         else:
             path = cached_export(checkpoint)
         self.core = openvino.Core()
@@ -98,13 +115,17 @@ class OpenVinoBackend(Backend):
         except OnnxModelError as exc:
             raise BackendError(str(exc)) from exc
         # LATENCY: one frame at a time, all threads on it (the node keeps only the newest frame).
-        self.properties = {"PERFORMANCE_HINT": "LATENCY",
-                           "INFERENCE_PRECISION_HINT": "bf16" if self.precision == "bf16" else "f32"}
+        self.properties = {
+            "PERFORMANCE_HINT": "LATENCY",
+            "INFERENCE_PRECISION_HINT": "bf16" if self.precision == "bf16" else "f32",
+        }
         if num_threads:
             self.properties["INFERENCE_NUM_THREADS"] = num_threads
         self.compiled: dict[tuple[int, int], object] = {}
         self.path = path
-        self.version = openvino.__version__ if hasattr(openvino, "__version__") else openvino.get_version()
+        self.version = (
+            openvino.__version__ if hasattr(openvino, "__version__") else openvino.get_version()
+        )
         self.name = self.metadata.name
         self.depth_units = self.metadata.depth_units
         self.depth_range = self.metadata.depth_range_m
@@ -112,8 +133,14 @@ class OpenVinoBackend(Backend):
         self.checkpoint = self.metadata.as_checkpoint(path)
 
     def describe(self) -> dict:
-        return {"model": self.name, "backend": "openvino", "checkpoint": str(self.path), "device": "cpu",
-                "precision": self.precision, "openvino": self.version}
+        return {
+            "model": self.name,
+            "backend": "openvino",
+            "checkpoint": str(self.path),
+            "device": "cpu",
+            "precision": self.precision,
+            "openvino": self.version,
+        }
 
     def close(self) -> None:
         self.compiled = {}
@@ -126,9 +153,13 @@ class OpenVinoBackend(Backend):
             model = self.model.clone()
             model.reshape({INPUT_NAME: [1, 3, height, width]})
             try:
-                request = self.core.compile_model(model, "CPU", self.properties).create_infer_request()
+                request = self.core.compile_model(
+                    model, "CPU", self.properties
+                ).create_infer_request()
             except Exception as exc:
-                raise BackendError(f"openvino could not compile {self.path} for {width}x{height}: {exc}") from exc
+                raise BackendError(
+                    f"openvino could not compile {self.path} for {width}x{height}: {exc}"
+                ) from exc
             self.compiled[(height, width)] = request
         return request
 
@@ -141,7 +172,8 @@ class OpenVinoBackend(Backend):
             raise BackendError(
                 f"image {width}x{height} is smaller than the ONNX graph accepts (each side >= {smallest} "
                 f"px); raise max_side (or depth_max_side, for the depth pass), or use backend torch, which "
-                f"pads any size")
+                f"pads any size"
+            )
         request = self._request(height, width)
         mark = time.perf_counter()
         hazy = np.ascontiguousarray(rgb.transpose(2, 0, 1)[None], dtype=np.float32)
@@ -154,6 +186,8 @@ class OpenVinoBackend(Backend):
         if "transmission" in results:
             transmission = results["transmission"][0, 0]
             airlight = results["airlight"].reshape(3)
-        dehazed = np.ascontiguousarray(results["dehazed"][0].transpose(1, 2, 0)) if want_dehazed else None
+        dehazed = (
+            np.ascontiguousarray(results["dehazed"][0].transpose(1, 2, 0)) if want_dehazed else None
+        )
         depth = results["depth"][0, 0] if want_depth else None
         return BackendOutput(dehazed, transmission, airlight, depth, timings)

@@ -1,4 +1,5 @@
 """DIACMPN networks (dehazer D, depth net E) from a checkpoint, run by PyTorch."""
+
 from __future__ import annotations
 
 import contextlib
@@ -11,7 +12,13 @@ import torch
 
 from dehaze_ros.backends.base import Backend, BackendError, BackendOutput
 from dehaze_ros.checkpoint import build_models, load_checkpoint
-from dehaze_ros.devices import auto_cpu_warning, precision_name, resolve_device, resolve_precision, visible_gpu
+from dehaze_ros.devices import (
+    auto_cpu_warning,
+    precision_name,
+    resolve_device,
+    resolve_precision,
+    visible_gpu,
+)
 
 
 class TorchBackend(Backend):
@@ -19,7 +26,9 @@ class TorchBackend(Backend):
         self.device = resolve_device(device)
         # auto on the CPU with a GPU in the machine: a CPU wheel over the CUDA one, said in
         # /diagnostics rather than found out from the frame rate.
-        self.device_warning = auto_cpu_warning(device, self.device.type, visible_gpu(), torch.version.cuda)
+        self.device_warning = auto_cpu_warning(
+            device, self.device.type, visible_gpu(), torch.version.cuda
+        )
         self.dtype = resolve_precision(precision, self.device)
         checkpoint = load_checkpoint(checkpoint_path, map_location="cpu")
         self.dehazer, self.depth_net = build_models(checkpoint)
@@ -34,8 +43,13 @@ class TorchBackend(Backend):
         self.canonical_focal_px = float(checkpoint.model_config.get("canonical_focal_px", 0.0))
 
     def describe(self) -> dict:
-        description = {"model": self.name, "backend": "torch", "checkpoint": self.checkpoint.path,
-                       "device": str(self.device), "precision": precision_name(self.dtype)}
+        description = {
+            "model": self.name,
+            "backend": "torch",
+            "checkpoint": self.checkpoint.path,
+            "device": str(self.device),
+            "precision": precision_name(self.dtype),
+        }
         if self.device_warning:
             description["device_warning"] = self.device_warning
         return description
@@ -73,7 +87,11 @@ class TorchBackend(Backend):
             if want_depth:
                 mark = time.perf_counter()
                 # Deployment depth is E(D(I)): the depth net sees the dehazed image, as in training.
-                depth = branch_depth if self.depth_net is None else self.depth_net(dehazed, out.transmission)
+                depth = (
+                    branch_depth
+                    if self.depth_net is None
+                    else self.depth_net(dehazed, out.transmission)
+                )
                 depth = depth[0, 0].float().cpu().numpy()
                 timings["depth"] = (time.perf_counter() - mark) * 1e3
             transmission = airlight = None
@@ -82,5 +100,10 @@ class TorchBackend(Backend):
                 airlight = out.airlight.float().reshape(3).cpu().numpy()
             dehazed_np = dehazed[0].permute(1, 2, 0).cpu().numpy() if want_dehazed else None
         # On the CPU these arrays share the tensors' memory: copies only where the engine keeps them.
-        return BackendOutput(np.ascontiguousarray(dehazed_np) if dehazed_np is not None else None,
-                             transmission, airlight, depth, timings)
+        return BackendOutput(
+            np.ascontiguousarray(dehazed_np) if dehazed_np is not None else None,
+            transmission,
+            airlight,
+            depth,
+            timings,
+        )

@@ -5,6 +5,7 @@ conv on V, plus shifted-window self-attention in the attention blocks) -> residu
 MLP -> residual. Stages stack blocks; patch merging / splitting change the scale; selective-kernel
 fusion merges a skip with the upsampled decoder stream. All tensors are B x C x H x W.
 """
+
 from __future__ import annotations
 
 import math
@@ -113,14 +114,23 @@ class TokenMixer(nn.Module):
     opposite borders. Height and width must be multiples of the window (the dehazer pads its input).
     """
 
-    def __init__(self, channels: int, num_heads: int, window_size: int, shift: int,
-                 use_attention: bool, network_depth: int):
+    def __init__(
+        self,
+        channels: int,
+        num_heads: int,
+        window_size: int,
+        shift: int,
+        use_attention: bool,
+        network_depth: int,
+    ):
         super().__init__()
         self.num_heads = num_heads
         self.window_size = window_size
         self.shift = shift
         self.value = nn.Conv2d(channels, channels, 1)
-        self.local = nn.Conv2d(channels, channels, 5, padding=2, groups=channels, padding_mode="reflect")
+        self.local = nn.Conv2d(
+            channels, channels, 5, padding=2, groups=channels, padding_mode="reflect"
+        )
         self.project = nn.Conv2d(channels, channels, 1)
         gain = residual_gain(network_depth)
         for conv in (self.value, self.local, self.project):
@@ -129,14 +139,20 @@ class TokenMixer(nn.Module):
         if use_attention:
             self.query_key = nn.Conv2d(channels, 2 * channels, 1)
             trunc_normal_scaled_(self.query_key)  # no gain: it is not on the residual path
-            self.position_bias = nn.Sequential(nn.Linear(2, 256), nn.ReLU(inplace=True), nn.Linear(256, num_heads))
-            self.register_buffer("relative_positions", log_relative_positions(window_size), persistent=False)
+            self.position_bias = nn.Sequential(
+                nn.Linear(2, 256), nn.ReLU(inplace=True), nn.Linear(256, num_heads)
+            )
+            self.register_buffer(
+                "relative_positions", log_relative_positions(window_size), persistent=False
+            )
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         value = self.value(features)
         mixed = self.local(value)
         if self.query_key is not None:
-            mixed = mixed + self._window_attention(torch.cat([self.query_key(features), value], dim=1))
+            mixed = mixed + self._window_attention(
+                torch.cat([self.query_key(features), value], dim=1)
+            )
         return self.project(mixed)
 
     def _window_attention(self, qkv: torch.Tensor) -> torch.Tensor:
@@ -147,16 +163,22 @@ class TokenMixer(nn.Module):
         rows, cols = qkv.shape[2] // size, qkv.shape[3] // size
         head_dim = channels // self.num_heads
         # Channels-last view (B, H, W, 3C) -> (3, windows, heads, tokens, head_dim).
-        windows = (qkv.permute(0, 2, 3, 1)
-                   .view(batch, rows, size, cols, size, 3, self.num_heads, head_dim)
-                   .permute(5, 0, 1, 3, 6, 2, 4, 7)
-                   .reshape(3, batch * rows * cols, self.num_heads, size * size, head_dim))
+        windows = (
+            qkv.permute(0, 2, 3, 1)
+            .view(batch, rows, size, cols, size, 3, self.num_heads, head_dim)
+            .permute(5, 0, 1, 3, 6, 2, 4, 7)
+            .reshape(3, batch * rows * cols, self.num_heads, size * size, head_dim)
+        )
         bias = self.position_bias(self.relative_positions).permute(2, 0, 1).to(windows.dtype)
-        attended = F.scaled_dot_product_attention(windows[0], windows[1], windows[2], attn_mask=bias)
-        attended = (attended.view(batch, rows, cols, self.num_heads, size, size, head_dim)
-                    .permute(0, 1, 4, 2, 5, 3, 6)
-                    .reshape(batch, rows * size, cols * size, channels))
-        return attended[:, shift:shift + height, shift:shift + width].permute(0, 3, 1, 2)
+        attended = F.scaled_dot_product_attention(
+            windows[0], windows[1], windows[2], attn_mask=bias
+        )
+        attended = (
+            attended.view(batch, rows, cols, self.num_heads, size, size, head_dim)
+            .permute(0, 1, 4, 2, 5, 3, 6)
+            .reshape(batch, rows * size, cols * size, channels)
+        )
+        return attended[:, shift : shift + height, shift : shift + width].permute(0, 3, 1, 2)
 
 
 class ConvMlp(nn.Module):
@@ -176,11 +198,21 @@ class ConvMlp(nn.Module):
 class DehazeBlock(nn.Module):
     """One backbone block. Blocks without attention skip the norm (a depth-wise conv needs none)."""
 
-    def __init__(self, channels: int, mlp_ratio: float, num_heads: int, window_size: int, shift: int,
-                 use_attention: bool, network_depth: int):
+    def __init__(
+        self,
+        channels: int,
+        mlp_ratio: float,
+        num_heads: int,
+        window_size: int,
+        shift: int,
+        use_attention: bool,
+        network_depth: int,
+    ):
         super().__init__()
         self.norm = RescaleNorm(channels) if use_attention else None
-        self.mixer = TokenMixer(channels, num_heads, window_size, shift, use_attention, network_depth)
+        self.mixer = TokenMixer(
+            channels, num_heads, window_size, shift, use_attention, network_depth
+        )
         self.mlp = ConvMlp(channels, int(channels * mlp_ratio), network_depth)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
@@ -196,15 +228,31 @@ class DehazeStage(nn.Sequential):
     """``depth`` blocks at one scale; the last ``attn_ratio`` of them use window attention, with
     every second block's windows shifted by half a window so information crosses window borders."""
 
-    def __init__(self, channels: int, depth: int, mlp_ratio: float, num_heads: int, attn_ratio: float,
-                 window_size: int, network_depth: int):
+    def __init__(
+        self,
+        channels: int,
+        depth: int,
+        mlp_ratio: float,
+        num_heads: int,
+        attn_ratio: float,
+        window_size: int,
+        network_depth: int,
+    ):
         first_attention_block = depth - attn_ratio * depth
-        super().__init__(*(
-            DehazeBlock(channels, mlp_ratio, num_heads, window_size,
-                        shift=window_size // 2 if index % 2 else 0,
-                        use_attention=attn_ratio > 0 and index >= first_attention_block,
-                        network_depth=network_depth)
-            for index in range(depth)))
+        super().__init__(
+            *(
+                DehazeBlock(
+                    channels,
+                    mlp_ratio,
+                    num_heads,
+                    window_size,
+                    shift=window_size // 2 if index % 2 else 0,
+                    use_attention=attn_ratio > 0 and index >= first_attention_block,
+                    network_depth=network_depth,
+                )
+                for index in range(depth)
+            )
+        )
 
 
 class PatchMerge(nn.Sequential):
@@ -230,7 +278,8 @@ class SelectiveKernelFusion(nn.Module):
         self.choose = nn.Sequential(
             nn.Conv2d(channels, hidden, 1, bias=False),
             nn.ReLU(inplace=True),
-            nn.Conv2d(hidden, 2 * channels, 1, bias=False))
+            nn.Conv2d(hidden, 2 * channels, 1, bias=False),
+        )
 
     def forward(self, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
         batch, channels = first.shape[:2]

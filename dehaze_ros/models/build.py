@@ -1,4 +1,5 @@
 """Build the networks from a ModelConfig, and size them (parameters, multiply-accumulates)."""
+
 from __future__ import annotations
 
 import torch
@@ -15,8 +16,13 @@ def build_dehazer(config: ModelConfig) -> Dehazer:
 
 
 def build_depth_net(config: ModelConfig) -> DepthNet:
-    return DepthNet(config.depth_net_channels, config.depth_net_growth, config.depth_net_dense_layers,
-                    config.depth_scale_m, transmission_input=config.depth_reads_transmission)
+    return DepthNet(
+        config.depth_net_channels,
+        config.depth_net_growth,
+        config.depth_net_dense_layers,
+        config.depth_scale_m,
+        transmission_input=config.depth_reads_transmission,
+    )
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -19,6 +19,7 @@ Presets (parameters D / E; GMACs D + E at 640 x 480):
   added about 17 ms here, a third of the budget),
   1x1 scale fusion, an 8-wide UNet and a small depth network: 0.41 M / 0.09 M.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -63,7 +64,13 @@ class ModelConfig:
     stage_channels: tuple[int, ...] = (24, 48, 96, 48, 24)
     mlp_ratios: tuple[float, ...] = (2.0, 4.0, 4.0, 2.0, 2.0)
     num_heads: tuple[int, ...] = (2, 4, 6, 1, 1)  # used where attn_ratios > 0
-    attn_ratios: tuple[float, ...] = (0.25, 0.5, 0.75, 0.0, 0.0)  # share of a stage's last blocks with attention
+    attn_ratios: tuple[float, ...] = (
+        0.25,
+        0.5,
+        0.75,
+        0.0,
+        0.0,
+    )  # share of a stage's last blocks with attention
     window_size: int = 8
     # Structure branch: UNet with widths base, 2, 4, 8, 8 x base.
     unet_base_channels: int = 64
@@ -75,13 +82,13 @@ class ModelConfig:
     depth_net_growth: int = 32
     depth_net_dense_layers: int = 5
     depth_refine_growth: int = 32  # dense block refining the branch's depth map inside D
-    depth_scale_m: float = 10.0    # depth (m) when the log-depth head outputs 0
-    head: str = "residual"         # one of HEADS
+    depth_scale_m: float = 10.0  # depth (m) when the log-depth head outputs 0
+    head: str = "residual"  # one of HEADS
     # Metric depth in a canonical camera (Metric3D): the depth networks predict the depth an image
     # would have if its focal length were this many pixels; metres = output * f / f_c, with f the
     # focal length in pixels of the image the network ran on. 0 = plain metres (no camera model).
     canonical_focal_px: float = 0.0
-    depth_inputs: str = "image"    # one of DEPTH_INPUTS
+    depth_inputs: str = "image"  # one of DEPTH_INPUTS
     # How much of the airlight's colour a physics head keeps: A = m + airlight_chroma * (A - m),
     # m the mean of A's channels. 1 = the RGB value the network predicts; 0 = grey. Fog and haze
     # scatter all visible wavelengths nearly alike, and a tinted A tints everything in thick haze
@@ -92,22 +99,32 @@ class ModelConfig:
     def __post_init__(self) -> None:
         hints = typing.get_type_hints(type(self))
         for item in dataclasses.fields(self):
-            object.__setattr__(self, item.name, _checked(item.name, getattr(self, item.name), hints[item.name]))
+            object.__setattr__(
+                self, item.name, _checked(item.name, getattr(self, item.name), hints[item.name])
+            )
         self._check_values()
 
     def _check_values(self) -> None:
         problems = []
         for name in ("stage_depths", "stage_channels", "mlp_ratios", "num_heads", "attn_ratios"):
             if len(getattr(self, name)) != BACKBONE_STAGES:
-                problems.append(f"{name} needs {BACKBONE_STAGES} entries (enc1, enc2, enc3, dec2, dec1), "
-                                f"got {len(getattr(self, name))}")
+                problems.append(
+                    f"{name} needs {BACKBONE_STAGES} entries (enc1, enc2, enc3, dec2, dec1), "
+                    f"got {len(getattr(self, name))}"
+                )
         if not problems:
             channels = self.stage_channels
             if channels[1] != channels[3] or channels[0] != channels[4]:
-                problems.append(f"stage_channels must mirror (c0, c1, c2, c1, c0) for the skips, got {channels}")
-            for stage, (width, heads, ratio) in enumerate(zip(channels, self.num_heads, self.attn_ratios)):
+                problems.append(
+                    f"stage_channels must mirror (c0, c1, c2, c1, c0) for the skips, got {channels}"
+                )
+            for stage, (width, heads, ratio) in enumerate(
+                zip(channels, self.num_heads, self.attn_ratios)
+            ):
                 if ratio > 0 and heads >= 1 and width % heads:
-                    problems.append(f"stage {stage}: {width} channels do not split into {heads} heads")
+                    problems.append(
+                        f"stage {stage}: {width} channels do not split into {heads} heads"
+                    )
             if any(not 0.0 <= ratio <= 1.0 for ratio in self.attn_ratios):
                 problems.append(f"attn_ratios must lie in [0, 1], got {self.attn_ratios}")
             if any(depth < 1 for depth in self.stage_depths):
@@ -116,27 +133,49 @@ class ModelConfig:
                 problems.append(f"mlp_ratios must be > 0, got {self.mlp_ratios}")
         if not self.depth_net_channels:
             problems.append("depth_net_channels needs at least one entry")
-        positive = ("window_size", "unet_base_channels", "fusion_hidden_channels", "depth_net_growth",
-                    "depth_net_dense_layers", "depth_refine_growth")
+        positive = (
+            "window_size",
+            "unet_base_channels",
+            "fusion_hidden_channels",
+            "depth_net_growth",
+            "depth_net_dense_layers",
+            "depth_refine_growth",
+        )
         positive_tuples = ("stage_channels", "num_heads", "depth_net_channels")
-        problems += [f"{name} must be >= 1, got {getattr(self, name)}" for name in positive
-                     if getattr(self, name) < 1]
-        problems += [f"{name} entries must be >= 1, got {getattr(self, name)}" for name in positive_tuples
-                     if any(value < 1 for value in getattr(self, name))]
+        problems += [
+            f"{name} must be >= 1, got {getattr(self, name)}"
+            for name in positive
+            if getattr(self, name) < 1
+        ]
+        problems += [
+            f"{name} entries must be >= 1, got {getattr(self, name)}"
+            for name in positive_tuples
+            if any(value < 1 for value in getattr(self, name))
+        ]
         if self.fusion_kernel_size < 1 or self.fusion_kernel_size % 2 == 0:
-            problems.append(f"fusion_kernel_size must be odd and >= 1, got {self.fusion_kernel_size}")
+            problems.append(
+                f"fusion_kernel_size must be odd and >= 1, got {self.fusion_kernel_size}"
+            )
         if self.head not in HEADS:
             problems.append(f"head must be one of {HEADS}, got {self.head!r}")
         if self.depth_inputs not in DEPTH_INPUTS:
-            problems.append(f"depth_inputs must be one of {DEPTH_INPUTS}, got {self.depth_inputs!r}")
+            problems.append(
+                f"depth_inputs must be one of {DEPTH_INPUTS}, got {self.depth_inputs!r}"
+            )
         elif self.depth_inputs == "image_transmission" and self.head == "residual":
-            problems.append("depth_inputs image_transmission needs a head that predicts a transmission "
-                            "(asm or asm_dcp), not residual")
+            problems.append(
+                "depth_inputs image_transmission needs a head that predicts a transmission "
+                "(asm or asm_dcp), not residual"
+            )
         if not self.canonical_focal_px >= 0:
-            problems.append(f"canonical_focal_px must be >= 0 pixels (0 = plain metres), got {self.canonical_focal_px}")
+            problems.append(
+                f"canonical_focal_px must be >= 0 pixels (0 = plain metres), got {self.canonical_focal_px}"
+            )
         if not 0.0 <= self.airlight_chroma <= 1.0:
-            problems.append(f"airlight_chroma must lie in [0, 1] (1 = the predicted colour, 0 = grey), "
-                            f"got {self.airlight_chroma}")
+            problems.append(
+                f"airlight_chroma must lie in [0, 1] (1 = the predicted colour, 0 = grey), "
+                f"got {self.airlight_chroma}"
+            )
         if not self.depth_scale_m > 0:
             problems.append(f"depth_scale_m must be > 0 metres, got {self.depth_scale_m}")
         if problems:
@@ -152,8 +191,10 @@ class ModelConfig:
 
     def to_dict(self) -> dict:
         """Plain dict (tuples as lists) for checkpoints, YAML and JSON."""
-        return {key: list(value) if isinstance(value, tuple) else value
-                for key, value in dataclasses.asdict(self).items()}
+        return {
+            key: list(value) if isinstance(value, tuple) else value
+            for key, value in dataclasses.asdict(self).items()
+        }
 
     @classmethod
     def from_dict(cls, values: dict) -> ModelConfig:
@@ -174,9 +215,14 @@ def _checked(name: str, value, hint):
     if typing.get_origin(hint) is tuple:
         element_hint = typing.get_args(hint)[0]
         if not isinstance(value, (list, tuple)):
-            raise TypeError(f"ModelConfig.{name} must be a list of {element_hint.__name__}, "
-                            f"got {type(value).__name__} {value!r}")
-        return tuple(_checked(f"{name}[{index}]", element, element_hint) for index, element in enumerate(value))
+            raise TypeError(
+                f"ModelConfig.{name} must be a list of {element_hint.__name__}, "
+                f"got {type(value).__name__} {value!r}"
+            )
+        return tuple(
+            _checked(f"{name}[{index}]", element, element_hint)
+            for index, element in enumerate(value)
+        )
     # bool is an int subclass, but True as a channel count is always a mistake.
     if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
@@ -184,11 +230,14 @@ def _checked(name: str, value, hint):
         return value
     if hint is str and isinstance(value, str):
         return value
-    raise TypeError(f"ModelConfig.{name} must be {hint.__name__}, got {type(value).__name__} {value!r}")
+    raise TypeError(
+        f"ModelConfig.{name} must be {hint.__name__}, got {type(value).__name__} {value!r}"
+    )
 
 
 PRESETS: dict[str, ModelConfig] = {
-    config.name: config for config in (
+    config.name: config
+    for config in (
         ModelConfig(name="diacmpn-s"),
         ModelConfig(
             name="diacmpn-t",

@@ -11,6 +11,7 @@ pixels outside the image (as cv2.erode's default border does); the guided filter
 average over the pixels inside the image instead of reflecting it; the airlight's candidate
 set is the top ``k`` of the dark channel by ``topk`` (ties broken differently).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -23,8 +24,8 @@ from dehaze_ros import dcp
 
 @dataclass
 class DcpPrior:
-    transmission: torch.Tensor   # B x 1 x H x W in [t_min, 1]
-    airlight: torch.Tensor       # B x 3 x 1 x 1
+    transmission: torch.Tensor  # B x 1 x H x W in [t_min, 1]
+    airlight: torch.Tensor  # B x 3 x 1 x 1
 
 
 def dark_channel(image: torch.Tensor, patch: int) -> torch.Tensor:
@@ -32,12 +33,15 @@ def dark_channel(image: torch.Tensor, patch: int) -> torch.Tensor:
     darkest = image.amin(dim=1, keepdim=True)
     pad = patch // 2
     # A separable erosion (min-pool = -max-pool(-x)); -inf padding ignores the outside.
-    rows = -F.max_pool2d(F.pad(-darkest, (0, 0, pad, pad), value=float("-inf")), (patch, 1), stride=1)
+    rows = -F.max_pool2d(
+        F.pad(-darkest, (0, 0, pad, pad), value=float("-inf")), (patch, 1), stride=1
+    )
     return -F.max_pool2d(F.pad(-rows, (pad, pad, 0, 0), value=float("-inf")), (1, patch), stride=1)
 
 
 def box_mean(values: torch.Tensor, radius: int) -> torch.Tensor:
     """Mean over a (2r+1)^2 window clipped to the image, by cumulative sums: O(1) per pixel."""
+
     def along(tensor: torch.Tensor, dim: int) -> torch.Tensor:
         size = tensor.shape[dim]
         summed = F.pad(tensor.cumsum(dim), (0, 0, 1, 0) if dim == 2 else (1, 0))
@@ -51,7 +55,9 @@ def box_mean(values: torch.Tensor, radius: int) -> torch.Tensor:
     return sums / along(along(ones, 2), 3)
 
 
-def guided_filter(guide: torch.Tensor, source: torch.Tensor, radius: int, eps: float) -> torch.Tensor:
+def guided_filter(
+    guide: torch.Tensor, source: torch.Tensor, radius: int, eps: float
+) -> torch.Tensor:
     """He et al.'s guided filter with a gray guide: B x 1 x H x W each."""
     mean_guide, mean_source = box_mean(guide, radius), box_mean(source, radius)
     covariance = box_mean(guide * source, radius) - mean_guide * mean_source
@@ -75,8 +81,9 @@ def linear_quantile(values: torch.Tensor, quantile: float) -> torch.Tensor:
     return torch.lerp(low, high, rank - below)
 
 
-def estimate_airlight(image: torch.Tensor, dark: torch.Tensor,
-                      top_fraction: float = dcp.AIRLIGHT_TOP_FRACTION) -> torch.Tensor:
+def estimate_airlight(
+    image: torch.Tensor, dark: torch.Tensor, top_fraction: float = dcp.AIRLIGHT_TOP_FRACTION
+) -> torch.Tensor:
     """Per image: mean colour of the brightest 10% among the haziest ``top_fraction`` pixels."""
     batch = image.shape[0]
     flat_dark = dark.reshape(batch, -1)
@@ -94,9 +101,9 @@ def estimate_airlight(image: torch.Tensor, dark: torch.Tensor,
     above = flat_dark > kth_value
     tied = flat_dark == kth_value
     room = count - above.sum(dim=1, keepdim=True)
-    candidate = above | (tied & (tied.long().cumsum(dim=1) <= room))                 # B x HW, count set
+    candidate = above | (tied & (tied.long().cumsum(dim=1) <= room))  # B x HW, count set
     pixels = image.reshape(batch, 3, -1)
-    brightness = pixels.sum(dim=1)                                                   # B x HW
+    brightness = pixels.sum(dim=1)  # B x HW
     candidate_brightness = torch.where(candidate, brightness, -1.0).topk(count, dim=1).values
     threshold = linear_quantile(candidate_brightness, 0.9)
     chosen = (candidate & (brightness >= threshold)).to(image.dtype)[:, None]
@@ -105,8 +112,13 @@ def estimate_airlight(image: torch.Tensor, dark: torch.Tensor,
 
 
 @torch.no_grad()
-def dcp_prior(hazy: torch.Tensor, patch: int = dcp.PATCH, omega: float = dcp.OMEGA,
-              t_min: float = dcp.T_MIN, eps: float = dcp.GUIDED_EPS) -> DcpPrior:
+def dcp_prior(
+    hazy: torch.Tensor,
+    patch: int = dcp.PATCH,
+    omega: float = dcp.OMEGA,
+    t_min: float = dcp.T_MIN,
+    eps: float = dcp.GUIDED_EPS,
+) -> DcpPrior:
     """DCP transmission and airlight of a B x 3 x H x W RGB [0, 1] batch (float32 inside)."""
     image = hazy.float().clamp(0.0, 1.0)
     height, width = image.shape[-2:]
@@ -117,7 +129,9 @@ def dcp_prior(hazy: torch.Tensor, patch: int = dcp.PATCH, omega: float = dcp.OME
         patch = max(1, min(height, width) | 1)
     airlight = estimate_airlight(image, dark_channel(image, patch))
     raw = 1.0 - omega * dark_channel(image / airlight, patch)
-    weights = torch.tensor(dcp.GRAY_WEIGHTS, dtype=image.dtype, device=image.device).view(1, 3, 1, 1)
+    weights = torch.tensor(dcp.GRAY_WEIGHTS, dtype=image.dtype, device=image.device).view(
+        1, 3, 1, 1
+    )
     gray = (image * weights).sum(dim=1, keepdim=True)
     transmission = guided_filter(gray, raw, dcp.guided_radius(height, width, patch), eps)
     return DcpPrior(transmission.clamp(t_min, 1.0), airlight)

@@ -46,6 +46,7 @@ are formed at their target scale (pooling / upsampling) instead of upsampling ev
 resolution and striding back down; the fusion weights are a softmax over the scales; instance
 norms have the right channel counts.
 """
+
 from __future__ import annotations
 
 import math
@@ -57,8 +58,14 @@ from torch import nn
 from dataclasses import dataclass
 
 from dehaze_ros import dcp
-from dehaze_ros.models.blocks import (DehazeStage, PatchMerge, PatchSplit, SelectiveKernelFusion,
-                                      cat_channels, pad_to_multiple)
+from dehaze_ros.models.blocks import (
+    DehazeStage,
+    PatchMerge,
+    PatchSplit,
+    SelectiveKernelFusion,
+    cat_channels,
+    pad_to_multiple,
+)
 from dehaze_ros.models.config import ModelConfig
 from dehaze_ros.models.dcp_prior import dcp_prior
 from dehaze_ros.models.depth_net import DepthNet, DilatedResidualDenseBlock
@@ -83,21 +90,36 @@ class ScaleFusion(nn.Module):
     scale, concatenated and mixed by conv + instance norm + ReLU into that scale's width.
     """
 
-    def __init__(self, scale_channels: tuple[int, ...], hidden: int, kernel_size: int,
-                 targets: tuple[int, ...]):
+    def __init__(
+        self,
+        scale_channels: tuple[int, ...],
+        hidden: int,
+        kernel_size: int,
+        targets: tuple[int, ...],
+    ):
         super().__init__()
         total = sum(scale_channels)
         self.targets = targets
         self.scale_attention = nn.Sequential(
-            nn.Conv2d(total, hidden, 1), nn.ReLU(inplace=True), nn.Conv2d(hidden, len(scale_channels), 1))
+            nn.Conv2d(total, hidden, 1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, len(scale_channels), 1),
+        )
         self.mixers = nn.ModuleList(
             nn.Sequential(
-                nn.Conv2d(total, scale_channels[target], kernel_size, padding=kernel_size // 2,
-                          padding_mode="reflect"),
+                nn.Conv2d(
+                    total,
+                    scale_channels[target],
+                    kernel_size,
+                    padding=kernel_size // 2,
+                    padding_mode="reflect",
+                ),
                 # Instance norm; as GroupNorm with one group per channel it keeps channels-last.
                 nn.GroupNorm(scale_channels[target], scale_channels[target]),
-                nn.ReLU(inplace=True))
-            for target in targets)
+                nn.ReLU(inplace=True),
+            )
+            for target in targets
+        )
 
     def forward(self, scales: list[torch.Tensor]) -> list[torch.Tensor]:
         """``scales`` (finest first) -> one fused map per target scale index, in ``targets`` order."""
@@ -108,14 +130,16 @@ class ScaleFusion(nn.Module):
             size = scales[target].shape[-2:]
             # The weights are per image and scale, so they commute with resampling: weigh the
             # smaller (resampled) map.
-            resampled = [resample(features, size) * weights[:, index:index + 1]
-                         for index, features in enumerate(scales)]
+            resampled = [
+                resample(features, size) * weights[:, index : index + 1]
+                for index, features in enumerate(scales)
+            ]
             fused.append(mixer(cat_channels(resampled)))
         return fused
 
 
-T_MIN = dcp.T_MIN                 # the inverse ASM's floor of t (the DCP's t0)
-PRIOR_T_MAX = 0.99                # logit(t_dcp) stays finite where the DCP says "no haze"
+T_MIN = dcp.T_MIN  # the inverse ASM's floor of t (the DCP's t0)
+PRIOR_T_MAX = 0.99  # logit(t_dcp) stays finite where the DCP says "no haze"
 # The asm head without the DCP starts from a plain guess: half transmission, light grey airlight.
 START_TRANSMISSION, START_AIRLIGHT = 0.5, 0.85
 
@@ -126,10 +150,10 @@ def logit(values: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class DehazerOutput:
-    dehazed: torch.Tensor                    # B x 3 x H x W, [0, 1] units, not clamped
-    branch_log_depth: torch.Tensor           # B x 1 x H x W, the depth branch's log depth
+    dehazed: torch.Tensor  # B x 3 x H x W, [0, 1] units, not clamped
+    branch_log_depth: torch.Tensor  # B x 1 x H x W, the depth branch's log depth
     transmission: torch.Tensor | None = None  # B x 1 x H x W in (0, 1) (physics heads)
-    airlight: torch.Tensor | None = None     # B x 3 x 1 x 1 (physics heads)
+    airlight: torch.Tensor | None = None  # B x 3 x 1 x 1 (physics heads)
 
 
 class Dehazer(nn.Module):
@@ -141,12 +165,18 @@ class Dehazer(nn.Module):
         depths, network_depth = config.stage_depths, sum(config.stage_depths)
         depth_levels = len(config.depth_net_channels)
         attention_multiple = 4 * config.window_size if config.uses_attention else 4
-        self.size_multiple = math.lcm(attention_multiple, 2 ** UNET_LEVELS, 2 ** depth_levels)
+        self.size_multiple = math.lcm(attention_multiple, 2**UNET_LEVELS, 2**depth_levels)
 
         def stage(index: int) -> DehazeStage:
-            return DehazeStage(config.stage_channels[index], depths[index], config.mlp_ratios[index],
-                               config.num_heads[index], config.attn_ratios[index], config.window_size,
-                               network_depth)
+            return DehazeStage(
+                config.stage_channels[index],
+                depths[index],
+                config.mlp_ratios[index],
+                config.num_heads[index],
+                config.attn_ratios[index],
+                config.window_size,
+                network_depth,
+            )
 
         base = config.unet_base_channels
         self.structure_branch = StructureUNet(base)
@@ -154,16 +184,22 @@ class Dehazer(nn.Module):
         self.structure_to_half = nn.Conv2d(base, half, 1)
         self.structure_to_quarter = nn.Conv2d(2 * base, quarter, 1)
 
-        self.depth_branch = DepthNet(config.depth_net_channels, config.depth_net_growth,
-                                     config.depth_net_dense_layers, config.depth_scale_m)
-        self.depth_refine = DilatedResidualDenseBlock(1, config.depth_refine_growth, config.depth_net_dense_layers)
+        self.depth_branch = DepthNet(
+            config.depth_net_channels,
+            config.depth_net_growth,
+            config.depth_net_dense_layers,
+            config.depth_scale_m,
+        )
+        self.depth_refine = DilatedResidualDenseBlock(
+            1, config.depth_refine_growth, config.depth_net_dense_layers
+        )
 
         self.head = config.head
         self.airlight_chroma = config.airlight_chroma
         # asm_dcp: the stem also reads the DCP's transmission (as 2t - 1, the image's range).
         stem_inputs = 4 if self.head == "asm_dcp" else 3
         self.stem = nn.Conv2d(stem_inputs, full, 3, padding=1, padding_mode="reflect")
-        self.encoder_full_input = nn.Conv2d(2 * full + 1, full, 1)   # stem + structure + depth
+        self.encoder_full_input = nn.Conv2d(2 * full + 1, full, 1)  # stem + structure + depth
         self.encoder_full = stage(0)
         self.merge_to_half = PatchMerge(full, half)
         self.encoder_half_input = nn.Conv2d(2 * half, half, 1)
@@ -172,23 +208,28 @@ class Dehazer(nn.Module):
         self.encoder_quarter_input = nn.Conv2d(2 * quarter, quarter, 1)
         self.encoder_quarter = stage(2)
 
-        self.scale_fusion = ScaleFusion((full, half, quarter), config.fusion_hidden_channels,
-                                        config.fusion_kernel_size, targets=(2, 1))
-        self.bottleneck_input = nn.Conv2d(2 * quarter, quarter, 1)      # encoder out + fused 1/4
+        self.scale_fusion = ScaleFusion(
+            (full, half, quarter),
+            config.fusion_hidden_channels,
+            config.fusion_kernel_size,
+            targets=(2, 1),
+        )
+        self.bottleneck_input = nn.Conv2d(2 * quarter, quarter, 1)  # encoder out + fused 1/4
         self.split_to_half = PatchSplit(quarter, half)
         self.skip_half = nn.Conv2d(half, half, 1)
         self.skip_fusion_half = SelectiveKernelFusion(half)
-        self.decoder_half_input = nn.Conv2d(2 * half, half, 1)          # + structure
+        self.decoder_half_input = nn.Conv2d(2 * half, half, 1)  # + structure
         self.decoder_half = stage(3)
-        self.decoder_half_output = nn.Conv2d(2 * half, half, 1)         # + fused 1/2
+        self.decoder_half_output = nn.Conv2d(2 * half, half, 1)  # + fused 1/2
         self.split_to_full = PatchSplit(half, full)
         self.skip_full = nn.Conv2d(full, full, 1)
         self.skip_fusion_full = SelectiveKernelFusion(full)
-        self.decoder_full_input = nn.Conv2d(2 * full, full, 1)          # + structure
+        self.decoder_full_input = nn.Conv2d(2 * full, full, 1)  # + structure
         self.decoder_full = stage(4)
         # residual: 3 channels of f(I); physics heads: 1 channel, the logit of t (or its correction).
-        self.output_projection = nn.Conv2d(full, 3 if self.head == "residual" else 1, 3, padding=1,
-                                           padding_mode="reflect")
+        self.output_projection = nn.Conv2d(
+            full, 3 if self.head == "residual" else 1, 3, padding=1, padding_mode="reflect"
+        )
         nn.init.zeros_(self.output_projection.weight)
         nn.init.zeros_(self.output_projection.bias)
         if self.head != "residual":
@@ -211,13 +252,19 @@ class Dehazer(nn.Module):
     def forward_physics(self, hazy: torch.Tensor) -> DehazerOutput:
         """Everything the head computes, cropped to the input size."""
         if hazy.dim() != 4 or hazy.shape[1] != 3:
-            raise ValueError(f"Dehazer expects a B x 3 x H x W RGB batch, got shape {tuple(hazy.shape)}")
+            raise ValueError(
+                f"Dehazer expects a B x 3 x H x W RGB batch, got shape {tuple(hazy.shape)}"
+            )
         height, width = hazy.shape[-2:]
-        padded = pad_to_multiple(hazy, self.size_multiple).contiguous(memory_format=torch.channels_last)
+        padded = pad_to_multiple(hazy, self.size_multiple).contiguous(
+            memory_format=torch.channels_last
+        )
         signed = padded * 2.0 - 1.0
         # The prior of the image itself (padding would move its airlight and guided filter), padded.
         prior = dcp_prior(hazy) if self.head == "asm_dcp" else None
-        prior_transmission = None if prior is None else pad_to_multiple(prior.transmission, self.size_multiple)
+        prior_transmission = (
+            None if prior is None else pad_to_multiple(prior.transmission, self.size_multiple)
+        )
 
         structure_quarter, structure_half, structure_full = self.structure_branch(signed)
         structure_full = self.structure_to_full(structure_full)
@@ -226,32 +273,45 @@ class Dehazer(nn.Module):
         branch_log_depth = self.depth_branch.log_depth(padded)
         depth_features = self.depth_refine(branch_log_depth)
 
-        stem_input = signed if prior is None else cat_channels(
-            [signed, prior_transmission.to(signed.dtype) * 2.0 - 1.0])
+        stem_input = (
+            signed
+            if prior is None
+            else cat_channels([signed, prior_transmission.to(signed.dtype) * 2.0 - 1.0])
+        )
         features = self.stem(stem_input)
         encoded_full = self.encoder_full(
-            self.encoder_full_input(cat_channels([features, structure_full, depth_features])))
+            self.encoder_full_input(cat_channels([features, structure_full, depth_features]))
+        )
         features = self.merge_to_half(encoded_full)
-        encoded_half = self.encoder_half(self.encoder_half_input(cat_channels([features, structure_half])))
+        encoded_half = self.encoder_half(
+            self.encoder_half_input(cat_channels([features, structure_half]))
+        )
         features = self.merge_to_quarter(encoded_half)
         encoded_quarter = self.encoder_quarter(
-            self.encoder_quarter_input(cat_channels([features, structure_quarter])))
+            self.encoder_quarter_input(cat_channels([features, structure_quarter]))
+        )
         fused_quarter, fused_half = self.scale_fusion([encoded_full, encoded_half, encoded_quarter])
 
         features = self.bottleneck_input(cat_channels([encoded_quarter, fused_quarter]))
         features = self.split_to_half(features)
         features = self.skip_fusion_half(features, self.skip_half(encoded_half)) + features
-        features = self.decoder_half(self.decoder_half_input(cat_channels([features, structure_half])))
+        features = self.decoder_half(
+            self.decoder_half_input(cat_channels([features, structure_half]))
+        )
         features = self.decoder_half_output(cat_channels([features, fused_half]))
         features = self.split_to_full(features)
         features = self.skip_fusion_full(features, self.skip_full(encoded_full)) + features
-        features = self.decoder_full(self.decoder_full_input(cat_channels([features, structure_full])))
+        features = self.decoder_full(
+            self.decoder_full_input(cat_channels([features, structure_full]))
+        )
         head_output = self.output_projection(features)
         crop = (..., slice(0, height), slice(0, width))
         if self.head == "residual":
             # J = I + f(I) in [-1, 1] units is I + f(I) / 2 in [0, 1] units.
             return DehazerOutput((padded + head_output / 2.0)[crop], branch_log_depth[crop])
-        airlight_correction = self.airlight_head(encoded_quarter.mean(dim=(2, 3))).float()[:, :, None, None]
+        airlight_correction = self.airlight_head(encoded_quarter.mean(dim=(2, 3))).float()[
+            :, :, None, None
+        ]
         if prior is None:
             start_logit = math.log(START_TRANSMISSION / (1.0 - START_TRANSMISSION))
             transmission = torch.sigmoid(head_output.float() + start_logit)
@@ -261,7 +321,9 @@ class Dehazer(nn.Module):
             transmission = torch.sigmoid(prior_logit + head_output.float())
             airlight = prior.airlight + airlight_correction
         airlight = airlight.clamp(0.05, 1.0)
-        if self.airlight_chroma < 1.0:   # a convex blend with the grey of the same mean: stays in range
+        if (
+            self.airlight_chroma < 1.0
+        ):  # a convex blend with the grey of the same mean: stays in range
             grey = airlight.mean(dim=1, keepdim=True)
             airlight = grey + self.airlight_chroma * (airlight - grey)
         transmission, image = transmission[crop], padded[crop].float()
@@ -269,7 +331,8 @@ class Dehazer(nn.Module):
         return DehazerOutput(dehazed, branch_log_depth[crop], transmission, airlight)
 
 
-def recover_scene(hazy: torch.Tensor, transmission: torch.Tensor, airlight: torch.Tensor,
-                  t_min: float = T_MIN) -> torch.Tensor:
+def recover_scene(
+    hazy: torch.Tensor, transmission: torch.Tensor, airlight: torch.Tensor, t_min: float = T_MIN
+) -> torch.Tensor:
     """The inverse atmospheric scattering model, J = (I - A) / max(t, t_min) + A, in torch."""
     return (hazy - airlight) / transmission.clamp_min(t_min) + airlight

@@ -7,6 +7,7 @@ bilinear upsampling, concatenated skips and double convs. DIACMPN taps three dec
 into every backbone stage of the same scale. With base 64 this is the 13.4 M-parameter branch
 of the paper. Height and width must be multiples of 16 (the dehazer pads its input).
 """
+
 from __future__ import annotations
 
 import torch
@@ -28,7 +29,8 @@ class DoubleConv(nn.Sequential):
             nn.ReLU(inplace=True),
             nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False),
             nn.BatchNorm2d(out_channels),
-            nn.ReLU(inplace=True))
+            nn.ReLU(inplace=True),
+        )
 
 
 class StructureUNet(nn.Module):
@@ -37,13 +39,18 @@ class StructureUNet(nn.Module):
 
     def __init__(self, base_channels: int = 64, in_channels: int = 3, out_channels: int = 3):
         super().__init__()
-        widths = [base_channels * 2 ** level for level in range(LEVELS)] + [base_channels * 2 ** (LEVELS - 1)]
+        widths = [base_channels * 2**level for level in range(LEVELS)] + [
+            base_channels * 2 ** (LEVELS - 1)
+        ]
         self.input_conv = DoubleConv(in_channels, widths[0])
-        self.encoder = nn.ModuleList(DoubleConv(widths[level], widths[level + 1]) for level in range(LEVELS))
+        self.encoder = nn.ModuleList(
+            DoubleConv(widths[level], widths[level + 1]) for level in range(LEVELS)
+        )
         # Decoder level l (coarse to fine) takes [skip at l, upsampled] = 2 * widths[l] channels.
         decoder_out = [widths[level - 1] if level else widths[0] for level in range(LEVELS)]
         self.decoder = nn.ModuleList(
-            DoubleConv(2 * widths[level], decoder_out[level]) for level in reversed(range(LEVELS)))
+            DoubleConv(2 * widths[level], decoder_out[level]) for level in reversed(range(LEVELS))
+        )
         self.output_conv = nn.Conv2d(widths[0], out_channels, 1)
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -54,7 +61,9 @@ class StructureUNet(nn.Module):
             features = block(F.max_pool2d(features, 2))
         decoded = []
         for block, skip in zip(self.decoder, reversed(skips)):
-            upsampled = F.interpolate(features, size=skip.shape[-2:], mode="bilinear", align_corners=True)
+            upsampled = F.interpolate(
+                features, size=skip.shape[-2:], mode="bilinear", align_corners=True
+            )
             features = block(cat_channels([skip, upsampled]))
             decoded.append(features)
         # decoded: 1/8, 1/4, 1/2, full resolution.

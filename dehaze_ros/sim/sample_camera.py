@@ -19,6 +19,7 @@ once at start-up and plays them back and forth in a loop; only the haze (about 1
 per frame, so the haze still drifts. Otherwise, when making a frame takes longer than the period,
 frames go out as fast as they are made and the log says so once.
 """
+
 from __future__ import annotations
 
 import math
@@ -69,33 +70,86 @@ def _int_range(low: int, high: int) -> list[IntegerRange]:
 
 # name: (default, description, extra descriptor fields)
 CAMERA_PARAMETERS = {
-    "source": ("scene", "scene (built-in renderer), folder (images in `path`) or video (file at `path`).", {}),
+    "source": (
+        "scene",
+        "scene (built-in renderer), folder (images in `path`) or video (file at `path`).",
+        {},
+    ),
     "path": ("", "Folder of images or video file for source folder/video.", {}),
-    "rate_hz": (10.0, "Frames per second to publish (at most; rendering may be slower).",
-                {"floating_point_range": _float_range(0.1, 240.0)}),
-    "width": (0, "Output width in pixels; 0 = 640 for the scene, the file's own size otherwise.",
-              {"integer_range": _int_range(0, 8192)}),
-    "height": (0, "Output height in pixels; 0 = 480 for the scene, the file's own size otherwise.",
-               {"integer_range": _int_range(0, 8192)}),
-    "frame_id": ("camera_optical_frame", "header.frame_id of every message (an optical frame, REP-103).", {}),
+    "rate_hz": (
+        10.0,
+        "Frames per second to publish (at most; rendering may be slower).",
+        {"floating_point_range": _float_range(0.1, 240.0)},
+    ),
+    "width": (
+        0,
+        "Output width in pixels; 0 = 640 for the scene, the file's own size otherwise.",
+        {"integer_range": _int_range(0, 8192)},
+    ),
+    "height": (
+        0,
+        "Output height in pixels; 0 = 480 for the scene, the file's own size otherwise.",
+        {"integer_range": _int_range(0, 8192)},
+    ),
+    "frame_id": (
+        "camera_optical_frame",
+        "header.frame_id of every message (an optical frame, REP-103).",
+        {},
+    ),
     "encoding": ("rgb8", "Image encoding to publish: rgb8, bgr8 or mono8.", {}),
-    "publish_compressed": (False, "Also publish image/compressed (jpeg) while someone subscribes to it, "
-                                  "as image_transport does.", {}),
-    "jpeg_quality": (90, "JPEG quality of image/compressed.", {"integer_range": _int_range(1, 100)}),
-    "reliability": ("best_effort", "QoS reliability of the outputs: best_effort (sensor data) or reliable.", {}),
-    "seed": (0, "Scene seed: which random scene the camera drives through.", {"integer_range": _int_range(0, 2**31 - 1)}),
-    "beta_min": (0.02, "Thinnest haze, scattering coefficient in 1/m (scene source).",
-                 {"floating_point_range": _float_range(0.0, 5.0)}),
-    "beta_max": (0.08, "Thickest haze in 1/m (scene source).", {"floating_point_range": _float_range(0.0, 5.0)}),
-    "beta_period_s": (30.0, "Seconds for the haze to go from thin to thick and back.",
-                      {"floating_point_range": _float_range(0.1, 3600.0)}),
-    "airlight": (0.85, "Atmospheric light A in [0, 1] (grey haze).", {"floating_point_range": _float_range(0.0, 1.0)}),
-    "hfov_deg": (70.0, "Horizontal field of view for the CameraInfo of folder/video sources.",
-                 {"floating_point_range": _float_range(1.0, 179.0)}),
+    "publish_compressed": (
+        False,
+        "Also publish image/compressed (jpeg) while someone subscribes to it, "
+        "as image_transport does.",
+        {},
+    ),
+    "jpeg_quality": (
+        90,
+        "JPEG quality of image/compressed.",
+        {"integer_range": _int_range(1, 100)},
+    ),
+    "reliability": (
+        "best_effort",
+        "QoS reliability of the outputs: best_effort (sensor data) or reliable.",
+        {},
+    ),
+    "seed": (
+        0,
+        "Scene seed: which random scene the camera drives through.",
+        {"integer_range": _int_range(0, 2**31 - 1)},
+    ),
+    "beta_min": (
+        0.02,
+        "Thinnest haze, scattering coefficient in 1/m (scene source).",
+        {"floating_point_range": _float_range(0.0, 5.0)},
+    ),
+    "beta_max": (
+        0.08,
+        "Thickest haze in 1/m (scene source).",
+        {"floating_point_range": _float_range(0.0, 5.0)},
+    ),
+    "beta_period_s": (
+        30.0,
+        "Seconds for the haze to go from thin to thick and back.",
+        {"floating_point_range": _float_range(0.1, 3600.0)},
+    ),
+    "airlight": (
+        0.85,
+        "Atmospheric light A in [0, 1] (grey haze).",
+        {"floating_point_range": _float_range(0.0, 1.0)},
+    ),
+    "hfov_deg": (
+        70.0,
+        "Horizontal field of view for the CameraInfo of folder/video sources.",
+        {"floating_point_range": _float_range(1.0, 179.0)},
+    ),
     "loop": (True, "Start folder/video sources again at their end (else stop publishing).", {}),
-    "prerender_frames": (0, "Scene source: render this many frames at start-up and play them back and "
-                            "forth at rate_hz (a camera's rate); 0 = render every frame live (about 6 Hz at 640x480).",
-                         {"integer_range": _int_range(0, MAX_PRERENDER_FRAMES)}),
+    "prerender_frames": (
+        0,
+        "Scene source: render this many frames at start-up and play them back and "
+        "forth at rate_hz (a camera's rate); 0 = render every frame live (about 6 Hz at 640x480).",
+        {"integer_range": _int_range(0, MAX_PRERENDER_FRAMES)},
+    ),
 }
 
 
@@ -135,8 +189,18 @@ def loop_index(t: float, rate_hz: float, frames: int) -> int:
 class SceneSource:
     """Procedural frames with exact depth, hazed with the ASM (rendered live or pre-rendered)."""
 
-    def __init__(self, width: int, height: int, seed: int, beta_min: float, beta_max: float,
-                 period_s: float, airlight: float, prerender_frames: int = 0, rate_hz: float = 10.0):
+    def __init__(
+        self,
+        width: int,
+        height: int,
+        seed: int,
+        beta_min: float,
+        beta_max: float,
+        period_s: float,
+        airlight: float,
+        prerender_frames: int = 0,
+        rate_hz: float = 10.0,
+    ):
         from dehaze_ros.sim.scenes import SceneRenderer
 
         self.renderer = SceneRenderer(width=width or 640, height=height or 480, seed=seed)
@@ -186,6 +250,7 @@ class FileSource:
             first = self._fit(cv2.cvtColor(first_bgr, cv2.COLOR_BGR2RGB))
         height_px, width_px = first.shape[:2]
         from dehaze_ros.sim.scenes import intrinsics
+
         self.K = intrinsics(width_px, height_px, hfov_deg)
 
     def _fit(self, rgb: np.ndarray) -> np.ndarray:
@@ -219,47 +284,73 @@ class FileSource:
 
 
 class SampleCamera(Node):
-
     def __init__(self, **kwargs):
         super().__init__("sample_camera", **kwargs)
         for name, (default, description, extra) in CAMERA_PARAMETERS.items():
-            self.declare_parameter(name, default, ParameterDescriptor(
-                description=description, read_only=True, **extra))
+            self.declare_parameter(
+                name, default, ParameterDescriptor(description=description, read_only=True, **extra)
+            )
         value = {name: self.get_parameter(name).value for name in CAMERA_PARAMETERS}
         self.settings = value
         if value["encoding"] not in ("rgb8", "bgr8", "mono8"):
             raise ValueError(f"encoding must be rgb8, bgr8 or mono8, got {value['encoding']!r}")
         if value["reliability"] not in ("best_effort", "reliable"):
-            raise ValueError(f"reliability must be best_effort or reliable, got {value['reliability']!r}")
+            raise ValueError(
+                f"reliability must be best_effort or reliable, got {value['reliability']!r}"
+            )
         if value["source"] == "scene":
             started = time.monotonic()
-            self.source = SceneSource(value["width"], value["height"], value["seed"], value["beta_min"],
-                                      value["beta_max"], value["beta_period_s"], value["airlight"],
-                                      value["prerender_frames"], value["rate_hz"])
+            self.source = SceneSource(
+                value["width"],
+                value["height"],
+                value["seed"],
+                value["beta_min"],
+                value["beta_max"],
+                value["beta_period_s"],
+                value["airlight"],
+                value["prerender_frames"],
+                value["rate_hz"],
+            )
             if value["prerender_frames"]:
                 self.get_logger().info(
                     f"pre-rendered {value['prerender_frames']} scene frames in "
                     f"{time.monotonic() - started:.1f} s: a {value['prerender_frames'] / value['rate_hz']:.1f} s "
-                    f"loop played back and forth at {value['rate_hz']:g} Hz")
+                    f"loop played back and forth at {value['rate_hz']:g} Hz"
+                )
         elif value["source"] in ("folder", "video"):
-            self.source = FileSource(value["source"], value["path"], value["width"], value["height"],
-                                     value["hfov_deg"], value["loop"])
+            self.source = FileSource(
+                value["source"],
+                value["path"],
+                value["width"],
+                value["height"],
+                value["hfov_deg"],
+                value["loop"],
+            )
         else:
             raise ValueError(f"source must be scene, folder or video, got {value['source']!r}")
 
-        qos = QoSProfile(history=QoSHistoryPolicy.KEEP_LAST, depth=1,
-                         reliability=(QoSReliabilityPolicy.RELIABLE if value["reliability"] == "reliable"
-                                      else QoSReliabilityPolicy.BEST_EFFORT),
-                         durability=QoSDurabilityPolicy.VOLATILE)
+        qos = QoSProfile(
+            history=QoSHistoryPolicy.KEEP_LAST,
+            depth=1,
+            reliability=(
+                QoSReliabilityPolicy.RELIABLE
+                if value["reliability"] == "reliable"
+                else QoSReliabilityPolicy.BEST_EFFORT
+            ),
+            durability=QoSDurabilityPolicy.VOLATILE,
+        )
         options = QoSOverridingOptions.with_default_policies()
         self.image_pub = self.create_publisher(Image, "image", qos, qos_overriding_options=options)
-        self.info_pub = self.create_publisher(CameraInfo, "camera_info", qos, qos_overriding_options=options)
+        self.info_pub = self.create_publisher(
+            CameraInfo, "camera_info", qos, qos_overriding_options=options
+        )
         self.compressed_pub = None
         if value["publish_compressed"]:
             # image_transport's naming: the compressed stream lives under the (remapped) image topic.
             base = self.resolve_topic_name("image")
-            self.compressed_pub = self.create_publisher(CompressedImage, f"{base}/compressed", qos,
-                                                        qos_overriding_options=options)
+            self.compressed_pub = self.create_publisher(
+                CompressedImage, f"{base}/compressed", qos, qos_overriding_options=options
+            )
         self.depth_pub = self.create_publisher(Image, "ground_truth/depth", qos)
         self.clear_pub = self.create_publisher(Image, "ground_truth/clear", qos)
         self.camera_info = None
@@ -269,34 +360,49 @@ class SampleCamera(Node):
         self.timer = self.create_timer(1.0 / value["rate_hz"], self.publish_frame)
         self.get_logger().info(
             f"publishing {value['source']} frames on {self.image_pub.topic_name} at up to "
-            f"{value['rate_hz']:g} Hz, frame_id {value['frame_id']}")
+            f"{value['rate_hz']:g} Hz, frame_id {value['frame_id']}"
+        )
 
     def publish_frame(self) -> None:
         t = time.monotonic() - self.started
         tick = time.monotonic()
         frame = self.source.frame(t)
         if frame is None:
-            self.get_logger().info("end of the source reached (loop is false): no more frames", once=True)
+            self.get_logger().info(
+                "end of the source reached (loop is false): no more frames", once=True
+            )
             return
         rgb, depth_m, clear = frame
         encoding = self.settings["encoding"]
         header_stamp = self.get_clock().now().to_msg()
-        pixels = rgb8_to_encoding(rgb, encoding)  # one conversion for the raw and the compressed message
+        pixels = rgb8_to_encoding(
+            rgb, encoding
+        )  # one conversion for the raw and the compressed message
         image_msg = numpy_to_image(pixels, encoding)
         image_msg.header.stamp = header_stamp
         image_msg.header.frame_id = self.settings["frame_id"]
         if self.camera_info is None:
-            self.camera_info = pinhole_camera_info(rgb.shape[1], rgb.shape[0], self.source.K,
-                                                   self.settings["frame_id"])
+            self.camera_info = pinhole_camera_info(
+                rgb.shape[1], rgb.shape[0], self.source.K, self.settings["frame_id"]
+            )
         self.camera_info.header = image_msg.header
         self.image_pub.publish(image_msg)
         self.info_pub.publish(self.camera_info)
         # Like image_transport: no JPEG encoding for nobody (the launch file always enables it).
         if self.compressed_pub is not None and self.compressed_pub.get_subscription_count() > 0:
-            self.compressed_pub.publish(numpy_to_compressed(
-                pixels, encoding, "jpeg", image_msg.header, jpeg_quality=self.settings["jpeg_quality"]))
+            self.compressed_pub.publish(
+                numpy_to_compressed(
+                    pixels,
+                    encoding,
+                    "jpeg",
+                    image_msg.header,
+                    jpeg_quality=self.settings["jpeg_quality"],
+                )
+            )
         if depth_m is not None and self.depth_pub.get_subscription_count() > 0:
-            self.depth_pub.publish(numpy_to_image(depth_m.astype(np.float32), "32FC1", image_msg.header))
+            self.depth_pub.publish(
+                numpy_to_image(depth_m.astype(np.float32), "32FC1", image_msg.header)
+            )
         if clear is not None and self.clear_pub.get_subscription_count() > 0:
             self.clear_pub.publish(numpy_to_image(clear, "rgb8", image_msg.header))
         self.published += 1
@@ -305,7 +411,8 @@ class SampleCamera(Node):
             self.warned_slow = True
             self.get_logger().warning(
                 f"making one {rgb.shape[1]}x{rgb.shape[0]} frame takes {spent * 1e3:.0f} ms: publishing "
-                f"at about {1.0 / spent:.1f} Hz instead of {self.settings['rate_hz']:g} Hz")
+                f"at about {1.0 / spent:.1f} Hz instead of {self.settings['rate_hz']:g} Hz"
+            )
 
 
 def main(args=None) -> int:

@@ -24,6 +24,7 @@ Frames (REP-103/REP-118 conventions):
 * ``K`` is the 3x3 intrinsic matrix of the rendered image (pixel centres at integer + 0.5 offsets
   are not used: pixel (u, v) looks through (u - cx) / fx, (v - cy) / fy, as OpenCV/ROS do).
 """
+
 from __future__ import annotations
 
 import math
@@ -36,9 +37,9 @@ _EPS = 1e-4
 
 @dataclass(frozen=True)
 class RenderedFrame:
-    rgb: np.ndarray        # H x W x 3 uint8, RGB
-    depth_m: np.ndarray    # H x W float32, metres along the optical axis, +inf = sky
-    K: np.ndarray          # 3 x 3 float64 intrinsics
+    rgb: np.ndarray  # H x W x 3 uint8, RGB
+    depth_m: np.ndarray  # H x W float32, metres along the optical axis, +inf = sky
+    K: np.ndarray  # 3 x 3 float64 intrinsics
     # The camera's mounting, as a robot would configure it (EngineConfig.camera_height_m and
     # camera_pitch_deg): metres above the surface it stands on, and the optical axis's tilt below
     # the horizontal in degrees (positive looks down, REP-103's pitch of a camera body; the
@@ -49,11 +50,11 @@ class RenderedFrame:
 
 @dataclass(frozen=True)
 class _Plane:
-    normal: np.ndarray     # unit normal, axis-aligned
-    offset: float          # points p with normal . p = offset
+    normal: np.ndarray  # unit normal, axis-aligned
+    offset: float  # points p with normal . p = offset
     color_a: np.ndarray
     color_b: np.ndarray
-    tile_m: float          # checker tile size
+    tile_m: float  # checker tile size
     max_height: float | None = None  # walls end here (metres, world z); None = unbounded
     material: str = "checker"  # "checker", or "ground": road and verge textured from Scene.ground
 
@@ -66,14 +67,15 @@ _FLAT, _PLAIN, _FACADE, _FOLIAGE, _GLASS, _PAVEMENT, _TERRAIN = range(7)
 @dataclass(frozen=True)
 class _Ground:
     """Texture of a "ground" plane: a road along the world x axis, centred on y = 0, and its verge."""
-    road_half_width: float     # 0: no road
+
+    road_half_width: float  # 0: no road
     road_color: np.ndarray
-    dirt_road: bool            # ragged edges, no markings
+    dirt_road: bool  # ragged edges, no markings
     lines: tuple[tuple[float, float, bool, bool], ...]  # (y, width, dashed, yellow) of each marking
-    dash_m: float              # dash length; dashes repeat every dash_period_m
+    dash_m: float  # dash length; dashes repeat every dash_period_m
     dash_period_m: float
     marking_color: np.ndarray
-    verge_a: np.ndarray        # grass, dirt: the verge and fields mix the two in patches
+    verge_a: np.ndarray  # grass, dirt: the verge and fields mix the two in patches
     verge_b: np.ndarray
     patch_m: float
 
@@ -86,14 +88,15 @@ class _Ridge:
     It also bounds every finite depth: a ray just below the horizon meets it at kilometres instead
     of meeting the ground plane at thousands of kilometres.
     """
+
     radius_m: float
     base_m: float
-    amplitude_m: np.ndarray    # K
-    frequency: np.ndarray      # K, whole cycles per turn so the silhouette closes
-    phase: np.ndarray          # K
+    amplitude_m: np.ndarray  # K
+    frequency: np.ndarray  # K, whole cycles per turn so the silhouette closes
+    phase: np.ndarray  # K
     color_a: np.ndarray
     color_b: np.ndarray
-    snow_m: float              # snow above this height (inf: none)
+    snow_m: float  # snow above this height (inf: none)
 
     def height(self, azimuth: np.ndarray) -> np.ndarray:
         ridged = 1.0 - np.abs(np.sin(0.5 * self.frequency * azimuth[..., None] + self.phase))
@@ -103,30 +106,32 @@ class _Ridge:
 @dataclass
 class Scene:
     planes: list[_Plane]
-    box_lo: np.ndarray      # N x 3
-    box_hi: np.ndarray      # N x 3
-    box_color: np.ndarray   # N x 3
+    box_lo: np.ndarray  # N x 3
+    box_hi: np.ndarray  # N x 3
+    box_color: np.ndarray  # N x 3
     sphere_center: np.ndarray  # M x 3
     sphere_radius: np.ndarray  # M
-    sphere_color: np.ndarray   # M x 3
+    sphere_color: np.ndarray  # M x 3
     sky_horizon: np.ndarray
     sky_zenith: np.ndarray
     sun_dir: np.ndarray
     indoor: bool
     # Used by the vehicle-scale outdoor scenes (random_outdoor_scene); the defaults give the
     # original look, so scenes from random_scene render exactly as they always have.
-    box_material: np.ndarray | None = None     # N ints (_FLAT, _PLAIN, ...); None: all _FLAT
-    box_accent: np.ndarray | None = None       # N x 3 second colour: windows, vehicle glass, leaves
-    box_pattern: np.ndarray | None = None      # N x 5 facade: window spacing, floor height (m),
+    box_material: np.ndarray | None = None  # N ints (_FLAT, _PLAIN, ...); None: all _FLAT
+    box_accent: np.ndarray | None = None  # N x 3 second colour: windows, vehicle glass, leaves
+    box_pattern: np.ndarray | None = None  # N x 5 facade: window spacing, floor height (m),
     #                                            window width and height fractions, shop floor (m);
     #                                            glass: column 4 is where the glass starts (share of height)
     sphere_material: np.ndarray | None = None  # M ints
-    sphere_accent: np.ndarray | None = None    # M x 3
+    sphere_accent: np.ndarray | None = None  # M x 3
     ground: _Ground | None = None
     ridge: _Ridge | None = None
-    clouds: tuple[float, float, float] | None = None  # cover in [0, 1], x and y shift of the pattern (m)
-    eye: np.ndarray | None = None              # (y, z) where a vehicle's or robot's camera stands at x = 0
-    eye_surface_z: float = 0.0                 # height of what it stands on there (a raised sidewalk)
+    clouds: tuple[float, float, float] | None = (
+        None  # cover in [0, 1], x and y shift of the pattern (m)
+    )
+    eye: np.ndarray | None = None  # (y, z) where a vehicle's or robot's camera stands at x = 0
+    eye_surface_z: float = 0.0  # height of what it stands on there (a raised sidewalk)
 
 
 def intrinsics(width: int, height: int, hfov_deg: float = 70.0) -> np.ndarray:
@@ -142,13 +147,23 @@ def random_scene(rng: np.random.Generator, indoor: bool | None = None) -> Scene:
     """A random arrangement: an outdoor street-like scene with sky, or a closed room."""
     if indoor is None:
         indoor = bool(rng.random() < 0.5)
-    ground = _Plane(np.array([0.0, 0.0, 1.0]), 0.0, _random_color(rng, 0.2, 0.7),
-                    _random_color(rng, 0.2, 0.7), float(rng.uniform(0.5, 3.0)))
+    ground = _Plane(
+        np.array([0.0, 0.0, 1.0]),
+        0.0,
+        _random_color(rng, 0.2, 0.7),
+        _random_color(rng, 0.2, 0.7),
+        float(rng.uniform(0.5, 3.0)),
+    )
     planes = [ground]
     if indoor:
         length, half_width, height = rng.uniform(6, 14), rng.uniform(2.5, 6), rng.uniform(2.4, 3.5)
-        wall_specs = [((1, 0, 0), length), ((-1, 0, 0), 2.0), ((0, 1, 0), half_width),
-                      ((0, -1, 0), half_width), ((0, 0, 1), height)]
+        wall_specs = [
+            ((1, 0, 0), length),
+            ((-1, 0, 0), 2.0),
+            ((0, 1, 0), half_width),
+            ((0, -1, 0), half_width),
+            ((0, 0, 1), height),
+        ]
         extent_x, extent_y = (0.5, length - 0.5), (-half_width + 0.3, half_width - 0.3)
         n_boxes, n_spheres = rng.integers(3, 8), rng.integers(1, 4)
         size_range = (0.3, 1.4)
@@ -161,24 +176,41 @@ def random_scene(rng: np.random.Generator, indoor: bool | None = None) -> Scene:
     for normal, offset in wall_specs:
         # Outdoor walls are finite in height so that the sky (infinite depth) stays visible.
         wall_height = None if indoor or normal[2] else float(rng.uniform(3.0, 15.0))
-        planes.append(_Plane(np.array(normal, dtype=np.float64), float(offset),
-                             _random_color(rng), _random_color(rng), float(rng.uniform(0.3, 2.5)),
-                             wall_height))
-    centers_xy = np.stack([rng.uniform(*extent_x, n_boxes), rng.uniform(*extent_y, n_boxes)], axis=1)
+        planes.append(
+            _Plane(
+                np.array(normal, dtype=np.float64),
+                float(offset),
+                _random_color(rng),
+                _random_color(rng),
+                float(rng.uniform(0.3, 2.5)),
+                wall_height,
+            )
+        )
+    centers_xy = np.stack(
+        [rng.uniform(*extent_x, n_boxes), rng.uniform(*extent_y, n_boxes)], axis=1
+    )
     sizes = rng.uniform(*size_range, size=(n_boxes, 3))
     if not indoor:
         sizes[:, 2] *= rng.uniform(1.0, 4.0, n_boxes)  # buildings and poles, taller than wide
     box_lo = np.concatenate([centers_xy - sizes[:, :2] / 2, np.zeros((n_boxes, 1))], axis=1)
     box_hi = np.concatenate([centers_xy + sizes[:, :2] / 2, sizes[:, 2:3]], axis=1)
     radius = rng.uniform(size_range[0] / 2, size_range[1] / 2, n_spheres)
-    sphere_center = np.stack([rng.uniform(*extent_x, n_spheres), rng.uniform(*extent_y, n_spheres),
-                              radius * rng.uniform(1.0, 2.0, n_spheres)], axis=1)
+    sphere_center = np.stack(
+        [
+            rng.uniform(*extent_x, n_spheres),
+            rng.uniform(*extent_y, n_spheres),
+            radius * rng.uniform(1.0, 2.0, n_spheres),
+        ],
+        axis=1,
+    )
     sun = np.array([rng.uniform(-1, 1), rng.uniform(-1, 1), rng.uniform(0.4, 1.5)])
     return Scene(
         planes=planes,
-        box_lo=box_lo, box_hi=box_hi,
+        box_lo=box_lo,
+        box_hi=box_hi,
         box_color=rng.uniform(0.1, 0.95, size=(n_boxes, 3)).astype(np.float32),
-        sphere_center=sphere_center, sphere_radius=radius,
+        sphere_center=sphere_center,
+        sphere_radius=radius,
         sphere_color=rng.uniform(0.1, 0.95, size=(n_spheres, 3)).astype(np.float32),
         sky_horizon=np.array([0.85, 0.88, 0.92], dtype=np.float32) * rng.uniform(0.8, 1.0),
         sky_zenith=np.array([0.35, 0.55, 0.85], dtype=np.float32) * rng.uniform(0.7, 1.1),
@@ -189,7 +221,9 @@ def random_scene(rng: np.random.Generator, indoor: bool | None = None) -> Scene:
 
 def _camera_rotation(yaw: float, pitch: float) -> np.ndarray:
     """Columns: the optical frame's x (right), y (down), z (forward) axes in world coordinates."""
-    forward = np.array([math.cos(pitch) * math.cos(yaw), math.cos(pitch) * math.sin(yaw), math.sin(pitch)])
+    forward = np.array(
+        [math.cos(pitch) * math.cos(yaw), math.cos(pitch) * math.sin(yaw), math.sin(pitch)]
+    )
     right = np.array([math.sin(yaw), -math.cos(yaw), 0.0])
     down = np.cross(forward, right)
     return np.stack([right, down, forward], axis=1)
@@ -206,7 +240,8 @@ def _lattice_noise(ix: np.ndarray, iy: np.ndarray, iz: np.ndarray | None = None)
     """White noise in [0, 1) per integer lattice point: an integer hash, ten times cheaper than the
     sine hash of _hash_noise (which stays, so the original scenes keep their exact look)."""
     h = (ix.astype(np.int64).astype(np.uint32) * np.uint32(0x165667B1)) ^ (
-        iy.astype(np.int64).astype(np.uint32) * np.uint32(0x27D4EB2F))
+        iy.astype(np.int64).astype(np.uint32) * np.uint32(0x27D4EB2F)
+    )
     if iz is not None:
         h ^= iz.astype(np.int64).astype(np.uint32) * np.uint32(0x9E3779B1)
     h = (h ^ (h >> np.uint32(15))) * np.uint32(0x85EBCA6B)
@@ -235,9 +270,11 @@ def _fbm(x: np.ndarray, y: np.ndarray, cell_m: float, octaves: int) -> np.ndarra
     """Value noise summed over octaves (halving cell, halving weight): patchy, natural-looking."""
     total, weight = np.zeros_like(x), 0.0
     for octave in range(octaves):
-        scale = 0.5 ** octave
+        scale = 0.5**octave
         # Each octave is shifted so the lattices do not line up.
-        total += scale * _value_noise(x + 37.1 * octave * cell_m, y - 19.7 * octave * cell_m, cell_m * scale)
+        total += scale * _value_noise(
+            x + 37.1 * octave * cell_m, y - 19.7 * octave * cell_m, cell_m * scale
+        )
         weight += scale
     return total / weight
 
@@ -251,7 +288,9 @@ def _fade(footprint: np.ndarray, feature_m: float) -> np.ndarray:
 def _band_coverage(coord: np.ndarray, low: float, high: float, footprint: np.ndarray) -> np.ndarray:
     """Share of the pixel footprint [coord +- footprint / 2] inside [low, high]: a box-filtered band."""
     half = np.maximum(footprint, 1e-6) / 2
-    return np.clip(np.minimum(coord + half, high) - np.maximum(coord - half, low), 0.0, None) / (2 * half)
+    return np.clip(np.minimum(coord + half, high) - np.maximum(coord - half, low), 0.0, None) / (
+        2 * half
+    )
 
 
 def _periodic_coverage(coord: np.ndarray, period, start, stop, footprint: np.ndarray) -> np.ndarray:
@@ -266,7 +305,9 @@ def _periodic_coverage(coord: np.ndarray, period, start, stop, footprint: np.nda
     return np.clip((integral(coord + half) - integral(coord - half)) / (2 * half), 0.0, 1.0)
 
 
-def _ground_albedo(ground: _Ground, points: np.ndarray, footprint: np.ndarray, dir_z: np.ndarray) -> np.ndarray:
+def _ground_albedo(
+    ground: _Ground, points: np.ndarray, footprint: np.ndarray, dir_z: np.ndarray
+) -> np.ndarray:
     x, y = points[:, 0], points[:, 1]
     # Across the view (y) a pixel spans the head-on footprint; along it (x) the ground is
     # foreshortened by the grazing angle, so the footprint there grows towards the horizon.
@@ -286,20 +327,33 @@ def _ground_albedo(ground: _Ground, points: np.ndarray, footprint: np.ndarray, d
     mix = 0.5 + (np.clip((patches - 0.35) / 0.3, 0, 1) - 0.5) * _fade(v_along, ground.patch_m)
     # Tufts (smooth, 0.3 m) and blades (single pixels up close): blocky cells of one size would
     # read as tiles.
-    grain = (1 + 0.45 * (_value_noise(vx, vy, 0.3) - 0.5) * _fade(v_along, 0.3)
-             + 0.3 * (_lattice_noise(np.floor(vx / 0.04), np.floor(vy / 0.04)) - 0.5) * _fade(v_along, 0.04))
-    albedo[verge] = (ground.verge_a * (1 - mix[:, None]) + ground.verge_b * mix[:, None]) * grain[:, None]
+    grain = (
+        1
+        + 0.45 * (_value_noise(vx, vy, 0.3) - 0.5) * _fade(v_along, 0.3)
+        + 0.3
+        * (_lattice_noise(np.floor(vx / 0.04), np.floor(vy / 0.04)) - 0.5)
+        * _fade(v_along, 0.04)
+    )
+    albedo[verge] = (ground.verge_a * (1 - mix[:, None]) + ground.verge_b * mix[:, None]) * grain[
+        :, None
+    ]
     road = np.flatnonzero(on_road > 0)
     if road.size:
         rx, ry, r_along, r_across = x[road], y[road], along[road], across[road]
         wear = 0.88 + 0.24 * _value_noise(rx, ry, 4.0)
-        grit = 1 + 0.3 * (_lattice_noise(np.floor(rx / 0.05), np.floor(ry / 0.05)) - 0.5) * _fade(r_along, 0.05)
+        grit = 1 + 0.3 * (_lattice_noise(np.floor(rx / 0.05), np.floor(ry / 0.05)) - 0.5) * _fade(
+            r_along, 0.05
+        )
         surface = ground.road_color * (wear * grit)[:, None]
         for line_y, line_width, dashed, yellow in ground.lines:
             paint = _band_coverage(ry, line_y - line_width / 2, line_y + line_width / 2, r_across)
             if dashed:
-                paint = paint * _periodic_coverage(rx, ground.dash_period_m, 0.0, ground.dash_m, r_along)
-            marking = np.array([0.85, 0.68, 0.15], dtype=np.float32) if yellow else ground.marking_color
+                paint = paint * _periodic_coverage(
+                    rx, ground.dash_period_m, 0.0, ground.dash_m, r_along
+                )
+            marking = (
+                np.array([0.85, 0.68, 0.15], dtype=np.float32) if yellow else ground.marking_color
+            )
             surface = surface * (1 - paint[:, None]) + marking * paint[:, None]
         cover = on_road[road, None]
         albedo[road] = albedo[road] * (1 - cover) + surface * cover
@@ -311,9 +365,19 @@ def _grain(points: np.ndarray, footprint: np.ndarray, cell_m: float = 0.05) -> n
     return (_cell_noise(points, cell_m) - 0.5) * _fade(footprint, cell_m)
 
 
-def _shade_textured(scene: Scene, boxes: bool, material: np.ndarray, ids: np.ndarray, rows: np.ndarray,
-                    points: np.ndarray, footprint: np.ndarray, hit_dirs: np.ndarray, face_axis: np.ndarray,
-                    albedo: np.ndarray, normal: np.ndarray) -> None:
+def _shade_textured(
+    scene: Scene,
+    boxes: bool,
+    material: np.ndarray,
+    ids: np.ndarray,
+    rows: np.ndarray,
+    points: np.ndarray,
+    footprint: np.ndarray,
+    hit_dirs: np.ndarray,
+    face_axis: np.ndarray,
+    albedo: np.ndarray,
+    normal: np.ndarray,
+) -> None:
     """Albedo (and, for foliage, bent normals) of the hits ``rows`` on textured boxes or spheres ``ids``.
 
     Each material gathers only what its texture needs: at 640 x 480 a facade filling the view is
@@ -329,7 +393,9 @@ def _shade_textured(scene: Scene, boxes: bool, material: np.ndarray, ids: np.nda
             continue
         if kind == _PLAIN:
             albedo[r] = color[i] * (1 + 0.15 * _grain(on, fp))[:, None]
-        elif kind == _GLASS:  # vehicle windows all round above a sill, paint below it and on the roof
+        elif (
+            kind == _GLASS
+        ):  # vehicle windows all round above a sill, paint below it and on the roof
             lo_z, hi_z = scene.box_lo[i, 2], scene.box_hi[i, 2]
             up = np.clip((on[:, 2] - lo_z) / np.maximum(hi_z - lo_z, 1e-3), 0, 1)
             paint = (face_axis[r] == 2) | (up < scene.box_pattern[i, 4])
@@ -347,7 +413,8 @@ def _shade_textured(scene: Scene, boxes: bool, material: np.ndarray, ids: np.nda
         elif kind == _PAVEMENT:  # paving slabs on top, a plain kerb face
             slab = 0.45
             joints = 1 - (1 - _periodic_coverage(on[:, 0], slab, 0.0, 0.03, fp)) * (
-                1 - _periodic_coverage(on[:, 1], slab, 0.0, 0.03, fp))
+                1 - _periodic_coverage(on[:, 1], slab, 0.0, 0.03, fp)
+            )
             shade = np.where(face_axis[r] == 2, 1 - 0.35 * joints, 0.8) * (1 + 0.2 * _grain(on, fp))
             albedo[r] = color[i] * shade[:, None]
         elif kind == _TERRAIN:
@@ -359,8 +426,14 @@ def _shade_textured(scene: Scene, boxes: bool, material: np.ndarray, ids: np.nda
             raise ValueError(f"unknown material {kind}")
 
 
-def _facade_albedo(scene: Scene, box: np.ndarray, points: np.ndarray, face_axis: np.ndarray,
-                   footprint: np.ndarray, incidence: np.ndarray) -> np.ndarray:
+def _facade_albedo(
+    scene: Scene,
+    box: np.ndarray,
+    points: np.ndarray,
+    face_axis: np.ndarray,
+    footprint: np.ndarray,
+    incidence: np.ndarray,
+) -> np.ndarray:
     """Walls with rows of windows (and a shop floor of large windows), roofs on top."""
     spacing, floor_m, window_w, window_h, shop_m = scene.box_pattern[box].T
     lo, hi = scene.box_lo[box], scene.box_hi[box]
@@ -372,16 +445,24 @@ def _facade_albedo(scene: Scene, box: np.ndarray, points: np.ndarray, face_axis:
     bay = wall_length / np.maximum(np.round(wall_length / spacing), 1)
     up = points[:, 2] - lo[:, 2]
     slanted = footprint / np.maximum(incidence, 0.15)  # walls seen at a slant are foreshortened
-    columns = _periodic_coverage(along, bay, bay * (1 - window_w) / 2, bay * (1 + window_w) / 2, slanted)
-    storeys = _periodic_coverage(up - shop_m, floor_m, floor_m * 0.3, floor_m * (0.3 + window_h), footprint)
-    glass_cover = columns * storeys * _band_coverage(up, shop_m, hi[:, 2] - lo[:, 2] - 0.8, footprint)
+    columns = _periodic_coverage(
+        along, bay, bay * (1 - window_w) / 2, bay * (1 + window_w) / 2, slanted
+    )
+    storeys = _periodic_coverage(
+        up - shop_m, floor_m, floor_m * 0.3, floor_m * (0.3 + window_h), footprint
+    )
+    glass_cover = (
+        columns * storeys * _band_coverage(up, shop_m, hi[:, 2] - lo[:, 2] - 0.8, footprint)
+    )
     shops = np.flatnonzero(shop_m > 0)
     if shops.size:
-        glass_cover[shops] += (_periodic_coverage(along[shops], bay[shops], bay[shops] * 0.08, bay[shops] * 0.92,
-                                                  slanted[shops])
-                               * _band_coverage(up[shops], 0.4, shop_m[shops] - 0.6, footprint[shops]))
+        glass_cover[shops] += _periodic_coverage(
+            along[shops], bay[shops], bay[shops] * 0.08, bay[shops] * 0.92, slanted[shops]
+        ) * _band_coverage(up[shops], 0.4, shop_m[shops] - 0.6, footprint[shops])
     # Each pane reflects or shows a different room: a brightness per window.
-    pane = _lattice_noise(np.floor(along / bay) + 1000.0 * face_axis, np.floor((up - shop_m) / floor_m), box)
+    pane = _lattice_noise(
+        np.floor(along / bay) + 1000.0 * face_axis, np.floor((up - shop_m) / floor_m), box
+    )
     pane = 0.55 + 0.9 * (0.5 + (pane - 0.5) * _fade(footprint, 2.0))
     glass_cover = np.clip(glass_cover, 0, 1)[:, None]
     wall = scene.box_color[box] * (1 + 0.12 * _grain(points, footprint))[:, None]
@@ -393,34 +474,50 @@ def _facade_albedo(scene: Scene, box: np.ndarray, points: np.ndarray, face_axis:
 
 def _leafy_normals(normal: np.ndarray, points: np.ndarray) -> np.ndarray:
     """Foliage normals tilted at random per leaf-sized cell: lit and shaded leaves side by side."""
-    tilt = np.stack([_cell_noise(points + offset, 0.2) for offset in (0.0, 0.31, 0.73)], axis=1) - 0.5
+    tilt = (
+        np.stack([_cell_noise(points + offset, 0.2) for offset in (0.0, 0.31, 0.73)], axis=1) - 0.5
+    )
     bent = normal + 1.2 * tilt
     return bent / np.linalg.norm(bent, axis=1, keepdims=True)
 
 
-def _hit_ridge(ridge: _Ridge, origin: np.ndarray, dirs: np.ndarray, best_t: np.ndarray,
-               surface: np.ndarray, surface_id: int) -> None:
+def _hit_ridge(
+    ridge: _Ridge,
+    origin: np.ndarray,
+    dirs: np.ndarray,
+    best_t: np.ndarray,
+    surface: np.ndarray,
+    surface_id: int,
+) -> None:
     offset = math.hypot(origin[0], origin[1])
     reach = ridge.radius_m - offset  # nothing on the cylinder is nearer than this
     top = ridge.base_m + float(ridge.amplitude_m.sum()) - origin[2]
     # Only rays that pass below the highest peak and hit nothing nearer can reach the ridge: the
     # band around the horizon.
-    candidates = np.flatnonzero((dirs[:, 2] <= top / math.hypot(top, reach) + 1e-9) & (best_t > reach))
+    candidates = np.flatnonzero(
+        (dirs[:, 2] <= top / math.hypot(top, reach) + 1e-9) & (best_t > reach)
+    )
     d = dirs[candidates]
     a = d[:, 0] ** 2 + d[:, 1] ** 2
     b = origin[0] * d[:, 0] + origin[1] * d[:, 1]
-    t = (-b + np.sqrt(b * b - a * (offset * offset - ridge.radius_m ** 2))) / a  # the way out
+    t = (-b + np.sqrt(b * b - a * (offset * offset - ridge.radius_m**2))) / a  # the way out
     hit_x, hit_y = origin[0] + t * d[:, 0], origin[1] + t * d[:, 1]
-    hit = (t < best_t[candidates]) & (origin[2] + t * d[:, 2] <= ridge.height(np.arctan2(hit_y, hit_x)))
+    hit = (t < best_t[candidates]) & (
+        origin[2] + t * d[:, 2] <= ridge.height(np.arctan2(hit_y, hit_x))
+    )
     best_t[candidates[hit]], surface[candidates[hit]] = t[hit], surface_id
 
 
-def _ridge_surface(ridge: _Ridge, points: np.ndarray, footprint: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _ridge_surface(
+    ridge: _Ridge, points: np.ndarray, footprint: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     azimuth = np.arctan2(points[:, 1], points[:, 0])
     radial = np.stack([np.cos(azimuth), np.sin(azimuth), np.zeros_like(azimuth)], axis=1)
     tangent = np.stack([-np.sin(azimuth), np.cos(azimuth), np.zeros_like(azimuth)], axis=1)
     step = 1e-3
-    slope = (ridge.height(azimuth + step) - ridge.height(azimuth - step)) / (2 * step * ridge.radius_m)
+    slope = (ridge.height(azimuth + step) - ridge.height(azimuth - step)) / (
+        2 * step * ridge.radius_m
+    )
     # The cylinder is flat; a normal that leans with the silhouette's slope shades the flanks of
     # each peak differently, as the sun lights real mountainsides.
     normal = -radial + 0.6 * np.array([0.0, 0.0, 1.0]) - np.clip(slope, -3, 3)[:, None] * tangent
@@ -434,7 +531,9 @@ def _ridge_surface(ridge: _Ridge, points: np.ndarray, footprint: np.ndarray) -> 
     return normal, albedo.astype(np.float32)
 
 
-def _clouds_and_sun(scene: Scene, origin: np.ndarray, dirs: np.ndarray, sky: np.ndarray) -> np.ndarray:
+def _clouds_and_sun(
+    scene: Scene, origin: np.ndarray, dirs: np.ndarray, sky: np.ndarray
+) -> np.ndarray:
     """Clouds on a layer 1.5 km up and a glow around the sun, painted on the sky (still at +inf)."""
     cover, shift_x, shift_y = scene.clouds
     up = dirs[:, 2]
@@ -456,15 +555,27 @@ _NEAR_M = 1e-9  # any hit in front of the camera lies beyond this optical-axis d
 def _ground_clip_height(scene: Scene, origin: np.ndarray) -> float:
     """Height below which nothing is visible: an unbounded ground plane under the camera hides it."""
     ground = scene.planes[0] if scene.planes else None
-    if (ground is not None and ground.max_height is None and np.array_equal(ground.normal, (0.0, 0.0, 1.0))
-            and origin[2] > ground.offset):
+    if (
+        ground is not None
+        and ground.max_height is None
+        and np.array_equal(ground.normal, (0.0, 0.0, 1.0))
+        and origin[2] > ground.offset
+    ):
         return float(ground.offset)
     return -np.inf
 
 
-def _screen_rects(lo: np.ndarray, hi: np.ndarray, ground_z: float, origin: np.ndarray,
-                  rotation: np.ndarray, K: np.ndarray, width: int, height: int,
-                  sphere_radius: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def _screen_rects(
+    lo: np.ndarray,
+    hi: np.ndarray,
+    ground_z: float,
+    origin: np.ndarray,
+    rotation: np.ndarray,
+    K: np.ndarray,
+    width: int,
+    height: int,
+    sphere_radius: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Pixel rectangles [v0, v1) x [u0, u1) outside which no ray hits the visible part of each box.
 
     The visible part is the box above ``ground_z`` (a sphere's, when ``sphere_radius`` is given:
@@ -480,7 +591,7 @@ def _screen_rects(lo: np.ndarray, hi: np.ndarray, ground_z: float, origin: np.nd
     if sphere_radius is not None and np.isfinite(ground_z):
         center = (lo + hi) / 2
         below = center[:, 2] < ground_z
-        half = np.sqrt(np.maximum(sphere_radius ** 2 - (ground_z - center[:, 2]) ** 2, 0.0))
+        half = np.sqrt(np.maximum(sphere_radius**2 - (ground_z - center[:, 2]) ** 2, 0.0))
         lo[below, :2] = center[below, :2] - half[below, None]
         hi[below, :2] = center[below, :2] + half[below, None]
     lo[:, 2] = np.maximum(lo[:, 2], ground_z)
@@ -499,9 +610,23 @@ def _screen_rects(lo: np.ndarray, hi: np.ndarray, ground_z: float, origin: np.nd
     u1 = np.ceil(np.where(valid, u, -np.inf).max(axis=1)) + 2
     v0 = np.floor(np.where(valid, v, np.inf).min(axis=1)) - 1
     v1 = np.ceil(np.where(valid, v, -np.inf).max(axis=1)) + 2
-    visible = valid.any(axis=1) & (lo[:, 2] <= hi[:, 2]) & (u1 > 0) & (u0 < width) & (v1 > 0) & (v0 < height)
-    rects[visible] = np.stack([np.clip(v0, 0, height), np.clip(v1, 0, height),
-                               np.clip(u0, 0, width), np.clip(u1, 0, width)], axis=1)[visible].astype(np.int64)
+    visible = (
+        valid.any(axis=1)
+        & (lo[:, 2] <= hi[:, 2])
+        & (u1 > 0)
+        & (u0 < width)
+        & (v1 > 0)
+        & (v0 < height)
+    )
+    rects[visible] = np.stack(
+        [
+            np.clip(v0, 0, height),
+            np.clip(v1, 0, height),
+            np.clip(u0, 0, width),
+            np.clip(u1, 0, width),
+        ],
+        axis=1,
+    )[visible].astype(np.int64)
     rects[visible & ((rects[:, 0] >= rects[:, 1]) | (rects[:, 2] >= rects[:, 3])), 1] = 0
     rects[~visible] = 0
     gap = np.linalg.norm(np.maximum(np.maximum(lo - origin, origin - hi), 0.0), axis=1)
@@ -513,15 +638,24 @@ def _occluded(gap: float, window_t: np.ndarray) -> bool:
     return bool(gap * (1.0 - 1e-9) > window_t.max())
 
 
-def render(scene: Scene, width: int, height: int, position: np.ndarray, yaw: float, pitch: float,
-           K: np.ndarray | None = None) -> RenderedFrame:
+def render(
+    scene: Scene,
+    width: int,
+    height: int,
+    position: np.ndarray,
+    yaw: float,
+    pitch: float,
+    K: np.ndarray | None = None,
+) -> RenderedFrame:
     """Ray-cast ``scene`` from a camera at ``position`` (world, metres) with the given yaw/pitch."""
     if width <= 0 or height <= 0:
         raise ValueError(f"image size must be positive, got {width}x{height}")
     K = intrinsics(width, height) if K is None else K
     rotation = _camera_rotation(yaw, pitch)
     u, v = np.meshgrid(np.arange(width, dtype=np.float64), np.arange(height, dtype=np.float64))
-    rays_cam = np.stack([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], np.ones_like(u)], axis=-1)
+    rays_cam = np.stack(
+        [(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], np.ones_like(u)], axis=-1
+    )
     rays_cam = rays_cam.reshape(-1, 3)
     dirs = rays_cam @ rotation.T
     dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
@@ -551,11 +685,15 @@ def render(scene: Scene, width: int, height: int, position: np.ndarray, yaw: flo
             _hit_ridge(scene.ridge, origin, dirs, best_t, surface, ridge_id)
         # Slab test with one contiguous array per axis: numpy reductions over a length-3 axis
         # are several times slower than elementwise minimum/maximum of three arrays.
-        inv_dirs = [np.ascontiguousarray(1.0 / dirs[:, axis]).reshape(height, width) for axis in range(3)]
-        rects, gaps = _screen_rects(scene.box_lo, scene.box_hi, ground_z, origin, rotation, K, width, height)
+        inv_dirs = [
+            np.ascontiguousarray(1.0 / dirs[:, axis]).reshape(height, width) for axis in range(3)
+        ]
+        rects, gaps = _screen_rects(
+            scene.box_lo, scene.box_hi, ground_z, origin, rotation, K, width, height
+        )
         for index in np.flatnonzero(rects[:, 0] < rects[:, 1]):
             lo, hi = scene.box_lo[index], scene.box_hi[index]
-            window = np.s_[rects[index, 0]:rects[index, 1], rects[index, 2]:rects[index, 3]]
+            window = np.s_[rects[index, 0] : rects[index, 1], rects[index, 2] : rects[index, 3]]
             window_t = best_t_image[window]
             if _occluded(gaps[index], window_t):
                 continue
@@ -568,17 +706,28 @@ def render(scene: Scene, width: int, height: int, position: np.ndarray, yaw: flo
             hit = (t_near <= t_far) & (t_near > _EPS)
             window_t[hit], surface_image[window][hit] = t_near[hit], n_planes + index
         radius = scene.sphere_radius[:, None]
-        rects, gaps = _screen_rects(scene.sphere_center - radius, scene.sphere_center + radius, ground_z,
-                                    origin, rotation, K, width, height, sphere_radius=scene.sphere_radius)
+        rects, gaps = _screen_rects(
+            scene.sphere_center - radius,
+            scene.sphere_center + radius,
+            ground_z,
+            origin,
+            rotation,
+            K,
+            width,
+            height,
+            sphere_radius=scene.sphere_radius,
+        )
         for index in np.flatnonzero(rects[:, 0] < rects[:, 1]):
             center, radius = scene.sphere_center[index], scene.sphere_radius[index]
-            window = np.s_[rects[index, 0]:rects[index, 1], rects[index, 2]:rects[index, 3]]
+            window = np.s_[rects[index, 0] : rects[index, 1], rects[index, 2] : rects[index, 3]]
             window_t = best_t_image[window]
             if _occluded(gaps[index], window_t):
                 continue
             to_center = origin - center
             # A contiguous copy keeps the product bit-identical to the whole-image one (BLAS).
-            b = (np.ascontiguousarray(dirs_image[window]).reshape(-1, 3) @ to_center).reshape(window_t.shape)
+            b = (np.ascontiguousarray(dirs_image[window]).reshape(-1, 3) @ to_center).reshape(
+                window_t.shape
+            )
             disc = b * b - (to_center @ to_center - radius * radius)
             t = -b - np.sqrt(np.maximum(disc, 0))
             hit = (disc > 0) & (t > _EPS) & (t < window_t)
@@ -603,20 +752,26 @@ def render(scene: Scene, width: int, height: int, position: np.ndarray, yaw: flo
     # (box-filtered) instead of aliasing into noise far away.
     footprint = best_t[hit_rays] / K[0, 0]
     hit_dirs = dirs[hit_rays]
-    face_axis = np.full(hit_rays.size, -1, dtype=np.int8)  # axis of a box face's normal; -1 elsewhere
+    face_axis = np.full(
+        hit_rays.size, -1, dtype=np.int8
+    )  # axis of a box face's normal; -1 elsewhere
     for index, plane in enumerate(scene.planes):
         mine = hit_surface == index
         if not mine.any():
             continue
         normal[mine] = -np.sign(dirs[hit_rays[mine]] @ plane.normal)[:, None] * plane.normal
         if plane.material == "ground":
-            albedo[mine] = _ground_albedo(scene.ground, points[mine], footprint[mine], hit_dirs[mine, 2])
+            albedo[mine] = _ground_albedo(
+                scene.ground, points[mine], footprint[mine], hit_dirs[mine, 2]
+            )
             own_texture[mine] = True
             continue
         axes = np.flatnonzero(plane.normal == 0)
         on_plane = points[mine]
-        parity = (np.floor(on_plane[:, axes[0]] / plane.tile_m)
-                  + np.floor(on_plane[:, axes[1]] / plane.tile_m)) % 2
+        parity = (
+            np.floor(on_plane[:, axes[0]] / plane.tile_m)
+            + np.floor(on_plane[:, axes[1]] / plane.tile_m)
+        ) % 2
         albedo[mine] = np.where(parity[:, None] > 0, plane.color_a, plane.color_b)
         tile[mine] = plane.tile_m
     in_box = (hit_surface >= n_planes) & (hit_surface < n_planes + n_boxes)
@@ -633,22 +788,48 @@ def render(scene: Scene, width: int, height: int, position: np.ndarray, yaw: flo
         albedo[in_box] = scene.box_color[box]
         face_axis[in_box] = face % 3
         if scene.box_material is not None:
-            _shade_textured(scene, True, scene.box_material[box], box, np.flatnonzero(in_box), points, footprint,
-                            hit_dirs, face_axis, albedo, normal)
+            _shade_textured(
+                scene,
+                True,
+                scene.box_material[box],
+                box,
+                np.flatnonzero(in_box),
+                points,
+                footprint,
+                hit_dirs,
+                face_axis,
+                albedo,
+                normal,
+            )
             own_texture[in_box] = scene.box_material[box] != _FLAT
     in_sphere = (hit_surface >= n_planes + n_boxes) & (hit_surface < ridge_id)
     if in_sphere.any():
         ball = hit_surface[in_sphere] - n_planes - n_boxes
-        normal[in_sphere] = (points[in_sphere] - scene.sphere_center[ball]) / scene.sphere_radius[ball, None]
+        normal[in_sphere] = (points[in_sphere] - scene.sphere_center[ball]) / scene.sphere_radius[
+            ball, None
+        ]
         albedo[in_sphere] = scene.sphere_color[ball]
         tile[in_sphere] = 0.25
         if scene.sphere_material is not None:
-            _shade_textured(scene, False, scene.sphere_material[ball], ball, np.flatnonzero(in_sphere), points,
-                            footprint, hit_dirs, face_axis, albedo, normal)
+            _shade_textured(
+                scene,
+                False,
+                scene.sphere_material[ball],
+                ball,
+                np.flatnonzero(in_sphere),
+                points,
+                footprint,
+                hit_dirs,
+                face_axis,
+                albedo,
+                normal,
+            )
             own_texture[in_sphere] = scene.sphere_material[ball] != _FLAT
     in_ridge = hit_surface == ridge_id
     if in_ridge.any():
-        normal[in_ridge], albedo[in_ridge] = _ridge_surface(scene.ridge, points[in_ridge], footprint[in_ridge])
+        normal[in_ridge], albedo[in_ridge] = _ridge_surface(
+            scene.ridge, points[in_ridge], footprint[in_ridge]
+        )
         own_texture[in_ridge] = True
     light = 0.35 + 0.75 * np.clip(normal @ scene.sun_dir, 0.0, 1.0)
     if not own_texture.any():
@@ -669,12 +850,18 @@ def render(scene: Scene, width: int, height: int, position: np.ndarray, yaw: flo
     # Height above what the camera stands on: the outdoor scenes say where that is (a robot on a
     # raised sidewalk); elsewhere the ground plane at z = 0 (rooms, the original streets).
     surface_z = scene.eye_surface_z if scene.eye is not None else 0.0
-    return RenderedFrame(rgb=rgb, depth_m=depth.reshape(height, width), K=K,
-                         camera_height_m=float(origin[2] - surface_z), camera_pitch_deg=-math.degrees(pitch))
+    return RenderedFrame(
+        rgb=rgb,
+        depth_m=depth.reshape(height, width),
+        K=K,
+        camera_height_m=float(origin[2] - surface_z),
+        camera_pitch_deg=-math.degrees(pitch),
+    )
 
 
-def render_random_view(rng: np.random.Generator, width: int, height: int,
-                       hfov_deg: float | None = None) -> RenderedFrame:
+def render_random_view(
+    rng: np.random.Generator, width: int, height: int, hfov_deg: float | None = None
+) -> RenderedFrame:
     """A new random scene seen from a random pose: one training sample. ``hfov_deg`` None: the
     default field of view of ``intrinsics``; the scene and pose do not depend on it."""
     scene = random_scene(rng)
@@ -697,14 +884,36 @@ _OUTDOOR_KINDS = ("urban", "suburban", "rural", "field")
 # Keeps validation scenes out of every training stream: default_rng(int) never seeds from a
 # three-word entropy list that starts with this.
 _OUTDOOR_VALIDATION_STREAM = 0x0D7A_5E1F
-_WALL_COLORS = np.array([[0.62, 0.36, 0.28], [0.72, 0.70, 0.66], [0.82, 0.78, 0.68], [0.90, 0.89, 0.86],
-                         [0.45, 0.44, 0.43], [0.70, 0.56, 0.42], [0.55, 0.60, 0.64], [0.80, 0.70, 0.55]])
-_PAINT_COLORS = np.array([[0.92, 0.92, 0.92], [0.08, 0.08, 0.09], [0.62, 0.63, 0.65], [0.35, 0.36, 0.38],
-                          [0.65, 0.08, 0.07], [0.12, 0.22, 0.50], [0.20, 0.35, 0.25], [0.85, 0.70, 0.20]])
+_WALL_COLORS = np.array(
+    [
+        [0.62, 0.36, 0.28],
+        [0.72, 0.70, 0.66],
+        [0.82, 0.78, 0.68],
+        [0.90, 0.89, 0.86],
+        [0.45, 0.44, 0.43],
+        [0.70, 0.56, 0.42],
+        [0.55, 0.60, 0.64],
+        [0.80, 0.70, 0.55],
+    ]
+)
+_PAINT_COLORS = np.array(
+    [
+        [0.92, 0.92, 0.92],
+        [0.08, 0.08, 0.09],
+        [0.62, 0.63, 0.65],
+        [0.35, 0.36, 0.38],
+        [0.65, 0.08, 0.07],
+        [0.12, 0.22, 0.50],
+        [0.20, 0.35, 0.25],
+        [0.85, 0.70, 0.20],
+    ]
+)
 
 
 def _jitter(rng: np.random.Generator, base, spread: float = 0.08) -> np.ndarray:
-    return np.clip(np.asarray(base) * rng.uniform(1 - spread, 1 + spread, 3), 0.0, 1.0).astype(np.float32)
+    return np.clip(np.asarray(base) * rng.uniform(1 - spread, 1 + spread, 3), 0.0, 1.0).astype(
+        np.float32
+    )
 
 
 class _OutdoorBuilder:
@@ -718,9 +927,19 @@ class _OutdoorBuilder:
 
     def fits(self, lo, hi) -> bool:
         """False when the bounds (of a whole object: all its parts) would stand in the camera's way."""
-        return not (np.all(np.asarray(lo) < self.corridor[1]) and np.all(np.asarray(hi) > self.corridor[0]))
+        return not (
+            np.all(np.asarray(lo) < self.corridor[1]) and np.all(np.asarray(hi) > self.corridor[0])
+        )
 
-    def box(self, lo, hi, color, material=_PLAIN, accent=(0.0, 0.0, 0.0), pattern=(1.0, 1.0, 0.0, 0.0, 0.0)):
+    def box(
+        self,
+        lo,
+        hi,
+        color,
+        material=_PLAIN,
+        accent=(0.0, 0.0, 0.0),
+        pattern=(1.0, 1.0, 0.0, 0.0, 0.0),
+    ):
         self.boxes.append((lo, hi, color, material, accent, pattern))
 
     def sphere(self, center, radius, color, material=_FOLIAGE, accent=(0.0, 0.0, 0.0)):
@@ -731,11 +950,19 @@ class _OutdoorBuilder:
         if not self.fits((x0, y0, 0), (x1, y1, height)):
             return
         wall = _jitter(rng, _WALL_COLORS[rng.integers(len(_WALL_COLORS))])
-        glass = _jitter(rng, rng.choice([[0.12, 0.16, 0.22], [0.25, 0.32, 0.40], [0.10, 0.10, 0.12]]), 0.2)
+        glass = _jitter(
+            rng, rng.choice([[0.12, 0.16, 0.22], [0.25, 0.32, 0.40], [0.10, 0.10, 0.12]]), 0.2
+        )
         if kind == "tower" and rng.random() < 0.4:  # glass curtain wall
             wall, glass = glass * 1.6, glass
         shop = rng.uniform(3.5, 4.5) if kind == "urban" and rng.random() < 0.5 else 0.0
-        pattern = (rng.uniform(2.2, 4.0), rng.uniform(2.9, 3.6), rng.uniform(0.35, 0.7), rng.uniform(0.4, 0.65), shop)
+        pattern = (
+            rng.uniform(2.2, 4.0),
+            rng.uniform(2.9, 3.6),
+            rng.uniform(0.35, 0.7),
+            rng.uniform(0.4, 0.65),
+            shop,
+        )
         self.box((x0, y0, 0.0), (x1, y1, height), wall, _FACADE, glass, pattern)
 
     def tree(self, x, y, scale=1.0, conifer=False):
@@ -748,15 +975,24 @@ class _OutdoorBuilder:
         else:
             count = int(rng.integers(2, 5))
             radii = crown * rng.uniform(0.6, 1.0, count)
-            centers = [(x + rng.uniform(-0.6, 0.6) * crown, y + rng.uniform(-0.6, 0.6) * crown,
-                        trunk_h + crown * rng.uniform(0.5, 1.1)) for _ in range(count)]
+            centers = [
+                (
+                    x + rng.uniform(-0.6, 0.6) * crown,
+                    y + rng.uniform(-0.6, 0.6) * crown,
+                    trunk_h + crown * rng.uniform(0.5, 1.1),
+                )
+                for _ in range(count)
+            ]
         centers = np.array(centers)
         lo = np.minimum((centers - radii[:, None]).min(axis=0), (x - trunk_w, y - trunk_w, 0))
         hi = (centers + radii[:, None]).max(axis=0)
         if not self.fits(lo, hi):
             return
-        self.box((x - trunk_w / 2, y - trunk_w / 2, 0.0), (x + trunk_w / 2, y + trunk_w / 2, trunk_h + crown * 0.5),
-                 _jitter(rng, (0.30, 0.22, 0.15), 0.2))
+        self.box(
+            (x - trunk_w / 2, y - trunk_w / 2, 0.0),
+            (x + trunk_w / 2, y + trunk_w / 2, trunk_h + crown * 0.5),
+            _jitter(rng, (0.30, 0.22, 0.15), 0.2),
+        )
         leaves = _jitter(rng, (0.10, 0.22, 0.06) if conifer else (0.16, 0.32, 0.09), 0.25)
         light = _jitter(rng, (0.35, 0.45, 0.15), 0.2)
         for center, radius in zip(centers, radii):
@@ -764,28 +1000,53 @@ class _OutdoorBuilder:
 
     def bush(self, x, y, radius):
         if self.fits((x - radius, y - radius, 0), (x + radius, y + radius, radius)):
-            self.sphere((x, y, radius * self.rng.uniform(0.1, 0.5)), radius,
-                        _jitter(self.rng, (0.15, 0.28, 0.08), 0.25), _FOLIAGE,
-                        _jitter(self.rng, (0.30, 0.40, 0.12), 0.2))
+            self.sphere(
+                (x, y, radius * self.rng.uniform(0.1, 0.5)),
+                radius,
+                _jitter(self.rng, (0.15, 0.28, 0.08), 0.25),
+                _FOLIAGE,
+                _jitter(self.rng, (0.30, 0.40, 0.12), 0.2),
+            )
 
     def paint(self):
         # White, silver, grey and black are most cars; colours are the rest.
-        choice = self.rng.choice(len(_PAINT_COLORS), p=[0.24, 0.2, 0.16, 0.12, 0.08, 0.08, 0.06, 0.06])
+        choice = self.rng.choice(
+            len(_PAINT_COLORS), p=[0.24, 0.2, 0.16, 0.12, 0.08, 0.08, 0.06, 0.06]
+        )
         return _jitter(self.rng, _PAINT_COLORS[choice], 0.05)
 
     def vehicle(self, x, y, heading, kind):
         """A car, van or truck centred at (x, y), facing +x (heading 1) or -x (heading -1)."""
         rng = self.rng
         if kind == "truck":
-            length, width, body_top = rng.uniform(7.0, 12.0), rng.uniform(2.3, 2.55), rng.uniform(2.8, 3.6)
+            length, width, body_top = (
+                rng.uniform(7.0, 12.0),
+                rng.uniform(2.3, 2.55),
+                rng.uniform(2.8, 3.6),
+            )
             floor, cabin_top, cabin_len = 0.55, rng.uniform(2.6, 3.0), 2.2
         elif kind == "van":
-            length, width, body_top = rng.uniform(4.4, 5.5), rng.uniform(1.85, 2.05), rng.uniform(1.0, 1.2)
+            length, width, body_top = (
+                rng.uniform(4.4, 5.5),
+                rng.uniform(1.85, 2.05),
+                rng.uniform(1.0, 1.2),
+            )
             floor, cabin_top, cabin_len = 0.35, rng.uniform(1.9, 2.3), length * 0.75
         else:
-            length, width, body_top = rng.uniform(3.8, 4.9), rng.uniform(1.7, 1.9), rng.uniform(0.85, 1.0)
-            floor, cabin_top, cabin_len = 0.3, rng.uniform(1.38, 1.55), length * rng.uniform(0.45, 0.6)
-        lo, hi = (x - length / 2, y - width / 2, 0.0), (x + length / 2, y + width / 2, max(body_top, cabin_top))
+            length, width, body_top = (
+                rng.uniform(3.8, 4.9),
+                rng.uniform(1.7, 1.9),
+                rng.uniform(0.85, 1.0),
+            )
+            floor, cabin_top, cabin_len = (
+                0.3,
+                rng.uniform(1.38, 1.55),
+                length * rng.uniform(0.45, 0.6),
+            )
+        lo, hi = (
+            (x - length / 2, y - width / 2, 0.0),
+            (x + length / 2, y + width / 2, max(body_top, cabin_top)),
+        )
         if not self.fits(lo, hi):
             return
         paint = self.paint()
@@ -793,31 +1054,56 @@ class _OutdoorBuilder:
         tyre = np.array([0.05, 0.05, 0.06], dtype=np.float32)
         for axle in (-0.33, 0.33):  # wheels: a dark block per axle, a little wider than the body
             ax = x + axle * length
-            self.box((ax - 0.33, y - width / 2 - 0.02, 0.0), (ax + 0.33, y + width / 2 + 0.02, 0.66), tyre)
+            self.box(
+                (ax - 0.33, y - width / 2 - 0.02, 0.0),
+                (ax + 0.33, y + width / 2 + 0.02, 0.66),
+                tyre,
+            )
         if kind == "truck":  # a box body behind a glazed cab
             cab_x = x + heading * (length / 2 - cabin_len / 2)
             body_x = x - heading * cabin_len / 2
-            self.box((cab_x - cabin_len / 2, y - width / 2, floor), (cab_x + cabin_len / 2, y + width / 2, cabin_top),
-                     paint, _GLASS, glass, (1.0, 1.0, 0.0, 0.0, 0.5))
-            self.box((body_x - (length - cabin_len) / 2, y - width / 2, floor),
-                     (body_x + (length - cabin_len) / 2 - 0.1, y + width / 2, body_top),
-                     self.paint())
+            self.box(
+                (cab_x - cabin_len / 2, y - width / 2, floor),
+                (cab_x + cabin_len / 2, y + width / 2, cabin_top),
+                paint,
+                _GLASS,
+                glass,
+                (1.0, 1.0, 0.0, 0.0, 0.5),
+            )
+            self.box(
+                (body_x - (length - cabin_len) / 2, y - width / 2, floor),
+                (body_x + (length - cabin_len) / 2 - 0.1, y + width / 2, body_top),
+                self.paint(),
+            )
             return
-        self.box((x - length / 2, y - width / 2, floor), (x + length / 2, y + width / 2, body_top), paint)
+        self.box(
+            (x - length / 2, y - width / 2, floor), (x + length / 2, y + width / 2, body_top), paint
+        )
         cabin_x = x - heading * length * 0.06
-        self.box((cabin_x - cabin_len / 2, y - width / 2 + 0.08, body_top - 0.01),
-                 (cabin_x + cabin_len / 2, y + width / 2 - 0.08, cabin_top), paint, _GLASS, glass)
+        self.box(
+            (cabin_x - cabin_len / 2, y - width / 2 + 0.08, body_top - 0.01),
+            (cabin_x + cabin_len / 2, y + width / 2 - 0.08, cabin_top),
+            paint,
+            _GLASS,
+            glass,
+        )
 
     def street_light(self, x, y, toward_road):
         rng = self.rng
         height, arm = rng.uniform(6.0, 9.0), rng.uniform(1.2, 2.5)
         y_end = y + toward_road * arm
-        if not self.fits((x - 0.3, min(y, y_end) - 0.3, 0), (x + 0.3, max(y, y_end) + 0.3, height + 0.2)):
+        if not self.fits(
+            (x - 0.3, min(y, y_end) - 0.3, 0), (x + 0.3, max(y, y_end) + 0.3, height + 0.2)
+        ):
             return
-        metal = _jitter(rng, rng.choice([[0.45, 0.46, 0.48], [0.18, 0.19, 0.2], [0.3, 0.35, 0.3]]), 0.1)
+        metal = _jitter(
+            rng, rng.choice([[0.45, 0.46, 0.48], [0.18, 0.19, 0.2], [0.3, 0.35, 0.3]]), 0.1
+        )
         self.box((x - 0.09, y - 0.09, 0.0), (x + 0.09, y + 0.09, height), metal)
         self.box((x - 0.05, min(y, y_end), height - 0.12), (x + 0.05, max(y, y_end), height), metal)
-        self.box((x - 0.25, y_end - 0.35, height - 0.25), (x + 0.25, y_end + 0.35, height - 0.05), metal)
+        self.box(
+            (x - 0.25, y_end - 0.35, height - 0.25), (x + 0.25, y_end + 0.35, height - 0.05), metal
+        )
 
     def utility_pole(self, x, y):
         rng = self.rng
@@ -833,9 +1119,23 @@ class _OutdoorBuilder:
         height, size = rng.uniform(2.0, 2.8), rng.uniform(0.5, 0.9)
         if not self.fits((x - 0.1, y - size / 2, 0), (x + 0.1, y + size / 2, height + size)):
             return
-        self.box((x - 0.04, y - 0.04, 0.0), (x + 0.04, y + 0.04, height), np.float32([0.55, 0.56, 0.58]))
-        face = rng.choice([[0.9, 0.9, 0.9], [0.1, 0.25, 0.6], [0.75, 0.1, 0.1], [0.9, 0.75, 0.1], [0.1, 0.45, 0.2]])
-        self.box((x - 0.03, y - size / 2, height), (x + 0.03, y + size / 2, height + size), _jitter(rng, face, 0.05))
+        self.box(
+            (x - 0.04, y - 0.04, 0.0), (x + 0.04, y + 0.04, height), np.float32([0.55, 0.56, 0.58])
+        )
+        face = rng.choice(
+            [
+                [0.9, 0.9, 0.9],
+                [0.1, 0.25, 0.6],
+                [0.75, 0.1, 0.1],
+                [0.9, 0.75, 0.1],
+                [0.1, 0.45, 0.2],
+            ]
+        )
+        self.box(
+            (x - 0.03, y - size / 2, height),
+            (x + 0.03, y + size / 2, height + size),
+            _jitter(rng, face, 0.05),
+        )
 
 
 def random_outdoor_scene(rng: np.random.Generator, path_length_m: float = 0.0) -> Scene:
@@ -861,7 +1161,9 @@ def random_outdoor_scene(rng: np.random.Generator, path_length_m: float = 0.0) -
         lane_width = rng.uniform(2.9, 3.6)
         if kind != "rural" and rng.random() < 0.6:
             parking = rng.uniform(2.0, 2.5)
-        half = lanes * lane_width / 2 + parking + (rng.uniform(0.3, 1.2) if kind == "rural" else 0.0)
+        half = (
+            lanes * lane_width / 2 + parking + (rng.uniform(0.3, 1.2) if kind == "rural" else 0.0)
+        )
         if kind == "urban" or (kind == "suburban" and rng.random() < 0.7):
             sidewalk = rng.uniform(2.0, 5.0) if kind == "urban" else rng.uniform(1.5, 2.5)
             kerb = rng.uniform(0.1, 0.18)
@@ -872,8 +1174,14 @@ def random_outdoor_scene(rng: np.random.Generator, path_length_m: float = 0.0) -
         for k in range(1, lanes):
             centre = k == lanes // 2
             double = centre and yellow_centre  # a double yellow line, drawn as one wide band
-            lines.append((-lanes * lane_width / 2 + k * lane_width, line_width * (2.2 if double else 1.0),
-                          not (centre and rng.random() < 0.4), double))
+            lines.append(
+                (
+                    -lanes * lane_width / 2 + k * lane_width,
+                    line_width * (2.2 if double else 1.0),
+                    not (centre and rng.random() < 0.4),
+                    double,
+                )
+            )
         if kind == "rural" or rng.random() < 0.5:
             edge = lanes * lane_width / 2 - 0.15
             lines += [(-edge, line_width, False, False), (edge, line_width, False, False)]
@@ -885,14 +1193,23 @@ def random_outdoor_scene(rng: np.random.Generator, path_length_m: float = 0.0) -
     else:
         road_color = _jitter(rng, [rng.uniform(0.17, 0.34)] * 3, 0.05)
     ground = _Ground(
-        road_half_width=float(half), road_color=road_color, dirt_road=dirt_road, lines=tuple(lines),
-        dash_m=rng.uniform(2.0, 4.0), dash_period_m=rng.uniform(8.0, 13.0),
-        marking_color=_jitter(rng, (0.9, 0.9, 0.88), 0.04), verge_a=grass,
-        verge_b=dirt if kind in ("rural", "field") else _jitter(rng, grass * 0.8, 0.1), patch_m=rng.uniform(3.0, 15.0))
+        road_half_width=float(half),
+        road_color=road_color,
+        dirt_road=dirt_road,
+        lines=tuple(lines),
+        dash_m=rng.uniform(2.0, 4.0),
+        dash_period_m=rng.uniform(8.0, 13.0),
+        marking_color=_jitter(rng, (0.9, 0.9, 0.88), 0.04),
+        verge_a=grass,
+        verge_b=dirt if kind in ("rural", "field") else _jitter(rng, grass * 0.8, 0.1),
+        patch_m=rng.uniform(3.0, 15.0),
+    )
 
     # Camera platform and where it stands.
     platform = ("robot", "car", "truck")[rng.choice(3, p=[0.35, 0.5, 0.15])]
-    eye_height = rng.uniform(*{"robot": (0.3, 1.0), "car": (1.1, 1.8), "truck": (1.9, 2.5)}[platform])
+    eye_height = rng.uniform(
+        *{"robot": (0.3, 1.0), "car": (1.1, 1.8), "truck": (1.9, 2.5)}[platform]
+    )
     side = 1.0 if rng.random() < 0.5 else -1.0
     surface_z = 0.0
     if kind == "field":
@@ -905,10 +1222,15 @@ def random_outdoor_scene(rng: np.random.Generator, path_length_m: float = 0.0) -
         lane = int(rng.integers(lanes // 2)) if rng.random() < 0.8 else int(rng.integers(lanes))
         eye_y = -lanes * lane_width / 2 + (lane + 0.5) * lane_width + rng.uniform(-0.3, 0.3)
     eye = np.array([eye_y, surface_z + eye_height])
-    build = _OutdoorBuilder(rng, np.array([-4.0, eye_y - 1.4, -1.0]),
-                            np.array([path_length_m + 8.0, eye_y + 1.4, eye[1] + 1.0]))
+    build = _OutdoorBuilder(
+        rng,
+        np.array([-4.0, eye_y - 1.4, -1.0]),
+        np.array([path_length_m + 8.0, eye_y + 1.4, eye[1] + 1.0]),
+    )
 
-    if sidewalk:  # raised sidewalks, their ends hidden beyond the ridge; the kerb is their road-side face
+    if (
+        sidewalk
+    ):  # raised sidewalks, their ends hidden beyond the ridge; the kerb is their road-side face
         pavement = _jitter(rng, [rng.uniform(0.5, 0.7)] * 3, 0.04)
         for sign in (-1.0, 1.0):
             y0, y1 = sorted((sign * half, sign * (half + sidewalk)))
@@ -923,23 +1245,41 @@ def random_outdoor_scene(rng: np.random.Generator, path_length_m: float = 0.0) -
                 if kind == "urban":  # terraces and blocks, 6-50 m high (log-uniform: most are low)
                     width, depth = rng.uniform(10, 30), rng.uniform(10, 25)
                     gap = 0.0 if rng.random() < 0.5 else rng.uniform(2, 12)
-                    height, setback = math.exp(rng.uniform(math.log(6), math.log(50))), rng.uniform(0.0, 1.5)
+                    height, setback = (
+                        math.exp(rng.uniform(math.log(6), math.log(50))),
+                        rng.uniform(0.0, 1.5),
+                    )
                 else:
                     width, gap, depth = rng.uniform(8, 16), rng.uniform(6, 20), rng.uniform(8, 12)
                     height, setback = rng.uniform(4.5, 9.0), rng.uniform(5.0, 15.0)
                 y_near = front + setback
-                build.building(x, x + width, *sorted((sign * y_near, sign * (y_near + depth))), height, kind)
+                build.building(
+                    x, x + width, *sorted((sign * y_near, sign * (y_near + depth))), height, kind
+                )
                 x += width + gap
         else:
             for _ in range(int(rng.integers(0, 5 if kind == "rural" else 3))):
                 x, y = rng.uniform(5.0, far_x), sign * rng.uniform(front + 12.0, 150.0)
                 width, depth = rng.uniform(8, 30), rng.uniform(8, 25)
-                build.building(x, x + width, *sorted((y, y + sign * depth)), rng.uniform(4.0, 12.0), kind)
+                build.building(
+                    x, x + width, *sorted((y, y + sign * depth)), rng.uniform(4.0, 12.0), kind
+                )
     if kind == "urban" or (kind == "suburban" and rng.random() < 0.3):  # a distant skyline
         for _ in range(int(rng.integers(8, 25))):
             bearing, distance = rng.uniform(-1.2, 1.2), rng.uniform(300.0, 1500.0)
-            x, y, width = distance * math.cos(bearing), distance * math.sin(bearing), rng.uniform(15, 45)
-            build.building(x - width / 2, x + width / 2, y - width / 2, y + width / 2, rng.uniform(30, 180), "tower")
+            x, y, width = (
+                distance * math.cos(bearing),
+                distance * math.sin(bearing),
+                rng.uniform(15, 45),
+            )
+            build.building(
+                x - width / 2,
+                x + width / 2,
+                y - width / 2,
+                y + width / 2,
+                rng.uniform(30, 180),
+                "tower",
+            )
 
     # Poles, lights and signs.
     if kind in ("urban", "suburban") and rng.random() < 0.85:
@@ -965,25 +1305,42 @@ def random_outdoor_scene(rng: np.random.Generator, path_length_m: float = 0.0) -
     counts = {"urban": (0, 0), "suburban": (15, 35), "rural": (10, 40), "field": (15, 45)}[kind]
     for _ in range(int(rng.integers(*counts)) if counts[1] else 0):
         sign = 1.0 if rng.random() < 0.5 else -1.0
-        lateral = half + (sidewalk + rng.uniform(3.0, 40.0) if kind == "suburban" else rng.uniform(3.0, 150.0))
+        lateral = half + (
+            sidewalk + rng.uniform(3.0, 40.0) if kind == "suburban" else rng.uniform(3.0, 150.0)
+        )
         if kind == "field" and rng.random() < 0.4:
             lateral = rng.uniform(2.0, 40.0)
-        build.tree(rng.uniform(-30.0, min(far_x, 220.0)), sign * lateral, rng.uniform(0.8, 1.6),
-                   conifer=bool(rng.random() < 0.3))
+        build.tree(
+            rng.uniform(-30.0, min(far_x, 220.0)),
+            sign * lateral,
+            rng.uniform(0.8, 1.6),
+            conifer=bool(rng.random() < 0.3),
+        )
     for _ in range(int(rng.integers(0, 25)) if kind != "urban" else 0):
         sign = 1.0 if rng.random() < 0.5 else -1.0
-        build.bush(rng.uniform(-10.0, 150.0), sign * (half + sidewalk + rng.uniform(1.0, 40.0)),
-                   rng.uniform(0.4, 1.4))
+        build.bush(
+            rng.uniform(-10.0, 150.0),
+            sign * (half + sidewalk + rng.uniform(1.0, 40.0)),
+            rng.uniform(0.4, 1.4),
+        )
     if kind == "suburban" and rng.random() < 0.6:  # hedges along the front gardens
         for sign in (-1.0, 1.0):
             x = rng.uniform(-20.0, 0.0)
             while x < 150.0:
                 length, y = rng.uniform(5.0, 15.0), sign * (half + sidewalk + rng.uniform(0.5, 2.0))
                 thickness, height = rng.uniform(0.7, 1.2), rng.uniform(0.8, 1.6)
-                lo, hi = (x, min(y, y + sign * thickness), 0.0), (x + length, max(y, y + sign * thickness), height)
+                lo, hi = (
+                    (x, min(y, y + sign * thickness), 0.0),
+                    (x + length, max(y, y + sign * thickness), height),
+                )
                 if build.fits(lo, hi):
-                    build.box(lo, hi, _jitter(rng, (0.13, 0.26, 0.08), 0.2), _FOLIAGE,
-                              _jitter(rng, (0.3, 0.4, 0.12), 0.2))
+                    build.box(
+                        lo,
+                        hi,
+                        _jitter(rng, (0.13, 0.26, 0.08), 0.2),
+                        _FOLIAGE,
+                        _jitter(rng, (0.3, 0.4, 0.12), 0.2),
+                    )
                 x += length + rng.uniform(3.0, 12.0)
 
     # Vehicles: traffic in the lanes, parked along the kerb.
@@ -994,19 +1351,27 @@ def random_outdoor_scene(rng: np.random.Generator, path_length_m: float = 0.0) -
         x = rng.uniform(3.0, 15.0)
         while x < 90.0:
             if rng.random() < 0.6:
-                build.vehicle(x, lane_y + rng.uniform(-0.3, 0.3), heading, kinds[rng.choice(3, p=weights)])
+                build.vehicle(
+                    x, lane_y + rng.uniform(-0.3, 0.3), heading, kinds[rng.choice(3, p=weights)]
+                )
             x += rng.uniform(10.0, 40.0)
     if parking:
         for sign in (-1.0, 1.0):
             x = rng.uniform(-20.0, -10.0)
             while x < 100.0:
                 if rng.random() < 0.7:
-                    build.vehicle(x, sign * (half - parking / 2), -sign, kinds[rng.choice(2, p=[0.8, 0.2])])
+                    build.vehicle(
+                        x, sign * (half - parking / 2), -sign, kinds[rng.choice(2, p=[0.8, 0.2])]
+                    )
                 x += rng.uniform(5.5, 9.0)
     if kind == "field":
         for _ in range(int(rng.integers(0, 3))):
-            build.vehicle(rng.uniform(5.0, 60.0), rng.uniform(-30.0, 30.0), 1.0 if rng.random() < 0.5 else -1.0,
-                          kinds[rng.choice(3, p=weights)])
+            build.vehicle(
+                rng.uniform(5.0, 60.0),
+                rng.uniform(-30.0, 30.0),
+                1.0 if rng.random() < 0.5 else -1.0,
+                kinds[rng.choice(3, p=weights)],
+            )
 
     # Terrain: hills (spherical caps) from 300 m out, and a ridge all around at 2-3 km.
     ridge_radius = rng.uniform(2000.0, 3000.0)
@@ -1017,20 +1382,36 @@ def random_outdoor_scene(rng: np.random.Generator, path_length_m: float = 0.0) -
         nearest = max(300.0, cap_radius + 150.0)
         distance = rng.uniform(nearest, max(ridge_radius - cap_radius - 100.0, nearest + 10.0))
         bearing = rng.uniform(-1.75, 1.75)
-        sphere_radius = (cap_radius ** 2 + cap_height ** 2) / (2 * cap_height)
-        build.sphere((distance * math.cos(bearing), distance * math.sin(bearing), cap_height - sphere_radius),
-                     sphere_radius, _jitter(rng, (0.22, 0.32, 0.14), 0.2), _TERRAIN,
-                     _jitter(rng, (0.40, 0.38, 0.25), 0.2))
+        sphere_radius = (cap_radius**2 + cap_height**2) / (2 * cap_height)
+        build.sphere(
+            (
+                distance * math.cos(bearing),
+                distance * math.sin(bearing),
+                cap_height - sphere_radius,
+            ),
+            sphere_radius,
+            _jitter(rng, (0.22, 0.32, 0.14), 0.2),
+            _TERRAIN,
+            _jitter(rng, (0.40, 0.38, 0.25), 0.2),
+        )
     mountains = bool(rng.random() < 0.5)
     # Amplitude falling as 1 / frequency (a natural skyline's spectrum): broad massifs carrying
     # smaller peaks, not a row of equal teeth.
     frequency = np.round(np.exp(rng.uniform(math.log(3), math.log(150), 8)))
     amplitude = rng.uniform(0.3, 1.0, 8) / frequency
-    amplitude *= (rng.uniform(150.0, 600.0) if mountains else rng.uniform(20.0, 120.0)) / amplitude.sum()
-    ridge = _Ridge(radius_m=float(ridge_radius), base_m=float(rng.uniform(8.0, 40.0)), amplitude_m=amplitude,
-                   frequency=frequency, phase=rng.uniform(0, math.pi, 8),
-                   color_a=_jitter(rng, (0.30, 0.36, 0.33), 0.15), color_b=_jitter(rng, (0.42, 0.42, 0.38), 0.15),
-                   snow_m=float(rng.uniform(250.0, 500.0)) if mountains and rng.random() < 0.5 else math.inf)
+    amplitude *= (
+        rng.uniform(150.0, 600.0) if mountains else rng.uniform(20.0, 120.0)
+    ) / amplitude.sum()
+    ridge = _Ridge(
+        radius_m=float(ridge_radius),
+        base_m=float(rng.uniform(8.0, 40.0)),
+        amplitude_m=amplitude,
+        frequency=frequency,
+        phase=rng.uniform(0, math.pi, 8),
+        color_a=_jitter(rng, (0.30, 0.36, 0.33), 0.15),
+        color_b=_jitter(rng, (0.42, 0.42, 0.38), 0.15),
+        snow_m=float(rng.uniform(250.0, 500.0)) if mountains and rng.random() < 0.5 else math.inf,
+    )
 
     # Sky and sun.
     overcast = bool(rng.random() < 0.2)
@@ -1040,11 +1421,26 @@ def random_outdoor_scene(rng: np.random.Generator, path_length_m: float = 0.0) -
     else:
         sky_horizon = _jitter(rng, (0.82, 0.87, 0.93), 0.06)
         sky_zenith = _jitter(rng, (0.30, 0.50, 0.85), 0.15)
-        clouds = (float(rng.uniform(0.0, 0.7)), float(rng.uniform(-1e4, 1e4)), float(rng.uniform(-1e4, 1e4))) \
-            if rng.random() < 0.7 else None
-    sun_elevation, sun_azimuth = math.radians(rng.uniform(15.0, 65.0)), rng.uniform(0.0, 2 * math.pi)
-    sun = np.array([math.cos(sun_elevation) * math.cos(sun_azimuth), math.cos(sun_elevation) * math.sin(sun_azimuth),
-                    math.sin(sun_elevation)])
+        clouds = (
+            (
+                float(rng.uniform(0.0, 0.7)),
+                float(rng.uniform(-1e4, 1e4)),
+                float(rng.uniform(-1e4, 1e4)),
+            )
+            if rng.random() < 0.7
+            else None
+        )
+    sun_elevation, sun_azimuth = (
+        math.radians(rng.uniform(15.0, 65.0)),
+        rng.uniform(0.0, 2 * math.pi),
+    )
+    sun = np.array(
+        [
+            math.cos(sun_elevation) * math.cos(sun_azimuth),
+            math.cos(sun_elevation) * math.sin(sun_azimuth),
+            math.sin(sun_elevation),
+        ]
+    )
 
     boxes, spheres = build.boxes, build.spheres
     return Scene(
@@ -1055,18 +1451,26 @@ def random_outdoor_scene(rng: np.random.Generator, path_length_m: float = 0.0) -
         sphere_center=np.array([b[0] for b in spheres], dtype=np.float64).reshape(-1, 3),
         sphere_radius=np.array([b[1] for b in spheres], dtype=np.float64),
         sphere_color=np.array([b[2] for b in spheres], dtype=np.float32).reshape(-1, 3),
-        sky_horizon=sky_horizon, sky_zenith=sky_zenith, sun_dir=sun, indoor=False,
+        sky_horizon=sky_horizon,
+        sky_zenith=sky_zenith,
+        sun_dir=sun,
+        indoor=False,
         box_material=np.array([b[3] for b in boxes], dtype=np.int32),
         box_accent=np.array([b[4] for b in boxes], dtype=np.float32).reshape(-1, 3),
         box_pattern=np.array([b[5] for b in boxes], dtype=np.float64).reshape(-1, 5),
         sphere_material=np.array([b[3] for b in spheres], dtype=np.int32),
         sphere_accent=np.array([b[4] for b in spheres], dtype=np.float32).reshape(-1, 3),
-        ground=ground, ridge=ridge, clouds=clouds, eye=eye, eye_surface_z=float(surface_z),
+        ground=ground,
+        ridge=ridge,
+        clouds=clouds,
+        eye=eye,
+        eye_surface_z=float(surface_z),
     )
 
 
-def render_random_outdoor_view(rng: np.random.Generator, width: int, height: int,
-                               hfov_deg: float | None = None) -> RenderedFrame:
+def render_random_outdoor_view(
+    rng: np.random.Generator, width: int, height: int, hfov_deg: float | None = None
+) -> RenderedFrame:
     """A new random vehicle-scale outdoor scene seen from a car, truck or robot: one training sample.
 
     The camera stands 0.3-2.5 m above the road, sidewalk or field, pitched -10..+5 degrees,
@@ -1093,20 +1497,27 @@ def render_random_outdoor_view(rng: np.random.Generator, width: int, height: int
 def outdoor_validation_view(index: int, width: int, height: int, seed: int = 0) -> RenderedFrame:
     """Outdoor validation view ``index``: depends only on (seed, index) and the image size, on a
     seed stream that no training rng (default_rng(int)) uses."""
-    return render_random_outdoor_view(np.random.default_rng([_OUTDOOR_VALIDATION_STREAM, seed, index]), width, height)
+    return render_random_outdoor_view(
+        np.random.default_rng([_OUTDOOR_VALIDATION_STREAM, seed, index]), width, height
+    )
 
 
-def outdoor_validation_views(count: int, width: int, height: int, seed: int = 0) -> list[RenderedFrame]:
+def outdoor_validation_views(
+    count: int, width: int, height: int, seed: int = 0
+) -> list[RenderedFrame]:
     """A fixed set of outdoor views with their depth, for validation (``outdoor_validation_view``)."""
     return [outdoor_validation_view(index, width, height, seed) for index in range(count)]
 
 
 # Cameras of vehicles (issue 26): a KITTI-like wide stereo camera (1242 x 375, fx 721 px), a 16:9
 # and a 4:3 one; (width, height, (lowest, highest) horizontal field of view in degrees).
-VEHICLE_CAMERAS = (("wide", 1242, 375, (81.4, 81.4)), ("16:9", 1280, 720, (70.0, 90.0)),
-                   ("4:3", 640, 480, (60.0, 90.0)))
+VEHICLE_CAMERAS = (
+    ("wide", 1242, 375, (81.4, 81.4)),
+    ("16:9", 1280, 720, (70.0, 90.0)),
+    ("4:3", 640, 480, (60.0, 90.0)),
+)
 VEHICLE_HEIGHT_RANGE_M = (1.2, 2.0)
-VEHICLE_PITCH_RANGE_DEG = (-5.0, 5.0)   # positive looks down (RenderedFrame.camera_pitch_deg)
+VEHICLE_PITCH_RANGE_DEG = (-5.0, 5.0)  # positive looks down (RenderedFrame.camera_pitch_deg)
 _VEHICLE_VALIDATION_STREAM = 0x0D7A_5E20
 
 
@@ -1136,7 +1547,9 @@ def vehicle_validation_view(index: int, seed: int = 0) -> tuple[str, RenderedFra
     hfov = rng.uniform(*hfov_range)
     position = np.array([rng.uniform(-1.0, 1.0), scene.eye[0], camera_height])
     K = intrinsics(width, height, hfov)
-    return name, render(scene, width, height, position, math.radians(yaw), math.radians(-pitch_down), K=K)
+    return name, render(
+        scene, width, height, position, math.radians(yaw), math.radians(-pitch_down), K=K
+    )
 
 
 class SceneRenderer:
@@ -1149,12 +1562,22 @@ class SceneRenderer:
     to kilometres), at the height of the car, truck or robot the scene was drawn with.
     """
 
-    def __init__(self, width: int = 640, height: int = 480, seed: int = 0, indoor: bool = False,
-                 speed_mps: float = 1.5, loop_s: float = 60.0, vehicle_scale: bool = False):
+    def __init__(
+        self,
+        width: int = 640,
+        height: int = 480,
+        seed: int = 0,
+        indoor: bool = False,
+        speed_mps: float = 1.5,
+        loop_s: float = 60.0,
+        vehicle_scale: bool = False,
+    ):
         if width <= 0 or height <= 0:
             raise ValueError(f"image size must be positive, got {width}x{height}")
         if indoor and vehicle_scale:
-            raise ValueError("indoor=True and vehicle_scale=True exclude each other: choose one scene kind")
+            raise ValueError(
+                "indoor=True and vehicle_scale=True exclude each other: choose one scene kind"
+            )
         self.width, self.height = int(width), int(height)
         rng = np.random.default_rng(seed)
         if vehicle_scale:
@@ -1166,12 +1589,25 @@ class SceneRenderer:
 
     def pose(self, t: float) -> tuple[np.ndarray, float, float]:
         t_loop = t % self.loop_s
-        if self.scene.eye is not None:  # along the lane or sidewalk it stands on, within its clear path
-            position = np.array([abs(self.speed_mps) * t_loop, self.scene.eye[0] + 0.25 * math.sin(0.2 * t),
-                                 self.scene.eye[1]])
-            return position, math.radians(3.0 * math.sin(0.25 * t)), math.radians(-2.0 + 1.0 * math.sin(0.4 * t))
+        if (
+            self.scene.eye is not None
+        ):  # along the lane or sidewalk it stands on, within its clear path
+            position = np.array(
+                [
+                    abs(self.speed_mps) * t_loop,
+                    self.scene.eye[0] + 0.25 * math.sin(0.2 * t),
+                    self.scene.eye[1],
+                ]
+            )
+            return (
+                position,
+                math.radians(3.0 * math.sin(0.25 * t)),
+                math.radians(-2.0 + 1.0 * math.sin(0.4 * t)),
+            )
         if self.scene.indoor:
-            position = np.array([-1.0 + 0.1 * self.speed_mps * t_loop % 6.0, 0.8 * math.sin(0.3 * t), 1.5])
+            position = np.array(
+                [-1.0 + 0.1 * self.speed_mps * t_loop % 6.0, 0.8 * math.sin(0.3 * t), 1.5]
+            )
         else:
             position = np.array([self.speed_mps * t_loop, 1.2 * math.sin(0.2 * t), 1.6])
         yaw = math.radians(12.0 * math.sin(0.25 * t))

@@ -22,6 +22,7 @@ fit on the network's pixels, the plane's depth and bound at full size), with the
 checkpoint at the node's max_side on a rendered, fogged vehicle-scale frame (random weights give
 no ground to find), frames of one stream stamped 0.1 s apart.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,11 +37,16 @@ import torch
 
 from dehaze_ros.checkpoint import CheckpointError, build_models, load_checkpoint, save_checkpoint
 from dehaze_ros.devices import PRECISIONS, DeviceError, precision_name, resolve_precision
-from dehaze_ros.engine import (DEFAULT_CHECKPOINT, DehazeEngine, EngineConfig, EngineError, resolve_device,
-                               scaled_size)
+from dehaze_ros.engine import (
+    DEFAULT_CHECKPOINT,
+    DehazeEngine,
+    EngineConfig,
+    EngineError,
+    resolve_device,
+    scaled_size,
+)
 from dehaze_ros.haze import synthesize_haze
-from dehaze_ros.models import (PRESETS, build_dehazer, build_depth_net, count_macs,
-                               count_parameters)
+from dehaze_ros.models import PRESETS, build_dehazer, build_depth_net, count_macs, count_parameters
 from dehaze_ros.metric_scale import Mounting, Pinhole
 from dehaze_ros.node_config import SPECS
 from dehaze_ros.sim.scenes import SceneRenderer
@@ -64,49 +70,86 @@ def hazy_frame(width: int, height: int) -> np.ndarray:
 
 
 # --scale-sources: name -> the row's label; what the camera's mounting tells the engine.
-SCALE_SOURCES = {"learned": "no source (camera_height_m 0)", "ground-height": "ground plane, pitch unknown",
-                 "ground": "ground plane, pitch known"}
+SCALE_SOURCES = {
+    "learned": "no source (camera_height_m 0)",
+    "ground-height": "ground plane, pitch unknown",
+    "ground": "ground plane, pitch known",
+}
 
 
-def time_scale_sources(sources: list[str], sizes: list[tuple[int, int]], device: str, threads: int,
-                       max_side: int, max_runs: int, budget_s: float) -> None:
+def time_scale_sources(
+    sources: list[str],
+    sizes: list[tuple[int, int]],
+    device: str,
+    threads: int,
+    max_side: int,
+    max_runs: int,
+    budget_s: float,
+) -> None:
     """The second table: the engine's ``scale`` stage per source and size, in ms."""
-    print(f"\n# metric scale sources: time added per frame (the engine's 'scale' stage), shipped checkpoint, "
-          f"max_side {max_side}, a fogged vehicle-scale frame")
+    print(
+        f"\n# metric scale sources: time added per frame (the engine's 'scale' stage), shipped checkpoint, "
+        f"max_side {max_side}, a fogged vehicle-scale frame"
+    )
     # The stage brings the depth to full size with or without a source: what a source adds is
     # its median over the no-source row's.
-    print("| scale source | input | median ms | p95 ms | added ms (median over no source) | runs | "
-          "frames with the source's factor |")
+    print(
+        "| scale source | input | median ms | p95 ms | added ms (median over no source) | runs | "
+        "frames with the source's factor |"
+    )
     print("|---|---|---:|---:|---:|---:|---:|")
-    engine = DehazeEngine(EngineConfig(checkpoint=str(DEFAULT_CHECKPOINT), device=device, max_side=max_side,
-                                       warmup=0, num_threads=threads))
+    engine = DehazeEngine(
+        EngineConfig(
+            checkpoint=str(DEFAULT_CHECKPOINT),
+            device=device,
+            max_side=max_side,
+            warmup=0,
+            num_threads=threads,
+        )
+    )
     for size in sizes:
         renderer = SceneRenderer(*size, seed=0, vehicle_scale=True)
         frame = renderer.render(2.0)
-        hazy, _ = synthesize_haze(frame.rgb.astype(np.float32) / 255, frame.depth_m, 3.912 / 300.0, 0.9)
+        hazy, _ = synthesize_haze(
+            frame.rgb.astype(np.float32) / 255, frame.depth_m, 3.912 / 300.0, 0.9
+        )
         image = (hazy * 255 + 0.5).astype(np.uint8)
         camera = Pinhole(frame.K[0, 0], frame.K[1, 1], frame.K[0, 2], frame.K[1, 2])
         height = float(renderer.scene.eye[1] - renderer.scene.eye_surface_z)
-        mountings = {"learned": Mounting(), "ground-height": Mounting(height), "ground": Mounting(height, 2.0)}
+        mountings = {
+            "learned": Mounting(),
+            "ground-height": Mounting(height),
+            "ground": Mounting(height, 2.0),
+        }
         baseline = None
         for source in sorted(sources, key=lambda name: name != "learned"):
             engine.reset_scale()
             stage, with_factor = [], 0
             started = time.perf_counter()
             while len(stage) < max_runs and (not stage or time.perf_counter() - started < budget_s):
-                result = engine.process(image, want_dehazed=False, camera=camera, stamp_s=0.1 * len(stage),
-                                        mounting=mountings[source])
+                result = engine.process(
+                    image,
+                    want_dehazed=False,
+                    camera=camera,
+                    stamp_s=0.1 * len(stage),
+                    mounting=mountings[source],
+                )
                 stage.append(result.timings_ms["scale"])
                 with_factor += result.scale.source != "learned"
             if source == "learned":
                 baseline = float(np.median(stage))
             added = f"{np.median(stage) - baseline:.2f}" if baseline is not None else "–"
-            print(f"| {SCALE_SOURCES[source]} | {size[0]}x{size[1]} | {np.median(stage):.2f} | "
-                  f"{np.percentile(stage, 95):.2f} | {added} | {len(stage)} | {with_factor} |", flush=True)
+            print(
+                f"| {SCALE_SOURCES[source]} | {size[0]}x{size[1]} | {np.median(stage):.2f} | "
+                f"{np.percentile(stage, 95):.2f} | {added} | {len(stage)} | {with_factor} |",
+                flush=True,
+            )
     engine.close()
 
 
-def time_engine(engine: DehazeEngine, image: np.ndarray, max_runs: int, budget_s: float) -> list[float]:
+def time_engine(
+    engine: DehazeEngine, image: np.ndarray, max_runs: int, budget_s: float
+) -> list[float]:
     engine.process(image)  # warm-up at this size (allocator, oneDNN/cuDNN kernel choice)
     latencies: list[float] = []
     started = time.perf_counter()
@@ -119,43 +162,80 @@ def write_random_checkpoint(name: str, folder: Path) -> tuple[Path, int, object]
     config = PRESETS[name]
     dehazer, depth_net = build_dehazer(config), build_depth_net(config)
     path = folder / f"{name}.pt"
-    save_checkpoint(path, model_config=config.to_dict(), dehazer_state=dehazer.state_dict(),
-                    depth_net_state=depth_net.state_dict(), provenance={"note": "benchmark, random"})
+    save_checkpoint(
+        path,
+        model_config=config.to_dict(),
+        dehazer_state=dehazer.state_dict(),
+        depth_net_state=depth_net.state_dict(),
+        provenance={"note": "benchmark, random"},
+    )
     return path, count_parameters(dehazer) + count_parameters(depth_net), (dehazer, depth_net)
 
 
 def load_trained_checkpoint(path: str) -> tuple[Path, int, object]:
     dehazer, depth_net = build_models(load_checkpoint(path))
-    params = count_parameters(dehazer) + (count_parameters(depth_net) if depth_net is not None else 0)
+    params = count_parameters(dehazer) + (
+        count_parameters(depth_net) if depth_net is not None else 0
+    )
     return Path(path), params, (dehazer, depth_net)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default=SPECS["device"].default, help="auto | cpu | cuda | cuda:N")
-    parser.add_argument("--precisions", default="fp32,bf16",
-                        help="comma-separated, each of auto | fp32 | fp16 | bf16: rows for every one")
-    parser.add_argument("--sizes", type=parse_sizes, default=parse_sizes("320x240,640x480,1280x720"))
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--device", default=SPECS["device"].default, help="auto | cpu | cuda | cuda:N"
+    )
+    parser.add_argument(
+        "--precisions",
+        default="fp32,bf16",
+        help="comma-separated, each of auto | fp32 | fp16 | bf16: rows for every one",
+    )
+    parser.add_argument(
+        "--sizes", type=parse_sizes, default=parse_sizes("320x240,640x480,1280x720")
+    )
     parser.add_argument("--variants", default=",".join(PRESETS), help="comma-separated presets")
-    parser.add_argument("--checkpoint", action="append", default=[], metavar="PATH",
-                        help="time this trained checkpoint instead of the random presets (repeatable)")
-    parser.add_argument("--rt-max-side", type=int, default=SPECS["max_side"].default,
-                        help="extra rows for diacmpn-rt and --checkpoint files at this max_side (default: the "
-                             "node's; 0 = none)")
+    parser.add_argument(
+        "--checkpoint",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="time this trained checkpoint instead of the random presets (repeatable)",
+    )
+    parser.add_argument(
+        "--rt-max-side",
+        type=int,
+        default=SPECS["max_side"].default,
+        help="extra rows for diacmpn-rt and --checkpoint files at this max_side (default: the "
+        "node's; 0 = none)",
+    )
     parser.add_argument("--max-runs", type=int, default=20)
     parser.add_argument("--budget-s", type=float, default=8.0, help="time budget per cell")
-    parser.add_argument("--threads", type=int, default=SPECS["num_threads"].default,
-                        help="torch (and onnxruntime) CPU threads (0 = their default), as the node's num_threads")
-    parser.add_argument("--backends", default="torch,onnxruntime",
-                        help="comma-separated, each of torch | onnxruntime | openvino: rows for every one "
-                             "(onnxruntime / openvino are skipped with a note when their extra is missing)")
-    parser.add_argument("--scale-sources", default=",".join(SCALE_SOURCES),
-                        help=f"comma separated, rows of the second table: {', '.join(SCALE_SOURCES)}; '' = none")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=SPECS["num_threads"].default,
+        help="torch (and onnxruntime) CPU threads (0 = their default), as the node's num_threads",
+    )
+    parser.add_argument(
+        "--backends",
+        default="torch,onnxruntime",
+        help="comma-separated, each of torch | onnxruntime | openvino: rows for every one "
+        "(onnxruntime / openvino are skipped with a note when their extra is missing)",
+    )
+    parser.add_argument(
+        "--scale-sources",
+        default=",".join(SCALE_SOURCES),
+        help=f"comma separated, rows of the second table: {', '.join(SCALE_SOURCES)}; '' = none",
+    )
     args = parser.parse_args(argv)
     scale_sources = [source for source in args.scale_sources.split(",") if source]
     if set(scale_sources) - set(SCALE_SOURCES):
-        parser.error(f"unknown scale sources {sorted(set(scale_sources) - set(SCALE_SOURCES))}; "
-                     f"choose from {', '.join(SCALE_SOURCES)}")
+        parser.error(
+            f"unknown scale sources {sorted(set(scale_sources) - set(SCALE_SOURCES))}; "
+            f"choose from {', '.join(SCALE_SOURCES)}"
+        )
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
@@ -167,20 +247,30 @@ def main(argv: list[str] | None = None) -> None:
             precisions.append(precision_name(resolve_precision(name, device)))
         except DeviceError as exc:
             print(f"# {name} skipped: {exc}")
-    precisions = list(dict.fromkeys(precisions))   # auto may resolve to a listed one
+    precisions = list(dict.fromkeys(precisions))  # auto may resolve to a listed one
     backends = [b for b in args.backends.split(",") if b]
     if set(backends) - {"torch", "onnxruntime", "openvino"}:
-        parser.error(f"unknown backends {sorted(set(backends) - {'torch', 'onnxruntime', 'openvino'})}; "
-                     "choose torch, onnxruntime, openvino")
+        parser.error(
+            f"unknown backends {sorted(set(backends) - {'torch', 'onnxruntime', 'openvino'})}; "
+            "choose torch, onnxruntime, openvino"
+        )
     if "onnxruntime" in backends:
-        missing = [m for m in ("onnxruntime", "onnx", "onnxscript") if importlib.util.find_spec(m) is None]
+        missing = [
+            m for m in ("onnxruntime", "onnx", "onnxscript") if importlib.util.find_spec(m) is None
+        ]
         if missing:
-            print(f"# onnxruntime rows skipped: {', '.join(missing)} not installed (pip install '.[onnx]')")
+            print(
+                f"# onnxruntime rows skipped: {', '.join(missing)} not installed (pip install '.[onnx]')"
+            )
             backends.remove("onnxruntime")
     if "openvino" in backends:
-        missing = [m for m in ("openvino", "onnx", "onnxscript") if importlib.util.find_spec(m) is None]
+        missing = [
+            m for m in ("openvino", "onnx", "onnxscript") if importlib.util.find_spec(m) is None
+        ]
         if missing:
-            print(f"# openvino rows skipped: {', '.join(missing)} not installed (pip install '.[openvino]')")
+            print(
+                f"# openvino rows skipped: {', '.join(missing)} not installed (pip install '.[openvino]')"
+            )
             backends.remove("openvino")
     variants = [v for v in args.variants.split(",") if v]
     unknown = [v for v in variants if v not in PRESETS]
@@ -189,7 +279,9 @@ def main(argv: list[str] | None = None) -> None:
     trained = {}
     for path in args.checkpoint:
         if Path(path).name in trained:
-            parser.error(f"--checkpoint: two files named {Path(path).name!r}; rows are labelled by file name")
+            parser.error(
+                f"--checkpoint: two files named {Path(path).name!r}; rows are labelled by file name"
+            )
         try:
             trained[Path(path).name] = load_trained_checkpoint(path)
         except (CheckpointError, OSError) as exc:
@@ -197,11 +289,17 @@ def main(argv: list[str] | None = None) -> None:
     if trained:
         variants = list(trained)
 
-    print(f"# device: {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else platform.processor() or platform.machine()}), "
-          f"torch {torch.__version__}, threads {torch.get_num_threads()}")
-    print("# one network pass per frame at the internal size (depth_max_side 0); a node at max_side 0 adds a "
-          f"depth pass at depth_max_side, timed by the max_side {args.rt_max_side} rows")
-    print("| model | backend | precision | input | internal | params (M) | GMACs | median ms | p95 ms | frames/s | runs |")
+    print(
+        f"# device: {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else platform.processor() or platform.machine()}), "
+        f"torch {torch.__version__}, threads {torch.get_num_threads()}"
+    )
+    print(
+        "# one network pass per frame at the internal size (depth_max_side 0); a node at max_side 0 adds a "
+        f"depth pass at depth_max_side, timed by the max_side {args.rt_max_side} rows"
+    )
+    print(
+        "| model | backend | precision | input | internal | params (M) | GMACs | median ms | p95 ms | frames/s | runs |"
+    )
     print("|---|---|---|---|---|---:|---:|---:|---:|---:|---:|")
     images = {size: hazy_frame(*size) for size in args.sizes}
 
@@ -209,49 +307,93 @@ def main(argv: list[str] | None = None) -> None:
         median, p95 = np.median(latencies), np.percentile(latencies, 95)
         params_text = f"{params / 1e6:.2f}" if params else "-"
         gmacs_text = f"{gmacs:.1f}" if gmacs is not None else "-"
-        print(f"| {label} | {backend} | {precision} | {size[0]}x{size[1]} | {internal[1]}x{internal[0]} | {params_text} | {gmacs_text} | "
-              f"{median:.1f} | {p95:.1f} | {1000 / median:.1f} | {len(latencies)} |", flush=True)
+        print(
+            f"| {label} | {backend} | {precision} | {size[0]}x{size[1]} | {internal[1]}x{internal[0]} | {params_text} | {gmacs_text} | "
+            f"{median:.1f} | {p95:.1f} | {1000 / median:.1f} | {len(latencies)} |",
+            flush=True,
+        )
 
     for size in args.sizes:
         # At the size of the frame, as the "internal" column says (the engine's default is the node's).
         engine = DehazeEngine(EngineConfig(model="dcp", max_side=0, warmup=0))
-        row("dcp", "numpy", "fp32", size, size[::-1], 0, None, time_engine(engine, images[size], args.max_runs, args.budget_s))
+        row(
+            "dcp",
+            "numpy",
+            "fp32",
+            size,
+            size[::-1],
+            0,
+            None,
+            time_engine(engine, images[size], args.max_runs, args.budget_s),
+        )
 
     with tempfile.TemporaryDirectory() as folder:
         for name in variants:
-            path, params, (dehazer, depth_net) = trained.get(name) or write_random_checkpoint(name, Path(folder))
+            path, params, (dehazer, depth_net) = trained.get(name) or write_random_checkpoint(
+                name, Path(folder)
+            )
             graph = Path(folder) / f"{name}.onnx"
             if {"onnxruntime", "openvino"} & set(backends):
                 from dehaze_ros.onnx_export import export_onnx
+
                 print(f"# exporting {name} to ONNX ...", flush=True)
                 export_onnx(path, graph)
             refused: set[str] = set()
-            settings = [0] + ([args.rt_max_side] if name in ("diacmpn-rt", *trained) and args.rt_max_side else [])
+            settings = [0] + (
+                [args.rt_max_side] if name in ("diacmpn-rt", *trained) and args.rt_max_side else []
+            )
             for max_side in settings:
                 label = name if not max_side else f"{name} (max_side {max_side})"
                 for size in args.sizes:
                     internal = scaled_size(size[1], size[0], max_side)
                     shape = (1, 3, internal[0], internal[1])
-                    gmacs = (count_macs(dehazer, shape) + (count_macs(depth_net, shape) if depth_net else 0)) / 1e9
+                    gmacs = (
+                        count_macs(dehazer, shape)
+                        + (count_macs(depth_net, shape) if depth_net else 0)
+                    ) / 1e9
                     # Backends and precisions of one cell next to each other: like with like.
                     for backend in backends:
                         for precision in precisions:
                             try:
-                                engine = DehazeEngine(EngineConfig(
-                                    checkpoint=str(path), backend=backend, onnx_model=str(graph),
-                                    device=args.device, precision=precision, max_side=max_side,
-                                    depth_max_side=0, warmup=0, num_threads=args.threads))
+                                engine = DehazeEngine(
+                                    EngineConfig(
+                                        checkpoint=str(path),
+                                        backend=backend,
+                                        onnx_model=str(graph),
+                                        device=args.device,
+                                        precision=precision,
+                                        max_side=max_side,
+                                        depth_max_side=0,
+                                        warmup=0,
+                                        num_threads=args.threads,
+                                    )
+                                )
                             except EngineError as exc:
                                 if f"{backend} {precision}" not in refused:
                                     refused.add(f"{backend} {precision}")
                                     print(f"# {backend} {precision} skipped: {exc}", flush=True)
                                 continue
-                            row(label, backend, engine.describe()["precision"], size, internal, params, gmacs,
-                                time_engine(engine, images[size], args.max_runs, args.budget_s))
+                            row(
+                                label,
+                                backend,
+                                engine.describe()["precision"],
+                                size,
+                                internal,
+                                params,
+                                gmacs,
+                                time_engine(engine, images[size], args.max_runs, args.budget_s),
+                            )
                             engine.close()
     if scale_sources:
-        time_scale_sources(scale_sources, args.sizes, args.device, args.threads,
-                           args.rt_max_side or SPECS["max_side"].default, args.max_runs, args.budget_s)
+        time_scale_sources(
+            scale_sources,
+            args.sizes,
+            args.device,
+            args.threads,
+            args.rt_max_side or SPECS["max_side"].default,
+            args.max_runs,
+            args.budget_s,
+        )
 
 
 if __name__ == "__main__":

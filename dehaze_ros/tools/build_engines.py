@@ -11,6 +11,7 @@ node finds both in the caches. It builds through the same engine as the node, so
 leaves are exactly those the node looks for (a graph per checkpoint content, an engine per graph
 content, precision and profile). Exit 0 when the caches are ready, 2 when the engine refused.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,7 +27,15 @@ from dehaze_ros.node_config import SPECS, ConfigError, NodeConfig, resolve_model
 
 # What decides which files the node needs: the model, where it comes from, and the TensorRT
 # profile's sizes and precision. The rest of the node's parameters changes nothing here.
-OPTIONS = ("checkpoint", "onnx_model", "trt_cache_dir", "device", "precision", "max_side", "depth_max_side")
+OPTIONS = (
+    "checkpoint",
+    "onnx_model",
+    "trt_cache_dir",
+    "device",
+    "precision",
+    "max_side",
+    "depth_max_side",
+)
 
 
 def node_parameters(path: Path) -> dict:
@@ -39,29 +48,43 @@ def node_parameters(path: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    parser.add_argument("--params-file", type=Path, help="the node's parameters YAML (its defaults otherwise)")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__,
+    )
+    parser.add_argument(
+        "--params-file", type=Path, help="the node's parameters YAML (its defaults otherwise)"
+    )
     for name in OPTIONS:
         spec = SPECS[name]
-        parser.add_argument(f"--{name.replace('_', '-')}", type=type(spec.default), default=None,
-                            help=f"{spec.description} (default: the params file's, else {spec.default!r})")
+        parser.add_argument(
+            f"--{name.replace('_', '-')}",
+            type=type(spec.default),
+            default=None,
+            help=f"{spec.description} (default: the params file's, else {spec.default!r})",
+        )
     args = parser.parse_args(argv)
     try:
         values = node_parameters(args.params_file) if args.params_file else {}
         values = {key: value for key, value in values.items() if key in SPECS}
-        values.update({name: getattr(args, name) for name in OPTIONS if getattr(args, name) is not None})
+        values.update(
+            {name: getattr(args, name) for name in OPTIONS if getattr(args, name) is not None}
+        )
         config = NodeConfig(**{**values, "backend": "onnxruntime"})
         config.validate()
         choice = resolve_model(config)
-        if choice.model != "checkpoint":   # no checkpoint to be found: the node would run the DCP
+        if choice.model != "checkpoint":  # no checkpoint to be found: the node would run the DCP
             raise ConfigError(choice.warning or f"model {choice.model} has nothing to build")
         engine_config = config.engine_config(choice)
     except (ConfigError, OSError, yaml.YAMLError, TypeError) as exc:
         print(f"build_engines: {exc}", file=sys.stderr)
         return 2
     notice = slow_setup_notice(engine_config)
-    print(f"build_engines: {notice or 'no export and no TensorRT build to do (cached, or not used by these settings)'}", flush=True)
+    print(
+        f"build_engines: {notice or 'no export and no TensorRT build to do (cached, or not used by these settings)'}",
+        flush=True,
+    )
     started = time.monotonic()
     try:
         # The warm-up runs the sizes the node will run: the export and the TensorRT build happen here.
@@ -72,11 +95,15 @@ def main(argv: list[str] | None = None) -> int:
     info = engine.describe()
     engine.close()
     providers = info.get("providers", [])
-    print(f"build_engines: ready in {time.monotonic() - started:.0f} s: graph {info['checkpoint']}, "
-          f"device {info['device']} ({info['precision']}), providers {', '.join(providers)}")
+    print(
+        f"build_engines: ready in {time.monotonic() - started:.0f} s: graph {info['checkpoint']}, "
+        f"device {info['device']} ({info['precision']}), providers {', '.join(providers)}"
+    )
     if "TensorrtExecutionProvider" not in providers:
-        print("build_engines: no TensorRT in this session (device cpu, or an onnxruntime without the "
-              "TensorRT provider): only the ONNX graph was prepared")
+        print(
+            "build_engines: no TensorRT in this session (device cpu, or an onnxruntime without the "
+            "TensorRT provider): only the ONNX graph was prepared"
+        )
     if info.get("device_warning"):
         print(f"build_engines: warning: {info['device_warning']}")
     return 0

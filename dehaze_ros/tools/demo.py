@@ -17,6 +17,7 @@ clean rclpy shutdown), killed if they do not exit within 10 s: nothing is left r
 Ctrl-C and SIGTERM stop the demo the same way. Each child runs in its own session and, on
 Linux, gets SIGTERM from the kernel if the demo dies without cleaning up (even by SIGKILL).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,34 +46,61 @@ def parse_args(argv=None) -> argparse.Namespace:
     # the test helpers that only want local_dds_environment need not pay for).
     from dehaze_ros.node_config import SPECS
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--duration", type=float, default=20.0, help="seconds to record after the first output")
-    parser.add_argument("--model", choices=("auto", *SPECS["model"].choices), default="auto",
-                        help="auto: the shipped checkpoint when there is one, else dcp")
-    parser.add_argument("--checkpoint", default="", help="checkpoint path (model checkpoint); empty = shipped one")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument(
+        "--duration", type=float, default=20.0, help="seconds to record after the first output"
+    )
+    parser.add_argument(
+        "--model",
+        choices=("auto", *SPECS["model"].choices),
+        default="auto",
+        help="auto: the shipped checkpoint when there is one, else dcp",
+    )
+    parser.add_argument(
+        "--checkpoint", default="", help="checkpoint path (model checkpoint); empty = shipped one"
+    )
     parser.add_argument("--device", default=SPECS["device"].default, help="auto, cpu, cuda, cuda:N")
-    parser.add_argument("--max-side", type=int, default=SPECS["max_side"].default,
-                        help="dehaze_node max_side (0 = native; the default is the node's)")
-    parser.add_argument("--num-threads", type=int, default=1,
-                        help="dehaze_node num_threads. 1: the camera and this recorder share the machine "
-                             "with the node; on 2 cores the node's second torch thread lost more to them "
-                             "than it gained (docs/performance.md, 'Measured: make demo'); 0 = torch's default")
+    parser.add_argument(
+        "--max-side",
+        type=int,
+        default=SPECS["max_side"].default,
+        help="dehaze_node max_side (0 = native; the default is the node's)",
+    )
+    parser.add_argument(
+        "--num-threads",
+        type=int,
+        default=1,
+        help="dehaze_node num_threads. 1: the camera and this recorder share the machine "
+        "with the node; on 2 cores the node's second torch thread lost more to them "
+        "than it gained (docs/performance.md, 'Measured: make demo'); 0 = torch's default",
+    )
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=480)
     parser.add_argument("--rate", type=float, default=15.0, help="camera frame rate (Hz)")
-    parser.add_argument("--loop-seconds", type=float, default=4.0,
-                        help="pre-render this many seconds of the scene at start-up and play them back and "
-                             "forth, so the camera publishes at --rate (live rendering reaches about 6 Hz "
-                             "at 640x480); 0 = render live")
-    parser.add_argument("--mosaics", type=int, default=4, help="PNG mosaics to save, spread over the run")
+    parser.add_argument(
+        "--loop-seconds",
+        type=float,
+        default=4.0,
+        help="pre-render this many seconds of the scene at start-up and play them back and "
+        "forth, so the camera publishes at --rate (live rendering reaches about 6 Hz "
+        "at 640x480); 0 = render live",
+    )
+    parser.add_argument(
+        "--mosaics", type=int, default=4, help="PNG mosaics to save, spread over the run"
+    )
     parser.add_argument("--output", type=Path, default=Path("demo_output"))
     args = parser.parse_args(argv)
-    from dehaze_ros.sim.sample_camera import MAX_PRERENDER_FRAMES  # rclpy and the renderer: only here
+    from dehaze_ros.sim.sample_camera import (
+        MAX_PRERENDER_FRAMES,
+    )  # rclpy and the renderer: only here
 
     if args.rate <= 0 or not 0 <= args.loop_seconds * args.rate <= MAX_PRERENDER_FRAMES:
-        parser.error(f"--loop-seconds x --rate must give 0 to {MAX_PRERENDER_FRAMES} pre-rendered frames "
-                     f"(sample_camera's prerender_frames), got {args.loop_seconds:g} s at {args.rate:g} Hz")
+        parser.error(
+            f"--loop-seconds x --rate must give 0 to {MAX_PRERENDER_FRAMES} pre-rendered frames "
+            f"(sample_camera's prerender_frames), got {args.loop_seconds:g} s at {args.rate:g} Hz"
+        )
     return args
 
 
@@ -81,6 +109,7 @@ def find_localhost_profile() -> Path | None:
     candidates = []
     try:
         from ament_index_python.packages import get_package_share_directory
+
         candidates.append(Path(get_package_share_directory(PACKAGE)) / "config" / PROFILE_NAME)
     except (ImportError, LookupError, OSError):
         pass  # not installed with colcon, or no ament_index (the virtualenv)
@@ -143,8 +172,16 @@ def label_panel(panel: np.ndarray, text: str) -> None:
     scale = max(0.4, panel.shape[1] / 1000)
     (width, height), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
     cv2.rectangle(panel, (0, 0), (width + 12, height + baseline + 10), (0, 0, 0), thickness=-1)
-    cv2.putText(panel, text, (6, height + 5), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1,
-                cv2.LINE_AA)
+    cv2.putText(
+        panel,
+        text,
+        (6, height + 5),
+        cv2.FONT_HERSHEY_SIMPLEX,
+        scale,
+        (255, 255, 255),
+        1,
+        cv2.LINE_AA,
+    )
 
 
 class Recorder:
@@ -162,14 +199,14 @@ class Recorder:
         self.hazy: dict[tuple[int, int], np.ndarray] = {}
         self.dehazed: dict[tuple[int, int], np.ndarray] = {}
         self.colormap: dict[tuple[int, int], np.ndarray] = {}
-        self.camera_frames = 0                     # camera frames received while recording
-        self.window_stamps: set[tuple[int, int]] = set()   # ... their stamps
-        self.outputs_of_window = 0                 # dehazed frames of those camera frames
+        self.camera_frames = 0  # camera frames received while recording
+        self.window_stamps: set[tuple[int, int]] = set()  # ... their stamps
+        self.outputs_of_window = 0  # dehazed frames of those camera frames
         self.output_times: list[float] = []
         self.latencies_ms: list[float] = []
         self.first_output_at: float | None = None
         self.diagnostics: dict[str, str] = {}
-        self.visibility: list[tuple[float, float, float, float]] = []   # stamp, range, min, max
+        self.visibility: list[tuple[float, float, float, float]] = []  # stamp, range, min, max
         sensor = QoSProfile(depth=2, reliability=QoSReliabilityPolicy.BEST_EFFORT)
         reliable = QoSProfile(depth=2, reliability=QoSReliabilityPolicy.RELIABLE)
         node.create_subscription(Image, f"{NAMESPACE}/image", self.on_hazy, sensor)
@@ -177,6 +214,7 @@ class Recorder:
         node.create_subscription(Image, f"{NAMESPACE}/depth/colormap", self.on_colormap, reliable)
         node.create_subscription(DiagnosticArray, "/diagnostics", self.on_diagnostics, 10)
         from sensor_msgs.msg import Range
+
         node.create_subscription(Range, f"{NAMESPACE}/visibility", self.on_visibility, reliable)
 
     @staticmethod
@@ -276,22 +314,48 @@ def run(args: argparse.Namespace) -> int:
     from dehaze_ros.node_config import SPECS
 
     model, checkpoint = choose_model(args)
-    colormap_min_m, colormap_max_m = SPECS["colormap_min_m"].default, SPECS["colormap_max_m"].default
+    colormap_min_m, colormap_max_m = (
+        SPECS["colormap_min_m"].default,
+        SPECS["colormap_max_m"].default,
+    )
     output = args.output
     (output / "logs").mkdir(parents=True, exist_ok=True)
     for old in list(output.glob("mosaic_*.png")) + [output / "demo.mp4"]:
         old.unlink(missing_ok=True)
 
-    camera_args = ["-r", f"__ns:={NAMESPACE}", "-p", f"width:={args.width}", "-p", f"height:={args.height}",
-                   "-p", f"rate_hz:={float(args.rate)}",
-                   "-p", f"prerender_frames:={max(0, round(args.loop_seconds * args.rate))}"]
-    node_args = ["-r", f"__ns:={NAMESPACE}", "-p", f"model:={model}", "-p", f"device:={args.device}",
-                 "-p", f"max_side:={args.max_side}", "-p", f"num_threads:={args.num_threads}"]
+    camera_args = [
+        "-r",
+        f"__ns:={NAMESPACE}",
+        "-p",
+        f"width:={args.width}",
+        "-p",
+        f"height:={args.height}",
+        "-p",
+        f"rate_hz:={float(args.rate)}",
+        "-p",
+        f"prerender_frames:={max(0, round(args.loop_seconds * args.rate))}",
+    ]
+    node_args = [
+        "-r",
+        f"__ns:={NAMESPACE}",
+        "-p",
+        f"model:={model}",
+        "-p",
+        f"device:={args.device}",
+        "-p",
+        f"max_side:={args.max_side}",
+        "-p",
+        f"num_threads:={args.num_threads}",
+    ]
     if checkpoint:
         node_args += ["-p", f"checkpoint:={checkpoint}"]
-    print(f"demo: {args.width}x{args.height} camera at {args.rate:g} Hz, model {model}"
-          + (f" ({checkpoint})" if checkpoint else "") + f", ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']}, "
-          f"recording {args.duration:g} s into {output}/", flush=True)
+    print(
+        f"demo: {args.width}x{args.height} camera at {args.rate:g} Hz, model {model}"
+        + (f" ({checkpoint})" if checkpoint else "")
+        + f", ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']}, "
+        f"recording {args.duration:g} s into {output}/",
+        flush=True,
+    )
 
     video = {"writer": None, "frames": 0, "mosaics": 0, "saved": 0, "next_png": 0.0}
     png_every = args.duration / max(1, args.mosaics)
@@ -299,8 +363,12 @@ def run(args: argparse.Namespace) -> int:
     def write_mosaic(mosaic: np.ndarray) -> None:
         if video["writer"] is None:
             height, width = mosaic.shape[:2]
-            video["writer"] = cv2.VideoWriter(str(output / "demo.mp4"), cv2.VideoWriter_fourcc(*"mp4v"),
-                                              float(args.rate), (width, height))
+            video["writer"] = cv2.VideoWriter(
+                str(output / "demo.mp4"),
+                cv2.VideoWriter_fourcc(*"mp4v"),
+                float(args.rate),
+                (width, height),
+            )
         # The video runs at the camera rate and plays in real time: each mosaic fills the frame
         # slots up to its arrival (repeated when the node runs slower than the camera).
         elapsed = time.monotonic() - recording_started
@@ -321,20 +389,37 @@ def run(args: argparse.Namespace) -> int:
     node = None
     recording_started = 0.0
     try:
-        children.append(start_child("dehaze_ros.dehaze_node", node_args, env, output / "logs" / "dehaze_node.log"))
-        children.append(start_child("dehaze_ros.sim.sample_camera", camera_args, env, output / "logs" / "sample_camera.log"))
+        children.append(
+            start_child(
+                "dehaze_ros.dehaze_node", node_args, env, output / "logs" / "dehaze_node.log"
+            )
+        )
+        children.append(
+            start_child(
+                "dehaze_ros.sim.sample_camera",
+                camera_args,
+                env,
+                output / "logs" / "sample_camera.log",
+            )
+        )
         node = rclpy.create_node("demo_recorder", context=context)
         executor = SingleThreadedExecutor(context=context)
         executor.add_node(node)
-        depth_label = ("depth (relative, DCP)" if model == "dcp" else
-                       f"depth colormap, {colormap_min_m:g}-{colormap_max_m:g} m log scale")
+        depth_label = (
+            "depth (relative, DCP)"
+            if model == "dcp"
+            else f"depth colormap, {colormap_min_m:g}-{colormap_max_m:g} m log scale"
+        )
         recorder = Recorder(node, write_mosaic, ("hazy input", f"dehazed ({model})", depth_label))
 
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         while recorder.first_output_at is None:
             if time.monotonic() > deadline or any(child.poll() is not None for child in children):
-                print(f"demo: no dehazed output within {STARTUP_TIMEOUT_S:.0f} s (or a process exited); "
-                      f"see {output}/logs/", file=sys.stderr)
+                print(
+                    f"demo: no dehazed output within {STARTUP_TIMEOUT_S:.0f} s (or a process exited); "
+                    f"see {output}/logs/",
+                    file=sys.stderr,
+                )
                 return 1
             executor.spin_once(timeout_sec=0.1)
         executor.spin_once(timeout_sec=0.5)  # let the first colormap arrive before counting
@@ -375,18 +460,26 @@ def run(args: argparse.Namespace) -> int:
     latencies = recorder.latencies_ms
     median = statistics.median(latencies) if latencies else float("nan")
     p95 = percentile(latencies, 0.95) if latencies else float("nan")
-    print(f"demo summary: model {after.get(KEY_MODEL, model)} ({after.get(KEY_DEVICE, '?')}), {args.width}x{args.height}, "
-          f"{args.duration:g} s: frames in {recorder.camera_frames}, out {out}, dropped {dropped}; "
-          f"latency stamp->received median {median:.0f} ms, p95 {p95:.0f} ms; output {fps:.1f} fps; "
-          f"wrote {video['saved']} PNG + MP4 of {video['mosaics']} mosaics ({video['frames'] / args.rate:.0f} s) "
-          f"to {output}/", flush=True)
-    print(f"demo timing: the node's time per frame, medians over its last frames (ms, /diagnostics): "
-          f"{after.get(KEY_STAGES, 'n/a')}", flush=True)
+    print(
+        f"demo summary: model {after.get(KEY_MODEL, model)} ({after.get(KEY_DEVICE, '?')}), {args.width}x{args.height}, "
+        f"{args.duration:g} s: frames in {recorder.camera_frames}, out {out}, dropped {dropped}; "
+        f"latency stamp->received median {median:.0f} ms, p95 {p95:.0f} ms; output {fps:.1f} fps; "
+        f"wrote {video['saved']} PNG + MP4 of {video['mosaics']} mosaics ({video['frames'] / args.rate:.0f} s) "
+        f"to {output}/",
+        flush=True,
+    )
+    print(
+        f"demo timing: the node's time per frame, medians over its last frames (ms, /diagnostics): "
+        f"{after.get(KEY_STAGES, 'n/a')}",
+        flush=True,
+    )
     print(visibility_summary(recorder.visibility, output, model), flush=True)
     return 0 if received > 0 else 1
 
 
-def visibility_summary(estimates: list[tuple[float, float, float, float]], output: Path, model: str) -> str:
+def visibility_summary(
+    estimates: list[tuple[float, float, float, float]], output: Path, model: str
+) -> str:
     """One line on the node's visibility estimates against the camera's drifting fog, and
     visibility.csv with every estimate (to plot it following the drift)."""
     import math
@@ -399,18 +492,24 @@ def visibility_summary(estimates: list[tuple[float, float, float, float]], outpu
         for row in estimates:
             csv.write(",".join(f"{value:.3f}" for value in row) + "\n")
     beta_min, beta_max = CAMERA_PARAMETERS["beta_min"][0], CAMERA_PARAMETERS["beta_max"][0]
-    truth = (f"the camera's fog drifts between {KOSCHMIEDER / beta_max:.0f} and "
-             f"{KOSCHMIEDER / beta_min:.0f} m over {CAMERA_PARAMETERS['beta_period_s'][0]:g} s")
+    truth = (
+        f"the camera's fog drifts between {KOSCHMIEDER / beta_max:.0f} and "
+        f"{KOSCHMIEDER / beta_min:.0f} m over {CAMERA_PARAMETERS['beta_period_s'][0]:g} s"
+    )
     if model == "dcp":
         return f"demo visibility: none, model dcp gives relative depth and visibility needs metres ({truth})"
     values = [row[1] for row in estimates]
     finite = [value for value in values if math.isfinite(value)]
-    text = (f"demo visibility: {len(values)} estimates, {len(finite)} with a value, "
-            f"{sum(math.isnan(v) for v in values)} none, {sum(v == math.inf for v in values)} clear, "
-            f"{sum(v == -math.inf for v in values)} dense")
+    text = (
+        f"demo visibility: {len(values)} estimates, {len(finite)} with a value, "
+        f"{sum(math.isnan(v) for v in values)} none, {sum(v == math.inf for v in values)} clear, "
+        f"{sum(v == -math.inf for v in values)} dense"
+    )
     if finite:
-        text += (f"; {min(finite):.0f}-{max(finite):.0f} m, median {statistics.median(finite):.0f} m, "
-                 f"first {finite[0]:.0f} m, last {finite[-1]:.0f} m")
+        text += (
+            f"; {min(finite):.0f}-{max(finite):.0f} m, median {statistics.median(finite):.0f} m, "
+            f"first {finite[0]:.0f} m, last {finite[-1]:.0f} m"
+        )
     return text + f" ({truth}); written to {output}/visibility.csv"
 
 

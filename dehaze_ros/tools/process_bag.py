@@ -38,6 +38,7 @@ assumes ``--default-hfov-deg`` and no points or */camera_info are written.
 Output messages are serialised with rclpy (the messages the node would publish), so rclpy and
 sensor_msgs must be importable: any ROS 2 install, or this repository's virtualenv.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -63,7 +64,13 @@ IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 CAMERA_INFO_TYPE = "sensor_msgs/msg/CameraInfo"
 # Node parameters that mean nothing for a recorded bag: the live subscription, its QoS, the
 # lifecycle and the node's timers. Every other parameter is an option (option_parameters).
-NODE_ONLY = ("autostart", "input_transport", "input_reliability", "diagnostics_period", "max_rate_hz")
+NODE_ONLY = (
+    "autostart",
+    "input_transport",
+    "input_reliability",
+    "diagnostics_period",
+    "max_rate_hz",
+)
 # Spellings kept from before the options came from the table.
 ALIASES = {"publish_relative_depth": ("--relative-depth",)}
 # A type hash for copied topics whose bag holds neither a definition nor a hash (rosbag2 before
@@ -92,8 +99,9 @@ def output_switches() -> dict[str, str]:
 def option_parameters() -> tuple[str, ...]:
     """The node parameters that are options here: all but NODE_ONLY and the switches (--outputs)."""
     switches = set(output_switches().values())
-    return tuple(spec.name for spec in PARAMETERS
-                 if spec.name not in NODE_ONLY and spec.name not in switches)
+    return tuple(
+        spec.name for spec in PARAMETERS if spec.name not in NODE_ONLY and spec.name not in switches
+    )
 
 
 def add_parameter_options(parser: argparse.ArgumentParser) -> None:
@@ -104,11 +112,22 @@ def add_parameter_options(parser: argparse.ArgumentParser) -> None:
         # argparse formats help with %: the descriptions are prose that may contain one.
         text = f"the node's {name}: " + spec.description.replace("%", "%%")
         if isinstance(spec.default, bool):
-            parser.add_argument(*flags, dest=name, action=argparse.BooleanOptionalAction,
-                                default=spec.default, help=text)
+            parser.add_argument(
+                *flags,
+                dest=name,
+                action=argparse.BooleanOptionalAction,
+                default=spec.default,
+                help=text,
+            )
         else:
-            parser.add_argument(*flags, dest=name, type=type(spec.default), default=spec.default,
-                                choices=spec.choices or None, help=text)
+            parser.add_argument(
+                *flags,
+                dest=name,
+                type=type(spec.default),
+                default=spec.default,
+                choices=spec.choices or None,
+                help=text,
+            )
 
 
 def node_config(args: argparse.Namespace) -> NodeConfig:
@@ -121,35 +140,55 @@ def node_config(args: argparse.Namespace) -> NodeConfig:
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="process_bag", description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    try:   # the options are made from the rows: a row whose switch is no parameter has none
+        prog="process_bag",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    try:  # the options are made from the rows: a row whose switch is no parameter has none
         frame_outputs.check_outputs(frame_outputs.OUTPUTS, SPECS)
     except ValueError as exc:
         parser.error(str(exc))
     switches = output_switches()
-    default_outputs = ",".join(name for name, switch in switches.items()
-                               if SPECS[switch].default)
-    parser.add_argument("in_bag", type=Path, metavar="IN_BAG", help="rosbag2 folder (with metadata.yaml)")
-    parser.add_argument("out_bag", type=Path, metavar="OUT_BAG", help="rosbag2 folder to write (must not exist)")
-    parser.add_argument("--image-topic", required=True, help="sensor_msgs/Image or CompressedImage topic")
-    parser.add_argument("--camera-info-topic", default="",
-                        help="sensor_msgs/CameraInfo topic; empty: the image topic's sibling camera_info if recorded")
-    parser.add_argument("--outputs", default=default_outputs,
-                        help=f"comma-separated, of: {', '.join(switches)} (the node's publish_* "
-                             "switches)")
-    parser.add_argument("--prefix", default="/",
-                        help="namespace of the output topics: /dehazed/image by default, /P/dehazed/image with P")
+    default_outputs = ",".join(name for name, switch in switches.items() if SPECS[switch].default)
+    parser.add_argument(
+        "in_bag", type=Path, metavar="IN_BAG", help="rosbag2 folder (with metadata.yaml)"
+    )
+    parser.add_argument(
+        "out_bag", type=Path, metavar="OUT_BAG", help="rosbag2 folder to write (must not exist)"
+    )
+    parser.add_argument(
+        "--image-topic", required=True, help="sensor_msgs/Image or CompressedImage topic"
+    )
+    parser.add_argument(
+        "--camera-info-topic",
+        default="",
+        help="sensor_msgs/CameraInfo topic; empty: the image topic's sibling camera_info if recorded",
+    )
+    parser.add_argument(
+        "--outputs",
+        default=default_outputs,
+        help=f"comma-separated, of: {', '.join(switches)} (the node's publish_* switches)",
+    )
+    parser.add_argument(
+        "--prefix",
+        default="/",
+        help="namespace of the output topics: /dehazed/image by default, /P/dehazed/image with P",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace OUT_BAG if it exists")
     add_parameter_options(parser)
-    parser.add_argument("--prefetch", type=int, default=8, help="messages read and decoded ahead of the engine")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar (the summary is printed)")
+    parser.add_argument(
+        "--prefetch", type=int, default=8, help="messages read and decoded ahead of the engine"
+    )
+    parser.add_argument(
+        "--no-progress", action="store_true", help="no progress bar (the summary is printed)"
+    )
     args = parser.parse_args(argv)
     wanted = [name.strip() for name in args.outputs.split(",") if name.strip()]
     unknown = sorted(set(wanted) - set(switches))
     if unknown or not wanted:
-        parser.error(f"--outputs: {', '.join(unknown) or 'nothing'} is not one of "
-                     f"{', '.join(switches)}")
+        parser.error(
+            f"--outputs: {', '.join(unknown) or 'nothing'} is not one of {', '.join(switches)}"
+        )
     args.outputs = tuple(name for name in switches if name in wanted)
     if args.prefetch < 1:
         parser.error("--prefetch must be at least 1")
@@ -158,8 +197,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     try:
         args.config.validate()
     except ConfigError as exc:
-        parser.error(f"{exc} (each option sets the node parameter of its name: --max-side sets "
-                     "max_side)")
+        parser.error(
+            f"{exc} (each option sets the node parameter of its name: --max-side sets max_side)"
+        )
     return args
 
 
@@ -188,17 +228,35 @@ def output_typestore():
 def output_qos():
     """The node's OUTPUT_QOS as rosbag2 metadata: reliable, keep last 2, volatile; durations 0
     (the RMW defaults), which every ros2 bag version reads."""
-    from rosbags.interfaces import (Qos, QosDurability, QosHistory, QosLiveliness,
-                                    QosReliability, QosTime)
+    from rosbags.interfaces import (
+        Qos,
+        QosDurability,
+        QosHistory,
+        QosLiveliness,
+        QosReliability,
+        QosTime,
+    )
 
     zero = QosTime(0, 0)
-    return [Qos(QosHistory.KEEP_LAST, 2, QosReliability.RELIABLE, QosDurability.VOLATILE, zero, zero,
-                QosLiveliness.AUTOMATIC, zero, False)]
+    return [
+        Qos(
+            QosHistory.KEEP_LAST,
+            2,
+            QosReliability.RELIABLE,
+            QosDurability.VOLATILE,
+            zero,
+            zero,
+            QosLiveliness.AUTOMATIC,
+            zero,
+            False,
+        )
+    ]
 
 
 @dataclass
 class Frame:
     """An image message read from the bag and decoded (or the problem that stopped it)."""
+
     msg: object
     image: np.ndarray | None = None
     encoding: str = ""
@@ -222,8 +280,8 @@ class Summary:
     written: dict[str, int] = field(default_factory=dict)
     visibilities: list[float] = field(default_factory=list)
     statuses: dict[str, int] = field(default_factory=dict)
-    scales: dict[str, int] = field(default_factory=dict)     # frames per scale source state
-    factors: list[float] = field(default_factory=list)        # the factor of each frame with a source
+    scales: dict[str, int] = field(default_factory=dict)  # frames per scale source state
+    factors: list[float] = field(default_factory=list)  # the factor of each frame with a source
     seconds: float = 0.0
 
 
@@ -249,6 +307,7 @@ class BagProcessor:
         except (ReaderError, OSError, KeyError, ValueError) as exc:
             raise BagError(f"cannot read {path} as a rosbag2: {exc}") from exc
         import yaml
+
         info = yaml.safe_load((path / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
         self.storage = info["storage_identifier"]
         self.version = 9 if int(info.get("version", 8)) >= 9 else 8
@@ -259,15 +318,28 @@ class BagProcessor:
         by_topic = {conn.topic: conn for conn in reader.connections}
         image = by_topic.get(args.image_topic)
         if image is None or image.msgtype not in IMAGE_TYPES:
-            listing = ", ".join(f"{conn.topic} ({conn.msgtype.rsplit('/', 1)[-1]}, {conn.msgcount})"
-                                for conn in reader.connections if conn.msgtype in IMAGE_TYPES)
+            listing = ", ".join(
+                f"{conn.topic} ({conn.msgtype.rsplit('/', 1)[-1]}, {conn.msgcount})"
+                for conn in reader.connections
+                if conn.msgtype in IMAGE_TYPES
+            )
             what = "has no topic" if image is None else f"has {image.msgtype}, not an image, on"
-            raise BagError(f"{args.in_bag} {what} {args.image_topic!r}; its image topics: {listing or 'none'}")
+            raise BagError(
+                f"{args.in_bag} {what} {args.image_topic!r}; its image topics: {listing or 'none'}"
+            )
         self.image_conn = image
         info_topic = args.camera_info_topic
         if not info_topic:
-            base = args.image_topic[: -len("/compressed")] if args.image_topic.endswith("/compressed") else args.image_topic
-            sibling = f"{base.rsplit('/', 1)[0]}/camera_info" if "/" in base.strip("/") else "/camera_info"
+            base = (
+                args.image_topic[: -len("/compressed")]
+                if args.image_topic.endswith("/compressed")
+                else args.image_topic
+            )
+            sibling = (
+                f"{base.rsplit('/', 1)[0]}/camera_info"
+                if "/" in base.strip("/")
+                else "/camera_info"
+            )
             if sibling in by_topic and by_topic[sibling].msgtype == CAMERA_INFO_TYPE:
                 info_topic = sibling
                 self.notes.append(f"camera info from {sibling} (the image topic's sibling)")
@@ -275,9 +347,13 @@ class BagProcessor:
         if info_topic:
             info = by_topic.get(info_topic)
             if info is None or info.msgtype != CAMERA_INFO_TYPE:
-                listing = ", ".join(c.topic for c in reader.connections if c.msgtype == CAMERA_INFO_TYPE)
-                raise BagError(f"{args.in_bag} has no CameraInfo topic {info_topic!r}; its CameraInfo "
-                               f"topics: {listing or 'none'}")
+                listing = ", ".join(
+                    c.topic for c in reader.connections if c.msgtype == CAMERA_INFO_TYPE
+                )
+                raise BagError(
+                    f"{args.in_bag} has no CameraInfo topic {info_topic!r}; its CameraInfo "
+                    f"topics: {listing or 'none'}"
+                )
             self.info_conn = info
 
     def first_frame_check(self, reader) -> None:
@@ -289,8 +365,10 @@ class BagProcessor:
 
         first_problem, checked = "", 0
         for _, _, raw in reader.messages(connections=[self.image_conn]):
-            frame = decode(deserialize_message(raw, message_class(self.image_conn.msgtype)),
-                           self.args.max_input_pixels)
+            frame = decode(
+                deserialize_message(raw, message_class(self.image_conn.msgtype)),
+                self.args.max_input_pixels,
+            )
             if not frame.problem:
                 return
             first_problem = first_problem or frame.problem
@@ -300,7 +378,9 @@ class BagProcessor:
         if checked == 0:
             raise BagError(f"{self.args.image_topic} has no messages in {self.args.in_bag}")
         which = "the first frame" if checked == 1 else f"none of the first {checked} frames"
-        raise BagError(f"{self.args.image_topic}: {which} can be processed (the first: {first_problem})")
+        raise BagError(
+            f"{self.args.image_topic}: {which} can be processed (the first: {first_problem})"
+        )
 
     def first_camera_info(self, reader):
         from rclpy.serialization import deserialize_message
@@ -321,7 +401,7 @@ class BagProcessor:
         if choice.warning:
             self.notes.append(choice.warning)
         try:
-            self.engine = DehazeEngine(config.engine_config(choice))   # as the node's configure
+            self.engine = DehazeEngine(config.engine_config(choice))  # as the node's configure
         except (ValueError, RuntimeError, OSError) as exc:
             raise BagError(f"cannot set up the model: {exc}") from exc
         self.metric = self.engine.depth_units == "meters"
@@ -333,23 +413,34 @@ class BagProcessor:
         on but not written. A row the table or the output type store cannot describe is an
         error here, before anything is written, never a connection left empty."""
         config, rows = self.args.config, frame_outputs.OUTPUTS
-        planned = frame_outputs.wanted_outputs(config, lambda topic: True, self.metric, have_camera_info,
-                                               rows)
+        planned = frame_outputs.wanted_outputs(
+            config, lambda topic: True, self.metric, have_camera_info, rows
+        )
         for output in rows:
             if getattr(config, output.enabled_by) and output not in planned:
-                reason = frame_outputs.unavailable_reason(output, config, self.metric, have_camera_info)
+                reason = frame_outputs.unavailable_reason(
+                    output, config, self.metric, have_camera_info
+                )
                 if output.needs_camera_info and not have_camera_info:
                     reason += " (--camera-info-topic)"
                 self.notes.append(f"{output.topic}: not written, {reason}")
         known = output_typestore().fielddefs
-        unknown = [f"{output.topic} ({output.message_type})" for output in planned
-                   if output.message_type not in known]
+        unknown = [
+            f"{output.topic} ({output.message_type})"
+            for output in planned
+            if output.message_type not in known
+        ]
         if unknown:
-            raise BagError(f"no message definition to record {', '.join(unknown)}: the output type "
-                           "store (rosbags) does not know the type")
+            raise BagError(
+                f"no message definition to record {', '.join(unknown)}: the output type "
+                "store (rosbags) does not know the type"
+            )
         if not planned:
-            raise BagError("nothing to write: every requested output was dropped ("
-                           + "; ".join(self.notes) + ")")
+            raise BagError(
+                "nothing to write: every requested output was dropped ("
+                + "; ".join(self.notes)
+                + ")"
+            )
         return planned
 
     # -- the run --------------------------------------------------------------------------------
@@ -364,17 +455,22 @@ class BagProcessor:
             camera_info = self.first_camera_info(reader)
             self.load_engine()
             self.outputs = self.plan_outputs(camera_info is not None)
-            self.out_names = {output.topic: output_topic(args.prefix, output.topic)
-                              for output in self.outputs}
-            clashes = sorted(set(self.out_names.values()) & {conn.topic for conn in reader.connections})
+            self.out_names = {
+                output.topic: output_topic(args.prefix, output.topic) for output in self.outputs
+            }
+            clashes = sorted(
+                set(self.out_names.values()) & {conn.topic for conn in reader.connections}
+            )
             if clashes:
-                raise BagError(f"{args.in_bag} already has {', '.join(clashes)}: choose another --prefix")
+                raise BagError(
+                    f"{args.in_bag} already has {', '.join(clashes)}: choose another --prefix"
+                )
             for note in self.notes:
                 print(f"process_bag: {note}", file=sys.stderr)
             staging.mkdir(parents=True)
             self.write(reader, staging / out.name, camera_info)
         except BaseException:
-            with signals_held(raise_after=False):   # a second Ctrl-C must not stop the cleanup
+            with signals_held(raise_after=False):  # a second Ctrl-C must not stop the cleanup
                 shutil.rmtree(staging, ignore_errors=True)
             raise
         finally:
@@ -391,8 +487,10 @@ class BagProcessor:
         if out.exists() and not args.overwrite:
             raise BagError(f"{args.out_bag} exists; pass --overwrite to replace it")
         if out.exists() and not (out / "metadata.yaml").is_file():
-            raise BagError(f"{args.out_bag} exists and is not a rosbag2 folder: not replacing it, even "
-                           "with --overwrite (remove it yourself)")
+            raise BagError(
+                f"{args.out_bag} exists and is not a rosbag2 folder: not replacing it, even "
+                "with --overwrite (remove it yourself)"
+            )
         out.parent.mkdir(parents=True, exist_ok=True)
         # Same parent, so the final rename is atomic; hidden, so a partial bag is never mistaken
         # for a bag. The bag inside has OUT_BAG's name: its storage file is named after it.
@@ -411,19 +509,30 @@ class BagProcessor:
             copies = {}
             for conn in reader.connections:
                 copies[conn.id] = writer.add_connection(
-                    conn.topic, conn.msgtype, **self.definition(conn, typestore),
+                    conn.topic,
+                    conn.msgtype,
+                    **self.definition(conn, typestore),
                     serialization_format=conn.ext.serialization_format,
-                    offered_qos_profiles=conn.ext.offered_qos_profiles)
+                    offered_qos_profiles=conn.ext.offered_qos_profiles,
+                )
             qos = output_qos()
-            connections = {output.topic: writer.add_connection(
-                               self.out_names[output.topic], output.message_type, typestore=typestore,
-                               offered_qos_profiles=qos) for output in self.outputs}
+            connections = {
+                output.topic: writer.add_connection(
+                    self.out_names[output.topic],
+                    output.message_type,
+                    typestore=typestore,
+                    offered_qos_profiles=qos,
+                )
+                for output in self.outputs
+            }
             written = {name: 0 for name in self.out_names.values()}
 
             def emit(output, timestamp: int, msg) -> None:
                 connection = connections.get(output.topic)
-                if connection is None:   # a row that plan_outputs did not plan: a bug, said plainly
-                    raise BagError(f"{output.topic} has no connection in the output bag (not planned)")
+                if connection is None:  # a row that plan_outputs did not plan: a bug, said plainly
+                    raise BagError(
+                        f"{output.topic} has no connection in the output bag (not planned)"
+                    )
                 writer.write(connection, timestamp, serialize_message(msg))
                 written[self.out_names[output.topic]] += 1
 
@@ -454,14 +563,21 @@ class BagProcessor:
         args = self.args
         image_id = self.image_conn.id
         info_id = self.info_conn.id if self.info_conn is not None else None
-        messages = Prefetcher(reader, image_id, info_id, self.image_conn.msgtype, args.max_input_pixels,
-                              args.prefetch)
-        progress = tqdm(total=self.image_conn.msgcount, unit="frame", desc="process_bag",
-                        disable=args.no_progress, file=sys.stderr, dynamic_ncols=True)
+        messages = Prefetcher(
+            reader, image_id, info_id, self.image_conn.msgtype, args.max_input_pixels, args.prefetch
+        )
+        progress = tqdm(
+            total=self.image_conn.msgcount,
+            unit="frame",
+            desc="process_bag",
+            disable=args.no_progress,
+            file=sys.stderr,
+            dynamic_ncols=True,
+        )
         started = time.monotonic()
         try:
             for conn, timestamp, raw, decoded in messages:
-                writer.write(copies[conn.id], timestamp, raw)   # every original message, as recorded
+                writer.write(copies[conn.id], timestamp, raw)  # every original message, as recorded
                 if conn.id == info_id:
                     camera_info = decoded
                 elif conn.id == image_id:
@@ -479,20 +595,33 @@ class BagProcessor:
             self.summary.problems[frame.problem] = self.summary.problems.get(frame.problem, 0) + 1
             if self.summary.problems[frame.problem] == 1:
                 # tqdm.write prints to stdout unless told otherwise, into the summary's stream.
-                progress.write(f"process_bag: skipped a frame ({header.stamp.sec}.{header.stamp.nanosec:09d}): "
-                               f"{frame.problem}", file=sys.stderr)
+                progress.write(
+                    f"process_bag: skipped a frame ({header.stamp.sec}.{header.stamp.nanosec:09d}): "
+                    f"{frame.problem}",
+                    file=sys.stderr,
+                )
             return
         height, width = frame.rgb.shape[:2]
         products = frame_outputs.FrameProducts(
-            header, width, height, self.args.config, camera_info, self.metric, self.engine.depth_range,
-            frame.image, frame.encoding, frame.rgb)
+            header,
+            width,
+            height,
+            self.args.config,
+            camera_info,
+            self.metric,
+            self.engine.depth_range,
+            frame.image,
+            frame.encoding,
+            frame.rgb,
+        )
         products.read_camera()
         # The node's two steps (dehaze_node._process_frame and _publish), with every row listened to.
         if any(output.uses_engine for output in self.outputs):
             frame_outputs.run_engine(self.engine, self.outputs, products)
         self.summary.frames += 1
-        for output, message in frame_outputs.build_messages(self.outputs, products,
-                                                            self.count_not_made):
+        for output, message in frame_outputs.build_messages(
+            self.outputs, products, self.count_not_made
+        ):
             emit(output, timestamp, message)
         scale = products.result.scale if products.result is not None else None
         if scale is not None:
@@ -502,7 +631,9 @@ class BagProcessor:
                 self.summary.factors.append(scale.factor)
         estimate = products.visibility_made
         if estimate is not None:
-            self.summary.statuses[estimate.status] = self.summary.statuses.get(estimate.status, 0) + 1
+            self.summary.statuses[estimate.status] = (
+                self.summary.statuses.get(estimate.status, 0) + 1
+            )
             if estimate.valid:
                 self.summary.visibilities.append(estimate.visibility_m)
 
@@ -532,8 +663,15 @@ class Prefetcher:
 
     _END = object()
 
-    def __init__(self, reader, image_id: int, info_id: int | None, image_type: str, max_pixels: int,
-                 depth: int):
+    def __init__(
+        self,
+        reader,
+        image_id: int,
+        info_id: int | None,
+        image_type: str,
+        max_pixels: int,
+        depth: int,
+    ):
         self.queue: queue.Queue = queue.Queue(maxsize=depth)
         self.stopping = threading.Event()
         self.args = (reader, image_id, info_id, image_type, max_pixels)
@@ -596,8 +734,10 @@ class signals_held:
         self.received: list[int] = []
 
     def __enter__(self):
-        self.previous = {signum: signal.signal(signum, lambda number, frame: self.received.append(number))
-                         for signum in self.SIGNALS}
+        self.previous = {
+            signum: signal.signal(signum, lambda number, frame: self.received.append(number))
+            for signum in self.SIGNALS
+        }
         return self
 
     def __exit__(self, exc_type, exc, traceback):
@@ -611,18 +751,26 @@ class signals_held:
 def describe(summary: Summary, args, storage: str) -> str:
     written = ", ".join(f"{topic} {count}" for topic, count in summary.written.items())
     rate = summary.frames / summary.seconds if summary.seconds > 0 else 0.0
-    line = (f"process_bag: {summary.frames} frames processed, {summary.skipped} skipped, in "
-            f"{summary.seconds:.1f} s ({rate:.2f} frames/s); wrote {args.out_bag} ({storage}): {written}")
+    line = (
+        f"process_bag: {summary.frames} frames processed, {summary.skipped} skipped, in "
+        f"{summary.seconds:.1f} s ({rate:.2f} frames/s); wrote {args.out_bag} ({storage}): {written}"
+    )
     if summary.statuses:
-        counts = ", ".join(f"{status} {count}" for status, count in sorted(summary.statuses.items()))
+        counts = ", ".join(
+            f"{status} {count}" for status, count in sorted(summary.statuses.items())
+        )
         line += f"; visibility: {counts}"
         if summary.visibilities:
-            line += (f", estimates {min(summary.visibilities):.0f}-{max(summary.visibilities):.0f} m "
-                     f"(median {statistics.median(summary.visibilities):.0f} m)")
-    if summary.factors:   # a scale source was configured (camera_height_m): how it went
+            line += (
+                f", estimates {min(summary.visibilities):.0f}-{max(summary.visibilities):.0f} m "
+                f"(median {statistics.median(summary.visibilities):.0f} m)"
+            )
+    if summary.factors:  # a scale source was configured (camera_height_m): how it went
         counts = ", ".join(f"{state} {count}" for state, count in sorted(summary.scales.items()))
-        line += (f"; metric scale: {counts}, factor {min(summary.factors):.2f}-{max(summary.factors):.2f} "
-                 f"(median {statistics.median(summary.factors):.2f})")
+        line += (
+            f"; metric scale: {counts}, factor {min(summary.factors):.2f}-{max(summary.factors):.2f} "
+            f"(median {statistics.median(summary.factors):.2f})"
+        )
     elif args.config.camera_height_m > 0 and summary.scales:
         line += "; metric scale: no frame showed the ground, the network's own metres throughout"
     for problem, count in summary.problems.items():
@@ -645,8 +793,11 @@ def main(argv=None) -> int:
         print(f"process_bag: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
-        print(f"process_bag: interrupted; no partial bag left behind ({args.out_bag} "
-              f"{'is as it was' if args.out_bag.exists() else 'was not created'})", file=sys.stderr)
+        print(
+            f"process_bag: interrupted; no partial bag left behind ({args.out_bag} "
+            f"{'is as it was' if args.out_bag.exists() else 'was not created'})",
+            file=sys.stderr,
+        )
         return EXIT_INTERRUPTED
     finally:
         signal.signal(signal.SIGTERM, previous)
@@ -657,9 +808,17 @@ def main(argv=None) -> int:
 # ---------------------------------------------------------------------------------------------
 # A bag from the built-in camera, for trying process_bag without a recording.
 
-def write_sample_bag(path: str | Path, frames: int = 30, width: int = 640, height: int = 480,
-                     period_s: float = 30.0, storage: str = "sqlite3", compressed: bool = False,
-                     seed: int = 0) -> Path:
+
+def write_sample_bag(
+    path: str | Path,
+    frames: int = 30,
+    width: int = 640,
+    height: int = 480,
+    period_s: float = 30.0,
+    storage: str = "sqlite3",
+    compressed: bool = False,
+    seed: int = 0,
+) -> Path:
     """``frames`` frames of sample_camera's scene stream spread over one haze period (beta
     drifting 0.02 -> 0.08 -> 0.02 /m, visibility 196 -> 49 -> 196 m), recorded as
     /camera/image_raw (rgb8; or /camera/image_raw/compressed, jpeg), /camera/camera_info and
@@ -670,12 +829,23 @@ def write_sample_bag(path: str | Path, frames: int = 30, width: int = 640, heigh
     from std_msgs.msg import Header
 
     from dehaze_ros.image_conversion import numpy_to_compressed, numpy_to_image
-    from dehaze_ros.sim.sample_camera import (CAMERA_PARAMETERS, SceneSource, haze_strength,
-                                          pinhole_camera_info)
+    from dehaze_ros.sim.sample_camera import (
+        CAMERA_PARAMETERS,
+        SceneSource,
+        haze_strength,
+        pinhole_camera_info,
+    )
 
     defaults = {name: spec[0] for name, spec in CAMERA_PARAMETERS.items()}
-    source = SceneSource(width, height, seed, defaults["beta_min"], defaults["beta_max"], period_s,
-                         defaults["airlight"])
+    source = SceneSource(
+        width,
+        height,
+        seed,
+        defaults["beta_min"],
+        defaults["beta_max"],
+        period_s,
+        defaults["airlight"],
+    )
     typestore = output_typestore()
     image_topic = "/camera/image_raw/compressed" if compressed else "/camera/image_raw"
     image_type = "sensor_msgs/msg/CompressedImage" if compressed else "sensor_msgs/msg/Image"
@@ -684,25 +854,41 @@ def write_sample_bag(path: str | Path, frames: int = 30, width: int = 640, heigh
     with Writer(Path(path), version=9, storage_plugin=plugin) as writer:
         # What sample_camera offers (and ros2 bag record stores): best effort, keep last 1.
         from rosbags.interfaces import QosReliability
+
         camera_qos = [output_qos()[0]._replace(depth=1, reliability=QosReliability.BEST_EFFORT)]
-        image_conn = writer.add_connection(image_topic, image_type, typestore=typestore,
-                                           offered_qos_profiles=camera_qos)
-        info_conn = writer.add_connection("/camera/camera_info", CAMERA_INFO_TYPE, typestore=typestore,
-                                          offered_qos_profiles=camera_qos)
-        truth_conn = writer.add_connection("/ground_truth/visibility", "sensor_msgs/msg/Range", typestore=typestore)
+        image_conn = writer.add_connection(
+            image_topic, image_type, typestore=typestore, offered_qos_profiles=camera_qos
+        )
+        info_conn = writer.add_connection(
+            "/camera/camera_info",
+            CAMERA_INFO_TYPE,
+            typestore=typestore,
+            offered_qos_profiles=camera_qos,
+        )
+        truth_conn = writer.add_connection(
+            "/ground_truth/visibility", "sensor_msgs/msg/Range", typestore=typestore
+        )
         for index in range(frames):
             t = index * period_s / frames
             rgb, _, _ = source.frame(t)
             stamp_ns = start_ns + int(t * 1e9)
             header = Header(frame_id=defaults["frame_id"])
             header.stamp.sec, header.stamp.nanosec = divmod(stamp_ns, 10**9)
-            image = (numpy_to_compressed(rgb, "rgb8", "jpeg", header) if compressed
-                     else numpy_to_image(rgb, "rgb8", header))
+            image = (
+                numpy_to_compressed(rgb, "rgb8", "jpeg", header)
+                if compressed
+                else numpy_to_image(rgb, "rgb8", header)
+            )
             info = pinhole_camera_info(width, height, source.K, defaults["frame_id"])
             info.header = header
             beta = haze_strength(t, defaults["beta_min"], defaults["beta_max"], period_s)
-            truth = Range(header=header, radiation_type=Range.INFRARED, min_range=0.0,
-                          max_range=math.inf, range=float(visibility.KOSCHMIEDER / beta))
+            truth = Range(
+                header=header,
+                radiation_type=Range.INFRARED,
+                min_range=0.0,
+                max_range=math.inf,
+                range=float(visibility.KOSCHMIEDER / beta),
+            )
             for conn, msg in ((image_conn, image), (info_conn, info), (truth_conn, truth)):
                 writer.write(conn, stamp_ns, serialize_message(msg))
     return Path(path)

@@ -5,6 +5,7 @@ its children in order) and, on Linux, gets SIGTERM from the kernel when the pare
 cleaning up, even by SIGKILL. Stopping is SIGINT to the child's process group (a clean rclpy
 shutdown), then SIGKILL for a child that has not exited in time.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -45,14 +46,22 @@ def _child_setup():
     return setup
 
 
-def start(command: list[str], log_path: Path, env: dict[str, str],
-          cwd: Path | None = None) -> subprocess.Popen:
+def start(
+    command: list[str], log_path: Path, env: dict[str, str], cwd: Path | None = None
+) -> subprocess.Popen:
     """Run ``command`` with stdout and stderr into ``log_path``, in its own session, bound to
     this process's life."""
     # The child writes to its own copy of the descriptor: ours is closed at once.
     with open(log_path, "wb") as log_file:
-        return subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=cwd,
-                                start_new_session=True, preexec_fn=_child_setup())
+        return subprocess.Popen(
+            command,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,
+            preexec_fn=_child_setup(),
+        )
 
 
 def signal_group(child: subprocess.Popen, signum: int) -> None:

@@ -9,6 +9,7 @@ is what tells overhead (copies, padding, cat) from arithmetic (convolutions); th
 happens outside the backend (resizing, recovery, depth fusion). On a shared machine the shares are
 more stable than the milliseconds: compare two profiles by share, timings only from the same run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,13 +35,17 @@ def operator_table(prof, frames: int, top: int) -> list[str]:
     ordered = sorted(events, key=lambda event: event.self_cpu_time_total, reverse=True)
     rows = ["| operator | self ms / frame | share | calls / frame |", "|---|---:|---:|---:|"]
     for event in ordered[:top]:
-        rows.append(f"| {event.key} | {event.self_cpu_time_total / 1e3 / frames:.1f} | "
-                    f"{100.0 * event.self_cpu_time_total / total:.0f}% | {event.count // frames} |")
+        rows.append(
+            f"| {event.key} | {event.self_cpu_time_total / 1e3 / frames:.1f} | "
+            f"{100.0 * event.self_cpu_time_total / total:.0f}% | {event.count // frames} |"
+        )
     return rows
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--size", type=parse_sizes, default=parse_sizes("640x480"))
     parser.add_argument("--frames", type=int, default=10)
     parser.add_argument("--threads", type=int, default=0)
@@ -51,17 +56,26 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--top", type=int, default=15)
     args = parser.parse_args(argv)
     width, height = args.size[0]
-    engine = DehazeEngine(EngineConfig(checkpoint=args.checkpoint, backend=args.backend, device="cpu",
-                                       precision=args.precision, max_side=args.max_side,
-                                       num_threads=args.threads))
+    engine = DehazeEngine(
+        EngineConfig(
+            checkpoint=args.checkpoint,
+            backend=args.backend,
+            device="cpu",
+            precision=args.precision,
+            max_side=args.max_side,
+            num_threads=args.threads,
+        )
+    )
     image = hazy_frame(width, height)
-    engine.process(image)   # warm-up at this size (oneDNN's kernel choice), outside the profile
+    engine.process(image)  # warm-up at this size (oneDNN's kernel choice), outside the profile
     timings = []
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(args.frames):
             timings.append(engine.process(image).timings_ms)
-    print(f"# {width}x{height}, max_side {args.max_side}, {args.backend} {args.precision}, "
-          f"threads {torch.get_num_threads()}, {args.frames} frames")
+    print(
+        f"# {width}x{height}, max_side {args.max_side}, {args.backend} {args.precision}, "
+        f"threads {torch.get_num_threads()}, {args.frames} frames"
+    )
     print("\n".join(stage_table(timings)))
     print()
     print("\n".join(operator_table(prof, args.frames, args.top)))

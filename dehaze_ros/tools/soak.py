@@ -14,6 +14,7 @@ and at the end one summary line: RSS growth from the end of the warm-up (--warmu
 the end, and the latency drift (median of the last third of the rows against the first third
 after warm-up). Not a test: a measurement to run once in a while and put in docs/robustness.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,24 +30,44 @@ from dehaze_ros.stats import KEY_DROPPED, KEY_INVALID, percentile
 from dehaze_ros.tools import processes
 from dehaze_ros.tools.demo import NAMESPACE, choose_model, demo_environment, start_child
 
-COLUMNS = ("minute", "node_rss_mb", "outputs_per_s", "latency_median_ms", "latency_p95_ms",
-           "dropped", "invalid", "failed", "thread_restarts")
+COLUMNS = (
+    "minute",
+    "node_rss_mb",
+    "outputs_per_s",
+    "latency_median_ms",
+    "latency_p95_ms",
+    "dropped",
+    "invalid",
+    "failed",
+    "thread_restarts",
+)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--minutes", type=float, default=30.0, help="how long to run after start-up")
-    parser.add_argument("--warmup-minutes", type=float, default=3.0,
-                        help="rows before this are left out of the growth and drift figures")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument(
+        "--minutes", type=float, default=30.0, help="how long to run after start-up"
+    )
+    parser.add_argument(
+        "--warmup-minutes",
+        type=float,
+        default=3.0,
+        help="rows before this are left out of the growth and drift figures",
+    )
     parser.add_argument("--interval", type=float, default=60.0, help="seconds per CSV row")
     parser.add_argument("--rate", type=float, default=15.0, help="camera frame rate (Hz)")
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=480)
     parser.add_argument("--model", choices=("auto", "checkpoint", "dcp"), default="auto")
     parser.add_argument("--checkpoint", default="")
-    parser.add_argument("--num-threads", type=int, default=1,
-                        help="dehaze_node num_threads (1 as in the demo: the camera shares the cores)")
+    parser.add_argument(
+        "--num-threads",
+        type=int,
+        default=1,
+        help="dehaze_node num_threads (1 as in the demo: the camera shares the cores)",
+    )
     parser.add_argument("--output", type=Path, default=Path("soak_output"))
     args = parser.parse_args(argv)
     if args.interval <= 0 or args.minutes * 60 < 2 * args.interval:
@@ -114,13 +135,15 @@ def summarise(rows: list[dict], warmup_minutes: float) -> str:
     early_p95 = statistics.median(row["latency_p95_ms"] for row in steady[:third])
     late_p95 = statistics.median(row["latency_p95_ms"] for row in steady[-third:])
     rate = statistics.median(row["outputs_per_s"] for row in steady)
-    return (f"soak summary: {rows[-1]['minute']:.0f} min; node RSS {first_rss:.0f} MB after "
-            f"{warmup_minutes:g} min warm-up -> {last_rss:.0f} MB at the end "
-            f"({(last_rss / first_rss - 1) * 100:+.1f} %, peak {peak_rss:.0f} MB); latency median "
-            f"{early:.0f} -> {late:.0f} ms, p95 {early_p95:.0f} -> {late_p95:.0f} ms (first vs last "
-            f"third); output {rate:.1f} frames/s median; dropped {rows[-1]['dropped']}, invalid "
-            f"{rows[-1]['invalid']}, failed {rows[-1]['failed']}, thread restarts "
-            f"{rows[-1]['thread_restarts']}")
+    return (
+        f"soak summary: {rows[-1]['minute']:.0f} min; node RSS {first_rss:.0f} MB after "
+        f"{warmup_minutes:g} min warm-up -> {last_rss:.0f} MB at the end "
+        f"({(last_rss / first_rss - 1) * 100:+.1f} %, peak {peak_rss:.0f} MB); latency median "
+        f"{early:.0f} -> {late:.0f} ms, p95 {early_p95:.0f} -> {late_p95:.0f} ms (first vs last "
+        f"third); output {rate:.1f} frames/s median; dropped {rows[-1]['dropped']}, invalid "
+        f"{rows[-1]['invalid']}, failed {rows[-1]['failed']}, thread restarts "
+        f"{rows[-1]['thread_restarts']}"
+    )
 
 
 def _stop_like_ctrl_c(signum, frame) -> None:
@@ -144,17 +167,33 @@ def main(argv=None) -> int:
 def run(args: argparse.Namespace) -> int:
     env = demo_environment()
     os.environ.clear()
-    os.environ.update(env)   # the listener here needs the same DDS setup as the children
+    os.environ.update(env)  # the listener here needs the same DDS setup as the children
     import rclpy
     from rclpy.context import Context
     from rclpy.executors import SingleThreadedExecutor
 
     model, checkpoint = choose_model(args)
     args.output.mkdir(parents=True, exist_ok=True)
-    camera_args = ["-r", f"__ns:={NAMESPACE}", "-p", f"width:={args.width}", "-p", f"height:={args.height}",
-                   "-p", f"rate_hz:={float(args.rate)}", "-p", f"prerender_frames:={round(4 * args.rate)}"]
-    node_args = ["-r", f"__ns:={NAMESPACE}", "-p", f"model:={model}",
-                 "-p", f"num_threads:={args.num_threads}"]
+    camera_args = [
+        "-r",
+        f"__ns:={NAMESPACE}",
+        "-p",
+        f"width:={args.width}",
+        "-p",
+        f"height:={args.height}",
+        "-p",
+        f"rate_hz:={float(args.rate)}",
+        "-p",
+        f"prerender_frames:={round(4 * args.rate)}",
+    ]
+    node_args = [
+        "-r",
+        f"__ns:={NAMESPACE}",
+        "-p",
+        f"model:={model}",
+        "-p",
+        f"num_threads:={args.num_threads}",
+    ]
     if checkpoint:
         node_args += ["-p", f"checkpoint:={checkpoint}"]
     children = []
@@ -163,10 +202,15 @@ def run(args: argparse.Namespace) -> int:
     node = None
     rows: list[dict] = []
     try:
-        dehaze = start_child("dehaze_ros.dehaze_node", node_args, env, args.output / "dehaze_node.log")
+        dehaze = start_child(
+            "dehaze_ros.dehaze_node", node_args, env, args.output / "dehaze_node.log"
+        )
         children.append(dehaze)
-        children.append(start_child("dehaze_ros.sim.sample_camera", camera_args, env,
-                                    args.output / "sample_camera.log"))
+        children.append(
+            start_child(
+                "dehaze_ros.sim.sample_camera", camera_args, env, args.output / "sample_camera.log"
+            )
+        )
         node = rclpy.create_node("soak_listener", context=context)
         executor = SingleThreadedExecutor(context=context)
         executor.add_node(node)
@@ -174,14 +218,19 @@ def run(args: argparse.Namespace) -> int:
         deadline = time.monotonic() + 120
         while listener.outputs == 0:
             if time.monotonic() > deadline or any(child.poll() is not None for child in children):
-                print(f"soak: no output within 120 s (or a process exited); see {args.output}/",
-                      file=sys.stderr)
+                print(
+                    f"soak: no output within 120 s (or a process exited); see {args.output}/",
+                    file=sys.stderr,
+                )
                 return 1
             executor.spin_once(timeout_sec=0.1)
         listener.take()
         started = time.monotonic()
-        print(f"soak: {model} at {args.width}x{args.height}, {args.rate:g} Hz, {args.minutes:g} min, "
-              f"rows every {args.interval:g} s into {args.output}/soak.csv", flush=True)
+        print(
+            f"soak: {model} at {args.width}x{args.height}, {args.rate:g} Hz, {args.minutes:g} min, "
+            f"rows every {args.interval:g} s into {args.output}/soak.csv",
+            flush=True,
+        )
         with open(args.output / "soak.csv", "w", newline="") as file:
             writer = csv.DictWriter(file, fieldnames=COLUMNS)
             writer.writeheader()
@@ -195,15 +244,21 @@ def run(args: argparse.Namespace) -> int:
                     return 1
                 latencies, outputs = listener.take()
                 diagnostics = listener.diagnostics
-                row = {"minute": round((time.monotonic() - started) / 60, 2),
-                       "node_rss_mb": round(rss_mb(dehaze.pid), 1),
-                       "outputs_per_s": round(outputs / args.interval, 2),
-                       "latency_median_ms": round(statistics.median(latencies), 1) if latencies else float("nan"),
-                       "latency_p95_ms": round(percentile(latencies, 0.95), 1) if latencies else float("nan"),
-                       "dropped": counter(diagnostics, KEY_DROPPED),
-                       "invalid": counter(diagnostics, KEY_INVALID),
-                       "failed": counter(diagnostics, "frames failed (engine error)"),
-                       "thread_restarts": counter(diagnostics, "processing thread restarts")}
+                row = {
+                    "minute": round((time.monotonic() - started) / 60, 2),
+                    "node_rss_mb": round(rss_mb(dehaze.pid), 1),
+                    "outputs_per_s": round(outputs / args.interval, 2),
+                    "latency_median_ms": round(statistics.median(latencies), 1)
+                    if latencies
+                    else float("nan"),
+                    "latency_p95_ms": round(percentile(latencies, 0.95), 1)
+                    if latencies
+                    else float("nan"),
+                    "dropped": counter(diagnostics, KEY_DROPPED),
+                    "invalid": counter(diagnostics, KEY_INVALID),
+                    "failed": counter(diagnostics, "frames failed (engine error)"),
+                    "thread_restarts": counter(diagnostics, "processing thread restarts"),
+                }
                 rows.append(row)
                 writer.writerow(row)
                 file.flush()

@@ -8,6 +8,7 @@
 Every source splits by scene (an image, a Middlebury scene, a frame sequence, a bag): validation
 and test scenes are never seen in training, and nothing is read from ``data.test_roots``.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -21,9 +22,22 @@ from training.data.reside import ResideConfig, ResideSource
 from training.data.rgbd import RgbdConfig, RgbdSource
 from training.data.rosbag2 import Rosbag2Config, Rosbag2Source
 
-__all__ = ["DataError", "DataSource", "Sample", "MixtureDataset", "ContinuingSampler", "worker_init",
-           "sample_to_tensors", "SOURCES", "open_source", "build_source", "build_sources", "build_training_dataset",
-           "build_validation_samples", "check_not_test_data"]
+__all__ = [
+    "DataError",
+    "DataSource",
+    "Sample",
+    "MixtureDataset",
+    "ContinuingSampler",
+    "worker_init",
+    "sample_to_tensors",
+    "SOURCES",
+    "open_source",
+    "build_source",
+    "build_sources",
+    "build_training_dataset",
+    "build_validation_samples",
+    "check_not_test_data",
+]
 
 # Every kind of data source: its config dataclass (the keys of data.sources.<name>) and its class.
 # Training (config loading, build_source) and training.evaluate both look kinds up here; a new
@@ -42,21 +56,29 @@ def check_not_test_data(path: Path, data: DataConfig, source_name: str, exclude:
     for test_root in data.test_roots:
         test_path = resolve_path(data.root, test_root).resolve()
         if resolved == test_path or test_path in resolved.parents:
-            raise DataError(f"data source '{source_name}' reads {path}, which is inside the test data "
-                            f"{test_path} (data.test_roots): test sets are for training.evaluate only. "
-                            "Point the source elsewhere, or remove that entry from data.test_roots if "
-                            "it is not test data")
+            raise DataError(
+                f"data source '{source_name}' reads {path}, which is inside the test data "
+                f"{test_path} (data.test_roots): test sets are for training.evaluate only. "
+                "Point the source elsewhere, or remove that entry from data.test_roots if "
+                "it is not test data"
+            )
         if resolved in test_path.parents:
             relative = test_path.relative_to(resolved).as_posix()
             if not is_excluded(relative, exclude):
-                raise DataError(f"data source '{source_name}' reads {path}, which contains the test data "
-                                f"{test_path}; add '{relative}' to data.sources.{source_name}.exclude")
+                raise DataError(
+                    f"data source '{source_name}' reads {path}, which contains the test data "
+                    f"{test_path}; add '{relative}' to data.sources.{source_name}.exclude"
+                )
 
 
-def open_source(name: str, config: SourceConfig, split: str, root: Path | None, cache_items: int = 0) -> DataSource:
+def open_source(
+    name: str, config: SourceConfig, split: str, root: Path | None, cache_items: int = 0
+) -> DataSource:
     """The ``split`` of a source of ``config.kind``; ``root``: its folder (None for procedural)."""
     if config.kind not in SOURCES:
-        raise DataError(f"data source '{name}': unknown kind {config.kind!r}; kinds: {', '.join(SOURCES)}")
+        raise DataError(
+            f"data source '{name}': unknown kind {config.kind!r}; kinds: {', '.join(SOURCES)}"
+        )
     return SOURCES[config.kind][1](name, config, split, root, cache_items)
 
 
@@ -70,26 +92,36 @@ def build_source(name: str, source: SourceConfig, split: str, data: DataConfig) 
 
 def build_sources(data: DataConfig, split: str) -> list[DataSource]:
     """The split of every source with a positive weight (in config order)."""
-    return [build_source(name, source, split, data)
-            for name, source in data.sources.items() if source.weight > 0]
+    return [
+        build_source(name, source, split, data)
+        for name, source in data.sources.items()
+        if source.weight > 0
+    ]
 
 
-def build_training_dataset(data: DataConfig, seed: int,
-                           sources: list[DataSource] | None = None) -> MixtureDataset:
+def build_training_dataset(
+    data: DataConfig, seed: int, sources: list[DataSource] | None = None
+) -> MixtureDataset:
     sources = build_sources(data, "train") if sources is None else sources
     for source in sources:
         if len(source) == 0:
             held_out = source.config.val_scenes + source.config.test_scenes
-            reason = (f"every scene is held out (val/test: {', '.join(held_out)})" if held_out
-                      else "the folder has no usable items, or val_fraction took them all")
-            raise DataError(f"data source '{source.name}' has no training items: {reason}; hold out "
-                            "fewer scenes or give the source weight 0")
+            reason = (
+                f"every scene is held out (val/test: {', '.join(held_out)})"
+                if held_out
+                else "the folder has no usable items, or val_fraction took them all"
+            )
+            raise DataError(
+                f"data source '{source.name}' has no training items: {reason}; hold out "
+                "fewer scenes or give the source weight 0"
+            )
     weights = [data.sources[source.name].weight for source in sources]
     return MixtureDataset(sources, weights, data.crop, seed, data.flips, data.rot90)
 
 
-def build_validation_samples(data: DataConfig, seed: int = 0,
-                             sources: list[DataSource] | None = None) -> list[Sample]:
+def build_validation_samples(
+    data: DataConfig, seed: int = 0, sources: list[DataSource] | None = None
+) -> list[Sample]:
     """Whole validation images (up to ``val_max_images`` per source, spread over its items)."""
     sources = build_sources(data, "val") if sources is None else sources
     samples: list[Sample] = []

@@ -1,4 +1,5 @@
 """What every data source shares: the sample type, splits by scene, crops, haze synthesis."""
+
 from __future__ import annotations
 
 import fnmatch
@@ -26,14 +27,19 @@ KOSCHMIEDER = 3.912
 @dataclass
 class FolderSourceConfig(SourceConfig):
     """The keys of every source that reads a folder and splits it by scene (reside, rgbd, rosbag2)."""
-    path: str = ""                       # relative to data.root, or absolute
-    val_scenes: list[str] = field(default_factory=list)   # scenes held out for validation
-    test_scenes: list[str] = field(default_factory=list)  # scenes held out of training and validation
-    val_fraction: float = 0.0            # without val_scenes: this share of scenes (stable hash)
+
+    path: str = ""  # relative to data.root, or absolute
+    val_scenes: list[str] = field(default_factory=list)  # scenes held out for validation
+    test_scenes: list[str] = field(
+        default_factory=list
+    )  # scenes held out of training and validation
+    val_fraction: float = 0.0  # without val_scenes: this share of scenes (stable hash)
     exclude: list[str] = field(default_factory=list)  # glob patterns of sub-paths to skip
     # Focal length (px) of the stored images, for canonical-camera depth; 0 = unknown.
     focal_px: float = 0.0
-    scale_range: list[float] = field(default_factory=lambda: [0.5, 1.0])  # random resize before crop
+    scale_range: list[float] = field(
+        default_factory=lambda: [0.5, 1.0]
+    )  # random resize before crop
     # scale_range is relative to the image resized so its longer side is this many pixels; 0 = to
     # the stored image. A monocular depth network reads objects' size in pixels: 320 shows objects
     # at the size the engine's depth pass (depth_max_side 320) shows them, whatever the stored
@@ -42,24 +48,36 @@ class FolderSourceConfig(SourceConfig):
 
     def check(self, prefix: str) -> None:
         super().check(prefix)
-        require(bool(self.path), f"{prefix}.path is empty: a {self.kind} source reads a folder (relative to data.root)")
-        require(0.0 <= self.val_fraction < 1.0, f"{prefix}.val_fraction must lie in [0, 1), got {self.val_fraction}")
+        require(
+            bool(self.path),
+            f"{prefix}.path is empty: a {self.kind} source reads a folder (relative to data.root)",
+        )
+        require(
+            0.0 <= self.val_fraction < 1.0,
+            f"{prefix}.val_fraction must lie in [0, 1), got {self.val_fraction}",
+        )
         overlap = set(self.val_scenes) & set(self.test_scenes)
-        require(not overlap, f"{prefix}: scenes {sorted(overlap)} are in both val_scenes and test_scenes")
+        require(
+            not overlap,
+            f"{prefix}: scenes {sorted(overlap)} are in both val_scenes and test_scenes",
+        )
         require_range(f"{prefix}.scale_range", self.scale_range, 0.05, 4.0)
-        require(self.scale_reference_side == 0 or self.scale_reference_side >= 16,
-                f"{prefix}.scale_reference_side must be 0 (the stored size) or at least 16 pixels, "
-                f"got {self.scale_reference_side}")
+        require(
+            self.scale_reference_side == 0 or self.scale_reference_side >= 16,
+            f"{prefix}.scale_reference_side must be 0 (the stored size) or at least 16 pixels, "
+            f"got {self.scale_reference_side}",
+        )
 
 
 @dataclass
 class Sample:
     """One training or evaluation example, numpy, before batching."""
-    hazy: np.ndarray       # H x W x 3 float32 [0, 1]
-    clear: np.ndarray      # H x W x 3 float32 [0, 1]
-    depth_m: np.ndarray    # H x W float32 metres; NaN unknown, +inf sky (no depth at all: all NaN)
-    has_depth: bool        # the source measured depth for this image
-    name: str = ""         # source/scene/item, for logs and evaluation tables
+
+    hazy: np.ndarray  # H x W x 3 float32 [0, 1]
+    clear: np.ndarray  # H x W x 3 float32 [0, 1]
+    depth_m: np.ndarray  # H x W float32 metres; NaN unknown, +inf sky (no depth at all: all NaN)
+    has_depth: bool  # the source measured depth for this image
+    name: str = ""  # source/scene/item, for logs and evaluation tables
     # Focal length in pixels of *this* image (after every crop and resize); NaN or <= 0 = unknown. The
     # depth networks learn depth in a canonical camera (ModelConfig.canonical_focal_px) from it.
     focal_px: float = math.nan
@@ -81,15 +99,19 @@ class Sample:
 def stable_fraction(text: str) -> float:
     """A number in [0, 1) fixed by ``text`` alone (not Python's salted hash): stable splits."""
     digest = hashlib.sha256(text.encode()).digest()
-    return int.from_bytes(digest[:8], "little") / 2.0 ** 64
+    return int.from_bytes(digest[:8], "little") / 2.0**64
 
 
 def stable_seed(*parts: object) -> int:
     return int.from_bytes(hashlib.sha256("/".join(map(str, parts)).encode()).digest()[:8], "little")
 
 
-def split_scenes(scene_ids: list[str], config: SourceConfig, source_name: str,
-                 canonical: Callable[[str], str] = lambda name: name) -> dict[str, set[str]]:
+def split_scenes(
+    scene_ids: list[str],
+    config: SourceConfig,
+    source_name: str,
+    canonical: Callable[[str], str] = lambda name: name,
+) -> dict[str, set[str]]:
     """Assign whole scenes to train / val / test (never single crops or frames).
 
     Named ``test_scenes`` and ``val_scenes`` go to their split; without ``val_scenes`` a stable
@@ -104,15 +126,19 @@ def split_scenes(scene_ids: list[str], config: SourceConfig, source_name: str,
             if scene not in known:
                 raise DataError(
                     f"data.sources.{source_name}.{key} names {name!r}, which is not a scene of this "
-                    f"source; its scenes are: {', '.join(known) or '(none)'}")
+                    f"source; its scenes are: {', '.join(known) or '(none)'}"
+                )
             resolved.add(scene)
         return resolved
 
     test = resolve(config.test_scenes, "test_scenes")
     val = resolve(config.val_scenes, "val_scenes")
     if not config.val_scenes and config.val_fraction > 0:
-        val = {scene for scene in known if scene not in test
-               and stable_fraction(f"{source_name}:{scene}") < config.val_fraction}
+        val = {
+            scene
+            for scene in known
+            if scene not in test and stable_fraction(f"{source_name}:{scene}") < config.val_fraction
+        }
     train = set(known) - val - test
     return {"train": train, "val": val, "test": test}
 
@@ -157,7 +183,9 @@ def to_float(image: np.ndarray) -> np.ndarray:
 
 def resize_image(image: np.ndarray, width: int, height: int) -> np.ndarray:
     shrink = width < image.shape[1] or height < image.shape[0]
-    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    return cv2.resize(
+        image, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+    )
 
 
 def resize_depth(depth: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -165,9 +193,14 @@ def resize_depth(depth: np.ndarray, width: int, height: int) -> np.ndarray:
     return cv2.resize(depth, (width, height), interpolation=cv2.INTER_NEAREST)
 
 
-def random_crop(images: list[np.ndarray], depth: np.ndarray | None, crop: int,
-                scale_range: list[float], rng: np.random.Generator, reference_side: int = 0
-                ) -> tuple[list[np.ndarray], np.ndarray | None, float]:
+def random_crop(
+    images: list[np.ndarray],
+    depth: np.ndarray | None,
+    crop: int,
+    scale_range: list[float],
+    rng: np.random.Generator,
+    reference_side: int = 0,
+) -> tuple[list[np.ndarray], np.ndarray | None, float]:
     """The same random (scaled) square crop of aligned images and depth, output crop x crop.
 
     A crop of crop/scale source pixels is cut and resized to crop: the same as resizing the whole
@@ -220,8 +253,9 @@ def fill_unknown_depth(depth: np.ndarray) -> np.ndarray:
         return depth
     if unknown.all():
         return np.full_like(depth, np.inf)
-    _, labels = cv2.distanceTransformWithLabels(unknown.astype(np.uint8), cv2.DIST_L2, 5,
-                                                labelType=cv2.DIST_LABEL_PIXEL)
+    _, labels = cv2.distanceTransformWithLabels(
+        unknown.astype(np.uint8), cv2.DIST_L2, 5, labelType=cv2.DIST_LABEL_PIXEL
+    )
     # DIST_LABEL_PIXEL numbers the known pixels 1..N in raster order.
     known_values = depth.reshape(-1)[np.flatnonzero(~unknown)]
     return known_values[labels - 1].astype(np.float32)
@@ -235,14 +269,16 @@ def smooth_random_field(rng: np.random.Generator, height: int, width: int) -> np
     return field / max(float(np.abs(field).max()), 1e-6)
 
 
-def synthesize_random_haze(clear: np.ndarray, depth_m: np.ndarray, haze: HazeConfig,
-                           rng: np.random.Generator) -> np.ndarray:
+def synthesize_random_haze(
+    clear: np.ndarray, depth_m: np.ndarray, haze: HazeConfig, rng: np.random.Generator
+) -> np.ndarray:
     """A hazy version of ``clear`` (float [0,1]) with random density, airlight and degradations."""
     return synthesize_random_haze_with_truth(clear, depth_m, haze, rng)[0]
 
 
-def synthesize_random_haze_with_truth(clear: np.ndarray, depth_m: np.ndarray, haze: HazeConfig,
-                                      rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def synthesize_random_haze_with_truth(
+    clear: np.ndarray, depth_m: np.ndarray, haze: HazeConfig, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``synthesize_random_haze`` with the haze it drew: (hazy, transmission H x W, airlight (3,)).
     Noise and JPEG come after the haze, so the transmission and airlight stay the truth."""
     depth_for_haze = fill_unknown_depth(depth_m)
@@ -275,18 +311,36 @@ def synthesize_random_haze_with_truth(clear: np.ndarray, depth_m: np.ndarray, ha
     return np.ascontiguousarray(hazy, dtype=np.float32), transmission.astype(np.float32), airlight
 
 
-def hazed_sample(clear_rgb: np.ndarray, depth_m: np.ndarray, haze: HazeConfig, rng: np.random.Generator,
-                 name: str, focal_px: float, metric_depth: bool = True) -> Sample:
+def hazed_sample(
+    clear_rgb: np.ndarray,
+    depth_m: np.ndarray,
+    haze: HazeConfig,
+    rng: np.random.Generator,
+    name: str,
+    focal_px: float,
+    metric_depth: bool = True,
+) -> Sample:
     """The sample of a clear image and its depth under synthetic haze (the ASM, I = J t + A (1 - t),
     t = exp(-beta d), density and airlight drawn from ``haze`` with ``rng``); ``focal_px`` is
     that of this image, after any crop or resize."""
     clear = to_float(clear_rgb)
     hazy, transmission, airlight = synthesize_random_haze_with_truth(clear, depth_m, haze, rng)
-    return Sample(hazy, clear, depth_m, True, name, focal_px=focal_px, metric_depth=metric_depth,
-                  transmission=transmission, airlight=airlight)
+    return Sample(
+        hazy,
+        clear,
+        depth_m,
+        True,
+        name,
+        focal_px=focal_px,
+        metric_depth=metric_depth,
+        transmission=transmission,
+        airlight=airlight,
+    )
 
 
-def resize_whole(image: np.ndarray, depth_m: np.ndarray, max_side: int) -> tuple[np.ndarray, np.ndarray, float]:
+def resize_whole(
+    image: np.ndarray, depth_m: np.ndarray, max_side: int
+) -> tuple[np.ndarray, np.ndarray, float]:
     """An image and its depth with the longer side at most ``max_side``, and the zoom applied."""
     zoom = max_side_zoom(*image.shape[:2], max_side)
     return resize_max_side(image, max_side), resize_max_side(depth_m, max_side, is_depth=True), zoom
@@ -298,8 +352,10 @@ def no_depth(height: int, width: int) -> np.ndarray:
 
 def require_folder(path: Path, source_name: str, what: str) -> Path:
     if not path.exists():
-        raise DataError(f"data source '{source_name}': {what} {path} does not exist; check "
-                        "data.root and the source's path (relative paths start at data.root)")
+        raise DataError(
+            f"data source '{source_name}': {what} {path} does not exist; check "
+            "data.root and the source's path (relative paths start at data.root)"
+        )
     if not path.is_dir():
         raise DataError(f"data source '{source_name}': {what} {path} is not a folder")
     return path

@@ -1,4 +1,5 @@
 """Reading images and depth maps from disk: RGB uint8 and float32 metres with NaN for unknown."""
+
 from __future__ import annotations
 
 import re
@@ -16,7 +17,9 @@ class DataError(ValueError):
 
 
 def list_images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    return sorted(
+        p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+    )
 
 
 def read_rgb(path: str | Path) -> np.ndarray:
@@ -52,7 +55,9 @@ def read_pfm(path: str | Path) -> np.ndarray:
         data = np.frombuffer(handle.read(), dtype=dtype)
     expected = width * height * channels
     if data.size < expected:
-        raise DataError(f"{path}: PFM holds {data.size} values, expected {expected} ({width}x{height})")
+        raise DataError(
+            f"{path}: PFM holds {data.size} values, expected {expected} ({width}x{height})"
+        )
     shape = (height, width, channels) if channels == 3 else (height, width)
     # PFM stores the bottom row first.
     return np.ascontiguousarray(data[:expected].reshape(shape)[::-1]).astype(np.float32)
@@ -78,9 +83,15 @@ def read_middlebury_calib(path: str | Path) -> dict[str, float]:
             values[key.strip()] = value.strip()
     try:
         cam0 = [float(v) for v in values["cam0"].strip("[] ").replace(";", " ").split()]
-        return {"f": cam0[0], "baseline_mm": float(values["baseline"]), "doffs": float(values["doffs"])}
+        return {
+            "f": cam0[0],
+            "baseline_mm": float(values["baseline"]),
+            "doffs": float(values["doffs"]),
+        }
     except (KeyError, ValueError, IndexError) as exc:
-        raise DataError(f"{path}: not a Middlebury 2014 calib.txt (needs cam0, baseline, doffs): {exc}") from exc
+        raise DataError(
+            f"{path}: not a Middlebury 2014 calib.txt (needs cam0, baseline, doffs): {exc}"
+        ) from exc
 
 
 def middlebury_depth_m(disparity: np.ndarray, calib: dict[str, float]) -> np.ndarray:
@@ -107,11 +118,15 @@ def read_depth_m(path: str | Path, scale_m_per_unit: float) -> np.ndarray:
         if raw is None:
             raise DataError(f"cannot read depth image {path}")
         if raw.ndim != 2:
-            raise DataError(f"depth image {path} has {raw.shape[2]} channels; expected one "
-                            "(16-bit depth in units of depth_scale metres)")
+            raise DataError(
+                f"depth image {path} has {raw.shape[2]} channels; expected one "
+                "(16-bit depth in units of depth_scale metres)"
+            )
         if raw.dtype == np.uint8:
-            raise DataError(f"depth image {path} is 8-bit: 8-bit depth has no metric scale; store "
-                            "16-bit PNG (with depth_scale) or .npy/.pfm in metres")
+            raise DataError(
+                f"depth image {path} is 8-bit: 8-bit depth has no metric scale; store "
+                "16-bit PNG (with depth_scale) or .npy/.pfm in metres"
+            )
         depth = raw.astype(np.float32) * np.float32(scale_m_per_unit)
     if depth.ndim != 2:
         raise DataError(f"depth {path} must be one channel, got shape {depth.shape}")

@@ -8,6 +8,7 @@ picks the source, the item, the crop, the haze and the flips. Hence
   continues the very same stream;
 * no global random state is touched, in the main process or in workers.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -24,8 +25,11 @@ from training.data.common import DataSource, Sample
 
 def sample_to_tensors(sample: Sample) -> dict[str, torch.Tensor]:
     height, width = sample.hazy.shape[:2]
-    transmission = (np.full((height, width), np.nan, np.float32) if sample.transmission is None
-                    else sample.transmission)
+    transmission = (
+        np.full((height, width), np.nan, np.float32)
+        if sample.transmission is None
+        else sample.transmission
+    )
     airlight = np.full(3, np.nan, np.float32) if sample.airlight is None else sample.airlight
     return {
         "hazy": torch.from_numpy(np.ascontiguousarray(sample.hazy.transpose(2, 0, 1))),
@@ -35,7 +39,9 @@ def sample_to_tensors(sample: Sample) -> dict[str, torch.Tensor]:
         "focal_px": torch.tensor(float(sample.focal_px), dtype=torch.float32),
         "metric_depth": torch.tensor(bool(sample.metric_depth)),
         # The synthetic haze's truth; NaN where the sample's haze is not known (loss.transmission).
-        "transmission": torch.from_numpy(np.ascontiguousarray(transmission[None], dtype=np.float32)),
+        "transmission": torch.from_numpy(
+            np.ascontiguousarray(transmission[None], dtype=np.float32)
+        ),
         "airlight": torch.from_numpy(np.ascontiguousarray(airlight, dtype=np.float32)),
     }
 
@@ -57,17 +63,27 @@ def random_flips(sample: Sample, rng: np.random.Generator, flips: bool, rot90: b
     arrays = [np.ascontiguousarray(a) for a in arrays]
     transmission = arrays[3] if sample.transmission is not None else None
     # A flip keeps the focal length; a 90-degree turn swaps fx and fy, equal for square pixels.
-    return dataclasses.replace(sample, hazy=arrays[0], clear=arrays[1], depth_m=arrays[2],
-                               transmission=transmission)
+    return dataclasses.replace(
+        sample, hazy=arrays[0], clear=arrays[1], depth_m=arrays[2], transmission=transmission
+    )
 
 
 class MixtureDataset(Dataset):
-    def __init__(self, sources: list[DataSource], weights: list[float], crop: int, seed: int,
-                 flips: bool = True, rot90: bool = False):
+    def __init__(
+        self,
+        sources: list[DataSource],
+        weights: list[float],
+        crop: int,
+        seed: int,
+        flips: bool = True,
+        rot90: bool = False,
+    ):
         if not sources:
             raise ValueError("a mixture needs at least one source")
         if len(weights) != len(sources) or min(weights) < 0 or sum(weights) <= 0:
-            raise ValueError(f"mixture weights must be >= 0 with a positive sum, one per source, got {weights}")
+            raise ValueError(
+                f"mixture weights must be >= 0 with a positive sum, one per source, got {weights}"
+            )
         self.sources = sources
         self.probabilities = np.asarray(weights, dtype=np.float64) / float(sum(weights))
         self.crop, self.seed, self.flips, self.rot90 = crop, seed, flips, rot90
@@ -96,9 +112,16 @@ class ContinuingSampler(Sampler[int]):
 
     def __init__(self, start: int = 0, batch_size: int = 1, rank: int = 0, world_size: int = 1):
         if not 0 <= rank < world_size or batch_size < 1:
-            raise ValueError(f"need 0 <= rank < world_size and batch_size >= 1, got rank {rank}, "
-                             f"world_size {world_size}, batch_size {batch_size}")
-        self.start, self.batch_size, self.rank, self.world_size = int(start), batch_size, rank, world_size
+            raise ValueError(
+                f"need 0 <= rank < world_size and batch_size >= 1, got rank {rank}, "
+                f"world_size {world_size}, batch_size {batch_size}"
+            )
+        self.start, self.batch_size, self.rank, self.world_size = (
+            int(start),
+            batch_size,
+            rank,
+            world_size,
+        )
 
     def __iter__(self) -> Iterator[int]:
         position = self.start + self.rank * self.batch_size

@@ -5,6 +5,7 @@ nothing to crop; sky keeps depth +inf (it becomes pure airlight in the haze, and
 depth target). Validation views come from a separate seed stream, so they are scenes training
 never renders (with probability 1: 64-bit seeds).
 """
+
 from __future__ import annotations
 
 import math
@@ -15,11 +16,22 @@ import numpy as np
 
 from dehaze_ros.camera import focal_from_hfov
 from dehaze_ros.haze import synthesize_haze
-from dehaze_ros.sim.scenes import (outdoor_validation_view, render_random_outdoor_view, render_random_view,
-                                   vehicle_validation_view)
+from dehaze_ros.sim.scenes import (
+    outdoor_validation_view,
+    render_random_outdoor_view,
+    render_random_view,
+    vehicle_validation_view,
+)
 from training.config import HazeConfig, SourceConfig, require
-from training.data.common import (KOSCHMIEDER, DataSource, Sample, hazed_sample, resize_whole, stable_seed,
-                                  to_float)
+from training.data.common import (
+    KOSCHMIEDER,
+    DataSource,
+    Sample,
+    hazed_sample,
+    resize_whole,
+    stable_seed,
+    to_float,
+)
 
 VALIDATION_STREAM = "procedural-validation"
 # A training crop stands for a window of a deployed frame, so its focal length must be a deployed
@@ -38,36 +50,51 @@ def crop_field_of_view(rng: np.random.Generator, crop: int) -> float:
     return math.degrees(2.0 * math.atan(crop / 2.0 / focal))
 
 
-OUTDOOR_NAME = "outdoor"   # outdoor validation views are reported as their own group
+OUTDOOR_NAME = "outdoor"  # outdoor validation views are reported as their own group
 
 
 @dataclass
 class ProceduralConfig(SourceConfig):
     """data.sources.<name> of kind procedural: reads no folder, has no scenes to split."""
+
     kind: str = "procedural"
     haze: HazeConfig = field(default_factory=HazeConfig)
-    val_count: int = 8                   # number of fixed validation views
-    outdoor_share: float = 0.0           # share of vehicle-scale outdoor scenes in training
-    outdoor_val_count: int = 0           # fixed outdoor validation views (besides val_count)
-    outdoor_haze: HazeConfig = field(default_factory=lambda: HazeConfig(
-        visibility_range_m=[30.0, 5000.0], airlight_range=[0.6, 1.0]))  # the outdoor scenes' haze
+    val_count: int = 8  # number of fixed validation views
+    outdoor_share: float = 0.0  # share of vehicle-scale outdoor scenes in training
+    outdoor_val_count: int = 0  # fixed outdoor validation views (besides val_count)
+    outdoor_haze: HazeConfig = field(
+        default_factory=lambda: HazeConfig(
+            visibility_range_m=[30.0, 5000.0], airlight_range=[0.6, 1.0]
+        )
+    )  # the outdoor scenes' haze
 
     def check(self, prefix: str) -> None:
         super().check(prefix)
         self.haze.check(f"{prefix}.haze")
         self.outdoor_haze.check(f"{prefix}.outdoor_haze")
         require(self.val_count >= 0, f"{prefix}.val_count must be >= 0, got {self.val_count}")
-        require(self.outdoor_val_count >= 0, f"{prefix}.outdoor_val_count must be >= 0, got {self.outdoor_val_count}")
-        require(0.0 <= self.outdoor_share <= 1.0,
-                f"{prefix}.outdoor_share must lie in [0, 1], got {self.outdoor_share}")
+        require(
+            self.outdoor_val_count >= 0,
+            f"{prefix}.outdoor_val_count must be >= 0, got {self.outdoor_val_count}",
+        )
+        require(
+            0.0 <= self.outdoor_share <= 1.0,
+            f"{prefix}.outdoor_share must lie in [0, 1], got {self.outdoor_share}",
+        )
 
 
 class ProceduralSource(DataSource):
     kind = "procedural"
     has_depth = True
 
-    def __init__(self, name: str, config: ProceduralConfig, split: str, root: Path | None = None,
-                 cache_items: int = 0):
+    def __init__(
+        self,
+        name: str,
+        config: ProceduralConfig,
+        split: str,
+        root: Path | None = None,
+        cache_items: int = 0,
+    ):
         """``root`` and ``cache_items``: as every source takes them; the renderer needs neither."""
         super().__init__(name, config, split)
         held_out = split != "train"
@@ -77,8 +104,9 @@ class ProceduralSource(DataSource):
     def scenes(self) -> list[str]:
         if self.split == "train":
             return ["random"]
-        return ([f"view{index}" for index in range(self.count)]
-                + [f"{OUTDOOR_NAME}{index}" for index in range(self.outdoor_count)])
+        return [f"view{index}" for index in range(self.count)] + [
+            f"{OUTDOOR_NAME}{index}" for index in range(self.outdoor_count)
+        ]
 
     def __len__(self) -> int:
         return self.count + self.outdoor_count if self.split != "train" else 1
@@ -86,9 +114,17 @@ class ProceduralSource(DataSource):
     def train_sample(self, rng: np.random.Generator, crop: int) -> Sample:
         outdoor = self.config.outdoor_share > 0 and rng.random() < self.config.outdoor_share
         hfov = crop_field_of_view(rng, crop)
-        frame = (render_random_outdoor_view if outdoor else render_random_view)(rng, crop, crop, hfov_deg=hfov)
-        return hazed_sample(frame.rgb, frame.depth_m, self.config.outdoor_haze if outdoor else self.config.haze,
-                            rng, f"{self.name}/{OUTDOOR_NAME if outdoor else 'random'}", float(frame.K[0, 0]))
+        frame = (render_random_outdoor_view if outdoor else render_random_view)(
+            rng, crop, crop, hfov_deg=hfov
+        )
+        return hazed_sample(
+            frame.rgb,
+            frame.depth_m,
+            self.config.outdoor_haze if outdoor else self.config.haze,
+            rng,
+            f"{self.name}/{OUTDOOR_NAME if outdoor else 'random'}",
+            float(frame.K[0, 0]),
+        )
 
     def eval_sample(self, index: int, max_side: int, seed: int = 0) -> Sample:
         if not 0 <= index < len(self) or self.split == "train":
@@ -96,14 +132,21 @@ class ProceduralSource(DataSource):
         width, height = max_side, max(16, (max_side * 3) // 4)
         rng = np.random.default_rng(stable_seed(VALIDATION_STREAM, self.split, seed, index))
         if index < self.count:
-            frame, haze, name = render_random_view(rng, width, height), self.config.haze, f"{self.name}/view{index}"
+            frame, haze, name = (
+                render_random_view(rng, width, height),
+                self.config.haze,
+                f"{self.name}/view{index}",
+            )
         else:
             # The renderer's own fixed outdoor validation stream.
             outdoor_index = index - self.count
             frame = outdoor_validation_view(outdoor_index, width, height, seed)
             haze, name = self.config.outdoor_haze, f"{self.name}_{OUTDOOR_NAME}/view{outdoor_index}"
         sample = hazed_sample(frame.rgb, frame.depth_m, haze, rng, name, float(frame.K[0, 0]))
-        sample.camera_height_m, sample.camera_pitch_deg = frame.camera_height_m, frame.camera_pitch_deg
+        sample.camera_height_m, sample.camera_pitch_deg = (
+            frame.camera_height_m,
+            frame.camera_pitch_deg,
+        )
         return sample
 
 
@@ -124,7 +167,15 @@ def vehicle_sample(index: int, max_side: int, seed: int = 0) -> Sample:
     beta = KOSCHMIEDER / visibility
     hazy, transmission = synthesize_haze(clear, depth, beta, np.float32(0.9))
     fog = f"fog{visibility:g}m" if math.isfinite(visibility) else "clear"
-    return Sample(np.clip(hazy, 0.0, 1.0).astype(np.float32), clear, depth, True,
-                  f"vehicle/view{index}_{camera.replace(':', 'x')}_{fog}", focal_px=float(frame.K[0, 0]) * zoom,
-                  transmission=transmission.astype(np.float32), airlight=np.full(3, 0.9, np.float32),
-                  camera_height_m=frame.camera_height_m, camera_pitch_deg=frame.camera_pitch_deg)
+    return Sample(
+        np.clip(hazy, 0.0, 1.0).astype(np.float32),
+        clear,
+        depth,
+        True,
+        f"vehicle/view{index}_{camera.replace(':', 'x')}_{fog}",
+        focal_px=float(frame.K[0, 0]) * zoom,
+        transmission=transmission.astype(np.float32),
+        airlight=np.full(3, 0.9, np.float32),
+        camera_height_m=frame.camera_height_m,
+        camera_pitch_deg=frame.camera_pitch_deg,
+    )

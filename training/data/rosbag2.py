@@ -12,6 +12,7 @@ reading, messages are paired on their stamps first and only the pairs that are k
 unpaired messages wait in bounded queues (see ``StampPairer``), so a bag in which one topic stops
 does not pile up the other's frames.
 """
+
 from __future__ import annotations
 
 import zlib
@@ -22,29 +23,44 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from dehaze_ros.image_conversion import (ImageConversionError, compressed_to_numpy, image_to_numpy,
-                                         to_rgb8)
+from dehaze_ros.image_conversion import (
+    ImageConversionError,
+    compressed_to_numpy,
+    image_to_numpy,
+    to_rgb8,
+)
 from training.config import HazeConfig, require
-from training.data.common import (DataSource, FolderSourceConfig, LruCache, Sample, hazed_sample, random_crop,
-                                  require_folder, resize_whole, split_scenes, stable_seed)
+from training.data.common import (
+    DataSource,
+    FolderSourceConfig,
+    LruCache,
+    Sample,
+    hazed_sample,
+    random_crop,
+    require_folder,
+    resize_whole,
+    split_scenes,
+    stable_seed,
+)
 from training.data.io import DataError
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 # An unmatched message waits at most this long (in stamp time) for its partner: a recorder writes
 # both topics of one instant well within a second of each other.
 PENDING_WINDOW_NS = 1_000_000_000
-MAX_PENDING = 128   # per topic: about 1 s of a fast camera; holds even if stamps stop advancing
+MAX_PENDING = 128  # per topic: about 1 s of a fast camera; holds even if stamps stop advancing
 
 
 @dataclass
 class Rosbag2Config(FolderSourceConfig):
     """data.sources.<name> of kind rosbag2 (the keys of every folder source, and these)."""
+
     kind: str = "rosbag2"
-    color_topic: str = ""                # sensor_msgs/Image or CompressedImage topic
-    depth_topic: str = ""                # sensor_msgs/Image 32FC1 (m) or 16UC1 (mm)
-    max_time_diff_s: float = 0.02        # colour/depth pairing tolerance
-    stride: int = 1                      # keep every n-th pair
-    max_frames: int = 0                  # 0 = all pairs
+    color_topic: str = ""  # sensor_msgs/Image or CompressedImage topic
+    depth_topic: str = ""  # sensor_msgs/Image 32FC1 (m) or 16UC1 (mm)
+    max_time_diff_s: float = 0.02  # colour/depth pairing tolerance
+    stride: int = 1  # keep every n-th pair
+    max_frames: int = 0  # 0 = all pairs
     haze: HazeConfig = field(default_factory=HazeConfig)
 
     def check(self, prefix: str) -> None:
@@ -52,9 +68,14 @@ class Rosbag2Config(FolderSourceConfig):
         self.haze.check(f"{prefix}.haze")
         require(self.stride >= 1, f"{prefix}.stride must be >= 1, got {self.stride}")
         require(self.max_frames >= 0, f"{prefix}.max_frames must be >= 0, got {self.max_frames}")
-        require(self.max_time_diff_s > 0, f"{prefix}.max_time_diff_s must be > 0, got {self.max_time_diff_s}")
-        require(bool(self.color_topic) and bool(self.depth_topic),
-                f"{prefix}: a rosbag2 source needs color_topic and depth_topic")
+        require(
+            self.max_time_diff_s > 0,
+            f"{prefix}.max_time_diff_s must be > 0, got {self.max_time_diff_s}",
+        )
+        require(
+            bool(self.color_topic) and bool(self.depth_topic),
+            f"{prefix}: a rosbag2 source needs color_topic and depth_topic",
+        )
 
 
 @dataclass(frozen=True)
@@ -68,7 +89,9 @@ class BagFrame:
 
     def decode(self) -> tuple[np.ndarray, np.ndarray]:
         bgr = cv2.imdecode(np.frombuffer(self.color_png, np.uint8), cv2.IMREAD_COLOR)
-        depth = np.frombuffer(zlib.decompress(self.depth_zlib), np.float32).reshape(self.height, self.width)
+        depth = np.frombuffer(zlib.decompress(self.depth_zlib), np.float32).reshape(
+            self.height, self.width
+        )
         return np.ascontiguousarray(bgr[..., ::-1]), depth.copy()
 
 
@@ -78,8 +101,10 @@ def find_bags(path: Path, source_name: str) -> list[Path]:
         return [path]
     bags = sorted(p.parent for p in path.glob("*/metadata.yaml"))
     if not bags:
-        raise DataError(f"data source '{source_name}': {path} is neither a rosbag2 folder (with "
-                        "metadata.yaml) nor a folder of them")
+        raise DataError(
+            f"data source '{source_name}': {path} is neither a rosbag2 folder (with "
+            "metadata.yaml) nor a folder of them"
+        )
     return bags
 
 
@@ -102,16 +127,20 @@ def decode_color(msg, msgtype: str) -> np.ndarray:
 
 def decode_depth_m(msg, msgtype: str, topic: str) -> np.ndarray:
     if msgtype.endswith("CompressedImage"):
-        raise DataError(f"depth topic {topic} is a CompressedImage (compressedDepth); record the raw "
-                        "depth topic (sensor_msgs/Image 32FC1 or 16UC1) instead")
+        raise DataError(
+            f"depth topic {topic} is a CompressedImage (compressedDepth); record the raw "
+            "depth topic (sensor_msgs/Image 32FC1 or 16UC1) instead"
+        )
     image = image_to_numpy(msg)
     if msg.encoding == "32FC1":
         depth = image.astype(np.float32)
     elif msg.encoding in ("16UC1", "mono16"):
         depth = image.astype(np.float32) / 1000.0  # REP-118: 16-bit depth is millimetres
     else:
-        raise DataError(f"depth topic {topic} has encoding {msg.encoding!r}; expected 32FC1 (metres) "
-                        "or 16UC1 (millimetres)")
+        raise DataError(
+            f"depth topic {topic} has encoding {msg.encoding!r}; expected 32FC1 (metres) "
+            "or 16UC1 (millimetres)"
+        )
     depth = np.array(depth, dtype=np.float32)
     depth[~np.isfinite(depth) | (depth <= 0)] = np.nan
     return depth
@@ -131,13 +160,17 @@ class StampPairer:
     before it cannot pair any more and are dropped.
     """
 
-    def __init__(self, tolerance_ns: int, window_ns: int = PENDING_WINDOW_NS, max_pending: int = MAX_PENDING):
+    def __init__(
+        self, tolerance_ns: int, window_ns: int = PENDING_WINDOW_NS, max_pending: int = MAX_PENDING
+    ):
         self.tolerance_ns = tolerance_ns
         self.window_ns = max(window_ns, tolerance_ns)
         self.max_pending = max_pending
         self.pending: dict[str, deque] = {"color": deque(), "depth": deque()}
 
-    def add(self, role: str, stamp: int, item) -> tuple[tuple[int, object], tuple[int, object]] | None:
+    def add(
+        self, role: str, stamp: int, item
+    ) -> tuple[tuple[int, object], tuple[int, object]] | None:
         """((colour stamp, item), (depth stamp, item)) when ``item`` completes a pair, else None."""
         own, other = self.pending[role], self.pending["depth" if role == "color" else "color"]
         while own and own[0][0] < stamp - self.window_ns:
@@ -170,14 +203,18 @@ def read_bag_frames(bag: Path, config: Rosbag2Config, source_name: str) -> list[
             conn = by_topic.get(topic)
             if conn is None or conn.msgtype not in IMAGE_TYPES:
                 image_topics = sorted(t for t, c in by_topic.items() if c.msgtype in IMAGE_TYPES)
-                raise DataError(f"data source '{source_name}': bag {bag} has no image topic {topic!r} "
-                                f"({role}_topic); its image topics: {', '.join(image_topics) or 'none'}")
+                raise DataError(
+                    f"data source '{source_name}': bag {bag} has no image topic {topic!r} "
+                    f"({role}_topic); its image topics: {', '.join(image_topics) or 'none'}"
+                )
         connections = [by_topic[config.color_topic], by_topic[config.depth_topic]]
         if connections[1].msgtype.endswith("CompressedImage"):
             # Said now, not at the first kept pair: decoding waits for pairing (below).
-            raise DataError(f"bag {bag}: depth topic {config.depth_topic} is a CompressedImage "
-                            "(compressedDepth); record the raw depth topic (sensor_msgs/Image 32FC1 "
-                            "or 16UC1) instead")
+            raise DataError(
+                f"bag {bag}: depth topic {config.depth_topic} is a CompressedImage "
+                "(compressedDepth); record the raw depth topic (sensor_msgs/Image 32FC1 "
+                "or 16UC1) instead"
+            )
         pairer = StampPairer(int(config.max_time_diff_s * 1e9))
         for conn, bag_time, raw in reader.messages(connections=connections):
             role = "color" if conn.topic == config.color_topic else "depth"
@@ -196,15 +233,27 @@ def read_bag_frames(bag: Path, config: Rosbag2Config, source_name: str) -> list[
                 color = decode_color(color_msg, color_conn.msgtype)
                 depth = decode_depth_m(depth_msg, depth_conn.msgtype, depth_conn.topic)
             except ImageConversionError as exc:
-                raise DataError(f"bag {bag}, topics {color_conn.topic} / {depth_conn.topic}: {exc}") from exc
+                raise DataError(
+                    f"bag {bag}, topics {color_conn.topic} / {depth_conn.topic}: {exc}"
+                ) from exc
             if depth.shape != color.shape[:2]:
-                raise DataError(f"bag {bag}: depth {config.depth_topic} is {depth.shape[1]}x"
-                                f"{depth.shape[0]} but colour {config.color_topic} is "
-                                f"{color.shape[1]}x{color.shape[0]}; use a depth topic registered "
-                                "to the colour camera (e.g. aligned_depth_to_color)")
+                raise DataError(
+                    f"bag {bag}: depth {config.depth_topic} is {depth.shape[1]}x"
+                    f"{depth.shape[0]} but colour {config.color_topic} is "
+                    f"{color.shape[1]}x{color.shape[0]}; use a depth topic registered "
+                    "to the colour camera (e.g. aligned_depth_to_color)"
+                )
             ok, png = cv2.imencode(".png", np.ascontiguousarray(color[..., ::-1]))
-            frames.append(BagFrame(png.tobytes(), zlib.compress(depth.tobytes(), 1), depth.shape[0],
-                                   depth.shape[1], bag.name, f"{bag.name}/{stamp}"))
+            frames.append(
+                BagFrame(
+                    png.tobytes(),
+                    zlib.compress(depth.tobytes(), 1),
+                    depth.shape[0],
+                    depth.shape[1],
+                    bag.name,
+                    f"{bag.name}/{stamp}",
+                )
+            )
             if config.max_frames and len(frames) >= config.max_frames:
                 break
     return frames
@@ -214,7 +263,9 @@ class Rosbag2Source(DataSource):
     kind = "rosbag2"
     has_depth = True
 
-    def __init__(self, name: str, config: Rosbag2Config, split: str, root: Path, cache_items: int = 64):
+    def __init__(
+        self, name: str, config: Rosbag2Config, split: str, root: Path, cache_items: int = 64
+    ):
         super().__init__(name, config, split)
         bags = find_bags(root, name)
         assignment = split_scenes([bag.name for bag in bags], config, name)
@@ -224,9 +275,11 @@ class Rosbag2Source(DataSource):
                 self.frames.extend(read_bag_frames(bag, config, name))
         self._cache = LruCache(cache_items)
         if assignment[split] and not self.frames:
-            raise DataError(f"data source '{name}': no colour/depth pairs within "
-                            f"{config.max_time_diff_s} s in {', '.join(sorted(assignment[split]))}; "
-                            "check the topics and max_time_diff_s")
+            raise DataError(
+                f"data source '{name}': no colour/depth pairs within "
+                f"{config.max_time_diff_s} s in {', '.join(sorted(assignment[split]))}; "
+                "check the topics and max_time_diff_s"
+            )
 
     def scenes(self) -> list[str]:
         return sorted({frame.scene for frame in self.frames})
@@ -237,14 +290,27 @@ class Rosbag2Source(DataSource):
     def train_sample(self, rng: np.random.Generator, crop: int) -> Sample:
         index = int(rng.integers(len(self.frames)))
         color, depth = self._cache.get(index, self.frames[index].decode)
-        (color,), depth, zoom = random_crop([color], depth, crop, self.config.scale_range, rng,
-                                            self.config.scale_reference_side)
-        return hazed_sample(color, depth, self.config.haze, rng, f"{self.name}/{self.frames[index].name}",
-                            self.config.focal_px * zoom)
+        (color,), depth, zoom = random_crop(
+            [color], depth, crop, self.config.scale_range, rng, self.config.scale_reference_side
+        )
+        return hazed_sample(
+            color,
+            depth,
+            self.config.haze,
+            rng,
+            f"{self.name}/{self.frames[index].name}",
+            self.config.focal_px * zoom,
+        )
 
     def eval_sample(self, index: int, max_side: int, seed: int = 0) -> Sample:
         frame = self.frames[index]
         color, depth, zoom = resize_whole(*self._cache.get(index, frame.decode), max_side)
         rng = np.random.default_rng(stable_seed(seed, self.name, frame.name))
-        return hazed_sample(color, depth, self.config.haze, rng, f"{self.name}/{frame.name}",
-                            self.config.focal_px * zoom)
+        return hazed_sample(
+            color,
+            depth,
+            self.config.haze,
+            rng,
+            f"{self.name}/{frame.name}",
+            self.config.focal_px * zoom,
+        )
