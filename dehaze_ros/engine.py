@@ -54,7 +54,7 @@ import cv2
 import numpy as np
 import torch
 
-from dehaze_ros import devices, upsampling
+from dehaze_ros import dense_fog, devices, upsampling
 from dehaze_ros.anchor_scale import AnchorCloud, AnchorRules, anchor_estimate, apply_anchors
 from dehaze_ros.backends import (
     BACKENDS,
@@ -96,6 +96,24 @@ DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "default.
 DEFAULT_MAX_SIDE = 320
 # The longer side the shipped networks' depth is trained and validated at (depth_max_side).
 DEFAULT_DEPTH_MAX_SIDE = 320
+# How max_side sizes the networks' input (EngineConfig.size_rule). side: the longer side at most
+# max_side (a 1242 x 375 camera runs at 320 x 97). pixels: the larger of that size and the pixel
+# count of the 4:3 frame whose longer side is max_side (320 x 240 at 320), aspect kept: 1242 x 375
+# runs at 496 x 150, and no frame runs smaller than under the side rule. side stays the default:
+# measured at the node's defaults (docs/dense_fog.md, "The size rule"), pixels gained 0.1-1 dB on
+# wide road frames in fog but lost 1-2 dB on them in clear air and 0.20 dB on the Middlebury
+# validation scenes (1.5:1), made the ground-plane depth of wide vehicle views worse (AbsRel
+# 0.278 -> 0.342) and costs more time per wide frame; it is the opt-in for wide cameras.
+SIZE_RULES = ("side", "pixels")
+DEFAULT_SIZE_RULE = "side"
+# The networks pad each side to a multiple of 16 (reflection) anyway: the budget's longer side is
+# rounded down to one, so no budget goes to padding, and a frame within about 10 % of 4:3 keeps
+# the side rule's size exactly (one row more or less of padding moved single images of the
+# development sets by up to 0.7 dB: docs/performance.md).
+SIZE_MULTIPLE = 16
+# The pixel rule never makes the shorter side shorter than this (the padding multiple, and the
+# DCP's patch of 15): an extreme aspect gets more pixels rather than a sliver.
+MIN_NETWORK_SIDE = 32
 # The warm-up frame's longer side at most (max_side accepts up to 8192 for big sensors; a warm-up
 # at that size would cost more than the kernel choice it saves). 1920: TensorRT's largest side
 # (onnxruntime_backend).
@@ -110,16 +128,22 @@ __all__ = [
     "DEFAULT_DEPTH_MAX_SIDE",
     "DEPTH_FROM_HAZE",
     "DEFAULT_MAX_SIDE",
+    "DEFAULT_SIZE_RULE",
     "DEFAULT_UPSAMPLING",
     "MODELS",
     "PRECISIONS",
+    "SIZE_RULES",
     "UPSAMPLING",
     "DehazeEngine",
     "EngineConfig",
     "EngineError",
     "EngineResult",
+    "MIN_NETWORK_SIDE",
+    "SIZE_MULTIPLE",
     "as_rgb_uint8",
     "cpu_supports_bf16",
+    "network_size",
+    "pixel_budget_size",
     "slow_setup_notice",
     "resolve_device",
     "resolve_precision",
@@ -142,16 +166,20 @@ class EngineConfig:
     )
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: str = "auto"  # auto | fp32 | fp16 | bf16 (dehaze_ros.devices has the rules)
-    max_side: int = (
-        DEFAULT_MAX_SIDE  # run the networks with the longer side at most this; 0 = native
+    max_side: int = DEFAULT_MAX_SIDE  # the networks' input size (size_rule says how); 0 = native
+    size_rule: str = (
+        DEFAULT_SIZE_RULE  # side: longer side; pixels: at most max_side x 3/4 max_side pixels
     )
-    # Metric depth is estimated on a copy with the longer side at most this, whatever max_side: a
-    # monocular network's metres hold at the object scale (pixels per object) it was trained at,
-    # so depth must not change when max_side does. 0 = at max_side's size, like the dehazing.
+    # Metric depth is estimated on a copy of this size (size_rule, as max_side), whatever
+    # max_side: a monocular network's metres hold at the object scale (pixels per object) it was
+    # trained at, so depth must not change when max_side does. 0 = at max_side's size, like the
+    # dehazing.
     # Relative depth (DCP) always follows max_side (depth_size).
     depth_max_side: int = DEFAULT_DEPTH_MAX_SIDE
     # auto | guided | affine | bilinear: full-resolution recovery (upsampling.py)
     upsampling: str = DEFAULT_UPSAMPLING
+    # blend | off: lean on the DCP's t and A in dense fog (dense_fog.py)
+    dense_fog: str = dense_fog.DEFAULT
     warmup: int = 1  # warm-up passes after loading (first CUDA/oneDNN calls are slow)
     num_threads: int = 0  # torch CPU threads; 0 = torch's default
     default_hfov_deg: float = DEFAULT_HFOV_DEG  # focal length assumed when process() gets none
@@ -190,6 +218,10 @@ class EngineConfig:
             raise ValueError(f"model must be one of {MODELS}, got {self.model!r}")
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        if self.dense_fog not in dense_fog.MODES:
+            raise ValueError(f"dense_fog must be one of {dense_fog.MODES}, got {self.dense_fog!r}")
+        if self.size_rule not in SIZE_RULES:
+            raise ValueError(f"size_rule must be one of {SIZE_RULES}, got {self.size_rule!r}")
         if self.upsampling not in UPSAMPLING:
             raise ValueError(f"upsampling must be one of {UPSAMPLING}, got {self.upsampling!r}")
         if self.depth_from_haze not in DEPTH_FROM_HAZE:
@@ -237,6 +269,9 @@ class EngineResult:
     # and per pixel what the depth rests on (uint8 metric_scale.SUPPORT_*, input size).
     scale: ScaleState | None = None
     depth_support: np.ndarray | None = None
+    # The share of the DCP's t and A in the dehazed image (dense_fog "blend"; 0: the model's own).
+    # transmission and airlight above stay the model's: visibility reads them against its depth.
+    dense_fog_weight: float = 0.0
 
 
 def resolve_device(name: str) -> torch.device:
@@ -310,6 +345,39 @@ def scaled_size(height: int, width: int, max_side: int) -> tuple[int, int]:
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
+def pixel_budget_size(height: int, width: int, max_pixels: int) -> tuple[int, int]:
+    """(height, width) with at most ``max_pixels`` pixels, the aspect kept and the longer side a
+    multiple of SIZE_MULTIPLE; unchanged when already within the budget (or max_pixels <= 0). The
+    shorter side stays at least MIN_NETWORK_SIDE, or what it was, even past the budget."""
+    if max_pixels <= 0 or height * width <= max_pixels:
+        return height, width
+    longer, shorter = max(height, width), min(height, width)
+    scale = math.sqrt(max_pixels / (height * width))
+    if shorter * scale < MIN_NETWORK_SIDE:
+        new_shorter = min(shorter, MIN_NETWORK_SIDE)
+        new_longer = round(longer * new_shorter / shorter)
+    else:
+        new_longer = int(longer * scale) // SIZE_MULTIPLE * SIZE_MULTIPLE
+        new_shorter = round(shorter * new_longer / longer)
+        if new_longer * new_shorter > max_pixels:  # rounded up past the budget
+            new_shorter -= 1
+    return (new_longer, new_shorter) if height >= width else (new_shorter, new_longer)
+
+
+def network_size(
+    height: int, width: int, max_side: int, rule: str = DEFAULT_SIZE_RULE
+) -> tuple[int, int]:
+    """The size the networks run at for an input of this size (EngineConfig.max_side, size_rule)."""
+    if rule not in SIZE_RULES:
+        raise ValueError(f"size_rule must be one of {SIZE_RULES}, got {rule!r}")
+    by_side = scaled_size(height, width, max_side)
+    if rule == "side":
+        return by_side
+    by_pixels = pixel_budget_size(height, width, max_side * (max_side * 3 // 4))
+    # Never fewer pixels than the side rule gave: a frame squarer than 4:3 keeps its old size.
+    return max(by_side, by_pixels, key=lambda size: size[0] * size[1])
+
+
 class DehazeEngine:
     """Loads a model (a backend) once, then dehazes frames and estimates their depth."""
 
@@ -349,6 +417,7 @@ class DehazeEngine:
         self.upsampling: str = (
             self.backend.preferred_upsampling if config.upsampling == "auto" else config.upsampling
         )
+        self.blends_dense_fog = config.dense_fog == "blend" and self.backend.blends_in_dense_fog
         # The metric scale's memory of this stream of frames (smoothed factor, hold).
         self.stream_scale = StreamScale()
         try:
@@ -371,9 +440,11 @@ class DehazeEngine:
         return {
             **self._description,
             "max_side": self.config.max_side,
+            "size_rule": self.config.size_rule,
             "depth_max_side": self.config.depth_max_side,
             "depth_from_haze": self.config.depth_from_haze,
             "upsampling": self.upsampling,
+            "dense_fog": "blend" if self.blends_dense_fog else "off",
             "depth_units": self.depth_units,
             "depth_range_m": list(self.depth_range),
             "canonical_focal_px": self.canonical_focal_px,
@@ -415,7 +486,7 @@ class DehazeEngine:
         if self.backend is None:
             raise EngineError("engine is closed")
         height, width = rgb.shape[:2]
-        small_h, small_w = scaled_size(height, width, self.config.max_side)
+        small_h, small_w = network_size(height, width, self.config.max_side, self.config.size_rule)
         depth_h, depth_w = self.depth_size(height, width)
         # One network pass when the depth is wanted at the dehazing size (or not at all), else a
         # dehazing pass and a depth pass, each at its own size.
@@ -433,13 +504,18 @@ class DehazeEngine:
             )
 
         mark = time.perf_counter()
-        dehazed = None
+        dehazed, fog_weight = None, 0.0
         if want_dehazed:
             resized = (small_h, small_w) != (height, width)
             hazy = rgb.astype(np.float32) / 255.0 if resized else small
+            dehazed_small, transmission, airlight = out.dehazed, out.transmission, out.airlight
+            if self.blends_dense_fog and transmission is not None:
+                dehazed_small, transmission, airlight, fog_weight = dense_fog.blend(
+                    small, transmission, airlight, dehazed_small
+                )
             dehazed = to_uint8(
                 upsampling.recover_full_resolution(
-                    hazy, small, out.dehazed, out.transmission, out.airlight, self.upsampling
+                    hazy, small, dehazed_small, transmission, airlight, self.upsampling
                 )
             )
         depth, focal_assumed, haze_depth, scale, support = None, False, None, None, None
@@ -499,6 +575,7 @@ class DehazeEngine:
             haze_depth,
             scale,
             support,
+            fog_weight,
         )
 
     def _depth_from_haze(
@@ -580,7 +657,8 @@ class DehazeEngine:
         holds for metric depth only: relative depth (DCP's -ln t) has no metres to keep, and
         follows max_side in the same pass."""
         fixed = self.config.depth_max_side if self.depth_units == "meters" else 0
-        return scaled_size(height, width, fixed or self.config.max_side)
+        # The same rule as the dehazing: at equal settings one pass makes both.
+        return network_size(height, width, fixed or self.config.max_side, self.config.size_rule)
 
     def _run_backend(
         self,

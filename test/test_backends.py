@@ -130,7 +130,8 @@ class ConstantHaze(Backend):
 @pytest.mark.parametrize("max_side", [0, 64])
 def test_engine_serves_any_backend_with_the_same_postprocessing(max_side):
     engine = DehazeEngine(
-        EngineConfig(max_side=max_side, depth_max_side=0, warmup=0), backend=ConstantHaze()
+        EngineConfig(max_side=max_side, size_rule="side", depth_max_side=0, warmup=0),
+        backend=ConstantHaze(),
     )
     rgb = np.random.default_rng(2).integers(0, 256, (90, 160, 3), dtype=np.uint8)
     result = engine.process(rgb, focal_px=80.0)

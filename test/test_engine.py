@@ -122,6 +122,7 @@ def test_engine_max_side_inverts_the_scattering_model_at_full_resolution(rt_chec
         EngineConfig(
             checkpoint=str(path),
             max_side=64,
+            size_rule="side",
             depth_max_side=0,
             precision="fp32",
             upsampling="bilinear",
@@ -164,6 +165,7 @@ def test_depth_runs_at_depth_max_side_whatever_max_side_is(rt_checkpoint):
                 checkpoint=str(path),
                 max_side=max_side,
                 depth_max_side=depth_max_side,
+                size_rule="side",
                 precision="fp32",
                 warmup=0,
             )
@@ -204,6 +206,7 @@ def test_engine_max_side_rebuilds_full_resolution_from_the_small_correction(resi
         EngineConfig(
             checkpoint=str(path),
             max_side=64,
+            size_rule="side",
             depth_max_side=0,
             precision="fp32",
             upsampling="bilinear",
@@ -398,7 +401,9 @@ def test_engine_guided_recovery_of_a_residual_head_is_the_affine_fit(residual_ch
 
     path, dehazer, _ = residual_checkpoint
     engine = DehazeEngine(
-        EngineConfig(checkpoint=str(path), max_side=64, precision="fp32", warmup=0)
+        EngineConfig(
+            checkpoint=str(path), max_side=64, size_rule="side", precision="fp32", warmup=0
+        )
     )
     assert engine.describe()["upsampling"] == "guided"
     rgb = np.random.default_rng(1).integers(0, 256, (120, 200, 3), dtype=np.uint8)
@@ -412,7 +417,12 @@ def test_engine_guided_recovery_of_a_residual_head_is_the_affine_fit(residual_ch
     assert np.abs(result.dehazed - expected * 255).max() <= 1.0
     bilinear = DehazeEngine(
         EngineConfig(
-            checkpoint=str(path), max_side=64, precision="fp32", upsampling="bilinear", warmup=0
+            checkpoint=str(path),
+            max_side=64,
+            size_rule="side",
+            precision="fp32",
+            upsampling="bilinear",
+            warmup=0,
         )
     ).process(rgb, want_depth=False)
     assert np.abs(result.dehazed.astype(int) - bilinear.dehazed.astype(int)).max() > 10
@@ -479,11 +489,13 @@ def test_the_ground_plane_gives_the_shipped_network_its_metres_on_a_vehicle_view
 
     _, frame = vehicle_validation_view(0)  # 1242 x 375, fx 721, clear air
     camera = Pinhole(frame.K[0, 0], frame.K[1, 1], frame.K[0, 2], frame.K[1, 2])
+    # The depth pass at 320 x 97, the side rule, where the figures above were measured.
     engine = DehazeEngine(
         EngineConfig(
             checkpoint=str(DEFAULT_CHECKPOINT),
             device="cpu",
             warmup=0,
+            size_rule="side",
             num_threads=1,
             camera_height_m=frame.camera_height_m,
             camera_pitch_deg=frame.camera_pitch_deg,

@@ -80,12 +80,22 @@ def write_sheets(
     per_page: int = 14,
     tile_width: int = 320,
     log=print,
+    size_rule: str = SPECS["size_rule"].default,
+    dense_fog: str = SPECS["dense_fog"].default,
 ) -> list[Path]:
     images = find_images(images_root)
     model = DehazeEngine(
-        EngineConfig(checkpoint=checkpoint, max_side=engine_max_side, device="cpu")
+        EngineConfig(
+            checkpoint=checkpoint,
+            max_side=engine_max_side,
+            size_rule=size_rule,
+            dense_fog=dense_fog,
+            device="cpu",
+        )
     )
-    dcp = DehazeEngine(EngineConfig(model="dcp", max_side=engine_max_side, warmup=0))
+    dcp = DehazeEngine(
+        EngineConfig(model="dcp", max_side=engine_max_side, size_rule=size_rule, warmup=0)
+    )
     pages = []
     for start in range(0, len(images), per_page):
         rows = [
@@ -124,6 +134,18 @@ def main(argv: list[str] | None = None) -> int:
         help="as the node's max_side, whose default it is (0 = native)",
     )
     parser.add_argument(
+        "--engine-size-rule",
+        default=SPECS["size_rule"].default,
+        choices=SPECS["size_rule"].choices,
+        help="as the node's size_rule, whose default it is",
+    )
+    parser.add_argument(
+        "--engine-dense-fog",
+        default=SPECS["dense_fog"].default,
+        choices=SPECS["dense_fog"].choices,
+        help="as the node's dense_fog, whose default it is",
+    )
+    parser.add_argument(
         "--max-side", type=int, default=1024, help="photos are first resized to this longer side"
     )
     parser.add_argument("--per-page", type=int, default=14)
@@ -138,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
             args.max_side,
             args.per_page,
             args.tile_width,
+            size_rule=args.engine_size_rule,
+            dense_fog=args.engine_dense_fog,
         )
     except (DataError, CheckpointError, EngineError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

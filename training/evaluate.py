@@ -14,9 +14,15 @@
   procedural[:COUNT]  the renderer's fixed indoor validation views (no path), hazed as rgbd
   outdoor[:COUNT]  the renderer's fixed vehicle-scale outdoor views (no path), fog of visibility
           ``--visibility-m``; sky is +inf, scored as "sky beyond" (REP-117)
+  drive[:COUNT]  a driving sequence through one vehicle-scale scene (training.road_fog), fog as
+          outdoor
   vehicle[:COUNT]  the renderer's fixed views from vehicle cameras (1.2-2.0 m above the road,
           pitch within +-5 degrees; 1242x375, 16:9 and 4:3 in turn) at their native size, fog
           from 50 m visibility to clear air in turn (training.data.procedural.vehicle_sample)
+``--visibilities 30,50,100,150,300,clear`` evaluates every set once per visibility, one summary row
+each (training.road_fog): the road sets (outdoor, drive) at the frame shapes of ``--aspects``
+(4:3, 16:9, 1242x375 or WxH), the RGB-D sets at the same optical depths; photographs with their
+own haze (reside, images) and the vehicle views (their own cycle of fog) once.
 Every kind of training source opens here (training.data.SOURCES); ``--source-option KEY=VALUE``
 sets a key of its data.sources config (as in a training config) for every set whose kind has it.
 Images are first resized so their longer side is at most ``--max-side`` (INTER_AREA; depth
@@ -65,12 +71,16 @@ import numpy as np
 
 from dehaze_ros.anchor_scale import AnchorCloud
 from dehaze_ros.checkpoint import CheckpointError, load_checkpoint
+from dehaze_ros.dense_fog import DEFAULT as DENSE_FOG_DEFAULT
+from dehaze_ros.dense_fog import MODES as DENSE_FOG_MODES
 from dehaze_ros.engine import (
     BACKENDS,
     DEFAULT_DEPTH_MAX_SIDE,
+    DEFAULT_SIZE_RULE,
     DEFAULT_UPSAMPLING,
     DEPTH_FROM_HAZE,
     PRECISIONS,
+    SIZE_RULES,
     UPSAMPLING,
     DehazeEngine,
     EngineConfig,
@@ -87,6 +97,7 @@ from dehaze_ros.metric_scale import (
 )
 from dehaze_ros.sim.lidar import LidarModel, synthetic_lidar
 from dehaze_ros.upsampling import upsample_depth
+from training import road_fog
 from training.config import ConfigError, HazeConfig, apply_overrides, source_config
 from training.data import SOURCES, DataSource, open_source
 from training.data.common import FolderSourceConfig, Sample, no_depth, resize_max_side, to_float
@@ -96,7 +107,7 @@ from training.metrics import DEPTH_METRICS, depth_metrics, psnr, ssim
 from training.run_state import TrainingError, load_training_file
 from training.visualize import depth_tile, label_tile, make_grid, rgb_tile
 
-KINDS = (*SOURCES, "images", "outdoor", "vehicle")
+KINDS = (*SOURCES, "images", *road_fog.ROAD_KINDS, "vehicle")
 # What a pixel's depth rests on (EngineResult.depth_support), scored apart (depth/confidence).
 SUPPORT_NAMES = {
     SUPPORT_LEARNED: "learned",
@@ -344,6 +355,90 @@ def open_set(
         samples(),
         source.scenes(),
     )
+
+
+def open_sets(
+    specs: list[str],
+    max_side: int,
+    scenes: list[str],
+    haze_t: float,
+    seed: int,
+    items: list[str] = (),
+    depth_scales: dict | None = None,
+    focal_px: dict | None = None,
+    visibility_m: float = 300.0,
+    exclude: list[str] = (),
+    source_options: list[str] = (),
+    visibilities: list[float] = (),
+    aspects: list[str] = (),
+) -> list[EvalSet]:
+    """Every ``--data`` set, and with ``visibilities`` one set per visibility (named after it, so
+    summary.md has a row per visibility): road sets (outdoor, drive) in fog of that visibility at
+    each frame shape of ``aspects``, RGB-D sets at the same optical depths (training.road_fog)."""
+    sets = []
+    for spec in specs:
+        kind, path = parse_spec(spec)
+        if kind in road_fog.ROAD_KINDS and (visibilities or aspects or kind == "drive"):
+            count = view_count(spec, path)
+            for aspect in aspects or ["4:3"]:
+                sets += road_sets(
+                    kind,
+                    count,
+                    road_fog.frame_size(aspect, max_side),
+                    aspect,
+                    seed,
+                    list(visibilities) or [visibility_m],
+                )
+            continue
+        hazed_here = kind not in (
+            "reside",
+            "images",
+            "vehicle",
+        )  # photographs, vehicle views: their own haze
+        for visibility in (visibilities if hazed_here else ()) or [None]:
+            density = haze_t if visibility is None else road_fog.median_transmission(visibility)
+            eval_set = open_set(
+                spec,
+                max_side,
+                scenes,
+                density,
+                seed,
+                items,
+                depth_scales,
+                focal_px,
+                visibility_m,
+                exclude,
+                source_options,
+            )
+            if visibility is not None:
+                eval_set.name += f" {road_fog.visibility_label(visibility)}"
+            sets.append(eval_set)
+    return sets
+
+
+def road_sets(
+    kind: str, count: int, size: tuple[int, int], aspect: str, seed: int, visibilities: list[float]
+) -> list[EvalSet]:
+    """One road set per visibility over the same clear frames, rendered once on first use."""
+    rendered: list = []
+
+    def samples(visibility: float) -> Iterator[Sample]:
+        if not rendered:
+            rendered.extend(road_fog.render_road(kind, count, *size, seed))
+        yield from road_fog.road_samples(rendered, visibility)
+
+    names = [f"view{index}" for index in range(count)]
+    return [
+        EvalSet(
+            f"{kind} {aspect} {road_fog.visibility_label(visibility)}",
+            kind,
+            Path("."),
+            count,
+            samples(visibility),
+            names,
+        )
+        for visibility in visibilities
+    ]
 
 
 def finite_depth(depth: np.ndarray, near: float, far: float) -> np.ndarray:
@@ -677,11 +772,16 @@ def evaluate(
     camera_pitch_deg: float = math.nan,
     max_depth_m: float = math.inf,
     anchor_range_m: float = LidarModel.max_range_m,
+    visibilities: list[float] = (),
+    aspects: list[str] = (),
+    engine_size_rule: str = DEFAULT_SIZE_RULE,
+    engine_dense_fog: str = DENSE_FOG_DEFAULT,
 ) -> dict:
     """Run every method on every set; write per_image.csv, summary.md and grids; return the summary.
     ``scale_sources``: rows of the model per scale source (SCALE_SOURCES); ``camera_height_m`` and
-    ``camera_pitch_deg``: the mounting for views that do not bring their own. Anchor rows get
-    a synthetic LiDAR (dehaze_ros.sim.lidar) made from each view's exact depth, returns up to
+    ``camera_pitch_deg``: the mounting for views that do not bring their own; ``visibilities`` and
+    ``aspects``: the fogs and frame shapes of training.road_fog (open_sets). Anchor rows get a
+    synthetic LiDAR (dehaze_ros.sim.lidar) made from each view's exact depth, returns up to
     ``anchor_range_m``, the same points for every anchor row of a view."""
     if not checkpoint and not baseline:
         raise ValueError("nothing to evaluate: give --checkpoint and/or --baseline dcp")
@@ -701,22 +801,21 @@ def evaluate(
     with tempfile.TemporaryDirectory() as workdir:
         # Every input is checked (sets opened, checkpoint loaded) before out_dir exists: a typo
         # must not leave an empty output folder behind.
-        sets = [
-            open_set(
-                spec,
-                max_side,
-                list(scenes),
-                haze_t,
-                seed,
-                list(items),
-                depth_scales,
-                focal_px,
-                visibility_m,
-                list(exclude),
-                list(source_options),
-            )
-            for spec in specs
-        ]
+        sets = open_sets(
+            specs,
+            max_side,
+            list(scenes),
+            haze_t,
+            seed,
+            list(items),
+            depth_scales,
+            focal_px,
+            visibility_m,
+            list(exclude),
+            list(source_options),
+            list(visibilities),
+            list(aspects),
+        )
         if checkpoint:
             deployable = resolve_checkpoint(checkpoint, Path(workdir))
             model_config = EngineConfig(
@@ -726,6 +825,8 @@ def evaluate(
                 device=device,
                 precision=precision,
                 max_side=engine_max_side,
+                size_rule=engine_size_rule,
+                dense_fog=engine_dense_fog,
                 depth_max_side=engine_depth_max_side,
                 upsampling=upsampling,
                 warmup=1,
@@ -745,6 +846,7 @@ def evaluate(
                     model="dcp",
                     max_side=engine_max_side,
                     upsampling=upsampling,
+                    size_rule=engine_size_rule,
                     depth_max_side=engine_depth_max_side,
                     warmup=0,
                 )
@@ -880,6 +982,8 @@ def evaluate(
         header.insert(
             -1, f"- scale sources: {', '.join(scale_sources)}; each view a stream of one frame"
         )
+    if visibilities or aspects:
+        header += [road_fog.describe(visibilities, aspects), ""]
     header += [markdown_table(summary), ""]
     supports = support_table(summary)
     if supports:
@@ -931,8 +1035,14 @@ def summary_header(
         f"{networks_at}; depth at {depth_at}",
         "- engine: "
         + "; ".join(
-            f"{name} on {engine.describe()['device']}, {engine.describe()['precision']}"
-            + (f", upsampling {engine.describe()['upsampling']}" if engine_max_side else "")
+            f"{name} on {engine.describe()['device']}, {engine.describe()['precision']}, "
+            f"dense_fog {engine.describe()['dense_fog']}"
+            + (
+                f", upsampling {engine.describe()['upsampling']}, size_rule "
+                f"{engine.describe()['size_rule']}"
+                if engine_max_side
+                else ""
+            )
             for name, engine in engines.items()
         ),
         f"- synthetic haze on RGB-D sets: transmission {haze_t} at the median depth, airlight 0.9, "
@@ -1018,6 +1128,18 @@ def main(argv: list[str] | None = None) -> int:
         help="run the networks at this longer side, as a node with max_side (0 = native)",
     )
     parser.add_argument(
+        "--engine-dense-fog",
+        default=DENSE_FOG_DEFAULT,
+        choices=DENSE_FOG_MODES,
+        help="the networks' dense-fog blend with the DCP, as the node's dense_fog",
+    )
+    parser.add_argument(
+        "--engine-size-rule",
+        default=DEFAULT_SIZE_RULE,
+        choices=SIZE_RULES,
+        help="how --engine-max-side sizes the networks' input, as the node's size_rule",
+    )
+    parser.add_argument(
         "--engine-depth-max-side",
         type=int,
         default=DEFAULT_DEPTH_MAX_SIDE,
@@ -1081,6 +1203,17 @@ def main(argv: list[str] | None = None) -> int:
         help="outdoor views: fog visibility in metres (beta = 3.912 / V)",
     )
     parser.add_argument(
+        "--visibilities",
+        default="",
+        help="evaluate every set once per visibility, e.g. 30,50,100,150,300,clear "
+        "(metres; training.road_fog): one summary row each",
+    )
+    parser.add_argument(
+        "--aspects",
+        default="",
+        help="road sets (outdoor, drive): frame shapes, e.g. 4:3,16:9,1242x375 (default 4:3)",
+    )
+    parser.add_argument(
         "--depth-from-haze",
         default=EngineConfig.depth_from_haze,
         choices=DEPTH_FROM_HAZE_CHOICES,
@@ -1134,6 +1267,8 @@ def main(argv: list[str] | None = None) -> int:
     scenes = [s for s in args.scenes.split(",") if s]
     items = [s for s in args.items.split(",") if s]
     try:
+        visibilities = road_fog.parse_visibilities(args.visibilities) if args.visibilities else []
+        aspects = road_fog.parse_aspects(args.aspects) if args.aspects else []
         evaluate(
             args.checkpoint,
             args.data,
@@ -1162,6 +1297,10 @@ def main(argv: list[str] | None = None) -> int:
             camera_pitch_deg=args.camera_pitch_deg,
             max_depth_m=args.max_depth_m if args.max_depth_m > 0 else math.inf,
             anchor_range_m=args.anchor_range_m,
+            visibilities=visibilities,
+            aspects=aspects,
+            engine_size_rule=args.engine_size_rule,
+            engine_dense_fog=args.engine_dense_fog,
         )
     except (DataError, CheckpointError, EngineError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

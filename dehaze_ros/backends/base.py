@@ -106,6 +106,8 @@ class Backend(ABC):
     checkpoint: Checkpoint | None = None
     # What EngineConfig.upsampling "auto" means for this backend: the mode it measured best with.
     preferred_upsampling: str = "guided"
+    # EngineConfig.dense_fog "blend" may move this model's t and A towards the DCP's (dense_fog.py).
+    blends_in_dense_fog: bool = True
 
     @abstractmethod
     def run(self, rgb: np.ndarray, want_dehazed: bool, want_depth: bool) -> BackendOutput:

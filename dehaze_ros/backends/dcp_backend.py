@@ -18,6 +18,8 @@ class DCPBackend(Backend):
     # The J ~ a I + b fit beat the guided t on every dev set for the DCP (docs/performance.md,
     # "Full-resolution recovery"); for the networks guided t wins.
     preferred_upsampling = "affine"
+    # The DCP's t and A are what dense_fog blends towards: nothing to blend with.
+    blends_in_dense_fog = False
 
     def describe(self) -> dict:
         return {

@@ -32,6 +32,7 @@ import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
+from dehaze_ros import dense_fog
 from dehaze_ros.canonical_camera import DEFAULT_HFOV_DEG
 
 # The engine's own lists of choices: the table offers exactly what the engine accepts. This
@@ -42,9 +43,11 @@ from dehaze_ros.engine import (
     DEFAULT_CHECKPOINT,
     DEFAULT_DEPTH_MAX_SIDE,
     DEFAULT_MAX_SIDE,
+    DEFAULT_SIZE_RULE,
     DEPTH_FROM_HAZE,
     MODELS,
     PRECISIONS,
+    SIZE_RULES,
     UPSAMPLING,
     EngineConfig,
 )
@@ -200,20 +203,34 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec(
         "max_side",
         DEFAULT_MAX_SIDE,
-        "Run the networks with the longer image side at most this many pixels (outputs "
-        "keep the input size); 0 = native resolution. 320: the shipped checkpoint's "
-        "training and validation resolution and CPU real time; 416-480 raise PSNR on "
-        "three of four development sets at 1.5-2.0x the CPU time (docs/performance.md, "
-        "'Choosing max_side'); 0 gives more dehazing detail where a GPU has the time "
-        "(metric depth stays at depth_max_side).",
+        "The size the networks run at (outputs keep the input size), as size_rule says: "
+        "the longer side at most max_side (the default), or for frames wider than 4:3 the "
+        "pixels of a 4:3 frame whose longer side is max_side (320: 320x240 = 76800 pixels, "
+        "aspect kept); 0 = native resolution. 320: the shipped checkpoint's training and "
+        "validation resolution and CPU real time; "
+        "416-480 raise PSNR on three of four development sets at 1.5-2.0x the CPU time "
+        "(docs/performance.md, 'Choosing max_side'); 0 gives more dehazing detail where "
+        "a GPU has the time (metric depth stays at depth_max_side).",
         "configure",
         minimum=0,
         maximum=8192,
     ),
     ParameterSpec(
+        "size_rule",
+        DEFAULT_SIZE_RULE,
+        "How max_side and depth_max_side size the networks' input. side: the longer side "
+        "at most max_side (1242x375 runs at 320x97). pixels: the larger of that and "
+        "max_side x (3/4 max_side) pixels, aspect kept (1242x375 runs at 496x150, 1.6-1.8x "
+        "the CPU time): on rendered 1242x375 road frames +0.1-1.1 dB in fog, -1.1 to -3.0 dB "
+        "in clear air; -0.2 dB on Middlebury, worse ground-plane depth (docs/dense_fog.md). Frames "
+        "up to about 10% wider than 4:3, and squarer ones, get the same size either way.",
+        "configure",
+        choices=SIZE_RULES,
+    ),
+    ParameterSpec(
         "depth_max_side",
         DEFAULT_DEPTH_MAX_SIDE,
-        "Estimate metric depth with the longer image side at most this many pixels, "
+        "Estimate metric depth at this size (sized by size_rule, as max_side is), "
         "whatever max_side is (a second, depth-only network pass when the sizes differ): a "
         "monocular network's metres hold at the resolution it was trained at, 320 for the "
         "shipped checkpoint. 0 = at max_side's size, one pass. Relative depth (dcp) "
@@ -232,6 +249,18 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         "Depth is always nearest-neighbour.",
         "configure",
         choices=UPSAMPLING,
+    ),
+    ParameterSpec(
+        "dense_fog",
+        dense_fog.DEFAULT,
+        "blend: where the network's transmission says the frame is in dense fog (median "
+        "optical depth -ln t above 1, t 0.37), move its t and airlight towards the Dark "
+        "Channel Prior's, halfway at -ln t 1.5 and beyond; the DCP runs only then. off: "
+        "the network alone, the default: on the rendered road scenes the blend loses "
+        "more at 30-50 m visibility than it gains on hazed Middlebury scenes "
+        "(docs/dense_fog.md). dcp ignores it.",
+        "configure",
+        choices=dense_fog.MODES,
     ),
     ParameterSpec(
         "num_threads",
