@@ -89,6 +89,10 @@ class AnchorRules:
             raise ValueError(f"anchor fit must be one of {FITS}, got {self.fit!r}")
         if not self.spread_deg > 0:
             raise ValueError(f"anchor spread_deg must be > 0, got {self.spread_deg}")
+        for name in ("near_m", "prior_weight", "layer_step", "max_slope"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"anchor {name} must be a finite number >= 0, got {value}")
 
 
 @dataclass(frozen=True)
@@ -146,11 +150,9 @@ def project(depth: np.ndarray, camera: Pinhole, cloud: AnchorCloud, near_m: floa
         v = np.rint(kept[:, 1] / kept[:, 2] * camera.fy + camera.cy)
     inside = (u >= 0) & (u < width) & (v >= 0) & (v < height)
     rows, cols, z = v[inside].astype(np.int64), u[inside].astype(np.int64), kept[inside, 2]
-    # The nearest point per pixel: sort far to near, later writes win.
-    order = np.argsort(-z, kind="stable")
-    flat = rows[order] * width + cols[order]
-    nearest = np.full(height * width, np.nan, dtype=np.float32)
-    nearest[flat] = z[order]
+    # The nearest point per pixel (the one the camera sees).
+    nearest = np.full(height * width, np.inf, dtype=np.float32)
+    np.minimum.at(nearest, rows * width + cols, z)
     pixels = np.flatnonzero(np.isfinite(nearest))
     z_px = nearest[pixels]
     rows, cols = pixels // width, pixels % width
@@ -241,6 +243,14 @@ def anchor_estimate(
         fitted = log_factor + slope * np.maximum(
             np.log(projected.predicted.astype(np.float64)) - far_log, 0.0
         )
+    shift = None
+    if rules.fit == "scale_shift":
+        shift = _inverse_shift(projected, inliers, math.exp(log_factor))
+        if shift is not None:
+            # The shift replaces the trend: the model is 1 / (a / (factor d) + b).
+            slope = 0.0
+            model = _shifted(math.exp(log_factor) * projected.predicted.astype(np.float64), *shift)
+            fitted = np.log(model / projected.predicted.astype(np.float64))
     residual = float(np.median(np.abs(log_ratio[inliers] - fitted[inliers])))
     details = {
         "points": int(inliers.sum()),
@@ -248,11 +258,12 @@ def anchor_estimate(
         "counts": counts,
         "residual": math.expm1(residual),
         "fit": rules.fit,
+        # This frame's own factor: the residuals below are relative to it, and apply_anchors
+        # moves them onto the smoothed factor it is given.
+        "log_factor": log_factor,
     }
-    if rules.fit == "scale_shift":
-        shift = _inverse_shift(projected, inliers, math.exp(log_factor))
-        if shift is not None:
-            details["inverse_shift"] = shift
+    if shift is not None:
+        details["inverse_shift"] = shift
     if slope:
         details["trend"] = (slope, math.exp(far_log))
     if rules.refine:
@@ -278,6 +289,14 @@ def _inverse_shift(
     return float(a), float(b)
 
 
+def _shifted(scaled: np.ndarray, a: float, b: float) -> np.ndarray:
+    """1 / (a / scaled + b); where that is not a positive depth (a negative b past the
+    anchors' reach), the scaled depth itself rather than a made-up +inf."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inverse = a / scaled + b
+        return np.where(inverse > 0, 1.0 / inverse, scaled)
+
+
 def apply_anchors(
     depth_small: np.ndarray,
     camera_small: Pinhole,
@@ -292,6 +311,12 @@ def apply_anchors(
     weight = np.zeros(depth.shape, dtype=np.float32)
     if details is None:
         return depth, weight
+    # The shape of this frame's model at its own factor, then brought to ``factor`` (the
+    # smoothed one): the corrections near the points are moved by the same ratio, so that there
+    # the depth is the points' whatever the smoothing did.
+    frame_factor = math.exp(details.get("log_factor", math.log(factor)))
+    to_applied = np.float32(factor / frame_factor)
+    depth = depth_small * np.float32(frame_factor)
     trend = details.get("trend")
     if trend is not None:
         slope, centre = trend
@@ -301,15 +326,13 @@ def apply_anchors(
             ) ** np.float32(slope)
     shift = details.get("inverse_shift")
     if shift is not None:
-        a, b = shift
-        with np.errstate(divide="ignore", invalid="ignore"):
-            inverse = np.float32(a) / depth + np.float32(b)
-            # A pixel the shift would put behind the camera is beyond any range: +inf (far).
-            depth = np.where(inverse > 0, 1.0 / inverse, np.inf).astype(np.float32)
+        depth = _shifted(depth, *shift).astype(np.float32)
+    depth = depth * to_applied
     residual = details.get("residual_log")
     if residual is None or not rules.refine:
         return depth, weight
     rows, cols, values = residual
+    values = values - np.float32(math.log(to_applied))
     sigma = max(0.5, math.radians(rules.spread_deg) * camera_small.fx)
     # Normalised convolution with a prior of zero correction (the global factor) of weight
     # prior_weight per pixel, in units of a Gaussian-spread anchor's peak (1 / (2 pi sigma^2)).
@@ -364,6 +387,10 @@ def _spread_layered(
     with np.errstate(divide="ignore", invalid="ignore"):
         log_depth = np.log(depth)
     anchor_log = log_depth[rows, cols]
+    finite = np.isfinite(anchor_log)
+    rows, cols, values, anchor_log = rows[finite], cols[finite], values[finite], anchor_log[finite]
+    if anchor_log.size == 0:
+        return np.zeros(depth.shape, np.float32), np.zeros(depth.shape, np.float32)
     low, high = float(anchor_log.min()), float(anchor_log.max())
     step = max(step, (high - low) / (MAX_LAYERS - 1))
     layers = int(math.floor((high - low) / step)) + 2

@@ -227,3 +227,42 @@ def test_engine_with_anchors_publishes_metres_and_anchored_support(view):
     assert held.scale.source == ANCHORS and held.scale.held
     assert "behind" in held.scale.refusals[ANCHORS]
     assert held.scale.factor == pytest.approx(result.scale.factor)
+
+
+def test_the_correction_holds_at_the_points_whatever_factor_the_smoothing_applies(view):
+    """The stream's smoothed factor differs from this frame's (up to the 1.25x outlier band):
+    near the points the depth is still the points', away from them the smoothed factor rules."""
+    truth = view.depth_m.astype(np.float32)
+    camera = camera_of(view)
+    predicted = truth**np.float32(0.8)
+    points = synthetic_lidar(truth, view.focal_px, rng=np.random.default_rng(6))
+    estimate = anchor_estimate(predicted, camera, AnchorCloud.of(points), None)
+    projected = project(truth, camera, AnchorCloud.of(points), 0.1)
+    at_points = (projected.rows, projected.cols)
+    for smoothed in (estimate.factor / 1.2, estimate.factor, estimate.factor * 1.2):
+        refined, weight = apply_anchors(predicted, camera, smoothed, estimate.details)
+        ratio = refined[at_points] / truth[at_points]
+        assert abs(np.median(ratio) - 1.0) < 0.02, smoothed
+    low, _ = apply_anchors(predicted, camera, estimate.factor / 1.2, estimate.details)
+    high, _ = apply_anchors(predicted, camera, estimate.factor * 1.2, estimate.details)
+    far = (weight < 0.01) & np.isfinite(low)
+    assert far.mean() > 0.1
+    np.testing.assert_allclose(high[far] / low[far], 1.44, rtol=0.01)
+
+
+@pytest.mark.parametrize("refine", [False, True])
+def test_scale_shift_with_or_without_refinement_fits_a_depth_off_by_an_inverse_shift(view, refine):
+    """Truth whose inverse is affine in the prediction's: scale_shift recovers it at the points,
+    and the refinement on top does not correct the shift a second time."""
+    truth = view.depth_m.astype(np.float32)
+    camera = camera_of(view)
+    with np.errstate(divide="ignore"):
+        predicted = (1.0 / (0.5 / truth + 0.02)).astype(np.float32)   # 1/z = 2/d - 0.04
+    points = synthetic_lidar(truth, view.focal_px, model=LidarModel(noise_m=0.0, dropout=0.0))
+    rules = AnchorRules(fit="scale_shift", refine=refine, trend=False)
+    estimate = anchor_estimate(predicted, camera, AnchorCloud.of(points), None, rules)
+    assert "inverse_shift" in estimate.details
+    depth, _ = apply_anchors(predicted, camera, estimate.factor, estimate.details, rules)
+    projected = project(truth, camera, AnchorCloud.of(points), 0.1)
+    ratio = depth[projected.rows, projected.cols] / truth[projected.rows, projected.cols]
+    assert np.percentile(np.abs(ratio - 1.0), 90) < 0.01
