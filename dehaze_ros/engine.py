@@ -525,6 +525,12 @@ class DehazeEngine:
                 focal_px = camera.fx
             # No usable focal length (None, 0, negative, NaN from a broken CameraInfo): assume.
             focal_assumed = focal_px is None or not math.isfinite(focal_px) or focal_px <= 0
+            if anchors is not None and focal_assumed:
+                # Points projected with a guessed camera land on the wrong pixels.
+                anchors = AnchorCloud.refused(
+                    "anchors need a calibrated camera_info: without a focal length the points "
+                    "would land on guessed pixels"
+                )
             focal = (
                 focal_from_hfov(width, self.config.default_hfov_deg) if focal_assumed else focal_px
             )

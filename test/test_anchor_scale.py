@@ -234,7 +234,7 @@ def test_the_correction_holds_at_the_points_whatever_factor_the_smoothing_applie
     near the points the depth is still the points', away from them the smoothed factor rules."""
     truth = view.depth_m.astype(np.float32)
     camera = camera_of(view)
-    predicted = truth**np.float32(0.8)
+    predicted = truth ** np.float32(0.8)
     points = synthetic_lidar(truth, view.focal_px, rng=np.random.default_rng(6))
     estimate = anchor_estimate(predicted, camera, AnchorCloud.of(points), None)
     projected = project(truth, camera, AnchorCloud.of(points), 0.1)
@@ -257,7 +257,7 @@ def test_scale_shift_with_or_without_refinement_fits_a_depth_off_by_an_inverse_s
     truth = view.depth_m.astype(np.float32)
     camera = camera_of(view)
     with np.errstate(divide="ignore"):
-        predicted = (1.0 / (0.5 / truth + 0.02)).astype(np.float32)   # 1/z = 2/d - 0.04
+        predicted = (1.0 / (0.5 / truth + 0.02)).astype(np.float32)  # 1/z = 2/d - 0.04
     points = synthetic_lidar(truth, view.focal_px, model=LidarModel(noise_m=0.0, dropout=0.0))
     rules = AnchorRules(fit="scale_shift", refine=refine, trend=False)
     estimate = anchor_estimate(predicted, camera, AnchorCloud.of(points), None, rules)
@@ -266,3 +266,40 @@ def test_scale_shift_with_or_without_refinement_fits_a_depth_off_by_an_inverse_s
     projected = project(truth, camera, AnchorCloud.of(points), 0.1)
     ratio = depth[projected.rows, projected.cols] / truth[projected.rows, projected.cols]
     assert np.percentile(np.abs(ratio - 1.0), 90) < 0.01
+
+
+def test_without_stamps_a_cloud_goes_stale_by_its_arrival_and_refusals_have_fixed_kinds(view):
+    """A LiDAR that stops publishing must not anchor unstamped frames for ever; the counts of
+    /diagnostics stay a fixed set of keys whatever the frames are called."""
+    now = [100.0]
+    anchors = AnchorInput(max_age_s=0.15, clock=lambda: now[0])
+    points = synthetic_lidar(view.depth_m, view.focal_px)
+    assert anchors.add(cloud_message(points, "camera", 0.0), None) == ""
+    assert anchors.for_frame("camera", None).problem == ""
+    now[0] += 2.0
+    assert "stale" in anchors.for_frame("camera", None).problem
+    for frame in ("lidar_a", "lidar_b", "lidar_c"):
+        anchors.add(cloud_message(points, frame, 0.0), None)
+        refused = anchors.for_frame("camera", None)
+        assert "set anchor_extrinsic" in refused.problem
+        engine_state = type(
+            "State",
+            (),
+            {"refusals": {ANCHORS: refused.problem}, "source": "learned", "held": False},
+        )
+        anchors.note_result(engine_state)
+    assert anchors.counts["frames refused: frame mismatch"] == 3
+    assert not [key for key in anchors.counts if "lidar" in key]
+    broken = cloud_message(points)
+    broken.row_step = 1
+    assert "unreadable" in anchors.add(broken, None)
+    assert anchors.add(cloud_message(points), None) == ""  # a good cloud after it: no problem
+
+
+def test_the_engine_refuses_anchors_without_a_focal_length(view):
+    engine = DehazeEngine(EngineConfig(max_side=160, warmup=0))
+    hazy = (np.clip(view.hazy, 0, 1) * 255 + 0.5).astype(np.uint8)
+    points = synthetic_lidar(view.depth_m, view.focal_px)
+    result = engine.process(hazy, want_dehazed=False, anchors=AnchorCloud.of(points))
+    assert result.scale.source != ANCHORS
+    assert "calibrated camera_info" in result.scale.refusals[ANCHORS]

@@ -14,6 +14,7 @@ counted (``counts``) and the last one kept in words (``last_problem``) for /diag
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from typing import Callable
 
@@ -26,6 +27,29 @@ from dehaze_ros.ros.pointcloud import CloudError, cloud_xyz
 # (target frame, source frame, stamp seconds) -> 4 x 4 matrix from source to target, or raises.
 TransformLookup = Callable[[str, str, float | None], np.ndarray]
 KEEP_CLOUDS = 8
+# Frames or clouds without stamps cannot be matched in time: the cloud must then have arrived
+# within max_age_s plus this much before the frame is processed (a LiDAR that stops publishing
+# must not anchor frames for ever with its last sweep).
+UNSTAMPED_SLACK_S = 0.5
+# /diagnostics counts refusals by kind, a fixed set of keys whatever the reasons' details.
+REFUSAL_KINDS = (
+    ("stale", "stale"),
+    ("too few anchors", "too few anchors"),
+    ("the anchors disagree", "the anchors disagree"),
+    ("no transform", "no transform"),
+    ("the anchor cloud is in frame", "frame mismatch"),
+    ("anchor cloud unreadable", "no readable cloud"),
+    ("no readable anchor cloud", "no readable cloud"),
+    ("the anchor cloud has no points", "empty cloud"),
+    ("anchors need a calibrated", "no calibrated camera_info"),
+)
+
+
+def refusal_kind(reason: str) -> str:
+    for prefix, kind in REFUSAL_KINDS:
+        if reason.startswith(prefix):
+            return kind
+    return "other"
 
 
 class AnchorInput:
@@ -34,31 +58,45 @@ class AnchorInput:
         extrinsic: np.ndarray | None = None,
         lookup: TransformLookup | None = None,
         keep: int = KEEP_CLOUDS,
+        max_age_s: float = 0.15,
+        clock: Callable[[], float] = time.monotonic,
+        tf_hint: bool = True,
     ):
+        """``lookup``: tf2 (the node); None: clouds in another frame need ``extrinsic``.
+        ``max_age_s``: the engine's anchor_max_age_s, for clouds or frames without stamps."""
         self.extrinsic = extrinsic
         self.lookup = lookup
-        self._clouds: deque[tuple[float | None, str, np.ndarray]] = deque(maxlen=keep)
+        self.max_age_s = max_age_s
+        self.clock = clock
+        # (stamp, frame_id, points, received at on ``clock``)
+        self._clouds: deque[tuple[float | None, str, np.ndarray, float]] = deque(maxlen=keep)
         self.counts = {"clouds received": 0, "clouds unreadable": 0, "frames anchored": 0}
         self.last_problem = ""
+        # Whether a refusal may point at tf2 (the node; process_bag reads no /tf).
+        self.tf_possible = tf_hint
 
     @property
     def active(self) -> bool:
         """A cloud has arrived: from now on every depth frame is anchored or refused."""
         return self.counts["clouds received"] > 0
 
-    def add(self, msg, stamp_s: float | None) -> None:
-        """Take one PointCloud2 (an unreadable one is counted, its problem kept; nothing raised)."""
+    def add(self, msg, stamp_s: float | None) -> str:
+        """Take one PointCloud2. Returns its problem ('' if none): an unreadable cloud is
+        counted and its problem kept, nothing raised."""
         self.counts["clouds received"] += 1
         try:
             points = cloud_xyz(msg)
         except CloudError as exc:
             self.counts["clouds unreadable"] += 1
             self.last_problem = f"anchor cloud unreadable: {exc}"
-            return
-        self._clouds.append((stamp_s, str(msg.header.frame_id), points))
+            return self.last_problem
+        self._clouds.append((stamp_s, str(msg.header.frame_id), points, self.clock()))
+        return ""
 
     def reset(self) -> None:
+        """A new stream (the node's activate): no cloud of the old one is used."""
         self._clouds.clear()
+        self.last_problem = ""
 
     def for_frame(self, frame_id: str, stamp_s: float | None) -> AnchorCloud | None:
         """The anchors of an image frame (camera optical frame ``frame_id``, stamp ``stamp_s``):
@@ -69,13 +107,19 @@ class AnchorInput:
         if not self._clouds:
             return AnchorCloud.refused(self.last_problem or "no readable anchor cloud yet")
         if stamp_s is None:
-            cloud_stamp, cloud_frame, points = self._clouds[-1]
+            cloud_stamp, cloud_frame, points, received = self._clouds[-1]
         else:
             # Newest first, so that among equally near (or unstamped) clouds the newest wins.
-            cloud_stamp, cloud_frame, points = min(
+            cloud_stamp, cloud_frame, points, received = min(
                 reversed(self._clouds),
                 key=lambda cloud: abs(stamp_s - cloud[0]) if cloud[0] is not None else np.inf,
             )
+        if stamp_s is None or cloud_stamp is None:
+            age = self.clock() - received
+            if age > self.max_age_s + UNSTAMPED_SLACK_S:
+                return self._refuse(
+                    f"stale: without stamps to match, the newest cloud arrived {age:.1f} s ago"
+                )
         if cloud_frame and cloud_frame != frame_id:
             matrix = None
             if self.extrinsic is not None:
@@ -89,7 +133,11 @@ class AnchorInput:
             if matrix is None:
                 return self._refuse(
                     f"the anchor cloud is in frame '{cloud_frame}', the image in '{frame_id}': "
-                    "set anchor_extrinsic or provide tf2 (tf2_ros)"
+                    + (
+                        "set anchor_extrinsic or provide tf2 (tf2_ros)"
+                        if self.tf_possible
+                        else "set anchor_extrinsic"
+                    )
                 )
             points = transform_points(points, matrix)
         return AnchorCloud(points, cloud_stamp)
@@ -101,10 +149,10 @@ class AnchorInput:
             return
         reason = scale.refusals.get(ANCHORS)
         if reason is not None:
-            key = "frames refused: " + reason.split(":")[0]
+            key = "frames refused: " + refusal_kind(reason)
             self.counts[key] = self.counts.get(key, 0) + 1
             self.last_problem = reason
-        elif scale.source == ANCHORS:
+        elif scale.source == ANCHORS and not scale.held:
             self.counts["frames anchored"] = self.counts.get("frames anchored", 0) + 1
 
     def _refuse(self, problem: str) -> AnchorCloud:

@@ -252,6 +252,7 @@ class DehazeNode(LifecycleNode):
         self._engine_info = engine.describe()
         self._config = config
         self._anchors = AnchorInput(
+            max_age_s=config.anchor_max_age_s,
             extrinsic=parse_extrinsic(config.anchor_extrinsic)
             if config.anchor_extrinsic.strip()
             else None,
@@ -448,22 +449,24 @@ class DehazeNode(LifecycleNode):
 
     def _on_anchor_points(self, msg: PointCloud2) -> None:
         with self._anchor_lock:
-            self._anchors.add(msg, frame_outputs.stamp_seconds(msg.header))
-        if self._anchors.last_problem.startswith("anchor cloud unreadable"):
-            self._warn_throttled("anchor cloud", self._anchors.last_problem)
+            problem = self._anchors.add(msg, frame_outputs.stamp_seconds(msg.header))
+        if problem:
+            self._warn_throttled("anchor cloud", problem)
 
     def _tf_lookup_function(self):
         """tf2's transform at a stamp as a 4 x 4 matrix, where tf2_ros is installed (else None:
-        anchor clouds in another frame need anchor_extrinsic). One buffer and listener a node."""
+        anchor clouds in another frame need anchor_extrinsic). The buffer and listener (one a
+        node) start with the first cloud in another frame than the image's, so a node without
+        such a sensor does not deserialise /tf; that first frame is refused (no transform yet)."""
         try:
             import tf2_ros
         except ImportError:
             return None
-        if self._tf_buffer is None:
-            self._tf_buffer = tf2_ros.Buffer()
-            self._tf_listener = tf2_ros.TransformListener(self._tf_buffer, self)
 
         def lookup(target: str, source: str, stamp_s: float | None):
+            if self._tf_buffer is None:
+                self._tf_buffer = tf2_ros.Buffer()
+                self._tf_listener = tf2_ros.TransformListener(self._tf_buffer, self)
             when = Time(nanoseconds=int(stamp_s * 1e9)) if stamp_s is not None else Time()
             transform = self._tf_buffer.lookup_transform(target, source, when).transform
             t, q = transform.translation, transform.rotation

@@ -133,7 +133,7 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec(
         "input_reliability",
         "best_effort",
-        "QoS reliability of the image and camera_info "
+        "QoS reliability of the image, camera_info and anchor_points "
         "subscriptions: best_effort (sensor-data QoS) matches every publisher; reliable "
         "only matches reliable ones.",
         "startup",

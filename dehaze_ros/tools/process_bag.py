@@ -595,8 +595,13 @@ class BagProcessor:
         info_id = self.info_conn.id if self.info_conn is not None else None
         anchor_id = self.anchor_conn.id if self.anchor_conn is not None else None
         config = args.config
+        # Unstamped clouds or frames age on the bag's clock (its receive times), not the wall's.
+        self.bag_time_s = 0.0
         self.anchors = AnchorInput(
-            parse_extrinsic(config.anchor_extrinsic) if config.anchor_extrinsic.strip() else None
+            parse_extrinsic(config.anchor_extrinsic) if config.anchor_extrinsic.strip() else None,
+            max_age_s=config.anchor_max_age_s,
+            clock=lambda: self.bag_time_s,
+            tf_hint=False,
         )
         messages = Prefetcher(
             reader,
@@ -619,6 +624,7 @@ class BagProcessor:
         try:
             for conn, timestamp, raw, decoded in messages:
                 writer.write(copies[conn.id], timestamp, raw)  # every original message, as recorded
+                self.bag_time_s = timestamp / 1e9
                 if conn.id == info_id:
                     camera_info = decoded
                 elif conn.id == anchor_id:
