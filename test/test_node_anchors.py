@@ -8,7 +8,6 @@ at about 0.65x the truth; the LiDAR is the synthetic one of the evaluation, retu
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import pytest
 
@@ -16,14 +15,13 @@ pytest.importorskip(
     "rclpy", reason="rclpy is not installed (pip install -r requirements-ros-pypi.txt)"
 )
 
-from sensor_msgs.msg import PointCloud2  # noqa: E402
+from sensor_msgs.msg import PointCloud2
 
-from dehaze_ros.ros.image_conversion import image_to_numpy, numpy_to_image  # noqa: E402
-from dehaze_ros.ros.pointcloud import make_pointcloud2  # noqa: E402
-from dehaze_ros.sim.lidar import synthetic_lidar  # noqa: E402
-from dehaze_ros.sim.scenes import vehicle_validation_view  # noqa: E402
-from node_harness import DehazeNodeHarness  # noqa: E402
-from test_node_depth_scale import camera_info  # noqa: E402
+from dehaze_ros.ros.image_conversion import image_to_numpy, numpy_to_image
+from dehaze_ros.ros.pointcloud import make_pointcloud2
+from dehaze_ros.sim.lidar import synthetic_lidar
+from node_harness import DehazeNodeHarness
+from test_node_depth_scale import camera_info, half_size_view
 
 NAMESPACE = "/anchored"
 CAMERA_FRAME = "front_camera_optical"
@@ -34,13 +32,7 @@ EXTRINSIC = "0 -0.3 0 0 0 0 1"
 
 @pytest.fixture(scope="module")
 def view():
-    _, frame = vehicle_validation_view(0)
-    width, height = frame.rgb.shape[1] // 2, frame.rgb.shape[0] // 2
-    K = frame.K.copy()
-    K[:2] *= 0.5
-    K[:2, 2] = (frame.K[:2, 2] + 0.5) * 0.5 - 0.5
-    rgb = cv2.resize(frame.rgb, (width, height), interpolation=cv2.INTER_AREA)
-    truth = cv2.resize(frame.depth_m, (width, height), interpolation=cv2.INTER_NEAREST)
+    rgb, truth, K, _ = half_size_view()
     points = synthetic_lidar(
         truth, K[0, 0], K[1, 1], K[0, 2], K[1, 2], rng=np.random.default_rng(0)
     )

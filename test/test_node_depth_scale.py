@@ -31,8 +31,8 @@ from ros_helpers import stamp_of
 NAMESPACE = "/ground"
 
 
-@pytest.fixture(scope="module")
-def view():
+def half_size_view():
+    """The renderer's first vehicle view at half size: (rgb, exact depth, K, the frame)."""
     _, frame = vehicle_validation_view(0)
     width, height = frame.rgb.shape[1] // 2, frame.rgb.shape[0] // 2
     K = frame.K.copy()
@@ -44,6 +44,11 @@ def view():
         K,
         frame,
     )
+
+
+@pytest.fixture(scope="module")
+def view():
+    return half_size_view()
 
 
 @pytest.fixture(scope="module")

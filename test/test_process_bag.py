@@ -707,39 +707,63 @@ def test_interrupt_mid_run_leaves_no_bag_and_no_partial_folder(tmp_path, checkpo
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["in"]
 
 
-def test_camera_height_gives_the_depth_the_grounds_scale_as_the_engine_does(tmp_path, capsys):
-    """--camera-height-m / --camera-pitch-deg are the node's parameters: the bag's depth is the
-    engine's with that mounting, frame after frame of one stream (stamps pace the smoothing)."""
-    from dehaze_ros.metric_scale import Mounting, Pinhole
+def written_depths(bag: Path) -> list[np.ndarray]:
+    """The /depth/image frames process_bag wrote into ``bag``, in order."""
+    _, _, messages = read_bag(bag)
+    typestore = process_bag.output_typestore()
+    return [
+        image_to_numpy(typestore.deserialize_cdr(raw, "sensor_msgs/msg/Image"))
+        for topic, _, raw in messages
+        if topic == "/depth/image"
+    ]
+
+
+def half_vehicle_view():
+    """The renderer's first vehicle view (1242 x 375, camera 1.24 m up, fx 721) at half size:
+    (the view, rgb, exact depth, K of the half-size image)."""
     from dehaze_ros.sim.scenes import vehicle_validation_view
 
-    _, view = vehicle_validation_view(0)  # 1242 x 375, camera 1.24 m up, fx 721
+    _, view = vehicle_validation_view(0)
     rgb = cv2.resize(view.rgb, (621, 188), interpolation=cv2.INTER_AREA)
     truth = cv2.resize(view.depth_m, (621, 188), interpolation=cv2.INTER_NEAREST)
     K = view.K.copy()
     K[:2] *= 0.5
     K[:2, 2] = (view.K[:2, 2] + 0.5) * 0.5 - 0.5
+    return view, rgb, truth, K
+
+
+def pinhole_camera_info(index: int, K: np.ndarray, width: int, height: int):
+    """A CameraInfo of intrinsics K (no distortion), with the header of frame ``index``."""
     CameraInfo = INPUT_TYPES.types["sensor_msgs/msg/CameraInfo"]
     RegionOfInterest = INPUT_TYPES.types["sensor_msgs/msg/RegionOfInterest"]
+    return CameraInfo(
+        header=header(index),
+        height=height,
+        width=width,
+        distortion_model="plumb_bob",
+        d=np.zeros(5),
+        k=K.reshape(-1),
+        r=np.eye(3).reshape(-1),
+        p=np.hstack([K, np.zeros((3, 1))]).reshape(-1),
+        binning_x=0,
+        binning_y=0,
+        roi=RegionOfInterest(x_offset=0, y_offset=0, height=0, width=0, do_rectify=False),
+    )
+
+
+def test_camera_height_gives_the_depth_the_grounds_scale_as_the_engine_does(tmp_path, capsys):
+    """--camera-height-m / --camera-pitch-deg are the node's parameters: the bag's depth is the
+    engine's with that mounting, frame after frame of one stream (stamps pace the smoothing)."""
+    from dehaze_ros.metric_scale import Mounting, Pinhole
+
+    view, rgb, truth, K = half_vehicle_view()  # 621 x 188 of a 1242 x 375 camera 1.24 m up
     source = tmp_path / "in"
     with Writer(source, version=9, storage_plugin=StoragePlugin.SQLITE3) as writer:
         image_conn = writer.add_connection(IMAGE, "sensor_msgs/msg/Image", typestore=INPUT_TYPES)
         info_conn = writer.add_connection(INFO, "sensor_msgs/msg/CameraInfo", typestore=INPUT_TYPES)
         for index in range(3):
             stamp = START_NS + index * 100_000_000
-            info = CameraInfo(
-                header=header(index),
-                height=188,
-                width=621,
-                distortion_model="plumb_bob",
-                d=np.zeros(5),
-                k=K.reshape(-1),
-                r=np.eye(3).reshape(-1),
-                p=np.hstack([K, np.zeros((3, 1))]).reshape(-1),
-                binning_x=0,
-                binning_y=0,
-                roi=RegionOfInterest(x_offset=0, y_offset=0, height=0, width=0, do_rectify=False),
-            )
+            info = pinhole_camera_info(index, K, 621, 188)
             writer.write(
                 info_conn, stamp, INPUT_TYPES.serialize_cdr(info, "sensor_msgs/msg/CameraInfo")
             )
@@ -778,12 +802,7 @@ def test_camera_height_gives_the_depth_the_grounds_scale_as_the_engine_does(tmp_
         )
     )
     camera = Pinhole(K[0, 0], K[1, 1], K[0, 2], K[1, 2])
-    connections, _, messages = read_bag(tmp_path / "out")
-    depths = [
-        image_to_numpy(process_bag.output_typestore().deserialize_cdr(raw, "sensor_msgs/msg/Image"))
-        for topic, _, raw in messages
-        if topic == "/depth/image"
-    ]
+    depths = written_depths(tmp_path / "out")
     assert len(depths) == 3
     for index, depth in enumerate(depths):
         expected = engine.process(
@@ -846,19 +865,11 @@ def test_an_anchor_cloud_topic_gives_the_depth_the_points_metres_as_the_engine_d
     from dehaze_ros.anchor_scale import AnchorCloud
     from dehaze_ros.metric_scale import Pinhole
     from dehaze_ros.sim.lidar import synthetic_lidar
-    from dehaze_ros.sim.scenes import vehicle_validation_view
 
-    _, view = vehicle_validation_view(0)
-    rgb = cv2.resize(view.rgb, (621, 188), interpolation=cv2.INTER_AREA)
-    truth = cv2.resize(view.depth_m, (621, 188), interpolation=cv2.INTER_NEAREST)
-    K = view.K.copy()
-    K[:2] *= 0.5
-    K[:2, 2] = (view.K[:2, 2] + 0.5) * 0.5 - 0.5
+    _, rgb, truth, K = half_vehicle_view()
     points = synthetic_lidar(
         truth, K[0, 0], K[1, 1], K[0, 2], K[1, 2], rng=np.random.default_rng(0)
     )
-    CameraInfo = INPUT_TYPES.types["sensor_msgs/msg/CameraInfo"]
-    RegionOfInterest = INPUT_TYPES.types["sensor_msgs/msg/RegionOfInterest"]
     source, cloud_topic = tmp_path / "in", "/lidar/points"
     with Writer(source, version=9, storage_plugin=StoragePlugin.SQLITE3) as writer:
         image_conn = writer.add_connection(IMAGE, "sensor_msgs/msg/Image", typestore=INPUT_TYPES)
@@ -868,19 +879,7 @@ def test_an_anchor_cloud_topic_gives_the_depth_the_points_metres_as_the_engine_d
         )
         for index in range(3):
             stamp = START_NS + index * 100_000_000
-            info = CameraInfo(
-                header=header(index),
-                height=188,
-                width=621,
-                distortion_model="plumb_bob",
-                d=np.zeros(5),
-                k=K.reshape(-1),
-                r=np.eye(3).reshape(-1),
-                p=np.hstack([K, np.zeros((3, 1))]).reshape(-1),
-                binning_x=0,
-                binning_y=0,
-                roi=RegionOfInterest(x_offset=0, y_offset=0, height=0, width=0, do_rectify=False),
-            )
+            info = pinhole_camera_info(index, K, 621, 188)
             frame_id = (
                 f"cam{index}" if index < 2 else "lidar"
             )  # the last: another frame, no extrinsic
@@ -921,12 +920,7 @@ def test_an_anchor_cloud_topic_gives_the_depth_the_points_metres_as_the_engine_d
 
     engine = DehazeEngine(EngineConfig(warmup=0, num_threads=1))
     camera = Pinhole(K[0, 0], K[1, 1], K[0, 2], K[1, 2])
-    _, _, messages = read_bag(tmp_path / "out")
-    depths = [
-        image_to_numpy(process_bag.output_typestore().deserialize_cdr(raw, "sensor_msgs/msg/Image"))
-        for topic, _, raw in messages
-        if topic == "/depth/image"
-    ]
+    depths = written_depths(tmp_path / "out")
     assert len(depths) == 3
     for index, depth in enumerate(depths):
         stamp_s = (START_NS + index * 10**8 + 7) / 1e9
