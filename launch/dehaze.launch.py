@@ -41,7 +41,15 @@ ARGUMENTS = {
         "Input image topic (sensor_msgs/Image; with input_transport:=compressed "
         "the node reads <image>/compressed).",
     ),
-    "camera_info": ("camera_info", "Input CameraInfo topic (needed for `points`)."),
+    "camera_info": (
+        "camera_info",
+        "Input CameraInfo topic (needed for `points` and `anchor_points`).",
+    ),
+    "anchor_points": (
+        "anchor_points",
+        "Metric points (sensor_msgs/PointCloud2 of a LiDAR, radar or depth camera) that fix "
+        "the depth's metres; optional.",
+    ),
     "namespace": ("", "Namespace of the nodes (and of their output topics)."),
     "params_file": (
         PathJoinSubstitution([FindPackageShare(PACKAGE), "config", "dehaze.yaml"]),
@@ -101,7 +109,11 @@ def typed(parameters: list) -> list:
 def start_nodes(context):
     """The nodes, from the performed values of the arguments (plain strings)."""
     values = {name: LaunchConfiguration(name).perform(context) for name in ARGUMENTS}
-    topic_remappings = [("image", values["image"]), ("camera_info", values["camera_info"])]
+    topic_remappings = [
+        ("image", values["image"]),
+        ("camera_info", values["camera_info"]),
+        ("anchor_points", values["anchor_points"]),
+    ]
     namespace = values["namespace"]
     sim_time = sim_time_parameter(values)
 

@@ -109,6 +109,7 @@ def test_launch_node_arguments_are_declared_parameters_left_to_the_params_file_b
     assert set(arguments) - set(NODE_PARAMETER_ARGUMENTS) == {
         "image",
         "camera_info",
+        "anchor_points",
         "namespace",
         "params_file",
         "use_sim_time",
@@ -155,7 +156,7 @@ def test_launch_without_rviz2_starts_the_rest_with_a_warning():
 
 def test_launch_remaps_exactly_the_topics_the_node_subscribes():
     source = NODE_SOURCE.read_text()
-    for topic in ("image", "camera_info"):
+    for topic in ("image", "camera_info", "anchor_points"):
         assert re.search(rf'create_subscription\([^)]*"{topic}"', source), topic
     # The LifecycleNode's remappings: from the node's input names to the launch arguments of
     # the same names (read from the launch file's syntax tree, not its formatting).
@@ -177,8 +178,12 @@ def test_launch_remaps_exactly_the_topics_the_node_subscribes():
         source, target = item.elts
         assert isinstance(target, ast.Subscript), ast.unparse(item)
         pairs[ast.literal_eval(source)] = ast.literal_eval(target.slice)
-    assert pairs == {"image": "image", "camera_info": "camera_info"}
-    assert {"image", "camera_info"} <= set(launch_arguments())
+    assert pairs == {
+        "image": "image",
+        "camera_info": "camera_info",
+        "anchor_points": "anchor_points",
+    }
+    assert {"image", "camera_info", "anchor_points"} <= set(launch_arguments())
 
 
 def test_rviz_shows_the_input_and_the_node_outputs_in_the_camera_frame():

@@ -409,8 +409,9 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         True,
         "Publish depth/confidence (32FC1 in [0, 1], the input's header and size): how often "
         "a depth pixel of its kind was within 25 % of the truth on rendered vehicle views: "
-        "the ground plane's depth 0.88, network depth bounded by the ground 0.91, scaled by "
-        "the ground 0.47, at the network's own scale 0.28; 0 where depth/image has no "
+        "corrected by nearby anchor points 0.94, the ground plane's depth 0.88, network "
+        "depth bounded by the ground 0.91, scaled by a source 0.47, at the network's own "
+        "scale 0.28; 0 where depth/image has no "
         "finite number. For a costmap to drop guesses. Made only while someone subscribes; "
         "needs metric depth.",
         "live",
