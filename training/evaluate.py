@@ -1260,27 +1260,8 @@ def save_grid(path: Path, sample: Sample, outputs: dict, model_engine: DehazeEng
     cv2.imwrite(str(path), make_grid([tiles])[..., ::-1])
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m training.evaluate",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__,
-    )
-    parser.add_argument("--checkpoint", help="deployable checkpoint, or a run's best.pt / last.pt")
-    parser.add_argument(
-        "--data",
-        action="append",
-        required=True,
-        metavar="[KIND:]PATH",
-        help="evaluation set (repeatable); KIND: reside, rgbd, rosbag2, images, procedural, "
-        "outdoor, vehicle",
-    )
-    parser.add_argument("--baseline", choices=["dcp"], help="also evaluate the Dark Channel Prior")
-    parser.add_argument("--out", help="output folder (default eval_output/<date-time>)")
-    parser.add_argument(
-        "--max-side", type=int, default=1024, help="longer image side for evaluation (px)"
-    )
+def _add_engine_arguments(parser: argparse.ArgumentParser) -> None:
+    """How the engines run: size, dense fog, depth size, device, precision, backend, upsampling."""
     parser.add_argument(
         "--engine-max-side",
         type=int,
@@ -1322,6 +1303,10 @@ def main(argv: list[str] | None = None) -> int:
         choices=UPSAMPLING,
         help="full-resolution recovery below native size (with --engine-max-side)",
     )
+
+
+def _add_set_arguments(parser: argparse.ArgumentParser) -> None:
+    """Which views of the sets are evaluated, and how the synthetic ones are hazed."""
     parser.add_argument(
         "--scenes", default="", help="only these scenes (comma separated) of reside/rgbd sets"
     )
@@ -1373,6 +1358,10 @@ def main(argv: list[str] | None = None) -> int:
         default="",
         help="road sets (outdoor, drive): frame shapes, e.g. 4:3,16:9,1242x375 (default 4:3)",
     )
+
+
+def _add_depth_arguments(parser: argparse.ArgumentParser) -> None:
+    """The model's depth, its metric scale sources and the depths scored."""
     parser.add_argument(
         "--depth-from-haze",
         default=EngineConfig.depth_from_haze,
@@ -1412,8 +1401,40 @@ def main(argv: list[str] | None = None) -> int:
         help="score only true depths up to this many metres (e.g. 80, the model's range and "
         "KITTI's); 0 = all finite depths",
     )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m training.evaluate``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m training.evaluate",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__,
+    )
+    parser.add_argument("--checkpoint", help="deployable checkpoint, or a run's best.pt / last.pt")
+    parser.add_argument(
+        "--data",
+        action="append",
+        required=True,
+        metavar="[KIND:]PATH",
+        help="evaluation set (repeatable); KIND: reside, rgbd, rosbag2, images, procedural, "
+        "outdoor, vehicle",
+    )
+    parser.add_argument("--baseline", choices=["dcp"], help="also evaluate the Dark Channel Prior")
+    parser.add_argument("--out", help="output folder (default eval_output/<date-time>)")
+    parser.add_argument(
+        "--max-side", type=int, default=1024, help="longer image side for evaluation (px)"
+    )
+    _add_engine_arguments(parser)
+    _add_set_arguments(parser)
+    _add_depth_arguments(parser)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--grids", type=int, default=4, help="image grids per set")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     out_dir = (
         Path(args.out)
