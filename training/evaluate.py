@@ -251,46 +251,52 @@ def evaluation_source(
     return open_source(name, config, split, path if reads_folder else None, cache_items=0)
 
 
-def open_set(
+def _image_folder_set(spec: str, path: Path, max_side: int) -> EvalSet:
+    """An ``images`` set: hazy pictures without ground truth."""
+    files = list_images(path)
+    if not files:
+        raise DataError(f"--data {spec}: no images in {path}")
+
+    def hazy_only() -> Iterator[Sample]:
+        for file in files:
+            hazy = to_float(resize_max_side(read_rgb(file), max_side))
+            yield Sample(
+                hazy, np.full_like(hazy, np.nan), no_depth(*hazy.shape[:2]), False, file.name
+            )
+
+    return EvalSet(path.name, "images", path, len(files), hazy_only())
+
+
+def _vehicle_set(spec: str, path: Path, max_side: int, seed: int) -> EvalSet:
+    """The ``vehicle`` set: the renderer's views from a vehicle's camera."""
+    count = view_count(spec, path)
+
+    def vehicle_views() -> Iterator[Sample]:
+        for index in range(count):
+            sample = vehicle_sample(index, max_side, seed)
+            sample.name = sample.name.split("/", 1)[1]
+            yield sample
+
+    return EvalSet(
+        "vehicle", "vehicle", Path("."), count, vehicle_views(), [f"view{i}" for i in range(count)]
+    )
+
+
+def _evaluation_source(
     spec: str,
-    max_side: int,
+    kind: str,
+    path: Path,
     scenes: list[str],
     haze_t: float,
-    seed: int,
-    items: list[str] = (),
-    depth_scales: dict | None = None,
-    focal_px: dict | None = None,
-    visibility_m: float = 300.0,
-    exclude: list[str] = (),
-    source_options: list[str] = (),
-) -> EvalSet:
-    kind, path = parse_spec(spec)
+    depth_scales: dict | None,
+    focal_px: dict | None,
+    visibility_m: float,
+    exclude: list[str],
+    source_options: list[str],
+):
+    """The training data source behind a set of ``kind`` under its fixed evaluation haze, and
+    the set's name."""
     name = path.name
-    if kind == "images":
-        files = list_images(path)
-        if not files:
-            raise DataError(f"--data {spec}: no images in {path}")
-
-        def hazy_only() -> Iterator[Sample]:
-            for file in files:
-                hazy = to_float(resize_max_side(read_rgb(file), max_side))
-                yield Sample(
-                    hazy, np.full_like(hazy, np.nan), no_depth(*hazy.shape[:2]), False, file.name
-                )
-
-        return EvalSet(name, kind, path, len(files), hazy_only())
-    if kind == "vehicle":
-        count = view_count(spec, path)
-
-        def vehicle_views() -> Iterator[Sample]:
-            for index in range(count):
-                sample = vehicle_sample(index, max_side, seed)
-                sample.name = sample.name.split("/", 1)[1]
-                yield sample
-
-        return EvalSet(
-            "vehicle", kind, Path("."), count, vehicle_views(), [f"view{i}" for i in range(count)]
-        )
     # Evaluation haze is fixed and stated: one density, neutral airlight, no noise or JPEG.
     fixed = dict(
         airlight_range=[0.9, 0.9],
@@ -326,6 +332,39 @@ def open_set(
         source, name = evaluation_source(spec, kind, kind, path, keys, list(source_options)), kind
     else:
         source = evaluation_source(spec, kind, name, path, keys, list(source_options))
+    return source, name
+
+
+def open_set(
+    spec: str,
+    max_side: int,
+    scenes: list[str],
+    haze_t: float,
+    seed: int,
+    items: list[str] = (),
+    depth_scales: dict | None = None,
+    focal_px: dict | None = None,
+    visibility_m: float = 300.0,
+    exclude: list[str] = (),
+    source_options: list[str] = (),
+) -> EvalSet:
+    kind, path = parse_spec(spec)
+    if kind == "images":
+        return _image_folder_set(spec, path, max_side)
+    if kind == "vehicle":
+        return _vehicle_set(spec, path, max_side, seed)
+    source, name = _evaluation_source(
+        spec,
+        kind,
+        path,
+        scenes,
+        haze_t,
+        depth_scales,
+        focal_px,
+        visibility_m,
+        exclude,
+        source_options,
+    )
     # --items names rgbd items; the sets of other kinds have no item names to choose from.
     listed = getattr(source, "items", None)
     names = (
