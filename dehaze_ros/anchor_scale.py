@@ -177,16 +177,10 @@ def _counts_text(counts: dict) -> str:
     return f"{counts['points']} points" + (f" ({dropped})" if dropped else "")
 
 
-def anchor_estimate(
-    depth: np.ndarray,
-    camera: Pinhole,
-    cloud: AnchorCloud | None,
-    frame_stamp_s: float | None,
-    rules: AnchorRules = AnchorRules(),
-) -> ScaleEstimate | ScaleRefusal:
-    """This frame's scale from the anchors (``depth``: the network's metres at its own size,
-    ``camera`` for that size): a ``ScaleEstimate`` whose factor multiplies the learned depth and
-    whose details carry what ``apply_anchors`` needs, or a ``ScaleRefusal`` saying why not."""
+def _cloud_refusal(
+    cloud: AnchorCloud | None, frame_stamp_s: float | None, rules: AnchorRules
+) -> ScaleRefusal | None:
+    """Why this frame's cloud cannot give a scale before any projection (None: it may)."""
     if cloud is None:
         return ScaleRefusal(ANCHORS, "no anchor cloud for this frame")
     if cloud.problem:
@@ -202,6 +196,48 @@ def anchor_estimate(
             )
     if cloud.points.shape[0] == 0:
         return ScaleRefusal(ANCHORS, "the anchor cloud has no points")
+    return None
+
+
+def _trend(
+    projected, inliers: np.ndarray, log_ratio: np.ndarray, log_factor: float, rules: AnchorRules
+) -> tuple[np.ndarray, float, float]:
+    """The factor's trend with predicted depth (rules.trend): the fitted log ratio per point, the
+    slope and the log of the anchors' far end beyond which it applies."""
+    slope = 0.0
+    log_pred = np.log(projected.predicted[inliers].astype(np.float64))
+    centre_log = float(log_pred.mean())
+    spread = log_pred - centre_log
+    if float(np.mean(spread**2)) > 1e-6:
+        slope = float(
+            np.clip(
+                np.mean(spread * (log_ratio[inliers] - log_factor)) / np.mean(spread**2),
+                -rules.max_slope,
+                rules.max_slope,
+            )
+        )
+    # Applied only beyond the anchors' far end (their 95th percentile of predicted depth):
+    # inside it the points themselves correct the depth (refine).
+    far_log = float(np.percentile(log_pred, 95))
+    fitted = log_factor + slope * np.maximum(
+        np.log(projected.predicted.astype(np.float64)) - far_log, 0.0
+    )
+    return fitted, slope, far_log
+
+
+def anchor_estimate(
+    depth: np.ndarray,
+    camera: Pinhole,
+    cloud: AnchorCloud | None,
+    frame_stamp_s: float | None,
+    rules: AnchorRules = AnchorRules(),
+) -> ScaleEstimate | ScaleRefusal:
+    """This frame's scale from the anchors (``depth``: the network's metres at its own size,
+    ``camera`` for that size): a ``ScaleEstimate`` whose factor multiplies the learned depth and
+    whose details carry what ``apply_anchors`` needs, or a ``ScaleRefusal`` saying why not."""
+    refusal = _cloud_refusal(cloud, frame_stamp_s, rules)
+    if refusal is not None:
+        return refusal
     projected = project(depth, camera, cloud, rules.near_m)
     counts = projected.counts
     if counts["used"] < rules.min_points:
@@ -224,25 +260,9 @@ def anchor_estimate(
         )
     log_factor = float(np.mean(log_ratio[inliers]))
     fitted = np.full(log_ratio.shape, log_factor)
-    slope, centre_log = 0.0, 0.0
+    slope = 0.0
     if rules.trend:
-        log_pred = np.log(projected.predicted[inliers].astype(np.float64))
-        centre_log = float(log_pred.mean())
-        spread = log_pred - centre_log
-        if float(np.mean(spread**2)) > 1e-6:
-            slope = float(
-                np.clip(
-                    np.mean(spread * (log_ratio[inliers] - log_factor)) / np.mean(spread**2),
-                    -rules.max_slope,
-                    rules.max_slope,
-                )
-            )
-        # Applied only beyond the anchors' far end (their 95th percentile of predicted depth):
-        # inside it the points themselves correct the depth (refine).
-        far_log = float(np.percentile(log_pred, 95))
-        fitted = log_factor + slope * np.maximum(
-            np.log(projected.predicted.astype(np.float64)) - far_log, 0.0
-        )
+        fitted, slope, far_log = _trend(projected, inliers, log_ratio, log_factor, rules)
     shift = None
     if rules.fit == "scale_shift":
         shift = _inverse_shift(projected, inliers, math.exp(log_factor))

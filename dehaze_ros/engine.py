@@ -507,66 +507,21 @@ class DehazeEngine:
         dehazed, fog_weight = None, 0.0
         if want_dehazed:
             resized = (small_h, small_w) != (height, width)
-            hazy = rgb.astype(np.float32) / 255.0 if resized else small
-            dehazed_small, transmission, airlight = out.dehazed, out.transmission, out.airlight
-            if self.blends_dense_fog and transmission is not None:
-                dehazed_small, transmission, airlight, fog_weight = dense_fog.blend(
-                    small, transmission, airlight, dehazed_small
-                )
-            dehazed = to_uint8(
-                upsampling.recover_full_resolution(
-                    hazy, small, dehazed_small, transmission, airlight, self.upsampling
-                )
-            )
+            dehazed, fog_weight = self._full_dehazed(rgb, small, out, resized)
         depth, focal_assumed, haze_depth, scale, support = None, False, None, None, None
         if want_depth:
-            depth_small = depth_out.depth
-            if focal_px is None and camera is not None:
-                focal_px = camera.fx
-            # No usable focal length (None, 0, negative, NaN from a broken CameraInfo): assume.
-            focal_assumed = focal_px is None or not math.isfinite(focal_px) or focal_px <= 0
-            if anchors is not None and focal_assumed:
-                # Points projected with a guessed camera land on the wrong pixels.
-                anchors = AnchorCloud.refused(
-                    "anchors need a calibrated camera_info: without a focal length the points "
-                    "would land on guessed pixels"
-                )
-            focal = (
-                focal_from_hfov(width, self.config.default_hfov_deg) if focal_assumed else focal_px
+            depth, focal_assumed, haze_depth, scale, support = self._full_depth(
+                depth_out,
+                height,
+                width,
+                depth_w,
+                focal_px,
+                camera,
+                stamp_s,
+                mounting,
+                anchors,
+                timings,
             )
-            if self.canonical_focal_px:
-                # The network saw the downscaled image: its focal length is scaled alike.
-                depth_small = metric_from_canonical(
-                    depth_small, focal * depth_w / width, self.canonical_focal_px
-                )
-            else:
-                focal_assumed = False  # the metres need no focal length (nor can use one)
-            haze_depth = self._depth_from_haze(depth_small, depth_out, timings)
-            if haze_depth is not None:
-                depth_small = haze_depth.depth_m  # the shape from the haze, before any scale source
-            if self.depth_units == "meters":
-                if camera is None or focal_assumed:
-                    camera = Pinhole.centred(width, height, focal)
-                # The stage includes bringing the depth to full size (a new array, as below).
-                scale_mark = time.perf_counter()
-                depth, support, scale = self._metric_scale(
-                    depth_small,
-                    height,
-                    width,
-                    camera,
-                    stamp_s,
-                    mounting or self.config.mounting,
-                    anchors,
-                )
-                timings["scale"] = (time.perf_counter() - scale_mark) * 1e3
-            else:
-                # A copy at native size too: on the CPU the backend's array may be tensor memory.
-                depth = upsampling.upsample_depth(depth_small, height, width)
-            depth = self._apply_depth_range(depth)
-            if support is not None:
-                support *= np.isfinite(
-                    depth
-                )  # beyond the range (+-inf): SUPPORT_NONE, no number to trust
         timings["postprocess"] = (time.perf_counter() - mark) * 1e3
         timings["total"] = (time.perf_counter() - start) * 1e3
         physics = depth_out if want_depth else out
@@ -583,6 +538,90 @@ class DehazeEngine:
             support,
             fog_weight,
         )
+
+    def _full_dehazed(
+        self, rgb: np.ndarray, small: np.ndarray, out: BackendOutput, resized: bool
+    ) -> tuple[np.ndarray, float]:
+        """The dehazed image at ``rgb``'s size from the dehazing pass ``out`` on ``small``
+        (``resized``: smaller than ``rgb``), the dense-fog blend applied, and the blend's fog
+        weight."""
+        fog_weight = 0.0
+        hazy = rgb.astype(np.float32) / 255.0 if resized else small
+        dehazed_small, transmission, airlight = out.dehazed, out.transmission, out.airlight
+        if self.blends_dense_fog and transmission is not None:
+            dehazed_small, transmission, airlight, fog_weight = dense_fog.blend(
+                small, transmission, airlight, dehazed_small
+            )
+        dehazed = to_uint8(
+            upsampling.recover_full_resolution(
+                hazy, small, dehazed_small, transmission, airlight, self.upsampling
+            )
+        )
+        return dehazed, fog_weight
+
+    def _full_depth(
+        self,
+        depth_out: BackendOutput,
+        height: int,
+        width: int,
+        depth_w: int,
+        focal_px: float | None,
+        camera: Pinhole | None,
+        stamp_s: float | None,
+        mounting: Mounting | None,
+        anchors: AnchorCloud | None,
+        timings: dict[str, float],
+    ) -> tuple[np.ndarray, bool, HazeDepth | None, ScaleState | None, np.ndarray | None]:
+        """The depth at ``height`` x ``width`` from the depth pass ``depth_out`` (``depth_w``
+        wide): its focal length, the depth from the haze, the metric scale and the depth range
+        applied. Returns the depth, whether the focal length was assumed, the haze depth, the
+        scale and the per-pixel support (process's arguments)."""
+        scale, support = None, None
+        depth_small = depth_out.depth
+        if focal_px is None and camera is not None:
+            focal_px = camera.fx
+        # No usable focal length (None, 0, negative, NaN from a broken CameraInfo): assume.
+        focal_assumed = focal_px is None or not math.isfinite(focal_px) or focal_px <= 0
+        if anchors is not None and focal_assumed:
+            # Points projected with a guessed camera land on the wrong pixels.
+            anchors = AnchorCloud.refused(
+                "anchors need a calibrated camera_info: without a focal length the points "
+                "would land on guessed pixels"
+            )
+        focal = focal_from_hfov(width, self.config.default_hfov_deg) if focal_assumed else focal_px
+        if self.canonical_focal_px:
+            # The network saw the downscaled image: its focal length is scaled alike.
+            depth_small = metric_from_canonical(
+                depth_small, focal * depth_w / width, self.canonical_focal_px
+            )
+        else:
+            focal_assumed = False  # the metres need no focal length (nor can use one)
+        haze_depth = self._depth_from_haze(depth_small, depth_out, timings)
+        if haze_depth is not None:
+            depth_small = haze_depth.depth_m  # the shape from the haze, before any scale source
+        if self.depth_units == "meters":
+            if camera is None or focal_assumed:
+                camera = Pinhole.centred(width, height, focal)
+            # The stage includes bringing the depth to full size (a new array, as below).
+            scale_mark = time.perf_counter()
+            depth, support, scale = self._metric_scale(
+                depth_small,
+                height,
+                width,
+                camera,
+                stamp_s,
+                mounting or self.config.mounting,
+                anchors,
+            )
+            timings["scale"] = (time.perf_counter() - scale_mark) * 1e3
+        else:
+            # A copy at native size too: on the CPU the backend's array may be tensor memory.
+            depth = upsampling.upsample_depth(depth_small, height, width)
+        depth = self._apply_depth_range(depth)
+        if support is not None:
+            # Beyond the range (+-inf): SUPPORT_NONE, no number to trust.
+            support *= np.isfinite(depth)
+        return depth, focal_assumed, haze_depth, scale, support
 
     def _depth_from_haze(
         self, depth_m: np.ndarray, output: BackendOutput, timings: dict[str, float]

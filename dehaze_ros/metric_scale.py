@@ -416,20 +416,12 @@ def _bands(rules: GroundRules) -> list[float]:
     return bands
 
 
-def fit_ground(
-    depth: np.ndarray,
-    camera: Pinhole,
-    pitch_deg: float = math.nan,
-    rules: GroundRules = GroundRules(),
-    seed: int = 0,
-) -> tuple[GroundPlane | None, str]:
-    """The ground plane in ``depth`` (H x W, any units; non-finite and <= 0 ignored) seen by
-    ``camera``, or None and why not. ``pitch_deg`` NaN: unknown (level prior, wider tolerance).
-    Deterministic: the RANSAC draws come from ``seed``."""
+def _ground_points(
+    depth: np.ndarray, camera: Pinhole, prior: np.ndarray, rules: GroundRules
+) -> tuple[np.ndarray, int]:
+    """The pixels below the horizon that have depth, as 3-D points in the camera frame, and how
+    many pixels of the subsampled grid lie below the horizon."""
     height, width = depth.shape
-    known = math.isfinite(pitch_deg)
-    prior = ground_normal(pitch_deg if known else 0.0)
-    max_tilt = rules.max_tilt_known_deg if known else rules.max_tilt_unknown_deg
     # The subsampled grid: one step in rows and columns, about max_points pixels in the lower half.
     step = max(1, int(math.sqrt(height * width / 2 / rules.max_points)))
     vs, us = np.mgrid[step // 2 : height : step, step // 2 : width : step]
@@ -442,15 +434,20 @@ def fit_ground(
     z = depth[vs, us].astype(np.float64)
     usable = below & np.isfinite(z) & (z > 0)
     candidates = int(below.sum())
-    if usable.sum() < rules.min_inliers:
-        return None, (
-            f"too few pixels with depth below the horizon ({int(usable.sum())} of {candidates} "
-            f"candidates, need {rules.min_inliers})"
-        )
-    points = rays[usable] * z[usable, None]
+    return rays[usable] * z[usable, None], candidates
 
+
+def _ransac_plane(
+    points: np.ndarray,
+    prior: np.ndarray,
+    max_tilt: float,
+    bands: list[float],
+    rules: GroundRules,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, float, bool] | None:
+    """The RANSAC plane (normal towards the ground, distance) and whether the depth looks
+    exact; None when no hypothesis is ground-like."""
     # RANSAC: 3-point planes whose normal is ground-like, scored by how many points lie in the band.
-    rng = np.random.default_rng(seed)
     picks = rng.integers(0, len(points), size=(rules.hypotheses, 3))
     a, b, c = points[picks[:, 0]], points[picks[:, 1]], points[picks[:, 2]]
     normals = np.cross(b - a, c - a)
@@ -461,12 +458,9 @@ def fit_ground(
     distances = np.einsum("ij,ij->i", normals, a)
     ok &= (distances > 0) & (normals @ prior >= math.cos(math.radians(max_tilt)))
     if not ok.any():
-        return None, (
-            f"no plane within {max_tilt:g} deg of the ground's expected orientation "
-            "(a wall or an object in front?)"
-        )
+        return None
     normals, distances = normals[ok], distances[ok]
-    # Hypotheses are scored on a random subset (enough to rank them; the refinement below uses
+    # Hypotheses are scored on a random subset (enough to rank them; the refinement uses
     # every point): the full hypotheses x points matrix was most of the fit's time.
     scoring = points[rng.permutation(len(points))[: rules.scoring_points]].astype(np.float32)
     relative = np.abs(
@@ -476,10 +470,9 @@ def fit_ground(
     # that is nearly exact (stereo, LiDAR-like, the renderer) shows itself by keeping many points
     # within the narrowest band; there a plane through the road and a sidewalk 15 cm above it can
     # win the wide band, and the road's own plane wins the narrow one. So with exact depth the
-    # choice, and the refinement below, go down the bands (8, 4, 2, 1 %) while each keeps at least
+    # choice, and the refinement, go down the bands (8, 4, 2, 1 %) while each keeps at least
     # half of the last one's points. (Doing so on network depth measured worse: delta<1.25 0.49
     # against 0.55 with the pitch unknown on the vehicle views.)
-    bands = _bands(rules)
     counts = [(relative < band).sum(axis=1) for band in bands]
     exact = counts[-1].max() >= rules.exact_share * counts[0].max()
     best, best_count = int(np.argmax(counts[0])), int(counts[0].max())
@@ -487,8 +480,18 @@ def fit_ground(
         if band_counts.max() < max(3, best_count // 2):
             break
         best, best_count = int(np.argmax(band_counts)), int(band_counts.max())
-    normal, distance = normals[best], float(distances[best])
+    return normals[best], float(distances[best]), exact
 
+
+def _refine_plane(
+    points: np.ndarray,
+    normal: np.ndarray,
+    distance: float,
+    prior: np.ndarray,
+    bands: list[float],
+    exact: bool,
+) -> tuple[np.ndarray, float]:
+    """The plane refined by total least squares on its inliers."""
     # Refined by total least squares on the inliers (narrowing the band with exact depth, as above).
     previous = 0
     for band in bands if exact else bands[:1] * 2:
@@ -503,6 +506,19 @@ def fit_ground(
         if refined @ centre <= 0:
             break
         normal, distance = refined, float(refined @ centre)
+    return normal, distance
+
+
+def _inlier_plane(
+    points: np.ndarray,
+    normal: np.ndarray,
+    distance: float,
+    prior: np.ndarray,
+    known: bool,
+    candidates: int,
+    rules: GroundRules,
+) -> tuple[GroundPlane, np.ndarray]:
+    """The ground plane described by its inliers in the wide band, and that inlier mask."""
     # What counts as ground (gates, share, apply_ground) keeps the wide band: network depth's.
     inlier = np.abs(points @ normal - distance) < rules.inlier_band * distance
     count = int(inlier.sum())
@@ -515,6 +531,38 @@ def fit_ground(
     plane = GroundPlane(
         normal, distance, count, candidates, residual, prior_height, rules.inlier_band
     )
+    return plane, inlier
+
+
+def fit_ground(
+    depth: np.ndarray,
+    camera: Pinhole,
+    pitch_deg: float = math.nan,
+    rules: GroundRules = GroundRules(),
+    seed: int = 0,
+) -> tuple[GroundPlane | None, str]:
+    """The ground plane in ``depth`` (H x W, any units; non-finite and <= 0 ignored) seen by
+    ``camera``, or None and why not. ``pitch_deg`` NaN: unknown (level prior, wider tolerance).
+    Deterministic: the RANSAC draws come from ``seed``."""
+    known = math.isfinite(pitch_deg)
+    prior = ground_normal(pitch_deg if known else 0.0)
+    max_tilt = rules.max_tilt_known_deg if known else rules.max_tilt_unknown_deg
+    points, candidates = _ground_points(depth, camera, prior, rules)
+    if len(points) < rules.min_inliers:
+        return None, (
+            f"too few pixels with depth below the horizon ({len(points)} of {candidates} "
+            f"candidates, need {rules.min_inliers})"
+        )
+    bands = _bands(rules)
+    fitted = _ransac_plane(points, prior, max_tilt, bands, rules, np.random.default_rng(seed))
+    if fitted is None:
+        return None, (
+            f"no plane within {max_tilt:g} deg of the ground's expected orientation "
+            "(a wall or an object in front?)"
+        )
+    normal, distance, exact = fitted
+    normal, distance = _refine_plane(points, normal, distance, prior, bands, exact)
+    plane, inlier = _inlier_plane(points, normal, distance, prior, known, candidates, rules)
 
     tilt = math.degrees(math.acos(float(np.clip(normal @ prior, -1.0, 1.0))))
     if tilt > max_tilt:

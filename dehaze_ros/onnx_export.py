@@ -226,29 +226,15 @@ def check_written_opset(proto, opset: int) -> None:
         )
 
 
-def export_onnx(
+def _export_program(
+    module: torch.nn.Module,
+    example: torch.Tensor,
+    smallest: int,
+    outputs: tuple,
+    opset: int,
     checkpoint_path: str | os.PathLike,
-    output: str | os.PathLike,
-    opset: int = DEFAULT_OPSET,
-    example_size: tuple[int, int] = (240, 320),
-) -> dict:
-    """Write the graph of ``checkpoint_path`` (a deployable checkpoint) to ``output`` atomically,
-    with the metadata; returns a summary. OnnxExportError / CheckpointError on failure."""
-    _require_exporter()
-    import onnx
-
-    if opset < 17:
-        raise ValueError(
-            f"opset must be >= 17 (the exporter writes opset 18 and converts), got {opset}"
-        )
-    checkpoint = load_checkpoint(checkpoint_path, map_location="cpu")
-    dehazer, depth_net = build_models(checkpoint)
-    module = DeployableNetworks(dehazer, depth_net).eval()
-    smallest = min_side(dehazer, depth_net)
-    physics = dehazer.head != "residual"
-    outputs = PHYSICS_OUTPUTS if physics else PHYSICS_OUTPUTS[:2]
-    height, width = (max(side, smallest) for side in example_size)
-    example = torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(0))
+):
+    """torch.onnx.export (dynamo) of ``module`` with symbolic image sizes >= ``smallest``."""
     # AUTO, not named Dims: the window attention's reshapes leave guards (view-versus-copy
     # choices on strides) that torch.export cannot prove for all sizes and named Dims refuse;
     # they do not change what the graph computes (ONNX Reshape has no strides), and the sizes
@@ -276,9 +262,12 @@ def export_onnx(
             )
         except Exception as exc:  # torch.export / translation errors: all mean "no graph"
             raise OnnxExportError(f"exporting {checkpoint_path} to ONNX failed: {exc}") from exc
-    proto = program.model_proto
-    check_written_opset(proto, opset)
-    metadata = OnnxMetadata(
+    return program
+
+
+def _metadata(checkpoint, checkpoint_path: str | os.PathLike, smallest: int, outputs: tuple):
+    """The graph's metadata: the checkpoint's model, depth, I/O, provenance and metrics."""
+    return OnnxMetadata(
         model_config=dict(checkpoint.model_config),
         depth_units=checkpoint.depth_units,
         depth_range_m=tuple(checkpoint.depth_range_m),
@@ -299,6 +288,35 @@ def export_onnx(
         metrics=dict(checkpoint.metrics),
         source_sha256=file_sha256(checkpoint_path),
     )
+
+
+def export_onnx(
+    checkpoint_path: str | os.PathLike,
+    output: str | os.PathLike,
+    opset: int = DEFAULT_OPSET,
+    example_size: tuple[int, int] = (240, 320),
+) -> dict:
+    """Write the graph of ``checkpoint_path`` (a deployable checkpoint) to ``output`` atomically,
+    with the metadata; returns a summary. OnnxExportError / CheckpointError on failure."""
+    _require_exporter()
+    import onnx
+
+    if opset < 17:
+        raise ValueError(
+            f"opset must be >= 17 (the exporter writes opset 18 and converts), got {opset}"
+        )
+    checkpoint = load_checkpoint(checkpoint_path, map_location="cpu")
+    dehazer, depth_net = build_models(checkpoint)
+    module = DeployableNetworks(dehazer, depth_net).eval()
+    smallest = min_side(dehazer, depth_net)
+    physics = dehazer.head != "residual"
+    outputs = PHYSICS_OUTPUTS if physics else PHYSICS_OUTPUTS[:2]
+    height, width = (max(side, smallest) for side in example_size)
+    example = torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(0))
+    program = _export_program(module, example, smallest, outputs, opset, checkpoint_path)
+    proto = program.model_proto
+    check_written_opset(proto, opset)
+    metadata = _metadata(checkpoint, checkpoint_path, smallest, outputs)
     exporter = f"torch {torch.__version__}, torch.onnx.export(dynamo=True), opset {opset}"
     onnx.helper.set_model_props(
         proto, metadata.to_props(str(Path(checkpoint_path).resolve()), exporter)

@@ -162,6 +162,55 @@ def depth_at(depth_m: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     )
 
 
+def _without_measurable_transmission(
+    t_known: np.ndarray,
+    depths_known: np.ndarray,
+    count: int,
+    needed: int,
+    min_range: float,
+    max_range: float,
+    transmission_source: str,
+) -> VisibilityEstimate:
+    """Too few pixels with a measurable transmission: CLEAR or DENSE when most pixels with depth
+    (``t_known``, at ``depths_known``) say so over a spread of depths, else no estimate."""
+    clear_share = float((t_known >= T_HIGH).mean())
+    dense_share = float((t_known <= T_LOW).mean())
+    spread_all = _spread(depths_known)
+    if spread_all >= MIN_DEPTH_SPREAD and clear_share >= MAJORITY:
+        return VisibilityEstimate(
+            CLEAR,
+            math.inf,
+            math.nan,
+            (max_range, math.inf),
+            count,
+            spread_all,
+            min_range,
+            max_range,
+            f"{clear_share:.0%} of the pixels with depth have t >= {T_HIGH}",
+            transmission_source,
+        )
+    if spread_all >= MIN_DEPTH_SPREAD and dense_share >= MAJORITY:
+        return VisibilityEstimate(
+            DENSE,
+            -math.inf,
+            math.nan,
+            (0.0, min_range),
+            count,
+            spread_all,
+            min_range,
+            max_range,
+            f"{dense_share:.0%} of the pixels with depth have t <= {T_LOW}",
+            transmission_source,
+        )
+    return _none(
+        f"{count} pixels with a measurable transmission ({T_LOW} < t < {T_HIGH}); {needed} needed",
+        min_range,
+        max_range,
+        transmission_source,
+        count,
+    )
+
+
 def estimate_visibility(
     transmission: np.ndarray,
     depth_m: np.ndarray,
@@ -202,42 +251,8 @@ def estimate_visibility(
     usable = (t_known > T_LOW) & (t_known < T_HIGH)
     count = int(usable.sum())
     if count < needed:
-        clear_share = float((t_known >= T_HIGH).mean())
-        dense_share = float((t_known <= T_LOW).mean())
-        spread_all = _spread(depths_known)
-        if spread_all >= MIN_DEPTH_SPREAD and clear_share >= MAJORITY:
-            return VisibilityEstimate(
-                CLEAR,
-                math.inf,
-                math.nan,
-                (max_range, math.inf),
-                count,
-                spread_all,
-                min_range,
-                max_range,
-                f"{clear_share:.0%} of the pixels with depth have t >= {T_HIGH}",
-                transmission_source,
-            )
-        if spread_all >= MIN_DEPTH_SPREAD and dense_share >= MAJORITY:
-            return VisibilityEstimate(
-                DENSE,
-                -math.inf,
-                math.nan,
-                (0.0, min_range),
-                count,
-                spread_all,
-                min_range,
-                max_range,
-                f"{dense_share:.0%} of the pixels with depth have t <= {T_LOW}",
-                transmission_source,
-            )
-        return _none(
-            f"{count} pixels with a measurable transmission ({T_LOW} < t < {T_HIGH}); {needed} "
-            "needed",
-            min_range,
-            max_range,
-            transmission_source,
-            count,
+        return _without_measurable_transmission(
+            t_known, depths_known, count, needed, min_range, max_range, transmission_source
         )
     depths = depths_known[usable]
     spread = _spread(depths)

@@ -468,14 +468,9 @@ def require_range(key: str, pair: list[float], low: float, high: float) -> None:
     )
 
 
-def validate(config: TrainingConfig) -> None:
-    train, data, loss, optim, depth = (
-        config.train,
-        config.data,
-        config.loss,
-        config.optim,
-        config.depth,
-    )
+def _validate_train(train: TrainConfig) -> None:
+    """The train section: schedule, precision, selection metric, device, steps, freezing, limits
+    and intervals."""
     require(
         train.schedule in SCHEDULES,
         f"train.schedule must be one of {SCHEDULES}, got {train.schedule!r}",
@@ -523,6 +518,10 @@ def validate(config: TrainingConfig) -> None:
     )
     for key in ("checkpoint_every", "val_every", "log_every", "image_every"):
         require(getattr(train, key) > 0, f"train.{key} must be > 0, got {getattr(train, key)}")
+
+
+def _validate_data(data: DataConfig) -> None:
+    """The data section: crop, batches, workers, validation sizes and the sources."""
     require(data.crop >= 16, f"data.crop must be at least 16 pixels, got {data.crop}")
     require(data.batch_size >= 1, f"data.batch_size must be >= 1, got {data.batch_size}")
     require(data.workers >= -1, f"data.workers must be -1 (auto) or >= 0, got {data.workers}")
@@ -541,11 +540,10 @@ def validate(config: TrainingConfig) -> None:
     )
     for name, source in data.sources.items():
         source.check(f"data.sources.{name}")
-    require(
-        0 < depth.min_m < depth.max_m,
-        f"depth.min_m and depth.max_m must satisfy 0 < min_m < max_m, got {depth.min_m}, "
-        f"{depth.max_m}",
-    )
+
+
+def _validate_loss(loss: LossConfig) -> None:
+    """The loss weights and their parameters."""
     for item in dataclasses.fields(loss):
         value = getattr(loss, item.name)
         require(value >= 0, f"loss.{item.name} must be >= 0, got {value}")
@@ -557,6 +555,10 @@ def validate(config: TrainingConfig) -> None:
     require(
         loss.l1 + loss.ssim > 0, "loss.l1 and loss.ssim are both 0: the dehazer would learn nothing"
     )
+
+
+def _validate_optim(optim: OptimConfig) -> None:
+    """The optimiser: learning rates, betas, warm-up, schedule floor, clipping, weight decay."""
     require(
         optim.lr_dehazer > 0 and optim.lr_depth > 0,
         "optim.lr_dehazer and optim.lr_depth must be > 0",
@@ -572,6 +574,20 @@ def validate(config: TrainingConfig) -> None:
     )
     require(optim.grad_clip >= 0, f"optim.grad_clip must be >= 0 (0 = off), got {optim.grad_clip}")
     require(optim.weight_decay >= 0, f"optim.weight_decay must be >= 0, got {optim.weight_decay}")
+
+
+def validate(config: TrainingConfig) -> None:
+    """Raise ConfigError on the first setting out of range, section by section."""
+    _validate_train(config.train)
+    _validate_data(config.data)
+    depth = config.depth
+    require(
+        0 < depth.min_m < depth.max_m,
+        f"depth.min_m and depth.max_m must satisfy 0 < min_m < max_m, got {depth.min_m}, "
+        f"{depth.max_m}",
+    )
+    _validate_loss(config.loss)
+    _validate_optim(config.optim)
     require(
         bool(config.model.preset),
         "model.preset is empty: name a preset (diacmpn-s, diacmpn-t, diacmpn-rt)",

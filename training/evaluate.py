@@ -251,46 +251,52 @@ def evaluation_source(
     return open_source(name, config, split, path if reads_folder else None, cache_items=0)
 
 
-def open_set(
+def _image_folder_set(spec: str, path: Path, max_side: int) -> EvalSet:
+    """An ``images`` set: hazy pictures without ground truth."""
+    files = list_images(path)
+    if not files:
+        raise DataError(f"--data {spec}: no images in {path}")
+
+    def hazy_only() -> Iterator[Sample]:
+        for file in files:
+            hazy = to_float(resize_max_side(read_rgb(file), max_side))
+            yield Sample(
+                hazy, np.full_like(hazy, np.nan), no_depth(*hazy.shape[:2]), False, file.name
+            )
+
+    return EvalSet(path.name, "images", path, len(files), hazy_only())
+
+
+def _vehicle_set(spec: str, path: Path, max_side: int, seed: int) -> EvalSet:
+    """The ``vehicle`` set: the renderer's views from a vehicle's camera."""
+    count = view_count(spec, path)
+
+    def vehicle_views() -> Iterator[Sample]:
+        for index in range(count):
+            sample = vehicle_sample(index, max_side, seed)
+            sample.name = sample.name.split("/", 1)[1]
+            yield sample
+
+    return EvalSet(
+        "vehicle", "vehicle", Path("."), count, vehicle_views(), [f"view{i}" for i in range(count)]
+    )
+
+
+def _evaluation_source(
     spec: str,
-    max_side: int,
+    kind: str,
+    path: Path,
     scenes: list[str],
     haze_t: float,
-    seed: int,
-    items: list[str] = (),
-    depth_scales: dict | None = None,
-    focal_px: dict | None = None,
-    visibility_m: float = 300.0,
-    exclude: list[str] = (),
-    source_options: list[str] = (),
-) -> EvalSet:
-    kind, path = parse_spec(spec)
+    depth_scales: dict | None,
+    focal_px: dict | None,
+    visibility_m: float,
+    exclude: list[str],
+    source_options: list[str],
+):
+    """The training data source behind a set of ``kind`` under its fixed evaluation haze, and
+    the set's name."""
     name = path.name
-    if kind == "images":
-        files = list_images(path)
-        if not files:
-            raise DataError(f"--data {spec}: no images in {path}")
-
-        def hazy_only() -> Iterator[Sample]:
-            for file in files:
-                hazy = to_float(resize_max_side(read_rgb(file), max_side))
-                yield Sample(
-                    hazy, np.full_like(hazy, np.nan), no_depth(*hazy.shape[:2]), False, file.name
-                )
-
-        return EvalSet(name, kind, path, len(files), hazy_only())
-    if kind == "vehicle":
-        count = view_count(spec, path)
-
-        def vehicle_views() -> Iterator[Sample]:
-            for index in range(count):
-                sample = vehicle_sample(index, max_side, seed)
-                sample.name = sample.name.split("/", 1)[1]
-                yield sample
-
-        return EvalSet(
-            "vehicle", kind, Path("."), count, vehicle_views(), [f"view{i}" for i in range(count)]
-        )
     # Evaluation haze is fixed and stated: one density, neutral airlight, no noise or JPEG.
     fixed = dict(
         airlight_range=[0.9, 0.9],
@@ -326,6 +332,39 @@ def open_set(
         source, name = evaluation_source(spec, kind, kind, path, keys, list(source_options)), kind
     else:
         source = evaluation_source(spec, kind, name, path, keys, list(source_options))
+    return source, name
+
+
+def open_set(
+    spec: str,
+    max_side: int,
+    scenes: list[str],
+    haze_t: float,
+    seed: int,
+    items: list[str] = (),
+    depth_scales: dict | None = None,
+    focal_px: dict | None = None,
+    visibility_m: float = 300.0,
+    exclude: list[str] = (),
+    source_options: list[str] = (),
+) -> EvalSet:
+    kind, path = parse_spec(spec)
+    if kind == "images":
+        return _image_folder_set(spec, path, max_side)
+    if kind == "vehicle":
+        return _vehicle_set(spec, path, max_side, seed)
+    source, name = _evaluation_source(
+        spec,
+        kind,
+        path,
+        scenes,
+        haze_t,
+        depth_scales,
+        focal_px,
+        visibility_m,
+        exclude,
+        source_options,
+    )
     # --items names rgbd items; the sets of other kinds have no item names to choose from.
     listed = getattr(source, "items", None)
     names = (
@@ -743,6 +782,286 @@ def resolve_checkpoint(path: str, workdir: Path) -> str:
         return str(exported)
 
 
+def _check_evaluate_options(
+    checkpoint: str | None,
+    baseline: str | None,
+    depth_from_haze: str,
+    scale_sources: list[str],
+    camera_height_m: float,
+    camera_pitch_deg: float,
+) -> None:
+    """Refuse an evaluation that has nothing to run or an option it does not know."""
+    if not checkpoint and not baseline:
+        raise ValueError("nothing to evaluate: give --checkpoint and/or --baseline dcp")
+    if depth_from_haze not in DEPTH_FROM_HAZE_CHOICES:
+        raise ValueError(
+            f"depth_from_haze must be one of {DEPTH_FROM_HAZE_CHOICES}, got {depth_from_haze!r}"
+        )
+    unknown = sorted(set(scale_sources) - set(SCALE_SOURCES))
+    if unknown or not scale_sources:
+        raise ValueError(
+            f"scale sources must be some of {', '.join(SCALE_SOURCES)}, got {list(scale_sources)}"
+        )
+    Mounting(0.0 if math.isnan(camera_height_m) else camera_height_m, camera_pitch_deg).check()
+
+
+def _build_engines(
+    checkpoint: str | None,
+    baseline: str | None,
+    workdir: Path,
+    ablation: bool,
+    engine_max_side: int,
+    device: str,
+    upsampling: str,
+    precision: str,
+    engine_depth_max_side: int,
+    depth_from_haze: str,
+    backend: str,
+    engine_size_rule: str,
+    engine_dense_fog: str,
+) -> tuple[dict[str, DehazeEngine], dict]:
+    """The engines to compare, by method ("model", "network depth", "dcp"), and the checkpoint's
+    provenance ({} without a checkpoint)."""
+    engines: dict[str, DehazeEngine] = {}
+    provenance: dict = {}
+    if checkpoint:
+        deployable = resolve_checkpoint(checkpoint, workdir)
+        model_config = EngineConfig(
+            model="checkpoint",
+            checkpoint=deployable,
+            backend=backend,
+            device=device,
+            precision=precision,
+            max_side=engine_max_side,
+            size_rule=engine_size_rule,
+            dense_fog=engine_dense_fog,
+            depth_max_side=engine_depth_max_side,
+            upsampling=upsampling,
+            warmup=1,
+            depth_from_haze="fuse" if ablation else depth_from_haze,
+        )
+        engines["model"] = DehazeEngine(model_config)
+        provenance = engines["model"].checkpoint.provenance
+        if ablation:
+            # The same loaded networks, the depth left as the network made it.
+            engines["network depth"] = DehazeEngine(
+                dataclasses.replace(model_config, depth_from_haze="off", warmup=0),
+                backend=engines["model"].backend,
+            )
+    if baseline == "dcp":
+        engines["dcp"] = DehazeEngine(
+            EngineConfig(
+                model="dcp",
+                max_side=engine_max_side,
+                upsampling=upsampling,
+                size_rule=engine_size_rule,
+                depth_max_side=engine_depth_max_side,
+                warmup=0,
+            )
+        )
+    return engines, provenance
+
+
+def _run_engines(
+    index: int,
+    sample,
+    hazy_u8: np.ndarray,
+    base: dict,
+    engines: dict[str, DehazeEngine],
+    rows: list[dict],
+    seed: int,
+    scale_sources: list[str],
+    camera_height_m: float,
+    camera_pitch_deg: float,
+    max_depth_m: float,
+    anchor_range_m: float,
+) -> tuple[dict, object]:
+    """One row per engine and scale source on one view; return the results by row label and the
+    model's first result (None without one)."""
+    outputs = {}
+    model_result = None
+    for method, engine in engines.items():
+        # Scale sources apply to the model's metric depth; DCP and the ablation's
+        # network-alone row keep the learned scale.
+        sources = list(scale_sources) if method == "model" else ["learned"]
+        for source in sources:
+            mounting = view_mounting(sample, source, camera_height_m, camera_pitch_deg)
+            if mounting is None:
+                continue  # no known camera height: no ground on this view
+            anchors = None
+            if source in ANCHOR_VARIANTS:
+                anchors = view_anchors(sample, anchor_range_m, seed * 100003 + index)
+                if anchors is None:
+                    continue  # no metric depth or focal length: no LiDAR to simulate
+                fit, refine = ANCHOR_VARIANTS[source]
+                engine.config = dataclasses.replace(
+                    engine.config, anchor_fit=fit, anchor_refine=refine
+                )
+            # Every view is a stream of one frame: nothing smoothed carries over.
+            engine.reset_scale()
+            start = time.perf_counter()
+            # The image's own focal length where the set knows it (metric depth needs
+            # it); the dehazed image once per view (the scale changes depth only).
+            result = engine.process(
+                hazy_u8,
+                want_dehazed=method != "network depth" and source == sources[0],
+                focal_px=sample.focal_px if sample.focal_px > 0 else None,
+                mounting=mounting,
+                anchors=anchors,
+            )
+            elapsed_ms = (time.perf_counter() - start) * 1e3
+            label = method_label(method, engine)
+            if source != "learned":
+                label += f", {SCALE_LABELS[source]}"
+            outputs[label] = result
+            if method == "model" and source == sources[0]:
+                model_result = result
+            scale = result.scale
+            rows.append(
+                {
+                    **base,
+                    "method": label,
+                    "ms": elapsed_ms,
+                    "focal": focal_column(engine, result),
+                    "scale": scale.describe() if scale is not None else "",
+                    "scale_factor": scale.factor if scale is not None else math.nan,
+                    **score(
+                        result.dehazed,
+                        result.depth,
+                        result.depth_units,
+                        sample,
+                        engine.depth_range,
+                        max_depth_m,
+                        result.depth_support,
+                    ),
+                }
+            )
+    return outputs, model_result
+
+
+def _evaluate_sample(
+    eval_set,
+    index: int,
+    sample,
+    engines: dict[str, DehazeEngine],
+    rows: list[dict],
+    out_dir: Path,
+    ablation: bool,
+    seed: int,
+    grids: int,
+    scale_sources: list[str],
+    camera_height_m: float,
+    camera_pitch_deg: float,
+    max_depth_m: float,
+    anchor_range_m: float,
+) -> None:
+    """Run every engine (and scale source) on one view: append its rows, save its grid."""
+    hazy_u8 = rgb_tile(sample.hazy)
+    height, width = hazy_u8.shape[:2]
+    base = {
+        "set": eval_set.name,
+        "image": sample.name,
+        "width": width,
+        "height": height,
+    }
+    has_ground_truth = not np.isnan(sample.clear).all()
+    if has_ground_truth:
+        rows.append(
+            {
+                **base,
+                "method": "hazy input",
+                **score(hazy_u8, None, "", sample, (0.1, 80.0)),
+            }
+        )
+    outputs, model_result = _run_engines(
+        index,
+        sample,
+        hazy_u8,
+        base,
+        engines,
+        rows,
+        seed,
+        scale_sources,
+        camera_height_m,
+        camera_pitch_deg,
+        max_depth_m,
+        anchor_range_m,
+    )
+    if ablation and model_result is not None and model_result.transmission is not None:
+        model = engines["model"]
+        optical_depth = transmission_depth(model_result, *hazy_u8.shape[:2])
+        rows.append(
+            {
+                **base,
+                "method": f"-ln t of model ({model.model_name})",
+                **score(None, optical_depth, "relative", sample, (0.0, math.inf)),
+            }
+        )
+    if index < grids:
+        save_grid(
+            out_dir / "grids" / eval_set.name / f"{Path(sample.name).stem}.png",
+            sample,
+            outputs,
+            engines.get("model"),
+        )
+
+
+def _summary_markdown(
+    summary,
+    checkpoint: str | None,
+    provenance: dict,
+    baseline: str | None,
+    engines: dict[str, DehazeEngine],
+    max_side: int,
+    engine_max_side: int,
+    engine_depth_max_side: int,
+    haze_t: float,
+    seed: int,
+    visibility_m: float,
+    warnings: list[str],
+    depth_from_haze: str,
+    max_depth_m: float,
+    scale_sources: list[str],
+    visibilities: list[float],
+    aspects: list[str],
+) -> str:
+    """summary.md: the header (what was run, how), the summary table and the depth supports."""
+    header = summary_header(
+        checkpoint,
+        provenance,
+        baseline,
+        engines,
+        max_side,
+        engine_max_side,
+        engine_depth_max_side,
+        haze_t,
+        seed,
+        visibility_m,
+        warnings,
+        depth_from_haze,
+    )
+    if math.isfinite(max_depth_m):
+        header.insert(
+            -1, f"- depth metrics count true depths up to {max_depth_m:g} m only (--max-depth-m)"
+        )
+    if list(scale_sources) != ["learned"]:
+        header.insert(
+            -1, f"- scale sources: {', '.join(scale_sources)}; each view a stream of one frame"
+        )
+    if visibilities or aspects:
+        header += [road_fog.describe(visibilities, aspects), ""]
+    header += [markdown_table(summary), ""]
+    supports = support_table(summary)
+    if supports:
+        header += [
+            "## What each pixel's depth rests on (share of scored pixels, δ<1.25)",
+            "",
+            supports,
+            "",
+        ]
+    return "\n".join(header)
+
+
 def evaluate(
     checkpoint: str | None,
     specs: list[str],
@@ -783,21 +1102,10 @@ def evaluate(
     ``aspects``: the fogs and frame shapes of training.road_fog (open_sets). Anchor rows get a
     synthetic LiDAR (dehaze_ros.sim.lidar) made from each view's exact depth, returns up to
     ``anchor_range_m``, the same points for every anchor row of a view."""
-    if not checkpoint and not baseline:
-        raise ValueError("nothing to evaluate: give --checkpoint and/or --baseline dcp")
-    if depth_from_haze not in DEPTH_FROM_HAZE_CHOICES:
-        raise ValueError(
-            f"depth_from_haze must be one of {DEPTH_FROM_HAZE_CHOICES}, got {depth_from_haze!r}"
-        )
+    _check_evaluate_options(
+        checkpoint, baseline, depth_from_haze, scale_sources, camera_height_m, camera_pitch_deg
+    )
     ablation = depth_from_haze == "ablation"
-    unknown = sorted(set(scale_sources) - set(SCALE_SOURCES))
-    if unknown or not scale_sources:
-        raise ValueError(
-            f"scale sources must be some of {', '.join(SCALE_SOURCES)}, got {list(scale_sources)}"
-        )
-    Mounting(0.0 if math.isnan(camera_height_m) else camera_height_m, camera_pitch_deg).check()
-    engines: dict[str, DehazeEngine] = {}
-    provenance: dict = {}
     with tempfile.TemporaryDirectory() as workdir:
         # Every input is checked (sets opened, checkpoint loaded) before out_dir exists: a typo
         # must not leave an empty output folder behind.
@@ -816,41 +1124,21 @@ def evaluate(
             list(visibilities),
             list(aspects),
         )
-        if checkpoint:
-            deployable = resolve_checkpoint(checkpoint, Path(workdir))
-            model_config = EngineConfig(
-                model="checkpoint",
-                checkpoint=deployable,
-                backend=backend,
-                device=device,
-                precision=precision,
-                max_side=engine_max_side,
-                size_rule=engine_size_rule,
-                dense_fog=engine_dense_fog,
-                depth_max_side=engine_depth_max_side,
-                upsampling=upsampling,
-                warmup=1,
-                depth_from_haze="fuse" if ablation else depth_from_haze,
-            )
-            engines["model"] = DehazeEngine(model_config)
-            provenance = engines["model"].checkpoint.provenance
-            if ablation:
-                # The same loaded networks, the depth left as the network made it.
-                engines["network depth"] = DehazeEngine(
-                    dataclasses.replace(model_config, depth_from_haze="off", warmup=0),
-                    backend=engines["model"].backend,
-                )
-        if baseline == "dcp":
-            engines["dcp"] = DehazeEngine(
-                EngineConfig(
-                    model="dcp",
-                    max_side=engine_max_side,
-                    upsampling=upsampling,
-                    size_rule=engine_size_rule,
-                    depth_max_side=engine_depth_max_side,
-                    warmup=0,
-                )
-            )
+        engines, provenance = _build_engines(
+            checkpoint,
+            baseline,
+            Path(workdir),
+            ablation,
+            engine_max_side,
+            device,
+            upsampling,
+            precision,
+            engine_depth_max_side,
+            depth_from_haze,
+            backend,
+            engine_size_rule,
+            engine_dense_fog,
+        )
         out_dir.mkdir(parents=True, exist_ok=True)
         rows: list[dict] = []
         warnings = []
@@ -864,136 +1152,47 @@ def evaluate(
                 log("WARNING: " + warnings[-1])
             log(f"{eval_set.name} ({eval_set.kind}, {eval_set.count} images)")
             for index, sample in enumerate(eval_set.samples):
-                hazy_u8 = rgb_tile(sample.hazy)
-                height, width = hazy_u8.shape[:2]
-                base = {
-                    "set": eval_set.name,
-                    "image": sample.name,
-                    "width": width,
-                    "height": height,
-                }
-                has_ground_truth = not np.isnan(sample.clear).all()
-                if has_ground_truth:
-                    rows.append(
-                        {
-                            **base,
-                            "method": "hazy input",
-                            **score(hazy_u8, None, "", sample, (0.1, 80.0)),
-                        }
-                    )
-                outputs = {}
-                model_result = None
-                for method, engine in engines.items():
-                    # Scale sources apply to the model's metric depth; DCP and the ablation's
-                    # network-alone row keep the learned scale.
-                    sources = list(scale_sources) if method == "model" else ["learned"]
-                    for source in sources:
-                        mounting = view_mounting(sample, source, camera_height_m, camera_pitch_deg)
-                        if mounting is None:
-                            continue  # no known camera height: no ground on this view
-                        anchors = None
-                        if source in ANCHOR_VARIANTS:
-                            anchors = view_anchors(sample, anchor_range_m, seed * 100003 + index)
-                            if anchors is None:
-                                continue  # no metric depth or focal length: no LiDAR to simulate
-                            fit, refine = ANCHOR_VARIANTS[source]
-                            engine.config = dataclasses.replace(
-                                engine.config, anchor_fit=fit, anchor_refine=refine
-                            )
-                        # Every view is a stream of one frame: nothing smoothed carries over.
-                        engine.reset_scale()
-                        start = time.perf_counter()
-                        # The image's own focal length where the set knows it (metric depth needs
-                        # it); the dehazed image once per view (the scale changes depth only).
-                        result = engine.process(
-                            hazy_u8,
-                            want_dehazed=method != "network depth" and source == sources[0],
-                            focal_px=sample.focal_px if sample.focal_px > 0 else None,
-                            mounting=mounting,
-                            anchors=anchors,
-                        )
-                        elapsed_ms = (time.perf_counter() - start) * 1e3
-                        label = method_label(method, engine)
-                        if source != "learned":
-                            label += f", {SCALE_LABELS[source]}"
-                        outputs[label] = result
-                        if method == "model" and source == sources[0]:
-                            model_result = result
-                        scale = result.scale
-                        rows.append(
-                            {
-                                **base,
-                                "method": label,
-                                "ms": elapsed_ms,
-                                "focal": focal_column(engine, result),
-                                "scale": scale.describe() if scale is not None else "",
-                                "scale_factor": scale.factor if scale is not None else math.nan,
-                                **score(
-                                    result.dehazed,
-                                    result.depth,
-                                    result.depth_units,
-                                    sample,
-                                    engine.depth_range,
-                                    max_depth_m,
-                                    result.depth_support,
-                                ),
-                            }
-                        )
-                if ablation and model_result is not None and model_result.transmission is not None:
-                    model = engines["model"]
-                    optical_depth = transmission_depth(model_result, *hazy_u8.shape[:2])
-                    rows.append(
-                        {
-                            **base,
-                            "method": f"-ln t of model ({model.model_name})",
-                            **score(None, optical_depth, "relative", sample, (0.0, math.inf)),
-                        }
-                    )
-                if index < grids:
-                    save_grid(
-                        out_dir / "grids" / eval_set.name / f"{Path(sample.name).stem}.png",
-                        sample,
-                        outputs,
-                        engines.get("model"),
-                    )
+                _evaluate_sample(
+                    eval_set,
+                    index,
+                    sample,
+                    engines,
+                    rows,
+                    out_dir,
+                    ablation,
+                    seed,
+                    grids,
+                    scale_sources,
+                    camera_height_m,
+                    camera_pitch_deg,
+                    max_depth_m,
+                    anchor_range_m,
+                )
         for engine in engines.values():
             engine.close()
     write_csv(out_dir / "per_image.csv", rows)
     summary = summarise(rows)
-    header = summary_header(
-        checkpoint,
-        provenance,
-        baseline,
-        engines,
-        max_side,
-        engine_max_side,
-        engine_depth_max_side,
-        haze_t,
-        seed,
-        visibility_m,
-        warnings,
-        depth_from_haze,
+    (out_dir / "summary.md").write_text(
+        _summary_markdown(
+            summary,
+            checkpoint,
+            provenance,
+            baseline,
+            engines,
+            max_side,
+            engine_max_side,
+            engine_depth_max_side,
+            haze_t,
+            seed,
+            visibility_m,
+            warnings,
+            depth_from_haze,
+            max_depth_m,
+            scale_sources,
+            visibilities,
+            aspects,
+        )
     )
-    if math.isfinite(max_depth_m):
-        header.insert(
-            -1, f"- depth metrics count true depths up to {max_depth_m:g} m only (--max-depth-m)"
-        )
-    if list(scale_sources) != ["learned"]:
-        header.insert(
-            -1, f"- scale sources: {', '.join(scale_sources)}; each view a stream of one frame"
-        )
-    if visibilities or aspects:
-        header += [road_fog.describe(visibilities, aspects), ""]
-    header += [markdown_table(summary), ""]
-    supports = support_table(summary)
-    if supports:
-        header += [
-            "## What each pixel's depth rests on (share of scored pixels, δ<1.25)",
-            "",
-            supports,
-            "",
-        ]
-    (out_dir / "summary.md").write_text("\n".join(header))
     log("\n" + markdown_table(summary))
     log(f"\nwrote {out_dir / 'summary.md'}, {out_dir / 'per_image.csv'}, {out_dir / 'grids'}")
     return {"summary": summary, "rows": rows, "warnings": warnings}
@@ -1100,27 +1299,8 @@ def save_grid(path: Path, sample: Sample, outputs: dict, model_engine: DehazeEng
     cv2.imwrite(str(path), make_grid([tiles])[..., ::-1])
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m training.evaluate",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__,
-    )
-    parser.add_argument("--checkpoint", help="deployable checkpoint, or a run's best.pt / last.pt")
-    parser.add_argument(
-        "--data",
-        action="append",
-        required=True,
-        metavar="[KIND:]PATH",
-        help="evaluation set (repeatable); KIND: reside, rgbd, rosbag2, images, procedural, "
-        "outdoor, vehicle",
-    )
-    parser.add_argument("--baseline", choices=["dcp"], help="also evaluate the Dark Channel Prior")
-    parser.add_argument("--out", help="output folder (default eval_output/<date-time>)")
-    parser.add_argument(
-        "--max-side", type=int, default=1024, help="longer image side for evaluation (px)"
-    )
+def _add_engine_arguments(parser: argparse.ArgumentParser) -> None:
+    """How the engines run: size, dense fog, depth size, device, precision, backend, upsampling."""
     parser.add_argument(
         "--engine-max-side",
         type=int,
@@ -1162,6 +1342,10 @@ def main(argv: list[str] | None = None) -> int:
         choices=UPSAMPLING,
         help="full-resolution recovery below native size (with --engine-max-side)",
     )
+
+
+def _add_set_arguments(parser: argparse.ArgumentParser) -> None:
+    """Which views of the sets are evaluated, and how the synthetic ones are hazed."""
     parser.add_argument(
         "--scenes", default="", help="only these scenes (comma separated) of reside/rgbd sets"
     )
@@ -1213,6 +1397,10 @@ def main(argv: list[str] | None = None) -> int:
         default="",
         help="road sets (outdoor, drive): frame shapes, e.g. 4:3,16:9,1242x375 (default 4:3)",
     )
+
+
+def _add_depth_arguments(parser: argparse.ArgumentParser) -> None:
+    """The model's depth, its metric scale sources and the depths scored."""
     parser.add_argument(
         "--depth-from-haze",
         default=EngineConfig.depth_from_haze,
@@ -1252,8 +1440,40 @@ def main(argv: list[str] | None = None) -> int:
         help="score only true depths up to this many metres (e.g. 80, the model's range and "
         "KITTI's); 0 = all finite depths",
     )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m training.evaluate``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m training.evaluate",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__,
+    )
+    parser.add_argument("--checkpoint", help="deployable checkpoint, or a run's best.pt / last.pt")
+    parser.add_argument(
+        "--data",
+        action="append",
+        required=True,
+        metavar="[KIND:]PATH",
+        help="evaluation set (repeatable); KIND: reside, rgbd, rosbag2, images, procedural, "
+        "outdoor, vehicle",
+    )
+    parser.add_argument("--baseline", choices=["dcp"], help="also evaluate the Dark Channel Prior")
+    parser.add_argument("--out", help="output folder (default eval_output/<date-time>)")
+    parser.add_argument(
+        "--max-side", type=int, default=1024, help="longer image side for evaluation (px)"
+    )
+    _add_engine_arguments(parser)
+    _add_set_arguments(parser)
+    _add_depth_arguments(parser)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--grids", type=int, default=4, help="image grids per set")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     out_dir = (
         Path(args.out)

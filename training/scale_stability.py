@@ -43,6 +43,34 @@ def changes(factors: list[float]) -> np.ndarray:
     return np.abs(values[1:][both] / values[:-1][both] - 1.0)
 
 
+def drive_summary(seed: int, camera_height_m: float, frames: int, rows: list[dict]) -> dict:
+    """One drive's summary: how its frames were scaled, how much the factor changed from frame
+    to frame, and its depth metrics."""
+    factor_change = changes([row["factor"] for row in rows])
+    measured_change = changes([row["measured"] for row in rows])
+    summary = {
+        "seed": seed,
+        "camera_height_m": camera_height_m,
+        "frames": frames,
+        "ground": sum(row["source"] != LEARNED and not row["held"] for row in rows),
+        "held": sum(row["held"] for row in rows),
+        "learned": sum(row["source"] == LEARNED for row in rows),
+        "change_median": float(np.median(factor_change)) if factor_change.size else math.nan,
+        "change_p95": float(np.percentile(factor_change, 95)) if factor_change.size else math.nan,
+        "measured_change_median": float(np.median(measured_change))
+        if measured_change.size
+        else math.nan,
+        "measured_change_p95": float(np.percentile(measured_change, 95))
+        if measured_change.size
+        else math.nan,
+        "abs_rel": float(np.nanmean([row["abs_rel"] for row in rows])),
+        "delta1": float(np.nanmean([row["delta1"] for row in rows])),
+        "median_ratio": float(np.nanmedian([row["median_ratio"] for row in rows])),
+        "scale_ms": float(np.nanmedian([row["ms"] for row in rows])),
+    }
+    return summary
+
+
 def drive(
     engine: DehazeEngine,
     seed: int,
@@ -99,28 +127,7 @@ def drive(
                 "ms": result.timings_ms.get("scale", math.nan),
             }
         )
-    factor_change = changes([row["factor"] for row in rows])
-    measured_change = changes([row["measured"] for row in rows])
-    summary = {
-        "seed": seed,
-        "camera_height_m": mounting.height_m,
-        "frames": frames,
-        "ground": sum(row["source"] != LEARNED and not row["held"] for row in rows),
-        "held": sum(row["held"] for row in rows),
-        "learned": sum(row["source"] == LEARNED for row in rows),
-        "change_median": float(np.median(factor_change)) if factor_change.size else math.nan,
-        "change_p95": float(np.percentile(factor_change, 95)) if factor_change.size else math.nan,
-        "measured_change_median": float(np.median(measured_change))
-        if measured_change.size
-        else math.nan,
-        "measured_change_p95": float(np.percentile(measured_change, 95))
-        if measured_change.size
-        else math.nan,
-        "abs_rel": float(np.nanmean([row["abs_rel"] for row in rows])),
-        "delta1": float(np.nanmean([row["delta1"] for row in rows])),
-        "median_ratio": float(np.nanmedian([row["median_ratio"] for row in rows])),
-        "scale_ms": float(np.nanmedian([row["ms"] for row in rows])),
-    }
+    summary = drive_summary(seed, mounting.height_m, frames, rows)
     log(
         f"seed {seed}: camera {mounting.height_m:.2f} m, {summary['ground']} frames ground, "
         f"{summary['held']} held, {summary['learned']} learned; factor change median "
@@ -146,7 +153,8 @@ def markdown(summaries: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m training.scale_stability``."""
     parser = argparse.ArgumentParser(
         prog="python -m training.scale_stability",
         description=__doc__.split("\n\n")[0],
@@ -176,6 +184,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--num-threads", type=int, default=0)
     parser.add_argument("--out", help="write the per-frame rows to this CSV file")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     try:
         width, height = (int(v) for v in args.size.lower().split("x"))

@@ -280,6 +280,32 @@ def slow_setup_notice(
     return "; ".join(work)
 
 
+def _given_graph(onnx_model: str | os.PathLike) -> Path:
+    """The path of a given ``onnx_model``, which must exist."""
+    path = Path(onnx_model).expanduser()
+    if not path.is_file():
+        raise BackendError(
+            f"onnx_model {path} not found (no such file); export one with "
+            "`python -m training.export CHECKPOINT --onnx OUT.onnx`, or leave "
+            "onnx_model empty to export the checkpoint automatically"
+        )
+    return path
+
+
+def _open_session(ort, path: Path, providers: list, num_threads: int, planned_device: str):
+    """The onnxruntime session of the graph at ``path`` (BackendError when it cannot load)."""
+    options = ort.SessionOptions()
+    if num_threads:
+        options.intra_op_num_threads = num_threads
+    # On the CPU, warnings about unused initialisers etc. are not the user's. With a GPU
+    # planned they stay: they are the only place onnxruntime says why it dropped a provider.
+    options.log_severity_level = 3 if planned_device == "cpu" else 2
+    try:
+        return ort.InferenceSession(str(path), options, providers=providers)
+    except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+        raise BackendError(f"onnxruntime could not load {path}: {exc}") from exc
+
+
 class OnnxRuntimeBackend(Backend):
     def __init__(
         self,
@@ -301,13 +327,7 @@ class OnnxRuntimeBackend(Backend):
         from dehaze_ros.onnx_export import OnnxMetadata, OnnxModelError, file_sha256
 
         if onnx_model:
-            path = Path(onnx_model).expanduser()
-            if not path.is_file():
-                raise BackendError(
-                    f"onnx_model {path} not found (no such file); export one with "
-                    "`python -m training.export CHECKPOINT --onnx OUT.onnx`, or leave "
-                    "onnx_model empty to export the checkpoint automatically"
-                )
+            path = _given_graph(onnx_model)
         # Device and precision are checked before anything is exported.
         available = ort.get_available_providers()
         _, planned_device = execution_providers(
@@ -330,16 +350,7 @@ class OnnxRuntimeBackend(Backend):
             profile,
             tensorrt,
         )
-        options = ort.SessionOptions()
-        if num_threads:
-            options.intra_op_num_threads = num_threads
-        # On the CPU, warnings about unused initialisers etc. are not the user's. With a GPU
-        # planned they stay: they are the only place onnxruntime says why it dropped a provider.
-        options.log_severity_level = 3 if planned_device == "cpu" else 2
-        try:
-            self.session = ort.InferenceSession(str(path), options, providers=providers)
-        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
-            raise BackendError(f"onnxruntime could not load {path}: {exc}") from exc
+        self.session = _open_session(ort, path, providers, num_threads, planned_device)
         try:
             self.metadata = OnnxMetadata.from_props(
                 self.session.get_modelmeta().custom_metadata_map, path

@@ -298,13 +298,17 @@ def stage_medians(samples: tuple[dict, ...]) -> str:
     )
 
 
-def diagnose(current: StatsSnapshot, previous: StatsSnapshot, node: NodeView) -> Diagnosis:
-    """The diagnostics status for ``current``; rates and "recent" problems count from ``previous``
-    (the snapshot of the last diagnostics message)."""
+def _state_status(
+    current: StatsSnapshot,
+    previous: StatsSnapshot,
+    node: NodeView,
+    elapsed: float,
+    input_rate: float,
+    output_rate: float,
+) -> tuple[int, list[str]]:
+    """The level and messages of the node's lifecycle state: configure errors, no input, the
+    rates, camera_info and recent bad frames."""
     now = current.taken_at
-    elapsed = max(now - previous.taken_at, 1e-6)
-    input_rate = max(0, current.received - previous.received) / elapsed
-    output_rate = max(0, current.processed - previous.processed) / elapsed
     # The level describes the recent window, the counters the whole run: one corrupt frame
     # warns in the period it arrived and for as long as no good frame has followed it.
     recent_bad = max(0, current.bad - previous.bad)
@@ -313,7 +317,6 @@ def diagnose(current: StatsSnapshot, previous: StatsSnapshot, node: NodeView) ->
         or current.last_good_at is None
         or current.last_good_at < current.last_problem_at
     )
-    config = node.config
 
     level, messages = OK, []
     if node.state == "unconfigured":
@@ -347,6 +350,21 @@ def diagnose(current: StatsSnapshot, previous: StatsSnapshot, node: NodeView) ->
                 if recent_bad
                 else f"no good frame since the last problem: {current.last_problem}"
             )
+    return level, messages
+
+
+def _status(
+    current: StatsSnapshot,
+    previous: StatsSnapshot,
+    node: NodeView,
+    elapsed: float,
+    input_rate: float,
+    output_rate: float,
+) -> tuple[int, list[str]]:
+    """The diagnostics level and its messages: the state's, then the processing thread, the
+    metric depth, the device and the refused start-up parameters."""
+    level, messages = _state_status(current, previous, node, elapsed, input_rate, output_rate)
+    config = node.config
     recent_restarts = current.worker_restarts - previous.worker_restarts
     if recent_restarts > 0:
         # The output stopped: whatever else is true, this period is an error.
@@ -376,6 +394,16 @@ def diagnose(current: StatsSnapshot, previous: StatsSnapshot, node: NodeView) ->
             "start-up parameters refused, running with defaults until restarted: "
             + "; ".join(node.startup_refusals)
         )
+    return level, messages
+
+
+def _values(
+    current: StatsSnapshot, node: NodeView, input_rate: float, output_rate: float
+) -> dict[str, str]:
+    """The diagnostics key/value pairs: counters, rates, latencies, scale, anchors, visibility
+    and the engine's description."""
+    now = current.taken_at
+    device_warning = node.engine_info.get("device_warning")
 
     def ms(samples, fraction):
         return f"{percentile(samples, fraction):.1f}" if samples else "n/a"
@@ -418,4 +446,16 @@ def diagnose(current: StatsSnapshot, previous: StatsSnapshot, node: NodeView) ->
     for key in (KEY_MODEL, KEY_DEVICE, "precision", "depth_units", "checkpoint", "max_side"):
         if key in node.engine_info:
             values[key.replace("_", " ")] = str(node.engine_info[key])
+    return values
+
+
+def diagnose(current: StatsSnapshot, previous: StatsSnapshot, node: NodeView) -> Diagnosis:
+    """The diagnostics status for ``current``; rates and "recent" problems count from ``previous``
+    (the snapshot of the last diagnostics message)."""
+    now = current.taken_at
+    elapsed = max(now - previous.taken_at, 1e-6)
+    input_rate = max(0, current.received - previous.received) / elapsed
+    output_rate = max(0, current.processed - previous.processed) / elapsed
+    level, messages = _status(current, previous, node, elapsed, input_rate, output_rate)
+    values = _values(current, node, input_rate, output_rate)
     return Diagnosis(level, "; ".join(messages), values)

@@ -192,7 +192,8 @@ def load_trained_checkpoint(path: str) -> tuple[Path, int, object]:
     return Path(path), params, (dehazer, depth_net)
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: devices, precisions, sizes, models and backends to time."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -241,18 +242,13 @@ def main(argv: list[str] | None = None) -> None:
         default=",".join(SCALE_SOURCES),
         help=f"comma separated, rows of the second table: {', '.join(SCALE_SOURCES)}; '' = none",
     )
-    args = parser.parse_args(argv)
-    scale_sources = [source for source in args.scale_sources.split(",") if source]
-    if set(scale_sources) - set(SCALE_SOURCES):
-        parser.error(
-            f"unknown scale sources {sorted(set(scale_sources) - set(SCALE_SOURCES))}; "
-            f"choose from {', '.join(SCALE_SOURCES)}"
-        )
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
+    return parser
+
+
+def chosen_precisions(parser: argparse.ArgumentParser, names: str, device) -> list[str]:
+    """The precisions of ``--precisions`` this device runs (the others skipped with a note)."""
     precisions = []
-    for name in (p for p in args.precisions.split(",") if p):
+    for name in (p for p in names.split(",") if p):
         if name not in PRECISIONS:
             parser.error(f"unknown precision {name!r}; choose from {PRECISIONS}")
         try:
@@ -260,7 +256,13 @@ def main(argv: list[str] | None = None) -> None:
         except DeviceError as exc:
             print(f"# {name} skipped: {exc}")
     precisions = list(dict.fromkeys(precisions))  # auto may resolve to a listed one
-    backends = [b for b in args.backends.split(",") if b]
+    return precisions
+
+
+def chosen_backends(parser: argparse.ArgumentParser, names: str) -> list[str]:
+    """The backends of ``--backends`` whose extras are installed (the others skipped with a
+    note)."""
+    backends = [b for b in names.split(",") if b]
     if set(backends) - {"torch", "onnxruntime", "openvino"}:
         parser.error(
             f"unknown backends {sorted(set(backends) - {'torch', 'onnxruntime', 'openvino'})}; "
@@ -286,6 +288,12 @@ def main(argv: list[str] | None = None) -> None:
                 f"'.[openvino]')"
             )
             backends.remove("openvino")
+    return backends
+
+
+def chosen_variants(parser: argparse.ArgumentParser, args: argparse.Namespace):
+    """The models to time and the trained checkpoints by file name: the ``--checkpoint`` files
+    where given, otherwise the ``--variants`` presets."""
     variants = [v for v in args.variants.split(",") if v]
     unknown = [v for v in variants if v not in PRESETS]
     if unknown:
@@ -302,7 +310,11 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(f"--checkpoint: {exc}")
     if trained:
         variants = list(trained)
+    return variants, trained
 
+
+def print_header(device, rt_max_side: int) -> None:
+    """The device line, what is timed, and the table's head."""
     processor = platform.processor() or platform.machine()
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else processor
     print(
@@ -311,7 +323,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(
         "# one network pass per frame at the internal size (depth_max_side 0); a node at "
-        f"max_side 0 adds a depth pass at depth_max_side, timed by the max_side {args.rt_max_side} "
+        f"max_side 0 adds a depth pass at depth_max_side, timed by the max_side {rt_max_side} "
         "rows"
     )
     print(
@@ -319,23 +331,27 @@ def main(argv: list[str] | None = None) -> None:
         "| median ms | p95 ms | frames/s | runs |"
     )
     print("|---|---|---|---|---|---:|---:|---:|---:|---:|---:|")
-    images = {size: hazy_frame(*size) for size in args.sizes}
 
-    def row(label, backend, precision, size, internal, params, gmacs, latencies):
-        median, p95 = np.median(latencies), np.percentile(latencies, 95)
-        params_text = f"{params / 1e6:.2f}" if params else "-"
-        gmacs_text = f"{gmacs:.1f}" if gmacs is not None else "-"
-        print(
-            f"| {label} | {backend} | {precision} | {size[0]}x{size[1]} "
-            f"| {internal[1]}x{internal[0]} | {params_text} | {gmacs_text} "
-            f"| {median:.1f} | {p95:.1f} | {1000 / median:.1f} | {len(latencies)} |",
-            flush=True,
-        )
 
+def print_row(label, backend, precision, size, internal, params, gmacs, latencies):
+    """Print one row of the timing table."""
+    median, p95 = np.median(latencies), np.percentile(latencies, 95)
+    params_text = f"{params / 1e6:.2f}" if params else "-"
+    gmacs_text = f"{gmacs:.1f}" if gmacs is not None else "-"
+    print(
+        f"| {label} | {backend} | {precision} | {size[0]}x{size[1]} "
+        f"| {internal[1]}x{internal[0]} | {params_text} | {gmacs_text} "
+        f"| {median:.1f} | {p95:.1f} | {1000 / median:.1f} | {len(latencies)} |",
+        flush=True,
+    )
+
+
+def time_dcp(args: argparse.Namespace, images: dict) -> None:
+    """The DCP baseline's rows, one per frame size."""
     for size in args.sizes:
         # At the frame's size, as the "internal" column says (the engine default is the node's).
         engine = DehazeEngine(EngineConfig(model="dcp", max_side=0, warmup=0))
-        row(
+        print_row(
             "dcp",
             "numpy",
             "fp32",
@@ -346,63 +362,96 @@ def main(argv: list[str] | None = None) -> None:
             time_engine(engine, images[size], args.max_runs, args.budget_s),
         )
 
+
+def time_variant(
+    name: str,
+    folder: str,
+    trained: dict,
+    backends: list[str],
+    precisions: list[str],
+    args: argparse.Namespace,
+    images: dict,
+) -> None:
+    """The rows of one model: every max_side setting, frame size, backend and precision."""
+    path, params, (dehazer, depth_net) = trained.get(name) or write_random_checkpoint(
+        name, Path(folder)
+    )
+    graph = Path(folder) / f"{name}.onnx"
+    if {"onnxruntime", "openvino"} & set(backends):
+        from dehaze_ros.onnx_export import export_onnx
+
+        print(f"# exporting {name} to ONNX ...", flush=True)
+        export_onnx(path, graph)
+    refused: set[str] = set()
+    settings = [0] + (
+        [args.rt_max_side] if name in ("diacmpn-rt", *trained) and args.rt_max_side else []
+    )
+    for max_side in settings:
+        label = name if not max_side else f"{name} (max_side {max_side})"
+        for size in args.sizes:
+            internal = scaled_size(size[1], size[0], max_side)
+            shape = (1, 3, internal[0], internal[1])
+            gmacs = (
+                count_macs(dehazer, shape) + (count_macs(depth_net, shape) if depth_net else 0)
+            ) / 1e9
+            # Backends and precisions of one cell next to each other: like with like.
+            for backend in backends:
+                for precision in precisions:
+                    try:
+                        engine = DehazeEngine(
+                            EngineConfig(
+                                checkpoint=str(path),
+                                backend=backend,
+                                onnx_model=str(graph),
+                                device=args.device,
+                                precision=precision,
+                                max_side=max_side,
+                                depth_max_side=0,
+                                warmup=0,
+                                num_threads=args.threads,
+                            )
+                        )
+                    except EngineError as exc:
+                        if f"{backend} {precision}" not in refused:
+                            refused.add(f"{backend} {precision}")
+                            print(f"# {backend} {precision} skipped: {exc}", flush=True)
+                        continue
+                    print_row(
+                        label,
+                        backend,
+                        engine.describe()["precision"],
+                        size,
+                        internal,
+                        params,
+                        gmacs,
+                        time_engine(engine, images[size], args.max_runs, args.budget_s),
+                    )
+                    engine.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    scale_sources = [source for source in args.scale_sources.split(",") if source]
+    if set(scale_sources) - set(SCALE_SOURCES):
+        parser.error(
+            f"unknown scale sources {sorted(set(scale_sources) - set(SCALE_SOURCES))}; "
+            f"choose from {', '.join(SCALE_SOURCES)}"
+        )
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    precisions = chosen_precisions(parser, args.precisions, device)
+    backends = chosen_backends(parser, args.backends)
+    variants, trained = chosen_variants(parser, args)
+
+    print_header(device, args.rt_max_side)
+    images = {size: hazy_frame(*size) for size in args.sizes}
+    time_dcp(args, images)
+
     with tempfile.TemporaryDirectory() as folder:
         for name in variants:
-            path, params, (dehazer, depth_net) = trained.get(name) or write_random_checkpoint(
-                name, Path(folder)
-            )
-            graph = Path(folder) / f"{name}.onnx"
-            if {"onnxruntime", "openvino"} & set(backends):
-                from dehaze_ros.onnx_export import export_onnx
-
-                print(f"# exporting {name} to ONNX ...", flush=True)
-                export_onnx(path, graph)
-            refused: set[str] = set()
-            settings = [0] + (
-                [args.rt_max_side] if name in ("diacmpn-rt", *trained) and args.rt_max_side else []
-            )
-            for max_side in settings:
-                label = name if not max_side else f"{name} (max_side {max_side})"
-                for size in args.sizes:
-                    internal = scaled_size(size[1], size[0], max_side)
-                    shape = (1, 3, internal[0], internal[1])
-                    gmacs = (
-                        count_macs(dehazer, shape)
-                        + (count_macs(depth_net, shape) if depth_net else 0)
-                    ) / 1e9
-                    # Backends and precisions of one cell next to each other: like with like.
-                    for backend in backends:
-                        for precision in precisions:
-                            try:
-                                engine = DehazeEngine(
-                                    EngineConfig(
-                                        checkpoint=str(path),
-                                        backend=backend,
-                                        onnx_model=str(graph),
-                                        device=args.device,
-                                        precision=precision,
-                                        max_side=max_side,
-                                        depth_max_side=0,
-                                        warmup=0,
-                                        num_threads=args.threads,
-                                    )
-                                )
-                            except EngineError as exc:
-                                if f"{backend} {precision}" not in refused:
-                                    refused.add(f"{backend} {precision}")
-                                    print(f"# {backend} {precision} skipped: {exc}", flush=True)
-                                continue
-                            row(
-                                label,
-                                backend,
-                                engine.describe()["precision"],
-                                size,
-                                internal,
-                                params,
-                                gmacs,
-                                time_engine(engine, images[size], args.max_runs, args.budget_s),
-                            )
-                            engine.close()
+            time_variant(name, folder, trained, backends, precisions, args, images)
     if scale_sources:
         time_scale_sources(
             scale_sources,

@@ -29,6 +29,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -304,27 +305,8 @@ def main(argv=None) -> int:
         signal.signal(signal.SIGTERM, previous)
 
 
-def run(args: argparse.Namespace) -> int:
-    env = demo_environment()
-    os.environ.clear()
-    os.environ.update(env)  # this process runs a recorder node: same DDS setup as the children
-    import cv2
-    import rclpy
-    from rclpy.context import Context
-    from rclpy.executors import SingleThreadedExecutor
-
-    from dehaze_ros.ros.node_config import SPECS
-
-    model, checkpoint = choose_model(args)
-    colormap_min_m, colormap_max_m = (
-        SPECS["colormap_min_m"].default,
-        SPECS["colormap_max_m"].default,
-    )
-    output = args.output
-    (output / "logs").mkdir(parents=True, exist_ok=True)
-    for old in list(output.glob("mosaic_*.png")) + [output / "demo.mp4"]:
-        old.unlink(missing_ok=True)
-
+def child_arguments(args: argparse.Namespace, model: str, checkpoint: str) -> tuple[list, list]:
+    """The ROS arguments of the sample camera and of the dehazing node."""
     camera_args = [
         "-r",
         f"__ns:={NAMESPACE}",
@@ -351,15 +333,23 @@ def run(args: argparse.Namespace) -> int:
     ]
     if checkpoint:
         node_args += ["-p", f"checkpoint:={checkpoint}"]
-    print(
-        f"demo: {args.width}x{args.height} camera at {args.rate:g} Hz, model {model}"
-        + (f" ({checkpoint})" if checkpoint else "")
-        + f", ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']}, "
-        f"recording {args.duration:g} s into {output}/",
-        flush=True,
-    )
+    return camera_args, node_args
 
-    video = {"writer": None, "frames": 0, "mosaics": 0, "saved": 0, "next_png": 0.0}
+
+def mosaic_writer(args: argparse.Namespace, output: Path) -> tuple[dict, Callable]:
+    """The video's state and the function that writes each mosaic to demo.mp4 (and the first
+    ``--mosaics`` of them, spread over the run, as PNG); ``video["started"]`` is when the
+    recording began."""
+    import cv2
+
+    video = {
+        "writer": None,
+        "frames": 0,
+        "mosaics": 0,
+        "saved": 0,
+        "next_png": 0.0,
+        "started": 0.0,
+    }
     png_every = args.duration / max(1, args.mosaics)
 
     def write_mosaic(mosaic: np.ndarray) -> None:
@@ -373,7 +363,7 @@ def run(args: argparse.Namespace) -> int:
             )
         # The video runs at the camera rate and plays in real time: each mosaic fills the frame
         # slots up to its arrival (repeated when the node runs slower than the camera).
-        elapsed = time.monotonic() - recording_started
+        elapsed = time.monotonic() - video["started"]
         while True:
             video["writer"].write(mosaic)
             video["frames"] += 1
@@ -385,63 +375,53 @@ def run(args: argparse.Namespace) -> int:
             video["saved"] += 1
             video["next_png"] += png_every
 
-    children: list[subprocess.Popen] = []
-    context = Context()
-    rclpy.init(context=context, args=[])
-    node = None
-    recording_started = 0.0
-    try:
-        children.append(
-            start_child(
-                "dehaze_ros.ros.dehaze_node", node_args, env, output / "logs" / "dehaze_node.log"
-            )
-        )
-        children.append(
-            start_child(
-                "dehaze_ros.sim.sample_camera",
-                camera_args,
-                env,
-                output / "logs" / "sample_camera.log",
-            )
-        )
-        node = rclpy.create_node("demo_recorder", context=context)
-        executor = SingleThreadedExecutor(context=context)
-        executor.add_node(node)
-        depth_label = (
-            "depth (relative, DCP)"
-            if model == "dcp"
-            else f"depth colormap, {colormap_min_m:g}-{colormap_max_m:g} m log scale"
-        )
-        recorder = Recorder(node, write_mosaic, ("hazy input", f"dehazed ({model})", depth_label))
+    return video, write_mosaic
 
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while recorder.first_output_at is None:
-            if time.monotonic() > deadline or any(child.poll() is not None for child in children):
-                print(
-                    f"demo: no dehazed output within {STARTUP_TIMEOUT_S:.0f} s (or a process "
-                    f"exited); see {output}/logs/",
-                    file=sys.stderr,
-                )
-                return 1
-            executor.spin_once(timeout_sec=0.1)
-        executor.spin_once(timeout_sec=0.5)  # let the first colormap arrive before counting
-        before = dict(recorder.diagnostics)
-        recorder.recording = True
-        recording_started = time.monotonic()
-        while time.monotonic() - recording_started < args.duration:
-            executor.spin_once(timeout_sec=0.1)
-        recorder.recording = False
-        settle = time.monotonic() + 1.2  # one more diagnostics message covering the run, and the
-        while time.monotonic() < settle:  # outputs of the window's last frames
-            executor.spin_once(timeout_sec=0.1)
-        after = recorder.diagnostics
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown(context=context)
-        processes.stop(children)
-        if video["writer"] is not None:
-            video["writer"].release()
+
+def record(
+    executor,
+    recorder: Recorder,
+    children: list[subprocess.Popen],
+    output: Path,
+    video: dict,
+    duration: float,
+) -> tuple[dict, dict] | None:
+    """Wait for the first dehazed output, record ``duration`` seconds and return the node's
+    diagnostics before and after the window (None: no output came, or a process exited)."""
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while recorder.first_output_at is None:
+        if time.monotonic() > deadline or any(child.poll() is not None for child in children):
+            print(
+                f"demo: no dehazed output within {STARTUP_TIMEOUT_S:.0f} s (or a process "
+                f"exited); see {output}/logs/",
+                file=sys.stderr,
+            )
+            return None
+        executor.spin_once(timeout_sec=0.1)
+    executor.spin_once(timeout_sec=0.5)  # let the first colormap arrive before counting
+    before = dict(recorder.diagnostics)
+    recorder.recording = True
+    video["started"] = time.monotonic()
+    while time.monotonic() - video["started"] < duration:
+        executor.spin_once(timeout_sec=0.1)
+    recorder.recording = False
+    settle = time.monotonic() + 1.2  # one more diagnostics message covering the run, and the
+    while time.monotonic() < settle:  # outputs of the window's last frames
+        executor.spin_once(timeout_sec=0.1)
+    after = recorder.diagnostics
+    return before, after
+
+
+def print_summary(
+    args: argparse.Namespace,
+    model: str,
+    output: Path,
+    recorder: Recorder,
+    video: dict,
+    before: dict,
+    after: dict,
+) -> None:
+    """The demo's summary, timing and visibility lines."""
 
     def counter(diagnostics: dict, key: str) -> int:
         try:
@@ -476,7 +456,80 @@ def run(args: argparse.Namespace) -> int:
         flush=True,
     )
     print(visibility_summary(recorder.visibility, output, model), flush=True)
-    return 0 if received > 0 else 1
+
+
+def run(args: argparse.Namespace) -> int:
+    env = demo_environment()
+    os.environ.clear()
+    os.environ.update(env)  # this process runs a recorder node: same DDS setup as the children
+    import rclpy
+    from rclpy.context import Context
+    from rclpy.executors import SingleThreadedExecutor
+
+    from dehaze_ros.ros.node_config import SPECS
+
+    model, checkpoint = choose_model(args)
+    colormap_min_m, colormap_max_m = (
+        SPECS["colormap_min_m"].default,
+        SPECS["colormap_max_m"].default,
+    )
+    output = args.output
+    (output / "logs").mkdir(parents=True, exist_ok=True)
+    for old in list(output.glob("mosaic_*.png")) + [output / "demo.mp4"]:
+        old.unlink(missing_ok=True)
+
+    camera_args, node_args = child_arguments(args, model, checkpoint)
+    print(
+        f"demo: {args.width}x{args.height} camera at {args.rate:g} Hz, model {model}"
+        + (f" ({checkpoint})" if checkpoint else "")
+        + f", ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']}, "
+        f"recording {args.duration:g} s into {output}/",
+        flush=True,
+    )
+
+    video, write_mosaic = mosaic_writer(args, output)
+    children: list[subprocess.Popen] = []
+    context = Context()
+    rclpy.init(context=context, args=[])
+    node = None
+    try:
+        children.append(
+            start_child(
+                "dehaze_ros.ros.dehaze_node", node_args, env, output / "logs" / "dehaze_node.log"
+            )
+        )
+        children.append(
+            start_child(
+                "dehaze_ros.sim.sample_camera",
+                camera_args,
+                env,
+                output / "logs" / "sample_camera.log",
+            )
+        )
+        node = rclpy.create_node("demo_recorder", context=context)
+        executor = SingleThreadedExecutor(context=context)
+        executor.add_node(node)
+        depth_label = (
+            "depth (relative, DCP)"
+            if model == "dcp"
+            else f"depth colormap, {colormap_min_m:g}-{colormap_max_m:g} m log scale"
+        )
+        recorder = Recorder(node, write_mosaic, ("hazy input", f"dehazed ({model})", depth_label))
+
+        window = record(executor, recorder, children, output, video, args.duration)
+        if window is None:
+            return 1
+        before, after = window
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown(context=context)
+        processes.stop(children)
+        if video["writer"] is not None:
+            video["writer"].release()
+
+    print_summary(args, model, output, recorder, video, before, after)
+    return 0 if len(recorder.output_times) > 0 else 1
 
 
 def visibility_summary(

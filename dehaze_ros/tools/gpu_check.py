@@ -401,21 +401,8 @@ def measure_engines(
     return rows
 
 
-def run_node(args, work: Path, deadline: float, log) -> tuple[Row, list[str]]:
-    """The node on the bundled camera, as `make demo` runs it, on the checked device."""
-    row = Row(
-        "diacmpn-rt", "shipped", "node (demo)", "auto", "160x120" if args.dry_run else "640x480"
-    )
-    if importlib.util.find_spec("rclpy") is None:
-        row.note = (
-            "not available: rclpy is not importable (source a ROS 2 install, or pip install -r "
-            "requirements-ros-pypi.txt)"
-        )
-        return row, []
-    remaining = deadline - time.monotonic()
-    if remaining < args.demo_seconds + 30:
-        row.note = NOT_RUN
-        return row, []
+def demo_command(args, work: Path) -> list[str]:
+    """The `make demo` command line the node run starts, sized for the dry run or the GPU."""
     command = [
         sys.executable,
         "-m",
@@ -449,6 +436,25 @@ def run_node(args, work: Path, deadline: float, log) -> tuple[Row, list[str]]:
         if args.dry_run
         else ["--num-threads", "0"]
     )
+    return command
+
+
+def run_node(args, work: Path, deadline: float, log) -> tuple[Row, list[str]]:
+    """The node on the bundled camera, as `make demo` runs it, on the checked device."""
+    row = Row(
+        "diacmpn-rt", "shipped", "node (demo)", "auto", "160x120" if args.dry_run else "640x480"
+    )
+    if importlib.util.find_spec("rclpy") is None:
+        row.note = (
+            "not available: rclpy is not importable (source a ROS 2 install, or pip install -r "
+            "requirements-ros-pypi.txt)"
+        )
+        return row, []
+    remaining = deadline - time.monotonic()
+    if remaining < args.demo_seconds + 30:
+        row.note = NOT_RUN
+        return row, []
+    command = demo_command(args, work)
     log("node run: " + " ".join(command[1:]))
     try:
         completed = subprocess.run(command, capture_output=True, text=True, timeout=remaining)

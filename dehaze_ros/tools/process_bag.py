@@ -876,6 +876,46 @@ def main(argv=None) -> int:
 # A bag from the built-in camera, for trying process_bag without a recording.
 
 
+def _sample_frame(
+    source,
+    defaults: dict,
+    t: float,
+    period_s: float,
+    start_ns: int,
+    width: int,
+    height: int,
+    compressed: bool,
+) -> tuple[int, tuple]:
+    """The sample bag's frame at ``t`` s: its stamp (ns) and its image, camera_info and
+    ground-truth visibility messages."""
+    from sensor_msgs.msg import Range
+    from std_msgs.msg import Header
+
+    from dehaze_ros.ros.image_conversion import numpy_to_compressed, numpy_to_image
+    from dehaze_ros.sim.sample_camera import haze_strength, pinhole_camera_info
+
+    rgb, _, _ = source.frame(t)
+    stamp_ns = start_ns + int(t * 1e9)
+    header = Header(frame_id=defaults["frame_id"])
+    header.stamp.sec, header.stamp.nanosec = divmod(stamp_ns, 10**9)
+    image = (
+        numpy_to_compressed(rgb, "rgb8", "jpeg", header)
+        if compressed
+        else numpy_to_image(rgb, "rgb8", header)
+    )
+    info = pinhole_camera_info(width, height, source.K, defaults["frame_id"])
+    info.header = header
+    beta = haze_strength(t, defaults["beta_min"], defaults["beta_max"], period_s)
+    truth = Range(
+        header=header,
+        radiation_type=Range.INFRARED,
+        min_range=0.0,
+        max_range=math.inf,
+        range=float(visibility.KOSCHMIEDER / beta),
+    )
+    return stamp_ns, (image, info, truth)
+
+
 def write_sample_bag(
     path: str | Path,
     frames: int = 30,
@@ -892,16 +932,8 @@ def write_sample_bag(
     /ground_truth/visibility (sensor_msgs/Range, the true V = 3.912 / beta of each frame)."""
     from rclpy.serialization import serialize_message
     from rosbags.rosbag2 import StoragePlugin, Writer
-    from sensor_msgs.msg import Range
-    from std_msgs.msg import Header
 
-    from dehaze_ros.ros.image_conversion import numpy_to_compressed, numpy_to_image
-    from dehaze_ros.sim.sample_camera import (
-        CAMERA_PARAMETERS,
-        SceneSource,
-        haze_strength,
-        pinhole_camera_info,
-    )
+    from dehaze_ros.sim.sample_camera import CAMERA_PARAMETERS, SceneSource
 
     defaults = {name: spec[0] for name, spec in CAMERA_PARAMETERS.items()}
     source = SceneSource(
@@ -937,26 +969,10 @@ def write_sample_bag(
         )
         for index in range(frames):
             t = index * period_s / frames
-            rgb, _, _ = source.frame(t)
-            stamp_ns = start_ns + int(t * 1e9)
-            header = Header(frame_id=defaults["frame_id"])
-            header.stamp.sec, header.stamp.nanosec = divmod(stamp_ns, 10**9)
-            image = (
-                numpy_to_compressed(rgb, "rgb8", "jpeg", header)
-                if compressed
-                else numpy_to_image(rgb, "rgb8", header)
+            stamp_ns, messages = _sample_frame(
+                source, defaults, t, period_s, start_ns, width, height, compressed
             )
-            info = pinhole_camera_info(width, height, source.K, defaults["frame_id"])
-            info.header = header
-            beta = haze_strength(t, defaults["beta_min"], defaults["beta_max"], period_s)
-            truth = Range(
-                header=header,
-                radiation_type=Range.INFRARED,
-                min_range=0.0,
-                max_range=math.inf,
-                range=float(visibility.KOSCHMIEDER / beta),
-            )
-            for conn, msg in ((image_conn, image), (info_conn, info), (truth_conn, truth)):
+            for conn, msg in zip((image_conn, info_conn, truth_conn), messages):
                 writer.write(conn, stamp_ns, serialize_message(msg))
     return Path(path)
 

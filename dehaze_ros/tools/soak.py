@@ -165,16 +165,8 @@ def main(argv=None) -> int:
         return 130
 
 
-def run(args: argparse.Namespace) -> int:
-    env = demo_environment()
-    os.environ.clear()
-    os.environ.update(env)  # the listener here needs the same DDS setup as the children
-    import rclpy
-    from rclpy.context import Context
-    from rclpy.executors import SingleThreadedExecutor
-
-    model, checkpoint = choose_model(args)
-    args.output.mkdir(parents=True, exist_ok=True)
+def child_arguments(args: argparse.Namespace, model: str, checkpoint: str) -> tuple[list, list]:
+    """The ROS arguments of the sample camera and of the dehazing node."""
     camera_args = [
         "-r",
         f"__ns:={NAMESPACE}",
@@ -197,6 +189,52 @@ def run(args: argparse.Namespace) -> int:
     ]
     if checkpoint:
         node_args += ["-p", f"checkpoint:={checkpoint}"]
+    return camera_args, node_args
+
+
+def wait_for_output(executor, listener: Listener, children: list, output: Path) -> bool:
+    """Spin until the node's first output (False: none within 120 s, or a process exited)."""
+    deadline = time.monotonic() + 120
+    while listener.outputs == 0:
+        if time.monotonic() > deadline or any(child.poll() is not None for child in children):
+            print(
+                f"soak: no output within 120 s (or a process exited); see {output}/",
+                file=sys.stderr,
+            )
+            return False
+        executor.spin_once(timeout_sec=0.1)
+    return True
+
+
+def soak_row(listener: Listener, dehaze, started: float, interval: float) -> dict:
+    """One CSV row: the node's memory, output rate and latency over the last interval, and its
+    counters."""
+    latencies, outputs = listener.take()
+    diagnostics = listener.diagnostics
+    return {
+        "minute": round((time.monotonic() - started) / 60, 2),
+        "node_rss_mb": round(rss_mb(dehaze.pid), 1),
+        "outputs_per_s": round(outputs / interval, 2),
+        "latency_median_ms": round(statistics.median(latencies), 1) if latencies else float("nan"),
+        "latency_p95_ms": round(percentile(latencies, 0.95), 1) if latencies else float("nan"),
+        "dropped": counter(diagnostics, KEY_DROPPED),
+        "invalid": counter(diagnostics, KEY_INVALID),
+        "failed": counter(diagnostics, "frames failed (engine error)"),
+        "thread_restarts": counter(diagnostics, "processing thread restarts"),
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    env = demo_environment()
+    os.environ.clear()
+    os.environ.update(env)  # the listener here needs the same DDS setup as the children
+    import rclpy
+    from rclpy.context import Context
+    from rclpy.executors import SingleThreadedExecutor
+
+    model, checkpoint = choose_model(args)
+    args.output.mkdir(parents=True, exist_ok=True)
+    camera_args, node_args = child_arguments(args, model, checkpoint)
     children = []
     context = Context()
     rclpy.init(context=context, args=[])
@@ -216,15 +254,8 @@ def run(args: argparse.Namespace) -> int:
         executor = SingleThreadedExecutor(context=context)
         executor.add_node(node)
         listener = Listener(node)
-        deadline = time.monotonic() + 120
-        while listener.outputs == 0:
-            if time.monotonic() > deadline or any(child.poll() is not None for child in children):
-                print(
-                    f"soak: no output within 120 s (or a process exited); see {args.output}/",
-                    file=sys.stderr,
-                )
-                return 1
-            executor.spin_once(timeout_sec=0.1)
+        if not wait_for_output(executor, listener, children, args.output):
+            return 1
         listener.take()
         started = time.monotonic()
         print(
@@ -243,23 +274,7 @@ def run(args: argparse.Namespace) -> int:
                 if any(child.poll() is not None for child in children):
                     print("soak: a process exited; see the logs", file=sys.stderr)
                     return 1
-                latencies, outputs = listener.take()
-                diagnostics = listener.diagnostics
-                row = {
-                    "minute": round((time.monotonic() - started) / 60, 2),
-                    "node_rss_mb": round(rss_mb(dehaze.pid), 1),
-                    "outputs_per_s": round(outputs / args.interval, 2),
-                    "latency_median_ms": round(statistics.median(latencies), 1)
-                    if latencies
-                    else float("nan"),
-                    "latency_p95_ms": round(percentile(latencies, 0.95), 1)
-                    if latencies
-                    else float("nan"),
-                    "dropped": counter(diagnostics, KEY_DROPPED),
-                    "invalid": counter(diagnostics, KEY_INVALID),
-                    "failed": counter(diagnostics, "frames failed (engine error)"),
-                    "thread_restarts": counter(diagnostics, "processing thread restarts"),
-                }
+                row = soak_row(listener, dehaze, started, args.interval)
                 rows.append(row)
                 writer.writerow(row)
                 file.flush()

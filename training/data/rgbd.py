@@ -115,6 +115,67 @@ def _files_by_stem(folder: Path, extensions: tuple[str, ...]) -> dict[str, Path]
     }
 
 
+def _color_depth_items(folder: Path, scale: float, focal: float) -> list[RgbdItem]:
+    """The pairs of a folder with color/ and depth/ sub-folders, matched by file stem."""
+    items: list[RgbdItem] = []
+    colors = _files_by_stem(folder / "color", IMAGE_EXTENSIONS)
+    depths = _files_by_stem(folder / "depth", DEPTH_EXTENSIONS)
+    for stem in sorted(set(colors) & set(depths)):
+        items.append(
+            RgbdItem(
+                colors[stem],
+                depths[stem],
+                None,
+                scale,
+                folder.name,
+                f"{folder.name}/{stem}",
+                focal,
+            )
+        )
+    return items
+
+
+def _suffix_items(folder: Path, files: list[str], scale: float, focal: float) -> list[RgbdItem]:
+    """The pairs of a flat folder: NAME_depth next to NAME or NAME_color."""
+    items: list[RgbdItem] = []
+    by_stem = {
+        Path(n).stem: folder / n
+        for n in sorted(files)
+        if Path(n).suffix.lower() in IMAGE_EXTENSIONS + DEPTH_EXTENSIONS
+    }
+    for stem, path in sorted(by_stem.items()):
+        if not stem.endswith("_depth"):
+            continue
+        base = stem[: -len("_depth")]
+        color = by_stem.get(base) or by_stem.get(f"{base}_color")
+        if color is not None and color.suffix.lower() in IMAGE_EXTENSIONS:
+            items.append(
+                RgbdItem(color, path, None, scale, folder.name, f"{folder.name}/{base}", focal)
+            )
+    return items
+
+
+def _middlebury_items(middlebury: list[tuple[str, Path]]) -> list[RgbdItem]:
+    """The Middlebury 2014 scenes (calib.txt, im0.png, disp0[GT].pfm), one item each."""
+    items: list[RgbdItem] = []
+    variants = {name for name, _ in middlebury}
+    for name, folder in middlebury:
+        disparity = "disp0GT.pfm" if (folder / "disp0GT.pfm").is_file() else "disp0.pfm"
+        calib = folder / "calib.txt"
+        items.append(
+            RgbdItem(
+                folder / "im0.png",
+                folder / disparity,
+                calib,
+                1.0,
+                middlebury_scene(name, variants),
+                name,
+                read_middlebury_calib(calib)["f"],
+            )
+        )
+    return items
+
+
 def scan_rgbd_folder(
     root: Path, config: RgbdConfig, source_name: str
 ) -> tuple[list[RgbdItem], list[str]]:
@@ -154,55 +215,14 @@ def scan_rgbd_folder(
             )
             continue
         if "color" in subfolders and "depth" in subfolders:
-            colors = _files_by_stem(folder / "color", IMAGE_EXTENSIONS)
-            depths = _files_by_stem(folder / "depth", DEPTH_EXTENSIONS)
-            for stem in sorted(set(colors) & set(depths)):
-                items.append(
-                    RgbdItem(
-                        colors[stem],
-                        depths[stem],
-                        None,
-                        scale,
-                        folder.name,
-                        f"{folder.name}/{stem}",
-                        focal,
-                    )
-                )
+            items.extend(_color_depth_items(folder, scale, focal))
             subfolders[:] = [s for s in subfolders if s not in ("color", "depth")]
             continue
-        by_stem = {
-            Path(n).stem: folder / n
-            for n in sorted(files)
-            if Path(n).suffix.lower() in IMAGE_EXTENSIONS + DEPTH_EXTENSIONS
-        }
-        found = 0
-        for stem, path in sorted(by_stem.items()):
-            if not stem.endswith("_depth"):
-                continue
-            base = stem[: -len("_depth")]
-            color = by_stem.get(base) or by_stem.get(f"{base}_color")
-            if color is not None and color.suffix.lower() in IMAGE_EXTENSIONS:
-                items.append(
-                    RgbdItem(color, path, None, scale, folder.name, f"{folder.name}/{base}", focal)
-                )
-                found += 1
+        found = _suffix_items(folder, files, scale, focal)
+        items.extend(found)
         if not found and any(Path(n).suffix.lower() in IMAGE_EXTENSIONS for n in files):
             skipped.append(relative)
-    variants = {name for name, _ in middlebury}
-    for name, folder in middlebury:
-        disparity = "disp0GT.pfm" if (folder / "disp0GT.pfm").is_file() else "disp0.pfm"
-        calib = folder / "calib.txt"
-        items.append(
-            RgbdItem(
-                folder / "im0.png",
-                folder / disparity,
-                calib,
-                1.0,
-                middlebury_scene(name, variants),
-                name,
-                read_middlebury_calib(calib)["f"],
-            )
-        )
+    items.extend(_middlebury_items(middlebury))
     return items, skipped
 
 
