@@ -20,7 +20,7 @@ from typing import Callable
 
 import numpy as np
 
-from dehaze_ros.anchor_scale import AnchorCloud, transform_points
+from dehaze_ros.anchor_scale import AnchorCloud, AnchorRules, transform_points
 from dehaze_ros.metric_scale import ANCHORS
 from dehaze_ros.ros.pointcloud import CloudError, cloud_xyz
 
@@ -58,7 +58,7 @@ class AnchorInput:
         extrinsic: np.ndarray | None = None,
         lookup: TransformLookup | None = None,
         keep: int = KEEP_CLOUDS,
-        max_age_s: float = 0.15,
+        max_age_s: float = AnchorRules.max_age_s,
         clock: Callable[[], float] = time.monotonic,
         tf_hint: bool = True,
     ):

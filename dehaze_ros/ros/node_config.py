@@ -33,6 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dehaze_ros import dense_fog
+from dehaze_ros.anchor_scale import FITS as ANCHOR_FITS
+from dehaze_ros.anchor_scale import AnchorRules, extrinsic_matrix
 from dehaze_ros.canonical_camera import DEFAULT_HFOV_DEG
 
 # The engine's own lists of choices: the table offers exactly what the engine accepts. This
@@ -63,8 +65,6 @@ class ConfigError(ValueError):
 
 def parse_extrinsic(text: str):
     """anchor_extrinsic's 'x y z qx qy qz qw' -> 4 x 4 matrix (ValueError saying what is wrong)."""
-    from dehaze_ros.anchor_scale import extrinsic_matrix
-
     try:
         values = [float(part) for part in text.replace(",", " ").split()]
     except ValueError:
@@ -319,7 +319,7 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ),
     ParameterSpec(
         "anchor_max_age_s",
-        0.15,
+        AnchorRules.max_age_s,
         "Metric points on `anchor_points` (sensor_msgs/PointCloud2: a LiDAR, radar, stereo "
         "or ToF sensor) fix the depth's scale, and its shape near them, before the ground "
         "plane; the cloud nearest in time to the frame is used when its stamp is within "
@@ -331,7 +331,7 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ),
     ParameterSpec(
         "anchor_min_points",
-        20,
+        AnchorRules.min_points,
         "Anchor points that must land on the image with a prediction there (and agree) "
         "for a scale; fewer: the frame is refused and counted.",
         "configure",
@@ -340,16 +340,16 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ),
     ParameterSpec(
         "anchor_fit",
-        "scale",
+        AnchorRules.fit,
         "scale: one robust factor per frame (smoothed over frames like the ground's); "
         "scale_shift: plus a shift in inverse depth per frame (measured: better only on "
         "close-range scenes, docs/depth.md).",
         "configure",
-        choices=("scale", "scale_shift"),
+        choices=ANCHOR_FITS,
     ),
     ParameterSpec(
         "anchor_refine",
-        True,
+        AnchorRules.refine,
         "Correct the depth's shape near the anchor points (their residual ratio spread over "
         "the image, fading to the global factor away from them); false: the factor only.",
         "configure",
