@@ -154,15 +154,37 @@ class RosProbe:
     def wait_for_publishers(self, topic: str, timeout: float = 20.0) -> bool:
         return self.spin_until(lambda: self.node.count_publishers(topic) > 0, timeout)
 
-    def call(self, srv_type, name: str, request, timeout: float = 20.0):
+    # Services whose request changes nothing: asking again is safe.
+    READ_ONLY_SERVICES = ("Get", "Describe", "List")
+
+    def call(self, srv_type, name: str, request, timeout: float = 20.0, resend_s: float = 10.0):
+        """Call a service and return its response.
+
+        DDS can drop the first response: the client sees the server's request reader
+        (``service_is_ready``) before the server has matched the client's response reader, and
+        the server's answer goes nowhere (seen once in CI: GetParameters unanswered for 90 s
+        while the node was idle). A read-only request (GetParameters, GetState, Describe...,
+        List...) is therefore sent again every ``resend_s`` seconds until one answer arrives. A
+        request that changes state (ChangeState, SetParameters) is sent once.
+        """
         client = self.node.create_client(srv_type, name)
         try:
             if not self.spin_until(client.service_is_ready, timeout):
                 raise TimeoutError(f"service {name} not available after {timeout} s")
-            future = client.call_async(request)
-            if not self.spin_until(future.done, timeout):
-                raise TimeoutError(f"service {name} did not answer in {timeout} s")
-            return future.result()
+            read_only = srv_type.__name__.startswith(self.READ_ONLY_SERVICES)
+            deadline = time.monotonic() + timeout
+            futures = []
+            while True:
+                futures.append(client.call_async(request))
+                remaining = deadline - time.monotonic()
+                wait = min(resend_s, remaining) if read_only else remaining
+                if self.spin_until(lambda: any(f.done() for f in futures), max(0.0, wait)):
+                    return next(f for f in futures if f.done()).result()
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(
+                        f"service {name} did not answer in {timeout} s "
+                        f"({len(futures)} request(s) sent)"
+                    )
         finally:
             self.node.destroy_client(client)
 
