@@ -65,6 +65,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument("--device", default=SPECS["device"].default, help="auto, cpu, cuda, cuda:N")
     parser.add_argument(
+        "--backend",
+        default=SPECS["backend"].default,
+        choices=SPECS["backend"].choices,
+        help="dehaze_node backend (the node's parameter table says what each needs)",
+    )
+    parser.add_argument(
+        "--precision",
+        default=SPECS["precision"].default,
+        choices=SPECS["precision"].choices,
+        help="dehaze_node precision",
+    )
+    parser.add_argument(
         "--max-side",
         type=int,
         default=SPECS["max_side"].default,
@@ -326,6 +338,10 @@ def child_arguments(args: argparse.Namespace, model: str, checkpoint: str) -> tu
         f"model:={model}",
         "-p",
         f"device:={args.device}",
+        "-p",
+        f"backend:={args.backend}",
+        "-p",
+        f"precision:={args.precision}",
         "-p",
         f"max_side:={args.max_side}",
         "-p",
