@@ -12,7 +12,7 @@ setup(
     packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*", "training", "training.*"]),
     # The shipped checkpoint is installed once, inside the Python package, so that `pip install`
     # and `colcon build` both find it next to the code (dehaze_ros.engine.DEFAULT_CHECKPOINT).
-    package_data={PACKAGE: ["checkpoints/*.pt", "checkpoints/*.md"]},
+    package_data={PACKAGE: ["checkpoints/*.pt", "checkpoints/*.onnx", "checkpoints/*.md"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),

@@ -63,6 +63,7 @@ from dehaze_ros.backends import (
     BackendError,
     BackendOutput,
     create_backend,
+    resolve_backend,
 )
 from dehaze_ros.canonical_camera import DEFAULT_HFOV_DEG, focal_from_hfov, metric_from_canonical
 from dehaze_ros.checkpoint import Checkpoint
@@ -159,8 +160,11 @@ class EngineError(RuntimeError):
 class EngineConfig:
     model: str = "checkpoint"  # "checkpoint": DIACMPN weights; "dcp": Dark Channel Prior
     checkpoint: str = ""  # path; "" = the checkpoint shipped with the package
-    backend: str = "torch"  # torch | onnxruntime: what runs the checkpoint's networks
-    onnx_model: str = ""  # onnxruntime: exported graph; "" = checkpoint exported to a cache
+    # auto | torch | onnxruntime | openvino: what runs the checkpoint's networks; auto is
+    # openvino on a CPU when installed and the checkpoint's graph is ready, else torch
+    # (backends.resolve_backend)
+    backend: str = "auto"
+    onnx_model: str = ""  # onnxruntime/openvino: exported graph; "" = the checkpoint's own
     trt_cache_dir: str = (
         ""  # onnxruntime + TensorRT: engine cache; "" = ~/.cache/dehaze_ros/tensorrt
     )
@@ -294,15 +298,15 @@ def slow_setup_notice(config: EngineConfig) -> str:
     """What building an engine from ``config`` will spend minutes on (the automatic ONNX export,
     a TensorRT build), in words to log BEFORE it starts, or "": the node's configure blocks its
     executor meanwhile, and a silent minute looks like a hang."""
-    if config.model != "checkpoint" or config.backend != "onnxruntime":
-        return ""
+    if config.model != "checkpoint" or config.backend not in ("onnxruntime", "openvino"):
+        return ""  # auto picks openvino only where the graph is ready: nothing slow to say
     from dehaze_ros.backends.onnxruntime_backend import slow_setup_notice as onnxruntime_notice
 
     checkpoint = config.checkpoint or DEFAULT_CHECKPOINT
+    # OpenVINO runs on the CPU: no TensorRT engine to build.
+    device = "cpu" if config.backend == "openvino" else config.device
     try:
-        return onnxruntime_notice(
-            config.onnx_model, checkpoint, config.device, config.trt_cache_dir
-        )
+        return onnxruntime_notice(config.onnx_model, checkpoint, device, config.trt_cache_dir)
     except OSError:  # an unreadable checkpoint or graph: the engine itself reports it
         return ""
 
@@ -387,12 +391,17 @@ class DehazeEngine:
         config.validate()
         self.config = config
         torch.set_num_threads(config.num_threads or TORCH_DEFAULT_THREADS)
+        # Why auto chose what it chose ("" when the backend was named): the node logs it.
+        self.backend_choice = ""
         if backend is None:
             checkpoint = Path(config.checkpoint) if config.checkpoint else DEFAULT_CHECKPOINT
             try:
+                backend_name, self.backend_choice = resolve_backend(
+                    config.backend, config.model, checkpoint, config.device, config.onnx_model
+                )
                 backend = create_backend(
                     config.model,
-                    config.backend,
+                    backend_name,
                     checkpoint,
                     config.device,
                     config.precision,
@@ -439,6 +448,7 @@ class DehazeEngine:
     def describe(self) -> dict:
         return {
             **self._description,
+            **({"backend_choice": self.backend_choice} if self.backend_choice else {}),
             "max_side": self.config.max_side,
             "size_rule": self.config.size_rule,
             "depth_max_side": self.config.depth_max_side,

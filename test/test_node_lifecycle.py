@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import signal
 import subprocess
 import sys
@@ -206,6 +207,21 @@ def test_deactivate_stops_outputs_and_parameters_follow_their_stage(harness_fact
     )
     assert outputs["depth/image"].width == 160  # max_side shrinks the network input, not the output
     node.diagnostics_after(lambda v: v.get("max side") == "64")
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("openvino") is None, reason="the openvino extra is not installed"
+)
+def test_the_default_backend_runs_the_shipped_checkpoint_on_openvino(harness_factory):
+    # No checkpoint, no backend given: the shipped checkpoint and its shipped graph on OpenVINO.
+    node = harness_factory("/lc_default_backend", [])
+    node.wait_until_ready()
+    outputs = node.send_until_processed(
+        frame_message(node), wanted=("dehazed/image", "depth/image")
+    )
+    assert outputs["depth/image"].encoding == "32FC1"
+    values = node.diagnostics_after(lambda v: v.get("backend") == "openvino")
+    assert "default.onnx" in values["backend choice"] and values["depth units"] == "meters"
 
 
 def test_dcp_relative_depth_policy_and_no_input_warning(harness_factory):

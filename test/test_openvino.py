@@ -130,3 +130,69 @@ def test_without_openvino_the_backend_names_the_pip_command(monkeypatch):
         OpenVinoBackend("", "checkpoint.pt")
     assert "pip install 'dehaze_ros[openvino]'" in str(raised.value)
     assert "pip install 'dehaze_ros[openvino]'" in INSTALL_HINT
+
+
+# backend auto: the rule of backends.resolve_backend, on the files a user sees.
+
+
+@needs_extra
+def test_the_shipped_graph_is_the_shipped_checkpoint():
+    # A new default.pt without a fresh default.onnx would quietly put auto back on torch.
+    from dehaze_ros.backends.onnxruntime_backend import bundled_graph
+    from dehaze_ros.engine import DEFAULT_CHECKPOINT
+
+    assert bundled_graph(DEFAULT_CHECKPOINT) == DEFAULT_CHECKPOINT.with_suffix(".onnx"), (
+        "dehaze_ros/checkpoints/default.onnx was not exported from default.pt: "
+        "python -m training.export dehaze_ros/checkpoints/default.pt "
+        "--onnx dehaze_ros/checkpoints/default.onnx"
+    )
+
+
+@needs_extra
+def test_auto_runs_the_shipped_checkpoint_on_openvino_in_the_cpus_best_precision():
+    from dehaze_ros.devices import cpu_supports_bf16
+
+    engine = DehazeEngine(EngineConfig(device="cpu", warmup=0, num_threads=1))
+    info = engine.describe()
+    assert info["backend"] == "openvino", info
+    assert info["precision"] == ("bf16" if cpu_supports_bf16() else "fp32")
+    assert "default.onnx" in info["backend_choice"]
+    result = engine.process(hazy_frame(160, 120), focal_px=150.0)
+    assert result.dehazed.shape == (120, 160, 3) and np.isfinite(result.depth).any()
+
+
+@needs_extra
+def test_auto_uses_a_graph_beside_a_checkpoint_only_when_exported_from_it(tmp_path):
+    import shutil
+
+    from dehaze_ros.backends import resolve_backend
+    from dehaze_ros.engine import DEFAULT_CHECKPOINT
+
+    copy = tmp_path / "mine.pt"
+    shutil.copyfile(DEFAULT_CHECKPOINT, copy)
+    name, why = resolve_backend("auto", "checkpoint", copy, "cpu")
+    assert name == "torch" and f"--onnx {tmp_path / 'mine.onnx'}" in why
+    shutil.copyfile(DEFAULT_CHECKPOINT.with_suffix(".onnx"), tmp_path / "mine.onnx")
+    assert resolve_backend("auto", "checkpoint", copy, "cpu")[0] == "openvino"
+    # The same names, but the checkpoint's bytes changed since the export: the graph is stale.
+    copy.write_bytes(copy.read_bytes() + b"retrained")
+    assert resolve_backend("auto", "checkpoint", copy, "cpu")[0] == "torch"
+    (tmp_path / "mine.onnx").write_bytes(b"not a graph")
+    assert resolve_backend("auto", "checkpoint", copy, "cpu")[0] == "torch"
+
+
+def test_auto_elsewhere_is_torch_or_the_graphs_runner(monkeypatch, tmp_path):
+    from dehaze_ros.backends import resolve_backend
+    from dehaze_ros.engine import DEFAULT_CHECKPOINT
+
+    # Named backends are taken as named; the DCP has no network to run.
+    assert resolve_backend("torch", "checkpoint", DEFAULT_CHECKPOINT, "cpu") == ("torch", "")
+    assert resolve_backend("auto", "dcp", "", "cpu")[0] == "torch"
+    # A GPU: torch, or onnxruntime for a graph given as the model (no device needed to decide).
+    assert resolve_backend("auto", "checkpoint", DEFAULT_CHECKPOINT, "cuda:0")[0] == "torch"
+    assert resolve_backend("auto", "checkpoint", "", "cuda", "m.onnx")[0] == "onnxruntime"
+    # No openvino installed: torch, and the reason names the pip command.
+    monkeypatch.setitem(__import__("sys").modules, "openvino", None)
+    name, why = resolve_backend("auto", "checkpoint", DEFAULT_CHECKPOINT, "cpu")
+    assert name == "torch" and "pip install 'dehaze_ros[openvino]'" in why
+    assert resolve_backend("auto", "checkpoint", "", "cpu", "m.onnx")[0] == "onnxruntime"

@@ -1332,7 +1332,7 @@ def _add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--backend",
-        default="torch",
+        default="auto",
         choices=BACKENDS,
         help="what runs the networks (the node's backend parameter): quality per backend",
     )

@@ -2,6 +2,7 @@
 
 backend = create_backend(model="checkpoint", backend="torch", checkpoint="x.pt", device="auto",
                          precision="auto")
+name, why = resolve_backend("auto", "checkpoint", "x.pt", device="auto")  # what auto runs
 out = backend.run(rgb_small, want_dehazed=True, want_depth=True)   # BackendOutput
 """
 
@@ -12,9 +13,64 @@ from pathlib import Path
 from dehaze_ros.backends.base import Backend, BackendError, BackendOutput
 
 MODELS = ("checkpoint", "dcp")
-BACKENDS = ("torch", "onnxruntime", "openvino")
+BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
 
-__all__ = ["BACKENDS", "MODELS", "Backend", "BackendError", "BackendOutput", "create_backend"]
+__all__ = [
+    "BACKENDS",
+    "MODELS",
+    "Backend",
+    "BackendError",
+    "BackendOutput",
+    "create_backend",
+    "resolve_backend",
+]
+
+
+def resolve_backend(
+    backend: str, model: str, checkpoint: str | Path, device: str, onnx_model: str | Path = ""
+) -> tuple[str, str]:
+    """What ``backend`` runs, and why in words ("" when it was named, not chosen).
+
+    ``auto`` is OpenVINO on a CPU when the openvino package is installed and an exported graph
+    is ready (``onnx_model``, or the checkpoint's own graph beside it, ``CHECKPOINT.onnx``, as
+    shipped with default.pt; a given ``onnx_model`` on a GPU runs on onnxruntime): on the
+    2-core AVX-512 machine of docs/performance.md it ran the shipped networks in about half
+    torch's time per frame. Everything else is torch: a GPU, no openvino, or no graph yet (auto
+    never starts a 30 s export on its own; ``python -m training.export CHECKPOINT --onnx
+    CHECKPOINT.onnx`` makes one). The rule depends only on
+    what is installed and on files the user sees, never on a hidden cache.
+    """
+    if backend != "auto":
+        return backend, ""
+    if model != "checkpoint":
+        return "torch", ""  # the DCP has no network: nothing runs it
+    import importlib.util
+
+    from dehaze_ros import devices
+
+    on_gpu = device.startswith("cuda") or devices.resolve_device(device).type != "cpu"
+    has_openvino = importlib.util.find_spec("openvino") is not None
+    if onnx_model:  # the graph is the model: a runner of graphs, never torch
+        if on_gpu or not has_openvino:
+            return "onnxruntime", f"auto: onnxruntime for the graph {onnx_model}"
+        return "openvino", f"auto: openvino on the CPU, graph {onnx_model}"
+    if on_gpu:
+        return "torch", "auto: torch on the GPU"
+    if not has_openvino:
+        return "torch", (
+            "auto: torch (openvino is not installed; pip install 'dehaze_ros[openvino]' ran "
+            "the shipped networks in about half the time on a CPU, docs/performance.md)"
+        )
+    from dehaze_ros.backends.onnxruntime_backend import bundled_graph
+
+    graph = bundled_graph(checkpoint)
+    if graph is None:
+        return "torch", (
+            f"auto: torch (no exported graph beside {checkpoint}: `python -m training.export "
+            f"{checkpoint} --onnx {Path(checkpoint).with_suffix('.onnx')}` lets auto use "
+            "openvino, about twice as fast on a CPU)"
+        )
+    return "openvino", f"auto: openvino on the CPU, graph {graph}"
 
 
 def create_backend(
@@ -37,6 +93,7 @@ def create_backend(
         raise ValueError(f"model must be one of {MODELS}, got {model!r}")
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    backend, _ = resolve_backend(backend, model, checkpoint, device, onnx_model)
     if model == "dcp":
         # The DCP has no network: device, precision and backend do not apply.
         from dehaze_ros.backends.dcp_backend import DCPBackend

@@ -233,10 +233,41 @@ def cached_export_path(checkpoint: str | os.PathLike) -> Path:
     )
 
 
+def graph_source_sha256(graph: str | os.PathLike) -> str:
+    """The ``source_sha256`` an exported graph records (the checkpoint it was exported from),
+    "" when it records none or cannot be read."""
+    try:
+        import onnx
+
+        model = onnx.load(str(graph), load_external_data=False)
+    except Exception:  # not installed, not a graph, truncated: not a usable graph of anything
+        return ""
+    return next((p.value for p in model.metadata_props if p.key == "source_sha256"), "")
+
+
+def bundled_graph(checkpoint: str | os.PathLike) -> Path | None:
+    """The checkpoint's own exported graph beside it (``default.pt`` -> ``default.onnx``, as
+    the package ships), when it was exported from exactly this file; None otherwise (a graph
+    left over from an older checkpoint of the same name does not count)."""
+    from dehaze_ros.onnx_export import file_sha256
+
+    graph = Path(checkpoint).with_suffix(".onnx")
+    try:
+        if not (graph.is_file() and Path(checkpoint).is_file()):
+            return None
+        return graph if graph_source_sha256(graph) == file_sha256(checkpoint) else None
+    except OSError:
+        return None
+
+
 def cached_export(checkpoint: str | os.PathLike) -> Path:
-    """The graph of ``checkpoint``, exported on first use into the cache folder."""
+    """The graph of ``checkpoint``: its bundled graph (``bundled_graph``), else exported on first
+    use into the cache folder."""
     from dehaze_ros.onnx_export import OnnxExportError, export_onnx
 
+    bundled = bundled_graph(checkpoint)
+    if bundled is not None:
+        return bundled
     path = cached_export_path(checkpoint)
     if not path.exists():
         try:
@@ -254,7 +285,7 @@ def slow_setup_notice(
     from dehaze_ros.onnx_export import file_sha256
 
     work = []
-    graph = Path(onnx_model).expanduser() if onnx_model else None
+    graph = Path(onnx_model).expanduser() if onnx_model else bundled_graph(checkpoint)
     if graph is None:
         graph = cached_export_path(checkpoint)
         if not graph.exists():

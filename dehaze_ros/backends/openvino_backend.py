@@ -16,10 +16,11 @@ once into the cache, ``onnxruntime_backend.cached_export``), with the same metad
 keeps ONNX's metadata_props in the model's rt_info ("framework").
 
 Device: the CPU only (``auto`` and ``cpu``); a CUDA device is refused (use the torch or
-onnxruntime backend there). Precision: ``fp32`` and ``auto`` run in fp32 (OpenVINO's CPU plugin
-would otherwise pick bf16 on such CPUs by itself; it stays opt-in until measured on the
-validation sets); ``bf16`` asks the plugin for bf16 where the CPU has it natively
-(``devices.cpu_supports_bf16``), and is refused elsewhere.
+onnxruntime backend there). Precision: ``auto`` is bf16 where the CPU has it natively
+(``devices.cpu_supports_bf16``, the torch backend's rule) and fp32 elsewhere; measured within
+0.05 dB and 0.001 SSIM of fp32 on the validation sets (docs/performance.md, "Quality per
+backend"). ``fp32`` is always fp32 (the hint is explicit: OpenVINO's CPU plugin would otherwise
+pick bf16 by itself); ``bf16`` is refused on a CPU without native bf16.
 
 Shapes: the graph has a dynamic height and width; one compiled model per input size the engine
 asks for (the dehazing pass, the depth pass, odd frames), compiled on first use and kept: a
@@ -84,9 +85,9 @@ class OpenVinoBackend(Backend):
                 f"backend openvino runs on the CPU only, got device {device!r}; use device cpu "
                 "(or auto), or backend torch / onnxruntime for a GPU"
             )
-        if precision in ("auto", "fp32"):
+        if precision == "fp32" or (precision == "auto" and not devices.cpu_supports_bf16()):
             self.precision = "fp32"
-        elif precision == "bf16":
+        elif precision in ("auto", "bf16"):
             if not devices.cpu_supports_bf16():
                 raise BackendError(
                     "precision bf16 needs a CPU with native bf16 (AVX512-BF16 or AMX); "

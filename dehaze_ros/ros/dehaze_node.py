@@ -271,7 +271,9 @@ class DehazeNode(LifecycleNode):
         info = self._engine_info
         self.get_logger().info(
             f"configured: model {info['model']} on {info['device']} ({info['precision']}), "
-            f"depth in {info['depth_units']}"
+            f"backend {info.get('backend', 'torch')}"
+            + (f" ({info['backend_choice']})" if info.get("backend_choice") else "")
+            + f", depth in {info['depth_units']}"
             + (f", checkpoint {info['checkpoint']}" if info.get("checkpoint") else "")
         )
         if info.get("device_warning"):

@@ -165,10 +165,14 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ),
     ParameterSpec(
         "backend",
-        "torch",
-        "What runs the checkpoint's networks: torch, onnxruntime (the optional onnx "
-        "extra, pip install '.[onnx]'; TensorRT and CUDA providers on a GPU device, CPU "
-        "otherwise), or openvino (CPU only, pip install '.[openvino]'). dcp ignores it.",
+        "auto",
+        "What runs the checkpoint's networks. auto: openvino on a CPU when it is installed "
+        "and the checkpoint's exported graph is ready (shipped for the default checkpoint; "
+        "python -m training.export CKPT --onnx CKPT.onnx for your own), else torch (the log "
+        "says which and why). torch; onnxruntime (the optional onnx extra, pip install "
+        "'.[onnx]'; TensorRT and CUDA providers on a GPU device, CPU otherwise); openvino "
+        "(CPU only, pip install '.[openvino]', about twice torch's speed on a CPU, "
+        "docs/performance.md). dcp ignores it.",
         "configure",
         choices=BACKENDS,
     ),
@@ -176,8 +180,9 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         "onnx_model",
         "",
         "backend onnxruntime or openvino: an exported graph (python -m training.export CHECKPOINT "
-        "--onnx OUT.onnx). Empty: the checkpoint is exported once into "
-        "~/.cache/dehaze_ros/onnx and reused.",
+        "--onnx OUT.onnx). Empty: the checkpoint's own graph beside it (CHECKPOINT.onnx, "
+        "exported from that very file; shipped for the default checkpoint), else the "
+        "checkpoint is exported once into ~/.cache/dehaze_ros/onnx and reused.",
         "configure",
     ),
     ParameterSpec(
@@ -194,9 +199,9 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         "precision",
         "auto",
         "auto (bf16 on CUDA GPUs that support it, else fp16; on a CPU bf16 where it is native, "
-        "AVX512-BF16 or AMX, else fp32), fp32, fp16 or bf16 (fp16 needs CUDA; bf16 on a CPU "
-        "needs native bf16). backend onnxruntime: fp32 (auto included), fp16 only through "
-        "TensorRT.",
+        "AVX512-BF16 or AMX, else fp32; openvino likewise), fp32, fp16 or bf16 (fp16 needs "
+        "CUDA; bf16 on a CPU needs native bf16). backend onnxruntime: fp32 (auto included), "
+        "fp16 only through TensorRT.",
         "configure",
         choices=PRECISIONS,
     ),
@@ -580,7 +585,7 @@ def resolve_model(config: NodeConfig) -> ModelChoice:
         return ModelChoice("dcp", "")
     if config.checkpoint:
         return ModelChoice("checkpoint", os.path.expanduser(config.checkpoint))
-    if config.backend == "onnxruntime" and config.onnx_model:
+    if config.backend != "torch" and config.onnx_model:
         return ModelChoice("checkpoint", "")  # the graph is the model: no checkpoint is read
     candidates = default_checkpoint_candidates()
     for path in candidates:

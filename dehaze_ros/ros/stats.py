@@ -443,7 +443,16 @@ def _values(
         "frames with visibility": str(current.with_visibility),
     }
     values.update(_visibility_values(current.visibility, node))
-    for key in (KEY_MODEL, KEY_DEVICE, "precision", "depth_units", "checkpoint", "max_side"):
+    for key in (
+        KEY_MODEL,
+        KEY_DEVICE,
+        "precision",
+        "backend",
+        "backend_choice",
+        "depth_units",
+        "checkpoint",
+        "max_side",
+    ):
         if key in node.engine_info:
             values[key.replace("_", " ")] = str(node.engine_info[key])
     return values

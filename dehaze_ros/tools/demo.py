@@ -85,10 +85,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--num-threads",
         type=int,
-        default=1,
-        help="dehaze_node num_threads. 1: the camera and this recorder share the machine "
-        "with the node; on 2 cores the node's second torch thread lost more to them "
-        "than it gained (docs/performance.md, 'Measured: make demo'); 0 = torch's default",
+        default=None,
+        help="dehaze_node num_threads. Default: 1 when the node runs torch (the camera and "
+        "this recorder share the machine with it; on 2 cores torch's second thread lost more "
+        "to them than it gained, docs/performance.md 'Measured: make demo'), 0 (the "
+        "runtime's own choice) for openvino, which gained from both cores",
     )
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=480)
@@ -317,6 +318,22 @@ def main(argv=None) -> int:
         signal.signal(signal.SIGTERM, previous)
 
 
+def node_threads(args: argparse.Namespace, model: str, checkpoint: str) -> int:
+    """--num-threads, or the demo's choice for the backend the node will run."""
+    if args.num_threads is not None:
+        return args.num_threads
+    from dehaze_ros.backends import resolve_backend
+    from dehaze_ros.engine import DEFAULT_CHECKPOINT
+
+    try:
+        backend, _ = resolve_backend(
+            args.backend, model, checkpoint or DEFAULT_CHECKPOINT, args.device
+        )
+    except Exception:  # noqa: BLE001 - a device the node will refuse with its own message
+        backend = "torch"
+    return 1 if backend == "torch" else 0
+
+
 def child_arguments(args: argparse.Namespace, model: str, checkpoint: str) -> tuple[list, list]:
     """The ROS arguments of the sample camera and of the dehazing node."""
     camera_args = [
@@ -345,7 +362,7 @@ def child_arguments(args: argparse.Namespace, model: str, checkpoint: str) -> tu
         "-p",
         f"max_side:={args.max_side}",
         "-p",
-        f"num_threads:={args.num_threads}",
+        f"num_threads:={node_threads(args, model, checkpoint)}",
     ]
     if checkpoint:
         node_args += ["-p", f"checkpoint:={checkpoint}"]
