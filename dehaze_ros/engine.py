@@ -337,7 +337,10 @@ def as_rgb_uint8(image: np.ndarray) -> np.ndarray:
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
     """float [0, 1] (clipped) -> uint8, rounded."""
-    return (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    scaled = np.clip(image, 0.0, 1.0)  # a new array: the caller's stays as it was
+    scaled *= 255.0
+    scaled += 0.5
+    return scaled.astype(np.uint8)
 
 
 def scaled_size(height: int, width: int, max_side: int) -> tuple[int, int]:
@@ -556,7 +559,11 @@ class DehazeEngine:
         (``resized``: smaller than ``rgb``), the dense-fog blend applied, and the blend's fog
         weight."""
         fog_weight = 0.0
-        hazy = rgb.astype(np.float32) / 255.0 if resized else small
+        if resized:
+            hazy = rgb.astype(np.float32)
+            hazy /= 255.0
+        else:
+            hazy = small
         dehazed_small, transmission, airlight = out.dehazed, out.transmission, out.airlight
         if self.blends_dense_fog and transmission is not None:
             dehazed_small, transmission, airlight, fog_weight = dense_fog.blend(

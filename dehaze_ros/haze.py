@@ -88,5 +88,9 @@ def recover_scene(
         raise ValueError(f"t_min must lie in (0, 1], got {t_min}")
     air = _airlight_array(airlight)
     t3 = np.maximum(t, t_min)[..., None]
-    clear = (hazy_f - air) / t3 + air
-    return np.clip(clear, 0.0, 1.0).astype(np.float32)
+    # In place on one new array: the same float32 arithmetic as (I - A) / t + A without three
+    # temporaries of the full image (the node does this per frame at camera resolution).
+    clear = np.subtract(hazy_f, air, dtype=np.float32)
+    np.divide(clear, t3, out=clear)
+    clear += air
+    return np.clip(clear, 0.0, 1.0, out=clear)
