@@ -13,6 +13,10 @@ the factor's frame-to-frame change (|f_i / f_i-1 - 1| over consecutive frames, m
 issue 26's gate is median <= 1 %, p95 <= 3 %), the same for the per-frame estimates before
 smoothing, how many frames held the factor or fell back to the learned scale, and the depth
 metrics of the drive (true depths up to ``--max-depth-m``).
+
+``--anchor-range-m R``: the scale from a LiDAR instead of the ground (no ``camera_height_m``):
+each frame gets the synthetic 32-beam LiDAR of dehaze_ros.sim.lidar made from its exact depth,
+returns up to R metres (fog), stamped with the frame, a new noise and dropout draw every frame.
 """
 
 from __future__ import annotations
@@ -25,9 +29,11 @@ from pathlib import Path
 
 import numpy as np
 
+from dehaze_ros.anchor_scale import AnchorCloud
 from dehaze_ros.engine import DehazeEngine, EngineConfig, EngineError
 from dehaze_ros.haze import synthesize_haze
 from dehaze_ros.metric_scale import LEARNED, Mounting, Pinhole
+from dehaze_ros.sim.lidar import LidarModel, synthetic_lidar
 from dehaze_ros.sim.scenes import SceneRenderer
 from training.data.common import KOSCHMIEDER
 from training.metrics import depth_metrics
@@ -83,8 +89,10 @@ def drive(
     pitch_known: bool,
     max_depth_m: float,
     log=print,
+    anchor_range_m: float = 0.0,
 ) -> dict:
-    """One drive through the scene of ``seed``: its rows (one per frame) and summary."""
+    """One drive through the scene of ``seed``: its rows (one per frame) and summary. With
+    ``anchor_range_m`` > 0 the scale comes from a synthetic LiDAR of that range, not the ground."""
     renderer = SceneRenderer(width, height, seed=seed, vehicle_scale=True, speed_mps=speed_mps)
     scene = renderer.scene
     mounting = Mounting(
@@ -94,6 +102,8 @@ def drive(
     camera = Pinhole(renderer.K[0, 0], renderer.K[1, 1], renderer.K[0, 2], renderer.K[1, 2])
     beta = KOSCHMIEDER / visibility_m if math.isfinite(visibility_m) else 0.0
     engine.reset_scale()
+    lidar = LidarModel(max_range_m=anchor_range_m)
+    rng = np.random.default_rng(seed)
     rows = []
     for index in range(frames):
         stamp = index / rate_hz
@@ -102,8 +112,19 @@ def drive(
             frame.rgb.astype(np.float32) / 255.0, frame.depth_m, beta, np.float32(0.9)
         )
         image = (np.clip(hazy, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+        anchors = None
+        if anchor_range_m > 0:
+            points = synthetic_lidar(
+                frame.depth_m, camera.fx, camera.fy, camera.cx, camera.cy, lidar, rng
+            )
+            anchors = AnchorCloud.of(points, stamp)
         result = engine.process(
-            image, want_dehazed=False, camera=camera, stamp_s=stamp, mounting=mounting
+            image,
+            want_dehazed=False,
+            camera=camera,
+            stamp_s=stamp,
+            mounting=None if anchors is not None else mounting,
+            anchors=anchors,
         )
         predicted = result.depth.astype(np.float64)
         predicted[np.isposinf(predicted)] = engine.depth_range[1]
@@ -130,7 +151,8 @@ def drive(
     summary = drive_summary(seed, mounting.height_m, frames, rows)
     log(
         f"seed {seed}: camera {mounting.height_m:.2f} m, {summary['ground']} frames ground, "
-        f"{summary['held']} held, {summary['learned']} learned; factor change median "
+        f"{summary['held']} held, {summary['learned']} learned "
+        f"({'anchors' if anchor_range_m > 0 else 'ground'}); factor change median "
         f"{100 * summary['change_median']:.2f} %, p95 {100 * summary['change_p95']:.2f} %"
     )
     return {"rows": rows, "summary": summary}
@@ -181,6 +203,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--max-side", type=int, default=320, help="the engine's max_side (the node's default)"
     )
+    parser.add_argument(
+        "--anchor-range-m",
+        type=float,
+        default=0.0,
+        help="scale from a synthetic 32-beam LiDAR with returns up to this range (m) instead "
+        "of the ground plane; 0 = the ground plane",
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--num-threads", type=int, default=0)
     parser.add_argument("--out", help="write the per-frame rows to this CSV file")
@@ -224,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
             args.speed_mps,
             not args.pitch_unknown,
             args.max_depth_m,
+            anchor_range_m=args.anchor_range_m,
         )
         for seed in seeds
     ]
@@ -231,7 +261,9 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"\n{args.frames} frames at {args.rate_hz:g} Hz, {width}x{height}, {args.speed_mps:g} m/s, "
         f"visibility {args.visibility_m:g} m, pitch "
-        f"{'unknown' if args.pitch_unknown else 'known (2 deg)'}, max_side {args.max_side}\n"
+        f"{'unknown' if args.pitch_unknown else 'known (2 deg)'}, max_side {args.max_side}"
+        + (f", anchors: LiDAR up to {args.anchor_range_m:g} m" if args.anchor_range_m > 0 else "")
+        + "\n"
     )
     print(markdown([d["summary"] for d in drives]))
     if args.out:

@@ -54,7 +54,7 @@ class EvaluateOptions:
     upsampling: str = DEFAULT_UPSAMPLING
     precision: str = "auto"
     engine_depth_max_side: int = DEFAULT_DEPTH_MAX_SIDE
-    backend: str = "torch"
+    backend: str = "auto"
     engine_size_rule: str = DEFAULT_SIZE_RULE
     engine_dense_fog: str = DENSE_FOG_DEFAULT
     # The model's depth, its metric scale sources and the depths scored.
