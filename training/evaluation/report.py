@@ -228,8 +228,8 @@ def summary_header(
         f"networks at {networks_at}; depth at {depth_at}",
         "- engine: "
         + "; ".join(
-            f"{name} on {engine.describe()['device']}, {engine.describe()['precision']}, "
-            f"dense_fog {engine.describe()['dense_fog']}"
+            f"{name} on {engine.describe()['device']}, {engine.describe()['backend']} "
+            f"{engine.describe()['precision']}, dense_fog {engine.describe()['dense_fog']}"
             + (
                 f", upsampling {engine.describe()['upsampling']}, size_rule "
                 f"{engine.describe()['size_rule']}"
