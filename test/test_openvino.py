@@ -196,3 +196,15 @@ def test_auto_elsewhere_is_torch_or_the_graphs_runner(monkeypatch, tmp_path):
     name, why = resolve_backend("auto", "checkpoint", DEFAULT_CHECKPOINT, "cpu")
     assert name == "torch" and "pip install 'dehaze_ros[openvino]'" in why
     assert resolve_backend("auto", "checkpoint", "", "cpu", "m.onnx")[0] == "onnxruntime"
+
+
+@needs_extra
+def test_auto_finds_the_shipped_graph_with_openvino_alone(monkeypatch):
+    # `pip install openvino` without onnx (a ROS machine): the graph's source is read by OpenVINO.
+    from dehaze_ros.backends.onnxruntime_backend import graph_source_sha256
+    from dehaze_ros.engine import DEFAULT_CHECKPOINT
+    from dehaze_ros.onnx_export import file_sha256
+
+    monkeypatch.setitem(__import__("sys").modules, "onnx", None)
+    graph = DEFAULT_CHECKPOINT.with_suffix(".onnx")
+    assert graph_source_sha256(graph) == file_sha256(DEFAULT_CHECKPOINT)

@@ -238,9 +238,17 @@ def graph_source_sha256(graph: str | os.PathLike) -> str:
     "" when it records none or cannot be read."""
     try:
         import onnx
+    except ImportError:  # openvino alone (pip install openvino) reads the graph's props too
+        try:
+            from dehaze_ros.backends.openvino_backend import graph_metadata, import_openvino
 
+            model = import_openvino().Core().read_model(str(graph))
+            return graph_metadata(model).get("source_sha256", "")
+        except Exception:  # no runtime either, or not a graph: not a usable graph of anything
+            return ""
+    try:
         model = onnx.load(str(graph), load_external_data=False)
-    except Exception:  # not installed, not a graph, truncated: not a usable graph of anything
+    except Exception:  # not a graph, truncated: not a usable graph of anything
         return ""
     return next((p.value for p in model.metadata_props if p.key == "source_sha256"), "")
 
