@@ -29,6 +29,29 @@ from dehaze_ros.metric_scale import ANCHORS, Pinhole, ScaleEstimate, ScaleRefusa
 
 FITS = ("scale", "scale_shift")
 
+# Why a frame had no anchor factor, as /diagnostics counts it ("frames refused: KIND"): a fixed
+# set of keys whatever the reasons' numbers. Each refusal names its kind where it is made.
+STALE = "stale"
+TOO_FEW = "too few anchors"
+DISAGREE = "the anchors disagree"
+NO_TRANSFORM = "no transform"
+FRAME_MISMATCH = "frame mismatch"
+NO_CLOUD = "no readable cloud"
+EMPTY = "empty cloud"
+UNCALIBRATED = "no calibrated camera_info"
+OTHER = "other"
+REFUSAL_KINDS = (
+    STALE,
+    TOO_FEW,
+    DISAGREE,
+    NO_TRANSFORM,
+    FRAME_MISMATCH,
+    NO_CLOUD,
+    EMPTY,
+    UNCALIBRATED,
+    OTHER,
+)
+
 
 @dataclass(frozen=True)
 class AnchorCloud:
@@ -38,11 +61,14 @@ class AnchorCloud:
     points: np.ndarray
     stamp_s: float | None = None  # the cloud's time (header stamp); None: taken as the frame's
     problem: str = ""  # why this frame has no usable cloud (the input's words)
+    problem_kind: str = OTHER  # that problem's kind (REFUSAL_KINDS)
 
     @classmethod
-    def refused(cls, problem: str) -> "AnchorCloud":
+    def refused(cls, problem: str, kind: str = OTHER) -> "AnchorCloud":
         """No points for this frame, and why (no transform, no readable cloud yet)."""
-        return cls(np.zeros((0, 3), dtype=np.float32), None, problem)
+        if kind not in REFUSAL_KINDS:
+            raise ValueError(f"refusal kind must be one of {REFUSAL_KINDS}, got {kind!r}")
+        return cls(np.zeros((0, 3), dtype=np.float32), None, problem, kind)
 
     @classmethod
     def of(cls, points, stamp_s: float | None = None) -> "AnchorCloud":
@@ -182,9 +208,9 @@ def _cloud_refusal(
 ) -> ScaleRefusal | None:
     """Why this frame's cloud cannot give a scale before any projection (None: it may)."""
     if cloud is None:
-        return ScaleRefusal(ANCHORS, "no anchor cloud for this frame")
+        return ScaleRefusal(ANCHORS, "no anchor cloud for this frame", NO_CLOUD)
     if cloud.problem:
-        return ScaleRefusal(ANCHORS, cloud.problem)
+        return ScaleRefusal(ANCHORS, cloud.problem, cloud.problem_kind)
     if cloud.stamp_s is not None and frame_stamp_s is not None:
         age = frame_stamp_s - cloud.stamp_s
         if abs(age) > rules.max_age_s:
@@ -193,9 +219,10 @@ def _cloud_refusal(
                 ANCHORS,
                 f"stale: the cloud is {abs(age):.2f} s {when} than the frame "
                 f"(anchor_max_age_s {rules.max_age_s:g})",
+                STALE,
             )
     if cloud.points.shape[0] == 0:
-        return ScaleRefusal(ANCHORS, "the anchor cloud has no points")
+        return ScaleRefusal(ANCHORS, "the anchor cloud has no points", EMPTY)
     return None
 
 
@@ -247,7 +274,7 @@ def anchor_estimate(
             why = "every point behind the camera"
         else:
             why = f"{counts['used']} usable, {rules.min_points} needed"
-        return ScaleRefusal(ANCHORS, f"too few anchors: {why}; {_counts_text(counts)}")
+        return ScaleRefusal(ANCHORS, f"too few anchors: {why}; {_counts_text(counts)}", TOO_FEW)
     log_ratio = np.log(projected.z.astype(np.float64) / projected.predicted.astype(np.float64))
     centre = float(np.median(log_ratio))
     mad = 1.4826 * float(np.median(np.abs(log_ratio - centre)))
@@ -257,6 +284,7 @@ def anchor_estimate(
             ANCHORS,
             f"the anchors disagree: {int(inliers.sum())} of {log_ratio.size} "
             f"consistent, {rules.min_points} needed",
+            DISAGREE,
         )
     log_factor = float(np.mean(log_ratio[inliers]))
     fitted = np.full(log_ratio.shape, log_factor)

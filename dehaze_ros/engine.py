@@ -54,7 +54,7 @@ import cv2
 import numpy as np
 import torch
 
-from dehaze_ros import dense_fog, devices, upsampling
+from dehaze_ros import anchor_scale, dense_fog, devices, upsampling
 from dehaze_ros.anchor_scale import AnchorCloud, AnchorRules, anchor_estimate, apply_anchors
 from dehaze_ros.backends import (
     BACKENDS,
@@ -603,7 +603,8 @@ class DehazeEngine:
             # Points projected with a guessed camera land on the wrong pixels.
             anchors = AnchorCloud.refused(
                 "anchors need a calibrated camera_info: without a focal length the points "
-                "would land on guessed pixels"
+                "would land on guessed pixels",
+                anchor_scale.UNCALIBRATED,
             )
         focal = focal_from_hfov(width, self.config.default_hfov_deg) if focal_assumed else focal_px
         if self.canonical_focal_px:

@@ -56,10 +56,13 @@ class ScaleEstimate:
 
 @dataclass(frozen=True)
 class ScaleRefusal:
-    """A source that had nothing to propose for this frame, and why (in words)."""
+    """A source that had nothing to propose for this frame, and why: in words (``reason``, with
+    the frame's numbers) and as one of a fixed set of kinds (``kind``, what /diagnostics counts:
+    anchor_scale.REFUSAL_KINDS for the anchors)."""
 
     source: str
     reason: str
+    kind: str = "other"
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,7 @@ class ScaleState:
     note: str = ""  # why this frame's estimate was refused, or why the source was dropped
     details: dict = field(default_factory=dict)  # this frame's estimate's (empty when held)
     refusals: dict = field(default_factory=dict)  # source -> why it refused this frame (any source)
+    refusal_kinds: dict = field(default_factory=dict)  # source -> that refusal's kind
 
     @property
     def fell_back(self) -> bool:
@@ -269,10 +273,14 @@ class StreamScale:
                     note=refused,
                     details={} if held else estimate.details,
                 )
-        refusals = {p.source: p.reason for p in proposals if isinstance(p, ScaleRefusal)}
+        refused = [p for p in proposals if isinstance(p, ScaleRefusal)]
+        refusals = {p.source: p.reason for p in refused}
+        kinds = {p.source: p.kind for p in refused}
         if chosen is None:
-            return ScaleState(LEARNED, 1.0, note="; ".join(notes), refusals=refusals)
-        return dataclasses.replace(chosen, refusals=refusals)
+            return ScaleState(
+                LEARNED, 1.0, note="; ".join(notes), refusals=refusals, refusal_kinds=kinds
+            )
+        return dataclasses.replace(chosen, refusals=refusals, refusal_kinds=kinds)
 
 
 # ---------------------------------------------------------------------------------------------

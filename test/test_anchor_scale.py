@@ -4,6 +4,7 @@ ros.anchor_input): on a rendered vehicle view, its exact depth and a synthetic L
 import numpy as np
 import pytest
 
+from dehaze_ros import anchor_scale
 from dehaze_ros.anchor_scale import (
     AnchorCloud,
     AnchorRules,
@@ -14,7 +15,15 @@ from dehaze_ros.anchor_scale import (
     transform_points,
 )
 from dehaze_ros.engine import DehazeEngine, EngineConfig
-from dehaze_ros.metric_scale import ANCHORS, SUPPORT_ANCHORED, Pinhole, ScaleEstimate, ScaleRefusal
+from dehaze_ros.metric_scale import (
+    ANCHORS,
+    LEARNED,
+    SUPPORT_ANCHORED,
+    Pinhole,
+    ScaleEstimate,
+    ScaleRefusal,
+    ScaleState,
+)
 from dehaze_ros.ros.anchor_input import AnchorInput
 from dehaze_ros.ros.pointcloud import CloudError, cloud_xyz, make_pointcloud2
 from dehaze_ros.sim.lidar import LidarModel, synthetic_lidar
@@ -277,17 +286,23 @@ def test_without_stamps_a_cloud_goes_stale_by_its_arrival_and_refusals_have_fixe
     assert anchors.add(cloud_message(points, "camera", 0.0), None) == ""
     assert anchors.for_frame("camera", None).problem == ""
     now[0] += 2.0
-    assert "stale" in anchors.for_frame("camera", None).problem
+    stale = anchors.for_frame("camera", None)
+    assert "stale" in stale.problem and stale.problem_kind == anchor_scale.STALE
+    camera = Pinhole(view.focal_px, view.focal_px, 79.5, 59.5)
     for frame in ("lidar_a", "lidar_b", "lidar_c"):
         anchors.add(cloud_message(points, frame, 0.0), None)
         refused = anchors.for_frame("camera", None)
         assert "set anchor_extrinsic" in refused.problem
-        engine_state = type(
-            "State",
-            (),
-            {"refusals": {ANCHORS: refused.problem}, "source": "learned", "held": False},
+        # The engine's refusal keeps the kind the input gave it, whatever the words.
+        refusal = anchor_estimate(view.depth_m, camera, refused, None)
+        assert isinstance(refusal, ScaleRefusal) and refusal.reason == refused.problem
+        state = ScaleState(
+            LEARNED,
+            1.0,
+            refusals={ANCHORS: refusal.reason},
+            refusal_kinds={ANCHORS: refusal.kind},
         )
-        anchors.note_result(engine_state)
+        anchors.note_result(state)
     assert anchors.counts["frames refused: frame mismatch"] == 3
     assert not [key for key in anchors.counts if "lidar" in key]
     broken = cloud_message(points)
@@ -303,3 +318,4 @@ def test_the_engine_refuses_anchors_without_a_focal_length(view):
     result = engine.process(hazy, want_dehazed=False, anchors=AnchorCloud.of(points))
     assert result.scale.source != ANCHORS
     assert "calibrated camera_info" in result.scale.refusals[ANCHORS]
+    assert result.scale.refusal_kinds[ANCHORS] == anchor_scale.UNCALIBRATED

@@ -20,6 +20,7 @@ from typing import Callable
 
 import numpy as np
 
+from dehaze_ros import anchor_scale
 from dehaze_ros.anchor_scale import AnchorCloud, AnchorRules, transform_points
 from dehaze_ros.metric_scale import ANCHORS
 from dehaze_ros.ros.pointcloud import CloudError, cloud_xyz
@@ -31,25 +32,6 @@ KEEP_CLOUDS = 8
 # within max_age_s plus this much before the frame is processed (a LiDAR that stops publishing
 # must not anchor frames for ever with its last sweep).
 UNSTAMPED_SLACK_S = 0.5
-# /diagnostics counts refusals by kind, a fixed set of keys whatever the reasons' details.
-REFUSAL_KINDS = (
-    ("stale", "stale"),
-    ("too few anchors", "too few anchors"),
-    ("the anchors disagree", "the anchors disagree"),
-    ("no transform", "no transform"),
-    ("the anchor cloud is in frame", "frame mismatch"),
-    ("anchor cloud unreadable", "no readable cloud"),
-    ("no readable anchor cloud", "no readable cloud"),
-    ("the anchor cloud has no points", "empty cloud"),
-    ("anchors need a calibrated", "no calibrated camera_info"),
-)
-
-
-def refusal_kind(reason: str) -> str:
-    for prefix, kind in REFUSAL_KINDS:
-        if reason.startswith(prefix):
-            return kind
-    return "other"
 
 
 class AnchorInput:
@@ -105,7 +87,9 @@ class AnchorInput:
         if not self.active:
             return None
         if not self._clouds:
-            return AnchorCloud.refused(self.last_problem or "no readable anchor cloud yet")
+            return AnchorCloud.refused(
+                self.last_problem or "no readable anchor cloud yet", anchor_scale.NO_CLOUD
+            )
         if stamp_s is None:
             cloud_stamp, cloud_frame, points, received = self._clouds[-1]
         else:
@@ -118,7 +102,8 @@ class AnchorInput:
             age = self.clock() - received
             if age > self.max_age_s + UNSTAMPED_SLACK_S:
                 return self._refuse(
-                    f"stale: without stamps to match, the newest cloud arrived {age:.1f} s ago"
+                    f"stale: without stamps to match, the newest cloud arrived {age:.1f} s ago",
+                    anchor_scale.STALE,
                 )
         if cloud_frame and cloud_frame != frame_id:
             matrix = None
@@ -129,7 +114,7 @@ class AnchorInput:
                     matrix = self.lookup(frame_id, cloud_frame, cloud_stamp)
                 except Exception as exc:  # tf2's lookup raises several exception types
                     problem = f"no transform from '{cloud_frame}' to '{frame_id}': {exc}"
-                    return self._refuse(problem)
+                    return self._refuse(problem, anchor_scale.NO_TRANSFORM)
             if matrix is None:
                 return self._refuse(
                     f"the anchor cloud is in frame '{cloud_frame}', the image in '{frame_id}': "
@@ -137,7 +122,8 @@ class AnchorInput:
                         "set anchor_extrinsic or provide tf2 (tf2_ros)"
                         if self.tf_possible
                         else "set anchor_extrinsic"
-                    )
+                    ),
+                    anchor_scale.FRAME_MISMATCH,
                 )
             points = transform_points(points, matrix)
         return AnchorCloud(points, cloud_stamp)
@@ -149,12 +135,12 @@ class AnchorInput:
             return
         reason = scale.refusals.get(ANCHORS)
         if reason is not None:
-            key = "frames refused: " + refusal_kind(reason)
+            key = "frames refused: " + scale.refusal_kinds.get(ANCHORS, anchor_scale.OTHER)
             self.counts[key] = self.counts.get(key, 0) + 1
             self.last_problem = reason
         elif scale.source == ANCHORS and not scale.held:
             self.counts["frames anchored"] = self.counts.get("frames anchored", 0) + 1
 
-    def _refuse(self, problem: str) -> AnchorCloud:
+    def _refuse(self, problem: str, kind: str) -> AnchorCloud:
         self.last_problem = problem
-        return AnchorCloud.refused(problem)
+        return AnchorCloud.refused(problem, kind)
