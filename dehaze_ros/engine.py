@@ -298,13 +298,20 @@ def slow_setup_notice(config: EngineConfig) -> str:
     """What building an engine from ``config`` will spend minutes on (the automatic ONNX export,
     a TensorRT build), in words to log BEFORE it starts, or "": the node's configure blocks its
     executor meanwhile, and a silent minute looks like a hang."""
-    if config.model != "checkpoint" or config.backend not in ("onnxruntime", "openvino"):
-        return ""  # auto picks openvino only where the graph is ready: nothing slow to say
+    checkpoint = config.checkpoint or DEFAULT_CHECKPOINT
+    try:
+        # auto as the engine will resolve it (a given onnx_model on a GPU: onnxruntime, TensorRT)
+        backend = resolve_backend(
+            config.backend, config.model, checkpoint, config.device, config.onnx_model
+        ).name
+    except devices.DeviceError:  # the engine reports it
+        return ""
+    if config.model != "checkpoint" or backend not in ("onnxruntime", "openvino"):
+        return ""
     from dehaze_ros.backends.onnxruntime_backend import slow_setup_notice as onnxruntime_notice
 
-    checkpoint = config.checkpoint or DEFAULT_CHECKPOINT
     # OpenVINO runs on the CPU: no TensorRT engine to build.
-    device = "cpu" if config.backend == "openvino" else config.device
+    device = "cpu" if backend == "openvino" else config.device
     try:
         return onnxruntime_notice(config.onnx_model, checkpoint, device, config.trt_cache_dir)
     except OSError:  # an unreadable checkpoint or graph: the engine itself reports it
@@ -399,16 +406,17 @@ class DehazeEngine:
         if backend is None:
             checkpoint = Path(config.checkpoint) if config.checkpoint else DEFAULT_CHECKPOINT
             try:
-                backend_name, self.backend_choice = resolve_backend(
+                choice = resolve_backend(
                     config.backend, config.model, checkpoint, config.device, config.onnx_model
                 )
+                self.backend_choice = choice.why
                 backend = create_backend(
                     config.model,
-                    backend_name,
+                    choice.name,
                     checkpoint,
                     config.device,
                     config.precision,
-                    config.onnx_model,
+                    config.onnx_model or choice.graph,  # auto's graph: resolved once
                     config.trt_cache_dir,
                     config.num_threads,
                     config.max_side,

@@ -214,7 +214,7 @@ def test_deactivate_stops_outputs_and_parameters_follow_their_stage(harness_fact
 )
 def test_the_default_backend_runs_the_shipped_checkpoint_on_openvino(harness_factory):
     # No checkpoint, no backend given: the shipped checkpoint and its shipped graph on OpenVINO.
-    node = harness_factory("/lc_default_backend", [])
+    node = harness_factory("/lc_default_backend", ["-p", "device:=cpu"])  # a GPU runner: torch
     node.wait_until_ready()
     outputs = node.send_until_processed(
         frame_message(node), wanted=("dehazed/image", "depth/image")

@@ -21,6 +21,10 @@ HAVE_EXTRA = all(importlib.util.find_spec(name) for name in ("onnx", "onnxscript
 needs_extra = pytest.mark.skipif(
     not HAVE_EXTRA, reason="the openvino extra is not installed: pip install '.[openvino]'"
 )
+# Running a graph needs openvino only (a ROS machine's `pip install openvino`); exports need all.
+needs_openvino = pytest.mark.skipif(
+    importlib.util.find_spec("openvino") is None, reason="openvino is not installed"
+)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest.py: why
 
@@ -119,8 +123,10 @@ def test_openvino_refuses_what_it_cannot_run(exported, tmp_path):
     with pytest.raises(BackendError, match="not found"):
         OpenVinoBackend(tmp_path / "missing.onnx")
     backend = OpenVinoBackend(graph, device="cpu", precision="fp32", num_threads=1)
-    with pytest.raises(BackendError, match="smaller than the ONNX graph accepts"):
-        backend.run(np.zeros((8, 8, 3), np.float32), True, True)
+    # Thinner than the graph accepts (16 px): padded like torch pads, outputs at the input size.
+    out = backend.run(np.full((8, 40, 3), 0.5, np.float32), True, True)
+    assert out.dehazed.shape == (8, 40, 3) and out.depth.shape == (8, 40)
+    assert out.transmission.shape == (8, 40) and np.isfinite(out.depth).all()
 
 
 def test_without_openvino_the_backend_names_the_pip_command(monkeypatch):
@@ -128,14 +134,27 @@ def test_without_openvino_the_backend_names_the_pip_command(monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "openvino", None)
     with pytest.raises(BackendError) as raised:
         OpenVinoBackend("", "checkpoint.pt")
-    assert "pip install 'dehaze_ros[openvino]'" in str(raised.value)
-    assert "pip install 'dehaze_ros[openvino]'" in INSTALL_HINT
+    assert "pip install openvino" in str(raised.value)
+    assert "pip install openvino" in INSTALL_HINT
 
 
 # backend auto: the rule of backends.resolve_backend, on the files a user sees.
 
 
-@needs_extra
+def test_the_shipped_graph_was_exported_from_the_shipped_checkpoint():
+    # No extra needed: the graph carries its source's sha256 as text in its metadata.
+    from dehaze_ros.engine import DEFAULT_CHECKPOINT
+    from dehaze_ros.onnx_export import file_sha256
+
+    graph = DEFAULT_CHECKPOINT.with_suffix(".onnx").read_bytes()
+    assert file_sha256(DEFAULT_CHECKPOINT).encode() in graph, (
+        "dehaze_ros/checkpoints/default.onnx was not exported from default.pt: "
+        "python -m training.export dehaze_ros/checkpoints/default.pt "
+        "--onnx dehaze_ros/checkpoints/default.onnx"
+    )
+
+
+@needs_openvino
 def test_the_shipped_graph_is_the_shipped_checkpoint():
     # A new default.pt without a fresh default.onnx would quietly put auto back on torch.
     from dehaze_ros.backends.onnxruntime_backend import bundled_graph
@@ -148,7 +167,7 @@ def test_the_shipped_graph_is_the_shipped_checkpoint():
     )
 
 
-@needs_extra
+@needs_openvino
 def test_auto_runs_the_shipped_checkpoint_on_openvino_in_the_cpus_best_precision():
     from dehaze_ros.devices import cpu_supports_bf16
 
@@ -161,7 +180,7 @@ def test_auto_runs_the_shipped_checkpoint_on_openvino_in_the_cpus_best_precision
     assert result.dehazed.shape == (120, 160, 3) and np.isfinite(result.depth).any()
 
 
-@needs_extra
+@needs_openvino
 def test_auto_uses_a_graph_beside_a_checkpoint_only_when_exported_from_it(tmp_path):
     import shutil
 
@@ -170,15 +189,41 @@ def test_auto_uses_a_graph_beside_a_checkpoint_only_when_exported_from_it(tmp_pa
 
     copy = tmp_path / "mine.pt"
     shutil.copyfile(DEFAULT_CHECKPOINT, copy)
-    name, why = resolve_backend("auto", "checkpoint", copy, "cpu")
-    assert name == "torch" and f"--onnx {tmp_path / 'mine.onnx'}" in why
+    name, why, graph = resolve_backend("auto", "checkpoint", copy, "cpu")
+    assert name == "torch" and f"--onnx {tmp_path / 'mine.onnx'}" in why and graph == ""
     shutil.copyfile(DEFAULT_CHECKPOINT.with_suffix(".onnx"), tmp_path / "mine.onnx")
-    assert resolve_backend("auto", "checkpoint", copy, "cpu")[0] == "openvino"
+    assert resolve_backend("auto", "checkpoint", copy, "cpu") == (
+        "openvino",
+        f"auto: openvino on the CPU, graph {tmp_path / 'mine.onnx'}",
+        str(tmp_path / "mine.onnx"),
+    )
     # The same names, but the checkpoint's bytes changed since the export: the graph is stale.
     copy.write_bytes(copy.read_bytes() + b"retrained")
     assert resolve_backend("auto", "checkpoint", copy, "cpu")[0] == "torch"
     (tmp_path / "mine.onnx").write_bytes(b"not a graph")
     assert resolve_backend("auto", "checkpoint", copy, "cpu")[0] == "torch"
+    # Paths with no name to put a suffix on, and no checkpoint at all: torch, not a crash.
+    assert resolve_backend("auto", "checkpoint", ".", "cpu")[0] == "torch"
+    assert resolve_backend("auto", "checkpoint", tmp_path / "gone.pt", "cpu")[0] == "torch"
+
+
+@needs_extra
+def test_auto_ignores_a_graph_from_an_older_exporter(tmp_path):
+    # Same checkpoint, but a format version the backends no longer read: torch, not a failure.
+    import shutil
+
+    import onnx
+
+    from dehaze_ros.backends import resolve_backend
+    from dehaze_ros.engine import DEFAULT_CHECKPOINT
+
+    shutil.copyfile(DEFAULT_CHECKPOINT, tmp_path / "old.pt")
+    graph = onnx.load(str(DEFAULT_CHECKPOINT.with_suffix(".onnx")))
+    for prop in graph.metadata_props:
+        if prop.key == "dehaze_ros.format_version":
+            prop.value = "0"
+    onnx.save(graph, str(tmp_path / "old.onnx"))
+    assert resolve_backend("auto", "checkpoint", tmp_path / "old.pt", "cpu")[0] == "torch"
 
 
 def test_auto_elsewhere_is_torch_or_the_graphs_runner(monkeypatch, tmp_path):
@@ -186,15 +231,15 @@ def test_auto_elsewhere_is_torch_or_the_graphs_runner(monkeypatch, tmp_path):
     from dehaze_ros.engine import DEFAULT_CHECKPOINT
 
     # Named backends are taken as named; the DCP has no network to run.
-    assert resolve_backend("torch", "checkpoint", DEFAULT_CHECKPOINT, "cpu") == ("torch", "")
+    assert resolve_backend("torch", "checkpoint", DEFAULT_CHECKPOINT, "cpu") == ("torch", "", "")
     assert resolve_backend("auto", "dcp", "", "cpu")[0] == "torch"
     # A GPU: torch, or onnxruntime for a graph given as the model (no device needed to decide).
     assert resolve_backend("auto", "checkpoint", DEFAULT_CHECKPOINT, "cuda:0")[0] == "torch"
     assert resolve_backend("auto", "checkpoint", "", "cuda", "m.onnx")[0] == "onnxruntime"
     # No openvino installed: torch, and the reason names the pip command.
     monkeypatch.setitem(__import__("sys").modules, "openvino", None)
-    name, why = resolve_backend("auto", "checkpoint", DEFAULT_CHECKPOINT, "cpu")
-    assert name == "torch" and "pip install 'dehaze_ros[openvino]'" in why
+    name, why, _ = resolve_backend("auto", "checkpoint", DEFAULT_CHECKPOINT, "cpu")
+    assert name == "torch" and "openvino is not installed" in why and "pip install openvino" in why
     assert resolve_backend("auto", "checkpoint", "", "cpu", "m.onnx")[0] == "onnxruntime"
 
 

@@ -2,13 +2,14 @@
 
 backend = create_backend(model="checkpoint", backend="torch", checkpoint="x.pt", device="auto",
                          precision="auto")
-name, why = resolve_backend("auto", "checkpoint", "x.pt", device="auto")  # what auto runs
+choice = resolve_backend("auto", "checkpoint", "x.pt", device="auto")  # .name, .why, .graph
 out = backend.run(rgb_small, want_dehazed=True, want_depth=True)   # BackendOutput
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 from dehaze_ros.backends.base import Backend, BackendError, BackendOutput
 
@@ -19,6 +20,7 @@ __all__ = [
     "BACKENDS",
     "MODELS",
     "Backend",
+    "BackendChoice",
     "BackendError",
     "BackendOutput",
     "create_backend",
@@ -26,51 +28,85 @@ __all__ = [
 ]
 
 
+class BackendChoice(NamedTuple):
+    """What a ``backend`` setting runs: ``name``, ``why`` in words ("" when it was named, not
+    chosen), and ``graph``: the exported graph auto found for it ("" when none)."""
+
+    name: str
+    why: str = ""
+    graph: str = ""
+
+
+def openvino_problem() -> str:
+    """Why OpenVINO cannot run here ("" when it can): not installed, or installed but broken or
+    too old to load (auto must not pick what then fails where torch would work)."""
+    try:
+        import openvino
+    except ImportError:
+        return "openvino is not installed"
+    except Exception as exc:  # a broken install: missing shared libraries, numpy ABI
+        return f"openvino does not load: {exc}"
+    if not hasattr(openvino, "Core"):
+        return "openvino is too old (no openvino.Core: 2023.1 or later is needed)"
+    return ""
+
+
 def resolve_backend(
     backend: str, model: str, checkpoint: str | Path, device: str, onnx_model: str | Path = ""
-) -> tuple[str, str]:
-    """What ``backend`` runs, and why in words ("" when it was named, not chosen).
+) -> BackendChoice:
+    """What ``backend`` runs (``BackendChoice``).
 
-    ``auto`` is OpenVINO on a CPU when the openvino package is installed and an exported graph
-    is ready (``onnx_model``, or the checkpoint's own graph beside it, ``CHECKPOINT.onnx``, as
-    shipped with default.pt; a given ``onnx_model`` on a GPU runs on onnxruntime): on the
-    2-core AVX-512 machine of docs/performance.md it ran the shipped networks in about half
-    torch's time per frame. Everything else is torch: a GPU, no openvino, or no graph yet (auto
-    never starts a 30 s export on its own; ``python -m training.export CHECKPOINT --onnx
-    CHECKPOINT.onnx`` makes one). The rule depends only on
-    what is installed and on files the user sees, never on a hidden cache.
+    ``auto`` is OpenVINO on a CPU when the openvino package loads and an exported graph is ready
+    (``onnx_model``, or the checkpoint's own graph beside it, ``CHECKPOINT.onnx``, exported from
+    that very file by this version's exporter, as shipped with default.pt; a given ``onnx_model``
+    on a GPU runs on onnxruntime): on the 2-core AVX-512 machine of docs/performance.md it ran the
+    shipped networks in about half torch's time per frame (a GPU that this torch cannot use gets
+    the same /diagnostics warning from either backend). Everything else is torch: a GPU, no
+    openvino, or no graph yet (auto never starts a 30 s export on its own;
+    ``python -m training.export CHECKPOINT --onnx CHECKPOINT.onnx`` makes one). The rule depends
+    only on what is installed and on files the user sees, never on a hidden cache. Auto trusts a
+    graph beside the checkpoint that says it was exported from it.
     """
     if backend != "auto":
-        return backend, ""
+        return BackendChoice(backend)
     if model != "checkpoint":
-        return "torch", ""  # the DCP has no network: nothing runs it
-    import importlib.util
-
+        return BackendChoice("torch")  # the DCP has no network: nothing runs it
     from dehaze_ros import devices
 
     on_gpu = device.startswith("cuda") or devices.resolve_device(device).type != "cpu"
-    has_openvino = importlib.util.find_spec("openvino") is not None
+    problem = openvino_problem()
     if onnx_model:  # the graph is the model: a runner of graphs, never torch
-        if on_gpu or not has_openvino:
-            return "onnxruntime", f"auto: onnxruntime for the graph {onnx_model}"
-        return "openvino", f"auto: openvino on the CPU, graph {onnx_model}"
+        if on_gpu or problem:
+            return BackendChoice("onnxruntime", f"auto: onnxruntime for the graph {onnx_model}")
+        return BackendChoice("openvino", f"auto: openvino on the CPU, graph {onnx_model}")
     if on_gpu:
-        return "torch", "auto: torch on the GPU"
-    if not has_openvino:
-        return "torch", (
-            "auto: torch (openvino is not installed; pip install 'dehaze_ros[openvino]' ran "
-            "the shipped networks in about half the time on a CPU, docs/performance.md)"
+        return BackendChoice("torch", "auto: torch on the GPU")
+    if problem:
+        return BackendChoice(
+            "torch",
+            f"auto: torch ({problem}; `pip install openvino` ran the shipped networks in about "
+            "half the time on a CPU, docs/performance.md)",
         )
     from dehaze_ros.backends.onnxruntime_backend import bundled_graph
 
     graph = bundled_graph(checkpoint)
     if graph is None:
-        return "torch", (
-            f"auto: torch (no exported graph beside {checkpoint}: `python -m training.export "
-            f"{checkpoint} --onnx {Path(checkpoint).with_suffix('.onnx')}` lets auto use "
-            "openvino, about twice as fast on a CPU)"
+        return BackendChoice(
+            "torch",
+            f"auto: torch (no graph exported from {checkpoint} beside it: `python -m "
+            f"training.export {checkpoint} --onnx {suffixed(checkpoint, '.onnx')}` lets auto "
+            "use openvino, about twice as fast on a CPU)",
         )
-    return "openvino", f"auto: openvino on the CPU, graph {graph}"
+    return BackendChoice("openvino", f"auto: openvino on the CPU, graph {graph}", str(graph))
+
+
+def suffixed(path: str | Path, suffix: str) -> str:
+    """``path`` with ``suffix`` for its own, or its name plus the suffix where it has no name
+    to replace one in ('.', '/')."""
+    try:
+        return str(Path(path).with_suffix(suffix))
+    except ValueError:
+        return str(path) + suffix
 
 
 def create_backend(
@@ -93,7 +129,8 @@ def create_backend(
         raise ValueError(f"model must be one of {MODELS}, got {model!r}")
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    backend, _ = resolve_backend(backend, model, checkpoint, device, onnx_model)
+    choice = resolve_backend(backend, model, checkpoint, device, onnx_model)
+    backend, onnx_model = choice.name, onnx_model or choice.graph
     if model == "dcp":
         # The DCP has no network: device, precision and backend do not apply.
         from dehaze_ros.backends.dcp_backend import DCPBackend

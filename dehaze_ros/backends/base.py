@@ -96,6 +96,35 @@ class BackendOutput:
             raise BackendError(f"backend {backend}: depth was asked for but not returned")
 
 
+def graph_input(rgb: np.ndarray, smallest: int) -> np.ndarray:
+    """The 1 x 3 x H x W float32 input of an exported graph for ``rgb`` (h x w x 3 float32),
+    its short side edge-padded at the bottom or right up to the graph's ``smallest`` accepted
+    side: the torch backend pads any size, so a thin or tiny frame must not fail on a graph."""
+    height, width = rgb.shape[:2]
+    short_h, short_w = max(0, smallest - height), max(0, smallest - width)
+    if short_h or short_w:
+        rgb = np.pad(rgb, ((0, short_h), (0, short_w), (0, 0)), mode="edge")
+    return np.ascontiguousarray(rgb.transpose(2, 0, 1)[None], dtype=np.float32)
+
+
+def graph_output(
+    results: dict, height: int, width: int, want_dehazed: bool, want_depth: bool, timings: dict
+) -> BackendOutput:
+    """A BackendOutput from an exported graph's outputs (``onnx_export``: dehazed 1x3xHxW, depth
+    and transmission 1x1xHxW, airlight 1x3), cropped back to ``height`` x ``width``."""
+    transmission = airlight = None
+    if "transmission" in results:
+        transmission = results["transmission"][0, 0, :height, :width]
+        airlight = results["airlight"].reshape(3)
+    dehazed = (
+        np.ascontiguousarray(results["dehazed"][0, :, :height, :width].transpose(1, 2, 0))
+        if want_dehazed
+        else None
+    )
+    depth = results["depth"][0, 0, :height, :width] if want_depth else None
+    return BackendOutput(dehazed, transmission, airlight, depth, timings)
+
+
 class Backend(ABC):
     """One model behind the engine. See the module docstring for the contract."""
 

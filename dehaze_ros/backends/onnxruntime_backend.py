@@ -44,7 +44,13 @@ from pathlib import Path
 import numpy as np
 
 from dehaze_ros import devices
-from dehaze_ros.backends.base import Backend, BackendError, BackendOutput
+from dehaze_ros.backends.base import (
+    Backend,
+    BackendError,
+    BackendOutput,
+    graph_input,
+    graph_output,
+)
 
 INSTALL_HINT = (
     "pip install 'dehaze_ros[onnx]' on a CPU, or pip install 'dehaze_ros[onnx-gpu]' on an "
@@ -233,38 +239,48 @@ def cached_export_path(checkpoint: str | os.PathLike) -> Path:
     )
 
 
-def graph_source_sha256(graph: str | os.PathLike) -> str:
-    """The ``source_sha256`` an exported graph records (the checkpoint it was exported from),
-    "" when it records none or cannot be read."""
+def graph_properties(graph: str | os.PathLike) -> dict[str, str]:
+    """The metadata an exported graph carries (format, version, the checkpoint it came from:
+    ``onnx_export.OnnxMetadata``), {} when it cannot be read as a graph."""
     try:
         import onnx
     except ImportError:  # openvino alone (pip install openvino) reads the graph's props too
         try:
             from dehaze_ros.backends.openvino_backend import graph_metadata, import_openvino
 
-            model = import_openvino().Core().read_model(str(graph))
-            return graph_metadata(model).get("source_sha256", "")
+            return graph_metadata(import_openvino().Core().read_model(str(graph)))
         except Exception:  # no runtime either, or not a graph: not a usable graph of anything
-            return ""
+            return {}
     try:
         model = onnx.load(str(graph), load_external_data=False)
     except Exception:  # not a graph, truncated: not a usable graph of anything
-        return ""
-    return next((p.value for p in model.metadata_props if p.key == "source_sha256"), "")
+        return {}
+    return {prop.key: prop.value for prop in model.metadata_props}
+
+
+def graph_source_sha256(graph: str | os.PathLike) -> str:
+    """The ``source_sha256`` an exported graph records (the checkpoint it was exported from),
+    "" when it records none or cannot be read."""
+    return graph_properties(graph).get("source_sha256", "")
 
 
 def bundled_graph(checkpoint: str | os.PathLike) -> Path | None:
     """The checkpoint's own exported graph beside it (``default.pt`` -> ``default.onnx``, as
-    the package ships), when it was exported from exactly this file; None otherwise (a graph
-    left over from an older checkpoint of the same name does not count)."""
-    from dehaze_ros.onnx_export import file_sha256
+    the package ships), when this version's exporter made it from exactly this file; None
+    otherwise (a graph left over from an older checkpoint of the same name, or from an exporter
+    whose format the backends no longer read, does not count)."""
+    from dehaze_ros.onnx_export import ONNX_FORMAT, ONNX_FORMAT_VERSION, file_sha256
 
-    graph = Path(checkpoint).with_suffix(".onnx")
     try:
+        graph = Path(checkpoint).with_suffix(".onnx")
         if not (graph.is_file() and Path(checkpoint).is_file()):
             return None
-        return graph if graph_source_sha256(graph) == file_sha256(checkpoint) else None
-    except OSError:
+        props = graph_properties(graph)
+        current = props.get("dehaze_ros.format") == ONNX_FORMAT and props.get(
+            "dehaze_ros.format_version"
+        ) == str(ONNX_FORMAT_VERSION)
+        return graph if current and props.get("source_sha256") == file_sha256(checkpoint) else None
+    except (OSError, ValueError):  # unreadable, or a path with no name to give a suffix ('.')
         return None
 
 
@@ -436,13 +452,6 @@ class OnnxRuntimeBackend(Backend):
         if self.session is None:
             raise BackendError("onnxruntime backend is closed")
         height, width = rgb.shape[:2]
-        smallest = self.metadata.min_side
-        if min(height, width) < smallest:
-            raise BackendError(
-                f"image {width}x{height} is smaller than the ONNX graph accepts (each side >= "
-                f"{smallest} px); raise max_side (or depth_max_side, for the depth pass), or use "
-                f"backend torch, which pads any size"
-            )
         if self.trt_max_side and max(height, width) > self.trt_max_side:
             raise BackendError(
                 f"image {width}x{height} is larger than the TensorRT profile (sides up to "
@@ -450,19 +459,11 @@ class OnnxRuntimeBackend(Backend):
                 f"most {self.trt_max_side}"
             )
         mark = time.perf_counter()
-        hazy = np.ascontiguousarray(rgb.transpose(2, 0, 1)[None], dtype=np.float32)
+        hazy = graph_input(rgb, self.metadata.min_side)
         # One graph: D and E run together, so the whole run is booked as "dehaze".
         results = dict(zip(self.outputs, self.session.run(None, {"hazy": hazy})))
         timings = {"dehaze": (time.perf_counter() - mark) * 1e3}
-        transmission = airlight = None
-        if "transmission" in results:
-            transmission = results["transmission"][0, 0]
-            airlight = results["airlight"].reshape(3)
-        dehazed = (
-            np.ascontiguousarray(results["dehazed"][0].transpose(1, 2, 0)) if want_dehazed else None
-        )
-        depth = results["depth"][0, 0] if want_depth else None
-        return BackendOutput(dehazed, transmission, airlight, depth, timings)
+        return graph_output(results, height, width, want_dehazed, want_depth, timings)
 
 
 def _min_side_of(path: Path, ort) -> int:

@@ -37,9 +37,21 @@ from pathlib import Path
 import numpy as np
 
 from dehaze_ros import devices
-from dehaze_ros.backends.base import Backend, BackendError, BackendOutput
+from dehaze_ros.backends.base import (
+    Backend,
+    BackendError,
+    BackendOutput,
+    graph_input,
+    graph_output,
+)
 
-INSTALL_HINT = "pip install 'dehaze_ros[openvino]' (the OpenVINO CPU runtime); or use backend torch"
+INSTALL_HINT = (
+    "pip install openvino (the OpenVINO CPU runtime; pip install '.[openvino]' in the source "
+    "folder adds onnx and onnxscript for exports); or use backend torch"
+)
+# Compiled models kept, one per input size: a camera has one or two, an evaluation over
+# photos of many sizes must not grow without bound.
+MAX_COMPILED = 8
 INPUT_NAME = "hazy"  # onnx_export.INPUT_NAME, without importing torch
 
 
@@ -85,17 +97,24 @@ class OpenVinoBackend(Backend):
                 f"backend openvino runs on the CPU only, got device {device!r}; use device cpu "
                 "(or auto), or backend torch / onnxruntime for a GPU"
             )
-        if precision == "fp32" or (precision == "auto" and not devices.cpu_supports_bf16()):
-            self.precision = "fp32"
-        elif precision in ("auto", "bf16"):
-            if not devices.cpu_supports_bf16():
-                raise BackendError(
-                    "precision bf16 needs a CPU with native bf16 (AVX512-BF16 or AMX); "
-                    "this one has none: use precision fp32"
-                )
-            self.precision = "bf16"
-        else:
+        if precision not in ("auto", "fp32", "bf16"):
             raise BackendError(f"backend openvino runs fp32 or bf16, got precision {precision!r}")
+        self.core = openvino.Core()
+        # bf16 where both the CPU (devices.cpu_supports_bf16, torch's rule) and OpenVINO's CPU
+        # plugin (its optimisation capabilities: not every Arm build takes a bf16 hint) have it.
+        native_bf16 = devices.cpu_supports_bf16() and plugin_has_bf16(self.core)
+        if precision == "bf16" and not native_bf16:
+            raise BackendError(
+                "precision bf16 needs a CPU with native bf16 (AVX512-BF16 or AMX) that "
+                "OpenVINO's CPU plugin runs in bf16; this one has none: use precision fp32"
+            )
+        self.precision = (
+            "bf16" if precision == "bf16" or (precision == "auto" and native_bf16) else "fp32"
+        )
+        # device auto on a machine with a GPU torch cannot use: the torch backend's warning.
+        self.device_warning = devices.auto_cpu_warning(
+            device, "cpu", devices.visible_gpu(), cuda_version()
+        )
         if onnx_model:
             path = Path(onnx_model).expanduser()
             if not path.is_file():
@@ -106,7 +125,6 @@ class OpenVinoBackend(Backend):
                 )
         else:
             path = cached_export(checkpoint)
-        self.core = openvino.Core()
         try:
             self.model = self.core.read_model(str(path))
         except Exception as exc:  # OpenVINO raises RuntimeError subclasses of its own
@@ -134,7 +152,7 @@ class OpenVinoBackend(Backend):
         self.checkpoint = self.metadata.as_checkpoint(path)
 
     def describe(self) -> dict:
-        return {
+        description = {
             "model": self.name,
             "backend": "openvino",
             "checkpoint": str(self.path),
@@ -142,6 +160,9 @@ class OpenVinoBackend(Backend):
             "precision": self.precision,
             "openvino": self.version,
         }
+        if self.device_warning:
+            description["device_warning"] = self.device_warning
+        return description
 
     def close(self) -> None:
         self.compiled = {}
@@ -161,6 +182,8 @@ class OpenVinoBackend(Backend):
                 raise BackendError(
                     f"openvino could not compile {self.path} for {width}x{height}: {exc}"
                 ) from exc
+            if len(self.compiled) >= MAX_COMPILED:  # the oldest size goes first
+                self.compiled.pop(next(iter(self.compiled)))
             self.compiled[(height, width)] = request
         return request
 
@@ -168,27 +191,27 @@ class OpenVinoBackend(Backend):
         if self.model is None:
             raise BackendError("openvino backend is closed")
         height, width = rgb.shape[:2]
-        smallest = self.metadata.min_side
-        if min(height, width) < smallest:
-            raise BackendError(
-                f"image {width}x{height} is smaller than the ONNX graph accepts (each side >= "
-                f"{smallest} px); raise max_side (or depth_max_side, for the depth pass), or use "
-                f"backend torch, which pads any size"
-            )
-        request = self._request(height, width)
+        hazy = graph_input(rgb, self.metadata.min_side)
+        request = self._request(*hazy.shape[2:])
         mark = time.perf_counter()
-        hazy = np.ascontiguousarray(rgb.transpose(2, 0, 1)[None], dtype=np.float32)
         request.infer({INPUT_NAME: hazy})
         # Copies: the request's output buffers are overwritten by its next inference.
         results = {name: np.array(request.get_tensor(name).data) for name in self.metadata.outputs}
         # One graph: D and E run together, so the whole run is booked as "dehaze".
         timings = {"dehaze": (time.perf_counter() - mark) * 1e3}
-        transmission = airlight = None
-        if "transmission" in results:
-            transmission = results["transmission"][0, 0]
-            airlight = results["airlight"].reshape(3)
-        dehazed = (
-            np.ascontiguousarray(results["dehazed"][0].transpose(1, 2, 0)) if want_dehazed else None
-        )
-        depth = results["depth"][0, 0] if want_depth else None
-        return BackendOutput(dehazed, transmission, airlight, depth, timings)
+        return graph_output(results, height, width, want_dehazed, want_depth, timings)
+
+
+def plugin_has_bf16(core) -> bool:
+    """Whether OpenVINO's CPU plugin offers bf16 inference here."""
+    try:
+        return "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    except Exception:  # an old or unusual build: do not ask it for bf16
+        return False
+
+
+def cuda_version() -> str | None:
+    """torch's CUDA build ("12.6"), None for a CPU build: what the GPU warning needs."""
+    import torch
+
+    return torch.version.cuda

@@ -270,7 +270,8 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec(
         "num_threads",
         0,
-        "torch CPU threads; 0 = torch's default (all cores).",
+        "CPU threads of the backend (torch, or OpenVINO's inference threads); 0 = the "
+        "runtime's default (all cores).",
         "configure",
         minimum=0,
         maximum=256,

@@ -326,9 +326,9 @@ def node_threads(args: argparse.Namespace, model: str, checkpoint: str) -> int:
     from dehaze_ros.engine import DEFAULT_CHECKPOINT
 
     try:
-        backend, _ = resolve_backend(
+        backend = resolve_backend(
             args.backend, model, checkpoint or DEFAULT_CHECKPOINT, args.device
-        )
+        ).name
     except Exception:  # noqa: BLE001 - a device the node will refuse with its own message
         backend = "torch"
     return 1 if backend == "torch" else 0

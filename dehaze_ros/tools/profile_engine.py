@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--frames", type=int, default=10)
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--precision", default="fp32")
+    # torch: torch.profiler sees its operators; OpenVINO's graph is one opaque call to it.
     parser.add_argument("--backend", default="torch")
     parser.add_argument("--max-side", type=int, default=320)
     parser.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))

@@ -67,7 +67,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--num-threads",
         type=int,
         default=1,
-        help="dehaze_node num_threads (1 as in the demo: the camera shares the cores)",
+        help="dehaze_node num_threads (1: the camera shares the cores; the demo picks 1 for "
+        "torch and 0 for openvino)",
     )
     parser.add_argument("--output", type=Path, default=Path("soak_output"))
     args = parser.parse_args(argv)
