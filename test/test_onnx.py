@@ -219,7 +219,11 @@ def test_engine_with_onnxruntime_matches_the_torch_engine(exported):
 def test_without_onnx_model_the_checkpoint_is_exported_once_into_the_cache(
     exported, tmp_path, monkeypatch
 ):
-    checkpoint, _ = exported["diacmpn-rt"]
+    exported_checkpoint, _ = exported["diacmpn-rt"]
+    # Alone in its folder: a graph exported beside it would be used instead (bundled_graph).
+    checkpoint = tmp_path / "lone" / exported_checkpoint.name
+    checkpoint.parent.mkdir()
+    checkpoint.write_bytes(exported_checkpoint.read_bytes())
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     config = EngineConfig(
         checkpoint=str(checkpoint), backend="onnxruntime", device="cpu", warmup=0, num_threads=1

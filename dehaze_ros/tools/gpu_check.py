@@ -265,6 +265,7 @@ def make_engine(
     """The engine of one row at native resolution (one pass at the input size, no warm-up)."""
     config = EngineConfig(
         checkpoint=str(checkpoint),
+        backend="torch",  # the torch rows are torch's, not auto's choice
         device=device,
         precision=precision,
         max_side=0,
