@@ -819,6 +819,7 @@ def _build_engines(
     backend: str,
     engine_size_rule: str,
     engine_dense_fog: str,
+    onnx_model: str = "",
 ) -> tuple[dict[str, DehazeEngine], dict]:
     """The engines to compare, by method ("model", "network depth", "dcp"), and the checkpoint's
     provenance ({} without a checkpoint)."""
@@ -830,6 +831,7 @@ def _build_engines(
             model="checkpoint",
             checkpoint=deployable,
             backend=backend,
+            onnx_model=onnx_model,
             device=device,
             precision=precision,
             max_side=engine_max_side,
@@ -1095,6 +1097,7 @@ def evaluate(
     aspects: list[str] = (),
     engine_size_rule: str = DEFAULT_SIZE_RULE,
     engine_dense_fog: str = DENSE_FOG_DEFAULT,
+    onnx_model: str = "",
 ) -> dict:
     """Run every method on every set; write per_image.csv, summary.md and grids; return the summary.
     ``scale_sources``: rows of the model per scale source (SCALE_SOURCES); ``camera_height_m`` and
@@ -1138,6 +1141,7 @@ def evaluate(
             backend,
             engine_size_rule,
             engine_dense_fog,
+            onnx_model,
         )
         out_dir.mkdir(parents=True, exist_ok=True)
         rows: list[dict] = []
@@ -1337,6 +1341,12 @@ def _add_engine_arguments(parser: argparse.ArgumentParser) -> None:
         help="what runs the networks (the node's backend parameter): quality per backend",
     )
     parser.add_argument(
+        "--onnx-model",
+        default="",
+        help="backend onnxruntime / openvino: this exported graph instead of the checkpoint's "
+        "(the node's onnx_model), e.g. a quantised one",
+    )
+    parser.add_argument(
         "--upsampling",
         default=DEFAULT_UPSAMPLING,
         choices=UPSAMPLING,
@@ -1484,6 +1494,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--max-side must be at least 32, got {args.max_side}")
     if not 0.0 < args.haze_t <= 1.0:
         parser.error(f"--haze-t must lie in (0, 1], got {args.haze_t}")
+    if args.onnx_model and args.backend == "torch":
+        parser.error("--onnx-model is a graph for --backend onnxruntime or openvino, not torch")
     scenes = [s for s in args.scenes.split(",") if s]
     items = [s for s in args.items.split(",") if s]
     try:
@@ -1521,6 +1533,7 @@ def main(argv: list[str] | None = None) -> int:
             aspects=aspects,
             engine_size_rule=args.engine_size_rule,
             engine_dense_fog=args.engine_dense_fog,
+            onnx_model=args.onnx_model,
         )
     except (DataError, CheckpointError, EngineError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
