@@ -225,6 +225,34 @@ def test_bad_arguments_are_reported(data_root, tmp_path, capsys):
     assert not out.exists()  # inputs are checked before the output folder is created
 
 
+def test_onnx_model_reaches_the_backend_and_is_refused_with_torch(
+    data_root, checkpoint, tmp_path, capsys
+):
+    common = ["--checkpoint", str(checkpoint), "--data", str(data_root / "pairs")]
+    graph = tmp_path / "missing.onnx"
+    with pytest.raises(SystemExit):
+        main(
+            [
+                *common,
+                "--backend",
+                "torch",
+                "--onnx-model",
+                str(graph),
+                "--out",
+                str(tmp_path / "t"),
+            ]
+        )
+    assert (
+        "--onnx-model is a graph for --backend onnxruntime or openvino" in capsys.readouterr().err
+    )
+    pytest.importorskip("openvino")
+    out = tmp_path / "openvino"
+    code = main([*common, "--backend", "openvino", "--onnx-model", str(graph), "--out", str(out)])
+    # The backend was given this graph (not the checkpoint's export), and says it is missing.
+    assert code == 2 and f"onnx_model {graph} not found" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_outdoor_views_score_sky_and_the_median_and_use_the_views_focal_length(
     checkpoint, tmp_path, capsys
 ):

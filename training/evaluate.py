@@ -216,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--max-side must be at least 32, got {args.max_side}")
     if not 0.0 < args.haze_t <= 1.0:
         parser.error(f"--haze-t must lie in (0, 1], got {args.haze_t}")
+    if args.onnx_model and args.backend == "torch":
+        parser.error("--onnx-model is a graph for --backend onnxruntime or openvino, not torch")
     try:
         evaluate(options_from_args(args, out_dir))
     except (DataError, CheckpointError, EngineError, ValueError) as exc:

@@ -77,6 +77,12 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
         help="what runs the networks (the node's backend parameter): quality per backend",
     )
     parser.add_argument(
+        "--onnx-model",
+        default="",
+        help="backend onnxruntime / openvino / auto: this exported graph instead of the "
+        "checkpoint's (the node's onnx_model), e.g. a quantised one",
+    )
+    parser.add_argument(
         "--upsampling",
         default=DEFAULT_UPSAMPLING,
         choices=UPSAMPLING,
@@ -219,4 +225,5 @@ def options_from_args(args: argparse.Namespace, out_dir: Path) -> EvaluateOption
         aspects=aspects,
         engine_size_rule=args.engine_size_rule,
         engine_dense_fog=args.engine_dense_fog,
+        onnx_model=args.onnx_model,
     )

@@ -57,6 +57,9 @@ class EvaluateOptions:
     backend: str = "auto"
     engine_size_rule: str = DEFAULT_SIZE_RULE
     engine_dense_fog: str = DENSE_FOG_DEFAULT
+    onnx_model: str = (
+        ""  # a given exported graph (onnxruntime, openvino, auto) instead of the export
+    )
     # The model's depth, its metric scale sources and the depths scored.
     depth_from_haze: str = EngineConfig.depth_from_haze
     scale_sources: list[str] = field(default_factory=lambda: ["learned"])

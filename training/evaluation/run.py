@@ -62,6 +62,7 @@ def build_engines(options: EvaluateOptions, workdir: Path) -> tuple[dict[str, De
             model="checkpoint",
             checkpoint=deployable,
             backend=options.backend,
+            onnx_model=options.onnx_model,
             device=options.device,
             precision=options.precision,
             max_side=options.engine_max_side,
