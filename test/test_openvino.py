@@ -253,3 +253,39 @@ def test_auto_finds_the_shipped_graph_with_openvino_alone(monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "onnx", None)
     graph = DEFAULT_CHECKPOINT.with_suffix(".onnx")
     assert graph_source_sha256(graph) == file_sha256(DEFAULT_CHECKPOINT)
+
+
+SIGINT_AFTER_ENGINES = """
+import gc, os, signal
+import numpy as np
+from dehaze_ros.engine import DehazeEngine, EngineConfig
+config = EngineConfig(backend="openvino", device="cpu", warmup=0, num_threads=1)
+frame = np.full((48, 64, 3), 128, np.uint8)
+first = DehazeEngine(config); first.process(frame)
+second = DehazeEngine(config); second.process(frame)
+first.close(); del first; gc.collect()  # released in the order they were made
+second.close(); del second; gc.collect()
+caught = []
+signal.signal(signal.SIGINT, lambda *args: caught.append(args))
+os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C, handled on the thread's alternate stack
+print("caught", len(caught))
+"""
+
+
+@needs_openvino
+def test_ctrl_c_after_openvino_engines_come_and_go_is_handled_not_a_crash():
+    # With a Core per engine, OpenVINO's CPU plugin left the thread's alternate signal stack
+    # pointing at the first Core's freed one, and this SIGINT died with SIGSEGV (exit -11).
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, "-c", SIGINT_AFTER_ENGINES],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0 and "caught 1" in done.stdout, (done.returncode, done.stderr)

@@ -246,9 +246,9 @@ def graph_properties(graph: str | os.PathLike) -> dict[str, str]:
         import onnx
     except ImportError:  # openvino alone (pip install openvino) reads the graph's props too
         try:
-            from dehaze_ros.backends.openvino_backend import graph_metadata, import_openvino
+            from dehaze_ros.backends.openvino_backend import graph_metadata, shared_core
 
-            return graph_metadata(import_openvino().Core().read_model(str(graph)))
+            return graph_metadata(shared_core().read_model(str(graph)))
         except Exception:  # no runtime either, or not a graph: not a usable graph of anything
             return {}
     try:

@@ -55,6 +55,25 @@ MAX_COMPILED = 8
 INPUT_NAME = "hazy"  # onnx_export.INPUT_NAME, without importing torch
 
 
+_SHARED_CORE = None
+
+
+def shared_core():
+    """The process's one ``openvino.Core``, made on first use and never released.
+
+    OpenVINO's CPU plugin gives the thread that first compiles on a Core an alternate signal
+    stack (sigaltstack) and, when that Core goes, puts back the one it found. Cores released in
+    another order than they were made (engines reconfigured, an evaluation's engines collected)
+    leave the thread with the stack of a Core already freed, and the next signal handled on it
+    (Ctrl-C: Python's handlers run on the alternate stack) crashes the process with SIGSEGV
+    (seen in the test suite: OpenVINO engines, then a SIGINT). One Core for the process keeps
+    one stack, valid to the end. Compiled models come and go with their engines."""
+    global _SHARED_CORE
+    if _SHARED_CORE is None:
+        _SHARED_CORE = import_openvino().Core()
+    return _SHARED_CORE
+
+
 def import_openvino():
     try:
         import openvino
@@ -99,7 +118,7 @@ class OpenVinoBackend(Backend):
             )
         if precision not in ("auto", "fp32", "bf16"):
             raise BackendError(f"backend openvino runs fp32 or bf16, got precision {precision!r}")
-        self.core = openvino.Core()
+        self.core = shared_core()
         # bf16 where both the CPU (devices.cpu_supports_bf16, torch's rule) and OpenVINO's CPU
         # plugin (its optimisation capabilities: not every Arm build takes a bf16 hint) have it.
         native_bf16 = devices.cpu_supports_bf16() and plugin_has_bf16(self.core)
