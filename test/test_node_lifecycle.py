@@ -224,6 +224,32 @@ def test_the_default_backend_runs_the_shipped_checkpoint_on_openvino(harness_fac
     assert "default.onnx" in values["backend choice"] and values["depth units"] == "meters"
 
 
+@pytest.mark.skipif(
+    importlib.util.find_spec("openvino") is None, reason="the openvino extra is not installed"
+)
+def test_ctrl_c_after_openvino_engines_were_rebuilt_ends_the_node_cleanly(harness_factory):
+    # Each configure builds an engine, and OpenVINO's CPU plugin changes the thread's alternate
+    # signal stack, on which Python's Ctrl-C handler runs. The node never holds two engines at
+    # once; the overlapping case that crashed is test_openvino's child-process test.
+    node = harness_factory("/lc_ov_signal", ["-p", "device:=cpu"])
+    node.wait_until_ready()
+    for _ in range(2):
+        for transition in (
+            Transition.TRANSITION_DEACTIVATE,
+            Transition.TRANSITION_CLEANUP,
+            Transition.TRANSITION_CONFIGURE,
+            Transition.TRANSITION_ACTIVATE,
+        ):
+            assert change_state(node, transition)
+    node.send_until_processed(frame_message(node), wanted=("dehazed/image",))
+    node.process.process.send_signal(signal.SIGINT)
+    assert node.process.process.wait(timeout=30) == 0, node.process.log()
+    log = node.process.log()
+    assert "backend openvino" in log, log
+    for problem in ("ERROR", "Traceback", "Segmentation", "KeyboardInterrupt"):
+        assert problem not in log, log
+
+
 def test_dcp_relative_depth_policy_and_no_input_warning(harness_factory):
     node = harness_factory("/lc_dcp", ["-p", "model:=dcp"])
     node.wait_until_ready()
