@@ -58,6 +58,7 @@ from dehaze_ros import anchor_scale, dense_fog, devices, upsampling
 from dehaze_ros.anchor_scale import AnchorCloud, AnchorRules, anchor_estimate, apply_anchors
 from dehaze_ros.backends import (
     BACKENDS,
+    DEFAULT_BACKEND,
     MODELS,
     Backend,
     BackendError,
@@ -125,6 +126,7 @@ DEPTH_FROM_HAZE = ("off", "fuse")
 
 __all__ = [
     "BACKENDS",
+    "DEFAULT_BACKEND",
     "DEFAULT_CHECKPOINT",
     "DEFAULT_DEPTH_MAX_SIDE",
     "DEPTH_FROM_HAZE",
@@ -163,7 +165,7 @@ class EngineConfig:
     # auto | torch | onnxruntime | openvino: what runs the checkpoint's networks; auto is
     # openvino on a CPU when installed and the checkpoint's graph is ready, else torch
     # (backends.resolve_backend)
-    backend: str = "auto"
+    backend: str = DEFAULT_BACKEND
     onnx_model: str = ""  # onnxruntime/openvino: exported graph; "" = the checkpoint's own
     trt_cache_dir: str = (
         ""  # onnxruntime + TensorRT: engine cache; "" = ~/.cache/dehaze_ros/tensorrt

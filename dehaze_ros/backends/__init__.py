@@ -15,9 +15,11 @@ from dehaze_ros.backends.base import Backend, BackendError, BackendOutput
 
 MODELS = ("checkpoint", "dcp")
 BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
+DEFAULT_BACKEND = "auto"  # the engine's, the node's and the evaluator's default (resolve_backend)
 
 __all__ = [
     "BACKENDS",
+    "DEFAULT_BACKEND",
     "MODELS",
     "Backend",
     "BackendChoice",

@@ -42,6 +42,7 @@ from dehaze_ros.canonical_camera import DEFAULT_HFOV_DEG
 # programs that read the table (process_bag, the demo) run the engine too.
 from dehaze_ros.engine import (
     BACKENDS,
+    DEFAULT_BACKEND,
     DEFAULT_CHECKPOINT,
     DEFAULT_DEPTH_MAX_SIDE,
     DEFAULT_MAX_SIDE,
@@ -165,7 +166,7 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ),
     ParameterSpec(
         "backend",
-        "auto",
+        DEFAULT_BACKEND,
         "What runs the checkpoint's networks. auto: openvino on a CPU when it is installed "
         "and the checkpoint's exported graph is ready (shipped for the default checkpoint; "
         "python -m training.export CKPT --onnx CKPT.onnx for your own), else torch (the log "

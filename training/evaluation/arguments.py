@@ -11,6 +11,7 @@ from dehaze_ros.dense_fog import DEFAULT as DENSE_FOG_DEFAULT
 from dehaze_ros.dense_fog import MODES as DENSE_FOG_MODES
 from dehaze_ros.engine import (
     BACKENDS,
+    DEFAULT_BACKEND,
     DEFAULT_DEPTH_MAX_SIDE,
     DEFAULT_SIZE_RULE,
     DEFAULT_UPSAMPLING,
@@ -72,7 +73,7 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--backend",
-        default="auto",
+        default=DEFAULT_BACKEND,
         choices=BACKENDS,
         help="what runs the networks (the node's backend parameter): quality per backend",
     )

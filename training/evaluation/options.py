@@ -10,6 +10,7 @@ from pathlib import Path
 
 from dehaze_ros.dense_fog import DEFAULT as DENSE_FOG_DEFAULT
 from dehaze_ros.engine import (
+    DEFAULT_BACKEND,
     DEFAULT_DEPTH_MAX_SIDE,
     DEFAULT_SIZE_RULE,
     DEFAULT_UPSAMPLING,
@@ -54,7 +55,7 @@ class EvaluateOptions:
     upsampling: str = DEFAULT_UPSAMPLING
     precision: str = "auto"
     engine_depth_max_side: int = DEFAULT_DEPTH_MAX_SIDE
-    backend: str = "auto"
+    backend: str = DEFAULT_BACKEND
     engine_size_rule: str = DEFAULT_SIZE_RULE
     engine_dense_fog: str = DENSE_FOG_DEFAULT
     onnx_model: str = (
