@@ -186,3 +186,35 @@ def test_vehicle_samples_bring_their_camera_and_the_fog_of_their_turn():
     np.testing.assert_array_equal(clear.hazy, clear.clear)  # clear air: no haze
     assert np.abs(foggy.hazy - foggy.clear).mean() > 0.05
     np.testing.assert_array_equal(vehicle_sample(0, 320).hazy, foggy.hazy)  # fixed views, fixed fog
+
+
+def test_vehicle_share_draws_windows_of_vehicle_cameras_among_the_outdoor_samples():
+    config = SourceConfig(kind="procedural", outdoor_share=1.0, vehicle_share=1.0)
+    source = ProceduralSource("procedural", config, "train")
+    samples = [source.train_sample(np.random.default_rng(seed), 48) for seed in range(6)]
+    assert all(sample.name == "procedural/outdoor" for sample in samples)
+    # Vehicle cameras only (60-90 degrees over 256-640 px), never the robots' 45-100 degrees.
+    focal = [sample.focal_px for sample in samples]
+    assert min(focal) >= 256 / 2 / np.tan(np.radians(45)) - 1e-6
+    assert max(focal) <= 640 / 2 / np.tan(np.radians(30)) + 1e-6
+    # Without vehicle_share the outdoor samples are the scenes they always were.
+    plain = ProceduralSource(
+        "procedural", SourceConfig(kind="procedural", outdoor_share=1.0), "train"
+    )
+    mixed = ProceduralSource(
+        "procedural", SourceConfig(kind="procedural", outdoor_share=1.0, vehicle_share=0.5), "train"
+    )
+    first = plain.train_sample(np.random.default_rng(7), 32)
+    assert not np.array_equal(first.clear, samples[0].clear)
+    assert any(
+        not np.array_equal(
+            plain.train_sample(np.random.default_rng(seed), 32).clear,
+            mixed.train_sample(np.random.default_rng(seed), 32).clear,
+        )
+        for seed in range(6)
+    )
+    with pytest.raises(Exception, match="vehicle_share must lie in"):
+        load_config(
+            "config/train/diacmpn_rt_vehicle_depth.yaml",
+            ["data.sources.procedural.vehicle_share=2"],
+        )

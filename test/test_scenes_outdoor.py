@@ -344,3 +344,43 @@ def test_vehicle_views_are_vehicle_cameras_at_native_size_and_fixed():
     again = vehicle_validation_view(0)[1]
     np.testing.assert_array_equal(again.depth_m, vehicle_validation_view(0)[1].depth_m)
     assert vehicle_validation_view(0, seed=1)[1].camera_height_m != again.camera_height_m
+
+
+def test_vehicle_windows_are_windows_of_a_deployed_vehicle_frame():
+    """Training windows for vehicle cameras: square, on a car or truck, with the focal length of
+    a frame 256-640 px wide, anywhere in that frame; the road under the camera is where the
+    window's own (off-centre) intrinsics put it."""
+    from dehaze_ros.sim.scenes import (
+        VEHICLE_HEIGHT_RANGE_M,
+        VEHICLE_PITCH_RANGE_DEG,
+        render_random_vehicle_window,
+    )
+
+    principal_points = []
+    for seed in range(6):
+        window = render_random_vehicle_window(np.random.default_rng(seed), 48, (256.0, 640.0))
+        assert window.rgb.shape == (48, 48, 3)
+        assert VEHICLE_HEIGHT_RANGE_M[0] <= window.camera_height_m <= VEHICLE_HEIGHT_RANGE_M[1]
+        assert VEHICLE_PITCH_RANGE_DEG[0] <= window.camera_pitch_deg <= VEHICLE_PITCH_RANGE_DEG[1]
+        # The narrowest camera (60 degrees) at 256 px up to the widest (90) at 640 px.
+        assert 256 / 2 / math.tan(math.radians(45)) - 1e-6 <= window.K[0, 0]
+        assert window.K[0, 0] <= 640 / 2 / math.tan(math.radians(30)) + 1e-6
+        principal_points.append((window.K[0, 2], window.K[1, 2]))
+        ground = _ground_depth(
+            window.K, 48, window.camera_height_m, -math.radians(window.camera_pitch_deg)
+        )
+        bottom = window.depth_m[-1]
+        if (
+            np.isfinite(ground[-1])
+            and np.isfinite(bottom).all()
+            and bottom.std() < 1e-3 * ground[-1]
+        ):
+            # a row of bare road (nothing standing on it): the plane's analytic depth
+            assert np.median(bottom) == pytest.approx(ground[-1], rel=0.02)
+    # Windows lie anywhere in their frame, not at its centre.
+    assert len({round(x) for x, _ in principal_points}) > 3
+    again = render_random_vehicle_window(np.random.default_rng(3), 48, (256.0, 640.0))
+    np.testing.assert_array_equal(
+        again.depth_m,
+        render_random_vehicle_window(np.random.default_rng(3), 48, (256.0, 640.0)).depth_m,
+    )

@@ -1540,16 +1540,58 @@ def vehicle_validation_view(index: int, seed: int = 0) -> tuple[str, RenderedFra
     """
     name, width, height, hfov_range = VEHICLE_CAMERAS[index % len(VEHICLE_CAMERAS)]
     rng = np.random.default_rng([_VEHICLE_VALIDATION_STREAM, seed, index])
-    scene = vehicle_scene(rng)
-    camera_height = rng.uniform(*VEHICLE_HEIGHT_RANGE_M)
-    pitch_down = rng.uniform(*VEHICLE_PITCH_RANGE_DEG)
-    yaw = rng.uniform(-8.0, 8.0) if rng.random() < 0.8 else rng.uniform(-25.0, 25.0)
+    scene, camera_height, pitch_down, yaw = _vehicle_pose(rng)
     hfov = rng.uniform(*hfov_range)
     position = np.array([rng.uniform(-1.0, 1.0), scene.eye[0], camera_height])
     K = intrinsics(width, height, hfov)
     return name, render(
         scene, width, height, position, math.radians(yaw), math.radians(-pitch_down), K=K
     )
+
+
+def _vehicle_pose(rng: np.random.Generator) -> tuple[Scene, float, float, float]:
+    """A vehicle scene and its camera: (scene, height above the road in m, pitch down and yaw in
+    degrees), drawn in this order (vehicle_validation_view's views depend on it)."""
+    scene = vehicle_scene(rng)
+    camera_height = rng.uniform(*VEHICLE_HEIGHT_RANGE_M)
+    pitch_down = rng.uniform(*VEHICLE_PITCH_RANGE_DEG)
+    yaw = rng.uniform(-8.0, 8.0) if rng.random() < 0.8 else rng.uniform(-25.0, 25.0)
+    return scene, camera_height, pitch_down, yaw
+
+
+def render_random_vehicle_window(
+    rng: np.random.Generator, size: int, frame_width_range_px: tuple[float, float]
+) -> RenderedFrame:
+    """A ``size`` x ``size`` window of a random vehicle camera's frame: one training sample.
+
+    The camera is one of VEHICLE_CAMERAS (wide 1242x375-like, 16:9, 4:3) on a car or truck
+    (1.2-2.0 m above the road, pitch -5..+5 degrees, as the vehicle validation views, on the
+    caller's rng so no validation view is drawn). Its frame is drawn ``frame_width_range_px``
+    wide, the width the engine runs the networks at, so the window's focal length and pixel scale
+    are a deployed frame's; the window lies at a random place in the frame. Where the frame is
+    less than ``size`` tall (a wide camera at 320 px: 97 rows) the window is centred on it
+    vertically and shows the rows the camera would see above and below.
+    """
+    _, width, height, hfov_range = VEHICLE_CAMERAS[int(rng.integers(len(VEHICLE_CAMERAS)))]
+    scene, camera_height, pitch_down, yaw = _vehicle_pose(rng)
+    frame_width = rng.uniform(*frame_width_range_px)
+    frame_height = frame_width * height / width
+    focal = (frame_width / 2.0) / math.tan(math.radians(rng.uniform(*hfov_range)) / 2.0)
+    left = rng.uniform(0.0, max(frame_width - size, 0.0))
+    top = (
+        rng.uniform(0.0, frame_height - size)
+        if frame_height >= size
+        else (frame_height - size) / 2.0
+    )
+    K = np.array(
+        [
+            [focal, 0.0, (frame_width - 1) / 2.0 - left],
+            [0.0, focal, (frame_height - 1) / 2.0 - top],
+            [0.0, 0.0, 1.0],
+        ]
+    )
+    position = np.array([rng.uniform(-1.0, 1.0), scene.eye[0], camera_height])
+    return render(scene, size, size, position, math.radians(yaw), math.radians(-pitch_down), K=K)
 
 
 class SceneRenderer:

@@ -19,6 +19,7 @@ from dehaze_ros.haze import synthesize_haze
 from dehaze_ros.sim.scenes import (
     outdoor_validation_view,
     render_random_outdoor_view,
+    render_random_vehicle_window,
     render_random_view,
     vehicle_validation_view,
 )
@@ -62,6 +63,10 @@ class ProceduralConfig(SourceConfig):
     val_count: int = 8  # number of fixed validation views
     outdoor_share: float = 0.0  # share of vehicle-scale outdoor scenes in training
     outdoor_val_count: int = 0  # fixed outdoor validation views (besides val_count)
+    # Share of the outdoor samples drawn as a window of a vehicle camera's frame instead
+    # (render_random_vehicle_window: wide, 16:9 or 4:3 camera 1.2-2.0 m above the road, pitch
+    # within +-5 degrees, the window of a deployed frame): depth fine-tunes for vehicles.
+    vehicle_share: float = 0.0
     outdoor_haze: HazeConfig = field(
         default_factory=lambda: HazeConfig(
             visibility_range_m=[30.0, 5000.0], airlight_range=[0.6, 1.0]
@@ -77,10 +82,9 @@ class ProceduralConfig(SourceConfig):
             self.outdoor_val_count >= 0,
             f"{prefix}.outdoor_val_count must be >= 0, got {self.outdoor_val_count}",
         )
-        require(
-            0.0 <= self.outdoor_share <= 1.0,
-            f"{prefix}.outdoor_share must lie in [0, 1], got {self.outdoor_share}",
-        )
+        for key in ("outdoor_share", "vehicle_share"):
+            value = getattr(self, key)
+            require(0.0 <= value <= 1.0, f"{prefix}.{key} must lie in [0, 1], got {value}")
 
 
 class ProceduralSource(DataSource):
@@ -113,10 +117,13 @@ class ProceduralSource(DataSource):
 
     def train_sample(self, rng: np.random.Generator, crop: int) -> Sample:
         outdoor = self.config.outdoor_share > 0 and rng.random() < self.config.outdoor_share
-        hfov = crop_field_of_view(rng, crop)
-        frame = (render_random_outdoor_view if outdoor else render_random_view)(
-            rng, crop, crop, hfov_deg=hfov
-        )
+        if outdoor and self.config.vehicle_share > 0 and rng.random() < self.config.vehicle_share:
+            frame = render_random_vehicle_window(rng, crop, FRAME_WIDTH_RANGE_PX)
+        else:
+            hfov = crop_field_of_view(rng, crop)
+            frame = (render_random_outdoor_view if outdoor else render_random_view)(
+                rng, crop, crop, hfov_deg=hfov
+            )
         return hazed_sample(
             frame.rgb,
             frame.depth_m,
