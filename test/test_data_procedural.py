@@ -213,6 +213,11 @@ def test_vehicle_share_draws_windows_of_vehicle_cameras_among_the_outdoor_sample
         )
         for seed in range(6)
     )
+    # The vehicle depth fine-tune's config loads and asks for what its comment says.
+    vehicle = load_config("config/train/diacmpn_rt_vehicle_depth.yaml")
+    assert vehicle.train.freeze == ["dehazer"] and vehicle.train.select_metric == "abs_rel"
+    assert vehicle.data.sources["procedural"].vehicle_share == 0.8
+    assert vehicle.data.sources["its"].weight == 0.0
     with pytest.raises(Exception, match="vehicle_share must lie in"):
         load_config(
             "config/train/diacmpn_rt_vehicle_depth.yaml",
