@@ -189,30 +189,39 @@ def test_vehicle_samples_bring_their_camera_and_the_fog_of_their_turn():
 
 
 def test_vehicle_share_draws_windows_of_vehicle_cameras_among_the_outdoor_samples():
-    config = SourceConfig(kind="procedural", outdoor_share=1.0, vehicle_share=1.0)
-    source = ProceduralSource("procedural", config, "train")
-    samples = [source.train_sample(np.random.default_rng(seed), 48) for seed in range(6)]
-    assert all(sample.name == "procedural/outdoor" for sample in samples)
-    # Vehicle cameras only (60-90 degrees over 256-640 px), never the robots' 45-100 degrees.
-    focal = [sample.focal_px for sample in samples]
-    assert min(focal) >= 256 / 2 / np.tan(np.radians(45)) - 1e-6
-    assert max(focal) <= 640 / 2 / np.tan(np.radians(30)) + 1e-6
-    # Without vehicle_share the outdoor samples are the scenes they always were.
-    plain = ProceduralSource(
-        "procedural", SourceConfig(kind="procedural", outdoor_share=1.0), "train"
-    )
-    mixed = ProceduralSource(
-        "procedural", SourceConfig(kind="procedural", outdoor_share=1.0, vehicle_share=0.5), "train"
-    )
-    first = plain.train_sample(np.random.default_rng(7), 32)
-    assert not np.array_equal(first.clear, samples[0].clear)
-    assert any(
-        not np.array_equal(
-            plain.train_sample(np.random.default_rng(seed), 32).clear,
-            mixed.train_sample(np.random.default_rng(seed), 32).clear,
+    from dehaze_ros.sim.scenes import render_random_outdoor_view, render_random_vehicle_window
+    from training.data.procedural import FRAME_WIDTH_RANGE_PX, crop_field_of_view
+
+    def vehicle_source(share: float) -> ProceduralSource:
+        config = SourceConfig(kind="procedural", outdoor_share=1.0, vehicle_share=share)
+        return ProceduralSource("procedural", config, "train")
+
+    # vehicle_share 1: every sample is the window the rng's next draws give (after the outdoor
+    # and the vehicle coin), hazed as an outdoor sample.
+    for seed in range(3):
+        sample = vehicle_source(1.0).train_sample(np.random.default_rng(seed), 48)
+        rng = np.random.default_rng(seed)
+        rng.random(), rng.random()
+        window = render_random_vehicle_window(rng, 48, FRAME_WIDTH_RANGE_PX)
+        assert sample.name == "procedural/outdoor"
+        np.testing.assert_array_equal(sample.depth_m, window.depth_m)
+        assert sample.focal_px == window.K[0, 0]
+    # vehicle_share 0: the outdoor samples are the scenes they always were (no extra draw).
+    for seed in range(3):
+        sample = vehicle_source(0.0).train_sample(np.random.default_rng(seed), 32)
+        rng = np.random.default_rng(seed)
+        rng.random()
+        expected = render_random_outdoor_view(rng, 32, 32, hfov_deg=crop_field_of_view(rng, 32))
+        np.testing.assert_array_equal(sample.depth_m, expected.depth_m)
+    # A share in between mixes the two: some samples are the windows of share 1, some not.
+    kinds = {
+        np.array_equal(
+            vehicle_source(0.5).train_sample(np.random.default_rng(seed), 32).depth_m,
+            vehicle_source(1.0).train_sample(np.random.default_rng(seed), 32).depth_m,
         )
-        for seed in range(6)
-    )
+        for seed in range(8)
+    }
+    assert kinds == {True, False}
     # The vehicle depth fine-tune's config loads and asks for what its comment says.
     vehicle = load_config("config/train/diacmpn_rt_vehicle_depth.yaml")
     assert vehicle.train.freeze == ["dehazer"] and vehicle.train.select_metric == "abs_rel"
@@ -222,4 +231,9 @@ def test_vehicle_share_draws_windows_of_vehicle_cameras_among_the_outdoor_sample
         load_config(
             "config/train/diacmpn_rt_vehicle_depth.yaml",
             ["data.sources.procedural.vehicle_share=2"],
+        )
+    with pytest.raises(Exception, match="share of the outdoor samples"):
+        load_config(
+            "config/train/diacmpn_rt_vehicle_depth.yaml",
+            ["data.sources.procedural.outdoor_share=0"],
         )

@@ -379,6 +379,15 @@ def test_vehicle_windows_are_windows_of_a_deployed_vehicle_frame():
             assert np.median(bottom) == pytest.approx(ground[-1], rel=0.02)
     # Windows lie anywhere in their frame, not at its centre.
     assert len({round(x) for x, _ in principal_points}) > 3
+    # A frame shorter than the window (the wide camera at 320 px: 97 rows) puts the window's
+    # centre row on the frame's centre row; a taller one places it anywhere.
+    wide_focal = 160 / math.tan(math.radians(81.4 / 2))  # the wide camera's, 320 px wide
+    rows = {True: [], False: []}
+    for seed in range(12):
+        window = render_random_vehicle_window(np.random.default_rng(seed), 100, (320.0, 320.0))
+        rows[bool(window.K[0, 0] == pytest.approx(wide_focal))].append(window.K[1, 2])
+    assert rows[True] and all(cy == pytest.approx(99 / 2) for cy in rows[True])
+    assert any(cy != pytest.approx(99 / 2) for cy in rows[False])
     again = render_random_vehicle_window(np.random.default_rng(3), 48, (256.0, 640.0))
     np.testing.assert_array_equal(
         again.depth_m,

@@ -1569,15 +1569,18 @@ def render_random_vehicle_window(
     caller's rng so no validation view is drawn). Its frame is drawn ``frame_width_range_px``
     wide, the width the engine runs the networks at, so the window's focal length and pixel scale
     are a deployed frame's; the window lies at a random place in the frame. Where the frame is
-    less than ``size`` tall (a wide camera at 320 px: 97 rows) the window is centred on it
-    vertically and shows the rows the camera would see above and below.
+    less than ``size`` tall (a wide camera at 320 px: 97 rows) or wide, the window is centred on
+    it in that direction and shows what the camera would see beyond the frame's edges.
     """
     _, width, height, hfov_range = VEHICLE_CAMERAS[int(rng.integers(len(VEHICLE_CAMERAS)))]
     scene, camera_height, pitch_down, yaw = _vehicle_pose(rng)
     frame_width = rng.uniform(*frame_width_range_px)
     frame_height = frame_width * height / width
     focal = (frame_width / 2.0) / math.tan(math.radians(rng.uniform(*hfov_range)) / 2.0)
-    left = rng.uniform(0.0, max(frame_width - size, 0.0))
+    # Anywhere in the frame; centred on a side the window is longer than.
+    left = (
+        rng.uniform(0.0, frame_width - size) if frame_width >= size else (frame_width - size) / 2.0
+    )
     top = (
         rng.uniform(0.0, frame_height - size)
         if frame_height >= size

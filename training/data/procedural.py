@@ -65,7 +65,8 @@ class ProceduralConfig(SourceConfig):
     outdoor_val_count: int = 0  # fixed outdoor validation views (besides val_count)
     # Share of the outdoor samples drawn as a window of a vehicle camera's frame instead
     # (render_random_vehicle_window: wide, 16:9 or 4:3 camera 1.2-2.0 m above the road, pitch
-    # within +-5 degrees, the window of a deployed frame): depth fine-tunes for vehicles.
+    # within +-5 degrees, the window of a deployed frame): depth fine-tunes for vehicles. A share
+    # of the outdoor samples, so it needs outdoor_share > 0.
     vehicle_share: float = 0.0
     outdoor_haze: HazeConfig = field(
         default_factory=lambda: HazeConfig(
@@ -85,6 +86,11 @@ class ProceduralConfig(SourceConfig):
         for key in ("outdoor_share", "vehicle_share"):
             value = getattr(self, key)
             require(0.0 <= value <= 1.0, f"{prefix}.{key} must lie in [0, 1], got {value}")
+        require(
+            self.vehicle_share == 0 or self.outdoor_share > 0,
+            f"{prefix}.vehicle_share is a share of the outdoor samples: with outdoor_share 0 it "
+            f"would draw none (set outdoor_share > 0)",
+        )
 
 
 class ProceduralSource(DataSource):
