@@ -47,6 +47,7 @@ import torch
 from torch import nn
 
 from dehaze_ros import dcp
+from dehaze_ros.backends.base import GRAPH_INPUT_NAME
 from dehaze_ros.checkpoint import (
     Checkpoint,
     atomic_write,
@@ -58,7 +59,6 @@ from dehaze_ros.checkpoint import (
 ONNX_FORMAT = "dehaze_ros.onnx"
 ONNX_FORMAT_VERSION = 1
 DEFAULT_OPSET = 18
-INPUT_NAME = "hazy"
 PHYSICS_OUTPUTS = ("dehazed", "depth", "transmission", "airlight")
 INSTALL_HINT = (
     "pip install 'dehaze_ros[onnx]' (or: pip install onnx onnxscript onnxruntime; on an NVIDIA GPU "
@@ -240,7 +240,10 @@ def _export_program(
     # they do not change what the graph computes (ONNX Reshape has no strides), and the sizes
     # stay symbolic (test_onnx checks sizes that are and are not multiples of the padding).
     dims = {
-        INPUT_NAME: {2: torch.export.Dim.AUTO(min=smallest), 3: torch.export.Dim.AUTO(min=smallest)}
+        GRAPH_INPUT_NAME: {
+            2: torch.export.Dim.AUTO(min=smallest),
+            3: torch.export.Dim.AUTO(min=smallest),
+        }
     }
     # torch's exporter logs a warning per torchvision op it cannot register; we use none of them.
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
@@ -254,7 +257,7 @@ def _export_program(
                 (example,),
                 dynamo=True,
                 dynamic_shapes=dims,
-                input_names=[INPUT_NAME],
+                input_names=[GRAPH_INPUT_NAME],
                 output_names=list(outputs),
                 opset_version=opset,
                 verbose=False,
@@ -277,7 +280,7 @@ def _metadata(checkpoint, checkpoint_path: str | os.PathLike, smallest: int, out
         io={
             **checkpoint.io,
             "graph": {
-                "input": f"{INPUT_NAME}: float32 1x3xHxW RGB [0,1], H,W >= {smallest}",
+                "input": f"{GRAPH_INPUT_NAME}: float32 1x3xHxW RGB [0,1], H,W >= {smallest}",
                 "outputs": list(outputs),
                 "dehazed": "clamped to [0,1]",
                 "depth": "depth_units; canonical camera if canonical_focal_px > 0: "

@@ -45,6 +45,9 @@ import numpy as np
 
 from dehaze_ros.checkpoint import Checkpoint
 
+# The input name of the exported graph (onnx_export writes it, the graph runners feed it).
+GRAPH_INPUT_NAME = "hazy"
+
 
 class BackendError(RuntimeError):
     """A backend could not be set up or gave output that breaks the interface."""

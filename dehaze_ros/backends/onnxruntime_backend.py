@@ -45,6 +45,7 @@ import numpy as np
 
 from dehaze_ros import devices
 from dehaze_ros.backends.base import (
+    GRAPH_INPUT_NAME,
     Backend,
     BackendError,
     BackendOutput,
@@ -57,7 +58,6 @@ INSTALL_HINT = (
     "NVIDIA GPU (onnxruntime-gpu: CUDA and TensorRT providers); or use backend torch"
 )
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
-INPUT_NAME = "hazy"  # onnx_export.INPUT_NAME, without importing torch
 # The largest side a TensorRT profile covers: TensorRT's TopK takes k <= 3840 and the DCP prior's
 # airlight sorts the haziest pixels // 1000 (3686 at 1920 x 1920). Also the profile's upper end
 # for max_side 0 (native), whose frame size is not known before the first frame.
@@ -109,7 +109,7 @@ def tensorrt_profile(min_side: int, max_side: int, depth_max_side: int) -> dict[
     opt = (max(min_side, round(opt_side * 3 / 4)), max(min_side, opt_side))
 
     def shape(height: int, width: int) -> str:
-        return f"{INPUT_NAME}:1x3x{height}x{width}"
+        return f"{GRAPH_INPUT_NAME}:1x3x{height}x{width}"
 
     return {
         "trt_profile_min_shapes": shape(min_side, min_side),

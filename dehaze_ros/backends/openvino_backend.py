@@ -38,6 +38,7 @@ import numpy as np
 
 from dehaze_ros import devices
 from dehaze_ros.backends.base import (
+    GRAPH_INPUT_NAME,
     Backend,
     BackendError,
     BackendOutput,
@@ -52,7 +53,6 @@ INSTALL_HINT = (
 # Compiled models kept, one per input size: a camera has one or two, an evaluation over
 # photos of many sizes must not grow without bound.
 MAX_COMPILED = 8
-INPUT_NAME = "hazy"  # onnx_export.INPUT_NAME, without importing torch
 
 
 _SHARED_CORE = None
@@ -192,7 +192,7 @@ class OpenVinoBackend(Backend):
         request = self.compiled.get((height, width))
         if request is None:
             model = self.model.clone()
-            model.reshape({INPUT_NAME: [1, 3, height, width]})
+            model.reshape({GRAPH_INPUT_NAME: [1, 3, height, width]})
             try:
                 request = self.core.compile_model(
                     model, "CPU", self.properties
@@ -213,7 +213,7 @@ class OpenVinoBackend(Backend):
         hazy = graph_input(rgb, self.metadata.min_side)
         request = self._request(*hazy.shape[2:])
         mark = time.perf_counter()
-        request.infer({INPUT_NAME: hazy})
+        request.infer({GRAPH_INPUT_NAME: hazy})
         # Copies: the request's output buffers are overwritten by its next inference.
         results = {name: np.array(request.get_tensor(name).data) for name in self.metadata.outputs}
         # One graph: D and E run together, so the whole run is booked as "dehaze".
